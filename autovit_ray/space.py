@@ -1,0 +1,840 @@
+"""The AutoViT hybrid search space: the architecture config (`Arch`) and the space it lives in.
+
+A network is: conv stem -> 3 MBConv (MobileNetV2) stages -> 3 or 4 MobileViT (transformer) stages
+-> MBPool head. Each supernet (XXS, XS, S; paper Table 1) is one YAML file in `configs/`.
+
+This module is pure Python (no torch, no Ray): the search algorithms, the latency table and the
+CLI (`python -m autovit_ray.space describe xxs --json`) use it without building a network.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import math
+import random
+import sys
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import yaml
+
+# Bump when the meaning of a space field or the network built from it changes: old checkpoints
+# and latency tables then stop matching the fingerprint and are refused.
+SPACE_FORMAT_VERSION = 1
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+BUILTIN_SPACES = ("xxs", "xs", "s")
+NUM_MBCONV_STAGES = 3
+MAX_TRANSFORMER_STAGES = 4
+
+
+# --------------------------------------------------------------------------------------------
+# Arch: one subnet
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Arch:
+    """One subnet of a supernet. Hashable; the key of LUTs, Tune configs, MLflow params, exports.
+
+    Per-stage tuples: `mbconv_*` has 3 entries, `transformer_*` one entry per active transformer
+    stage (3 or 4). `transformer_widths` is the stage's embedding (token) width d; the Q-K-V width
+    is `heads * head_dim` of the space.
+    """
+
+    supernet: str
+    resolution: int
+    stem_width: int
+    mbconv_widths: tuple[int, ...]
+    mbconv_depths: tuple[int, ...]
+    transformer_widths: tuple[int, ...]
+    transformer_depths: tuple[int, ...]
+    transformer_heads: tuple[int, ...]
+    transformer_mlp_ratios: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.supernet, str) or not self.supernet:
+            raise ValueError(f"Arch.supernet must be a non-empty string, got {self.supernet!r}")
+        for name in ("resolution", "stem_width"):
+            object.__setattr__(self, name, _as_int(name, getattr(self, name)))
+        for name in ("mbconv_widths", "mbconv_depths", "transformer_widths", "transformer_depths",
+                     "transformer_heads"):
+            object.__setattr__(self, name, _as_int_tuple(name, getattr(self, name)))
+        object.__setattr__(self, "transformer_mlp_ratios",
+                           _as_float_tuple("transformer_mlp_ratios", self.transformer_mlp_ratios))
+        if len(self.mbconv_widths) != NUM_MBCONV_STAGES or len(self.mbconv_depths) != NUM_MBCONV_STAGES:
+            raise ValueError(f"Arch.mbconv_widths / mbconv_depths must have {NUM_MBCONV_STAGES} entries, "
+                             f"got {self.mbconv_widths} / {self.mbconv_depths}")
+        lengths = {len(self.transformer_widths), len(self.transformer_depths),
+                   len(self.transformer_heads), len(self.transformer_mlp_ratios)}
+        if len(lengths) != 1:
+            raise ValueError("Arch.transformer_widths, _depths, _heads and _mlp_ratios must have the same "
+                             f"length (one per transformer stage), got {self.transformer_widths}, "
+                             f"{self.transformer_depths}, {self.transformer_heads}, "
+                             f"{self.transformer_mlp_ratios}")
+
+    @property
+    def num_transformer_stages(self) -> int:
+        return len(self.transformer_widths)
+
+    # -- serialisation ---------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe dict (tuples become lists)."""
+        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v)
+                for f in dataclasses.fields(self)}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Arch":
+        if not isinstance(data, Mapping):
+            raise ValueError(f"an Arch needs a JSON object, got {type(data).__name__}")
+        names = [f.name for f in dataclasses.fields(cls)]
+        missing = [n for n in names if n not in data]
+        unknown = [k for k in data if k not in names]
+        if missing or unknown:
+            raise ValueError(f"malformed Arch: missing fields {missing}, unknown fields {unknown}; "
+                             f"expected exactly {names}")
+        return cls(**{n: data[n] for n in names})
+
+    @classmethod
+    def from_json(cls, text: str | bytes | Mapping[str, Any]) -> "Arch":
+        if isinstance(text, Mapping):
+            return cls.from_dict(text)
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"malformed Arch JSON: {exc}") from None
+        return cls.from_dict(data)
+
+    def to_params(self) -> dict[str, int | float | str]:
+        """Flat scalar dict (MLflow params, Tune configs): `transformer2_heads`, `mbconv1_width`, ..."""
+        params: dict[str, int | float | str] = {
+            "supernet": self.supernet, "resolution": self.resolution, "stem_width": self.stem_width,
+            "num_transformer_stages": self.num_transformer_stages}
+        for i, (w, d) in enumerate(zip(self.mbconv_widths, self.mbconv_depths), start=1):
+            params[f"mbconv{i}_width"], params[f"mbconv{i}_depth"] = w, d
+        for i in range(self.num_transformer_stages):
+            params[f"transformer{i + 1}_width"] = self.transformer_widths[i]
+            params[f"transformer{i + 1}_depth"] = self.transformer_depths[i]
+            params[f"transformer{i + 1}_heads"] = self.transformer_heads[i]
+            params[f"transformer{i + 1}_mlp_ratio"] = self.transformer_mlp_ratios[i]
+        return params
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> "Arch":
+        """Inverse of `to_params` (values may be strings, as MLflow returns them)."""
+        try:
+            n = int(params["num_transformer_stages"])
+            return cls(
+                supernet=str(params["supernet"]), resolution=int(params["resolution"]),
+                stem_width=int(params["stem_width"]),
+                mbconv_widths=tuple(int(params[f"mbconv{i}_width"]) for i in (1, 2, 3)),
+                mbconv_depths=tuple(int(params[f"mbconv{i}_depth"]) for i in (1, 2, 3)),
+                transformer_widths=tuple(int(params[f"transformer{i}_width"]) for i in range(1, n + 1)),
+                transformer_depths=tuple(int(params[f"transformer{i}_depth"]) for i in range(1, n + 1)),
+                transformer_heads=tuple(int(params[f"transformer{i}_heads"]) for i in range(1, n + 1)),
+                transformer_mlp_ratios=tuple(float(params[f"transformer{i}_mlp_ratio"])
+                                             for i in range(1, n + 1)))
+        except KeyError as exc:
+            raise ValueError(f"Arch params are missing the field {exc.args[0]!r}") from None
+
+    @cached_property
+    def arch_hash(self) -> str:
+        """Stable 12-hex-digit hash of the canonical JSON (same on every machine and Python run)."""
+        return hashlib.sha256(self.to_json().encode()).hexdigest()[:12]
+
+    def __str__(self) -> str:
+        mb = "-".join(f"{w}x{d}" for w, d in zip(self.mbconv_widths, self.mbconv_depths))
+        tr = "-".join(f"{w}x{d}h{h}m{_fmt_ratio(r)}" for w, d, h, r in zip(
+            self.transformer_widths, self.transformer_depths, self.transformer_heads,
+            self.transformer_mlp_ratios))
+        return f"{self.supernet}_r{self.resolution}_c{self.stem_width}_mb{mb}_t{tr}"
+
+
+def _fmt_ratio(ratio: float) -> str:
+    return f"{ratio:g}"
+
+
+def _as_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+        raise ValueError(f"Arch.{name} must be an integer, got {value!r}")
+    return int(value)
+
+
+def _as_int_tuple(name: str, values: Any) -> tuple[int, ...]:
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
+        raise ValueError(f"Arch.{name} must be a list of integers, got {values!r}")
+    return tuple(_as_int(f"{name}[{i}]", v) for i, v in enumerate(values))
+
+
+def _as_float_tuple(name: str, values: Any) -> tuple[float, ...]:
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
+        raise ValueError(f"Arch.{name} must be a list of numbers, got {values!r}")
+    out = []
+    for i, v in enumerate(values):
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise ValueError(f"Arch.{name}[{i}] must be a number, got {v!r}")
+        out.append(float(v))
+    return tuple(out)
+
+
+# --------------------------------------------------------------------------------------------
+# The space
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MBConvStageChoices:
+    widths: tuple[int, ...]
+    depths: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class TransformerStageChoices:
+    widths: tuple[int, ...]
+    depths: tuple[int, ...]
+    heads: tuple[int, ...]
+    mlp_ratios: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class FixedChoices:
+    """Choices the paper fixes: they are not searched but change the network."""
+
+    kernel_size: int = 3
+    patch_size: int = 2
+    mbconv_expansion: int = 1
+    head_dim: int = 16
+    head_expansion: int = 6
+    fuse_kernel: int = 3
+
+
+@dataclass(frozen=True)
+class InputProfile:
+    """Resolutions for one kind of data, and the stride of each of the 8 stages
+    (stem, 3 MBConv stages, 4 transformer stages)."""
+
+    name: str
+    resolutions: tuple[int, ...]
+    strides: tuple[int, ...]
+
+
+class SearchSpace:
+    """One supernet's space under one input profile. Build with `load_space`."""
+
+    def __init__(self, name: str, stem_widths: Sequence[int],
+                 mbconv_stages: Sequence[MBConvStageChoices],
+                 transformer_stages: Sequence[TransformerStageChoices],
+                 num_transformer_stages: Sequence[int], fixed: FixedChoices,
+                 profile: InputProfile, profiles: Mapping[str, InputProfile] | None = None) -> None:
+        self.name = name
+        self.stem_widths = tuple(stem_widths)
+        self.mbconv_stages = tuple(mbconv_stages)
+        self.transformer_stages = tuple(transformer_stages)
+        self.num_transformer_stages = tuple(num_transformer_stages)
+        self.fixed = fixed
+        self.profile = profile
+        self.profiles = dict(profiles or {profile.name: profile})
+        self._check()
+
+    # -- construction checks ------------------------------------------------------------------
+    def _check(self) -> None:
+        where = f"space {self.name!r}"
+        if len(self.mbconv_stages) != NUM_MBCONV_STAGES:
+            raise ValueError(f"{where}: mbconv_stages must have {NUM_MBCONV_STAGES} entries, "
+                             f"got {len(self.mbconv_stages)}")
+        if not 1 <= len(self.transformer_stages) <= MAX_TRANSFORMER_STAGES:
+            raise ValueError(f"{where}: transformer_stages must have 1..{MAX_TRANSFORMER_STAGES} entries, "
+                             f"got {len(self.transformer_stages)}")
+        bad = [n for n in self.num_transformer_stages if not 1 <= n <= len(self.transformer_stages)]
+        if bad or not self.num_transformer_stages:
+            raise ValueError(f"{where}: num_transformer_stages {list(self.num_transformer_stages)} must be "
+                             f"non-empty and within 1..{len(self.transformer_stages)}")
+        for label, values in self._all_choice_lists():
+            if not values or any(v <= 0 for v in values) or len(set(values)) != len(values):
+                raise ValueError(f"{where}: {label} must be a non-empty list of distinct positive "
+                                 f"numbers, got {list(values)}")
+        for i, stage in enumerate(self.transformer_stages, start=1):
+            for width in stage.widths:
+                for ratio in stage.mlp_ratios:
+                    if abs(width * ratio - round(width * ratio)) > 1e-9:
+                        raise ValueError(f"{where}: transformer stage {i} width {width} x mlp_ratio "
+                                         f"{ratio} is not an integer MLP width")
+        f = self.fixed
+        for field_name in ("kernel_size", "patch_size", "mbconv_expansion", "head_dim",
+                           "head_expansion", "fuse_kernel"):
+            if getattr(f, field_name) <= 0:
+                raise ValueError(f"{where}: fixed.{field_name} must be positive, got {getattr(f, field_name)}")
+        if f.kernel_size % 2 == 0 or f.fuse_kernel % 2 == 0:
+            raise ValueError(f"{where}: kernel sizes must be odd, got kernel_size={f.kernel_size}, "
+                             f"fuse_kernel={f.fuse_kernel}")
+        if self._greedy_monotone_widths() is None:
+            raise ValueError(f"{where}: no transformer width sequence is non-decreasing; stage widths "
+                             f"{[list(s.widths) for s in self.transformer_stages]}")
+        for profile in self.profiles.values():
+            _check_profile(self, profile)
+
+    def _all_choice_lists(self) -> list[tuple[str, tuple[float, ...]]]:
+        out: list[tuple[str, tuple[float, ...]]] = [("stem widths", self.stem_widths)]
+        for i, s in enumerate(self.mbconv_stages, start=1):
+            out += [(f"mbconv stage {i} widths", s.widths), (f"mbconv stage {i} depths", s.depths)]
+        for i, t in enumerate(self.transformer_stages, start=1):
+            out += [(f"transformer stage {i} widths", t.widths), (f"transformer stage {i} depths", t.depths),
+                    (f"transformer stage {i} heads", t.heads),
+                    (f"transformer stage {i} mlp_ratios", t.mlp_ratios)]
+        return out
+
+    # -- basic views ---------------------------------------------------------------------------
+    @property
+    def resolutions(self) -> tuple[int, ...]:
+        return self.profile.resolutions
+
+    @property
+    def strides(self) -> tuple[int, ...]:
+        return self.profile.strides
+
+    @property
+    def default_resolution(self) -> int:
+        return max(self.profile.resolutions)
+
+    def __repr__(self) -> str:
+        return f"SearchSpace({self.name!r}, profile={self.profile.name!r})"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Everything that defines the networks of this space (JSON-safe)."""
+        return {
+            "format_version": SPACE_FORMAT_VERSION,
+            "name": self.name,
+            "stem": {"widths": list(self.stem_widths)},
+            "mbconv_stages": [{"widths": list(s.widths), "depths": list(s.depths)} for s in self.mbconv_stages],
+            "transformer_stages": [{"widths": list(t.widths), "depths": list(t.depths), "heads": list(t.heads),
+                                    "mlp_ratios": list(t.mlp_ratios)} for t in self.transformer_stages],
+            "num_transformer_stages": list(self.num_transformer_stages),
+            "fixed": dataclasses.asdict(self.fixed),
+            "profile": {"name": self.profile.name, "resolutions": list(self.profile.resolutions),
+                        "strides": list(self.profile.strides)},
+        }
+
+    def fingerprint(self) -> str:
+        """Hash of everything that changes weights or latency (the space, the fixed choices, the
+        input profile and the format version). Checkpoints and LUTs carry it; loaders refuse a
+        mismatch."""
+        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+    def with_profile(self, profile: str) -> "SearchSpace":
+        if profile not in self.profiles:
+            raise ValueError(f"space {self.name!r} has no input profile {profile!r}; "
+                             f"allowed: {sorted(self.profiles)}")
+        return SearchSpace(self.name, self.stem_widths, self.mbconv_stages, self.transformer_stages,
+                           self.num_transformer_stages, self.fixed, self.profiles[profile], self.profiles)
+
+    # -- validation ----------------------------------------------------------------------------
+    def validate(self, arch: Arch) -> Arch:
+        """Raise ValueError naming the field, the value and the allowed values; return `arch`."""
+        if not isinstance(arch, Arch):
+            raise ValueError(f"expected an Arch, got {type(arch).__name__}")
+        if arch.supernet != self.name:
+            raise ValueError(f"Arch.supernet is {arch.supernet!r} but this is the {self.name!r} supernet")
+        _check_choice("resolution", arch.resolution, self.profile.resolutions,
+                      f" (input profile {self.profile.name!r})")
+        _check_choice("stem_width", arch.stem_width, self.stem_widths)
+        for i, stage in enumerate(self.mbconv_stages):
+            _check_choice(f"mbconv_widths[{i}]", arch.mbconv_widths[i], stage.widths)
+            _check_choice(f"mbconv_depths[{i}]", arch.mbconv_depths[i], stage.depths)
+        _check_choice("num_transformer_stages", arch.num_transformer_stages, self.num_transformer_stages)
+        widths = arch.transformer_widths
+        for i in range(1, len(widths)):
+            if widths[i] < widths[i - 1]:
+                raise ValueError(f"Arch.transformer_widths {list(widths)} decrease from stage {i} to "
+                                 f"{i + 1} ({widths[i - 1]} -> {widths[i]}); transformer widths must "
+                                 "never decrease")
+        for i in range(arch.num_transformer_stages):
+            stage = self.transformer_stages[i]
+            _check_choice(f"transformer_widths[{i}]", widths[i], stage.widths)
+            _check_choice(f"transformer_depths[{i}]", arch.transformer_depths[i], stage.depths)
+            _check_choice(f"transformer_heads[{i}]", arch.transformer_heads[i], stage.heads)
+            _check_choice(f"transformer_mlp_ratios[{i}]", arch.transformer_mlp_ratios[i], stage.mlp_ratios)
+        return arch
+
+    def contains(self, arch: Arch) -> bool:
+        try:
+            self.validate(arch)
+        except ValueError:
+            return False
+        return True
+
+    # -- canonical members ---------------------------------------------------------------------
+    def largest(self) -> Arch:
+        return self._extreme(max)
+
+    def smallest(self) -> Arch:
+        return self._extreme(min)
+
+    def _extreme(self, pick: Any) -> Arch:
+        n = pick(self.num_transformer_stages)
+        stages = self.transformer_stages[:n]
+        widths = self._repair_widths([pick(s.widths) for s in stages], random.Random(0))
+        return Arch(
+            supernet=self.name, resolution=pick(self.profile.resolutions), stem_width=pick(self.stem_widths),
+            mbconv_widths=tuple(pick(s.widths) for s in self.mbconv_stages),
+            mbconv_depths=tuple(pick(s.depths) for s in self.mbconv_stages),
+            transformer_widths=tuple(widths), transformer_depths=tuple(pick(s.depths) for s in stages),
+            transformer_heads=tuple(pick(s.heads) for s in stages),
+            transformer_mlp_ratios=tuple(pick(s.mlp_ratios) for s in stages))
+
+    # -- sampling and variation ----------------------------------------------------------------
+    def sample(self, rng: random.Random) -> Arch:
+        """Draw each choice uniformly: the number of transformer stages first, then every stage's
+        choices (AutoFormer / SPOS). Not uniform over whole subnets, which would give 4-stage
+        subnets ~98% of the draws. Widths that would decrease are redrawn (never in Table 1)."""
+        n = rng.choice(self.num_transformer_stages)
+        stages = self.transformer_stages[:n]
+        resolution = rng.choice(self.profile.resolutions)
+        stem = rng.choice(self.stem_widths)
+        mb_widths, mb_depths = [], []
+        for s in self.mbconv_stages:
+            mb_widths.append(rng.choice(s.widths))
+            mb_depths.append(rng.choice(s.depths))
+        widths, depths, heads, ratios = [], [], [], []
+        for s in stages:
+            widths.append(rng.choice(s.widths))
+            depths.append(rng.choice(s.depths))
+            heads.append(rng.choice(s.heads))
+            ratios.append(rng.choice(s.mlp_ratios))
+        widths = self._redraw_until_monotone(widths, rng)
+        return Arch(self.name, resolution, stem, tuple(mb_widths), tuple(mb_depths), tuple(widths),
+                    tuple(depths), tuple(heads), tuple(ratios))
+
+    def mutate(self, arch: Arch, rng: random.Random, p_depth: float = 0.2, p_block: float = 0.4) -> Arch:
+        """Paper Algorithm 2: with probability `p_depth` redraw the number of transformer stages
+        and each stage depth; then redraw every other choice (resolution, stem, each stage's
+        width, heads, MLP ratio) with probability `p_block`. The result is always valid."""
+        self.validate(arch)
+        d = _mutable_fields(arch)
+        if rng.random() < p_depth:
+            d["n"] = rng.choice(self.num_transformer_stages)
+        for i, s in enumerate(self.mbconv_stages):
+            if rng.random() < p_depth:
+                d["mb_depths"][i] = rng.choice(s.depths)
+        for i, s in enumerate(self.transformer_stages[:d["n"]]):
+            if i >= arch.num_transformer_stages:  # a new stage: draw all of its choices
+                d["widths"].append(rng.choice(s.widths))
+                d["depths"].append(rng.choice(s.depths))
+                d["heads"].append(rng.choice(s.heads))
+                d["ratios"].append(rng.choice(s.mlp_ratios))
+            elif rng.random() < p_depth:
+                d["depths"][i] = rng.choice(s.depths)
+        if rng.random() < p_block:
+            d["resolution"] = rng.choice(self.profile.resolutions)
+        if rng.random() < p_block:
+            d["stem"] = rng.choice(self.stem_widths)
+        for i, s in enumerate(self.mbconv_stages):
+            if rng.random() < p_block:
+                d["mb_widths"][i] = rng.choice(s.widths)
+        for i, s in enumerate(self.transformer_stages[:min(d["n"], arch.num_transformer_stages)]):
+            if rng.random() < p_block:
+                d["widths"][i] = rng.choice(s.widths)
+            if rng.random() < p_block:
+                d["heads"][i] = rng.choice(s.heads)
+            if rng.random() < p_block:
+                d["ratios"][i] = rng.choice(s.mlp_ratios)
+        return self._build(d, rng)
+
+    def crossover(self, a: Arch, b: Arch, rng: random.Random) -> Arch:
+        """Uniform crossover by unit: resolution, stem, each MBConv stage (width and depth together),
+        the stage count, and each transformer stage (all four choices together). Stages beyond the
+        shorter parent come from the parent that has them. The result is always valid."""
+        self.validate(a)
+        self.validate(b)
+        d = _mutable_fields(a)
+        d["resolution"] = rng.choice((a.resolution, b.resolution))
+        d["stem"] = rng.choice((a.stem_width, b.stem_width))
+        for i in range(NUM_MBCONV_STAGES):
+            src = rng.choice((a, b))
+            d["mb_widths"][i], d["mb_depths"][i] = src.mbconv_widths[i], src.mbconv_depths[i]
+        d["n"] = rng.choice((a.num_transformer_stages, b.num_transformer_stages))
+        for key in ("widths", "depths", "heads", "ratios"):
+            d[key] = []
+        for i in range(d["n"]):
+            parents = [p for p in (a, b) if p.num_transformer_stages > i]
+            src = rng.choice(parents)
+            d["widths"].append(src.transformer_widths[i])
+            d["depths"].append(src.transformer_depths[i])
+            d["heads"].append(src.transformer_heads[i])
+            d["ratios"].append(src.transformer_mlp_ratios[i])
+        return self._build(d, rng)
+
+    def _build(self, d: dict[str, Any], rng: random.Random) -> Arch:
+        n = d["n"]
+        widths = self._repair_widths(d["widths"][:n], rng)
+        arch = Arch(self.name, d["resolution"], d["stem"], tuple(d["mb_widths"]), tuple(d["mb_depths"]),
+                    tuple(widths), tuple(d["depths"][:n]), tuple(d["heads"][:n]), tuple(d["ratios"][:n]))
+        return self.validate(arch)
+
+    def _repair_widths(self, widths: list[int], rng: random.Random) -> list[int]:
+        """Make transformer widths non-decreasing, keeping valid prefixes (a no-op for Table 1)."""
+        widths = list(widths)
+        for i in range(1, len(widths)):
+            if widths[i] < widths[i - 1]:
+                allowed = [w for w in self.transformer_stages[i].widths if w >= widths[i - 1]]
+                if not allowed:
+                    return self._redraw_until_monotone(widths, rng, force=True)
+                widths[i] = rng.choice(allowed)
+        return widths
+
+    def _redraw_until_monotone(self, widths: list[int], rng: random.Random, force: bool = False) -> list[int]:
+        n = len(widths)
+        for _ in range(1000):
+            if not force and all(widths[i] >= widths[i - 1] for i in range(1, n)):
+                return widths
+            force = False
+            widths = [rng.choice(s.widths) for s in self.transformer_stages[:n]]
+        greedy = self._greedy_monotone_widths()
+        assert greedy is not None  # checked at construction
+        return greedy[:n]
+
+    def _greedy_monotone_widths(self) -> list[int] | None:
+        out: list[int] = []
+        for stage in self.transformer_stages:
+            allowed = [w for w in stage.widths if not out or w >= out[-1]]
+            if not allowed:
+                return None
+            out.append(min(allowed))
+        return out
+
+    # -- size ----------------------------------------------------------------------------------
+    def size(self, constrained: bool = True, per_resolution: bool = False) -> int:
+        """Exact number of subnets. `constrained=True` is the trained space (each transformer
+        stage takes its own Table 1 widths, never decreasing); `constrained=False` lets every
+        transformer stage take any width of the union of all stages' widths (the paper's 10^16
+        reference point)."""
+        front = len(self.stem_widths) * math.prod(len(s.widths) * len(s.depths) for s in self.mbconv_stages)
+        union = sorted({w for s in self.transformer_stages for w in s.widths})
+        total = 0
+        for n in self.num_transformer_stages:
+            stages = self.transformer_stages[:n]
+            rest = math.prod(len(s.depths) * len(s.heads) * len(s.mlp_ratios) for s in stages)
+            if constrained:
+                width_sequences = _count_monotone([s.widths for s in stages])
+            else:
+                width_sequences = len(union) ** n
+            total += width_sequences * rest
+        resolutions = 1 if per_resolution else len(self.profile.resolutions)
+        return front * total * resolutions
+
+    # -- cost models ----------------------------------------------------------------------------
+    def count_params(self, arch: Arch, num_classes: int) -> int:
+        return count_params(arch, num_classes, space=self)
+
+    def count_macs(self, arch: Arch, num_classes: int) -> int:
+        return count_macs(arch, num_classes, space=self)
+
+    def feature_sizes(self, resolution: int) -> list[int]:
+        """Spatial size after each of the 8 stages (stem, 3 MBConv, 4 transformer)."""
+        sizes, size = [], resolution
+        for stride in self.profile.strides:
+            size = _conv_out(size, self.fixed.kernel_size, stride)
+            sizes.append(size)
+        return sizes
+
+    def describe(self, num_classes: int = 1000) -> dict[str, Any]:
+        small, large = self.smallest(), self.largest()
+        return {
+            "name": self.name,
+            "profile": self.profile.name,
+            "fingerprint": self.fingerprint(),
+            "size_constrained": self.size(constrained=True),
+            "size_unconstrained": self.size(constrained=False),
+            "size_constrained_per_resolution": self.size(constrained=True, per_resolution=True),
+            "size_unconstrained_per_resolution": self.size(constrained=False, per_resolution=True),
+            "num_classes": num_classes,
+            "params_min": count_params(small, num_classes, self),
+            "params_max": count_params(large, num_classes, self),
+            "macs_min": count_macs(small, num_classes, self),
+            "macs_max": count_macs(large, num_classes, self),
+            "smallest": small.to_dict(),
+            "largest": large.to_dict(),
+            "choices": self.to_dict(),
+        }
+
+
+def _check_choice(field: str, value: Any, allowed: Sequence[Any], suffix: str = "") -> None:
+    if value not in allowed:
+        raise ValueError(f"Arch.{field} = {value!r} is not in the space; allowed: {list(allowed)}{suffix}")
+
+
+def _mutable_fields(arch: Arch) -> dict[str, Any]:
+    return {"n": arch.num_transformer_stages, "resolution": arch.resolution, "stem": arch.stem_width,
+            "mb_widths": list(arch.mbconv_widths), "mb_depths": list(arch.mbconv_depths),
+            "widths": list(arch.transformer_widths), "depths": list(arch.transformer_depths),
+            "heads": list(arch.transformer_heads), "ratios": list(arch.transformer_mlp_ratios)}
+
+
+def _count_monotone(width_sets: Sequence[Sequence[int]]) -> int:
+    """Number of non-decreasing sequences choosing one width per stage (dynamic programming)."""
+    counts = {w: 1 for w in width_sets[0]}
+    for widths in width_sets[1:]:
+        counts = {w: sum(c for prev, c in counts.items() if prev <= w) for w in widths}
+    return sum(counts.values())
+
+
+def _conv_out(size: int, kernel: int, stride: int) -> int:
+    return (size + 2 * (kernel // 2) - kernel) // stride + 1
+
+
+def _check_profile(space: SearchSpace, profile: InputProfile) -> None:
+    where = f"space {space.name!r}, input profile {profile.name!r}"
+    if len(profile.strides) != NUM_MBCONV_STAGES + 1 + MAX_TRANSFORMER_STAGES:
+        raise ValueError(f"{where}: strides must have 8 entries (stem, 3 MBConv, 4 transformer), "
+                         f"got {list(profile.strides)}")
+    if any(s not in (1, 2) for s in profile.strides) or profile.strides[1] != 1:
+        raise ValueError(f"{where}: strides must be 1 or 2, and MBConv stage 1 has stride 1; "
+                         f"got {list(profile.strides)}")
+    if not profile.resolutions:
+        raise ValueError(f"{where}: resolutions must not be empty")
+    patch = space.fixed.patch_size
+    for resolution in profile.resolutions:
+        if not isinstance(resolution, int) or resolution <= 0:
+            raise ValueError(f"{where}: resolution {resolution!r} must be a positive integer")
+        size = resolution
+        for stage, stride in enumerate(profile.strides):
+            if stride == 2 and size % 2:
+                raise ValueError(f"{where}: resolution {resolution} gives an odd {size}x{size} map before "
+                                 f"the stride-2 stage {stage}; use a multiple of "
+                                 f"{2 ** sum(1 for s in profile.strides if s == 2) * patch}")
+            size = _conv_out(size, space.fixed.kernel_size, stride)
+            if stage >= 1 + NUM_MBCONV_STAGES and size % patch:
+                raise ValueError(f"{where}: resolution {resolution} gives a {size}x{size} map at transformer "
+                                 f"stage {stage - NUM_MBCONV_STAGES}, not divisible by the {patch}x{patch} "
+                                 "patch; the network cannot handle it")
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------
+
+
+def load_space(name_or_path: str | Path, profile: str | None = None) -> SearchSpace:
+    """A built-in supernet space by name ('xxs', 'xs', 's') or a YAML file, under an input
+    profile ('imagenet', 'cifar10', 'digits'; default: the file's `default_profile`)."""
+    text_name = str(name_or_path)
+    path = Path(text_name)
+    if text_name.lower() in BUILTIN_SPACES:
+        path = CONFIG_DIR / f"{text_name.lower()}.yaml"
+    elif not (path.suffix in (".yaml", ".yml") and path.is_file()):
+        raise ValueError(f"unknown search space {text_name!r}: expected one of {list(BUILTIN_SPACES)} "
+                         "or the path of an existing .yaml file")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ValueError(f"malformed search-space YAML {path}: {exc}") from None
+    return space_from_dict(raw, profile=profile, source=str(path))
+
+
+def space_from_dict(raw: Any, profile: str | None = None, source: str = "<dict>") -> SearchSpace:
+    def need(mapping: Any, key: str, where: str) -> Any:
+        if not isinstance(mapping, Mapping) or key not in mapping:
+            raise ValueError(f"malformed search-space YAML {source}: missing '{key}' in {where}")
+        return mapping[key]
+
+    def numbers(value: Any, where: str, kind: type = int) -> tuple[Any, ...]:
+        if not isinstance(value, list) or not value:
+            raise ValueError(f"malformed search-space YAML {source}: {where} must be a non-empty list, "
+                             f"got {value!r}")
+        for v in value:
+            ok = isinstance(v, (int, float)) and not isinstance(v, bool)
+            if not ok or (kind is int and int(v) != v):
+                raise ValueError(f"malformed search-space YAML {source}: {where} must hold "
+                                 f"{kind.__name__}s, got {v!r}")
+        return tuple(kind(v) for v in value)
+
+    if not isinstance(raw, Mapping):
+        raise ValueError(f"malformed search-space YAML {source}: expected a mapping at the top level")
+    name = need(raw, "name", "the top level")
+    mb = [MBConvStageChoices(numbers(need(s, "widths", f"mbconv stage {i}"), f"mbconv stage {i} widths"),
+                             numbers(need(s, "depths", f"mbconv stage {i}"), f"mbconv stage {i} depths"))
+          for i, s in enumerate(need(raw, "mbconv_stages", "the top level") or [], start=1)]
+    tr = []
+    for i, s in enumerate(need(raw, "transformer_stages", "the top level") or [], start=1):
+        w = f"transformer stage {i}"
+        tr.append(TransformerStageChoices(
+            numbers(need(s, "widths", w), f"{w} widths"), numbers(need(s, "depths", w), f"{w} depths"),
+            numbers(need(s, "heads", w), f"{w} heads"),
+            numbers(need(s, "mlp_ratios", w), f"{w} mlp_ratios", float)))
+    fixed_raw = raw.get("fixed") or {}
+    known = {f.name for f in dataclasses.fields(FixedChoices)}
+    unknown = set(fixed_raw) - known
+    if unknown:
+        raise ValueError(f"malformed search-space YAML {source}: unknown fixed choices {sorted(unknown)}; "
+                         f"allowed: {sorted(known)}")
+    fixed = FixedChoices(**{k: int(numbers([v], f"fixed.{k}")[0]) for k, v in fixed_raw.items()})
+    profiles_raw = need(raw, "profiles", "the top level")
+    if not isinstance(profiles_raw, Mapping) or not profiles_raw:
+        raise ValueError(f"malformed search-space YAML {source}: 'profiles' must be a non-empty mapping")
+    profiles = {
+        pname: InputProfile(pname, numbers(need(p, "resolutions", f"profile {pname}"),
+                                           f"profile {pname} resolutions"),
+                            numbers(need(p, "strides", f"profile {pname}"), f"profile {pname} strides"))
+        for pname, p in profiles_raw.items()}
+    chosen = profile or raw.get("default_profile") or next(iter(profiles))
+    if chosen not in profiles:
+        raise ValueError(f"search space {name!r} has no input profile {chosen!r}; allowed: {sorted(profiles)}")
+    return SearchSpace(
+        name=str(name), stem_widths=numbers(need(need(raw, "stem", "the top level"), "widths", "stem"),
+                                            "stem widths"),
+        mbconv_stages=mb, transformer_stages=tr,
+        num_transformer_stages=numbers(need(raw, "num_transformer_stages", "the top level"),
+                                       "num_transformer_stages"),
+        fixed=fixed, profile=profiles[chosen], profiles=profiles)
+
+
+def space_for_arch(arch: Arch) -> SearchSpace:
+    """The built-in space of `arch.supernet` under the profile whose resolutions contain
+    `arch.resolution`."""
+    space = load_space(arch.supernet)
+    for pname, prof in space.profiles.items():
+        if arch.resolution in prof.resolutions:
+            return space.with_profile(pname)
+    allowed = {p: list(v.resolutions) for p, v in space.profiles.items()}
+    raise ValueError(f"Arch.resolution = {arch.resolution} is in no input profile of {arch.supernet!r}; "
+                     f"allowed: {allowed}")
+
+
+# --------------------------------------------------------------------------------------------
+# Analytic parameter and MAC counts (must match autovit_ray.nn exactly; tests check it)
+# --------------------------------------------------------------------------------------------
+
+
+def _conv_bn(cin: int, cout: int, kernel: int, groups: int = 1, bn: bool = True) -> int:
+    return kernel * kernel * (cin // groups) * cout + (2 * cout if bn else 0)
+
+
+def _mbconv_params(cin: int, cout: int, expansion: int, kernel: int) -> int:
+    hidden = cin * expansion
+    params = _conv_bn(cin, hidden, 1) if expansion != 1 else 0
+    return params + _conv_bn(hidden, hidden, kernel, groups=hidden) + _conv_bn(hidden, cout, 1)
+
+
+def _transformer_layer_params(width: int, heads: int, head_dim: int, mlp_ratio: float) -> int:
+    qkv = heads * head_dim
+    hidden = round(width * mlp_ratio)
+    attention = width * 3 * qkv + 3 * qkv + qkv * width + width
+    mlp = width * hidden + hidden + hidden * width + width
+    return 2 * width + attention + 2 * width + mlp  # two LayerNorms
+
+
+def count_params(arch: Arch, num_classes: int, space: SearchSpace | None = None) -> int:
+    """Trainable parameters of the subnet, computed from the arch alone (no model is built)."""
+    space = space or space_for_arch(arch)
+    space.validate(arch)
+    f = space.fixed
+    k = f.kernel_size
+    total = _conv_bn(3, arch.stem_width, k)
+    cin = arch.stem_width
+    for width, depth in zip(arch.mbconv_widths, arch.mbconv_depths):
+        for _ in range(depth):
+            total += _mbconv_params(cin, width, f.mbconv_expansion, k)
+            cin = width
+    for i in range(arch.num_transformer_stages):
+        d = arch.transformer_widths[i]
+        total += _mbconv_params(cin, d, f.mbconv_expansion, k)  # transition (downsampling) block
+        total += _conv_bn(d, d, k) + _conv_bn(d, d, 1, bn=False)  # local 3x3, 1x1 to tokens
+        total += sum(_transformer_layer_params(d, arch.transformer_heads[i], f.head_dim,
+                                               arch.transformer_mlp_ratios[i])
+                     for _ in range(arch.transformer_depths[i]))
+        total += 2 * d  # final LayerNorm
+        total += _conv_bn(d, d, 1) + _conv_bn(2 * d, d, f.fuse_kernel)  # 1x1 back, fusion
+        cin = d
+    head = cin * f.head_expansion
+    total += _conv_bn(cin, head, 1) + head * num_classes + num_classes
+    return total
+
+
+def count_macs(arch: Arch, num_classes: int, space: SearchSpace | None = None) -> int:
+    """Multiply-accumulates of one image (the paper's and MobileViT's "FLOPs"). Counts convs,
+    linears and the two attention matmuls; norms, activations and pooling are not counted
+    (torch's flop counter, at 2 FLOPs per MAC, counts the same ops)."""
+    space = space or space_for_arch(arch)
+    space.validate(arch)
+    f = space.fixed
+    k = f.kernel_size
+    strides = space.strides
+    size = _conv_out(arch.resolution, k, strides[0])
+    macs = k * k * 3 * arch.stem_width * size * size
+    cin = arch.stem_width
+
+    def mbconv(cin: int, cout: int, stride: int, size: int) -> tuple[int, int]:
+        hidden = cin * f.mbconv_expansion
+        m = cin * hidden * size * size if f.mbconv_expansion != 1 else 0
+        out = _conv_out(size, k, stride)
+        m += k * k * hidden * out * out + hidden * cout * out * out
+        return m, out
+
+    for stage, (width, depth) in enumerate(zip(arch.mbconv_widths, arch.mbconv_depths), start=1):
+        for j in range(depth):
+            m, size = mbconv(cin, width, strides[stage] if j == 0 else 1, size)
+            macs += m
+            cin = width
+    for i in range(arch.num_transformer_stages):
+        d = arch.transformer_widths[i]
+        m, size = mbconv(cin, d, strides[1 + NUM_MBCONV_STAGES + i], size)
+        macs += m
+        pixels = size * size
+        macs += k * k * d * d * pixels + d * d * pixels  # local conv, 1x1 to tokens
+        qkv = arch.transformer_heads[i] * f.head_dim
+        hidden = round(d * arch.transformer_mlp_ratios[i])
+        tokens_per_sequence = pixels // (f.patch_size * f.patch_size)
+        per_layer = pixels * (d * 3 * qkv + qkv * d + 2 * d * hidden)  # linears over every pixel
+        per_layer += 2 * pixels * tokens_per_sequence * qkv  # QK^T and AV
+        macs += per_layer * arch.transformer_depths[i]
+        macs += d * d * pixels + f.fuse_kernel ** 2 * 2 * d * d * pixels  # 1x1 back, fusion
+        cin = d
+    head = cin * f.head_expansion
+    macs += cin * head * size * size + head * num_classes
+    return macs
+
+
+# --------------------------------------------------------------------------------------------
+# CLI: python -m autovit_ray.space describe xxs [--json]
+# --------------------------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m autovit_ray.space",
+                                     description="Describe AutoViT search spaces.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    describe = sub.add_parser("describe", help="space sizes, parameter/MAC ranges and choices")
+    describe.add_argument("space", nargs="+", help="xxs, xs, s or a YAML path")
+    describe.add_argument("--profile", default=None, help="input profile (default: the space's default)")
+    describe.add_argument("--num-classes", type=int, default=1000)
+    describe.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    args = parser.parse_args(argv)
+    try:
+        infos = [load_space(name, profile=args.profile).describe(args.num_classes) for name in args.space]
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(infos if len(infos) > 1 else infos[0], indent=2))
+        return 0
+    for info in infos:
+        print(f"{info['name']} (profile {info['profile']}, fingerprint {info['fingerprint']})")
+        print(f"  subnets: constrained {info['size_constrained']:.3e}, "
+              f"unconstrained {info['size_unconstrained']:.3e}")
+        print(f"  params at {info['num_classes']} classes: {info['params_min'] / 1e6:.2f} M - "
+              f"{info['params_max'] / 1e6:.2f} M")
+        print(f"  MACs: {info['macs_min'] / 1e6:.0f} M - {info['macs_max'] / 1e6:.0f} M")
+        print(f"  smallest: {Arch.from_dict(info['smallest'])}")
+        print(f"  largest:  {Arch.from_dict(info['largest'])}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
