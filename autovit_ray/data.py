@@ -1,0 +1,662 @@
+"""Datasets, the three splits, timm transforms, data loaders and BatchNorm recalibration.
+
+Datasets, by `DataConfig.dataset`:
+
+- ``digits``: scikit-learn's handwritten digits (1,797 images of 8x8 px, 10 classes). It ships with
+  scikit-learn, so nothing is downloaded; pixel values 0..16 are scaled to 0..255 and repeated on 3
+  channels. It has no official test set: a fixed, stratified 20% (seed 0, whatever the config says)
+  plays that role.
+- ``cifar10``: from `data_dir`, in either of two layouts: ``train.npz`` / ``test.npz`` (JPEG bytes +
+  offsets + labels, see shared/data/README.md) or torchvision's ``cifar-10-batches-py`` pickles
+  (`data_dir` is that folder or contains it). The pickles are read with `pickle`, as torchvision does:
+  only point it at files you trust.
+- ``imagefolder``: ``data_dir/train/<class>/*`` and ``data_dir/val/<class>/*`` (ImageNet style);
+  classes are the sorted folder names of ``train/``; every image is converted to RGB.
+
+Splits (`make_splits`):
+
+- ``test``: the official test set (``val/`` for imagefolder). Use it only to report final models.
+- ``train`` / ``val``: a stratified split of the official *training* set; the search selects on ``val``.
+  Its size is `val_size` (default: 5,000 for cifar10, 20% for digits, 10% for imagefolder).
+- ``calib``: a fixed subset (`calib_size` images) of the ``train`` split for `recalibrate_bn`.
+
+The splits depend only on `split_seed` (default 0), never on `seed`. `seed` orders the batches and
+seeds the augmentation; were the validation images drawn with it too, a supernet trained with another
+`seed` would have trained on the images that the search later selects on.
+
+Transforms come from timm (`timm.data.create_transform`: RandAugment, random erasing; `timm.data.Mixup`
+for Mixup / CutMix with label smoothing). Small images need care:
+
+- digits (8x8): ``augment="auto"`` means no per-image augmentation, only resize and normalise
+  (timm's ``no_aug`` transform). A random-resized crop at timm's default scale keeps as little as
+  2x2 px of an 8x8 digit, a horizontal flip turns some digits into other shapes, and RandAugment's
+  translation (45% of the image) pushes strokes out of the frame. Mixup / CutMix still apply per batch.
+- cifar10 (32x32): the random-resized crop keeps at least 35% of the image (``scale=(0.35, 1)``)
+  instead of timm's 8% (a 9x9 px crop), and evaluation does not crop (``crop_pct=1``); at 32 px the
+  border holds as much of the object as the centre.
+
+Our models see images normalised with `DataConfig.mean` / `std` (ImageNet's by default); `renormalize`
+converts a batch to another normalisation (a teacher's, see `autovit_ray.distill.Teacher`).
+
+Corrupt images raise a clear error; they are not skipped. Images are decoded when a sample is read, so
+the error (a ValueError naming the file or the npz index) comes from the DataLoader, at the first
+epoch that reads the image. The splits are fixed index sets: silently skipping would change the
+training and validation sets from one machine to the next. Run `check_images(cfg)` to decode every
+image once before a long run.
+
+Data-parallel ranks: the train loader shards with `DistributedSampler` (seeded by `seed`; call
+`Loaders.set_epoch(epoch)` each epoch, which also reseeds the worker processes' augmentation RNGs);
+val and test loaders give rank r the images r, r + world_size, ... (no padding, so summed counts are
+exact); the calib loader is not sharded, so every rank recalibrates BatchNorm on the same images and the
+replicas stay identical. With ``num_workers=0`` augmentation draws from the process's global RNGs
+(`random`, `torch`), and `timm.data.Mixup` always draws from `numpy.random`: seed or checkpoint those.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import io
+import math
+import pickle
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, Mixup, create_transform
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+
+DATASETS = ("digits", "cifar10", "imagefolder")
+SPLITS = ("train", "val", "test", "calib")
+AUGMENT_MODES = ("auto", "timm", "none")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
+
+@dataclass(frozen=True)
+class _DatasetDefaults:
+    resolution: int  # native image size
+    val_size: int | float  # held out from the official training set
+    augment: str  # what augment="auto" means
+    scale: tuple[float, float]  # random-resized-crop area range
+    crop_pct: float  # eval: resize to resolution / crop_pct, then centre-crop
+
+
+_DEFAULTS = {
+    "digits": _DatasetDefaults(8, 0.2, "none", (0.08, 1.0), 1.0),
+    "cifar10": _DatasetDefaults(32, 5000, "timm", (0.35, 1.0), 1.0),
+    "imagefolder": _DatasetDefaults(224, 0.1, "timm", (0.08, 1.0), 0.875),
+}
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Everything that defines the data. Fields left at None take the dataset's default (module doc).
+
+    The augmentation defaults are DeiT's recipe (RandAugment m9, random erasing 0.25, Mixup 0.8,
+    CutMix 1.0, label smoothing 0.1). `batch_size` is per data-parallel rank.
+    """
+
+    dataset: str = "digits"
+    data_dir: str | None = None  # ignored by digits
+    resolution: int | None = None  # None: native size (digits 8, cifar10 32, imagefolder 224)
+    batch_size: int = 128
+    num_workers: int = 0
+    val_size: int | float | None = None  # images (int) or fraction of the training set (float)
+    calib_size: int = 1024
+    split_seed: int = 0  # fixes val / calib (and digits' test); keep it across train and search
+    seed: int = 0  # batch order and augmentation
+    augment: str = "auto"  # "timm": full timm pipeline; "none": resize + normalise; "auto": per dataset
+    auto_augment: str | None = "rand-m9-mstd0.5-inc1"
+    re_prob: float = 0.25
+    scale: tuple[float, float] | None = None
+    hflip: float = 0.5
+    interpolation: str = "bilinear"
+    crop_pct: float | None = None
+    mixup: float = 0.8  # Mixup alpha; 0 turns it off
+    cutmix: float = 1.0  # CutMix alpha; 0 turns it off
+    mixup_prob: float = 1.0
+    mixup_switch_prob: float = 0.5
+    label_smoothing: float = 0.1
+    mean: tuple[float, ...] = IMAGENET_DEFAULT_MEAN
+    std: tuple[float, ...] = IMAGENET_DEFAULT_STD
+
+    def __post_init__(self) -> None:
+        for name in ("mean", "std", "scale"):  # YAML gives lists
+            value = getattr(self, name)
+            if isinstance(value, list):
+                object.__setattr__(self, name, tuple(value))
+        _validate(self)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> DataConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown DataConfig field(s) {unknown}; expected some of {sorted(known)}")
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @property
+    def defaults(self) -> _DatasetDefaults:
+        return _DEFAULTS[self.dataset]
+
+    @property
+    def input_resolution(self) -> int:
+        return self.resolution if self.resolution is not None else self.defaults.resolution
+
+
+def _bad(field: str, value: Any, expected: str) -> ValueError:
+    return ValueError(f"DataConfig.{field} = {value!r} is invalid: expected {expected}")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _validate(cfg: DataConfig) -> None:
+    if cfg.dataset not in DATASETS:
+        raise _bad("dataset", cfg.dataset, f"one of {DATASETS}")
+    if cfg.data_dir is not None and not isinstance(cfg.data_dir, (str, Path)):
+        raise _bad("data_dir", cfg.data_dir, "a folder path or None")
+    if cfg.resolution is not None and not (_is_int(cfg.resolution) and cfg.resolution > 0):
+        raise _bad("resolution", cfg.resolution, "a positive integer or None")
+    for name in ("batch_size", "calib_size"):
+        if not (_is_int(getattr(cfg, name)) and getattr(cfg, name) > 0):
+            raise _bad(name, getattr(cfg, name), "a positive integer")
+    for name in ("num_workers", "split_seed", "seed"):
+        if not (_is_int(getattr(cfg, name)) and getattr(cfg, name) >= 0):
+            raise _bad(name, getattr(cfg, name), "an integer >= 0")
+    v = cfg.val_size
+    if v is not None and not ((_is_int(v) and v >= 1) or (isinstance(v, float) and 0.0 < v < 1.0)):
+        raise _bad("val_size", v, "an image count >= 1, a fraction in (0, 1), or None")
+    if cfg.augment not in AUGMENT_MODES:
+        raise _bad("augment", cfg.augment, f"one of {AUGMENT_MODES}")
+    aa = cfg.auto_augment
+    if aa is not None and not (isinstance(aa, str) and aa.split("-")[0] in ("rand", "augmix", "original", "v0", "v0r", "originalr", "3a")):
+        raise _bad("auto_augment", aa, "None or a timm policy string such as 'rand-m9-mstd0.5-inc1'")
+    for name in ("re_prob", "hflip", "mixup_prob", "mixup_switch_prob"):
+        if not (_is_number(getattr(cfg, name)) and 0.0 <= getattr(cfg, name) <= 1.0):
+            raise _bad(name, getattr(cfg, name), "a probability in [0, 1]")
+    for name in ("mixup", "cutmix"):
+        if not (_is_number(getattr(cfg, name)) and getattr(cfg, name) >= 0.0):
+            raise _bad(name, getattr(cfg, name), "a Beta alpha >= 0 (0 turns it off)")
+    if (cfg.mixup > 0 or cfg.cutmix > 0) and cfg.batch_size % 2:
+        raise _bad("batch_size", cfg.batch_size, "an even number when mixup or cutmix is on (timm.data.Mixup)")
+    if not (_is_number(cfg.label_smoothing) and 0.0 <= cfg.label_smoothing < 1.0):
+        raise _bad("label_smoothing", cfg.label_smoothing, "a number in [0, 1)")
+    s = cfg.scale
+    if s is not None and not (
+        isinstance(s, tuple) and len(s) == 2 and all(_is_number(x) for x in s) and 0.0 < s[0] <= s[1] <= 1.0
+    ):
+        raise _bad("scale", s, "None or (min, max) with 0 < min <= max <= 1")
+    if cfg.crop_pct is not None and not (_is_number(cfg.crop_pct) and 0.0 < cfg.crop_pct <= 1.0):
+        raise _bad("crop_pct", cfg.crop_pct, "None or a number in (0, 1]")
+    if cfg.interpolation not in ("bilinear", "bicubic", "nearest", "random"):
+        raise _bad("interpolation", cfg.interpolation, "one of bilinear, bicubic, nearest, random")
+    for name in ("mean", "std"):
+        value = getattr(cfg, name)
+        if not (isinstance(value, tuple) and len(value) == 3 and all(_is_number(x) for x in value)):
+            raise _bad(name, value, "3 numbers (one per RGB channel)")
+    if min(cfg.std) <= 0:
+        raise _bad("std", cfg.std, "3 positive numbers")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Sources: one official split (train or test) of a dataset, decoded lazily to RGB PIL images.
+
+
+class _Source:
+    labels: np.ndarray  # int64 [N]
+    classes: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def image(self, i: int) -> Image.Image:
+        raise NotImplementedError
+
+
+class _ArraySource(_Source):
+    def __init__(self, images: np.ndarray, labels: np.ndarray, classes: Sequence[str]) -> None:
+        self.images = images  # uint8 [N, H, W, 3]
+        self.labels = labels.astype(np.int64)
+        self.classes = tuple(classes)
+
+    def image(self, i: int) -> Image.Image:
+        return Image.fromarray(self.images[i])
+
+
+class _JpegSource(_Source):
+    def __init__(self, path: Path, jpeg: np.ndarray, offsets: np.ndarray, labels: np.ndarray,
+                 classes: Sequence[str]) -> None:
+        self.path, self.jpeg, self.offsets = path, jpeg, offsets
+        self.labels = labels.astype(np.int64)
+        self.classes = tuple(classes)
+
+    def image(self, i: int) -> Image.Image:
+        data = self.jpeg[self.offsets[i]:self.offsets[i + 1]].tobytes()
+        return _decode(io.BytesIO(data), f"{self.path}[{i}]")
+
+
+class _FileSource(_Source):
+    def __init__(self, paths: list[Path], labels: np.ndarray, classes: Sequence[str]) -> None:
+        self.paths = paths
+        self.labels = labels.astype(np.int64)
+        self.classes = tuple(classes)
+
+    def image(self, i: int) -> Image.Image:
+        return _decode(self.paths[i], str(self.paths[i]))
+
+
+def _decode(file: Any, name: str) -> Image.Image:
+    try:
+        with Image.open(file) as img:
+            return img.convert("RGB")  # convert() loads the pixels, so a truncated file fails here
+    except (OSError, ValueError, SyntaxError) as e:  # PIL's errors for unreadable / truncated images
+        raise ValueError(
+            f"corrupt or unreadable image {name}: {e}. Expected an image Pillow can decode; "
+            "replace or remove the file (corrupt images are not skipped, see autovit_ray.data)"
+        ) from e
+
+
+def _load_digits() -> tuple[_Source, _Source]:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    gray = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)  # [1797, 8, 8], values 0..16
+    images = np.repeat(gray[..., None], 3, axis=-1)
+    labels = digits.target.astype(np.int64)
+    train, test = _stratified_holdout(labels, round(0.2 * len(labels)), seed=0)
+    classes = [str(c) for c in range(10)]
+    return (_ArraySource(images[train], labels[train], classes),
+            _ArraySource(images[test], labels[test], classes))
+
+
+def _load_cifar10(root: Path) -> tuple[_Source, _Source]:
+    if (root / "train.npz").is_file() and (root / "test.npz").is_file():
+        return _load_cifar10_npz(root / "train.npz"), _load_cifar10_npz(root / "test.npz")
+    for folder in (root, root / "cifar-10-batches-py"):
+        if (folder / "data_batch_1").is_file():
+            return _load_cifar10_pickles(folder)
+    raise ValueError(
+        f"no CIFAR-10 data in {root}: expected train.npz and test.npz (shared/data/README.md), or "
+        "torchvision's cifar-10-batches-py folder (data_batch_1..5, test_batch), there or in a subfolder"
+    )
+
+
+def _load_cifar10_npz(path: Path) -> _JpegSource:
+    with np.load(path) as npz:
+        missing = {"jpeg", "offsets", "labels"} - set(npz.files)
+        if missing:
+            raise ValueError(f"{path} is not a CIFAR-10 npz: missing arrays {sorted(missing)} "
+                             "(expected jpeg, offsets, labels; see shared/data/README.md)")
+        classes = tuple(str(c) for c in npz["classes"]) if "classes" in npz.files else CIFAR10_CLASSES
+        return _JpegSource(path, npz["jpeg"], npz["offsets"], npz["labels"], classes)
+
+
+def _load_cifar10_pickles(folder: Path) -> tuple[_Source, _Source]:
+    def read(name: str) -> dict[bytes, Any]:
+        path = folder / name
+        if not path.is_file():
+            raise ValueError(f"incomplete cifar-10-batches-py folder {folder}: {name} is missing "
+                             "(expected data_batch_1..5 and test_batch)")
+        try:
+            with open(path, "rb") as f:
+                return pickle.load(f, encoding="bytes")
+        except Exception as e:
+            raise ValueError(f"cannot read CIFAR-10 batch {path}: {e}") from e
+
+    def to_source(batches: list[dict[bytes, Any]], classes: Sequence[str]) -> _ArraySource:
+        data = np.concatenate([np.asarray(b[b"data"], dtype=np.uint8) for b in batches])
+        images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1).copy()  # rows are R, G, B planes
+        labels = np.concatenate([np.asarray(b[b"labels"], dtype=np.int64) for b in batches])
+        return _ArraySource(images, labels, classes)
+
+    classes = CIFAR10_CLASSES
+    if (folder / "batches.meta").is_file():
+        classes = tuple(n.decode() for n in read("batches.meta")[b"label_names"])
+    train = to_source([read(f"data_batch_{i}") for i in range(1, 6)], classes)
+    return train, to_source([read("test_batch")], classes)
+
+
+def _scan_folder(root: Path, classes: tuple[str, ...] | None = None) -> _FileSource:
+    if not root.is_dir():
+        raise ValueError(f"imagefolder split {root} does not exist: expected <data_dir>/train/<class>/* "
+                         "and <data_dir>/val/<class>/*")
+    found = tuple(sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")))
+    classes = classes if classes is not None else found
+    if not classes:
+        raise ValueError(f"{root} has no class folders: expected {root}/<class>/<image files>")
+    extra = sorted(set(found) - set(classes))
+    if extra:
+        raise ValueError(f"{root} has class folders {extra} that train/ does not have")
+    paths, labels = [], []
+    for label, name in enumerate(classes):
+        folder = root / name
+        if not folder.is_dir():
+            continue
+        for path in sorted(folder.rglob("*")):
+            if path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".") and path.is_file():
+                paths.append(path)
+                labels.append(label)
+    if not paths:
+        raise ValueError(f"{root} holds no images (extensions {IMAGE_EXTENSIONS})")
+    return _FileSource(paths, np.asarray(labels, dtype=np.int64), classes)
+
+
+def _load_imagefolder(root: Path) -> tuple[_Source, _Source]:
+    train = _scan_folder(root / "train")
+    return train, _scan_folder(root / "val", train.classes)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_sources(dataset: str, data_dir: str | None) -> tuple[_Source, _Source]:
+    """(official train, official test) of a dataset, cached per process."""
+    if dataset == "digits":
+        return _load_digits()
+    layouts = {"cifar10": "train.npz + test.npz, or cifar-10-batches-py",
+               "imagefolder": "train/<class>/* and val/<class>/*"}
+    if data_dir is None:
+        raise ValueError(f"dataset {dataset!r} needs DataConfig.data_dir: a folder with {layouts[dataset]}")
+    root = Path(data_dir).expanduser()
+    if not root.is_dir():
+        raise ValueError(f"data_dir {str(root)!r} does not exist or is not a folder "
+                         f"(dataset {dataset!r} expects {layouts[dataset]})")
+    return _load_cifar10(root) if dataset == "cifar10" else _load_imagefolder(root)
+
+
+def _sources(cfg: DataConfig) -> tuple[_Source, _Source]:
+    data_dir = None if cfg.dataset == "digits" or cfg.data_dir is None else str(Path(cfg.data_dir).resolve())
+    return _load_sources(cfg.dataset, data_dir)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Splits
+
+
+@dataclass(frozen=True)
+class Splits:
+    """Indices of each split: train / val / calib into the official training set, test into the test set."""
+
+    train: np.ndarray
+    val: np.ndarray
+    calib: np.ndarray
+    test: np.ndarray
+
+
+def _stratified_holdout(labels: np.ndarray, n_holdout: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(kept, held out) sorted indices; the held-out part takes about the same share of every class."""
+    rng = np.random.default_rng(seed)
+    key = np.empty(len(labels))
+    for c in np.unique(labels):
+        members = np.flatnonzero(labels == c)
+        # The class's members in random order get keys spread evenly over [0, 1); the n smallest keys
+        # of all classes then hold about n * (class share) images of each class.
+        key[rng.permutation(members)] = (np.arange(len(members)) + rng.random()) / len(members)
+    order = np.argsort(key, kind="stable")
+    return np.sort(order[n_holdout:]), np.sort(order[:n_holdout])
+
+
+def make_splits(cfg: DataConfig) -> Splits:
+    train_source, test_source = _sources(cfg)
+    n = len(train_source)
+    val_size = cfg.val_size if cfg.val_size is not None else cfg.defaults.val_size
+    n_val = val_size if isinstance(val_size, int) else max(1, round(val_size * n))
+    if n_val >= n:
+        raise _bad("val_size", cfg.val_size, f"fewer images than the training set's {n}")
+    train, val = _stratified_holdout(train_source.labels, n_val, cfg.split_seed)
+    rng = np.random.default_rng([cfg.split_seed, 1])
+    calib = np.sort(rng.choice(train, size=min(cfg.calib_size, len(train)), replace=False))
+    return Splits(train=train, val=val, calib=calib, test=np.arange(len(test_source)))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Transforms, datasets, loaders
+
+
+def build_transform(cfg: DataConfig, train: bool, resolution: int | None = None) -> Any:
+    """The timm transform of a split: PIL image -> normalised float tensor [3, r, r]."""
+    r = resolution or cfg.input_resolution
+    common = dict(input_size=r, interpolation=cfg.interpolation, mean=cfg.mean, std=cfg.std)
+    if not train:
+        crop_pct = cfg.crop_pct if cfg.crop_pct is not None else cfg.defaults.crop_pct
+        return create_transform(is_training=False, crop_pct=crop_pct, **common)
+    augment = cfg.defaults.augment if cfg.augment == "auto" else cfg.augment
+    if augment == "none":
+        return create_transform(is_training=True, no_aug=True, **common)
+    try:
+        return create_transform(
+            is_training=True, scale=cfg.scale or cfg.defaults.scale, hflip=cfg.hflip,
+            auto_augment=cfg.auto_augment, re_prob=cfg.re_prob, re_mode="pixel", **common,
+        )
+    except (AssertionError, ValueError, KeyError) as e:
+        raise _bad("auto_augment", cfg.auto_augment, f"a policy string timm can parse ({e!r})") from e
+
+
+class ImageDataset(Dataset):
+    """Samples `indices` of a source through `transform`; items are (image tensor, int label)."""
+
+    def __init__(self, source: _Source, indices: np.ndarray, transform: Any) -> None:
+        self.source, self.indices, self.transform = source, indices, transform
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        j = int(self.indices[i])
+        return self.transform(self.source.image(j)), int(self.source.labels[j])
+
+
+class _ShardSampler(Sampler[int]):
+    """Rank r of w gets items r, r + w, r + 2w, ... in order: no padding, no duplicates."""
+
+    def __init__(self, n: int, rank: int, world_size: int) -> None:
+        self.items = list(range(rank, n, world_size))
+
+    def __iter__(self):
+        return iter(self.items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+def build_dataset(cfg: DataConfig, split: str, resolution: int | None = None) -> ImageDataset:
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}: expected one of {SPLITS}")
+    train_source, test_source = _sources(cfg)
+    indices = getattr(make_splits(cfg), split)
+    source = test_source if split == "test" else train_source
+    return ImageDataset(source, indices, build_transform(cfg, split == "train", resolution))
+
+
+def _epoch_seed(cfg: DataConfig, epoch: int, rank: int) -> int:
+    return int(np.random.SeedSequence([cfg.seed, epoch, rank]).generate_state(1)[0])
+
+
+def build_loader(cfg: DataConfig, split: str, resolution: int | None = None, world_rank: int = 0,
+                 world_size: int = 1) -> DataLoader:
+    """One split's DataLoader at `resolution` (default: `cfg.input_resolution`), sharded for `world_rank`."""
+    if not (_is_int(world_size) and world_size >= 1 and _is_int(world_rank) and 0 <= world_rank < world_size):
+        raise ValueError(f"world_rank={world_rank!r}, world_size={world_size!r}: expected 0 <= rank < size")
+    if resolution is not None and not (_is_int(resolution) and resolution > 0):
+        raise ValueError(f"resolution {resolution!r} is invalid: expected a positive integer or None")
+    dataset = build_dataset(cfg, split, resolution)
+    sampler: Sampler[int] | None = None
+    if split == "train":
+        sampler = DistributedSampler(dataset, num_replicas=world_size, rank=world_rank, shuffle=True,
+                                     seed=cfg.seed, drop_last=True)
+        if len(sampler) < cfg.batch_size:
+            raise _bad("batch_size", cfg.batch_size,
+                       f"at most the {len(sampler)} training images of rank {world_rank} (drop_last is on)")
+    elif split in ("val", "test"):
+        sampler = _ShardSampler(len(dataset), world_rank, world_size)
+    generator = torch.Generator().manual_seed(_epoch_seed(cfg, 0, world_rank))
+    return DataLoader(
+        dataset, batch_size=cfg.batch_size, sampler=sampler, shuffle=False, drop_last=split == "train",
+        num_workers=cfg.num_workers, pin_memory=torch.cuda.is_available(), generator=generator,
+        persistent_workers=False,
+    )
+
+
+def set_epoch(loader: DataLoader, epoch: int, cfg: DataConfig, world_rank: int = 0) -> None:
+    """Reshuffle for `epoch` and reseed the worker RNGs, so batches and augmentation depend only on
+    (seed, epoch, rank): an epoch replays identically after a resume (with num_workers > 0)."""
+    if isinstance(loader.sampler, DistributedSampler):
+        loader.sampler.set_epoch(epoch)
+    if loader.generator is not None:
+        loader.generator.manual_seed(_epoch_seed(cfg, epoch, world_rank))
+
+
+@dataclass
+class Loaders:
+    train: DataLoader
+    val: DataLoader
+    test: DataLoader
+    calib: DataLoader
+    num_classes: int
+    classes: tuple[str, ...]
+    mixup_fn: Mixup | None  # apply to (x, y) of train batches; it already applies label smoothing
+    label_smoothing: float  # for the loss when targets are integer labels (mixup_fn is None)
+    resolution: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    cfg: DataConfig
+    world_rank: int = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        set_epoch(self.train, epoch, self.cfg, self.world_rank)
+
+
+def build_mixup(cfg: DataConfig, num_classes: int) -> Mixup | None:
+    if cfg.mixup <= 0 and cfg.cutmix <= 0:
+        return None
+    return Mixup(mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, prob=cfg.mixup_prob,
+                 switch_prob=cfg.mixup_switch_prob, mode="batch", label_smoothing=cfg.label_smoothing,
+                 num_classes=num_classes)
+
+
+def build_loaders(cfg: DataConfig, resolution: int | None = None, world_rank: int = 0,
+                  world_size: int = 1) -> Loaders:
+    """Train / val / test / calib loaders at `resolution` (default `cfg.input_resolution`)."""
+    loaders = {s: build_loader(cfg, s, resolution, world_rank, world_size) for s in SPLITS}
+    classes = _sources(cfg)[0].classes
+    mixup_fn = build_mixup(cfg, len(classes))
+    return Loaders(
+        **loaders, num_classes=len(classes), classes=classes, mixup_fn=mixup_fn,
+        label_smoothing=cfg.label_smoothing, resolution=resolution or cfg.input_resolution,
+        mean=cfg.mean, std=cfg.std, cfg=cfg, world_rank=world_rank,
+    )
+
+
+def num_classes(cfg: DataConfig) -> int:
+    return len(_sources(cfg)[0].classes)
+
+
+def check_images(cfg: DataConfig) -> int:
+    """Decode every image of the dataset once; returns the count, raises ValueError on the first bad one."""
+    count = 0
+    for source in _sources(cfg):
+        for i in range(len(source)):
+            source.image(i)
+            count += 1
+    return count
+
+
+# ---------------------------------------------------------------------------------------------------
+# Batch helpers and BatchNorm recalibration
+
+
+def resize_batch(x: torch.Tensor, resolution: int) -> torch.Tensor:
+    """Resize an image batch [B, C, H, W] to resolution x resolution (bilinear, antialiased when shrinking)."""
+    if tuple(x.shape[-2:]) == (resolution, resolution):
+        return x
+    shrink = resolution < min(x.shape[-2:])
+    return F.interpolate(x, size=(resolution, resolution), mode="bilinear", align_corners=False,
+                         antialias=shrink)
+
+
+def renormalize(x: torch.Tensor, from_mean: Sequence[float], from_std: Sequence[float],
+                to_mean: Sequence[float], to_std: Sequence[float]) -> torch.Tensor:
+    """A batch normalised with (from_mean, from_std) re-expressed with (to_mean, to_std)."""
+    if tuple(from_mean) == tuple(to_mean) and tuple(from_std) == tuple(to_std):
+        return x
+
+    def column(v: Sequence[float]) -> torch.Tensor:
+        return torch.as_tensor(v, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+
+    raw = x * column(from_std) + column(from_mean)
+    return (raw - column(to_mean)) / column(to_std)
+
+
+def _is_batchnorm(m: nn.Module) -> bool:
+    if isinstance(m, nn.modules.batchnorm._BatchNorm):
+        return m.track_running_stats
+    # duck-typed BN (e.g. a dynamic BN that does not subclass _BatchNorm): needs the same contract
+    return (isinstance(getattr(m, "running_mean", None), torch.Tensor) and hasattr(m, "momentum")
+            and callable(getattr(m, "reset_running_stats", None)))
+
+
+def recalibrate_bn(model: nn.Module, loader: Iterable[Any], num_batches: int | None = None,
+                   resolution: int | None = None, device: torch.device | str | None = None) -> nn.Module:
+    """Re-estimate every BatchNorm's running mean / var on `loader` (use the calib loader).
+
+    The running stats are reset and then averaged over the batches with momentum=None (a cumulative
+    average, not an exponential one) under torch.no_grad(). Only the BN layers are put in train mode;
+    every other module stays in eval mode, so dropout / drop-path do not disturb the statistics. BN
+    layers are `nn.modules.batchnorm._BatchNorm` instances (dynamic BN layers must subclass it and honour
+    momentum=None as `_BatchNorm.forward` does) or modules with `running_mean`, `momentum` and
+    `reset_running_stats`. Afterwards every module's train/eval flag and momentum are restored.
+
+    A sliced (dynamic) BN's inactive channels end up at mean 0 / var 1: recalibrate the subnet you are
+    about to evaluate, on a copy if the supernet's own stats must survive. Batches may be (x, y) or x;
+    `resolution` resizes them first (`resize_batch`); `device` defaults to the model's.
+    """
+    bns = [m for m in model.modules() if _is_batchnorm(m)]
+    if not bns:
+        return model
+    if device is None:
+        tensor = next(iter(model.parameters()), None)
+        device = tensor.device if tensor is not None else bns[0].running_mean.device
+    modes = {m: m.training for m in model.modules()}
+    momenta = {bn: bn.momentum for bn in bns}
+    try:
+        model.eval()
+        for bn in bns:
+            bn.reset_running_stats()
+            bn.momentum = None
+            bn.train()
+        with torch.no_grad():
+            for i, batch in enumerate(loader):
+                if num_batches is not None and i >= num_batches:
+                    break
+                x = batch[0] if isinstance(batch, (tuple, list)) else batch
+                x = x.to(device, non_blocking=True)
+                model(resize_batch(x, resolution) if resolution else x)
+    finally:
+        for bn, momentum in momenta.items():
+            bn.momentum = momentum
+        for m, training in modes.items():
+            m.training = training
+    return model
+
+
+__all__ = [
+    "CIFAR10_CLASSES", "DATASETS", "SPLITS", "DataConfig", "ImageDataset", "Loaders", "Splits",
+    "build_dataset", "build_loader", "build_loaders", "build_mixup", "build_transform", "check_images",
+    "make_splits", "num_classes", "recalibrate_bn", "renormalize", "resize_batch", "set_epoch",
+]
+
+_ = math  # noqa: F841
