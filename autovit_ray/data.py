@@ -38,6 +38,10 @@ for Mixup / CutMix with label smoothing). Small images need care:
 Our models see images normalised with `DataConfig.mean` / `std` (ImageNet's by default); `renormalize`
 converts a batch to another normalisation (a teacher's, see `autovit_ray.distill.Teacher`).
 
+timm 1.0.31's RandAugment can ask Pillow to posterize to 0 bits, which Pillow 13 rejects with a
+ValueError (about once per 700 images at m9-mstd0.5); `build_transform` swaps in a posterize op that
+gives the black image older Pillow gave.
+
 Corrupt images raise a clear error; they are not skipped. Images are decoded when a sample is read, so
 the error (a ValueError naming the file or the npz index) comes from the DataLoader, at the first
 epoch that reads the image. The splits are fixed index sets: silently skipping would change the
@@ -57,7 +61,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import io
-import math
 import pickle
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -67,7 +70,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
+from PIL import Image, ImageOps
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, Mixup, create_transform
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
@@ -132,6 +135,8 @@ class DataConfig:
             value = getattr(self, name)
             if isinstance(value, list):
                 object.__setattr__(self, name, tuple(value))
+        if isinstance(self.data_dir, Path):
+            object.__setattr__(self, "data_dir", str(self.data_dir))
         _validate(self)
 
     @classmethod
@@ -185,7 +190,8 @@ def _validate(cfg: DataConfig) -> None:
     if cfg.augment not in AUGMENT_MODES:
         raise _bad("augment", cfg.augment, f"one of {AUGMENT_MODES}")
     aa = cfg.auto_augment
-    if aa is not None and not (isinstance(aa, str) and aa.split("-")[0] in ("rand", "augmix", "original", "v0", "v0r", "originalr", "3a")):
+    policies = ("rand", "augmix", "original", "originalr", "v0", "v0r", "3a")  # timm's policy names
+    if aa is not None and not (isinstance(aa, str) and aa.split("-")[0] in policies):
         raise _bad("auto_augment", aa, "None or a timm policy string such as 'rand-m9-mstd0.5-inc1'")
     for name in ("re_prob", "hflip", "mixup_prob", "mixup_switch_prob"):
         if not (_is_number(getattr(cfg, name)) and 0.0 <= getattr(cfg, name) <= 1.0):
@@ -438,12 +444,37 @@ def build_transform(cfg: DataConfig, train: bool, resolution: int | None = None)
     if augment == "none":
         return create_transform(is_training=True, no_aug=True, **common)
     try:
-        return create_transform(
+        transform = create_transform(
             is_training=True, scale=cfg.scale or cfg.defaults.scale, hflip=cfg.hflip,
             auto_augment=cfg.auto_augment, re_prob=cfg.re_prob, re_mode="pixel", **common,
         )
     except (AssertionError, ValueError, KeyError) as e:
         raise _bad("auto_augment", cfg.auto_augment, f"a policy string timm can parse ({e!r})") from e
+    _fix_posterize(transform)
+    return transform
+
+
+def _posterize(img: Image.Image, bits_to_keep: int, **_: Any) -> Image.Image:
+    """timm's posterize op, safe with Pillow >= 13: keeping 0 bits gives a black image (as Pillow < 13
+    and TF's RandAugment did) instead of Pillow 13's ValueError."""
+    if bits_to_keep >= 8:
+        return img
+    if bits_to_keep <= 0:
+        return Image.new(img.mode, img.size)
+    return ImageOps.posterize(img, bits_to_keep)
+
+
+def _fix_posterize(transform: Any) -> None:
+    """Swap in `_posterize` for timm's in the (Rand/Auto/AugMix) augment ops of a timm transform.
+
+    timm 1.0.31's RandAugment asks for 0 bits at magnitude 10 (m9-mstd0.5 reaches it ~2% of the time),
+    and Pillow 13 raises on that, which would stop a training run within the first CIFAR-10 epoch.
+    """
+    for t in getattr(transform, "transforms", []):
+        ops = list(getattr(t, "ops", [])) + [op for sub in getattr(t, "policy", []) for op in sub]
+        for op in ops:
+            if getattr(op, "name", "").startswith("Posterize"):
+                op.aug_fn = _posterize
 
 
 class ImageDataset(Dataset):
@@ -638,13 +669,17 @@ def recalibrate_bn(model: nn.Module, loader: Iterable[Any], num_batches: int | N
             bn.reset_running_stats()
             bn.momentum = None
             bn.train()
+        seen = 0
         with torch.no_grad():
-            for i, batch in enumerate(loader):
-                if num_batches is not None and i >= num_batches:
+            for batch in loader:
+                if num_batches is not None and seen >= num_batches:
                     break
                 x = batch[0] if isinstance(batch, (tuple, list)) else batch
                 x = x.to(device, non_blocking=True)
                 model(resize_batch(x, resolution) if resolution else x)
+                seen += 1
+        if seen == 0:
+            raise ValueError("recalibrate_bn got no batches: expected a non-empty loader and num_batches >= 1")
     finally:
         for bn, momentum in momenta.items():
             bn.momentum = momentum
@@ -658,5 +693,3 @@ __all__ = [
     "build_dataset", "build_loader", "build_loaders", "build_mixup", "build_transform", "check_images",
     "make_splits", "num_classes", "recalibrate_bn", "renormalize", "resize_batch", "set_epoch",
 ]
-
-_ = math  # noqa: F841

@@ -16,10 +16,11 @@ import json
 import math
 import random
 import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import yaml
 
@@ -91,7 +92,7 @@ class Arch:
         return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "Arch":
+    def from_dict(cls, data: Mapping[str, Any]) -> Arch:
         if not isinstance(data, Mapping):
             raise ValueError(f"an Arch needs a JSON object, got {type(data).__name__}")
         names = [f.name for f in dataclasses.fields(cls)]
@@ -103,7 +104,7 @@ class Arch:
         return cls(**{n: data[n] for n in names})
 
     @classmethod
-    def from_json(cls, text: str | bytes | Mapping[str, Any]) -> "Arch":
+    def from_json(cls, text: str | bytes | Mapping[str, Any]) -> Arch:
         if isinstance(text, Mapping):
             return cls.from_dict(text)
         try:
@@ -127,7 +128,7 @@ class Arch:
         return params
 
     @classmethod
-    def from_params(cls, params: Mapping[str, Any]) -> "Arch":
+    def from_params(cls, params: Mapping[str, Any]) -> Arch:
         """Inverse of `to_params` (values may be strings, as MLflow returns them)."""
         try:
             n = int(params["num_transformer_stages"])
@@ -328,7 +329,7 @@ class SearchSpace:
         canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
-    def with_profile(self, profile: str) -> "SearchSpace":
+    def with_profile(self, profile: str) -> SearchSpace:
         if profile not in self.profiles:
             raise ValueError(f"space {self.name!r} has no input profile {profile!r}; "
                              f"allowed: {sorted(self.profiles)}")

@@ -8,7 +8,7 @@ copy of that slice, so the static module computes exactly what the dynamic one c
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F

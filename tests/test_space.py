@@ -1,0 +1,176 @@
+"""Search space: the Arch config, sampling, variation, validation, sizes, analytic counts."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+from collections import Counter
+
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from autovit_ray.space import Arch, load_space, main, space_from_dict
+
+SPACES = ("xxs", "xs", "s")
+
+
+def test_arch_json_round_trip_hash_and_name():
+    arch = load_space("xxs").smallest()
+    assert Arch.from_json(arch.to_json()) == arch
+    assert Arch.from_params(arch.to_params()) == arch
+    assert Arch.from_params({k: str(v) for k, v in arch.to_params().items()}) == arch  # as MLflow returns
+    # The hash is of the canonical JSON, so it is the same on every machine and run.
+    assert arch.arch_hash == "7ad6fab1e1ae"
+    assert str(arch) == "xxs_r128_c16_mb16x1-24x2-32x2_t48x2h2m1.5-64x2h2m1.5-80x2h2m1.5"
+    assert len({arch, Arch.from_json(arch.to_json())}) == 1  # hashable, equal by value
+
+
+def test_arch_rejects_malformed_input():
+    good = load_space("xxs").smallest().to_dict()
+    with pytest.raises(ValueError, match="malformed Arch JSON"):
+        Arch.from_json("{not json")
+    with pytest.raises(ValueError, match="missing fields \\['resolution'\\]"):
+        Arch.from_dict({k: v for k, v in good.items() if k != "resolution"})
+    with pytest.raises(ValueError, match="same length"):
+        Arch.from_dict({**good, "transformer_heads": [2, 2]})
+    with pytest.raises(ValueError, match="stem_width must be an integer"):
+        Arch.from_dict({**good, "stem_width": 16.5})
+
+
+@pytest.mark.parametrize("name", SPACES)
+def test_sample_draws_each_choice_uniformly(name):
+    space = load_space(name)
+    rng = random.Random(0)
+    draws = [space.sample(rng) for _ in range(6000)]
+    stages = Counter(a.num_transformer_stages for a in draws)
+    # Per-choice sampling: 3 and 4 stages about equally often (whole-subnet sampling gives ~98% 4).
+    assert abs(stages[3] / len(draws) - 0.5) < 0.03
+    for i, choices in enumerate(space.transformer_stages[:3]):
+        heads = Counter(a.transformer_heads[i] for a in draws)
+        for h in choices.heads:
+            assert abs(heads[h] / len(draws) - 1 / len(choices.heads)) < 0.03
+        depths = Counter(a.transformer_depths[i] for a in draws)
+        for d in choices.depths:
+            assert abs(depths[d] / len(draws) - 1 / len(choices.depths)) < 0.03
+    fourth = [a for a in draws if a.num_transformer_stages == 4]
+    widths = Counter(a.transformer_widths[3] for a in fourth)
+    assert all(abs(widths[w] / len(fourth) - 0.5) < 0.04 for w in space.transformer_stages[3].widths)
+    assert all(space.contains(a) for a in draws)
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), name=st.sampled_from(SPACES))
+def test_mutate_and_crossover_always_valid(seed, name):
+    space = load_space(name)
+    rng = random.Random(seed)
+    a, b = space.sample(rng), space.sample(rng)
+    for p_depth, p_block in ((0.2, 0.4), (1.0, 1.0), (0.0, 0.0)):
+        child = space.mutate(a, rng, p_depth, p_block)
+        assert space.contains(child)
+    assert space.mutate(a, rng, 0.0, 0.0) == a
+    child = space.crossover(a, b, rng)
+    assert space.contains(child)
+    assert child.num_transformer_stages in (a.num_transformer_stages, b.num_transformer_stages)
+
+
+def test_mutation_changes_choices_at_the_given_rate():
+    space = load_space("xxs")
+    rng = random.Random(1)
+    parent = space.largest()
+    changed = sum(space.mutate(parent, rng, 0.0, 0.4).transformer_heads[0] != parent.transformer_heads[0]
+                  for _ in range(3000))
+    # A redraw hits a different head count 2/3 of the time: expected rate 0.4 * 2/3.
+    assert abs(changed / 3000 - 0.4 * 2 / 3) < 0.03
+
+
+def test_largest_smallest_and_sizes():
+    space = load_space("xxs")
+    assert space.largest().num_transformer_stages == 4
+    assert space.largest().transformer_widths == (64, 80, 96, 112)
+    assert space.smallest().transformer_widths == (48, 64, 80)
+    front = 2 * (2 * 2) ** 3  # stem x 3 MBConv stages (width x depth)
+    per_stage = 2 * 4 * 3 * 2  # width x depth x heads x MLP ratio
+    assert space.size(per_resolution=True) == front * (per_stage**3 + per_stage**4) == 693_633_024
+    union_stage = 5 * 4 * 3 * 2  # any of the 5 XXS transformer widths in every stage
+    assert space.size(constrained=False, per_resolution=True) == front * (union_stage**3 + union_stage**4)
+    assert space.size() == 3 * space.size(per_resolution=True)  # 3 ImageNet-style resolutions
+
+
+def test_constrained_size_counts_only_non_decreasing_widths(tmp_path):
+    raw = _raw("xxs")
+    raw["transformer_stages"] = [dict(s, widths=[48, 64, 80]) for s in raw["transformer_stages"]]
+    raw["num_transformer_stages"] = [3]
+    space = space_from_dict(raw)
+    per_stage = 4 * 3 * 2
+    monotone = 10  # non-decreasing triples from 3 values: C(5, 3)
+    assert space.size(constrained=True, per_resolution=True) == 2 * 4**3 * monotone * per_stage**3
+    rng = random.Random(0)
+    assert all(list(a.transformer_widths) == sorted(a.transformer_widths)
+               for a in (space.sample(rng) for _ in range(300)))
+
+
+def _raw(name: str) -> dict:
+    from autovit_ray.space import CONFIG_DIR
+    return yaml.safe_load((CONFIG_DIR / f"{name}.yaml").read_text())
+
+
+def test_fingerprint_tracks_everything_that_changes_weights_or_latency():
+    base = load_space("xxs")
+    assert base.fingerprint() == load_space("xxs").fingerprint()
+    assert base.fingerprint() != load_space("xs").fingerprint()
+    assert base.fingerprint() != load_space("xxs", profile="cifar10").fingerprint()
+    raw = _raw("xxs")
+    raw["fixed"]["head_dim"] = 8
+    assert space_from_dict(raw).fingerprint() != base.fingerprint()
+
+
+def test_validate_names_field_value_and_allowed():
+    space = load_space("xxs")
+    arch = space.smallest()
+    with pytest.raises(ValueError, match="'xs' but this is the 'xxs' supernet"):
+        space.validate(load_space("xs").smallest())
+    with pytest.raises(ValueError, match=r"transformer_heads\[1\] = 7 is not in the space; allowed: \[2, 3, 4\]"):
+        space.validate(dataclasses.replace(arch, transformer_heads=(2, 7, 2)))
+    with pytest.raises(ValueError, match="never decrease"):
+        space.validate(dataclasses.replace(arch, transformer_widths=(64, 48, 80)))
+    with pytest.raises(ValueError, match=r"resolution = 100 .* allowed: \[128, 192, 256\]"):
+        space.validate(dataclasses.replace(arch, resolution=100))
+    with pytest.raises(ValueError, match="num_transformer_stages = 2"):
+        space.validate(dataclasses.replace(arch, transformer_widths=(48, 64), transformer_depths=(2, 2),
+                                           transformer_heads=(2, 2), transformer_mlp_ratios=(1.5, 1.5)))
+
+
+def test_bad_space_inputs(tmp_path):
+    with pytest.raises(ValueError, match="unknown search space 'xxxl'"):
+        load_space("xxxl")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: [unclosed\n")
+    with pytest.raises(ValueError, match="malformed search-space YAML"):
+        load_space(bad)
+    raw = _raw("xxs")
+    del raw["transformer_stages"][0]["heads"]
+    bad.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ValueError, match="missing 'heads' in transformer stage 1"):
+        load_space(bad)
+    raw = _raw("xxs")
+    raw["profiles"]["imagenet"]["resolutions"] = [224]  # 224 / 32 = 7: odd map before a stride 2
+    with pytest.raises(ValueError, match="resolution 224"):
+        space_from_dict(raw)
+    raw = _raw("xxs")
+    raw["profiles"]["digits"]["resolutions"] = [6]  # 6 -> 3x3 maps: not divisible by the 2x2 patch
+    with pytest.raises(ValueError, match="not divisible by the 2x2 patch"):
+        space_from_dict(raw)
+    with pytest.raises(ValueError, match="no input profile 'mnist'"):
+        load_space("xxs", profile="mnist")
+
+
+def test_describe_cli_json(capsys):
+    assert main(["describe", "xxs", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["size_constrained_per_resolution"] == 693_633_024
+    assert info["params_min"] < info["params_max"]
+    assert info["choices"]["num_transformer_stages"] == [3, 4]
+    assert main(["describe", "nope"]) == 2
