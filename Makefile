@@ -1,0 +1,38 @@
+# Set-up is part of every target: a fresh clone needs only `make demo` or `make test`.
+VENV ?= .venv
+PYTHON ?= python3
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: install test test-integration demo lint mlflow-ui bench-overhead
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[test]"
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+# The unit suite (CI step 1; under 12 minutes on 2 cores).
+test: $(STAMP)
+	$(PY) -m pytest -q -m "not integration" tests
+
+# Real Ray cluster, fault and demo tests (CI step 2).
+test-integration: $(STAMP)
+	$(PY) -m pytest -q -m integration tests
+
+# The main job on the embedded default dataset.
+demo: $(STAMP)
+	$(PY) -m autovit_ray.demo $(DEMO_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check autovit_ray tests bench
+
+# Serve the experiments' MLflow database on 127.0.0.1 (EXP=outputs/demo by default).
+EXP ?= outputs/demo
+mlflow-ui: $(STAMP)
+	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(abspath $(EXP))/mlflow.db --host 127.0.0.1 --port 5000
+
+bench-overhead: $(STAMP)
+	$(PY) bench/supernet_overhead.py --out BENCHMARKS.md
