@@ -1,0 +1,89 @@
+"""Ray actors that keep supernet replicas for parallel validation (the paper's "Ray actors keep
+supernet replicas"), and the pool that Tune trials share.
+
+Each `EvaluatorActor` loads the checkpoint once (once per incarnation: Ray restarts a dead actor,
+`max_restarts`, and the new incarnation loads again). `EvaluatorPool.evaluate` sends a request
+to one actor, retries a request lost with a dead actor once on the next actor, and counts an
+evaluation only when a result comes back, so nothing is counted twice.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict
+from typing import Any
+
+import ray
+from ray.exceptions import RayActorError
+
+from ..space import Arch
+from .evaluate import EvalSettings
+
+POOL_NAMESPACE = "autovit-ray"
+
+
+@ray.remote(max_restarts=2, max_task_retries=0)
+class EvaluatorActor:
+    def __init__(self, checkpoint: str, lut: str | None, settings: dict[str, Any],
+                 data_overrides: dict[str, Any], num_threads: int) -> None:
+        import dataclasses
+
+        from ..checkpoint import load_supernet
+        from .evaluate import SubnetEvaluator
+
+        supernet, space, config = load_supernet(checkpoint)
+        data = dataclasses.replace(config.data, **data_overrides)
+        latency_fn = None
+        if lut:
+            from ..latency import LatencyTable
+
+            table = LatencyTable.load(lut, space=space)
+            latency_fn = table.predict_latency
+        self.evaluator = SubnetEvaluator(supernet, space, data, EvalSettings(**settings), latency_fn,
+                                         num_threads)
+        self.checkpoint_loads = 1
+        self.started = time.time()
+
+    def evaluate(self, arch_json: str, split: str = "val") -> dict[str, Any]:
+        return self.evaluator.evaluate_split(Arch.from_json(arch_json), split)
+
+    def stats(self) -> dict[str, Any]:
+        return {"pid": os.getpid(), "node_id": ray.get_runtime_context().get_node_id(),
+                "checkpoint_loads": self.checkpoint_loads, "evaluations": self.evaluator.evaluations}
+
+
+class EvaluatorPool:
+    """N evaluator actors serving one search. Picklable (it holds actor handles), so it can be
+    passed to Tune trials with `tune.with_parameters`."""
+
+    def __init__(self, checkpoint: str, num_evaluators: int, lut: str | None = None,
+                 settings: EvalSettings | None = None, data_overrides: dict[str, Any] | None = None,
+                 cpus_per_evaluator: float = 1.0, threads_per_evaluator: int = 1) -> None:
+        if not isinstance(num_evaluators, int) or num_evaluators < 1:
+            raise ValueError(f"the search needs at least one evaluator actor, got --evaluators {num_evaluators!r}")
+        self.actors = [
+            EvaluatorActor.options(num_cpus=cpus_per_evaluator).remote(
+                str(checkpoint), str(lut) if lut else None, asdict(settings or EvalSettings()), dict(data_overrides or {}),
+                threads_per_evaluator)
+            for _ in range(num_evaluators)]
+        self.stats()  # fail fast: surface a bad checkpoint or LUT here, not inside the first trial
+
+    def evaluate(self, arch: Arch, split: str = "val", attempts: int = 2) -> dict[str, Any]:
+        """Evaluate on the actor chosen by the arch hash; on a dead actor retry once on the next."""
+        first = int(arch.arch_hash, 16) % len(self.actors)
+        error: Exception | None = None
+        for attempt in range(attempts):
+            actor = self.actors[(first + attempt) % len(self.actors)]
+            try:
+                return ray.get(actor.evaluate.remote(arch.to_json(), split))
+            except RayActorError as exc:  # the actor died mid-request; Ray restarts it
+                error = exc
+        raise RuntimeError(f"evaluation of {arch} failed on {attempts} evaluator actors: {error}")
+
+    def stats(self) -> list[dict[str, Any]]:
+        return ray.get([actor.stats.remote() for actor in self.actors])
+
+    def shutdown(self) -> None:
+        for actor in self.actors:
+            ray.kill(actor, no_restart=True)

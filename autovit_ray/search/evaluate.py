@@ -1,0 +1,99 @@
+"""Evaluate subnets of a trained supernet with inherited weights (no Ray here).
+
+Per request: extract the subnet (a copy: the supernet's own BatchNorm statistics stay intact),
+recalibrate its BatchNorm on the fixed calibration subset of the training split, and measure it
+on the held-out validation split. The test split is only read by `evaluate_split(..., "test")`,
+which reports final models and never feeds selection.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from ..data import DataConfig, build_loader, recalibrate_bn
+from ..nn import Supernet
+from ..space import Arch, SearchSpace, count_macs, count_params
+
+SELECTION_SPLIT = "val"
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalSettings:
+    """How much data one evaluation reads (all of the split when `max_batches` is None)."""
+
+    max_batches: int | None = None
+    calib_batches: int | None = None
+    batch_size: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("max_batches", "calib_batches", "batch_size"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ValueError(f"EvalSettings.{name} must be a positive integer or None, got {value!r}")
+
+
+class SubnetEvaluator:
+    """Holds one supernet replica and its data; `evaluate(arch)` returns a metrics dict."""
+
+    def __init__(self, supernet: Supernet, space: SearchSpace, data: DataConfig,
+                 settings: EvalSettings | None = None,
+                 latency_fn: Callable[[Arch], float] | None = None, num_threads: int | None = None) -> None:
+        if num_threads:
+            torch.set_num_threads(num_threads)
+        settings = settings or EvalSettings()
+        if settings.batch_size:
+            data = dataclasses.replace(data, batch_size=settings.batch_size)
+        self.supernet, self.space, self.data, self.settings = supernet.eval(), space, data, settings
+        self.latency_fn = latency_fn
+        self._loaders: dict[tuple[str, int], Any] = {}
+        self.evaluations = 0
+
+    def _loader(self, split: str, resolution: int) -> Any:
+        key = (split, resolution)
+        if key not in self._loaders:
+            self._loaders[key] = build_loader(self.data, split, resolution=resolution)
+        return self._loaders[key]
+
+    def evaluate(self, arch: Arch) -> dict[str, Any]:
+        return self.evaluate_split(arch, SELECTION_SPLIT)
+
+    def evaluate_split(self, arch: Arch, split: str) -> dict[str, Any]:
+        self.space.validate(arch)
+        if split not in ("val", "test"):
+            raise ValueError(f"evaluate on 'val' (selection) or 'test' (final report only), got {split!r}")
+        start = time.perf_counter()
+        subnet = self.supernet.get_active_subnet(arch)
+        recalibrate_bn(subnet, self._loader("calib", arch.resolution), num_batches=self.settings.calib_batches)
+        subnet.eval()
+        correct1 = correct5 = seen = 0
+        loss_sum = 0.0
+        with torch.inference_mode():
+            for i, (images, labels) in enumerate(self._loader(split, arch.resolution)):
+                if self.settings.max_batches is not None and i >= self.settings.max_batches:
+                    break
+                logits = subnet(images)
+                loss_sum += F.cross_entropy(logits, labels, reduction="sum").item()
+                top = logits.topk(min(5, logits.shape[1]), dim=1).indices
+                correct1 += (top[:, 0] == labels).sum().item()
+                correct5 += (top == labels[:, None]).any(dim=1).sum().item()
+                seen += labels.numel()
+        if seen == 0:
+            raise ValueError(f"the {split!r} split gave no images to evaluate on")
+        self.evaluations += 1
+        num_classes = self.supernet.num_classes
+        latency = self.latency_fn(arch) if self.latency_fn else math.nan
+        return {
+            "arch_json": arch.to_json(), "arch_hash": arch.arch_hash, "split": split,
+            f"{split}_top1": 100.0 * correct1 / seen, f"{split}_top5": 100.0 * correct5 / seen,
+            f"{split}_loss": loss_sum / seen, "images": seen,
+            "params": count_params(arch, num_classes, self.space),
+            "macs": count_macs(arch, num_classes, self.space),
+            "latency_ms": latency, "eval_seconds": time.perf_counter() - start,
+        }
