@@ -1,0 +1,239 @@
+"""Supernet checkpoints: writing them atomically, finding them, loading them back safely.
+
+A checkpoint is a directory (Ray Train copies it into its storage as ``epoch_NNNN/``) holding
+
+- ``state.pt``: a `torch.save`d dict loadable with ``torch.load(weights_only=True)`` (tensors, lists,
+  numbers, strings only; RNG states are stored as tensors / lists): ``model`` (supernet state dict),
+  ``optimizer``, ``scheduler``, ``scaler``, ``epoch`` (completed epochs), ``global_step``, ``rng_states``,
+  ``config`` (the full training config as a dict, incl. ``data.split_seed`` / ``data.val_size``, so the
+  search reuses the same held-out validation split), ``space`` (name, profile, source, fingerprint),
+  ``num_classes``, ``metrics`` (of that epoch) and ``format`` / ``format_version``;
+- ``meta.json``: the same minus the tensors, written last, so a directory with a readable meta.json and
+  state.pt is complete. Both files are written to a temporary name and renamed (atomic on POSIX).
+
+No Ray and no MLflow here: the search and the export load checkpoints with this module alone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from autovit_ray.nn import Supernet
+from autovit_ray.space import SearchSpace, load_space
+
+FORMAT = "autovit-ray-supernet-checkpoint"
+FORMAT_VERSION = 1
+STATE_FILE = "state.pt"
+META_FILE = "meta.json"
+EPOCH_DIR = re.compile(r"^epoch_(\d+)$")
+
+
+def epoch_dir_name(epoch: int) -> str:
+    return f"epoch_{epoch:04d}"
+
+
+# ---------------------------------------------------------------------------------------------------
+# RNG states as tensors / lists (torch.load(weights_only=True) refuses numpy arrays and tuples of them)
+
+
+def rng_states() -> dict[str, Any]:
+    version, internal, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    states: dict[str, Any] = {
+        "python": {"version": version, "state": list(internal), "gauss": gauss},
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: Mapping[str, Any]) -> None:
+    py = states["python"]
+    random.setstate((py["version"], tuple(py["state"]), py["gauss"]))
+    n = states["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+# ---------------------------------------------------------------------------------------------------
+# Writing
+
+
+def _atomic_write(path: Path, write: Any) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
+
+
+def save_checkpoint(directory: str | os.PathLike[str], state: Mapping[str, Any]) -> Path:
+    """Write state.pt, then meta.json (its non-tensor part), each atomically. Returns the directory."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {"format": FORMAT, "format_version": FORMAT_VERSION, **state}
+    _atomic_write(directory / STATE_FILE, lambda tmp: torch.save(dict(state), tmp))
+    meta_keys = ("format", "format_version", "epoch", "global_step", "config", "space", "num_classes",
+                 "metrics")
+    meta = _json_safe({k: state[k] for k in meta_keys if k in state})
+    _atomic_write(directory / META_FILE, lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=1)))
+    return directory
+
+
+# ---------------------------------------------------------------------------------------------------
+# Reading
+
+
+def _not_a_checkpoint(path: Path, why: str) -> ValueError:
+    return ValueError(f"{str(path)!r} is not an autovit-ray supernet checkpoint ({why}): expected a "
+                      f"directory with {STATE_FILE} and {META_FILE} written by `python -m autovit_ray.train` "
+                      f"(e.g. <output_dir>/<name>/checkpoints/<supernet>/epoch_NNNN)")
+
+
+def _state_path(path: str | os.PathLike[str]) -> Path:
+    path = Path(path).expanduser()
+    if path.is_dir():
+        path = path / STATE_FILE
+        if not path.is_file():
+            raise _not_a_checkpoint(path.parent, f"no {STATE_FILE}")
+    elif not path.is_file():
+        raise ValueError(f"checkpoint {str(path)!r} does not exist")
+    return path
+
+
+def read_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The meta.json of a checkpoint directory (cheap: no tensors)."""
+    directory = Path(path).expanduser()
+    if directory.is_file():
+        directory = directory.parent
+    try:
+        meta = json.loads((directory / META_FILE).read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise _not_a_checkpoint(directory, f"unreadable {META_FILE}: {e}") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise _not_a_checkpoint(directory, f"{META_FILE} has no format {FORMAT!r}")
+    return meta
+
+
+def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """The state dict of a checkpoint (directory or state.pt), loaded with weights_only=True."""
+    state_path = _state_path(path)
+    try:
+        state = torch.load(state_path, map_location=map_location, weights_only=True)
+    except Exception as e:  # pickle / zip errors of a foreign or truncated file
+        raise _not_a_checkpoint(state_path, f"torch.load(weights_only=True) failed: {e}") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise _not_a_checkpoint(state_path, f"no format {FORMAT!r} in the file")
+    if state.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"checkpoint {str(state_path)!r} has format version {state.get('format_version')}; "
+                         f"this code reads version {FORMAT_VERSION}")
+    return state
+
+
+def space_of(state_or_meta: Mapping[str, Any], space: SearchSpace | str | None = None) -> SearchSpace:
+    """The search space a checkpoint was trained on, checked against its fingerprint. `space`: a
+    SearchSpace or name/YAML path to check against instead of the one recorded in the checkpoint."""
+    info = state_or_meta["space"]
+    if space is None:
+        space = info["source"]
+    if isinstance(space, str):
+        space = load_space(space, profile=info["profile"])
+    if space.fingerprint() != info["fingerprint"]:
+        raise ValueError(
+            f"checkpoint of supernet {info['name']!r} (profile {info['profile']!r}, space fingerprint "
+            f"{info['fingerprint']}) does not match search space {space.name!r} (profile "
+            f"{space.profile.name!r}, fingerprint {space.fingerprint()}): it was trained on another "
+            "supernet, or the space's YAML changed since; load it with its own space")
+    return space
+
+
+def load_supernet(path: str | os.PathLike[str], space: SearchSpace | str | None = None,
+                  device: str | torch.device = "cpu") -> tuple[Supernet, SearchSpace, Any]:
+    """(Supernet with the trained weights in eval mode, its SearchSpace, its TrainConfig).
+
+    `path`: a checkpoint directory or its state.pt (see `find_checkpoint`). Refuses a file that is not
+    a checkpoint, and a checkpoint whose space fingerprint differs from `space` (default: the space it
+    names) with a ValueError. The config's `data` section holds split_seed / val_size: build the
+    validation split from it to select on the same held-out images."""
+    from autovit_ray.training.config import config_from_dict  # training config: no Ray inside
+
+    state = load_checkpoint(path, map_location=device)
+    space = space_of(state, space)
+    model = Supernet(space, int(state["num_classes"]), float(state["config"]["model"]["drop_rate"]))
+    model.load_state_dict(state["model"])
+    return model.to(device).eval(), space, config_from_dict(state["config"])
+
+
+# ---------------------------------------------------------------------------------------------------
+# Finding the checkpoints of an experiment
+
+
+def checkpoint_root(experiment_dir: str | os.PathLike[str], supernet: str) -> Path:
+    """Ray Train's storage for one supernet: <experiment_dir>/checkpoints/<supernet>."""
+    return Path(experiment_dir).expanduser() / "checkpoints" / supernet
+
+
+def list_checkpoints(experiment_dir: str | os.PathLike[str], supernet: str) -> list[Path]:
+    """Complete checkpoint directories of a supernet, oldest epoch first."""
+    root = checkpoint_root(experiment_dir, supernet)
+    if not root.is_dir():
+        return []
+    found = []
+    for d in root.iterdir():
+        match = EPOCH_DIR.match(d.name)
+        if match and (d / STATE_FILE).is_file() and (d / META_FILE).is_file():
+            found.append((int(match.group(1)), d))
+    return [d for _, d in sorted(found)]
+
+
+def find_checkpoint(experiment_dir: str | os.PathLike[str], supernet: str, final: bool = False) -> Path:
+    """The latest checkpoint of `supernet` in an experiment (`final=True`: only if training finished)."""
+    found = list_checkpoints(experiment_dir, supernet)
+    if not found:
+        raise ValueError(f"no checkpoint of supernet {supernet!r} under "
+                         f"{str(checkpoint_root(experiment_dir, supernet))!r}: expected "
+                         f"epoch_NNNN/{STATE_FILE} written by `python -m autovit_ray.train`")
+    latest = found[-1]
+    if final:
+        meta = read_meta(latest)
+        epochs = meta["config"]["train"]["epochs"]
+        if meta["epoch"] < epochs:
+            raise ValueError(f"supernet {supernet!r} in {str(experiment_dir)!r} is not fully trained: "
+                             f"epoch {meta['epoch']} of {epochs}; rerun the training command to finish it")
+    return latest
+
+
+__all__ = [
+    "FORMAT", "FORMAT_VERSION", "META_FILE", "STATE_FILE", "checkpoint_root", "epoch_dir_name",
+    "find_checkpoint", "list_checkpoints", "load_checkpoint", "load_supernet", "read_meta", "rng_states",
+    "save_checkpoint", "set_rng_states", "space_of",
+]

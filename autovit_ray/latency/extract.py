@@ -1,0 +1,53 @@
+"""Cut a static subnet into the torch modules the latency table times in isolation."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..nn.blocks import MobileViTBlock
+from ..space import Arch, SearchSpace
+from .modules import Path, arch_modules, key_kind
+
+
+def _resolve(net: nn.Module, path: Path) -> nn.Module:
+    module = net
+    for part in path:
+        module = module[part] if isinstance(part, int) else getattr(module, part)
+    return module
+
+
+def frame_only(block: MobileViTBlock) -> MobileViTBlock:
+    """The MobileViT block without its transformer layers (they are timed as separate modules)."""
+    return MobileViTBlock(block.local, block.to_tokens, [], block.norm, block.from_tokens, block.fuse,
+                          block.patch_size).eval()
+
+
+def extract_modules(net: nn.Module, arch: Arch, space: SearchSpace,
+                    num_classes: int) -> dict[str, tuple[nn.Module, tuple[int, ...]]]:
+    """key -> (static module, its input shape at batch 1) for every module of `net` (= the static
+    subnet of `arch`). Input shapes come from one forward pass with hooks, so they are exact."""
+    modules = arch_modules(arch, space, num_classes)
+    shapes: dict[str, tuple[int, ...]] = {}
+    hooks = []
+    for key, path in modules:
+        if key in shapes:
+            continue
+        module = _resolve(net, path)
+
+        def record(_mod: nn.Module, args: tuple, key: str = key) -> None:
+            shapes.setdefault(key, tuple(args[0].shape))
+
+        hooks.append(module.register_forward_pre_hook(record))
+    try:
+        with torch.inference_mode():
+            net.eval()(torch.zeros(1, 3, arch.resolution, arch.resolution))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    out: dict[str, tuple[nn.Module, tuple[int, ...]]] = {}
+    for key, path in modules:
+        if key not in out:
+            module = _resolve(net, path)
+            out[key] = (frame_only(module) if key_kind(key) == "frame" else module.eval(), shapes[key])
+    return out

@@ -1,0 +1,268 @@
+"""`python -m autovit_ray.search`: search a trained supernet with the AutoViT searcher in Ray Tune.
+
+    python -m autovit_ray.search --checkpoint outputs/digits-demo --supernet xxs \
+        --lut outputs/digits-demo/luts/xxs.parquet --params-budget 1.8M --latency-budget-ms 5 \
+        --strategy coarse-to-fine --evaluators 2 --name xxs-search
+
+Trials are light Tune functions that send their arch to a shared pool of evaluator actors (each
+actor holds one supernet replica). Selection uses the held-out validation split; the test split
+is read only at the end, to report the chosen models. Rerunning the same command with the same
+`--name` resumes the Tune experiment without re-evaluating finished candidates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..io import atomic_write_text
+from ..space import Arch, SearchSpace
+from .algorithms import (
+    FINE_STAGE,
+    PLAIN_EVOLUTION,
+    Budget,
+    BudgetUnreachableError,
+    CoarseConfig,
+    CoarseToFineSearch,
+    CostModel,
+    Evaluation,
+    EvolutionConfig,
+    EvolutionSearch,
+    RandomSearch,
+    SearchStrategy,
+)
+
+STRATEGY_NAMES = ("coarse-to-fine", "evolution", "random", "pareto")
+
+
+def parse_count(text: str) -> float:
+    """'1.8M' -> 1.8e6, '900k' -> 9e5, '1500000' -> 1.5e6."""
+    units = {"k": 1e3, "m": 1e6, "g": 1e9}
+    raw = text.strip().lower()
+    try:
+        value = float(raw[:-1]) * units[raw[-1]] if raw and raw[-1] in units else float(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a count like 1.8M, 900k or 1500000, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"a budget must be positive, got {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m autovit_ray.search", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", required=True,
+                   help="a supernet checkpoint directory, or an experiment directory with --supernet")
+    p.add_argument("--supernet", default=None, help="xxs, xs or s (when --checkpoint is an experiment)")
+    p.add_argument("--lut", default=None, help="latency table (.parquet) from `python -m autovit_ray.profile build`")
+    p.add_argument("--params-budget", type=parse_count, default=None, help="T_p, e.g. 1.8M")
+    p.add_argument("--latency-budget-ms", type=float, default=None, help="T_l in ms (needs --lut)")
+    p.add_argument("--strategy", choices=STRATEGY_NAMES, default="coarse-to-fine")
+    p.add_argument("--population", type=int, default=50)
+    p.add_argument("--generations", type=int, default=20)
+    p.add_argument("--parents", type=int, default=10)
+    p.add_argument("--coarse-samples", type=int, default=2000, help="random archs screened by the coarse stage")
+    p.add_argument("--skeletons", type=int, default=10, help="K skeletons kept by the coarse stage")
+    p.add_argument("--max-evaluations", type=int, default=None, help="default: population x generations")
+    p.add_argument("--evaluators", type=int, default=2, help="evaluator actors (supernet replicas)")
+    p.add_argument("--cpus-per-evaluator", type=float, default=1.0)
+    p.add_argument("--threads-per-evaluator", type=int, default=1)
+    p.add_argument("--concurrent-trials", type=int, default=None, help="default: 2 x evaluators")
+    p.add_argument("--eval-batches", type=int, default=None, help="validation batches per candidate (default all)")
+    p.add_argument("--calib-batches", type=int, default=None, help="BN recalibration batches (default all)")
+    p.add_argument("--data-dir", default=None, help="override the checkpoint's data directory")
+    p.add_argument("--top-k", type=int, default=3, help="best models to report on the test split and export")
+    p.add_argument("--export-formats", default="torchscript,onnx,coreml")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--name", required=True, help="search name: Tune experiment and MLflow parent run")
+    p.add_argument("--output-dir", default=None, help="default: the checkpoint's experiment directory")
+    p.add_argument("--mlflow-uri", default=None, help="default: $MLFLOW_TRACKING_URI or sqlite in the output dir")
+    p.add_argument("--address", default=None, help="Ray address (default: $RAY_ADDRESS or a local Ray)")
+    p.add_argument("--num-cpus", type=int, default=None, help="CPUs for a local Ray")
+    return p
+
+
+def make_search_strategy(args: argparse.Namespace, space: SearchSpace, costs: CostModel) -> SearchStrategy:
+    total = args.max_evaluations or args.population * args.generations
+    fine = EvolutionConfig(population_size=args.population, generations=args.generations,
+                           num_parents=args.parents, p_depth=FINE_STAGE.p_depth, p_block=FINE_STAGE.p_block)
+    if args.strategy == "random":
+        return RandomSearch(space, costs, max_evaluations=total, seed=args.seed)
+    if args.strategy == "evolution":
+        plain = EvolutionConfig(population_size=args.population, generations=args.generations,
+                                num_parents=args.parents, p_depth=PLAIN_EVOLUTION.p_depth,
+                                p_block=PLAIN_EVOLUTION.p_block)
+        return EvolutionSearch(space, costs, plain, max_evaluations=total, seed=args.seed)
+    coarse = CoarseConfig(num_samples=args.coarse_samples, num_skeletons=args.skeletons)
+    selection = "pareto" if args.strategy == "pareto" else "accuracy"
+    return CoarseToFineSearch(space, costs, fine, coarse, max_evaluations=total, seed=args.seed,
+                              selection=selection)
+
+
+def resolve_checkpoint(args: argparse.Namespace) -> Path:
+    from ..checkpoint import STATE_FILE, find_checkpoint
+
+    path = Path(args.checkpoint)
+    if (path / STATE_FILE).is_file() or path.is_file():
+        return path
+    if args.supernet is None:
+        raise ValueError(f"--checkpoint {path} is not a checkpoint directory (no {STATE_FILE}); for an "
+                         "experiment directory also pass --supernet xxs|xs|s")
+    return find_checkpoint(path, args.supernet)
+
+
+def evaluate_trial(config: dict[str, Any], pool: Any) -> None:
+    """A Tune trial: one arch, evaluated by the shared actor pool on the validation split."""
+    from ray import tune
+
+    from .tune_searcher import arch_from_config
+
+    result = pool.evaluate(arch_from_config(config), split="val")
+    tune.report({"top1": result["val_top1"], "top5": result["val_top5"], "loss": result["val_loss"],
+                 "params": result["params"], "macs": result["macs"],
+                 "latency_ms": result["latency_ms"], "arch_hash": result["arch_hash"]})
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    import ray
+    from ray import tune
+
+    from ..checkpoint import read_meta, space_of
+    from .actors import EvaluatorPool
+    from .evaluate import EvalSettings
+    from .tracking import SearchTracker
+    from .tune_searcher import AutoViTSearcher
+
+    if args.evaluators < 1:
+        raise ValueError(f"--evaluators must be >= 1, got {args.evaluators}")
+    if args.latency_budget_ms is not None and not args.lut:
+        raise ValueError("--latency-budget-ms needs --lut (the latency table that predicts it)")
+    checkpoint = resolve_checkpoint(args)
+    meta = read_meta(checkpoint)
+    space = space_of(meta)
+    num_classes = int(meta["num_classes"])
+    latency_fn = None
+    if args.lut:
+        from ..latency import LatencyTable
+
+        table = LatencyTable.load(args.lut, space=space)
+        latency_fn = table.predict_latency
+    costs = CostModel(space, Budget(args.params_budget, args.latency_budget_ms), latency_fn, num_classes)
+    # Budgets nothing can meet fail here, before any actor starts; the error names the closest arch.
+    smallest = space.smallest()
+    if not costs.fits(smallest):
+        raise costs.unreachable([smallest], 1)
+    strategy = make_search_strategy(args, space, costs)
+    out_dir = Path(args.output_dir) if args.output_dir else checkpoint.parent.parent.parent
+    search_dir = out_dir / "search" / args.name
+    tracker = SearchTracker(args.mlflow_uri or os.environ.get("MLFLOW_TRACKING_URI")
+                            or f"sqlite:///{(out_dir / 'mlflow.db').resolve()}", args.name)
+    tracker.start(params={
+        "strategy": args.strategy, "supernet": space.name, "profile": space.profile.name,
+        "space_fingerprint": space.fingerprint(), "checkpoint": str(checkpoint), "lut": args.lut or "",
+        "params_budget": args.params_budget, "latency_budget_ms": args.latency_budget_ms,
+        "population": args.population, "generations": args.generations, "seed": args.seed,
+        "evaluators": args.evaluators, "max_evaluations": strategy.max_evaluations})
+
+    if not ray.is_initialized():
+        ray.init(address=args.address or os.environ.get("RAY_ADDRESS"), num_cpus=args.num_cpus,
+                 include_dashboard=False, log_to_driver=False)
+    data_overrides = {"data_dir": args.data_dir} if args.data_dir else {}
+    settings = EvalSettings(max_batches=args.eval_batches, calib_batches=args.calib_batches)
+    pool = EvaluatorPool(str(checkpoint), args.evaluators, args.lut, settings, data_overrides,
+                         args.cpus_per_evaluator, args.threads_per_evaluator)
+    searcher = AutoViTSearcher(strategy, metric="top1", mode="max")
+    trainable = tune.with_resources(tune.with_parameters(evaluate_trial, pool=pool), {"cpu": 0.01})
+    storage = (out_dir / "tune").resolve()
+    resume = (storage / args.name).is_dir()
+    try:
+        tune.run(trainable, name=args.name, storage_path=str(storage), search_alg=searcher,
+                 metric="top1", mode="max", num_samples=-1,
+                 max_concurrent_trials=args.concurrent_trials or 2 * args.evaluators,
+                 resume="AUTO" if resume else False, callbacks=[tracker.tune_callback()],
+                 verbose=1, raise_on_failed_trial=False)
+    except BudgetUnreachableError:
+        tracker.finish("FAILED")
+        raise
+    summary = summarise(strategy, pool, args, search_dir, tracker, checkpoint)
+    stats = pool.stats()
+    summary["evaluator_stats"] = stats
+    pool.shutdown()
+    atomic_write_text(search_dir / "results.json", json.dumps(summary, indent=2, default=str))
+    tracker.log_artifact(search_dir / "results.json")
+    tracker.finish("FINISHED")
+    return summary
+
+
+def summarise(strategy: SearchStrategy, pool: Any, args: argparse.Namespace, search_dir: Path,
+              tracker: Any, checkpoint: Path) -> dict[str, Any]:
+    import dataclasses
+
+    from ..checkpoint import load_supernet, read_meta
+    from ..data import build_loader, recalibrate_bn
+    from ..export import export_model
+    from ..models import save_subnet
+    from ..training.config import config_from_dict
+
+    data = config_from_dict(read_meta(checkpoint)["config"]).data
+    if args.data_dir:
+        data = dataclasses.replace(data, data_dir=args.data_dir)
+    best = strategy.ranked(args.top_k)
+    front = sorted(strategy.pareto_front(), key=lambda e: (e.latency or 0.0, e.params))
+    if not best:
+        raise RuntimeError("no candidate was evaluated successfully; see the Tune trial errors above")
+    supernet, _, _ = load_supernet(checkpoint)
+    formats = tuple(f for f in args.export_formats.split(",") if f)
+    reported = []
+    for rank, evaluation in enumerate(best, start=1):
+        test = pool.evaluate(evaluation.arch, split="test")  # report only: selection is already done
+        model = supernet.get_active_subnet(evaluation.arch)
+        recalibrate_bn(model, build_loader(data, "calib", resolution=evaluation.arch.resolution),
+                       num_batches=args.calib_batches)
+        model.eval()
+        name = f"{args.name}-top{rank}-{evaluation.arch.arch_hash}"
+        export_dir = search_dir / "exports"
+        arch_path, weights = save_subnet(model, evaluation.arch, export_dir, name)
+        paths = export_model(model, evaluation.arch.resolution, export_dir, name, formats) if formats else {}
+        for path in (arch_path, weights, *paths.values()):
+            tracker.log_artifact(path, "exports")
+        reported.append({"rank": rank, "arch": evaluation.arch.to_dict(), "name": str(evaluation.arch),
+                         "val_top1": evaluation.fitness, "test_top1": test["test_top1"],
+                         "params": evaluation.params, "latency_ms": evaluation.latency,
+                         "macs": test["macs"], "exports": {k: str(v) for k, v in paths.items()},
+                         "weights": str(weights), "arch_json": str(arch_path)})
+    tracker.log_summary(reported, front, strategy.history)
+    print_tables(reported, front)
+    return {"best": reported, "pareto_front": [e.to_dict() for e in front],
+            "evaluations": len(strategy.history), "failed": sum(not e.ok for e in strategy.history)}
+
+
+def print_tables(reported: list[dict[str, Any]], front: list[Evaluation]) -> None:
+    print("\nBest models (selected on the validation split; test top-1 reported only):")
+    print(f"{'rank':>4} {'val top1':>9} {'test top1':>10} {'params':>9} {'latency ms':>11}  arch")
+    for r in reported:
+        lat = r["latency_ms"]
+        print(f"{r['rank']:>4} {r['val_top1']:9.2f} {r['test_top1']:10.2f} {r['params'] / 1e6:8.3f}M "
+              f"{(lat if lat is not None else math.nan):11.3f}  {r['name']}")
+    print("\nPareto front (val top-1, latency, params):")
+    for e in front:
+        print(f"  {e.fitness:7.2f}  {(e.latency if e.latency is not None else math.nan):8.3f} ms  "
+              f"{e.params / 1e6:6.3f}M  {e.arch}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        run(args)
+    except ValueError as exc:  # bad input: one clear message, no traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+__all__ = ["Arch", "build_parser", "main", "parse_count", "run"]

@@ -1,0 +1,135 @@
+"""MLflow for a search: a parent run per search, a nested child run per evaluated candidate.
+
+The parent holds the budgets, strategy, seeds, checkpoint, LUT and fingerprints as params, and at
+the end the best archs and Pareto front (JSON), the accuracy-vs-latency scatter with the front
+marked (paper Figure 1) and the exported best models. Children carry the arch fields as params
+and val top-1, params, MACs, LUT latency and generation as metrics. A resumed search (same name)
+reuses its parent run and never logs a candidate twice (children are keyed by arch hash).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from ray.tune import Callback
+
+from ..space import Arch
+from ..tracking import _client, _retry
+from .algorithms import Evaluation
+
+SEARCH_EXPERIMENT = "autovit-search"
+
+
+class SearchTracker:
+    def __init__(self, tracking_uri: str, search_name: str, experiment: str = SEARCH_EXPERIMENT) -> None:
+        self.tracking_uri, self.search_name, self.experiment = tracking_uri, search_name, experiment
+        self.client = _client(tracking_uri)
+        self.parent_id: str | None = None
+        self.experiment_id: str | None = None
+        self.logged: set[str] = set()
+
+    def start(self, params: dict[str, Any]) -> str:
+        found = _retry(lambda: self.client.get_experiment_by_name(self.experiment))
+        self.experiment_id = found.experiment_id if found else _retry(
+            lambda: self.client.create_experiment(self.experiment))
+        existing = self.client.search_runs(
+            [self.experiment_id], filter_string=f"tags.search_name = '{self.search_name}' and tags.role = 'search'")
+        if existing:  # a resume: keep the parent and skip candidates it already has
+            self.parent_id = existing[0].info.run_id
+            children = self.client.search_runs(
+                [self.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{self.parent_id}'",
+                max_results=50000)
+            self.logged = {run.data.tags.get("arch_hash", "") for run in children}
+            self.client.update_run(self.parent_id, status="RUNNING")
+        else:
+            run = self.client.create_run(self.experiment_id, run_name=self.search_name,
+                                         tags={"search_name": self.search_name, "role": "search"})
+            self.parent_id = run.info.run_id
+            for key, value in params.items():
+                self.client.log_param(self.parent_id, key, "" if value is None else value)
+        return self.parent_id
+
+    def log_candidate(self, config: dict[str, Any], result: dict[str, Any], generation: int | None) -> None:
+        arch = Arch.from_json(config["arch_json"])
+        if arch.arch_hash in self.logged or self.parent_id is None:
+            return
+        run = _retry(lambda: self.client.create_run(
+            self.experiment_id, run_name=f"{self.search_name}-{arch.arch_hash}",
+            tags={"mlflow.parentRunId": self.parent_id, "arch_hash": arch.arch_hash, "arch": str(arch),
+                  "search_name": self.search_name, "role": "candidate"}))
+        run_id = run.info.run_id
+        for key, value in arch.to_params().items():
+            self.client.log_param(run_id, key, value)
+        metrics = {"val_top1": result.get("top1"), "val_top5": result.get("top5"), "params": result.get("params"),
+                   "macs": result.get("macs"), "latency_ms": result.get("latency_ms"), "generation": generation}
+        for key, value in metrics.items():
+            if isinstance(value, (int, float)) and math.isfinite(value):
+                self.client.log_metric(run_id, key, float(value))
+        self.client.set_terminated(run_id, "FINISHED")
+        self.logged.add(arch.arch_hash)
+
+    def tune_callback(self) -> Callback:
+        tracker = self
+
+        class _ChildRuns(Callback):
+            def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+                result = trial.last_result or {}
+                if "top1" in result:
+                    tracker.log_candidate(trial.config, result, None)
+
+        return _ChildRuns()
+
+    def log_artifact(self, path: str | Path, subdir: str | None = None) -> None:
+        if self.parent_id:
+            self.client.log_artifact(self.parent_id, str(path), subdir)
+
+    def log_summary(self, best: list[dict[str, Any]], front: list[Evaluation], history: list[Evaluation]) -> None:
+        if not self.parent_id:
+            return
+        with tempfile.TemporaryDirectory() as tmp:
+            best_path = Path(tmp) / "best_archs.json"
+            best_path.write_text(json.dumps(best, indent=2, default=str))
+            front_path = Path(tmp) / "pareto_front.json"
+            front_path.write_text(json.dumps([e.to_dict() for e in front], indent=2))
+            plot = Path(tmp) / "accuracy_vs_latency.png"
+            plot_front(history, front, plot)
+            for path in (best_path, front_path, plot):
+                self.client.log_artifact(self.parent_id, str(path))
+        if best:
+            self.client.log_metric(self.parent_id, "best_val_top1", float(best[0]["val_top1"]))
+            self.client.log_metric(self.parent_id, "best_test_top1", float(best[0]["test_top1"]))
+            self.client.set_tag(self.parent_id, "best_arch", json.dumps(best[0]["arch"]))
+        self.client.log_metric(self.parent_id, "evaluations", float(len(history)))
+
+    def finish(self, status: str) -> None:
+        if self.parent_id:
+            self.client.set_terminated(self.parent_id, status)
+
+
+def plot_front(history: list[Evaluation], front: list[Evaluation], path: Path) -> None:
+    """Validation top-1 vs predicted latency (or parameters when no LUT), front marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ok = [e for e in history if e.ok]
+    use_latency = all(e.latency is not None for e in ok)
+
+    def x(e: Evaluation) -> float:
+        return float(e.latency) if use_latency else e.params / 1e6
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.scatter([x(e) for e in ok], [e.fitness for e in ok], s=10, alpha=0.5, label="candidates")
+    front_sorted = sorted(front, key=x)
+    ax.plot([x(e) for e in front_sorted], [e.fitness for e in front_sorted], "r.-", label="Pareto front")
+    ax.set_xlabel("predicted latency (ms)" if use_latency else "parameters (M)")
+    ax.set_ylabel("validation top-1 (%)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

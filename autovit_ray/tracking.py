@@ -1,0 +1,110 @@
+"""MLflow tracking of the training runs: one run per supernet in one experiment per training name.
+
+The driver creates (or, on a resume, finds) the runs and logs the flattened config as params and the
+tags (supernet, Ray run name, checkpoint location, space fingerprint); the rank-0 worker of each
+trainer logs the per-epoch metrics into its run by id; the driver sets the final status. The tracking
+URI comes from `--mlflow-uri`, else MLFLOW_TRACKING_URI, else a sqlite database in the experiment
+directory. On a multi-node cluster use a tracking server (or a database) the workers can reach.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value
+
+
+def default_tracking_uri(experiment_dir: str | os.PathLike[str], explicit: str | None = None) -> str:
+    """`explicit`, else $MLFLOW_TRACKING_URI, else sqlite:///<experiment_dir>/mlflow.db."""
+    if explicit:
+        return explicit
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    return f"sqlite:///{Path(experiment_dir).expanduser().resolve() / 'mlflow.db'}"
+
+
+def ui_command(tracking_uri: str) -> str:
+    return f".venv/bin/mlflow ui --backend-store-uri {tracking_uri} --host 127.0.0.1"
+
+
+def _retry(fn: Callable[[], T], attempts: int = 5) -> T:
+    """sqlite allows one writer: concurrent trainers may briefly see 'database is locked'."""
+    for i in range(attempts):
+        try:
+            return fn()
+        except Exception as e:  # MlflowException / sqlalchemy OperationalError
+            if "locked" not in str(e).lower() or i == attempts - 1:
+                raise
+            time.sleep(0.2 * 2 ** i)
+    raise AssertionError("unreachable")
+
+
+def _client(tracking_uri: str) -> Any:
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=tracking_uri)
+
+
+def start_runs(tracking_uri: str, experiment: str, name: str, supernets: Mapping[str, Mapping[str, Any]],
+               params: Mapping[str, Any]) -> dict[str, str]:
+    """One MLflow run per supernet ({supernet: run_id}); reuses the runs of an earlier launch of the
+    same training name (a resume). `supernets` maps each name to its extra tags."""
+    client = _client(tracking_uri)
+    found = _retry(lambda: client.get_experiment_by_name(experiment))
+    experiment_id = found.experiment_id if found else _retry(lambda: client.create_experiment(experiment))
+    run_ids = {}
+    for supernet, tags in supernets.items():
+        ray_run_name = f"{name}/{supernet}"
+        existing = _retry(lambda r=ray_run_name: client.search_runs(
+            [experiment_id], filter_string=f"tags.ray_run_name = '{r}'", max_results=1))
+        all_tags = {"supernet": supernet, "ray_run_name": ray_run_name, **{k: str(v) for k, v in tags.items()}}
+        if existing:
+            run_id = existing[0].info.run_id
+            _retry(lambda rid=run_id: client.update_run(rid, status="RUNNING"))
+            for key, value in all_tags.items():
+                _retry(lambda rid=run_id, k=key, v=value: client.set_tag(rid, k, v))
+        else:
+            run = _retry(lambda s=supernet, t=all_tags: client.create_run(experiment_id, run_name=s, tags=t))
+            run_id = run.info.run_id
+            log_params(tracking_uri, run_id, params)
+        run_ids[supernet] = run_id
+    return run_ids
+
+
+def log_params(tracking_uri: str, run_id: str, params: Mapping[str, Any]) -> None:
+    from mlflow.entities import Param
+
+    client = _client(tracking_uri)
+    items = [Param(k, str(v)[:MAX_PARAM_LENGTH]) for k, v in sorted(params.items())]
+    for i in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
+        _retry(lambda chunk=items[i:i + 100]: client.log_batch(run_id, params=chunk))
+
+
+def log_metrics(tracking_uri: str, run_id: str, metrics: Mapping[str, float], step: int) -> None:
+    from mlflow.entities import Metric
+
+    client = _client(tracking_uri)
+    now = int(time.time() * 1000)
+    items = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+    _retry(lambda: client.log_batch(run_id, metrics=items))
+
+
+def set_tags(tracking_uri: str, run_id: str, tags: Mapping[str, Any]) -> None:
+    client = _client(tracking_uri)
+    for key, value in tags.items():
+        _retry(lambda k=key, v=value: client.set_tag(run_id, k, str(v)))
+
+
+def end_run(tracking_uri: str, run_id: str, status: str) -> None:
+    """status: FINISHED, FAILED or KILLED (stopped early by train.stop_after_epoch)."""
+    client = _client(tracking_uri)
+    _retry(lambda: client.set_terminated(run_id, status=status))
+
+
+__all__ = ["default_tracking_uri", "end_run", "log_metrics", "log_params", "set_tags", "start_runs",
+           "ui_command"]

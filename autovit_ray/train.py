@@ -1,0 +1,379 @@
+"""Supernet training on Ray Train: `python -m autovit_ray.train`.
+
+One `ray.train.torch.TorchTrainer` per supernet (`--supernets xxs,xs,s`, default all three); their
+`fit()` calls run concurrently (one driver thread each), each with its own ScalingConfig,
+RunConfig(storage_path=<output_dir>/<name>/checkpoints, name=<supernet>) and FailureConfig. Each
+worker runs `autovit_ray.training.loop.SupernetTrainer` (plain torch) and reports a checkpoint every
+epoch through `ray.train.report`; a restarted worker and a rerun of the same command with the same
+`--name` resume from the latest checkpoint.
+
+    python -m autovit_ray.train --config digits --name demo                 # local Ray, 3 supernets
+    python -m autovit_ray.train --config cifar10 --supernets xxs --set optimizer.lr=5e-4
+    ray job submit --address http://HEAD:8265 -- python -m autovit_ray.train --config imagenet ...
+
+Bad input (an invalid config field, an unknown dataset, a missing data directory, a teacher that cannot
+be loaded offline, an experiment name whose checkpoints come from another space or config) is
+reported as one `error: ...` line before anything is written. See docs/outputs.md for the layout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from autovit_ray.checkpoint import (
+    checkpoint_root,
+    epoch_dir_name,
+    find_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    load_supernet,
+    read_meta,
+    save_checkpoint,
+    space_of,
+)
+from autovit_ray.data import num_classes as dataset_num_classes
+from autovit_ray.distill import build_teacher
+from autovit_ray.space import SearchSpace, load_space
+from autovit_ray.training.config import (
+    TrainConfig,
+    config_from_dict,
+    describe_fields,
+    flatten,
+    load_config,
+)
+
+# Config fields that may differ when an experiment is resumed: they do not change what is trained.
+RESUMABLE_FIELDS = ("output_dir", "supernets", "train.stop_after_epoch", "train.fail_after_epoch",
+                    "train.progress_bar", "train.arch_log", "data.num_workers", "data.data_dir", "eval.",
+                    "ray.", "mlflow.")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Checks before anything is written
+
+
+def load_spaces(cfg: TrainConfig) -> dict[str, SearchSpace]:
+    """{space name: SearchSpace} for cfg.supernets under cfg.profile."""
+    spaces = {}
+    for source in cfg.supernets:
+        space = load_space(source, profile=cfg.profile)
+        if space.name in spaces:
+            raise ValueError(f"config field supernets = {list(cfg.supernets)} names supernet "
+                             f"{space.name!r} twice")
+        spaces[space.name] = space
+    return spaces
+
+
+def _differing_fields(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    a, b = flatten(old), flatten(new)
+    # Fields the old config lacks were added to the code since, with defaults that keep the behaviour.
+    return sorted(k for k in set(a) & set(b)
+                  if a[k] != b[k] and not any(k == f or (f.endswith(".") and k.startswith(f))
+                                                      for f in RESUMABLE_FIELDS))
+
+
+def check_resume(cfg: TrainConfig, spaces: Mapping[str, SearchSpace]) -> dict[str, Path | None]:
+    """The checkpoint each supernet resumes from (None: a fresh start); refuses an experiment whose
+    checkpoints come from another space or another training config."""
+    resume: dict[str, Path | None] = {}
+    for name, space in spaces.items():
+        found = list_checkpoints(cfg.experiment_dir, name)
+        if not found:
+            resume[name] = None
+            continue
+        meta = read_meta(found[-1])
+        space_of(meta, space)  # raises on a fingerprint mismatch
+        differing = _differing_fields(meta["config"], cfg.to_dict())
+        if differing:
+            old, new = flatten(meta["config"]), flatten(cfg.to_dict())
+            details = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in differing[:6])
+            raise ValueError(f"experiment {str(cfg.experiment_dir)!r} already holds supernet {name!r} "
+                             f"checkpoints trained with another config ({details}); use the same settings "
+                             "to resume it, or another --name")
+        resume[name] = found[-1]
+    return resume
+
+
+def check_inputs(cfg: TrainConfig) -> tuple[dict[str, SearchSpace], int, dict[str, Path | None]]:
+    """Everything that can be checked on the driver: spaces, data, teacher, earlier checkpoints."""
+    spaces = load_spaces(cfg)
+    n_classes = dataset_num_classes(cfg.data)  # unknown dataset / missing data_dir -> ValueError
+    build_teacher(cfg.kd, n_classes, cfg.data.mean, cfg.data.std)  # offline loadability -> ValueError
+    for space in spaces.values():
+        if cfg.data.input_resolution < max(space.resolutions):
+            print(f"note: data at {cfg.data.input_resolution} px is upsampled to {max(space.resolutions)} px "
+                  f"(profile {cfg.profile!r})", file=sys.stderr)
+    return spaces, n_classes, check_resume(cfg, spaces)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Ray
+
+
+def connect_ray(cfg: TrainConfig, address: str | None = None) -> bool:
+    """Connect to the cluster (--address, ray.address, RAY_ADDRESS under `ray job submit`) or start a
+    local Ray. Returns whether this call initialised Ray (and so should shut it down)."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    address = address or cfg.ray.address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address)
+    else:
+        # address="local": always a fresh instance, never another user's Ray running on this machine
+        ray.init(address="local", num_cpus=cfg.ray.num_cpus or os.cpu_count(), include_dashboard=False)
+    return True
+
+
+def plan_resources(cfg: TrainConfig, num_supernets: int, cluster: Mapping[str, float]) -> dict[str, Any]:
+    """CPUs / GPUs per worker and torch threads: by default the cluster's CPUs are shared evenly among
+    all workers of all supernets (fractional on small machines, e.g. 2 CPUs / 3 trainers = 0.66)."""
+    workers = num_supernets * cfg.ray.num_workers
+    use_gpu = cfg.ray.use_gpu if isinstance(cfg.ray.use_gpu, bool) else cluster.get("GPU", 0) > 0
+    cpus = cfg.ray.cpus_per_worker
+    if cpus is None:
+        share = max(cluster.get("CPU", 1.0), 1.0) / workers
+        cpus = float(int(share)) if share >= 1 else max(0.01, int(share * 100) / 100)
+    threads = cfg.ray.torch_threads or max(1, int(round(cpus)))
+    return {"cpus_per_worker": cpus, "use_gpu": use_gpu, "gpus_per_worker": cfg.ray.gpus_per_worker,
+            "torch_threads": threads}
+
+
+class _Bar:
+    """tqdm_ray bar with the tqdm calls the loop makes (tqdm_ray has no set_postfix)."""
+
+    def __init__(self, total: int, desc: str) -> None:
+        from ray.experimental.tqdm_ray import tqdm
+
+        self.bar, self.desc = tqdm(total=total, desc=desc), desc
+
+    def update(self, n: int = 1) -> None:
+        self.bar.update(n)
+
+    def set_postfix(self, **values: Any) -> None:
+        self.bar.set_description(f"{self.desc} " + " ".join(f"{k}={v}" for k, v in values.items()))
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def train_loop_per_worker(payload: dict[str, Any]) -> None:
+    """The function each Ray Train worker runs."""
+    import ray.train
+    import ray.train.torch
+    import torch
+
+    from autovit_ray.tracking import log_metrics
+    from autovit_ray.training.loop import SupernetTrainer, World
+
+    cfg = config_from_dict(payload["config"])
+    torch.set_num_threads(payload["torch_threads"])
+    context = ray.train.get_context()
+    rank, size = context.get_world_rank(), context.get_world_size()
+    world = World(rank, size, ray.train.torch.get_device())
+    space = load_space(payload["space_source"], profile=cfg.profile)
+    arch_log = cfg.experiment_dir / "arch_log" / space.name / f"rank{rank}.txt" if cfg.train.arch_log else None
+    trainer = SupernetTrainer(cfg, space, world, arch_log=arch_log, space_source=payload["space_source"])
+
+    state = None
+    checkpoint = ray.train.get_checkpoint()  # a restart after a failure, or Ray restoring the run
+    if checkpoint is not None:
+        with checkpoint.as_directory() as directory:
+            state = load_checkpoint(directory, map_location=world.device)
+    elif payload.get("resume_from"):  # a rerun of the same command: the latest checkpoint on disk
+        state = load_checkpoint(payload["resume_from"], map_location=world.device)
+    if state is not None:
+        space_of(state, space)
+        trainer.load_state_dict(state)
+        if rank == 0:
+            print(f"[{space.name}] resumed after epoch {trainer.epoch}", flush=True)
+    resumed = state is not None
+
+    def on_epoch_end(epoch: int, metrics: dict[str, float]) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            report = None
+            if rank == 0:
+                save_checkpoint(tmp, trainer.state_dict(metrics))
+                report = ray.train.Checkpoint.from_directory(tmp)
+                if payload.get("mlflow_run_id"):
+                    log_metrics(payload["mlflow_uri"], payload["mlflow_run_id"], metrics, step=epoch)
+            ray.train.report(metrics, checkpoint=report, checkpoint_dir_name=epoch_dir_name(epoch))
+        if cfg.train.fail_after_epoch == epoch and not resumed:
+            raise RuntimeError(f"injected failure after epoch {epoch} (train.fail_after_epoch)")
+
+    progress = _Bar if payload.get("progress_bar") and rank == 0 else None
+    trainer.fit(on_epoch_end, progress=progress)
+
+
+def _fit_one(cfg_dict: dict[str, Any], space_source: str, name: str, plan: dict[str, Any],
+             payload: dict[str, Any]) -> dict[str, Any]:
+    """Runs one TorchTrainer to completion (in a driver thread); returns a JSON-safe summary."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    cfg = config_from_dict(cfg_dict)
+    resources = {"CPU": plan["cpus_per_worker"]}
+    if plan["use_gpu"]:
+        resources["GPU"] = plan["gpus_per_worker"]
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={**payload, "config": cfg_dict, "space_source": space_source,
+                           "torch_threads": plan["torch_threads"]},
+        scaling_config=ScalingConfig(num_workers=cfg.ray.num_workers, use_gpu=plan["use_gpu"],
+                                     resources_per_worker=resources),
+        run_config=RunConfig(
+            name=name, storage_path=str(cfg.experiment_dir / "checkpoints"),
+            failure_config=FailureConfig(max_failures=cfg.ray.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=cfg.train.keep_checkpoints),
+        ),
+    )
+    try:
+        result = trainer.fit()
+    except Exception as e:  # TrainingFailedError: the worker's exception is in its message
+        return {"supernet": name, "status": "FAILED", "error": f"{type(e).__name__}: {e}"}
+    checkpoint = result.checkpoint.path if result.checkpoint is not None else None
+    return {"supernet": name, "status": "OK", "checkpoint": checkpoint,
+            "metrics": {k: v for k, v in (result.metrics or {}).items() if isinstance(v, (int, float))}}
+
+
+def run_training(cfg: TrainConfig, address: str | None = None, mlflow_uri: str | None = None,
+                 progress_bar: bool | None = None) -> dict[str, dict[str, Any]]:
+    """Train cfg.supernets concurrently on Ray; returns {supernet: summary}. Raises ValueError on bad
+    input before writing anything."""
+    import ray
+
+    from autovit_ray import tracking
+
+    spaces, n_classes, resume = check_inputs(cfg)
+    exp_dir = cfg.experiment_dir
+    exp_dir.mkdir(parents=True, exist_ok=True)
+    (exp_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    uri = tracking.default_tracking_uri(exp_dir, mlflow_uri or cfg.mlflow.tracking_uri)
+    sources = {space.name: src for src, space in zip(cfg.supernets, spaces.values())}
+    run_ids = tracking.start_runs(
+        uri, cfg.mlflow.experiment or cfg.name, cfg.name,
+        {s: {"checkpoint_location": checkpoint_root(exp_dir, s), "space_fingerprint": sp.fingerprint(),
+             "space_profile": cfg.profile, "num_classes": n_classes} for s, sp in spaces.items()},
+        {**flatten(cfg.to_dict()), "num_classes": n_classes},
+    )
+    # Read by Ray Train's controller (the driver's RAY_TRAIN_* variables are passed on to it).
+    os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", str(cfg.ray.worker_start_timeout_s))
+    started = connect_ray(cfg, address)
+    try:
+        plan = plan_resources(cfg, len(spaces), ray.cluster_resources())
+        if progress_bar is None:
+            progress_bar = cfg.train.progress_bar if isinstance(cfg.train.progress_bar, bool) \
+                else sys.stderr.isatty()
+        print(f"training {list(spaces)} in {exp_dir} ({plan}); MLflow: {uri}", flush=True)
+        # One thread per supernet: each fit() only waits on its TrainController actor, so threads
+        # run them concurrently without a process (and its torch import) per supernet, as Ray tasks
+        # would need. Ray Train registers its Ctrl-C handler only in the main thread.
+        with ThreadPoolExecutor(max_workers=len(spaces), thread_name_prefix="fit") as pool:
+            futures = {s: pool.submit(_fit_one, cfg.to_dict(), sources[s], s, plan, {
+                "mlflow_uri": uri, "mlflow_run_id": run_ids[s], "progress_bar": progress_bar,
+                "resume_from": str(resume[s]) if resume[s] else None}) for s in spaces}
+            results = {s: future.result() for s, future in futures.items()}
+    finally:
+        if started:
+            ray.shutdown()
+    for s, summary in results.items():
+        if summary["status"] == "OK":
+            try:
+                latest = find_checkpoint(exp_dir, s)
+                summary["checkpoint"] = str(latest)
+                epoch = read_meta(latest)["epoch"]
+                summary["epoch"] = epoch
+                status = "FINISHED" if epoch >= cfg.train.epochs else "KILLED"  # KILLED: paused early
+            except ValueError as e:
+                summary.update(status="FAILED", error=str(e))
+                status = "FAILED"
+        else:
+            status = "FAILED"
+        tracking.set_tags(uri, run_ids[s], {"checkpoint": summary.get("checkpoint", ""),
+                                            "completed_epochs": summary.get("epoch", "")})
+        tracking.end_run(uri, run_ids[s], status)
+        summary["mlflow_run_id"] = run_ids[s]
+    (exp_dir / "train_summary.json").write_text(json.dumps(results, indent=1, default=str))
+    return results
+
+
+# ---------------------------------------------------------------------------------------------------
+# CLI
+
+
+def build_arg_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m autovit_ray.train", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Train AutoViT supernets (paper Algorithm 1) concurrently on Ray Train.",
+        epilog="Config fields (YAML sections; override any with --set section.field=value, lists as "
+               "a,b or [a, b]):\n" + describe_fields() + "\n\nOutput layout: docs/outputs.md.",
+    )
+    parser.add_argument("--config", default="digits",
+                        help="YAML file or a name in configs/train/ (digits, cifar10, imagenet); default digits")
+    parser.add_argument("--name", help="experiment name (config field name); the same name resumes")
+    parser.add_argument("--supernets", help="comma-separated supernets, e.g. xxs,xs,s (config field supernets)")
+    parser.add_argument("--output-dir", help="root of the experiments (config field output_dir)")
+    parser.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
+    parser.add_argument("--mlflow-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else "
+                                             "sqlite:///<output_dir>/<name>/mlflow.db)")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="override a config field, e.g. --set optimizer.lr=5e-4 (repeatable)")
+    parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    extra: dict[str, Any] = {}
+    if args.name is not None:
+        extra["name"] = args.name
+    if args.supernets is not None:
+        extra["supernets"] = args.supernets
+    if args.output_dir is not None:
+        extra["output_dir"] = args.output_dir
+    return load_config(args.config, args.set, extra)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_arg_parser().parse_args(argv)
+    try:
+        cfg = config_from_args(args)
+        if args.print_config:
+            print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
+            return 0
+        results = run_training(cfg, address=args.address, mlflow_uri=args.mlflow_uri)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    failed = {s: r for s, r in results.items() if r["status"] != "OK"}
+    for s, r in results.items():
+        line = f"{s}: {r['status']}"
+        if r["status"] == "OK":
+            line += f" epoch {r.get('epoch')} -> {r.get('checkpoint')}"
+        else:
+            line += f" ({r.get('error', '').splitlines()[0] if r.get('error') else ''})"
+        print(line)
+    if failed:
+        for s, r in failed.items():
+            print(f"--- {s} failed ---\n{r.get('error')}", file=sys.stderr)
+        return 1
+    return 0
+
+
+__all__ = [
+    "RESUMABLE_FIELDS", "build_arg_parser", "check_inputs", "check_resume", "connect_ray", "find_checkpoint",
+    "load_supernet", "main", "plan_resources", "run_training", "train_loop_per_worker",
+]
+
+if __name__ == "__main__":
+    sys.exit(main())

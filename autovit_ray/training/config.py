@@ -1,0 +1,430 @@
+"""The training configuration: nested dataclasses loaded from YAML (`configs/train/*.yaml`), every field
+overridable with `--set section.field=value`, validated once with one clear error per bad field.
+
+Pure Python + the data / KD config classes; no Ray, no MLflow.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from autovit_ray.data import DataConfig
+from autovit_ray.distill import KDConfig
+from autovit_ray.space import BUILTIN_SPACES
+
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "train"
+SAMPLERS = ("uniform", "sandwich")
+AUTO_BOOL = ("auto", True, False)
+
+
+def _doc(text: str, **kwargs: Any) -> Any:
+    return field(metadata={"doc": text}, **kwargs)
+
+
+@dataclass(frozen=True)
+class ModelSection:
+    drop_rate: float = _doc("dropout before the classifier", default=0.0)
+
+
+@dataclass(frozen=True)
+class TrainSection:
+    epochs: int = _doc("total epochs; fixes the cosine schedule", default=300)
+    sampler: str = _doc("'uniform': one subnet per step (Algorithm 1); 'sandwich': largest + smallest "
+                        "+ `sandwich_random` random subnets per step, gradients accumulated", default="uniform")
+    sandwich_random: int = _doc("random subnets per step with sampler=sandwich", default=2)
+    max_steps_per_epoch: int | None = _doc("cap on optimizer steps per epoch (smoke runs, tests)", default=None)
+    stop_after_epoch: int | None = _doc("stop after this epoch without changing the schedule; rerun "
+                                        "the same command to continue", default=None)
+    keep_checkpoints: int | None = _doc("epoch checkpoints kept per supernet (None: all)", default=3)
+    grad_clip: float | None = _doc("max global gradient norm (None: no clipping)", default=5.0)
+    amp: Any = _doc("mixed precision: 'auto' (on GPU only), true, false", default="auto")
+    progress_bar: Any = _doc("'auto' (when the driver runs in a terminal), true, false", default="auto")
+    arch_log: bool = _doc("every rank writes the arch hash of each step to "
+                          "<experiment>/arch_log/<supernet>/rank<r>.txt", default=False)
+    fail_after_epoch: int | None = _doc("testing: crash the worker once after this epoch's checkpoint "
+                                        "(shows FailureConfig restarts)", default=None)
+
+
+@dataclass(frozen=True)
+class OptimizerSection:
+    lr: float = _doc("peak learning rate (AdamW)", default=1e-3)
+    weight_decay: float = _doc("decoupled weight decay (biases and norm weights get none, as timm)",
+                               default=0.05)
+    betas: tuple[float, float] = _doc("AdamW betas", default=(0.9, 0.999))
+    eps: float = _doc("AdamW epsilon", default=1e-8)
+    freeze_inactive: bool = _doc("true: weights outside the step's subnets do not move (no decay, no "
+                                 "moment update; Algorithm 1); false: plain AdamW over the whole "
+                                 "supernet (AutoFormer)", default=True)
+
+
+@dataclass(frozen=True)
+class ScheduleSection:
+    warmup_epochs: float = _doc("linear warm-up length in epochs", default=5.0)
+    warmup_lr: float = _doc("learning rate at step 0", default=1e-6)
+    min_lr: float = _doc("final learning rate of the cosine", default=1e-5)
+
+
+@dataclass(frozen=True)
+class EvalSection:
+    num_random_subnets: int = _doc("random subnets evaluated each epoch besides the smallest and "
+                                   "largest (a fixed set, drawn once with `subnet_seed`)", default=3)
+    subnet_seed: int = _doc("seed of that fixed set", default=0)
+    every_n_epochs: int = _doc("evaluate every n epochs (and always after the last)", default=1)
+    max_batches: int | None = _doc("cap on validation batches per subnet (None: the whole split)",
+                                   default=None)
+    calib_batches: int | None = _doc("BN recalibration batches (None: the whole calib subset)",
+                                     default=None)
+
+
+@dataclass(frozen=True)
+class RaySection:
+    address: str | None = _doc("Ray cluster address (also --address / RAY_ADDRESS); None: start a "
+                               "local Ray", default=None)
+    num_cpus: int | None = _doc("CPUs of the local Ray (None: this machine's)", default=None)
+    num_workers: int = _doc("data-parallel workers per supernet", default=1)
+    cpus_per_worker: float | None = _doc("CPUs reserved per worker (None: share the CPUs among all "
+                                         "workers of all supernets, fractional on small machines)",
+                                         default=None)
+    use_gpu: Any = _doc("'auto' (if the cluster has GPUs), true, false", default="auto")
+    gpus_per_worker: float = _doc("GPUs per worker when use_gpu", default=1.0)
+    torch_threads: int | None = _doc("torch.set_num_threads in each worker (None: from cpus_per_worker)",
+                                     default=None)
+    max_failures: int = _doc("worker-group restarts from the last checkpoint (FailureConfig)", default=1)
+    worker_start_timeout_s: float = _doc("how long Ray Train waits for a worker group to start "
+                                         "(RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S; Ray's 60 s is short on "
+                                         "busy small machines)", default=600.0)
+
+
+@dataclass(frozen=True)
+class MlflowSection:
+    tracking_uri: str | None = _doc("also --mlflow-uri / MLFLOW_TRACKING_URI; None: "
+                                    "sqlite:///<experiment dir>/mlflow.db", default=None)
+    experiment: str | None = _doc("MLflow experiment name (None: the run name)", default=None)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    name: str = _doc("experiment name: outputs go to <output_dir>/<name>/; the same name resumes",
+                     default="autovit")
+    output_dir: str = _doc("root of all experiments", default="outputs")
+    supernets: tuple[str, ...] = _doc("supernets to train concurrently (names or space YAML paths)",
+                                      default=BUILTIN_SPACES)
+    profile: str = _doc("input profile of the search space: imagenet, cifar10, digits", default="cifar10")
+    seed: int = _doc("model init, subnet sampling, batch order and augmentation (data.seed follows it)",
+                     default=0)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelSection = field(default_factory=ModelSection)
+    train: TrainSection = field(default_factory=TrainSection)
+    optimizer: OptimizerSection = field(default_factory=OptimizerSection)
+    schedule: ScheduleSection = field(default_factory=ScheduleSection)
+    kd: KDConfig = field(default_factory=KDConfig)
+    eval: EvalSection = field(default_factory=EvalSection)
+    ray: RaySection = field(default_factory=RaySection)
+    mlflow: MlflowSection = field(default_factory=MlflowSection)
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON / YAML-safe nested dict (tuples become lists)."""
+        return _plain(dataclasses.asdict(self))
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def experiment_dir(self) -> Path:
+        return Path(self.output_dir).expanduser().resolve() / self.name
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+# ---------------------------------------------------------------------------------------------------
+# Validation of the fields the sections do not check themselves
+
+
+def _bad(name: str, value: Any, expected: str) -> ValueError:
+    return ValueError(f"config field {name} = {value!r} is invalid: expected {expected}")
+
+
+def _validate(cfg: TrainConfig) -> None:
+    if not cfg.name or not all(c.isalnum() or c in "-_." for c in cfg.name) or cfg.name.startswith("."):
+        raise _bad("name", cfg.name, "a non-empty run name of letters, digits, '-', '_', '.'")
+    if not cfg.supernets or len(set(cfg.supernets)) != len(cfg.supernets):
+        raise _bad("supernets", list(cfg.supernets), "a non-empty list of distinct supernets (xxs, xs, s)")
+    if cfg.data.seed != cfg.seed:
+        raise _bad("data.seed", cfg.data.seed, "to be left out: set the top-level `seed`")
+    t = cfg.train
+    positive = {"train.epochs": t.epochs, "train.sandwich_random": t.sandwich_random + 1,
+                "eval.every_n_epochs": cfg.eval.every_n_epochs, "ray.num_workers": cfg.ray.num_workers}
+    for name, value in positive.items():
+        if value < 1:
+            raise _bad(name, value if name != "train.sandwich_random" else t.sandwich_random,
+                       "a positive integer" if name != "train.sandwich_random" else "an integer >= 0")
+    if t.sampler not in SAMPLERS:
+        raise _bad("train.sampler", t.sampler, f"one of {SAMPLERS}")
+    for name in ("max_steps_per_epoch", "stop_after_epoch", "fail_after_epoch", "keep_checkpoints"):
+        value = getattr(t, name)
+        if value is not None and value < 1:
+            raise _bad(f"train.{name}", value, "a positive integer or null")
+    if t.grad_clip is not None and t.grad_clip <= 0:
+        raise _bad("train.grad_clip", t.grad_clip, "a positive number or null")
+    for name, value in (("train.amp", t.amp), ("train.progress_bar", t.progress_bar),
+                        ("ray.use_gpu", cfg.ray.use_gpu)):
+        if value not in AUTO_BOOL:
+            raise _bad(name, value, "'auto', true or false")
+    o = cfg.optimizer
+    if o.lr <= 0 or o.weight_decay < 0 or o.eps <= 0 or not all(0 <= b < 1 for b in o.betas):
+        raise _bad("optimizer", dataclasses.asdict(o), "lr > 0, weight_decay >= 0, eps > 0, betas in [0, 1)")
+    s = cfg.schedule
+    if s.warmup_epochs < 0 or s.warmup_lr < 0 or s.min_lr < 0:
+        raise _bad("schedule", dataclasses.asdict(s), "warmup_epochs, warmup_lr and min_lr >= 0")
+    e = cfg.eval
+    if e.num_random_subnets < 0:
+        raise _bad("eval.num_random_subnets", e.num_random_subnets, "an integer >= 0")
+    for name in ("max_batches", "calib_batches"):
+        if getattr(e, name) is not None and getattr(e, name) < 1:
+            raise _bad(f"eval.{name}", getattr(e, name), "a positive integer or null")
+    r = cfg.ray
+    if r.num_cpus is not None and r.num_cpus < 1:
+        raise _bad("ray.num_cpus", r.num_cpus, "a positive integer or null")
+    if r.cpus_per_worker is not None and r.cpus_per_worker <= 0:
+        raise _bad("ray.cpus_per_worker", r.cpus_per_worker, "a positive number or null")
+    if r.torch_threads is not None and r.torch_threads < 1:
+        raise _bad("ray.torch_threads", r.torch_threads, "a positive integer or null")
+    if r.gpus_per_worker <= 0 or r.max_failures < 0 or r.worker_start_timeout_s <= 0:
+        raise _bad("ray", dataclasses.asdict(r),
+                   "gpus_per_worker > 0, max_failures >= 0 and worker_start_timeout_s > 0")
+    kd = cfg.kd
+    if kd.inplace and kd.kind == "none":
+        raise _bad("kd.inplace", True, "kd.kind 'soft' or 'hard' with in-place distillation")
+    if kd.inplace and kd.teacher is not None:
+        raise _bad("kd.inplace", True, "either a teacher or in-place distillation, not both")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Building from nested dicts, with type coercion (YAML and --set give strings, ints for floats, ...)
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, name: str) -> Any:
+    """`value` as type `tp` (int / float / str / bool / None / tuples / unions), or a clear ValueError."""
+    if tp is Any:
+        return value
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(tp)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in sorted((o for o in options if o is not type(None)), key=lambda o: o is str):
+            try:
+                return _coerce(value, option, name)
+            except ValueError as e:
+                errors.append(e)
+        raise _bad(name, value, " or ".join(_type_name(o) for o in options))
+    if origin in (tuple, list):
+        args = typing.get_args(tp)
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise _bad(name, value, f"a list ({_type_name(tp)})")
+        if origin is tuple and args and args[-1] is not Ellipsis and len(args) != len(value):
+            raise _bad(name, value, f"{len(args)} values")
+        item = args[0] if args else Any
+        return tuple(_coerce(v, item if (not args or args[-1] is Ellipsis) else args[i], f"{name}[{i}]")
+                     for i, v in enumerate(value))
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+            return value.lower() in ("true", "yes", "1")
+        raise _bad(name, value, "true or false")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+        raise _bad(name, value, "an integer")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)  # YAML 1.1 reads '1e-3' as a string
+            except ValueError:
+                pass
+        raise _bad(name, value, "a number")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise _bad(name, value, "a string")
+    if tp is type(None):
+        if value is None:
+            return None
+        raise _bad(name, value, "null")
+    raise _bad(name, value, _type_name(tp))
+
+
+def _build(cls: type, values: Mapping[str, Any], prefix: str) -> Any:
+    if not isinstance(values, Mapping):
+        raise _bad(prefix.rstrip(".") or "<top level>", values, "a mapping of fields")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = _hints(cls)
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        key = unknown[0]
+        close = difflib.get_close_matches(key, list(fields), n=1)
+        hint = f"; did you mean {prefix}{close[0]}?" if close else f"; known: {sorted(fields)}"
+        raise ValueError(f"unknown config field {prefix}{key}{hint}")
+    kwargs = {}
+    for key, value in values.items():
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            kwargs[key] = _build(tp, value or {}, f"{prefix}{key}.")
+        else:
+            kwargs[key] = _coerce(value, tp, f"{prefix}{key}")
+    try:
+        return cls(**kwargs)
+    except (ValueError, TypeError) as e:
+        if not prefix:  # TrainConfig's own checks already name the field
+            raise ValueError(str(e)) from None
+        raise ValueError(f"config section {prefix.rstrip('.')}: {e}") from None  # DataConfig / KDConfig
+
+
+def config_from_dict(values: Mapping[str, Any]) -> TrainConfig:
+    """A validated TrainConfig from a nested dict (a YAML file's content)."""
+    values = dict(values)
+    data = dict(values.get("data") or {})
+    seed = _coerce(values.get("seed", 0), int, "seed")
+    if "seed" in data and data["seed"] != seed:  # to_dict() writes data.seed = seed; nothing else may
+        raise _bad("data.seed", data["seed"], "to be left out: set the top-level `seed`")
+    data["seed"] = seed
+    values["data"] = data
+    return _build(TrainConfig, values, "")
+
+
+def set_path(values: dict[str, Any], dotted: str, value: Any) -> None:
+    """values['a']['b'] = value for 'a.b' (creating sections as needed)."""
+    keys = dotted.split(".")
+    node = values
+    for key in keys[:-1]:
+        child = node.get(key)
+        if child is None:
+            child = node[key] = {}
+        if not isinstance(child, dict):
+            raise ValueError(f"cannot set {dotted}: {key} is not a config section")
+        node = child
+    node[keys[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """'optimizer.lr=1e-3' -> ('optimizer.lr', '1e-3' parsed as YAML)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ValueError(f"override {text!r} is invalid: expected section.field=value")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def resolve_config_path(config: str | os.PathLike[str]) -> Path:
+    """A config file path, or a name in configs/train/ ('digits' -> configs/train/digits.yaml)."""
+    path = Path(config)
+    if not path.suffix and (CONFIG_DIR / f"{path}.yaml").is_file():
+        path = CONFIG_DIR / f"{path}.yaml"
+    if not path.is_file():
+        names = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+        raise ValueError(f"training config {str(config)!r} does not exist: expected a YAML file or one "
+                         f"of {names}")
+    return path
+
+
+def load_config(config: str | os.PathLike[str] | None = None, overrides: Sequence[str] = (),
+                extra: Mapping[str, Any] | None = None) -> TrainConfig:
+    """YAML file (or a configs/train name), then `extra` (dotted keys), then `--set` overrides."""
+    values: dict[str, Any] = {}
+    if config is not None:
+        path = resolve_config_path(config)
+        try:
+            values = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ValueError(f"malformed training config {path}: {e}") from None
+        if not isinstance(values, dict):
+            raise ValueError(f"malformed training config {path}: expected a mapping at the top level")
+    for key, value in (extra or {}).items():
+        set_path(values, key, value)
+    for text in overrides:
+        set_path(values, *parse_override(text))
+    return config_from_dict(values)
+
+
+def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{'a': {'b': 1}} -> {'a.b': 1} (MLflow params)."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, Mapping):
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def describe_fields() -> str:
+    """Every config field with its default and meaning, for --help."""
+    lines = []
+
+    def walk(cls: type, prefix: str) -> None:
+        hints = _hints(cls)
+        for f in dataclasses.fields(cls):
+            tp = hints[f.name]
+            if dataclasses.is_dataclass(tp):
+                walk(tp, f"{prefix}{f.name}.")
+                continue
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+            doc = f.metadata.get("doc", "")
+            if cls is DataConfig:
+                doc = doc or "see autovit_ray.data.DataConfig"
+            elif cls is KDConfig:
+                doc = doc or "see autovit_ray.distill.KDConfig"
+            if prefix == "data." and f.name == "seed":
+                continue
+            lines.append(f"  {prefix}{f.name} = {_plain(default)!r}" + (f"  # {doc}" if doc else ""))
+
+    walk(TrainConfig, "")
+    return "\n".join(lines)
+
+
+__all__ = [
+    "CONFIG_DIR", "EvalSection", "MlflowSection", "ModelSection", "OptimizerSection", "RaySection",
+    "SAMPLERS", "ScheduleSection", "TrainConfig", "TrainSection", "config_from_dict", "describe_fields",
+    "flatten", "load_config", "parse_override", "resolve_config_path", "set_path",
+]

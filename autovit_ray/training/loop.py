@@ -1,0 +1,348 @@
+"""Supernet training (paper Algorithm 1), plain torch: no Ray, no MLflow.
+
+Per step: draw the step's subnets (`sampler: uniform`: one, per-choice uniform, resolution included;
+`sampler: sandwich`: largest + smallest + N random, gradients accumulated), run each on the batch resized
+to its resolution, back-propagate, all-reduce the gradients over data-parallel ranks, clip, and update
+only the entries those subnets read (`MaskedAdamW`, unless `optimizer.freeze_inactive: false`).
+
+Every rank draws the same subnets: the sampler of step s of epoch e is seeded by (seed, e, s) only.
+Gradients are all-reduced by hand rather than by DDP: the set of used parameters changes every step
+(DDP would need find_unused_parameters=True), and a sandwich step accumulates several backward passes
+before one reduction.
+
+Determinism: at the start of every epoch the global RNGs (`random`, `numpy.random`, `torch`; used by the
+timm augmentation with num_workers=0 and by timm's Mixup) are seeded from (seed, epoch, rank), and
+`Loaders.set_epoch` reseeds the batch order and the loader workers. So an epoch depends only on the
+weights and optimizer state it starts from: resuming from an epoch checkpoint replays the uninterrupted
+run exactly, whatever the number of workers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from autovit_ray.checkpoint import rng_states, set_rng_states
+from autovit_ray.data import Loaders, build_loaders, recalibrate_bn, resize_batch
+from autovit_ray.distill import build_teacher, kd_loss
+from autovit_ray.nn import Supernet
+from autovit_ray.space import Arch, SearchSpace
+from autovit_ray.training.config import TrainConfig
+from autovit_ray.training.optim import (
+    ActiveWeightTracker,
+    MaskedAdamW,
+    build_optimizer,
+    build_scheduler,
+    fill_missing_grads,
+)
+
+ProgressFactory = Callable[[int, str], Any]  # (total, description) -> tqdm-like (update, set_postfix, close)
+
+
+@dataclass(frozen=True)
+class World:
+    """This process's place among the data-parallel ranks."""
+
+    rank: int = 0
+    size: int = 1
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+
+def derive_seed(*parts: int) -> int:
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def sample_step_archs(space: SearchSpace, sampler: str, seed: int, epoch: int, step: int,
+                      sandwich_random: int = 2) -> list[Arch]:
+    """The subnets of one step; the same on every rank (seeded by (seed, epoch, step) only)."""
+    rng = random.Random(derive_seed(seed, epoch, step))
+    if sampler == "uniform":
+        return [space.sample(rng)]
+    return [space.largest(), space.smallest()] + [space.sample(rng) for _ in range(sandwich_random)]
+
+
+def eval_archs(space: SearchSpace, num_random: int, seed: int) -> dict[str, Arch]:
+    """The fixed evaluation set: smallest, largest, and `num_random` random subnets."""
+    rng = random.Random(seed)
+    archs = {"smallest": space.smallest(), "largest": space.largest()}
+    archs.update({f"random{i}": space.sample(rng) for i in range(num_random)})
+    return archs
+
+
+@torch.no_grad()
+def top1(model: nn.Module, loader: Any, resolution: int, device: torch.device,
+         max_batches: int | None = None) -> tuple[int, int]:
+    """(correct, seen) of `model` in eval mode on `loader`, each batch resized to `resolution`."""
+    model.eval()
+    correct = seen = 0
+    for i, (x, y) in enumerate(loader):
+        if max_batches is not None and i >= max_batches:
+            break
+        x, y = resize_batch(x.to(device), resolution), y.to(device)
+        correct += int((model(x).argmax(dim=-1) == y).sum())
+        seen += len(y)
+    return correct, seen
+
+
+def evaluate_subnet(supernet: Supernet, arch: Arch, loaders: Loaders, device: torch.device,
+                    split: str = "val", max_batches: int | None = None,
+                    calib_batches: int | None = None) -> tuple[int, int]:
+    """(correct, seen) of one subnet on this rank's share of `split`, after BatchNorm recalibration.
+
+    The subnet is a static copy (`get_active_subnet`), so recalibrating its BatchNorms leaves the
+    supernet's running statistics untouched (recalibrating the supernet in place would reset the
+    statistics of every inactive channel)."""
+    subnet = supernet.get_active_subnet(arch).to(device)
+    recalibrate_bn(subnet, loaders.calib, num_batches=calib_batches, resolution=arch.resolution, device=device)
+    return top1(subnet, getattr(loaders, split), arch.resolution, device, max_batches)
+
+
+def _all_reduce_sum(values: list[float], world: World) -> list[float]:
+    if world.size == 1:
+        return values
+    t = torch.tensor(values, dtype=torch.float64, device=world.device)
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+def all_reduce_gradients(model: nn.Module, world: World) -> None:
+    """Average the gradients over the ranks in one flat all-reduce (every rank trained the same
+    subnets, so the same parameters have gradients; missing ones are zero-filled to be safe)."""
+    if world.size == 1:
+        return
+    fill_missing_grads(model)
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= world.size
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset:offset + g.numel()].view_as(g))
+        offset += g.numel()
+
+
+class SupernetTrainer:
+    """One supernet's training state and loop on one data-parallel rank."""
+
+    def __init__(self, cfg: TrainConfig, space: SearchSpace, world: World = World(),
+                 log: Callable[[str], None] = print, arch_log: Path | None = None,
+                 space_source: str | None = None) -> None:
+        self.cfg, self.space, self.world, self.log = cfg, space, world, log
+        self.arch_log = arch_log
+        self.space_source = space_source or space.name  # name or YAML path: load_space(source, profile)
+        # Same seed on every rank: the replicas start identical without a broadcast.
+        seed_everything(cfg.seed)
+        self.loaders = build_loaders(cfg.data, resolution=max(space.resolutions), world_rank=world.rank,
+                                     world_size=world.size)
+        self.model = Supernet(space, self.loaders.num_classes, cfg.model.drop_rate).to(world.device)
+        self.teacher = build_teacher(cfg.kd, self.loaders.num_classes, self.loaders.mean, self.loaders.std,
+                                     world.device)
+        self.optimizer = build_optimizer(self.model, cfg.optimizer)
+        self.tracker = ActiveWeightTracker(self.model) if isinstance(self.optimizer, MaskedAdamW) else None
+        limit = cfg.train.max_steps_per_epoch
+        self.steps_per_epoch = min(len(self.loaders.train), limit) if limit else len(self.loaders.train)
+        self.scheduler = build_scheduler(self.optimizer, cfg.train.epochs, self.steps_per_epoch, cfg.schedule)
+        use_amp = cfg.train.amp if isinstance(cfg.train.amp, bool) else world.device.type == "cuda"
+        if use_amp and world.device.type != "cuda":
+            raise ValueError("config field train.amp = true needs a GPU: mixed precision runs on GPU only")
+        self.amp_dtype = None
+        if use_amp:
+            self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        self.eval_archs = eval_archs(space, cfg.eval.num_random_subnets, cfg.eval.subnet_seed)
+        self.epoch = 0  # completed epochs
+        self.global_step = 0
+
+    # -- checkpoint state ------------------------------------------------------------------------
+    def state_dict(self, metrics: Mapping[str, float] | None = None) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
+            "epoch": self.epoch, "global_step": self.global_step, "rng_states": rng_states(),
+            "config": self.cfg.to_dict(), "num_classes": self.loaders.num_classes,
+            "space": space_info(self.space, self.space_source), "metrics": dict(metrics or {}),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.epoch, self.global_step = int(state["epoch"]), int(state["global_step"])
+        set_rng_states(state["rng_states"])
+
+    # -- one step ---------------------------------------------------------------------------------
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type="cuda", dtype=self.amp_dtype)
+
+    def _loss(self, arch: Arch, x: torch.Tensor, target: torch.Tensor,
+              teacher_logits: torch.Tensor | None, distill: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        self.model.set_active(arch)
+        with self._autocast():
+            logits = self.model(resize_batch(x, arch.resolution))
+            kd = self.cfg.kd
+            kind = kd.kind if distill else "none"
+            loss = kd_loss(kind, logits.float(), target,
+                           None if teacher_logits is None else teacher_logits.float(),
+                           kd.alpha, kd.tau, self.loaders.label_smoothing if target.dtype == torch.long else 0.0)
+        return loss, logits
+
+    def train_step(self, x: torch.Tensor, target: torch.Tensor, archs: list[Arch]) -> float:
+        kd = self.cfg.kd
+        teacher_logits = None
+        if self.teacher is not None:
+            with self._autocast():
+                teacher_logits = self.teacher(x)
+        elif kd.inplace and archs[0] != self.space.largest():
+            with torch.no_grad(), self._autocast():  # in-place distillation: largest subnet as teacher
+                self.model.set_active(self.space.largest())
+                teacher_logits = self.model(resize_batch(x, self.space.largest().resolution))
+        total = 0.0
+        for arch in archs:
+            is_inplace_teacher = kd.inplace and arch == self.space.largest()
+            loss, logits = self._loss(arch, x, target, teacher_logits, distill=not is_inplace_teacher)
+            if is_inplace_teacher:
+                teacher_logits = logits.detach()
+            loss = loss / len(archs)  # accumulated gradient = mean over the step's subnets
+            self.scaler.scale(loss).backward()
+            total += float(loss.detach())
+        if not math.isfinite(total):
+            raise FloatingPointError(f"loss is {total} at epoch {self.epoch + 1}, step {self.global_step}: "
+                                     "lower optimizer.lr or enable train.grad_clip")
+        all_reduce_gradients(self.model, self.world)
+        if not isinstance(self.optimizer, MaskedAdamW):
+            fill_missing_grads(self.model)  # plain AdamW: every tensor decays and moves (AutoFormer)
+        self.scaler.unscale_(self.optimizer)
+        if self.cfg.train.grad_clip is not None:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
+        if self.tracker is not None:
+            self.optimizer.set_masks(self.tracker.masks)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.tracker is not None:
+            self.tracker.reset()
+        self.global_step += 1
+        self.scheduler.step_update(self.global_step)
+        return total
+
+    # -- epochs -------------------------------------------------------------------------------------
+    def _batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for i, (x, y) in enumerate(self.loaders.train):
+            if i >= self.steps_per_epoch:
+                return
+            x, y = x.to(self.world.device, non_blocking=True), y.to(self.world.device, non_blocking=True)
+            if self.loaders.mixup_fn is not None:
+                x, y = self.loaders.mixup_fn(x, y)
+            yield x, y
+
+    def train_epoch(self, progress: ProgressFactory | None = None) -> dict[str, float]:
+        """Train epoch `self.epoch + 1`; returns its training metrics (reduced over ranks)."""
+        cfg, epoch = self.cfg, self.epoch + 1
+        seed_everything(derive_seed(cfg.seed, epoch, self.world.rank))
+        self.loaders.set_epoch(epoch)
+        self.model.train()
+        bar = progress(self.steps_per_epoch, f"{self.space.name} epoch {epoch}/{cfg.train.epochs}") \
+            if progress else None
+        loss_sum, images, start = 0.0, 0, time.perf_counter()
+        log_file = None
+        if self.arch_log is not None:
+            self.arch_log.parent.mkdir(parents=True, exist_ok=True)
+            log_file = self.arch_log.open("a")
+        try:
+            for step, (x, y) in enumerate(self._batches()):
+                archs = sample_step_archs(self.space, cfg.train.sampler, cfg.seed, epoch, step,
+                                          cfg.train.sandwich_random)
+                if log_file is not None:
+                    log_file.write(f"{epoch} {step} {' '.join(a.arch_hash for a in archs)}\n")
+                loss = self.train_step(x, y, archs)
+                loss_sum += loss
+                images += len(x)
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{loss:.3f}", lr=f"{self.optimizer.param_groups[0]['lr']:.2e}")
+                elif self.world.rank == 0 and (step + 1) % max(1, self.steps_per_epoch // 10) == 0:
+                    rate = images / (time.perf_counter() - start)  # no bar (not a terminal): 10 lines/epoch
+                    self.log(f"[{self.space.name}] epoch {epoch} step {step + 1}/{self.steps_per_epoch} "
+                             f"loss {loss:.3f} {rate:.0f} img/s")
+        finally:
+            if bar is not None:
+                bar.close()
+            if log_file is not None:
+                log_file.close()
+        elapsed = time.perf_counter() - start
+        loss_sum, images, steps, elapsed = _all_reduce_sum([loss_sum, images, self.steps_per_epoch, elapsed],
+                                                           self.world)
+        self.epoch = epoch
+        return {
+            "train_loss": loss_sum / max(steps, 1),
+            "lr": float(self.optimizer.param_groups[0]["lr"]),
+            "train_images_per_s": images / max(elapsed / self.world.size, 1e-9),
+            "train_time_s": elapsed / self.world.size,
+            "global_step": float(self.global_step),
+        }
+
+    def evaluate(self) -> dict[str, float]:
+        """Validation top-1 (%) of the fixed evaluation subnets, after BN recalibration."""
+        start = time.perf_counter()
+        metrics: dict[str, float] = {}
+        for label, arch in self.eval_archs.items():
+            correct, seen = evaluate_subnet(self.model, arch, self.loaders, self.world.device, "val",
+                                            self.cfg.eval.max_batches, self.cfg.eval.calib_batches)
+            correct, seen = _all_reduce_sum([correct, seen], self.world)
+            metrics[f"val_top1_{label}"] = 100.0 * correct / max(seen, 1)
+        randoms = [v for k, v in metrics.items() if k.startswith("val_top1_random")]
+        if randoms:
+            metrics["val_top1_random_mean"] = sum(randoms) / len(randoms)
+        metrics["eval_time_s"] = time.perf_counter() - start
+        return metrics
+
+    def last_epoch(self) -> int:
+        stop = self.cfg.train.stop_after_epoch
+        return min(self.cfg.train.epochs, stop) if stop else self.cfg.train.epochs
+
+    def fit(self, on_epoch_end: Callable[[int, dict[str, float]], None],
+            progress: ProgressFactory | None = None) -> None:
+        """Train from `self.epoch + 1` to the last epoch; `on_epoch_end(epoch, metrics)` after each
+        (it saves the checkpoint and reports)."""
+        while self.epoch < self.last_epoch():
+            metrics = self.train_epoch(progress)
+            e = self.cfg.eval
+            if self.epoch % e.every_n_epochs == 0 or self.epoch == self.cfg.train.epochs:
+                metrics.update(self.evaluate())
+            metrics["epoch"] = float(self.epoch)
+            summary = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if k != "epoch")
+            if self.world.rank == 0:
+                self.log(f"[{self.space.name}] epoch {self.epoch}/{self.cfg.train.epochs}: {summary}")
+            on_epoch_end(self.epoch, metrics)
+
+
+def space_info(space: SearchSpace, source: str | None = None) -> dict[str, str]:
+    """What a checkpoint records about its space (load it again with load_space(source, profile))."""
+    return {"name": space.name, "profile": space.profile.name, "fingerprint": space.fingerprint(),
+            "source": source or space.name}
+
+
+__all__ = [
+    "SupernetTrainer", "World", "all_reduce_gradients", "derive_seed", "eval_archs", "evaluate_subnet",
+    "sample_step_archs", "seed_everything", "space_info", "top1",
+]

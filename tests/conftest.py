@@ -1,0 +1,59 @@
+"""Shared test fixtures."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray instance for the whole test session (Ray starts in seconds, not ms).
+
+    `address="local"` always starts a fresh instance, never joins a cluster someone else started
+    on this machine. If Ray is already up (another fixture started it), it is reused and left alone."""
+    import ray
+
+    if ray.is_initialized():
+        yield ray
+        return
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+
+
+# Tiny settings for `python -m autovit_ray.train` on digits: 2 epochs of 2 steps, minimal evaluation,
+# one torch thread and half a CPU per worker (three trainers share the session's 2 CPUs).
+TINY_TRAIN_SETTINGS = (
+    "data.batch_size=16", "data.calib_size=32", "train.epochs=2", "train.max_steps_per_epoch=2",
+    "eval.num_random_subnets=1", "eval.max_batches=1", "eval.calib_batches=1",
+    "ray.torch_threads=1", "ray.cpus_per_worker=0.5",
+)
+
+
+def tiny_train_argv(output_dir, name: str, supernets: str = "xxs", *extra: str) -> list[str]:
+    argv = ["--config", "digits", "--name", name, "--output-dir", str(output_dir), "--supernets", supernets]
+    for item in (*TINY_TRAIN_SETTINGS, *extra):
+        argv += ["--set", item]
+    return argv
+
+
+@pytest.fixture(scope="session")
+def trained_digits_experiment(ray_session, tmp_path_factory):
+    """Three tiny digits supernets (xxs, xs, s) trained concurrently through `python -m autovit_ray.train`
+    on Ray Train, two data-parallel workers each (issue 3). Later tests reuse them: `.dir` is the experiment directory (checkpoints in
+    `.dir / "checkpoints" / <supernet>`, MLflow in `.dir / "mlflow.db"`); load one with
+    `autovit_ray.train.load_supernet(find_checkpoint(exp.dir, "xxs"))`. Read-only: do not write into it."""
+    from types import SimpleNamespace
+
+    from autovit_ray.train import main
+
+    output_dir = tmp_path_factory.mktemp("train")
+    # Two data-parallel workers per supernet: the same launch also shows that the ranks draw the same
+    # subnets (train.arch_log writes each rank's arch hashes).
+    argv = tiny_train_argv(output_dir, "digits-test", "xxs,xs,s", "ray.num_workers=2",
+                           "ray.cpus_per_worker=0.33", "train.arch_log=true")
+    assert main(argv) == 0, "training the session's digits supernets failed"
+    return SimpleNamespace(dir=output_dir / "digits-test", output_dir=output_dir, name="digits-test",
+                           argv=argv, supernets=("xxs", "xs", "s"))

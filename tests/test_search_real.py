@@ -1,0 +1,92 @@
+"""A small real search (issue 6): the trained digits supernet, evaluator actors, `tune.run` with
+the AutoViT searcher, MLflow parent + child runs, exports, actor failure, resume, bad input."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+import ray
+import torch
+
+from autovit_ray.checkpoint import find_checkpoint, load_supernet
+from autovit_ray.search.actors import EvaluatorPool
+from autovit_ray.search.cli import main, parse_count
+from autovit_ray.search.evaluate import EvalSettings, SubnetEvaluator
+
+TINY = ["--population", "3", "--generations", "2", "--parents", "2", "--coarse-samples", "40",
+        "--skeletons", "2", "--evaluators", "2", "--cpus-per-evaluator", "0.3", "--eval-batches", "1",
+        "--calib-batches", "1", "--top-k", "1", "--export-formats", "onnx"]
+
+
+def test_parse_count():
+    assert parse_count("1.8M") == 1.8e6 and parse_count("900k") == 9e5 and parse_count("1500") == 1500
+    with pytest.raises(Exception, match="expected a count"):
+        parse_count("lots")
+
+
+def test_evaluator_uses_validation_split_and_keeps_supernet_stats(trained_digits_experiment):
+    supernet, space, config = load_supernet(find_checkpoint(trained_digits_experiment.dir, "xxs"))
+    before = {k: v.clone() for k, v in supernet.state_dict().items()}
+    evaluator = SubnetEvaluator(supernet, space, config.data, EvalSettings(max_batches=2, calib_batches=1))
+    arch = space.sample(random.Random(0))
+    result = evaluator.evaluate(arch)
+    assert result["split"] == "val" and 0.0 <= result["val_top1"] <= 100.0 and result["images"] > 0
+    assert all(torch.equal(before[k], v) for k, v in supernet.state_dict().items())  # a copy was recalibrated
+    with pytest.raises(ValueError, match="'val' \\(selection\\) or 'test'"):
+        evaluator.evaluate_split(arch, "train")
+
+
+def test_search_cli_end_to_end_with_mlflow_and_resume(trained_digits_experiment, tmp_path, ray_session):
+    from mlflow.tracking import MlflowClient
+
+    checkpoint = find_checkpoint(trained_digits_experiment.dir, "xxs")
+    argv = ["--checkpoint", str(checkpoint), "--params-budget", "1.6M", "--name", "s-test",
+            "--output-dir", str(tmp_path), *TINY]
+    assert main(argv) == 0
+    results = json.loads((tmp_path / "search" / "s-test" / "results.json").read_text())
+    assert results["evaluations"] == 6 and results["best"][0]["params"] <= 1.6e6
+    assert "test_top1" in results["best"][0]
+    # One checkpoint load per actor; every evaluation went through the pool (6 val + 1 test).
+    stats = results["evaluator_stats"]
+    assert [s["checkpoint_loads"] for s in stats] == [1, 1]
+    assert sum(s["evaluations"] for s in stats) == 6 + 1
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("autovit-search")
+    parent = client.search_runs([experiment.experiment_id], "tags.role = 'search'")[0]
+    children = client.search_runs([experiment.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    assert len(children) == 6 and all("val_top1" in c.data.metrics for c in children)
+    assert {"best_archs.json", "pareto_front.json", "accuracy_vs_latency.png", "exports"} <= {
+        a.path for a in client.list_artifacts(parent.info.run_id)}
+    # Rerun: the finished search resumes, evaluates nothing new, logs no duplicate children.
+    assert main(argv) == 0
+    children = client.search_runs([experiment.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    assert len(children) == 6
+
+
+def test_actor_killed_mid_request_is_retried_once(trained_digits_experiment, ray_session):
+    checkpoint = find_checkpoint(trained_digits_experiment.dir, "xxs")
+    pool = EvaluatorPool(str(checkpoint), 1, settings=EvalSettings(max_batches=1, calib_batches=1),
+                         cpus_per_evaluator=0.3)
+    _, space, _ = load_supernet(checkpoint)
+    arch = space.smallest()
+    ray.kill(pool.actors[0], no_restart=False)  # dies; Ray restarts it (max_restarts)
+    result = pool.evaluate(arch)
+    assert result["arch_hash"] == arch.arch_hash
+    stats = pool.stats()[0]
+    assert stats["evaluations"] == 1 and stats["checkpoint_loads"] == 1  # the new incarnation
+    pool.shutdown()
+
+
+def test_bad_search_inputs(trained_digits_experiment, tmp_path, capsys):
+    checkpoint = str(find_checkpoint(trained_digits_experiment.dir, "xxs"))
+    base = ["--checkpoint", checkpoint, "--name", "bad", "--output-dir", str(tmp_path)]
+    assert main([*base, "--evaluators", "0"]) == 2
+    assert "--evaluators must be >= 1" in capsys.readouterr().err
+    assert main([*base, "--latency-budget-ms", "3"]) == 2
+    assert "needs --lut" in capsys.readouterr().err
+    assert main([*base, "--params-budget", "10k", *TINY]) == 2
+    assert "budget" in capsys.readouterr().err.lower()
+    assert main(["--checkpoint", str(tmp_path), "--name", "x"]) == 2
+    assert "not a checkpoint directory" in capsys.readouterr().err

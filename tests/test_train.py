@@ -1,0 +1,352 @@
+"""Supernet training (issue 3): freezing, optimizer, sampling, config, checkpoints, Ray Train runs, MLflow.
+
+The Ray tests share one session fixture (`trained_digits_experiment`: xxs, xs and s trained concurrently,
+two workers each) and one more single-worker experiment (crash + restart + resume by name).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter
+
+import pytest
+import torch
+from conftest import TINY_TRAIN_SETTINGS, tiny_train_argv
+
+from autovit_ray.checkpoint import (
+    find_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    read_meta,
+    save_checkpoint,
+)
+from autovit_ray.nn import Supernet
+from autovit_ray.space import load_space
+from autovit_ray.train import load_supernet, main, plan_resources
+from autovit_ray.training.config import OptimizerSection, load_config
+from autovit_ray.training.loop import SupernetTrainer, sample_step_archs
+from autovit_ray.training.optim import ActiveWeightTracker, MaskedAdamW, build_optimizer, fill_missing_grads
+
+
+@pytest.fixture
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _digits_space(name: str = "xxs"):
+    return load_space(name, profile="digits")
+
+
+# --- exact freezing of inactive weights ---------------------------------------------------------------
+
+
+def test_tracker_masks_equal_supernet_active_masks() -> None:
+    space = _digits_space()
+    net = Supernet(space, 10)
+    tracker = ActiveWeightTracker(net)
+    x = torch.randn(2, 3, 8, 8)
+    rng = random.Random(3)
+    for arch in [space.smallest(), space.largest(), *(space.sample(rng) for _ in range(3))]:
+        net.set_active(arch)
+        net(x).sum()
+        expected = net.active_masks()
+        got = tracker.named_masks(net)
+        assert all(torch.equal(got[k], expected[k]) for k in expected), arch
+        tracker.reset()
+    # a sandwich step reads the union; a no-grad pass (teacher logits, evaluation) reads nothing
+    archs = [space.smallest(), space.sample(rng)]
+    union = {k: torch.zeros_like(p, dtype=torch.bool) for k, p in net.named_parameters()}
+    for arch in archs:
+        net.set_active(arch)
+        net(x).sum()
+        union = {k: union[k] | m for k, m in net.active_masks().items()}
+    with torch.no_grad():
+        net.set_active(space.largest())
+        net(x)
+    assert all(torch.equal(tracker.named_masks(net)[k], union[k]) for k in union)
+
+
+def test_masked_adamw_with_full_masks_is_adamw() -> None:
+    torch.manual_seed(0)
+    ours = [torch.nn.Parameter(torch.randn(7, 5)) for _ in range(3)]
+    ref = [torch.nn.Parameter(p.detach().clone()) for p in ours]
+    a = MaskedAdamW(ours, lr=1e-2, weight_decay=0.05)
+    b = torch.optim.AdamW(ref, lr=1e-2, weight_decay=0.05)
+    for _ in range(10):
+        for p, q in zip(ours, ref):
+            g = torch.randn_like(p)
+            p.grad, q.grad = g.clone(), g.clone()
+        a.set_masks({p: torch.ones_like(p) for p in ours})
+        a.step()
+        b.step()
+    assert max(float((p - q).detach().abs().max()) for p, q in zip(ours, ref)) < 1e-5
+
+
+def _train_steps(net: Supernet, optimizer, tracker, archs, freeze: bool) -> None:
+    x, y = torch.randn(8, 3, 8, 8), torch.randint(0, 10, (8,))
+    for arch in archs:
+        net.set_active(arch)
+        torch.nn.functional.cross_entropy(net(x), y).backward()
+        if freeze:
+            optimizer.set_masks(tracker.masks)
+        else:
+            fill_missing_grads(net)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if tracker is not None:
+            tracker.reset()
+
+
+def test_inactive_weights_stay_bit_identical_no_decay_no_momentum() -> None:
+    torch.manual_seed(0)
+    space = _digits_space()
+    net = Supernet(space, 10)
+    optimizer = build_optimizer(net, OptimizerSection(lr=1e-2, weight_decay=0.1, freeze_inactive=True))
+    tracker = ActiveWeightTracker(net)
+    # warm-up on the largest subnet: every entry gets momentum, so a drift would show
+    _train_steps(net, optimizer, tracker, [space.largest(), space.largest()], freeze=True)
+    params = {k: p.detach().clone() for k, p in net.named_parameters()}
+    state = {k: {s: t.clone() for s, t in optimizer.state[p].items()} for k, p in net.named_parameters()}
+    net.set_active(space.smallest())
+    masks = net.active_masks()
+    _train_steps(net, optimizer, tracker, [space.smallest()], freeze=True)
+    moved = 0
+    for k, p in net.named_parameters():
+        inactive = ~masks[k]
+        assert torch.equal(p.detach()[inactive], params[k][inactive]), f"{k}: inactive entries moved"
+        for s, before in state[k].items():
+            assert torch.equal(optimizer.state[p][s][inactive], before[inactive]), f"{k}.{s} drifted"
+        moved += int((p.detach()[masks[k]] != params[k][masks[k]]).sum())
+    assert moved > 0  # the active subnet did train
+    # a partly active shared tensor (the leading slice of a wider layer) is in the test above:
+    assert any(m.any() and not m.all() for m in masks.values())
+
+
+def test_plain_adamw_moves_inactive_weights() -> None:
+    """freeze_inactive: false is AutoFormer's plain AdamW: inactive weights decay and drift."""
+    torch.manual_seed(0)
+    space = _digits_space()
+    net = Supernet(space, 10)
+    optimizer = build_optimizer(net, OptimizerSection(lr=1e-2, weight_decay=0.1, freeze_inactive=False))
+    assert not isinstance(optimizer, MaskedAdamW)
+    _train_steps(net, optimizer, None, [space.largest()], freeze=False)
+    params = {k: p.detach().clone() for k, p in net.named_parameters()}
+    net.set_active(space.smallest())
+    masks = net.active_masks()
+    _train_steps(net, optimizer, None, [space.smallest()], freeze=False)
+    changed = sum(int((p.detach()[~masks[k]] != params[k][~masks[k]]).sum()) for k, p in net.named_parameters())
+    assert changed > 0
+
+
+# --- sampling ------------------------------------------------------------------------------------------
+
+
+def test_step_sampler_is_per_choice_uniform_and_rank_independent() -> None:
+    space = load_space("xxs", profile="imagenet")
+    a = [sample_step_archs(space, "uniform", 0, 1, s)[0] for s in range(400)]
+    b = [sample_step_archs(space, "uniform", 0, 1, s)[0] for s in range(400)]
+    assert a == b  # a function of (seed, epoch, step) only: every rank draws the same subnets
+    stages = Counter(x.num_transformer_stages for x in a)
+    assert 140 < stages[3] < 260  # per-choice uniform: about half 3-stage (uniform over subnets: ~2%)
+    assert set(Counter(x.resolution for x in a)) == set(space.resolutions)
+    assert sample_step_archs(space, "uniform", 0, 2, 0) != sample_step_archs(space, "uniform", 0, 1, 0)
+    sandwich = sample_step_archs(space, "sandwich", 0, 1, 0, sandwich_random=2)
+    assert sandwich[:2] == [space.largest(), space.smallest()] and len(sandwich) == 4
+
+
+@pytest.mark.parametrize("settings", [
+    ["train.sampler=sandwich", "train.sandwich_random=1", "kd.kind=soft", "kd.inplace=true"],
+    ["kd.kind=hard", "kd.teacher=timm:resnet10t?random=1", "kd.teacher_resolution=16"],
+    ["kd.kind=soft", "kd.inplace=true", "optimizer.freeze_inactive=false"],
+])
+def test_train_step_variants(settings, one_thread) -> None:
+    """Sandwich steps with in-place distillation, an external (random, offline) teacher, plain AdamW."""
+    cfg = load_config("digits", list(TINY_TRAIN_SETTINGS) + ["supernets=xxs", *settings])
+    trainer = SupernetTrainer(cfg, _digits_space(), log=lambda _: None)
+    assert (trainer.teacher is not None) == ("kd.kind=hard" in settings)
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    x, y = next(iter(trainer.loaders.train))
+    archs = sample_step_archs(trainer.space, cfg.train.sampler, cfg.seed, 1, 0, cfg.train.sandwich_random)
+    loss = trainer.train_step(x, y, archs)
+    assert loss == loss and loss > 0 and trainer.global_step == 1
+    assert any(not torch.equal(before[k], v) for k, v in trainer.model.state_dict().items())
+
+
+# --- config --------------------------------------------------------------------------------------------
+
+
+def test_config_overrides_are_typed_and_every_field_is_in_help(capsys) -> None:
+    cfg = load_config("digits", ["optimizer.lr=1e-3", "supernets=xxs,s", "optimizer.betas=[0.8, 0.9]",
+                                 "train.max_steps_per_epoch=null", "kd.alpha=0.3", "data.batch_size=8"])
+    assert cfg.optimizer.lr == 1e-3 and isinstance(cfg.optimizer.lr, float)
+    assert cfg.supernets == ("xxs", "s") and cfg.optimizer.betas == (0.8, 0.9)
+    assert cfg.train.max_steps_per_epoch is None and cfg.kd.alpha == 0.3 and cfg.data.batch_size == 8
+    assert cfg.data.seed == cfg.seed
+    for name in ("cifar10", "imagenet"):
+        assert load_config(name).train.epochs > 0
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    help_text = capsys.readouterr().out
+    for field in ("optimizer.freeze_inactive", "train.sampler", "data.split_seed", "kd.teacher",
+                  "ray.cpus_per_worker", "mlflow.tracking_uri", "eval.num_random_subnets"):
+        assert field in help_text
+    assert main(["--config", "digits", "--set", "train.epochs=7", "--print-config"]) == 0
+    assert "epochs: 7" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("optimizer.lrr=1", "unknown config field optimizer.lrr; did you mean optimizer.lr"),
+    ("optimizer.lr=fast", "optimizer.lr = 'fast' is invalid"),
+    ("train.sampler=greedy", "train.sampler"),
+    ("data.seed=3", "set the top-level `seed`"),
+    ("data.dataset=mnist", "DataConfig.dataset = 'mnist' is invalid"),
+])
+def test_invalid_config_field_gives_one_clear_error(override, message, tmp_path, capsys) -> None:
+    assert main(["--config", "digits", "--output-dir", str(tmp_path), "--set", override]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and "Traceback" not in err
+    assert not any(tmp_path.iterdir())  # nothing written
+
+
+def test_plan_resources_shares_small_machines_fractionally() -> None:
+    cfg = load_config("digits")
+    plan = plan_resources(cfg, 3, {"CPU": 2.0})
+    assert plan["cpus_per_worker"] == 0.66 and plan["torch_threads"] == 1 and plan["use_gpu"] is False
+    assert plan_resources(cfg, 3, {"CPU": 16.0, "GPU": 4.0})["use_gpu"] is True
+
+
+# --- bad inputs, checked before anything is written -------------------------------------------------
+
+
+@pytest.mark.parametrize(("settings", "message"), [
+    (["data.dataset=cifar10", "data.data_dir=/nonexistent/cifar"], "does not exist or is not a folder"),
+    (["kd.kind=hard", "kd.teacher=timm:resnet10t"], "has no weights: nothing is downloaded"),
+    (["kd.kind=hard", "kd.teacher=checkpoint:/nonexistent/teacher.pt"], "does not exist"),
+    (["profile=mars"], "no input profile 'mars'"),
+])
+def test_bad_inputs_fail_clearly_without_writing(settings, message, tmp_path, capsys) -> None:
+    argv = ["--config", "digits", "--output-dir", str(tmp_path), "--supernets", "xxs"]
+    for item in settings:
+        argv += ["--set", item]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err
+    assert not any(tmp_path.iterdir())
+
+
+def test_load_supernet_refuses_what_is_not_a_checkpoint(tmp_path) -> None:
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="not an autovit-ray supernet checkpoint"):
+        load_supernet(tmp_path / "empty")
+    (tmp_path / "junk.pt").write_bytes(b"not a torch file")
+    with pytest.raises(ValueError, match="not an autovit-ray supernet checkpoint"):
+        load_supernet(tmp_path / "junk.pt")
+    torch.save({"model": {}}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="not an autovit-ray supernet checkpoint"):
+        load_supernet(tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="does not exist"):
+        load_supernet(tmp_path / "missing")
+    with pytest.raises(ValueError, match="no checkpoint of supernet 'xxs'"):
+        find_checkpoint(tmp_path, "xxs")
+
+
+def test_checkpoint_round_trip_is_weights_only_and_atomic(tmp_path, one_thread) -> None:
+    cfg = load_config("digits", list(TINY_TRAIN_SETTINGS) + ["supernets=xxs"])
+    trainer = SupernetTrainer(cfg, _digits_space(), log=lambda _: None)
+    directory = save_checkpoint(tmp_path / "epoch_0001", trainer.state_dict({"val_top1_largest": 1.0}))
+    assert sorted(p.name for p in directory.iterdir()) == ["meta.json", "state.pt"]  # no temp files left
+    state = torch.load(directory / "state.pt", weights_only=True)
+    assert isinstance(state["rng_states"]["numpy"]["keys"], torch.Tensor)
+    assert state["config"]["data"]["split_seed"] == 0 and "val_size" in state["config"]["data"]
+    model, space, config = load_supernet(directory)
+    assert space.fingerprint() == state["space"]["fingerprint"] and config.data == cfg.data
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(),
+                                                 trainer.model.state_dict().values()))
+
+
+# --- Ray Train runs ------------------------------------------------------------------------------------
+
+
+def test_three_supernets_train_concurrently_and_load_back(trained_digits_experiment) -> None:
+    exp = trained_digits_experiment
+    summary = json.loads((exp.dir / "train_summary.json").read_text())
+    assert {s: r["status"] for s, r in summary.items()} == {s: "OK" for s in exp.supernets}
+    for name in exp.supernets:
+        path = find_checkpoint(exp.dir, name, final=True)
+        assert path.parent == exp.dir / "checkpoints" / name and path.name == "epoch_0002"
+        model, space, config = load_supernet(path)
+        assert space.name == name and space.profile.name == "digits"
+        assert config.data.split_seed == 0 and config.data.dataset == "digits"
+        meta = read_meta(path)
+        assert meta["space"]["fingerprint"] == space.fingerprint() and meta["epoch"] == 2
+        assert {"val_top1_smallest", "val_top1_largest", "train_images_per_s", "lr"} <= set(meta["metrics"])
+        with torch.no_grad():
+            assert model(torch.randn(2, 3, 8, 8)).shape == (2, 10)
+
+
+def test_checkpoint_of_another_supernet_is_refused(trained_digits_experiment) -> None:
+    path = find_checkpoint(trained_digits_experiment.dir, "xxs")
+    with pytest.raises(ValueError, match="does not match search space 'xs'"):
+        load_supernet(path, space="xs")
+    with pytest.raises(ValueError, match="does not match"):
+        load_supernet(path, space=load_space("xxs", profile="cifar10"))
+
+
+def test_ranks_draw_the_same_subnets(trained_digits_experiment) -> None:
+    for name in trained_digits_experiment.supernets:
+        logs = trained_digits_experiment.dir / "arch_log" / name
+        rank0, rank1 = (logs / "rank0.txt").read_text(), (logs / "rank1.txt").read_text()
+        assert rank0 == rank1 and len(rank0.splitlines()) == 4  # 2 epochs x 2 steps
+        assert len({line.split()[2] for line in rank0.splitlines()}) > 1  # and they vary per step
+
+
+def test_three_mlflow_runs_have_metrics(trained_digits_experiment) -> None:
+    from mlflow.tracking import MlflowClient
+
+    exp = trained_digits_experiment
+    client = MlflowClient(tracking_uri=f"sqlite:///{exp.dir / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name(exp.name)
+    runs = client.search_runs([experiment.experiment_id])
+    assert sorted(r.data.tags["supernet"] for r in runs) == sorted(exp.supernets)
+    for run in runs:
+        assert run.info.status == "FINISHED"
+        assert run.data.tags["ray_run_name"] == f"{exp.name}/{run.data.tags['supernet']}"
+        assert run.data.tags["checkpoint_location"].endswith(f"checkpoints/{run.data.tags['supernet']}")
+        assert run.data.params["optimizer.lr"] and run.data.params["data.split_seed"] == "0"
+        history = client.get_metric_history(run.info.run_id, "val_top1_largest")
+        assert [m.step for m in history] == [1, 2]
+
+
+def test_resume_with_another_config_is_refused(trained_digits_experiment, capsys) -> None:
+    exp = trained_digits_experiment
+    before = {p: p.stat().st_mtime for p in exp.dir.rglob("*") if p.is_file()}
+    argv = tiny_train_argv(exp.output_dir, exp.name, "xxs", "optimizer.lr=0.5")
+    assert main(argv) == 2
+    assert "trained with another config (optimizer.lr" in capsys.readouterr().err
+    assert before == {p: p.stat().st_mtime for p in exp.dir.rglob("*") if p.is_file()}
+
+
+def test_crashed_run_resumes_exactly_with_the_same_name(ray_session, tmp_path, one_thread) -> None:
+    """A single-worker run crashes after epoch 1 (no restarts left); rerunning the same command with the
+    same --name resumes from the epoch-1 checkpoint (`ray.train.get_checkpoint()`: Ray Train restores the
+    run from its storage) and finishes epoch 2 with the weights of an uninterrupted run (in-process, same
+    seed) to 1e-6. A crash with restarts left takes the same path inside one launch (FailureConfig)."""
+    argv = tiny_train_argv(tmp_path, "resume", "xxs", "train.arch_log=true")
+    assert main(argv + ["--set", "train.fail_after_epoch=1", "--set", "ray.max_failures=0"]) == 1
+    assert [p.name for p in list_checkpoints(tmp_path / "resume", "xxs")] == ["epoch_0001"]
+    assert json.loads((tmp_path / "resume" / "train_summary.json").read_text())["xxs"]["status"] == "FAILED"
+    assert main(argv) == 0
+    arch_log = (tmp_path / "resume" / "arch_log" / "xxs" / "rank0.txt").read_text().splitlines()
+    assert [line.split()[:2] for line in arch_log] == [["1", "0"], ["1", "1"], ["2", "0"], ["2", "1"]]
+    resumed = load_checkpoint(find_checkpoint(tmp_path / "resume", "xxs", final=True))
+
+    cfg = load_config("digits", list(TINY_TRAIN_SETTINGS) + ["supernets=xxs"])
+    reference = SupernetTrainer(cfg, _digits_space(), log=lambda _: None)
+    reference.fit(lambda epoch, metrics: None)
+    assert resumed["epoch"] == 2 and resumed["global_step"] == reference.global_step == 4
+    for key, value in reference.model.state_dict().items():
+        assert torch.allclose(resumed["model"][key].float(), value.float(), atol=1e-6, rtol=0), key
