@@ -15,7 +15,7 @@ from dataclasses import asdict
 from typing import Any
 
 import ray
-from ray.exceptions import RayActorError
+from ray.exceptions import GetTimeoutError, RayActorError
 
 from ..space import Arch
 from .evaluate import EvalSettings
@@ -53,6 +53,17 @@ class EvaluatorActor:
                 "checkpoint_loads": self.checkpoint_loads, "evaluations": self.evaluator.evaluations}
 
 
+def _wait_until_alive(actor: Any, timeout_s: float = 180.0) -> None:
+    """Block while Ray restarts a dead actor (calls fail fast with 'actor is restarting')."""
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        try:
+            ray.get(actor.stats.remote(), timeout=60)
+            return
+        except (RayActorError, GetTimeoutError):
+            time.sleep(0.5)
+
+
 class EvaluatorPool:
     """N evaluator actors serving one search. Picklable (it holds actor handles), so it can be
     passed to Tune trials with `tune.with_parameters`."""
@@ -79,6 +90,7 @@ class EvaluatorPool:
                 return ray.get(actor.evaluate.remote(arch.to_json(), split))
             except RayActorError as exc:  # the actor died mid-request; Ray restarts it
                 error = exc
+                _wait_until_alive(actor)
         raise RuntimeError(f"evaluation of {arch} failed on {attempts} evaluator actors: {error}")
 
     def stats(self) -> list[dict[str, Any]]:
