@@ -80,10 +80,11 @@ class MaskedAdamW(torch.optim.Optimizer):
     `set_masks({param: mask})` before `step()`, masks as 1.0 / 0.0 float tensors (`ActiveWeightTracker`);
     parameters left out of the masks are wholly inactive (`set_masks(None)`: every parameter with a
     gradient is fully active). An inactive entry is not touched at all: no weight decay, its moments
-    keep their values, and its bias correction does not advance. Each entry keeps its own beta^t
-    (state ``beta1_power`` / ``beta2_power``), so an entry active on k steps has had exactly k AdamW
-    updates. With all-ones masks this is AdamW. Multi-tensor (foreach) kernels keep the cost of a
-    masked step close to plain AdamW's.
+    keep their values, and its bias correction does not advance. Each entry counts its own steps
+    (state ``active_steps``, a float tensor shaped like the parameter; not ``step``, which torch's
+    load_state_dict treats specially), so an entry active on k steps has had exactly k AdamW updates.
+    With all-ones masks this is AdamW. Multi-tensor (foreach) kernels keep the cost of a masked step
+    close to plain AdamW's.
     """
 
     def __init__(self, params: Iterable[Any], lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
@@ -121,12 +122,10 @@ class MaskedAdamW(torch.optim.Optimizer):
             if not state:
                 state["exp_avg"] = torch.zeros_like(p)
                 state["exp_avg_sq"] = torch.zeros_like(p)
-                state["beta1_power"] = torch.ones_like(p)  # beta1^t per entry (t: its active steps)
-                state["beta2_power"] = torch.ones_like(p)
+                state["active_steps"] = torch.zeros_like(p)  # per entry: the steps it was active on
         exp_avg = [self.state[p]["exp_avg"] for p in params]
         exp_avg_sq = [self.state[p]["exp_avg_sq"] for p in params]
-        beta1_power = [self.state[p]["beta1_power"] for p in params]
-        beta2_power = [self.state[p]["beta2_power"] for p in params]
+        steps = [self.state[p]["active_steps"] for p in params]
 
         def keep_or(factor: float) -> list[torch.Tensor]:
             # 1 - factor * mask: exactly 1.0 on inactive entries, so multiplying leaves them bit-identical
@@ -138,14 +137,15 @@ class MaskedAdamW(torch.optim.Optimizer):
             torch._foreach_mul_(params, keep_or(lr * wd))  # decoupled weight decay
         torch._foreach_lerp_(exp_avg, grads, torch._foreach_mul(masks, 1 - beta1))
         torch._foreach_lerp_(exp_avg_sq, torch._foreach_mul(grads, grads), torch._foreach_mul(masks, 1 - beta2))
-        torch._foreach_mul_(beta1_power, keep_or(1 - beta1))
-        torch._foreach_mul_(beta2_power, keep_or(1 - beta2))
+        torch._foreach_add_(steps, masks)
         # step = lr * m * exp_avg / (1 - beta1^t) / (sqrt(exp_avg_sq / (1 - beta2^t)) + eps). The clamps
         # only matter for never-active entries (t = 0, masked out anyway): they keep 0 * inf out.
-        bias1 = torch._foreach_mul(beta1_power, -1.0)
+        bias1 = torch._foreach_pow(beta1, steps)
+        torch._foreach_mul_(bias1, -1.0)
         torch._foreach_add_(bias1, 1.0)
         torch._foreach_clamp_min_(bias1, 1e-30)
-        bias2 = torch._foreach_mul(beta2_power, -1.0)
+        bias2 = torch._foreach_pow(beta2, steps)
+        torch._foreach_mul_(bias2, -1.0)
         torch._foreach_add_(bias2, 1.0)
         torch._foreach_clamp_min_(bias2, 1e-30)
         denom = torch._foreach_div(exp_avg_sq, bias2)
