@@ -73,6 +73,18 @@ def predictor_speed(table: LatencyTable, calls: int = 100_000) -> float:
     return calls / (time.perf_counter() - start)
 
 
+def level_diagnostic(rows: list[dict[str, Any]], method: str) -> dict[str, float]:
+    """Overall predicted/measured ratio and the MAPE left without it (see ValidationReport.level)."""
+    import numpy as np
+
+    p = np.array([r[f"predicted_{method}_ms"] for r in rows])
+    m = np.array([r["measured_ms"] for r in rows])
+    b = np.array([r["retest_ms"] for r in rows])
+    ratio, retest_ratio = float(np.median(p / m)), float(np.median(b / m))
+    return {"ratio": ratio, "mape_after": float(np.mean(np.abs(p / ratio - m) / m) * 100),
+            "retest_ratio": retest_ratio, "retest_mape_after": float(np.mean(np.abs(b / retest_ratio - m) / m) * 100)}
+
+
 def run_supernet(name: str, args: argparse.Namespace) -> dict[str, Any]:
     space = load_space(name)
     out = Path(args.out) / name
@@ -104,6 +116,7 @@ def run_supernet(name: str, args: argparse.Namespace) -> dict[str, Any]:
         "samples": report["samples"], "validation_seconds": report["seconds"],
         "validation_load": report.get("load_average"), "predict_calls_per_s": predictor_speed(table),
         "modules_per_resolution": len(table.values[table.method]) // len(resolutions) - 1,
+        "level": level_diagnostic(report["rows"], table.method),
         "build_quiet": table.metadata.get("quiet"), "validation_quiet": report.get("quiet"),
         "device": table.device.get("cpu_model"), "settings": table.backend_settings}
     write_json(out / "result.json", result)
@@ -114,16 +127,22 @@ def markdown(results: list[dict[str, Any]], command: str) -> str:
     lines = [
         f"Command: `{command}`", "",
         "| supernet | method | MAPE % | within ±5% | within ±10% | Kendall τ | retest MAPE % | retest τ | "
-        "MAPE / retest | τ MACs | τ params | other method (MAPE %, τ) | build s per res | predict calls/s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        "MAPE / retest | τ MACs | τ params | other method (MAPE %, τ) | level pred/meas (retest) | MAPE without level "
+        "(retest) | build s per res (of which quiet-gate wait) | predict calls/s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         p, t = r["predictor"], r["retest"]
         other = "; ".join(f"{k}: {v['mape']:.2f}, {v['kendall_tau']:.3f}" for k, v in r["other_methods"].items())
-        build = ", ".join(f"{res}: {s:.0f}" for res, s in r["build_seconds"].items())
+        quiet = r.get("build_quiet") or {}
+        build = ", ".join(f"{res}: {s:.0f} ({(quiet.get(str(res)) or {}).get('waited_s', 0):.0f})"
+                          for res, s in r["build_seconds"].items())
+        lv = r["level"]
         lines.append(
             f"| {r['supernet']} (n={r['samples']}) | {r['method']} | {p['mape']:.2f} | {p['within_5']:.0f}% | "
             f"{p['within_10']:.0f}% | {p['kendall_tau']:.3f} | {t['mape']:.2f} | {t['kendall_tau']:.3f} | "
-            f"{r['mape_over_retest']:.2f} | {r['tau_macs']:.3f} | {r['tau_params']:.3f} | {other} | {build} | "
+            f"{r['mape_over_retest']:.2f} | {r['tau_macs']:.3f} | {r['tau_params']:.3f} | {other} | "
+            f"×{lv['ratio']:.3f} (×{lv['retest_ratio']:.3f}) | {lv['mape_after']:.2f} ({lv['retest_mape_after']:.2f}) | "
+            f"{build} | "
             f"{r['predict_calls_per_s']:,.0f} |")
     lines += ["", f"Targets: within ±10% ≥ {TARGETS['within_10']:.0f}%, within ±5% ≥ {TARGETS['within_5']:.0f}%, "
               f"τ ≥ {TARGETS['kendall_tau']}, MAPE ≤ {TARGETS['mape_over_retest']} × retest MAPE, "

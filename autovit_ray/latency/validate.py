@@ -102,11 +102,25 @@ class ValidationReport:
     quiet: dict[str, float] | None = None  # the QuietGate's record over both passes
 
     @property
+    def level(self) -> dict[str, float]:
+        """Diagnostic: the overall predicted/measured ratio and the MAPE left after dividing it out.
+        A machine whose background load changed between build and validation shifts every
+        latency by a similar factor; this separates that shift from errors in shape and ranking."""
+        predicted = np.array([r[f"predicted_{self.method}_ms"] for r in self.rows])
+        measured = np.array([r["measured_ms"] for r in self.rows])
+        retest = np.array([r["retest_ms"] for r in self.rows])
+        ratio = float(np.median(predicted / measured))
+        retest_ratio = float(np.median(retest / measured))
+        return {"ratio": ratio, "mape_after": error_metrics(predicted / ratio, measured)["mape"],
+                "retest_ratio": retest_ratio,
+                "retest_mape_after": error_metrics(retest / retest_ratio, measured)["mape"]}
+
+    @property
     def mape_over_retest(self) -> float:
         return self.predictor["mape"] / max(self.retest["mape"], 1e-9)
 
     def to_dict(self) -> dict[str, Any]:
-        return {**dataclasses.asdict(self), "mape_over_retest": self.mape_over_retest}
+        return {**dataclasses.asdict(self), "mape_over_retest": self.mape_over_retest, "level": self.level}
 
     def summary(self) -> str:
         p, r = self.predictor, self.retest
@@ -118,6 +132,9 @@ class ValidationReport:
             f"within 10% {r['within_10']:.0f}%  Kendall tau {r['kendall_tau']:.3f}",
             f"  predictor MAPE / retest MAPE = {self.mape_over_retest:.2f}; tau of MACs {self.tau_macs:.3f}, "
             f"of params {self.tau_params:.3f}"]
+        level = self.level
+        lines.append(f"  overall level: predicted/measured x{level['ratio']:.3f} (retest x{level['retest_ratio']:.3f}); "
+                     f"with it divided out: MAPE {level['mape_after']:.2f}% (retest {level['retest_mape_after']:.2f}%)")
         if self.quiet:
             lines.append(f"  quiet gate: kept {self.quiet['quiet_rounds']}/{self.quiet['rounds']} rounds "
                          f"(others' median load {self.quiet['other_cpus_median']:.2f} cores, "
