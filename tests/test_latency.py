@@ -96,7 +96,12 @@ def space():
 @pytest.fixture(scope="module")
 def fake_table(space):
     config = BuildConfig(rounds=1, repeats=1, references=8, folds=3, quiet_cpus=None)
-    return build_table(space, FakeBackend(), [RES], num_classes=10, config=config, log=lambda _m: None)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # ~200 small forward passes: a second thread only waits on a busy 2-core box
+    try:
+        return build_table(space, FakeBackend(), [RES], num_classes=10, config=config, log=lambda _m: None)
+    finally:
+        torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
