@@ -1,28 +1,5 @@
-"""Atomic file writes: write beside the target, then os.replace (a crash leaves no half file)."""
+"""Atomic file writes (shared with the rest of the package)."""
 
-from __future__ import annotations
+from autovit_ray.io import atomic_path
 
-import os
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
-
-
-@contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path in the target's folder (same suffix, so writers that infer the
-    format from it still work); on success move it onto `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        umask = os.umask(0)  # read the umask (mkstemp creates 0600; a normal file gets 0666 & ~umask)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+__all__ = ["atomic_path"]
