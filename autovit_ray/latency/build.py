@@ -218,7 +218,7 @@ def build_table(space: SearchSpace, backend: LatencyBackend, resolutions: Sequen
     device = backend.fingerprint()
     metadata = {
         "backend_settings": backend.settings(), "device_fingerprint": device,
-        "device_id": _device_id(device), "num_classes": num_classes, "method": method,
+        "device_id": device_id(device), "num_classes": num_classes, "method": method,
         "cv_mape": {str(r.resolution): r.cv_mape for r in results}, "cv_mape_mean": cv,
         "ridge": {str(r.resolution): r.ridge for r in results},
         "build_seconds": {str(r.resolution): r.seconds for r in results},
@@ -229,5 +229,5 @@ def build_table(space: SearchSpace, backend: LatencyBackend, resolutions: Sequen
     return LatencyTable(space, backend.name, [row for r in results for row in r.rows], metadata, method=method)
 
 
-def _device_id(fingerprint: dict[str, Any]) -> str:
+def device_id(fingerprint: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(fingerprint, sort_keys=True, default=str).encode()).hexdigest()[:12]

@@ -292,7 +292,7 @@ def _coerce(value: Any, tp: Any, name: str) -> Any:
     raise _bad(name, value, _type_name(tp))
 
 
-def _build(cls: type, values: Mapping[str, Any], prefix: str) -> Any:
+def build_dataclass(cls: type, values: Mapping[str, Any], prefix: str) -> Any:
     if not isinstance(values, Mapping):
         raise _bad(prefix.rstrip(".") or "<top level>", values, "a mapping of fields")
     fields = {f.name: f for f in dataclasses.fields(cls)}
@@ -307,7 +307,7 @@ def _build(cls: type, values: Mapping[str, Any], prefix: str) -> Any:
     for key, value in values.items():
         tp = hints[key]
         if dataclasses.is_dataclass(tp):
-            kwargs[key] = _build(tp, value or {}, f"{prefix}{key}.")
+            kwargs[key] = build_dataclass(tp, value or {}, f"{prefix}{key}.")
         else:
             kwargs[key] = _coerce(value, tp, f"{prefix}{key}")
     try:
@@ -327,7 +327,7 @@ def config_from_dict(values: Mapping[str, Any]) -> TrainConfig:
         raise _bad("data.seed", data["seed"], "to be left out: set the top-level `seed`")
     data["seed"] = seed
     values["data"] = data
-    return _build(TrainConfig, values, "")
+    return build_dataclass(TrainConfig, values, "")
 
 
 def set_path(values: dict[str, Any], dotted: str, value: Any) -> None:

@@ -1,0 +1,534 @@
+"""`python -m autovit_ray.pipeline`: the whole AutoViT pipeline from one config.
+
+    python -m autovit_ray.pipeline --config demo                     # configs/pipeline/demo.yaml
+    python -m autovit_ray.pipeline --config my.yaml --stages search,compare
+    python -m autovit_ray.pipeline --config demo --force search --set search.strategy=evolution
+
+Stages, in order: train (the supernets concurrently on Ray Train) -> profile (a latency table per
+supernet) -> search (the AutoViT searcher in Ray Tune per supernet, evaluator actors, exports) ->
+compare (searched models against reference models, measured on the same backend). Each stage calls
+the same code as its own CLI (`train`, `profile build`, `search`, `compare`), and prints the
+equivalent command.
+
+A stage is skipped when it finished before with the same fingerprint: a hash of its settings and of
+its inputs (the training config; the space, device and backend of a latency table; the checkpoint
+epoch and the table's content for a search). Records live in `<output_dir>/<name>/pipeline/`. An
+interrupted pipeline resumes when rerun: training from its last epoch checkpoint, a search from its
+Tune state (finished candidates are not evaluated again), and a stage that had finished is skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import os
+import random
+import shlex
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .io import atomic_write_text
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "pipeline"
+STAGES = ("train", "profile", "search", "compare")
+
+
+class PipelineError(RuntimeError):
+    """A stage failed; the message names the stage and what to look at."""
+
+
+# ---------------------------------------------------------------------------------------------------
+# Config
+
+
+@dataclass(frozen=True)
+class TrainStage:
+    config: str = "digits"  # a configs/train name or a YAML path
+    set: tuple[str, ...] = ()  # `--set section.field=value` overrides of that config
+    budget_s: float = 600.0  # expected wall time; the summary flags a stage that ran over
+
+
+@dataclass(frozen=True)
+class ProfileStage:
+    backend: str = "torch-cpu"
+    resolutions: tuple[int, ...] = ()  # empty: every resolution of the input profile
+    rounds: int = 10
+    repeats: int = 1
+    references: int = 100
+    threads: int = 1
+    quiet_cpus: float = 0.3  # negative: time rounds regardless of other processes' load
+    quiet_wait_s: float = 60.0
+    budget_s: float = 3600.0
+
+
+@dataclass(frozen=True)
+class SearchStage:
+    strategy: str = "coarse-to-fine"
+    params_budget: str | None = None  # e.g. "1.8M"; null: the auto_quantile of random archs
+    latency_budget_ms: float | None = None  # null: the auto_quantile of random archs' LUT latency
+    auto_quantile: float = 0.5
+    population: int = 50
+    generations: int = 20
+    parents: int = 10
+    coarse_samples: int = 2000
+    skeletons: int = 10
+    max_evaluations: int | None = None
+    evaluators: int = 2
+    cpus_per_evaluator: float | None = None  # default: the free CPUs shared by the evaluators
+    eval_batches: int | None = None
+    calib_batches: int | None = None
+    top_k: int = 3
+    export_formats: tuple[str, ...] = ("torchscript", "onnx", "coreml")
+    seed: int = 0
+    budget_s: float = 3600.0
+
+
+@dataclass(frozen=True)
+class CompareStage:
+    references: tuple[str, ...] = ("mobilevit_xxs",)
+    backend: str = "torch-cpu"
+    repeats: int = 100
+    budget_s: float = 600.0
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    name: str
+    output_dir: str = "outputs"
+    supernets: tuple[str, ...] = ("xxs", "xs", "s")
+    stages: tuple[str, ...] = STAGES
+    address: str | None = None  # Ray address; default $RAY_ADDRESS, else a local Ray
+    num_cpus: int | None = None  # CPUs of a local Ray (default: all)
+    mlflow_uri: str | None = None  # default $MLFLOW_TRACKING_URI, else sqlite in the experiment
+    train: TrainStage = field(default_factory=TrainStage)
+    profile: ProfileStage = field(default_factory=ProfileStage)
+    search: SearchStage = field(default_factory=SearchStage)
+    compare: CompareStage = field(default_factory=CompareStage)
+
+    def __post_init__(self) -> None:
+        if not self.name or "/" in self.name:
+            raise ValueError(f"name {self.name!r} is invalid: expected a non-empty name without '/'")
+        unknown = [s for s in self.stages if s not in STAGES]
+        if unknown:
+            raise ValueError(f"stages {unknown} are unknown: expected some of {list(STAGES)}")
+        if not self.supernets:
+            raise ValueError("supernets is empty: expected e.g. [xxs, xs, s]")
+        if not 0.0 < self.search.auto_quantile <= 1.0:
+            raise ValueError(f"search.auto_quantile {self.search.auto_quantile} is invalid: expected 0 < q <= 1")
+
+    @property
+    def experiment_dir(self) -> Path:
+        return Path(self.output_dir) / self.name
+
+
+def resolve_pipeline_config(config: str) -> Path:
+    path = Path(config)
+    if not path.suffix and (CONFIG_DIR / f"{config}.yaml").is_file():
+        return CONFIG_DIR / f"{config}.yaml"
+    if not path.is_file():
+        names = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+        raise ValueError(f"pipeline config {config!r} does not exist: expected a YAML file or one of {names}")
+    return path
+
+
+def load_pipeline_config(config: str, overrides: Sequence[str] = ()) -> PipelineConfig:
+    """A validated PipelineConfig from a YAML file (or a configs/pipeline name) and `--set` overrides."""
+    from .training.config import build_dataclass, parse_override, set_path
+
+    path = resolve_pipeline_config(config)
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ValueError(f"malformed pipeline config {path}: {e}") from None
+    if not isinstance(values, dict):
+        raise ValueError(f"malformed pipeline config {path}: expected a mapping at the top level")
+    for text in overrides:
+        set_path(values, *parse_override(text))
+    if "name" not in values:
+        raise ValueError(f"pipeline config {path} has no `name`: expected the experiment name")
+    return build_dataclass(PipelineConfig, values, "")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Fingerprints and stage records
+
+
+def fingerprint(*parts: Any) -> str:
+    """A stable 16-hex hash of JSON-able parts."""
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def file_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+def _settings(section: Any) -> dict[str, Any]:
+    """A stage's settings that change its outputs (the time budget does not)."""
+    return {k: v for k, v in dataclasses.asdict(section).items() if k != "budget_s"}
+
+
+def quantile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+
+
+@dataclass
+class StageTiming:
+    stage: str
+    status: str  # "ran", "reused", "partly reused" or "not selected"
+    seconds: float
+    budget_s: float
+
+    @property
+    def over_budget(self) -> bool:
+        return self.status != "not selected" and self.seconds > self.budget_s
+
+
+class Pipeline:
+    """Runs the selected stages of one PipelineConfig; see the module docstring."""
+
+    def __init__(self, cfg: PipelineConfig, force: Sequence[str] = (), log: Callable[[str], None] = print) -> None:
+        bad = [s for s in force if s not in STAGES]
+        if bad:
+            raise ValueError(f"--force {bad} is unknown: expected some of {list(STAGES)}")
+        self.cfg = cfg
+        self.force = set(force)
+        self.log = log
+        self.exp_dir = cfg.experiment_dir
+        self.records_dir = self.exp_dir / "pipeline"
+        self.outputs: dict[str, Any] = {}
+        self._ray_started = False
+
+    # -- records -----------------------------------------------------------------------------------
+    def _record_path(self, stage: str, supernet: str | None = None) -> Path:
+        return self.records_dir / (f"{stage}-{supernet}.json" if supernet else f"{stage}.json")
+
+    def _reusable(self, stage: str, supernet: str | None, fp: str) -> dict[str, Any] | None:
+        """The stage's record when it finished with this fingerprint and is not forced."""
+        path = self._record_path(stage, supernet)
+        if stage in self.force or not path.is_file():
+            return None
+        try:
+            record = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            return None  # written atomically, so only a hand edit gets here: rerun the stage
+        return record if record.get("fingerprint") == fp else None
+
+    def _save_record(self, stage: str, supernet: str | None, fp: str, outputs: dict[str, Any]) -> None:
+        record = {"stage": stage, "supernet": supernet, "fingerprint": fp, "outputs": outputs,
+                  "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        atomic_write_text(self._record_path(stage, supernet), json.dumps(record, indent=1, default=str))
+
+    # -- Ray -------------------------------------------------------------------------------------------
+    def _ensure_ray(self) -> None:
+        """One Ray for every stage (a local one unless an address is given), shut down at the end."""
+        import ray
+
+        if ray.is_initialized():
+            return
+        address = self.cfg.address or os.environ.get("RAY_ADDRESS")
+        if address:
+            ray.init(address=address)
+        else:  # "local": always a fresh instance, never another user's Ray on this machine
+            ray.init(address="local", num_cpus=self.cfg.num_cpus or os.cpu_count(), include_dashboard=False)
+        self._ray_started = True
+
+    def close(self) -> None:
+        if self._ray_started:
+            import ray
+
+            ray.shutdown()
+            self._ray_started = False
+
+    # -- helpers -----------------------------------------------------------------------------------
+    def _command(self, module: str, argv: Sequence[str]) -> None:
+        self.log(f"  $ python -m autovit_ray.{module} {shlex.join(argv)}")
+
+    def train_config(self) -> Any:
+        from .train import build_arg_parser, config_from_args
+
+        return config_from_args(build_arg_parser().parse_args(self.train_argv()))
+
+    def train_argv(self) -> list[str]:
+        argv = ["--config", self.cfg.train.config, "--name", self.cfg.name, "--output-dir", self.cfg.output_dir,
+                "--supernets", ",".join(self.cfg.supernets)]
+        for item in self.cfg.train.set:
+            argv += ["--set", item]
+        return argv
+
+    def spaces(self) -> dict[str, Any]:
+        """{space name: SearchSpace} of the trained supernets, in config order."""
+        from .space import load_space
+
+        cfg = self.train_config()
+        spaces = [load_space(source, profile=cfg.profile) for source in cfg.supernets]
+        return {space.name: space for space in spaces}
+
+    def checkpoint(self, supernet: str) -> Path:
+        from .checkpoint import find_checkpoint
+
+        try:
+            return find_checkpoint(self.exp_dir, supernet, final=True)
+        except ValueError as e:
+            raise PipelineError(f"no finished {supernet} supernet in {self.exp_dir}: {e}; run the train "
+                                "stage first") from None
+
+    # -- stages ------------------------------------------------------------------------------------
+    def run_train(self) -> str:
+        from .checkpoint import find_checkpoint
+        from .train import run_training
+
+        train_cfg = self.train_config()
+        fp = fingerprint("train", train_cfg.to_dict())
+        record = self._reusable("train", None, fp)
+        if record is not None:
+            try:
+                self.outputs["checkpoints"] = {s: str(find_checkpoint(self.exp_dir, s, final=True))
+                                               for s in self.spaces()}
+                self.log(f"train: up to date (fingerprint {fp}), reusing {self.exp_dir / 'checkpoints'}")
+                return "reused"
+            except ValueError:
+                pass  # a checkpoint was removed: train again (resumes from what is left)
+        self._command("train", self.train_argv())
+        self._ensure_ray()
+        results = run_training(train_cfg, address=self.cfg.address, mlflow_uri=self.cfg.mlflow_uri)
+        failed = {s: r.get("error", "") for s, r in results.items() if r["status"] != "OK"}
+        if failed:
+            raise PipelineError("train: " + "; ".join(f"{s} failed: {e.splitlines()[0] if e else '?'}"
+                                                     for s, e in failed.items()))
+        self.outputs["checkpoints"] = {s: r["checkpoint"] for s, r in results.items()}
+        self._save_record("train", None, fp, self.outputs["checkpoints"])
+        return "ran"
+
+    def run_profile(self) -> str:
+        from . import profile
+        from .checkpoint import read_meta
+        from .latency import LatencyTable, get_backend
+        from .latency.build import device_id
+
+        p = self.cfg.profile
+        backend_settings = {"threads": p.threads} if p.backend in ("torch-cpu", "onnxruntime") else {}
+        device = device_id(get_backend(p.backend, **backend_settings).fingerprint())
+        source = dict(zip(self.spaces(), self.train_config().supernets))
+        statuses, luts = [], {}
+        for name, space in self.spaces().items():
+            num_classes = int(read_meta(self.checkpoint(name))["num_classes"])
+            fp = fingerprint("profile", _settings(p), space.fingerprint(), num_classes, device)
+            path = self.exp_dir / "luts" / f"{name}.parquet"
+            luts[name] = str(path)
+            if self._reusable("profile", name, fp) is not None and path.is_file():
+                try:
+                    LatencyTable.load(path, space=space, backend=p.backend)
+                    self.log(f"profile {name}: up to date (fingerprint {fp}), reusing {path}")
+                    statuses.append("reused")
+                    continue
+                except ValueError as e:
+                    self.log(f"profile {name}: {path} is not usable ({e}); profiling again")
+            argv = ["build", "--supernet", source[name], "--profile", space.profile.name, "--backend", p.backend,
+                    "--num-classes", str(num_classes), "--rounds", str(p.rounds), "--repeats", str(p.repeats),
+                    "--references", str(p.references), "--quiet-cpus", str(p.quiet_cpus),
+                    "--quiet-wait", str(p.quiet_wait_s), "--out", str(path)]
+            if p.resolutions:
+                argv += ["--resolution", ",".join(map(str, p.resolutions))]
+            if backend_settings:
+                argv += ["--threads", str(p.threads)]
+            self._command("profile", argv)
+            if profile.main(argv) != 0:
+                raise PipelineError(f"profile {name}: building {path} failed (see the error above)")
+            self._save_record("profile", name, fp, {"lut": str(path), "device_id": device})
+            statuses.append("ran")
+        self.outputs["luts"] = luts
+        return _combine(statuses)
+
+    def auto_budgets(self, space: Any, lut: Path | None, num_classes: int) -> tuple[float | None, float | None]:
+        """(params, latency ms) budgets: the configured ones, or the auto_quantile of random archs."""
+        from .latency import LatencyTable
+        from .search.cli import parse_count
+        from .space import count_params
+
+        s = self.cfg.search
+        rng = random.Random(f"pipeline-budgets/{s.seed}")
+        archs = [space.sample(rng) for _ in range(1000)]
+        params = parse_count(s.params_budget) if s.params_budget else \
+            quantile([count_params(a, num_classes, space) for a in archs], s.auto_quantile)
+        latency = s.latency_budget_ms
+        if latency is None and lut is not None:
+            table = LatencyTable.load(lut, space=space)
+            latency = quantile([table.predict_latency(a) for a in archs], s.auto_quantile)
+        return params, latency
+
+    def run_search(self) -> str:
+        from .checkpoint import read_meta
+        from .search.cli import build_parser, run
+
+        s = self.cfg.search
+        statuses, results = [], {}
+        for name, space in self.spaces().items():
+            checkpoint = self.checkpoint(name)
+            meta = read_meta(checkpoint)
+            lut = self.exp_dir / "luts" / f"{name}.parquet"
+            if not lut.is_file():
+                self.log(f"search {name}: no latency table at {lut}: searching with a parameter budget only")
+                lut = None
+            params, latency = self.auto_budgets(space, lut, int(meta["num_classes"]))
+            fp = fingerprint("search", _settings(s), str(checkpoint.resolve()), meta["epoch"],
+                             space.fingerprint(), file_digest(lut) if lut else None, params, latency)
+            search_name = f"{name}-{s.strategy}-{fp[:6]}"
+            summary_path = self.exp_dir / "search" / search_name / "results.json"
+            results[name] = str(summary_path)
+            if self._reusable("search", name, fp) is not None and summary_path.is_file():
+                self.log(f"search {name}: up to date (fingerprint {fp}), reusing {summary_path}")
+                statuses.append("reused")
+                continue
+            how = "set" if s.params_budget else f"auto: {s.auto_quantile:.0%} quantile of 1,000 random archs"
+            self.log(f"search {name}: params budget {params / 1e6:.3f} M ({how})" + (
+                f", latency budget {latency:.4f} ms ({'set' if s.latency_budget_ms else how})" if latency else ""))
+            argv = ["--checkpoint", str(checkpoint), "--strategy", s.strategy, "--name", search_name,
+                    "--output-dir", str(self.exp_dir), "--params-budget", repr(params),
+                    "--population", str(s.population), "--generations", str(s.generations),
+                    "--parents", str(s.parents), "--coarse-samples", str(s.coarse_samples),
+                    "--skeletons", str(s.skeletons), "--evaluators", str(s.evaluators),
+                    "--top-k", str(s.top_k),
+                    "--export-formats", ",".join(s.export_formats), "--seed", str(s.seed)]
+            for flag, value in (("--lut", lut), ("--latency-budget-ms", latency), ("--max-evaluations", s.max_evaluations),
+                                ("--eval-batches", s.eval_batches), ("--calib-batches", s.calib_batches),
+                                ("--cpus-per-evaluator", s.cpus_per_evaluator),
+                                ("--mlflow-uri", self.cfg.mlflow_uri)):
+                if value is not None:
+                    argv += [flag, str(value)]
+            self._command("search", argv)
+            self._ensure_ray()
+            summary = run(build_parser().parse_args(argv))
+            self._save_record("search", name, fp, {"results": str(summary_path), "name": search_name,
+                                                   "best": summary["best"][0]["name"] if summary["best"] else None})
+            statuses.append("ran")
+        self.outputs["searches"] = results
+        return _combine(statuses)
+
+    def run_compare(self) -> str:
+        from .compare import compare_experiment
+
+        c = self.cfg.compare
+        searches = [self.exp_dir / "search" / json.loads(self._record_path("search", name).read_text())["outputs"]["name"]
+                    for name in self.spaces() if self._record_path("search", name).is_file()]
+        if not searches:
+            raise PipelineError(f"compare: no finished search in {self.exp_dir}; run the search stage first")
+        inputs = [file_digest(path / "results.json") for path in searches if (path / "results.json").is_file()]
+        fp = fingerprint("compare", _settings(c), inputs)
+        out_dir = self.exp_dir / "compare"
+        self.outputs["compare"] = str(out_dir)
+        if self._reusable("compare", None, fp) is not None and out_dir.is_dir():
+            self.log(f"compare: up to date (fingerprint {fp}), reusing {out_dir}")
+            return "reused"
+        argv = ["--experiment", str(self.exp_dir), "--references", ",".join(c.references), "--backend", c.backend,
+                "--repeats", str(c.repeats), "--out", str(out_dir)]
+        self._command("compare", argv)
+        compare_experiment(self.exp_dir, references=c.references, backend=c.backend, repeats=c.repeats,
+                           out_dir=out_dir, mlflow_uri=self.cfg.mlflow_uri)
+        self._save_record("compare", None, fp, {"compare": str(out_dir)})
+        return "ran"
+
+    # -- all ---------------------------------------------------------------------------------------
+    def run(self, stages: Sequence[str] | None = None) -> list[StageTiming]:
+        selected = tuple(stages or self.cfg.stages)
+        unknown = [s for s in selected if s not in STAGES]
+        if unknown:
+            raise ValueError(f"stages {unknown} are unknown: expected some of {list(STAGES)}")
+        timings: list[StageTiming] = []
+        try:
+            for stage in STAGES:
+                budget = getattr(self.cfg, stage).budget_s
+                if stage not in selected:
+                    timings.append(StageTiming(stage, "not selected", 0.0, budget))
+                    continue
+                self.log(f"\n== {stage} (budget {budget:.0f} s) ==")
+                start = time.perf_counter()
+                status = getattr(self, f"run_{stage}")()
+                timings.append(StageTiming(stage, status, time.perf_counter() - start, budget))
+                self.log(f"== {stage}: {status} in {timings[-1].seconds:.1f} s ==")
+        finally:
+            self.close()
+        self._write_summary(timings)
+        return timings
+
+    def _write_summary(self, timings: list[StageTiming]) -> None:
+        summary = {"name": self.cfg.name, "experiment_dir": str(self.exp_dir.resolve()),
+                   "total_seconds": round(sum(t.seconds for t in timings), 1),
+                   "stages": [{**dataclasses.asdict(t), "over_budget": t.over_budget} for t in timings],
+                   "outputs": self.outputs}
+        atomic_write_text(self.exp_dir / "pipeline_summary.json", json.dumps(summary, indent=1, default=str))
+
+
+def _combine(statuses: Sequence[str]) -> str:
+    if statuses and all(s == "reused" for s in statuses):
+        return "reused"
+    return "partly reused" if "reused" in statuses else "ran"
+
+
+def print_summary(pipeline: Pipeline, timings: Sequence[StageTiming]) -> None:
+    exp = pipeline.exp_dir.resolve()
+    total = sum(t.seconds for t in timings)
+    print(f"\n== pipeline {pipeline.cfg.name}: {total:.0f} s ==")
+    print(f"{'stage':8} {'status':14} {'seconds':>8} {'budget':>7}  share")
+    for t in timings:
+        share = f"{100 * t.seconds / total:5.1f}%" if total else "    -"
+        flag = "  OVER BUDGET" if t.over_budget else ""
+        print(f"{t.stage:8} {t.status:14} {t.seconds:8.1f} {t.budget_s:7.0f}  {share}{flag}")
+    print(f"\noutputs under {exp}:")
+    for key, value in pipeline.outputs.items():
+        items = value.items() if isinstance(value, dict) else [("", value)]
+        for supernet, path in items:
+            print(f"  {key:12} {supernet:4} {path}")
+    print(f"  {'summary':12} {'':4} {exp / 'pipeline_summary.json'}")
+    uri = pipeline.cfg.mlflow_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{exp / 'mlflow.db'}"
+    print(f"\nMLflow: {uri}\n  open the UI with: make mlflow-ui EXP={pipeline.exp_dir}"
+          f"   (or: mlflow ui --backend-store-uri {uri})")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m autovit_ray.pipeline", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default="demo", help="YAML file or a name in configs/pipeline/ (default demo)")
+    parser.add_argument("--stages", help=f"comma-separated subset of {','.join(STAGES)} (default: the config's)")
+    parser.add_argument("--force", default="", help="comma-separated stages to rerun even when up to date")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="override a config field, e.g. --set search.evaluators=1 (repeatable)")
+    parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        cfg = load_pipeline_config(args.config, args.set)
+        if args.print_config:
+            print(yaml.safe_dump(json.loads(json.dumps(dataclasses.asdict(cfg))), sort_keys=False), end="")
+            return 0
+        stages = [s.strip() for s in args.stages.split(",") if s.strip()] if args.stages else None
+        pipeline = Pipeline(cfg, force=[s.strip() for s in args.force.split(",") if s.strip()])
+        timings = pipeline.run(stages)
+    except KeyboardInterrupt as e:
+        print(f"\ninterrupted{f' ({e})' if str(e) else ''}: finished stages, epochs and search candidates "
+              "are kept; rerun the same command to resume", file=sys.stderr)
+        return 130
+    except (ValueError, PipelineError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print_summary(pipeline, timings)
+    return 0
+
+
+__all__ = ["CompareStage", "Pipeline", "PipelineConfig", "PipelineError", "ProfileStage", "STAGES", "SearchStage",
+           "StageTiming", "TrainStage", "build_parser", "fingerprint", "load_pipeline_config", "main"]
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""`python -m autovit_ray.pipeline`: config loading, bad input, stage fingerprints (no Ray here; the
+end-to-end runs, Ctrl-C and resume are in tests/test_integration_demo.py)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from autovit_ray.pipeline import (
+    STAGES,
+    Pipeline,
+    PipelineConfig,
+    fingerprint,
+    load_pipeline_config,
+    main,
+    quantile,
+)
+
+
+def test_demo_config_loads_with_every_stage():
+    cfg = load_pipeline_config("demo")
+    assert cfg.name == "digits-demo"
+    assert cfg.stages == STAGES
+    assert cfg.supernets == ("xxs", "xs", "s")
+    assert cfg.search.strategy == "coarse-to-fine"
+    assert set(cfg.search.export_formats) == {"torchscript", "onnx", "coreml"}
+    # every stage has a time budget, and the demo's add up to the README's 10 minutes
+    assert sum(getattr(cfg, s).budget_s for s in STAGES) <= 600
+
+
+def test_overrides_reach_nested_fields():
+    cfg = load_pipeline_config("demo", ["search.evaluators=1", "train.set=[train.epochs=1]", "output_dir=/x"])
+    assert cfg.search.evaluators == 1
+    assert cfg.train.set == ("train.epochs=1",)
+    assert cfg.experiment_dir.as_posix() == "/x/digits-demo"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--config", "no-such-config"], "pipeline config 'no-such-config' does not exist"),
+    (["--set", "search.populaton=4"], "did you mean search.population"),
+    (["--set", "search.population=many"], "search.population"),
+    (["--set", "stages=[train,deploy]"], "stages ['deploy'] are unknown"),
+    (["--set", "search.auto_quantile=0"], "auto_quantile"),
+    (["--stages", "train,bake"], "stages ['bake'] are unknown"),
+    (["--force", "everything"], "--force ['everything'] is unknown"),
+])
+def test_bad_input_is_one_clear_error(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err, err
+    assert "Traceback" not in err
+
+
+def test_config_without_name_is_refused(tmp_path, capsys):
+    path = tmp_path / "p.yaml"
+    path.write_text("supernets: [xxs]\n")
+    assert main(["--config", str(path)]) == 2
+    assert "has no `name`" in capsys.readouterr().err
+
+
+def test_print_config_round_trips(capsys, tmp_path):
+    assert main(["--print-config", "--set", "search.top_k=2"]) == 0
+    text = capsys.readouterr().out
+    path = tmp_path / "resolved.yaml"
+    path.write_text(text)
+    assert load_pipeline_config(str(path)) == load_pipeline_config("demo", ["search.top_k=2"])
+
+
+def test_fingerprints_change_with_settings_not_with_budgets():
+    a = fingerprint("search", {"population": 8}, "ckpt", 3)
+    assert a == fingerprint("search", {"population": 8}, "ckpt", 3)
+    assert a != fingerprint("search", {"population": 9}, "ckpt", 3)
+    assert a != fingerprint("search", {"population": 8}, "ckpt", 4)  # a later epoch: search again
+    from autovit_ray.pipeline import _settings
+
+    cfg = load_pipeline_config("demo")
+    slower = load_pipeline_config("demo", ["search.budget_s=9999"])
+    assert _settings(cfg.search) == _settings(slower.search)
+
+
+def test_stage_records_reuse_only_matching_fingerprints(tmp_path):
+    cfg = PipelineConfig(name="exp", output_dir=str(tmp_path))
+    pipeline = Pipeline(cfg)
+    assert pipeline._reusable("profile", "xxs", "abc") is None  # nothing recorded yet
+    pipeline._save_record("profile", "xxs", "abc", {"lut": "luts/xxs.parquet"})
+    record = json.loads((tmp_path / "exp" / "pipeline" / "profile-xxs.json").read_text())
+    assert record["fingerprint"] == "abc" and record["outputs"] == {"lut": "luts/xxs.parquet"}
+    assert pipeline._reusable("profile", "xxs", "abc")["outputs"]["lut"] == "luts/xxs.parquet"
+    assert pipeline._reusable("profile", "xxs", "other") is None  # settings or inputs changed
+    assert Pipeline(cfg, force=["profile"])._reusable("profile", "xxs", "abc") is None
+
+
+def test_quantile_picks_an_observed_value():
+    values = [5.0, 1.0, 3.0, 2.0, 4.0]
+    assert quantile(values, 0.5) == 3.0
+    assert quantile(values, 1.0) == 5.0
+    assert quantile(values, 0.01) == 1.0
