@@ -4,6 +4,9 @@ Every writer is atomic: it writes next to the target under a temporary name and 
 crash never leaves a half-written model behind. CoreML converts from `torch.export` (the traced
 path fails on MobileViT-style shape arithmetic with coremltools 9); predicting with the result
 needs macOS, converting works on Linux.
+
+`python -m autovit_ray.export --arch ... --checkpoint ... --format ...` exports a searched subnet
+from a supernet checkpoint and checks the files against it (`autovit_ray.export_cli`).
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ def export_torchscript(model: nn.Module, example: torch.Tensor, path: str | Path
     def write(tmp: Path) -> None:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shapes become constants: intended
+            warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated, still supported
             traced = torch.jit.trace(model, (example,))
         traced.save(str(tmp))
 
@@ -115,3 +119,9 @@ def export_model(model: nn.Module, resolution: int, out_dir: str | Path, name: s
     writers = {"torchscript": export_torchscript, "torch_export": export_torch_export,
                "onnx": export_onnx, "coreml": export_coreml}
     return {fmt: writers[fmt](model, example, Path(out_dir) / f"{name}{SUFFIXES[fmt]}") for fmt in formats}
+
+
+if __name__ == "__main__":  # python -m autovit_ray.export: the CLI lives in export_cli
+    from autovit_ray.export_cli import main
+
+    raise SystemExit(main())

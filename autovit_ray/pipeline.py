@@ -95,7 +95,8 @@ class SearchStage:
 class CompareStage:
     references: tuple[str, ...] = ("mobilevit_xxs",)
     backend: str = "torch-cpu"
-    repeats: int = 100
+    repeats: int = 100  # timed samples per model, split into `rounds` interleaved rounds
+    rounds: int = 10
     budget_s: float = 600.0
 
 
@@ -418,22 +419,24 @@ class Pipeline:
         from .compare import compare_experiment
 
         c = self.cfg.compare
-        searches = [self.exp_dir / "search" / json.loads(self._record_path("search", name).read_text())["outputs"]["name"]
-                    for name in self.spaces() if self._record_path("search", name).is_file()]
-        if not searches:
-            raise PipelineError(f"compare: no finished search in {self.exp_dir}; run the search stage first")
-        inputs = [file_digest(path / "results.json") for path in searches if (path / "results.json").is_file()]
-        fp = fingerprint("compare", _settings(c), inputs)
+        names = [json.loads(self._record_path("search", name).read_text())["outputs"]["name"]
+                 for name in self.spaces() if self._record_path("search", name).is_file()]
+        results = [self.exp_dir / "search" / name / "results.json" for name in names]
+        if not names or not all(path.is_file() for path in results):
+            raise PipelineError(f"compare: no finished search of {list(self.spaces())} in {self.exp_dir}; run "
+                                "the search stage first")
+        fp = fingerprint("compare", _settings(c), [file_digest(path) for path in results])
         out_dir = self.exp_dir / "compare"
         self.outputs["compare"] = str(out_dir)
         if self._reusable("compare", None, fp) is not None and out_dir.is_dir():
             self.log(f"compare: up to date (fingerprint {fp}), reusing {out_dir}")
             return "reused"
-        argv = ["--experiment", str(self.exp_dir), "--references", ",".join(c.references), "--backend", c.backend,
-                "--repeats", str(c.repeats), "--out", str(out_dir)]
+        argv = ["--experiment", str(self.exp_dir), "--searches", ",".join(names), "--references",
+                ",".join(c.references), "--backend", c.backend, "--repeats", str(c.repeats), "--rounds",
+                str(c.rounds), "--out", str(out_dir)]
         self._command("compare", argv)
-        compare_experiment(self.exp_dir, references=c.references, backend=c.backend, repeats=c.repeats,
-                           out_dir=out_dir, mlflow_uri=self.cfg.mlflow_uri)
+        compare_experiment(self.exp_dir, mlflow_uri=self.cfg.mlflow_uri, references=c.references,
+                           backend=c.backend, repeats=c.repeats, rounds=c.rounds, out=out_dir, searches=names)
         self._save_record("compare", None, fp, {"compare": str(out_dir)})
         return "ran"
 

@@ -50,18 +50,33 @@ def _client(tracking_uri: str) -> Any:
     return MlflowClient(tracking_uri=tracking_uri)
 
 
+def artifact_location(tracking_uri: str) -> str | None:
+    """Where a new experiment keeps its artifacts: beside a sqlite database (`<dir>/mlartifacts`), so
+    one experiment directory holds everything; a tracking server decides for itself (None)."""
+    if tracking_uri.startswith("sqlite:///"):
+        return (Path(tracking_uri[len("sqlite:///"):]).parent / "mlartifacts").resolve().as_uri()
+    return None
+
+
+def experiment_id(client: Any, tracking_uri: str, name: str) -> str:
+    """The id of MLflow experiment `name`, created (with `artifact_location`) if missing."""
+    found = _retry(lambda: client.get_experiment_by_name(name))
+    if found is not None:
+        return found.experiment_id
+    return _retry(lambda: client.create_experiment(name, artifact_location=artifact_location(tracking_uri)))
+
+
 def start_runs(tracking_uri: str, experiment: str, name: str, supernets: Mapping[str, Mapping[str, Any]],
                params: Mapping[str, Any]) -> dict[str, str]:
     """One MLflow run per supernet ({supernet: run_id}); reuses the runs of an earlier launch of the
     same training name (a resume). `supernets` maps each name to its extra tags."""
     client = _client(tracking_uri)
-    found = _retry(lambda: client.get_experiment_by_name(experiment))
-    experiment_id = found.experiment_id if found else _retry(lambda: client.create_experiment(experiment))
+    exp_id = experiment_id(client, tracking_uri, experiment)
     run_ids = {}
     for supernet, tags in supernets.items():
         ray_run_name = f"{name}/{supernet}"
         existing = _retry(lambda r=ray_run_name: client.search_runs(
-            [experiment_id], filter_string=f"tags.ray_run_name = '{r}'", max_results=1))
+            [exp_id], filter_string=f"tags.ray_run_name = '{r}'", max_results=1))
         all_tags = {"supernet": supernet, "ray_run_name": ray_run_name, **{k: str(v) for k, v in tags.items()}}
         if existing:
             run_id = existing[0].info.run_id
@@ -69,7 +84,7 @@ def start_runs(tracking_uri: str, experiment: str, name: str, supernets: Mapping
             for key, value in all_tags.items():
                 _retry(lambda rid=run_id, k=key, v=value: client.set_tag(rid, k, v))
         else:
-            run = _retry(lambda s=supernet, t=all_tags: client.create_run(experiment_id, run_name=s, tags=t))
+            run = _retry(lambda s=supernet, t=all_tags: client.create_run(exp_id, run_name=s, tags=t))
             run_id = run.info.run_id
             log_params(tracking_uri, run_id, params)
         run_ids[supernet] = run_id

@@ -43,6 +43,7 @@ from autovit_ray.checkpoint import (
 )
 from autovit_ray.data import num_classes as dataset_num_classes
 from autovit_ray.distill import build_teacher
+from autovit_ray.io import atomic_write_text
 from autovit_ray.space import SearchSpace, load_space
 from autovit_ray.training.config import (
     TrainConfig,
@@ -168,6 +169,18 @@ class _Bar:
         self.bar.close()
 
 
+def _newer_checkpoint_on_disk(cfg: TrainConfig, supernet: str, epoch: int, device: Any) -> dict[str, Any] | None:
+    """The state of the newest complete checkpoint in the experiment's storage if its epoch is > epoch."""
+    for path in reversed(list_checkpoints(cfg.experiment_dir, supernet)):
+        try:
+            if int(read_meta(path)["epoch"]) <= epoch:
+                return None
+            return load_checkpoint(path, map_location=device)
+        except Exception:  # e.g. cut by a kill while Ray copied it into storage: try the one before
+            continue
+    return None
+
+
 def train_loop_per_worker(payload: dict[str, Any]) -> None:
     """The function each Ray Train worker runs."""
     import ray.train
@@ -193,12 +206,22 @@ def train_loop_per_worker(payload: dict[str, Any]) -> None:
             state = load_checkpoint(directory, map_location=world.device)
     elif payload.get("resume_from"):  # a rerun of the same command: the latest checkpoint on disk
         state = load_checkpoint(payload["resume_from"], map_location=world.device)
+    # Ray's latest checkpoint can lag the storage: a worker killed just after `ray.train.report` dies
+    # before the controller has collected that report, and the restarted group gets the checkpoint
+    # before it (or none: a restart from scratch). So a restart takes the newest complete checkpoint
+    # on disk when it is newer (this run wrote it; a rerun's were checked by check_resume).
+    newer = _newer_checkpoint_on_disk(cfg, space.name, -1 if state is None else int(state["epoch"]),
+                                      world.device)
+    if newer is not None:
+        state = newer
     if state is not None:
         space_of(state, space)
         trainer.load_state_dict(state)
         if rank == 0:
             print(f"[{space.name}] resumed after epoch {trainer.epoch}", flush=True)
     resumed = state is not None
+    # Where this rank runs (train_summary.json "worker": multi-node placement, restarts after a fault).
+    worker = {"worker_node_id": ray.get_runtime_context().get_node_id(), "worker_pid": os.getpid()}
 
     def on_epoch_end(epoch: int, metrics: dict[str, float]) -> None:
         with tempfile.TemporaryDirectory() as tmp:
@@ -208,7 +231,7 @@ def train_loop_per_worker(payload: dict[str, Any]) -> None:
                 report = ray.train.Checkpoint.from_directory(tmp)
                 if payload.get("mlflow_run_id"):
                     log_metrics(payload["mlflow_uri"], payload["mlflow_run_id"], metrics, step=epoch)
-            ray.train.report(metrics, checkpoint=report, checkpoint_dir_name=epoch_dir_name(epoch))
+            ray.train.report({**metrics, **worker}, checkpoint=report, checkpoint_dir_name=epoch_dir_name(epoch))
         if cfg.train.fail_after_epoch == epoch and not resumed:
             raise RuntimeError(f"injected failure after epoch {epoch} (train.fail_after_epoch)")
 
@@ -243,8 +266,10 @@ def _fit_one(cfg_dict: dict[str, Any], space_source: str, name: str, plan: dict[
     except Exception as e:  # TrainingFailedError: the worker's exception is in its message
         return {"supernet": name, "status": "FAILED", "error": f"{type(e).__name__}: {e}"}
     checkpoint = result.checkpoint.path if result.checkpoint is not None else None
-    return {"supernet": name, "status": "OK", "checkpoint": checkpoint,
-            "metrics": {k: v for k, v in (result.metrics or {}).items() if isinstance(v, (int, float))}}
+    metrics = dict(result.metrics or {})
+    worker = {"node_id": metrics.pop("worker_node_id", None), "pid": metrics.pop("worker_pid", None)}
+    return {"supernet": name, "status": "OK", "checkpoint": checkpoint, "worker": worker,
+            "metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float))}}
 
 
 def run_training(cfg: TrainConfig, address: str | None = None, mlflow_uri: str | None = None,
@@ -258,7 +283,7 @@ def run_training(cfg: TrainConfig, address: str | None = None, mlflow_uri: str |
     spaces, n_classes, resume = check_inputs(cfg)
     exp_dir = cfg.experiment_dir
     exp_dir.mkdir(parents=True, exist_ok=True)
-    (exp_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    atomic_write_text(exp_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     uri = tracking.default_tracking_uri(exp_dir, mlflow_uri or cfg.mlflow.tracking_uri)
     sources = {space.name: src for src, space in zip(cfg.supernets, spaces.values())}
     run_ids = tracking.start_runs(
@@ -269,6 +294,8 @@ def run_training(cfg: TrainConfig, address: str | None = None, mlflow_uri: str |
     )
     # Read by Ray Train's controller (the driver's RAY_TRAIN_* variables are passed on to it).
     os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", str(cfg.ray.worker_start_timeout_s))
+    # Ray Train V2 copies every print of a worker into its logger too, so each line reached the driver twice.
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
     started = connect_ray(cfg, address)
     try:
         plan = plan_resources(cfg, len(spaces), ray.cluster_resources())
@@ -279,11 +306,16 @@ def run_training(cfg: TrainConfig, address: str | None = None, mlflow_uri: str |
         # One thread per supernet: each fit() only waits on its TrainController actor, so threads
         # run them concurrently without a process (and its torch import) per supernet, as Ray tasks
         # would need. Ray Train registers its Ctrl-C handler only in the main thread.
-        with ThreadPoolExecutor(max_workers=len(spaces), thread_name_prefix="fit") as pool:
+        pool = ThreadPoolExecutor(max_workers=len(spaces), thread_name_prefix="fit")
+        try:
             futures = {s: pool.submit(_fit_one, cfg.to_dict(), sources[s], s, plan, {
                 "mlflow_uri": uri, "mlflow_run_id": run_ids[s], "progress_bar": progress_bar,
                 "resume_from": str(resume[s]) if resume[s] else None}) for s in spaces}
             results = {s: future.result() for s, future in futures.items()}
+        finally:
+            # On Ctrl-C, do not wait for the fits: shutting Ray down below (or the caller's) ends them,
+            # and the last epoch checkpoints stay on disk for a rerun to resume from.
+            pool.shutdown(wait=False, cancel_futures=True)
     finally:
         if started:
             ray.shutdown()
@@ -304,7 +336,7 @@ def run_training(cfg: TrainConfig, address: str | None = None, mlflow_uri: str |
                                             "completed_epochs": summary.get("epoch", "")})
         tracking.end_run(uri, run_ids[s], status)
         summary["mlflow_run_id"] = run_ids[s]
-    (exp_dir / "train_summary.json").write_text(json.dumps(results, indent=1, default=str))
+    atomic_write_text(exp_dir / "train_summary.json", json.dumps(results, indent=1, default=str))
     return results
 
 

@@ -57,3 +57,28 @@ def trained_digits_experiment(ray_session, tmp_path_factory):
     assert main(argv) == 0, "training the session's digits supernets failed"
     return SimpleNamespace(dir=output_dir / "digits-test", output_dir=output_dir, name="digits-test",
                            argv=argv, supernets=("xxs", "xs", "s"))
+
+
+@pytest.fixture(scope="session")
+def finished_digits_search(trained_digits_experiment, ray_session, tmp_path_factory):
+    """A tiny finished search through `python -m autovit_ray.search` on the session's xxs digits
+    supernet (random strategy, 4 evaluations, 1 evaluator actor, top 2 exported as TorchScript, no
+    LUT). `.dir` holds `mlflow.db` and `search/<name>/results.json`; `.mlflow_uri` is its tracking
+    URI; `.results` the parsed results.json. Read-only: do not write into it."""
+    import json
+    from types import SimpleNamespace
+
+    from autovit_ray.checkpoint import find_checkpoint
+    from autovit_ray.search.cli import main
+
+    output_dir = tmp_path_factory.mktemp("search")
+    checkpoint = find_checkpoint(trained_digits_experiment.dir, "xxs")
+    name = "tiny"
+    argv = ["--checkpoint", str(checkpoint), "--name", name, "--output-dir", str(output_dir),
+            "--strategy", "random", "--max-evaluations", "4", "--evaluators", "1",
+            "--cpus-per-evaluator", "0.3", "--eval-batches", "1", "--calib-batches", "1", "--top-k", "2",
+            "--export-formats", "torchscript"]
+    assert main(argv) == 0, "the session's tiny digits search failed"
+    results = json.loads((output_dir / "search" / name / "results.json").read_text())
+    return SimpleNamespace(dir=output_dir, name=name, checkpoint=checkpoint, argv=argv, results=results,
+                           mlflow_uri=f"sqlite:///{output_dir / 'mlflow.db'}")

@@ -70,11 +70,13 @@ class EvaluatorPool:
 
     def __init__(self, checkpoint: str, num_evaluators: int, lut: str | None = None,
                  settings: EvalSettings | None = None, data_overrides: dict[str, Any] | None = None,
-                 cpus_per_evaluator: float = 1.0, threads_per_evaluator: int = 1) -> None:
+                 cpus_per_evaluator: float = 1.0, threads_per_evaluator: int = 1,
+                 scheduling_strategy: str = "SPREAD") -> None:
         if not isinstance(num_evaluators, int) or num_evaluators < 1:
             raise ValueError(f"the search needs at least one evaluator actor, got --evaluators {num_evaluators!r}")
         self.actors = [
-            EvaluatorActor.options(num_cpus=cpus_per_evaluator).remote(
+            # SPREAD: on a multi-node cluster the replicas go to different nodes (best effort).
+            EvaluatorActor.options(num_cpus=cpus_per_evaluator, scheduling_strategy=scheduling_strategy).remote(
                 str(checkpoint), str(lut) if lut else None, asdict(settings or EvalSettings()), dict(data_overrides or {}),
                 threads_per_evaluator)
             for _ in range(num_evaluators)]

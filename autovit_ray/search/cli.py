@@ -70,7 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skeletons", type=int, default=10, help="K skeletons kept by the coarse stage")
     p.add_argument("--max-evaluations", type=int, default=None, help="default: population x generations")
     p.add_argument("--evaluators", type=int, default=2, help="evaluator actors (supernet replicas)")
-    p.add_argument("--cpus-per-evaluator", type=float, default=1.0)
+    p.add_argument("--cpus-per-evaluator", type=float, default=None,
+                   help="default: the free CPUs shared by the evaluators (at most 1 each), leaving a "
+                        "little for the Tune trials, which only wait on the pool")
     p.add_argument("--threads-per-evaluator", type=int, default=1)
     p.add_argument("--concurrent-trials", type=int, default=None, help="default: 2 x evaluators")
     p.add_argument("--eval-batches", type=int, default=None, help="validation batches per candidate (default all)")
@@ -116,13 +118,56 @@ def resolve_checkpoint(args: argparse.Namespace) -> Path:
     return find_checkpoint(path, args.supernet)
 
 
-def evaluate_trial(config: dict[str, Any], pool: Any) -> None:
-    """A Tune trial: one arch, evaluated by the shared actor pool on the validation split."""
+TRIAL_CPUS = 0.01  # a trial only waits on the evaluator pool
+
+
+def evaluator_cpus(args: argparse.Namespace) -> float:
+    """CPUs per evaluator actor: --cpus-per-evaluator, else the free CPUs shared by the evaluators (at
+    most 1 each) minus what the concurrent trials need; an actor that took the trials' last CPU would
+    leave every trial pending forever."""
+    import ray
+
+    if args.cpus_per_evaluator is not None:
+        return args.cpus_per_evaluator
+    trials = (args.concurrent_trials or 2 * args.evaluators) * TRIAL_CPUS
+    free = ray.available_resources().get("CPU", 0.0) - trials
+    share = int(100 * free / args.evaluators) / 100
+    if share < 0.01:
+        raise ValueError(f"the Ray cluster has {free + trials:.2f} free CPUs: too few for {args.evaluators} "
+                         "evaluators and the Tune trials; use fewer --evaluators or a bigger cluster")
+    return min(1.0, share)
+
+
+def progress_callback(strategy: SearchStrategy, name: str) -> Any:
+    """A Tune callback printing one line per finished candidate: count, generation, best so far."""
+    from ray.tune import Callback
+
+    class _Progress(Callback):
+        def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            done = len(strategy.history)
+            best = max((e for e in strategy.history if e.ok), key=lambda e: e.fitness, default=None)
+            best_text = f"best val top-1 {best.fitness:.2f} ({best.arch})" if best else "no result yet"
+            print(f"[{name}] {done}/{strategy.max_evaluations} evaluated, generation {strategy.generation}, "
+                  f"{best_text}", flush=True)
+
+    return _Progress()
+
+
+def evaluate_trial(config: dict[str, Any], pool: Any, finished: dict[str, dict[str, float]] | None = None) -> None:
+    """A Tune trial: one arch, evaluated by the shared actor pool on the validation split.
+
+    `finished`: results an interrupted run of this search already logged to MLflow (Tune's experiment
+    state is saved every ~10 s, so a killed driver's last finished trials come back as unfinished);
+    those archs are reported from there (`cached: 1`) instead of being evaluated again."""
     from ray import tune
 
     from .tune_searcher import arch_from_config
 
-    result = pool.evaluate(arch_from_config(config), split="val")
+    arch = arch_from_config(config)
+    if finished and arch.arch_hash in finished:
+        tune.report({**finished[arch.arch_hash], "arch_hash": arch.arch_hash, "cached": 1})
+        return
+    result = pool.evaluate(arch, split="val")
     tune.report({"top1": result["val_top1"], "top5": result["val_top5"], "loss": result["val_loss"],
                  "params": result["params"], "macs": result["macs"],
                  "latency_ms": result["latency_ms"], "arch_hash": result["arch_hash"]})
@@ -167,28 +212,38 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "space_fingerprint": space.fingerprint(), "checkpoint": str(checkpoint), "lut": args.lut or "",
         "params_budget": args.params_budget, "latency_budget_ms": args.latency_budget_ms,
         "population": args.population, "generations": args.generations, "seed": args.seed,
-        "evaluators": args.evaluators, "max_evaluations": strategy.max_evaluations})
+        "evaluators": args.evaluators, "max_evaluations": strategy.max_evaluations,
+        "num_classes": num_classes, "dataset": meta["config"]["data"]["dataset"]})
 
     if not ray.is_initialized():
-        ray.init(address=args.address or os.environ.get("RAY_ADDRESS"), num_cpus=args.num_cpus,
+        # address="local" without --address / RAY_ADDRESS: a fresh Ray, never the cluster another
+        # user's `ray start` recorded in /tmp/ray/ray_current_cluster (ray.init's None would join it).
+        ray.init(address=args.address or os.environ.get("RAY_ADDRESS") or "local", num_cpus=args.num_cpus,
                  include_dashboard=False, log_to_driver=False)
     data_overrides = {"data_dir": args.data_dir} if args.data_dir else {}
     settings = EvalSettings(max_batches=args.eval_batches, calib_batches=args.calib_batches)
     pool = EvaluatorPool(str(checkpoint), args.evaluators, args.lut, settings, data_overrides,
-                         args.cpus_per_evaluator, args.threads_per_evaluator)
+                         evaluator_cpus(args), args.threads_per_evaluator)
     searcher = AutoViTSearcher(strategy, metric="top1", mode="max")
-    trainable = tune.with_resources(tune.with_parameters(evaluate_trial, pool=pool), {"cpu": 0.01})
+    trainable = tune.with_resources(
+        tune.with_parameters(evaluate_trial, pool=pool, finished=tracker.finished), {"cpu": TRIAL_CPUS})
     storage = (out_dir / "tune").resolve()
     resume = (storage / args.name).is_dir()
     try:
         tune.run(trainable, name=args.name, storage_path=str(storage), search_alg=searcher,
                  metric="top1", mode="max", num_samples=-1,
                  max_concurrent_trials=args.concurrent_trials or 2 * args.evaluators,
-                 resume="AUTO" if resume else False, callbacks=[tracker.tune_callback()],
-                 verbose=1, raise_on_failed_trial=False)
+                 resume="AUTO" if resume else False, callbacks=[tracker.tune_callback(), progress_callback(strategy, args.name)],
+                 verbose=0, raise_on_failed_trial=False,
+                 reuse_actors=True)  # a fresh trial process per candidate costs seconds of imports
     except BudgetUnreachableError:
         tracker.finish("FAILED")
         raise
+    if not strategy.finished:  # Tune stops early only on Ctrl-C / SIGTERM, and then returns normally
+        pool.shutdown()
+        tracker.finish("KILLED")
+        raise KeyboardInterrupt(f"search {args.name} interrupted after {len(strategy.history)} of "
+                                f"{strategy.max_evaluations} evaluations; rerun the same command to resume")
     summary = summarise(strategy, pool, args, search_dir, tracker, checkpoint)
     stats = pool.stats()
     summary["evaluator_stats"] = stats
@@ -204,9 +259,9 @@ def summarise(strategy: SearchStrategy, pool: Any, args: argparse.Namespace, sea
     import dataclasses
 
     from ..checkpoint import load_supernet, read_meta
-    from ..data import build_loader, recalibrate_bn
+    from ..data import build_loader
     from ..export import export_model
-    from ..models import save_subnet
+    from ..models import calibrated_subnet, save_subnet
     from ..training.config import config_from_dict
 
     data = config_from_dict(read_meta(checkpoint)["config"]).data
@@ -221,10 +276,9 @@ def summarise(strategy: SearchStrategy, pool: Any, args: argparse.Namespace, sea
     reported = []
     for rank, evaluation in enumerate(best, start=1):
         test = pool.evaluate(evaluation.arch, split="test")  # report only: selection is already done
-        model = supernet.get_active_subnet(evaluation.arch)
-        recalibrate_bn(model, build_loader(data, "calib", resolution=evaluation.arch.resolution),
-                       num_batches=args.calib_batches)
-        model.eval()
+        model, _ = calibrated_subnet(supernet, evaluation.arch,
+                                     build_loader(data, "calib", resolution=evaluation.arch.resolution),
+                                     args.calib_batches)
         name = f"{args.name}-top{rank}-{evaluation.arch.arch_hash}"
         export_dir = search_dir / "exports"
         arch_path, weights = save_subnet(model, evaluation.arch, export_dir, name)
@@ -262,6 +316,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:  # bad input: one clear message, no traceback
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as exc:
+        print(f"\n{exc or 'interrupted'}", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -18,7 +18,7 @@ from typing import Any
 from ray.tune import Callback
 
 from ..space import Arch
-from ..tracking import _client, _retry
+from ..tracking import _client, _retry, experiment_id
 from .algorithms import Evaluation
 
 SEARCH_EXPERIMENT = "autovit-search"
@@ -31,11 +31,11 @@ class SearchTracker:
         self.parent_id: str | None = None
         self.experiment_id: str | None = None
         self.logged: set[str] = set()
+        # On a resume: {arch hash: Tune result} of the candidates an interrupted run finished and logged.
+        self.finished: dict[str, dict[str, float]] = {}
 
     def start(self, params: dict[str, Any]) -> str:
-        found = _retry(lambda: self.client.get_experiment_by_name(self.experiment))
-        self.experiment_id = found.experiment_id if found else _retry(
-            lambda: self.client.create_experiment(self.experiment))
+        self.experiment_id = experiment_id(self.client, self.tracking_uri, self.experiment)
         existing = self.client.search_runs(
             [self.experiment_id], filter_string=f"tags.search_name = '{self.search_name}' and tags.role = 'search'")
         if existing:  # a resume: keep the parent and skip candidates it already has
@@ -44,6 +44,8 @@ class SearchTracker:
                 [self.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{self.parent_id}'",
                 max_results=50000)
             self.logged = {run.data.tags.get("arch_hash", "") for run in children}
+            self.finished = {run.data.tags["arch_hash"]: _tune_result(run.data.metrics) for run in children
+                             if run.data.tags.get("arch_hash") and "val_top1" in run.data.metrics}
             self.client.update_run(self.parent_id, status="RUNNING")
         else:
             run = self.client.create_run(self.experiment_id, run_name=self.search_name,
@@ -108,6 +110,12 @@ class SearchTracker:
     def finish(self, status: str) -> None:
         if self.parent_id:
             self.client.set_terminated(self.parent_id, status)
+
+
+def _tune_result(metrics: dict[str, float]) -> dict[str, float]:
+    """The trial result (`evaluate_trial`'s keys) of a candidate's logged child-run metrics."""
+    names = {"top1": "val_top1", "top5": "val_top5", "params": "params", "macs": "macs", "latency_ms": "latency_ms"}
+    return {key: metrics[name] for key, name in names.items() if name in metrics}
 
 
 def plot_front(history: list[Evaluation], front: list[Evaluation], path: Path) -> None:

@@ -274,6 +274,7 @@ class SupernetTrainer:
                                           cfg.train.sandwich_random)
                 if log_file is not None:
                     log_file.write(f"{epoch} {step} {' '.join(a.arch_hash for a in archs)}\n")
+                    log_file.flush()  # readable while the epoch runs (progress, fault tests)
                 loss = self.train_step(x, y, archs)
                 loss_sum += loss
                 images += len(x)

@@ -1,0 +1,528 @@
+"""`python -m autovit_ray.compare`: searched models against reference models, measured alike.
+
+    python -m autovit_ray.compare --experiment outputs/digits-demo --references mobilevit_xxs \\
+        --backend torch-cpu --repeats 200
+
+Reads the searches of an experiment from MLflow (`MlflowClient`: each finished search's parent run,
+its `best_archs.json` and exported weights), builds the best models from their arch JSON and
+weights through timm, builds the reference models by timm name (`pretrained=False`, the
+experiment's class count, the same input resolution and small-input stem adaptation as the search
+space's profile) and measures all of them on ONE latency backend with interleaved repeats. Prints
+and writes a table (test top-1, params, MACs, measured latency, ratio to the first reference) as
+CSV and JSON, a scatter plot of test top-1 vs measured latency, and logs them to a new MLflow run
+"compare" in the searches' experiment. A reference gets a test top-1 only from a checkpoint given
+with `--reference-checkpoint name=path`; otherwise its top-1 reads "not trained here".
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import dataclasses
+import json
+import math
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .space import Arch
+
+DEFAULT_REFERENCES = ("mobilevit_xxs",)
+FALLBACK_RESOLUTIONS = (16, 32, 64, 128, 224, 256)
+NOT_TRAINED = "not trained here"
+COLUMNS = ("model", "kind", "resolution", "test_top1", "params", "macs", "lut_latency_ms", "latency_ms",
+           "latency_p10_ms", "latency_p90_ms", "latency_ratio", "note")
+Log = Callable[[str], None]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m autovit_ray.compare", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--experiment", required=True,
+                   help="an experiment directory (its mlflow.db), or an MLflow experiment name with --mlflow-uri")
+    p.add_argument("--mlflow-uri", default=None, help="default: $MLFLOW_TRACKING_URI or sqlite in the experiment dir")
+    p.add_argument("--searches", default=None, help="comma-separated search names (default: every finished search)")
+    p.add_argument("--references", default=",".join(DEFAULT_REFERENCES),
+                   help="comma-separated timm model names (empty: none)")
+    p.add_argument("--reference-checkpoint", action="append", default=[], metavar="NAME=PATH",
+                   help="trained weights of a reference (a state dict, or a dict with 'model'): gives it a test top-1")
+    p.add_argument("--backend", default="torch-cpu", help="latency backend (autovit_ray.latency.BACKENDS)")
+    p.add_argument("--repeats", type=int, default=100, help="timed samples per model")
+    p.add_argument("--rounds", type=int, default=10, help="interleaved rounds the samples are split into")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data-dir", default=None, help="override the data directory (reference test top-1)")
+    p.add_argument("--eval-batches", type=int, default=None, help="test batches for a reference checkpoint")
+    p.add_argument("--out", default=None, help="output directory (default: <experiment dir>/compare)")
+    return p
+
+
+# ---------------------------------------------------------------------------------------------------
+# Reading the searches from MLflow
+
+
+@dataclasses.dataclass
+class Candidate:
+    """One model to measure: a searched model or a reference."""
+
+    name: str
+    kind: str  # "searched" | "reference"
+    model: nn.Module
+    resolution: int
+    test_top1: float | None = None
+    lut_latency_ms: float | None = None
+    note: str = ""
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def resolve_experiment(experiment: str, mlflow_uri: str | None) -> tuple[str, str, Path | None]:
+    """(tracking URI, MLflow experiment name, experiment directory or None)."""
+    from .search.tracking import SEARCH_EXPERIMENT
+    from .tracking import default_tracking_uri
+
+    path = Path(experiment).expanduser()
+    if path.is_dir():
+        if not mlflow_uri and not os.environ.get("MLFLOW_TRACKING_URI") and not (path / "mlflow.db").is_file():
+            raise ValueError(f"experiment directory {str(path)!r} has no mlflow.db (no search ran there?); "
+                             "pass --mlflow-uri for another tracking store")
+        return default_tracking_uri(path, mlflow_uri), SEARCH_EXPERIMENT, path
+    uri = mlflow_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri:
+        raise ValueError(f"--experiment {experiment!r} is not a directory; to name an MLflow experiment "
+                         "also pass --mlflow-uri (or set MLFLOW_TRACKING_URI)")
+    return uri, experiment, None
+
+
+def _float(value: Any) -> float | None:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def search_runs(client: Any, experiment_id: str, searches: Sequence[str] | None) -> list[Any]:
+    runs = client.search_runs([experiment_id], "tags.role = 'search' and attributes.status = 'FINISHED'",
+                              order_by=["attributes.start_time ASC"])
+    if searches:
+        found = {r.data.tags.get("search_name") for r in runs}
+        missing = [s for s in searches if s not in found]
+        if missing:
+            raise ValueError(f"no finished search named {missing} in this experiment; found {sorted(found)}")
+        runs = [r for r in runs if r.data.tags.get("search_name") in searches]
+    return runs
+
+
+def searched_candidates(client: Any, runs: Sequence[Any], tmp: Path) -> tuple[list[Candidate], dict[str, Any]]:
+    """The best models of each search (built from the logged arch + weights), and the experiment's
+    facts every reference needs (num_classes, profile, supernet, checkpoint)."""
+    import timm
+
+    import autovit_ray.models  # noqa: F401 - registers "autovit" in timm
+
+    candidates: list[Candidate] = []
+    facts: dict[str, Any] = {}
+    for run in runs:
+        run_id, params = run.info.run_id, run.data.params
+        search = run.data.tags.get("search_name", run_id)
+        num_classes = _num_classes(params)
+        facts.setdefault("num_classes", num_classes)
+        facts.setdefault("profile", params.get("profile"))
+        facts.setdefault("supernet", params.get("supernet"))
+        facts.setdefault("checkpoint", params.get("checkpoint"))
+        try:
+            local = Path(client.download_artifacts(run_id, "best_archs.json", str(tmp / run_id)))
+        except Exception as e:  # MlflowException: the artifact store moved or was deleted
+            location = client.get_run(run_id).info.artifact_uri
+            raise ValueError(f"search {search!r} (MLflow run {run_id}) has no readable best_archs.json at "
+                             f"{location}: {type(e).__name__}; was its artifact directory removed?") from None
+        for entry in json.loads(local.read_text()):
+            arch = Arch.from_dict(entry["arch"])
+            weights, note = _weights(client, run_id, entry, tmp / run_id), ""
+            if weights is None:
+                note = "weights artifact missing: fresh weights (latency only)"
+            model = timm.create_model("autovit", arch=arch, num_classes=num_classes,
+                                      **({"checkpoint_path": str(weights)} if weights else {}))
+            candidates.append(Candidate(
+                name=f"{search}-top{entry.get('rank', len(candidates) + 1)}", kind="searched", model=model.eval(),
+                resolution=arch.resolution, test_top1=_float(entry.get("test_top1")),
+                lut_latency_ms=_float(entry.get("latency_ms")), note=note,
+                extra={"arch": str(arch), "arch_hash": arch.arch_hash, "search_run_id": run_id,
+                       "val_top1": _float(entry.get("val_top1"))}))
+    return candidates, facts
+
+
+@contextlib.contextmanager
+def _quiet_downloads() -> Iterator[None]:
+    """No MLflow download progress bars on stderr (the CLI's stderr is for its one error line)."""
+    key = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+    previous = os.environ.get(key)
+    os.environ[key] = "false"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = previous
+
+
+def _num_classes(params: dict[str, str]) -> int:
+    if "num_classes" in params:
+        return int(params["num_classes"])
+    from .checkpoint import read_meta  # searches logged before num_classes was a param
+
+    return int(read_meta(params["checkpoint"])["num_classes"])
+
+
+def _weights(client: Any, run_id: str, entry: dict[str, Any], tmp: Path) -> Path | None:
+    """The exported .pth of a best model: the run's artifact, else the local file it was written to."""
+    if not entry.get("weights"):
+        return None
+    name = Path(entry["weights"]).name
+    try:
+        return Path(client.download_artifacts(run_id, f"exports/{name}", str(tmp)))
+    except Exception:  # artifact store unreachable or the artifact absent: fall back to the local file
+        local = Path(entry["weights"])
+        return local if local.is_file() else None
+
+
+# ---------------------------------------------------------------------------------------------------
+# References
+
+
+def parse_reference_checkpoints(items: Sequence[str]) -> dict[str, str]:
+    """["name=path", ...] -> {name: path}."""
+    out = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise ValueError(f"--reference-checkpoint expects NAME=PATH, got {item!r}")
+        out[name] = path
+    return out
+
+
+def check_reference_checkpoints(checkpoints: dict[str, str | os.PathLike[str]],
+                                references: Sequence[str]) -> dict[str, Path]:
+    out = {}
+    for name, path in checkpoints.items():
+        if name not in references:
+            raise ValueError(f"reference checkpoint {name!r}: not among the references {list(references)}")
+        if not Path(path).expanduser().is_file():
+            raise ValueError(f"reference checkpoint {name!r}: no file {str(path)!r}")
+        out[name] = Path(path).expanduser()
+    return out
+
+
+def stem_stride_of(facts: dict[str, Any]) -> int | None:
+    """The stem stride of the search space's input profile (the small-input adaptation)."""
+    from .space import load_space
+
+    if not facts.get("supernet") or not facts.get("profile"):
+        return None
+    return int(load_space(facts["supernet"], profile=facts["profile"]).profile.strides[0])
+
+
+def build_reference(name: str, num_classes: int, stem_stride: int | None) -> tuple[nn.Module, str]:
+    """A timm model by name with fresh weights, its stem stride set to the profile's (when the model
+    has a conv stem with a different stride). Returns (model, note)."""
+    import timm
+
+    if not timm.is_model(name):
+        raise ValueError(f"unknown timm model {name!r} in --references (see timm.list_models())")
+    model = timm.create_model(name, pretrained=False, num_classes=num_classes).eval()
+    conv = getattr(getattr(model, "stem", None), "conv", None)
+    note = ""
+    if stem_stride is not None and isinstance(getattr(conv, "stride", None), tuple):
+        if conv.stride[0] != stem_stride:
+            conv.stride = (stem_stride, stem_stride)
+            note = f"stem stride {stem_stride} (the profile's small-input adaptation)"
+    elif stem_stride is not None and stem_stride != 2:
+        note = f"timm default stem: the profile's stem stride {stem_stride} not applied (no stem.conv)"
+    return model, note
+
+
+def runnable_resolution(model: nn.Module, resolution: int) -> tuple[int, str]:
+    """`resolution` if the model runs there, else the smallest larger one it runs at (with a note)."""
+    failure = ""
+    for r in (resolution, *(r for r in FALLBACK_RESOLUTIONS if r > resolution)):
+        try:
+            with torch.no_grad():
+                model(torch.zeros(1, 3, r, r))
+        except Exception as exc:  # shape errors differ per model: any failure means "not at this size"
+            failure = failure or f"{type(exc).__name__}: {str(exc).splitlines()[0][:80]}"
+            continue
+        if r == resolution:
+            return r, ""
+        return r, f"measured at {r} px: does not run at {resolution} px ({failure})"
+    raise ValueError(f"model does not run at {resolution} px nor at {list(FALLBACK_RESOLUTIONS)} ({failure})")
+
+
+def load_reference_weights(model: nn.Module, path: Path) -> None:
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):
+        state = state["model"]
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"reference checkpoint {str(path)!r} does not fit the model: "
+                         f"{str(exc).splitlines()[0]}") from None
+
+
+def evaluate_top1(model: nn.Module, loader: Any, resolution: int, max_batches: int | None) -> float:
+    from .data import resize_batch
+
+    correct = seen = 0
+    with torch.inference_mode():
+        for i, (x, y) in enumerate(loader):
+            if max_batches is not None and i >= max_batches:
+                break
+            logits = model.eval()(resize_batch(x, resolution))
+            correct += int((logits.argmax(1) == y).sum())
+            seen += y.numel()
+    return 100.0 * correct / max(seen, 1)
+
+
+def reference_candidates(references: Sequence[str], checkpoints: dict[str, Path], facts: dict[str, Any],
+                         resolution: int, data_dir: str | None, eval_batches: int | None) -> list[Candidate]:
+    stem_stride = stem_stride_of(facts)
+    out = []
+    for name in references:
+        model, note = build_reference(name, facts["num_classes"], stem_stride)
+        r, size_note = runnable_resolution(model, resolution)
+        top1: float | None = None
+        if name in checkpoints:
+            load_reference_weights(model, checkpoints[name])
+            top1 = evaluate_top1(model, _test_loader(facts, data_dir), r, eval_batches)
+        adapted = note.startswith("stem stride")
+        label = name + (f" (stem stride {stem_stride})" if adapted else "") + (f" @{r}px" if r != resolution else "")
+        out.append(Candidate(name=label, kind="reference", model=model, resolution=r, test_top1=top1,
+                             note="; ".join(n for n in (note, size_note) if n),
+                             extra={"timm_name": name, "checkpoint": str(checkpoints.get(name, ""))}))
+    return out
+
+
+def _test_loader(facts: dict[str, Any], data_dir: str | None) -> Any:
+    """The experiment's test split (at the data set's own resolution; resized per model)."""
+    from .checkpoint import read_meta
+    from .data import build_loader
+    from .training.config import config_from_dict
+
+    if not facts.get("checkpoint"):
+        raise ValueError("cannot evaluate a reference checkpoint: the search logged no supernet checkpoint")
+    data = config_from_dict(read_meta(facts["checkpoint"])["config"]).data
+    if data_dir:
+        data = dataclasses.replace(data, data_dir=data_dir)
+    return build_loader(data, "test")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Measuring
+
+
+def count_macs(model: nn.Module, resolution: int) -> int:
+    """Multiply-accumulates of one image (torch's flop counter / 2: the same counter for every model)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model.eval()(torch.zeros(1, 3, resolution, resolution))
+    return int(counter.get_total_flops() // 2)
+
+
+def measure(candidates: Sequence[Candidate], backend_name: str, repeats: int, rounds: int, seed: int,
+            log: Log) -> tuple[list[Any], dict[str, Any]]:
+    """LatencyStats per candidate, all on one backend, rounds interleaved in random order."""
+    from .latency import get_backend, measure_interleaved
+    from .latency.measure import calibrate_inner
+
+    backend = get_backend(backend_name)
+    backend.check_available()
+    per_round = max(1, math.ceil(repeats / rounds))
+    prepared = []
+    try:
+        for c in candidates:
+            prepared.append(backend.prepare(c.model, (1, 3, c.resolution, c.resolution)))
+        inner = [calibrate_inner(p) for p in prepared]
+        log(f"measuring {len(candidates)} models on {backend_name}: {rounds} interleaved rounds x "
+            f"{per_round} samples each")
+        stats = measure_interleaved(prepared, rounds, per_round, inner, seed)
+    finally:
+        for p in prepared:
+            p.close()
+    return stats, backend.fingerprint()
+
+
+# ---------------------------------------------------------------------------------------------------
+# The table, its files and the MLflow run
+
+
+def make_rows(candidates: Sequence[Candidate], stats: Sequence[Any]) -> list[dict[str, Any]]:
+    baseline = next((s.median_ms for c, s in zip(candidates, stats) if c.kind == "reference"), stats[0].median_ms)
+    rows = []
+    for c, s in zip(candidates, stats):
+        rows.append({
+            "model": c.name, "kind": c.kind, "resolution": c.resolution,
+            "test_top1": c.test_top1 if c.test_top1 is not None else (NOT_TRAINED if c.kind == "reference" else None),
+            "params": sum(p.numel() for p in c.model.parameters()), "macs": count_macs(c.model, c.resolution),
+            "lut_latency_ms": c.lut_latency_ms, "latency_ms": s.median_ms, "latency_p10_ms": s.p10_ms,
+            "latency_p90_ms": s.p90_ms, "latency_ratio": s.median_ms / baseline, "samples": s.samples,
+            "note": c.note, **c.extra})
+    return rows
+
+
+def _cell(value: Any, fmt: str) -> str:
+    if value is None:
+        return "n/a"
+    return format(value, fmt) if isinstance(value, (int, float)) else str(value)
+
+
+def format_table(rows: Sequence[dict[str, Any]]) -> str:
+    width = max(len("model"), *(len(r["model"]) for r in rows))
+    lines = [f"{'model':<{width}}  {'test top1':>16}  {'params':>8}  {'MACs':>8}  {'LUT ms':>7}  "
+             f"{'latency ms':>10}  {'ratio':>6}"]
+    for r in rows:
+        lines.append(f"{r['model']:<{width}}  {_cell(r['test_top1'], '.2f'):>16}  {r['params'] / 1e6:7.3f}M  "
+                     f"{r['macs'] / 1e6:7.2f}M  {_cell(r['lut_latency_ms'], '.3f'):>7}  {r['latency_ms']:10.4f}  "
+                     f"{r['latency_ratio']:6.2f}")
+    notes = [f"  {r['model']}: {r['note']}" for r in rows if r["note"]]
+    return "\n".join(lines + (["notes:", *notes] if notes else []))
+
+
+def write_outputs(rows: Sequence[dict[str, Any]], out: Path, meta: dict[str, Any]) -> dict[str, Path]:
+    from .io import atomic_write_text
+
+    out.mkdir(parents=True, exist_ok=True)
+    fields = list(dict.fromkeys([*COLUMNS, *(k for r in rows for k in r)]))
+    with tempfile.NamedTemporaryFile("w", newline="", dir=out, suffix=".csv", delete=False) as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+    paths = {"csv": out / "compare.csv", "json": out / "compare.json", "png": out / "compare.png"}
+    os.replace(f.name, paths["csv"])
+    atomic_write_text(paths["json"], json.dumps({**meta, "rows": list(rows)}, indent=2, default=str))
+    plot(rows, paths["png"], meta.get("backend", ""))
+    return paths
+
+
+def plot(rows: Sequence[dict[str, Any]], path: Path, backend: str) -> None:
+    """Test top-1 vs measured latency; a reference without a test top-1 is a dashed vertical line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for r in rows:
+        top1 = r["test_top1"] if isinstance(r["test_top1"], (int, float)) else None
+        marker = "o" if r["kind"] == "searched" else "s"
+        if top1 is None:
+            ax.axvline(r["latency_ms"], color="gray", linestyle="--", linewidth=1)
+            ax.annotate(f"{r['model']} ({NOT_TRAINED})", (r["latency_ms"], 0.02), xycoords=("data", "axes fraction"),
+                        rotation=90, fontsize=7, color="gray")
+        else:
+            ax.scatter([r["latency_ms"]], [top1], marker=marker, color="C0" if r["kind"] == "searched" else "C3")
+            ax.annotate(r["model"], (r["latency_ms"], top1), fontsize=7)
+    ax.set_xlabel(f"measured latency (ms, {backend}, median)")
+    ax.set_ylabel("test top-1 (%)")
+    fig.tight_layout()
+    atomic = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(atomic, dpi=120)
+    plt.close(fig)
+    os.replace(atomic, path)
+
+
+def log_run(client: Any, experiment_id: str, rows: Sequence[dict[str, Any]], paths: dict[str, Path],
+            params: dict[str, Any]) -> str:
+    import re
+
+    run = client.create_run(experiment_id, run_name="compare", tags={"role": "compare"})
+    run_id = run.info.run_id
+    for key, value in params.items():
+        client.log_param(run_id, key, str(value)[:6000])
+    for r in rows:
+        key = re.sub(r"[^0-9A-Za-z_\-./ ]", "_", r["model"])
+        client.log_metric(run_id, f"{key}/latency_ms", float(r["latency_ms"]))
+        client.log_metric(run_id, f"{key}/latency_ratio", float(r["latency_ratio"]))
+        if isinstance(r["test_top1"], (int, float)):
+            client.log_metric(run_id, f"{key}/test_top1", float(r["test_top1"]))
+    for path in paths.values():
+        client.log_artifact(run_id, str(path))
+    client.set_terminated(run_id, "FINISHED")
+    return run_id
+
+
+# ---------------------------------------------------------------------------------------------------
+# Entry points
+
+
+def compare_experiment(experiment: str | os.PathLike[str], mlflow_uri: str | None = None,
+                       references: Sequence[str] = DEFAULT_REFERENCES,
+                       reference_checkpoints: dict[str, str | os.PathLike[str]] | None = None,
+                       backend: str = "torch-cpu", repeats: int = 100, rounds: int = 10, seed: int = 0,
+                       out: str | os.PathLike[str] | None = None, searches: Sequence[str] | None = None,
+                       data_dir: str | None = None, eval_batches: int | None = None,
+                       log: Log = print) -> list[dict[str, Any]]:
+    """Measure an experiment's searched models against `references` on one backend; print, write
+    (compare.csv / .json / .png under `out`) and log to a new MLflow run "compare". Returns the rows."""
+    from .tracking import _client
+
+    if repeats < 1 or rounds < 1:
+        raise ValueError(f"--repeats and --rounds must be >= 1, got {repeats} and {rounds}")
+    references = [r for r in references if r]
+    checkpoints = check_reference_checkpoints(dict(reference_checkpoints or {}), references)
+    uri, experiment_name, experiment_dir = resolve_experiment(str(experiment), mlflow_uri)
+    if out is None and experiment_dir is None:
+        raise ValueError("--out is required when --experiment is an MLflow experiment name")
+    out_dir = Path(out) if out is not None else experiment_dir / "compare"  # type: ignore[operator]
+    client = _client(uri)
+    found = client.get_experiment_by_name(experiment_name)
+    if found is None:
+        raise ValueError(f"no MLflow experiment {experiment_name!r} in {uri}")
+    runs = search_runs(client, found.experiment_id, searches)
+    if not runs:
+        raise ValueError(f"no finished search in MLflow experiment {experiment_name!r} ({uri}); "
+                         "run `python -m autovit_ray.search` first")
+    with tempfile.TemporaryDirectory() as tmp, _quiet_downloads():
+        candidates, facts = searched_candidates(client, runs, Path(tmp))
+    if not candidates:
+        raise ValueError(f"the searches in {experiment_name!r} reported no best models")
+    candidates += reference_candidates(references, checkpoints, facts, candidates[0].resolution, data_dir,
+                                       eval_batches)
+    stats, fingerprint = measure(candidates, backend, repeats, rounds, seed, log)
+    rows = make_rows(candidates, stats)
+    log(format_table(rows))
+    meta = {"experiment": str(experiment), "tracking_uri": uri, "backend": backend, "repeats": repeats,
+            "rounds": rounds, "seed": seed, "device": fingerprint, "searches": [r.info.run_id for r in runs]}
+    paths = write_outputs(rows, out_dir, meta)
+    run_id = log_run(client, found.experiment_id, rows, paths, {
+        "backend": backend, "repeats": repeats, "rounds": rounds, "seed": seed,
+        "references": ",".join(references), "searches": ",".join(r.data.tags.get("search_name", "") for r in runs),
+        "num_classes": facts["num_classes"], "resolution": candidates[0].resolution})
+    log(f"wrote {', '.join(str(p) for p in paths.values())}; MLflow run {run_id} (compare) in {experiment_name!r}")
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        checkpoints = parse_reference_checkpoints(args.reference_checkpoint)
+        compare_experiment(args.experiment, args.mlflow_uri, args.references.split(","), checkpoints,
+                           args.backend, args.repeats, args.rounds, args.seed, args.out,
+                           [s for s in args.searches.split(",") if s] if args.searches else None,
+                           args.data_dir, args.eval_batches)
+    except ValueError as exc:  # bad input: one clear message, no traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+__all__ = ["build_parser", "compare_experiment", "format_table", "main"]
+
+if __name__ == "__main__":
+    raise SystemExit(main())

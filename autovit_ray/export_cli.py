@@ -1,0 +1,240 @@
+"""`python -m autovit_ray.export`: a searched subnet as standalone, checked models.
+
+    python -m autovit_ray.export --arch outputs/digits-demo/search/xxs-c2f/exports/x.arch.json \\
+        --checkpoint outputs/digits-demo --supernet xxs --format torchscript,onnx,coreml --out exports/
+
+`--arch` is an arch JSON file, inline JSON, or an MLflow run id: a search's candidate (child) run
+(its params are the arch fields) or a search's parent run (its `best_arch` tag). The subnet is
+extracted from the supernet checkpoint, its BatchNorm is recalibrated on the calibration split
+(as the search does), and `<name>.arch.json`, `<name>.pth` and each requested format are written
+to `--out`. Every written model is run on the same input as the supernet's active path (with the
+same recalibrated statistics) and must match it: TorchScript, torch.export, ONNX (onnxruntime) and
+the `.pth` loaded through `timm.create_model("autovit", ...)`. CoreML is converted only: predicting
+needs macOS, so on Linux it is not checked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import re
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .export import FORMATS, example_input, export_model
+from .space import Arch, SearchSpace
+
+RUN_ID = re.compile(r"^[0-9a-f]{32}$")
+MAX_REL_ERROR = 1e-4  # max |exported - supernet| / max |supernet logit|
+
+
+class ExportCheckError(RuntimeError):
+    """An exported model's outputs differ from the supernet's active path."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m autovit_ray.export", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--arch", required=True, help="arch JSON file, inline JSON, or an MLflow run id")
+    p.add_argument("--checkpoint", required=True,
+                   help="a supernet checkpoint directory, or an experiment directory with --supernet")
+    p.add_argument("--supernet", default=None, help="xxs, xs or s (when --checkpoint is an experiment)")
+    p.add_argument("--format", default="torchscript,onnx,coreml",
+                   help=f"comma-separated, of {','.join(FORMATS)}; empty: only the .arch.json + .pth")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--name", default=None, help="file name stem (default: the arch's name)")
+    p.add_argument("--mlflow-uri", default=None,
+                   help="for a run id (default: $MLFLOW_TRACKING_URI or sqlite in the experiment dir)")
+    p.add_argument("--data-dir", default=None, help="override the checkpoint's data directory")
+    p.add_argument("--calib-batches", type=int, default=None, help="BN recalibration batches (default all)")
+    return p
+
+
+def parse_formats(text: str) -> tuple[str, ...]:
+    formats = tuple(dict.fromkeys(f.strip() for f in text.split(",") if f.strip()))
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown:
+        raise ValueError(f"unknown export format(s) {unknown}; allowed: {', '.join(FORMATS)}")
+    return formats
+
+
+def experiment_dir_of(checkpoint: Path) -> Path:
+    """<experiment>/checkpoints/<supernet>/epoch_NNNN -> <experiment>."""
+    checkpoint = checkpoint if checkpoint.is_dir() else checkpoint.parent
+    return checkpoint.parent.parent.parent
+
+
+def arch_from_run(run_id: str, tracking_uri: str) -> Arch:
+    """The arch of a search's candidate run (params) or parent run (`best_arch` tag)."""
+    from mlflow.exceptions import MlflowException
+
+    from .tracking import _client
+
+    try:
+        run = _client(tracking_uri).get_run(run_id)
+    except MlflowException:
+        raise ValueError(f"unknown MLflow run id {run_id!r} in {tracking_uri} "
+                         "(pass --mlflow-uri for another tracking store)") from None
+    if "num_transformer_stages" in run.data.params:
+        try:
+            return Arch.from_params(run.data.params)
+        except ValueError as exc:
+            raise ValueError(f"MLflow run {run_id}: {exc}") from None
+    if "best_arch" in run.data.tags:
+        return Arch.from_json(run.data.tags["best_arch"])
+    raise ValueError(f"MLflow run {run_id} holds no arch: expected a search candidate run (arch fields "
+                     "as params) or a search's parent run (best_arch tag)")
+
+
+def resolve_arch(spec: str, tracking_uri: Callable[[], str]) -> Arch:
+    """An Arch from inline JSON, a JSON file or an MLflow run id (`tracking_uri()` is only asked then)."""
+    text = spec.strip()
+    if text.startswith("{"):
+        return Arch.from_json(text)
+    path = Path(text).expanduser()
+    if path.is_file():
+        try:
+            return Arch.from_json(path.read_text())
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from None
+    if RUN_ID.match(text):
+        return arch_from_run(text, tracking_uri())
+    raise ValueError(f"--arch {spec!r} is neither inline JSON, an existing JSON file nor an MLflow run id "
+                     "(32 hex digits)")
+
+
+def check_in_space(arch: Arch, space: SearchSpace, checkpoint: Path) -> None:
+    try:
+        space.validate(arch)
+    except ValueError as exc:
+        raise ValueError(f"the arch does not belong to the checkpoint's space ({space.name!r}, profile "
+                         f"{space.profile.name!r}, {checkpoint}): {exc}") from None
+
+
+def errors(output: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
+    """(max abs error, max abs error / max |reference|)."""
+    abs_err = float(np.abs(output - reference).max())
+    return abs_err, abs_err / max(float(np.abs(reference).max()), 1e-12)
+
+
+def run_exported(fmt: str, path: Path, x: torch.Tensor) -> np.ndarray | None:
+    """The exported model's output on `x`; None where it cannot run here (CoreML off macOS)."""
+    if fmt == "torchscript":
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated, still supported
+            return torch.jit.load(str(path)).eval()(x).numpy()
+    if fmt == "torch_export":
+        with torch.no_grad():
+            return torch.export.load(str(path)).module()(x).numpy()
+    if fmt == "onnx":
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return session.run(None, {"image": x.numpy()})[0]
+    return None  # coreml: conversion only on Linux; prediction needs macOS (FP16 there: not asserted)
+
+
+def check_outputs(outputs: dict[str, Callable[[], np.ndarray | None]], reference: np.ndarray,
+                  max_rel: float = MAX_REL_ERROR) -> dict[str, dict[str, Any]]:
+    """Compare each output with the reference; print one line each; raise ExportCheckError on a miss."""
+    checks: dict[str, dict[str, Any]] = {}
+    failed = []
+    for label, run in outputs.items():
+        out = run()
+        if out is None:
+            checks[label] = {"checked": False}
+            why = "CoreML prediction needs macOS" if sys.platform != "darwin" else "not compared here"
+            print(f"  {label:<14} not checked (converted only: {why})")
+            continue
+        abs_err, rel_err = errors(out, reference)
+        ok = rel_err <= max_rel
+        checks[label] = {"checked": True, "max_abs_error": abs_err, "max_rel_error": rel_err, "ok": ok}
+        print(f"  {label:<14} max abs error {abs_err:.2e}, relative {rel_err:.2e}  {'ok' if ok else 'MISMATCH'}")
+        if not ok:
+            failed.append(label)
+    if failed:
+        raise ExportCheckError(f"outputs of {', '.join(failed)} differ from the supernet's active path by "
+                               f"more than {max_rel:g} relative")
+    return checks
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    import timm
+
+    from .checkpoint import load_supernet
+    from .data import build_loader
+    from .models import calibrated_subnet, save_subnet
+    from .search.cli import resolve_checkpoint
+    from .tracking import default_tracking_uri
+
+    formats = parse_formats(args.format)
+    if args.calib_batches is not None and args.calib_batches < 1:
+        raise ValueError(f"--calib-batches must be >= 1, got {args.calib_batches}")
+    checkpoint = resolve_checkpoint(args)
+    arch = resolve_arch(args.arch, lambda: default_tracking_uri(experiment_dir_of(checkpoint), args.mlflow_uri))
+    supernet, space, config = load_supernet(checkpoint)
+    check_in_space(arch, space, checkpoint)
+    data = dataclasses.replace(config.data, data_dir=args.data_dir) if args.data_dir else config.data
+
+    start = time.perf_counter()
+    subnet, reference = calibrated_subnet(supernet, arch, build_loader(data, "calib", resolution=arch.resolution),
+                                          args.calib_batches)
+    out = Path(args.out)
+    name = args.name or str(arch)
+    arch_path, weights = save_subnet(subnet, arch, out, name)
+    paths = export_model(subnet, arch.resolution, out, name, formats) if formats else {}
+
+    x = example_input(arch.resolution, seed=1)  # not the tracing input (seed 0)
+    with torch.no_grad():
+        expected = reference(x).numpy()
+
+    def torch_output(model: nn.Module) -> Callable[[], np.ndarray]:
+        def run_model() -> np.ndarray:
+            with torch.no_grad():
+                return model.eval()(x).numpy()
+        return run_model
+
+    def timm_model() -> nn.Module:
+        return timm.create_model("autovit", arch=str(arch_path), num_classes=supernet.num_classes,
+                                 checkpoint_path=str(weights))
+
+    print(f"{arch}  ({arch.arch_hash}, supernet {space.name}, profile {space.profile.name}, "
+          f"{arch.resolution} px, {supernet.num_classes} classes)")
+    print(f"checking against the supernet's active path ({checkpoint}), BN recalibrated on the calib split:")
+    outputs: dict[str, Callable[[], np.ndarray | None]] = {
+        "subnet (torch)": torch_output(subnet),
+        "timm .pth": lambda: torch_output(timm_model())(),
+    }
+    outputs.update({fmt: (lambda f=fmt, p=path: run_exported(f, p, x)) for fmt, path in paths.items()})
+    checks = check_outputs(outputs, expected)
+    print(f"wrote ({time.perf_counter() - start:.1f} s):")
+    for label, path in (("arch", arch_path), ("weights", weights), *paths.items()):
+        print(f"  {label:<12} {path}")
+    print(f'load with: import autovit_ray.models; timm.create_model("autovit", arch="{arch_path}", '
+          f'num_classes={supernet.num_classes}, checkpoint_path="{weights}")')
+    return {"arch": arch.to_dict(), "arch_json": str(arch_path), "weights": str(weights),
+            "exports": {k: str(v) for k, v in paths.items()}, "checks": checks, "checkpoint": str(checkpoint)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        run(args)
+    except ValueError as exc:  # bad input: one clear message, no traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except ExportCheckError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+__all__ = ["ExportCheckError", "arch_from_run", "build_parser", "main", "resolve_arch", "run"]

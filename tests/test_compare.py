@@ -1,0 +1,95 @@
+"""`python -m autovit_ray.compare` (issue 6): a finished search's best models from MLflow against
+timm reference models, measured on one backend; table, CSV / JSON / plot, MLflow run "compare"."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import timm
+import torch
+from torch import nn
+
+from autovit_ray.compare import NOT_TRAINED, compare_experiment, main, runnable_resolution
+from autovit_ray.space import Arch
+
+
+def test_compare_table_files_and_mlflow_run(finished_digits_search, tmp_path, capsys):
+    from mlflow.tracking import MlflowClient
+
+    search = finished_digits_search
+    # A "trained" reference: a saved state dict of the same architecture (fresh weights are enough
+    # to show the test split is read); test_resnet stays untrained.
+    reference = timm.create_model("mobilevit_xxs", pretrained=False, num_classes=10)
+    weights = tmp_path / "mobilevit_xxs.pt"
+    torch.save({"model": reference.state_dict(), "epoch": 1}, weights)
+    out = tmp_path / "cmp"
+    rows = compare_experiment(search.dir, references=["test_resnet", "mobilevit_xxs"],
+                              reference_checkpoints={"mobilevit_xxs": weights}, repeats=4, rounds=2,
+                              out=out, eval_batches=2)
+    printed = capsys.readouterr().out
+
+    best = search.results["best"]
+    assert [r["model"] for r in rows[:2]] == [f"{search.name}-top1", f"{search.name}-top2"]
+    for row, reported in zip(rows[:2], best):
+        assert row["kind"] == "searched" and row["resolution"] == 8
+        assert row["test_top1"] == pytest.approx(reported["test_top1"])
+        assert row["params"] == reported["params"] and row["macs"] == reported["macs"]
+        assert row["arch_hash"] == Arch.from_dict(reported["arch"]).arch_hash
+    resnet, mobilevit = rows[2], rows[3]
+    assert resnet["test_top1"] == NOT_TRAINED and resnet["latency_ratio"] == 1.0  # the first reference
+    assert mobilevit["kind"] == "reference" and mobilevit["model"].startswith("mobilevit_xxs (stem stride 1)")
+    assert isinstance(mobilevit["test_top1"], float) and 0.0 <= mobilevit["test_top1"] <= 100.0
+    assert mobilevit["params"] == sum(p.numel() for p in reference.parameters())
+    for row in rows:
+        assert row["latency_ms"] > 0 and row["macs"] > 0 and row["samples"] == 4
+        assert row["latency_ratio"] == pytest.approx(row["latency_ms"] / resnet["latency_ms"])
+        assert row["model"] in printed
+    assert NOT_TRAINED in printed
+
+    with open(out / "compare.csv", newline="") as f:
+        table = list(csv.DictReader(f))
+    assert [r["model"] for r in table] == [r["model"] for r in rows]
+    assert json.loads((out / "compare.json").read_text())["backend"] == "torch-cpu"
+    assert (out / "compare.png").read_bytes()[:4] == b"\x89PNG"
+
+    client = MlflowClient(search.mlflow_uri)
+    experiment = client.get_experiment_by_name("autovit-search")
+    (run,) = client.search_runs([experiment.experiment_id], "tags.role = 'compare'")
+    assert run.info.run_name == "compare" and run.info.status == "FINISHED"
+    assert run.data.params["backend"] == "torch-cpu" and run.data.params["references"] == "test_resnet,mobilevit_xxs"
+    assert {"compare.csv", "compare.json", "compare.png"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert run.data.metrics[f"{search.name}-top1/latency_ms"] == pytest.approx(rows[0]["latency_ms"])
+
+
+class _NeedsMultipleOf32(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] % 32:
+            raise RuntimeError(f"input size {x.shape[-1]} not divisible by 32")
+        return x.mean(dim=(2, 3))
+
+
+def test_reference_measured_at_smallest_supported_resolution():
+    assert runnable_resolution(_NeedsMultipleOf32(), 64) == (64, "")
+    resolution, note = runnable_resolution(_NeedsMultipleOf32(), 8)
+    assert resolution == 32 and "measured at 32 px" in note and "not divisible by 32" in note
+
+
+def test_bad_compare_inputs(finished_digits_search, tmp_path, capsys):
+    def fails(*argv: str) -> str:
+        assert main(list(argv)) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err, err
+        return err
+
+    exp = str(finished_digits_search.dir)
+    assert "not a directory" in fails("--experiment", "no-such-experiment")
+    assert "no mlflow.db" in fails("--experiment", str(tmp_path))
+    assert "no MLflow experiment 'nope'" in fails("--experiment", "nope", "--mlflow-uri",
+                                                   finished_digits_search.mlflow_uri, "--out", str(tmp_path))
+    assert "unknown timm model 'no_such_net'" in fails("--experiment", exp, "--references", "no_such_net")
+    assert "expects NAME=PATH" in fails("--experiment", exp, "--reference-checkpoint", "mobilevit_xxs")
+    assert "no file" in fails("--experiment", exp, "--reference-checkpoint", f"mobilevit_xxs={tmp_path}/x.pt")
+    assert "no finished search named ['other']" in fails("--experiment", exp, "--searches", "other")
+    assert "unknown latency backend" in fails("--experiment", exp, "--backend", "tpu", "--references", "")
