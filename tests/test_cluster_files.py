@@ -8,13 +8,17 @@ from pathlib import Path
 import pytest
 import yaml
 
+from autovit_ray.compare import build_parser as compare_parser
+from autovit_ray.export_cli import build_parser as export_parser
+from autovit_ray.pipeline import build_parser as pipeline_parser
 from autovit_ray.profile import build_parser as profile_parser
 from autovit_ray.search.cli import build_parser as search_parser
 from autovit_ray.train import build_arg_parser as train_parser
 
 CLUSTER = Path(__file__).resolve().parent.parent / "cluster"
 PARSERS = {"autovit_ray.train": train_parser, "autovit_ray.profile": profile_parser,
-           "autovit_ray.search": search_parser}
+           "autovit_ray.search": search_parser, "autovit_ray.export": export_parser,
+           "autovit_ray.compare": compare_parser, "autovit_ray.pipeline": pipeline_parser}
 
 
 def commands() -> list[str]:
