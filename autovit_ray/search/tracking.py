@@ -43,8 +43,14 @@ class SearchTracker:
             children = self.client.search_runs(
                 [self.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{self.parent_id}'",
                 max_results=50000)
-            self.logged = {run.data.tags.get("arch_hash", "") for run in children}
-            self.finished = {run.data.tags["arch_hash"]: _tune_result(run.data.metrics) for run in children
+            # A child is complete once terminated FINISHED (its last write); one cut by a kill of the
+            # driver while it was being logged is deleted, and its candidate logged again when it finishes.
+            complete = [run for run in children if run.info.status == "FINISHED"]
+            for run in children:
+                if run.info.status != "FINISHED":
+                    _retry(lambda run=run: self.client.delete_run(run.info.run_id))
+            self.logged = {run.data.tags.get("arch_hash", "") for run in complete}
+            self.finished = {run.data.tags["arch_hash"]: _tune_result(run.data.metrics) for run in complete
                              if run.data.tags.get("arch_hash") and "val_top1" in run.data.metrics}
             self.client.update_run(self.parent_id, status="RUNNING")
         else:

@@ -1,0 +1,196 @@
+"""Integration tests (issue 7): a real Ray head with token auth and `ray job submit`, and a simulated
+multi-node cluster (`ray.cluster_utils.Cluster`) over which the trainers and evaluator actors spread.
+
+Run apart from the unit suite: `pytest -m integration`. Each test starts its own Ray under its own
+temp dir and ports, and stops exactly the processes it started (never `ray stop`)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from integration_utils import (
+    PYTHON,
+    RAY_BIN,
+    REPO,
+    RayTemp,
+    free_port_range,
+    free_ports,
+    mlflow_runs,
+    tail,
+    tiny_train_argv,
+    wait_for,
+)
+
+pytestmark = pytest.mark.integration
+
+
+def _http_status(url: str, token: str | None = None) -> int:
+    request = urllib.request.Request(url)
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status
+    except urllib.error.HTTPError as e:
+        return e.code
+    except (urllib.error.URLError, OSError):
+        return 0
+
+
+def _job_status(ray_env: dict[str, str], address: str, job_id: str) -> str:
+    out = subprocess.run([RAY_BIN, "job", "status", "--address", address, job_id], env=ray_env,
+                         capture_output=True, text=True, timeout=120)
+    return out.stdout + out.stderr
+
+
+def _start_head(temp: RayTemp, ray_env: dict[str, str], tmp_path: Path, attempts: int = 3):
+    """`ray start --head --block` on 127.0.0.1 with its own ports and temp dir; (process, job API address).
+
+    Ray waits a fixed 30 s for the raylet to register with the GCS; on a loaded 2-core machine that
+    can run out, and `ray start` exits: then the attempt is stopped (by PID) and retried on new ports."""
+    for attempt in range(1, attempts + 1):
+        (gcs, dashboard, client, node_manager, object_manager, agent_listen, agent_grpc, metrics,
+         runtime_env_agent) = ports = free_ports(9)
+        lo, hi = free_port_range(40, avoid=ports)
+        log = tmp_path / f"head-{attempt}.log"
+        head = temp.spawn([
+            RAY_BIN, "start", "--head", "--block", "--node-ip-address", "127.0.0.1", "--port", gcs,
+            "--num-cpus", "2", "--num-gpus", "0", "--temp-dir", temp.path,
+            "--include-dashboard", "true", "--dashboard-host", "127.0.0.1", "--dashboard-port", dashboard,
+            "--ray-client-server-port", client, "--node-manager-port", node_manager,
+            "--object-manager-port", object_manager, "--dashboard-agent-listen-port", agent_listen,
+            "--dashboard-agent-grpc-port", agent_grpc, "--metrics-export-port", metrics,
+            "--runtime-env-agent-port", runtime_env_agent, "--min-worker-port", lo, "--max-worker-port", hi,
+            "--object-store-memory", str(200 * 1024 * 1024), "--disable-usage-stats",
+        ], log, env=ray_env)
+        address = f"http://127.0.0.1:{dashboard}"
+        try:
+            wait_for(lambda log=log: "Ray runtime started" in tail(log, 100_000), 240, "`ray start --head`",
+                     alive=head)
+        except AssertionError:
+            if attempt == attempts or "timed out during startup" not in tail(log):
+                raise AssertionError(f"ray start --head failed:\n{tail(log)}") from None
+            temp.stop_all()
+            continue
+        url = f"{address}/api/version"
+        wait_for(lambda url=url: _http_status(url, ray_env["RAY_AUTH_TOKEN"]) == 200, 120, "the job API",
+                 alive=head)
+        return head, address
+    raise AssertionError("unreachable")
+
+
+def _submit(temp: RayTemp, ray_env: dict[str, str], address: str, job_id: str, module_argv: list[str],
+            log: Path, timeout: float) -> str:
+    """`ray job submit` (blocking, logs followed) of `<venv python> -m ...`; the final `ray job status`."""
+    runtime_env = {"excludes": [".git", ".venv", "outputs", "mlruns", "*.egg-info", "__pycache__",
+                                ".pytest_cache", ".ruff_cache", ".hypothesis"]}
+    cmd = [RAY_BIN, "job", "submit", "--address", address, "--submission-id", job_id,
+           "--working-dir", str(REPO), "--runtime-env-json", json.dumps(runtime_env),
+           "--", PYTHON, *module_argv]
+    for attempt in range(1, 11):
+        attempt_log = log.with_name(f"{log.stem}-{attempt}{log.suffix}")
+        rc = temp.run(cmd, attempt_log, timeout=timeout, env=ray_env)
+        # The head's job agent registers a little after `ray start` returns; the job was not created.
+        if rc == 0 or "No available agent" not in tail(attempt_log):
+            break
+        time.sleep(5)
+    log = attempt_log
+    status = _job_status(ray_env, address, job_id)
+    assert rc == 0 and f"Job '{job_id}' succeeded" in status, f"job {job_id}: rc {rc}, status {status}\n{tail(log)}"
+    # The same through the job REST API (with the token).
+    request = urllib.request.Request(f"{address}/api/jobs/{job_id}")
+    request.add_header("Authorization", f"Bearer {ray_env['RAY_AUTH_TOKEN']}")
+    with urllib.request.urlopen(request, timeout=30) as response:
+        info = json.loads(response.read())
+    assert info["status"] == "SUCCEEDED" and info["entrypoint"].startswith(PYTHON), info
+    return status
+
+
+def test_real_head_token_auth_job_submit_train_and_search(tmp_path):
+    """`ray start --head` (token auth, 127.0.0.1, own ports and temp dir), then train and search
+    submitted with `ray job submit --working-dir`; both jobs succeed, outputs and MLflow runs exist;
+    teardown stops exactly the processes of this head, by PID."""
+    start = time.monotonic()
+    with RayTemp() as temp:
+        # The token: generated by `ray get-auth-token --generate` into a private home (never touches
+        # ~/.ray/auth_token), then handed to every process as RAY_AUTH_TOKEN.
+        home = temp.path / "home"
+        home.mkdir()
+        token = subprocess.run([RAY_BIN, "get-auth-token", "--generate"], env=temp.env(HOME=str(home)),
+                               capture_output=True, text=True, timeout=120, check=True).stdout.strip()
+        assert len(token) >= 16 and (home / ".ray" / "auth_token").read_text().strip() == token
+        ray_env = temp.env(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token)
+
+        head, address = _start_head(temp, ray_env, tmp_path)
+        # Token auth is on: the job API refuses a request without the token.
+        assert _http_status(f"{address}/api/jobs/") in (401, 403)
+        assert _http_status(f"{address}/api/jobs/", token) == 200
+
+        out = tmp_path / "out"  # absolute: the job runs in a copy of the working dir
+        train_argv = ["-m", "autovit_ray.train", *tiny_train_argv(out, "cluster", "xxs")]
+        _submit(temp, ray_env, address, "avr-train", train_argv, tmp_path / "train-job.log", 420)
+        exp = out / "cluster"
+        summary = json.loads((exp / "train_summary.json").read_text())
+        assert summary["xxs"]["status"] == "OK" and summary["xxs"]["epoch"] == 2
+        assert (exp / "checkpoints" / "xxs" / "epoch_0002" / "state.pt").is_file()
+
+        search_argv = ["-m", "autovit_ray.search", "--checkpoint", str(exp), "--supernet", "xxs",
+                       "--params-budget", "10M", "--strategy", "random", "--max-evaluations", "4",
+                       "--evaluators", "1", "--cpus-per-evaluator", "0.5", "--eval-batches", "1",
+                       "--calib-batches", "1", "--top-k", "1", "--export-formats", "torchscript",
+                       "--name", "cluster-search"]
+        _submit(temp, ray_env, address, "avr-search", search_argv, tmp_path / "search-job.log", 420)
+        results = json.loads((exp / "search" / "cluster-search" / "results.json").read_text())
+        assert results["evaluations"] == 4 and results["failed"] == 0
+        assert Path(results["best"][0]["exports"]["torchscript"]).is_file()
+
+        logs = subprocess.run([RAY_BIN, "job", "logs", "--address", address, "avr-search"], env=ray_env,
+                              capture_output=True, text=True, timeout=120).stdout
+        assert "Best models" in logs
+
+        # MLflow: the training run of xxs and the search's parent run with a child per candidate.
+        train_runs = mlflow_runs(exp / "mlflow.db", "cluster")
+        assert [r.info.run_name for r in train_runs] == ["xxs"] and train_runs[0].info.status == "FINISHED"
+        assert "val_top1_smallest" in train_runs[0].data.metrics
+        searches = mlflow_runs(exp / "mlflow.db", "autovit-search", "tags.role = 'search'")
+        assert len(searches) == 1 and searches[0].info.status == "FINISHED"
+        children = mlflow_runs(exp / "mlflow.db", "autovit-search", "tags.role = 'candidate'")
+        assert len(children) == 4 and len({c.data.tags["arch_hash"] for c in children}) == 4
+
+        # Teardown by PID: SIGTERM to `ray start --block`'s group stops the head it started.
+        temp.stop_all()
+        assert head.poll() is not None
+    assert not temp.leftover, f"Ray processes left running: {temp.leftover}"
+    assert not temp.path.exists()
+    print(f"real head test: {time.monotonic() - start:.0f} s; stopped by PID after the head's process group: "
+          f"{sorted(cmd.split()[0] for cmd in temp.stragglers.values())}")
+
+
+def test_simulated_multinode_spreads_trainers_and_evaluators(tmp_path):
+    """3 logical nodes of 1 CPU (`ray.cluster_utils.Cluster`, in a subprocess so that it never meets the
+    session's Ray): the three trainers (one 1-CPU worker each) run on three different nodes and finish;
+    the two evaluator actors (SPREAD) run on two different nodes and evaluate."""
+    with RayTemp() as temp:
+        result_path = tmp_path / "multinode.json"
+        log = tmp_path / "multinode.log"
+        rc = temp.run([PYTHON, REPO / "tests" / "integration_utils.py", "multinode", tmp_path / "out", result_path],
+                      log, timeout=480)
+        assert rc == 0, tail(log)
+        result = json.loads(result_path.read_text())
+    assert not temp.leftover, f"Ray processes left running: {temp.leftover}"
+    assert len(set(result["nodes"])) == 3
+    assert result["train_rc"] == 0
+    summary = result["train_summary"]
+    assert {s: summary[s]["status"] for s in ("xxs", "xs", "s")} == {"xxs": "OK", "xs": "OK", "s": "OK"}
+    trainer_nodes = [summary[s]["worker"]["node_id"] for s in ("xxs", "xs", "s")]
+    assert len(set(trainer_nodes)) == 3 and set(trainer_nodes) <= set(result["nodes"]), trainer_nodes
+    evaluator_nodes = [s["node_id"] for s in result["evaluator_stats"]]
+    assert len(set(evaluator_nodes)) == 2, evaluator_nodes
+    assert [e["split"] for e in result["evaluations"]] == ["val", "val"]
+    assert all(0.0 <= e["val_top1"] <= 100.0 for e in result["evaluations"])

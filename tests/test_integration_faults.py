@@ -1,0 +1,202 @@
+"""Fault integration tests (issue 7): a training worker killed mid-epoch, an evaluator actor killed
+mid-search, the search driver killed and rerun. Each runs the real CLI (`python -m autovit_ray.train`
+/ `python -m autovit_ray.search`) in a subprocess with its own local Ray under its own temp dir, kills
+processes by PID, and checks afterwards that no Ray process of that temp dir is left."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import sqlite3
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from integration_utils import (
+    PYTHON,
+    RayTemp,
+    mlflow_runs,
+    ray_actor_pids,
+    tail,
+    tiny_train_argv,
+    tune_trial_results,
+    wait_for,
+)
+
+pytestmark = pytest.mark.integration
+
+EPOCHS, STEPS = 4, 8
+SEARCH = ["--params-budget", "10M", "--strategy", "random", "--evaluators", "2", "--cpus-per-evaluator", "0.5",
+          "--eval-batches", "1", "--calib-batches", "1", "--top-k", "1", "--export-formats", "torchscript",
+          "--num-cpus", "2"]
+
+
+def _arch_log_epochs(path: Path) -> list[int]:
+    """The epoch of every step line of an arch log, in order."""
+    if not path.is_file():
+        return []
+    return [int(line.split()[0]) for line in path.read_text().splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def killed_worker_run(tmp_path_factory):
+    """`python -m autovit_ray.train` (xxs, 4 epochs of 8 steps, one worker, ray.max_failures=1) whose
+    RayTrainWorker is SIGKILLed in the middle of epoch 2, after epoch 1's checkpoint exists."""
+    root = tmp_path_factory.mktemp("faults-train")
+    with RayTemp() as temp:
+        argv = tiny_train_argv(root, "fault", "xxs", "train.arch_log=true", f"train.epochs={EPOCHS}",
+                               f"train.max_steps_per_epoch={STEPS}", "ray.cpus_per_worker=1",
+                               "ray.max_failures=1")
+        log = root / "train.log"
+        proc = temp.spawn([PYTHON, "-m", "autovit_ray.train", *argv, "--set", "ray.num_cpus=2"], log)
+        exp = root / "fault"
+        arch_log = exp / "arch_log" / "xxs" / "rank0.txt"
+        wait_for(lambda: (exp / "checkpoints" / "xxs" / "epoch_0001" / "meta.json").is_file(), 300,
+                 "epoch 1's checkpoint", alive=proc)
+        # Mid-epoch 2: at least one of its steps done, at least two to go.
+        wait_for(lambda: 1 <= _arch_log_epochs(arch_log).count(2) <= STEPS - 2, 120,
+                 "the first steps of epoch 2", interval=0.05, alive=proc)
+        killed_at_step = _arch_log_epochs(arch_log).count(2)
+        workers = ray_actor_pids(str(temp.path), "RayTrainWorker")
+        assert len(workers) == 1, workers
+        os.kill(workers[0], signal.SIGKILL)
+        try:
+            rc = proc.wait(timeout=420)
+        except Exception:
+            temp.kill_group(proc)
+            raise AssertionError(f"training did not finish after the kill:\n{tail(log)}") from None
+        # The driver shut its Ray down: nothing of this temp dir may be running any more.
+        left_after_exit = temp.stop_all()
+    return {"rc": rc, "log": log, "exp": exp, "arch_log": arch_log, "killed_pid": workers[0],
+            "killed_at_step": killed_at_step, "left_after_exit": left_after_exit, "leftover": temp.leftover}
+
+
+def test_training_worker_killed_mid_epoch_resumes_from_last_checkpoint(killed_worker_run):
+    from autovit_ray.checkpoint import find_checkpoint, load_supernet, read_meta
+
+    run = killed_worker_run
+    assert run["rc"] == 0, tail(run["log"])
+    output = run["log"].read_text()
+    assert "[xxs] resumed after epoch 1" in output  # Ray Train restarted the worker from the checkpoint
+    # At most one epoch lost: epoch 1 ran once, epoch 2 was cut at the kill and rerun in full, the rest once.
+    # (The worker may finish one more step between reading the log and the kill.)
+    epochs = Counter(_arch_log_epochs(run["arch_log"]))
+    partial = epochs.pop(2) - STEPS
+    assert epochs == {1: STEPS, 3: STEPS, 4: STEPS} and run["killed_at_step"] <= partial <= run["killed_at_step"] + 1, \
+        (epochs, partial, run["killed_at_step"])
+    summary = json.loads((run["exp"] / "train_summary.json").read_text())["xxs"]
+    assert summary["status"] == "OK" and summary["epoch"] == EPOCHS
+    assert summary["worker"]["pid"] not in (None, run["killed_pid"])  # a new worker finished the run
+    final = find_checkpoint(run["exp"], "xxs", final=True)
+    supernet, space, config = load_supernet(final)
+    assert read_meta(final)["epoch"] == EPOCHS and space.name == "xxs" and config.train.epochs == EPOCHS
+    runs = mlflow_runs(run["exp"] / "mlflow.db", "fault")
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    assert not run["left_after_exit"], f"Ray processes outlived the driver: {run['left_after_exit']}"
+    assert not run["leftover"]
+
+
+def _search_cmd(exp: Path, out: Path, name: str, max_evaluations: int) -> list[str]:
+    return [PYTHON, "-m", "autovit_ray.search", "--checkpoint", str(exp), "--supernet", "xxs", *SEARCH,
+            "--max-evaluations", str(max_evaluations), "--name", name, "--output-dir", str(out)]
+
+
+def _children(out: Path) -> list:
+    return mlflow_runs(out / "mlflow.db", "autovit-search", "tags.role = 'candidate'") \
+        if (out / "mlflow.db").is_file() else []
+
+
+def _finished_candidates(out: Path) -> int:
+    """Candidates the running search has finished: its complete (FINISHED) MLflow child runs, logged as each trial completes
+    (Tune copies trial result files into its storage only every ~10 s). Read with sqlite3, read-only:
+    an MlflowClient would create / migrate the database under the search that is creating it."""
+    db = out / "mlflow.db"
+    if not db.is_file():
+        return 0
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)) as con:
+            return con.execute("SELECT COUNT(*) FROM runs JOIN tags ON tags.run_uuid = runs.run_uuid WHERE "
+                               "tags.key = 'role' AND tags.value = 'candidate' AND runs.status = 'FINISHED'"
+                               ).fetchone()[0]
+    except sqlite3.Error:  # not created yet, or locked by the writer: ask again
+        return 0
+
+
+def test_evaluator_actor_killed_mid_search(killed_worker_run, tmp_path):
+    """SIGKILL one EvaluatorActor process after the first candidates finished: Ray restarts it, the pool
+    retries the lost request, the search completes with every evaluation counted exactly once."""
+    total = 16
+    with RayTemp() as temp:
+        log = tmp_path / "search.log"
+        proc = temp.spawn(_search_cmd(killed_worker_run["exp"], tmp_path, "actor-kill", total), log)
+        tune_dir = tmp_path / "tune" / "actor-kill"
+        wait_for(lambda: _finished_candidates(tmp_path) >= 2, 400, "the first finished candidates", alive=proc,
+                 interval=0.2)
+        actors = ray_actor_pids(str(temp.path), "EvaluatorActor")
+        assert len(actors) == 2, actors
+        done_before = _finished_candidates(tmp_path)
+        os.kill(actors[0], signal.SIGKILL)
+        try:
+            rc = proc.wait(timeout=300)
+        except Exception:
+            temp.kill_group(proc)
+            raise AssertionError(f"the search did not finish after the actor kill:\n{tail(log)}") from None
+        left_after_exit = temp.stop_all()
+    assert rc == 0, tail(log)
+    assert done_before < total, "the search finished before the kill: nothing was tested"
+    results = json.loads((tmp_path / "search" / "actor-kill" / "results.json").read_text())
+    assert results["evaluations"] == total and results["failed"] == 0
+    # Each candidate evaluated once: one Tune result per trial, one MLflow child per arch, all distinct.
+    trial_results = tune_trial_results(tune_dir)
+    assert len(trial_results) == total and len({r["arch_hash"] for r in trial_results}) == total
+    children = _children(tmp_path)
+    assert len(children) == total and len({c.data.tags["arch_hash"] for c in children}) == total
+    # The killed actor was restarted (a new process that loaded the checkpoint again).
+    pids = [s["pid"] for s in results["evaluator_stats"]]
+    assert actors[0] not in pids and all(s["checkpoint_loads"] == 1 for s in results["evaluator_stats"])
+    assert not left_after_exit and not temp.leftover, (left_after_exit, temp.leftover)
+
+
+def test_search_driver_killed_and_rerun_resumes(killed_worker_run, tmp_path):
+    """SIGKILL the `python -m autovit_ray.search` driver after some candidates finished, stop what it
+    left, rerun the same command (same --name): it resumes, and no finished candidate is evaluated again."""
+    total = 16
+    exp = killed_worker_run["exp"]
+    tune_dir = tmp_path / "tune" / "driver-kill"
+    with RayTemp() as temp:
+        log = tmp_path / "search1.log"
+        proc = temp.spawn(_search_cmd(exp, tmp_path, "driver-kill", total), log)
+        wait_for(lambda: _finished_candidates(tmp_path) >= 3, 400, "3 finished candidates", alive=proc,
+                 interval=0.2)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        logged_before = {c.data.tags["arch_hash"] for c in _children(tmp_path) if c.info.status == "FINISHED"}
+        assert 3 <= len(logged_before) < total, "the search finished before the kill: nothing was tested"
+        temp.stop_all()  # what the killed driver's local Ray left behind (workers, raylet, GCS), by PID
+
+        log2 = tmp_path / "search2.log"
+        rerun_start = time.time()
+        rc = temp.run(_search_cmd(exp, tmp_path, "driver-kill", total), log2, timeout=420)
+        left_after_exit = temp.stop_all()
+    assert rc == 0, tail(log2)
+    results = json.loads((tmp_path / "search" / "driver-kill" / "results.json").read_text())
+    assert results["evaluations"] == total and results["failed"] == 0
+    # The rerun's trial results: evaluated by the pool, or (`cached`) reported from the MLflow child of a
+    # candidate the killed run finished after Tune's last experiment checkpoint.
+    rerun = [r for r in tune_trial_results(tune_dir) if r["timestamp"] >= int(rerun_start)]
+    evaluated = Counter(r["arch_hash"] for r in rerun if not r.get("cached"))
+    assert not set(evaluated) & logged_before, "finished candidates were evaluated again"
+    assert all(n == 1 for n in evaluated.values()), evaluated
+    assert len(evaluated) <= total - len(logged_before)  # it resumed: no fresh start
+    # Every evaluation the rerun's actors made is one of those (plus the top-1's test-split report).
+    assert sum(s["evaluations"] for s in results["evaluator_stats"]) == len(evaluated) + 1
+    children = _children(tmp_path)
+    assert len(children) == total and len({c.data.tags["arch_hash"] for c in children}) == total
+    assert all(c.info.status == "FINISHED" and "val_top1" in c.data.metrics for c in children)
+    assert logged_before <= {c.data.tags["arch_hash"] for c in children}
+    parents = mlflow_runs(tmp_path / "mlflow.db", "autovit-search", "tags.role = 'search'")
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"  # the rerun reused the parent
+    assert not left_after_exit and not temp.leftover, (left_after_exit, temp.leftover)
