@@ -62,9 +62,10 @@ def trained_digits_experiment(ray_session, tmp_path_factory):
 @pytest.fixture(scope="session")
 def finished_digits_search(trained_digits_experiment, ray_session, tmp_path_factory):
     """A tiny finished search through `python -m autovit_ray.search` on the session's xxs digits
-    supernet (random strategy, 4 evaluations, 1 evaluator actor, top 2 exported as TorchScript, no
-    LUT). `.dir` holds `mlflow.db` and `search/<name>/results.json`; `.mlflow_uri` is its tracking
-    URI; `.results` the parsed results.json. Read-only: do not write into it."""
+    supernet (coarse-to-fine, 2 generations of 3 under a 1.6 M parameter budget, 2 evaluator actors,
+    top 2 exported as TorchScript, no LUT). `.dir` holds `mlflow.db` and `search/<name>/results.json`;
+    `.mlflow_uri` is its tracking URI; `.results` the parsed results.json. Read-only: do not write
+    into it (test_search_real reruns `.argv` to show that a finished search changes nothing)."""
     import json
     from types import SimpleNamespace
 
@@ -75,9 +76,9 @@ def finished_digits_search(trained_digits_experiment, ray_session, tmp_path_fact
     checkpoint = find_checkpoint(trained_digits_experiment.dir, "xxs")
     name = "tiny"
     argv = ["--checkpoint", str(checkpoint), "--name", name, "--output-dir", str(output_dir),
-            "--strategy", "random", "--max-evaluations", "4", "--evaluators", "1",
-            "--cpus-per-evaluator", "0.3", "--eval-batches", "1", "--calib-batches", "1", "--top-k", "2",
-            "--export-formats", "torchscript"]
+            "--params-budget", "1.6M", "--population", "3", "--generations", "2", "--parents", "2",
+            "--coarse-samples", "40", "--skeletons", "2", "--evaluators", "2", "--cpus-per-evaluator", "0.3",
+            "--eval-batches", "1", "--calib-batches", "1", "--top-k", "2", "--export-formats", "torchscript"]
     assert main(argv) == 0, "the session's tiny digits search failed"
     results = json.loads((output_dir / "search" / name / "results.json").read_text())
     return SimpleNamespace(dir=output_dir, name=name, checkpoint=checkpoint, argv=argv, results=results,

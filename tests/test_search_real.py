@@ -3,7 +3,6 @@ the AutoViT searcher, MLflow parent + child runs, exports, actor failure, resume
 
 from __future__ import annotations
 
-import json
 import random
 
 import pytest
@@ -38,29 +37,27 @@ def test_evaluator_uses_validation_split_and_keeps_supernet_stats(trained_digits
         evaluator.evaluate_split(arch, "train")
 
 
-def test_search_cli_end_to_end_with_mlflow_and_resume(trained_digits_experiment, tmp_path, ray_session):
+def test_search_cli_end_to_end_with_mlflow_and_resume(finished_digits_search):
     from mlflow.tracking import MlflowClient
 
-    checkpoint = find_checkpoint(trained_digits_experiment.dir, "xxs")
-    argv = ["--checkpoint", str(checkpoint), "--params-budget", "1.6M", "--name", "s-test",
-            "--output-dir", str(tmp_path), *TINY]
-    assert main(argv) == 0
-    results = json.loads((tmp_path / "search" / "s-test" / "results.json").read_text())
-    assert results["evaluations"] == 6 and results["best"][0]["params"] <= 1.6e6
-    assert "test_top1" in results["best"][0]
-    # One checkpoint load per actor; every evaluation went through the pool (6 val + 1 test).
+    search = finished_digits_search
+    results = search.results
+    assert results["evaluations"] == 6 and all(b["params"] <= 1.6e6 for b in results["best"])
+    assert "test_top1" in results["best"][0] and len(results["best"]) == 2
+    # One checkpoint load per actor; every evaluation went through the pool (6 val + 2 test).
     stats = results["evaluator_stats"]
     assert [s["checkpoint_loads"] for s in stats] == [1, 1]
-    assert sum(s["evaluations"] for s in stats) == 6 + 1
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert sum(s["evaluations"] for s in stats) == 6 + 2
+    client = MlflowClient(search.mlflow_uri)
     experiment = client.get_experiment_by_name("autovit-search")
-    parent = client.search_runs([experiment.experiment_id], "tags.role = 'search'")[0]
+    assert experiment.artifact_location.startswith((search.dir / "mlartifacts").resolve().as_uri())
+    parent = client.search_runs([experiment.experiment_id], f"tags.role = 'search' and tags.search_name = '{search.name}'")[0]
     children = client.search_runs([experiment.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
     assert len(children) == 6 and all("val_top1" in c.data.metrics for c in children)
     assert {"best_archs.json", "pareto_front.json", "accuracy_vs_latency.png", "exports"} <= {
         a.path for a in client.list_artifacts(parent.info.run_id)}
     # Rerun: the finished search resumes, evaluates nothing new, logs no duplicate children.
-    assert main(argv) == 0
+    assert main(search.argv) == 0
     children = client.search_runs([experiment.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
     assert len(children) == 6
 
