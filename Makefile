@@ -4,7 +4,7 @@ PYTHON ?= python3
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install test test-integration demo lint mlflow-ui bench-overhead
+.PHONY: install test test-unit test-integration demo lint mlflow-ui bench-overhead
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -14,23 +14,27 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# Everything CI runs: the unit suite, then the integration step.
+test: test-unit test-integration
+
 # The unit suite (CI step 1; under 12 minutes on 2 cores).
-test: $(STAMP)
+test-unit: $(STAMP)
 	$(PY) -m pytest -q -m "not integration" tests
 
-# Real Ray cluster, fault and demo tests (CI step 2).
+# Real Ray cluster (ray start --head, ray job submit), simulated multi-node, fault and demo tests
+# (CI step 2; own ports and temp dirs).
 test-integration: $(STAMP)
 	$(PY) -m pytest -q -m integration tests
 
-# The main job on the embedded default dataset.
+# The main job: the whole pipeline on the embedded default dataset (configs/pipeline/demo.yaml).
 demo: $(STAMP)
 	$(PY) -m autovit_ray.demo $(DEMO_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check autovit_ray tests bench
 
-# Serve the experiments' MLflow database on 127.0.0.1 (EXP=outputs/demo by default).
-EXP ?= outputs/demo
+# Serve an experiment's MLflow database on 127.0.0.1 (EXP=outputs/digits-demo by default).
+EXP ?= outputs/digits-demo
 mlflow-ui: $(STAMP)
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(abspath $(EXP))/mlflow.db --host 127.0.0.1 --port 5000
 

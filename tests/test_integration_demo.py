@@ -1,0 +1,122 @@
+"""The demo pipeline end to end (issue 7): `python -m autovit_ray.demo` in a subprocess with its own
+Ray temp dir, Ctrl-C in the middle of the search, a rerun that resumes, and a third run that finds
+everything up to date.
+
+Settings are the demo's with fewer steps and candidates (the full demo runs by `make demo`)."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from integration_utils import PYTHON, RayTemp, processes_tagged, tail, wait_for
+
+pytestmark = pytest.mark.integration
+
+FAST = [
+    "--set", "train.set=[train.epochs=2, train.max_steps_per_epoch=4, eval.max_batches=1, eval.calib_batches=1, "
+             "eval.num_random_subnets=1]",
+    "--set", "profile.references=4", "--set", "profile.repeats=3",
+    "--set", "search.population=4", "--set", "search.generations=3", "--set", "search.coarse_samples=200",
+    "--set", "search.skeletons=2", "--set", "search.parents=2", "--set", "search.evaluators=1",
+    "--set", "search.eval_batches=2", "--set", "search.calib_batches=1",
+    "--set", "compare.repeats=10",
+]
+# The per-candidate progress line of `python -m autovit_ray.search`.
+PROGRESS = re.compile(r"^\[(\w+)-coarse-to-fine-\w+\] (\d+)/(\d+) evaluated", re.M)
+
+
+def _atomic_leftovers(root: Path) -> list[Path]:
+    """Temporary files of autovit_ray.io.atomic_path ('.<stem>.<random><suffix>') left behind."""
+    return [p for p in root.rglob(".*") if p.is_file() and "tune" not in p.parts
+            and re.fullmatch(r"\.[^.]+\.\w{8}(\.\w+)?", p.name)]
+
+
+def _check_files_whole(exp: Path) -> None:
+    from autovit_ray.checkpoint import list_checkpoints, load_supernet
+
+    for path in [*exp.glob("pipeline/*.json"), *exp.glob("search/*/results.json"), *exp.glob("*.json")]:
+        json.loads(path.read_text())  # every JSON written so far parses
+    for supernet in ("xxs", "xs", "s"):
+        for checkpoint in list_checkpoints(exp, supernet):
+            load_supernet(checkpoint)  # every complete checkpoint loads
+    assert _atomic_leftovers(exp) == []
+
+
+def test_demo_survives_ctrl_c_and_resumes(tmp_path):
+    out = tmp_path / "out"
+    exp = out / "digits-demo"
+    cmd = [PYTHON, "-m", "autovit_ray.demo", "--set", f"output_dir={out}", *FAST]
+    with RayTemp() as temp:
+        # 1. Ctrl-C (SIGINT to the whole process group, as a terminal sends it) once the search has
+        #    evaluated its first candidates.
+        log1 = tmp_path / "run1.log"
+        proc = temp.spawn(cmd, log1)
+        wait_for(lambda: PROGRESS.search(log1.read_text(errors="replace")) or proc.poll() is not None,
+                 timeout=900, what=f"the first search candidates (log {log1})")
+        assert proc.poll() is None, f"the demo ended before the search:\n{tail(log1)}"
+        interrupted_at = time.monotonic()
+        import os
+
+        os.killpg(proc.pid, signal.SIGINT)
+        code = proc.wait(timeout=120)
+        text = tail(log1, 3000)
+        assert code == 130, f"exit code {code} after Ctrl-C:\n{text}"
+        assert "rerun the same command to resume" in text
+        print(f"Ctrl-C to exit: {time.monotonic() - interrupted_at:.1f} s")
+        # no orphaned Ray process of this run (raylet, GCS, workers, actors)
+        wait_for(lambda: not processes_tagged(str(temp.path)), timeout=60,
+                 what=f"the Ray processes to exit: {processes_tagged(str(temp.path))}")
+        _check_files_whole(exp)
+        assert (exp / "pipeline" / "train.json").is_file(), "training had finished before Ctrl-C"
+        assert not (exp / "pipeline_summary.json").exists()
+
+        # 2. The same command resumes: training and tables are reused, the search continues.
+        log2 = tmp_path / "run2.log"
+        assert temp.run(cmd, log2, timeout=900) == 0, tail(log2)
+        text = log2.read_text(errors="replace")
+        assert "train: up to date" in text
+        assert all(f"profile {s}: up to date" in text for s in ("xxs", "xs", "s"))
+        assert "Restoring the run" in text  # the interrupted search continues from its Tune state
+        summary = json.loads((exp / "pipeline_summary.json").read_text())
+        statuses = {s["stage"]: s["status"] for s in summary["stages"]}
+        assert statuses == {"train": "reused", "profile": "reused", "search": "partly reused", "compare": "ran"} \
+            or statuses == {"train": "reused", "profile": "reused", "search": "ran", "compare": "ran"}, statuses
+        for supernet in ("xxs", "xs", "s"):
+            results = json.loads(Path(summary["outputs"]["searches"][supernet]).read_text())
+            assert results["evaluations"] == 4 * 3
+            best = results["best"][0]
+            assert 0.0 <= best["test_top1"] <= 100.0
+            assert set(best["exports"]) == {"torchscript", "onnx", "coreml"}
+            assert all(Path(p).exists() for p in best["exports"].values())
+        _check_no_duplicate_candidates(exp)
+        assert list((exp / "compare").glob("*.csv")), "the comparison table"
+        _check_files_whole(exp)
+
+        # 3. Everything is up to date: nothing runs, Ray is not even started.
+        log3 = tmp_path / "run3.log"
+        assert temp.run(cmd, log3, timeout=300) == 0, tail(log3)
+        summary = json.loads((exp / "pipeline_summary.json").read_text())
+        assert {s["status"] for s in summary["stages"]} == {"reused"}
+        assert "Started a local Ray instance" not in log3.read_text(errors="replace")
+    assert not temp.leftover, f"processes left running: {temp.leftover}"
+
+
+def _check_no_duplicate_candidates(exp: Path) -> None:
+    """Across the interrupted and the resumed run, each search logged every candidate once."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{exp / 'mlflow.db'}")
+    for experiment in client.search_experiments():
+        parents = [r for r in client.search_runs([experiment.experiment_id], max_results=1000)
+                   if "mlflow.parentRunId" not in r.data.tags]
+        for parent in parents:
+            children = client.search_runs([experiment.experiment_id],
+                                          f"tags.mlflow.parentRunId = '{parent.info.run_id}'", max_results=1000)
+            hashes = [c.data.params.get("arch_hash") or c.data.tags.get("arch_hash") for c in children]
+            hashes = [h for h in hashes if h]
+            assert len(hashes) == len(set(hashes)), f"{parent.info.run_name}: a candidate was logged twice"
