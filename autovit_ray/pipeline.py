@@ -63,7 +63,10 @@ class ProfileStage:
     rounds: int = 10
     repeats: int = 1
     references: int = 100
-    threads: int = 1
+    threads: int = 1  # torch-cpu / onnxruntime
+    compute_units: str | None = None  # coreml (macOS): ALL, CPU_ONLY, CPU_AND_GPU, CPU_AND_NE
+    remote_command: str | None = None  # remote: a command template, see docs/latency.md
+    export_format: str | None = None  # remote: onnx (default), coreml, torchscript
     quiet_cpus: float = 0.3  # negative: time rounds regardless of other processes' load
     quiet_wait_s: float = 60.0
     budget_s: float = 3600.0
@@ -317,8 +320,14 @@ class Pipeline:
         from .latency.build import device_id
 
         p = self.cfg.profile
-        backend_settings = {"threads": p.threads} if p.backend in ("torch-cpu", "onnxruntime") else {}
-        device = device_id(get_backend(p.backend, **backend_settings).fingerprint())
+        # The settings the backend takes, as `profile build` flags and as get_backend keywords.
+        flags = {"torch-cpu": {"threads": ("--threads", p.threads)},
+                 "onnxruntime": {"threads": ("--threads", p.threads)},
+                 "coreml": {"compute_units": ("--compute-units", p.compute_units)},
+                 "remote": {"command": ("--remote-command", p.remote_command),
+                            "export_format": ("--export-format", p.export_format)}}.get(p.backend, {})
+        flags = {key: flag for key, flag in flags.items() if flag[1] is not None}
+        device = device_id(get_backend(p.backend, **{k: v for k, (_, v) in flags.items()}).fingerprint())
         source = dict(zip(self.spaces(), self.train_config().supernets))
         statuses, luts = [], {}
         for name, space in self.spaces().items():
@@ -340,8 +349,8 @@ class Pipeline:
                     "--quiet-wait", str(p.quiet_wait_s), "--out", str(path)]
             if p.resolutions:
                 argv += ["--resolution", ",".join(map(str, p.resolutions))]
-            if backend_settings:
-                argv += ["--threads", str(p.threads)]
+            for flag, value in flags.values():
+                argv += [flag, str(value)]
             self._command("profile", argv)
             if profile.main(argv) != 0:
                 raise PipelineError(f"profile {name}: building {path} failed (see the error above)")
