@@ -330,6 +330,7 @@ def test_resume_with_another_config_is_refused(trained_digits_experiment, capsys
     assert before == {p: p.stat().st_mtime for p in exp.dir.rglob("*") if p.is_file()}
 
 
+@pytest.mark.integration  # a fault test (two launches): runs in CI's integration step
 def test_crashed_run_resumes_exactly_with_the_same_name(ray_session, tmp_path, one_thread) -> None:
     """A single-worker run crashes after epoch 1 (no restarts left); rerunning the same command with the
     same --name resumes from the epoch-1 checkpoint (`ray.train.get_checkpoint()`: Ray Train restores the

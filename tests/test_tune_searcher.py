@@ -252,6 +252,7 @@ def searcher_state(experiment: Path) -> dict:
     return json.loads(path.read_text())["strategy"]
 
 
+@pytest.mark.integration  # a fault test (two launches): runs in CI's integration step
 def test_search_killed_mid_generation_resumes_without_reevaluating(ray_session, tiny, tmp_path):
     from ray import tune
 
