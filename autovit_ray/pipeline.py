@@ -207,7 +207,7 @@ class Pipeline:
         self.cfg = cfg
         self.force = set(force)
         self.log = log
-        self.exp_dir = cfg.experiment_dir
+        self.exp_dir = cfg.experiment_dir.resolve()
         self.records_dir = self.exp_dir / "pipeline"
         self.outputs: dict[str, Any] = {}
         self._ray_started = False
