@@ -36,3 +36,18 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write_bytes(path, text.encode())
+
+
+def replace_markdown_section(path: str | Path, heading: str, section: str) -> Path:
+    """Replace the section of a Markdown file that starts with `heading` (up to the next '## ' heading)
+    by `section`, or append it; the other sections stay as they are. Used by the benchmarks, each of
+    which owns one section of BENCHMARKS.md."""
+    path = Path(path)
+    text = path.read_text() if path.is_file() else "# Benchmarks\n"
+    start = text.find(heading)
+    if start < 0:
+        text = text.rstrip("\n") + "\n\n" + section
+    else:
+        end = text.find("\n## ", start + len(heading))
+        text = text[:start] + section.rstrip("\n") + "\n" + ("\n" + text[end + 1:] if end >= 0 else "")
+    return atomic_write_text(path, text)

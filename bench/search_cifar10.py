@@ -64,6 +64,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from autovit_ray.checkpoint import find_checkpoint, load_supernet, read_meta  # noqa: E402
+from autovit_ray.io import replace_markdown_section  # noqa: E402
 from autovit_ray.space import Arch, count_params, load_space  # noqa: E402
 
 SECTION = "## Search on CIFAR-10 (issue 6)"
@@ -690,22 +691,6 @@ def report(args: argparse.Namespace, cache: Cache, ckpts: dict[str, dict[str, An
     return "\n".join(lines)
 
 
-def write_section(path: Path, section: str) -> None:
-    """Replace this benchmark's section of BENCHMARKS.md (or append it), leaving the others alone:
-    the mechanism of bench/train_cifar10.py's write_report."""
-    text = path.read_text() if path.is_file() else "# Benchmarks\n"
-    start = text.find(SECTION)
-    if start < 0:
-        text = text.rstrip("\n") + "\n\n" + section
-    else:
-        end = text.find("\n## ", start + len(SECTION))
-        text = text[:start] + section + ("\n" + text[end + 1:] if end >= 0 else "")
-    tmp = path.with_name(".BENCHMARKS.md.search.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-    log(f"wrote {path}")
-
-
 # ---------------------------------------------------------------------------------------------------
 
 
@@ -751,7 +736,7 @@ def main(argv: list[str] | None = None) -> int:
     log(f"checkpoints: {ckpts}")
 
     def write() -> None:
-        write_section(args.benchmarks_file, report(args, cache, ckpts))
+        log(f"wrote {replace_markdown_section(args.benchmarks_file, SECTION, report(args, cache, ckpts))}")
 
     if args.report_only:
         write()

@@ -23,6 +23,7 @@ import timm
 import torch
 from torch import nn
 
+from autovit_ray.io import replace_markdown_section
 from autovit_ray.nn import Supernet
 from autovit_ray.space import load_space
 
@@ -103,7 +104,7 @@ def main() -> None:
     table = render(rows, ours, theirs, args, resolution)
     print(table)
     if args.out:
-        write_section(args.out, "## Supernet overhead (issue 2)", table)
+        replace_markdown_section(args.out, "## Supernet overhead (issue 2)", table)
 
 
 def render(rows, ours: float, theirs: float, args, resolution: int) -> str:
@@ -129,24 +130,6 @@ def render(rows, ours: float, theirs: float, args, resolution: int) -> str:
     lines += ["", f"Training throughput at batch {args.batch}, {resolution} px: largest XXS subnet "
               f"{ours:.1f} img/s, timm `mobilevit_xxs` {theirs:.1f} img/s (ratio {ours / theirs:.2f}).", ""]
     return "\n".join(lines)
-
-
-def write_section(path: str, heading: str, body: str) -> None:
-    """Replace (or append) the section starting at `heading` up to the next '## ' heading."""
-    import os
-    from pathlib import Path
-
-    target = Path(path)
-    text = target.read_text() if target.exists() else "# Benchmarks\n\n"
-    start = text.find(heading)
-    if start == -1:
-        text = text.rstrip("\n") + "\n\n" + body
-    else:
-        end = text.find("\n## ", start + len(heading))
-        text = text[:start] + body + (text[end + 1:] if end != -1 else "")
-    tmp = target.with_suffix(".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, target)
 
 
 if __name__ == "__main__":

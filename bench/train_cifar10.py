@@ -49,6 +49,7 @@ sys.path.insert(0, str(ROOT))
 from autovit_ray.checkpoint import find_checkpoint, list_checkpoints, load_supernet, read_meta  # noqa: E402
 from autovit_ray.data import Loaders, build_loaders, resize_batch  # noqa: E402
 from autovit_ray.distill import cross_entropy, save_teacher_checkpoint  # noqa: E402
+from autovit_ray.io import replace_markdown_section  # noqa: E402
 from autovit_ray.training.config import TrainConfig, load_config  # noqa: E402
 from autovit_ray.training.loop import (  # noqa: E402
     SupernetTrainer,
@@ -309,18 +310,7 @@ def write_report(args: argparse.Namespace, results: dict[str, Any]) -> None:
                          "and will change.")
     lines.append("")
     section = "\n".join(lines)
-    path = args.benchmarks_file
-    text = path.read_text() if path.is_file() else "# Benchmarks\n"
-    start = text.find(SECTION)
-    if start < 0:
-        text = text.rstrip("\n") + "\n\n" + section
-    else:
-        end = text.find("\n## ", start + len(SECTION))
-        text = text[:start] + section + ("\n" + text[end + 1:] if end >= 0 else "")
-    tmp = path.with_name(".BENCHMARKS.md.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-    log(f"wrote {path}")
+    log(f"wrote {replace_markdown_section(args.benchmarks_file, SECTION, section)}")
 
 
 # ---------------------------------------------------------------------------------------------------
