@@ -133,27 +133,18 @@ class PipelineConfig:
         return Path(self.output_dir) / self.name
 
 
-def resolve_pipeline_config(config: str) -> Path:
-    path = Path(config)
-    if not path.suffix and (CONFIG_DIR / f"{config}.yaml").is_file():
-        return CONFIG_DIR / f"{config}.yaml"
-    if not path.is_file():
-        names = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
-        raise ValueError(f"pipeline config {config!r} does not exist: expected a YAML file or one of {names}")
-    return path
-
-
 def load_pipeline_config(config: str, overrides: Sequence[str] = ()) -> PipelineConfig:
     """A validated PipelineConfig from a YAML file (or a configs/pipeline name) and `--set` overrides."""
-    from .training.config import build_dataclass, parse_override, set_path
+    from .training.config import (
+        build_dataclass,
+        parse_override,
+        read_yaml_mapping,
+        resolve_config_path,
+        set_path,
+    )
 
-    path = resolve_pipeline_config(config)
-    try:
-        values = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ValueError(f"malformed pipeline config {path}: {e}") from None
-    if not isinstance(values, dict):
-        raise ValueError(f"malformed pipeline config {path}: expected a mapping at the top level")
+    path = resolve_config_path(config, CONFIG_DIR, "pipeline")
+    values = read_yaml_mapping(path, "pipeline")
     for text in overrides:
         set_path(values, *parse_override(text))
     if "name" not in values:

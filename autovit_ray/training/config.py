@@ -356,16 +356,28 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
-def resolve_config_path(config: str | os.PathLike[str]) -> Path:
-    """A config file path, or a name in configs/train/ ('digits' -> configs/train/digits.yaml)."""
+def resolve_config_path(config: str | os.PathLike[str], directory: Path = CONFIG_DIR,
+                        kind: str = "training") -> Path:
+    """A config file path, or a name in `directory` ('digits' -> configs/train/digits.yaml)."""
     path = Path(config)
-    if not path.suffix and (CONFIG_DIR / f"{path}.yaml").is_file():
-        path = CONFIG_DIR / f"{path}.yaml"
+    if not path.suffix and (directory / f"{path}.yaml").is_file():
+        path = directory / f"{path}.yaml"
     if not path.is_file():
-        names = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
-        raise ValueError(f"training config {str(config)!r} does not exist: expected a YAML file or one "
+        names = sorted(p.stem for p in directory.glob("*.yaml"))
+        raise ValueError(f"{kind} config {str(config)!r} does not exist: expected a YAML file or one "
                          f"of {names}")
     return path
+
+
+def read_yaml_mapping(path: Path, kind: str = "training") -> dict[str, Any]:
+    """The top-level mapping of a YAML config file, or one clear ValueError."""
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ValueError(f"malformed {kind} config {path}: {e}") from None
+    if not isinstance(values, dict):
+        raise ValueError(f"malformed {kind} config {path}: expected a mapping at the top level")
+    return values
 
 
 def load_config(config: str | os.PathLike[str] | None = None, overrides: Sequence[str] = (),
@@ -373,13 +385,7 @@ def load_config(config: str | os.PathLike[str] | None = None, overrides: Sequenc
     """YAML file (or a configs/train name), then `extra` (dotted keys), then `--set` overrides."""
     values: dict[str, Any] = {}
     if config is not None:
-        path = resolve_config_path(config)
-        try:
-            values = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ValueError(f"malformed training config {path}: {e}") from None
-        if not isinstance(values, dict):
-            raise ValueError(f"malformed training config {path}: expected a mapping at the top level")
+        values = read_yaml_mapping(resolve_config_path(config))
     for key, value in (extra or {}).items():
         set_path(values, key, value)
     for text in overrides:
@@ -426,5 +432,5 @@ def describe_fields() -> str:
 __all__ = [
     "CONFIG_DIR", "EvalSection", "MlflowSection", "ModelSection", "OptimizerSection", "RaySection",
     "SAMPLERS", "ScheduleSection", "TrainConfig", "TrainSection", "config_from_dict", "describe_fields",
-    "flatten", "load_config", "parse_override", "resolve_config_path", "set_path",
+    "flatten", "load_config", "parse_override", "read_yaml_mapping", "resolve_config_path", "set_path",
 ]
