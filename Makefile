@@ -19,12 +19,12 @@ test: test-unit test-integration
 
 # The unit suite (CI step 1; under 12 minutes on 2 cores).
 test-unit: $(STAMP)
-	$(PY) -m pytest -q -m "not integration" tests
+	$(PY) -m pytest -q --durations=10 -m "not integration" tests
 
 # Real Ray cluster (ray start --head, ray job submit), simulated multi-node, fault and demo tests
 # (CI step 2; own ports and temp dirs).
 test-integration: $(STAMP)
-	$(PY) -m pytest -q -m integration tests
+	$(PY) -m pytest -q --durations=0 -m integration tests
 
 # The main job: the whole pipeline on the embedded default dataset (configs/pipeline/demo.yaml).
 demo: $(STAMP)

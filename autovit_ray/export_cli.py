@@ -3,7 +3,8 @@
     python -m autovit_ray.export --arch outputs/digits-demo/search/xxs-c2f/exports/x.arch.json \\
         --checkpoint outputs/digits-demo --supernet xxs --format torchscript,onnx,coreml --out exports/
 
-`--arch` is an arch JSON file, inline JSON, or an MLflow run id: a search's candidate (child) run
+`--arch` is an arch JSON file, inline JSON, a search directory (`<experiment>/search/<name>`) or its
+`results.json` (the search's best model), or an MLflow run id: a search's candidate (child) run
 (its params are the arch fields) or a search's parent run (its `best_arch` tag). The subnet is
 extracted from the supernet checkpoint, its BatchNorm is recalibrated on the calibration split
 (as the search does), and `<name>.arch.json`, `<name>.pth` and each requested format are written
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import re
 import sys
 import time
@@ -43,7 +45,9 @@ class ExportCheckError(RuntimeError):
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m autovit_ray.export", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--arch", required=True, help="arch JSON file, inline JSON, or an MLflow run id")
+    p.add_argument("--arch", required=True,
+                   help="arch JSON file, inline JSON, a search directory or its results.json (its best "
+                        "model), or an MLflow run id")
     p.add_argument("--checkpoint", required=True,
                    help="a supernet checkpoint directory, or an experiment directory with --supernet")
     p.add_argument("--supernet", default=None, help="xxs, xs or s (when --checkpoint is an experiment)")
@@ -94,21 +98,36 @@ def arch_from_run(run_id: str, tracking_uri: str) -> Arch:
                      "as params) or a search's parent run (best_arch tag)")
 
 
+def arch_from_search_results(path: Path) -> Arch:
+    """The rank-1 model of a search's `results.json` (what `python -m autovit_ray.search` writes)."""
+    try:
+        results = json.loads(path.read_text())
+        return Arch.from_dict(results["best"][0]["arch"])
+    except (json.JSONDecodeError, KeyError, IndexError, TypeError, ValueError) as exc:
+        raise ValueError(f"{path} is not a finished search's results.json with a best model "
+                         f"(expected {{'best': [{{'arch': {{...}}}}, ...]}}): {exc!r}") from None
+
+
 def resolve_arch(spec: str, tracking_uri: Callable[[], str]) -> Arch:
-    """An Arch from inline JSON, a JSON file or an MLflow run id (`tracking_uri()` is only asked then)."""
+    """An Arch from inline JSON, an arch JSON file, a search directory or its results.json (the rank-1
+    model), or an MLflow run id (`tracking_uri()` is only asked then)."""
     text = spec.strip()
     if text.startswith("{"):
         return Arch.from_json(text)
     path = Path(text).expanduser()
+    if path.is_dir() and (path / "results.json").is_file():
+        return arch_from_search_results(path / "results.json")
     if path.is_file():
+        if path.name == "results.json":
+            return arch_from_search_results(path)
         try:
             return Arch.from_json(path.read_text())
         except ValueError as exc:
             raise ValueError(f"{path}: {exc}") from None
     if RUN_ID.match(text):
         return arch_from_run(text, tracking_uri())
-    raise ValueError(f"--arch {spec!r} is neither inline JSON, an existing JSON file nor an MLflow run id "
-                     "(32 hex digits)")
+    raise ValueError(f"--arch {spec!r} is neither inline JSON, an existing arch JSON file, a search directory "
+                     "(with results.json) nor an MLflow run id (32 hex digits)")
 
 
 def check_in_space(arch: Arch, space: SearchSpace, checkpoint: Path) -> None:

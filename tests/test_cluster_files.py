@@ -38,3 +38,20 @@ def test_cluster_command_parses(command):
 def test_every_stage_is_covered():
     modules = {shlex.split(c)[2] for c in commands()}
     assert modules == set(PARSERS)
+
+
+@pytest.mark.parametrize("command", [c for c in commands() if shlex.split(c)[2] in
+                                     ("autovit_ray.train", "autovit_ray.pipeline")])
+def test_cluster_configs_resolve(command):
+    """Beyond the flags: every `--set` field and config file a cluster job names exists."""
+    from autovit_ray.pipeline import load_pipeline_config
+    from autovit_ray.train import config_from_args
+    from autovit_ray.training.config import load_config
+
+    argv = shlex.split(command)
+    args = PARSERS[argv[2]]().parse_args(argv[3:])
+    if argv[2] == "autovit_ray.train":
+        assert config_from_args(args).data.data_dir
+    else:
+        cfg = load_pipeline_config(args.config, args.set)
+        assert load_config(cfg.train.config, cfg.train.set).data.data_dir

@@ -139,6 +139,23 @@ def test_resolve_arch_never_asks_mlflow_for_json(spec):
         resolve_arch(spec, no_mlflow)
 
 
+def test_resolve_arch_from_a_search_directory_or_its_results(finished_digits_search, tmp_path):
+    from autovit_ray.export_cli import resolve_arch
+
+    def no_mlflow() -> str:
+        raise AssertionError("a search directory must not look up MLflow")
+
+    search_dir = finished_digits_search.dir / "search" / finished_digits_search.name
+    best = Arch.from_dict(finished_digits_search.results["best"][0]["arch"])
+    assert resolve_arch(str(search_dir), no_mlflow) == best
+    assert resolve_arch(str(search_dir / "results.json"), no_mlflow) == best
+    unfinished = tmp_path / "unfinished"
+    unfinished.mkdir()
+    (unfinished / "results.json").write_text(json.dumps({"best": [], "evaluations": 0}))
+    with pytest.raises(ValueError, match="not a finished search's results.json"):
+        resolve_arch(str(unfinished), no_mlflow)
+
+
 def test_check_outputs_flags_a_mismatch(capsys):
     from autovit_ray.export_cli import ExportCheckError, check_outputs
 

@@ -128,7 +128,7 @@ def _finished_candidates(out: Path) -> int:
 def test_evaluator_actor_killed_mid_search(killed_worker_run, tmp_path):
     """SIGKILL one EvaluatorActor process after the first candidates finished: Ray restarts it, the pool
     retries the lost request, the search completes with every evaluation counted exactly once."""
-    total = 16
+    total = 10
     with RayTemp() as temp:
         log = tmp_path / "search.log"
         proc = temp.spawn(_search_cmd(killed_worker_run["exp"], tmp_path, "actor-kill", total), log)
@@ -163,7 +163,7 @@ def test_evaluator_actor_killed_mid_search(killed_worker_run, tmp_path):
 def test_search_driver_killed_and_rerun_resumes(killed_worker_run, tmp_path):
     """SIGKILL the `python -m autovit_ray.search` driver after some candidates finished, stop what it
     left, rerun the same command (same --name): it resumes, and no finished candidate is evaluated again."""
-    total = 16
+    total = 10
     exp = killed_worker_run["exp"]
     tune_dir = tmp_path / "tune" / "driver-kill"
     with RayTemp() as temp:

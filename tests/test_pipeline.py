@@ -8,6 +8,7 @@ import json
 import pytest
 
 from autovit_ray.pipeline import (
+    CONFIG_DIR,
     STAGES,
     Pipeline,
     PipelineConfig,
@@ -27,6 +28,24 @@ def test_demo_config_loads_with_every_stage():
     assert set(cfg.search.export_formats) == {"torchscript", "onnx", "coreml"}
     # every stage has a time budget, and the demo's add up to the README's 10 minutes
     assert sum(getattr(cfg, s).budget_s for s in STAGES) <= 600
+
+
+@pytest.mark.parametrize("path", sorted(CONFIG_DIR.glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_shipped_pipeline_config_builds_its_training_config(path):
+    """A config a user copies (demo.yaml, imagefolder.yaml) must load, and so must the training
+    config it names with its overrides."""
+    from autovit_ray.training.config import load_config
+
+    cfg = load_pipeline_config(str(path))
+    train = load_config(cfg.train.config, cfg.train.set)
+    assert train.supernets and cfg.search.export_formats
+
+
+def test_imagefolder_template_is_full_size():
+    cfg = load_pipeline_config("imagefolder")
+    assert (cfg.search.population, cfg.search.generations) == (50, 20)  # the paper's 1,000 evaluations
+    assert cfg.profile.rounds == 10 and cfg.profile.references == 100 and cfg.profile.quiet_cpus >= 0
+    assert "kd.kind=none" in cfg.train.set  # imagenet.yaml's teacher needs weights for the user's classes
 
 
 def test_overrides_reach_nested_fields():
