@@ -62,6 +62,7 @@ from autovit_ray.training.loop import (  # noqa: E402
 from autovit_ray.training.optim import build_optimizer, build_scheduler  # noqa: E402
 
 SECTION = "## Supernet training on CIFAR-10 (issue 3)"
+TRAIN_IMAGES = 45_000  # CIFAR-10's 50k training images less the 5k held-out validation split
 SUPERNET_RUNS = {"cifar10-xxs": "no teacher", "cifar10-xxs-kd": "hard KD from the local teacher"}
 
 
@@ -240,6 +241,19 @@ def _fmt(value: Any, digits: int = 1) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
+def remaining_compute(total: int, epochs_done: dict[str, int], throughputs: dict[str, float]) -> str:
+    """Training hours left at the median img/s measured so far (evaluation time not included). The KD
+    supernet, before it has run, is costed at the plain supernet's speed: a lower bound, since the
+    teacher's forward pass comes on top."""
+    speeds = dict(throughputs)
+    speeds.setdefault("cifar10-xxs-kd", throughputs.get("cifar10-xxs", math.nan))
+    hours = {name: (total - epochs_done.get(name, 0)) * TRAIN_IMAGES / speed / 3600
+             for name, speed in speeds.items() if speed and not math.isnan(speed)}
+    parts = ", ".join(f"{name} {h:.1f} h" for name, h in hours.items())
+    return (f"Remaining training compute at the median throughputs above ({TRAIN_IMAGES:,} images per epoch, "
+            f"evaluation not included): **{sum(hours.values()):.0f} h** ({parts}).")
+
+
 def write_report(args: argparse.Namespace, results: dict[str, Any]) -> None:
     lines = [SECTION, "",
              f"Command: `nohup .venv/bin/python bench/train_cifar10.py > outputs/bench/train_cifar10.log 2>&1 &` "
@@ -257,12 +271,13 @@ def write_report(args: argparse.Namespace, results: dict[str, Any]) -> None:
              "test top-1 (%) | train img/s (median) |",
              "|---|---|---|---|---|---|---|"]
     throughputs: dict[str, float] = {}
+    epochs_done: dict[str, int] = {}
     for name, teacher in SUPERNET_RUNS.items():
         run = results.get(name)
         if not run:
             lines.append(f"| XXS supernet ({name}) | {teacher} | 0 | – | – | – | – |")
             continue
-        done = max(int(e) for e in run["history"])
+        done = epochs_done[name] = max(int(e) for e in run["history"])
         speeds = [m.get("train_images_per_s") for m in run["history"].values() if m.get("train_images_per_s")]
         throughputs[name] = statistics.median(speeds) if speeds else math.nan
         evals = run["evals"]
@@ -285,6 +300,7 @@ def write_report(args: argparse.Namespace, results: dict[str, Any]) -> None:
         last = evaluated[-1] if evaluated else {}
         speed = statistics.median(h["train_images_per_s"] for h in history)
         throughputs[name] = speed
+        epochs_done[name] = history[-1]["epoch"]
         at = f" (at epoch {last['epoch']})" if last else ""
         lines.append(f"| {label} | {teacher} | {history[-1]['epoch']}{at} | "
                      f"{_fmt(history[-1].get('val_top1_curve'))} | {_fmt(last.get('val_top1'))} | "
@@ -308,6 +324,7 @@ def write_report(args: argparse.Namespace, results: dict[str, Any]) -> None:
         if done < total:
             lines.append(f"Status: in progress ({done} of {total} epochs on both sides); numbers are partial "
                          "and will change.")
+            lines.append(remaining_compute(total, epochs_done, throughputs))
     lines.append("")
     section = "\n".join(lines)
     log(f"wrote {replace_markdown_section(args.benchmarks_file, SECTION, section)}")
