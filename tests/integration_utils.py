@@ -176,13 +176,15 @@ class RayTemp:
     def run(self, cmd: Sequence[str], log: Path, timeout: float, env: dict[str, str] | None = None,
             cwd: Path = REPO) -> int:
         """Runs a command to completion (killing its process group on timeout); its exit code."""
-        proc = self.spawn(cmd, log, env, cwd)
+        return self.wait(self.spawn(cmd, log, env, cwd), timeout, " ".join(map(str, cmd)), log)
+
+    def wait(self, proc: subprocess.Popen, timeout: float, what: str, log: Path) -> int:
+        """The exit code of a spawned process; on timeout its process group is killed and the test fails."""
         try:
             return proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.kill_group(proc)
-            raise AssertionError(f"{' '.join(map(str, cmd))} did not finish in {timeout:.0f} s; "
-                                 f"log {log}:\n{tail(log)}") from None
+            raise AssertionError(f"{what} did not finish in {timeout:.0f} s; log {log}:\n{tail(log)}") from None
 
     @staticmethod
     def kill_group(proc: subprocess.Popen, grace_s: float = 15.0) -> None:

@@ -63,11 +63,7 @@ def killed_worker_run(tmp_path_factory):
         workers = ray_actor_pids(str(temp.path), "RayTrainWorker")
         assert len(workers) == 1, workers
         os.kill(workers[0], signal.SIGKILL)
-        try:
-            rc = proc.wait(timeout=420)
-        except Exception:
-            temp.kill_group(proc)
-            raise AssertionError(f"training did not finish after the kill:\n{tail(log)}") from None
+        rc = temp.wait(proc, 420, "training after the worker kill", log)
         # The driver shut its Ray down: nothing of this temp dir may be running any more.
         left_after_exit = temp.stop_all()
     return {"rc": rc, "log": log, "exp": exp, "arch_log": arch_log, "killed_pid": workers[0],
@@ -139,11 +135,7 @@ def test_evaluator_actor_killed_mid_search(killed_worker_run, tmp_path):
         assert len(actors) == 2, actors
         done_before = _finished_candidates(tmp_path)
         os.kill(actors[0], signal.SIGKILL)
-        try:
-            rc = proc.wait(timeout=300)
-        except Exception:
-            temp.kill_group(proc)
-            raise AssertionError(f"the search did not finish after the actor kill:\n{tail(log)}") from None
+        rc = temp.wait(proc, 300, "the search after the actor kill", log)
         left_after_exit = temp.stop_all()
     assert rc == 0, tail(log)
     assert done_before < total, "the search finished before the kill: nothing was tested"
