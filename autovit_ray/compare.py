@@ -275,22 +275,10 @@ def load_reference_weights(model: nn.Module, path: Path) -> None:
                          f"{str(exc).splitlines()[0]}") from None
 
 
-def evaluate_top1(model: nn.Module, loader: Any, resolution: int, max_batches: int | None) -> float:
-    from .data import resize_batch
-
-    correct = seen = 0
-    with torch.inference_mode():
-        for i, (x, y) in enumerate(loader):
-            if max_batches is not None and i >= max_batches:
-                break
-            logits = model.eval()(resize_batch(x, resolution))
-            correct += int((logits.argmax(1) == y).sum())
-            seen += y.numel()
-    return 100.0 * correct / max(seen, 1)
-
-
 def reference_candidates(references: Sequence[str], checkpoints: dict[str, Path], facts: dict[str, Any],
                          resolution: int, data_dir: str | None, eval_batches: int | None) -> list[Candidate]:
+    from .training.loop import top1 as top1_correct
+
     stem_stride = stem_stride_of(facts)
     out = []
     for name in references:
@@ -299,7 +287,8 @@ def reference_candidates(references: Sequence[str], checkpoints: dict[str, Path]
         top1: float | None = None
         if name in checkpoints:
             load_reference_weights(model, checkpoints[name])
-            top1 = evaluate_top1(model, _test_loader(facts, data_dir), r, eval_batches)
+            correct, seen = top1_correct(model, _test_loader(facts, data_dir), r, torch.device("cpu"), eval_batches)
+            top1 = 100.0 * correct / max(seen, 1)
         adapted = note.startswith("stem stride")
         label = name + (f" (stem stride {stem_stride})" if adapted else "") + (f" @{r}px" if r != resolution else "")
         out.append(Candidate(name=label, kind="reference", model=model, resolution=r, test_top1=top1,

@@ -320,15 +320,10 @@ def run_table6(args: argparse.Namespace, cache: Cache, variant: str, ckpt: dict[
 
 
 def top1_on(model: torch.nn.Module, loader: Any, max_batches: int | None) -> tuple[float, int]:
-    from autovit_ray.data import resize_batch
+    """(top-1 %, images seen) at RESOLUTION."""
+    from autovit_ray.training.loop import top1
 
-    correct = seen = 0
-    with torch.inference_mode():
-        for i, (x, y) in enumerate(loader):
-            if max_batches is not None and i >= max_batches:
-                break
-            correct += int((model.eval()(resize_batch(x, RESOLUTION)).argmax(1) == y).sum())
-            seen += y.numel()
+    correct, seen = top1(model, loader, RESOLUTION, torch.device("cpu"), max_batches)
     return 100.0 * correct / max(seen, 1), seen
 
 
