@@ -1,5 +1,6 @@
 """Integration tests (issue 7): a real Ray head with token auth and `ray job submit`, and a simulated
 multi-node cluster (`ray.cluster_utils.Cluster`) over which the trainers and evaluator actors spread.
+The head runs the `ray start` line of cluster/autovit-cluster.yaml (issue 17), so the two cannot drift.
 
 Run apart from the unit suite: `pytest -m integration`. Each test starts its own Ray under its own
 temp dir and ports, and stops exactly the processes it started (never `ray stop`)."""
@@ -26,6 +27,7 @@ from integration_utils import (
     tiny_train_argv,
     wait_for,
 )
+from test_cluster_files import LAUNCHER, load, ray_start_line
 
 pytestmark = pytest.mark.integration
 
@@ -49,8 +51,29 @@ def _job_status(ray_env: dict[str, str], address: str, job_id: str) -> str:
     return out.stdout + out.stderr
 
 
-def _start_head(temp: RayTemp, ray_env: dict[str, str], tmp_path: Path, attempts: int = 3):
-    """`ray start --head --block` on 127.0.0.1 with its own ports and temp dir; (process, job API address).
+# Options of the launcher file's head `ray start` line that this test leaves out: `ray up` writes
+# ~/ray_bootstrap_config.yaml on a launched head (for its autoscaler); this head has no cloud to scale in.
+LAUNCHER_ONLY_OPTIONS = {"--autoscaling-config"}
+
+
+def _launcher_head_start(own: dict[str, str | None]) -> tuple[dict[str, str], list[str]]:
+    """The head `ray start` line of cluster/autovit-cluster.yaml (never its `ray stop`): (its environment
+    assignments, argv). Every option of the file is kept as written except those `own` replaces (this
+    test's loopback ports, temp dir, dashboard host, ...) and LAUNCHER_ONLY_OPTIONS; `own` is appended."""
+    env, options = ray_start_line(load(LAUNCHER)["head_start_ray_commands"])
+    assert ("--head", None) in options, options
+    argv = [RAY_BIN, "start"]
+    for name, value in options:
+        if name not in own and name not in LAUNCHER_ONLY_OPTIONS:
+            argv.append(name if value is None else f"{name}={value}")
+    for name, value in own.items():
+        argv += [name] if value is None else [name, value]
+    return env, argv
+
+
+def _start_head(temp: RayTemp, token: str, tmp_path: Path, attempts: int = 3):
+    """The launcher file's head `ray start` line, with `--block` and its own loopback ports and temp dir,
+    its environment assignments (RAY_AUTH_MODE=token) and the token; (process, job API address).
 
     Ray waits a fixed 30 s for the raylet to register with the GCS; on a loaded 2-core machine that
     can run out, and `ray start` exits: then the attempt is stopped (by PID) and retried on new ports."""
@@ -58,17 +81,25 @@ def _start_head(temp: RayTemp, ray_env: dict[str, str], tmp_path: Path, attempts
         (gcs, dashboard, client, node_manager, object_manager, agent_listen, agent_grpc, metrics,
          runtime_env_agent) = ports = free_ports(9)
         lo, hi = free_port_range(40, avoid=ports)
+        own = {
+            "--block": None, "--node-ip-address": "127.0.0.1", "--port": gcs, "--temp-dir": str(temp.path),
+            "--num-cpus": "2", "--num-gpus": "0", "--include-dashboard": "true",
+            "--dashboard-host": "127.0.0.1", "--dashboard-port": dashboard, "--ray-client-server-port": client,
+            "--node-manager-port": node_manager, "--object-manager-port": object_manager,
+            "--dashboard-agent-listen-port": agent_listen, "--dashboard-agent-grpc-port": agent_grpc,
+            "--metrics-export-port": metrics, "--runtime-env-agent-port": runtime_env_agent,
+            "--min-worker-port": lo, "--max-worker-port": hi,
+            "--object-store-memory": str(200 * 1024 * 1024), "--disable-usage-stats": None,
+        }
+        launcher_env, argv = _launcher_head_start({k: None if v is None else str(v) for k, v in own.items()})
+        # Token auth comes from the file's line only (RAY_AUTH_MODE), the token from RAY_AUTH_TOKEN
+        # (on a launched node: ~/.ray/auth_token, copied there by file_mounts).
+        head_env = temp.env(RAY_AUTH_TOKEN=token)
+        head_env.pop("RAY_AUTH_MODE", None)
+        head_env.update(launcher_env)
         log = tmp_path / f"head-{attempt}.log"
-        head = temp.spawn([
-            RAY_BIN, "start", "--head", "--block", "--node-ip-address", "127.0.0.1", "--port", gcs,
-            "--num-cpus", "2", "--num-gpus", "0", "--temp-dir", temp.path,
-            "--include-dashboard", "true", "--dashboard-host", "127.0.0.1", "--dashboard-port", dashboard,
-            "--ray-client-server-port", client, "--node-manager-port", node_manager,
-            "--object-manager-port", object_manager, "--dashboard-agent-listen-port", agent_listen,
-            "--dashboard-agent-grpc-port", agent_grpc, "--metrics-export-port", metrics,
-            "--runtime-env-agent-port", runtime_env_agent, "--min-worker-port", lo, "--max-worker-port", hi,
-            "--object-store-memory", str(200 * 1024 * 1024), "--disable-usage-stats",
-        ], log, env=ray_env)
+        log.write_text(f"$ {' '.join(argv)}\n")
+        head = temp.spawn(argv, log, env=head_env)
         address = f"http://127.0.0.1:{dashboard}"
         try:
             wait_for(lambda log=log: "Ray runtime started" in tail(log, 100_000), 240, "`ray start --head`",
@@ -79,8 +110,7 @@ def _start_head(temp: RayTemp, ray_env: dict[str, str], tmp_path: Path, attempts
             temp.stop_all()
             continue
         url = f"{address}/api/version"
-        wait_for(lambda url=url: _http_status(url, ray_env["RAY_AUTH_TOKEN"]) == 200, 120, "the job API",
-                 alive=head)
+        wait_for(lambda url=url: _http_status(url, token) == 200, 120, "the job API", alive=head)
         return head, address
     raise AssertionError("unreachable")
 
@@ -113,9 +143,9 @@ def _submit(temp: RayTemp, ray_env: dict[str, str], address: str, job_id: str, m
 
 
 def test_real_head_token_auth_job_submit_train_and_search(tmp_path):
-    """`ray start --head` (token auth, 127.0.0.1, own ports and temp dir), then train and search
-    submitted with `ray job submit --working-dir`; both jobs succeed, outputs and MLflow runs exist;
-    teardown stops exactly the processes of this head, by PID."""
+    """The launcher file's head `ray start` line (token auth from the file; 127.0.0.1, own ports and temp
+    dir), then train and search submitted with `ray job submit --working-dir`; both jobs succeed, outputs
+    and MLflow runs exist; teardown stops exactly the processes of this head, by PID."""
     start = time.monotonic()
     with RayTemp() as temp:
         # The token: generated by `ray get-auth-token --generate` into a private home (never touches
@@ -127,7 +157,7 @@ def test_real_head_token_auth_job_submit_train_and_search(tmp_path):
         assert len(token) >= 16 and (home / ".ray" / "auth_token").read_text().strip() == token
         ray_env = temp.env(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token)
 
-        head, address = _start_head(temp, ray_env, tmp_path)
+        head, address = _start_head(temp, token, tmp_path)
         # Token auth is on: the job API refuses a request without the token.
         assert _http_status(f"{address}/api/jobs/") in (401, 403)
         assert _http_status(f"{address}/api/jobs/", token) == 200
