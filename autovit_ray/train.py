@@ -221,7 +221,9 @@ def train_loop_per_worker(payload: dict[str, Any]) -> None:
             print(f"[{space.name}] resumed after epoch {trainer.epoch}", flush=True)
     resumed = state is not None
     # Where this rank runs (train_summary.json "worker": multi-node placement, restarts after a fault).
-    worker = {"worker_node_id": ray.get_runtime_context().get_node_id(), "worker_pid": os.getpid()}
+    # worker_code: the autovit_ray package this worker imported (a pinned copy or an editable checkout?)
+    worker = {"worker_node_id": ray.get_runtime_context().get_node_id(), "worker_pid": os.getpid(),
+              "worker_code": os.path.dirname(sys.modules["autovit_ray"].__file__)}
 
     def on_epoch_end(epoch: int, metrics: dict[str, float]) -> None:
         with tempfile.TemporaryDirectory() as tmp:
@@ -267,7 +269,8 @@ def _fit_one(cfg_dict: dict[str, Any], space_source: str, name: str, plan: dict[
         return {"supernet": name, "status": "FAILED", "error": f"{type(e).__name__}: {e}"}
     checkpoint = result.checkpoint.path if result.checkpoint is not None else None
     metrics = dict(result.metrics or {})
-    worker = {"node_id": metrics.pop("worker_node_id", None), "pid": metrics.pop("worker_pid", None)}
+    worker = {"node_id": metrics.pop("worker_node_id", None), "pid": metrics.pop("worker_pid", None),
+              "code": metrics.pop("worker_code", None)}
     return {"supernet": name, "status": "OK", "checkpoint": checkpoint, "worker": worker,
             "metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float))}}
 

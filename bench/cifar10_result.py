@@ -48,6 +48,7 @@ import autovit_ray  # noqa: E402
 from autovit_ray.checkpoint import list_checkpoints, read_meta  # noqa: E402
 from autovit_ray.data import Loaders, build_loaders  # noqa: E402
 from autovit_ray.distill import cross_entropy  # noqa: E402
+from autovit_ray.io import atomic_path, atomic_write_text, replace_markdown_section  # noqa: E402
 from autovit_ray.training.config import TrainConfig, load_config  # noqa: E402
 from autovit_ray.training.loop import derive_seed, seed_everything, top1  # noqa: E402
 from autovit_ray.training.optim import build_optimizer, build_scheduler  # noqa: E402
@@ -102,15 +103,8 @@ def bench_dir() -> Path:
 
 
 def _save_atomic(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def _write_json_atomic(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 @dataclass(frozen=True)
@@ -122,6 +116,12 @@ class Settings:
     epochs: int
     pilot_epochs: int
     threads: int
+    lut_references: int = 24
+    lut_samples: int = 100
+    lut_rounds: int | None = None  # None: the product's default
+    lut_quiet_cpus: float = 0.3  # the profiler's quiet gate; negative turns it off (smoke runs)
+    population: int = 50
+    generations: int = 10
     max_steps: int | None = None  # smoke runs only
     max_eval_batches: int | None = None  # smoke runs only
 
@@ -330,11 +330,526 @@ def run_training(settings: Settings, recipe: str, adaptation: str, results: dict
         peer_before = len(train.get("peer", []))
         state = train_peer(settings, settings.out / PEER_RUN, adaptation, cfg, until, loaders, eval_every=5)
         train["peer"] = state["history"]
-        epochs_run += until - peer_before
+        epochs_run += max(0, until - peer_before)
         save()
         left = 2 * settings.epochs - until - len(train["peer"])
         eta = f"{left * (time.time() - start) / epochs_run / 3600:.1f} h" if epochs_run else "?"
         log(f"train: {until}/{settings.epochs} epochs on both sides; ETA of the training stage {eta}")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Stage 3: latency tables at 32 px (the product's `profile build` / `profile validate`)
+
+
+LUT_BACKENDS = ("torch-cpu", "onnxruntime")
+SEARCH_BACKEND = "torch-cpu"  # the tables' default; onnxruntime latencies are reported beside it
+
+
+def run_cli(settings: Settings, args: Sequence[str], log_name: str) -> None:
+    """`python -m <args>` from the code this script runs from, output appended to <out>/<log_name>.log."""
+    cmd = [sys.executable, "-m", *args]
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{settings.out / 'mlflow.db'}"}
+    with open(settings.out / f"{log_name}.log", "a") as out:
+        out.write(f"\n$ {' '.join(cmd)}\n")
+        out.flush()
+        rc = subprocess.call(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=env)
+    if rc != 0:
+        raise RuntimeError(f"`{' '.join(cmd)}` failed (exit {rc}); see {settings.out / log_name}.log")
+
+
+def lut_flags(settings: Settings) -> list[str]:
+    rounds = ["--rounds", str(settings.lut_rounds)] if settings.lut_rounds else []
+    return [*rounds, "--quiet-cpus", str(settings.lut_quiet_cpus)]
+
+
+def lut_path(settings: Settings, backend: str) -> Path:
+    return settings.out / "luts" / f"{SUPERNET}_{RESOLUTION}_{backend}.parquet"
+
+
+def load_lut(path: Path, backend: str) -> Any:
+    """The table at `path` for the cifar10 XXS space and `backend`; None when the file is corrupt (it
+    is then rebuilt); Mismatch when it is a readable table of another space, profile or backend."""
+    from autovit_ray.latency import LatencyTable
+    from autovit_ray.space import load_space
+
+    try:
+        LatencyTable.load(path)
+    except ValueError as e:
+        log(f"{path} is unreadable ({e}); building it again")
+        return None
+    try:
+        return LatencyTable.load(path, space=load_space(SUPERNET, profile=PROFILE), backend=backend,
+                                 resolutions=[RESOLUTION])
+    except ValueError as e:
+        raise Mismatch(f"{path} is not a {backend} table of the {SUPERNET}/{PROFILE} space at "
+                       f"{RESOLUTION} px: {e}") from None
+
+
+def run_luts(settings: Settings, results: dict[str, Any], save: Callable[[], None]) -> dict[str, Any]:
+    luts = results.setdefault("luts", {})
+    for backend in LUT_BACKENDS:
+        path = lut_path(settings, backend)
+        table = load_lut(path, backend) if path.is_file() else None
+        if table is None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            log(f"LUT: building the {backend} table at {RESOLUTION} px")
+            run_cli(settings, ["autovit_ray.profile", "build", "--supernet", SUPERNET, "--profile", PROFILE,
+                               "--backend", backend, "--resolution", str(RESOLUTION), "--num-classes", "10",
+                               "--references", str(settings.lut_references), "--out", str(path),
+                               *lut_flags(settings)], "luts")
+            table = load_lut(path, backend)
+            luts.pop(backend, None)
+        report_dir = path.with_name(f"{path.stem}_validation")
+        if backend not in luts or not (report_dir / "validation.json").is_file():
+            log(f"LUT: validating the {backend} table on {settings.lut_samples} fresh subnets (two passes)")
+            run_cli(settings, ["autovit_ray.profile", "validate", "--lut", str(path), "--supernet", SUPERNET,
+                               "--profile", PROFILE, "--samples", str(settings.lut_samples), "--seed", "1",
+                               "--out", str(report_dir), *lut_flags(settings)], "luts")
+            report = json.loads((report_dir / "validation.json").read_text())
+            luts[backend] = {"path": str(path), "method": table.method, "metadata": table.metadata,
+                             "validation": {k: v for k, v in report.items() if k != "rows"},
+                             "validation_png": str(report_dir / "validation.png")}
+            save()
+    return luts
+
+
+# ---------------------------------------------------------------------------------------------------
+# Measurement: batch 1, 1 thread, rounds interleaved in random order (autovit_ray.latency)
+
+
+def measure(models: Sequence[nn.Module], backend: str, clock: str, rounds: int, repeats: int = 5,
+            seed: int = 0) -> list[dict[str, float]]:
+    """LatencyStats (as dicts) per model on `backend`, 1 thread, `clock`, all in one interleaved run."""
+    from autovit_ray.latency import get_backend, measure_interleaved
+    from autovit_ray.latency.measure import calibrate_inner
+
+    runner = get_backend(backend, threads=1, clock=clock)
+    prepared = [runner.prepare(m.eval(), (1, 3, RESOLUTION, RESOLUTION)) for m in models]
+    try:
+        inner = [calibrate_inner(p) for p in prepared]
+        return [s.to_dict() for s in measure_interleaved(prepared, rounds, repeats, inner, seed)]
+    finally:
+        for p in prepared:
+            p.close()
+
+
+def load_peer(settings: Settings, adaptation: str) -> nn.Module:
+    state = torch.load(settings.out / PEER_RUN / "state.pt", map_location="cpu", weights_only=True)
+    model = build_peer(adaptation)
+    model.load_state_dict(state["model"])
+    return model.eval()
+
+
+def final_supernet(settings: Settings, cfg: TrainConfig) -> Path:
+    from autovit_ray.checkpoint import find_checkpoint
+
+    path = find_checkpoint(settings.out / SUPERNET_RUN, SUPERNET, final=True)
+    check_supernet_meta(read_meta(path), cfg, path)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------------
+# Stage 4: budgets relative to the peer's measured latency
+
+
+LATENCY_FACTORS = (1.0, 0.8)
+PARAMS_FACTOR = 1.4
+
+
+def run_budgets(settings: Settings, adaptation: str, results: dict[str, Any], save: Callable[[], None]) -> dict:
+    """The peer's latency in the search table's units: the peer and 12 random subnets measured with the
+    table's own backend settings in one interleaved run; the subnets' median LUT/measured ratio (the
+    machine's level against the table's build) converts the peer's time into table milliseconds."""
+    if "budgets" in results:
+        return results["budgets"]
+    import random
+
+    from autovit_ray.models import create_subnet
+    from autovit_ray.search.algorithms import Budget, CostModel
+    from autovit_ray.space import load_space
+
+    space = load_space(SUPERNET, profile=PROFILE)
+    table = load_lut(lut_path(settings, SEARCH_BACKEND), SEARCH_BACKEND)
+    rng = random.Random(0)
+    references = [space.sample(rng) for _ in range(12)]
+    peer = load_peer(settings, adaptation)
+    log("budgets: measuring the peer beside 12 random subnets (torch-cpu, 1 thread, thread clock)")
+    stats = measure([peer, *(create_subnet(a, 10, space) for a in references)], SEARCH_BACKEND, "thread_cpu",
+                    rounds=30, seed=1)
+    level = statistics.median(table.predict_latency(a) / s["median_ms"] for a, s in zip(references, stats[1:]))
+    peer_params = sum(p.numel() for p in peer.parameters())
+    peer_lut_ms = stats[0]["median_ms"] * level
+    budgets: dict[str, Any] = {"peer_params": peer_params, "peer_measured_ms": stats[0], "level": level,
+                               "peer_lut_ms": peer_lut_ms, "params_budget": PARAMS_FACTOR * peer_params,
+                               "by_factor": {}}
+    sample_rng = random.Random(2)
+    randoms = [space.sample(sample_rng) for _ in range(10_000)]
+    for factor in LATENCY_FACTORS:
+        costs = CostModel(space, Budget(PARAMS_FACTOR * peer_params, factor * peer_lut_ms), table.predict_latency,
+                          10)
+        budgets["by_factor"][str(factor)] = {"latency_budget_ms": factor * peer_lut_ms,
+                                             "random_share_fitting": sum(map(costs.fits, randoms)) / len(randoms)}
+    log(f"budgets: {budgets}")
+    results["budgets"] = budgets
+    save()
+    return budgets
+
+
+# ---------------------------------------------------------------------------------------------------
+# Stage 5: the searches (the product's `python -m autovit_ray.search`)
+
+
+def search_name(factor: float) -> str:
+    return f"c2f-{factor:.1f}x"
+
+
+def run_searches(settings: Settings, checkpoint: Path, budgets: dict[str, Any], results: dict[str, Any],
+                 save: Callable[[], None]) -> None:
+    searches = results.setdefault("searches", {})
+    for factor in LATENCY_FACTORS:
+        name = search_name(factor)
+        path = settings.out / "search" / name / "results.json"
+        if name in searches and path.is_file():
+            continue
+        budget = budgets["by_factor"][str(factor)]["latency_budget_ms"]
+        log(f"search {name}: latency <= {budget:.3f} LUT ms, params <= {budgets['params_budget']:,.0f}")
+        start = time.time()
+        run_cli(settings, ["autovit_ray.search", "--checkpoint", str(checkpoint), "--name", name,
+                           "--output-dir", str(settings.out), "--lut", str(lut_path(settings, SEARCH_BACKEND)),
+                           "--params-budget", str(budgets["params_budget"]), "--latency-budget-ms", str(budget),
+                           "--strategy", "coarse-to-fine", "--population", str(settings.population),
+                           "--generations", str(settings.generations), "--parents", "10",
+                           "--evaluators", "2", "--top-k", str(SELECTION_CANDIDATES),
+                           "--export-formats", "onnx", "--seed", "0"], f"search-{name}")
+        searches[name] = {"factor": factor, "wall_s": time.time() - start, "results": str(path)}
+        save()
+
+
+# ---------------------------------------------------------------------------------------------------
+# Stage 6: selection by measured latency, then the headline measurements
+
+
+SELECTION_CANDIDATES = 10
+
+
+@torch.no_grad()
+def correct_vector(model: nn.Module, loader: Any) -> list[bool]:
+    """Per-image correctness over a whole split, in the loader's (fixed) order."""
+    model.eval()
+    out: list[bool] = []
+    for x, y in loader:
+        out += (model(x).argmax(dim=-1) == y).tolist()
+    return out
+
+
+def subnet_of(checkpoint: Path, arch: Any, loaders: Loaders) -> nn.Module:
+    from autovit_ray.checkpoint import load_supernet
+    from autovit_ray.models import calibrated_subnet
+
+    supernet, _, _ = load_supernet(checkpoint)
+    model, _ = calibrated_subnet(supernet, arch, loaders.calib)
+    return model
+
+
+def run_selection(settings: Settings, checkpoint: Path, adaptation: str, budgets: dict[str, Any],
+                  results: dict[str, Any], save: Callable[[], None]) -> None:
+    """The rule fixed before looking: the SELECTION_CANDIDATES best by validation top-1 that fit the LUT
+    budget are measured beside the peer (torch-cpu, batch 1, 1 thread, wall clock, interleaved); the
+    chosen model is the best by validation top-1 whose measured latency meets factor x the peer's."""
+    from autovit_ray.space import Arch
+
+    selection = results.setdefault("selection", {})
+    cfg = config_from_saved(read_meta(checkpoint)["config"])
+    loaders = build_loaders(cfg.data)
+    for factor in LATENCY_FACTORS:
+        name = search_name(factor)
+        if name in selection:
+            continue
+        found = json.loads((settings.out / "search" / name / "results.json").read_text())
+        candidates = sorted(found["best"], key=lambda b: -b["val_top1"])[:SELECTION_CANDIDATES]
+        models = [subnet_of(checkpoint, Arch.from_dict(c["arch"]), loaders) for c in candidates]
+        log(f"selection {name}: measuring {len(models)} candidates beside the peer")
+        stats = measure([load_peer(settings, adaptation), *models], "torch-cpu", "wall", rounds=40, seed=3)
+        limit = factor * stats[0]["median_ms"]
+        rows = [{"arch": c["arch"], "name": c["name"], "val_top1": c["val_top1"], "lut_ms": c["latency_ms"],
+                 "measured": s, "meets": s["median_ms"] <= limit} for c, s in zip(candidates, stats[1:])]
+        chosen = next((r for r in rows if r["meets"]), None)
+        selection[name] = {"peer_measured": stats[0], "limit_ms": limit, "candidates": rows,
+                           "chosen": chosen["arch"] if chosen else None}
+        log(f"selection {name}: chosen {chosen['name'] if chosen else None}")
+        save()
+
+
+def bootstrap_difference(a: Sequence[bool], b: Sequence[bool], resamples: int = 10_000,
+                         seed: int = 0) -> dict[str, float]:
+    """Paired difference of top-1 (a - b, percentage points) on the same images: the point estimate,
+    a 95% percentile bootstrap interval over images, and the discordant counts (McNemar's b and c)."""
+    import numpy as np
+
+    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if x.shape != y.shape:
+        raise ValueError(f"paired vectors differ in length: {x.shape} vs {y.shape}")
+    rng = np.random.default_rng(seed)
+    diffs = x - y
+    idx = rng.integers(0, len(diffs), size=(resamples, len(diffs)))
+    boot = diffs[idx].mean(axis=1) * 100
+    return {"difference": float(diffs.mean() * 100), "low": float(np.percentile(boot, 2.5)),
+            "high": float(np.percentile(boot, 97.5)), "a_only": int(((x == 1) & (y == 0)).sum()),
+            "b_only": int(((x == 0) & (y == 1)).sum()), "images": len(diffs)}
+
+
+def run_headline(settings: Settings, checkpoint: Path, adaptation: str, results: dict[str, Any],
+                 save: Callable[[], None]) -> None:
+    """Full val / test top-1, params, MACs, measured latency on both runtimes for the peer, each chosen
+    subnet, the smallest and the largest subnet; paired test differences against the peer."""
+    if "headline" in results:
+        return
+    from autovit_ray.latency import LatencyTable
+    from autovit_ray.space import Arch, load_space
+
+    space = load_space(SUPERNET, profile=PROFILE)
+    cfg = config_from_saved(read_meta(checkpoint)["config"])
+    loaders = build_loaders(cfg.data)
+    rows: dict[str, dict[str, Any]] = {"peer": {"label": f"timm mobilevit_xxs ({adaptation})"}}
+    models: dict[str, nn.Module] = {"peer": load_peer(settings, adaptation)}
+    archs: dict[str, Any] = {"smallest": space.smallest(), "largest": space.largest()}
+    for factor in LATENCY_FACTORS:
+        chosen = results["selection"][search_name(factor)]["chosen"]
+        if chosen is not None:
+            archs[f"chosen {factor:.1f}x"] = Arch.from_dict(chosen)
+    for key, arch in archs.items():
+        models[key] = subnet_of(checkpoint, arch, loaders)
+        rows[key] = {"label": key, "arch": str(arch), "macs": space.count_macs(arch, 10)}
+        for backend in LUT_BACKENDS:
+            table = LatencyTable.load(lut_path(settings, backend), space=space, backend=backend)
+            rows[key][f"lut_ms_{backend}"] = table.predict_latency(arch)
+    rows["peer"]["macs"] = peer_macs(models["peer"])
+    correct: dict[str, dict[str, list[bool]]] = {}
+    for key, model in models.items():
+        rows[key]["params"] = sum(p.numel() for p in model.parameters())
+        correct[key] = {split: correct_vector(model, getattr(loaders, split)) for split in ("val", "test")}
+        for split in ("val", "test"):
+            rows[key][f"{split}_top1"] = 100.0 * sum(correct[key][split]) / len(correct[key][split])
+        log(f"headline: {key} {rows[key]}")
+    keys = list(models)
+    for backend in LUT_BACKENDS:
+        log(f"headline: measuring {len(keys)} models on {backend} (wall clock, interleaved)")
+        stats = measure([models[k] for k in keys], backend, "wall", rounds=40, seed=4)
+        for key, s in zip(keys, stats):
+            rows[key][f"measured_{backend}"] = s
+            rows[key][f"ratio_{backend}"] = s["median_ms"] / stats[0]["median_ms"]
+    for key in keys[1:]:
+        rows[key]["test_vs_peer"] = bootstrap_difference(correct[key]["test"], correct["peer"]["test"])
+    results["headline"] = rows
+    save()
+
+
+def peer_macs(model: nn.Module) -> int:
+    """MACs of one 32 px image by torch's FLOP counter (2 FLOPs per MAC), the count our analytic
+    `count_macs` is checked against."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model.eval()(torch.zeros(1, 3, RESOLUTION, RESOLUTION))
+    return counter.get_total_flops() // 2
+
+
+# ---------------------------------------------------------------------------------------------------
+# Report: BENCHMARKS.md section, bench/results/cifar10_result.json, bench/results/cifar10_result.png
+
+
+SECTION = "## The AutoViT result on CIFAR-10 (issue 13)"
+COMMAND = "nohup .venv/bin/python bench/cifar10_result.py > ~/.cache/autovit-ray/bench/cifar10_result.log 2>&1 &"
+
+
+def _f(value: Any, digits: int = 1) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def _lat(stats: dict[str, float] | None) -> str:
+    if not stats:
+        return "–"
+    return f"{stats['median_ms']:.2f} ({stats['p10_ms']:.2f}–{stats['p90_ms']:.2f})"
+
+
+def environment() -> dict[str, Any]:
+    from importlib.metadata import version
+
+    packages = {name: version(name) for name in ("torch", "timm", "ray", "mlflow", "numpy", "onnxruntime")}
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    return {"packages": packages, "python": sys.version.split()[0], "code_root": str(ROOT), "commit": commit}
+
+
+def report_sections(results: dict[str, Any], epochs: int) -> list[str]:
+    lines = [SECTION, "",
+             f"Command (one resumable command, every stage in order; rerun it to continue): `{COMMAND}`, run "
+             "from a pinned copy of the code (`git worktree add` at a commit, own venv); artifacts in "
+             "`$AUTOVIT_BENCH_DIR/cifar10_result` (default `~/.cache/autovit-ray/bench`). This section, "
+             "`bench/results/cifar10_result.json` and the plot are rewritten from them by "
+             "`.venv/bin/python bench/cifar10_result.py --report-only`. CIFAR-10 at 32 px, 45k training / 5k "
+             "validation images held out of the training set (split_seed 0; selection uses only these), "
+             "the official 10k test set reported only; data path: timm's PIL pipeline per image "
+             "(`data.augment: timm`, `num_workers: 0`), fp32, batch 128, 2 threads, seed 0 for both sides.",
+             ""]
+    pilot = results.get("pilot")
+    if pilot:
+        lines += [f"**Pilot** (the peer, {pilot['epochs']} epochs each, cosine over those epochs with 1 warm-up "
+                  "epoch, full 5k validation split; the best arm fixes the recipe and the peer):", "",
+                  "| recipe | peer adaptation | val top-1 (%) | val curve per epoch (1,280 images) | img/s |",
+                  "|---|---|---|---|---|"]
+        for arm in pilot["arms"].values():
+            curve = " / ".join(f"{v:.0f}" for v in arm["curve"])
+            lines.append(f"| {arm['recipe']} | {arm['adaptation']} | {arm['val_top1']:.2f} | {curve} | "
+                         f"{arm['train_images_per_s']:.0f} |")
+        missing = len(pilot_arms()) - len(pilot["arms"])
+        chosen = pilot.get("chosen")
+        lines += ["", f"Chosen: recipe **{chosen['recipe']}**, peer **{chosen['adaptation']}**." if chosen and
+                  not missing else f"Pilot in progress: {missing} arm(s) left.", ""]
+        lines += ["Recipes: `deit` is configs/train/cifar10.yaml as is (RandAugment m9, random erasing 0.25, "
+                  "Mixup 0.8 / CutMix 1.0, label smoothing 0.1); `light` turns RandAugment, erasing, Mixup and "
+                  "CutMix off (random-resized crop with scale (0.35, 1), flip, label smoothing 0.1). Both use "
+                  "AdamW lr 1e-3, wd 0.05, batch 128. Adaptations of timm `mobilevit_xxs` for 32 px: "
+                  "`stem1` = stem stride 1 (like our `cifar10` profile); `stage1` = stem stride 2, the first "
+                  "stride-2 stage (timm `stages[1]`) at stride 1. Both end on a 2x2 map.", ""]
+    train = results.get("train")
+    if train:
+        sup = train.get("supernet", {})
+        peer = train.get("peer", [])
+        done_s = max((int(e) for e in sup), default=0)
+        lines += [f"**Training** (recipe {train['recipe']}, peer {train['adaptation']}; {epochs} epochs each): "
+                  f"XXS supernet {done_s}/{epochs} epochs, peer {len(peer)}/{epochs}"
+                  + (" — in progress, numbers partial." if min(done_s, len(peer)) < epochs else "."), "",
+                  "| epoch | supernet largest val (1,280 img) | supernet smallest val | peer val (1,280 img) | "
+                  "supernet img/s | peer img/s |", "|---|---|---|---|---|---|"]
+        for e in range(1, max(done_s, len(peer)) + 1):
+            m = sup.get(str(e), {})
+            p = peer[e - 1] if e <= len(peer) else {}
+            lines.append(f"| {e} | {_f(m.get('val_top1_largest'))} | {_f(m.get('val_top1_smallest'))} | "
+                         f"{_f(p.get('val_top1_curve'))} | {_f(m.get('train_images_per_s'), 0)} | "
+                         f"{_f(p.get('train_images_per_s'), 0)} |")
+        lines.append("")
+    luts = results.get("luts", {})
+    if luts:
+        samples = next(iter(luts.values()))["validation"].get("samples")
+        lines += ["**Latency tables** at 32 px (`python -m autovit_ray.profile build` / `validate`, 1 thread, "
+                  f"thread clock; validation on {samples} fresh subnets, two passes):", "",
+                  "| backend | MAPE (%) | within ±5 % | within ±10 % | Kendall τ | retest MAPE (%) |",
+                  "|---|---|---|---|---|---|"]
+        for backend, entry in luts.items():
+            v = entry["validation"]
+            p, r = v.get("predictor", {}), v.get("retest", {})
+            lines.append(f"| {backend} | {_f(p.get('mape'), 2)} | {_f(p.get('within_5'), 2)} | "
+                         f"{_f(p.get('within_10'), 2)} | {_f(p.get('kendall_tau'), 3)} | {_f(r.get('mape'), 2)} |")
+        lines.append("")
+    budgets = results.get("budgets")
+    if budgets:
+        lines += [f"**Budgets**: the peer has {budgets['peer_params']:,} parameters (budget ×{PARAMS_FACTOR}: "
+                  f"{budgets['params_budget']:,.0f}) and measures {budgets['peer_measured_ms']['median_ms']:.3f} ms "
+                  f"on torch-cpu (1 thread, thread clock), {budgets['peer_lut_ms']:.3f} ms in the table's units "
+                  f"(level {budgets['level']:.3f} from 12 random subnets measured beside it)."]
+        for factor, b in budgets["by_factor"].items():
+            lines.append(f"- ×{factor}: latency ≤ {b['latency_budget_ms']:.3f} LUT ms; "
+                         f"{100 * b['random_share_fitting']:.1f} % of 10,000 random archs fit both budgets.")
+        lines.append("")
+    selection = results.get("selection", {})
+    for name, sel in selection.items():
+        lines += [f"**Selection, {name}** (the {SELECTION_CANDIDATES} best by validation top-1 measured beside "
+                  f"the peer, torch-cpu wall clock, 1 thread; peer {_lat(sel['peer_measured'])} ms, limit "
+                  f"{sel['limit_ms']:.3f} ms):", "", "| val top-1 | LUT ms | measured ms (p10–p90) | meets | arch |",
+                  "|---|---|---|---|---|"]
+        for row in sel["candidates"]:
+            lines.append(f"| {row['val_top1']:.2f} | {_f(row['lut_ms'], 3)} | {_lat(row['measured'])} | "
+                         f"{'yes' if row['meets'] else 'no'} | `{row['name']}` |")
+        lines.append("")
+    headline = results.get("headline")
+    if headline:
+        lines += ["**Headline** (full 5k validation and 10k test sets; latency batch 1, 1 thread, wall clock, "
+                  "40 interleaved rounds, median with p10–p90; Δ test = paired difference to the peer on the "
+                  "same 10k images with a 95 % bootstrap interval):", "",
+                  "| model | val top-1 | test top-1 | Δ test vs peer (pp) | params | MMACs | torch-cpu ms | "
+                  "× peer | onnxruntime ms | × peer | LUT ms (torch-cpu) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+        for row in headline.values():
+            d = row.get("test_vs_peer")
+            delta = f"{d['difference']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}]" if d else "–"
+            lines.append(f"| {row['label']} | {row['val_top1']:.2f} | {row['test_top1']:.2f} | {delta} | "
+                         f"{row['params'] / 1e6:.3f} M | {row['macs'] / 1e6:.1f} | "
+                         f"{_lat(row.get('measured_torch-cpu'))} | {_f(row.get('ratio_torch-cpu'), 2)} | "
+                         f"{_lat(row.get('measured_onnxruntime'))} | {_f(row.get('ratio_onnxruntime'), 2)} | "
+                         f"{_f(row.get('lut_ms_torch-cpu'), 3)} |")
+        lines += ["", "![test top-1 vs measured latency](bench/results/cifar10_result.png)", ""]
+    return lines
+
+
+def plot(results: dict[str, Any], out_dir: Path, path: Path) -> Path | None:
+    """Left: every evaluated candidate (validation top-1 vs LUT latency), the searched Pareto fronts and
+    the budgets. Right: the final models, test top-1 vs measured torch-cpu latency, the peer marked."""
+    headline = results.get("headline")
+    if not headline:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
+    for factor in LATENCY_FACTORS:
+        name = search_name(factor)
+        found_path = out_dir / "search" / name / "results.json"
+        if not found_path.is_file():
+            continue
+        found = json.loads(found_path.read_text())
+        ok = [e for e in found.get("evaluated", []) if e["fitness"] is not None]
+        left.scatter([e["latency"] for e in ok], [e["fitness"] for e in ok], s=6, alpha=0.25,
+                     label=f"{name}: {len(ok)} candidates")
+        front = sorted(found["pareto_front"], key=lambda e: e["latency"])
+        left.plot([e["latency"] for e in front], [e["fitness"] for e in front], "-o", ms=3, label=f"{name} front")
+        left.axvline(results["budgets"]["by_factor"][str(factor)]["latency_budget_ms"], ls="--", lw=0.8, color="0.4")
+    left.set(xlabel="LUT-predicted latency, torch-cpu (ms)", ylabel="validation top-1 (%)",
+             title="search: every evaluated candidate")
+    left.legend(fontsize=7)
+    # Right: latency as a multiple of the peer's, measured in the same interleaved run (the selection's
+    # candidates and the headline's models were measured in different runs of a drifting machine).
+    for name, sel in results.get("selection", {}).items():
+        found = json.loads((out_dir / "search" / name / "results.json").read_text())
+        test_of = {b["name"]: b["test_top1"] for b in found["best"]}
+        peer_ms = sel["peer_measured"]["median_ms"]
+        right.scatter([r["measured"]["median_ms"] / peer_ms for r in sel["candidates"]],
+                      [test_of[r["name"]] for r in sel["candidates"]], s=10, alpha=0.35,
+                      label=f"{name}: measured candidates")
+    peer = headline["peer"]
+    for key, row in headline.items():
+        if key == "peer":
+            continue
+        x, y = row["ratio_torch-cpu"], row["test_top1"]
+        right.scatter([x], [y], s=40, label=key)
+        right.annotate(key, (x, y), fontsize=7, xytext=(4, 4), textcoords="offset points")
+    right.scatter([1.0], [peer["test_top1"]], marker="*", s=180, color="black", label=peer["label"])
+    right.set(xlabel="measured latency / the peer's (torch-cpu, batch 1, 1 thread, same run)",
+              ylabel="test top-1 (%)", title="final models vs MobileViT-XXS")
+    right.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_report(results: dict[str, Any], out_dir: Path, epochs: int, benchmarks: Path) -> None:
+    summary_path = out_dir / SUPERNET_RUN / "train_summary.json"
+    worker_code = None
+    if summary_path.is_file():
+        worker_code = json.loads(summary_path.read_text()).get(SUPERNET, {}).get("worker", {}).get("code")
+    record = {**results, "environment": environment(), "training_worker_code": worker_code,
+              "recipes": {k: list(v) for k, v in RECIPES.items()}, "precision": "fp32",
+              "data_path": "timm PIL pipeline per image (data.augment timm, num_workers 0)",
+              "updated": time.strftime("%Y-%m-%d %H:%M")}
+    results_dir = benchmarks.parent / "bench" / "results"  # committed beside BENCHMARKS.md
+    atomic_write_text(results_dir / "cifar10_result.json", json.dumps(record, indent=1, default=str))
+    plot(results, out_dir, results_dir / "cifar10_result.png")
+    replace_markdown_section(benchmarks, SECTION, "\n".join(report_sections(results, epochs)))
+    log(f"wrote {benchmarks}, {results_dir / 'cifar10_result.json'}")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -350,12 +865,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chunk", type=int, default=5, help="epochs each side trains before the other's turn")
     parser.add_argument("--max-steps", type=int, default=None, help="smoke runs: steps per epoch")
     parser.add_argument("--max-eval-batches", type=int, default=None, help="smoke runs: eval batches")
+    parser.add_argument("--lut-references", type=int, default=24, help="profile build --references")
+    parser.add_argument("--lut-samples", type=int, default=100, help="profile validate --samples")
+    parser.add_argument("--lut-rounds", type=int, default=None, help="profile build/validate --rounds")
+    parser.add_argument("--lut-quiet-cpus", type=float, default=0.3, help="profile --quiet-cpus (negative: off)")
+    parser.add_argument("--population", type=int, default=50)
+    parser.add_argument("--generations", type=int, default=10)
     parser.add_argument("--stop-after", choices=("pilot", "train"), default=None)
+    parser.add_argument("--report-only", action="store_true",
+                        help="rewrite BENCHMARKS.md's section, bench/results/cifar10_result.{json,png} and stop")
+    parser.add_argument("--benchmarks-file", type=Path, default=ROOT / "BENCHMARKS.md")
     args = parser.parse_args(argv)
     out = (args.out or bench_dir() / "cifar10_result").expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
     settings = Settings(out=out, data_dir=args.data_dir, epochs=args.epochs, pilot_epochs=args.pilot_epochs,
-                        threads=args.threads, max_steps=args.max_steps, max_eval_batches=args.max_eval_batches)
+                        threads=args.threads, lut_references=args.lut_references, lut_samples=args.lut_samples,
+                        lut_rounds=args.lut_rounds, lut_quiet_cpus=args.lut_quiet_cpus,
+                        population=args.population, generations=args.generations, max_steps=args.max_steps,
+                        max_eval_batches=args.max_eval_batches)
     torch.set_num_threads(args.threads)
     results_path = out / "results.json"
     results: dict[str, Any] = {}
@@ -367,14 +894,25 @@ def main(argv: list[str] | None = None) -> int:
     results["code"] = {"autovit_ray": autovit_ray.__file__, "root": str(ROOT)}
 
     def save() -> None:
-        _write_json_atomic(results, results_path)
+        atomic_write_text(results_path, json.dumps(results, indent=1))
 
+    if args.report_only:
+        write_report(results, out, args.epochs, args.benchmarks_file)
+        return 0
     log(f"cifar10_result: artifacts in {out}; code {autovit_ray.__file__}")
     recipe, adaptation = run_pilot(settings, results, save)
     log(f"pilot chose recipe {recipe!r} and peer adaptation {adaptation!r}: {results['pilot']['arms']}")
     if args.stop_after == "pilot":
         return 0
     run_training(settings, recipe, adaptation, results, save, args.chunk)
+    if args.stop_after == "train":
+        return 0
+    checkpoint = final_supernet(settings, settings.config(recipe))
+    run_luts(settings, results, save)
+    budgets = run_budgets(settings, adaptation, results, save)
+    run_searches(settings, checkpoint, budgets, results, save)
+    run_selection(settings, checkpoint, adaptation, budgets, results, save)
+    run_headline(settings, checkpoint, adaptation, results, save)
     log("done")
     return 0
 

@@ -44,6 +44,9 @@ def test_search_cli_end_to_end_with_mlflow_and_resume(finished_digits_search):
     results = search.results
     assert results["evaluations"] == 6 and all(b["params"] <= 1.6e6 for b in results["best"])
     assert "test_top1" in results["best"][0] and len(results["best"]) == 2
+    # every candidate is listed; the best is one of them, with the same validation top-1
+    assert len(results["evaluated"]) == 6
+    assert results["best"][0]["val_top1"] in [e["fitness"] for e in results["evaluated"]]
     # One checkpoint load per actor; every evaluation went through the pool (6 val + 2 test).
     stats = results["evaluator_stats"]
     assert [s["checkpoint_loads"] for s in stats] == [1, 1]

@@ -9,11 +9,13 @@ from __future__ import annotations
 import json
 import random
 from collections import Counter
+from pathlib import Path
 
 import pytest
 import torch
 from conftest import TINY_TRAIN_SETTINGS, tiny_train_argv
 
+import autovit_ray
 from autovit_ray.checkpoint import (
     find_checkpoint,
     list_checkpoints,
@@ -275,6 +277,9 @@ def test_three_supernets_train_concurrently_and_load_back(trained_digits_experim
     exp = trained_digits_experiment
     summary = json.loads((exp.dir / "train_summary.json").read_text())
     assert {s: r["status"] for s, r in summary.items()} == {s: "OK" for s in exp.supernets}
+    # the workers imported this package, not another copy (a pinned benchmark checks the same)
+    package = str(Path(autovit_ray.__file__).parent)
+    assert {s: r["worker"]["code"] for s, r in summary.items()} == {s: package for s in exp.supernets}
     for name in exp.supernets:
         path = find_checkpoint(exp.dir, name, final=True)
         assert path.parent == exp.dir / "checkpoints" / name and path.name == "epoch_0002"

@@ -293,7 +293,8 @@ def summarise(strategy: SearchStrategy, pool: Any, args: argparse.Namespace, sea
     tracker.log_summary(reported, front, strategy.history)
     print_tables(reported, front)
     return {"best": reported, "pareto_front": [e.to_dict() for e in front],
-            "evaluations": len(strategy.history), "failed": sum(not e.ok for e in strategy.history)}
+            "evaluations": len(strategy.history), "failed": sum(not e.ok for e in strategy.history),
+            "evaluated": [e.to_dict() for e in strategy.history]}  # every candidate, in evaluation order
 
 
 def print_tables(reported: list[dict[str, Any]], front: list[Evaluation]) -> None:
