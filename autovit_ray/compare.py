@@ -49,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="an experiment directory (its mlflow.db), or an MLflow experiment name with --mlflow-uri")
     p.add_argument("--mlflow-uri", default=None, help="default: $MLFLOW_TRACKING_URI or sqlite in the experiment dir")
     p.add_argument("--searches", default=None, help="comma-separated search names (default: every finished search)")
+    p.add_argument("--models", default="",
+                   help="comma-separated registered models to add: models:/<name>@<alias> or models:/<name>/<version>")
     p.add_argument("--references", default=",".join(DEFAULT_REFERENCES),
                    help="comma-separated timm model names (empty: none)")
     p.add_argument("--reference-checkpoint", action="append", default=[], metavar="NAME=PATH",
@@ -156,6 +158,30 @@ def searched_candidates(client: Any, runs: Sequence[Any], tmp: Path) -> tuple[li
                 extra={"arch": str(arch), "arch_hash": arch.arch_hash, "search_run_id": run_id,
                        "val_top1": _float(entry.get("val_top1"))}))
     return candidates, facts
+
+
+def registered_candidates(uris: Sequence[str], tracking_uri: str, tmp: Path, facts: dict[str, Any]) -> list[Candidate]:
+    """Registered searched models (`autovit_ray.registry`), built from their logged arch and weights;
+    they must share the experiment's class count (`facts`, filled from the first one if empty)."""
+    from .registry import resolve_model_uri
+
+    out = []
+    for uri in uris:
+        registered = resolve_model_uri(uri, tracking_uri, tmp / f"registered{len(out)}")
+        facts.setdefault("num_classes", registered.num_classes)
+        facts.setdefault("supernet", registered.tags.get("supernet"))
+        facts.setdefault("profile", registered.tags.get("profile"))
+        facts.setdefault("checkpoint", registered.tags.get("checkpoint"))
+        if registered.num_classes != facts["num_classes"]:
+            raise ValueError(f"{uri} classifies {registered.num_classes} classes; the other models here "
+                             f"{facts['num_classes']}")
+        out.append(Candidate(
+            name=f"{registered.name} v{registered.version}", kind="searched", model=registered.build(),
+            resolution=registered.arch.resolution, test_top1=_float(registered.tags.get("test_top1")),
+            lut_latency_ms=_float(registered.tags.get("lut_latency_ms")),
+            extra={"arch": str(registered.arch), "arch_hash": registered.arch.arch_hash, "model_uri": uri,
+                   "val_top1": _float(registered.tags.get("val_top1"))}))
+    return out
 
 
 @contextlib.contextmanager
@@ -456,7 +482,7 @@ def compare_experiment(experiment: str | os.PathLike[str], mlflow_uri: str | Non
                        backend: str = "torch-cpu", repeats: int = 100, rounds: int = 10, seed: int = 0,
                        out: str | os.PathLike[str] | None = None, searches: Sequence[str] | None = None,
                        data_dir: str | None = None, eval_batches: int | None = None,
-                       log: Log = print) -> list[dict[str, Any]]:
+                       log: Log = print, models: Sequence[str] = ()) -> list[dict[str, Any]]:
     """Measure an experiment's searched models against `references` on one backend; print, write
     (compare.csv / .json / .png under `out`) and log to a new MLflow run "compare". Returns the rows."""
     from .tracking import _client
@@ -474,11 +500,12 @@ def compare_experiment(experiment: str | os.PathLike[str], mlflow_uri: str | Non
     if found is None:
         raise ValueError(f"no MLflow experiment {experiment_name!r} in {uri}")
     runs = search_runs(client, found.experiment_id, searches)
-    if not runs:
+    if not runs and not models:
         raise ValueError(f"no finished search in MLflow experiment {experiment_name!r} ({uri}); "
                          "run `python -m autovit_ray.search` first")
     with tempfile.TemporaryDirectory() as tmp, _quiet_downloads():
         candidates, facts = searched_candidates(client, runs, Path(tmp))
+        candidates += registered_candidates(models, uri, Path(tmp), facts)
     if not candidates:
         raise ValueError(f"the searches in {experiment_name!r} reported no best models")
     candidates += reference_candidates(references, checkpoints, facts, candidates[0].resolution, data_dir,
@@ -487,7 +514,8 @@ def compare_experiment(experiment: str | os.PathLike[str], mlflow_uri: str | Non
     rows = make_rows(candidates, stats)
     log(format_table(rows))
     meta = {"experiment": str(experiment), "tracking_uri": uri, "backend": backend, "repeats": repeats,
-            "rounds": rounds, "seed": seed, "device": fingerprint, "searches": [r.info.run_id for r in runs]}
+            "rounds": rounds, "seed": seed, "device": fingerprint, "searches": [r.info.run_id for r in runs],
+            "models": list(models)}
     paths = write_outputs(rows, out_dir, meta)
     run_id = log_run(client, found.experiment_id, rows, paths, {
         "backend": backend, "repeats": repeats, "rounds": rounds, "seed": seed,
@@ -504,7 +532,7 @@ def main(argv: list[str] | None = None) -> int:
         compare_experiment(args.experiment, args.mlflow_uri, args.references.split(","), checkpoints,
                            args.backend, args.repeats, args.rounds, args.seed, args.out,
                            [s for s in args.searches.split(",") if s] if args.searches else None,
-                           args.data_dir, args.eval_batches)
+                           args.data_dir, args.eval_batches, models=[m for m in args.models.split(",") if m])
     except ValueError as exc:  # bad input: one clear message, no traceback
         print(f"error: {exc}", file=sys.stderr)
         return 2

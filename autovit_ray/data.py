@@ -60,6 +60,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import io
 import pickle
 from collections.abc import Iterable, Mapping, Sequence
@@ -427,6 +428,21 @@ def make_splits(cfg: DataConfig) -> Splits:
     rng = np.random.default_rng([cfg.split_seed, 1])
     calib = np.sort(rng.choice(train, size=min(cfg.calib_size, len(train)), replace=False))
     return Splits(train=train, val=val, calib=calib, test=np.arange(len(test_source)))
+
+
+def dataset_record(cfg: DataConfig) -> dict[str, Any]:
+    """What a training run records about its data (its MLflow input): the dataset, its source, the
+    split sizes, and a digest of the labels and split indices (equal digests: the same images in the
+    same splits, whatever the path they were read from)."""
+    train_source, test_source = _sources(cfg)
+    splits = make_splits(cfg)
+    digest = hashlib.sha256(cfg.dataset.encode())
+    for array in (train_source.labels, test_source.labels, splits.train, splits.val, splits.calib, splits.test):
+        digest.update(np.ascontiguousarray(array, dtype=np.int64).tobytes())
+    source = "sklearn.datasets.load_digits" if cfg.dataset == "digits" else str(Path(cfg.data_dir or "").resolve())
+    return {"name": cfg.dataset, "source": source, "digest": digest.hexdigest()[:16],
+            "sizes": {name: len(getattr(splits, name)) for name in ("train", "val", "calib", "test")},
+            "num_classes": len(train_source.classes), "split_seed": cfg.split_seed}
 
 
 # ---------------------------------------------------------------------------------------------------

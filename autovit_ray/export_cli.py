@@ -4,8 +4,10 @@
         --checkpoint outputs/digits-demo --supernet xxs --format torchscript,onnx,coreml --out exports/
 
 `--arch` is an arch JSON file, inline JSON, a search directory (`<experiment>/search/<name>`) or its
-`results.json` (the search's best model), or an MLflow run id: a search's candidate (child) run
-(its params are the arch fields) or a search's parent run (its `best_arch` tag). The subnet is
+`results.json` (the search's best model), an MLflow run id: a search's candidate (child) run
+(its params are the arch fields) or a search's parent run (its `best_arch` tag), or a registered
+model, ``models:/<name>@<alias>`` or ``models:/<name>/<version>`` (then `--checkpoint` defaults to
+the supernet checkpoint that version names). The subnet is
 extracted from the supernet checkpoint, its BatchNorm is recalibrated on the calibration split
 (as the search does), and `<name>.arch.json`, `<name>.pth` and each requested format are written
 to `--out`. Every written model is run on the same input as the supernet's active path (with the
@@ -32,6 +34,7 @@ import torch
 from torch import nn
 
 from .export import FORMATS, example_input, export_model
+from .registry import is_model_uri
 from .space import Arch, SearchSpace
 
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -47,9 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--arch", required=True,
                    help="arch JSON file, inline JSON, a search directory or its results.json (its best "
-                        "model), or an MLflow run id")
-    p.add_argument("--checkpoint", required=True,
-                   help="a supernet checkpoint directory, or an experiment directory with --supernet")
+                        "model), an MLflow run id, or a registered model: models:/<name>@<alias> or "
+                        "models:/<name>/<version>")
+    p.add_argument("--checkpoint", default=None,
+                   help="a supernet checkpoint directory, or an experiment directory with --supernet "
+                        "(default for a models:/ --arch: the checkpoint its registered version names)")
     p.add_argument("--supernet", default=None, help="xxs, xs or s (when --checkpoint is an experiment)")
     p.add_argument("--format", default="torchscript,onnx,coreml",
                    help=f"comma-separated, of {','.join(FORMATS)}; empty: only the .arch.json + .pth")
@@ -130,6 +135,34 @@ def resolve_arch(spec: str, tracking_uri: Callable[[], str]) -> Arch:
                      "(with results.json) nor an MLflow run id (32 hex digits)")
 
 
+def resolve_registered(args: argparse.Namespace) -> Any:
+    """The registered model of a models:/ --arch, from --mlflow-uri, $MLFLOW_TRACKING_URI or the
+    database of --checkpoint's experiment."""
+    import os
+    import tempfile
+
+    from .registry import resolve_model_uri
+    from .search.cli import resolve_checkpoint
+    from .tracking import default_tracking_uri
+
+    uri = args.mlflow_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri:
+        if args.checkpoint is None:
+            raise ValueError(f"--arch {args.arch} needs the tracking store that holds the registry: pass "
+                             "--mlflow-uri (or set MLFLOW_TRACKING_URI) or --checkpoint of the experiment")
+        uri = default_tracking_uri(experiment_dir_of(resolve_checkpoint(args)))
+    return resolve_model_uri(args.arch, uri, Path(tempfile.mkdtemp(prefix="autovit-registry-")))
+
+
+def check_registered_matches(registered: Any, supernet: str, num_classes: int, checkpoint: Path) -> None:
+    """A registered model must come from the checkpoint's supernet and class count."""
+    theirs = (registered.tags.get("supernet"), registered.num_classes)
+    if theirs != (supernet, num_classes):
+        raise ValueError(f"{registered.uri} (version {registered.version}) is a model of supernet {theirs[0]!r} "
+                         f"with {theirs[1]} classes; the checkpoint {checkpoint} is supernet {supernet!r} with "
+                         f"{num_classes} classes")
+
+
 def check_in_space(arch: Arch, space: SearchSpace, checkpoint: Path) -> None:
     try:
         space.validate(arch)
@@ -197,9 +230,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     formats = parse_formats(args.format)
     if args.calib_batches is not None and args.calib_batches < 1:
         raise ValueError(f"--calib-batches must be >= 1, got {args.calib_batches}")
+    registered = None
+    if is_model_uri(args.arch):
+        registered = resolve_registered(args)
+        arch = registered.arch
+        if args.checkpoint is None:
+            args.checkpoint = registered.tags.get("checkpoint")
+    if args.checkpoint is None:
+        raise ValueError("--checkpoint is required (a supernet checkpoint, or an experiment directory with "
+                         "--supernet)")
     checkpoint = resolve_checkpoint(args)
-    arch = resolve_arch(args.arch, lambda: default_tracking_uri(experiment_dir_of(checkpoint), args.mlflow_uri))
+    if registered is None:
+        arch = resolve_arch(args.arch, lambda: default_tracking_uri(experiment_dir_of(checkpoint), args.mlflow_uri))
     supernet, space, config = load_supernet(checkpoint)
+    if registered is not None:
+        check_registered_matches(registered, space.name, supernet.num_classes, checkpoint)
     check_in_space(arch, space, checkpoint)
     data = dataclasses.replace(config.data, data_dir=args.data_dir) if args.data_dir else config.data
 

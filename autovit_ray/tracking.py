@@ -67,9 +67,10 @@ def experiment_id(client: Any, tracking_uri: str, name: str) -> str:
 
 
 def start_runs(tracking_uri: str, experiment: str, name: str, supernets: Mapping[str, Mapping[str, Any]],
-               params: Mapping[str, Any]) -> dict[str, str]:
+               params: Mapping[str, Any], dataset: Mapping[str, Any] | None = None) -> dict[str, str]:
     """One MLflow run per supernet ({supernet: run_id}); reuses the runs of an earlier launch of the
-    same training name (a resume). `supernets` maps each name to its extra tags."""
+    same training name (a resume). `supernets` maps each name to its extra tags; `dataset`
+    (`autovit_ray.data.dataset_record`) is logged as each new run's training input."""
     client = _client(tracking_uri)
     exp_id = experiment_id(client, tracking_uri, experiment)
     run_ids = {}
@@ -87,6 +88,8 @@ def start_runs(tracking_uri: str, experiment: str, name: str, supernets: Mapping
             run = _retry(lambda s=supernet, t=all_tags: client.create_run(exp_id, run_name=s, tags=t))
             run_id = run.info.run_id
             log_params(tracking_uri, run_id, params)
+            if dataset is not None:
+                log_dataset(tracking_uri, run_id, dataset)
         run_ids[supernet] = run_id
     return run_ids
 
@@ -98,6 +101,31 @@ def log_params(tracking_uri: str, run_id: str, params: Mapping[str, Any]) -> Non
     items = [Param(k, str(v)[:MAX_PARAM_LENGTH]) for k, v in sorted(params.items())]
     for i in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
         _retry(lambda chunk=items[i:i + 100]: client.log_batch(run_id, params=chunk))
+
+
+def log_dataset(tracking_uri: str, run_id: str, record: Mapping[str, Any], context: str = "training") -> None:
+    """`record` (name, source, digest, split sizes) as an MLflow dataset input of the run."""
+    import json
+
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    dataset = Dataset(name=record["name"], digest=record["digest"], source_type="local",
+                      source=json.dumps({"uri": record["source"]}),
+                      profile=json.dumps({k: v for k, v in record.items() if k not in ("name", "digest", "source")}))
+    tags = [InputTag("mlflow.data.context", context)]
+    _retry(lambda: _client(tracking_uri).log_inputs(run_id, datasets=[DatasetInput(dataset, tags)]))
+
+
+def system_metrics_monitor(tracking_uri: str, run_id: str, resume: bool) -> Any:
+    """MLflow's system-metrics monitor (CPU, memory, disk, network; GPU where its library is there)
+    for `run_id`, started; None when MLflow cannot monitor here (no psutil). Call `.finish()` at the end."""
+    try:
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+    except ImportError:
+        return None
+    monitor = SystemMetricsMonitor(run_id, sampling_interval=5, resume_logging=resume, tracking_uri=tracking_uri)
+    monitor.start()
+    return monitor
 
 
 def log_metrics(tracking_uri: str, run_id: str, metrics: Mapping[str, float], step: int) -> None:
@@ -121,5 +149,5 @@ def end_run(tracking_uri: str, run_id: str, status: str) -> None:
     _retry(lambda: client.set_terminated(run_id, status=status))
 
 
-__all__ = ["default_tracking_uri", "end_run", "log_metrics", "log_params", "set_tags", "start_runs",
-           "ui_command"]
+__all__ = ["default_tracking_uri", "end_run", "log_dataset", "log_metrics", "log_params", "set_tags", "start_runs",
+           "system_metrics_monitor", "ui_command"]

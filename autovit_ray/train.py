@@ -41,6 +41,7 @@ from autovit_ray.checkpoint import (
     save_checkpoint,
     space_of,
 )
+from autovit_ray.data import dataset_record
 from autovit_ray.data import num_classes as dataset_num_classes
 from autovit_ray.distill import build_teacher
 from autovit_ray.io import atomic_write_text
@@ -187,7 +188,7 @@ def train_loop_per_worker(payload: dict[str, Any]) -> None:
     import ray.train.torch
     import torch
 
-    from autovit_ray.tracking import log_metrics
+    from autovit_ray.tracking import log_metrics, system_metrics_monitor
     from autovit_ray.training.loop import SupernetTrainer, World
 
     cfg = config_from_dict(payload["config"])
@@ -238,7 +239,14 @@ def train_loop_per_worker(payload: dict[str, Any]) -> None:
             raise RuntimeError(f"injected failure after epoch {epoch} (train.fail_after_epoch)")
 
     progress = _Bar if payload.get("progress_bar") and rank == 0 else None
-    trainer.fit(on_epoch_end, progress=progress)
+    monitor = None
+    if rank == 0 and payload.get("mlflow_run_id"):  # system metrics of the node training this supernet
+        monitor = system_metrics_monitor(payload["mlflow_uri"], payload["mlflow_run_id"], resume=resumed)
+    try:
+        trainer.fit(on_epoch_end, progress=progress)
+    finally:
+        if monitor is not None:
+            monitor.finish()
 
 
 def _fit_one(cfg_dict: dict[str, Any], space_source: str, name: str, plan: dict[str, Any],
@@ -293,7 +301,7 @@ def run_training(cfg: TrainConfig, address: str | None = None, mlflow_uri: str |
         uri, cfg.mlflow.experiment or cfg.name, cfg.name,
         {s: {"checkpoint_location": checkpoint_root(exp_dir, s), "space_fingerprint": sp.fingerprint(),
              "space_profile": cfg.profile, "num_classes": n_classes} for s, sp in spaces.items()},
-        {**flatten(cfg.to_dict()), "num_classes": n_classes},
+        {**flatten(cfg.to_dict()), "num_classes": n_classes}, dataset=dataset_record(cfg.data),
     )
     # Read by Ray Train's controller (the driver's RAY_TRAIN_* variables are passed on to it).
     os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", str(cfg.ray.worker_start_timeout_s))

@@ -63,7 +63,8 @@ def trained_digits_experiment(ray_session, tmp_path_factory):
 def finished_digits_search(trained_digits_experiment, ray_session, tmp_path_factory):
     """A tiny finished search through `python -m autovit_ray.search` on the session's xxs digits
     supernet (coarse-to-fine, 2 generations of 3 under a 1.6 M parameter budget, 2 evaluator actors,
-    top 2 exported as TorchScript, no LUT). `.dir` holds `mlflow.db` and `search/<name>/results.json`;
+    top 2 exported as TorchScript and ONNX and logged as MLflow Models, the best registered as
+    autovit-digits-test-xxs@champion, no LUT). `.dir` holds `mlflow.db` and `search/<name>/results.json`;
     `.mlflow_uri` is its tracking URI; `.results` the parsed results.json. Read-only: do not write
     into it (test_search_real reruns `.argv` to show that a finished search changes nothing)."""
     import json
@@ -78,8 +79,43 @@ def finished_digits_search(trained_digits_experiment, ray_session, tmp_path_fact
     argv = ["--checkpoint", str(checkpoint), "--name", name, "--output-dir", str(output_dir),
             "--params-budget", "1.6M", "--population", "3", "--generations", "2", "--parents", "2",
             "--coarse-samples", "40", "--skeletons", "2", "--evaluators", "2", "--cpus-per-evaluator", "0.3",
-            "--eval-batches", "1", "--calib-batches", "1", "--top-k", "2", "--export-formats", "torchscript"]
+            "--eval-batches", "1", "--calib-batches", "1", "--top-k", "2", "--export-formats", "torchscript,onnx"]
     assert main(argv) == 0, "the session's tiny digits search failed"
     results = json.loads((output_dir / "search" / name / "results.json").read_text())
     return SimpleNamespace(dir=output_dir, name=name, checkpoint=checkpoint, argv=argv, results=results,
                            mlflow_uri=f"sqlite:///{output_dir / 'mlflow.db'}")
+
+
+@pytest.fixture(scope="session")
+def registered_digits_model(tmp_path_factory):
+    """A fresh sqlite tracking store with four runs; the first holds the pyfunc + ONNX MLflow Models of
+    an untrained digits subnet (`autovit_ray.registry.log_searched_model`). No Ray. Tests register
+    versions under their own names."""
+    import torch
+    from mlflow.tracking import MlflowClient
+
+    from autovit_ray.export import export_model
+    from autovit_ray.models import create_subnet, save_subnet
+    from autovit_ray.registry import ModelFacts, log_searched_model
+    from autovit_ray.space import load_space
+
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("registry")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    space = load_space("xxs", profile="digits")
+    arch = space.smallest()
+    torch.manual_seed(0)
+    model = create_subnet(arch, 10, space).eval()
+    arch_path, weights = save_subnet(model, arch, root / "exports", "m")
+    onnx_path = export_model(model, arch.resolution, root / "exports", "m", ("onnx",))["onnx"]
+    client = MlflowClient(uri)
+    experiment = client.create_experiment("autovit-search", artifact_location=(root / "mlartifacts").as_uri())
+    runs = [client.create_run(experiment).info.run_id for _ in range(4)]
+    facts = ModelFacts(arch=arch, profile="digits", num_classes=10, mean=(0.5,) * 3, std=(0.25,) * 3,
+                       params=sum(p.numel() for p in model.parameters()), macs=space.count_macs(arch, 10),
+                       val_top1=50.0, test_top1=49.0, checkpoint="/ckpt", space_fingerprint=space.fingerprint(),
+                       data_split="digits/split_seed=0/val_size=None", budgets="params<=1.6e+06",
+                       lut_latency_ms=1.5, lut_fingerprint="abc", measured_latency_ms=1.7)
+    batch = torch.randn(4, 3, arch.resolution, arch.resolution)
+    uris = log_searched_model(uri, runs[0], model, facts, arch_path, weights, onnx_path, batch)
+    return {"uri": uri, "runs": runs, "facts": facts, "model": model, "uris": uris, "root": root, "space": space}

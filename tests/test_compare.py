@@ -11,7 +11,13 @@ import timm
 import torch
 from torch import nn
 
-from autovit_ray.compare import NOT_TRAINED, compare_experiment, main, runnable_resolution
+from autovit_ray.compare import (
+    NOT_TRAINED,
+    compare_experiment,
+    main,
+    registered_candidates,
+    runnable_resolution,
+)
 from autovit_ray.space import Arch
 
 
@@ -61,6 +67,27 @@ def test_compare_table_files_and_mlflow_run(finished_digits_search, tmp_path, ca
     assert run.data.params["backend"] == "torch-cpu" and run.data.params["references"] == "test_resnet,mobilevit_xxs"
     assert {"compare.csv", "compare.json", "compare.png"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
     assert run.data.metrics[f"{search.name}-top1/latency_ms"] == pytest.approx(rows[0]["latency_ms"])
+
+
+def test_registered_models_join_the_comparison(finished_digits_search, tmp_path):
+    """compare --models models:/...: the registered champion is built from its logged arch + weights
+    (registered_candidates only: compare_experiment would log a second compare run into the fixture)."""
+    search = finished_digits_search
+    best = search.results["best"][0]
+    facts: dict = {}
+    (candidate,) = registered_candidates(["models:/autovit-digits-test-xxs@champion"], search.mlflow_uri,
+                                         tmp_path, facts)
+    assert candidate.name == "autovit-digits-test-xxs v1" and candidate.kind == "searched"
+    assert candidate.extra["arch_hash"] == Arch.from_dict(best["arch"]).arch_hash
+    assert candidate.test_top1 == pytest.approx(best["test_top1"], abs=1e-3)
+    assert facts["num_classes"] == 10 and facts["supernet"] == "xxs" and facts["profile"] == "digits"
+    exported = timm.create_model("autovit", arch=best["arch_json"], num_classes=10, checkpoint_path=best["weights"])
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        assert torch.allclose(candidate.model(x), exported.eval()(x), atol=1e-5)
+    with pytest.raises(ValueError, match="classifies 10 classes; the other models here 100"):
+        registered_candidates(["models:/autovit-digits-test-xxs/1"], search.mlflow_uri, tmp_path / "b",
+                              {"num_classes": 100})
 
 
 class _NeedsMultipleOf32(nn.Module):

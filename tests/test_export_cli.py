@@ -94,6 +94,26 @@ def test_export_from_mlflow_run_ids(finished_digits_search, tmp_path):
                                                 for k in ours)
 
 
+def test_export_from_a_registered_model(finished_digits_search, trained_digits_experiment, tmp_path, capsys):
+    """models:/<name>@champion: the search's best model; --checkpoint defaults to the one it names."""
+    search = finished_digits_search
+    best = search.results["best"][0]
+    assert main(["--arch", "models:/autovit-digits-test-xxs@champion", "--mlflow-uri", search.mlflow_uri,
+                 "--format", "onnx", "--calib-batches", "1", "--out", str(tmp_path), "--name", "champ"]) == 0
+    assert json.loads((tmp_path / "champ.arch.json").read_text()) == best["arch"]
+    assert (tmp_path / "champ.onnx").is_file()
+    # the same model by version number, against a checkpoint of another supernet: one clear error
+    other = str(find_checkpoint(trained_digits_experiment.dir, "s"))
+    assert main(["--arch", "models:/autovit-digits-test-xxs/1", "--mlflow-uri", search.mlflow_uri,
+                 "--checkpoint", other, "--format", "", "--out", str(tmp_path / "never")]) == 2
+    err = capsys.readouterr().err
+    assert "is a model of supernet 'xxs' with 10 classes" in err and "is supernet 's'" in err
+    assert main(["--arch", "models:/autovit-digits-test-xxs@nobody", "--mlflow-uri", search.mlflow_uri,
+                 "--out", str(tmp_path / "never")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "never").exists()
+
+
 def test_bad_export_inputs(trained_digits_experiment, finished_digits_search, tmp_path, capsys):
     exp = str(trained_digits_experiment.dir)
     out = tmp_path / "never"

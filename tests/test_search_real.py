@@ -7,12 +7,15 @@ import random
 
 import pytest
 import ray
+import timm
 import torch
 
+import autovit_ray.models  # noqa: F401 - registers 'autovit' in timm
 from autovit_ray.checkpoint import find_checkpoint, load_supernet
 from autovit_ray.search.actors import EvaluatorPool
 from autovit_ray.search.cli import main, parse_count
 from autovit_ray.search.evaluate import EvalSettings, SubnetEvaluator
+from autovit_ray.space import Arch
 
 TINY = ["--population", "3", "--generations", "2", "--parents", "2", "--coarse-samples", "40",
         "--skeletons", "2", "--evaluators", "2", "--cpus-per-evaluator", "0.3", "--eval-batches", "1",
@@ -59,10 +62,32 @@ def test_search_cli_end_to_end_with_mlflow_and_resume(finished_digits_search):
     assert len(children) == 6 and all("val_top1" in c.data.metrics for c in children)
     assert {"best_archs.json", "pareto_front.json", "accuracy_vs_latency.png", "exports"} <= {
         a.path for a in client.list_artifacts(parent.info.run_id)}
-    # Rerun: the finished search resumes, evaluates nothing new, logs no duplicate children.
+    # The reported models are MLflow Models in their candidate runs; the best is the registry's champion.
+    best = results["best"][0]
+    assert set(best["model_uris"]) == {"pyfunc", "onnx"} and best["measured_latency_ms"] > 0
+    assert best["registered"] == {"name": "autovit-digits-test-xxs", "version": 1, "champion": True}
+    assert "registered" not in results["best"][1]
+    registry = MlflowClient(search.mlflow_uri, registry_uri=search.mlflow_uri)
+    version = registry.get_model_version_by_alias("autovit-digits-test-xxs", "champion")
+    assert version.tags["arch_hash"] == Arch.from_dict(best["arch"]).arch_hash
+    assert version.tags["budgets"] == "params<=1.6e+06" and version.tags["num_classes"] == "10"
+    assert float(version.tags["val_top1"]) == pytest.approx(best["val_top1"], abs=1e-3)
+    import mlflow
+
+    from autovit_ray.registry import using_tracking_uri
+
+    x = torch.randn(2, 3, 8, 8)
+    exported = timm.create_model("autovit", arch=best["arch_json"], num_classes=10, checkpoint_path=best["weights"])
+    with torch.no_grad():
+        expected = exported.eval()(x).numpy()
+    with using_tracking_uri(search.mlflow_uri):
+        served = mlflow.pyfunc.load_model(best["model_uris"]["pyfunc"]).predict(x.numpy())
+    assert abs(served - expected).max() <= 1e-4
+    # Rerun: the finished search resumes, evaluates nothing new, logs no duplicate children or versions.
     assert main(search.argv) == 0
     children = client.search_runs([experiment.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
     assert len(children) == 6
+    assert len(registry.search_model_versions("name = 'autovit-digits-test-xxs'")) == 1
 
 
 def test_actor_killed_mid_request_is_retried_once(trained_digits_experiment, ray_session):

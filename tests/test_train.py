@@ -23,6 +23,7 @@ from autovit_ray.checkpoint import (
     read_meta,
     save_checkpoint,
 )
+from autovit_ray.data import dataset_record
 from autovit_ray.nn import Supernet
 from autovit_ray.space import load_space
 from autovit_ray.train import load_supernet, main, plan_resources
@@ -324,6 +325,13 @@ def test_three_mlflow_runs_have_metrics(trained_digits_experiment) -> None:
         assert run.data.params["optimizer.lr"] and run.data.params["data.split_seed"] == "0"
         history = client.get_metric_history(run.info.run_id, "val_top1_largest")
         assert [m.step for m in history] == [1, 2]
+        # the data as an MLflow input: the digest of labels + split indices, and the split sizes
+        (dataset_input,) = run.inputs.dataset_inputs
+        record = dataset_record(load_supernet(find_checkpoint(exp.dir, "xxs"))[2].data)
+        assert dataset_input.dataset.name == "digits" and dataset_input.dataset.digest == record["digest"]
+        assert json.loads(dataset_input.dataset.profile)["sizes"] == record["sizes"]
+        # MLflow's system-metrics monitor ran in the rank-0 worker
+        assert any(key.startswith("system/cpu_utilization") for key in run.data.metrics)
 
 
 def test_resume_with_another_config_is_refused(trained_digits_experiment, capsys) -> None:

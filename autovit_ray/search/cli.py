@@ -13,6 +13,7 @@ is read only at the end, to report the chosen models. Rerunning the same command
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -80,6 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default=None, help="override the checkpoint's data directory")
     p.add_argument("--top-k", type=int, default=3, help="best models to report on the test split and export")
     p.add_argument("--export-formats", default="torchscript,onnx,coreml")
+    p.add_argument("--registered-model-name", default=None,
+                   help="MLflow registered model for the best model (default: autovit-<training name>-<supernet>)")
+    p.add_argument("--no-register", action="store_true",
+                   help="log the MLflow Models but register nothing in the Model Registry")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--name", required=True, help="search name: Tune experiment and MLflow parent run")
     p.add_argument("--output-dir", default=None, help="default: the checkpoint's experiment directory")
@@ -271,30 +276,74 @@ def summarise(strategy: SearchStrategy, pool: Any, args: argparse.Namespace, sea
     front = sorted(strategy.pareto_front(), key=lambda e: (e.latency or 0.0, e.params))
     if not best:
         raise RuntimeError("no candidate was evaluated successfully; see the Tune trial errors above")
-    supernet, _, _ = load_supernet(checkpoint)
+    supernet, space, _ = load_supernet(checkpoint)
     formats = tuple(f for f in args.export_formats.split(",") if f)
-    reported = []
+    reported, models = [], []
     for rank, evaluation in enumerate(best, start=1):
         test = pool.evaluate(evaluation.arch, split="test")  # report only: selection is already done
-        model, _ = calibrated_subnet(supernet, evaluation.arch,
-                                     build_loader(data, "calib", resolution=evaluation.arch.resolution),
-                                     args.calib_batches)
+        calib = build_loader(data, "calib", resolution=evaluation.arch.resolution)
+        model, _ = calibrated_subnet(supernet, evaluation.arch, calib, args.calib_batches)
         name = f"{args.name}-top{rank}-{evaluation.arch.arch_hash}"
         export_dir = search_dir / "exports"
         arch_path, weights = save_subnet(model, evaluation.arch, export_dir, name)
         paths = export_model(model, evaluation.arch.resolution, export_dir, name, formats) if formats else {}
         for path in (arch_path, weights, *paths.values()):
             tracker.log_artifact(path, "exports")
+        models.append((model, next(iter(calib))[0]))
         reported.append({"rank": rank, "arch": evaluation.arch.to_dict(), "name": str(evaluation.arch),
                          "val_top1": evaluation.fitness, "test_top1": test["test_top1"],
                          "params": evaluation.params, "latency_ms": evaluation.latency,
                          "macs": test["macs"], "exports": {k: str(v) for k, v in paths.items()},
                          "weights": str(weights), "arch_json": str(arch_path)})
+    log_mlflow_models(args, reported, models, tracker, checkpoint, space, data)
     tracker.log_summary(reported, front, strategy.history)
     print_tables(reported, front)
     return {"best": reported, "pareto_front": [e.to_dict() for e in front],
             "evaluations": len(strategy.history), "failed": sum(not e.ok for e in strategy.history),
             "evaluated": [e.to_dict() for e in strategy.history]}  # every candidate, in evaluation order
+
+
+def log_mlflow_models(args: argparse.Namespace, reported: list[dict[str, Any]], models: list[tuple[Any, Any]],
+                      tracker: Any, checkpoint: Path, space: SearchSpace, data: Any) -> None:
+    """Each reported model as MLflow Models in its candidate run (pyfunc + ONNX when exported), with its
+    measured latency; the best one registered (`autovit_ray.registry`). Adds the model URIs, measured
+    latency and registry version to `reported`."""
+    from ..checkpoint import read_meta
+    from ..latency import get_backend, measure_interleaved
+    from ..registry import ModelFacts, log_searched_model, register, registered_model_name
+
+    backend = get_backend("torch-cpu", threads=1, clock="wall")
+    prepared = [backend.prepare(model, (1, 3, r["arch"]["resolution"], r["arch"]["resolution"]))
+                for (model, _), r in zip(models, reported)]
+    try:  # the reported models measured alike, interleaved (batch 1, 1 thread, wall clock)
+        stats = measure_interleaved(prepared, rounds=5, repeats=10)
+    finally:
+        for p in prepared:
+            p.close()
+    # the LUT file's content hash: which table predicted the latencies
+    lut_fingerprint = hashlib.sha256(Path(args.lut).read_bytes()).hexdigest()[:16] if args.lut else None
+    meta = read_meta(checkpoint)
+    budgets = ",".join(f"{k}<={v:g}" for k, v in (("params", args.params_budget),
+                                                   ("latency_ms", args.latency_budget_ms)) if v is not None)
+    split = f"{data.dataset}/split_seed={data.split_seed}/val_size={data.val_size}"
+    for entry, (model, batch), measured in zip(reported, models, stats):
+        arch = Arch.from_dict(entry["arch"])
+        entry["measured_latency_ms"] = measured.median_ms
+        facts = ModelFacts(arch=arch, profile=space.profile.name, num_classes=int(meta["num_classes"]), mean=tuple(data.mean), std=tuple(data.std),
+                           params=int(entry["params"]), macs=int(entry["macs"]), val_top1=float(entry["val_top1"]),
+                           test_top1=float(entry["test_top1"]), checkpoint=str(checkpoint),
+                           space_fingerprint=space.fingerprint(), data_split=split, budgets=budgets or "none",
+                           lut_latency_ms=entry["latency_ms"], lut_fingerprint=lut_fingerprint,
+                           measured_latency_ms=measured.median_ms)
+        run_id = tracker.candidate_run_id(arch.arch_hash)
+        if run_id is None:
+            continue
+        onnx_path = Path(entry["exports"]["onnx"]) if "onnx" in entry["exports"] else None
+        entry["model_uris"] = log_searched_model(tracker.tracking_uri, run_id, model, facts,
+                                                 Path(entry["arch_json"]), Path(entry["weights"]), onnx_path, batch)
+        if entry["rank"] == 1 and not args.no_register:
+            name = args.registered_model_name or registered_model_name(meta["config"]["name"], arch.supernet)
+            entry["registered"] = register(tracker.tracking_uri, name, entry["model_uris"]["pyfunc"], run_id, facts)
 
 
 def print_tables(reported: list[dict[str, Any]], front: list[Evaluation]) -> None:

@@ -12,9 +12,11 @@ from __future__ import annotations
 import json
 import math
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
+from mlflow.entities import Metric, Param
 from ray.tune import Callback
 
 from ..space import Arch
@@ -70,15 +72,24 @@ class SearchTracker:
             tags={"mlflow.parentRunId": self.parent_id, "arch_hash": arch.arch_hash, "arch": str(arch),
                   "search_name": self.search_name, "role": "candidate"}))
         run_id = run.info.run_id
-        for key, value in arch.to_params().items():
-            self.client.log_param(run_id, key, value)
         metrics = {"val_top1": result.get("top1"), "val_top5": result.get("top5"), "params": result.get("params"),
                    "macs": result.get("macs"), "latency_ms": result.get("latency_ms"), "generation": generation}
-        for key, value in metrics.items():
-            if isinstance(value, (int, float)) and math.isfinite(value):
-                self.client.log_metric(run_id, key, float(value))
+        now = int(time.time() * 1000)
+        # one request for the arch fields and the metrics (not one per value)
+        _retry(lambda: self.client.log_batch(
+            run_id, params=[Param(k, str(v)) for k, v in arch.to_params().items()],
+            metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()
+                     if isinstance(v, (int, float)) and math.isfinite(v)]))
         self.client.set_terminated(run_id, "FINISHED")
         self.logged.add(arch.arch_hash)
+
+    def candidate_run_id(self, arch_hash: str) -> str | None:
+        """The child run of the candidate with `arch_hash` (None when it was never logged)."""
+        if not self.parent_id:
+            return None
+        runs = self.client.search_runs([self.experiment_id], filter_string=(
+            f"tags.`mlflow.parentRunId` = '{self.parent_id}' and tags.arch_hash = '{arch_hash}'"), max_results=1)
+        return runs[0].info.run_id if runs else None
 
     def tune_callback(self) -> Callback:
         tracker = self
