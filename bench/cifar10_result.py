@@ -499,6 +499,19 @@ def run_budgets(settings: Settings, adaptation: str, results: dict[str, Any], sa
 # Stage 5: the searches (the product's `python -m autovit_ray.search`)
 
 
+def readable_json(path: Path) -> bool:
+    """Whether `path` holds JSON; a corrupt file is removed, so that its stage runs again."""
+    try:
+        json.loads(path.read_text())
+        return True
+    except FileNotFoundError:
+        return False
+    except (OSError, json.JSONDecodeError) as e:
+        log(f"{path} is unreadable ({e}); running its stage again")
+        path.unlink(missing_ok=True)
+        return False
+
+
 def search_name(factor: float) -> str:
     return f"c2f-{factor:.1f}x"
 
@@ -509,7 +522,7 @@ def run_searches(settings: Settings, checkpoint: Path, budgets: dict[str, Any], 
     for factor in LATENCY_FACTORS:
         name = search_name(factor)
         path = settings.out / "search" / name / "results.json"
-        if name in searches and path.is_file():
+        if name in searches and readable_json(path):
             continue
         budget = budgets["by_factor"][str(factor)]["latency_budget_ms"]
         log(f"search {name}: latency <= {budget:.3f} LUT ms, params <= {budgets['params_budget']:,.0f}")
@@ -681,6 +694,37 @@ def environment() -> dict[str, Any]:
     return {"packages": packages, "python": sys.version.split()[0], "code_root": str(ROOT), "commit": commit}
 
 
+# Planning figures where nothing is measured yet (2 quiet cores, DESIGN brief and issue 12's table):
+# the supernet's mean training speed over uniformly sampled subnets, the peer's, and the stages
+# after training (LUT builds + validations, two 500-evaluation searches, measurements).
+PLANNED_IMAGES_PER_S = {"supernet": 330.0, "peer": 250.0}
+PLANNED_HOURS_AFTER_TRAINING = {"latency tables": 0.5, "searches": 1.5, "selection + headline": 0.3}
+
+
+def compute_plan(results: dict[str, Any], epochs: int) -> list[str]:
+    """CPU-hours per stage: measured where the stage ran (median img/s of its epochs), else planned."""
+    rows: list[tuple[str, float, str]] = []
+    pilot = results.get("pilot", {"epochs": 6, "arms": {}})
+    for recipe, adaptation in pilot_arms():
+        arm = pilot["arms"].get(f"{recipe}/{adaptation}")
+        speed, how = (arm["train_images_per_s"], "measured") if arm else (PLANNED_IMAGES_PER_S["peer"], "planned")
+        rows.append((f"pilot {recipe}/{adaptation}, {pilot['epochs']} epochs", pilot["epochs"] * TRAIN_IMAGES / speed / 3600,
+                     f"{how}, {speed:.0f} img/s"))
+    train = results.get("train", {})
+    sup = [m["train_images_per_s"] for m in train.get("supernet", {}).values() if m.get("train_images_per_s")]
+    peer = [h["train_images_per_s"] for h in train.get("peer", [])]
+    for name, measured in (("supernet", sup), ("peer", peer)):
+        speed = statistics.median(measured) if measured else PLANNED_IMAGES_PER_S[name]
+        how = f"measured over {len(measured)} epochs" if measured else "planned"
+        rows.append((f"{name}, {epochs} epochs", epochs * TRAIN_IMAGES / speed / 3600, f"{how}, {speed:.0f} img/s"))
+    rows += [(name, hours, "planned") for name, hours in PLANNED_HOURS_AFTER_TRAINING.items()]
+    lines = ["**Compute plan** (hours of the 2-core machine; training time only, evaluation on top):", "",
+             "| stage | hours | from |", "|---|---|---|"]
+    lines += [f"| {name} | {hours:.2f} | {how} |" for name, hours, how in rows]
+    lines += [f"| **total** | **{sum(h for _, h, _ in rows):.1f}** | |", ""]
+    return lines
+
+
 def report_sections(results: dict[str, Any], epochs: int) -> list[str]:
     lines = [SECTION, "",
              f"Command (one resumable command, every stage in order; rerun it to continue): `{COMMAND}`, run "
@@ -692,6 +736,7 @@ def report_sections(results: dict[str, Any], epochs: int) -> list[str]:
              "the official 10k test set reported only; data path: timm's PIL pipeline per image "
              "(`data.augment: timm`, `num_workers: 0`), fp32, batch 128, 2 threads, seed 0 for both sides.",
              ""]
+    lines += compute_plan(results, epochs)
     pilot = results.get("pilot")
     if pilot:
         lines += [f"**Pilot** (the peer, {pilot['epochs']} epochs each, cosine over those epochs with 1 warm-up "

@@ -97,3 +97,11 @@ def test_both_peer_adaptations_end_on_a_2x2_map(adaptation) -> None:
         assert model.forward_features(torch.zeros(1, 3, 32, 32)).shape[-2:] == (2, 2)
     with pytest.raises(ValueError, match="expected one of"):
         bench.build_peer("stem4")
+
+
+def test_a_corrupt_stage_json_is_removed_so_the_stage_runs_again(tmp_path) -> None:
+    good, bad = tmp_path / "good.json", tmp_path / "bad.json"
+    good.write_text('{"best": []}')
+    bad.write_text('{"best": [')
+    assert bench.readable_json(good) and not bench.readable_json(bad) and not bad.exists()
+    assert not bench.readable_json(tmp_path / "missing.json")
