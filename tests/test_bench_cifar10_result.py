@@ -6,6 +6,7 @@ be reused (fingerprints) and the statistic the headline reports, on digits and f
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -105,3 +106,21 @@ def test_a_corrupt_stage_json_is_removed_so_the_stage_runs_again(tmp_path) -> No
     bad.write_text('{"best": [')
     assert bench.readable_json(good) and not bench.readable_json(bad) and not bad.exists()
     assert not bench.readable_json(tmp_path / "missing.json")
+
+
+def test_a_finished_committed_pilot_is_reused_and_an_unfinished_one_not(tmp_path, monkeypatch) -> None:
+    arms = {f"{r}/{a}": {"recipe": r, "adaptation": a, "val_top1": 50.0, "curve": [40.0], "train_images_per_s": 1.0}
+            for r, a in bench.pilot_arms()}
+    committed = tmp_path / "cifar10_result.json"
+    monkeypatch.setattr(bench, "COMMITTED_RESULTS", committed)
+    committed.write_text(json.dumps({"pilot": {"epochs": 6, "arms": arms, "chosen": {"recipe": "light",
+                                                                                     "adaptation": "stage1"}}}))
+    results: dict = {}
+    bench.reuse_committed_pilot(results, 6)
+    assert results["pilot"]["chosen"] == {"recipe": "light", "adaptation": "stage1"}
+    for epochs, pilot in ((3, {"epochs": 6, "arms": arms, "chosen": {}}),  # other epochs
+                          (6, {"epochs": 6, "arms": dict(list(arms.items())[:2]), "chosen": {"recipe": "deit"}})):
+        committed.write_text(json.dumps({"pilot": pilot}))
+        results = {}
+        bench.reuse_committed_pilot(results, epochs)
+        assert "pilot" not in results
