@@ -738,7 +738,9 @@ def compute_plan(results: dict[str, Any], epochs: int) -> list[str]:
     lines = ["**Compute plan** (hours of the 2-core machine; training time only, evaluation on top):", "",
              "| stage | hours | from |", "|---|---|---|"]
     lines += [f"| {name} | {hours:.2f} | {how} |" for name, hours, how in rows]
-    lines += [f"| **total** | **{sum(h for _, h, _ in rows):.1f}** | |", ""]
+    lines += [f"| **total** | **{sum(h for _, h, _ in rows):.1f}** | |", "",
+              "Measured img/s are wall-clock over whole epochs: an epoch during which the run was paused "
+              "(`kill -STOP`, for the test suites) or shared the cores reads low; the medians damp that.", ""]
     return lines
 
 
