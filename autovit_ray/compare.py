@@ -85,8 +85,8 @@ class Candidate:
 
 def resolve_experiment(experiment: str, mlflow_uri: str | None) -> tuple[str, str, Path | None]:
     """(tracking URI, MLflow experiment name, experiment directory or None)."""
+    from .adapters import default_tracking_uri
     from .search.tracking import SEARCH_EXPERIMENT
-    from .tracking import default_tracking_uri
 
     path = Path(experiment).expanduser()
     if path.is_dir():
@@ -485,7 +485,7 @@ def compare_experiment(experiment: str | os.PathLike[str], mlflow_uri: str | Non
                        log: Log = print, models: Sequence[str] = ()) -> list[dict[str, Any]]:
     """Measure an experiment's searched models against `references` on one backend; print, write
     (compare.csv / .json / .png under `out`) and log to a new MLflow run "compare". Returns the rows."""
-    from .tracking import _client
+    from .adapters import mlflow_client
 
     if repeats < 1 or rounds < 1:
         raise ValueError(f"--repeats and --rounds must be >= 1, got {repeats} and {rounds}")
@@ -495,7 +495,7 @@ def compare_experiment(experiment: str | os.PathLike[str], mlflow_uri: str | Non
     if out is None and experiment_dir is None:
         raise ValueError("--out is required when --experiment is an MLflow experiment name")
     out_dir = Path(out) if out is not None else experiment_dir / "compare"  # type: ignore[operator]
-    client = _client(uri)
+    client = mlflow_client(uri)
     found = client.get_experiment_by_name(experiment_name)
     if found is None:
         raise ValueError(f"no MLflow experiment {experiment_name!r} in {uri}")

@@ -18,7 +18,7 @@ Splits (`make_splits`):
 - ``test``: the official test set (``val/`` for imagefolder). Use it only to report final models.
 - ``train`` / ``val``: a stratified split of the official *training* set; the search selects on ``val``.
   Its size is `val_size` (default: 5,000 for cifar10, 20% for digits, 10% for imagefolder).
-- ``calib``: a fixed subset (`calib_size` images) of the ``train`` split for `recalibrate_bn`.
+- ``calib``: a fixed subset (`calib_size` images) of the ``train`` split for `evaluation.recalibrate_bn`.
 
 The splits depend only on `split_seed` (default 0), never on `seed`. `seed` orders the batches and
 seeds the augmentation; were the validation images drawn with it too, a supernet trained with another
@@ -63,7 +63,7 @@ import functools
 import hashlib
 import io
 import pickle
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,7 +73,6 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, Mixup, create_transform
-from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 DATASETS = ("digits", "cifar10", "imagefolder")
@@ -158,6 +157,20 @@ class DataConfig:
     @property
     def input_resolution(self) -> int:
         return self.resolution if self.resolution is not None else self.defaults.resolution
+
+    @property
+    def eval_crop_pct(self) -> float:
+        return self.crop_pct if self.crop_pct is not None else self.defaults.crop_pct
+
+    def eval_preprocessing(self) -> dict[str, Any]:
+        """How evaluation prepares an image (`build_transform(train=False)`), in the keys of timm's
+        `pretrained_cfg`: resize to resolution / crop_pct, centre-crop, normalise."""
+        return {"mean": tuple(self.mean), "std": tuple(self.std), "interpolation": self.interpolation,
+                "crop_pct": self.eval_crop_pct, "crop_mode": "center"}
+
+
+# The data set each input profile of the spaces (configs/*.yaml) is trained on.
+PROFILE_DATASETS = {"imagenet": "imagefolder", "cifar10": "cifar10", "digits": "digits"}
 
 
 def _bad(field: str, value: Any, expected: str) -> ValueError:
@@ -454,8 +467,7 @@ def build_transform(cfg: DataConfig, train: bool, resolution: int | None = None)
     r = resolution or cfg.input_resolution
     common = dict(input_size=r, interpolation=cfg.interpolation, mean=cfg.mean, std=cfg.std)
     if not train:
-        crop_pct = cfg.crop_pct if cfg.crop_pct is not None else cfg.defaults.crop_pct
-        return create_transform(is_training=False, crop_pct=crop_pct, **common)
+        return create_transform(is_training=False, crop_pct=cfg.eval_crop_pct, **common)
     augment = cfg.defaults.augment if cfg.augment == "auto" else cfg.augment
     if augment == "none":
         return create_transform(is_training=True, no_aug=True, **common)
@@ -648,64 +660,8 @@ def renormalize(x: torch.Tensor, from_mean: Sequence[float], from_std: Sequence[
     return (raw - column(to_mean)) / column(to_std)
 
 
-def _is_batchnorm(m: nn.Module) -> bool:
-    if isinstance(m, nn.modules.batchnorm._BatchNorm):
-        return m.track_running_stats
-    # duck-typed BN (e.g. a dynamic BN that does not subclass _BatchNorm): needs the same contract
-    return (isinstance(getattr(m, "running_mean", None), torch.Tensor) and hasattr(m, "momentum")
-            and callable(getattr(m, "reset_running_stats", None)))
-
-
-def recalibrate_bn(model: nn.Module, loader: Iterable[Any], num_batches: int | None = None,
-                   resolution: int | None = None, device: torch.device | str | None = None) -> nn.Module:
-    """Re-estimate every BatchNorm's running mean / var on `loader` (use the calib loader).
-
-    The running stats are reset and then averaged over the batches with momentum=None (a cumulative
-    average, not an exponential one) under torch.no_grad(). Only the BN layers are put in train mode;
-    every other module stays in eval mode, so dropout / drop-path do not disturb the statistics. BN
-    layers are `nn.modules.batchnorm._BatchNorm` instances (dynamic BN layers must subclass it and honour
-    momentum=None as `_BatchNorm.forward` does) or modules with `running_mean`, `momentum` and
-    `reset_running_stats`. Afterwards every module's train/eval flag and momentum are restored.
-
-    A sliced (dynamic) BN's inactive channels end up at mean 0 / var 1: recalibrate the subnet you are
-    about to evaluate, on a copy if the supernet's own stats must survive. Batches may be (x, y) or x;
-    `resolution` resizes them first (`resize_batch`); `device` defaults to the model's.
-    """
-    bns = [m for m in model.modules() if _is_batchnorm(m)]
-    if not bns:
-        return model
-    if device is None:
-        tensor = next(iter(model.parameters()), None)
-        device = tensor.device if tensor is not None else bns[0].running_mean.device
-    modes = {m: m.training for m in model.modules()}
-    momenta = {bn: bn.momentum for bn in bns}
-    try:
-        model.eval()
-        for bn in bns:
-            bn.reset_running_stats()
-            bn.momentum = None
-            bn.train()
-        seen = 0
-        with torch.no_grad():
-            for batch in loader:
-                if num_batches is not None and seen >= num_batches:
-                    break
-                x = batch[0] if isinstance(batch, (tuple, list)) else batch
-                x = x.to(device, non_blocking=True)
-                model(resize_batch(x, resolution) if resolution else x)
-                seen += 1
-        if seen == 0:
-            raise ValueError("recalibrate_bn got no batches: expected a non-empty loader and num_batches >= 1")
-    finally:
-        for bn, momentum in momenta.items():
-            bn.momentum = momentum
-        for m, training in modes.items():
-            m.training = training
-    return model
-
-
 __all__ = [
     "CIFAR10_CLASSES", "DATASETS", "SPLITS", "DataConfig", "ImageDataset", "Loaders", "Splits",
     "build_dataset", "build_loader", "build_loaders", "build_mixup", "build_transform", "check_images",
-    "make_splits", "num_classes", "recalibrate_bn", "renormalize", "resize_batch", "set_epoch",
+    "make_splits", "num_classes", "renormalize", "resize_batch", "set_epoch",
 ]

@@ -85,10 +85,10 @@ def arch_from_run(run_id: str, tracking_uri: str) -> Arch:
     """The arch of a search's candidate run (params) or parent run (`best_arch` tag)."""
     from mlflow.exceptions import MlflowException
 
-    from .tracking import _client
+    from .adapters import mlflow_client
 
     try:
-        run = _client(tracking_uri).get_run(run_id)
+        run = mlflow_client(tracking_uri).get_run(run_id)
     except MlflowException:
         raise ValueError(f"unknown MLflow run id {run_id!r} in {tracking_uri} "
                          "(pass --mlflow-uri for another tracking store)") from None
@@ -141,9 +141,9 @@ def resolve_registered(args: argparse.Namespace) -> Any:
     import os
     import tempfile
 
+    from .adapters import default_tracking_uri
     from .registry import resolve_model_uri
     from .search.cli import resolve_checkpoint
-    from .tracking import default_tracking_uri
 
     uri = args.mlflow_uri or os.environ.get("MLFLOW_TRACKING_URI")
     if not uri:
@@ -221,11 +221,11 @@ def check_outputs(outputs: dict[str, Callable[[], np.ndarray | None]], reference
 def run(args: argparse.Namespace) -> dict[str, Any]:
     import timm
 
+    from .adapters import default_tracking_uri
     from .checkpoint import load_supernet
     from .data import build_loader
     from .models import calibrated_subnet, save_subnet
     from .search.cli import resolve_checkpoint
-    from .tracking import default_tracking_uri
 
     formats = parse_formats(args.format)
     if args.calib_batches is not None and args.calib_batches < 1:

@@ -21,18 +21,21 @@ from typing import Any
 import torch
 from timm.models import register_model
 
-from .data import recalibrate_bn
+from .data import PROFILE_DATASETS, DataConfig
+from .evaluation import recalibrate_bn
 from .io import atomic_write_bytes, atomic_write_text
-from .nn import AutoViTNet, Supernet
+from .nn import AutoViTNet, Supernet, build_net
+from .plan import plan
 from .space import Arch, SearchSpace, load_space, space_for_arch
 
 
 def create_subnet(arch: Arch, num_classes: int = 1000, space: SearchSpace | None = None,
                   drop_rate: float = 0.0) -> AutoViTNet:
-    """A freshly initialised static network for `arch` (its weights are the leading slices of a
-    fresh supernet's, so initialisation matches supernet training)."""
-    space = space or space_for_arch(arch)
-    return Supernet(space, num_classes, drop_rate).get_active_subnet(arch)
+    """A freshly initialised static network for `arch`, built from its plan (initialised as the
+    supernet's ops are); `arch` is kept as `model.arch`."""
+    net = build_net(plan(arch, space or space_for_arch(arch), num_classes), drop_rate)
+    net.arch = arch  # type: ignore[assignment]  # plain attribute, as get_active_subnet sets it
+    return net
 
 
 def read_arch(arch: Arch | str | Path | dict[str, Any]) -> Arch:
@@ -77,10 +80,16 @@ def save_subnet(model: AutoViTNet, arch: Arch, directory: str | Path, name: str 
     return arch_path, weights
 
 
-def _default_cfg(arch: Arch, num_classes: int) -> dict[str, Any]:
+def pretrained_cfg(arch: Arch, num_classes: int, data: DataConfig | None = None) -> dict[str, Any]:
+    """timm's `pretrained_cfg` of a model: input size, mean, std, crop and interpolation as its
+    evaluation saw them (`data`: the training config; default: the defaults of the data set its
+    input profile is trained on, which configs/train/*.yaml keep)."""
+    if data is None:
+        profile = space_for_arch(arch).profile.name
+        data = DataConfig(dataset=PROFILE_DATASETS.get(profile, "imagefolder"))
     size = arch.resolution
     return {"input_size": (3, size, size), "num_classes": num_classes, "architecture": "autovit",
-            "arch": arch.to_dict()}
+            "arch": arch.to_dict(), "classifier": "head.classifier", **data.eval_preprocessing()}
 
 
 @register_model
@@ -94,7 +103,7 @@ def autovit(pretrained: bool = False, arch: Arch | str | Path | dict | None = No
         raise ValueError("timm.create_model('autovit', ...) needs arch=<Arch | JSON | path to .arch.json>")
     parsed = read_arch(arch)
     model = create_subnet(parsed, num_classes, drop_rate=drop_rate)
-    model.pretrained_cfg = _default_cfg(parsed, num_classes)
+    model.pretrained_cfg = pretrained_cfg(parsed, num_classes)
     model.num_classes = num_classes
     return model
 

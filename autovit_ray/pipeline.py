@@ -35,6 +35,7 @@ from typing import Any
 
 import yaml
 
+from .adapters import connect_ray, default_tracking_uri
 from .io import atomic_write_text
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "pipeline"
@@ -226,16 +227,8 @@ class Pipeline:
     # -- Ray -------------------------------------------------------------------------------------------
     def _ensure_ray(self) -> None:
         """One Ray for every stage (a local one unless an address is given), shut down at the end."""
-        import ray
-
-        if ray.is_initialized():
-            return
-        address = self.cfg.address or os.environ.get("RAY_ADDRESS")
-        if address:
-            ray.init(address=address)
-        else:  # "local": always a fresh instance, never another user's Ray on this machine
-            ray.init(address="local", num_cpus=self.cfg.num_cpus or os.cpu_count(), include_dashboard=False)
-        self._ray_started = True
+        if connect_ray(self.cfg.address, self.cfg.num_cpus or os.cpu_count()):
+            self._ray_started = True
 
     def close(self) -> None:
         if self._ray_started:
@@ -492,7 +485,7 @@ def print_summary(pipeline: Pipeline, timings: Sequence[StageTiming]) -> None:
         for supernet, path in items:
             print(f"  {key:12} {supernet:4} {path}")
     print(f"  {'summary':12} {'':4} {exp / 'pipeline_summary.json'}")
-    uri = pipeline.cfg.mlflow_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{exp / 'mlflow.db'}"
+    uri = default_tracking_uri(exp, pipeline.cfg.mlflow_uri)
     print(f"\nMLflow: {uri}\n  open the UI with: make mlflow-ui EXP={pipeline.exp_dir}"
           f"   (or: mlflow ui --backend-store-uri {uri})")
 

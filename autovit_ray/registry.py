@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .adapters import mlflow_client
 from .space import Arch
 
 CHAMPION = "champion"
@@ -143,19 +144,13 @@ def _requirements(*extra: str) -> list[str]:
     return [f"{name}=={version(name)}" for name in names]
 
 
-def _registry_client(tracking_uri: str) -> Any:
-    from mlflow.tracking import MlflowClient
-
-    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-
-
 def register(tracking_uri: str, name: str, model_uri: str, run_id: str, facts: ModelFacts) -> dict[str, Any]:
     """A version of registered model `name` for `model_uri` (the same run's version when it already
     exists: a resumed or rerun search adds nothing), and the `champion` alias moved to it when it wins
     its group. Returns {"name", "version", "champion": whether the alias points at it}."""
     from mlflow.exceptions import MlflowException
 
-    client = _registry_client(tracking_uri)
+    client = mlflow_client(tracking_uri, registry=True)
     try:
         if not client.search_registered_models(f"name = '{name}'"):
             client.create_registered_model(name, description="AutoViT searched models (autovit-ray)")
@@ -221,7 +216,7 @@ def resolve_model_uri(uri: str, tracking_uri: str, download_dir: Path) -> Regist
         raise ValueError(f"{uri!r} is not a registered-model URI: expected models:/<name>@<alias> or "
                          "models:/<name>/<version>")
     name, alias, number = match["name"], match["alias"], match["version"]
-    client = _registry_client(tracking_uri)
+    client = mlflow_client(tracking_uri, registry=True)
     try:
         version = (client.get_model_version_by_alias(name, alias) if alias
                    else client.get_model_version(name, number))

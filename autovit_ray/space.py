@@ -541,7 +541,7 @@ class SearchSpace:
         """Spatial size after each of the 8 stages (stem, 3 MBConv, 4 transformer)."""
         sizes, size = [], resolution
         for stride in self.profile.strides:
-            size = _conv_out(size, self.fixed.kernel_size, stride)
+            size = conv_out(size, self.fixed.kernel_size, stride)
             sizes.append(size)
         return sizes
 
@@ -586,7 +586,8 @@ def _count_monotone(width_sets: Sequence[Sequence[int]]) -> int:
     return sum(counts.values())
 
 
-def _conv_out(size: int, kernel: int, stride: int) -> int:
+def conv_out(size: int, kernel: int, stride: int) -> int:
+    """Output side of a "same"-padded conv of odd `kernel` over a `size` x `size` map."""
     return (size + 2 * (kernel // 2) - kernel) // stride + 1
 
 
@@ -610,7 +611,7 @@ def _check_profile(space: SearchSpace, profile: InputProfile) -> None:
                 raise ValueError(f"{where}: resolution {resolution} gives an odd {size}x{size} map before "
                                  f"the stride-2 stage {stage}; use a multiple of "
                                  f"{2 ** sum(1 for s in profile.strides if s == 2) * patch}")
-            size = _conv_out(size, space.fixed.kernel_size, stride)
+            size = conv_out(size, space.fixed.kernel_size, stride)
             if stage >= 1 + NUM_MBCONV_STAGES and size % patch:
                 raise ValueError(f"{where}: resolution {resolution} gives a {size}x{size} map at transformer "
                                  f"stage {stage - NUM_MBCONV_STAGES}, not divisible by the {patch}x{patch} "
@@ -709,97 +710,24 @@ def space_for_arch(arch: Arch) -> SearchSpace:
 
 
 # --------------------------------------------------------------------------------------------
-# Analytic parameter and MAC counts (must match autovit_ray.nn exactly; tests check it)
+# Analytic parameter and MAC counts: sums over the network plan (autovit_ray.plan)
 # --------------------------------------------------------------------------------------------
-
-
-def _conv_bn(cin: int, cout: int, kernel: int, groups: int = 1, bn: bool = True) -> int:
-    return kernel * kernel * (cin // groups) * cout + (2 * cout if bn else 0)
-
-
-def _mbconv_params(cin: int, cout: int, expansion: int, kernel: int) -> int:
-    hidden = cin * expansion
-    params = _conv_bn(cin, hidden, 1) if expansion != 1 else 0
-    return params + _conv_bn(hidden, hidden, kernel, groups=hidden) + _conv_bn(hidden, cout, 1)
-
-
-def _transformer_layer_params(width: int, heads: int, head_dim: int, mlp_ratio: float) -> int:
-    qkv = heads * head_dim
-    hidden = round(width * mlp_ratio)
-    attention = width * 3 * qkv + 3 * qkv + qkv * width + width
-    mlp = width * hidden + hidden + hidden * width + width
-    return 2 * width + attention + 2 * width + mlp  # two LayerNorms
 
 
 def count_params(arch: Arch, num_classes: int, space: SearchSpace | None = None) -> int:
     """Trainable parameters of the subnet, computed from the arch alone (no model is built)."""
-    space = space or space_for_arch(arch)
-    space.validate(arch)
-    f = space.fixed
-    k = f.kernel_size
-    total = _conv_bn(3, arch.stem_width, k)
-    cin = arch.stem_width
-    for width, depth in zip(arch.mbconv_widths, arch.mbconv_depths):
-        for _ in range(depth):
-            total += _mbconv_params(cin, width, f.mbconv_expansion, k)
-            cin = width
-    for i in range(arch.num_transformer_stages):
-        d = arch.transformer_widths[i]
-        total += _mbconv_params(cin, d, f.mbconv_expansion, k)  # transition (downsampling) block
-        total += _conv_bn(d, d, k) + _conv_bn(d, d, 1, bn=False)  # local 3x3, 1x1 to tokens
-        total += sum(_transformer_layer_params(d, arch.transformer_heads[i], f.head_dim,
-                                               arch.transformer_mlp_ratios[i])
-                     for _ in range(arch.transformer_depths[i]))
-        total += 2 * d  # final LayerNorm
-        total += _conv_bn(d, d, 1) + _conv_bn(2 * d, d, f.fuse_kernel)  # 1x1 back, fusion
-        cin = d
-    head = cin * f.head_expansion
-    total += _conv_bn(cin, head, 1) + head * num_classes + num_classes
-    return total
+    from .plan import plan  # the plan builds on this module
+
+    return sum(block.params for block in plan(arch, space or space_for_arch(arch), num_classes))
 
 
 def count_macs(arch: Arch, num_classes: int, space: SearchSpace | None = None) -> int:
     """Multiply-accumulates of one image (the paper's and MobileViT's "FLOPs"). Counts convs,
     linears and the two attention matmuls; norms, activations and pooling are not counted
     (torch's flop counter, at 2 FLOPs per MAC, counts the same ops)."""
-    space = space or space_for_arch(arch)
-    space.validate(arch)
-    f = space.fixed
-    k = f.kernel_size
-    strides = space.strides
-    size = _conv_out(arch.resolution, k, strides[0])
-    macs = k * k * 3 * arch.stem_width * size * size
-    cin = arch.stem_width
+    from .plan import plan  # the plan builds on this module
 
-    def mbconv(cin: int, cout: int, stride: int, size: int) -> tuple[int, int]:
-        hidden = cin * f.mbconv_expansion
-        m = cin * hidden * size * size if f.mbconv_expansion != 1 else 0
-        out = _conv_out(size, k, stride)
-        m += k * k * hidden * out * out + hidden * cout * out * out
-        return m, out
-
-    for stage, (width, depth) in enumerate(zip(arch.mbconv_widths, arch.mbconv_depths), start=1):
-        for j in range(depth):
-            m, size = mbconv(cin, width, strides[stage] if j == 0 else 1, size)
-            macs += m
-            cin = width
-    for i in range(arch.num_transformer_stages):
-        d = arch.transformer_widths[i]
-        m, size = mbconv(cin, d, strides[1 + NUM_MBCONV_STAGES + i], size)
-        macs += m
-        pixels = size * size
-        macs += k * k * d * d * pixels + d * d * pixels  # local conv, 1x1 to tokens
-        qkv = arch.transformer_heads[i] * f.head_dim
-        hidden = round(d * arch.transformer_mlp_ratios[i])
-        tokens_per_sequence = pixels // (f.patch_size * f.patch_size)
-        per_layer = pixels * (d * 3 * qkv + qkv * d + 2 * d * hidden)  # linears over every pixel
-        per_layer += 2 * pixels * tokens_per_sequence * qkv  # QK^T and AV
-        macs += per_layer * arch.transformer_depths[i]
-        macs += d * d * pixels + f.fuse_kernel ** 2 * 2 * d * d * pixels  # 1x1 back, fusion
-        cin = d
-    head = cin * f.head_expansion
-    macs += cin * head * size * size + head * num_classes
-    return macs
+    return sum(block.macs for block in plan(arch, space or space_for_arch(arch), num_classes))
 
 
 # --------------------------------------------------------------------------------------------

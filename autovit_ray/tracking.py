@@ -9,45 +9,18 @@ directory. On a multi-node cluster use a tracking server (or a database) the wor
 
 from __future__ import annotations
 
-import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-T = TypeVar("T")
+from .adapters import default_tracking_uri, mlflow_client, retry_locked
+
 MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value
-
-
-def default_tracking_uri(experiment_dir: str | os.PathLike[str], explicit: str | None = None) -> str:
-    """`explicit`, else $MLFLOW_TRACKING_URI, else sqlite:///<experiment_dir>/mlflow.db."""
-    if explicit:
-        return explicit
-    if os.environ.get("MLFLOW_TRACKING_URI"):
-        return os.environ["MLFLOW_TRACKING_URI"]
-    return f"sqlite:///{Path(experiment_dir).expanduser().resolve() / 'mlflow.db'}"
 
 
 def ui_command(tracking_uri: str) -> str:
     return f".venv/bin/mlflow ui --backend-store-uri {tracking_uri} --host 127.0.0.1"
-
-
-def _retry(fn: Callable[[], T], attempts: int = 5) -> T:
-    """sqlite allows one writer: concurrent trainers may briefly see 'database is locked'."""
-    for i in range(attempts):
-        try:
-            return fn()
-        except Exception as e:  # MlflowException / sqlalchemy OperationalError
-            if "locked" not in str(e).lower() or i == attempts - 1:
-                raise
-            time.sleep(0.2 * 2 ** i)
-    raise AssertionError("unreachable")
-
-
-def _client(tracking_uri: str) -> Any:
-    from mlflow.tracking import MlflowClient
-
-    return MlflowClient(tracking_uri=tracking_uri)
 
 
 def artifact_location(tracking_uri: str) -> str | None:
@@ -60,10 +33,10 @@ def artifact_location(tracking_uri: str) -> str | None:
 
 def experiment_id(client: Any, tracking_uri: str, name: str) -> str:
     """The id of MLflow experiment `name`, created (with `artifact_location`) if missing."""
-    found = _retry(lambda: client.get_experiment_by_name(name))
+    found = retry_locked(lambda: client.get_experiment_by_name(name))
     if found is not None:
         return found.experiment_id
-    return _retry(lambda: client.create_experiment(name, artifact_location=artifact_location(tracking_uri)))
+    return retry_locked(lambda: client.create_experiment(name, artifact_location=artifact_location(tracking_uri)))
 
 
 def start_runs(tracking_uri: str, experiment: str, name: str, supernets: Mapping[str, Mapping[str, Any]],
@@ -71,21 +44,21 @@ def start_runs(tracking_uri: str, experiment: str, name: str, supernets: Mapping
     """One MLflow run per supernet ({supernet: run_id}); reuses the runs of an earlier launch of the
     same training name (a resume). `supernets` maps each name to its extra tags; `dataset`
     (`autovit_ray.data.dataset_record`) is logged as each new run's training input."""
-    client = _client(tracking_uri)
+    client = mlflow_client(tracking_uri)
     exp_id = experiment_id(client, tracking_uri, experiment)
     run_ids = {}
     for supernet, tags in supernets.items():
         ray_run_name = f"{name}/{supernet}"
-        existing = _retry(lambda r=ray_run_name: client.search_runs(
+        existing = retry_locked(lambda r=ray_run_name: client.search_runs(
             [exp_id], filter_string=f"tags.ray_run_name = '{r}'", max_results=1))
         all_tags = {"supernet": supernet, "ray_run_name": ray_run_name, **{k: str(v) for k, v in tags.items()}}
         if existing:
             run_id = existing[0].info.run_id
-            _retry(lambda rid=run_id: client.update_run(rid, status="RUNNING"))
+            retry_locked(lambda rid=run_id: client.update_run(rid, status="RUNNING"))
             for key, value in all_tags.items():
-                _retry(lambda rid=run_id, k=key, v=value: client.set_tag(rid, k, v))
+                retry_locked(lambda rid=run_id, k=key, v=value: client.set_tag(rid, k, v))
         else:
-            run = _retry(lambda s=supernet, t=all_tags: client.create_run(exp_id, run_name=s, tags=t))
+            run = retry_locked(lambda s=supernet, t=all_tags: client.create_run(exp_id, run_name=s, tags=t))
             run_id = run.info.run_id
             log_params(tracking_uri, run_id, params)
             if dataset is not None:
@@ -97,10 +70,10 @@ def start_runs(tracking_uri: str, experiment: str, name: str, supernets: Mapping
 def log_params(tracking_uri: str, run_id: str, params: Mapping[str, Any]) -> None:
     from mlflow.entities import Param
 
-    client = _client(tracking_uri)
+    client = mlflow_client(tracking_uri)
     items = [Param(k, str(v)[:MAX_PARAM_LENGTH]) for k, v in sorted(params.items())]
     for i in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
-        _retry(lambda chunk=items[i:i + 100]: client.log_batch(run_id, params=chunk))
+        retry_locked(lambda chunk=items[i:i + 100]: client.log_batch(run_id, params=chunk))
 
 
 def log_dataset(tracking_uri: str, run_id: str, record: Mapping[str, Any], context: str = "training") -> None:
@@ -113,7 +86,7 @@ def log_dataset(tracking_uri: str, run_id: str, record: Mapping[str, Any], conte
                       source=json.dumps({"uri": record["source"]}),
                       profile=json.dumps({k: v for k, v in record.items() if k not in ("name", "digest", "source")}))
     tags = [InputTag("mlflow.data.context", context)]
-    _retry(lambda: _client(tracking_uri).log_inputs(run_id, datasets=[DatasetInput(dataset, tags)]))
+    retry_locked(lambda: mlflow_client(tracking_uri).log_inputs(run_id, datasets=[DatasetInput(dataset, tags)]))
 
 
 def system_metrics_monitor(tracking_uri: str, run_id: str, resume: bool) -> Any:
@@ -131,22 +104,22 @@ def system_metrics_monitor(tracking_uri: str, run_id: str, resume: bool) -> Any:
 def log_metrics(tracking_uri: str, run_id: str, metrics: Mapping[str, float], step: int) -> None:
     from mlflow.entities import Metric
 
-    client = _client(tracking_uri)
+    client = mlflow_client(tracking_uri)
     now = int(time.time() * 1000)
     items = [Metric(k, float(v), now, step) for k, v in metrics.items()]
-    _retry(lambda: client.log_batch(run_id, metrics=items))
+    retry_locked(lambda: client.log_batch(run_id, metrics=items))
 
 
 def set_tags(tracking_uri: str, run_id: str, tags: Mapping[str, Any]) -> None:
-    client = _client(tracking_uri)
+    client = mlflow_client(tracking_uri)
     for key, value in tags.items():
-        _retry(lambda k=key, v=value: client.set_tag(run_id, k, str(v)))
+        retry_locked(lambda k=key, v=value: client.set_tag(run_id, k, str(v)))
 
 
 def end_run(tracking_uri: str, run_id: str, status: str) -> None:
     """status: FINISHED, FAILED or KILLED (stopped early by train.stop_after_epoch)."""
-    client = _client(tracking_uri)
-    _retry(lambda: client.set_terminated(run_id, status=status))
+    client = mlflow_client(tracking_uri)
+    retry_locked(lambda: client.set_terminated(run_id, status=status))
 
 
 __all__ = ["default_tracking_uri", "end_run", "log_dataset", "log_metrics", "log_params", "set_tags", "start_runs",

@@ -30,6 +30,7 @@ from typing import Any
 
 import yaml
 
+from autovit_ray import adapters
 from autovit_ray.checkpoint import (
     checkpoint_root,
     epoch_dir_name,
@@ -125,17 +126,7 @@ def check_inputs(cfg: TrainConfig) -> tuple[dict[str, SearchSpace], int, dict[st
 def connect_ray(cfg: TrainConfig, address: str | None = None) -> bool:
     """Connect to the cluster (--address, ray.address, RAY_ADDRESS under `ray job submit`) or start a
     local Ray. Returns whether this call initialised Ray (and so should shut it down)."""
-    import ray
-
-    if ray.is_initialized():
-        return False
-    address = address or cfg.ray.address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address)
-    else:
-        # address="local": always a fresh instance, never another user's Ray running on this machine
-        ray.init(address="local", num_cpus=cfg.ray.num_cpus or os.cpu_count(), include_dashboard=False)
-    return True
+    return adapters.connect_ray(address or cfg.ray.address, cfg.ray.num_cpus or os.cpu_count())
 
 
 def plan_resources(cfg: TrainConfig, num_supernets: int, cluster: Mapping[str, float]) -> dict[str, Any]:

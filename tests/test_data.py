@@ -18,10 +18,10 @@ from autovit_ray.data import (
     build_loaders,
     check_images,
     make_splits,
-    recalibrate_bn,
     renormalize,
     resize_batch,
 )
+from autovit_ray.evaluation import recalibrate_bn
 
 CIFAR10_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"
 if not CIFAR10_DIR.is_dir():

@@ -16,7 +16,8 @@ import torch
 
 import autovit_ray.models  # noqa: F401 - registers "autovit" in timm
 from autovit_ray.checkpoint import find_checkpoint, load_supernet
-from autovit_ray.data import build_loader, recalibrate_bn
+from autovit_ray.data import build_loader
+from autovit_ray.evaluation import recalibrate_bn
 from autovit_ray.export import example_input
 from autovit_ray.export_cli import main
 from autovit_ray.space import Arch, load_space

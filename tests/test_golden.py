@@ -59,27 +59,27 @@ def render_lut_module_keys() -> str:
     from autovit_ray.latency.modules import arch_modules, enumerate_module_keys
 
     lines: list[str] = []
-    for name in BUILTIN_SPACES:
-        base = load_space(name)
-        for profile in sorted(base.profiles):
-            space = base.with_profile(profile)
-            for resolution in space.resolutions:
-                lines.append(f"# {name} {profile} r{resolution} num_classes=10: every module key")
-                lines += enumerate_module_keys(space, resolution, 10)
-            for arch in _golden_archs(space):
-                lines.append(f"# {arch} num_classes=1000: its modules in forward order, with their "
-                             "attribute paths in the static subnet")
-                lines += [f"{key} {'.'.join(map(str, path))}" for key, path in arch_modules(arch, space, 1000)]
+    for space in _every_space_and_profile():
+        for resolution in space.resolutions:
+            lines.append(f"# {space.name} {space.profile.name} r{resolution} num_classes=10: every module key")
+            lines += enumerate_module_keys(space, resolution, 10)
+        for arch in _golden_archs(space):
+            lines.append(f"# {arch} num_classes=1000: its modules in forward order, with their "
+                         "attribute paths in the static subnet")
+            lines += [f"{key} {'.'.join(map(str, path))}" for key, path in arch_modules(arch, space, 1000)]
     return "\n".join(lines) + "\n"
 
 
 def render_space_fingerprints() -> str:
-    lines: list[str] = []
+    return "".join(f"{space.name} {space.profile.name} {space.fingerprint()}\n"
+                   for space in _every_space_and_profile())
+
+
+def _every_space_and_profile():
     for name in BUILTIN_SPACES:
         base = load_space(name)
         for profile in sorted(base.profiles):
-            lines.append(f"{name} {profile} {base.with_profile(profile).fingerprint()}")
-    return "\n".join(lines) + "\n"
+            yield base.with_profile(profile)
 
 
 RENDERERS = {

@@ -6,11 +6,12 @@ import torch
 from torch import nn
 
 from ..nn.blocks import MobileViTBlock
+from ..plan import ModulePath
 from ..space import Arch, SearchSpace
-from .modules import Path, arch_modules, key_kind
+from .modules import arch_modules, key_kind
 
 
-def _resolve(net: nn.Module, path: Path) -> nn.Module:
+def _resolve(net: nn.Module, path: ModulePath) -> nn.Module:
     module = net
     for part in path:
         module = module[part] if isinstance(part, int) else getattr(module, part)

@@ -25,17 +25,10 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ..plan import BlockSpec, front_plan, transformer_stage_plan
 from ..space import Arch, SearchSpace, space_from_dict
 from ._files import atomic_path
-from .modules import (
-    arch_module_keys,
-    constant_key,
-    front_modules,
-    head_key,
-    key_kind,
-    key_resolution,
-    transformer_stage_modules,
-)
+from .modules import arch_module_keys, blocks_modules, constant_key, head_key, key_kind, key_resolution
 
 FORMAT_VERSION = 1
 METADATA_KEY = b"autovit_latency"
@@ -158,9 +151,8 @@ class LatencyTable:
         part = (r, arch.stem_width, arch.mbconv_widths, arch.mbconv_depths)
         hit = cache.get(part)
         if hit is None:
-            modules, size, cin = front_modules(self.space, r, arch.stem_width, arch.mbconv_widths,
-                                               arch.mbconv_depths)
-            hit = cache[part] = (self._sum(modules, method), size, cin)
+            blocks = front_plan(self.space, r, arch.stem_width, arch.mbconv_widths, arch.mbconv_depths)
+            hit = cache[part] = (self._sum(blocks, method), blocks[-1].size_out, blocks[-1].out_width)
         total, size, cin = hit
         for i in range(len(arch.transformer_widths)):
             width = arch.transformer_widths[i]
@@ -168,15 +160,15 @@ class LatencyTable:
                     arch.transformer_mlp_ratios[i])
             stage = cache.get(part)
             if stage is None:
-                modules, out_size = transformer_stage_modules(self.space, *part)
-                stage = cache[part] = (self._sum(modules, method), out_size)
+                blocks = transformer_stage_plan(self.space, *part)
+                stage = cache[part] = (self._sum(blocks, method), blocks[-1].size_out)
             total += stage[0]
             size, cin = stage[1], width
         return total + self.latency(head_key(r, size, cin, self.num_classes), method) + \
             self.latency(constant_key(r), method)
 
-    def _sum(self, modules: Sequence[tuple[str, Any]], method: str) -> float:
-        return sum(self.latency(key, method) for key, _ in modules)
+    def _sum(self, blocks: Sequence[BlockSpec], method: str) -> float:
+        return sum(self.latency(key, method) for key, _ in blocks_modules(blocks))
 
     def predict_breakdown(self, arch: Arch, method: str | None = None) -> dict[str, float]:
         """Predicted ms per module kind (stem, mbconv, frame, layer, head, constant)."""

@@ -16,16 +16,12 @@ from __future__ import annotations
 
 import dataclasses
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
+from ..plan import BlockSpec, ModulePath, plan
 from ..space import NUM_MBCONV_STAGES, Arch, SearchSpace
 
 KINDS = ("stem", "mbconv", "frame", "layer", "head")
-Path = tuple[str | int, ...]  # attribute names / indices into a static AutoViTNet
-
-
-def _conv_out(size: int, kernel: int, stride: int) -> int:
-    return (size + 2 * (kernel // 2) - kernel) // stride + 1
 
 
 def stem_key(resolution: int, width: int) -> str:
@@ -61,48 +57,29 @@ def key_resolution(key: str) -> int:
     return int(key.split("/")[1][1:])
 
 
-def front_modules(space: SearchSpace, resolution: int, stem_width: int, mbconv_widths: tuple[int, ...],
-                  mbconv_depths: tuple[int, ...]) -> tuple[list[tuple[str, Path]], int, int]:
-    """The stem and the MBConv stages: their modules, then the feature-map size and width after them."""
-    f, strides, r = space.fixed, space.strides, resolution
-    size = _conv_out(r, f.kernel_size, strides[0])
-    out: list[tuple[str, Path]] = [(stem_key(r, stem_width), ("stem",))]
-    cin = stem_width
-    for i, (width, depth) in enumerate(zip(mbconv_widths, mbconv_depths)):
-        for j in range(depth):
-            stride = strides[1 + i] if j == 0 else 1
-            out.append((mbconv_key(r, size, cin, width, stride), ("stages", i, "blocks", j)))
-            size, cin = _conv_out(size, f.kernel_size, stride), width
-    return out, size, cin
+def block_modules(block: BlockSpec) -> list[tuple[str, ModulePath]]:
+    """The latency-table modules of one planned block: (key, path in the static subnet). A
+    MobileViT block is its frame (path: the block, whose layers are separate modules) and one
+    module per transformer layer."""
+    r = block.resolution
+    if block.kind == "stem":
+        return [(stem_key(r, block.out_width), block.path)]
+    if block.kind == "mbconv":
+        return [(mbconv_key(r, block.size_in, block.in_width, block.out_width, block.stride), block.path)]
+    if block.kind == "mobilevit":
+        key = layer_key(r, block.size_out, block.out_width, block.heads, block.mlp_ratio)
+        return [(frame_key(r, block.size_out, block.out_width), block.path),
+                *((key, (*block.path, "layers", j)) for j in range(block.depth))]
+    return [(head_key(r, block.size_in, block.in_width, block.num_classes), block.path)]
 
 
-def transformer_stage_modules(space: SearchSpace, resolution: int, index: int, size: int, cin: int, width: int,
-                              depth: int, heads: int, mlp_ratio: float) -> tuple[list[tuple[str, Path]], int]:
-    """Transformer stage `index` (0-based): the transition MBConv, the MobileViT frame and `depth`
-    layers; then the feature-map size after the stage. For the frame the path is the MobileViT
-    block (whose layers are separate modules)."""
-    stage = NUM_MBCONV_STAGES + index
-    stride = space.strides[stage + 1]
-    out: list[tuple[str, Path]] = [(mbconv_key(resolution, size, cin, width, stride), ("stages", stage, "transition"))]
-    size = _conv_out(size, space.fixed.kernel_size, stride)
-    out.append((frame_key(resolution, size, width), ("stages", stage, "block")))
-    key = layer_key(resolution, size, width, heads, mlp_ratio)
-    out += [(key, ("stages", stage, "block", "layers", j)) for j in range(depth)]
-    return out, size
+def blocks_modules(blocks: Sequence[BlockSpec]) -> list[tuple[str, ModulePath]]:
+    return [module for block in blocks for module in block_modules(block)]
 
 
-def arch_modules(arch: Arch, space: SearchSpace, num_classes: int) -> list[tuple[str, Path]]:
+def arch_modules(arch: Arch, space: SearchSpace, num_classes: int) -> list[tuple[str, ModulePath]]:
     """Every module of `arch` in forward order: (key, path of the module in the static subnet)."""
-    r = arch.resolution
-    out, size, cin = front_modules(space, r, arch.stem_width, arch.mbconv_widths, arch.mbconv_depths)
-    for i in range(arch.num_transformer_stages):
-        width = arch.transformer_widths[i]
-        stage, size = transformer_stage_modules(space, r, i, size, cin, width, arch.transformer_depths[i],
-                                                arch.transformer_heads[i], arch.transformer_mlp_ratios[i])
-        out += stage
-        cin = width
-    out.append((head_key(r, size, cin, num_classes), ("head",)))
-    return out
+    return blocks_modules(plan(arch, space, num_classes))
 
 
 def arch_module_keys(arch: Arch, space: SearchSpace, num_classes: int) -> list[str]:

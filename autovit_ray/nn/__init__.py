@@ -1,6 +1,6 @@
 """Dynamic (weight-entangled) ops, the AutoViT blocks and the supernet."""
 
 from .ops import DynamicModule, DynamicOp
-from .supernet import AutoViTNet, Supernet
+from .supernet import AutoViTNet, Supernet, build_net
 
-__all__ = ["AutoViTNet", "DynamicModule", "DynamicOp", "Supernet"]
+__all__ = ["AutoViTNet", "DynamicModule", "DynamicOp", "Supernet", "build_net"]

@@ -327,9 +327,14 @@ class MBPoolHead(nn.Module):
         self.expand, self.classifier = expand, classifier
         self.dropout = nn.Dropout(drop_rate)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.expand(x).mean(dim=(2, 3))  # [B, C, H, W] -> [B, C]
-        return self.classifier(self.dropout(x))
+    @property
+    def num_features(self) -> int:
+        """Width of the pooled features the classifier reads."""
+        return self.expand.conv.out_channels
+
+    def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.dropout(self.expand(x).mean(dim=(2, 3)))  # [B, C, H, W] -> [B, C]
+        return x if pre_logits else self.classifier(x)
 
 
 class DynamicMBPoolHead(MBPoolHead, DynamicModule):
@@ -337,6 +342,10 @@ class DynamicMBPoolHead(MBPoolHead, DynamicModule):
         super().__init__(DynamicConvBNAct(max_in, max_in * expansion, 1),
                          DynamicLinear(max_in * expansion, num_classes), drop_rate)
         self.expansion, self.num_classes = expansion, num_classes
+
+    @property
+    def num_features(self) -> int:
+        return self.expand.conv.active_out
 
     def set_active(self, in_channels: int) -> None:
         hidden = in_channels * self.expansion

@@ -16,11 +16,11 @@ import argparse
 import hashlib
 import json
 import math
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
+from ..adapters import connect_ray, default_tracking_uri
 from ..io import atomic_write_text
 from ..space import Arch, SearchSpace
 from .algorithms import (
@@ -179,7 +179,6 @@ def evaluate_trial(config: dict[str, Any], pool: Any, finished: dict[str, dict[s
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    import ray
     from ray import tune
 
     from ..checkpoint import read_meta, space_of
@@ -210,8 +209,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     strategy = make_search_strategy(args, space, costs)
     out_dir = Path(args.output_dir) if args.output_dir else checkpoint.parent.parent.parent
     search_dir = out_dir / "search" / args.name
-    tracker = SearchTracker(args.mlflow_uri or os.environ.get("MLFLOW_TRACKING_URI")
-                            or f"sqlite:///{(out_dir / 'mlflow.db').resolve()}", args.name)
+    tracker = SearchTracker(default_tracking_uri(out_dir, args.mlflow_uri), args.name)
     tracker.start(params={
         "strategy": args.strategy, "supernet": space.name, "profile": space.profile.name,
         "space_fingerprint": space.fingerprint(), "checkpoint": str(checkpoint), "lut": args.lut or "",
@@ -220,11 +218,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "evaluators": args.evaluators, "max_evaluations": strategy.max_evaluations,
         "num_classes": num_classes, "dataset": meta["config"]["data"]["dataset"]})
 
-    if not ray.is_initialized():
-        # address="local" without --address / RAY_ADDRESS: a fresh Ray, never the cluster another
-        # user's `ray start` recorded in /tmp/ray/ray_current_cluster (ray.init's None would join it).
-        ray.init(address=args.address or os.environ.get("RAY_ADDRESS") or "local", num_cpus=args.num_cpus,
-                 include_dashboard=False, log_to_driver=False)
+    connect_ray(args.address, args.num_cpus, log_to_driver=False)
     data_overrides = {"data_dir": args.data_dir} if args.data_dir else {}
     settings = EvalSettings(max_batches=args.eval_batches, calib_batches=args.calib_batches)
     pool = EvaluatorPool(str(checkpoint), args.evaluators, args.lut, settings, data_overrides,

@@ -15,9 +15,9 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
-from ..data import DataConfig, build_loader, recalibrate_bn
+from ..data import DataConfig, build_loader
+from ..evaluation import evaluate_subnet
 from ..nn import Supernet
 from ..space import Arch, SearchSpace, count_macs, count_params
 
@@ -69,21 +69,10 @@ class SubnetEvaluator:
         if split not in ("val", "test"):
             raise ValueError(f"evaluate on 'val' (selection) or 'test' (final report only), got {split!r}")
         start = time.perf_counter()
-        subnet = self.supernet.get_active_subnet(arch)
-        recalibrate_bn(subnet, self._loader("calib", arch.resolution), num_batches=self.settings.calib_batches)
-        subnet.eval()
-        correct1 = correct5 = seen = 0
-        loss_sum = 0.0
-        with torch.inference_mode():
-            for i, (images, labels) in enumerate(self._loader(split, arch.resolution)):
-                if self.settings.max_batches is not None and i >= self.settings.max_batches:
-                    break
-                logits = subnet(images)
-                loss_sum += F.cross_entropy(logits, labels, reduction="sum").item()
-                top = logits.topk(min(5, logits.shape[1]), dim=1).indices
-                correct1 += (top[:, 0] == labels).sum().item()
-                correct5 += (top == labels[:, None]).any(dim=1).sum().item()
-                seen += labels.numel()
+        result = evaluate_subnet(self.supernet, arch, self._loader("calib", arch.resolution),
+                                 self._loader(split, arch.resolution), max_batches=self.settings.max_batches,
+                                 calib_batches=self.settings.calib_batches)
+        seen = result.seen
         if seen == 0:
             raise ValueError(f"the {split!r} split gave no images to evaluate on")
         self.evaluations += 1
@@ -91,8 +80,8 @@ class SubnetEvaluator:
         latency = self.latency_fn(arch) if self.latency_fn else math.nan
         return {
             "arch_json": arch.to_json(), "arch_hash": arch.arch_hash, "split": split,
-            f"{split}_top1": 100.0 * correct1 / seen, f"{split}_top5": 100.0 * correct5 / seen,
-            f"{split}_loss": loss_sum / seen, "images": seen,
+            f"{split}_top1": 100.0 * result.correct1 / seen, f"{split}_top5": 100.0 * result.correct5 / seen,
+            f"{split}_loss": result.loss_sum / seen, "images": seen,
             "params": count_params(arch, num_classes, self.space),
             "macs": count_macs(arch, num_classes, self.space),
             "latency_ms": latency, "eval_seconds": time.perf_counter() - start,

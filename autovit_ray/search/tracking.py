@@ -19,8 +19,9 @@ from typing import Any
 from mlflow.entities import Metric, Param
 from ray.tune import Callback
 
+from ..adapters import mlflow_client, retry_locked
 from ..space import Arch
-from ..tracking import _client, _retry, experiment_id
+from ..tracking import experiment_id
 from .algorithms import Evaluation
 
 SEARCH_EXPERIMENT = "autovit-search"
@@ -29,7 +30,7 @@ SEARCH_EXPERIMENT = "autovit-search"
 class SearchTracker:
     def __init__(self, tracking_uri: str, search_name: str, experiment: str = SEARCH_EXPERIMENT) -> None:
         self.tracking_uri, self.search_name, self.experiment = tracking_uri, search_name, experiment
-        self.client = _client(tracking_uri)
+        self.client = mlflow_client(tracking_uri)
         self.parent_id: str | None = None
         self.experiment_id: str | None = None
         self.logged: set[str] = set()
@@ -50,7 +51,7 @@ class SearchTracker:
             complete = [run for run in children if run.info.status == "FINISHED"]
             for run in children:
                 if run.info.status != "FINISHED":
-                    _retry(lambda run=run: self.client.delete_run(run.info.run_id))
+                    retry_locked(lambda run=run: self.client.delete_run(run.info.run_id))
             self.logged = {run.data.tags.get("arch_hash", "") for run in complete}
             self.finished = {run.data.tags["arch_hash"]: _tune_result(run.data.metrics) for run in complete
                              if run.data.tags.get("arch_hash") and "val_top1" in run.data.metrics}
@@ -67,7 +68,7 @@ class SearchTracker:
         arch = Arch.from_json(config["arch_json"])
         if arch.arch_hash in self.logged or self.parent_id is None:
             return
-        run = _retry(lambda: self.client.create_run(
+        run = retry_locked(lambda: self.client.create_run(
             self.experiment_id, run_name=f"{self.search_name}-{arch.arch_hash}",
             tags={"mlflow.parentRunId": self.parent_id, "arch_hash": arch.arch_hash, "arch": str(arch),
                   "search_name": self.search_name, "role": "candidate"}))
@@ -76,7 +77,7 @@ class SearchTracker:
                    "macs": result.get("macs"), "latency_ms": result.get("latency_ms"), "generation": generation}
         now = int(time.time() * 1000)
         # one request for the arch fields and the metrics (not one per value)
-        _retry(lambda: self.client.log_batch(
+        retry_locked(lambda: self.client.log_batch(
             run_id, params=[Param(k, str(v)) for k, v in arch.to_params().items()],
             metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()
                      if isinstance(v, (int, float)) and math.isfinite(v)]))

@@ -33,9 +33,11 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from autovit_ray import evaluation
 from autovit_ray.checkpoint import rng_states, set_rng_states
-from autovit_ray.data import Loaders, build_loaders, recalibrate_bn, resize_batch
+from autovit_ray.data import Loaders, build_loaders, resize_batch
 from autovit_ray.distill import build_teacher, kd_loss
+from autovit_ray.evaluation import score
 from autovit_ray.nn import Supernet
 from autovit_ray.space import Arch, SearchSpace
 from autovit_ray.training.config import TrainConfig
@@ -86,19 +88,11 @@ def eval_archs(space: SearchSpace, num_random: int, seed: int) -> dict[str, Arch
     return archs
 
 
-@torch.no_grad()
 def top1(model: nn.Module, loader: Any, resolution: int, device: torch.device,
          max_batches: int | None = None) -> tuple[int, int]:
     """(correct, seen) of `model` in eval mode on `loader`, each batch resized to `resolution`."""
-    model.eval()
-    correct = seen = 0
-    for i, (x, y) in enumerate(loader):
-        if max_batches is not None and i >= max_batches:
-            break
-        x, y = resize_batch(x.to(device), resolution), y.to(device)
-        correct += int((model(x).argmax(dim=-1) == y).sum())
-        seen += len(y)
-    return correct, seen
+    result = score(model, loader, resolution, device, max_batches)
+    return result.correct1, result.seen
 
 
 def evaluate_subnet(supernet: Supernet, arch: Arch, loaders: Loaders, device: torch.device,
@@ -109,9 +103,9 @@ def evaluate_subnet(supernet: Supernet, arch: Arch, loaders: Loaders, device: to
     The subnet is a static copy (`get_active_subnet`), so recalibrating its BatchNorms leaves the
     supernet's running statistics untouched (recalibrating the supernet in place would reset the
     statistics of every inactive channel)."""
-    subnet = supernet.get_active_subnet(arch).to(device)
-    recalibrate_bn(subnet, loaders.calib, num_batches=calib_batches, resolution=arch.resolution, device=device)
-    return top1(subnet, getattr(loaders, split), arch.resolution, device, max_batches)
+    result = evaluation.evaluate_subnet(supernet, arch, loaders.calib, getattr(loaders, split), device,
+                                        max_batches, calib_batches)
+    return result.correct1, result.seen
 
 
 def _all_reduce_sum(values: list[float], world: World) -> list[float]:

@@ -1,0 +1,67 @@
+"""The one place where the platform meets Ray and MLflow: connecting to Ray, resolving the MLflow
+tracking URI and opening the MLflow client.
+
+The core (space, plan, nn, latency model, search algorithms, training loop, data) imports neither
+Ray nor MLflow; the entry points (train, search, pipeline, export, compare) and the tracking
+modules go through these functions.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def connect_ray(address: str | None = None, num_cpus: int | None = None, log_to_driver: bool = True) -> bool:
+    """Connect to the cluster at `address` (else $RAY_ADDRESS, set under `ray job submit`), or start a
+    fresh local Ray with `num_cpus` CPUs: address="local" never joins another user's `ray start` on
+    this machine (ray.init's default would). Returns whether this call started the connection (and
+    so should shut it down); an initialised Ray is left as it is."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=log_to_driver)
+    else:
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=log_to_driver)
+    return True
+
+
+def default_tracking_uri(experiment_dir: str | os.PathLike[str], explicit: str | None = None) -> str:
+    """`explicit`, else $MLFLOW_TRACKING_URI, else sqlite:///<experiment_dir>/mlflow.db."""
+    if explicit:
+        return explicit
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    return f"sqlite:///{Path(experiment_dir).expanduser().resolve() / 'mlflow.db'}"
+
+
+def mlflow_client(tracking_uri: str, registry: bool = False) -> Any:
+    """An MlflowClient on `tracking_uri` (with `registry`, also its model registry)."""
+    from mlflow.tracking import MlflowClient
+
+    if registry:
+        return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    return MlflowClient(tracking_uri=tracking_uri)
+
+
+def retry_locked(fn: Callable[[], T], attempts: int = 5) -> T:
+    """sqlite allows one writer: concurrent writers may briefly see 'database is locked'."""
+    for i in range(attempts):
+        try:
+            return fn()
+        except Exception as e:  # MlflowException / sqlalchemy OperationalError
+            if "locked" not in str(e).lower() or i == attempts - 1:
+                raise
+            time.sleep(0.2 * 2 ** i)
+    raise AssertionError("unreachable")
+
+
+__all__ = ["connect_ray", "default_tracking_uri", "mlflow_client", "retry_locked"]

@@ -1,0 +1,28 @@
+"""The core imports neither Ray nor MLflow: only the adapters (`autovit_ray.adapters`) and the
+entry points and tracking modules built on them do."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+CORE_MODULES = (
+    "autovit_ray.space", "autovit_ray.plan", "autovit_ray.nn", "autovit_ray.evaluation",
+    "autovit_ray.latency.modules", "autovit_ray.latency.lut", "autovit_ray.latency.extract",
+    "autovit_ray.search.algorithms", "autovit_ray.search.pareto", "autovit_ray.search.synthetic",
+    "autovit_ray.search.evaluate", "autovit_ray.training.loop", "autovit_ray.training.optim",
+    "autovit_ray.training.config", "autovit_ray.data", "autovit_ray.distill", "autovit_ray.checkpoint",
+    "autovit_ray.models",
+)
+
+
+def test_core_modules_import_no_ray_or_mlflow():
+    code = (f"import importlib, sys\nfor name in {CORE_MODULES!r}:\n    importlib.import_module(name)\n"
+            "bad = [m for m in ('ray', 'mlflow') if m in sys.modules]\nassert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_adapters_import_ray_and_mlflow_only_when_called():
+    code = ("import sys, autovit_ray.adapters, autovit_ray.tracking\n"
+            "bad = [m for m in ('ray', 'mlflow') if m in sys.modules]\nassert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True)
