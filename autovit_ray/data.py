@@ -75,6 +75,8 @@ from PIL import Image, ImageOps
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, Mixup, create_transform
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
+from autovit_ray.config import dataclass_from_flat_dict
+
 DATASETS = ("digits", "cifar10", "imagefolder")
 SPLITS = ("train", "val", "test", "calib")
 AUGMENT_MODES = ("auto", "timm", "none")
@@ -141,11 +143,7 @@ class DataConfig:
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> DataConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown DataConfig field(s) {unknown}; expected some of {sorted(known)}")
-        return cls(**values)
+        return dataclass_from_flat_dict(cls, values)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -36,7 +36,6 @@ In-place distillation (BigNAS): call `soft_kd_loss` with the largest subnet's lo
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +48,7 @@ import torch.nn.functional as F
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import nn
 
+from autovit_ray.config import dataclass_from_flat_dict
 from autovit_ray.data import renormalize, resize_batch
 
 KD_KINDS = ("none", "soft", "hard")
@@ -135,11 +135,7 @@ class KDConfig:
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> KDConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown KDConfig field(s) {unknown}; expected some of {sorted(known)}")
-        return cls(**values)
+        return dataclass_from_flat_dict(cls, values)
 
 
 class Teacher(nn.Module):

@@ -136,13 +136,7 @@ class PipelineConfig:
 
 def load_pipeline_config(config: str, overrides: Sequence[str] = ()) -> PipelineConfig:
     """A validated PipelineConfig from a YAML file (or a configs/pipeline name) and `--set` overrides."""
-    from .training.config import (
-        build_dataclass,
-        parse_override,
-        read_yaml_mapping,
-        resolve_config_path,
-        set_path,
-    )
+    from .config import build_dataclass, parse_override, read_yaml_mapping, resolve_config_path, set_path
 
     path = resolve_config_path(config, CONFIG_DIR, "pipeline")
     values = read_yaml_mapping(path, "pipeline")
@@ -362,7 +356,8 @@ class Pipeline:
 
     def run_search(self) -> str:
         from .checkpoint import read_meta
-        from .search.cli import build_parser, run
+        from .search.cli import run
+        from .search.config import SearchConfig
 
         s = self.cfg.search
         statuses, results = [], {}
@@ -386,22 +381,17 @@ class Pipeline:
             how = "set" if s.params_budget else f"auto: {s.auto_quantile:.0%} quantile of 1,000 random archs"
             self.log(f"search {name}: params budget {params / 1e6:.3f} M ({how})" + (
                 f", latency budget {latency:.4f} ms ({'set' if s.latency_budget_ms else how})" if latency else ""))
-            argv = ["--checkpoint", str(checkpoint), "--strategy", s.strategy, "--name", search_name,
-                    "--output-dir", str(self.exp_dir), "--params-budget", repr(params),
-                    "--population", str(s.population), "--generations", str(s.generations),
-                    "--parents", str(s.parents), "--coarse-samples", str(s.coarse_samples),
-                    "--skeletons", str(s.skeletons), "--evaluators", str(s.evaluators),
-                    "--top-k", str(s.top_k),
-                    "--export-formats", ",".join(s.export_formats), "--seed", str(s.seed)]
-            for flag, value in (("--lut", lut), ("--latency-budget-ms", latency), ("--max-evaluations", s.max_evaluations),
-                                ("--eval-batches", s.eval_batches), ("--calib-batches", s.calib_batches),
-                                ("--cpus-per-evaluator", s.cpus_per_evaluator),
-                                ("--mlflow-uri", self.cfg.mlflow_uri)):
-                if value is not None:
-                    argv += [flag, str(value)]
-            self._command("search", argv)
+            search = SearchConfig(
+                name=search_name, checkpoint=str(checkpoint), strategy=s.strategy, output_dir=str(self.exp_dir),
+                params_budget=params, latency_budget_ms=latency, lut=str(lut) if lut else None,
+                population=s.population, generations=s.generations, parents=s.parents,
+                coarse_samples=s.coarse_samples, skeletons=s.skeletons, max_evaluations=s.max_evaluations,
+                evaluators=s.evaluators, cpus_per_evaluator=s.cpus_per_evaluator, eval_batches=s.eval_batches,
+                calib_batches=s.calib_batches, top_k=s.top_k, export_formats=s.export_formats, seed=s.seed,
+                mlflow_uri=self.cfg.mlflow_uri)
+            self._command("search", search.to_argv())
             self._ensure_ray()
-            summary = run(build_parser().parse_args(argv))
+            summary = run(search)
             self._save_record("search", name, fp, {"results": str(summary_path), "name": search_name,
                                                    "best": summary["best"][0]["name"] if summary["best"] else None})
             statuses.append("ran")

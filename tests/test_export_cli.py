@@ -1,4 +1,4 @@
-"""`python -m autovit_ray.export` (issue 6): a searched arch from a JSON file or an MLflow run id,
+"""`python -m autovit_ray.export`: a searched arch from a JSON file or an MLflow run id,
 extracted from the trained digits supernet, written as standalone models that match the supernet."""
 
 from __future__ import annotations

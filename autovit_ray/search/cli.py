@@ -37,8 +37,7 @@ from .algorithms import (
     RandomSearch,
     SearchStrategy,
 )
-
-STRATEGY_NAMES = ("coarse-to-fine", "evolution", "random", "pareto")
+from .config import DEFAULTS, STRATEGY_NAMES, SearchConfig
 
 
 def parse_count(text: str) -> float:
@@ -55,6 +54,7 @@ def parse_count(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The flags of `SearchConfig` (its defaults); `SearchConfig.from_args` turns them into one."""
     p = argparse.ArgumentParser(prog="python -m autovit_ray.search", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True,
@@ -63,29 +63,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lut", default=None, help="latency table (.parquet) from `python -m autovit_ray.profile build`")
     p.add_argument("--params-budget", type=parse_count, default=None, help="T_p, e.g. 1.8M")
     p.add_argument("--latency-budget-ms", type=float, default=None, help="T_l in ms (needs --lut)")
-    p.add_argument("--strategy", choices=STRATEGY_NAMES, default="coarse-to-fine")
-    p.add_argument("--population", type=int, default=50)
-    p.add_argument("--generations", type=int, default=20)
-    p.add_argument("--parents", type=int, default=10)
-    p.add_argument("--coarse-samples", type=int, default=2000, help="random archs screened by the coarse stage")
-    p.add_argument("--skeletons", type=int, default=10, help="K skeletons kept by the coarse stage")
+    p.add_argument("--strategy", choices=STRATEGY_NAMES, default=DEFAULTS["strategy"])
+    p.add_argument("--population", type=int, default=DEFAULTS["population"])
+    p.add_argument("--generations", type=int, default=DEFAULTS["generations"])
+    p.add_argument("--parents", type=int, default=DEFAULTS["parents"])
+    p.add_argument("--coarse-samples", type=int, default=DEFAULTS["coarse_samples"], help="random archs screened by the coarse stage")
+    p.add_argument("--skeletons", type=int, default=DEFAULTS["skeletons"], help="K skeletons kept by the coarse stage")
     p.add_argument("--max-evaluations", type=int, default=None, help="default: population x generations")
-    p.add_argument("--evaluators", type=int, default=2, help="evaluator actors (supernet replicas)")
+    p.add_argument("--evaluators", type=int, default=DEFAULTS["evaluators"], help="evaluator actors (supernet replicas)")
     p.add_argument("--cpus-per-evaluator", type=float, default=None,
                    help="default: the free CPUs shared by the evaluators (at most 1 each), leaving a "
                         "little for the Tune trials, which only wait on the pool")
-    p.add_argument("--threads-per-evaluator", type=int, default=1)
+    p.add_argument("--threads-per-evaluator", type=int, default=DEFAULTS["threads_per_evaluator"])
     p.add_argument("--concurrent-trials", type=int, default=None, help="default: 2 x evaluators")
     p.add_argument("--eval-batches", type=int, default=None, help="validation batches per candidate (default all)")
     p.add_argument("--calib-batches", type=int, default=None, help="BN recalibration batches (default all)")
     p.add_argument("--data-dir", default=None, help="override the checkpoint's data directory")
-    p.add_argument("--top-k", type=int, default=3, help="best models to report on the test split and export")
-    p.add_argument("--export-formats", default="torchscript,onnx,coreml")
+    p.add_argument("--top-k", type=int, default=DEFAULTS["top_k"], help="best models to report on the test split and export")
+    p.add_argument("--export-formats", default=",".join(DEFAULTS["export_formats"]))
     p.add_argument("--registered-model-name", default=None,
                    help="MLflow registered model for the best model (default: autovit-<training name>-<supernet>)")
     p.add_argument("--no-register", action="store_true",
                    help="log the MLflow Models but register nothing in the Model Registry")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=DEFAULTS["seed"])
     p.add_argument("--name", required=True, help="search name: Tune experiment and MLflow parent run")
     p.add_argument("--output-dir", default=None, help="default: the checkpoint's experiment directory")
     p.add_argument("--mlflow-uri", default=None, help="default: $MLFLOW_TRACKING_URI or sqlite in the output dir")
@@ -94,51 +94,52 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def make_search_strategy(args: argparse.Namespace, space: SearchSpace, costs: CostModel) -> SearchStrategy:
-    total = args.max_evaluations or args.population * args.generations
-    fine = EvolutionConfig(population_size=args.population, generations=args.generations,
-                           num_parents=args.parents, p_depth=FINE_STAGE.p_depth, p_block=FINE_STAGE.p_block)
-    if args.strategy == "random":
-        return RandomSearch(space, costs, max_evaluations=total, seed=args.seed)
-    if args.strategy == "evolution":
-        plain = EvolutionConfig(population_size=args.population, generations=args.generations,
-                                num_parents=args.parents, p_depth=PLAIN_EVOLUTION.p_depth,
+def make_search_strategy(cfg: SearchConfig, space: SearchSpace, costs: CostModel) -> SearchStrategy:
+    total = cfg.max_evaluations or cfg.population * cfg.generations
+    fine = EvolutionConfig(population_size=cfg.population, generations=cfg.generations,
+                           num_parents=cfg.parents, p_depth=FINE_STAGE.p_depth, p_block=FINE_STAGE.p_block)
+    if cfg.strategy == "random":
+        return RandomSearch(space, costs, max_evaluations=total, seed=cfg.seed)
+    if cfg.strategy == "evolution":
+        plain = EvolutionConfig(population_size=cfg.population, generations=cfg.generations,
+                                num_parents=cfg.parents, p_depth=PLAIN_EVOLUTION.p_depth,
                                 p_block=PLAIN_EVOLUTION.p_block)
-        return EvolutionSearch(space, costs, plain, max_evaluations=total, seed=args.seed)
-    coarse = CoarseConfig(num_samples=args.coarse_samples, num_skeletons=args.skeletons)
-    selection = "pareto" if args.strategy == "pareto" else "accuracy"
-    return CoarseToFineSearch(space, costs, fine, coarse, max_evaluations=total, seed=args.seed,
+        return EvolutionSearch(space, costs, plain, max_evaluations=total, seed=cfg.seed)
+    coarse = CoarseConfig(num_samples=cfg.coarse_samples, num_skeletons=cfg.skeletons)
+    selection = "pareto" if cfg.strategy == "pareto" else "accuracy"
+    return CoarseToFineSearch(space, costs, fine, coarse, max_evaluations=total, seed=cfg.seed,
                               selection=selection)
 
 
-def resolve_checkpoint(args: argparse.Namespace) -> Path:
+def resolve_checkpoint(cfg: Any) -> Path:
+    """`cfg.checkpoint` (with `cfg.supernet` when it is an experiment directory) as a checkpoint directory."""
     from ..checkpoint import STATE_FILE, find_checkpoint
 
-    path = Path(args.checkpoint)
+    path = Path(cfg.checkpoint)
     if (path / STATE_FILE).is_file() or path.is_file():
         return path
-    if args.supernet is None:
+    if cfg.supernet is None:
         raise ValueError(f"--checkpoint {path} is not a checkpoint directory (no {STATE_FILE}); for an "
                          "experiment directory also pass --supernet xxs|xs|s")
-    return find_checkpoint(path, args.supernet)
+    return find_checkpoint(path, cfg.supernet)
 
 
 TRIAL_CPUS = 0.01  # a trial only waits on the evaluator pool
 
 
-def evaluator_cpus(args: argparse.Namespace) -> float:
+def evaluator_cpus(cfg: SearchConfig) -> float:
     """CPUs per evaluator actor: --cpus-per-evaluator, else the free CPUs shared by the evaluators (at
     most 1 each) minus what the concurrent trials need; an actor that took the trials' last CPU would
     leave every trial pending forever."""
     import ray
 
-    if args.cpus_per_evaluator is not None:
-        return args.cpus_per_evaluator
-    trials = (args.concurrent_trials or 2 * args.evaluators) * TRIAL_CPUS
+    if cfg.cpus_per_evaluator is not None:
+        return cfg.cpus_per_evaluator
+    trials = (cfg.concurrent_trials or 2 * cfg.evaluators) * TRIAL_CPUS
     free = ray.available_resources().get("CPU", 0.0) - trials
-    share = int(100 * free / args.evaluators) / 100
+    share = int(100 * free / cfg.evaluators) / 100
     if share < 0.01:
-        raise ValueError(f"the Ray cluster has {free + trials:.2f} free CPUs: too few for {args.evaluators} "
+        raise ValueError(f"the Ray cluster has {free + trials:.2f} free CPUs: too few for {cfg.evaluators} "
                          "evaluators and the Tune trials; use fewer --evaluators or a bigger cluster")
     return min(1.0, share)
 
@@ -178,7 +179,8 @@ def evaluate_trial(config: dict[str, Any], pool: Any, finished: dict[str, dict[s
                  "latency_ms": result["latency_ms"], "arch_hash": result["arch_hash"]})
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def run(cfg: SearchConfig | argparse.Namespace) -> dict[str, Any]:
+    """Run one search; returns its results.json content. Takes a SearchConfig (or the CLI's parsed flags)."""
     from ray import tune
 
     from ..checkpoint import read_meta, space_of
@@ -187,52 +189,50 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from .tracking import SearchTracker
     from .tune_searcher import AutoViTSearcher
 
-    if args.evaluators < 1:
-        raise ValueError(f"--evaluators must be >= 1, got {args.evaluators}")
-    if args.latency_budget_ms is not None and not args.lut:
-        raise ValueError("--latency-budget-ms needs --lut (the latency table that predicts it)")
-    checkpoint = resolve_checkpoint(args)
+    if isinstance(cfg, argparse.Namespace):
+        cfg = SearchConfig.from_args(cfg)
+    checkpoint = resolve_checkpoint(cfg)
     meta = read_meta(checkpoint)
     space = space_of(meta)
     num_classes = int(meta["num_classes"])
     latency_fn = None
-    if args.lut:
+    if cfg.lut:
         from ..latency import LatencyTable
 
-        table = LatencyTable.load(args.lut, space=space)
+        table = LatencyTable.load(cfg.lut, space=space)
         latency_fn = table.predict_latency
-    costs = CostModel(space, Budget(args.params_budget, args.latency_budget_ms), latency_fn, num_classes)
+    costs = CostModel(space, Budget(cfg.params_budget, cfg.latency_budget_ms), latency_fn, num_classes)
     # Budgets nothing can meet fail here, before any actor starts; the error names the closest arch.
     smallest = space.smallest()
     if not costs.fits(smallest):
         raise costs.unreachable([smallest], 1)
-    strategy = make_search_strategy(args, space, costs)
-    out_dir = Path(args.output_dir) if args.output_dir else checkpoint.parent.parent.parent
-    search_dir = out_dir / "search" / args.name
-    tracker = SearchTracker(default_tracking_uri(out_dir, args.mlflow_uri), args.name)
+    strategy = make_search_strategy(cfg, space, costs)
+    out_dir = Path(cfg.output_dir) if cfg.output_dir else checkpoint.parent.parent.parent
+    search_dir = out_dir / "search" / cfg.name
+    tracker = SearchTracker(default_tracking_uri(out_dir, cfg.mlflow_uri), cfg.name)
     tracker.start(params={
-        "strategy": args.strategy, "supernet": space.name, "profile": space.profile.name,
-        "space_fingerprint": space.fingerprint(), "checkpoint": str(checkpoint), "lut": args.lut or "",
-        "params_budget": args.params_budget, "latency_budget_ms": args.latency_budget_ms,
-        "population": args.population, "generations": args.generations, "seed": args.seed,
-        "evaluators": args.evaluators, "max_evaluations": strategy.max_evaluations,
+        "strategy": cfg.strategy, "supernet": space.name, "profile": space.profile.name,
+        "space_fingerprint": space.fingerprint(), "checkpoint": str(checkpoint), "lut": cfg.lut or "",
+        "params_budget": cfg.params_budget, "latency_budget_ms": cfg.latency_budget_ms,
+        "population": cfg.population, "generations": cfg.generations, "seed": cfg.seed,
+        "evaluators": cfg.evaluators, "max_evaluations": strategy.max_evaluations,
         "num_classes": num_classes, "dataset": meta["config"]["data"]["dataset"]})
 
-    connect_ray(args.address, args.num_cpus, log_to_driver=False)
-    data_overrides = {"data_dir": args.data_dir} if args.data_dir else {}
-    settings = EvalSettings(max_batches=args.eval_batches, calib_batches=args.calib_batches)
-    pool = EvaluatorPool(str(checkpoint), args.evaluators, args.lut, settings, data_overrides,
-                         evaluator_cpus(args), args.threads_per_evaluator)
+    connect_ray(cfg.address, cfg.num_cpus, log_to_driver=False)
+    data_overrides = {"data_dir": cfg.data_dir} if cfg.data_dir else {}
+    settings = EvalSettings(max_batches=cfg.eval_batches, calib_batches=cfg.calib_batches)
+    pool = EvaluatorPool(str(checkpoint), cfg.evaluators, cfg.lut, settings, data_overrides,
+                         evaluator_cpus(cfg), cfg.threads_per_evaluator)
     searcher = AutoViTSearcher(strategy, metric="top1", mode="max")
     trainable = tune.with_resources(
         tune.with_parameters(evaluate_trial, pool=pool, finished=tracker.finished), {"cpu": TRIAL_CPUS})
     storage = (out_dir / "tune").resolve()
-    resume = (storage / args.name).is_dir()
+    resume = (storage / cfg.name).is_dir()
     try:
-        tune.run(trainable, name=args.name, storage_path=str(storage), search_alg=searcher,
+        tune.run(trainable, name=cfg.name, storage_path=str(storage), search_alg=searcher,
                  metric="top1", mode="max", num_samples=-1,
-                 max_concurrent_trials=args.concurrent_trials or 2 * args.evaluators,
-                 resume="AUTO" if resume else False, callbacks=[tracker.tune_callback(), progress_callback(strategy, args.name)],
+                 max_concurrent_trials=cfg.concurrent_trials or 2 * cfg.evaluators,
+                 resume="AUTO" if resume else False, callbacks=[tracker.tune_callback(), progress_callback(strategy, cfg.name)],
                  verbose=0, raise_on_failed_trial=False,
                  reuse_actors=True)  # a fresh trial process per candidate costs seconds of imports
     except BudgetUnreachableError:
@@ -241,9 +241,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if not strategy.finished:  # Tune stops early only on Ctrl-C / SIGTERM, and then returns normally
         pool.shutdown()
         tracker.finish("KILLED")
-        raise KeyboardInterrupt(f"search {args.name} interrupted after {len(strategy.history)} of "
+        raise KeyboardInterrupt(f"search {cfg.name} interrupted after {len(strategy.history)} of "
                                 f"{strategy.max_evaluations} evaluations; rerun the same command to resume")
-    summary = summarise(strategy, pool, args, search_dir, tracker, checkpoint)
+    summary = summarise(strategy, pool, cfg, search_dir, tracker, checkpoint)
     stats = pool.stats()
     summary["evaluator_stats"] = stats
     pool.shutdown()
@@ -253,7 +253,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return summary
 
 
-def summarise(strategy: SearchStrategy, pool: Any, args: argparse.Namespace, search_dir: Path,
+def summarise(strategy: SearchStrategy, pool: Any, cfg: SearchConfig, search_dir: Path,
               tracker: Any, checkpoint: Path) -> dict[str, Any]:
     import dataclasses
 
@@ -264,20 +264,20 @@ def summarise(strategy: SearchStrategy, pool: Any, args: argparse.Namespace, sea
     from ..training.config import config_from_dict
 
     data = config_from_dict(read_meta(checkpoint)["config"]).data
-    if args.data_dir:
-        data = dataclasses.replace(data, data_dir=args.data_dir)
-    best = strategy.ranked(args.top_k)
+    if cfg.data_dir:
+        data = dataclasses.replace(data, data_dir=cfg.data_dir)
+    best = strategy.ranked(cfg.top_k)
     front = sorted(strategy.pareto_front(), key=lambda e: (e.latency or 0.0, e.params))
     if not best:
         raise RuntimeError("no candidate was evaluated successfully; see the Tune trial errors above")
     supernet, space, _ = load_supernet(checkpoint)
-    formats = tuple(f for f in args.export_formats.split(",") if f)
+    formats = cfg.export_formats
     reported, models = [], []
     for rank, evaluation in enumerate(best, start=1):
         test = pool.evaluate(evaluation.arch, split="test")  # report only: selection is already done
         calib = build_loader(data, "calib", resolution=evaluation.arch.resolution)
-        model, _ = calibrated_subnet(supernet, evaluation.arch, calib, args.calib_batches)
-        name = f"{args.name}-top{rank}-{evaluation.arch.arch_hash}"
+        model, _ = calibrated_subnet(supernet, evaluation.arch, calib, cfg.calib_batches)
+        name = f"{cfg.name}-top{rank}-{evaluation.arch.arch_hash}"
         export_dir = search_dir / "exports"
         arch_path, weights = save_subnet(model, evaluation.arch, export_dir, name)
         paths = export_model(model, evaluation.arch.resolution, export_dir, name, formats) if formats else {}
@@ -289,7 +289,7 @@ def summarise(strategy: SearchStrategy, pool: Any, args: argparse.Namespace, sea
                          "params": evaluation.params, "latency_ms": evaluation.latency,
                          "macs": test["macs"], "exports": {k: str(v) for k, v in paths.items()},
                          "weights": str(weights), "arch_json": str(arch_path)})
-    log_mlflow_models(args, reported, models, tracker, checkpoint, space, data)
+    log_mlflow_models(cfg, reported, models, tracker, checkpoint, space, data)
     tracker.log_summary(reported, front, strategy.history)
     print_tables(reported, front)
     return {"best": reported, "pareto_front": [e.to_dict() for e in front],
@@ -297,7 +297,7 @@ def summarise(strategy: SearchStrategy, pool: Any, args: argparse.Namespace, sea
             "evaluated": [e.to_dict() for e in strategy.history]}  # every candidate, in evaluation order
 
 
-def log_mlflow_models(args: argparse.Namespace, reported: list[dict[str, Any]], models: list[tuple[Any, Any]],
+def log_mlflow_models(cfg: SearchConfig, reported: list[dict[str, Any]], models: list[tuple[Any, Any]],
                       tracker: Any, checkpoint: Path, space: SearchSpace, data: Any) -> None:
     """Each reported model as MLflow Models in its candidate run (pyfunc + ONNX when exported), with its
     measured latency; the best one registered (`autovit_ray.registry`). Adds the model URIs, measured
@@ -315,10 +315,10 @@ def log_mlflow_models(args: argparse.Namespace, reported: list[dict[str, Any]], 
         for p in prepared:
             p.close()
     # the LUT file's content hash: which table predicted the latencies
-    lut_fingerprint = hashlib.sha256(Path(args.lut).read_bytes()).hexdigest()[:16] if args.lut else None
+    lut_fingerprint = hashlib.sha256(Path(cfg.lut).read_bytes()).hexdigest()[:16] if cfg.lut else None
     meta = read_meta(checkpoint)
-    budgets = ",".join(f"{k}<={v:g}" for k, v in (("params", args.params_budget),
-                                                   ("latency_ms", args.latency_budget_ms)) if v is not None)
+    budgets = ",".join(f"{k}<={v:g}" for k, v in (("params", cfg.params_budget),
+                                                   ("latency_ms", cfg.latency_budget_ms)) if v is not None)
     split = f"{data.dataset}/split_seed={data.split_seed}/val_size={data.val_size}"
     for entry, (model, batch), measured in zip(reported, models, stats):
         arch = Arch.from_dict(entry["arch"])
@@ -335,8 +335,8 @@ def log_mlflow_models(args: argparse.Namespace, reported: list[dict[str, Any]], 
         onnx_path = Path(entry["exports"]["onnx"]) if "onnx" in entry["exports"] else None
         entry["model_uris"] = log_searched_model(tracker.tracking_uri, run_id, model, facts,
                                                  Path(entry["arch_json"]), Path(entry["weights"]), onnx_path, batch)
-        if entry["rank"] == 1 and not args.no_register:
-            name = args.registered_model_name or registered_model_name(meta["config"]["name"], arch.supernet)
+        if entry["rank"] == 1 and not cfg.no_register:
+            name = cfg.registered_model_name or registered_model_name(meta["config"]["name"], arch.supernet)
             entry["registered"] = register(tracker.tracking_uri, name, entry["model_uris"]["pyfunc"], run_id, facts)
 
 
@@ -356,7 +356,7 @@ def print_tables(reported: list[dict[str, Any]], front: list[Evaluation]) -> Non
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        run(args)
+        run(SearchConfig.from_args(args))
     except ValueError as exc:  # bad input: one clear message, no traceback
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -366,4 +366,4 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["Arch", "build_parser", "main", "parse_count", "run"]
+__all__ = ["Arch", "SearchConfig", "build_parser", "main", "parse_count", "run"]

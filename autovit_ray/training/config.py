@@ -1,5 +1,6 @@
 """The training configuration: nested dataclasses loaded from YAML (`configs/train/*.yaml`), every field
-overridable with `--set section.field=value`, validated once with one clear error per bad field.
+overridable with `--set section.field=value` (the machinery: `autovit_ray.config`), validated once
+with one clear error per bad field.
 
 Pure Python + the data / KD config classes; no Ray, no MLflow.
 """
@@ -7,17 +8,24 @@ Pure Python + the data / KD config classes; no Ray, no MLflow.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import os
-import types
-import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from autovit_ray.config import (
+    bad_field,
+    build_dataclass,
+    coerce,
+    flatten,
+    parse_override,
+    plain,
+    read_yaml_mapping,
+    resolve_config_path,
+    set_path,
+    type_hints,
+)
 from autovit_ray.data import DataConfig
 from autovit_ray.distill import KDConfig
 from autovit_ray.space import BUILTIN_SPACES
@@ -137,7 +145,7 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON / YAML-safe nested dict (tuples become lists)."""
-        return _plain(dataclasses.asdict(self))
+        return plain(dataclasses.asdict(self))
 
     def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)
@@ -147,237 +155,79 @@ class TrainConfig:
         return Path(self.output_dir).expanduser().resolve() / self.name
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
-
-
 # ---------------------------------------------------------------------------------------------------
 # Validation of the fields the sections do not check themselves
 
 
-def _bad(name: str, value: Any, expected: str) -> ValueError:
-    return ValueError(f"config field {name} = {value!r} is invalid: expected {expected}")
-
-
 def _validate(cfg: TrainConfig) -> None:
     if not cfg.name or not all(c.isalnum() or c in "-_." for c in cfg.name) or cfg.name.startswith("."):
-        raise _bad("name", cfg.name, "a non-empty run name of letters, digits, '-', '_', '.'")
+        raise bad_field("name", cfg.name, "a non-empty run name of letters, digits, '-', '_', '.'")
     if not cfg.supernets or len(set(cfg.supernets)) != len(cfg.supernets):
-        raise _bad("supernets", list(cfg.supernets), "a non-empty list of distinct supernets (xxs, xs, s)")
+        raise bad_field("supernets", list(cfg.supernets), "a non-empty list of distinct supernets (xxs, xs, s)")
     if cfg.data.seed != cfg.seed:
-        raise _bad("data.seed", cfg.data.seed, "to be left out: set the top-level `seed`")
+        raise bad_field("data.seed", cfg.data.seed, "to be left out: set the top-level `seed`")
     t = cfg.train
     positive = {"train.epochs": t.epochs, "train.sandwich_random": t.sandwich_random + 1,
                 "eval.every_n_epochs": cfg.eval.every_n_epochs, "ray.num_workers": cfg.ray.num_workers}
     for name, value in positive.items():
         if value < 1:
-            raise _bad(name, value if name != "train.sandwich_random" else t.sandwich_random,
+            raise bad_field(name, value if name != "train.sandwich_random" else t.sandwich_random,
                        "a positive integer" if name != "train.sandwich_random" else "an integer >= 0")
     if t.sampler not in SAMPLERS:
-        raise _bad("train.sampler", t.sampler, f"one of {SAMPLERS}")
+        raise bad_field("train.sampler", t.sampler, f"one of {SAMPLERS}")
     for name in ("max_steps_per_epoch", "stop_after_epoch", "fail_after_epoch", "keep_checkpoints"):
         value = getattr(t, name)
         if value is not None and value < 1:
-            raise _bad(f"train.{name}", value, "a positive integer or null")
+            raise bad_field(f"train.{name}", value, "a positive integer or null")
     if t.grad_clip is not None and t.grad_clip <= 0:
-        raise _bad("train.grad_clip", t.grad_clip, "a positive number or null")
+        raise bad_field("train.grad_clip", t.grad_clip, "a positive number or null")
     for name, value in (("train.amp", t.amp), ("train.progress_bar", t.progress_bar),
                         ("ray.use_gpu", cfg.ray.use_gpu)):
         if value not in AUTO_BOOL:
-            raise _bad(name, value, "'auto', true or false")
+            raise bad_field(name, value, "'auto', true or false")
     o = cfg.optimizer
     if o.lr <= 0 or o.weight_decay < 0 or o.eps <= 0 or not all(0 <= b < 1 for b in o.betas):
-        raise _bad("optimizer", dataclasses.asdict(o), "lr > 0, weight_decay >= 0, eps > 0, betas in [0, 1)")
+        raise bad_field("optimizer", dataclasses.asdict(o), "lr > 0, weight_decay >= 0, eps > 0, betas in [0, 1)")
     s = cfg.schedule
     if s.warmup_epochs < 0 or s.warmup_lr < 0 or s.min_lr < 0:
-        raise _bad("schedule", dataclasses.asdict(s), "warmup_epochs, warmup_lr and min_lr >= 0")
+        raise bad_field("schedule", dataclasses.asdict(s), "warmup_epochs, warmup_lr and min_lr >= 0")
     e = cfg.eval
     if e.num_random_subnets < 0:
-        raise _bad("eval.num_random_subnets", e.num_random_subnets, "an integer >= 0")
+        raise bad_field("eval.num_random_subnets", e.num_random_subnets, "an integer >= 0")
     for name in ("max_batches", "calib_batches"):
         if getattr(e, name) is not None and getattr(e, name) < 1:
-            raise _bad(f"eval.{name}", getattr(e, name), "a positive integer or null")
+            raise bad_field(f"eval.{name}", getattr(e, name), "a positive integer or null")
     r = cfg.ray
     if r.num_cpus is not None and r.num_cpus < 1:
-        raise _bad("ray.num_cpus", r.num_cpus, "a positive integer or null")
+        raise bad_field("ray.num_cpus", r.num_cpus, "a positive integer or null")
     if r.cpus_per_worker is not None and r.cpus_per_worker <= 0:
-        raise _bad("ray.cpus_per_worker", r.cpus_per_worker, "a positive number or null")
+        raise bad_field("ray.cpus_per_worker", r.cpus_per_worker, "a positive number or null")
     if r.torch_threads is not None and r.torch_threads < 1:
-        raise _bad("ray.torch_threads", r.torch_threads, "a positive integer or null")
+        raise bad_field("ray.torch_threads", r.torch_threads, "a positive integer or null")
     if r.gpus_per_worker <= 0 or r.max_failures < 0 or r.worker_start_timeout_s <= 0:
-        raise _bad("ray", dataclasses.asdict(r),
+        raise bad_field("ray", dataclasses.asdict(r),
                    "gpus_per_worker > 0, max_failures >= 0 and worker_start_timeout_s > 0")
     kd = cfg.kd
     if kd.inplace and kd.kind == "none":
-        raise _bad("kd.inplace", True, "kd.kind 'soft' or 'hard' with in-place distillation")
+        raise bad_field("kd.inplace", True, "kd.kind 'soft' or 'hard' with in-place distillation")
     if kd.inplace and kd.teacher is not None:
-        raise _bad("kd.inplace", True, "either a teacher or in-place distillation, not both")
+        raise bad_field("kd.inplace", True, "either a teacher or in-place distillation, not both")
 
 
 # ---------------------------------------------------------------------------------------------------
-# Building from nested dicts, with type coercion (YAML and --set give strings, ints for floats, ...)
-
-
-def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
-
-
-def _coerce(value: Any, tp: Any, name: str) -> Any:
-    """`value` as type `tp` (int / float / str / bool / None / tuples / unions), or a clear ValueError."""
-    if tp is Any:
-        return value
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        options = typing.get_args(tp)
-        if value is None and type(None) in options:
-            return None
-        errors = []
-        for option in sorted((o for o in options if o is not type(None)), key=lambda o: o is str):
-            try:
-                return _coerce(value, option, name)
-            except ValueError as e:
-                errors.append(e)
-        raise _bad(name, value, " or ".join(_type_name(o) for o in options))
-    if origin in (tuple, list):
-        args = typing.get_args(tp)
-        if isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()]
-        if not isinstance(value, (list, tuple)):
-            raise _bad(name, value, f"a list ({_type_name(tp)})")
-        if origin is tuple and args and args[-1] is not Ellipsis and len(args) != len(value):
-            raise _bad(name, value, f"{len(args)} values")
-        item = args[0] if args else Any
-        return tuple(_coerce(v, item if (not args or args[-1] is Ellipsis) else args[i], f"{name}[{i}]")
-                     for i, v in enumerate(value))
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
-            return value.lower() in ("true", "yes", "1")
-        raise _bad(name, value, "true or false")
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, str):
-            try:
-                return int(value)
-            except ValueError:
-                pass
-        raise _bad(name, value, "an integer")
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)  # YAML 1.1 reads '1e-3' as a string
-            except ValueError:
-                pass
-        raise _bad(name, value, "a number")
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        raise _bad(name, value, "a string")
-    if tp is type(None):
-        if value is None:
-            return None
-        raise _bad(name, value, "null")
-    raise _bad(name, value, _type_name(tp))
-
-
-def build_dataclass(cls: type, values: Mapping[str, Any], prefix: str) -> Any:
-    if not isinstance(values, Mapping):
-        raise _bad(prefix.rstrip(".") or "<top level>", values, "a mapping of fields")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    hints = _hints(cls)
-    unknown = sorted(set(values) - set(fields))
-    if unknown:
-        key = unknown[0]
-        close = difflib.get_close_matches(key, list(fields), n=1)
-        hint = f"; did you mean {prefix}{close[0]}?" if close else f"; known: {sorted(fields)}"
-        raise ValueError(f"unknown config field {prefix}{key}{hint}")
-    kwargs = {}
-    for key, value in values.items():
-        tp = hints[key]
-        if dataclasses.is_dataclass(tp):
-            kwargs[key] = build_dataclass(tp, value or {}, f"{prefix}{key}.")
-        else:
-            kwargs[key] = _coerce(value, tp, f"{prefix}{key}")
-    try:
-        return cls(**kwargs)
-    except (ValueError, TypeError) as e:
-        if not prefix:  # TrainConfig's own checks already name the field
-            raise ValueError(str(e)) from None
-        raise ValueError(f"config section {prefix.rstrip('.')}: {e}") from None  # DataConfig / KDConfig
+# Loading (the YAML + --set machinery is autovit_ray.config)
 
 
 def config_from_dict(values: Mapping[str, Any]) -> TrainConfig:
     """A validated TrainConfig from a nested dict (a YAML file's content)."""
     values = dict(values)
     data = dict(values.get("data") or {})
-    seed = _coerce(values.get("seed", 0), int, "seed")
+    seed = coerce(values.get("seed", 0), int, "seed")
     if "seed" in data and data["seed"] != seed:  # to_dict() writes data.seed = seed; nothing else may
-        raise _bad("data.seed", data["seed"], "to be left out: set the top-level `seed`")
+        raise bad_field("data.seed", data["seed"], "to be left out: set the top-level `seed`")
     data["seed"] = seed
     values["data"] = data
     return build_dataclass(TrainConfig, values, "")
-
-
-def set_path(values: dict[str, Any], dotted: str, value: Any) -> None:
-    """values['a']['b'] = value for 'a.b' (creating sections as needed)."""
-    keys = dotted.split(".")
-    node = values
-    for key in keys[:-1]:
-        child = node.get(key)
-        if child is None:
-            child = node[key] = {}
-        if not isinstance(child, dict):
-            raise ValueError(f"cannot set {dotted}: {key} is not a config section")
-        node = child
-    node[keys[-1]] = value
-
-
-def parse_override(text: str) -> tuple[str, Any]:
-    """'optimizer.lr=1e-3' -> ('optimizer.lr', '1e-3' parsed as YAML)."""
-    key, sep, raw = text.partition("=")
-    if not sep or not key.strip():
-        raise ValueError(f"override {text!r} is invalid: expected section.field=value")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
-        value = raw
-    return key.strip(), value
-
-
-def resolve_config_path(config: str | os.PathLike[str], directory: Path = CONFIG_DIR,
-                        kind: str = "training") -> Path:
-    """A config file path, or a name in `directory` ('digits' -> configs/train/digits.yaml)."""
-    path = Path(config)
-    if not path.suffix and (directory / f"{path}.yaml").is_file():
-        path = directory / f"{path}.yaml"
-    if not path.is_file():
-        names = sorted(p.stem for p in directory.glob("*.yaml"))
-        raise ValueError(f"{kind} config {str(config)!r} does not exist: expected a YAML file or one "
-                         f"of {names}")
-    return path
-
-
-def read_yaml_mapping(path: Path, kind: str = "training") -> dict[str, Any]:
-    """The top-level mapping of a YAML config file, or one clear ValueError."""
-    try:
-        values = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ValueError(f"malformed {kind} config {path}: {e}") from None
-    if not isinstance(values, dict):
-        raise ValueError(f"malformed {kind} config {path}: expected a mapping at the top level")
-    return values
 
 
 def load_config(config: str | os.PathLike[str] | None = None, overrides: Sequence[str] = (),
@@ -385,7 +235,7 @@ def load_config(config: str | os.PathLike[str] | None = None, overrides: Sequenc
     """YAML file (or a configs/train name), then `extra` (dotted keys), then `--set` overrides."""
     values: dict[str, Any] = {}
     if config is not None:
-        values = read_yaml_mapping(resolve_config_path(config))
+        values = read_yaml_mapping(resolve_config_path(config, CONFIG_DIR, "training"), "training")
     for key, value in (extra or {}).items():
         set_path(values, key, value)
     for text in overrides:
@@ -393,23 +243,12 @@ def load_config(config: str | os.PathLike[str] | None = None, overrides: Sequenc
     return config_from_dict(values)
 
 
-def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """{'a': {'b': 1}} -> {'a.b': 1} (MLflow params)."""
-    out: dict[str, Any] = {}
-    for key, value in values.items():
-        if isinstance(value, Mapping):
-            out.update(flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 def describe_fields() -> str:
     """Every config field with its default and meaning, for --help."""
     lines = []
 
     def walk(cls: type, prefix: str) -> None:
-        hints = _hints(cls)
+        hints = type_hints(cls)
         for f in dataclasses.fields(cls):
             tp = hints[f.name]
             if dataclasses.is_dataclass(tp):
@@ -423,7 +262,7 @@ def describe_fields() -> str:
                 doc = doc or "see autovit_ray.distill.KDConfig"
             if prefix == "data." and f.name == "seed":
                 continue
-            lines.append(f"  {prefix}{f.name} = {_plain(default)!r}" + (f"  # {doc}" if doc else ""))
+            lines.append(f"  {prefix}{f.name} = {plain(default)!r}" + (f"  # {doc}" if doc else ""))
 
     walk(TrainConfig, "")
     return "\n".join(lines)

@@ -1,0 +1,106 @@
+"""`SearchConfig`: every setting of one search, typed and validated once. The CLI
+(`python -m autovit_ray.search`) builds it from its flags (their defaults come from here), the
+pipeline and the Python API build it directly; `autovit_ray.search.cli.run` takes it. Pure Python.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from ..config import build_dataclass, coerce, type_hints
+
+STRATEGY_NAMES = ("coarse-to-fine", "evolution", "random", "pareto")
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """One search of one trained supernet (flags of the same names, with '-' for '_')."""
+
+    name: str  # Tune experiment and MLflow parent run
+    checkpoint: str  # a supernet checkpoint directory, or an experiment directory with `supernet`
+    supernet: str | None = None
+    lut: str | None = None  # latency table (.parquet)
+    params_budget: float | None = None  # T_p
+    latency_budget_ms: float | None = None  # T_l (needs `lut`)
+    strategy: str = "coarse-to-fine"
+    population: int = 50
+    generations: int = 20
+    parents: int = 10
+    coarse_samples: int = 2000  # random archs screened by the coarse stage
+    skeletons: int = 10  # K skeletons kept by the coarse stage
+    max_evaluations: int | None = None  # default: population x generations
+    evaluators: int = 2  # evaluator actors (supernet replicas)
+    cpus_per_evaluator: float | None = None  # default: the free CPUs shared by the evaluators (<= 1 each)
+    threads_per_evaluator: int = 1
+    concurrent_trials: int | None = None  # default: 2 x evaluators
+    eval_batches: int | None = None  # validation batches per candidate (default all)
+    calib_batches: int | None = None  # BN recalibration batches (default all)
+    data_dir: str | None = None  # override the checkpoint's data directory
+    top_k: int = 3  # best models reported on the test split and exported
+    export_formats: tuple[str, ...] = ("torchscript", "onnx", "coreml")
+    registered_model_name: str | None = None  # default: autovit-<training name>-<supernet>
+    no_register: bool = False  # log the MLflow Models but register nothing
+    seed: int = 0
+    output_dir: str | None = None  # default: the checkpoint's experiment directory
+    mlflow_uri: str | None = None  # default: $MLFLOW_TRACKING_URI or sqlite in the output dir
+    address: str | None = None  # Ray address (default: $RAY_ADDRESS or a local Ray)
+    num_cpus: int | None = None  # CPUs for a local Ray
+
+    def __post_init__(self) -> None:
+        hints = type_hints(SearchConfig)
+        for f in dataclasses.fields(self):  # the Python API may pass ints for floats, lists for tuples
+            object.__setattr__(self, f.name, coerce(getattr(self, f.name), hints[f.name], f.name))
+        if self.strategy not in STRATEGY_NAMES:
+            raise ValueError(f"--strategy {self.strategy!r} is unknown: expected one of {list(STRATEGY_NAMES)}")
+        if not self.name or "/" in self.name:
+            raise ValueError(f"--name {self.name!r} is invalid: expected a non-empty search name without '/'")
+        for name in ("population", "generations", "parents", "coarse_samples", "skeletons", "evaluators",
+                     "threads_per_evaluator", "top_k", "max_evaluations", "concurrent_trials", "eval_batches",
+                     "calib_batches", "num_cpus"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{flag(name)} must be >= 1, got {value}")
+        for name in ("params_budget", "latency_budget_ms", "cpus_per_evaluator"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ValueError(f"{flag(name)} must be positive, got {value}")
+        if self.latency_budget_ms is not None and not self.lut:
+            raise ValueError("--latency-budget-ms needs --lut (the latency table that predicts it)")
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> SearchConfig:
+        """From a nested dict (YAML, `--set` overrides): unknown fields and bad values get one clear error."""
+        return build_dataclass(cls, values, "")
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> SearchConfig:
+        return cls.from_dict({f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})
+
+    def to_argv(self) -> list[str]:
+        """The flags of `python -m autovit_ray.search` that give this config (defaults left out)."""
+        argv: list[str] = []
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            default = f.default
+            if value == default or value is None:
+                continue
+            if isinstance(value, bool):
+                argv.append(flag(f.name))
+            elif isinstance(value, tuple):
+                argv += [flag(f.name), ",".join(value)]
+            else:
+                argv += [flag(f.name), repr(value) if isinstance(value, float) else str(value)]
+        return argv
+
+
+def flag(field_name: str) -> str:
+    """The CLI flag of a SearchConfig field: max_evaluations -> --max-evaluations."""
+    return "--" + field_name.replace("_", "-")
+
+
+DEFAULTS = {f.name: f.default for f in dataclasses.fields(SearchConfig)}
+
+__all__ = ["DEFAULTS", "STRATEGY_NAMES", "SearchConfig"]
