@@ -1,4 +1,4 @@
-"""`python -m autovit_ray.compare` (issue 6): a finished search's best models from MLflow against
+"""`python -m autovit_ray.compare`: a finished search's best models from MLflow against
 timm reference models, measured on one backend; table, CSV / JSON / plot, MLflow run "compare"."""
 
 from __future__ import annotations

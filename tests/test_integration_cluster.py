@@ -1,6 +1,6 @@
-"""Integration tests (issue 7): a real Ray head with token auth and `ray job submit`, and a simulated
+"""Integration tests: a real Ray head with token auth and `ray job submit`, and a simulated
 multi-node cluster (`ray.cluster_utils.Cluster`) over which the trainers and evaluator actors spread.
-The head runs the `ray start` line of cluster/autovit-cluster.yaml (issue 17), so the two cannot drift.
+The head runs the `ray start` line of cluster/autovit-cluster.yaml, so the two cannot drift.
 
 Run apart from the unit suite: `pytest -m integration`. Each test starts its own Ray under its own
 temp dir and ports, and stops exactly the processes it started (never `ray stop`)."""

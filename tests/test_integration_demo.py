@@ -1,4 +1,4 @@
-"""The demo pipeline end to end (issue 7): `python -m autovit_ray.demo` in a subprocess with its own
+"""The demo pipeline end to end: `python -m autovit_ray.demo` in a subprocess with its own
 Ray temp dir, Ctrl-C in the middle of the search, a rerun that resumes, and a third run that finds
 everything up to date.
 

@@ -1,4 +1,4 @@
-"""Fault integration tests (issue 7): a training worker killed mid-epoch, an evaluator actor killed
+"""Fault integration tests: a training worker killed mid-epoch, an evaluator actor killed
 mid-search, the search driver killed and rerun. Each runs the real CLI (`python -m autovit_ray.train`
 / `python -m autovit_ray.search`) in a subprocess with its own local Ray under its own temp dir, kills
 processes by PID, and checks afterwards that no Ray process of that temp dir is left."""

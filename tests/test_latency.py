@@ -1,4 +1,4 @@
-"""Latency profiling (issue 4): backends, the Parquet LUT, the predictor, validation, the CLI.
+"""Latency profiling: backends, the Parquet LUT, the predictor, validation, the CLI.
 
 A deterministic fake backend (latency = a known additive function of the module's leaves) proves
 the prediction exact and additive; the real backends are exercised on small modules; one small

@@ -1,4 +1,4 @@
-"""A small real search (issue 6): the trained digits supernet, evaluator actors, `tune.run` with
+"""A small real search: the trained digits supernet, evaluator actors, `tune.run` with
 the AutoViT searcher, MLflow parent + child runs, exports, actor failure, resume, bad input."""
 
 from __future__ import annotations

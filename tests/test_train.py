@@ -1,4 +1,4 @@
-"""Supernet training (issue 3): freezing, optimizer, sampling, config, checkpoints, Ray Train runs, MLflow.
+"""Supernet training: freezing, optimizer, sampling, config, checkpoints, Ray Train runs, MLflow.
 
 The Ray tests share one session fixture (`trained_digits_experiment`: xxs, xs and s trained concurrently,
 two workers each) and one more single-worker experiment (crash + restart + resume by name).
