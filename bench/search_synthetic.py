@@ -31,7 +31,7 @@ from autovit_ray.search import (
 )
 from autovit_ray.search.synthetic import SyntheticProblem, make_synthetic_problem
 
-STRATEGY_NAMES = ("random", "evolution", "coarse_to_fine")
+STRATEGY_NAMES = ("random", "evolution", "coarse-to-fine")
 CHECKPOINTS = (100, 300, 1000)
 
 

@@ -218,6 +218,18 @@ def test_state_round_trips_through_json_and_resumes_exactly(problem, kind):
         assert resumed.skeletons == first.skeletons
 
 
+def test_state_saved_under_the_old_strategy_name_loads(problem):
+    """States written before the names were unified say 'coarse_to_fine'; they still resume."""
+    first = small_strategy("coarse_to_fine", problem, seed=0)
+    run_search(first, problem.accuracy, max_evaluations=5)
+    state = first.state_dict()
+    assert state["settings"]["kind"] == "coarse-to-fine"
+    state["settings"]["kind"] = "coarse_to_fine"
+    resumed = small_strategy("coarse_to_fine", problem, seed=0)
+    resumed.load_state_dict(state)
+    assert [e.arch.arch_hash for e in resumed.history] == [e.arch.arch_hash for e in first.history]
+
+
 def test_state_from_other_settings_is_refused(problem):
     state = small_strategy("evolution", problem, seed=0).state_dict()
     with pytest.raises(ValueError, match="seed"):

@@ -365,7 +365,8 @@ class SearchStrategy:
             raise ValueError(f"search state format {state.get('format')!r} is not "
                              f"{STATE_FORMAT_VERSION}; it was written by another version")
         mine = json.loads(json.dumps(self.settings()))
-        theirs = state["settings"]
+        theirs = dict(state["settings"])
+        theirs["kind"] = LEGACY_KINDS.get(theirs.get("kind"), theirs.get("kind"))
         if theirs != mine:
             diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
             raise ValueError(f"search state was saved with other settings: {diff} differ "
@@ -581,7 +582,7 @@ class CoarseToFineSearch(EvolutionSearch):
     surrounding each skeleton", Fig. 5), then generations as in `EvolutionSearch` with the
     fine-stage mutation rates (P_d = 0.2, P_m = 0.4)."""
 
-    kind = "coarse_to_fine"
+    kind = "coarse-to-fine"
 
     def __init__(self, space: SearchSpace, costs: CostModel, config: EvolutionConfig = FINE_STAGE,
                  coarse: CoarseConfig | None = None, max_evaluations: int | None = None, seed: int = 0,
@@ -626,10 +627,13 @@ class CoarseToFineSearch(EvolutionSearch):
 STRATEGIES: dict[str, type[SearchStrategy]] = {
     RandomSearch.kind: RandomSearch, EvolutionSearch.kind: EvolutionSearch,
     CoarseToFineSearch.kind: CoarseToFineSearch}
+# Names older versions wrote into saved search states: read back as today's names.
+LEGACY_KINDS = {"coarse_to_fine": CoarseToFineSearch.kind}
 
 
 def make_strategy(kind: str, space: SearchSpace, costs: CostModel, **kwargs: Any) -> SearchStrategy:
-    """Build a strategy by name: 'random', 'evolution' (plain) or 'coarse_to_fine'."""
+    """Build a strategy by name: 'random', 'evolution' (plain) or 'coarse-to-fine' (the CLI's names)."""
+    kind = LEGACY_KINDS.get(kind, kind)
     if kind not in STRATEGIES:
         raise ValueError(f"unknown search strategy {kind!r}; allowed: {sorted(STRATEGIES)}")
     return STRATEGIES[kind](space, costs, **kwargs)
