@@ -46,3 +46,39 @@ def test_bad_settings_are_one_clear_error(changes, message):
 def test_unknown_field_names_the_closest():
     with pytest.raises(ValueError, match="did you mean evaluators"):
         SearchConfig.from_dict({"name": "s", "checkpoint": "ckpt", "evaluatorz": 1})
+
+
+def test_yaml_config_then_flags_then_set(tmp_path):
+    from autovit_ray.search.cli import config_from_argv
+
+    path = tmp_path / "search.yaml"
+    path.write_text("checkpoint: ckpt\nname: from-yaml\npopulation: 8\ngenerations: 4\nparams_budget: 1.2M\n"
+                    "export_formats: [onnx]\n")
+    cfg = config_from_argv(["--config", str(path), "--population", "50", "--set", "generations=2",
+                            "--set", "seed=7"])
+    # a flag given equal to its default still overrides the YAML
+    assert (cfg.name, cfg.checkpoint, cfg.population, cfg.generations, cfg.seed) == ("from-yaml", "ckpt", 50, 2, 7)
+    assert cfg.params_budget == 1.2e6 and cfg.export_formats == ("onnx",)
+    assert config_from_argv(["--checkpoint", "c", "--name", "n"]) == SearchConfig(name="n", checkpoint="c")
+    assert config_from_argv(["--checkpoint", "c", "--set", "name=n", "--set", "params_budget=900k"]).params_budget == 9e5
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--set", "name=n"], "no checkpoint: give --checkpoint or set it in --config"),
+    (["--config", "missing.yaml"], "search config 'missing.yaml' does not exist"),
+    (["--checkpoint", "c", "--name", "n", "--set", "populaton=3"], "unknown config field populaton"),
+    (["--checkpoint", "c", "--name", "n", "--set", "params_budget=lots"], "expected a count like 1.8M"),
+])
+def test_bad_search_config_input_is_one_error(argv, message):
+    from autovit_ray.search.cli import config_from_argv
+
+    with pytest.raises(ValueError, match=message):
+        config_from_argv(argv)
+
+
+def test_flags_without_config_still_require_checkpoint_and_name(capsys):
+    from autovit_ray.search.cli import config_from_argv
+
+    with pytest.raises(SystemExit) as exit_info:
+        config_from_argv(["--name", "n"])
+    assert exit_info.value.code == 2 and "required: --checkpoint" in capsys.readouterr().err

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..adapters import connect_ray, default_tracking_uri
+from ..config import parse_override, read_yaml_mapping, set_path
 from ..io import atomic_write_text
 from ..space import Arch, SearchSpace
 from .algorithms import (
@@ -37,28 +38,29 @@ from .algorithms import (
     RandomSearch,
     SearchStrategy,
 )
-from .config import DEFAULTS, STRATEGY_NAMES, SearchConfig
+from .config import DEFAULTS, STRATEGY_NAMES, SearchConfig, count
 
 
 def parse_count(text: str) -> float:
-    """'1.8M' -> 1.8e6, '900k' -> 9e5, '1500000' -> 1.5e6."""
-    units = {"k": 1e3, "m": 1e6, "g": 1e9}
-    raw = text.strip().lower()
+    """'1.8M' -> 1.8e6, '900k' -> 9e5, '1500000' -> 1.5e6 (argparse's type for --params-budget)."""
     try:
-        value = float(raw[:-1]) * units[raw[-1]] if raw and raw[-1] in units else float(raw)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a count like 1.8M, 900k or 1500000, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"a budget must be positive, got {text!r}")
-    return value
+        return count(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The flags of `SearchConfig` (its defaults); `SearchConfig.from_args` turns them into one."""
-    p = argparse.ArgumentParser(prog="python -m autovit_ray.search", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m autovit_ray.search", description=__doc__, allow_abbrev=False,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", required=True,
-                   help="a supernet checkpoint directory, or an experiment directory with --supernet")
+    p.add_argument("--config", default=None,
+                   help="a YAML file of search settings (the flags' names with '_' for '-', e.g. "
+                        "population: 50); flags given on the command line override it, --set overrides both")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="override one setting, e.g. --set generations=10 (repeatable)")
+    p.add_argument("--checkpoint", default=None,
+                   help="a supernet checkpoint directory, or an experiment directory with --supernet "
+                        "(required, here or in --config)")
     p.add_argument("--supernet", default=None, help="xxs, xs or s (when --checkpoint is an experiment)")
     p.add_argument("--lut", default=None, help="latency table (.parquet) from `python -m autovit_ray.profile build`")
     p.add_argument("--params-budget", type=parse_count, default=None, help="T_p, e.g. 1.8M")
@@ -86,7 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-register", action="store_true",
                    help="log the MLflow Models but register nothing in the Model Registry")
     p.add_argument("--seed", type=int, default=DEFAULTS["seed"])
-    p.add_argument("--name", required=True, help="search name: Tune experiment and MLflow parent run")
+    p.add_argument("--name", default=None,
+                   help="search name: Tune experiment and MLflow parent run (required, here or in --config)")
     p.add_argument("--output-dir", default=None, help="default: the checkpoint's experiment directory")
     p.add_argument("--mlflow-uri", default=None, help="default: $MLFLOW_TRACKING_URI or sqlite in the output dir")
     p.add_argument("--address", default=None, help="Ray address (default: $RAY_ADDRESS or a local Ray)")
@@ -353,10 +356,40 @@ def print_tables(reported: list[dict[str, Any]], front: list[Evaluation]) -> Non
               f"{e.params / 1e6:6.3f}M  {e.arch}")
 
 
+def config_from_argv(argv: list[str]) -> SearchConfig:
+    """The SearchConfig of a command line: SearchConfig's defaults, then --config's YAML, then the
+    flags given on the command line, then each --set. Bad input: one ValueError (argparse's own
+    usage errors exit 2 as usual)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    given = {action.dest for action in parser._actions
+             if {token.split("=", 1)[0] for token in argv if token.startswith("--")} & set(action.option_strings)}
+    given -= {"config", "set", "help"}
+    if args.config is None and not args.set:
+        missing = [f"--{name}" for name in ("checkpoint", "name") if getattr(args, name) is None]
+        if missing:
+            parser.error(f"the following arguments are required: {', '.join(missing)}")
+        return SearchConfig.from_args(args)
+    values: dict[str, Any] = {}
+    if args.config is not None:
+        path = Path(args.config)
+        if not path.is_file():
+            raise ValueError(f"search config {args.config!r} does not exist: expected a YAML file")
+        values = read_yaml_mapping(path, "search")
+    values.update({name: getattr(args, name) for name in given})
+    for item in args.set:
+        key, value = parse_override(item)
+        set_path(values, key, value)
+    missing = [name for name in ("checkpoint", "name") if values.get(name) is None]
+    if missing:
+        raise ValueError(f"no {' or '.join(missing)}: give --{missing[0]} or set it in --config")
+    return SearchConfig.from_dict(values)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        run(SearchConfig.from_args(args))
+        run(config_from_argv(argv))
     except ValueError as exc:  # bad input: one clear message, no traceback
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -366,4 +399,4 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["Arch", "SearchConfig", "build_parser", "main", "parse_count", "run"]
+__all__ = ["Arch", "SearchConfig", "build_parser", "config_from_argv", "main", "parse_count", "run"]

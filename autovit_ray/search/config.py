@@ -50,6 +50,8 @@ class SearchConfig:
     num_cpus: int | None = None  # CPUs for a local Ray
 
     def __post_init__(self) -> None:
+        if isinstance(self.params_budget, str):  # the Python API may say "1.8M" too
+            object.__setattr__(self, "params_budget", count(self.params_budget))
         hints = type_hints(SearchConfig)
         for f in dataclasses.fields(self):  # the Python API may pass ints for floats, lists for tuples
             object.__setattr__(self, f.name, coerce(getattr(self, f.name), hints[f.name], f.name))
@@ -73,6 +75,9 @@ class SearchConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> SearchConfig:
         """From a nested dict (YAML, `--set` overrides): unknown fields and bad values get one clear error."""
+        values = dict(values)
+        if isinstance(values.get("params_budget"), str):  # YAML / --set may say 1.8M
+            values["params_budget"] = count(values["params_budget"])
         return build_dataclass(cls, values, "")
 
     @classmethod
@@ -96,6 +101,19 @@ class SearchConfig:
         return argv
 
 
+def count(text: str) -> float:
+    """'1.8M' -> 1.8e6, '900k' -> 9e5, '1500000' -> 1.5e6; one ValueError otherwise."""
+    units = {"k": 1e3, "m": 1e6, "g": 1e9}
+    raw = text.strip().lower()
+    try:
+        value = float(raw[:-1]) * units[raw[-1]] if raw and raw[-1] in units else float(raw)
+    except ValueError:
+        raise ValueError(f"expected a count like 1.8M, 900k or 1500000, got {text!r}") from None
+    if value <= 0:
+        raise ValueError(f"a budget must be positive, got {text!r}")
+    return value
+
+
 def flag(field_name: str) -> str:
     """The CLI flag of a SearchConfig field: max_evaluations -> --max-evaluations."""
     return "--" + field_name.replace("_", "-")
@@ -103,4 +121,4 @@ def flag(field_name: str) -> str:
 
 DEFAULTS = {f.name: f.default for f in dataclasses.fields(SearchConfig)}
 
-__all__ = ["DEFAULTS", "STRATEGY_NAMES", "SearchConfig"]
+__all__ = ["DEFAULTS", "STRATEGY_NAMES", "SearchConfig", "count"]
