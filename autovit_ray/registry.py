@@ -61,7 +61,7 @@ class ModelFacts:
     checkpoint: str
     space_fingerprint: str
     data_split: str  # dataset, split seed and validation size: what "the same data split" compares
-    budgets: str  # e.g. "params<=1600000,latency<=5.0ms" or "none"
+    budgets: str  # e.g. "params<=1.6e+06,latency_ms<=5" or "none"
     lut_latency_ms: float | None = None
     lut_fingerprint: str | None = None
     measured_latency_ms: float | None = None
@@ -74,7 +74,7 @@ class ModelFacts:
 
     def tags(self) -> dict[str, str]:
         values = {"arch": self.arch.to_json(), "arch_hash": self.arch.arch_hash, "supernet": self.arch.supernet,
-                  "profile": self.profile,                  "num_classes": self.num_classes, "params": self.params, "macs": self.macs,
+                  "profile": self.profile, "num_classes": self.num_classes, "params": self.params, "macs": self.macs,
                   "val_top1": f"{self.val_top1:.4f}", "test_top1": f"{self.test_top1:.4f}",
                   "checkpoint": self.checkpoint, "space_fingerprint": self.space_fingerprint,
                   "data_split": self.data_split, "budgets": self.budgets, "champion_group": self.champion_group,
