@@ -326,14 +326,14 @@ def log_mlflow_models(cfg: SearchConfig, reported: list[dict[str, Any]], models:
     for entry, (model, batch), measured in zip(reported, models, stats):
         arch = Arch.from_dict(entry["arch"])
         entry["measured_latency_ms"] = measured.median_ms
-        facts = ModelFacts(arch=arch, profile=space.profile.name, num_classes=int(meta["num_classes"]), mean=tuple(data.mean), std=tuple(data.std),
-                           params=int(entry["params"]), macs=int(entry["macs"]), val_top1=float(entry["val_top1"]),
+        facts = ModelFacts(arch=arch, profile=space.profile.name, num_classes=int(meta["num_classes"]),
+                           mean=tuple(data.mean), std=tuple(data.std), params=int(entry["params"]), macs=int(entry["macs"]), val_top1=float(entry["val_top1"]),
                            test_top1=float(entry["test_top1"]), checkpoint=str(checkpoint),
                            space_fingerprint=space.fingerprint(), data_split=split, budgets=budgets or "none",
                            lut_latency_ms=entry["latency_ms"], lut_fingerprint=lut_fingerprint,
                            measured_latency_ms=measured.median_ms)
         run_id = tracker.candidate_run_id(arch.arch_hash)
-        if run_id is None:
+        if run_id is None:  # no MLflow parent run (tracking off): nothing to log the models into
             continue
         onnx_path = Path(entry["exports"]["onnx"]) if "onnx" in entry["exports"] else None
         entry["model_uris"] = log_searched_model(tracker.tracking_uri, run_id, model, facts,
