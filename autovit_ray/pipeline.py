@@ -37,6 +37,7 @@ import yaml
 
 from .adapters import connect_ray, default_tracking_uri
 from .io import atomic_write_text
+from .search.config import SearchConfig, count
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "pipeline"
 STAGES = ("train", "profile", "search", "compare")
@@ -73,26 +74,20 @@ class ProfileStage:
     budget_s: float = 3600.0
 
 
-@dataclass(frozen=True)
-class SearchStage:
-    strategy: str = "coarse-to-fine"
-    params_budget: str | None = None  # e.g. "1.8M"; null: the auto_quantile of random archs
-    latency_budget_ms: float | None = None  # null: the auto_quantile of random archs' LUT latency
-    auto_quantile: float = 0.5
-    population: int = 50
-    generations: int = 20
-    parents: int = 10
-    coarse_samples: int = 2000
-    skeletons: int = 10
-    max_evaluations: int | None = None
-    evaluators: int = 2
-    cpus_per_evaluator: float | None = None  # default: the free CPUs shared by the evaluators
-    eval_batches: int | None = None
-    calib_batches: int | None = None
-    top_k: int = 3
-    export_formats: tuple[str, ...] = ("torchscript", "onnx", "coreml")
-    seed: int = 0
-    budget_s: float = 3600.0
+# The search stage's settings are SearchConfig's (one definition: names, types, defaults), less the ones
+# the pipeline sets per search, plus the pipeline's own: budgets left unset are the `auto_quantile` of
+# 1,000 random archs, and `budget_s` is the stage's expected wall time.
+PER_SEARCH_FIELDS = ("name", "checkpoint", "supernet", "lut", "output_dir", "mlflow_uri", "address", "num_cpus",
+                     "data_dir")
+SearchStage = dataclasses.make_dataclass(
+    "SearchStage",
+    [*((f.name, "str | float | None" if f.name == "params_budget" else f.type, field(default=f.default))
+       for f in dataclasses.fields(SearchConfig) if f.name not in PER_SEARCH_FIELDS),
+     ("auto_quantile", "float", field(default=0.5)),
+     ("budget_s", "float", field(default=3600.0))],
+    frozen=True, namespace={"__doc__": "The pipeline's search settings: SearchConfig's shared fields, "
+                                       "auto_quantile and budget_s (params_budget may be a count like '1.8M')."})
+SearchStage.__module__ = __name__
 
 
 @dataclass(frozen=True)
@@ -128,6 +123,13 @@ class PipelineConfig:
             raise ValueError("supernets is empty: expected e.g. [xxs, xs, s]")
         if not 0.0 < self.search.auto_quantile <= 1.0:
             raise ValueError(f"search.auto_quantile {self.search.auto_quantile} is invalid: expected 0 < q <= 1")
+        # the search settings are checked now, by SearchConfig itself, not after the training stage
+        shared = {f.name: getattr(self.search, f.name) for f in dataclasses.fields(SearchConfig)
+                  if f.name not in PER_SEARCH_FIELDS}
+        try:
+            SearchConfig(name="check", checkpoint="check", lut="check", **shared)
+        except ValueError as e:
+            raise ValueError(f"search section: {e}") from None
 
     @property
     def experiment_dir(self) -> Path:
@@ -340,14 +342,15 @@ class Pipeline:
     def auto_budgets(self, space: Any, lut: Path | None, num_classes: int) -> tuple[float | None, float | None]:
         """(params, latency ms) budgets: the configured ones, or the auto_quantile of random archs."""
         from .latency import LatencyTable
-        from .search.cli import parse_count
         from .space import count_params
 
         s = self.cfg.search
         rng = random.Random(f"pipeline-budgets/{s.seed}")
         archs = [space.sample(rng) for _ in range(1000)]
-        params = parse_count(s.params_budget) if s.params_budget else \
-            quantile([count_params(a, num_classes, space) for a in archs], s.auto_quantile)
+        if s.params_budget is None:
+            params = quantile([count_params(a, num_classes, space) for a in archs], s.auto_quantile)
+        else:
+            params = count(s.params_budget) if isinstance(s.params_budget, str) else float(s.params_budget)
         latency = s.latency_budget_ms
         if latency is None and lut is not None:
             table = LatencyTable.load(lut, space=space)
@@ -357,7 +360,6 @@ class Pipeline:
     def run_search(self) -> str:
         from .checkpoint import read_meta
         from .search.cli import run
-        from .search.config import SearchConfig
 
         s = self.cfg.search
         statuses, results = [], {}
@@ -381,14 +383,11 @@ class Pipeline:
             how = "set" if s.params_budget else f"auto: {s.auto_quantile:.0%} quantile of 1,000 random archs"
             self.log(f"search {name}: params budget {params / 1e6:.3f} M ({how})" + (
                 f", latency budget {latency:.4f} ms ({'set' if s.latency_budget_ms else how})" if latency else ""))
-            search = SearchConfig(
-                name=search_name, checkpoint=str(checkpoint), strategy=s.strategy, output_dir=str(self.exp_dir),
-                params_budget=params, latency_budget_ms=latency, lut=str(lut) if lut else None,
-                population=s.population, generations=s.generations, parents=s.parents,
-                coarse_samples=s.coarse_samples, skeletons=s.skeletons, max_evaluations=s.max_evaluations,
-                evaluators=s.evaluators, cpus_per_evaluator=s.cpus_per_evaluator, eval_batches=s.eval_batches,
-                calib_batches=s.calib_batches, top_k=s.top_k, export_formats=s.export_formats, seed=s.seed,
-                mlflow_uri=self.cfg.mlflow_uri)
+            shared = {f.name: getattr(s, f.name) for f in dataclasses.fields(SearchConfig)
+                      if f.name not in (*PER_SEARCH_FIELDS, "params_budget", "latency_budget_ms")}
+            search = SearchConfig(name=search_name, checkpoint=str(checkpoint), output_dir=str(self.exp_dir),
+                                  lut=str(lut) if lut else None, params_budget=params, latency_budget_ms=latency,
+                                  mlflow_uri=self.cfg.mlflow_uri, **shared)
             self._command("search", search.to_argv())
             self._ensure_ray()
             summary = run(search)

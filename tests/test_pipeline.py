@@ -115,3 +115,18 @@ def test_quantile_picks_an_observed_value():
     assert quantile(values, 0.5) == 3.0
     assert quantile(values, 1.0) == 5.0
     assert quantile(values, 0.01) == 1.0
+
+
+def test_search_section_is_search_config_and_checked_before_training():
+    import dataclasses
+
+    from autovit_ray.pipeline import PER_SEARCH_FIELDS, SearchStage
+    from autovit_ray.search.config import SearchConfig
+
+    shared = [f.name for f in dataclasses.fields(SearchConfig) if f.name not in PER_SEARCH_FIELDS]
+    assert [f.name for f in dataclasses.fields(SearchStage)] == [*shared, "auto_quantile", "budget_s"]
+    assert load_pipeline_config("demo", ["search.params_budget=1.2M"]).search.params_budget == "1.2M"
+    with pytest.raises(ValueError, match="search section: --strategy 'coarse_to_fine' is unknown"):
+        load_pipeline_config("demo", ["search.strategy=coarse_to_fine"])
+    with pytest.raises(ValueError, match="search section: --evaluators must be >= 1"):
+        load_pipeline_config("demo", ["search.evaluators=0"])
