@@ -267,9 +267,9 @@ def search_args(args: argparse.Namespace, name: str, strategy: str, seed: int, c
 def evaluations_to_best(args: argparse.Namespace, name: str) -> dict[str, Any]:
     """From the search's MLflow child runs (logged as each candidate finished): how many
     evaluations it took to first reach the best validation top-1, and the best-so-far curve."""
-    from mlflow.tracking import MlflowClient
+    from autovit_ray.adapters import mlflow_client
 
-    client = MlflowClient(f"sqlite:///{(args.out / 'mlflow.db').resolve()}")
+    client = mlflow_client(f"sqlite:///{(args.out / 'mlflow.db').resolve()}")
     exp = client.get_experiment_by_name("autovit-search")
     parent = client.search_runs([exp.experiment_id], f"tags.search_name = '{name}' and tags.role = 'search'")[0]
     children = client.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'",
@@ -448,10 +448,9 @@ def run_throughput(args: argparse.Namespace, cache: Cache, ckpt: dict[str, Any],
 
 
 def _init_ray(args: argparse.Namespace) -> None:
-    import ray
+    from autovit_ray.adapters import connect_ray
 
-    if not ray.is_initialized():
-        ray.init(address="local", num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=False)
+    connect_ray(num_cpus=args.num_cpus, log_to_driver=False)  # a fresh local Ray unless $RAY_ADDRESS
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -87,6 +87,7 @@ def tune_overhead(trials: int, concurrency: int) -> str:
     import ray
     from ray import tune
 
+    from autovit_ray.adapters import connect_ray
     from autovit_ray.search.tune_searcher import AutoViTSearcher, arch_from_config
 
     problem = make_synthetic_problem("xxs", seed=0)
@@ -95,7 +96,7 @@ def tune_overhead(trials: int, concurrency: int) -> str:
     def trainable(config):
         tune.report({"top1": accuracy(arch_from_config(config))})
 
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    connect_ray(num_cpus=2, log_to_driver=False)
     try:
         strategy = CoarseToFineSearch(problem.space, problem.cost_model(),
                                       EvolutionConfig(generations=math.ceil(trials / 50)),
