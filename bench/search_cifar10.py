@@ -28,7 +28,7 @@ What it does, in order (each part cached; `--report-only` just rewrites the repo
    so Table 6 uses the medians of random archs' params and LUT latency as its budgets;
 4. the paper's Table 6: coarse-to-fine vs plain evolution vs random search at the same evaluation
    budget (`--budget`) and the same budgets, through the real CLI path
-   (`autovit_ray.search.cli.run` with arguments from its `build_parser`: 2 evaluator actors, Ray Tune,
+   (`autovit_ray.search.cli.run` with a `SearchConfig`: 2 evaluator actors, Ray Tune,
    MLflow), selected on the validation split (`--eval-batches` x 128 images), then the chosen
    model's test top-1 (the CLI's report, on as many test images) and the evaluations needed to reach
    the best (order of the MLflow child runs); `--seeds` for more seeds;
@@ -245,23 +245,19 @@ def search_name(variant: str, ckpt: dict[str, Any], strategy: str, seed: int, ar
 
 
 def search_args(args: argparse.Namespace, name: str, strategy: str, seed: int, ckpt: dict[str, Any],
-                lut: Path, budgets: dict[str, Any], evaluators: int = 2) -> argparse.Namespace:
-    from autovit_ray.search.cli import build_parser
+                lut: Path, budgets: dict[str, Any], evaluators: int = 2) -> Any:
+    """The SearchConfig of one Table 6 search (`autovit_ray.search.cli.run` takes it)."""
+    from autovit_ray.search.config import SearchConfig
 
     population = max(4, args.budget // args.generations)
-    argv = ["--checkpoint", ckpt["path"], "--lut", str(lut),
-            "--params-budget", str(int(budgets["params"])), "--latency-budget-ms", f"{budgets['latency_ms_lut']:.5f}",
-            "--strategy", strategy, "--population", str(population), "--generations", str(args.generations),
-            "--parents", str(max(2, population // 5)), "--skeletons", str(max(2, population // 5)),
-            "--coarse-samples", "2000", "--max-evaluations", str(args.budget),
-            "--evaluators", str(evaluators), "--threads-per-evaluator", "1",
-            "--top-k", str(args.top_k), "--export-formats", args.export_formats, "--seed", str(seed),
-            "--name", name, "--output-dir", str(args.out), "--num-cpus", str(args.num_cpus)]
-    if args.eval_batches:
-        argv += ["--eval-batches", str(args.eval_batches)]
-    if args.calib_batches:
-        argv += ["--calib-batches", str(args.calib_batches)]
-    return build_parser().parse_args(argv)
+    return SearchConfig(
+        name=name, checkpoint=ckpt["path"], lut=str(lut), params_budget=float(int(budgets["params"])),
+        latency_budget_ms=round(budgets["latency_ms_lut"], 5), strategy=strategy, population=population,
+        generations=args.generations, parents=max(2, population // 5), skeletons=max(2, population // 5),
+        coarse_samples=2000, max_evaluations=args.budget, evaluators=evaluators, threads_per_evaluator=1,
+        top_k=args.top_k, export_formats=tuple(f for f in args.export_formats.split(",") if f), seed=seed,
+        output_dir=str(args.out), num_cpus=args.num_cpus, eval_batches=args.eval_batches or None,
+        calib_batches=args.calib_batches or None)
 
 
 def evaluations_to_best(args: argparse.Namespace, name: str) -> dict[str, Any]:
