@@ -4,7 +4,7 @@ PYTHON ?= python3
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install test test-unit test-integration demo lint mlflow-ui bench-overhead
+.PHONY: install browser test test-unit test-integration demo lint mlflow-ui bench-overhead
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -14,11 +14,19 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# Headless Chromium for the report page's browser test (tests/test_report.py), from apt (Debian); as root,
+# else through sudo. Without apt the test skips, except under CI=true, where it fails.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+browser:
+	@command -v chromium >/dev/null || ! command -v apt-get >/dev/null || { \
+	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+	@command -v chromium >/dev/null || echo "note: no chromium and no apt-get: install chromium for the browser test"
+
 # Everything CI runs: the unit suite, then the integration step.
 test: test-unit test-integration
 
 # The unit suite (CI step 1; under 12 minutes on 2 cores).
-test-unit: $(STAMP)
+test-unit: $(STAMP) browser
 	$(PY) -m pytest -q --durations=10 -m "not integration" tests
 
 # Real Ray cluster (ray start --head, ray job submit), simulated multi-node, fault and demo tests

@@ -11,7 +11,10 @@ space's profile) and measures all of them on ONE latency backend with interleave
 and writes a table (test top-1, params, MACs, measured latency, ratio to the first reference) as
 CSV and JSON, a scatter plot of test top-1 vs measured latency, and logs them to a new MLflow run
 "compare" in the searches' experiment. A reference gets a test top-1 only from a checkpoint given
-with `--reference-checkpoint name=path`; otherwise its top-1 reads "not trained here".
+with `--reference-checkpoint name=path`, or trained here with `--train-references` (the supernets'
+recipe, data and steps: `autovit_ray.training.reference`); otherwise its top-1 reads "not trained
+here". With a trained reference, one sentence says whether searched models beat it (higher test
+top-1 at equal or lower measured latency), printed and written to compare.json ("summary").
 """
 
 from __future__ import annotations
@@ -55,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated timm model names (empty: none)")
     p.add_argument("--reference-checkpoint", action="append", default=[], metavar="NAME=PATH",
                    help="trained weights of a reference (a state dict, or a dict with 'model'): gives it a test top-1")
+    p.add_argument("--train-references", action="store_true",
+                   help="train each reference without a checkpoint with the supernets' recipe first "
+                        "(<experiment>/references/<name>, resumable), so it gets a test top-1")
     p.add_argument("--backend", default="torch-cpu", help="latency backend (autovit_ray.latency.BACKENDS)")
     p.add_argument("--repeats", type=int, default=100, help="timed samples per model")
     p.add_argument("--rounds", type=int, default=10, help="interleaved rounds the samples are split into")
@@ -246,32 +252,13 @@ def check_reference_checkpoints(checkpoints: dict[str, str | os.PathLike[str]],
     return out
 
 
-def stem_stride_of(facts: dict[str, Any]) -> int | None:
-    """The stem stride of the search space's input profile (the small-input adaptation)."""
+def profile_strides_of(facts: dict[str, Any]) -> tuple[int, ...] | None:
+    """The strides of the search space's input profile (the small-input adaptation)."""
     from .space import load_space
 
     if not facts.get("supernet") or not facts.get("profile"):
         return None
-    return int(load_space(facts["supernet"], profile=facts["profile"]).profile.strides[0])
-
-
-def build_reference(name: str, num_classes: int, stem_stride: int | None) -> tuple[nn.Module, str]:
-    """A timm model by name with fresh weights, its stem stride set to the profile's (when the model
-    has a conv stem with a different stride). Returns (model, note)."""
-    import timm
-
-    if not timm.is_model(name):
-        raise ValueError(f"unknown timm model {name!r} in --references (see timm.list_models())")
-    model = timm.create_model(name, pretrained=False, num_classes=num_classes).eval()
-    conv = getattr(getattr(model, "stem", None), "conv", None)
-    note = ""
-    if stem_stride is not None and isinstance(getattr(conv, "stride", None), tuple):
-        if conv.stride[0] != stem_stride:
-            conv.stride = (stem_stride, stem_stride)
-            note = f"stem stride {stem_stride} (the profile's small-input adaptation)"
-    elif stem_stride is not None and stem_stride != 2:
-        note = f"timm default stem: the profile's stem stride {stem_stride} not applied (no stem.conv)"
-    return model, note
+    return tuple(int(s) for s in load_space(facts["supernet"], profile=facts["profile"]).profile.strides)
 
 
 def runnable_resolution(model: nn.Module, resolution: int) -> tuple[int, str]:
@@ -302,39 +289,59 @@ def load_reference_weights(model: nn.Module, path: Path) -> None:
 
 
 def reference_candidates(references: Sequence[str], checkpoints: dict[str, Path], facts: dict[str, Any],
-                         resolution: int, data_dir: str | None, eval_batches: int | None) -> list[Candidate]:
+                         resolution: int, data_dir: str | None, eval_batches: int | None,
+                         train_dir: Path | None = None, log: Log = print) -> list[Candidate]:
+    """The references, built by timm name; with `train_dir`, each one without a checkpoint is first
+    trained there with the supernets' recipe (`autovit_ray.training.reference`, resumable)."""
     from .training.loop import top1 as top1_correct
+    from .training.reference import ReferenceSpec, build_reference, train_reference
 
-    stem_stride = stem_stride_of(facts)
+    strides = profile_strides_of(facts)
     out = []
     for name in references:
-        model, note = build_reference(name, facts["num_classes"], stem_stride)
+        model, note = build_reference(name, facts["num_classes"], strides)
         r, size_note = runnable_resolution(model, resolution)
+        trained_note = ""
+        if name not in checkpoints and train_dir is not None:
+            cfg = _training_config(facts, data_dir)
+            limit = cfg.train.max_steps_per_epoch
+            log(f"training {name} with the supernets' recipe ({cfg.train.epochs} epochs"
+                f"{f' of at most {limit} steps' if limit else ''}) in {train_dir / name}")
+            checkpoints = {**checkpoints, name: train_reference(
+                cfg, ReferenceSpec(name, r, strides), train_dir / name, log=log)}
+            trained_note = f"trained here with the supernets' recipe ({cfg.train.epochs} epochs)"
         top1: float | None = None
         if name in checkpoints:
             load_reference_weights(model, checkpoints[name])
             correct, seen = top1_correct(model, _test_loader(facts, data_dir), r, torch.device("cpu"), eval_batches)
             top1 = 100.0 * correct / max(seen, 1)
-        adapted = note.startswith("stem stride")
-        label = name + (f" (stem stride {stem_stride})" if adapted else "") + (f" @{r}px" if r != resolution else "")
-        out.append(Candidate(name=label, kind="reference", model=model, resolution=r, test_top1=top1,
-                             note="; ".join(n for n in (note, size_note) if n),
+        adapted = note.startswith(("stem stride", "strides"))
+        profile = facts.get("profile")
+        label = name + (f" ({profile} strides)" if adapted else "") + (f" @{r}px" if r != resolution else "")
+        out.append(Candidate(name=label, kind="reference", model=model.eval(), resolution=r, test_top1=top1,
+                             note="; ".join(n for n in (note, size_note, trained_note) if n),
                              extra={"timm_name": name, "checkpoint": str(checkpoints.get(name, ""))}))
     return out
 
 
-def _test_loader(facts: dict[str, Any], data_dir: str | None) -> Any:
-    """The experiment's test split (at the data set's own resolution; resized per model)."""
+def _training_config(facts: dict[str, Any], data_dir: str | None) -> Any:
+    """The supernets' training config (from the searched checkpoint), with `data_dir` if given."""
     from .checkpoint import read_meta
-    from .data import build_loader
     from .training.config import config_from_dict
 
     if not facts.get("checkpoint"):
-        raise ValueError("cannot evaluate a reference checkpoint: the search logged no supernet checkpoint")
-    data = config_from_dict(read_meta(facts["checkpoint"])["config"]).data
+        raise ValueError("cannot train or evaluate a reference: the searches logged no supernet checkpoint")
+    cfg = config_from_dict(read_meta(facts["checkpoint"])["config"])
     if data_dir:
-        data = dataclasses.replace(data, data_dir=data_dir)
-    return build_loader(data, "test")
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, data_dir=data_dir))
+    return cfg
+
+
+def _test_loader(facts: dict[str, Any], data_dir: str | None) -> Any:
+    """The experiment's test split (at the data set's own resolution; resized per model)."""
+    from .data import build_loader
+
+    return build_loader(_training_config(facts, data_dir).data, "test")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -389,6 +396,25 @@ def make_rows(candidates: Sequence[Candidate], stats: Sequence[Any]) -> list[dic
             "latency_p90_ms": s.p90_ms, "latency_ratio": s.median_ms / baseline, "samples": s.samples,
             "note": c.note, **c.extra})
     return rows
+
+
+def verdict(rows: Sequence[dict[str, Any]], backend: str) -> str | None:
+    """One sentence: do searched models beat the first trained reference at equal or lower measured
+    latency with a higher test top-1? None when there is no trained reference or no searched top-1."""
+    ref = next((r for r in rows if r["kind"] == "reference" and isinstance(r["test_top1"], (int, float))), None)
+    searched = [r for r in rows if r["kind"] == "searched" and isinstance(r["test_top1"], (int, float))]
+    if ref is None or not searched:
+        return None
+    winners = [r for r in searched if r["latency_ms"] <= ref["latency_ms"] and r["test_top1"] > ref["test_top1"]]
+    best = max(winners or searched, key=lambda r: r["test_top1"])
+    numbers = (f"{best['model']} has {best['test_top1']:.2f}% test top-1 against {ref['test_top1']:.2f}% at "
+               f"{best['latency_ms'] / ref['latency_ms']:.2f}x its measured latency "
+               f"({best['latency_ms']:.3f} vs {ref['latency_ms']:.3f} ms)")
+    if winners:
+        return (f"On this machine ({backend}), {len(winners)} of {len(searched)} searched models beat "
+                f"{ref['model']} (higher test top-1 at equal or lower latency): {numbers}.")
+    return (f"On this machine ({backend}), no searched model beats {ref['model']} (higher test top-1 at equal "
+            f"or lower latency): the most accurate, {numbers}.")
 
 
 def _cell(value: Any, fmt: str) -> str:
@@ -453,10 +479,11 @@ def plot(rows: Sequence[dict[str, Any]], path: Path, backend: str) -> None:
 
 
 def log_run(client: Any, experiment_id: str, rows: Sequence[dict[str, Any]], paths: dict[str, Path],
-            params: dict[str, Any]) -> str:
+            params: dict[str, Any], summary: str | None = None) -> str:
     import re
 
-    run = client.create_run(experiment_id, run_name="compare", tags={"role": "compare"})
+    tags = {"role": "compare", **({"summary": summary} if summary else {})}
+    run = client.create_run(experiment_id, run_name="compare", tags=tags)
     run_id = run.info.run_id
     for key, value in params.items():
         client.log_param(run_id, key, str(value)[:6000])
@@ -482,9 +509,12 @@ def compare_experiment(experiment: str | os.PathLike[str], mlflow_uri: str | Non
                        backend: str = "torch-cpu", repeats: int = 100, rounds: int = 10, seed: int = 0,
                        out: str | os.PathLike[str] | None = None, searches: Sequence[str] | None = None,
                        data_dir: str | None = None, eval_batches: int | None = None,
-                       log: Log = print, models: Sequence[str] = ()) -> list[dict[str, Any]]:
+                       log: Log = print, models: Sequence[str] = (), train_references: bool = False
+                       ) -> list[dict[str, Any]]:
     """Measure an experiment's searched models against `references` on one backend; print, write
-    (compare.csv / .json / .png under `out`) and log to a new MLflow run "compare". Returns the rows."""
+    (compare.csv / .json / .png under `out`) and log to a new MLflow run "compare". Returns the rows.
+    `train_references`: a reference without a checkpoint is first trained with the supernets' recipe
+    in `<experiment dir>/references/<name>` (resumed when rerun)."""
     from .adapters import mlflow_client
 
     if repeats < 1 or rounds < 1:
@@ -508,19 +538,23 @@ def compare_experiment(experiment: str | os.PathLike[str], mlflow_uri: str | Non
         candidates += registered_candidates(models, uri, Path(tmp), facts)
     if not candidates:
         raise ValueError(f"the searches in {experiment_name!r} reported no best models")
+    train_dir = (experiment_dir if experiment_dir is not None else out_dir) / "references" if train_references else None
     candidates += reference_candidates(references, checkpoints, facts, candidates[0].resolution, data_dir,
-                                       eval_batches)
+                                       eval_batches, train_dir, log)
     stats, fingerprint = measure(candidates, backend, repeats, rounds, seed, log)
     rows = make_rows(candidates, stats)
     log(format_table(rows))
+    summary = verdict(rows, backend)
+    if summary:
+        log(summary)
     meta = {"experiment": str(experiment), "tracking_uri": uri, "backend": backend, "repeats": repeats,
             "rounds": rounds, "seed": seed, "device": fingerprint, "searches": [r.info.run_id for r in runs],
-            "models": list(models)}
+            "models": list(models), "summary": summary}
     paths = write_outputs(rows, out_dir, meta)
     run_id = log_run(client, found.experiment_id, rows, paths, {
         "backend": backend, "repeats": repeats, "rounds": rounds, "seed": seed,
         "references": ",".join(references), "searches": ",".join(r.data.tags.get("search_name", "") for r in runs),
-        "num_classes": facts["num_classes"], "resolution": candidates[0].resolution})
+        "num_classes": facts["num_classes"], "resolution": candidates[0].resolution}, summary)
     log(f"wrote {', '.join(str(p) for p in paths.values())}; MLflow run {run_id} (compare) in {experiment_name!r}")
     return rows
 
@@ -532,7 +566,8 @@ def main(argv: list[str] | None = None) -> int:
         compare_experiment(args.experiment, args.mlflow_uri, args.references.split(","), checkpoints,
                            args.backend, args.repeats, args.rounds, args.seed, args.out,
                            [s for s in args.searches.split(",") if s] if args.searches else None,
-                           args.data_dir, args.eval_batches, models=[m for m in args.models.split(",") if m])
+                           args.data_dir, args.eval_batches, models=[m for m in args.models.split(",") if m],
+                           train_references=args.train_references)
     except ValueError as exc:  # bad input: one clear message, no traceback
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -93,6 +93,7 @@ SearchStage.__module__ = __name__
 @dataclass(frozen=True)
 class CompareStage:
     references: tuple[str, ...] = ("mobilevit_xxs",)
+    train_references: bool = False  # train each reference with the supernets' recipe (trained vs trained)
     backend: str = "torch-cpu"
     repeats: int = 100  # timed samples per model, split into `rounds` interleaved rounds
     rounds: int = 10
@@ -415,10 +416,11 @@ class Pipeline:
             return "reused"
         argv = ["--experiment", str(self.exp_dir), "--searches", ",".join(names), "--references",
                 ",".join(c.references), "--backend", c.backend, "--repeats", str(c.repeats), "--rounds",
-                str(c.rounds), "--out", str(out_dir)]
+                str(c.rounds), "--out", str(out_dir)] + (["--train-references"] if c.train_references else [])
         self._command("compare", argv)
         compare_experiment(self.exp_dir, mlflow_uri=self.cfg.mlflow_uri, references=c.references,
-                           backend=c.backend, repeats=c.repeats, rounds=c.rounds, out=out_dir, searches=names)
+                           backend=c.backend, repeats=c.repeats, rounds=c.rounds, out=out_dir, searches=names,
+                           train_references=c.train_references)
         self._save_record("compare", None, fp, {"compare": str(out_dir)})
         return "ran"
 
@@ -429,6 +431,7 @@ class Pipeline:
         if unknown:
             raise ValueError(f"stages {unknown} are unknown: expected some of {list(STAGES)}")
         timings: list[StageTiming] = []
+        finished = False
         try:
             for stage in STAGES:
                 budget = getattr(self.cfg, stage).budget_s
@@ -440,10 +443,24 @@ class Pipeline:
                 status = getattr(self, f"run_{stage}")()
                 timings.append(StageTiming(stage, status, time.perf_counter() - start, budget))
                 self.log(f"== {stage}: {status} in {timings[-1].seconds:.1f} s ==")
+            finished = True
         finally:
             self.close()
+            if not finished:  # a failed or interrupted run: the page shows what exists so far
+                self.write_report()
         self._write_summary(timings)
+        self.write_report()
         return timings
+
+    def write_report(self) -> None:
+        """`<experiment>/report.html` (autovit_ray.report); a failure here never hides the run's result."""
+        from .report import write_report
+
+        try:
+            self.outputs["report"] = str(write_report(self.exp_dir, log=lambda _: None))
+            self.log(f"report: {self.outputs['report']}")
+        except Exception as e:  # e.g. nothing written yet: the experiment directory does not exist
+            self.log(f"report: not written ({type(e).__name__}: {e})")
 
     def _write_summary(self, timings: list[StageTiming]) -> None:
         summary = {"name": self.cfg.name, "experiment_dir": str(self.exp_dir.resolve()),
@@ -474,6 +491,10 @@ def print_summary(pipeline: Pipeline, timings: Sequence[StageTiming]) -> None:
         for supernet, path in items:
             print(f"  {key:12} {supernet:4} {path}")
     print(f"  {'summary':12} {'':4} {exp / 'pipeline_summary.json'}")
+    compare_json = Path(pipeline.outputs.get("compare", exp / "compare")) / "compare.json"
+    verdict = json.loads(compare_json.read_text()).get("summary") if compare_json.is_file() else None
+    if verdict:
+        print(f"\n{verdict}")
     uri = default_tracking_uri(exp, pipeline.cfg.mlflow_uri)
     print(f"\nMLflow: {uri}\n  open the UI with: make mlflow-ui EXP={pipeline.exp_dir}"
           f"   (or: mlflow ui --backend-store-uri {uri})")

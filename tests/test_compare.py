@@ -45,7 +45,7 @@ def test_compare_table_files_and_mlflow_run(finished_digits_search, tmp_path, ca
         assert row["arch_hash"] == Arch.from_dict(reported["arch"]).arch_hash
     resnet, mobilevit = rows[2], rows[3]
     assert resnet["test_top1"] == NOT_TRAINED and resnet["latency_ratio"] == 1.0  # the first reference
-    assert mobilevit["kind"] == "reference" and mobilevit["model"].startswith("mobilevit_xxs (stem stride 1)")
+    assert mobilevit["kind"] == "reference" and mobilevit["model"].startswith("mobilevit_xxs (digits strides)")
     assert isinstance(mobilevit["test_top1"], float) and 0.0 <= mobilevit["test_top1"] <= 100.0
     assert mobilevit["params"] == sum(p.numel() for p in reference.parameters())
     for row in rows:

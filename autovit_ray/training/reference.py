@@ -1,0 +1,184 @@
+"""Training a hand-designed reference model (a timm model such as `mobilevit_xxs`) with the supernets' recipe.
+
+A searched model is only worth something next to a reference trained alike, so the reference gets the
+supernet training's data splits, augmentation, loss (label smoothing, Mixup/CutMix, the external
+teacher if any), AdamW settings, cosine schedule, gradient clipping, epochs, steps per epoch and seeds.
+It trains at the searched models' input resolution with the input profile's strides (the searched
+models' small-input adaptation: `build_reference`), as `compare` measures it.
+
+The run is resumable: `<out_dir>/state.pt` after every epoch (atomic), and
+`<out_dir>/history.json` (one record per epoch: train loss, images/s, validation top-1). The final
+weights are `<out_dir>/model.pt` (a plain state dict). Pure PyTorch + timm: no Ray, no MLflow.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from autovit_ray.data import build_loaders
+from autovit_ray.distill import build_teacher, kd_loss
+from autovit_ray.io import atomic_path, atomic_write_text
+from autovit_ray.training.config import TrainConfig
+from autovit_ray.training.loop import derive_seed, seed_everything, top1
+from autovit_ray.training.optim import build_optimizer, build_scheduler
+
+
+@dataclass(frozen=True)
+class ReferenceSpec:
+    """Which reference, and how it is adapted to the input profile."""
+
+    model: str  # a timm model name
+    resolution: int  # the searched models' input resolution
+    strides: tuple[int, ...] | None = None  # the input profile's 8 strides; None: timm's own
+
+
+def mobilevit_strides(profile_strides: Sequence[int]) -> tuple[int, ...]:
+    """An AutoViT profile's strides [stem, mb1, mb2, mb3, t1, t2, t3, t4] as timm MobileViT's
+    [stem, stages[0], ..., stages[4]]: MobileViT's stages 2-4 open with a stride-2 MV2 block before
+    their MobileViT block, so stages[2] is mb3 + t1, stages[3] is t2 and stages[4] is t3 (+ t4, a
+    stage MobileViT does not have). The imagenet profile maps to MobileViT's own (2, 1, 2, 2, 2, 2)."""
+    s = tuple(int(x) for x in profile_strides)
+    if len(s) != 8:
+        raise ValueError(f"profile strides {s}: expected 8 (stem, 3 MV2 stages, 4 transformer stages)")
+    return s[0], s[1], s[2], s[3] * s[4], s[5], s[6] * s[7]
+
+
+def _downsampling_convs(model: nn.Module) -> list[nn.Conv2d] | None:
+    """timm MobileViT's stride positions: the stem conv and each stage's first 3x3 conv; None when
+    `model` is not shaped so (another family: only its stem can be adapted)."""
+    stem, stages = getattr(getattr(model, "stem", None), "conv", None), getattr(model, "stages", None)
+    if not isinstance(stem, nn.Conv2d) or stages is None or len(stages) != 5:
+        return None
+    convs = [getattr(getattr(stage[0], "conv2_kxk", None), "conv", None) for stage in stages]
+    return [stem, *convs] if all(isinstance(c, nn.Conv2d) for c in convs) else None
+
+
+def build_reference(name: str, num_classes: int, strides: Sequence[int] | None) -> tuple[nn.Module, str]:
+    """A timm model by name with fresh weights, adapted to the input profile's `strides` (the
+    searched models' small-input adaptation): every stride of a timm MobileViT, only the stem's of
+    another model with a conv stem. Returns (model, note)."""
+    import timm
+
+    if not timm.is_model(name):
+        raise ValueError(f"unknown timm model {name!r} as a reference: expected a name of timm.list_models()")
+    model = timm.create_model(name, pretrained=False, num_classes=num_classes).eval()
+    if strides is None:
+        return model, ""
+    convs = _downsampling_convs(model)
+    if convs is not None:
+        wanted = mobilevit_strides(strides)
+        own = tuple(c.stride[0] for c in convs)
+        if any(w > o for w, o in zip(wanted, own)):
+            return model, f"timm strides {own}: the profile's {wanted} would downsample more than MobileViT"
+        for conv, stride in zip(convs, wanted):
+            conv.stride = (stride, stride)
+        return model, "" if wanted == own else f"strides {wanted} (the profile's small-input adaptation)"
+    stem = getattr(getattr(model, "stem", None), "conv", None)
+    if isinstance(getattr(stem, "stride", None), tuple):
+        if stem.stride[0] != strides[0]:
+            stem.stride = (strides[0], strides[0])
+            return model, f"stem stride {strides[0]} (the profile's small-input adaptation)"
+        return model, ""
+    return model, "timm default strides: the profile's small-input adaptation not applied (no stem.conv)"
+
+
+def _fingerprint(cfg: TrainConfig, spec: ReferenceSpec) -> dict[str, Any]:
+    """What the run's result depends on: the training config (less where it is written) and the spec."""
+    config = {k: v for k, v in cfg.to_dict().items() if k not in ("name", "output_dir", "supernets", "mlflow", "ray")}
+    return json.loads(json.dumps({"spec": dataclasses.asdict(spec), "config": config}, default=str))
+
+
+def _load_state(path: Path, fingerprint: dict[str, Any], log: Callable[[str], None]) -> dict[str, Any] | None:
+    """The saved state when it is readable and was trained with these settings, else None (logged)."""
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # a truncated or foreign file: train again rather than use it
+        log(f"{path} is unreadable ({type(e).__name__}); training the reference again from scratch")
+        return None
+    if state.get("fingerprint") != fingerprint:
+        log(f"{path} was trained with other settings; training the reference again from scratch")
+        return None
+    return state
+
+
+def train_reference(cfg: TrainConfig, spec: ReferenceSpec, out_dir: str | Path,
+                    log: Callable[[str], None] = print) -> Path:
+    """Train `spec` with `cfg`'s recipe to `cfg.train.epochs`, resuming from `out_dir/state.pt`;
+    returns the path of the final weights (`out_dir/model.pt`)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    state_path, weights_path = out_dir / "state.pt", out_dir / "model.pt"
+    fingerprint = _fingerprint(cfg, spec)
+    seed_everything(cfg.seed)
+    loaders = build_loaders(cfg.data, resolution=spec.resolution)
+    model, _ = build_reference(spec.model, loaders.num_classes, spec.strides)
+    device = torch.device("cpu")
+    teacher = build_teacher(cfg.kd, loaders.num_classes, loaders.mean, loaders.std, device)
+    optimizer = build_optimizer(model, dataclasses.replace(cfg.optimizer, freeze_inactive=False))
+    limit = cfg.train.max_steps_per_epoch
+    steps = min(len(loaders.train), limit) if limit else len(loaders.train)
+    scheduler = build_scheduler(optimizer, cfg.train.epochs, steps, cfg.schedule)
+    epoch, history = 0, []
+    state = _load_state(state_path, fingerprint, log)
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        epoch, history = int(state["epoch"]), list(state["history"])
+    if epoch >= cfg.train.epochs and weights_path.is_file():
+        return weights_path
+    scheduler.step_update(epoch * steps)  # the schedule is a function of the step: resume it there
+    while epoch < cfg.train.epochs:
+        epoch += 1
+        seed_everything(derive_seed(cfg.seed, epoch, 0))  # as rank 0 of the supernet training
+        loaders.set_epoch(epoch)
+        model.train()
+        start, images, loss_sum = time.perf_counter(), 0, 0.0
+        for step, (x, y) in enumerate(loaders.train):
+            if step >= steps:
+                break
+            if loaders.mixup_fn is not None:
+                x, y = loaders.mixup_fn(x, y)
+            teacher_logits = None
+            if teacher is not None:
+                with torch.no_grad():
+                    teacher_logits = teacher(x)
+            smoothing = loaders.label_smoothing if y.dtype == torch.long else 0.0
+            kind = cfg.kd.kind if teacher is not None else "none"  # in-place distillation needs a supernet
+            loss = kd_loss(kind, model(x), y, teacher_logits, cfg.kd.alpha, cfg.kd.tau, smoothing)
+            loss.backward()
+            if cfg.train.grad_clip is not None:
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            scheduler.step_update(epoch * steps - steps + step + 1)
+            images += len(x)
+            loss_sum += float(loss.detach())
+        record: dict[str, Any] = {"epoch": epoch, "train_loss": loss_sum / max(steps, 1),
+                                  "train_images_per_s": images / (time.perf_counter() - start)}
+        if epoch % cfg.eval.every_n_epochs == 0 or epoch == cfg.train.epochs:
+            correct, seen = top1(model, loaders.val, spec.resolution, device, cfg.eval.max_batches)
+            record["val_top1"] = 100.0 * correct / max(seen, 1)
+        history.append(record)
+        with atomic_path(state_path) as tmp:
+            torch.save({"epoch": epoch, "history": history, "model": model.state_dict(),
+                        "optimizer": optimizer.state_dict(), "fingerprint": fingerprint}, tmp)
+        atomic_write_text(out_dir / "history.json", json.dumps(history, indent=1))
+        log(f"[{spec.model}] epoch {epoch}/{cfg.train.epochs}: " +
+            ", ".join(f"{k}={v:.4g}" for k, v in record.items() if k != "epoch"))
+    with atomic_path(weights_path) as tmp:
+        torch.save(model.state_dict(), tmp)
+    return weights_path
+
+
+__all__ = ["ReferenceSpec", "build_reference", "mobilevit_strides", "train_reference"]
