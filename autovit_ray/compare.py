@@ -337,6 +337,15 @@ def _training_config(facts: dict[str, Any], data_dir: str | None) -> Any:
     return cfg
 
 
+def _test_images(facts: dict[str, Any], data_dir: str | None) -> int | None:
+    """The size of the experiment's test split (None when the searches logged no checkpoint)."""
+    from .data import make_splits
+
+    if not facts.get("checkpoint"):
+        return None
+    return len(make_splits(_training_config(facts, data_dir).data).test)
+
+
 def _test_loader(facts: dict[str, Any], data_dir: str | None) -> Any:
     """The experiment's test split (at the data set's own resolution; resized per model)."""
     from .data import build_loader
@@ -358,12 +367,13 @@ def count_macs(model: nn.Module, resolution: int) -> int:
 
 
 def measure(candidates: Sequence[Candidate], backend_name: str, repeats: int, rounds: int, seed: int,
-            log: Log) -> tuple[list[Any], dict[str, Any]]:
-    """LatencyStats per candidate, all on one backend, rounds interleaved in random order."""
+            log: Log, backend: Any = None) -> tuple[list[Any], dict[str, Any]]:
+    """LatencyStats per candidate, all on one backend (`backend`, else `backend_name` with its
+    default settings), rounds interleaved in random order."""
     from .latency import get_backend, measure_interleaved
     from .latency.measure import calibrate_inner
 
-    backend = get_backend(backend_name)
+    backend = backend or get_backend(backend_name)
     backend.check_available()
     per_round = max(1, math.ceil(repeats / rounds))
     prepared = []
@@ -378,6 +388,55 @@ def measure(candidates: Sequence[Candidate], backend_name: str, repeats: int, ro
         for p in prepared:
             p.close()
     return stats, backend.fingerprint()
+
+
+@dataclasses.dataclass(frozen=True)
+class ReferenceBudget:
+    """A reference model's measured latency in a latency table's ms (the search's latency budget)."""
+
+    reference: str
+    table_ms: float  # the budget: measured_ms x ratio
+    measured_ms: float  # the reference, median on the table's backend
+    ratio: float  # median (LUT prediction / measured) of the random subnets measured beside it
+    subnets: int
+
+
+# The table's backend settings that its constructor takes (the rest describe the machine).
+_BACKEND_ARGS = ("threads", "clock", "warmup", "steady_malloc", "compute_units", "command", "export_format")
+
+
+def reference_latency_budget(reference: str, table: Any, space: Any, num_classes: int, subnets: int = 12,
+                             rounds: int = 10, repeats: int = 5, seed: int = 0) -> ReferenceBudget:
+    """`reference` (a timm name, adapted to the space's profile as in the comparison) timed beside
+    `subnets` random archs of `space` on the table's backend; the subnets' median LUT/measured ratio
+    converts its time into table ms (a table predicts a sum of isolated blocks, not a whole model's clock)."""
+    import random
+    import statistics
+
+    import timm
+
+    import autovit_ray.models  # noqa: F401 - registers "autovit" in timm
+
+    from .latency import get_backend
+    from .training.reference import build_reference
+
+    model, _ = build_reference(reference, num_classes, tuple(space.profile.strides))
+    resolution = max(space.resolutions)
+    r, _ = runnable_resolution(model, resolution)
+    if r != resolution:
+        raise ValueError(f"reference {reference!r} does not run at the searched models' {resolution} px: "
+                         "it cannot set their latency budget")
+    rng = random.Random(f"reference-budget/{seed}")
+    archs = [space.sample(rng) for _ in range(subnets)]
+    models = [timm.create_model("autovit", arch=a, num_classes=num_classes).eval() for a in archs]
+    settings = table.backend_settings
+    backend = get_backend(table.backend, **{k: settings[k] for k in _BACKEND_ARGS if k in settings})
+    stats, _ = measure([Candidate(str(a), "searched", m, a.resolution) for a, m in zip(archs, models)]
+                       + [Candidate(reference, "reference", model, resolution)], table.backend, rounds * repeats,
+                       rounds, seed, lambda _: None, backend)
+    ratio = statistics.median(table.predict_latency(a) / st.median_ms for a, st in zip(archs, stats))
+    measured = stats[-1].median_ms
+    return ReferenceBudget(reference, measured * ratio, measured, ratio, subnets)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -398,16 +457,21 @@ def make_rows(candidates: Sequence[Candidate], stats: Sequence[Any]) -> list[dic
     return rows
 
 
-def verdict(rows: Sequence[dict[str, Any]], backend: str) -> str | None:
+def verdict(rows: Sequence[dict[str, Any]], backend: str, test_images: int | None = None) -> str | None:
     """One sentence: do searched models beat the first trained reference at equal or lower measured
-    latency with a higher test top-1? None when there is no trained reference or no searched top-1."""
+    latency with a higher test top-1? None when there is no trained reference or no searched top-1.
+    With `test_images`, the accuracy difference is also given in test images (is it one image?)."""
     ref = next((r for r in rows if r["kind"] == "reference" and isinstance(r["test_top1"], (int, float))), None)
     searched = [r for r in rows if r["kind"] == "searched" and isinstance(r["test_top1"], (int, float))]
     if ref is None or not searched:
         return None
     winners = [r for r in searched if r["latency_ms"] <= ref["latency_ms"] and r["test_top1"] > ref["test_top1"]]
     best = max(winners or searched, key=lambda r: r["test_top1"])
-    numbers = (f"{best['model']} has {best['test_top1']:.2f}% test top-1 against {ref['test_top1']:.2f}% at "
+    images = ""
+    if test_images:
+        diff = round((best["test_top1"] - ref["test_top1"]) * test_images / 100)
+        images = f", {diff:+d} of {test_images} test images"
+    numbers = (f"{best['model']} has {best['test_top1']:.2f}% test top-1 against {ref['test_top1']:.2f}%{images}, at "
                f"{best['latency_ms'] / ref['latency_ms']:.2f}x its measured latency "
                f"({best['latency_ms']:.3f} vs {ref['latency_ms']:.3f} ms)")
     if winners:
@@ -544,7 +608,7 @@ def compare_experiment(experiment: str | os.PathLike[str], mlflow_uri: str | Non
     stats, fingerprint = measure(candidates, backend, repeats, rounds, seed, log)
     rows = make_rows(candidates, stats)
     log(format_table(rows))
-    summary = verdict(rows, backend)
+    summary = verdict(rows, backend, _test_images(facts, data_dir))
     if summary:
         log(summary)
     meta = {"experiment": str(experiment), "tracking_uri": uri, "backend": backend, "repeats": repeats,
@@ -574,7 +638,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["build_parser", "compare_experiment", "format_table", "main"]
+__all__ = ["ReferenceBudget", "build_parser", "compare_experiment", "format_table", "main", "reference_latency_budget"]
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -84,9 +84,12 @@ SearchStage = dataclasses.make_dataclass(
     [*((f.name, "str | float | None" if f.name == "params_budget" else f.type, field(default=f.default))
        for f in dataclasses.fields(SearchConfig) if f.name not in PER_SEARCH_FIELDS),
      ("auto_quantile", "float", field(default=0.5)),
+     ("latency_budget_reference", "str | None", field(default=None)),
      ("budget_s", "float", field(default=3600.0))],
     frozen=True, namespace={"__doc__": "The pipeline's search settings: SearchConfig's shared fields, "
-                                       "auto_quantile and budget_s (params_budget may be a count like '1.8M')."})
+                                       "auto_quantile, latency_budget_reference (a timm model whose measured "
+                                       "latency is the latency budget) and budget_s (params_budget may be a "
+                                       "count like '1.8M')."})
 SearchStage.__module__ = __name__
 
 
@@ -122,6 +125,13 @@ class PipelineConfig:
             raise ValueError(f"stages {unknown} are unknown: expected some of {list(STAGES)}")
         if not self.supernets:
             raise ValueError("supernets is empty: expected e.g. [xxs, xs, s]")
+        reference = self.search.latency_budget_reference
+        if reference is not None:
+            import timm
+
+            if not timm.is_model(reference):
+                raise ValueError(f"search.latency_budget_reference {reference!r} is not a timm model: expected a "
+                                 "name of timm.list_models(), e.g. mobilevit_xxs")
         if not 0.0 < self.search.auto_quantile <= 1.0:
             raise ValueError(f"search.auto_quantile {self.search.auto_quantile} is invalid: expected 0 < q <= 1")
         # the search settings are checked now, by SearchConfig itself, not after the training stage
@@ -341,7 +351,8 @@ class Pipeline:
         return _combine(statuses)
 
     def auto_budgets(self, space: Any, lut: Path | None, num_classes: int) -> tuple[float | None, float | None]:
-        """(params, latency ms) budgets: the configured ones, or the auto_quantile of random archs."""
+        """(params, latency ms) budgets: the configured ones; else the latency of
+        `latency_budget_reference` in table ms; else the auto_quantile of random archs."""
         from .latency import LatencyTable
         from .space import count_params
 
@@ -355,8 +366,30 @@ class Pipeline:
         latency = s.latency_budget_ms
         if latency is None and lut is not None:
             table = LatencyTable.load(lut, space=space)
-            latency = quantile([table.predict_latency(a) for a in archs], s.auto_quantile)
+            if s.latency_budget_reference:
+                latency = self.reference_budget(space, table, lut, num_classes)
+            else:
+                latency = quantile([table.predict_latency(a) for a in archs], s.auto_quantile)
         return params, latency
+
+    def reference_budget(self, space: Any, table: Any, lut: Path, num_classes: int) -> float:
+        """The latency of `search.latency_budget_reference` in table ms, measured once per table (kept
+        in pipeline/budget-<supernet>.json: a rerun must not move the budget, or the search's fingerprint)."""
+        from .compare import reference_latency_budget
+
+        reference = self.cfg.search.latency_budget_reference
+        fp = fingerprint("budget", reference, file_digest(lut), num_classes)
+        record = self._reusable("budget", space.name, fp)
+        if record is not None:
+            return float(record["outputs"]["table_ms"])
+        self.log(f"search {space.name}: timing {reference} beside 12 random subnets on {table.backend} for "
+                 "the latency budget")
+        budget = reference_latency_budget(reference, table, space, num_classes)
+        self.log(f"search {space.name}: latency budget {budget.table_ms:.4f} ms = {reference} measured "
+                 f"{budget.measured_ms:.4f} ms x {budget.ratio:.3f} (median LUT/measured of "
+                 f"{budget.subnets} random subnets timed beside it)")
+        self._save_record("budget", space.name, fp, dataclasses.asdict(budget))
+        return budget.table_ms
 
     def run_search(self) -> str:
         from .checkpoint import read_meta
@@ -382,8 +415,10 @@ class Pipeline:
                 statuses.append("reused")
                 continue
             how = "set" if s.params_budget else f"auto: {s.auto_quantile:.0%} quantile of 1,000 random archs"
+            latency_how = "set" if s.latency_budget_ms else (
+                f"{s.latency_budget_reference}'s latency" if s.latency_budget_reference else how)
             self.log(f"search {name}: params budget {params / 1e6:.3f} M ({how})" + (
-                f", latency budget {latency:.4f} ms ({'set' if s.latency_budget_ms else how})" if latency else ""))
+                f", latency budget {latency:.4f} ms ({latency_how})" if latency else ""))
             shared = {f.name: getattr(s, f.name) for f in dataclasses.fields(SearchConfig)
                       if f.name not in (*PER_SEARCH_FIELDS, "params_budget", "latency_budget_ms")}
             search = SearchConfig(name=search_name, checkpoint=str(checkpoint), output_dir=str(self.exp_dir),

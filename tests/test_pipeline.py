@@ -124,9 +124,38 @@ def test_search_section_is_search_config_and_checked_before_training():
     from autovit_ray.search.config import SearchConfig
 
     shared = [f.name for f in dataclasses.fields(SearchConfig) if f.name not in PER_SEARCH_FIELDS]
-    assert [f.name for f in dataclasses.fields(SearchStage)] == [*shared, "auto_quantile", "budget_s"]
+    assert [f.name for f in dataclasses.fields(SearchStage)] == [*shared, "auto_quantile", "latency_budget_reference",
+                                                                 "budget_s"]
     assert load_pipeline_config("demo", ["search.params_budget=1.2M"]).search.params_budget == "1.2M"
     with pytest.raises(ValueError, match="search section: --strategy 'coarse_to_fine' is unknown"):
         load_pipeline_config("demo", ["search.strategy=coarse_to_fine"])
     with pytest.raises(ValueError, match="search section: --evaluators must be >= 1"):
         load_pipeline_config("demo", ["search.evaluators=0"])
+
+
+def test_latency_budget_of_a_reference_is_measured_once_per_table(tmp_path):
+    """search.latency_budget_reference: the reference timed beside random subnets on the table's backend,
+    converted into table ms, and kept: a rerun (a resume) gets the same budget, so the same search."""
+    from autovit_ray.latency import BuildConfig, build_table, get_backend
+    from autovit_ray.space import load_space
+
+    space = load_space("xxs", profile="digits")
+    table = build_table(space, get_backend("torch-cpu"), num_classes=10, log=lambda _: None,
+                        config=BuildConfig(rounds=1, references=2, folds=2, quiet_cpus=None))
+    lut = table.save(tmp_path / "xxs.parquet")
+    cfg = load_pipeline_config("demo", [f"output_dir={tmp_path}", "search.latency_budget_reference=mobilevit_xxs"])
+    lines: list[str] = []
+    pipeline = Pipeline(cfg, log=lines.append)
+    budget = pipeline.reference_budget(space, table, lut, 10)
+    record = json.loads((tmp_path / "digits-demo" / "pipeline" / "budget-xxs.json").read_text())["outputs"]
+    assert record["table_ms"] == budget > 0 and record["reference"] == "mobilevit_xxs"
+    assert record["table_ms"] == pytest.approx(record["measured_ms"] * record["ratio"])
+    assert 0.2 < record["ratio"] < 5.0, "the table predicts the subnets within a small factor of their clock"
+    assert any("latency budget" in line and "mobilevit_xxs measured" in line for line in lines)
+    lines.clear()
+    assert pipeline.reference_budget(space, table, lut, 10) == budget and lines == []
+
+
+def test_unknown_budget_reference_is_refused_at_load():
+    with pytest.raises(ValueError, match="search.latency_budget_reference 'no_such_net'"):
+        load_pipeline_config("demo", ["search.latency_budget_reference=no_such_net"])

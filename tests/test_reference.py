@@ -114,9 +114,10 @@ def _row(model: str, kind: str, top1, latency: float) -> dict:
 
 def test_verdict_says_whether_searched_models_beat_the_trained_reference():
     peer = _row("mobilevit_xxs", "reference", 95.0, 1.0)
-    won = verdict([_row("a", "searched", 97.0, 0.5), _row("b", "searched", 99.0, 1.5), peer], "torch-cpu")
+    won = verdict([_row("a", "searched", 97.0, 0.5), _row("b", "searched", 99.0, 1.5), peer], "torch-cpu", 400)
     assert won.startswith("On this machine (torch-cpu), 1 of 2 searched models beat mobilevit_xxs")
-    assert "a has 97.00% test top-1 against 95.00% at 0.50x its measured latency" in won
+    assert "a has 97.00% test top-1 against 95.00%, +8 of 400 test images, at 0.50x its measured latency" in won
     lost = verdict([_row("b", "searched", 99.0, 1.5), _row("c", "searched", 90.0, 0.5), peer], "torch-cpu")
-    assert "no searched model beats mobilevit_xxs" in lost and "the most accurate, b has 99.00%" in lost
+    assert "no searched model beats mobilevit_xxs" in lost and "the most accurate, b has 99.00% test top-1 " \
+        "against 95.00%, at 1.50x" in lost
     assert verdict([_row("a", "searched", 97.0, 0.5), _row("r", "reference", NOT_TRAINED, 1.0)], "x") is None
