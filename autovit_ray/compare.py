@@ -315,9 +315,9 @@ def reference_candidates(references: Sequence[str], checkpoints: dict[str, Path]
             load_reference_weights(model, checkpoints[name])
             correct, seen = top1_correct(model, _test_loader(facts, data_dir), r, torch.device("cpu"), eval_batches)
             top1 = 100.0 * correct / max(seen, 1)
-        adapted = note.startswith(("stem stride", "strides"))
-        profile = facts.get("profile")
-        label = name + (f" ({profile} strides)" if adapted else "") + (f" @{r}px" if r != resolution else "")
+        adapted = (f" ({facts.get('profile')} strides)" if note.startswith("strides")
+                   else f" (stem stride {strides[0]})" if note.startswith("stem stride") and strides else "")
+        label = name + adapted + (f" @{r}px" if r != resolution else "")
         out.append(Candidate(name=label, kind="reference", model=model.eval(), resolution=r, test_top1=top1,
                              note="; ".join(n for n in (note, size_note, trained_note) if n),
                              extra={"timm_name": name, "checkpoint": str(checkpoints.get(name, ""))}))

@@ -19,12 +19,12 @@ from integration_utils import PYTHON, RayTemp, processes_tagged, tail, wait_for
 pytestmark = pytest.mark.integration
 
 FAST = [
-    "--set", "train.set=[train.epochs=8, train.max_steps_per_epoch=null, eval.max_batches=2, eval.calib_batches=1, "
+    "--set", "train.set=[train.epochs=10, train.max_steps_per_epoch=null, eval.max_batches=2, eval.calib_batches=1, "
              "eval.num_random_subnets=1, eval.every_n_epochs=4]",
     "--set", "profile.references=4", "--set", "profile.repeats=3",
     "--set", "search.population=4", "--set", "search.generations=3", "--set", "search.coarse_samples=200",
     "--set", "search.skeletons=2", "--set", "search.parents=2", "--set", "search.evaluators=1",
-    "--set", "search.eval_batches=2", "--set", "search.calib_batches=1",
+    "--set", "search.calib_batches=2",  # every candidate on the whole validation split, the best on the whole test split
     "--set", "compare.repeats=10",
 ]
 # The per-candidate progress line of `python -m autovit_ray.search`.
