@@ -29,7 +29,13 @@ from autovit_ray.space import load_space
 from autovit_ray.train import load_supernet, main, plan_resources
 from autovit_ray.training.config import OptimizerSection, load_config
 from autovit_ray.training.loop import SupernetTrainer, sample_step_archs
-from autovit_ray.training.optim import ActiveWeightTracker, MaskedAdamW, build_optimizer, fill_missing_grads
+from autovit_ray.training.optim import (
+    ActiveRegion,
+    ActiveWeightTracker,
+    MaskedAdamW,
+    build_optimizer,
+    fill_missing_grads,
+)
 
 
 @pytest.fixture
@@ -89,13 +95,90 @@ def test_masked_adamw_with_full_masks_is_adamw() -> None:
     assert max(float((p - q).detach().abs().max()) for p, q in zip(ours, ref)) < 1e-5
 
 
+def _reference_masked_adamw(params, grads_per_step, masks_per_step, lr, wd, betas=(0.9, 0.999), eps=1e-8):
+    """Entry-wise AdamW written out in float64: an entry moves only on the steps its mask is on, and its
+    bias correction counts those steps."""
+    p = [t.double().clone() for t in params]
+    m = [torch.zeros_like(t) for t in p]
+    v = [torch.zeros_like(t) for t in p]
+    k = [torch.zeros_like(t) for t in p]
+    for grads, masks in zip(grads_per_step, masks_per_step):
+        for i, (g, on) in enumerate(zip(grads, masks)):
+            g, on = g.double(), on.bool()
+            k[i][on] += 1
+            p[i][on] *= 1 - lr * wd
+            m[i][on] = betas[0] * m[i][on] + (1 - betas[0]) * g[on]
+            v[i][on] = betas[1] * v[i][on] + (1 - betas[1]) * g[on] ** 2
+            hat_m = m[i][on] / (1 - betas[0] ** k[i][on])
+            hat_v = v[i][on] / (1 - betas[1] ** k[i][on])
+            p[i][on] -= lr * hat_m / (hat_v.sqrt() + eps)
+    return p
+
+
+def test_masked_adamw_on_boxes_and_partial_masks_is_entrywise_adamw() -> None:
+    """Leading boxes of different sizes (whole boxes: the scalar path) and boxes read in part (two
+    blocks of an axis, as the fusion conv's input: the masked path), changing from step to step."""
+    torch.manual_seed(0)
+    shapes = [(6, 5), (8,), (4, 6, 3)]
+    params = [torch.nn.Parameter(torch.randn(s)) for s in shapes]
+    start = [p.detach().clone() for p in params]
+    optimizer = MaskedAdamW(params, lr=1e-2, weight_decay=0.05)
+    rng = random.Random(0)
+    grads_per_step, masks_per_step = [], []
+    for step in range(12):
+        masks = []
+        for p in params:
+            mask = torch.zeros_like(p, dtype=torch.bool)
+            box = tuple(slice(0, rng.randint(1, n)) for n in p.shape)
+            mask[box] = True
+            if step % 3 == 2 and p.dim() >= 2:  # two blocks along the last axis: a box read in part
+                half = p.shape[-1] // 2
+                mask[..., half - 1] = False
+            masks.append(mask)
+        grads = [torch.randn_like(p) * mask for p, mask in zip(params, masks)]
+        for p, g in zip(params, grads):
+            p.grad = g.clone()
+        optimizer.set_masks(dict(zip(params, masks)))
+        optimizer.step()
+        grads_per_step.append(grads)
+        masks_per_step.append(masks)
+    expected = _reference_masked_adamw(start, grads_per_step, masks_per_step, lr=1e-2, wd=0.05)
+    for p, e in zip(params, expected):
+        assert torch.allclose(p.detach().double(), e, atol=1e-5), (p, e)
+    assert any(ActiveRegion.from_mask(m).mask is not None for ms in masks_per_step for m in ms)
+
+
+def test_optimizer_state_of_step_counts_loads_as_powers() -> None:
+    """A checkpoint of the per-entry step counts (`active_steps`, kept before `bias1` / `bias2`) resumes exactly."""
+    p = torch.nn.Parameter(torch.ones(3))
+    optimizer = MaskedAdamW([p], lr=1e-2, weight_decay=0.0)
+    p.grad = torch.ones(3)
+    optimizer.step()
+    state = optimizer.state_dict()
+    bias1, _ = state["state"][0].pop("bias1"), state["state"][0].pop("bias2")
+    state["state"][0]["active_steps"] = torch.ones(3)
+    resumed = MaskedAdamW([torch.nn.Parameter(p.detach().clone())], lr=1e-2, weight_decay=0.0)
+    resumed.load_state_dict(state)
+    q = resumed.param_groups[0]["params"][0]
+    q.grad = torch.ones(3)
+    resumed.step()
+    assert torch.allclose(bias1, torch.full((3,), 0.1))  # 1 - 0.9^1
+    assert torch.allclose(resumed.state[q]["bias1"], torch.full((3,), 1 - 0.9 ** 2))
+    assert "active_steps" not in resumed.state[q]
+    reference = MaskedAdamW([r := torch.nn.Parameter(torch.ones(3))], lr=1e-2, weight_decay=0.0)
+    for _ in range(2):
+        r.grad = torch.ones(3)
+        reference.step()
+    assert torch.allclose(q, r)
+
+
 def _train_steps(net: Supernet, optimizer, tracker, archs, freeze: bool) -> None:
     x, y = torch.randn(8, 3, 8, 8), torch.randint(0, 10, (8,))
     for arch in archs:
         net.set_active(arch)
         torch.nn.functional.cross_entropy(net(x), y).backward()
         if freeze:
-            optimizer.set_masks(tracker.masks)
+            optimizer.set_regions(tracker.regions)
         else:
             fill_missing_grads(net)
         optimizer.step()

@@ -229,7 +229,7 @@ class SupernetTrainer:
         if self.cfg.train.grad_clip is not None:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
         if self.tracker is not None:
-            self.optimizer.set_masks(self.tracker.masks)
+            self.optimizer.set_regions(self.tracker.regions)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)

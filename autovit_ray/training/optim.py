@@ -5,11 +5,15 @@ entanglement a subnet reads leading slices of shared tensors, and autograd gives
 zero gradient; plain AdamW would still decay them and move them with their old momentum. So:
 
 - `ActiveWeightTracker` records, through forward hooks on the dynamic ops, which entries of every
-  parameter the step's subnets read (the same masks as `Supernet.active_masks()`, cached per op and
-  active shape, so a step pays a dict lookup per op instead of a probe forward).
+  parameter the step's subnets read, as an `ActiveRegion` per parameter: the leading box that holds
+  them and, only where the box is not wholly read (MobileViT's fusion conv reads two blocks of its
+  input axis, Q-K-V three), a mask inside it. Regions are cached per op and active shape, so a step
+  pays a dict lookup per op instead of a probe forward.
 - `MaskedAdamW` is AdamW applied entry-wise to the active entries only: inactive entries get no weight
-  decay, their moments stay as they are, and each entry counts its own steps for the bias correction
-  (an entry that was active on k steps has seen exactly k AdamW updates).
+  decay, their moments stay as they are, and each entry has its own bias correction (an entry that was
+  active on k steps has seen exactly k AdamW updates). It works on views of the active boxes, so a
+  small subnet's step touches only its own weights: the cost of exact freezing is about that of plain
+  AdamW over the subnet's parameters.
 
 `optimizer.freeze_inactive: false` gives plain `torch.optim.AdamW` over the whole supernet instead
 (AutoFormer's behaviour: every tensor decays and drifts with its momentum on every step).
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -30,20 +35,57 @@ from autovit_ray.nn import DynamicOp
 from autovit_ray.training.config import OptimizerSection, ScheduleSection
 
 
+@dataclass(frozen=True)
+class ActiveRegion:
+    """The entries of one parameter a step read: the leading box `box` (extent per dimension) and,
+    when only part of the box was read, `mask`: 1.0 / 0.0 float entries shaped like the box."""
+
+    box: tuple[int, ...]
+    mask: torch.Tensor | None = None
+
+    @property
+    def index(self) -> tuple[slice, ...]:
+        return tuple(slice(0, extent) for extent in self.box)
+
+    @classmethod
+    def from_mask(cls, mask: torch.Tensor) -> ActiveRegion | None:
+        """The region of a full-size boolean or 0/1 mask; None when nothing is active."""
+        active = mask != 0
+        where = active.nonzero()
+        if len(where) == 0:
+            return None
+        box = tuple(int(extent) + 1 for extent in where.max(dim=0).values.tolist())
+        inside = active[tuple(slice(0, e) for e in box)]
+        return cls(box, None if bool(inside.all()) else inside.to(torch.float32))
+
+    def union(self, other: ActiveRegion) -> ActiveRegion:
+        if other.box == self.box and self.mask is None and other.mask is None:
+            return self
+        box = tuple(max(a, b) for a, b in zip(self.box, other.box))
+        inside = torch.zeros(box)
+        for region in (self, other):
+            part = inside[region.index]
+            part.copy_(torch.maximum(part, region.mask if region.mask is not None else torch.ones(region.box)))
+        return ActiveRegion(box, None if bool(inside.all()) else inside)
+
+    def full_mask(self, like: torch.Tensor) -> torch.Tensor:
+        """The region as a boolean mask shaped like the parameter `like`."""
+        out = torch.zeros_like(like, dtype=torch.bool)
+        out[self.index] = True if self.mask is None else self.mask != 0
+        return out
+
+
 def _active_state(module: nn.Module) -> tuple[tuple[str, Any], ...]:
     # The dynamic ops keep their active shape in attributes named active* (active_in, active_heads, ...).
     return tuple(sorted((k, v) for k, v in vars(module).items() if k.startswith("active")))
 
 
 class ActiveWeightTracker:
-    """Union of the active-entry masks of every forward pass (with autograd on) since `reset()`.
-
-    Masks are float tensors (1.0 active, 0.0 inactive) so `MaskedAdamW` can use them as weights in
-    its multi-tensor (foreach) kernels; they are cached per (op, active shape) and never modified."""
+    """Union of the active regions of every forward pass (with autograd on) since `reset()`."""
 
     def __init__(self, model: nn.Module) -> None:
-        self._cache: dict[tuple[int, tuple[tuple[str, Any], ...]], dict[str, torch.Tensor]] = {}
-        self.masks: dict[nn.Parameter, torch.Tensor] = {}
+        self._cache: dict[tuple[int, tuple[tuple[str, Any], ...]], dict[str, ActiveRegion]] = {}
+        self.regions: dict[nn.Parameter, ActiveRegion] = {}
         self._handles = [m.register_forward_hook(self._record) for m in model.modules()
                          if isinstance(m, DynamicOp)]
 
@@ -51,21 +93,21 @@ class ActiveWeightTracker:
         if not torch.is_grad_enabled():  # a no-grad pass (teacher logits, evaluation) trains nothing
             return
         key = (id(module), _active_state(module))
-        op_masks = self._cache.get(key)
-        if op_masks is None:
-            op_masks = self._cache[key] = {name: mask.to(getattr(module, name).dtype)
-                                           for name, mask in module.active_masks().items()}
-        for name, mask in op_masks.items():
+        op_regions = self._cache.get(key)
+        if op_regions is None:
+            found = {name: ActiveRegion.from_mask(mask) for name, mask in module.active_masks().items()}
+            op_regions = self._cache[key] = {name: r for name, r in found.items() if r is not None}
+        for name, region in op_regions.items():
             param = getattr(module, name)
-            seen = self.masks.get(param)
-            self.masks[param] = mask if seen is None else torch.maximum(seen, mask)
+            seen = self.regions.get(param)
+            self.regions[param] = region if seen is None else seen.union(region)
 
     def reset(self) -> None:
-        self.masks = {}
+        self.regions = {}
 
     def named_masks(self, model: nn.Module) -> dict[str, torch.Tensor]:
         """Boolean masks by parameter name, all-False for parameters no pass read (checks, tests)."""
-        return {name: (self.masks[p] > 0) if p in self.masks else torch.zeros_like(p, dtype=torch.bool)
+        return {name: self.regions[p].full_mask(p) if p in self.regions else torch.zeros_like(p, dtype=torch.bool)
                 for name, p in model.named_parameters()}
 
     def remove(self) -> None:
@@ -77,23 +119,45 @@ class ActiveWeightTracker:
 class MaskedAdamW(torch.optim.Optimizer):
     """AdamW (decoupled decay, as torch.optim.AdamW) that updates only the active entries.
 
-    `set_masks({param: mask})` before `step()`, masks as 1.0 / 0.0 float tensors (`ActiveWeightTracker`);
-    parameters left out of the masks are wholly inactive (`set_masks(None)`: every parameter with a
-    gradient is fully active). An inactive entry is not touched at all: no weight decay, its moments
-    keep their values, and its bias correction does not advance. Each entry counts its own steps
-    (state ``active_steps``, a float tensor shaped like the parameter; not ``step``, which torch's
-    load_state_dict treats specially), so an entry active on k steps has had exactly k AdamW updates.
-    With all-ones masks this is AdamW. Multi-tensor (foreach) kernels keep the cost of a masked step
-    close to plain AdamW's.
+    `set_regions({param: ActiveRegion})` before `step()` (`ActiveWeightTracker.regions`); parameters
+    left out are wholly inactive (`set_regions(None)`: every parameter with a gradient is fully active).
+    An inactive entry is not touched at all: no weight decay, its moments keep their values, and its
+    bias correction does not advance. Each entry keeps its own bias corrections (states ``bias1`` =
+    1 - beta1^k and ``bias2`` = 1 - beta2^k for an entry active on k steps), so an entry active on k
+    steps has had exactly k AdamW updates. With every entry active this is AdamW.
+
+    The update runs on views of the active boxes with multi-tensor (foreach) kernels: wholly read boxes
+    with scalar factors, partly read ones with their masks.
     """
 
     def __init__(self, params: Iterable[Any], lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 1e-2) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
-        self._masks: Mapping[nn.Parameter, torch.Tensor] | None = None
+        self._regions: Mapping[nn.Parameter, ActiveRegion] | None = None
+
+    def set_regions(self, regions: Mapping[nn.Parameter, ActiveRegion] | None) -> None:
+        self._regions = regions
 
     def set_masks(self, masks: Mapping[nn.Parameter, torch.Tensor] | None) -> None:
-        self._masks = masks
+        """Full-size masks instead of regions (slower to convert each step; tests and one-off use)."""
+        if masks is None:
+            self._regions = None
+            return
+        regions = {p: ActiveRegion.from_mask(m) for p, m in masks.items()}
+        self._regions = {p: r for p, r in regions.items() if r is not None}
+
+    def _state(self, p: torch.Tensor, betas: tuple[float, float]) -> dict[str, torch.Tensor]:
+        state = self.state[p]
+        if "bias1" in state:
+            return state
+        if not state:
+            state["exp_avg"] = torch.zeros_like(p)
+            state["exp_avg_sq"] = torch.zeros_like(p)
+        steps = state.pop("active_steps", None)  # a checkpoint of the per-entry step counts kept before
+        steps = torch.zeros_like(p) if steps is None else steps
+        state["bias1"] = 1.0 - torch.pow(betas[0], steps)  # 1 - beta1^k for an entry active on k steps
+        state["bias2"] = 1.0 - torch.pow(betas[1], steps)
+        return state
 
     @torch.no_grad()
     def step(self, closure: Any = None) -> Any:
@@ -102,60 +166,70 @@ class MaskedAdamW(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            params, grads, masks = [], [], []
+            whole: list[tuple[torch.Tensor, tuple[slice, ...]]] = []  # boxes read wholly
+            part: list[tuple[torch.Tensor, tuple[slice, ...], torch.Tensor]] = []  # boxes read in part
             for p in group["params"]:
-                if p.grad is None or (self._masks is not None and p not in self._masks):
+                if p.grad is None:
+                    continue
+                if self._regions is None:
+                    whole.append((p, (slice(None),)))
+                    continue
+                region = self._regions.get(p)
+                if region is None:
                     continue  # wholly inactive: nothing moves
-                params.append(p)
-                grads.append(p.grad)
-                masks.append(torch.ones_like(p) if self._masks is None else self._masks[p])
-            if params:
-                self._update(group, params, grads, masks)
+                if region.mask is None:
+                    whole.append((p, region.index))
+                else:
+                    part.append((p, region.index, region.mask.to(p.dtype)))
+            if whole:
+                self._update(group, [p for p, _ in whole], [index for _, index in whole], None)
+            if part:
+                self._update(group, [p for p, _, _ in part], [index for _, index, _ in part],
+                             [mask for _, _, mask in part])
         return loss
 
-    def _update(self, group: Mapping[str, Any], params: list[torch.Tensor], grads: list[torch.Tensor],
-                masks: list[torch.Tensor]) -> None:
+    def _update(self, group: Mapping[str, Any], params: list[torch.Tensor], index: list[tuple[slice, ...]],
+                masks: list[torch.Tensor] | None) -> None:
+        """AdamW on the boxes `index` of `params`; `masks` (shaped like the boxes): only where 1."""
         lr, wd, eps = group["lr"], group["weight_decay"], group["eps"]
         beta1, beta2 = group["betas"]
-        for p in params:
-            state = self.state[p]
-            if not state:
-                state["exp_avg"] = torch.zeros_like(p)
-                state["exp_avg_sq"] = torch.zeros_like(p)
-                state["active_steps"] = torch.zeros_like(p)  # per entry: the steps it was active on
-        exp_avg = [self.state[p]["exp_avg"] for p in params]
-        exp_avg_sq = [self.state[p]["exp_avg_sq"] for p in params]
-        steps = [self.state[p]["active_steps"] for p in params]
+        states = [self._state(p, (beta1, beta2)) for p in params]
 
-        def keep_or(factor: float) -> list[torch.Tensor]:
-            # 1 - factor * mask: exactly 1.0 on inactive entries, so multiplying leaves them bit-identical
-            out = torch._foreach_mul(masks, -factor)
-            torch._foreach_add_(out, 1.0)
-            return out
+        def boxes(tensors: Iterable[torch.Tensor]) -> list[torch.Tensor]:
+            return [t[i] for t, i in zip(tensors, index)]
 
-        if wd:
-            torch._foreach_mul_(params, keep_or(lr * wd))  # decoupled weight decay
-        torch._foreach_lerp_(exp_avg, grads, torch._foreach_mul(masks, 1 - beta1))
-        torch._foreach_lerp_(exp_avg_sq, torch._foreach_mul(grads, grads), torch._foreach_mul(masks, 1 - beta2))
-        torch._foreach_add_(steps, masks)
-        # step = lr * m * exp_avg / (1 - beta1^t) / (sqrt(exp_avg_sq / (1 - beta2^t)) + eps). The clamps
-        # only matter for never-active entries (t = 0, masked out anyway): they keep 0 * inf out.
-        bias1 = torch._foreach_pow(beta1, steps)
-        torch._foreach_mul_(bias1, -1.0)
-        torch._foreach_add_(bias1, 1.0)
-        torch._foreach_clamp_min_(bias1, 1e-30)
-        bias2 = torch._foreach_pow(beta2, steps)
-        torch._foreach_mul_(bias2, -1.0)
-        torch._foreach_add_(bias2, 1.0)
-        torch._foreach_clamp_min_(bias2, 1e-30)
+        view, grad = boxes(p.data for p in params), boxes(p.grad for p in params)
+        exp_avg, exp_avg_sq = boxes(s["exp_avg"] for s in states), boxes(s["exp_avg_sq"] for s in states)
+        bias1, bias2 = boxes(s["bias1"] for s in states), boxes(s["bias2"] for s in states)
+        if masks is None:  # every entry of the boxes is active: scalar factors
+            if wd:
+                torch._foreach_mul_(view, 1.0 - lr * wd)  # decoupled weight decay
+            torch._foreach_lerp_(exp_avg, grad, 1.0 - beta1)
+            torch._foreach_mul_(exp_avg_sq, beta2)
+            torch._foreach_addcmul_(exp_avg_sq, grad, grad, 1.0 - beta2)
+            for bias, beta in ((bias1, beta1), (bias2, beta2)):  # 1 - beta^(k+1) = beta (1 - beta^k) + 1 - beta
+                torch._foreach_mul_(bias, beta)
+                torch._foreach_add_(bias, 1.0 - beta)
+            update = torch._foreach_div(exp_avg, bias1)
+        else:  # a partly read box: each factor only where the mask is 1, exactly 1.0 elsewhere
+            if wd:
+                decay = torch._foreach_mul(masks, -lr * wd)
+                torch._foreach_add_(decay, 1.0)
+                torch._foreach_mul_(view, decay)
+            torch._foreach_lerp_(exp_avg, grad, torch._foreach_mul(masks, 1.0 - beta1))
+            torch._foreach_lerp_(exp_avg_sq, torch._foreach_mul(grad, grad), torch._foreach_mul(masks, 1.0 - beta2))
+            for bias, beta in ((bias1, beta1), (bias2, beta2)):  # towards 1 by (1 - beta) where active
+                torch._foreach_lerp_(bias, masks, torch._foreach_mul(masks, 1.0 - beta))
+            # never-active entries have bias 0 (k = 0) and zero moments: the clamp keeps 0 / 0 out
+            torch._foreach_clamp_min_(bias1, 1e-30)
+            torch._foreach_clamp_min_(bias2, 1e-30)
+            update = torch._foreach_mul(exp_avg, masks)
+            torch._foreach_div_(update, bias1)
+        # step = lr * (exp_avg / bias1) / (sqrt(exp_avg_sq / bias2) + eps)
         denom = torch._foreach_div(exp_avg_sq, bias2)
         torch._foreach_sqrt_(denom)
         torch._foreach_add_(denom, eps)
-        update = torch._foreach_mul(exp_avg, masks)
-        torch._foreach_div_(update, bias1)
-        torch._foreach_div_(update, denom)
-        torch._foreach_mul_(update, lr)
-        torch._foreach_sub_(params, update)
+        torch._foreach_addcdiv_(view, update, denom, -lr)
 
 
 def build_optimizer(model: nn.Module, cfg: OptimizerSection) -> torch.optim.Optimizer:
@@ -186,4 +260,4 @@ def build_scheduler(optimizer: torch.optim.Optimizer, epochs: int, steps_per_epo
     )
 
 
-__all__ = ["ActiveWeightTracker", "MaskedAdamW", "build_optimizer", "build_scheduler", "fill_missing_grads"]
+__all__ = ["ActiveRegion", "ActiveWeightTracker", "MaskedAdamW", "build_optimizer", "build_scheduler", "fill_missing_grads"]
