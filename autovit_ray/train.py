@@ -231,6 +231,10 @@ def train_loop_per_worker(payload: dict[str, Any]) -> None:
 
     progress = _Bar if payload.get("progress_bar") and rank == 0 else None
     monitor = None
+    if rank == 0 and payload.get("mlflow_run_id"):  # what train.amp resolved to on this device
+        from autovit_ray.tracking import set_tags
+
+        set_tags(payload["mlflow_uri"], payload["mlflow_run_id"], {"precision": trainer.precision})
     if rank == 0 and payload.get("mlflow_run_id"):  # system metrics of the node training this supernet
         monitor = system_metrics_monitor(payload["mlflow_uri"], payload["mlflow_run_id"], resume=resumed)
     try:

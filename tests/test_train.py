@@ -7,6 +7,7 @@ two workers each) and one more single-worker experiment (crash + restart + resum
 from __future__ import annotations
 
 import json
+import math
 import random
 from collections import Counter
 from pathlib import Path
@@ -262,6 +263,31 @@ def test_train_step_variants(settings, one_thread) -> None:
     assert any(not torch.equal(before[k], v) for k, v in trainer.model.state_dict().items())
 
 
+def test_precision_resolves_per_device_and_is_recorded(one_thread, monkeypatch) -> None:
+    from autovit_ray.training import loop
+
+    cpu = torch.device("cpu")
+    assert [loop.resolve_precision(a, cpu) for a in ("auto", False, "fp32", "bf16")] == ["fp32", "fp32", "fp32", "bf16"]
+    with pytest.raises(ValueError, match="train.amp = 'fp16' needs a GPU"):
+        loop.resolve_precision("fp16", cpu)
+    monkeypatch.setattr(loop, "cpu_has_bf16", lambda: False)
+    with pytest.raises(ValueError, match="no bf16 unit"):
+        loop.resolve_precision(True, cpu)
+    monkeypatch.setattr(loop, "cpu_has_bf16", lambda: True)
+    assert loop.resolve_precision(True, cpu) == "bf16"
+    # a bf16 step on the CPU: the forward runs in bf16, the weights and the optimizer stay fp32
+    cfg = load_config("digits", list(TINY_TRAIN_SETTINGS) + ["supernets=xxs", "train.amp=bf16"])
+    trainer = SupernetTrainer(cfg, _digits_space(), log=lambda _: None)
+    x, y = next(iter(trainer.loaders.train))
+    with trainer._autocast():
+        trainer.model.set_active(trainer.space.largest())
+        assert trainer.model(x).dtype == torch.bfloat16
+    loss = trainer.train_step(x, y, [trainer.space.largest()])
+    assert math.isfinite(loss) and all(p.dtype == torch.float32 for p in trainer.model.parameters())
+    assert trainer.state_dict()["precision"] == "bf16"
+    assert 0.0 <= trainer.evaluate()["val_top1_largest"] <= 100.0
+
+
 # --- config --------------------------------------------------------------------------------------------
 
 
@@ -290,6 +316,7 @@ def test_config_overrides_are_typed_and_every_field_is_in_help(capsys) -> None:
     ("train.sampler=greedy", "train.sampler"),
     ("data.seed=3", "set the top-level `seed`"),
     ("data.dataset=mnist", "DataConfig.dataset = 'mnist' is invalid"),
+    ("train.amp=half", "train.amp = 'half' is invalid"),
 ])
 def test_invalid_config_field_gives_one_clear_error(override, message, tmp_path, capsys) -> None:
     assert main(["--config", "digits", "--output-dir", str(tmp_path), "--set", override]) == 2
@@ -415,6 +442,7 @@ def test_three_mlflow_runs_have_metrics(trained_digits_experiment) -> None:
         assert json.loads(dataset_input.dataset.profile)["sizes"] == record["sizes"]
         # MLflow's system-metrics monitor ran in the rank-0 worker
         assert any(key.startswith("system/cpu_utilization") for key in run.data.metrics)
+        assert run.data.tags["precision"] == "fp32"  # train.amp: auto on a CPU
 
 
 def test_resume_with_another_config_is_refused(trained_digits_experiment, capsys) -> None:

@@ -33,6 +33,7 @@ from autovit_ray.space import BUILTIN_SPACES
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "train"
 SAMPLERS = ("uniform", "sandwich")
 AUTO_BOOL = ("auto", True, False)
+AMP_CHOICES = ("auto", "bf16", "fp16", "fp32", True, False)
 
 
 def _doc(text: str, **kwargs: Any) -> Any:
@@ -55,7 +56,10 @@ class TrainSection:
                                         "the same command to continue", default=None)
     keep_checkpoints: int | None = _doc("epoch checkpoints kept per supernet (None: all)", default=3)
     grad_clip: float | None = _doc("max global gradient norm (None: no clipping)", default=5.0)
-    amp: Any = _doc("mixed precision: 'auto' (on GPU only), true, false", default="auto")
+    amp: Any = _doc("precision of the forward passes (autocast): 'auto' (GPU: bf16 where supported, else "
+                    "fp16; CPU: fp32), 'bf16', 'fp16' (GPU only), 'fp32', true (the device's mixed precision: "
+                    "auto's GPU choice, bf16 on a CPU), false (= fp32); the resolved one is recorded in the "
+                    "checkpoint and MLflow", default="auto")
     progress_bar: Any = _doc("'auto' (when the driver runs in a terminal), true, false", default="auto")
     arch_log: bool = _doc("every rank writes the arch hash of each step to "
                           "<experiment>/arch_log/<supernet>/rank<r>.txt", default=False)
@@ -181,8 +185,9 @@ def _validate(cfg: TrainConfig) -> None:
             raise bad_field(f"train.{name}", value, "a positive integer or null")
     if t.grad_clip is not None and t.grad_clip <= 0:
         raise bad_field("train.grad_clip", t.grad_clip, "a positive number or null")
-    for name, value in (("train.amp", t.amp), ("train.progress_bar", t.progress_bar),
-                        ("ray.use_gpu", cfg.ray.use_gpu)):
+    if t.amp not in AMP_CHOICES:
+        raise bad_field("train.amp", t.amp, "'auto', 'bf16', 'fp16', 'fp32', true or false")
+    for name, value in (("train.progress_bar", t.progress_bar), ("ray.use_gpu", cfg.ray.use_gpu)):
         if value not in AUTO_BOOL:
             raise bad_field(name, value, "'auto', true or false")
     o = cfg.optimizer

@@ -61,6 +61,43 @@ class World:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
 
+AMP_DTYPES: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX): otherwise bf16 autocast is emulated."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(amp: Any, device: torch.device) -> str:
+    """`train.amp` on `device` -> 'fp32', 'bf16' or 'fp16'. 'auto' keeps fp32 on a CPU: bf16 there is
+    opt-in ('bf16' or true) until shown to train as well on the task at hand."""
+    gpu = device.type == "cuda"
+    gpu_mixed = "bf16" if gpu and torch.cuda.is_bf16_supported() else "fp16"
+    if amp in (False, "fp32"):
+        return "fp32"
+    if amp == "auto":
+        return gpu_mixed if gpu else "fp32"
+    if amp is True:
+        if gpu:
+            return gpu_mixed
+        if not cpu_has_bf16():
+            raise ValueError("config field train.amp = true on this CPU: it has no bf16 unit (AVX512-BF16 or "
+                             "AMX), so mixed precision would be emulated; use train.amp: fp32, or 'bf16' to insist")
+        return "bf16"
+    if amp == "fp16" and not gpu:
+        raise ValueError("config field train.amp = 'fp16' needs a GPU: CPU autocast runs bf16; use 'bf16' or 'fp32'")
+    if amp == "bf16" and gpu and not torch.cuda.is_bf16_supported():
+        raise ValueError("config field train.amp = 'bf16': this GPU has no bf16; use 'fp16' or 'fp32'")
+    if amp not in AMP_DTYPES:
+        raise ValueError(f"config field train.amp = {amp!r}: expected 'auto', 'bf16', 'fp16', 'fp32', true or false")
+    return str(amp)
+
+
 def derive_seed(*parts: int) -> int:
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
 
@@ -153,13 +190,9 @@ class SupernetTrainer:
         limit = cfg.train.max_steps_per_epoch
         self.steps_per_epoch = min(len(self.loaders.train), limit) if limit else len(self.loaders.train)
         self.scheduler = build_scheduler(self.optimizer, cfg.train.epochs, self.steps_per_epoch, cfg.schedule)
-        use_amp = cfg.train.amp if isinstance(cfg.train.amp, bool) else world.device.type == "cuda"
-        if use_amp and world.device.type != "cuda":
-            raise ValueError("config field train.amp = true needs a GPU: mixed precision runs on GPU only")
-        self.amp_dtype = None
-        if use_amp:
-            self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        self.precision = resolve_precision(cfg.train.amp, world.device)
+        self.amp_dtype = AMP_DTYPES[self.precision]
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision == "fp16")
         self.eval_archs = eval_archs(space, cfg.eval.num_random_subnets, cfg.eval.subnet_seed)
         self.epoch = 0  # completed epochs
         self.global_step = 0
@@ -172,6 +205,7 @@ class SupernetTrainer:
             "epoch": self.epoch, "global_step": self.global_step, "rng_states": rng_states(),
             "config": self.cfg.to_dict(), "num_classes": self.loaders.num_classes,
             "space": space_info(self.space, self.space_source), "metrics": dict(metrics or {}),
+            "precision": self.precision,
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -186,7 +220,7 @@ class SupernetTrainer:
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         if self.amp_dtype is None:
             return contextlib.nullcontext()
-        return torch.autocast(device_type="cuda", dtype=self.amp_dtype)
+        return torch.autocast(device_type=self.world.device.type, dtype=self.amp_dtype)
 
     def _loss(self, arch: Arch, x: torch.Tensor, target: torch.Tensor,
               teacher_logits: torch.Tensor | None, distill: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -301,8 +335,9 @@ class SupernetTrainer:
         start = time.perf_counter()
         metrics: dict[str, float] = {}
         for label, arch in self.eval_archs.items():
-            correct, seen = evaluate_subnet(self.model, arch, self.loaders, self.world.device, "val",
-                                            self.cfg.eval.max_batches, self.cfg.eval.calib_batches)
+            with self._autocast():  # evaluated in the precision it trains in
+                correct, seen = evaluate_subnet(self.model, arch, self.loaders, self.world.device, "val",
+                                                self.cfg.eval.max_batches, self.cfg.eval.calib_batches)
             correct, seen = _all_reduce_sum([correct, seen], self.world)
             metrics[f"val_top1_{label}"] = 100.0 * correct / max(seen, 1)
         randoms = [v for k, v in metrics.items() if k.startswith("val_top1_random")]
