@@ -35,6 +35,11 @@ for Mixup / CutMix with label smoothing). Small images need care:
   instead of timm's 8% (a 9x9 px crop), and evaluation does not crop (``crop_pct=1``); at 32 px the
   border holds as much of the object as the centre.
 
+``augment="batched"`` runs the same recipe (random-resized crop at `scale`, flip, RandAugment with
+per-sample ops, random erasing; Mixup / CutMix in the loop) on whole batches of in-memory uint8
+tensors, on the training device (`autovit_ray.batches`, `autovit_ray.augment`): digits and cifar10
+only (images of one size); image folders keep the streaming timm path with DataLoader workers.
+
 Our models see images normalised with `DataConfig.mean` / `std` (ImageNet's by default); `renormalize`
 converts a batch to another normalisation (a teacher's, see `autovit_ray.distill.Teacher`).
 
@@ -79,7 +84,8 @@ from autovit_ray.config import dataclass_from_flat_dict
 
 DATASETS = ("digits", "cifar10", "imagefolder")
 SPLITS = ("train", "val", "test", "calib")
-AUGMENT_MODES = ("auto", "timm", "none")
+AUGMENT_MODES = ("auto", "timm", "batched", "none")
+IN_MEMORY_DATASETS = ("digits", "cifar10")  # images of one size: data.augment=batched can hold them
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
@@ -117,7 +123,10 @@ class DataConfig:
     calib_size: int = 1024
     split_seed: int = 0  # fixes val / calib (and digits' test); keep it across train and search
     seed: int = 0  # batch order and augmentation
-    augment: str = "auto"  # "timm": full timm pipeline; "none": resize + normalise; "auto": per dataset
+    augment: str = "auto"  # "timm": timm's PIL pipeline per image; "batched": the same recipe on in-memory
+    # tensors, a batch at a time on the training device (autovit_ray.batches); "none": resize + normalise;
+    # "auto": per dataset
+    cache_dir: str | None = None  # decoded tensors of data.augment=batched (default ~/.cache/autovit-ray/data)
     auto_augment: str | None = "rand-m9-mstd0.5-inc1"
     re_prob: float = 0.25
     scale: tuple[float, float] | None = None
@@ -201,6 +210,20 @@ def _validate(cfg: DataConfig) -> None:
         raise _bad("val_size", v, "an image count >= 1, a fraction in (0, 1), or None")
     if cfg.augment not in AUGMENT_MODES:
         raise _bad("augment", cfg.augment, f"one of {AUGMENT_MODES}")
+    if cfg.augment == "batched":
+        from autovit_ray.augment import parse_rand_augment
+
+        if cfg.dataset not in IN_MEMORY_DATASETS:
+            raise _bad("augment", cfg.augment, f"'timm' for dataset {cfg.dataset!r}: the batched path holds the "
+                                               f"images in memory as one tensor ({', '.join(IN_MEMORY_DATASETS)})")
+        try:
+            parse_rand_augment(cfg.auto_augment)
+        except ValueError as e:
+            raise _bad("auto_augment", cfg.auto_augment, f"a RandAugment policy with data.augment=batched ({e}); "
+                                                         "data.augment=timm runs timm's other policies") from None
+        if cfg.interpolation != "bilinear":
+            raise _bad("interpolation", cfg.interpolation, "'bilinear' with data.augment=batched "
+                                                           "(data.augment=timm for the others)")
     aa = cfg.auto_augment
     policies = ("rand", "augmix", "original", "originalr", "v0", "v0r", "3a")  # timm's policy names
     if aa is not None and not (isinstance(aa, str) and aa.split("-")[0] in policies):
@@ -239,6 +262,7 @@ def _validate(cfg: DataConfig) -> None:
 class _Source:
     labels: np.ndarray  # int64 [N]
     classes: tuple[str, ...]
+    files: tuple[Path, ...] = ()  # the files the images come from (the decode cache's key)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -261,6 +285,7 @@ class _JpegSource(_Source):
     def __init__(self, path: Path, jpeg: np.ndarray, offsets: np.ndarray, labels: np.ndarray,
                  classes: Sequence[str]) -> None:
         self.path, self.jpeg, self.offsets = path, jpeg, offsets
+        self.files = (path,)
         self.labels = labels.astype(np.int64)
         self.classes = tuple(classes)
 
@@ -347,7 +372,10 @@ def _load_cifar10_pickles(folder: Path) -> tuple[_Source, _Source]:
     if (folder / "batches.meta").is_file():
         classes = tuple(n.decode() for n in read("batches.meta")[b"label_names"])
     train = to_source([read(f"data_batch_{i}") for i in range(1, 6)], classes)
-    return train, to_source([read("test_batch")], classes)
+    test = to_source([read("test_batch")], classes)
+    train.files = tuple(folder / f"data_batch_{i}" for i in range(1, 6))
+    test.files = (folder / "test_batch",)
+    return train, test
 
 
 def _scan_folder(root: Path, classes: tuple[str, ...] | None = None) -> _FileSource:
@@ -543,13 +571,56 @@ def _epoch_seed(cfg: DataConfig, epoch: int, rank: int) -> int:
     return int(np.random.SeedSequence([cfg.seed, epoch, rank]).generate_state(1)[0])
 
 
+def augment_config(cfg: DataConfig, resolution: int | None = None) -> Any:
+    """The training recipe of `cfg` for the batched path (`autovit_ray.augment.AugmentConfig`)."""
+    from autovit_ray.augment import AugmentConfig, parse_rand_augment
+
+    n, m, mstd = parse_rand_augment(cfg.auto_augment)
+    return AugmentConfig(resolution=resolution or cfg.input_resolution, crop="rrc", scale=cfg.scale or cfg.defaults.scale,
+                         hflip=cfg.hflip, rand_n=n, rand_m=m, rand_mstd=mstd, re_prob=cfg.re_prob,
+                         mean=tuple(cfg.mean), std=tuple(cfg.std))
+
+
+@functools.lru_cache(maxsize=2)
+def _tensors(dataset: str, data_dir: str | None, cache_dir: str | None) -> tuple[Any, ...]:
+    """(official train, official test) as decoded tensors, once per process."""
+    from autovit_ray.batches import load_tensors
+
+    return load_tensors(dataset, _load_sources(dataset, data_dir), cache_dir)
+
+
+def _batched_loader(cfg: DataConfig, split: str, resolution: int | None, world_rank: int, world_size: int,
+                    device: torch.device | str) -> Any:
+    from autovit_ray.batches import TensorBatches
+
+    data_dir = None if cfg.dataset == "digits" or cfg.data_dir is None else str(Path(cfg.data_dir).resolve())
+    train_tensors, test_tensors = _tensors(cfg.dataset, data_dir, cfg.cache_dir)
+    indices = getattr(make_splits(cfg), split)
+    r = resolution or cfg.input_resolution
+    loader = TensorBatches(
+        test_tensors if split == "test" else train_tensors, indices, cfg.batch_size, train=split == "train",
+        augment=augment_config(cfg, r) if split == "train" else None, resolution=r, mean=tuple(cfg.mean),
+        std=tuple(cfg.std), crop_pct=cfg.eval_crop_pct, seed=cfg.seed, rank=world_rank, world_size=world_size,
+        shard=split != "calib", device=device)
+    if split == "train" and len(loader) < 1:
+        raise _bad("batch_size", cfg.batch_size,
+                   f"at most the {len(indices) // world_size} training images of rank {world_rank} (the last "
+                   "incomplete batch is dropped)")
+    return loader
+
+
 def build_loader(cfg: DataConfig, split: str, resolution: int | None = None, world_rank: int = 0,
-                 world_size: int = 1) -> DataLoader:
-    """One split's DataLoader at `resolution` (default: `cfg.input_resolution`), sharded for `world_rank`."""
+                 world_size: int = 1, device: torch.device | str = "cpu") -> Any:
+    """One split's loader at `resolution` (default: `cfg.input_resolution`), sharded for `world_rank`: a
+    DataLoader over timm transforms, or with data.augment=batched a `TensorBatches` that augments on `device`."""
     if not (_is_int(world_size) and world_size >= 1 and _is_int(world_rank) and 0 <= world_rank < world_size):
         raise ValueError(f"world_rank={world_rank!r}, world_size={world_size!r}: expected 0 <= rank < size")
     if resolution is not None and not (_is_int(resolution) and resolution > 0):
         raise ValueError(f"resolution {resolution!r} is invalid: expected a positive integer or None")
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}: expected one of {SPLITS}")
+    if cfg.augment == "batched":
+        return _batched_loader(cfg, split, resolution, world_rank, world_size, device)
     dataset = build_dataset(cfg, split, resolution)
     sampler: Sampler[int] | None = None
     if split == "train":
@@ -568,9 +639,12 @@ def build_loader(cfg: DataConfig, split: str, resolution: int | None = None, wor
     )
 
 
-def set_epoch(loader: DataLoader, epoch: int, cfg: DataConfig, world_rank: int = 0) -> None:
+def set_epoch(loader: Any, epoch: int, cfg: DataConfig, world_rank: int = 0) -> None:
     """Reshuffle for `epoch` and reseed the worker RNGs, so batches and augmentation depend only on
     (seed, epoch, rank): an epoch replays identically after a resume (with num_workers > 0)."""
+    if not isinstance(loader, DataLoader):  # TensorBatches: seeds each batch from (seed, epoch, step, rank)
+        loader.set_epoch(epoch)
+        return
     if isinstance(loader.sampler, DistributedSampler):
         loader.sampler.set_epoch(epoch)
     if loader.generator is not None:
@@ -579,10 +653,10 @@ def set_epoch(loader: DataLoader, epoch: int, cfg: DataConfig, world_rank: int =
 
 @dataclass
 class Loaders:
-    train: DataLoader
-    val: DataLoader
-    test: DataLoader
-    calib: DataLoader
+    train: Any  # a DataLoader, or a TensorBatches with data.augment=batched
+    val: Any
+    test: Any
+    calib: Any
     num_classes: int
     classes: tuple[str, ...]
     mixup_fn: Mixup | None  # apply to (x, y) of train batches; it already applies label smoothing
@@ -606,9 +680,9 @@ def build_mixup(cfg: DataConfig, num_classes: int) -> Mixup | None:
 
 
 def build_loaders(cfg: DataConfig, resolution: int | None = None, world_rank: int = 0,
-                  world_size: int = 1) -> Loaders:
+                  world_size: int = 1, device: torch.device | str = "cpu") -> Loaders:
     """Train / val / test / calib loaders at `resolution` (default `cfg.input_resolution`)."""
-    loaders = {s: build_loader(cfg, s, resolution, world_rank, world_size) for s in SPLITS}
+    loaders = {s: build_loader(cfg, s, resolution, world_rank, world_size, device) for s in SPLITS}
     classes = _sources(cfg)[0].classes
     mixup_fn = build_mixup(cfg, len(classes))
     return Loaders(

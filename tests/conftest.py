@@ -119,3 +119,14 @@ def registered_digits_model(tmp_path_factory):
     batch = torch.randn(4, 3, arch.resolution, arch.resolution)
     uris = log_searched_model(uri, runs[0], model, facts, arch_path, weights, onnx_path, batch)
     return {"uri": uri, "runs": runs, "facts": facts, "model": model, "uris": uris, "root": root, "space": space}
+
+
+@pytest.fixture
+def one_thread():
+    """torch on one thread for the test (small tensors: threads only add contention)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

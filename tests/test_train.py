@@ -39,14 +39,6 @@ from autovit_ray.training.optim import (
 )
 
 
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _digits_space(name: str = "xxs"):
     return load_space(name, profile="digits")
 

@@ -181,7 +181,7 @@ class SupernetTrainer:
         # Same seed on every rank: the replicas start identical without a broadcast.
         seed_everything(cfg.seed)
         self.loaders = build_loaders(cfg.data, resolution=max(space.resolutions), world_rank=world.rank,
-                                     world_size=world.size)
+                                     world_size=world.size, device=world.device)
         self.model = Supernet(space, self.loaders.num_classes, cfg.model.drop_rate).to(world.device)
         self.teacher = build_teacher(cfg.kd, self.loaders.num_classes, self.loaders.mean, self.loaders.std,
                                      world.device)
