@@ -2,6 +2,7 @@
 exact freezing, bf16, and the resulting CIFAR-10 epoch time of the XXS supernet and its peer.
 
     .venv/bin/python bench/train_throughput.py [--subnets 30] [--batch 128] [--threads 2] [--out BENCHMARKS.md]
+    .venv/bin/python bench/train_throughput.py --report-only    # section + chart again from the JSON
 
 One interleaved run on CIFAR-10 (32 px, the `cifar10` profile, the DeiT recipe's augmentation), the same
 `--subnets` archs drawn uniformly from the XXS space for every variant. Per round, in a shuffled order:
@@ -49,6 +50,7 @@ from autovit_ray.training.optim import ActiveWeightTracker, MaskedAdamW  # noqa:
 HEADING = "## Training throughput (issue 12)"
 EPOCH_IMAGES = 45_000
 PARTS = ("data", "forward", "backward", "optimizer")
+VARIANTS = ("supernet fp32", "static fp32", "supernet bf16", "peer fp32")
 
 
 def clock() -> float:
@@ -188,7 +190,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
 
     fig = Figure(figsize=(7, 3.6))
     ax = fig.subplots()
-    names = list(result["step_parts_s"])
+    names = [n for n in VARIANTS if n in result["step_parts_s"]]
     bottom = [result["data_batch_s"]["batched"] * 1e3] * len(names)
     ax.bar(names, bottom, label="data (batched path)")
     for part in PARTS[1:]:
@@ -197,7 +199,8 @@ def plot(result: dict[str, Any], path: Path) -> None:
         bottom = [b + v for b, v in zip(bottom, values)]
     ax.axhline(result["data_batch_s"]["timm"] * 1e3, color="k", linestyle=":", label="one timm-path batch")
     ax.set_ylabel(f"ms per batch of {result['machine']['batch']} (median)")
-    ax.legend(fontsize=7)
+    ax.set_ylim(0, max(bottom) * 1.3)
+    ax.legend(fontsize=7, ncol=3, loc="upper center")
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp, dpi=110)
@@ -207,7 +210,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
 def section(result: dict[str, Any], command: str) -> str:
     m, d, p = result["machine"], result["data_batch_s"], result["step_parts_s"]
     rows = "\n".join(f"| {n} | " + " | ".join(f"{p[n][k] * 1e3:.0f}" for k in PARTS[1:])
-                     + f" | {sum(p[n].values()) * 1e3:.0f} |" for n in p)
+                     + f" | {sum(p[n].values()) * 1e3:.0f} |" for n in VARIANTS if n in p)
     so, bf, share, ep = (result["supernet_over_static"], result["bf16_speedup"], result["data_share"],
                          result["epoch_minutes"])
     ips = result["epoch_images_per_s"]
@@ -245,13 +248,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data" / "cifar10"))
     parser.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"))
+    parser.add_argument("--report-only", action="store_true",
+                        help="rewrite the section and the chart from bench/results/train_throughput.json")
     args = parser.parse_args(argv)
-    result = run(args.subnets, args.batch, args.threads, args.data_dir, args.seed)
     results = ROOT / "bench" / "results"
-    results.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(results / "train_throughput.json", json.dumps(result, indent=1))
+    if args.report_only:
+        result = json.loads((results / "train_throughput.json").read_text())
+    else:
+        result = run(args.subnets, args.batch, args.threads, args.data_dir, args.seed)
+        results.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(results / "train_throughput.json", json.dumps(result, indent=1))
     plot(result, results / "train_throughput.png")
-    command = "python bench/train_throughput.py" + (f" --subnets {args.subnets}" if args.subnets != 30 else "")
+    subnets = result["machine"]["subnets"]
+    command = "python bench/train_throughput.py" + (f" --subnets {subnets}" if subnets != 30 else "")
     replace_markdown_section(args.out, HEADING, section(result, command))
     print(section(result, command))
     return 0
