@@ -42,7 +42,7 @@ COMPARE_COLUMNS = ("model", "kind", "resolution", "test_top1", "params", "macs",
                    "latency_p10_ms", "latency_p90_ms", "latency_ratio", "note")
 CSS = """body{font-family:sans-serif;margin:2em auto;max-width:72em;color:#222}.wide{overflow-x:auto}
 table{border-collapse:collapse;margin:.5em 0;font-size:.9em}td,th{border:1px solid #ccc;padding:.2em .6em;
-text-align:right}td.l{text-align:left}th{background:#f0f0f0}img{max-width:100%}
+text-align:right}td.l{text-align:left;max-width:32em}th{background:#f0f0f0}img{max-width:100%}
 .missing{color:#a40;font-family:monospace}.verdict{font-size:1.2em;font-weight:bold;border-left:4px solid #36c;
 padding:.3em .8em;background:#eef3fb}.caption{color:#555;font-size:.9em}"""
 

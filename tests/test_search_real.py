@@ -12,6 +12,7 @@ import torch
 
 import autovit_ray.models  # noqa: F401 - registers 'autovit' in timm
 from autovit_ray.checkpoint import find_checkpoint, load_supernet
+from autovit_ray.data import make_splits
 from autovit_ray.search.actors import EvaluatorPool
 from autovit_ray.search.cli import main, parse_count
 from autovit_ray.search.evaluate import EvalSettings, SubnetEvaluator
@@ -38,6 +39,10 @@ def test_evaluator_uses_validation_split_and_keeps_supernet_stats(trained_digits
     assert all(torch.equal(before[k], v) for k, v in supernet.state_dict().items())  # a copy was recalibrated
     with pytest.raises(ValueError, match="'val' \\(selection\\) or 'test'"):
         evaluator.evaluate_split(arch, "train")
+    # the cap is for selection: the final test report reads the whole test split
+    test = evaluator.evaluate_split(arch, "test")
+    assert result["images"] == 2 * config.data.batch_size
+    assert test["images"] == len(make_splits(config.data).test) > result["images"]
 
 
 def test_search_cli_end_to_end_with_mlflow_and_resume(finished_digits_search):

@@ -36,7 +36,7 @@ class SearchConfig:
     cpus_per_evaluator: float | None = None  # default: the free CPUs shared by the evaluators (<= 1 each)
     threads_per_evaluator: int = 1
     concurrent_trials: int | None = None  # default: 2 x evaluators
-    eval_batches: int | None = None  # validation batches per candidate (default all)
+    eval_batches: int | None = None  # validation batches per candidate (default all; the test report reads all)
     calib_batches: int | None = None  # BN recalibration batches (default all)
     data_dir: str | None = None  # override the checkpoint's data directory
     top_k: int = 3  # best models reported on the test split and exported

@@ -69,8 +69,10 @@ class SubnetEvaluator:
         if split not in ("val", "test"):
             raise ValueError(f"evaluate on 'val' (selection) or 'test' (final report only), got {split!r}")
         start = time.perf_counter()
+        # `max_batches` caps the selection's cost; the final report reads the whole test split.
+        max_batches = self.settings.max_batches if split == "val" else None
         result = evaluate_subnet(self.supernet, arch, self._loader("calib", arch.resolution),
-                                 self._loader(split, arch.resolution), max_batches=self.settings.max_batches,
+                                 self._loader(split, arch.resolution), max_batches=max_batches,
                                  calib_batches=self.settings.calib_batches)
         seen = result.seen
         if seen == 0:
