@@ -478,6 +478,10 @@ class Pipeline:
                 status = getattr(self, f"run_{stage}")()
                 timings.append(StageTiming(stage, status, time.perf_counter() - start, budget))
                 self.log(f"== {stage}: {status} in {timings[-1].seconds:.1f} s ==")
+                if status != "reused":  # what a later run that reuses the stage reports as its cost
+                    atomic_write_text(self._timing_path(stage), json.dumps(
+                        {"seconds": round(timings[-1].seconds, 1), "status": status,
+                         "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}))
             finished = True
         finally:
             self.close()
@@ -497,10 +501,27 @@ class Pipeline:
         except Exception as e:  # e.g. nothing written yet: the experiment directory does not exist
             self.log(f"report: not written ({type(e).__name__}: {e})")
 
+    def _timing_path(self, stage: str) -> Path:
+        return self.records_dir / f"timing-{stage}.json"
+
+    def last_run(self, stage: str) -> dict[str, Any] | None:
+        """{seconds, status, finished} of the last run that did the stage's work, if recorded."""
+        path = self._timing_path(stage)
+        try:
+            return json.loads(path.read_text()) if path.is_file() else None
+        except json.JSONDecodeError:
+            return None  # written atomically: only a hand edit gets here
+
     def _write_summary(self, timings: list[StageTiming]) -> None:
+        stages = []
+        for t in timings:
+            entry = {**dataclasses.asdict(t), "over_budget": t.over_budget}
+            last = self.last_run(t.stage) if t.status == "reused" else None
+            if last is not None:  # a reused stage: what it cost when it ran
+                entry.update(last_ran_seconds=last["seconds"], last_ran=last["finished"])
+            stages.append(entry)
         summary = {"name": self.cfg.name, "experiment_dir": str(self.exp_dir.resolve()),
-                   "total_seconds": round(sum(t.seconds for t in timings), 1),
-                   "stages": [{**dataclasses.asdict(t), "over_budget": t.over_budget} for t in timings],
+                   "total_seconds": round(sum(t.seconds for t in timings), 1), "stages": stages,
                    "outputs": self.outputs}
         atomic_write_text(self.exp_dir / "pipeline_summary.json", json.dumps(summary, indent=1, default=str))
 
@@ -519,7 +540,9 @@ def print_summary(pipeline: Pipeline, timings: Sequence[StageTiming]) -> None:
     for t in timings:
         share = f"{100 * t.seconds / total:5.1f}%" if total else "    -"
         flag = "  OVER BUDGET" if t.over_budget else ""
-        print(f"{t.stage:8} {t.status:14} {t.seconds:8.1f} {t.budget_s:7.0f}  {share}{flag}")
+        last = pipeline.last_run(t.stage) if t.status == "reused" else None
+        ran = f"  (ran in {last['seconds']:.1f} s, {last['finished']})" if last else ""
+        print(f"{t.stage:8} {t.status:14} {t.seconds:8.1f} {t.budget_s:7.0f}  {share}{flag}{ran}")
     print(f"\noutputs under {exp}:")
     for key, value in pipeline.outputs.items():
         items = value.items() if isinstance(value, dict) else [("", value)]

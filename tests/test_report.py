@@ -92,7 +92,7 @@ def experiment(trained_digits_experiment, finished_digits_search, tmp_path_facto
 
     from autovit_ray.compare import NOT_TRAINED, write_outputs
     from autovit_ray.latency import BuildConfig, build_table
-    from autovit_ray.pipeline import Pipeline, StageTiming
+    from autovit_ray.pipeline import Pipeline, StageTiming, load_pipeline_config
     from autovit_ray.space import load_space
 
     exp = tmp_path_factory.mktemp("report") / "digits-test"
@@ -128,10 +128,11 @@ def experiment(trained_digits_experiment, finished_digits_search, tmp_path_facto
     (exp / "references" / "mobilevit_xxs").mkdir(parents=True)
     (exp / "references" / "mobilevit_xxs" / "history.json").write_text(json.dumps(
         [{"epoch": 1, "val_top1": 11.0, "train_loss": 2.2}, {"epoch": 2, "val_top1": 14.5, "train_loss": 2.0}]))
-    stand_in = SimpleNamespace(cfg=SimpleNamespace(name="digits-test"), exp_dir=exp, outputs={"luts": {}})
-    Pipeline._write_summary(stand_in, [StageTiming("train", "ran", 42.0, 600.0), StageTiming("profile", "ran", 3.5, 1.0),
-                                       StageTiming("search", "reused", 0.1, 900.0),
-                                       StageTiming("compare", "not selected", 0.0, 300.0)])
+    pipeline = Pipeline(load_pipeline_config("demo", [f"name={exp.name}", f"output_dir={exp.parent}"]))
+    pipeline.outputs = {"luts": {}}
+    pipeline._write_summary([StageTiming("train", "ran", 42.0, 600.0), StageTiming("profile", "ran", 3.5, 1.0),
+                             StageTiming("search", "reused", 0.1, 900.0),
+                             StageTiming("compare", "not selected", 0.0, 300.0)])
     lines: list[str] = []
     page = write_report(exp, log=lines.append)
     return SimpleNamespace(dir=exp, page=page, log=lines, html=page.read_text())
