@@ -1,11 +1,14 @@
-"""The in-memory data path (`data.augment: batched`): decoded uint8 tensors and whole-batch augmentation.
+"""The in-memory data paths (`batched`, `tensors`): decoded uint8 tensors and whole-batch augmentation.
 
-A data set whose images share one size (digits, CIFAR-10) is decoded once into uint8 tensors
-`[N, 3, H, W]` (CIFAR-10's 60,000 images: 184 MB) and cached in `data.cache_dir` (default
-`~/.cache/autovit-ray/data`) under a key made of the data set and a hash of its source files, so a
-second run does not decode again. The cache file carries a hash of its own tensors: a truncated or
-altered file is detected, said, and rebuilt, never used. A cache directory that cannot be written is
-said once and the run goes on decoding in memory.
+A data set that fits in `data.in_memory_limit_mb` is decoded once into uint8 tensors `[N, 3, H, W]`
+(CIFAR-10's 60,000 images: 176 MiB; an image folder's images as S x S squares, see `autovit_ray.data`)
+and cached in `data.cache_dir` (default `$AUTOVIT_RAY_DATA_CACHE`, else `~/.cache/autovit-ray/data`)
+under a key made of the data set, the stored size and a hash of its source files, so a second run
+does not decode again. The cache file
+carries a hash of its own tensors: a truncated or altered file is detected, said, and rebuilt, never
+used. It is memory-mapped, so the processes of one machine (Ray workers, evaluator actors) share one
+copy of it in the page cache. A cache directory that cannot be written is said once and the run goes
+on decoding in memory.
 
 `TensorBatches` is the loader: it gathers a batch by index, moves it to the training device and
 augments it there as a whole (`autovit_ray.augment`: crop, flip, RandAugment with per-sample ops,
@@ -30,10 +33,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image, ImageOps
 
 from autovit_ray.augment import AugmentConfig, eval_batch, train_batch
 
 DEFAULT_CACHE_DIR = Path("~/.cache/autovit-ray/data")
+CACHE_ENV = "AUTOVIT_RAY_DATA_CACHE"  # overrides DEFAULT_CACHE_DIR when data.cache_dir is unset
 CACHE_FORMAT = 1
 
 
@@ -43,16 +48,23 @@ class ImageTensors:
     labels: torch.Tensor  # int64 [N]
 
 
-def decode(source: Any) -> ImageTensors:
-    """Every image of a data source (`autovit_ray.data`'s `_Source`) as one uint8 tensor."""
-    first = np.asarray(source.image(0))
+def decode(source: Any, size: tuple[int, int] | None = None) -> ImageTensors:
+    """Every image of a data source (`autovit_ray.data`'s `_Source`) as one uint8 tensor: at their own
+    size (which must be one size), or each resized and centre-cropped to `size` (H, W)."""
+    def pixels(i: int) -> np.ndarray:  # [H, W, 3]
+        image = source.image(i)
+        if size is not None and image.size != (size[1], size[0]):
+            image = ImageOps.fit(image, (size[1], size[0]), method=Image.Resampling.BILINEAR)
+        return np.asarray(image)
+
+    first = pixels(0)
     images = np.empty((len(source), *first.shape), dtype=np.uint8)  # [N, H, W, 3]
     for i in range(len(source)):
-        image = np.asarray(source.image(i))
+        image = pixels(i)
         if image.shape != first.shape:
             raise ValueError(f"image {i} is {image.shape[1]}x{image.shape[0]} px, image 0 is "
-                             f"{first.shape[1]}x{first.shape[0]}: data.augment=batched needs images of one "
-                             "size (digits, cifar10); use data.augment=timm for this data set")
+                             f"{first.shape[1]}x{first.shape[0]}: the in-memory path needs images of one "
+                             "size; use data.augment=timm for this data set")
         images[i] = image
     return ImageTensors(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(),
                         torch.from_numpy(np.asarray(source.labels, dtype=np.int64)))
@@ -64,10 +76,10 @@ def _tensor_digest(tensors: ImageTensors) -> str:
     return digest.hexdigest()
 
 
-def source_key(dataset: str, sources: tuple[Any, ...]) -> str:
-    """The cache key of a data set: its name and a hash of its source files (or, for digits, which
-    ships inside scikit-learn, the library version and the labels)."""
-    digest = hashlib.sha256(f"{dataset}/{CACHE_FORMAT}".encode())
+def source_key(dataset: str, sources: tuple[Any, ...], size: tuple[int, int] | None = None) -> str:
+    """The cache key of a data set: its name, the stored size and a hash of its source files (or, for
+    digits, which ships inside scikit-learn, the library version and the labels)."""
+    digest = hashlib.sha256(f"{dataset}/{CACHE_FORMAT}/{size}".encode())
     for source in sources:
         files = getattr(source, "files", ())
         if not files:
@@ -83,21 +95,24 @@ def source_key(dataset: str, sources: tuple[Any, ...]) -> str:
 
 
 def load_tensors(dataset: str, sources: tuple[Any, ...], cache_dir: str | Path | None,
-                 log: Callable[[str], None] = print) -> tuple[ImageTensors, ...]:
-    """The decoded tensors of `sources` (official train, official test), from the cache when it holds
-    a sound copy, else decoded (and cached when the directory can be written)."""
-    folder = Path(cache_dir or DEFAULT_CACHE_DIR).expanduser()
-    path = folder / f"{source_key(dataset, sources)}.pt"
+                 log: Callable[[str], None] = print, size: tuple[int, int] | None = None) -> tuple[ImageTensors, ...]:
+    """The decoded tensors of `sources` (official train, official test), at `size` (`decode`), from the
+    cache when it holds a sound copy, else decoded (and cached when the directory can be written)."""
+    folder = Path(cache_dir or os.environ.get(CACHE_ENV) or DEFAULT_CACHE_DIR).expanduser()
+    path = folder / f"{source_key(dataset, sources, size)}.pt"
     if path.is_file():
         try:
-            saved = torch.load(path, weights_only=True)
+            saved = torch.load(path, weights_only=True, mmap=True)
             parts = tuple(ImageTensors(p["images"], p["labels"]) for p in saved["parts"])
             if saved.get("format") == CACHE_FORMAT and [_tensor_digest(p) for p in parts] == saved["digests"]:
                 return parts
             log(f"decode cache {path} does not match its hash: decoding {dataset} again")
         except Exception as e:  # a truncated or foreign file: rebuild it
             log(f"decode cache {path} is unreadable ({type(e).__name__}): decoding {dataset} again")
-    parts = tuple(decode(source) for source in sources)
+    count = sum(len(source) for source in sources)
+    if count > 20_000 or size is not None:  # minutes, not seconds: say why the run is quiet
+        log(f"decoding {dataset} ({count:,} images) once into {path}")
+    parts = tuple(decode(source, size) for source in sources)
     try:
         folder.mkdir(parents=True, exist_ok=True)
         tmp = folder / f".{path.name}.{os.getpid()}.tmp"

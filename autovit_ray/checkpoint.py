@@ -97,7 +97,7 @@ def save_checkpoint(directory: str | os.PathLike[str], state: Mapping[str, Any])
     state = {"format": FORMAT, "format_version": FORMAT_VERSION, **state}
     _atomic_write(directory / STATE_FILE, lambda tmp: torch.save(dict(state), tmp))
     meta_keys = ("format", "format_version", "epoch", "global_step", "config", "space", "num_classes",
-                 "metrics")
+                 "metrics", "precision", "data_path")
     meta = _json_safe({k: state[k] for k in meta_keys if k in state})
     _atomic_write(directory / META_FILE, lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=1)))
     return directory

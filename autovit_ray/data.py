@@ -35,10 +35,30 @@ for Mixup / CutMix with label smoothing). Small images need care:
   instead of timm's 8% (a 9x9 px crop), and evaluation does not crop (``crop_pct=1``); at 32 px the
   border holds as much of the object as the centre.
 
-``augment="batched"`` runs the same recipe (random-resized crop at `scale`, flip, RandAugment with
-per-sample ops, random erasing; Mixup / CutMix in the loop) on whole batches of in-memory uint8
-tensors, on the training device (`autovit_ray.batches`, `autovit_ray.augment`): digits and cifar10
-only (images of one size); image folders keep the streaming timm path with DataLoader workers.
+The data path (`resolve_data_path`): images that fit in memory are decoded once to uint8 tensors and
+batched on the training device (`autovit_ray.batches`, `autovit_ray.augment`); the others stream from
+their files through timm's PIL transforms in DataLoader workers.
+
+| ``augment`` | data fits in ``in_memory_limit_mb`` | path |
+|---|---|---|
+| ``auto`` (default) | yes | ``batched`` (digits: ``tensors``) |
+| ``auto`` | no, or a recipe only timm can run | ``timm`` |
+| ``batched`` | yes (else an error) | ``batched`` |
+| ``timm`` | either | ``timm`` |
+| ``none`` | yes / no | ``tensors`` / ``timm-no-aug`` |
+
+- ``batched``: the recipe (random-resized crop at `scale`, flip, RandAugment with per-sample ops, random
+  erasing; Mixup / CutMix in the loop) on whole batches of in-memory tensors.
+- ``tensors``: in-memory tensors, resized and normalised per batch, no augmentation.
+- ``timm``: timm's PIL pipeline per image (the comparison; also other auto_augment policies and
+  interpolations, which the batched path refuses).
+- ``timm-no-aug``: timm's ``no_aug`` transform per image (``in_memory_limit_mb: 0`` selects it for digits).
+
+The estimate is (train + test images) x 3 x S x S bytes. digits and cifar10 keep their native size;
+an image folder is stored as S x S squares, S = floor(resolution / crop_pct) capped at the first image's
+shorter side (each image's shorter side is resized to S and its centre cropped, as `ImageOps.fit`
+does), so a random-resized crop sees the centre square of a non-square image, not its margins; evaluation
+(resize to resolution / crop_pct, centre crop) is what timm does on the original.
 
 Our models see images normalised with `DataConfig.mean` / `std` (ImageNet's by default); `renormalize`
 converts a batch to another normalisation (a teacher's, see `autovit_ray.distill.Teacher`).
@@ -67,6 +87,7 @@ import dataclasses
 import functools
 import hashlib
 import io
+import math
 import pickle
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -85,7 +106,7 @@ from autovit_ray.config import dataclass_from_flat_dict
 DATASETS = ("digits", "cifar10", "imagefolder")
 SPLITS = ("train", "val", "test", "calib")
 AUGMENT_MODES = ("auto", "timm", "batched", "none")
-IN_MEMORY_DATASETS = ("digits", "cifar10")  # images of one size: data.augment=batched can hold them
+DATA_PATHS = ("batched", "tensors", "timm", "timm-no-aug")  # what resolve_data_path gives
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
@@ -94,15 +115,15 @@ CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog
 class _DatasetDefaults:
     resolution: int  # native image size
     val_size: int | float  # held out from the official training set
-    augment: str  # what augment="auto" means
+    augment: bool  # whether augment="auto" augments (digits: no, see above)
     scale: tuple[float, float]  # random-resized-crop area range
     crop_pct: float  # eval: resize to resolution / crop_pct, then centre-crop
 
 
 _DEFAULTS = {
-    "digits": _DatasetDefaults(8, 0.2, "none", (0.08, 1.0), 1.0),
-    "cifar10": _DatasetDefaults(32, 5000, "timm", (0.35, 1.0), 1.0),
-    "imagefolder": _DatasetDefaults(224, 0.1, "timm", (0.08, 1.0), 0.875),
+    "digits": _DatasetDefaults(8, 0.2, False, (0.08, 1.0), 1.0),
+    "cifar10": _DatasetDefaults(32, 5000, True, (0.35, 1.0), 1.0),
+    "imagefolder": _DatasetDefaults(224, 0.1, True, (0.08, 1.0), 0.875),
 }
 
 
@@ -125,8 +146,9 @@ class DataConfig:
     seed: int = 0  # batch order and augmentation
     augment: str = "auto"  # "timm": timm's PIL pipeline per image; "batched": the same recipe on in-memory
     # tensors, a batch at a time on the training device (autovit_ray.batches); "none": resize + normalise;
-    # "auto": per dataset
-    cache_dir: str | None = None  # decoded tensors of data.augment=batched (default ~/.cache/autovit-ray/data)
+    # "auto": batched when the data fits in memory (digits: none), else timm (module doc)
+    in_memory_limit_mb: int = 4096  # decoded train + test images above this stream from files; 0: always
+    cache_dir: str | None = None  # decoded tensors of the in-memory path (default ~/.cache/autovit-ray/data)
     auto_augment: str | None = "rand-m9-mstd0.5-inc1"
     re_prob: float = 0.25
     scale: tuple[float, float] | None = None
@@ -210,20 +232,14 @@ def _validate(cfg: DataConfig) -> None:
         raise _bad("val_size", v, "an image count >= 1, a fraction in (0, 1), or None")
     if cfg.augment not in AUGMENT_MODES:
         raise _bad("augment", cfg.augment, f"one of {AUGMENT_MODES}")
+    if not (_is_int(cfg.in_memory_limit_mb) and cfg.in_memory_limit_mb >= 0):
+        raise _bad("in_memory_limit_mb", cfg.in_memory_limit_mb, "an integer >= 0 (0: always stream from files)")
     if cfg.augment == "batched":
-        from autovit_ray.augment import parse_rand_augment
-
-        if cfg.dataset not in IN_MEMORY_DATASETS:
-            raise _bad("augment", cfg.augment, f"'timm' for dataset {cfg.dataset!r}: the batched path holds the "
-                                               f"images in memory as one tensor ({', '.join(IN_MEMORY_DATASETS)})")
-        try:
-            parse_rand_augment(cfg.auto_augment)
-        except ValueError as e:
-            raise _bad("auto_augment", cfg.auto_augment, f"a RandAugment policy with data.augment=batched ({e}); "
-                                                         "data.augment=timm runs timm's other policies") from None
-        if cfg.interpolation != "bilinear":
-            raise _bad("interpolation", cfg.interpolation, "'bilinear' with data.augment=batched "
-                                                           "(data.augment=timm for the others)")
+        reason = _batched_refusal(cfg)
+        if reason is not None:
+            field, expected = reason
+            raise _bad(field, getattr(cfg, field), f"{expected} with data.augment=batched; data.augment=timm "
+                                                   "runs the others")
     aa = cfg.auto_augment
     policies = ("rand", "augmix", "original", "originalr", "v0", "v0r", "3a")  # timm's policy names
     if aa is not None and not (isinstance(aa, str) and aa.split("-")[0] in policies):
@@ -253,6 +269,19 @@ def _validate(cfg: DataConfig) -> None:
             raise _bad(name, value, "3 numbers (one per RGB channel)")
     if min(cfg.std) <= 0:
         raise _bad("std", cfg.std, "3 positive numbers")
+
+
+def _batched_refusal(cfg: DataConfig) -> tuple[str, str] | None:
+    """(field, what the batched path needs) when `cfg`'s recipe is one only timm's pipeline can run."""
+    from autovit_ray.augment import parse_rand_augment
+
+    try:
+        parse_rand_augment(cfg.auto_augment)
+    except ValueError as e:
+        return "auto_augment", f"a RandAugment policy ({e})"
+    if cfg.interpolation != "bilinear":
+        return "interpolation", "'bilinear'"
+    return None
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -297,6 +326,7 @@ class _JpegSource(_Source):
 class _FileSource(_Source):
     def __init__(self, paths: list[Path], labels: np.ndarray, classes: Sequence[str]) -> None:
         self.paths = paths
+        self.files = tuple(paths)
         self.labels = labels.astype(np.int64)
         self.classes = tuple(classes)
 
@@ -488,14 +518,57 @@ def dataset_record(cfg: DataConfig) -> dict[str, Any]:
 # Transforms, datasets, loaders
 
 
+def stored_size(cfg: DataConfig) -> tuple[int, int] | None:
+    """(H, W) of the in-memory tensors: None keeps the native size (digits, cifar10: one size); an
+    image folder's images become S x S squares (module doc)."""
+    if cfg.dataset != "imagefolder":
+        return None
+    first = _sources(cfg)[0].image(0)
+    side = min(math.floor(cfg.input_resolution / cfg.eval_crop_pct), *first.size)
+    return side, side
+
+
+def in_memory_mb(cfg: DataConfig) -> float:
+    """The decoded train + test images as uint8 tensors, in MiB."""
+    train_source, test_source = _sources(cfg)
+    h, w = stored_size(cfg) or np.asarray(train_source.image(0)).shape[:2]
+    return (len(train_source) + len(test_source)) * 3 * h * w / 2**20
+
+
+def resolve_data_path(cfg: DataConfig) -> str:
+    """The data path `cfg` trains with, one of DATA_PATHS (the table in the module doc)."""
+    if cfg.augment == "timm":
+        return "timm"
+    fits = in_memory_mb(cfg) <= cfg.in_memory_limit_mb
+    if not _augments(cfg):
+        return "tensors" if fits else "timm-no-aug"
+    if not fits and cfg.augment == "batched":
+        raise _bad("in_memory_limit_mb", cfg.in_memory_limit_mb,
+                   f"at least the {math.ceil(in_memory_mb(cfg))} MiB of decoded images with data.augment=batched; "
+                   "data.augment=timm streams them from their files")
+    return "batched" if fits and _batched_refusal(cfg) is None else "timm"
+
+
+def legacy_data_path(cfg: DataConfig) -> str:
+    """What `cfg` resolved to before the in-memory path became the default (checkpoints without a
+    recorded data path): `auto` and `none` streamed through timm."""
+    if cfg.augment in ("timm", "batched"):
+        return cfg.augment
+    return "timm" if _augments(cfg) else "timm-no-aug"
+
+
+def _augments(cfg: DataConfig) -> bool:
+    """Whether the training split is augmented (else only resized and normalised)."""
+    return cfg.augment != "none" and (cfg.augment != "auto" or cfg.defaults.augment)
+
+
 def build_transform(cfg: DataConfig, train: bool, resolution: int | None = None) -> Any:
     """The timm transform of a split: PIL image -> normalised float tensor [3, r, r]."""
     r = resolution or cfg.input_resolution
     common = dict(input_size=r, interpolation=cfg.interpolation, mean=cfg.mean, std=cfg.std)
     if not train:
         return create_transform(is_training=False, crop_pct=cfg.eval_crop_pct, **common)
-    augment = cfg.defaults.augment if cfg.augment == "auto" else cfg.augment
-    if augment == "none":
+    if not _augments(cfg):
         return create_transform(is_training=True, no_aug=True, **common)
     try:
         transform = create_transform(
@@ -582,24 +655,25 @@ def augment_config(cfg: DataConfig, resolution: int | None = None) -> Any:
 
 
 @functools.lru_cache(maxsize=2)
-def _tensors(dataset: str, data_dir: str | None, cache_dir: str | None) -> tuple[Any, ...]:
+def _tensors(dataset: str, data_dir: str | None, cache_dir: str | None,
+             size: tuple[int, int] | None) -> tuple[Any, ...]:
     """(official train, official test) as decoded tensors, once per process."""
     from autovit_ray.batches import load_tensors
 
-    return load_tensors(dataset, _load_sources(dataset, data_dir), cache_dir)
+    return load_tensors(dataset, _load_sources(dataset, data_dir), cache_dir, size=size)
 
 
-def _batched_loader(cfg: DataConfig, split: str, resolution: int | None, world_rank: int, world_size: int,
-                    device: torch.device | str) -> Any:
+def _tensor_loader(cfg: DataConfig, split: str, resolution: int | None, world_rank: int, world_size: int,
+                   device: torch.device | str, augment: bool) -> Any:
     from autovit_ray.batches import TensorBatches
 
     data_dir = None if cfg.dataset == "digits" or cfg.data_dir is None else str(Path(cfg.data_dir).resolve())
-    train_tensors, test_tensors = _tensors(cfg.dataset, data_dir, cfg.cache_dir)
+    train_tensors, test_tensors = _tensors(cfg.dataset, data_dir, cfg.cache_dir, stored_size(cfg))
     indices = getattr(make_splits(cfg), split)
     r = resolution or cfg.input_resolution
     loader = TensorBatches(
         test_tensors if split == "test" else train_tensors, indices, cfg.batch_size, train=split == "train",
-        augment=augment_config(cfg, r) if split == "train" else None, resolution=r, mean=tuple(cfg.mean),
+        augment=augment_config(cfg, r) if split == "train" and augment else None, resolution=r, mean=tuple(cfg.mean),
         std=tuple(cfg.std), crop_pct=cfg.eval_crop_pct, seed=cfg.seed, rank=world_rank, world_size=world_size,
         shard=split != "calib", device=device)
     if split == "train" and len(loader) < 1:
@@ -611,16 +685,18 @@ def _batched_loader(cfg: DataConfig, split: str, resolution: int | None, world_r
 
 def build_loader(cfg: DataConfig, split: str, resolution: int | None = None, world_rank: int = 0,
                  world_size: int = 1, device: torch.device | str = "cpu") -> Any:
-    """One split's loader at `resolution` (default: `cfg.input_resolution`), sharded for `world_rank`: a
-    DataLoader over timm transforms, or with data.augment=batched a `TensorBatches` that augments on `device`."""
+    """One split's loader at `resolution` (default: `cfg.input_resolution`), sharded for `world_rank`: on
+    the in-memory paths a `TensorBatches` that prepares batches on `device`, else a DataLoader over timm
+    transforms (`resolve_data_path`)."""
     if not (_is_int(world_size) and world_size >= 1 and _is_int(world_rank) and 0 <= world_rank < world_size):
         raise ValueError(f"world_rank={world_rank!r}, world_size={world_size!r}: expected 0 <= rank < size")
     if resolution is not None and not (_is_int(resolution) and resolution > 0):
         raise ValueError(f"resolution {resolution!r} is invalid: expected a positive integer or None")
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}: expected one of {SPLITS}")
-    if cfg.augment == "batched":
-        return _batched_loader(cfg, split, resolution, world_rank, world_size, device)
+    path = resolve_data_path(cfg)
+    if path in ("batched", "tensors"):
+        return _tensor_loader(cfg, split, resolution, world_rank, world_size, device, augment=path == "batched")
     dataset = build_dataset(cfg, split, resolution)
     sampler: Sampler[int] | None = None
     if split == "train":
@@ -653,7 +729,7 @@ def set_epoch(loader: Any, epoch: int, cfg: DataConfig, world_rank: int = 0) -> 
 
 @dataclass
 class Loaders:
-    train: Any  # a DataLoader, or a TensorBatches with data.augment=batched
+    train: Any  # a TensorBatches on the in-memory paths, else a DataLoader
     val: Any
     test: Any
     calib: Any
@@ -665,6 +741,7 @@ class Loaders:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     cfg: DataConfig
+    data_path: str  # resolve_data_path(cfg): what a checkpoint records
     world_rank: int = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -688,7 +765,7 @@ def build_loaders(cfg: DataConfig, resolution: int | None = None, world_rank: in
     return Loaders(
         **loaders, num_classes=len(classes), classes=classes, mixup_fn=mixup_fn,
         label_smoothing=cfg.label_smoothing, resolution=resolution or cfg.input_resolution,
-        mean=cfg.mean, std=cfg.std, cfg=cfg, world_rank=world_rank,
+        mean=cfg.mean, std=cfg.std, cfg=cfg, data_path=resolve_data_path(cfg), world_rank=world_rank,
     )
 
 
@@ -733,7 +810,8 @@ def renormalize(x: torch.Tensor, from_mean: Sequence[float], from_std: Sequence[
 
 
 __all__ = [
-    "CIFAR10_CLASSES", "DATASETS", "SPLITS", "DataConfig", "ImageDataset", "Loaders", "Splits",
+    "CIFAR10_CLASSES", "DATASETS", "DATA_PATHS", "SPLITS", "DataConfig", "ImageDataset", "Loaders", "Splits",
     "build_dataset", "build_loader", "build_loaders", "build_mixup", "build_transform", "check_images",
-    "make_splits", "num_classes", "renormalize", "resize_batch", "set_epoch",
+    "in_memory_mb", "legacy_data_path", "make_splits", "num_classes", "renormalize", "resize_batch",
+    "resolve_data_path", "set_epoch", "stored_size",
 ]

@@ -42,7 +42,7 @@ from autovit_ray.checkpoint import (
     save_checkpoint,
     space_of,
 )
-from autovit_ray.data import dataset_record
+from autovit_ray.data import dataset_record, legacy_data_path, resolve_data_path
 from autovit_ray.data import num_classes as dataset_num_classes
 from autovit_ray.distill import build_teacher
 from autovit_ray.io import atomic_write_text
@@ -56,9 +56,11 @@ from autovit_ray.training.config import (
 )
 
 # Config fields that may differ when an experiment is resumed: they do not change what is trained.
+# data.augment and data.in_memory_limit_mb may change while the data path they resolve to does not
+# (_check_data_path), e.g. 'auto' -> 'timm' to continue a supernet trained before 'auto' meant in memory.
 RESUMABLE_FIELDS = ("output_dir", "supernets", "train.stop_after_epoch", "train.fail_after_epoch",
-                    "train.progress_bar", "train.arch_log", "data.num_workers", "data.data_dir", "eval.",
-                    "ray.", "mlflow.")
+                    "train.progress_bar", "train.arch_log", "data.num_workers", "data.data_dir", "data.cache_dir",
+                    "data.augment", "data.in_memory_limit_mb", "eval.", "ray.", "mlflow.")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -103,8 +105,22 @@ def check_resume(cfg: TrainConfig, spaces: Mapping[str, SearchSpace]) -> dict[st
             raise ValueError(f"experiment {str(cfg.experiment_dir)!r} already holds supernet {name!r} "
                              f"checkpoints trained with another config ({details}); use the same settings "
                              "to resume it, or another --name")
+        _check_data_path(meta, cfg, name)
         resume[name] = found[-1]
     return resume
+
+
+def _check_data_path(meta: Mapping[str, Any], cfg: TrainConfig, name: str) -> None:
+    """Refuse to continue a supernet on another data path than it trained on (the default moved from
+    timm's PIL pipeline to the in-memory one: an older experiment must not switch halfway)."""
+    trained = meta.get("data_path") or legacy_data_path(cfg.data)
+    now = resolve_data_path(cfg.data)
+    if trained != now:
+        how = {"timm": "data.augment: timm", "timm-no-aug": "data.in_memory_limit_mb: 0",
+               "batched": "data.augment: batched", "tensors": "data.augment: none"}[trained]
+        raise ValueError(f"experiment {str(cfg.experiment_dir)!r}: supernet {name!r} was trained on data path "
+                         f"{trained!r}, this config resolves to {now!r}; set {how} to resume it, or use another "
+                         "--name")
 
 
 def check_inputs(cfg: TrainConfig) -> tuple[dict[str, SearchSpace], int, dict[str, Path | None]]:
@@ -234,7 +250,8 @@ def train_loop_per_worker(payload: dict[str, Any]) -> None:
     if rank == 0 and payload.get("mlflow_run_id"):  # what train.amp resolved to on this device
         from autovit_ray.tracking import set_tags
 
-        set_tags(payload["mlflow_uri"], payload["mlflow_run_id"], {"precision": trainer.precision})
+        set_tags(payload["mlflow_uri"], payload["mlflow_run_id"], {"precision": trainer.precision,
+                                                                  "data_path": trainer.loaders.data_path})
     if rank == 0 and payload.get("mlflow_run_id"):  # system metrics of the node training this supernet
         monitor = system_metrics_monitor(payload["mlflow_uri"], payload["mlflow_run_id"], resume=resumed)
     try:

@@ -128,15 +128,18 @@ class Settings:
     def config(self, recipe: str, extra: Sequence[str] = ()) -> TrainConfig:
         if recipe not in RECIPES:
             raise ValueError(f"recipe {recipe!r} is unknown: expected one of {sorted(RECIPES)}")
+        # data.augment=timm: this experiment's trainings started on timm's PIL pipeline, before the
+        # in-memory path became the default; a change of path halfway would void their resumes.
         return load_config("cifar10", [f"data.data_dir={self.data_dir}", f"train.epochs={self.epochs}",
-                                       *RECIPES[recipe], *extra], {"output_dir": str(self.out)})
+                                       "data.augment=timm", *RECIPES[recipe], *extra], {"output_dir": str(self.out)})
 
 
 def recipe_fingerprint(cfg: TrainConfig) -> dict[str, Any]:
     """The parts of a config that make two trainings comparable (data split, augmentation, optimiser,
     schedule, epochs, seed); a resumed or reused artifact must match it."""
     d = cfg.to_dict()
-    data = {k: v for k, v in d["data"].items() if k not in ("data_dir", "num_workers")}
+    data = {k: v for k, v in d["data"].items() if k not in ("data_dir", "num_workers", "cache_dir",
+                                                             "in_memory_limit_mb")}  # storage, not recipe
     return {"data": data, "optimizer": {k: v for k, v in d["optimizer"].items() if k != "freeze_inactive"},
             "schedule": d["schedule"], "epochs": d["train"]["epochs"], "seed": d["seed"],
             "grad_clip": d["train"]["grad_clip"]}

@@ -117,7 +117,7 @@ def run(subnets: int, batch: int, threads: int, data_dir: str, seed: int) -> dic
     rng = random.Random(seed)
     archs = [space.sample(rng) for _ in range(subnets)]
     data = DataConfig(dataset="cifar10", data_dir=data_dir, batch_size=batch, seed=seed)
-    loaders = {"timm": build_loader(data, "train"),
+    loaders = {"timm": build_loader(dataclasses.replace(data, augment="timm"), "train"),
                "batched": build_loader(dataclasses.replace(data, augment="batched"), "train")}
     fetch = {name: batch_timer(loader) for name, loader in loaders.items()}
     supernet = Supernet(space, 10)

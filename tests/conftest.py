@@ -2,7 +2,23 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
+
 import pytest
+
+
+def pytest_configure(config) -> None:
+    # The decoded-tensor cache of the in-memory data path: one per test session (Ray workers inherit
+    # it), never the user's ~/.cache.
+    if "AUTOVIT_RAY_DATA_CACHE" not in os.environ:
+        config._data_cache = tempfile.TemporaryDirectory(prefix="autovit-ray-data-cache-")
+        os.environ["AUTOVIT_RAY_DATA_CACHE"] = config._data_cache.name
+
+
+def pytest_unconfigure(config) -> None:
+    if hasattr(config, "_data_cache"):
+        config._data_cache.cleanup()
 
 
 @pytest.fixture(scope="session")

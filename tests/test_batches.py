@@ -5,12 +5,22 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import pytest
 import torch
 
 from autovit_ray import batches
 from autovit_ray.batches import TensorBatches, load_tensors
-from autovit_ray.data import DataConfig, _load_sources, build_loader, build_loaders, make_splits
+from autovit_ray.data import (
+    DataConfig,
+    _load_sources,
+    build_loader,
+    build_loaders,
+    in_memory_mb,
+    make_splits,
+    resolve_data_path,
+    stored_size,
+)
 
 
 def _digits(**overrides) -> DataConfig:
@@ -88,18 +98,89 @@ def test_eval_batches_cover_the_split_once_and_match_the_timm_path(tmp_path) -> 
     shards = [_all(build_loader(cfg, "val", world_rank=r, world_size=2))[1] for r in (0, 1)]
     assert len(shards[0]) + len(shards[1]) == len(splits.val)
     # the same images as timm's eval transform (8 px: resize is the identity, then normalise)
-    timm_x, timm_y = _all(build_loader(dataclasses.replace(cfg, augment="none"), "val"))
+    timm_x, timm_y = _all(build_loader(dataclasses.replace(cfg, augment="none", in_memory_limit_mb=0), "val"))
     assert torch.equal(y, timm_y) and torch.allclose(x, timm_x, atol=1e-5)
     assert len(_all(build_loader(cfg, "calib", world_rank=1, world_size=2))[1]) == len(splits.calib)  # not sharded
 
 
 def test_batched_path_refuses_what_it_cannot_do() -> None:
-    with pytest.raises(ValueError, match="'timm' for dataset 'imagefolder'"):
-        DataConfig(dataset="imagefolder", data_dir="/nonexistent", augment="batched")
-    with pytest.raises(ValueError, match="a RandAugment policy with data.augment=batched"):
+    too_small = DataConfig(dataset="digits", augment="batched", in_memory_limit_mb=0)
+    with pytest.raises(ValueError, match="in_memory_limit_mb = 0 is invalid: expected at least the 1 MiB .*"
+                                         "data.augment=timm streams them"):
+        build_loader(too_small, "train")
+    with pytest.raises(ValueError, match="a RandAugment policy .* with data.augment=batched"):
         DataConfig(dataset="digits", augment="batched", auto_augment="augmix-m5")
     with pytest.raises(ValueError, match="'bilinear' with data.augment=batched"):
         DataConfig(dataset="digits", augment="batched", interpolation="bicubic")
+    with pytest.raises(ValueError, match="in_memory_limit_mb = -1 is invalid"):
+        DataConfig(in_memory_limit_mb=-1)
+
+
+@pytest.mark.parametrize("overrides, path", [
+    (dict(), "tensors"),  # digits' recipe is no augmentation: in memory
+    (dict(in_memory_limit_mb=0), "timm-no-aug"),  # the old default, streamed
+    (dict(augment="batched"), "batched"),
+    (dict(augment="timm"), "timm"),
+    (dict(augment="none"), "tensors"),
+])
+def test_data_path_resolution(overrides, path) -> None:
+    cfg = DataConfig(dataset="digits", **overrides)
+    assert resolve_data_path(cfg) == path
+    loader = build_loader(cfg, "val")
+    assert isinstance(loader, TensorBatches) == (path in ("batched", "tensors"))
+
+
+def test_auto_falls_back_to_timm_for_what_only_timm_runs(tmp_path) -> None:
+    folder = _write_folder(tmp_path, sizes=[(20, 20)])
+    base = DataConfig(dataset="imagefolder", data_dir=str(folder), resolution=16, val_size=2)
+    assert resolve_data_path(base) == "batched"
+    assert resolve_data_path(dataclasses.replace(base, auto_augment="augmix-m5")) == "timm"
+    assert resolve_data_path(dataclasses.replace(base, interpolation="bicubic")) == "timm"
+    assert resolve_data_path(dataclasses.replace(base, in_memory_limit_mb=0)) == "timm"
+
+
+def _write_folder(root, sizes) -> object:
+    """train/ with 6 images per class and val/ with 2, of the given (width, height) sizes in turn."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    k = 0
+    for split, n in (("train", 6), ("val", 2)):
+        for cls in ("a", "b"):
+            (root / split / cls).mkdir(parents=True)
+            for i in range(n):
+                w, h = sizes[k % len(sizes)]
+                k += 1
+                pixels = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(root / split / cls / f"{i}.png")
+    return root
+
+
+def test_image_folder_in_memory_as_squares(tmp_path) -> None:
+    folder = _write_folder(tmp_path / "data", sizes=[(40, 30), (30, 44), (36, 36)])
+    cfg = DataConfig(dataset="imagefolder", data_dir=str(folder), resolution=16, val_size=2, batch_size=4,
+                     calib_size=4, cache_dir=str(tmp_path / "cache"), mixup=0.0, cutmix=0.0)
+    # floor(16 / 0.875) = 18 px squares (the first image is larger); train + test = 16 images
+    assert stored_size(cfg) == (18, 18) and in_memory_mb(cfg) == 16 * 3 * 18 * 18 / 2**20
+    loaders = build_loaders(cfg)
+    assert loaders.data_path == "batched" and isinstance(loaders.train, TensorBatches)
+    assert tuple(loaders.train.tensors.images.shape) == (12, 3, 18, 18)
+    for split in ("train", "val", "test", "calib"):
+        for x, _ in getattr(loaders, split):
+            assert x.shape[1:] == (3, 16, 16)
+    # a folder of small images is not upsampled: the squares take the first image's shorter side
+    small = _write_folder(tmp_path / "small", sizes=[(12, 14)])
+    assert stored_size(dataclasses.replace(cfg, data_dir=str(small))) == (12, 12)
+
+
+def test_image_folder_eval_matches_timm_on_images_of_the_stored_size(tmp_path) -> None:
+    folder = _write_folder(tmp_path / "data", sizes=[(18, 18)])
+    cfg = DataConfig(dataset="imagefolder", data_dir=str(folder), resolution=16, val_size=2, batch_size=4,
+                     cache_dir=str(tmp_path / "cache"))
+    x, y = _all(build_loader(cfg, "test"))
+    timm_x, timm_y = _all(build_loader(dataclasses.replace(cfg, augment="timm"), "test"))
+    assert torch.equal(y, timm_y)
+    assert (x - timm_x).abs().max() < 0.05  # bilinear resize 18 -> 16 in torch vs PIL: within a grey level or so
 
 
 def test_supernet_trains_through_the_batched_path(tmp_path, one_thread) -> None:

@@ -89,8 +89,8 @@ def test_eval_loaders_are_deterministic_and_unaugmented() -> None:
     assert torch.allclose(a[0] * std + mean, raw.permute(2, 0, 1), atol=1e-6)
 
 
-def test_sharding_and_epochs() -> None:
-    cfg = DataConfig(batch_size=16, mixup=0, cutmix=0)
+def test_sharding_and_epochs_of_the_timm_path() -> None:
+    cfg = DataConfig(batch_size=16, mixup=0, cutmix=0, in_memory_limit_mb=0)  # streamed: timm-no-aug
     r0 = build_loaders(cfg, world_rank=0, world_size=2)
     r1 = build_loaders(cfg, world_rank=1, world_size=2)
     t0, t1 = list(r0.train.sampler), list(r1.train.sampler)
@@ -205,7 +205,7 @@ def test_imagefolder_grayscale_to_rgb(tmp_path: Path) -> None:
     i = train.source.paths.index(gray)
     assert train.source.image(i).mode == "RGB"
     loaders = build_loaders(cfg)
-    assert loaders.num_classes == 2 and len(loaders.test.dataset) == 4  # val/ is the test split
+    assert loaders.num_classes == 2 and len(make_splits(cfg).test) == 4  # val/ is the test split
     for split in ("train", "val", "test", "calib"):
         for x, _ in getattr(loaders, split):
             assert x.shape[1:] == (3, 16, 16)

@@ -373,6 +373,30 @@ def test_checkpoint_round_trip_is_weights_only_and_atomic(tmp_path, one_thread) 
                                                  trainer.model.state_dict().values()))
 
 
+def test_resume_on_another_data_path_is_refused(tmp_path, one_thread) -> None:
+    """A supernet continues on the data path it started on: one trained before the in-memory path
+    became the default (no data_path recorded) must not switch to it halfway."""
+    from autovit_ray.checkpoint import checkpoint_root
+    from autovit_ray.train import check_resume
+
+    cfg = load_config("digits", list(TINY_TRAIN_SETTINGS) + ["supernets=xxs", f"output_dir={tmp_path}"])
+    space = _digits_space()
+    trainer = SupernetTrainer(cfg, space, log=lambda _: None)
+    assert trainer.state_dict()["data_path"] == "tensors"
+    directory = save_checkpoint(checkpoint_root(cfg.experiment_dir, "xxs") / "epoch_0001", trainer.state_dict())
+    assert check_resume(cfg, {"xxs": space})["xxs"] == directory
+    meta = json.loads((directory / "meta.json").read_text())
+    assert meta["data_path"] == "tensors"
+    del meta["data_path"]  # an older checkpoint: digits streamed through timm's no_aug transform
+    (directory / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="trained on data path 'timm-no-aug', this config resolves to "
+                                         "'tensors'; set data.in_memory_limit_mb: 0 to resume it"):
+        check_resume(cfg, {"xxs": space})
+    streamed = load_config("digits", list(TINY_TRAIN_SETTINGS) + ["supernets=xxs", f"output_dir={tmp_path}",
+                                                                   "data.in_memory_limit_mb=0"])
+    assert check_resume(streamed, {"xxs": space})["xxs"] == directory
+
+
 # --- Ray Train runs ------------------------------------------------------------------------------------
 
 

@@ -205,7 +205,7 @@ class SupernetTrainer:
             "epoch": self.epoch, "global_step": self.global_step, "rng_states": rng_states(),
             "config": self.cfg.to_dict(), "num_classes": self.loaders.num_classes,
             "space": space_info(self.space, self.space_source), "metrics": dict(metrics or {}),
-            "precision": self.precision,
+            "precision": self.precision, "data_path": self.loaders.data_path,
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from autovit_ray.data import build_loaders
+from autovit_ray.data import build_loaders, resolve_data_path
 from autovit_ray.distill import build_teacher, kd_loss
 from autovit_ray.io import atomic_path, atomic_write_text
 from autovit_ray.training.config import TrainConfig
@@ -94,7 +94,8 @@ def build_reference(name: str, num_classes: int, strides: Sequence[int] | None) 
 def _fingerprint(cfg: TrainConfig, spec: ReferenceSpec) -> dict[str, Any]:
     """What the run's result depends on: the training config (less where it is written) and the spec."""
     config = {k: v for k, v in cfg.to_dict().items() if k not in ("name", "output_dir", "supernets", "mlflow", "ray")}
-    return json.loads(json.dumps({"spec": dataclasses.asdict(spec), "config": config}, default=str))
+    return json.loads(json.dumps({"spec": dataclasses.asdict(spec), "config": config,
+                                  "data_path": resolve_data_path(cfg.data)}, default=str))
 
 
 def _load_state(path: Path, fingerprint: dict[str, Any], log: Callable[[str], None]) -> dict[str, Any] | None:
