@@ -59,6 +59,9 @@ def test_search_cli_end_to_end_with_mlflow_and_resume(finished_digits_search):
     stats = results["evaluator_stats"]
     assert [s["checkpoint_loads"] for s in stats] == [1, 1]
     assert sum(s["evaluations"] for s in stats) == 6 + 2
+    # the evaluation cache holds all of them; nothing of this first run came from it
+    assert results["actor_evaluations"] == 6 and results["cache_hits"] == 0 and results["cache_entries"] == 6
+    assert results["eval_cache"] == str(search.dir / "search" / "eval_cache.sqlite")
     client = MlflowClient(search.mlflow_uri)
     experiment = client.get_experiment_by_name("autovit-search")
     assert experiment.artifact_location.startswith((search.dir / "mlartifacts").resolve().as_uri())
@@ -106,6 +109,26 @@ def test_actor_killed_mid_request_is_retried_once(trained_digits_experiment, ray
     assert result["arch_hash"] == arch.arch_hash
     stats = pool.stats()[0]
     assert stats["evaluations"] == 1 and stats["checkpoint_loads"] == 1  # the new incarnation
+    pool.shutdown()
+
+
+def test_pool_answers_a_cached_arch_without_its_actors(trained_digits_experiment, ray_session, tmp_path):
+    from autovit_ray.checkpoint import read_meta
+    from autovit_ray.search.cache import EvalCache
+    from autovit_ray.search.cli import evaluation_context
+
+    checkpoint = find_checkpoint(trained_digits_experiment.dir, "xxs")
+    settings = EvalSettings(max_batches=1, calib_batches=1)
+    cache = EvalCache(tmp_path / "cache.sqlite", evaluation_context(checkpoint, read_meta(checkpoint), {}, settings))
+    pool = EvaluatorPool(str(checkpoint), 1, settings=settings, cpus_per_evaluator=0.3, cache=cache)
+    _, space, _ = load_supernet(checkpoint)
+    arch = space.smallest()
+    first = pool.evaluate(arch)
+    again = pool.evaluate(arch)
+    assert "cached" not in first and again.pop("cached") is True and again == first
+    assert pool.stats()[0]["evaluations"] == 1  # the second answer did not reach the actor
+    pool.evaluate(arch, split="test")  # another split is another entry
+    assert pool.stats()[0]["evaluations"] == 2 and len(cache) == 2
     pool.shutdown()
 
 

@@ -18,6 +18,7 @@ import ray
 from ray.exceptions import GetTimeoutError, RayActorError
 
 from ..space import Arch
+from .cache import EvalCache
 from .evaluate import EvalSettings
 
 POOL_NAMESPACE = "autovit-ray"
@@ -71,7 +72,7 @@ class EvaluatorPool:
     def __init__(self, checkpoint: str, num_evaluators: int, lut: str | None = None,
                  settings: EvalSettings | None = None, data_overrides: dict[str, Any] | None = None,
                  cpus_per_evaluator: float = 1.0, threads_per_evaluator: int = 1,
-                 scheduling_strategy: str = "SPREAD") -> None:
+                 scheduling_strategy: str = "SPREAD", cache: EvalCache | None = None) -> None:
         if not isinstance(num_evaluators, int) or num_evaluators < 1:
             raise ValueError(f"the search needs at least one evaluator actor, got --evaluators {num_evaluators!r}")
         self.actors = [
@@ -80,10 +81,22 @@ class EvaluatorPool:
                 str(checkpoint), str(lut) if lut else None, asdict(settings or EvalSettings()), dict(data_overrides or {}),
                 threads_per_evaluator)
             for _ in range(num_evaluators)]
+        self.cache = cache
         self.stats()  # fail fast: surface a bad checkpoint or LUT here, not inside the first trial
 
     def evaluate(self, arch: Arch, split: str = "val", attempts: int = 2) -> dict[str, Any]:
-        """Evaluate on the actor chosen by the arch hash; on a dead actor retry once on the next."""
+        """Evaluate on the actor chosen by the arch hash; on a dead actor retry once on the next. With a
+        cache, an arch it holds is not evaluated again (the result comes with `cached: True`)."""
+        if self.cache is not None:
+            hit = self.cache.get(arch, split)
+            if hit is not None:
+                return hit
+        result = self._evaluate(arch, split, attempts)
+        if self.cache is not None:
+            self.cache.put(arch, split, result)
+        return result
+
+    def _evaluate(self, arch: Arch, split: str, attempts: int) -> dict[str, Any]:
         first = int(arch.arch_hash, 16) % len(self.actors)
         error: Exception | None = None
         for attempt in range(attempts):

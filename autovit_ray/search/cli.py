@@ -81,6 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-batches", type=int, default=None, help="validation batches per candidate (default all)")
     p.add_argument("--calib-batches", type=int, default=None, help="BN recalibration batches (default all)")
     p.add_argument("--data-dir", default=None, help="override the checkpoint's data directory")
+    p.add_argument("--eval-cache", default=None,
+                   help="SQLite store of evaluations, shared by searches of one checkpoint (default "
+                        "<output-dir>/search/eval_cache.sqlite): an arch is not evaluated twice on the same terms")
+    p.add_argument("--no-eval-cache", action="store_true", help="evaluate every candidate, store nothing")
     p.add_argument("--top-k", type=int, default=DEFAULTS["top_k"], help="best models to report on the test split and export")
     p.add_argument("--export-formats", default=",".join(DEFAULTS["export_formats"]))
     p.add_argument("--registered-model-name", default=None,
@@ -148,11 +152,15 @@ def evaluator_cpus(cfg: SearchConfig) -> float:
 
 
 def progress_callback(strategy: SearchStrategy, name: str) -> Any:
-    """A Tune callback printing one line per finished candidate: count, generation, best so far."""
+    """A Tune callback printing one line per finished candidate: count, generation, best so far; it
+    counts the candidates answered from the evaluation cache (`.cache_hits`)."""
     from ray.tune import Callback
 
     class _Progress(Callback):
+        cache_hits = 0  # candidates of this run answered by the evaluation cache (or a resumed run's log)
+
         def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            self.cache_hits += int((trial.last_result or {}).get("cached", 0))
             done = len(strategy.history)
             best = max((e for e in strategy.history if e.ok), key=lambda e: e.fitness, default=None)
             best_text = f"best val top-1 {best.fitness:.2f} ({best.arch})" if best else "no result yet"
@@ -179,7 +187,28 @@ def evaluate_trial(config: dict[str, Any], pool: Any, finished: dict[str, dict[s
     result = pool.evaluate(arch, split="val")
     tune.report({"top1": result["val_top1"], "top5": result["val_top5"], "loss": result["val_loss"],
                  "params": result["params"], "macs": result["macs"],
-                 "latency_ms": result["latency_ms"], "arch_hash": result["arch_hash"]})
+                 "latency_ms": result["latency_ms"], "arch_hash": result["arch_hash"],
+                 "cached": int(bool(result.get("cached")))})
+
+
+def evaluation_context(checkpoint: Path, meta: dict[str, Any], data_overrides: dict[str, Any],
+                       settings: Any) -> dict[str, Any]:
+    """What an evaluation's result depends on besides the arch (the evaluation cache's context): the
+    checkpoint's content, the data the evaluator reads and the evaluation settings."""
+    import dataclasses
+
+    from ..checkpoint import STATE_FILE
+    from ..data import dataset_record, resolve_data_path
+    from ..training.config import config_from_dict
+    from .cache import file_digest
+
+    data = dataclasses.replace(config_from_dict(meta["config"]).data, **data_overrides)
+    record = dataset_record(data)  # labels and split indices, whatever folder they are read from
+    evaluation_fields = ("resolution", "batch_size", "calib_size", "split_seed", "val_size", "mean", "std",
+                         "crop_pct", "interpolation")
+    return {"checkpoint": file_digest(checkpoint / STATE_FILE), "dataset": record["name"],
+            "data_digest": record["digest"], "data_path": resolve_data_path(data),
+            "data": {k: getattr(data, k) for k in evaluation_fields}, "settings": dataclasses.asdict(settings)}
 
 
 def run(cfg: SearchConfig | argparse.Namespace) -> dict[str, Any]:
@@ -188,6 +217,7 @@ def run(cfg: SearchConfig | argparse.Namespace) -> dict[str, Any]:
 
     from ..checkpoint import read_meta, space_of
     from .actors import EvaluatorPool
+    from .cache import CACHE_FILE, EvalCache
     from .evaluate import EvalSettings
     from .tracking import SearchTracker
     from .tune_searcher import AutoViTSearcher
@@ -224,9 +254,12 @@ def run(cfg: SearchConfig | argparse.Namespace) -> dict[str, Any]:
     connect_ray(cfg.address, cfg.num_cpus, log_to_driver=False)
     data_overrides = {"data_dir": cfg.data_dir} if cfg.data_dir else {}
     settings = EvalSettings(max_batches=cfg.eval_batches, calib_batches=cfg.calib_batches)
+    cache = None if cfg.no_eval_cache else EvalCache(
+        cfg.eval_cache or out_dir / "search" / CACHE_FILE, evaluation_context(checkpoint, meta, data_overrides, settings))
     pool = EvaluatorPool(str(checkpoint), cfg.evaluators, cfg.lut, settings, data_overrides,
-                         evaluator_cpus(cfg), cfg.threads_per_evaluator)
+                         evaluator_cpus(cfg), cfg.threads_per_evaluator, cache=cache)
     searcher = AutoViTSearcher(strategy, metric="top1", mode="max")
+    progress = progress_callback(strategy, cfg.name)
     trainable = tune.with_resources(
         tune.with_parameters(evaluate_trial, pool=pool, finished=tracker.finished), {"cpu": TRIAL_CPUS})
     storage = (out_dir / "tune").resolve()
@@ -235,7 +268,7 @@ def run(cfg: SearchConfig | argparse.Namespace) -> dict[str, Any]:
         tune.run(trainable, name=cfg.name, storage_path=str(storage), search_alg=searcher,
                  metric="top1", mode="max", num_samples=-1,
                  max_concurrent_trials=cfg.concurrent_trials or 2 * cfg.evaluators,
-                 resume="AUTO" if resume else False, callbacks=[tracker.tune_callback(), progress_callback(strategy, cfg.name)],
+                 resume="AUTO" if resume else False, callbacks=[tracker.tune_callback(), progress],
                  verbose=0, raise_on_failed_trial=False,
                  reuse_actors=True)  # a fresh trial process per candidate costs seconds of imports
     except BudgetUnreachableError:
@@ -246,9 +279,13 @@ def run(cfg: SearchConfig | argparse.Namespace) -> dict[str, Any]:
         tracker.finish("KILLED")
         raise KeyboardInterrupt(f"search {cfg.name} interrupted after {len(strategy.history)} of "
                                 f"{strategy.max_evaluations} evaluations; rerun the same command to resume")
+    # This run's work, before the test report adds its own: unique evaluations vs cache hits.
+    counts = {"actor_evaluations": sum(s["evaluations"] for s in pool.stats()), "cache_hits": progress.cache_hits,
+              "cache_entries": len(cache) if cache is not None else 0}
     summary = summarise(strategy, pool, cfg, search_dir, tracker, checkpoint)
     stats = pool.stats()
-    summary["evaluator_stats"] = stats
+    summary.update(counts, evaluator_stats=stats, eval_cache=str(cache.path) if cache is not None else None)
+    tracker.log_counts(counts)
     pool.shutdown()
     atomic_write_text(search_dir / "results.json", json.dumps(summary, indent=2, default=str))
     tracker.log_artifact(search_dir / "results.json")

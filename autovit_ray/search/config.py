@@ -39,6 +39,8 @@ class SearchConfig:
     eval_batches: int | None = None  # validation batches per candidate (default all; the test report reads all)
     calib_batches: int | None = None  # BN recalibration batches (default all)
     data_dir: str | None = None  # override the checkpoint's data directory
+    eval_cache: str | None = None  # evaluations store (default <output>/search/eval_cache.sqlite)
+    no_eval_cache: bool = False  # evaluate every candidate, store nothing
     top_k: int = 3  # best models reported on the test split and exported
     export_formats: tuple[str, ...] = ("torchscript", "onnx", "coreml")
     registered_model_name: str | None = None  # default: autovit-<training name>-<supernet>

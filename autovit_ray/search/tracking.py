@@ -125,6 +125,11 @@ class SearchTracker:
             self.client.set_tag(self.parent_id, "best_arch", json.dumps(best[0]["arch"]))
         self.client.log_metric(self.parent_id, "evaluations", float(len(history)))
 
+    def log_counts(self, counts: dict[str, int]) -> None:
+        """This run's actor evaluations and evaluation-cache hits (parent-run metrics)."""
+        for name, value in counts.items() if self.parent_id else ():
+            self.client.log_metric(self.parent_id, name, float(value))
+
     def finish(self, status: str) -> None:
         if self.parent_id:
             self.client.set_terminated(self.parent_id, status)

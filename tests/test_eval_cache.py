@@ -1,0 +1,69 @@
+"""The search's evaluation cache (`autovit_ray.search.cache`): keys, persistence, and what makes an
+entry foreign (another checkpoint, other data or evaluation settings). No Ray here; the pool's use of
+it is in test_search_real.py."""
+
+from __future__ import annotations
+
+import pickle
+import random
+
+import pytest
+from conftest import TINY_TRAIN_SETTINGS
+
+from autovit_ray.checkpoint import read_meta, save_checkpoint
+from autovit_ray.search.cache import EvalCache, file_digest
+from autovit_ray.search.cli import evaluation_context
+from autovit_ray.search.evaluate import EvalSettings
+from autovit_ray.space import load_space
+
+
+def _archs(n: int):
+    space = load_space("xxs", profile="digits")
+    rng = random.Random(0)
+    return [space.sample(rng) for _ in range(n)]
+
+
+def test_entries_persist_per_context_and_split(tmp_path) -> None:
+    path = tmp_path / "cache.sqlite"
+    a, b = _archs(2)
+    cache = EvalCache(path, {"checkpoint": "c1", "settings": {"max_batches": 2}})
+    assert cache.get(a, "val") is None and len(cache) == 0
+    cache.put(a, "val", {"val_top1": 51.5, "arch_hash": a.arch_hash, "cached": True})
+    assert cache.get(a, "val") == {"val_top1": 51.5, "arch_hash": a.arch_hash, "cached": True}
+    assert cache.get(a, "test") is None and cache.get(b, "val") is None  # another split, another arch
+    # a new process (here: a new object, and a pickled copy as a Tune trial gets it) sees the entry
+    assert EvalCache(path, {"settings": {"max_batches": 2}, "checkpoint": "c1"}).get(a, "val")["val_top1"] == 51.5
+    assert pickle.loads(pickle.dumps(cache)).get(a, "val")["val_top1"] == 51.5
+    # another context never reuses it, though it shares the file
+    for other in ({"checkpoint": "c2", "settings": {"max_batches": 2}}, {"checkpoint": "c1", "settings": {}}):
+        foreign = EvalCache(path, other)
+        assert foreign.get(a, "val") is None and len(foreign) == 0
+    assert len(cache) == 1
+
+
+def test_a_file_that_is_not_a_cache_is_refused(tmp_path) -> None:
+    path = tmp_path / "cache.sqlite"
+    path.write_bytes(b"not a database, " * 100)
+    with pytest.raises(ValueError, match="not a readable SQLite file .* delete it or pass another --eval-cache"):
+        EvalCache(path, {"checkpoint": "c1"})
+
+
+def test_context_changes_with_the_checkpoint_data_and_settings(tmp_path, one_thread) -> None:
+    from autovit_ray.training.config import load_config
+    from autovit_ray.training.loop import SupernetTrainer
+
+    cfg = load_config("digits", list(TINY_TRAIN_SETTINGS) + ["supernets=xxs"])
+    trainer = SupernetTrainer(cfg, load_space("xxs", profile="digits"), log=lambda _: None)
+    first = save_checkpoint(tmp_path / "epoch_0001", trainer.state_dict())
+    settings = EvalSettings(max_batches=2, calib_batches=1)
+    context = evaluation_context(first, read_meta(first), {}, settings)
+    assert context["checkpoint"] == file_digest(first / "state.pt") and context["dataset"] == "digits"
+    assert context == evaluation_context(first, read_meta(first), {}, settings)  # stable
+    # one more optimizer step: other weights, another context
+    x, y = next(iter(trainer.loaders.train))
+    trainer.train_step(x, y, [trainer.space.largest()])
+    second = save_checkpoint(tmp_path / "epoch_0002", trainer.state_dict())
+    assert evaluation_context(second, read_meta(second), {}, settings)["checkpoint"] != context["checkpoint"]
+    assert evaluation_context(first, read_meta(first), {}, EvalSettings(max_batches=3)) != context
+    assert evaluation_context(first, read_meta(first), {"split_seed": 1}, settings)["data_digest"] != \
+        context["data_digest"]
