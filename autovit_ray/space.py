@@ -337,6 +337,31 @@ class SearchSpace:
                            self.num_transformer_stages, self.fixed, self.profiles[profile], self.profiles)
 
     # -- validation ----------------------------------------------------------------------------
+    def restricted_to(self, arch: Arch) -> SearchSpace:
+        """The space whose only subnet is `arch` (every choice list the arch's one value): its supernet
+        owns exactly the arch's weights, so training it trains the arch stand-alone
+        (`python -m autovit_ray.train --arch`)."""
+        self.validate(arch)
+        n = arch.num_transformer_stages
+        profile = InputProfile(self.profile.name, (arch.resolution,), self.profile.strides)
+        return SearchSpace(
+            self.name, (arch.stem_width,),
+            [MBConvStageChoices((w,), (d,)) for w, d in zip(arch.mbconv_widths, arch.mbconv_depths)],
+            [TransformerStageChoices((w,), (d,), (h,), (r,)) for w, d, h, r in zip(
+                arch.transformer_widths, arch.transformer_depths, arch.transformer_heads,
+                arch.transformer_mlp_ratios)],
+            (n,), self.fixed, profile)
+
+    def to_yaml_dict(self) -> dict[str, Any]:
+        """This space (under its current profile only) in the YAML schema `load_space` reads."""
+        raw = self.to_dict()
+        return {"name": raw["name"], "stem": raw["stem"], "mbconv_stages": raw["mbconv_stages"],
+                "transformer_stages": raw["transformer_stages"],
+                "num_transformer_stages": raw["num_transformer_stages"], "fixed": raw["fixed"],
+                "profiles": {self.profile.name: {"resolutions": list(self.profile.resolutions),
+                                                 "strides": list(self.profile.strides)}},
+                "default_profile": self.profile.name}
+
     def validate(self, arch: Arch) -> Arch:
         """Raise ValueError naming the field, the value and the allowed values; return `arch`."""
         if not isinstance(arch, Arch):

@@ -46,7 +46,7 @@ from autovit_ray.data import dataset_record, legacy_data_path, resolve_data_path
 from autovit_ray.data import num_classes as dataset_num_classes
 from autovit_ray.distill import build_teacher
 from autovit_ray.io import atomic_write_text
-from autovit_ray.space import SearchSpace, load_space
+from autovit_ray.space import Arch, SearchSpace, load_space
 from autovit_ray.training.config import (
     TrainConfig,
     config_from_dict,
@@ -123,9 +123,11 @@ def _check_data_path(meta: Mapping[str, Any], cfg: TrainConfig, name: str) -> No
                          "--name")
 
 
-def check_inputs(cfg: TrainConfig) -> tuple[dict[str, SearchSpace], int, dict[str, Path | None]]:
-    """Everything that can be checked on the driver: spaces, data, teacher, earlier checkpoints."""
-    spaces = load_spaces(cfg)
+def check_inputs(cfg: TrainConfig, spaces: dict[str, SearchSpace] | None = None
+                 ) -> tuple[dict[str, SearchSpace], int, dict[str, Path | None]]:
+    """Everything that can be checked on the driver: spaces (loaded from cfg.supernets unless given),
+    data, teacher, earlier checkpoints."""
+    spaces = spaces if spaces is not None else load_spaces(cfg)
     n_classes = dataset_num_classes(cfg.data)  # unknown dataset / missing data_dir -> ValueError
     build_teacher(cfg.kd, n_classes, cfg.data.mean, cfg.data.std)  # offline loadability -> ValueError
     for space in spaces.values():
@@ -296,23 +298,28 @@ def _fit_one(cfg_dict: dict[str, Any], space_source: str, name: str, plan: dict[
 
 
 def run_training(cfg: TrainConfig, address: str | None = None, mlflow_uri: str | None = None,
-                 progress_bar: bool | None = None) -> dict[str, dict[str, Any]]:
+                 progress_bar: bool | None = None,
+                 standalone: tuple[Arch, SearchSpace] | None = None) -> dict[str, dict[str, Any]]:
     """Train cfg.supernets concurrently on Ray; returns {supernet: summary}. Raises ValueError on bad
-    input before writing anything."""
+    input before writing anything. `standalone`: (arch, its one-arch space) of `standalone_config`."""
     import ray
 
     from autovit_ray import tracking
 
-    spaces, n_classes, resume = check_inputs(cfg)
+    arch = standalone[0] if standalone else None
+    spaces, n_classes, resume = check_inputs(cfg, {standalone[1].name: standalone[1]} if standalone else None)
     exp_dir = cfg.experiment_dir
     exp_dir.mkdir(parents=True, exist_ok=True)
+    if standalone:  # where the workers and later loads of the checkpoint read the space from
+        _write_space(cfg, standalone[1])
     atomic_write_text(exp_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     uri = tracking.default_tracking_uri(exp_dir, mlflow_uri or cfg.mlflow.tracking_uri)
     sources = {space.name: src for src, space in zip(cfg.supernets, spaces.values())}
     run_ids = tracking.start_runs(
         uri, cfg.mlflow.experiment or cfg.name, cfg.name,
         {s: {"checkpoint_location": checkpoint_root(exp_dir, s), "space_fingerprint": sp.fingerprint(),
-             "space_profile": cfg.profile, "num_classes": n_classes} for s, sp in spaces.items()},
+             "space_profile": cfg.profile, "num_classes": n_classes,
+             **({"standalone_arch": arch.to_json()} if arch is not None else {})} for s, sp in spaces.items()},
         {**flatten(cfg.to_dict()), "num_classes": n_classes}, dataset=dataset_record(cfg.data),
     )
     # Read by Ray Train's controller (the driver's RAY_TRAIN_* variables are passed on to it).
@@ -384,6 +391,10 @@ def build_arg_parser() -> argparse.ArgumentParser:
                                              "sqlite:///<output_dir>/<name>/mlflow.db)")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="override a config field, e.g. --set optimizer.lr=5e-4 (repeatable)")
+    parser.add_argument("--arch", help="train this one subnet stand-alone from scratch instead of supernets: an "
+                                       "arch JSON file or inline JSON, a search directory (its best model) or "
+                                       "the MLflow run id of a searched candidate (default --name: "
+                                       "<config name>-arch-<arch hash>)")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     return parser
 
@@ -399,14 +410,47 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return load_config(args.config, args.set, extra)
 
 
+def standalone_config(cfg: TrainConfig, arch: Arch, named: bool) -> tuple[TrainConfig, SearchSpace]:
+    """The training config that trains `arch` alone: one supernet whose space holds only `arch`
+    (`SearchSpace.restricted_to`), so it gets Algorithm 1's loop, checkpoints, resume, MLflow and
+    export unchanged. The space is written as YAML into the experiment (`spaces/`), where the workers,
+    the checkpoints and `load_supernet` find it. Refuses an arch of another space or input profile."""
+    import dataclasses
+
+    try:
+        space = load_space(arch.supernet, profile=cfg.profile)
+        restricted = space.restricted_to(arch)
+    except ValueError as e:
+        raise ValueError(f"--arch {arch} is not a subnet of supernet {arch.supernet!r} under the config's input "
+                         f"profile {cfg.profile!r}: {e}") from None
+    name = cfg.name if named else f"{cfg.name}-arch-{arch.arch_hash}"
+    cfg = dataclasses.replace(cfg, name=name)
+    source = cfg.experiment_dir.resolve() / "spaces" / f"{arch.supernet}-{arch.arch_hash}.yaml"
+    return dataclasses.replace(cfg, supernets=(str(source),)), restricted
+
+
+def _write_space(cfg: TrainConfig, space: SearchSpace) -> None:
+    path = Path(cfg.supernets[0])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, "# one arch, trained stand-alone (python -m autovit_ray.train --arch)\n"
+                      + yaml.safe_dump(space.to_yaml_dict(), sort_keys=False))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_arg_parser().parse_args(argv)
     try:
         cfg = config_from_args(args)
+        arch = None
+        if args.arch:
+            from autovit_ray.export_cli import resolve_arch
+
+            arch = resolve_arch(args.arch, lambda: adapters.default_tracking_uri(cfg.experiment_dir, args.mlflow_uri))
+            cfg, space = standalone_config(cfg, arch, named=args.name is not None)
         if args.print_config:
             print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
             return 0
-        results = run_training(cfg, address=args.address, mlflow_uri=args.mlflow_uri)
+        results = run_training(cfg, address=args.address, mlflow_uri=args.mlflow_uri,
+                               standalone=(arch, space) if arch is not None else None)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -470,6 +470,45 @@ def test_resume_with_another_config_is_refused(trained_digits_experiment, capsys
     assert before == {p: p.stat().st_mtime for p in exp.dir.rglob("*") if p.is_file()}
 
 
+def test_one_arch_trains_standalone_and_loads_back(ray_session, tmp_path, capsys) -> None:
+    """`train --arch`: one subnet from scratch, through the supernet machinery with a one-arch space."""
+    from autovit_ray.space import count_params
+
+    space = _digits_space()
+    arch = space.sample(random.Random(3))
+    arch_file = tmp_path / "arch.json"
+    arch_file.write_text(arch.to_json())
+    argv = ["--config", "digits", "--output-dir", str(tmp_path), "--arch", str(arch_file)]
+    for item in (*TINY_TRAIN_SETTINGS, "train.epochs=1"):
+        argv += ["--set", item]
+    assert main(argv) == 0
+    experiment = tmp_path / f"digits-demo-arch-{arch.arch_hash}"
+    checkpoint = find_checkpoint(experiment, "xxs")
+    model, trained_space, config = load_supernet(checkpoint)  # the space comes from experiment/spaces/
+    assert trained_space.largest() == arch == trained_space.smallest()
+    assert sum(p.numel() for p in model.parameters()) == count_params(arch, 10, space)  # its weights only
+    meta = read_meta(checkpoint)
+    assert set(meta["metrics"]) >= {"val_top1_largest", "val_top1_smallest"}
+    assert not any(k.startswith("val_top1_random") for k in meta["metrics"])  # the one arch, scored once
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{experiment / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name(experiment.name).experiment_id])
+    assert run.data.tags["standalone_arch"] == arch.to_json()
+
+    # an arch of another input profile or another space, or no arch at all: one error, nothing written
+    capsys.readouterr()
+    for bad, message in ((load_space("xxs", profile="cifar10").smallest().to_json(),
+                          "is not a subnet of supernet 'xxs' under the config's input profile 'digits'"),
+                         (json.dumps({**arch.to_dict(), "stem_width": 17}), "stem_width"),
+                         (str(tmp_path / "missing.json"), "neither inline JSON, an existing arch JSON file")):
+        before = sorted(tmp_path.rglob("*"))
+        assert main(["--config", "digits", "--output-dir", str(tmp_path), "--arch", bad]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and message in err, err
+        assert sorted(tmp_path.rglob("*")) == before
+
+
 @pytest.mark.integration  # a fault test (two launches): runs in CI's integration step
 def test_crashed_run_resumes_exactly_with_the_same_name(ray_session, tmp_path, one_thread) -> None:
     """A single-worker run crashes after epoch 1 (no restarts left); rerunning the same command with the

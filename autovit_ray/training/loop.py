@@ -121,7 +121,9 @@ def eval_archs(space: SearchSpace, num_random: int, seed: int) -> dict[str, Arch
     """The fixed evaluation set: smallest, largest, and `num_random` random subnets."""
     rng = random.Random(seed)
     archs = {"smallest": space.smallest(), "largest": space.largest()}
-    archs.update({f"random{i}": space.sample(rng) for i in range(num_random)})
+    randoms = [space.sample(rng) for _ in range(num_random)]
+    # a random subnet equal to smallest or largest adds nothing (a one-arch space of `train --arch`)
+    archs.update({f"random{i}": a for i, a in enumerate(randoms) if a not in (archs["smallest"], archs["largest"])})
     return archs
 
 
@@ -334,12 +336,15 @@ class SupernetTrainer:
         """Validation top-1 (%) of the fixed evaluation subnets, after BN recalibration."""
         start = time.perf_counter()
         metrics: dict[str, float] = {}
+        scored: dict[Arch, float] = {}  # smallest == largest in a one-arch space: scored once
         for label, arch in self.eval_archs.items():
-            with self._autocast():  # evaluated in the precision it trains in
-                correct, seen = evaluate_subnet(self.model, arch, self.loaders, self.world.device, "val",
-                                                self.cfg.eval.max_batches, self.cfg.eval.calib_batches)
-            correct, seen = _all_reduce_sum([correct, seen], self.world)
-            metrics[f"val_top1_{label}"] = 100.0 * correct / max(seen, 1)
+            if arch not in scored:
+                with self._autocast():  # evaluated in the precision it trains in
+                    correct, seen = evaluate_subnet(self.model, arch, self.loaders, self.world.device, "val",
+                                                    self.cfg.eval.max_batches, self.cfg.eval.calib_batches)
+                correct, seen = _all_reduce_sum([correct, seen], self.world)
+                scored[arch] = 100.0 * correct / max(seen, 1)
+            metrics[f"val_top1_{label}"] = scored[arch]
         randoms = [v for k, v in metrics.items() if k.startswith("val_top1_random")]
         if randoms:
             metrics["val_top1_random_mean"] = sum(randoms) / len(randoms)
