@@ -631,11 +631,12 @@ class _ShardSampler(Sampler[int]):
         return len(self.items)
 
 
-def build_dataset(cfg: DataConfig, split: str, resolution: int | None = None) -> ImageDataset:
+def build_dataset(cfg: DataConfig, split: str, resolution: int | None = None,
+                  part: tuple[int, int] | None = None) -> ImageDataset:
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}: expected one of {SPLITS}")
     train_source, test_source = _sources(cfg)
-    indices = getattr(make_splits(cfg), split)
+    indices = _part(getattr(make_splits(cfg), split), part)
     source = test_source if split == "test" else train_source
     return ImageDataset(source, indices, build_transform(cfg, split == "train", resolution))
 
@@ -664,12 +665,12 @@ def _tensors(dataset: str, data_dir: str | None, cache_dir: str | None,
 
 
 def _tensor_loader(cfg: DataConfig, split: str, resolution: int | None, world_rank: int, world_size: int,
-                   device: torch.device | str, augment: bool) -> Any:
+                   device: torch.device | str, augment: bool, part: tuple[int, int] | None) -> Any:
     from autovit_ray.batches import TensorBatches
 
     data_dir = None if cfg.dataset == "digits" or cfg.data_dir is None else str(Path(cfg.data_dir).resolve())
     train_tensors, test_tensors = _tensors(cfg.dataset, data_dir, cfg.cache_dir, stored_size(cfg))
-    indices = getattr(make_splits(cfg), split)
+    indices = _part(getattr(make_splits(cfg), split), part)
     r = resolution or cfg.input_resolution
     loader = TensorBatches(
         test_tensors if split == "test" else train_tensors, indices, cfg.batch_size, train=split == "train",
@@ -683,11 +684,23 @@ def _tensor_loader(cfg: DataConfig, split: str, resolution: int | None, world_ra
     return loader
 
 
+def _part(indices: np.ndarray, part: tuple[int, int] | None) -> np.ndarray:
+    """Part k of n of a split: positions k, k + n, ... of its sorted indices (fixed by the split alone)."""
+    if part is None:
+        return indices
+    k, n = part
+    return indices[k::n]
+
+
 def build_loader(cfg: DataConfig, split: str, resolution: int | None = None, world_rank: int = 0,
-                 world_size: int = 1, device: torch.device | str = "cpu") -> Any:
+                 world_size: int = 1, device: torch.device | str = "cpu", part: tuple[int, int] | None = None) -> Any:
     """One split's loader at `resolution` (default: `cfg.input_resolution`), sharded for `world_rank`: on
     the in-memory paths a `TensorBatches` that prepares batches on `device`, else a DataLoader over timm
-    transforms (`resolve_data_path`)."""
+    transforms (`resolve_data_path`). `part` = (k, n): only the k-th of n fixed interleaved parts of the
+    split (`_part`; e.g. a search selecting on one half of the validation split)."""
+    if part is not None and not (isinstance(part, tuple) and len(part) == 2 and all(_is_int(v) for v in part)
+                                 and 0 <= part[0] < part[1]):
+        raise ValueError(f"part {part!r} is invalid: expected (k, n) with 0 <= k < n")
     if not (_is_int(world_size) and world_size >= 1 and _is_int(world_rank) and 0 <= world_rank < world_size):
         raise ValueError(f"world_rank={world_rank!r}, world_size={world_size!r}: expected 0 <= rank < size")
     if resolution is not None and not (_is_int(resolution) and resolution > 0):
@@ -696,8 +709,9 @@ def build_loader(cfg: DataConfig, split: str, resolution: int | None = None, wor
         raise ValueError(f"unknown split {split!r}: expected one of {SPLITS}")
     path = resolve_data_path(cfg)
     if path in ("batched", "tensors"):
-        return _tensor_loader(cfg, split, resolution, world_rank, world_size, device, augment=path == "batched")
-    dataset = build_dataset(cfg, split, resolution)
+        return _tensor_loader(cfg, split, resolution, world_rank, world_size, device, augment=path == "batched",
+                              part=part)
+    dataset = build_dataset(cfg, split, resolution, part)
     sampler: Sampler[int] | None = None
     if split == "train":
         sampler = DistributedSampler(dataset, num_replicas=world_size, rank=world_rank, shuffle=True,

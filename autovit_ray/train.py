@@ -425,6 +425,9 @@ def standalone_config(cfg: TrainConfig, arch: Arch, named: bool) -> tuple[TrainC
                          f"profile {cfg.profile!r}: {e}") from None
     name = cfg.name if named else f"{cfg.name}-arch-{arch.arch_hash}"
     cfg = dataclasses.replace(cfg, name=name)
+    if cfg.train.sampler != "uniform":  # sandwich steps would run the one arch 2 + n times per batch
+        print(f"note: train.sampler {cfg.train.sampler!r} -> 'uniform' for the one arch of --arch", file=sys.stderr)
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, sampler="uniform"))
     source = cfg.experiment_dir.resolve() / "spaces" / f"{arch.supernet}-{arch.arch_hash}.yaml"
     return dataclasses.replace(cfg, supernets=(str(source),)), restricted
 

@@ -86,6 +86,10 @@ def test_budget_respected_no_duplicates_and_budget_of_evaluations(problem, kind)
     b = problem.budget
     assert all(e.params <= b.max_params and e.latency <= b.max_latency for e in result.history)
     assert len({e.arch.arch_hash for e in result.history}) == len(result.history)
+    # every accepted proposal was evaluated; the others repeated one or broke the budget
+    p = strategy.proposals
+    assert p["proposed"] == len(result.history) + p["duplicate"] + p["over_budget"] and p["over_budget"] > 0
+    assert p["coarse_screened"] == (SMALL_COARSE.num_samples if kind == "coarse_to_fine" else 0)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -201,7 +205,8 @@ def test_run_search_counts_exceptions_as_failures(problem):
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_state_round_trips_through_json_and_resumes_exactly(problem, kind):
-    reference = run_search(small_strategy(kind, problem, seed=2), problem.accuracy).history
+    uninterrupted = small_strategy(kind, problem, seed=2)
+    reference = run_search(uninterrupted, problem.accuracy).history
 
     first = small_strategy(kind, problem, seed=2)
     run_search(first, problem.accuracy, max_evaluations=23)  # mid-generation (population 10)
@@ -216,6 +221,7 @@ def test_state_round_trips_through_json_and_resumes_exactly(problem, kind):
     assert [e.fitness for e in result.history] == [e.fitness for e in reference]
     if kind == "coarse_to_fine":
         assert resumed.skeletons == first.skeletons
+    assert resumed.proposals == uninterrupted.proposals  # the counts survive the resume
 
 
 def test_state_saved_under_the_old_strategy_name_loads(problem):

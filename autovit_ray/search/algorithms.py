@@ -233,6 +233,10 @@ class SearchStrategy:
         self._in_flight: dict[str, tuple[Arch, int]] = {}  # hash -> (arch, generation asked in)
         self._reserved: set[str] = set()  # asked or queued: never produced again
         self._stopped = False  # no new architecture can be produced
+        # Archs produced by sampling / crossover / mutation and tested for acceptance (Table 6's
+        # "candidates proposed"): accepted ones are evaluated; the others repeated an earlier one or
+        # broke the budget. The coarse stage's screening draws are counted apart.
+        self.proposals = {"proposed": 0, "duplicate": 0, "over_budget": 0, "coarse_screened": 0}
 
     # -- ask / tell ---------------------------------------------------------------------------
     def ask(self) -> Arch | None:
@@ -314,7 +318,12 @@ class SearchStrategy:
     # -- producing new architectures -----------------------------------------------------------
     def _accept(self, arch: Arch) -> bool:
         """Reserve `arch` if it is new and meets the budget."""
-        if arch.arch_hash in self._reserved or not self.costs.fits(arch):
+        self.proposals["proposed"] += 1
+        if arch.arch_hash in self._reserved:
+            self.proposals["duplicate"] += 1
+            return False
+        if not self.costs.fits(arch):
+            self.proposals["over_budget"] += 1
             return False
         self._reserved.add(arch.arch_hash)
         return True
@@ -358,6 +367,7 @@ class SearchStrategy:
             "in_flight": [{"arch": a.to_dict(), "generation": g} for a, g in self._in_flight.values()],
             "history": [e.to_dict() for e in self.history],
             "extra": self._extra_state(),
+            "proposals": dict(self.proposals),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -384,6 +394,7 @@ class SearchStrategy:
         self._reserved = ({e.arch.arch_hash for e in self.history} | set(self._in_flight)
                           | {a.arch_hash for a in self._queue})
         self._load_extra_state(state["extra"])
+        self.proposals.update(state.get("proposals", {}))  # absent from states saved before it was counted
 
     def _extra_state(self) -> dict[str, Any]:
         return {}
@@ -593,6 +604,7 @@ class CoarseToFineSearch(EvolutionSearch):
 
     def _initial_population(self) -> list[Arch]:
         draws = [self.space.sample(self.rng) for _ in range(self.coarse.num_samples)]
+        self.proposals["coarse_screened"] += len(draws)
         feasible = [a for a in draws if self.costs.fits(a)]
         if not feasible:  # a tight budget: the smallest arch, or more draws (_check_reachable passed)
             more = (self.space.sample(self.rng) for _ in range(self.max_sample_tries))

@@ -80,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--concurrent-trials", type=int, default=None, help="default: 2 x evaluators")
     p.add_argument("--eval-batches", type=int, default=None, help="validation batches per candidate (default all)")
     p.add_argument("--calib-batches", type=int, default=None, help="BN recalibration batches (default all)")
+    p.add_argument("--val-half", type=int, default=None,
+                   help="select on this fixed half (0 or 1) of the validation split; the best models are "
+                        "also scored on the other half (val_other_top1), unbiased by their selection")
     p.add_argument("--data-dir", default=None, help="override the checkpoint's data directory")
     p.add_argument("--eval-cache", default=None,
                    help="SQLite store of evaluations, shared by searches of one checkpoint (default "
@@ -253,7 +256,7 @@ def run(cfg: SearchConfig | argparse.Namespace) -> dict[str, Any]:
 
     connect_ray(cfg.address, cfg.num_cpus, log_to_driver=False)
     data_overrides = {"data_dir": cfg.data_dir} if cfg.data_dir else {}
-    settings = EvalSettings(max_batches=cfg.eval_batches, calib_batches=cfg.calib_batches)
+    settings = EvalSettings(max_batches=cfg.eval_batches, calib_batches=cfg.calib_batches, val_half=cfg.val_half)
     cache = None if cfg.no_eval_cache else EvalCache(
         cfg.eval_cache or out_dir / "search" / CACHE_FILE, evaluation_context(checkpoint, meta, data_overrides, settings))
     pool = EvaluatorPool(str(checkpoint), cfg.evaluators, cfg.lut, settings, data_overrides,
@@ -281,7 +284,8 @@ def run(cfg: SearchConfig | argparse.Namespace) -> dict[str, Any]:
                                 f"{strategy.max_evaluations} evaluations; rerun the same command to resume")
     # This run's work, before the test report adds its own: unique evaluations vs cache hits.
     counts = {"actor_evaluations": sum(s["evaluations"] for s in pool.stats()), "cache_hits": progress.cache_hits,
-              "cache_entries": len(cache) if cache is not None else 0}
+              "cache_entries": len(cache) if cache is not None else 0,
+              **{f"candidates_{k}": v for k, v in strategy.proposals.items()}}
     summary = summarise(strategy, pool, cfg, search_dir, tracker, checkpoint)
     stats = pool.stats()
     summary.update(counts, evaluator_stats=stats, eval_cache=str(cache.path) if cache is not None else None)
@@ -315,6 +319,7 @@ def summarise(strategy: SearchStrategy, pool: Any, cfg: SearchConfig, search_dir
     reported, models = [], []
     for rank, evaluation in enumerate(best, start=1):
         test = pool.evaluate(evaluation.arch, split="test")  # report only: selection is already done
+        other = pool.evaluate(evaluation.arch, split="val_other") if cfg.val_half is not None else None
         calib = build_loader(data, "calib", resolution=evaluation.arch.resolution)
         model, _ = calibrated_subnet(supernet, evaluation.arch, calib, cfg.calib_batches)
         name = f"{cfg.name}-top{rank}-{evaluation.arch.arch_hash}"
@@ -328,7 +333,8 @@ def summarise(strategy: SearchStrategy, pool: Any, cfg: SearchConfig, search_dir
                          "val_top1": evaluation.fitness, "test_top1": test["test_top1"],
                          "params": evaluation.params, "latency_ms": evaluation.latency,
                          "macs": test["macs"], "exports": {k: str(v) for k, v in paths.items()},
-                         "weights": str(weights), "arch_json": str(arch_path)})
+                         "weights": str(weights), "arch_json": str(arch_path),
+                         **({"val_other_top1": other["val_other_top1"]} if other is not None else {})})
     log_mlflow_models(cfg, reported, models, tracker, checkpoint, space, data)
     tracker.log_summary(reported, front, strategy.history)
     print_tables(reported, front)

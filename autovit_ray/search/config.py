@@ -38,6 +38,7 @@ class SearchConfig:
     concurrent_trials: int | None = None  # default: 2 x evaluators
     eval_batches: int | None = None  # validation batches per candidate (default all; the test report reads all)
     calib_batches: int | None = None  # BN recalibration batches (default all)
+    val_half: int | None = None  # select on this fixed half (0 / 1) of the validation split, report the other
     data_dir: str | None = None  # override the checkpoint's data directory
     eval_cache: str | None = None  # evaluations store (default <output>/search/eval_cache.sqlite)
     no_eval_cache: bool = False  # evaluate every candidate, store nothing
@@ -71,6 +72,8 @@ class SearchConfig:
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ValueError(f"{flag(name)} must be positive, got {value}")
+        if self.val_half not in (None, 0, 1):
+            raise ValueError(f"--val-half must be 0 or 1 (a fixed half of the validation split), got {self.val_half}")
         if self.latency_budget_ms is not None and not self.lut:
             raise ValueError("--latency-budget-ms needs --lut (the latency table that predicts it)")
 

@@ -4,6 +4,11 @@ Per request: extract the subnet (a copy: the supernet's own BatchNorm statistics
 recalibrate its BatchNorm on the fixed calibration subset of the training split, and measure it
 on the held-out validation split. The test split is only read by `evaluate_split(..., "test")`,
 which reports final models and never feeds selection.
+
+With `EvalSettings.val_half` (0 or 1) the selection reads only that fixed half of the validation
+split (positions 0, 2, 4, ... or 1, 3, 5, ... of its sorted indices), and `evaluate_split(arch,
+"val_other")` scores a chosen model on the other half: an estimate not biased by the maximum that
+selected it (the paper's Table 6 protocol).
 """
 
 from __future__ import annotations
@@ -31,12 +36,15 @@ class EvalSettings:
     max_batches: int | None = None
     calib_batches: int | None = None
     batch_size: int | None = None
+    val_half: int | None = None  # select on this fixed half (0 or 1) of the validation split; None: all of it
 
     def __post_init__(self) -> None:
         for name in ("max_batches", "calib_batches", "batch_size"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ValueError(f"EvalSettings.{name} must be a positive integer or None, got {value!r}")
+        if self.val_half not in (None, 0, 1):
+            raise ValueError(f"EvalSettings.val_half must be 0, 1 or None, got {self.val_half!r}")
 
 
 class SubnetEvaluator:
@@ -58,7 +66,12 @@ class SubnetEvaluator:
     def _loader(self, split: str, resolution: int) -> Any:
         key = (split, resolution)
         if key not in self._loaders:
-            self._loaders[key] = build_loader(self.data, split, resolution=resolution)
+            half = self.settings.val_half
+            part = None
+            if split in ("val", "val_other") and half is not None:
+                part = (half if split == "val" else 1 - half, 2)
+            data_split = "val" if split == "val_other" else split
+            self._loaders[key] = build_loader(self.data, data_split, resolution=resolution, part=part)
         return self._loaders[key]
 
     def evaluate(self, arch: Arch) -> dict[str, Any]:
@@ -66,10 +79,13 @@ class SubnetEvaluator:
 
     def evaluate_split(self, arch: Arch, split: str) -> dict[str, Any]:
         self.space.validate(arch)
-        if split not in ("val", "test"):
-            raise ValueError(f"evaluate on 'val' (selection) or 'test' (final report only), got {split!r}")
+        if split not in ("val", "val_other", "test"):
+            raise ValueError(f"evaluate on 'val' (selection), 'val_other' (the validation half selection did "
+                             f"not read) or 'test' (final report only), got {split!r}")
+        if split == "val_other" and self.settings.val_half is None:
+            raise ValueError("'val_other' needs EvalSettings.val_half: selection reads all of the validation split")
         start = time.perf_counter()
-        # `max_batches` caps the selection's cost; the final report reads the whole test split.
+        # `max_batches` caps the selection's cost; the final reports read their whole split.
         max_batches = self.settings.max_batches if split == "val" else None
         result = evaluate_subnet(self.supernet, arch, self._loader("calib", arch.resolution),
                                  self._loader(split, arch.resolution), max_batches=max_batches,

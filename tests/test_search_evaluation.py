@@ -1,6 +1,6 @@
-"""The search's evaluation cache (`autovit_ray.search.cache`): keys, persistence, and what makes an
-entry foreign (another checkpoint, other data or evaluation settings). No Ray here; the pool's use of
-it is in test_search_real.py."""
+"""How the search evaluates, without Ray: the evaluation cache (`autovit_ray.search.cache`: keys,
+persistence, what makes an entry foreign) and selection on a fixed half of the validation split. The
+actor pool's use of the cache is in test_search_real.py."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import pickle
 import random
 
 import pytest
+import torch
 from conftest import TINY_TRAIN_SETTINGS
 
 from autovit_ray.checkpoint import read_meta, save_checkpoint
@@ -67,3 +68,29 @@ def test_context_changes_with_the_checkpoint_data_and_settings(tmp_path, one_thr
     assert evaluation_context(first, read_meta(first), {}, EvalSettings(max_batches=3)) != context
     assert evaluation_context(first, read_meta(first), {"split_seed": 1}, settings)["data_digest"] != \
         context["data_digest"]
+
+
+def test_selection_on_a_fixed_half_of_the_validation_split(one_thread) -> None:
+    from autovit_ray.data import DataConfig, build_loader, make_splits
+    from autovit_ray.nn import Supernet
+    from autovit_ray.search.evaluate import SubnetEvaluator
+
+    data = DataConfig(dataset="digits", batch_size=64)
+    val = make_splits(data).val
+    halves = [torch.cat([y for _, y in build_loader(data, "val", part=(k, 2))]) for k in (0, 1)]
+    assert len(halves[0]) + len(halves[1]) == len(val) and len(halves[0]) - len(halves[1]) in (0, 1)
+    with pytest.raises(ValueError, match=r"part \(2, 2\) is invalid"):
+        build_loader(data, "val", part=(2, 2))
+    space = load_space("xxs", profile="digits")
+    supernet = Supernet(space, 10)
+    arch = space.smallest()
+    evaluator = SubnetEvaluator(supernet, space, data, EvalSettings(val_half=1, calib_batches=1))
+    selected, other = evaluator.evaluate(arch), evaluator.evaluate_split(arch, "val_other")
+    assert selected["images"] == len(halves[1]) and other["images"] == len(halves[0])
+    assert "val_other_top1" in other and other["split"] == "val_other"
+    whole = SubnetEvaluator(supernet, space, data, EvalSettings(calib_batches=1))
+    assert whole.evaluate(arch)["images"] == len(val)
+    with pytest.raises(ValueError, match="'val_other' needs EvalSettings.val_half"):
+        whole.evaluate_split(arch, "val_other")
+    with pytest.raises(ValueError, match="val_half must be 0, 1 or None"):
+        EvalSettings(val_half=2)
