@@ -116,6 +116,8 @@ def section(result: dict[str, Any], command: str) -> str:
     history = result["history"]
     subnets = list(result["bf16_minus_fp32"])
     lines = [
+        HEADING,
+        "",
         f"Command: `{command}` (resumable; `--report-only` rewrites this from "
         "`bench/results/bf16_accuracy.json`). The XXS supernet on CIFAR-10 (`cifar10` profile, "
         "configs/train/cifar10.yaml with the `light` recipe: crop, flip, label smoothing; in-memory batched "
