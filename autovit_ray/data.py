@@ -664,6 +664,15 @@ def _tensors(dataset: str, data_dir: str | None, cache_dir: str | None,
     return load_tensors(dataset, _load_sources(dataset, data_dir), cache_dir, size=size)
 
 
+def prepare_in_memory(cfg: DataConfig) -> None:
+    """Decode and cache the in-memory tensors of `cfg` here, once, before several processes (Ray Train
+    workers, evaluator actors) each need them: they then map the cache file instead of each decoding."""
+    if resolve_data_path(cfg) in ("batched", "tensors"):
+        from autovit_ray.batches import load_tensors
+
+        load_tensors(cfg.dataset, _sources(cfg), cfg.cache_dir, size=stored_size(cfg))
+
+
 def _tensor_loader(cfg: DataConfig, split: str, resolution: int | None, world_rank: int, world_size: int,
                    device: torch.device | str, augment: bool, part: tuple[int, int] | None) -> Any:
     from autovit_ray.batches import TensorBatches
@@ -826,6 +835,6 @@ def renormalize(x: torch.Tensor, from_mean: Sequence[float], from_std: Sequence[
 __all__ = [
     "CIFAR10_CLASSES", "DATASETS", "DATA_PATHS", "SPLITS", "DataConfig", "ImageDataset", "Loaders", "Splits",
     "build_dataset", "build_loader", "build_loaders", "build_mixup", "build_transform", "check_images",
-    "in_memory_mb", "legacy_data_path", "make_splits", "num_classes", "renormalize", "resize_batch",
+    "in_memory_mb", "legacy_data_path", "make_splits", "prepare_in_memory", "num_classes", "renormalize", "resize_batch",
     "resolve_data_path", "set_epoch", "stored_size",
 ]

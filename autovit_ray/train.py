@@ -42,7 +42,7 @@ from autovit_ray.checkpoint import (
     save_checkpoint,
     space_of,
 )
-from autovit_ray.data import dataset_record, legacy_data_path, resolve_data_path
+from autovit_ray.data import dataset_record, legacy_data_path, prepare_in_memory, resolve_data_path
 from autovit_ray.data import num_classes as dataset_num_classes
 from autovit_ray.distill import build_teacher
 from autovit_ray.io import atomic_write_text
@@ -312,6 +312,7 @@ def run_training(cfg: TrainConfig, address: str | None = None, mlflow_uri: str |
     exp_dir.mkdir(parents=True, exist_ok=True)
     if standalone:  # where the workers and later loads of the checkpoint read the space from
         _write_space(cfg, standalone[1])
+    prepare_in_memory(cfg.data)  # the workers map the decoded tensors instead of each decoding them
     atomic_write_text(exp_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     uri = tracking.default_tracking_uri(exp_dir, mlflow_uri or cfg.mlflow.tracking_uri)
     sources = {space.name: src for src, space in zip(cfg.supernets, spaces.values())}

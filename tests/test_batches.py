@@ -197,3 +197,21 @@ def test_supernet_trains_through_the_batched_path(tmp_path, one_thread) -> None:
     assert metrics["train_loss"] > 0 and trainer.global_step == 3
     assert 0.0 <= trainer.evaluate()["val_top1_largest"] <= 100.0
     assert isinstance(build_loaders(cfg.data).val, TensorBatches)
+
+
+def test_prepare_in_memory_decodes_once_for_the_processes_that_follow(tmp_path, monkeypatch) -> None:
+    """The driver decodes and caches; a worker then loads the cached tensors without decoding."""
+    from autovit_ray import data as data_module
+    from autovit_ray.data import prepare_in_memory
+
+    cfg = DataConfig(dataset="digits", cache_dir=str(tmp_path), batch_size=16)
+    prepare_in_memory(cfg)
+    assert len(list(tmp_path.glob("digits-*.pt"))) == 1
+    data_module._tensors.cache_clear()  # as in a fresh worker process
+
+    def no_decoding(*_args):
+        raise AssertionError("a worker decoded although the driver had cached the tensors")
+    monkeypatch.setattr(batches, "decode", no_decoding)
+    assert len(_all(build_loader(cfg, "val"))[1]) == len(make_splits(cfg).val)
+    data_module._tensors.cache_clear()
+    prepare_in_memory(dataclasses.replace(cfg, in_memory_limit_mb=0))  # a streamed path: nothing to prepare

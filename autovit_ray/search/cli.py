@@ -216,9 +216,13 @@ def evaluation_context(checkpoint: Path, meta: dict[str, Any], data_overrides: d
 
 def run(cfg: SearchConfig | argparse.Namespace) -> dict[str, Any]:
     """Run one search; returns its results.json content. Takes a SearchConfig (or the CLI's parsed flags)."""
+    import dataclasses
+
     from ray import tune
 
     from ..checkpoint import read_meta, space_of
+    from ..data import prepare_in_memory
+    from ..training.config import config_from_dict
     from .actors import EvaluatorPool
     from .cache import CACHE_FILE, EvalCache
     from .evaluate import EvalSettings
@@ -257,6 +261,7 @@ def run(cfg: SearchConfig | argparse.Namespace) -> dict[str, Any]:
     connect_ray(cfg.address, cfg.num_cpus, log_to_driver=False)
     data_overrides = {"data_dir": cfg.data_dir} if cfg.data_dir else {}
     settings = EvalSettings(max_batches=cfg.eval_batches, calib_batches=cfg.calib_batches, val_half=cfg.val_half)
+    prepare_in_memory(dataclasses.replace(config_from_dict(meta["config"]).data, **data_overrides))
     cache = None if cfg.no_eval_cache else EvalCache(
         cfg.eval_cache or out_dir / "search" / CACHE_FILE, evaluation_context(checkpoint, meta, data_overrides, settings))
     pool = EvaluatorPool(str(checkpoint), cfg.evaluators, cfg.lut, settings, data_overrides,
