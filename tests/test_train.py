@@ -514,8 +514,11 @@ def test_crashed_run_resumes_exactly_with_the_same_name(ray_session, tmp_path, o
     """A single-worker run crashes after epoch 1 (no restarts left); rerunning the same command with the
     same --name resumes from the epoch-1 checkpoint (`ray.train.get_checkpoint()`: Ray Train restores the
     run from its storage) and finishes epoch 2 with the weights of an uninterrupted run (in-process, same
-    seed) to 1e-6. A crash with restarts left takes the same path inside one launch (FailureConfig)."""
-    argv = tiny_train_argv(tmp_path, "resume", "xxs", "train.arch_log=true")
+    seed) to 1e-6. A crash with restarts left takes the same path inside one launch (FailureConfig).
+    The data path is the batched one with the full recipe (RandAugment, erasing, Mixup / CutMix), so
+    the augmentation's randomness is replayed too."""
+    recipe = ("data.augment=batched", "data.mixup=0.8", "data.cutmix=1.0")
+    argv = tiny_train_argv(tmp_path, "resume", "xxs", "train.arch_log=true", *recipe)
     assert main(argv + ["--set", "train.fail_after_epoch=1", "--set", "ray.max_failures=0"]) == 1
     assert [p.name for p in list_checkpoints(tmp_path / "resume", "xxs")] == ["epoch_0001"]
     assert json.loads((tmp_path / "resume" / "train_summary.json").read_text())["xxs"]["status"] == "FAILED"
@@ -524,8 +527,9 @@ def test_crashed_run_resumes_exactly_with_the_same_name(ray_session, tmp_path, o
     assert [line.split()[:2] for line in arch_log] == [["1", "0"], ["1", "1"], ["2", "0"], ["2", "1"]]
     resumed = load_checkpoint(find_checkpoint(tmp_path / "resume", "xxs", final=True))
 
-    cfg = load_config("digits", list(TINY_TRAIN_SETTINGS) + ["supernets=xxs"])
+    cfg = load_config("digits", list(TINY_TRAIN_SETTINGS) + ["supernets=xxs", *recipe])
     reference = SupernetTrainer(cfg, _digits_space(), log=lambda _: None)
+    assert reference.loaders.data_path == "batched" and reference.loaders.mixup_fn is not None
     reference.fit(lambda epoch, metrics: None)
     assert resumed["epoch"] == 2 and resumed["global_step"] == reference.global_step == 4
     for key, value in reference.model.state_dict().items():
