@@ -37,7 +37,7 @@ def test_evaluator_uses_validation_split_and_keeps_supernet_stats(trained_digits
     result = evaluator.evaluate(arch)
     assert result["split"] == "val" and 0.0 <= result["val_top1"] <= 100.0 and result["images"] > 0
     assert all(torch.equal(before[k], v) for k, v in supernet.state_dict().items())  # a copy was recalibrated
-    with pytest.raises(ValueError, match="'val' \\(selection\\) or 'test'"):
+    with pytest.raises(ValueError, match="'val' \\(selection\\), 'val_other' .* or 'test'"):
         evaluator.evaluate_split(arch, "train")
     # the cap is for selection: the final test report reads the whole test split
     test = evaluator.evaluate_split(arch, "test")
@@ -125,7 +125,9 @@ def test_pool_answers_a_cached_arch_without_its_actors(trained_digits_experiment
     arch = space.smallest()
     first = pool.evaluate(arch)
     again = pool.evaluate(arch)
-    assert "cached" not in first and again.pop("cached") is True and again == first
+    assert "cached" not in first and again.pop("cached") is True
+    same = [k for k in first if k != "latency_ms"]  # no LUT here: NaN, which equals nothing
+    assert set(again) == set(first) and {k: again[k] for k in same} == {k: first[k] for k in same}
     assert pool.stats()[0]["evaluations"] == 1  # the second answer did not reach the actor
     pool.evaluate(arch, split="test")  # another split is another entry
     assert pool.stats()[0]["evaluations"] == 2 and len(cache) == 2
