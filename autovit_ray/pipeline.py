@@ -391,6 +391,20 @@ class Pipeline:
         self._save_record("budget", space.name, fp, dataclasses.asdict(budget))
         return budget.table_ms
 
+    def _slower_than_reference(self, space: Any, lut: Path | None, latency: float | None) -> str | None:
+        """Why no subnet of `space` can meet the reference's latency budget (its smallest is slower by the
+        table), or None. Only for `search.latency_budget_reference`: a budget the user set stays an error."""
+        s = self.cfg.search
+        if not (s.latency_budget_reference and not s.latency_budget_ms and lut is not None and latency):
+            return None
+        from .latency import LatencyTable
+
+        smallest = LatencyTable.load(lut, space=space).predict_latency(space.smallest())
+        if smallest <= latency:
+            return None
+        return (f"its smallest subnet takes {smallest:.4f} table ms, more than {s.latency_budget_reference}'s "
+                f"{latency:.4f} ms, so no {space.name} subnet can beat the reference at its latency")
+
     def run_search(self) -> str:
         from .checkpoint import read_meta
         from .search.cli import run
@@ -405,6 +419,12 @@ class Pipeline:
                 self.log(f"search {name}: no latency table at {lut}: searching with a parameter budget only")
                 lut = None
             params, latency = self.auto_budgets(space, lut, int(meta["num_classes"]))
+            unreachable = self._slower_than_reference(space, lut, latency)
+            if unreachable:  # nothing of this supernet runs as fast as the reference: nothing to search
+                self.log(f"search {name}: skipped: {unreachable}")
+                self._record_path("search", name).unlink(missing_ok=True)
+                statuses.append("skipped")
+                continue
             fp = fingerprint("search", _settings(s), str(checkpoint.resolve()), meta["epoch"],
                              space.fingerprint(), file_digest(lut) if lut else None, params, latency)
             search_name = f"{name}-{s.strategy}-{fp[:6]}"
@@ -527,9 +547,13 @@ class Pipeline:
 
 
 def _combine(statuses: Sequence[str]) -> str:
-    if statuses and all(s == "reused" for s in statuses):
+    """One stage status from its supernets' ('skipped' ones, with nothing to do, do not count)."""
+    done = [status for status in statuses if status != "skipped"]
+    if statuses and not done:
+        return "skipped"
+    if done and all(status == "reused" for status in done):
         return "reused"
-    return "partly reused" if "reused" in statuses else "ran"
+    return "partly reused" if "reused" in done else "ran"
 
 
 def print_summary(pipeline: Pipeline, timings: Sequence[StageTiming]) -> None:

@@ -88,8 +88,13 @@ def test_demo_survives_ctrl_c_and_resumes(tmp_path):
         statuses = {s["stage"]: s["status"] for s in summary["stages"]}
         assert statuses == {"train": "reused", "profile": "reused", "search": "partly reused", "compare": "ran"} \
             or statuses == {"train": "reused", "profile": "reused", "search": "ran", "compare": "ran"}, statuses
-        for supernet in ("xxs", "xs", "s"):
-            results = json.loads(Path(summary["outputs"]["searches"][supernet]).read_text())
+        searched = summary["outputs"]["searches"]
+        # A supernet whose smallest subnet is slower than mobilevit_xxs by its table is skipped (said);
+        # on digits S's smallest sits within a few % of it, so that depends on the run's timing.
+        skipped = [s for s in ("xxs", "xs", "s") if s not in searched]
+        assert len(skipped) < 3 and all(f"search {s}: skipped: its smallest subnet takes" in text for s in skipped)
+        for supernet in searched:
+            results = json.loads(Path(searched[supernet]).read_text())
             assert results["evaluations"] == 4 * 3
             best = results["best"][0]
             assert best["test_top1"] >= 90.0, f"{supernet}: searched model at {best['test_top1']}% test top-1"

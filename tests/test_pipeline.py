@@ -12,6 +12,7 @@ from autovit_ray.pipeline import (
     STAGES,
     Pipeline,
     PipelineConfig,
+    _combine,
     fingerprint,
     load_pipeline_config,
     main,
@@ -154,6 +155,13 @@ def test_latency_budget_of_a_reference_is_measured_once_per_table(tmp_path):
     assert any("latency budget" in line and "mobilevit_xxs measured" in line for line in lines)
     lines.clear()
     assert pipeline.reference_budget(space, table, lut, 10) == budget and lines == []
+    # a supernet whose smallest subnet the table puts above the reference's latency is not searched
+    smallest_ms = table.predict_latency(space.smallest())
+    assert pipeline._slower_than_reference(space, lut, smallest_ms) is None
+    reason = pipeline._slower_than_reference(space, lut, smallest_ms * 0.9)
+    assert reason.startswith(f"its smallest subnet takes {smallest_ms:.4f} table ms, more than mobilevit_xxs's")
+    assert [_combine(statuses) for statuses in (["skipped", "reused"], ["skipped", "ran"], ["skipped"])] == \
+        ["reused", "ran", "skipped"]
 
 
 def test_unknown_budget_reference_is_refused_at_load():
