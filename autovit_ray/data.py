@@ -148,7 +148,7 @@ class DataConfig:
     # tensors, a batch at a time on the training device (autovit_ray.batches); "none": resize + normalise;
     # "auto": batched when the data fits in memory (digits: none), else timm (module doc)
     in_memory_limit_mb: int = 4096  # decoded train + test images above this stream from files; 0: always
-    cache_dir: str | None = None  # decoded tensors of the in-memory path (default ~/.cache/autovit-ray/data)
+    cache_dir: str | None = None  # decoded tensors (default $AUTOVIT_RAY_DATA_CACHE, else ~/.cache/autovit-ray/data)
     auto_augment: str | None = "rand-m9-mstd0.5-inc1"
     re_prob: float = 0.25
     scale: tuple[float, float] | None = None

@@ -113,7 +113,7 @@ def check_resume(cfg: TrainConfig, spaces: Mapping[str, SearchSpace]) -> dict[st
 def _check_data_path(meta: Mapping[str, Any], cfg: TrainConfig, name: str) -> None:
     """Refuse to continue a supernet on another data path than it trained on (the default moved from
     timm's PIL pipeline to the in-memory one: an older experiment must not switch halfway)."""
-    trained = meta.get("data_path") or legacy_data_path(cfg.data)
+    trained = meta.get("data_path") or legacy_data_path(config_from_dict(meta["config"]).data)
     now = resolve_data_path(cfg.data)
     if trained != now:
         how = {"timm": "data.augment: timm", "timm-no-aug": "data.in_memory_limit_mb: 0",
