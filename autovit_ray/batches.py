@@ -4,9 +4,8 @@ A data set that fits in `data.in_memory_limit_mb` is decoded once into uint8 ten
 (CIFAR-10's 60,000 images: 176 MiB; an image folder's images as S x S squares, see `autovit_ray.data`)
 and cached in `data.cache_dir` (default `$AUTOVIT_RAY_DATA_CACHE`, else `~/.cache/autovit-ray/data`)
 under a key made of the data set, the stored size and a hash of its source files, so a second run
-does not decode again. The cache file
-carries a hash of its own tensors: a truncated or altered file is detected, said, and rebuilt, never
-used. It is memory-mapped, so the processes of one machine (Ray workers, evaluator actors) share one
+does not decode again. The cache file carries a hash of its own tensors: a truncated or altered file
+is detected, said, and rebuilt, never used. It is memory-mapped, so the processes of one machine (Ray workers, evaluator actors) share one
 copy of it in the page cache. A cache directory that cannot be written is said once and the run goes
 on decoding in memory.
 
