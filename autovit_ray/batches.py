@@ -5,9 +5,9 @@ A data set that fits in `data.in_memory_limit_mb` is decoded once into uint8 ten
 and cached in `data.cache_dir` (default `$AUTOVIT_RAY_DATA_CACHE`, else `~/.cache/autovit-ray/data`)
 under a key made of the data set, the stored size and a hash of its source files, so a second run
 does not decode again. The cache file carries a hash of its own tensors: a truncated or altered file
-is detected, said, and rebuilt, never used. It is memory-mapped, so the processes of one machine (Ray workers, evaluator actors) share one
-copy of it in the page cache. A cache directory that cannot be written is said once and the run goes
-on decoding in memory.
+is detected, said, and rebuilt, never used. It is memory-mapped, so the processes of one machine (Ray
+workers, evaluator actors) share one copy of it in the page cache. A cache directory that cannot be
+written is said once and the run goes on decoding in memory.
 
 `TensorBatches` is the loader: it gathers a batch by index, moves it to the training device and
 augments it there as a whole (`autovit_ray.augment`: crop, flip, RandAugment with per-sample ops,
