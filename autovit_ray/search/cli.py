@@ -194,18 +194,24 @@ def evaluate_trial(config: dict[str, Any], pool: Any, finished: dict[str, dict[s
                  "cached": int(bool(result.get("cached")))})
 
 
-def evaluation_context(checkpoint: Path, meta: dict[str, Any], data_overrides: dict[str, Any],
-                       settings: Any) -> dict[str, Any]:
+def evaluation_data(meta: dict[str, Any], data_overrides: dict[str, Any]) -> Any:
+    """The DataConfig the evaluators read: the checkpoint's training data with the search's overrides."""
+    import dataclasses
+
+    from ..training.config import config_from_dict
+
+    return dataclasses.replace(config_from_dict(meta["config"]).data, **data_overrides)
+
+
+def evaluation_context(checkpoint: Path, data: Any, settings: Any) -> dict[str, Any]:
     """What an evaluation's result depends on besides the arch (the evaluation cache's context): the
-    checkpoint's content, the data the evaluator reads and the evaluation settings."""
+    checkpoint's content, the data the evaluator reads (`evaluation_data`) and the evaluation settings."""
     import dataclasses
 
     from ..checkpoint import STATE_FILE
     from ..data import dataset_record, resolve_data_path
-    from ..training.config import config_from_dict
     from .cache import file_digest
 
-    data = dataclasses.replace(config_from_dict(meta["config"]).data, **data_overrides)
     record = dataset_record(data)  # labels and split indices, whatever folder they are read from
     evaluation_fields = ("resolution", "batch_size", "calib_size", "split_seed", "val_size", "mean", "std",
                          "crop_pct", "interpolation")
@@ -216,13 +222,10 @@ def evaluation_context(checkpoint: Path, meta: dict[str, Any], data_overrides: d
 
 def run(cfg: SearchConfig | argparse.Namespace) -> dict[str, Any]:
     """Run one search; returns its results.json content. Takes a SearchConfig (or the CLI's parsed flags)."""
-    import dataclasses
-
     from ray import tune
 
     from ..checkpoint import read_meta, space_of
     from ..data import prepare_in_memory
-    from ..training.config import config_from_dict
     from .actors import EvaluatorPool
     from .cache import CACHE_FILE, EvalCache
     from .evaluate import EvalSettings
@@ -261,9 +264,10 @@ def run(cfg: SearchConfig | argparse.Namespace) -> dict[str, Any]:
     connect_ray(cfg.address, cfg.num_cpus, log_to_driver=False)
     data_overrides = {"data_dir": cfg.data_dir} if cfg.data_dir else {}
     settings = EvalSettings(max_batches=cfg.eval_batches, calib_batches=cfg.calib_batches, val_half=cfg.val_half)
-    prepare_in_memory(dataclasses.replace(config_from_dict(meta["config"]).data, **data_overrides))
+    data = evaluation_data(meta, data_overrides)
+    prepare_in_memory(data)
     cache = None if cfg.no_eval_cache else EvalCache(
-        cfg.eval_cache or out_dir / "search" / CACHE_FILE, evaluation_context(checkpoint, meta, data_overrides, settings))
+        cfg.eval_cache or out_dir / "search" / CACHE_FILE, evaluation_context(checkpoint, data, settings))
     pool = EvaluatorPool(str(checkpoint), cfg.evaluators, cfg.lut, settings, data_overrides,
                          evaluator_cpus(cfg), cfg.threads_per_evaluator, cache=cache)
     searcher = AutoViTSearcher(strategy, metric="top1", mode="max")
@@ -304,17 +308,13 @@ def run(cfg: SearchConfig | argparse.Namespace) -> dict[str, Any]:
 
 def summarise(strategy: SearchStrategy, pool: Any, cfg: SearchConfig, search_dir: Path,
               tracker: Any, checkpoint: Path) -> dict[str, Any]:
-    import dataclasses
 
     from ..checkpoint import load_supernet, read_meta
     from ..data import build_loader
     from ..export import export_model
     from ..models import calibrated_subnet, save_subnet
-    from ..training.config import config_from_dict
 
-    data = config_from_dict(read_meta(checkpoint)["config"]).data
-    if cfg.data_dir:
-        data = dataclasses.replace(data, data_dir=cfg.data_dir)
+    data = evaluation_data(read_meta(checkpoint), {"data_dir": cfg.data_dir} if cfg.data_dir else {})
     best = strategy.ranked(cfg.top_k)
     front = sorted(strategy.pareto_front(), key=lambda e: (e.latency or 0.0, e.params))
     if not best:
