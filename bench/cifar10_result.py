@@ -270,8 +270,8 @@ SUPERNET_RUN = "cifar10-xxs"
 PEER_RUN = "peer"
 
 
-def supernet_epochs_done(settings: Settings, cfg: TrainConfig) -> int:
-    found = list_checkpoints(settings.out / SUPERNET_RUN, SUPERNET)
+def supernet_epochs_done(settings: Settings, cfg: TrainConfig, run: str = SUPERNET_RUN) -> int:
+    found = list_checkpoints(settings.out / run, SUPERNET)
     if not found:
         return 0
     meta = read_meta(found[-1])
@@ -293,6 +293,9 @@ def check_supernet_meta(meta: dict[str, Any], cfg: TrainConfig, path: Path) -> N
                         f"{recipe_fingerprint(config_from_saved(saved))} vs {recipe_fingerprint(cfg)}")
     if saved["train"].get("sampler") != wanted["train"]["sampler"]:
         problems.append(f"sampler {saved['train'].get('sampler')!r}")
+    distillation = ("kind", "inplace", "alpha", "tau", "teacher")
+    if [saved["kd"].get(k) for k in distillation] != [wanted["kd"][k] for k in distillation]:
+        problems.append(f"distillation {saved['kd']} (expected {wanted['kd']})")
     if problems:
         raise Mismatch(f"checkpoint {path} does not belong to this run: {'; '.join(problems)}. "
                        "Move the experiment away or pass another --out")
@@ -304,23 +307,28 @@ def config_from_saved(saved: dict[str, Any]) -> TrainConfig:
     return config_from_dict(saved)
 
 
-def advance_supernet(settings: Settings, recipe: str, epoch: int) -> None:
-    cmd = [sys.executable, "-m", "autovit_ray.train", "--config", "cifar10", "--name", SUPERNET_RUN,
-           "--supernets", SUPERNET, "--output-dir", str(settings.out),
-           "--set", f"data.data_dir={settings.data_dir}", "--set", f"train.epochs={settings.epochs}",
-           "--set", f"train.stop_after_epoch={epoch}", "--set", "train.progress_bar=false",
-           "--set", f"ray.torch_threads={settings.threads}"]
-    overrides = list(RECIPES[recipe])
+def advance_supernet(settings: Settings, recipe: str, epoch: int, run: str = SUPERNET_RUN,
+                     extra: Sequence[str] = (), arch: str | None = None) -> None:
+    """Train experiment `run` to `epoch` through the product's CLI (`python -m autovit_ray.train`), the
+    recipe's overrides plus `extra`; `arch`: a file of one arch to train stand-alone (`--arch`)."""
+    cmd = [sys.executable, "-m", "autovit_ray.train", "--config", "cifar10", "--name", run,
+           "--supernets", SUPERNET, "--output-dir", str(settings.out)]
+    if arch is not None:
+        cmd += ["--arch", arch]
+    # data.augment=timm: every training of this experiment runs on timm's PIL pipeline (the first
+    # started there, before the in-memory path became the default).
+    overrides = [f"data.data_dir={settings.data_dir}", f"train.epochs={settings.epochs}", "data.augment=timm",
+                 f"train.stop_after_epoch={epoch}", "train.progress_bar=false", f"ray.torch_threads={settings.threads}",
+                 *RECIPES[recipe], *extra]
     if settings.max_steps:
         overrides += [f"train.max_steps_per_epoch={settings.max_steps}", "eval.max_batches=1"]
     for item in overrides:
         cmd += ["--set", item]
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{settings.out / 'mlflow.db'}"}
-    with open(settings.out / f"{SUPERNET_RUN}.log", "a") as out:
+    with open(settings.out / f"{run}.log", "a") as out:
         rc = subprocess.call(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=env)
     if rc != 0:
-        raise RuntimeError(f"{SUPERNET_RUN}: `{' '.join(cmd)}` failed (exit {rc}); see "
-                           f"{settings.out / SUPERNET_RUN}.log")
+        raise RuntimeError(f"{run}: `{' '.join(cmd)}` failed (exit {rc}); see {settings.out / run}.log")
 
 
 def run_training(settings: Settings, recipe: str, adaptation: str, results: dict[str, Any],
@@ -460,10 +468,10 @@ def load_peer(settings: Settings, adaptation: str) -> nn.Module:
     return model.eval()
 
 
-def final_supernet(settings: Settings, cfg: TrainConfig) -> Path:
+def final_supernet(settings: Settings, cfg: TrainConfig, run: str = SUPERNET_RUN) -> Path:
     from autovit_ray.checkpoint import find_checkpoint
 
-    path = find_checkpoint(settings.out / SUPERNET_RUN, SUPERNET, final=True)
+    path = find_checkpoint(settings.out / run, SUPERNET, final=True)
     check_supernet_meta(read_meta(path), cfg, path)
     return path
 
@@ -536,6 +544,21 @@ def search_name(factor: float) -> str:
     return f"c2f-{factor:.1f}x"
 
 
+def search(settings: Settings, checkpoint: Path, name: str, latency_budget_ms: float,
+           params_budget: float) -> Path:
+    """One coarse-to-fine search of the product (`python -m autovit_ray.search`) under the budgets,
+    selecting on the validation split; returns its results.json."""
+    log(f"search {name}: latency <= {latency_budget_ms:.3f} LUT ms, params <= {params_budget:,.0f}")
+    run_cli(settings, ["autovit_ray.search", "--checkpoint", str(checkpoint), "--name", name,
+                       "--output-dir", str(settings.out), "--lut", str(lut_path(settings, SEARCH_BACKEND)),
+                       "--params-budget", str(params_budget), "--latency-budget-ms", str(latency_budget_ms),
+                       "--strategy", "coarse-to-fine", "--population", str(settings.population),
+                       "--generations", str(settings.generations), "--parents", "10",
+                       "--evaluators", "2", "--top-k", str(SELECTION_CANDIDATES),
+                       "--export-formats", "onnx", "--seed", "0"], f"search-{name}")
+    return settings.out / "search" / name / "results.json"
+
+
 def run_searches(settings: Settings, checkpoint: Path, budgets: dict[str, Any], results: dict[str, Any],
                  save: Callable[[], None]) -> None:
     searches = results.setdefault("searches", {})
@@ -544,16 +567,9 @@ def run_searches(settings: Settings, checkpoint: Path, budgets: dict[str, Any], 
         path = settings.out / "search" / name / "results.json"
         if name in searches and readable_json(path):
             continue
-        budget = budgets["by_factor"][str(factor)]["latency_budget_ms"]
-        log(f"search {name}: latency <= {budget:.3f} LUT ms, params <= {budgets['params_budget']:,.0f}")
         start = time.time()
-        run_cli(settings, ["autovit_ray.search", "--checkpoint", str(checkpoint), "--name", name,
-                           "--output-dir", str(settings.out), "--lut", str(lut_path(settings, SEARCH_BACKEND)),
-                           "--params-budget", str(budgets["params_budget"]), "--latency-budget-ms", str(budget),
-                           "--strategy", "coarse-to-fine", "--population", str(settings.population),
-                           "--generations", str(settings.generations), "--parents", "10",
-                           "--evaluators", "2", "--top-k", str(SELECTION_CANDIDATES),
-                           "--export-formats", "onnx", "--seed", "0"], f"search-{name}")
+        search(settings, checkpoint, name, budgets["by_factor"][str(factor)]["latency_budget_ms"],
+               budgets["params_budget"])
         searches[name] = {"factor": factor, "wall_s": time.time() - start, "results": str(path)}
         save()
 
@@ -584,33 +600,38 @@ def subnet_of(checkpoint: Path, arch: Any, loaders: Loaders) -> nn.Module:
     return model
 
 
-def run_selection(settings: Settings, checkpoint: Path, adaptation: str, budgets: dict[str, Any],
-                  results: dict[str, Any], save: Callable[[], None]) -> None:
+def select_by_measured_latency(settings: Settings, checkpoint: Path, adaptation: str, search_results: Path,
+                               factor: float, loaders: Loaders) -> dict[str, Any]:
     """The rule fixed before looking: the SELECTION_CANDIDATES best by validation top-1 that fit the LUT
     budget are measured beside the peer (torch-cpu, batch 1, 1 thread, wall clock, interleaved); the
     chosen model is the best by validation top-1 whose measured latency meets factor x the peer's."""
     from autovit_ray.space import Arch
 
+    found = json.loads(search_results.read_text())
+    candidates = sorted(found["best"], key=lambda b: -b["val_top1"])[:SELECTION_CANDIDATES]
+    models = [subnet_of(checkpoint, Arch.from_dict(c["arch"]), loaders) for c in candidates]
+    log(f"selection {search_results.parent.name}: measuring {len(models)} candidates beside the peer")
+    stats = measure([load_peer(settings, adaptation), *models], "torch-cpu", "wall", rounds=40, seed=3)
+    limit = factor * stats[0]["median_ms"]
+    rows = [{"arch": c["arch"], "name": c["name"], "val_top1": c["val_top1"], "lut_ms": c["latency_ms"],
+             "measured": s, "meets": s["median_ms"] <= limit} for c, s in zip(candidates, stats[1:])]
+    chosen = next((r for r in rows if r["meets"]), None)
+    log(f"selection {search_results.parent.name}: chosen {chosen['name'] if chosen else None}")
+    return {"peer_measured": stats[0], "limit_ms": limit, "candidates": rows,
+            "chosen": chosen["arch"] if chosen else None}
+
+
+def run_selection(settings: Settings, checkpoint: Path, adaptation: str, results: dict[str, Any],
+                  save: Callable[[], None]) -> None:
     selection = results.setdefault("selection", {})
     cfg = config_from_saved(read_meta(checkpoint)["config"])
     loaders = build_loaders(cfg.data)
     for factor in LATENCY_FACTORS:
         name = search_name(factor)
-        if name in selection:
-            continue
-        found = json.loads((settings.out / "search" / name / "results.json").read_text())
-        candidates = sorted(found["best"], key=lambda b: -b["val_top1"])[:SELECTION_CANDIDATES]
-        models = [subnet_of(checkpoint, Arch.from_dict(c["arch"]), loaders) for c in candidates]
-        log(f"selection {name}: measuring {len(models)} candidates beside the peer")
-        stats = measure([load_peer(settings, adaptation), *models], "torch-cpu", "wall", rounds=40, seed=3)
-        limit = factor * stats[0]["median_ms"]
-        rows = [{"arch": c["arch"], "name": c["name"], "val_top1": c["val_top1"], "lut_ms": c["latency_ms"],
-                 "measured": s, "meets": s["median_ms"] <= limit} for c, s in zip(candidates, stats[1:])]
-        chosen = next((r for r in rows if r["meets"]), None)
-        selection[name] = {"peer_measured": stats[0], "limit_ms": limit, "candidates": rows,
-                           "chosen": chosen["arch"] if chosen else None}
-        log(f"selection {name}: chosen {chosen['name'] if chosen else None}")
-        save()
+        if name not in selection:
+            selection[name] = select_by_measured_latency(
+                settings, checkpoint, adaptation, settings.out / "search" / name / "results.json", factor, loaders)
+            save()
 
 
 def bootstrap_difference(a: Sequence[bool], b: Sequence[bool], resamples: int = 10_000,
@@ -980,7 +1001,7 @@ def main(argv: list[str] | None = None) -> int:
     run_luts(settings, results, save)
     budgets = run_budgets(settings, adaptation, results, save)
     run_searches(settings, checkpoint, budgets, results, save)
-    run_selection(settings, checkpoint, adaptation, budgets, results, save)
+    run_selection(settings, checkpoint, adaptation, results, save)
     run_headline(settings, checkpoint, adaptation, results, save)
     log("done")
     return 0

@@ -53,6 +53,9 @@ def test_supernet_checkpoint_of_another_split_profile_or_recipe_is_refused(tmp_p
         bench.check_supernet_meta({**meta, "config": settings.config("light").to_dict()}, cfg, tmp_path)
     with pytest.raises(bench.Mismatch, match="profile 'imagenet'"):
         bench.check_supernet_meta({**meta, "space": {"name": "xxs", "profile": "imagenet"}}, cfg, tmp_path)
+    distilled = settings.config("deit", ["kd.kind=soft", "kd.inplace=true"]).to_dict()
+    with pytest.raises(bench.Mismatch, match="distillation"):
+        bench.check_supernet_meta({**meta, "config": distilled}, cfg, tmp_path)
     with pytest.raises(ValueError, match="recipe 'heavy' is unknown"):
         settings.config("heavy")
 
