@@ -55,7 +55,7 @@ from cifar10_result import Mismatch, Settings, log  # noqa: E402
 import autovit_ray  # noqa: E402
 from autovit_ray.checkpoint import list_checkpoints, read_meta  # noqa: E402
 from autovit_ray.data import Loaders, build_loaders  # noqa: E402
-from autovit_ray.io import atomic_path, atomic_write_text, replace_markdown_section  # noqa: E402
+from autovit_ray.io import atomic_write_text, replace_markdown_section  # noqa: E402
 from autovit_ray.space import Arch, load_space  # noqa: E402
 
 KD_RUN = "cifar10-xxs-kd"
@@ -328,12 +328,7 @@ def plot(record: dict[str, Any], first: dict[str, Any], out: Path, path: Path) -
     right.set(xlabel="LUT-predicted latency, torch-cpu (ms)", ylabel="validation top-1 (%)",
               title="1.0x searches: every evaluated candidate")
     right.legend(fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    return path
+    return base.save_figure(fig, path)
 
 
 def write_report(record: dict[str, Any], first: dict[str, Any], out: Path, epochs: int, benchmarks: Path) -> None:

@@ -916,6 +916,13 @@ def plot(results: dict[str, Any], out_dir: Path, path: Path) -> Path | None:
     right.set(xlabel="measured latency / the peer's (torch-cpu, batch 1, 1 thread, same run)",
               ylabel="test top-1 (%)", title="final models vs MobileViT-XXS")
     right.legend(fontsize=7)
+    return save_figure(fig, path)
+
+
+def save_figure(fig: Any, path: Path) -> Path:
+    """Write a matplotlib figure atomically (the PNG committed beside BENCHMARKS.md) and close it."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
