@@ -270,8 +270,8 @@ SUPERNET_RUN = "cifar10-xxs"
 PEER_RUN = "peer"
 
 
-def supernet_epochs_done(settings: Settings, cfg: TrainConfig, run: str = SUPERNET_RUN) -> int:
-    found = list_checkpoints(settings.out / run, SUPERNET)
+def supernet_epochs_done(settings: Settings, cfg: TrainConfig) -> int:
+    found = list_checkpoints(settings.out / SUPERNET_RUN, SUPERNET)
     if not found:
         return 0
     meta = read_meta(found[-1])
