@@ -220,7 +220,7 @@ def test_tuner_with_more_concurrent_trials_than_population_and_failing_trials(ra
 
 
 DRIVER = textwrap.dedent("""
-    import sys, ray
+    import os, signal, sys, time, ray
     from ray import tune
     from autovit_ray.search import EvolutionConfig, EvolutionSearch
     from autovit_ray.search.synthetic import make_synthetic_problem, tiny_space
@@ -237,13 +237,27 @@ DRIVER = textwrap.dedent("""
             f.write(arch.arch_hash + "\\n")
         tune.report({"top1": accuracy(arch)})
 
+    class CrashInSecondGeneration(tune.Callback):
+        # The driver dies from inside the controller loop, so never halfway through Tune's own
+        # (non-atomic) experiment-state write; the pause lets the background sync of the last
+        # state to the storage path finish first, as it would between two steps of a real run.
+        # Tuner.restore unpickles this callback into the resuming process: only the driver crashes.
+        completed = 0
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            self.completed += 1
+            if self.completed == 6 and os.environ.get("CRASH_THIS_DRIVER"):  # mid second generation
+                time.sleep(1.0)
+                os.kill(os.getpid(), signal.SIGKILL)
+
     config = EvolutionConfig(4, 4, num_parents=2, p_depth=0.1, p_block=0.1)
     searcher = AutoViTSearcher(EvolutionSearch(problem.space, problem.cost_model(), config, seed=2))
     tune.Tuner(
         tune.with_resources(trainable, {"cpu": 0.1}), param_space={"log": log},
         tune_config=tune.TuneConfig(search_alg=searcher, metric="top1", mode="max", num_samples=-1,
                                     max_concurrent_trials=2, reuse_actors=True),
-        run_config=tune.RunConfig(name="resume", storage_path=storage, verbose=0)).fit()
+        run_config=tune.RunConfig(name="resume", storage_path=storage, verbose=0,
+                                  callbacks=[CrashInSecondGeneration()])).fit()
 """)
 
 
@@ -259,16 +273,16 @@ def test_search_killed_mid_generation_resumes_without_reevaluating(ray_session, 
     log = tmp_path / "evaluations.log"
     script = tmp_path / "driver.py"
     script.write_text(DRIVER)
-    env = {**os.environ, "TUNE_GLOBAL_CHECKPOINT_S": "0", "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "TUNE_GLOBAL_CHECKPOINT_S": "0", "PYTHONPATH": str(ROOT), "CRASH_THIS_DRIVER": "1"}
     address = ray_session.get_runtime_context().gcs_address
     driver = subprocess.Popen([sys.executable, str(script), address, str(tmp_path), str(log)], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while not (log.exists() and len(log.read_text().split()) >= 7) and driver.poll() is None:
-        assert time.monotonic() < deadline, "the driver did not evaluate 7 archs in time"
-        time.sleep(0.05)
-    driver.send_signal(signal.SIGKILL)  # a crash in the second generation (population 4)
-    driver.wait()
+    try:
+        driver.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        driver.kill()
+        pytest.fail("the driver did not reach its crash in the second generation in time")
+    assert driver.returncode == -signal.SIGKILL, f"the driver exited with {driver.returncode}, not by its crash"
     time.sleep(1.0)  # let the killed driver's trials stop writing
     before = log.read_text().split()
 

@@ -35,6 +35,7 @@ from typing import Any
 
 from ray.tune.search import Searcher
 
+from autovit_ray.io import atomic_write_text
 from autovit_ray.search.algorithms import SearchStrategy
 from autovit_ray.space import Arch
 
@@ -132,8 +133,8 @@ class AutoViTSearcher(Searcher):
             "last_value": self._last_value,
             "strategy": self.strategy.state_dict(),
         }
-        with open(checkpoint_path, "w") as f:
-            json.dump(state, f)
+        # Atomic: a driver killed mid-save leaves the previous state, not a truncated file.
+        atomic_write_text(checkpoint_path, json.dumps(state))
         self.save_seconds += time.perf_counter() - start
 
     def restore(self, checkpoint_path: str) -> None:
