@@ -26,6 +26,8 @@ Its own bookkeeping is ``beyond.json`` there. Run it from a pinned copy of the c
    supernet, inherited from the KD supernet, and stand-alone; the KD search's chosen subnets; the
    smallest and largest of both supernets; paired test differences (bootstrap over the 10k images).
 5. ``strategies``: the paper's Table 6 (bench/search_strategies.py, its own section).
+6. ``rank``: part 4, inherited vs stand-alone ranking of 12 subnets and a teacher's cost
+   (bench/rank_fidelity.py, its own section).
 
 Bad input: checkpoints of another recipe, split, distillation setting or arch are refused (``Mismatch``);
 a missing or unfinished first result stops the run with what to do.
@@ -365,6 +367,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--generations", type=int, default=10)
     parser.add_argument("--strategies-args", default="", help="extra arguments of bench/search_strategies.py "
                                                               "(smoke runs)")
+    parser.add_argument("--rank-args", default="", help="extra arguments of bench/rank_fidelity.py (smoke runs)")
     parser.add_argument("--stop-after", choices=("kd-train", "compare"), default=None)
     parser.add_argument("--report-only", action="store_true")
     parser.add_argument("--benchmarks-file", type=Path, default=ROOT / "BENCHMARKS.md")
@@ -423,10 +426,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.stop_after == "compare":
         return 0
     log("strategies: bench/search_strategies.py (Table 6)")
+    results_dir = args.benchmarks_file.parent / "bench" / "results"
     rc = subprocess.call([sys.executable, str(ROOT / "bench" / "search_strategies.py"),
+                          "--benchmarks-file", str(args.benchmarks_file),
+                          "--results", str(results_dir / "search_strategies.json"),
                           *args.strategies_args.split()], cwd=ROOT)
     if rc != 0:
         raise RuntimeError(f"bench/search_strategies.py failed (exit {rc})")
+    log("rank fidelity: bench/rank_fidelity.py (part 4)")
+    rc = subprocess.call([sys.executable, str(ROOT / "bench" / "rank_fidelity.py"), "--out", str(out),
+                          "--data-dir", args.data_dir, "--epochs", str(args.epochs),
+                          "--benchmarks-file", str(args.benchmarks_file), *args.rank_args.split()], cwd=ROOT)
+    if rc != 0:
+        raise RuntimeError(f"bench/rank_fidelity.py failed (exit {rc})")
     log("done")
     return 0
 
