@@ -200,7 +200,7 @@ def section(result: dict[str, Any], command: str, png: str) -> str:
         "re-scored on half 1 and the test set; one evaluation cache shared by all runs.", "",
         f"![best so far]({png})", "",
         "| strategy | seed | best val half 0 | other half | test | unique evaluations | cache hits | proposed "
-        "(over budget / repeated) | coarse screened | wall min |",
+        "(over budget / repeated) | coarse screened | wall min (the attempt that finished it) |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["runs"]:
