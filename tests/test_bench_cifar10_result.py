@@ -127,3 +127,15 @@ def test_a_finished_committed_pilot_is_reused_and_an_unfinished_one_not(tmp_path
         results = {}
         bench.reuse_committed_pilot(results, epochs)
         assert "pilot" not in results
+
+
+def test_the_reading_states_the_outcome_from_the_paired_intervals() -> None:
+    def row(low: float, high: float, ratio: float) -> dict:
+        return {"test_vs_peer": {"difference": (low + high) / 2, "low": low, "high": high}, "ratio_torch-cpu": ratio}
+
+    text = bench.reading({"chosen 1.0x": row(-1.8, -0.3, 1.02), "chosen 0.8x": row(-0.4, 0.9, 0.79)})
+    assert "≤ 1.0× the peer's latency the chosen subnet loses to the peer: -1.05 pp" in text
+    assert "within the machine's noise" in text  # 1.02x over a 1.0x budget is explained, 0.79x is not
+    assert "≤ 0.8× the peer's latency the chosen subnet is not distinguishable from the peer" in text
+    assert "beats the peer" in bench.reading({"chosen 1.0x": row(0.2, 1.0, 0.9)})
+    assert "≤ 0.8× the peer's latency no subnet was chosen" in bench.reading({"chosen 1.0x": row(0.2, 1.0, 0.9)})
