@@ -239,6 +239,7 @@ def report_sections(record: dict[str, Any], first: dict[str, Any], epochs: int) 
              "`bench/results/cifar10_beyond.json` and the plot. Same recipe ("
              f"{first.get('train', {}).get('recipe')}), splits, data path (timm PIL), precision (fp32), batch, "
              "seed 0 and budgets as the first result; one training seed per model.", "",
+             base.code_line(record), "",
              "- **Distillation**: in-place, soft (alpha 0.5, tau 1): each step's uniformly sampled subnet "
              "learns from the labels and from the largest subnet's predictions (a no-gradient forward); the "
              "largest trains on the labels only when sampled. No teacher trained here, so the peer gets no "
@@ -380,7 +381,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     record_path = out / "beyond.json"
     record: dict[str, Any] = json.loads(record_path.read_text()) if base.readable_json(record_path) else {}
-    record["code"] = {"autovit_ray": autovit_ray.__file__, "root": str(ROOT)}
+    if not args.report_only:
+        base.note_code(record)
 
     def save() -> None:
         atomic_write_text(record_path, json.dumps(record, indent=1))

@@ -727,12 +727,36 @@ def _lat(stats: dict[str, float] | None) -> str:
     return f"{stats['median_ms']:.2f} ({stats['p10_ms']:.2f}–{stats['p90_ms']:.2f})"
 
 
+def code_identity() -> dict[str, str]:
+    """The code this process runs: the imported package and the commit of its work tree."""
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    return {"autovit_ray": autovit_ray.__file__, "root": str(ROOT), "commit": commit}
+
+
+def note_code(record: dict[str, Any]) -> None:
+    """Add this process's code to `record["code_runs"]`, the code of every run that advanced stages (a
+    run resumed over sessions may be another pinned commit); a report-only run does not call this."""
+    runs = record.setdefault("code_runs", [record.pop("code")] if "code" in record else [])
+    if code_identity() not in runs:
+        runs.append(code_identity())
+
+
+def code_line(record: dict[str, Any]) -> str:
+    runs = record.get("code_runs") or []
+    if not runs:
+        return "Code: not recorded."
+    return "Code that ran the stages: " + ", then ".join(
+        f"commit {r.get('commit', '?')[:7]} (`{Path(r['root']).name}`)" for r in runs) + "."
+
+
 def environment() -> dict[str, Any]:
+    """Package versions, and the code that wrote the report (which may differ from the runs' code)."""
     from importlib.metadata import version
 
     packages = {name: version(name) for name in ("torch", "timm", "ray", "mlflow", "numpy", "onnxruntime")}
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    return {"packages": packages, "python": sys.version.split()[0], "code_root": str(ROOT), "commit": commit}
+    report = code_identity()
+    return {"packages": packages, "python": sys.version.split()[0], "report_code_root": report["root"],
+            "report_commit": report["commit"]}
 
 
 # Planning figures where nothing is measured yet (2 quiet cores, DESIGN brief and issue 12's table):
@@ -778,7 +802,7 @@ def report_sections(results: dict[str, Any], epochs: int) -> list[str]:
              "validation images held out of the training set (split_seed 0; selection uses only these), "
              "the official 10k test set reported only; data path: timm's PIL pipeline per image "
              "(`data.augment: timm`, `num_workers: 0`), fp32, batch 128, 2 threads, seed 0 for both sides.",
-             ""]
+             "", code_line(results), ""]
     lines += compute_plan(results, epochs)
     pilot = results.get("pilot")
     if pilot:
@@ -1010,7 +1034,8 @@ def main(argv: list[str] | None = None) -> int:
             results = json.loads(results_path.read_text())
         except json.JSONDecodeError as e:
             log(f"{results_path} is unreadable ({e}); starting its bookkeeping again (trainings resume)")
-    results["code"] = {"autovit_ray": autovit_ray.__file__, "root": str(ROOT)}
+    if not args.report_only:
+        note_code(results)
     if "pilot" not in results and not args.report_only:
         reuse_committed_pilot(results, args.pilot_epochs)
 

@@ -248,7 +248,8 @@ def report_sections(record: dict[str, Any]) -> list[str]:
              f"random archs (seed 0). Stand-alone: each trained from scratch for **{epochs} epochs** (cosine over "
              f"{epochs}, 1 warm-up epoch; otherwise the CIFAR-10 result's recipe, batch and data path), through "
              "`python -m autovit_ray.train --arch`. Inherited: the 30-epoch supernet's weights, BN recalibrated. "
-             "Both on the full 5k validation split (the test split is not used here).", ""]
+             "Both on the full 5k validation split (the test split is not used here).", "",
+             base.code_line(record), ""]
     subnets = record.get("subnets", [])
     top1 = record.get("val_top1", {})
     kinds = [k for k in ("no-KD", "KD") if any(k in v for v in top1.values())]
@@ -354,7 +355,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     record_path = out / "rank_fidelity.json"
     record: dict[str, Any] = json.loads(record_path.read_text()) if base.readable_json(record_path) else {}
-    record["code"] = {"autovit_ray": autovit_ray.__file__, "root": str(ROOT)}
+    if not args.report_only:
+        base.note_code(record)
 
     def save() -> None:
         atomic_write_text(record_path, json.dumps(record, indent=1))

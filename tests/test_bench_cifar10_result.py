@@ -139,3 +139,12 @@ def test_the_reading_states_the_outcome_from_the_paired_intervals() -> None:
     assert "≤ 0.8× the peer's latency the chosen subnet is not distinguishable from the peer" in text
     assert "beats the peer" in bench.reading({"chosen 1.0x": row(0.2, 1.0, 0.9)})
     assert "≤ 0.8× the peer's latency no subnet was chosen" in bench.reading({"chosen 1.0x": row(0.2, 1.0, 0.9)})
+
+
+def test_the_code_of_every_run_that_advanced_stages_is_kept() -> None:
+    record = {"code": {"autovit_ray": "/w/pinned-a/autovit_ray/__init__.py", "root": "/w/pinned-a", "commit": "a" * 40}}
+    bench.note_code(record)
+    bench.note_code(record)  # the same code again: recorded once
+    assert record["code_runs"][0]["root"] == "/w/pinned-a" and len(record["code_runs"]) == 2 and "code" not in record
+    assert record["code_runs"][1] == bench.code_identity()
+    assert bench.code_line(record).startswith("Code that ran the stages: commit aaaaaaa (`pinned-a`), then commit ")
