@@ -36,6 +36,7 @@ In-place distillation (BigNAS): call `soft_kd_loss` with the largest subnet's lo
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -146,8 +147,8 @@ class Teacher(nn.Module):
                  input_std: Sequence[float] = IMAGENET_DEFAULT_STD, resolution: int | None = None) -> None:
         super().__init__()
         self.model = model.eval().requires_grad_(False)
-        self.mean, self.std = tuple(float(v) for v in mean), tuple(float(v) for v in std)
-        self.input_mean, self.input_std = tuple(float(v) for v in input_mean), tuple(float(v) for v in input_std)
+        self.mean, self.std = _normalisation("teacher", mean, std)
+        self.input_mean, self.input_std = _normalisation("student input", input_mean, input_std)
         self.resolution = resolution
 
     def train(self, mode: bool = True) -> Teacher:
@@ -159,6 +160,19 @@ class Teacher(nn.Module):
         if self.resolution is not None:
             x = resize_batch(x, self.resolution)
         return self.model(x)
+
+
+def _normalisation(whose: str, mean: Sequence[float], std: Sequence[float]) -> tuple[tuple[float, ...], ...]:
+    """Per-channel RGB mean / std as float triples; anything else is refused (a batch converted with a
+    wrong normalisation would give the student a silently wrong teacher)."""
+    try:
+        m, s = tuple(float(v) for v in mean), tuple(float(v) for v in std)
+    except (TypeError, ValueError):
+        m, s = (), ()
+    if len(m) != 3 or len(s) != 3 or not all(math.isfinite(v) for v in m + s) or min(s) <= 0:
+        raise ValueError(f"{whose} normalisation mean={mean!r} std={std!r} is invalid: expected 3 finite "
+                         "per-channel RGB means and 3 positive standard deviations")
+    return m, s
 
 
 def _parse_spec(spec: str) -> tuple[str, str, dict[str, list[str]]]:

@@ -140,6 +140,11 @@ def test_checkpoint_teacher(tmp_path: Path) -> None:
         load_teacher(f"checkpoint:{tmp_path / 'other.pt'}", num_classes=4)
     with pytest.raises(ValueError, match="does not exist"):
         load_teacher(f"checkpoint:{tmp_path / 'none.pt'}", num_classes=4)
+    save_teacher_checkpoint(tmp_path / "gray.pt", model, "test_resnet", 4, mean=(0.5,), std=(0.25,))
+    with pytest.raises(ValueError, match="teacher normalisation .* is invalid: expected 3 finite"):
+        load_teacher(f"checkpoint:{tmp_path / 'gray.pt'}", num_classes=4)
+    with pytest.raises(ValueError, match="student input normalisation .* 3 positive standard deviations"):
+        load_teacher(f"checkpoint:{path}", num_classes=4, input_std=(0.2, 0.0, 0.2))
 
 
 def teacher_input(x: torch.Tensor, teacher: Teacher) -> torch.Tensor:
