@@ -130,6 +130,10 @@ class KDConfig:
                              "'checkpoint:<path>') or inplace=True")
         if self.teacher is not None:
             _parse_spec(self.teacher)
+        if self.teacher_mean is not None:
+            _rgb_triple("KDConfig.teacher_mean", self.teacher_mean, positive=False)
+        if self.teacher_std is not None:
+            _rgb_triple("KDConfig.teacher_std", self.teacher_std, positive=True)
         r = self.teacher_resolution
         if r is not None and not (isinstance(r, int) and r > 0):
             raise ValueError(f"KDConfig.teacher_resolution = {r!r} is invalid: expected a positive integer")
@@ -162,17 +166,21 @@ class Teacher(nn.Module):
         return self.model(x)
 
 
-def _normalisation(whose: str, mean: Sequence[float], std: Sequence[float]) -> tuple[tuple[float, ...], ...]:
-    """Per-channel RGB mean / std as float triples; anything else is refused (a batch converted with a
-    wrong normalisation would give the student a silently wrong teacher)."""
+def _rgb_triple(what: str, values: Sequence[float] | None, positive: bool) -> tuple[float, ...]:
+    """3 finite per-channel RGB values (positive for a std); anything else is refused: a batch converted
+    with a wrong normalisation would give the student a silently wrong teacher."""
     try:
-        m, s = tuple(float(v) for v in mean), tuple(float(v) for v in std)
+        triple = tuple(float(v) for v in values)  # type: ignore[union-attr]
     except (TypeError, ValueError):
-        m, s = (), ()
-    if len(m) != 3 or len(s) != 3 or not all(math.isfinite(v) for v in m + s) or min(s) <= 0:
-        raise ValueError(f"{whose} normalisation mean={mean!r} std={std!r} is invalid: expected 3 finite "
-                         "per-channel RGB means and 3 positive standard deviations")
-    return m, s
+        triple = ()
+    if len(triple) != 3 or not all(math.isfinite(v) for v in triple) or (positive and min(triple) <= 0):
+        raise ValueError(f"{what} = {values!r} is invalid: expected 3 finite per-channel RGB values"
+                         + (", all positive" if positive else ""))
+    return triple
+
+
+def _normalisation(whose: str, mean: Sequence[float], std: Sequence[float]) -> tuple[tuple[float, ...], ...]:
+    return _rgb_triple(f"the {whose} mean", mean, positive=False), _rgb_triple(f"the {whose} std", std, positive=True)
 
 
 def _parse_spec(spec: str) -> tuple[str, str, dict[str, list[str]]]:

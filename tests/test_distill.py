@@ -141,9 +141,9 @@ def test_checkpoint_teacher(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="does not exist"):
         load_teacher(f"checkpoint:{tmp_path / 'none.pt'}", num_classes=4)
     save_teacher_checkpoint(tmp_path / "gray.pt", model, "test_resnet", 4, mean=(0.5,), std=(0.25,))
-    with pytest.raises(ValueError, match="teacher normalisation .* is invalid: expected 3 finite"):
+    with pytest.raises(ValueError, match="the teacher mean = \\(0.5,\\) is invalid: expected 3 finite"):
         load_teacher(f"checkpoint:{tmp_path / 'gray.pt'}", num_classes=4)
-    with pytest.raises(ValueError, match="student input normalisation .* 3 positive standard deviations"):
+    with pytest.raises(ValueError, match="the student input std = .* is invalid: .*, all positive"):
         load_teacher(f"checkpoint:{path}", num_classes=4, input_std=(0.2, 0.0, 0.2))
 
 
@@ -177,3 +177,7 @@ def test_kd_config() -> None:
         KDConfig(kind="soft", teacher="regnety_320")
     with pytest.raises(ValueError, match="unknown KDConfig field"):
         KDConfig.from_dict({"temperature": 2.0})
+    with pytest.raises(ValueError, match=r"KDConfig.teacher_std = \(0.2, 0.2\) is invalid"):
+        KDConfig.from_dict({"kind": "hard", "teacher": "timm:test_resnet?random=1", "teacher_std": [0.2, 0.2]})
+    with pytest.raises(ValueError, match="KDConfig.teacher_mean .* is invalid"):
+        KDConfig(kind="hard", teacher="timm:test_resnet?random=1", teacher_mean=("a", 0.1, 0.2))
