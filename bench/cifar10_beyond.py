@@ -335,17 +335,8 @@ def plot(record: dict[str, Any], first: dict[str, Any], out: Path, path: Path) -
 
 
 def write_report(record: dict[str, Any], first: dict[str, Any], out: Path, epochs: int, benchmarks: Path) -> None:
-    workers = {}
-    for run in (KD_RUN, STANDALONE_RUN):
-        summary = out / run / "train_summary.json"
-        if summary.is_file():
-            workers[run] = json.loads(summary.read_text()).get(base.SUPERNET, {}).get("worker", {}).get("code")
     results_dir = benchmarks.parent / "bench" / "results"
-    full = {**record, "environment": base.environment(), "training_worker_code": workers,
-            "recipe": {"name": first["train"]["recipe"], "overrides": list(base.RECIPES[first["train"]["recipe"]])},
-            "kd_overrides": list(KD_OVERRIDES), "peer_adaptation": first["train"]["adaptation"],
-            "precision": "fp32", "data_path": "timm PIL pipeline per image (data.augment timm, num_workers 0)",
-            "seed": 0, "updated": time.strftime("%Y-%m-%d %H:%M")}
+    full = {**record, **base.provenance(first, out, (KD_RUN, STANDALONE_RUN)), "kd_overrides": list(KD_OVERRIDES)}
     atomic_write_text(results_dir / "cifar10_beyond.json", json.dumps(full, indent=1, default=str))
     plot(record, first, out, results_dir / "cifar10_beyond.png")
     replace_markdown_section(benchmarks, SECTION, "\n".join(report_sections(record, first, epochs)))

@@ -741,6 +741,27 @@ def note_code(record: dict[str, Any]) -> None:
         runs.append(code_identity())
 
 
+def worker_code(out: Path, runs: Sequence[str]) -> dict[str, Any]:
+    """{run: the autovit_ray package its training worker imported} from each run's train summary."""
+    found = {}
+    for run in runs:
+        summary = out / run / "train_summary.json"
+        if summary.is_file():
+            found[run] = json.loads(summary.read_text()).get(SUPERNET, {}).get("worker", {}).get("code")
+    return found
+
+
+def provenance(first: dict[str, Any], out: Path, runs: Sequence[str]) -> dict[str, Any]:
+    """The fields a follow-up benchmark's results JSON shares with the first result's: environment,
+    training workers' code, recipe, precision, data path, seed, time."""
+    recipe = first["train"]["recipe"]
+    return {"environment": environment(), "training_worker_code": worker_code(out, runs),
+            "recipe": {"name": recipe, "overrides": list(RECIPES[recipe])},
+            "peer_adaptation": first["train"]["adaptation"], "precision": "fp32",
+            "data_path": "timm PIL pipeline per image (data.augment timm, num_workers 0)", "seed": 0,
+            "updated": time.strftime("%Y-%m-%d %H:%M")}
+
+
 def code_line(record: dict[str, Any]) -> str:
     runs = record.get("code_runs") or []
     if not runs:
@@ -980,11 +1001,8 @@ def save_figure(fig: Any, path: Path) -> Path:
 
 
 def write_report(results: dict[str, Any], out_dir: Path, epochs: int, benchmarks: Path) -> None:
-    summary_path = out_dir / SUPERNET_RUN / "train_summary.json"
-    worker_code = None
-    if summary_path.is_file():
-        worker_code = json.loads(summary_path.read_text()).get(SUPERNET, {}).get("worker", {}).get("code")
-    record = {**results, "environment": environment(), "training_worker_code": worker_code,
+    record = {**results, "environment": environment(),
+              "training_worker_code": worker_code(out_dir, [SUPERNET_RUN]).get(SUPERNET_RUN),
               "recipes": {k: list(v) for k, v in RECIPES.items()}, "precision": "fp32",
               "data_path": "timm PIL pipeline per image (data.augment timm, num_workers 0)",
               "updated": time.strftime("%Y-%m-%d %H:%M")}

@@ -317,18 +317,9 @@ def plot(record: dict[str, Any], path: Path) -> Path | None:
 
 
 def write_report(record: dict[str, Any], out: Path, first: dict[str, Any], benchmarks: Path) -> None:
-    workers = {}
-    for s in record.get("subnets", []):
-        summary = out / s["run"] / "train_summary.json"
-        if summary.is_file():
-            workers[s["run"]] = json.loads(summary.read_text()).get(base.SUPERNET, {}).get("worker", {}).get("code")
     results_dir = benchmarks.parent / "bench" / "results"
-    full = {**record, "environment": base.environment(), "training_worker_code": workers,
-            "recipe": {"name": first["train"]["recipe"], "overrides": list(base.RECIPES[first["train"]["recipe"]]),
-                       "short_schedule": [f"train.epochs={record.get('setup', {}).get('short_epochs')}",
-                                          *SHORT_SCHEDULE]},
-            "precision": "fp32", "data_path": "timm PIL pipeline per image (data.augment timm, num_workers 0)",
-            "seed": 0, "updated": time.strftime("%Y-%m-%d %H:%M")}
+    full = {**record, **base.provenance(first, out, [s["run"] for s in record.get("subnets", [])]),
+            "short_schedule": [f"train.epochs={record.get('setup', {}).get('short_epochs')}", *SHORT_SCHEDULE]}
     atomic_write_text(results_dir / "rank_fidelity.json", json.dumps(full, indent=1, default=str))
     plot(record, results_dir / "rank_fidelity.png")
     replace_markdown_section(benchmarks, SECTION, "\n".join(report_sections(record)))
