@@ -231,6 +231,39 @@ def _delta(d: dict[str, Any] | None) -> str:
     return "–" if not d else f"{d['difference']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}]"
 
 
+def reading(compare: dict[str, Any]) -> str:
+    """The comparison in words, from its paired test intervals (so other numbers read as they are)."""
+    rows, diffs = compare["rows"], compare["differences"]
+
+    def pp(d: dict[str, Any]) -> str:
+        return f"{d['difference']:+.2f} pp [{d['low']:+.2f}, {d['high']:+.2f}]"
+
+    parts = []
+    for factor in base.LATENCY_FACTORS:
+        row = rows.get(f"chosen {factor:.1f}x, KD search and supernet")
+        if not row:
+            parts.append(f"At ≤ {factor:.1f}× the peer's latency the KD search chose no subnet.")
+            continue
+        text = (f"At ≤ {factor:.1f}× the peer's latency the KD search's chosen subnet {base.verdict(row['test_vs_peer'])} "
+                f"the peer ({pp(row['test_vs_peer'])}, at {row['measured']['ratio']:.2f}× its measured latency)")
+        d = diffs.get(f"chosen {factor:.1f}x: KD vs no-KD")
+        if d:
+            text += f"; compared with the no-KD search's choice it {base.verdict(d)} that subnet ({pp(d)})"
+        parts.append(text + ".")
+    same = diffs.get("same arch inherited: KD vs no-KD supernet")
+    if same:
+        parts.append(f"The same arch (the no-KD choice at 1.0×) inherited from the KD supernet "
+                     f"{base.verdict(same, 'beats', 'loses to')} its no-KD inheritance ({pp(same)}).")
+    alone = diffs.get("stand-alone vs inherited (no-KD supernet)")
+    alone_row = next((r for label, r in rows.items() if label.endswith("stand-alone")), None)
+    if alone and alone_row:
+        parts.append(f"Trained alone with the peer's recipe and epochs, that arch "
+                     f"{base.verdict(alone, 'beats', 'loses to')} its no-KD inheritance ({pp(alone)}) and "
+                     f"{base.verdict(alone_row['test_vs_peer'])} the peer ({pp(alone_row['test_vs_peer'])}).")
+    return ("**Reading.** " + " ".join(parts) + " Paired bootstraps over the same 10k test images; one training "
+            "seed per model, so the seed-to-seed spread comes on top.")
+
+
 def report_sections(record: dict[str, Any], first: dict[str, Any], epochs: int) -> list[str]:
     lines = [SECTION, "",
              f"Command (resumable; rerun it to continue): `{COMMAND}`, from a pinned worktree, after the CIFAR-10 "
@@ -292,7 +325,8 @@ def report_sections(record: dict[str, Any], first: dict[str, Any], epochs: int) 
                   "|---|---|---|---|"]
         for name, d in compare["differences"].items():
             lines.append(f"| {name} | {_delta(d)} | {d['a_only']} | {d['b_only']} |")
-        lines += ["", "![distillation and stand-alone retraining](bench/results/cifar10_beyond.png)", ""]
+        lines += ["", "![distillation and stand-alone retraining](bench/results/cifar10_beyond.png)", "",
+                  reading(compare), ""]
     return lines
 
 

@@ -915,6 +915,11 @@ def report_sections(results: dict[str, Any], epochs: int) -> list[str]:
     return lines
 
 
+def verdict(d: dict[str, Any], better: str = "beats", worse: str = "loses to") -> str:
+    """A paired difference's 95 % interval in words: above zero, below zero, or straddling it."""
+    return better if d["low"] > 0 else worse if d["high"] < 0 else "is not distinguishable from"
+
+
 def reading(headline: dict[str, Any]) -> str:
     """The outcome in words, from the headline's paired intervals (written from the numbers, so a
     rerun with other numbers reads them as they are)."""
@@ -925,8 +930,7 @@ def reading(headline: dict[str, Any]) -> str:
             parts.append(f"at ≤ {factor:.1f}× the peer's latency no subnet was chosen")
             continue
         d = row["test_vs_peer"]
-        verdict = "beats" if d["low"] > 0 else "loses to" if d["high"] < 0 else "is not distinguishable from"
-        parts.append(f"at ≤ {factor:.1f}× the peer's latency the chosen subnet {verdict} the peer: "
+        parts.append(f"at ≤ {factor:.1f}× the peer's latency the chosen subnet {verdict(d)} the peer: "
                      f"{d['difference']:+.2f} pp test top-1 [{d['low']:+.2f}, {d['high']:+.2f}], at "
                      f"{row['ratio_torch-cpu']:.2f}× its measured torch-cpu latency"
                      + (" (it met the budget in the selection's interleaved measurement; the two measurements "

@@ -59,3 +59,20 @@ def test_the_report_marks_partial_training_and_quotes_the_paired_differences() -
     lines = "\n".join(beyond.report_sections(record, first, epochs=30))
     assert "| peer | 80.00 | 79.00 | – | 1.000 M | 200.0 | 2.000 (1.900–2.200) | 1.00 |" in lines
     assert "| stand-alone vs inherited (no-KD supernet) | +1.25 [+0.50, +2.00] | 300 | 175 |" in lines
+
+
+def test_the_reading_follows_the_paired_intervals() -> None:
+    def diff(low: float, high: float) -> dict:
+        return {"difference": (low + high) / 2, "low": low, "high": high}
+
+    rows = {"chosen 1.0x, KD search and supernet": {"test_vs_peer": diff(0.2, 1.4), "measured": {"ratio": 0.98}},
+            "chosen 1.0x (no-KD search), stand-alone": {"test_vs_peer": diff(-0.5, 0.7)}}
+    differences = {"chosen 1.0x: KD vs no-KD": diff(0.5, 2.5),
+                   "same arch inherited: KD vs no-KD supernet": diff(-0.2, 0.4),
+                   "stand-alone vs inherited (no-KD supernet)": diff(-2.0, -0.4)}
+    text = beyond.reading({"rows": rows, "differences": differences})
+    assert "the KD search's chosen subnet beats the peer (+0.80 pp [+0.20, +1.40], at 0.98×" in text
+    assert "compared with the no-KD search's choice it beats that subnet (+1.50 pp" in text
+    assert "At ≤ 0.8× the peer's latency the KD search chose no subnet." in text
+    assert "inherited from the KD supernet is not distinguishable from its no-KD inheritance" in text
+    assert "that arch loses to its no-KD inheritance (-1.20 pp [-2.00, -0.40]) and is not distinguishable from the peer" in text
