@@ -727,16 +727,27 @@ def _lat(stats: dict[str, float] | None) -> str:
     return f"{stats['median_ms']:.2f} ({stats['p10_ms']:.2f}–{stats['p90_ms']:.2f})"
 
 
+def work_tree_commit(root: str | Path) -> str:
+    """HEAD of the work tree at `root` ('?' when it is gone or not a git tree)."""
+    found = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True) \
+        if Path(root).is_dir() else None
+    return found.stdout.strip() if found is not None and found.returncode == 0 else "?"
+
+
 def code_identity() -> dict[str, str]:
     """The code this process runs: the imported package and the commit of its work tree."""
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    return {"autovit_ray": autovit_ray.__file__, "root": str(ROOT), "commit": commit}
+    return {"autovit_ray": autovit_ray.__file__, "root": str(ROOT), "commit": work_tree_commit(ROOT)}
 
 
 def note_code(record: dict[str, Any]) -> None:
     """Add this process's code to `record["code_runs"]`, the code of every run that advanced stages (a
-    run resumed over sessions may be another pinned commit); a report-only run does not call this."""
-    runs = record.setdefault("code_runs", [record.pop("code")] if "code" in record else [])
+    run resumed over sessions may be another pinned commit); a report-only run does not call this.
+    An older record's single `code` (no commit) becomes the first entry, its commit read from its tree."""
+    if "code" in record:
+        old = record.pop("code")
+        record.setdefault("code_runs", []).insert(0, {**old, "commit": old.get("commit")
+                                                      or work_tree_commit(old["root"])})
+    runs = record.setdefault("code_runs", [])
     if code_identity() not in runs:
         runs.append(code_identity())
 

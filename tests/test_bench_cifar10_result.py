@@ -143,6 +143,9 @@ def test_the_reading_states_the_outcome_from_the_paired_intervals() -> None:
 
 def test_the_code_of_every_run_that_advanced_stages_is_kept() -> None:
     record = {"code": {"autovit_ray": "/w/pinned-a/autovit_ray/__init__.py", "root": "/w/pinned-a", "commit": "a" * 40}}
+    older = {"code": {"autovit_ray": "/gone/autovit_ray/__init__.py", "root": "/gone"}}
+    bench.note_code(older)  # a record from before commits were kept, its tree removed since
+    assert older["code_runs"][0] == {"autovit_ray": "/gone/autovit_ray/__init__.py", "root": "/gone", "commit": "?"}
     bench.note_code(record)
     bench.note_code(record)  # the same code again: recorded once
     assert record["code_runs"][0]["root"] == "/w/pinned-a" and len(record["code_runs"]) == 2 and "code" not in record
