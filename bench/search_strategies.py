@@ -44,6 +44,10 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import cifar10_result as c10  # noqa: E402
+from cifar10_result import bench_dir, log  # noqa: E402
 
 from autovit_ray.io import atomic_write_text, replace_markdown_section  # noqa: E402
 
@@ -54,24 +58,18 @@ RESULT_JSON = ROOT / "bench" / "results" / "search_strategies.json"
 RESULT_PNG = ROOT / "bench" / "results" / "search_strategies.png"
 
 
-def bench_dir() -> Path:
-    return Path(os.environ.get("AUTOVIT_BENCH_DIR", "~/.cache/autovit-ray/bench")).expanduser()
-
-
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+def cifar10_results() -> dict[str, Any]:
+    path = bench_dir() / "cifar10_result" / "results.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def cifar10_inputs() -> dict[str, Any]:
     """Checkpoint, LUT and budgets of the finished CIFAR-10 result (bench/cifar10_result.py)."""
-    sys.path.insert(0, str(ROOT / "bench"))
-    import cifar10_result as c10
-
     from autovit_ray.checkpoint import find_checkpoint
 
     out = bench_dir() / "cifar10_result"
     results_path = out / "results.json"
-    results = json.loads(results_path.read_text()) if results_path.is_file() else {}
+    results = cifar10_results()
     if "budgets" not in results:
         raise SystemExit(f"{results_path} has no budgets yet: finish bench/cifar10_result.py first (its budgets "
                          "stage), or pass --checkpoint, --lut, --params-budget and --latency-budget-ms")
@@ -81,6 +79,15 @@ def cifar10_inputs() -> dict[str, Any]:
             "lut": str(out / "luts" / f"{c10.SUPERNET}_{c10.RESOLUTION}_{c10.SEARCH_BACKEND}.parquet"),
             "params_budget": float(budgets["params_budget"]),
             "latency_budget_ms": float(budgets["by_factor"]["1.0"]["latency_budget_ms"])}
+
+
+def provenance(inputs: dict[str, Any]) -> dict[str, Any]:
+    """The first CIFAR-10 result's provenance fields when these runs search its supernet; else the
+    environment alone (a smoke run on another checkpoint)."""
+    first = cifar10_results()
+    if "train" in first and "budgets" in first and inputs == cifar10_inputs():
+        return c10.provenance(first, bench_dir() / "cifar10_result", (c10.SUPERNET_RUN,))
+    return {"environment": c10.environment()}
 
 
 def search_argv(inputs: dict[str, Any], strategy: str, seed: int, evaluations: int, out: Path) -> list[str]:
@@ -198,6 +205,7 @@ def section(result: dict[str, Any], command: str, png: str) -> str:
         f"seeds {result['seeds']}; "
         "selection on half 0 of the validation split (positions 0, 2, 4, ... of its sorted indices), the winner "
         "re-scored on half 1 and the test set; one evaluation cache shared by all runs.", "",
+        c10.code_line(result), "",
         f"![best so far]({png})", "",
         "| strategy | seed | best val half 0 | other half | test | unique evaluations | cache hits | proposed "
         "(over budget / repeated) | coarse screened | wall min (the attempt that finished it) |",
@@ -214,11 +222,15 @@ def section(result: dict[str, Any], command: str, png: str) -> str:
     reach = result.get("reach") or {}
     if reach:
         lo, hi = reach["interval_95"]
-        shown = lambda v: "not reached" if v >= reach["not_reached_means"] else f"{v:g}"  # noqa: E731
-        lines += ["", f"Coarse-to-fine reaches plain evolution's final best ({reach['target_val_half']:.2f}%, median "
-                      f"over seeds) after {shown(reach['evaluations'])} evaluations (median over seeds; bootstrap "
-                      f"95% interval over seeds {shown(lo)} to {shown(hi)}) of {reach['budget']}. The paper's "
-                      "claim (the same or better accuracy at well under half the search cost) "
+        shown = lambda v: "never" if v >= reach["not_reached_means"] else f"{v:g}"  # noqa: E731
+        target = f"plain evolution's final best ({reach['target_val_half']:.2f}%, median over seeds)"
+        when = (f"does not reach {target} within {reach['budget']} evaluations (median over seeds"
+                if reach["evaluations"] >= reach["not_reached_means"] else
+                f"reaches {target} after {shown(reach['evaluations'])} of {reach['budget']} evaluations "
+                "(median over seeds")
+        lines += ["", f"Coarse-to-fine {when}; bootstrap 95% interval over seeds {shown(lo)} to {shown(hi)}, "
+                      "'never' counting as the budget plus one). The paper's claim (the same or better accuracy "
+                      "at well under half the search cost) "
                       + ("holds here." if reach["claim_holds"] else "does not hold here.")]
     return "\n".join(lines) + "\n"
 
@@ -261,12 +273,18 @@ def main(argv: list[str] | None = None) -> int:
         if saved.is_file() and json.loads(saved.read_text()) != inputs:
             raise SystemExit(f"{out} holds runs with other inputs ({saved}); pass another --out")
         atomic_write_text(saved, json.dumps(inputs, indent=1))
+        # the code of every invocation that ran searches (a run resumed over sessions may be another commit)
+        code_path = out / "code_runs.json"
+        code: dict[str, Any] = json.loads(code_path.read_text()) if c10.readable_json(code_path) else {}
+        c10.note_code(code)
+        atomic_write_text(code_path, json.dumps(code, indent=1))
         runs = []
         for seed in seeds:  # seed-major: a stop leaves whole seeds of every strategy
             for strategy in strategies:
                 runs.append(run_one(inputs, strategy, seed, args.evaluations, out))
         result = {"inputs": inputs, "evaluations": args.evaluations, "seeds": seeds, "runs": runs,
-                  "reach": reach_statistics(runs)}
+                  "reach": reach_statistics(runs), "code_runs": code["code_runs"],
+                  **provenance(inputs)}
         atomic_write_text(args.results, json.dumps(result, indent=1))
     plot(result, png)
     text = section(result, command, str(png.relative_to(ROOT)) if png.is_relative_to(ROOT) else str(png))

@@ -1,0 +1,80 @@
+"""bench/search_strategies.py (Table 6): its reach statistic, its verdict and its report (seconds)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+import search_strategies as strategies  # noqa: E402
+
+
+def _run(strategy: str, seed: int, curve: list[float | None]) -> dict:
+    best = max(v for v in curve if v is not None)
+    return {"strategy": strategy, "seed": seed, "evaluations": len(curve), "best_val_half": best,
+            "best_val_other_half": best - 0.5, "best_test": best - 1.0, "best_arch": f"arch-{strategy}-{seed}",
+            "best_params": 700_000, "best_latency_ms": 5.0, "curve": curve, "actor_evaluations": len(curve) - 2,
+            "cache_hits": 2, "candidates": {"proposed": len(curve) + 9, "over_budget": 7, "duplicate": 2},
+            "wall_s": 600.0}
+
+
+def _rising(length: int, reach_at: int, final: float) -> list[float | None]:
+    """A best-so-far curve: None first (over-budget), rising to `final` at evaluation `reach_at`."""
+    return [None] + [final - 5.0 + 5.0 * min(i, reach_at) / reach_at for i in range(1, length)]
+
+
+def test_evaluations_to_reach_counts_from_one_and_skips_missing_values() -> None:
+    assert strategies.evaluations_to_reach([None, 70.0, 75.0, 75.0], 75.0) == 3
+    assert strategies.evaluations_to_reach([None, 70.0], 71.0) is None
+
+
+def test_the_claim_holds_when_coarse_to_fine_matches_evolution_in_well_under_half_the_budget() -> None:
+    runs = [_run("coarse-to-fine", s, _rising(300, 100 + s, 78.0)) for s in range(3)]
+    runs += [_run("evolution", s, _rising(300, 280, 77.8 + 0.1 * s)) for s in range(3)]
+    reach = strategies.reach_statistics(runs, resamples=500)
+    assert reach["target_val_half"] == pytest.approx(77.9)
+    assert 100 <= reach["evaluations"] <= 150 and reach["budget"] == 300 and reach["claim_holds"]
+    low, high = reach["interval_95"]
+    assert low <= reach["evaluations"] <= high
+
+
+def test_the_claim_fails_when_coarse_to_fine_never_reaches_evolutions_best() -> None:
+    runs = [_run("coarse-to-fine", s, _rising(300, 50, 77.0)) for s in range(3)]
+    runs += [_run("evolution", s, _rising(300, 280, 78.0)) for s in range(3)]
+    reach = strategies.reach_statistics(runs, resamples=200)
+    assert reach["evaluations"] == reach["not_reached_means"] == 301 and not reach["claim_holds"]
+    text = strategies.section({"inputs": {"checkpoint": "ck", "lut": "/x/lut.parquet", "params_budget": 1.3e6,
+                                          "latency_budget_ms": 5.5},
+                               "evaluations": 300, "seeds": [0, 1, 2], "runs": runs, "reach": reach},
+                              "cmd", "bench/results/s.png")
+    assert "does not reach plain evolution's final best" in text and "within 300 evaluations" in text and "does not hold here." in text
+    assert "Code: not recorded." in text  # a result without code_runs says so
+    assert strategies.reach_statistics([r for r in runs if r["strategy"] == "evolution"]) == {}
+
+
+def test_report_only_writes_the_section_and_plot_with_the_runs_code(tmp_path: Path) -> None:
+    runs = [_run(name, 0, _rising(60, 30, 77.0)) for name in strategies.STRATEGIES]
+    result = {"inputs": {"checkpoint": "ck", "lut": "lut.parquet", "params_budget": 1.3e6, "latency_budget_ms": 5.5},
+              "evaluations": 60, "seeds": [0], "runs": runs, "reach": strategies.reach_statistics(runs, resamples=100),
+              "code_runs": [{"autovit_ray": "/w/pinned-abc/autovit_ray/__init__.py", "root": "/w/pinned-abc",
+                             "commit": "abc1234def"}]}
+    results = tmp_path / "bench" / "results" / "search_strategies.json"
+    results.parent.mkdir(parents=True)
+    results.write_text(json.dumps(result))
+    benchmarks = tmp_path / "BENCHMARKS.md"
+    benchmarks.write_text("# Benchmarks\n\n## Another section\n\nkept\n")
+    assert strategies.main(["--report-only", "--results", str(results), "--benchmarks-file", str(benchmarks)]) == 0
+    text = benchmarks.read_text()
+    assert strategies.HEADING in text and "kept" in text and "commit abc1234 (`pinned-abc`)" in text
+    assert results.with_suffix(".png").stat().st_size > 0
+
+
+def test_a_smoke_run_on_another_checkpoint_records_the_environment_only(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AUTOVIT_BENCH_DIR", str(tmp_path))  # no CIFAR-10 result there
+    fields = strategies.provenance({"checkpoint": "other", "lut": "x", "params_budget": 1.0,
+                                    "latency_budget_ms": 1.0})
+    assert set(fields) == {"environment"} and "torch" in fields["environment"]["packages"]
