@@ -8,6 +8,7 @@ modules go through these functions.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -15,6 +16,18 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+
+# Ray Train V2 starts a PlacementGroupCleaner actor per training that asks the State API every second
+# whether the controller is alive. A local Ray started without the dashboard has no State API, so each
+# ask logs a warning: thousands of lines per hour of training. The cleaner only matters for a controller
+# that crashes on a long-lived cluster; a local Ray ends with this process and its placement groups.
+PLACEMENT_GROUP_CLEANER_LOGGER = "ray.train.v2._internal.execution.controller.placement_group_cleaner"
+LOCAL_RAY_RUNTIME_ENV = {"worker_process_setup_hook": "autovit_ray.adapters.quiet_placement_group_cleaner"}
+
+
+def quiet_placement_group_cleaner() -> None:
+    """Worker setup hook of the local Ray: the cleaner's State-API warnings are dropped (errors stay)."""
+    logging.getLogger(PLACEMENT_GROUP_CLEANER_LOGGER).setLevel(logging.ERROR)
 
 
 def connect_ray(address: str | None = None, num_cpus: int | None = None, log_to_driver: bool = True) -> bool:
@@ -30,7 +43,8 @@ def connect_ray(address: str | None = None, num_cpus: int | None = None, log_to_
     if address:
         ray.init(address=address, log_to_driver=log_to_driver)
     else:
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=log_to_driver)
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=log_to_driver,
+                 runtime_env=LOCAL_RAY_RUNTIME_ENV)
     return True
 
 

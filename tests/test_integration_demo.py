@@ -67,6 +67,8 @@ def test_demo_survives_ctrl_c_and_resumes(tmp_path):
         code = proc.wait(timeout=120)
         text = tail(log1, 3000)
         assert code == 130, f"exit code {code} after Ctrl-C:\n{text}"
+        # Ray Train's placement-group cleaner polls a State API the local Ray lacks: quieted, not logged each second
+        assert "Failed to query Ray Train Controller actor state" not in log1.read_text(errors="replace")
         assert "rerun the same command to resume" in text
         print(f"Ctrl-C to exit: {time.monotonic() - interrupted_at:.1f} s")
         # no orphaned Ray process of this run (raylet, GCS, workers, actors)
