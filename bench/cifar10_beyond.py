@@ -310,6 +310,9 @@ def report_sections(record: dict[str, Any], first: dict[str, Any], epochs: int) 
                      f"{len(sel['candidates'])} candidates meet {sel['limit_ms']:.3f} ms measured; chosen "
                      + (f"`{chosen['name']}` (val {chosen['val_top1']:.2f})" if chosen else "none"))
     compare = record.get("compare")
+    if not compare:
+        lines += ["", "Status: in progress; the comparison (full validation and test splits, paired test "
+                  "intervals, measured latency) follows when the stand-alone retraining has finished.", ""]
     if compare:
         lines += ["", "Full 5k validation and 10k test sets; latency torch-cpu, batch 1, 1 thread, wall clock, "
                   "40 interleaved rounds (median, p10–p90), × the peer in the same run; Δ = paired difference on "

@@ -51,6 +51,7 @@ def test_the_report_marks_partial_training_and_quotes_the_paired_differences() -
     lines = "\n".join(beyond.report_sections(record, first, epochs=30))
     assert "KD supernet: 1/30 epochs, 1.00 h of training calls — in progress, numbers partial." in lines
     assert "| 1 | 40.0 | 42.5 |" in lines
+    assert "Status: in progress; the comparison" in lines
     measured = {"median_ms": 2.0, "p10_ms": 1.9, "p90_ms": 2.2, "ratio": 1.0}
     diff = {"difference": 1.25, "low": 0.5, "high": 2.0, "a_only": 300, "b_only": 175, "images": 10_000}
     record["compare"] = {"rows": {"peer": {"val_top1": 80.0, "test_top1": 79.0, "params": 1_000_000,
@@ -58,6 +59,7 @@ def test_the_report_marks_partial_training_and_quotes_the_paired_differences() -
                          "differences": {"stand-alone vs inherited (no-KD supernet)": diff}}
     lines = "\n".join(beyond.report_sections(record, first, epochs=30))
     assert "| peer | 80.00 | 79.00 | – | 1.000 M | 200.0 | 2.000 (1.900–2.200) | 1.00 |" in lines
+    assert "Status: in progress" not in lines
     assert "| stand-alone vs inherited (no-KD supernet) | +1.25 [+0.50, +2.00] | 300 | 175 |" in lines
 
 
