@@ -101,10 +101,14 @@ def search_argv(inputs: dict[str, Any], strategy: str, seed: int, evaluations: i
             "--name", f"{strategy}-seed{seed}"]
 
 
+def results_path(out: Path, strategy: str, seed: int) -> Path:
+    return out / "search" / f"{strategy}-seed{seed}" / "results.json"
+
+
 def run_one(inputs: dict[str, Any], strategy: str, seed: int, evaluations: int, out: Path) -> dict[str, Any]:
     """One search (resumed if interrupted); its record for the report."""
     name = f"{strategy}-seed{seed}"
-    path = out / "search" / name / "results.json"
+    path = results_path(out, strategy, seed)
     wall_path = out / "search" / name / "bench_wall_s.json"
     if not path.is_file():
         cmd = [sys.executable, "-m", "autovit_ray.search", *search_argv(inputs, strategy, seed, evaluations, out)]
@@ -276,14 +280,15 @@ def main(argv: list[str] | None = None) -> int:
         # the code of every invocation that ran searches (a run resumed over sessions may be another commit)
         code_path = out / "code_runs.json"
         code: dict[str, Any] = json.loads(code_path.read_text()) if c10.readable_json(code_path) else {}
-        c10.note_code(code)
-        atomic_write_text(code_path, json.dumps(code, indent=1))
+        if any(not results_path(out, strategy, seed).is_file() for seed in seeds for strategy in strategies):
+            c10.note_code(code)
+            atomic_write_text(code_path, json.dumps(code, indent=1))
         runs = []
         for seed in seeds:  # seed-major: a stop leaves whole seeds of every strategy
             for strategy in strategies:
                 runs.append(run_one(inputs, strategy, seed, args.evaluations, out))
         result = {"inputs": inputs, "evaluations": args.evaluations, "seeds": seeds, "runs": runs,
-                  "reach": reach_statistics(runs), "code_runs": code["code_runs"],
+                  "reach": reach_statistics(runs), "code_runs": code.get("code_runs", []),
                   **provenance(inputs)}
         atomic_write_text(args.results, json.dumps(result, indent=1))
     plot(result, png)

@@ -78,3 +78,29 @@ def test_a_smoke_run_on_another_checkpoint_records_the_environment_only(tmp_path
     fields = strategies.provenance({"checkpoint": "other", "lut": "x", "params_budget": 1.0,
                                     "latency_budget_ms": 1.0})
     assert set(fields) == {"environment"} and "torch" in fields["environment"]["packages"]
+
+
+def test_finished_runs_are_read_back_without_searching_or_claiming_this_code(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AUTOVIT_BENCH_DIR", str(tmp_path))  # no CIFAR-10 result there
+    out = tmp_path / "strategies"
+    for strategy in strategies.STRATEGIES:
+        path = strategies.results_path(out, strategy, 0)
+        path.parent.mkdir(parents=True)
+        evaluated = [{"fitness": None}] + [{"fitness": 70.0 + i} for i in range(5)]
+        path.write_text(json.dumps({
+            "evaluations": 6, "evaluated": evaluated, "actor_evaluations": 6, "cache_hits": 0,
+            "candidates_proposed": 9, "candidates_over_budget": 3, "candidates_duplicate": 0,
+            "best": [{"val_top1": 74.0, "val_other_top1": 73.5, "test_top1": 73.0, "name": "a", "params": 1,
+                      "latency_ms": 2.0}]}))
+    results = tmp_path / "bench" / "results" / "search_strategies.json"
+    results.parent.mkdir(parents=True)
+    argv = ["--checkpoint", "ck", "--lut", "lut.parquet", "--params-budget", "1e6", "--latency-budget-ms", "5",
+            "--evaluations", "6", "--seeds", "0", "--out", str(out), "--results", str(results),
+            "--benchmarks-file", str(tmp_path / "BENCHMARKS.md")]
+    assert strategies.main(argv) == 0
+    result = json.loads(results.read_text())
+    assert [r["curve"] for r in result["runs"]] == [[None, 70.0, 71.0, 72.0, 73.0, 74.0]] * 3
+    assert result["code_runs"] == [] and not (out / "code_runs.json").exists()  # nothing ran here
+    assert set(result) >= {"environment", "inputs"} and "recipe" not in result  # not the CIFAR-10 supernet
+    assert "Code: not recorded." in (tmp_path / "BENCHMARKS.md").read_text()
