@@ -313,7 +313,7 @@ def report_sections(record: dict[str, Any], first: dict[str, Any], epochs: int) 
     if not compare:
         lines += ["", "Status: in progress; the comparison (full validation and test splits, paired test "
                   "intervals, measured latency) follows when the stand-alone retraining has finished.", ""]
-    if compare:
+    else:
         lines += ["", "Full 5k validation and 10k test sets; latency torch-cpu, batch 1, 1 thread, wall clock, "
                   "40 interleaved rounds (median, p10–p90), × the peer in the same run; Δ = paired difference on "
                   "the same 10k test images with a 95 % bootstrap interval:", "",

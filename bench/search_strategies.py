@@ -68,10 +68,9 @@ def cifar10_inputs() -> dict[str, Any]:
     from autovit_ray.checkpoint import find_checkpoint
 
     out = bench_dir() / "cifar10_result"
-    results_path = out / "results.json"
     results = cifar10_results()
     if "budgets" not in results:
-        raise SystemExit(f"{results_path} has no budgets yet: finish bench/cifar10_result.py first (its budgets "
+        raise SystemExit(f"{out / 'results.json'} has no budgets yet: finish bench/cifar10_result.py first (its budgets "
                          "stage), or pass --checkpoint, --lut, --params-budget and --latency-budget-ms")
     budgets = results["budgets"]
     return {"checkpoint": str(find_checkpoint(out / c10.SUPERNET_RUN, c10.SUPERNET, final=True)),
