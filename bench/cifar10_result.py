@@ -18,6 +18,10 @@ into its own venv) so that edits in the checkout do not change a run halfway. St
    call, so partial results stay comparable) and the chosen peer, interleaved epoch by epoch, 30 epochs
    each, with the winning recipe, the same batch, data path (timm's PIL pipeline) and precision (fp32).
 
+``--stop-after search-inputs`` trains the supernet alone, builds the torch-cpu table and the budgets (from
+the peer's architecture), and stops: the inputs of bench/search_strategies.py, regenerated on a machine
+where the first result's artifacts are gone without paying for the peer's training first.
+
 Bad input: a supernet checkpoint of another supernet, profile, data split or recipe, and a peer state
 of another recipe or adaptation, are refused with one clear error (``Mismatch``); a stage artifact that
 cannot be read is redone, not used.
@@ -332,7 +336,9 @@ def advance_supernet(settings: Settings, recipe: str, epoch: int, run: str = SUP
 
 
 def run_training(settings: Settings, recipe: str, adaptation: str, results: dict[str, Any],
-                 save: Callable[[], None], chunk: int) -> None:
+                 save: Callable[[], None], chunk: int, with_peer: bool = True) -> None:
+    """The supernet and (with_peer) the peer, `chunk` epochs each in turn; without the peer, the
+    supernet alone (what the searches need), the peer then trains when a later run asks for it."""
     cfg = settings.config(recipe)
     loaders = build_loaders(cfg.data)
     train = results.setdefault("train", {"recipe": recipe, "adaptation": adaptation, "supernet": {}})
@@ -355,14 +361,15 @@ def run_training(settings: Settings, recipe: str, adaptation: str, results: dict
             meta = read_meta(path)
             train["supernet"][str(meta["epoch"])] = meta.get("metrics", {})
         save()
-        peer_before = len(train.get("peer", []))
-        state = train_peer(settings, settings.out / PEER_RUN, adaptation, cfg, until, loaders, eval_every=5)
-        train["peer"] = state["history"]
-        epochs_run += max(0, until - peer_before)
-        save()
-        left = 2 * settings.epochs - until - len(train["peer"])
+        if with_peer:
+            peer_before = len(train.get("peer", []))
+            state = train_peer(settings, settings.out / PEER_RUN, adaptation, cfg, until, loaders, eval_every=5)
+            train["peer"] = state["history"]
+            epochs_run += max(0, until - peer_before)
+            save()
+        left = (2 * settings.epochs - len(train["peer"]) if with_peer else settings.epochs) - until
         eta = f"{left * (time.time() - start) / epochs_run / 3600:.1f} h" if epochs_run else "?"
-        log(f"train: {until}/{settings.epochs} epochs on both sides; ETA of the training stage {eta}")
+        log(f"train: {until}/{settings.epochs} epochs {'on both sides' if with_peer else 'of the supernet'}; ETA of the training stage {eta}")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -413,9 +420,11 @@ def load_lut(path: Path, backend: str) -> Any:
                        f"{RESOLUTION} px: {e}") from None
 
 
-def run_luts(settings: Settings, results: dict[str, Any], save: Callable[[], None]) -> dict[str, Any]:
+def run_luts(settings: Settings, results: dict[str, Any], save: Callable[[], None],
+             backends: Sequence[str] = LUT_BACKENDS, validate: bool = True) -> dict[str, Any]:
+    """Build (and with `validate`, validate) a table per backend; a backend enters `luts` once validated."""
     luts = results.setdefault("luts", {})
-    for backend in LUT_BACKENDS:
+    for backend in backends:
         path = lut_path(settings, backend)
         table = load_lut(path, backend) if path.is_file() else None
         if table is None:
@@ -428,7 +437,7 @@ def run_luts(settings: Settings, results: dict[str, Any], save: Callable[[], Non
             table = load_lut(path, backend)
             luts.pop(backend, None)
         report_dir = path.with_name(f"{path.stem}_validation")
-        if backend not in luts or not (report_dir / "validation.json").is_file():
+        if validate and (backend not in luts or not (report_dir / "validation.json").is_file()):
             log(f"LUT: validating the {backend} table on {settings.lut_samples} fresh subnets (two passes)")
             run_cli(settings, ["autovit_ray.profile", "validate", "--lut", str(path), "--supernet", SUPERNET,
                                "--profile", PROFILE, "--samples", str(settings.lut_samples), "--seed", "1",
@@ -487,7 +496,9 @@ PARAMS_FACTOR = 1.4
 def run_budgets(settings: Settings, adaptation: str, results: dict[str, Any], save: Callable[[], None]) -> dict:
     """The peer's latency in the search table's units: the peer and 12 random subnets measured with the
     table's own backend settings in one interleaved run; the subnets' median LUT/measured ratio (the
-    machine's level against the table's build) converts the peer's time into table milliseconds."""
+    machine's level against the table's build) converts the peer's time into table milliseconds. The
+    peer is measured untrained: its latency and parameter count depend on its architecture only, so
+    the budgets do not wait for its training."""
     if "budgets" in results:
         return results["budgets"]
     import random
@@ -500,7 +511,7 @@ def run_budgets(settings: Settings, adaptation: str, results: dict[str, Any], sa
     table = load_lut(lut_path(settings, SEARCH_BACKEND), SEARCH_BACKEND)
     rng = random.Random(0)
     references = [space.sample(rng) for _ in range(12)]
-    peer = load_peer(settings, adaptation)
+    peer = build_peer(adaptation).eval()
     log("budgets: measuring the peer beside 12 random subnets (torch-cpu, 1 thread, thread clock)")
     stats = measure([peer, *(create_subnet(a, 10, space) for a in references)], SEARCH_BACKEND, "thread_cpu",
                     rounds=30, seed=1)
@@ -1047,7 +1058,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lut-quiet-cpus", type=float, default=0.3, help="profile --quiet-cpus (negative: off)")
     parser.add_argument("--population", type=int, default=50)
     parser.add_argument("--generations", type=int, default=10)
-    parser.add_argument("--stop-after", choices=("pilot", "train"), default=None)
+    parser.add_argument("--stop-after", choices=("pilot", "train", "search-inputs"), default=None,
+                        help="search-inputs: train the supernet alone (not the peer), build the search "
+                             "backend's table and the budgets, and stop: what bench/search_strategies.py needs")
     parser.add_argument("--report-only", action="store_true",
                         help="rewrite BENCHMARKS.md's section, bench/results/cifar10_result.{json,png} and stop")
     parser.add_argument("--benchmarks-file", type=Path, default=ROOT / "BENCHMARKS.md")
@@ -1082,6 +1095,13 @@ def main(argv: list[str] | None = None) -> int:
     recipe, adaptation = run_pilot(settings, results, save)
     log(f"pilot chose recipe {recipe!r} and peer adaptation {adaptation!r}: {results['pilot']['arms']}")
     if args.stop_after == "pilot":
+        return 0
+    if args.stop_after == "search-inputs":
+        run_training(settings, recipe, adaptation, results, save, args.chunk, with_peer=False)
+        final_supernet(settings, settings.config(recipe))
+        run_luts(settings, results, save, backends=(SEARCH_BACKEND,), validate=False)
+        run_budgets(settings, adaptation, results, save)
+        log("search inputs done")
         return 0
     run_training(settings, recipe, adaptation, results, save, args.chunk)
     if args.stop_after == "train":
