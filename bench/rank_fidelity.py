@@ -6,7 +6,7 @@ search trusts that it does; no published number exists for hybrid CNN + ViT supe
     .venv/bin/python bench/rank_fidelity.py                  # resumable: rerun to continue
     .venv/bin/python bench/rank_fidelity.py --report-only    # section, JSON and plot again
 
-It works in the finished CIFAR-10 result's artifact directory (``$AUTOVIT_BENCH_DIR/cifar10_result``,
+It works in the CIFAR-10 result's artifact directory, once its supernet and tables exist (``$AUTOVIT_BENCH_DIR/cifar10_result``,
 default ``~/.cache/autovit-ray/bench``; bookkeeping in ``rank_fidelity.json`` there), with its recipe,
 splits, data path and precision; run it from a pinned copy of the code. bench/cifar10_beyond.py runs it
 as its last stage.
@@ -117,6 +117,18 @@ def rank_correlation(a: Sequence[float], b: Sequence[float], resamples: int = 10
 
 # ---------------------------------------------------------------------------------------------------
 # Stages
+
+
+def trained_result(out: Path) -> dict[str, Any]:
+    """The first result's bookkeeping once its supernet is trained: this benchmark needs the recipe,
+    the no-KD supernet and the torch-cpu table, not the peer or the searches (`bench/cifar10_result.py
+    --stop-after search-inputs` makes all it needs)."""
+    path = out / "results.json"
+    results = json.loads(path.read_text()) if path.is_file() else {}
+    if "train" not in results or "pilot" not in results:
+        raise SystemExit(f"{path} has no trained supernet: run `bench/cifar10_result.py --stop-after search-inputs` "
+                         "(or the whole first result) first")
+    return results
 
 
 def check_setup(record: dict[str, Any], setup: dict[str, int]) -> None:
@@ -340,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--benchmarks-file", type=Path, default=ROOT / "BENCHMARKS.md")
     args = parser.parse_args(argv)
     out = (args.out or base.bench_dir() / "cifar10_result").expanduser().resolve()
-    first = beyond.first_result(out)
+    first = trained_result(out)
     settings = Settings(out=out, data_dir=args.data_dir, epochs=args.epochs, pilot_epochs=first["pilot"]["epochs"],
                         threads=args.threads, max_steps=args.max_steps)
     torch.set_num_threads(args.threads)

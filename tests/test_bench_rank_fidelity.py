@@ -65,3 +65,16 @@ def test_the_report_says_how_far_the_trainings_are_and_quotes_tau() -> None:
     record["correlation"] = {"no-KD": {"kendall_tau": 0.5, "kendall_tau_ci": [0.1, 0.8], "spearman_rho": 0.6,
                                        "spearman_rho_ci": [0.2, 0.9], "subnets": 3}}
     assert "Kendall τ **0.50 [0.10, 0.80]**, Spearman ρ 0.60 [0.20, 0.90]" in "\n".join(rank.report_sections(record))
+
+
+def test_it_needs_a_trained_supernet_not_the_whole_first_result(tmp_path) -> None:
+    import json
+
+    with pytest.raises(SystemExit, match="search-inputs"):
+        rank.trained_result(tmp_path)
+    (tmp_path / "results.json").write_text(json.dumps({"pilot": {"epochs": 6}}))
+    with pytest.raises(SystemExit, match="no trained supernet"):
+        rank.trained_result(tmp_path)
+    found = {"pilot": {"epochs": 6}, "train": {"recipe": "light", "adaptation": "stem1", "supernet": {}}}
+    (tmp_path / "results.json").write_text(json.dumps(found))
+    assert rank.trained_result(tmp_path) == found  # no peer, searches or headline needed
