@@ -85,8 +85,18 @@ def provenance(inputs: dict[str, Any]) -> dict[str, Any]:
     environment alone (a smoke run on another checkpoint)."""
     first = cifar10_results()
     if "train" in first and "budgets" in first and inputs == cifar10_inputs():
-        return c10.provenance(first, bench_dir() / "cifar10_result", (c10.SUPERNET_RUN,))
+        return {**c10.provenance(first, bench_dir() / "cifar10_result", (c10.SUPERNET_RUN,)),
+                "supernet": supernet_summary(first)}
     return {"environment": c10.environment()}
+
+
+def supernet_summary(first: dict[str, Any]) -> dict[str, Any]:
+    """The searched supernet: its epochs, last per-epoch validation (1,280 images), training time and the
+    code of the runs that trained it (the first result's stages may have been regenerated since)."""
+    epochs = sorted(first["train"]["supernet"], key=int)
+    return {"epochs": int(epochs[-1]), "final_val": first["train"]["supernet"][epochs[-1]],
+            "train_wall_h": first["train"].get("supernet_wall_s", 0.0) / 3600,
+            "code_runs": first.get("code_runs", [])}
 
 
 def search_argv(inputs: dict[str, Any], strategy: str, seed: int, evaluations: int, out: Path) -> list[str]:
@@ -197,6 +207,18 @@ def plot(result: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def supernet_lines(supernet: dict[str, Any] | None) -> list[str]:
+    if not supernet:
+        return []
+    final = supernet["final_val"]
+    trained_by = c10.code_line(supernet).removeprefix("Code that ran the stages: ").rstrip(".")
+    return [f"The supernet: the no-KD XXS supernet of the CIFAR-10 result, {supernet['epochs']} epochs "
+            f"({supernet['train_wall_h']:.2f} h of training calls; code {trained_by}); its last per-epoch "
+            f"validation (1,280 images): smallest {final.get('val_top1_smallest', float('nan')):.1f}, largest "
+            f"{final.get('val_top1_largest', float('nan')):.1f}, random mean "
+            f"{final.get('val_top1_random_mean', float('nan')):.1f}.", ""]
+
+
 def section(result: dict[str, Any], command: str, png: str) -> str:
     inputs = result["inputs"]
     lines = [
@@ -209,6 +231,7 @@ def section(result: dict[str, Any], command: str, png: str) -> str:
         "selection on half 0 of the validation split (positions 0, 2, 4, ... of its sorted indices), the winner "
         "re-scored on half 1 and the test set; one evaluation cache shared by all runs.", "",
         c10.code_line(result), "",
+        *supernet_lines(result.get("supernet")),
         f"![best so far]({png})", "",
         "| strategy | seed | best val half 0 | other half | test | unique evaluations | cache hits | proposed "
         "(over budget / repeated) | coarse screened | wall min (the attempt that finished it) |",

@@ -70,6 +70,19 @@ def test_report_only_writes_the_section_and_plot_with_the_runs_code(tmp_path: Pa
     text = benchmarks.read_text()
     assert strategies.HEADING in text and "kept" in text and "commit abc1234 (`pinned-abc`)" in text
     assert results.with_suffix(".png").stat().st_size > 0
+    assert "The supernet" not in text  # a result without the supernet's summary (a smoke run) says nothing of it
+
+
+def test_the_section_describes_the_searched_supernet() -> None:
+    first = {"code_runs": [{"root": "/w/pinned-bb49058", "commit": "bb49058aa"}],
+             "train": {"supernet_wall_s": 1.5 * 3600,
+                       "supernet": {"2": {"val_top1_smallest": 40.0},
+                                    "10": {"val_top1_smallest": 70.0, "val_top1_largest": 71.25,
+                                           "val_top1_random_mean": 70.5}}}}
+    summary = strategies.supernet_summary(first)
+    assert summary["epochs"] == 10 and summary["final_val"]["val_top1_largest"] == 71.25  # epochs sort as numbers
+    text = "\n".join(strategies.supernet_lines(summary))
+    assert "10 epochs (1.50 h" in text and "commit bb49058 (`pinned-bb49058`)" in text and "largest 71.2" in text
 
 
 def test_a_smoke_run_on_another_checkpoint_records_the_environment_only(tmp_path: Path,
