@@ -117,3 +117,12 @@ def test_finished_runs_are_read_back_without_searching_or_claiming_this_code(
     assert result["code_runs"] == [] and not (out / "code_runs.json").exists()  # nothing ran here
     assert set(result) >= {"environment", "inputs"} and "recipe" not in result  # not the CIFAR-10 supernet
     assert "Code: not recorded." in (tmp_path / "BENCHMARKS.md").read_text()
+
+
+def test_the_summary_gives_each_strategys_median_and_range_over_seeds() -> None:
+    runs = [_run("evolution", s, _rising(40, 20, 76.0 + s)) for s in range(3)]
+    runs += [_run("random", 0, _rising(40, 20, 75.0))]
+    header, rule, *rows = strategies.strategy_summary(runs)
+    assert "val half 1" in header and len(rows) == 2  # no coarse-to-fine runs: no row
+    assert rows[0] == "| evolution | 3 | 77.00 (76.00-78.00) | 76.50 (75.50-77.50) | 76.00 (75.00-77.00) | 38 | 10.0 |"
+    assert rows[1].startswith("| random | 1 | 75.00 (75.00-75.00) |")
