@@ -197,6 +197,22 @@ def strategy_summary(runs: list[dict[str, Any]]) -> list[str]:
     return rows
 
 
+def held_out_reading(runs: list[dict[str, Any]]) -> str:
+    """How far apart the strategies' winners are on images that did not select them (medians over seeds)."""
+    def medians(key: str) -> dict[str, float]:
+        found = {st: [r[key] for r in runs if r["strategy"] == st and r[key] is not None] for st in STRATEGIES}
+        return {st: statistics.median(v) for st, v in found.items() if v}
+
+    test, other = medians("best_test"), medians("best_val_other_half")
+    if len(test) < 2:
+        return ""
+    return (f"On images that did not select them the winners' medians lie within "
+            f"{max(test.values()) - min(test.values()):.2f} points of each other on the test set ("
+            + ", ".join(f"{k} {v:.2f}" for k, v in test.items()) + ") and within "
+            f"{max(other.values()) - min(other.values()):.2f} on validation half 1 ("
+            + ", ".join(f"{k} {v:.2f}" for k, v in other.items()) + ").")
+
+
 def plot(result: dict[str, Any], path: Path) -> None:
     import matplotlib
 
@@ -283,6 +299,7 @@ def section(result: dict[str, Any], command: str, png: str) -> str:
                       "'never' counting as the budget plus one). The paper's claim (the same or better accuracy "
                       "at well under half the search cost) "
                       + ("holds here." if reach["claim_holds"] else "does not hold here.")]
+    lines += ["", held_out_reading(result["runs"])]
     return "\n".join(lines) + "\n"
 
 

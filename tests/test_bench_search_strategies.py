@@ -126,3 +126,10 @@ def test_the_summary_gives_each_strategys_median_and_range_over_seeds() -> None:
     assert "val half 1" in header and len(rows) == 2  # no coarse-to-fine runs: no row
     assert rows[0] == "| evolution | 3 | 77.00 (76.00-78.00) | 76.50 (75.50-77.50) | 76.00 (75.00-77.00) | 38 | 10.0 |"
     assert rows[1].startswith("| random | 1 | 75.00 (75.00-75.00) |")
+
+
+def test_the_reading_compares_the_winners_on_held_out_images() -> None:
+    runs = [_run("coarse-to-fine", 0, _rising(40, 20, 77.0)), _run("evolution", 0, _rising(40, 20, 77.5))]
+    text = strategies.held_out_reading(runs)
+    assert "within 0.50 points of each other on the test set (coarse-to-fine 76.00, evolution 76.50)" in text
+    assert strategies.held_out_reading(runs[:1]) == ""
