@@ -101,6 +101,18 @@ def system_metrics_monitor(tracking_uri: str, run_id: str, resume: bool) -> Any:
     return monitor
 
 
+def finish_system_metrics(monitor: Any) -> None:
+    """Stop `monitor`; a run shorter than its sampling interval would otherwise log no system metrics
+    (MLflow drops the samples it has not published yet), so those are published first."""
+    first_step = monitor._logging_step
+    monitor.finish()
+    if monitor._logging_step == first_step:
+        metrics = monitor.aggregate_metrics()
+        if metrics:
+            monitor.publish_metrics(metrics)
+            monitor.mlflow_logger.flush()
+
+
 def log_metrics(tracking_uri: str, run_id: str, metrics: Mapping[str, float], step: int) -> None:
     from mlflow.entities import Metric
 
@@ -123,4 +135,4 @@ def end_run(tracking_uri: str, run_id: str, status: str) -> None:
 
 
 __all__ = ["default_tracking_uri", "end_run", "log_dataset", "log_metrics", "log_params", "set_tags", "start_runs",
-           "system_metrics_monitor", "ui_command"]
+           "finish_system_metrics", "system_metrics_monitor", "ui_command"]

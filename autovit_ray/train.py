@@ -197,7 +197,7 @@ def train_loop_per_worker(payload: dict[str, Any]) -> None:
     import ray.train.torch
     import torch
 
-    from autovit_ray.tracking import log_metrics, system_metrics_monitor
+    from autovit_ray.tracking import finish_system_metrics, log_metrics, system_metrics_monitor
     from autovit_ray.training.loop import SupernetTrainer, World
 
     cfg = config_from_dict(payload["config"])
@@ -260,7 +260,7 @@ def train_loop_per_worker(payload: dict[str, Any]) -> None:
         trainer.fit(on_epoch_end, progress=progress)
     finally:
         if monitor is not None:
-            monitor.finish()
+            finish_system_metrics(monitor)
 
 
 def _fit_one(cfg_dict: dict[str, Any], space_source: str, name: str, plan: dict[str, Any],
