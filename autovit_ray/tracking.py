@@ -104,9 +104,9 @@ def system_metrics_monitor(tracking_uri: str, run_id: str, resume: bool) -> Any:
 def finish_system_metrics(monitor: Any) -> None:
     """Stop `monitor`; a run shorter than its sampling interval would otherwise log no system metrics
     (MLflow drops the samples it has not published yet), so those are published first."""
-    first_step = monitor._logging_step
+    first_step = getattr(monitor, "_logging_step", None)  # MLflow internals: skip the flush if they change
     monitor.finish()
-    if monitor._logging_step == first_step:
+    if first_step is not None and monitor._logging_step == first_step:
         metrics = monitor.aggregate_metrics()
         if metrics:
             monitor.publish_metrics(metrics)
