@@ -15,6 +15,7 @@ with `--reference-checkpoint name=path`, or trained here with `--train-reference
 recipe, data and steps: `autovit_ray.training.reference`); otherwise its top-1 reads "not trained
 here". With a trained reference, one sentence says whether searched models beat it (higher test
 top-1 at equal or lower measured latency), printed and written to compare.json ("summary").
+`--standalone CHECKPOINT` adds a searched arch trained alone from scratch (`train --arch`).
 """
 
 from __future__ import annotations
@@ -58,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated timm model names (empty: none)")
     p.add_argument("--reference-checkpoint", action="append", default=[], metavar="NAME=PATH",
                    help="trained weights of a reference (a state dict, or a dict with 'model'): gives it a test top-1")
+    p.add_argument("--standalone", action="append", default=[], metavar="CHECKPOINT",
+                   help="a checkpoint of `python -m autovit_ray.train --arch` (one subnet trained stand-alone "
+                        "from scratch): measured and tested beside the searched models (repeatable)")
     p.add_argument("--train-references", action="store_true",
                    help="train each reference without a checkpoint with the supernets' recipe first "
                         "(<experiment>/references/<name>, resumable), so it gets a test top-1")
@@ -324,6 +328,61 @@ def reference_candidates(references: Sequence[str], checkpoints: dict[str, Path]
     return out
 
 
+def standalone_candidates(checkpoints: Sequence[str | os.PathLike[str]], facts: dict[str, Any],
+                          searched: Sequence[Candidate], data_dir: str | None, eval_batches: int | None
+                          ) -> list[Candidate]:
+    """Subnets trained stand-alone from scratch (`train --arch`: a checkpoint whose space holds one
+    arch), with their own BatchNorm statistics, tested on the experiment's test split. One that is a
+    searched model's arch is named after it (`<search>-top1-standalone`) and takes its LUT latency."""
+    from .checkpoint import load_supernet, read_meta
+    from .training.loop import top1 as top1_correct
+
+    out: list[Candidate] = []
+    for path in checkpoints:
+        meta = read_meta(path)  # a clear error for what is not a checkpoint, before loading tensors
+        supernet, space, cfg = load_supernet(path)
+        if space.size() != 1:
+            raise ValueError(f"--standalone {str(path)!r} is a checkpoint of supernet {space.name!r} with "
+                             f"{space.size():,} subnets: expected one of `python -m autovit_ray.train --arch` "
+                             "(one subnet trained alone)")
+        arch = space.largest()
+        num_classes, profile = int(meta["num_classes"]), space.profile.name
+        for key, value in (("num_classes", num_classes), ("profile", profile), ("checkpoint", str(path))):
+            if not facts.get(key):  # no search or registered model: the first stand-alone one sets them
+                facts[key] = value
+        if (num_classes, profile) != (facts["num_classes"], facts["profile"]):
+            raise ValueError(f"--standalone {str(path)!r} has {num_classes} classes under input profile "
+                             f"{profile!r}; the searched models have {facts['num_classes']} under "
+                             f"{facts['profile']!r}")
+        _check_same_data(cfg, facts, data_dir, f"--standalone {str(path)!r}")
+        model = supernet.get_active_subnet(arch).eval()
+        correct, seen = top1_correct(model, _test_loader(facts, data_dir), arch.resolution, torch.device("cpu"),
+                                     eval_batches)
+        twin = next((c for c in searched if c.extra.get("arch_hash") == arch.arch_hash), None)
+        epochs = int(meta["epoch"])
+        out.append(Candidate(
+            name=f"{twin.name}-standalone" if twin else f"{arch.supernet}-{arch.arch_hash[:8]}-standalone",
+            kind="searched", model=model, resolution=arch.resolution, test_top1=100.0 * correct / max(seen, 1),
+            lut_latency_ms=twin.lut_latency_ms if twin else None,
+            note=f"trained stand-alone from scratch ({epochs} of {cfg.train.epochs} epochs)",
+            extra={"arch": str(arch), "arch_hash": arch.arch_hash, "checkpoint": str(path)}))
+    return out
+
+
+def _check_same_data(cfg: Any, facts: dict[str, Any], data_dir: str | None, what: str) -> None:
+    """`cfg` (a model's training config) used the experiment's data set and splits: otherwise its test
+    top-1 is not comparable, or its training images may be the test images."""
+    from .data import dataset_record
+
+    if data_dir:
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, data_dir=data_dir))
+    theirs, ours = dataset_record(cfg.data), dataset_record(_training_config(facts, data_dir).data)
+    if theirs["digest"] != ours["digest"]:
+        raise ValueError(f"{what} was trained on {theirs['name']} with splits {theirs['sizes']} (digest "
+                         f"{theirs['digest']}); the experiment's models on {ours['name']} with {ours['sizes']} "
+                         f"(digest {ours['digest']}): expected the same data set and splits")
+
+
 def _training_config(facts: dict[str, Any], data_dir: str | None) -> Any:
     """The supernets' training config (from the searched checkpoint), with `data_dir` if given."""
     from .checkpoint import read_meta
@@ -573,12 +632,13 @@ def compare_experiment(experiment: str | os.PathLike[str], mlflow_uri: str | Non
                        backend: str = "torch-cpu", repeats: int = 100, rounds: int = 10, seed: int = 0,
                        out: str | os.PathLike[str] | None = None, searches: Sequence[str] | None = None,
                        data_dir: str | None = None, eval_batches: int | None = None,
-                       log: Log = print, models: Sequence[str] = (), train_references: bool = False
-                       ) -> list[dict[str, Any]]:
+                       log: Log = print, models: Sequence[str] = (), train_references: bool = False,
+                       standalone: Sequence[str | os.PathLike[str]] = ()) -> list[dict[str, Any]]:
     """Measure an experiment's searched models against `references` on one backend; print, write
     (compare.csv / .json / .png under `out`) and log to a new MLflow run "compare". Returns the rows.
     `train_references`: a reference without a checkpoint is first trained with the supernets' recipe
-    in `<experiment dir>/references/<name>` (resumed when rerun)."""
+    in `<experiment dir>/references/<name>` (resumed when rerun). `standalone`: checkpoints of
+    `train --arch` (subnets trained alone from scratch), measured and tested as searched models."""
     from .adapters import mlflow_client
 
     if repeats < 1 or rounds < 1:
@@ -594,12 +654,13 @@ def compare_experiment(experiment: str | os.PathLike[str], mlflow_uri: str | Non
     if found is None:
         raise ValueError(f"no MLflow experiment {experiment_name!r} in {uri}")
     runs = search_runs(client, found.experiment_id, searches)
-    if not runs and not models:
+    if not runs and not models and not standalone:
         raise ValueError(f"no finished search in MLflow experiment {experiment_name!r} ({uri}); "
                          "run `python -m autovit_ray.search` first")
     with tempfile.TemporaryDirectory() as tmp, _quiet_downloads():
         candidates, facts = searched_candidates(client, runs, Path(tmp))
         candidates += registered_candidates(models, uri, Path(tmp), facts)
+    candidates += standalone_candidates(standalone, facts, candidates, data_dir, eval_batches)
     if not candidates:
         raise ValueError(f"the searches in {experiment_name!r} reported no best models")
     train_dir = (experiment_dir if experiment_dir is not None else out_dir) / "references" if train_references else None
@@ -613,7 +674,7 @@ def compare_experiment(experiment: str | os.PathLike[str], mlflow_uri: str | Non
         log(summary)
     meta = {"experiment": str(experiment), "tracking_uri": uri, "backend": backend, "repeats": repeats,
             "rounds": rounds, "seed": seed, "device": fingerprint, "searches": [r.info.run_id for r in runs],
-            "models": list(models), "summary": summary}
+            "models": list(models), "standalone": [str(p) for p in standalone], "summary": summary}
     paths = write_outputs(rows, out_dir, meta)
     run_id = log_run(client, found.experiment_id, rows, paths, {
         "backend": backend, "repeats": repeats, "rounds": rounds, "seed": seed,
@@ -631,7 +692,7 @@ def main(argv: list[str] | None = None) -> int:
                            args.backend, args.repeats, args.rounds, args.seed, args.out,
                            [s for s in args.searches.split(",") if s] if args.searches else None,
                            args.data_dir, args.eval_batches, models=[m for m in args.models.split(",") if m],
-                           train_references=args.train_references)
+                           train_references=args.train_references, standalone=args.standalone)
     except ValueError as exc:  # bad input: one clear message, no traceback
         print(f"error: {exc}", file=sys.stderr)
         return 2

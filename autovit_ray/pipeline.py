@@ -6,9 +6,12 @@
 
 Stages, in order: train (the supernets concurrently on Ray Train) -> profile (a latency table per
 supernet) -> search (the AutoViT searcher in Ray Tune per supernet, evaluator actors, exports) ->
-compare (searched models against reference models, measured on the same backend). Each stage calls
-the same code as its own CLI (`train`, `profile build`, `search`, `compare`), and prints the
-equivalent command.
+retrain (opt-in: each search's best arch trained stand-alone from scratch, `train --arch`) ->
+compare (searched and retrained models against reference models, measured on the same backend).
+Each stage calls the same code as its own CLI (`train`, `profile build`, `search`, `train --arch`,
+`compare`), and prints the equivalent command.
+
+    python -m autovit_ray.pipeline --config demo --stages retrain,compare --set retrain.set=[train.epochs=30]
 
 A stage is skipped when it finished before with the same fingerprint: a hash of its settings and of
 its inputs (the training config; the space, device and backend of a latency table; the checkpoint
@@ -40,7 +43,8 @@ from .io import atomic_write_text
 from .search.config import SearchConfig, count
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "pipeline"
-STAGES = ("train", "profile", "search", "compare")
+STAGES = ("train", "profile", "search", "retrain", "compare")
+DEFAULT_STAGES = ("train", "profile", "search", "compare")  # retrain is opt-in: a second training
 
 
 class PipelineError(RuntimeError):
@@ -94,6 +98,15 @@ SearchStage.__module__ = __name__
 
 
 @dataclass(frozen=True)
+class RetrainStage:
+    """Each search's best arch trained stand-alone from scratch (`python -m autovit_ray.train --arch`):
+    the train stage's config and overrides, then these (e.g. train.epochs=300)."""
+
+    set: tuple[str, ...] = ()
+    budget_s: float = 1800.0
+
+
+@dataclass(frozen=True)
 class CompareStage:
     references: tuple[str, ...] = ("mobilevit_xxs",)
     train_references: bool = False  # train each reference with the supernets' recipe (trained vs trained)
@@ -108,13 +121,14 @@ class PipelineConfig:
     name: str
     output_dir: str = "outputs"
     supernets: tuple[str, ...] = ("xxs", "xs", "s")
-    stages: tuple[str, ...] = STAGES
+    stages: tuple[str, ...] = DEFAULT_STAGES
     address: str | None = None  # Ray address; default $RAY_ADDRESS, else a local Ray
     num_cpus: int | None = None  # CPUs of a local Ray (default: all)
     mlflow_uri: str | None = None  # default $MLFLOW_TRACKING_URI, else sqlite in the experiment
     train: TrainStage = field(default_factory=TrainStage)
     profile: ProfileStage = field(default_factory=ProfileStage)
     search: SearchStage = field(default_factory=SearchStage)
+    retrain: RetrainStage = field(default_factory=RetrainStage)
     compare: CompareStage = field(default_factory=CompareStage)
 
     def __post_init__(self) -> None:
@@ -453,7 +467,103 @@ class Pipeline:
         self.outputs["searches"] = results
         return _combine(statuses)
 
+    def searched_best(self) -> dict[str, tuple[str, Any]]:
+        """{supernet: (search name, its best arch)} of the finished searches (a search that found
+        nothing within the budgets, or was skipped, has no entry)."""
+        from .space import Arch
+
+        out = {}
+        for name in self.spaces():
+            path = self._record_path("search", name)
+            if not path.is_file():
+                continue
+            search = json.loads(path.read_text())["outputs"]["name"]
+            results = self.exp_dir / "search" / search / "results.json"
+            best = json.loads(results.read_text())["best"] if results.is_file() else []
+            if best:
+                out[name] = (search, Arch.from_dict(best[0]["arch"]))
+        return out
+
+    def retrain_argv(self, supernet: str, arch: Any) -> list[str]:
+        """`python -m autovit_ray.train --arch` arguments that train `arch` stand-alone in
+        <experiment>/retrain/<supernet>-<arch hash>: the train stage's config and overrides, then
+        retrain.set; MLflow runs in the experiment's store, MLflow experiment <name>-retrain."""
+        argv = ["--config", self.cfg.train.config, "--name", f"{supernet}-{arch.arch_hash[:12]}",
+                "--output-dir", str(self.exp_dir / "retrain"), "--supernets", supernet, "--arch", arch.to_json(),
+                "--mlflow-uri", default_tracking_uri(self.exp_dir, self.cfg.mlflow_uri)]
+        for item in (*self.cfg.train.set, *self.cfg.retrain.set, f"mlflow.experiment={self.cfg.name}-retrain"):
+            argv += ["--set", item]
+        return argv
+
+    def check_retrain_settings(self) -> None:
+        from .training.config import load_config
+
+        try:
+            load_config(self.cfg.train.config, [*self.cfg.train.set, *self.cfg.retrain.set])
+        except ValueError as e:
+            raise ValueError(f"retrain.set {list(self.cfg.retrain.set)}: {e}") from None
+
+    def retrain_config(self, supernet: str, arch: Any) -> tuple[Any, Any]:
+        """(TrainConfig, one-arch space) of `retrain_argv`, through the train CLI's own parsing."""
+        from .train import build_arg_parser, config_from_args, standalone_config
+
+        cfg = config_from_args(build_arg_parser().parse_args(self.retrain_argv(supernet, arch)))
+        return standalone_config(cfg, arch, named=True)
+
+    def run_retrain(self) -> str:
+        from .checkpoint import find_checkpoint
+        from .train import run_training
+
+        best = self.searched_best()
+        if not best:
+            raise PipelineError(f"retrain: no finished search with a best model in {self.exp_dir}; run the "
+                                "search stage first")
+        uri = default_tracking_uri(self.exp_dir, self.cfg.mlflow_uri)  # the store of the supernets' runs
+        statuses, checkpoints = [], {}
+        for name, (search, arch) in best.items():
+            cfg, space = self.retrain_config(name, arch)
+            fp = fingerprint("retrain", cfg.to_dict(), arch.to_json())
+            if self._reusable("retrain", name, fp) is not None:
+                try:
+                    checkpoints[name] = str(find_checkpoint(cfg.experiment_dir, space.name, final=True))
+                    self.log(f"retrain {name}: up to date (fingerprint {fp}), reusing {checkpoints[name]}")
+                    statuses.append("reused")
+                    continue
+                except ValueError:
+                    pass  # a checkpoint was removed: train again (resumes from what is left)
+            self.log(f"retrain {name}: {search}'s best {arch} stand-alone from scratch, "
+                     f"{cfg.train.epochs} epochs, in {cfg.experiment_dir}")
+            self._command("train", self.retrain_argv(name, arch))
+            self._ensure_ray()
+            result = run_training(cfg, address=self.cfg.address, mlflow_uri=uri, standalone=(arch, space))
+            summary = result[space.name]
+            if summary["status"] != "OK" or int(summary.get("epoch", 0)) < cfg.train.epochs:
+                error = summary.get("error", "").splitlines()
+                raise PipelineError(f"retrain {name}: training {arch} stand-alone failed: "
+                                    f"{error[0] if error else summary['status']}")
+            checkpoints[name] = summary["checkpoint"]
+            self._save_record("retrain", name, fp, {"search": search, "arch": arch.to_json(),
+                                                    "checkpoint": summary["checkpoint"]})
+            statuses.append("ran")
+        self.outputs["retrained"] = checkpoints
+        return _combine(statuses)
+
+    def retrained_checkpoints(self) -> list[Path]:
+        """The stand-alone checkpoints of the current searches' best archs (retrain records whose search
+        is the current one); empty when the retrain stage never ran."""
+        out = []
+        for name, (search, arch) in self.searched_best().items():
+            path = self._record_path("retrain", name)
+            if not path.is_file():
+                continue
+            outputs = json.loads(path.read_text())["outputs"]
+            checkpoint = Path(outputs["checkpoint"])
+            if outputs["search"] == search and outputs["arch"] == arch.to_json() and checkpoint.is_dir():
+                out.append(checkpoint)
+        return out
+
     def run_compare(self) -> str:
+        from .checkpoint import META_FILE
         from .compare import compare_experiment
 
         c = self.cfg.compare
@@ -463,7 +573,9 @@ class Pipeline:
         if not names or not all(path.is_file() for path in results):
             raise PipelineError(f"compare: no finished search of {list(self.spaces())} in {self.exp_dir}; run "
                                 "the search stage first")
-        fp = fingerprint("compare", _settings(c), [file_digest(path) for path in results])
+        standalone = self.retrained_checkpoints()
+        fp = fingerprint("compare", _settings(c), [file_digest(path) for path in results],
+                         [file_digest(path / META_FILE) for path in standalone])  # their epoch and metrics
         out_dir = self.exp_dir / "compare"
         self.outputs["compare"] = str(out_dir)
         if self._reusable("compare", None, fp) is not None and out_dir.is_dir():
@@ -472,10 +584,12 @@ class Pipeline:
         argv = ["--experiment", str(self.exp_dir), "--searches", ",".join(names), "--references",
                 ",".join(c.references), "--backend", c.backend, "--repeats", str(c.repeats), "--rounds",
                 str(c.rounds), "--out", str(out_dir)] + (["--train-references"] if c.train_references else [])
+        for path in standalone:
+            argv += ["--standalone", str(path)]
         self._command("compare", argv)
         compare_experiment(self.exp_dir, mlflow_uri=self.cfg.mlflow_uri, references=c.references,
                            backend=c.backend, repeats=c.repeats, rounds=c.rounds, out=out_dir, searches=names,
-                           train_references=c.train_references)
+                           train_references=c.train_references, standalone=standalone)
         self._save_record("compare", None, fp, {"compare": str(out_dir)})
         return "ran"
 
@@ -485,6 +599,8 @@ class Pipeline:
         unknown = [s for s in selected if s not in STAGES]
         if unknown:
             raise ValueError(f"stages {unknown} are unknown: expected some of {list(STAGES)}")
+        if "retrain" in selected:
+            self.check_retrain_settings()  # now, not after the training and the searches
         timings: list[StageTiming] = []
         finished = False
         try:
@@ -615,8 +731,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["CompareStage", "Pipeline", "PipelineConfig", "PipelineError", "ProfileStage", "STAGES", "SearchStage",
-           "StageTiming", "TrainStage", "build_parser", "fingerprint", "load_pipeline_config", "main"]
+__all__ = ["CompareStage", "DEFAULT_STAGES", "Pipeline", "PipelineConfig", "PipelineError", "ProfileStage",
+           "RetrainStage", "STAGES", "SearchStage", "StageTiming", "TrainStage", "build_parser", "fingerprint",
+           "load_pipeline_config", "main"]
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -9,6 +9,7 @@ import json
 import pytest
 import timm
 import torch
+from conftest import tiny_train_argv
 from torch import nn
 
 from autovit_ray.compare import (
@@ -17,6 +18,8 @@ from autovit_ray.compare import (
     main,
     registered_candidates,
     runnable_resolution,
+    searched_candidates,
+    standalone_candidates,
 )
 from autovit_ray.space import Arch
 
@@ -88,6 +91,49 @@ def test_registered_models_join_the_comparison(finished_digits_search, tmp_path)
     with pytest.raises(ValueError, match="classifies 10 classes; the other models here 100"):
         registered_candidates(["models:/autovit-digits-test-xxs/1"], search.mlflow_uri, tmp_path / "b",
                               {"num_classes": 100})
+
+
+def test_standalone_training_joins_the_comparison(finished_digits_search, ray_session, tmp_path):
+    """compare --standalone: the search's best arch trained alone (`train --arch <search dir>`) is tested on
+    the experiment's test split with its own BatchNorm statistics and named after its searched twin
+    (standalone_candidates only: compare_experiment would log a second compare run into the fixture)."""
+    from autovit_ray.adapters import mlflow_client
+    from autovit_ray.checkpoint import find_checkpoint, load_supernet
+    from autovit_ray.compare import _test_images, _test_loader
+    from autovit_ray.train import main as train_main
+    from autovit_ray.training.loop import top1
+
+    search = finished_digits_search
+    best = Arch.from_dict(search.results["best"][0]["arch"])
+    argv = tiny_train_argv(tmp_path, "alone", "xxs", "train.epochs=1")
+    assert train_main([*argv, "--arch", str(search.dir / "search" / search.name)]) == 0
+    checkpoint = find_checkpoint(tmp_path / "alone", "xxs", final=True)
+
+    client = mlflow_client(search.mlflow_uri)
+    runs = client.search_runs([client.get_experiment_by_name("autovit-search").experiment_id],
+                              "tags.role = 'search' and attributes.status = 'FINISHED'")
+    searched, facts = searched_candidates(client, runs, tmp_path / "dl")
+    (candidate,) = standalone_candidates([checkpoint], facts, searched, None, None)
+    assert candidate.name == f"{search.name}-top1-standalone" and candidate.kind == "searched"
+    assert candidate.extra["arch_hash"] == best.arch_hash and candidate.resolution == best.resolution
+    assert candidate.lut_latency_ms == searched[0].lut_latency_ms
+    assert "trained stand-alone from scratch (1 of 1 epochs)" in candidate.note
+    supernet, _, _ = load_supernet(checkpoint)  # its own BatchNorm statistics: no recalibration
+    correct, seen = top1(supernet.get_active_subnet(best), _test_loader(facts, None), best.resolution,
+                         torch.device("cpu"))
+    assert seen == _test_images(facts, None) and candidate.test_top1 == pytest.approx(100.0 * correct / seen)
+
+    with pytest.raises(ValueError, match="with .* subnets: expected one of `python -m autovit_ray.train --arch`"):
+        standalone_candidates([search.checkpoint], facts, searched, None, None)
+    with pytest.raises(ValueError, match="has 10 classes under input profile 'digits'; the searched models have 100"):
+        standalone_candidates([checkpoint], {**facts, "num_classes": 100}, searched, None, None)
+    with pytest.raises(ValueError, match="is not an autovit-ray supernet checkpoint"):
+        standalone_candidates([tmp_path], facts, searched, None, None)
+    other_splits = tmp_path / "other-splits"
+    argv = tiny_train_argv(other_splits, "alone", "xxs", "train.epochs=1", "data.split_seed=7")
+    assert train_main([*argv, "--arch", best.to_json()]) == 0
+    with pytest.raises(ValueError, match="expected the same data set and splits"):
+        standalone_candidates([find_checkpoint(other_splits / "alone", "xxs")], facts, searched, None, None)
 
 
 class _NeedsMultipleOf32(nn.Module):

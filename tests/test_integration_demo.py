@@ -26,6 +26,8 @@ FAST = [
     "--set", "search.skeletons=2", "--set", "search.parents=2", "--set", "search.evaluators=1",
     "--set", "search.calib_batches=2",  # every candidate on the whole validation split, the best on the whole test split
     "--set", "compare.repeats=10",
+    # the opt-in retrain stage too: each search's best arch alone from scratch, compared beside its twin
+    "--set", "stages=[train,profile,search,retrain,compare]", "--set", "retrain.set=[train.epochs=3]",
 ]
 # The per-candidate progress line of `python -m autovit_ray.search`.
 PROGRESS = re.compile(r"^\[(\w+)-coarse-to-fine-\w+\] (\d+)/(\d+) evaluated", re.M)
@@ -88,8 +90,10 @@ def test_demo_survives_ctrl_c_and_resumes(tmp_path):
         assert "Restoring the run" in text  # the interrupted search continues from its Tune state
         summary = json.loads((exp / "pipeline_summary.json").read_text())
         statuses = {s["stage"]: s["status"] for s in summary["stages"]}
-        assert statuses == {"train": "reused", "profile": "reused", "search": "partly reused", "compare": "ran"} \
-            or statuses == {"train": "reused", "profile": "reused", "search": "ran", "compare": "ran"}, statuses
+        assert statuses == {"train": "reused", "profile": "reused", "search": "partly reused", "retrain": "ran",
+                            "compare": "ran"} \
+            or statuses == {"train": "reused", "profile": "reused", "search": "ran", "retrain": "ran",
+                            "compare": "ran"}, statuses
         searched = summary["outputs"]["searches"]
         # A supernet whose smallest subnet is slower than mobilevit_xxs by its table is skipped (said);
         # on digits S's smallest sits within a few % of it, so that depends on the run's timing.
@@ -108,6 +112,9 @@ def test_demo_survives_ctrl_c_and_resumes(tmp_path):
         assert (exp / "references" / "mobilevit_xxs" / "model.pt").is_file(), "the peer was trained"
         assert isinstance(peer["test_top1"], float) and peer["test_top1"] >= 90.0, peer
         assert compared["summary"].startswith("On this machine (torch-cpu)") and compared["summary"] in text
+        retrained = {r["model"]: r for r in compared["rows"] if r["model"].endswith("-top1-standalone")}
+        assert len(retrained) == len(searched), list(retrained)  # each search's best, trained alone
+        assert all(isinstance(r["test_top1"], float) and "(3 of 3 epochs)" in r["note"] for r in retrained.values())
         assert (exp / "report.html").is_file() and f"report: {exp / 'report.html'}" in text
         _check_files_whole(exp)
 

@@ -1,14 +1,17 @@
-"""`python -m autovit_ray.pipeline`: config loading, bad input, stage fingerprints (no Ray here; the
-end-to-end runs, Ctrl-C and resume are in tests/test_integration_demo.py)."""
+"""`python -m autovit_ray.pipeline`: config loading, bad input, stage fingerprints, and the retrain stage
+on its own (the end-to-end runs, Ctrl-C and resume are in tests/test_integration_demo.py)."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
+from conftest import TINY_TRAIN_SETTINGS
 
 from autovit_ray.pipeline import (
     CONFIG_DIR,
+    DEFAULT_STAGES,
     STAGES,
     Pipeline,
     PipelineConfig,
@@ -23,12 +26,12 @@ from autovit_ray.pipeline import (
 def test_demo_config_loads_with_every_stage():
     cfg = load_pipeline_config("demo")
     assert cfg.name == "digits-demo"
-    assert cfg.stages == STAGES
+    assert cfg.stages == DEFAULT_STAGES == tuple(s for s in STAGES if s != "retrain")  # retrain is opt-in
     assert cfg.supernets == ("xxs", "xs", "s")
     assert cfg.search.strategy == "coarse-to-fine"
     assert set(cfg.search.export_formats) == {"torchscript", "onnx", "coreml"}
     # every stage has a time budget, and the demo's add up to the README's 10 minutes
-    assert sum(getattr(cfg, s).budget_s for s in STAGES) <= 600
+    assert sum(getattr(cfg, s).budget_s for s in cfg.stages) <= 600
 
 
 @pytest.mark.parametrize("path", sorted(CONFIG_DIR.glob("*.yaml")), ids=lambda p: p.stem)
@@ -182,11 +185,11 @@ def test_a_reused_stage_reports_what_it_took_when_it_ran(tmp_path, capsys):
             setattr(pipeline, f"run_{stage}", lambda: status)
         return pipeline
 
-    pipeline_whose_stages("ran").run()
+    pipeline_whose_stages("ran").run(STAGES)
     first = {s["stage"]: s for s in json.loads((cfg.experiment_dir / "pipeline_summary.json").read_text())["stages"]}
     assert all("last_ran_seconds" not in s for s in first.values())
     again = pipeline_whose_stages("reused")
-    timings = again.run()
+    timings = again.run(STAGES)
     summary = json.loads((cfg.experiment_dir / "pipeline_summary.json").read_text())
     for stage in summary["stages"]:
         assert stage["status"] == "reused" and stage["last_ran_seconds"] == round(first[stage["stage"]]["seconds"], 1)
@@ -194,3 +197,52 @@ def test_a_reused_stage_reports_what_it_took_when_it_ran(tmp_path, capsys):
     print_summary(again, timings)
     assert "(ran in " in capsys.readouterr().out
     assert "last ran (s)" in (cfg.experiment_dir / "report.html").read_text()
+
+
+def test_retrain_trains_each_searched_best_alone_and_compare_picks_it_up(finished_digits_search, ray_session, tmp_path):
+    """The retrain stage: the search's best arch through `train --arch` in <experiment>/retrain, its MLflow run
+    in the experiment's store; a rerun reuses it; compare takes the checkpoint only while it is the current
+    search's best. (The search record and results.json are the session's finished search, copied in.)"""
+    import shutil
+
+    from autovit_ray.adapters import mlflow_client
+    from autovit_ray.checkpoint import load_supernet, read_meta
+    from autovit_ray.space import Arch
+
+    search = finished_digits_search
+    cfg = load_pipeline_config("demo", [f"output_dir={tmp_path}", "supernets=[xxs]",
+                                        f"train.set=[{', '.join(TINY_TRAIN_SETTINGS)}]",
+                                        "retrain.set=[train.epochs=1]"])
+    exp = cfg.experiment_dir
+    shutil.copytree(search.dir / "search" / search.name, exp / "search" / search.name)
+    lines: list[str] = []
+    pipeline = Pipeline(cfg, log=lines.append)
+    pipeline._save_record("search", "xxs", "fp", {"name": search.name})
+    best = Arch.from_dict(search.results["best"][0]["arch"])
+
+    timings = {t.stage: t.status for t in pipeline.run(["retrain"])}
+    assert timings == {"train": "not selected", "profile": "not selected", "search": "not selected",
+                       "retrain": "ran", "compare": "not selected"}
+    checkpoint = Path(pipeline.outputs["retrained"]["xxs"])
+    assert checkpoint.is_relative_to(exp / "retrain" / f"xxs-{best.arch_hash[:12]}")
+    _, space, trained = load_supernet(checkpoint)
+    assert space.size() == 1 and space.largest() == best and read_meta(checkpoint)["epoch"] == trained.train.epochs == 1
+    assert trained.data.batch_size == 16  # the train stage's settings, then retrain.set
+    assert any(line.startswith("  $ python -m autovit_ray.train --config digits") and "--arch" in line for line in lines)
+    client = mlflow_client(f"sqlite:///{exp / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("digits-demo-retrain").experiment_id])
+    assert run.data.tags["standalone_arch"] == best.to_json() and run.info.status == "FINISHED"
+    assert pipeline.retrained_checkpoints() == [checkpoint]
+
+    again = Pipeline(cfg, log=lines.append)
+    assert {t.stage: t.status for t in again.run(["retrain"])}["retrain"] == "reused"
+    # another best (a new search): the old stand-alone training is not compared as if it were the new one
+    results = exp / "search" / search.name / "results.json"
+    data = json.loads(results.read_text())
+    data["best"] = data["best"][1:]
+    results.write_text(json.dumps(data))
+    assert Pipeline(cfg).retrained_checkpoints() == []
+
+    with pytest.raises(ValueError, match=r"retrain.set \['train.epochz=1'\]: .*epochz"):
+        Pipeline(load_pipeline_config("demo", [f"output_dir={tmp_path}", "retrain.set=[train.epochz=1]"])).run(
+            ["retrain"])
