@@ -15,8 +15,8 @@ as its last stage.
    torch-cpu LUT latency, and the arch at each quantile (i + 0.5) / 12.
 2. ``stand-alone``: each trained from scratch through ``python -m autovit_ray.train --arch`` on a short
    schedule, the same for all: 5 epochs (cosine over the 5, one warm-up epoch), the first result's
-   recipe otherwise. Short on purpose (12 trainings at about 2-3 min per epoch); its ranking is what
-   is compared, not its accuracy level.
+   recipe otherwise. Short on purpose (12 trainings of about 7 min each on 2 cores); its ranking is
+   what is compared, not its accuracy level.
 3. ``inherited``: each subnet's full 5k validation top-1 inherited from the no-KD supernet (and from the
    KD supernet when bench/cifar10_beyond.py has trained it), after BN recalibration; the stand-alone
    models' full 5k validation top-1 with their own BatchNorm statistics.
@@ -276,6 +276,10 @@ def report_sections(record: dict[str, Any]) -> list[str]:
         lines.append(f"| {s['run'][-2:]} | `{s['name']}` | {s['params'] / 1e6:.3f} M | {s['lut_ms']:.2f} | "
                      + " | ".join(cells) + " |")
     lines.append("")
+    walls = [t["wall_s"] for t in record.get("train", {}).values() if "wall_s" in t]
+    if walls:  # the last launch of each training (a training paused for other work counts its pause)
+        lines += [f"Stand-alone trainings: median **{statistics.median(walls) / 60:.1f} min** each (wall, Ray "
+                  f"start-up included; {len(walls)} measured, {sum(walls) / 3600:.1f} h in all).", ""]
     done = sum("stand-alone" in top1.get(s["run"], {}) for s in subnets)
     if done < len(subnets):
         lines += [f"Status: {done} of {len(subnets)} stand-alone trainings evaluated; no correlation yet.", ""]

@@ -60,7 +60,10 @@ def test_the_report_says_how_far_the_trainings_are_and_quotes_tau() -> None:
     record = {"setup": {"subnets": 3, "short_epochs": 5}, "subnets": subnets,
               "val_top1": {"rank-00": {"no-KD": 70.0, "stand-alone": 60.0}, "rank-01": {"no-KD": 71.0}}}
     text = "\n".join(rank.report_sections(record))
-    assert "Status: 1 of 3 stand-alone trainings evaluated" in text
+    assert "Status: 1 of 3 stand-alone trainings evaluated" in text and "Stand-alone trainings:" not in text
+    record["train"] = {"rank-00": {"wall_s": 420.0}, "rank-01": {"wall_s": 480.0}, "rank-02": {}}
+    assert "median **7.5 min** each (wall, Ray start-up included; 2 measured, 0.2 h in all)" in \
+        "\n".join(rank.report_sections(record))
     assert "| 00 | `arch0` | 1.000 M | 4.00 | 70.00 | 60.00 |" in text and "| 01 | `arch1` | 1.000 M | 5.00 | 71.00 | – |" in text
     record["correlation"] = {"no-KD": {"kendall_tau": 0.5, "kendall_tau_ci": [0.1, 0.8], "spearman_rho": 0.6,
                                        "spearman_rho_ci": [0.2, 0.9], "subnets": 3}}
