@@ -292,6 +292,7 @@ def report_sections(record: dict[str, Any]) -> list[str]:
                      f"**{value(c['kendall_tau'], c['kendall_tau_ci'])}**, Spearman ρ "
                      f"{value(c['spearman_rho'], c['spearman_rho_ci'])} (95 % bootstrap over the {c['subnets']} "
                      "subnets)")
+    lines += reading(record)
     teacher = record.get("teacher")
     if teacher:
         lines += ["", f"**A teacher for hard KD (the paper's Table 4).** {teacher['model']}, "
@@ -302,6 +303,31 @@ def report_sections(record: dict[str, Any]) -> list[str]:
                   f"**{teacher['hours_30_epochs']:.1f} CPU-hours**, before the KD supernet's own 30 epochs, "
                   "which would add one teacher forward per step."]
     return lines + [""]
+
+
+def reading(record: dict[str, Any], val_images: int = 50_000 - base.TRAIN_IMAGES) -> list[str]:
+    """What the correlations say, against the spread of the accuracies and the noise of one of them."""
+    top1 = record.get("val_top1", {})
+    out = []
+    for kind, c in record.get("correlation", {}).items():
+        runs = [s["run"] for s in record["subnets"] if {kind, "stand-alone"} <= set(top1.get(s["run"], {}))]
+        inherited, alone = [top1[r][kind] for r in runs], [top1[r]["stand-alone"] for r in runs]
+        p = statistics.mean(inherited) / 100
+        noise = 100 * math.sqrt(p * (1 - p) / val_images)
+        ci = c.get("kendall_tau_ci")
+        if ci and ci[0] > 0:
+            verdict = "the inherited accuracy ranks these subnets as training them alone does"
+        elif ci and ci[1] < 0:
+            verdict = "the inherited accuracy ranks these subnets against training them alone"
+        else:
+            verdict = ("τ's interval includes 0: at this precision the inherited accuracy does not rank these "
+                       "subnets as training them alone does, nor the opposite way")
+        out += ["", f"Reading ({kind}): {verdict}. The inherited top-1 of the {len(runs)} subnets spans "
+                f"{max(inherited) - min(inherited):.2f} pt and the stand-alone {max(alone) - min(alone):.2f} pt, "
+                f"while one accuracy on {val_images:,} images has a standard error of about {noise:.1f} pt: "
+                "the weight-shared subnets sit within a few standard errors of each other, so their order is "
+                "mostly noise, and a short stand-alone schedule is itself only a proxy for full training."]
+    return out
 
 
 def plot(record: dict[str, Any], path: Path) -> Path | None:
