@@ -335,9 +335,11 @@ def standalone_candidates(checkpoints: Sequence[str | os.PathLike[str]], facts: 
     arch), with their own BatchNorm statistics, tested on the experiment's test split. One that is a
     searched model's arch is named after it (`<search>-top1-standalone`) and takes its LUT latency."""
     from .checkpoint import load_supernet, read_meta
+    from .data import dataset_record
     from .training.loop import top1 as top1_correct
 
     out: list[Candidate] = []
+    experiment_data, test_loader = None, None  # once facts name the experiment's checkpoint
     for path in checkpoints:
         meta = read_meta(path)  # a clear error for what is not a checkpoint, before loading tensors
         supernet, space, cfg = load_supernet(path)
@@ -354,10 +356,12 @@ def standalone_candidates(checkpoints: Sequence[str | os.PathLike[str]], facts: 
             raise ValueError(f"--standalone {str(path)!r} has {num_classes} classes under input profile "
                              f"{profile!r}; the searched models have {facts['num_classes']} under "
                              f"{facts['profile']!r}")
-        _check_same_data(cfg, facts, data_dir, f"--standalone {str(path)!r}")
+        if experiment_data is None:
+            experiment_data = dataset_record(_training_config(facts, data_dir).data)
+            test_loader = _test_loader(facts, data_dir)
+        _check_same_data(cfg, experiment_data, data_dir, f"--standalone {str(path)!r}")
         model = supernet.get_active_subnet(arch).eval()
-        correct, seen = top1_correct(model, _test_loader(facts, data_dir), arch.resolution, torch.device("cpu"),
-                                     eval_batches)
+        correct, seen = top1_correct(model, test_loader, arch.resolution, torch.device("cpu"), eval_batches)
         twin = next((c for c in searched if c.extra.get("arch_hash") == arch.arch_hash), None)
         epochs = int(meta["epoch"])
         out.append(Candidate(
@@ -369,14 +373,15 @@ def standalone_candidates(checkpoints: Sequence[str | os.PathLike[str]], facts: 
     return out
 
 
-def _check_same_data(cfg: Any, facts: dict[str, Any], data_dir: str | None, what: str) -> None:
-    """`cfg` (a model's training config) used the experiment's data set and splits: otherwise its test
-    top-1 is not comparable, or its training images may be the test images."""
+def _check_same_data(cfg: Any, ours: dict[str, Any], data_dir: str | None, what: str) -> None:
+    """`cfg` (a model's training config) used the experiment's data set and splits (`ours`, its
+    `dataset_record`): otherwise its test top-1 is not comparable, or its training images may be the
+    test images."""
     from .data import dataset_record
 
     if data_dir:
         cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, data_dir=data_dir))
-    theirs, ours = dataset_record(cfg.data), dataset_record(_training_config(facts, data_dir).data)
+    theirs = dataset_record(cfg.data)
     if theirs["digest"] != ours["digest"]:
         raise ValueError(f"{what} was trained on {theirs['name']} with splits {theirs['sizes']} (digest "
                          f"{theirs['digest']}); the experiment's models on {ours['name']} with {ours['sizes']} "

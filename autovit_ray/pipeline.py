@@ -467,17 +467,18 @@ class Pipeline:
         self.outputs["searches"] = results
         return _combine(statuses)
 
+    def search_names(self) -> dict[str, str]:
+        """{supernet: search name} of the supernets whose search stage finished."""
+        return {name: json.loads(self._record_path("search", name).read_text())["outputs"]["name"]
+                for name in self.spaces() if self._record_path("search", name).is_file()}
+
     def searched_best(self) -> dict[str, tuple[str, Any]]:
         """{supernet: (search name, its best arch)} of the finished searches (a search that found
-        nothing within the budgets, or was skipped, has no entry)."""
+        nothing within the budgets has no entry)."""
         from .space import Arch
 
         out = {}
-        for name in self.spaces():
-            path = self._record_path("search", name)
-            if not path.is_file():
-                continue
-            search = json.loads(path.read_text())["outputs"]["name"]
+        for name, search in self.search_names().items():
             results = self.exp_dir / "search" / search / "results.json"
             best = json.loads(results.read_text())["best"] if results.is_file() else []
             if best:
@@ -567,8 +568,7 @@ class Pipeline:
         from .compare import compare_experiment
 
         c = self.cfg.compare
-        names = [json.loads(self._record_path("search", name).read_text())["outputs"]["name"]
-                 for name in self.spaces() if self._record_path("search", name).is_file()]
+        names = list(self.search_names().values())
         results = [self.exp_dir / "search" / name / "results.json" for name in names]
         if not names or not all(path.is_file() for path in results):
             raise PipelineError(f"compare: no finished search of {list(self.spaces())} in {self.exp_dir}; run "
