@@ -100,12 +100,14 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, Mixup, create_transform
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+from torchvision import transforms
 
 from autovit_ray.config import dataclass_from_flat_dict
 
 DATASETS = ("digits", "cifar10", "imagefolder")
 SPLITS = ("train", "val", "test", "calib")
 AUGMENT_MODES = ("auto", "timm", "batched", "none")
+CROPS = ("rrc", "pad", "none")  # training crops (autovit_ray.augment's module doc)
 DATA_PATHS = ("batched", "tensors", "timm", "timm-no-aug")  # what resolve_data_path gives
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -118,6 +120,7 @@ class _DatasetDefaults:
     augment: bool  # whether augment="auto" augments (digits: no, see above)
     scale: tuple[float, float]  # random-resized-crop area range
     crop_pct: float  # eval: resize to resolution / crop_pct, then centre-crop
+    crop: str = "rrc"  # training crop when `DataConfig.crop` is None
 
 
 _DEFAULTS = {
@@ -151,6 +154,9 @@ class DataConfig:
     cache_dir: str | None = None  # decoded tensors (default $AUTOVIT_RAY_DATA_CACHE, else ~/.cache/autovit-ray/data)
     auto_augment: str | None = "rand-m9-mstd0.5-inc1"
     re_prob: float = 0.25
+    crop: str | None = None  # "rrc" | "pad" | "none"; None: the dataset's default (rrc)
+    pad: int = 4  # zero padding of crop "pad" (px on each side)
+    color_jitter: float = 0.0  # ColorJitter strength (timm path only; timm's own default 0.4 is not implied)
     scale: tuple[float, float] | None = None
     hflip: float = 0.5
     interpolation: str = "bilinear"
@@ -186,6 +192,10 @@ class DataConfig:
     @property
     def input_resolution(self) -> int:
         return self.resolution if self.resolution is not None else self.defaults.resolution
+
+    @property
+    def train_crop(self) -> str:
+        return self.crop if self.crop is not None else self.defaults.crop
 
     @property
     def eval_crop_pct(self) -> float:
@@ -261,6 +271,12 @@ def _validate(cfg: DataConfig) -> None:
         raise _bad("scale", s, "None or (min, max) with 0 < min <= max <= 1")
     if cfg.crop_pct is not None and not (_is_number(cfg.crop_pct) and 0.0 < cfg.crop_pct <= 1.0):
         raise _bad("crop_pct", cfg.crop_pct, "None or a number in (0, 1]")
+    if cfg.crop is not None and cfg.crop not in CROPS:
+        raise _bad("crop", cfg.crop, f"None or one of {CROPS}")
+    if not (_is_int(cfg.pad) and cfg.pad >= 0):
+        raise _bad("pad", cfg.pad, "an integer >= 0 (zero padding in px of crop 'pad')")
+    if not (_is_number(cfg.color_jitter) and cfg.color_jitter >= 0.0):
+        raise _bad("color_jitter", cfg.color_jitter, "a number >= 0 (0: no colour jitter)")
     if cfg.interpolation not in ("bilinear", "bicubic", "nearest", "random"):
         raise _bad("interpolation", cfg.interpolation, "one of bilinear, bicubic, nearest, random")
     for name in ("mean", "std"):
@@ -281,6 +297,8 @@ def _batched_refusal(cfg: DataConfig) -> tuple[str, str] | None:
         return "auto_augment", f"a RandAugment policy ({e})"
     if cfg.interpolation != "bilinear":
         return "interpolation", "'bilinear'"
+    if cfg.color_jitter > 0:
+        return "color_jitter", "0 (colour jitter exists on the timm path only)"
     return None
 
 
@@ -570,15 +588,45 @@ def build_transform(cfg: DataConfig, train: bool, resolution: int | None = None)
         return create_transform(is_training=False, crop_pct=cfg.eval_crop_pct, **common)
     if not _augments(cfg):
         return create_transform(is_training=True, no_aug=True, **common)
-    try:
-        transform = create_transform(
+    try:  # (crop + flip, RandAugment, to tensor + normalise + erasing); timm's implied jitter left out
+        primary, secondary, final = create_transform(
             is_training=True, scale=cfg.scale or cfg.defaults.scale, hflip=cfg.hflip,
-            auto_augment=cfg.auto_augment, re_prob=cfg.re_prob, re_mode="pixel", **common,
+            auto_augment=cfg.auto_augment, re_prob=cfg.re_prob, re_mode="pixel", color_jitter=None,
+            separate=True, **common,
         )
     except (AssertionError, ValueError, KeyError) as e:
         raise _bad("auto_augment", cfg.auto_augment, f"a policy string timm can parse ({e!r})") from e
-    _fix_posterize(transform)
-    return transform
+    _fix_posterize(secondary)
+    ops = list(primary.transforms) if cfg.train_crop == "rrc" else _plain_crop(cfg, r)
+    ops += list(secondary.transforms)
+    if cfg.color_jitter > 0:  # after RandAugment, as timm places it
+        ops.append(transforms.ColorJitter(*(cfg.color_jitter,) * 3))
+    return transforms.Compose(ops + list(final.transforms))
+
+
+class PadCrop:
+    """Per-image pad-and-crop on a PIL image, as the batched path's crop 'pad': resize to r x r if
+    needed, zero-pad `pad` px on each side, random r x r crop (torchvision's RandomCrop)."""
+
+    def __init__(self, resolution: int, pad: int) -> None:
+        self.resolution, self.pad = resolution, pad
+        self.crop = transforms.RandomCrop(resolution, padding=pad, fill=0, padding_mode="constant")
+
+    def __call__(self, img: Image.Image) -> Image.Image:
+        r = self.resolution
+        if img.size != (r, r):
+            img = img.resize((r, r), Image.BILINEAR)
+        return self.crop(img)
+
+    def __repr__(self) -> str:
+        return f"PadCrop(resolution={self.resolution}, pad={self.pad})"
+
+
+def _plain_crop(cfg: DataConfig, r: int) -> list[Any]:
+    """timm's primary transforms with crop 'pad' or 'none' in place of its random-resized crop."""
+    crop = PadCrop(r, cfg.pad) if cfg.train_crop == "pad" else transforms.Resize((r, r), interpolation=
+                                                                                 transforms.InterpolationMode.BILINEAR)
+    return [crop] + ([transforms.RandomHorizontalFlip(p=cfg.hflip)] if cfg.hflip > 0 else [])
 
 
 def _posterize(img: Image.Image, bits_to_keep: int, **_: Any) -> Image.Image:
@@ -650,8 +698,8 @@ def augment_config(cfg: DataConfig, resolution: int | None = None) -> Any:
     from autovit_ray.augment import AugmentConfig, parse_rand_augment
 
     n, m, mstd = parse_rand_augment(cfg.auto_augment)
-    return AugmentConfig(resolution=resolution or cfg.input_resolution, crop="rrc", scale=cfg.scale or cfg.defaults.scale,
-                         hflip=cfg.hflip, rand_n=n, rand_m=m, rand_mstd=mstd, re_prob=cfg.re_prob,
+    return AugmentConfig(resolution=resolution or cfg.input_resolution, crop=cfg.train_crop,
+                         scale=cfg.scale or cfg.defaults.scale, pad=cfg.pad, hflip=cfg.hflip, rand_n=n, rand_m=m, rand_mstd=mstd, re_prob=cfg.re_prob,
                          mean=tuple(cfg.mean), std=tuple(cfg.std))
 
 

@@ -32,6 +32,8 @@ from autovit_ray.space import BUILTIN_SPACES
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "train"
 SAMPLERS = ("uniform", "sandwich")
+SCHEDULE_KINDS = ("cosine", "onecycle")
+ANNEALS = ("cos", "linear")
 AUTO_BOOL = ("auto", True, False)
 AMP_CHOICES = ("auto", "bf16", "fp16", "fp32", True, False)
 
@@ -81,9 +83,15 @@ class OptimizerSection:
 
 @dataclass(frozen=True)
 class ScheduleSection:
-    warmup_epochs: float = _doc("linear warm-up length in epochs", default=5.0)
+    kind: str = _doc("'cosine': linear warm-up over `warmup_epochs`, then cosine to `min_lr` (DeiT); "
+                     "'onecycle': linear warm-up over `warmup_fraction` of all steps to the peak "
+                     "(optimizer.lr), then `anneal` to `min_lr`", default="cosine")
+    warmup_epochs: float = _doc("linear warm-up length in epochs (kind cosine)", default=5.0)
+    warmup_fraction: float = _doc("linear warm-up length as a fraction of all steps (kind onecycle)",
+                                  default=0.3)
+    anneal: str = _doc("'cos' or 'linear' decay after the peak (kind onecycle)", default="cos")
     warmup_lr: float = _doc("learning rate at step 0", default=1e-6)
-    min_lr: float = _doc("final learning rate of the cosine", default=1e-5)
+    min_lr: float = _doc("learning rate at the last step", default=1e-5)
 
 
 @dataclass(frozen=True)
@@ -194,6 +202,12 @@ def _validate(cfg: TrainConfig) -> None:
     if o.lr <= 0 or o.weight_decay < 0 or o.eps <= 0 or not all(0 <= b < 1 for b in o.betas):
         raise bad_field("optimizer", dataclasses.asdict(o), "lr > 0, weight_decay >= 0, eps > 0, betas in [0, 1)")
     s = cfg.schedule
+    if s.kind not in SCHEDULE_KINDS:
+        raise bad_field("schedule.kind", s.kind, f"one of {SCHEDULE_KINDS}")
+    if s.anneal not in ANNEALS:
+        raise bad_field("schedule.anneal", s.anneal, f"one of {ANNEALS}")
+    if not 0 <= s.warmup_fraction < 1:
+        raise bad_field("schedule.warmup_fraction", s.warmup_fraction, "a fraction of the steps in [0, 1)")
     if s.warmup_epochs < 0 or s.warmup_lr < 0 or s.min_lr < 0:
         raise bad_field("schedule", dataclasses.asdict(s), "warmup_epochs, warmup_lr and min_lr >= 0")
     e = cfg.eval
@@ -274,7 +288,7 @@ def describe_fields() -> str:
 
 
 __all__ = [
-    "CONFIG_DIR", "EvalSection", "MlflowSection", "ModelSection", "OptimizerSection", "RaySection",
-    "SAMPLERS", "ScheduleSection", "TrainConfig", "TrainSection", "config_from_dict", "describe_fields",
+    "ANNEALS", "CONFIG_DIR", "EvalSection", "MlflowSection", "ModelSection", "OptimizerSection", "RaySection",
+    "SAMPLERS", "SCHEDULE_KINDS", "ScheduleSection", "TrainConfig", "TrainSection", "config_from_dict", "describe_fields",
     "flatten", "load_config", "parse_override", "read_yaml_mapping", "resolve_config_path", "set_path",
 ]

@@ -32,7 +32,7 @@ from timm.scheduler import CosineLRScheduler
 from torch import nn
 
 from autovit_ray.nn import DynamicOp
-from autovit_ray.training.config import OptimizerSection, ScheduleSection
+from autovit_ray.training.config import ANNEALS, SCHEDULE_KINDS, OptimizerSection, ScheduleSection
 
 
 @dataclass(frozen=True)
@@ -249,15 +249,56 @@ def fill_missing_grads(model: nn.Module) -> None:
             p.grad = torch.zeros_like(p)
 
 
+class OneCycleSchedule:
+    """One-cycle learning rate (Smith & Topin), counted in optimizer updates: linear from `start_lr` to
+    each group's peak (the optimizer's lr) over the first `warmup_steps`, then cosine or linear
+    annealing to `end_lr` at `total_steps`. A function of the step, as `CosineLRScheduler` with
+    `t_in_epochs=False`: call `step_update(global_step)` after every update; a resume is exact."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int,
+                 start_lr: float, end_lr: float, anneal: str = "cos") -> None:
+        if anneal not in ANNEALS:
+            raise ValueError(f"unknown anneal {anneal!r}: expected one of {ANNEALS}")
+        self.optimizer, self.total_steps, self.warmup_steps = optimizer, max(total_steps, 1), warmup_steps
+        self.start_lr, self.end_lr, self.anneal = start_lr, end_lr, anneal
+        self.peaks = [group.setdefault("initial_lr", group["lr"]) for group in optimizer.param_groups]
+        self.step_update(0)
+
+    def lr_at(self, step: int, peak: float) -> float:
+        if step < self.warmup_steps:
+            return self.start_lr + (peak - self.start_lr) * step / self.warmup_steps
+        t = min(1.0, (step - self.warmup_steps) / max(self.total_steps - self.warmup_steps, 1))
+        shape = 0.5 * (1 + math.cos(math.pi * t)) if self.anneal == "cos" else 1 - t
+        return self.end_lr + (peak - self.end_lr) * shape
+
+    def step_update(self, num_updates: int) -> None:
+        for group, peak in zip(self.optimizer.param_groups, self.peaks):
+            group["lr"] = self.lr_at(num_updates, peak)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}  # stateless: the lr is a function of the step
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        pass
+
+
 def build_scheduler(optimizer: torch.optim.Optimizer, epochs: int, steps_per_epoch: int,
-                    cfg: ScheduleSection) -> CosineLRScheduler:
-    """timm's cosine schedule with linear warm-up (DeiT), counted in optimizer updates: call
-    `step_update(global_step)` after every update. Stateless given the step, so a resume is exact."""
+                    cfg: ScheduleSection) -> CosineLRScheduler | OneCycleSchedule:
+    """`cfg.kind` 'cosine': timm's cosine schedule with linear warm-up (DeiT); 'onecycle': linear
+    warm-up over `warmup_fraction` of all steps to the peak, then `anneal` to `min_lr`. Both count
+    optimizer updates: call `step_update(global_step)` after every update; stateless given the step."""
+    total = epochs * steps_per_epoch
+    if cfg.kind == "onecycle":
+        return OneCycleSchedule(optimizer, total, int(math.ceil(cfg.warmup_fraction * total)),
+                                start_lr=cfg.warmup_lr, end_lr=cfg.min_lr, anneal=cfg.anneal)
+    if cfg.kind != "cosine":
+        raise ValueError(f"unknown schedule kind {cfg.kind!r}: expected one of {SCHEDULE_KINDS}")
     return CosineLRScheduler(
-        optimizer, t_initial=epochs * steps_per_epoch, lr_min=cfg.min_lr,
+        optimizer, t_initial=total, lr_min=cfg.min_lr,
         warmup_t=int(math.ceil(cfg.warmup_epochs * steps_per_epoch)), warmup_lr_init=cfg.warmup_lr,
         t_in_epochs=False,
     )
 
 
-__all__ = ["ActiveRegion", "ActiveWeightTracker", "MaskedAdamW", "build_optimizer", "build_scheduler", "fill_missing_grads"]
+__all__ = ["ActiveRegion", "ActiveWeightTracker", "MaskedAdamW", "OneCycleSchedule", "build_optimizer", "build_scheduler",
+           "fill_missing_grads"]

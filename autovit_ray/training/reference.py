@@ -32,6 +32,15 @@ from autovit_ray.training.loop import derive_seed, seed_everything, top1
 from autovit_ray.training.optim import build_optimizer, build_scheduler
 
 
+# Named small-input adaptations of a timm MobileViT, as its strides [stem, stages[0], ..., stages[4]]
+# (timm's own: (2, 1, 2, 2, 2, 2)). Both leave 8x8, 4x4 and 2x2 maps to the MobileViT blocks at 32 px;
+# 'stage2' keeps the stem's downsampling and so runs its first blocks on a quarter of the pixels.
+MOBILEVIT_ADAPTATIONS: dict[str, tuple[int, ...]] = {
+    "stem1": (1, 1, 2, 2, 2, 2),  # stem stride 1 (the `cifar10` profile's adaptation)
+    "stage2": (2, 1, 1, 2, 2, 2),  # the second stage's stride 1
+}
+
+
 @dataclass(frozen=True)
 class ReferenceSpec:
     """Which reference, and how it is adapted to the input profile."""
@@ -39,6 +48,17 @@ class ReferenceSpec:
     model: str  # a timm model name
     resolution: int  # the searched models' input resolution
     strides: tuple[int, ...] | None = None  # the input profile's 8 strides; None: timm's own
+    adaptation: str | None = None  # a name of MOBILEVIT_ADAPTATIONS, in place of `strides`
+    min_tokens: int = 1  # attention tokens per sequence at least this (smaller patches where needed)
+
+    def __post_init__(self) -> None:
+        if self.adaptation is not None and self.adaptation not in MOBILEVIT_ADAPTATIONS:
+            raise ValueError(f"unknown reference adaptation {self.adaptation!r}: expected one of "
+                             f"{sorted(MOBILEVIT_ADAPTATIONS)}")
+        if self.adaptation is not None and self.strides is not None:
+            raise ValueError("a reference takes either the profile's strides or a named adaptation, not both")
+        if self.min_tokens < 1:
+            raise ValueError(f"min_tokens {self.min_tokens}: expected an integer >= 1")
 
 
 def mobilevit_strides(profile_strides: Sequence[int]) -> tuple[int, ...]:
@@ -91,6 +111,68 @@ def build_reference(name: str, num_classes: int, strides: Sequence[int] | None) 
     return model, "timm default strides: the profile's small-input adaptation not applied (no stem.conv)"
 
 
+def _mobilevit_blocks(model: nn.Module) -> list[nn.Module]:
+    """timm MobileViT's attention blocks (the modules with `patch_size` and a `transformer`), in order."""
+    return [m for m in model.modules() if hasattr(m, "patch_size") and hasattr(m, "transformer")]
+
+
+def _block_maps(model: nn.Module, resolution: int) -> list[tuple[int, int]]:
+    """(H, W) of the feature map entering each MobileViT block at `resolution`, by one forward pass."""
+    maps: list[tuple[int, int]] = []
+    hooks = [b.register_forward_pre_hook(lambda _, args: maps.append(tuple(args[0].shape[-2:])))
+             for b in _mobilevit_blocks(model)]
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, 3, resolution, resolution))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return maps
+
+
+def attention_tokens(model: nn.Module, resolution: int) -> list[int]:
+    """Tokens per attention sequence of each MobileViT block at `resolution`: the patches per map
+    (MobileViT runs one sequence per pixel position inside a patch; timm interpolates a map up to a
+    multiple of the patch)."""
+    tokens = []
+    for block, (h, w) in zip(_mobilevit_blocks(model), _block_maps(model, resolution)):
+        ph, pw = block.patch_size
+        tokens.append(-(-h // ph) * -(-w // pw))
+    return tokens
+
+
+def fit_patch_sizes(model: nn.Module, resolution: int, min_tokens: int) -> list[int]:
+    """Lower each MobileViT block's patch size (in place) to the largest that divides its map and
+    leaves at least `min_tokens` tokens per sequence (1 when none does); returns the patch sizes. No
+    parameter depends on the patch size, so only the attention's grouping changes."""
+    sizes = []
+    for block, (h, w) in zip(_mobilevit_blocks(model), _block_maps(model, resolution)):
+        p = block.patch_size[0]
+        while p > 1 and (h % p or w % p or (h // p) * (w // p) < min_tokens):
+            p -= 1
+        block.patch_size, block.patch_area = (p, p), p * p
+        sizes.append(p)
+    return sizes
+
+
+def build_spec(spec: ReferenceSpec, num_classes: int) -> tuple[nn.Module, str]:
+    """`build_reference` for a spec: its strides or named adaptation, then its patch-size fix."""
+    if spec.adaptation is None:
+        model, note = build_reference(spec.model, num_classes, spec.strides)
+    else:
+        model, note = build_reference(spec.model, num_classes, None)
+        convs = _downsampling_convs(model)
+        if convs is None:
+            raise ValueError(f"{spec.model!r} is not a timm MobileViT: adaptation {spec.adaptation!r} needs one")
+        for conv, stride in zip(convs, MOBILEVIT_ADAPTATIONS[spec.adaptation]):
+            conv.stride = (stride, stride)
+        note = f"adaptation {spec.adaptation}: strides {MOBILEVIT_ADAPTATIONS[spec.adaptation]}"
+    if spec.min_tokens > 1:
+        sizes = fit_patch_sizes(model, spec.resolution, spec.min_tokens)
+        note += f"; patch sizes {sizes} (>= {spec.min_tokens} tokens per sequence)"
+    return model, note.lstrip("; ")
+
+
 def _fingerprint(cfg: TrainConfig, spec: ReferenceSpec) -> dict[str, Any]:
     """What the run's result depends on: the training config (less where it is written) and the spec."""
     config = {k: v for k, v in cfg.to_dict().items() if k not in ("name", "output_dir", "supernets", "mlflow", "ray")}
@@ -123,7 +205,7 @@ def train_reference(cfg: TrainConfig, spec: ReferenceSpec, out_dir: str | Path,
     fingerprint = _fingerprint(cfg, spec)
     seed_everything(cfg.seed)
     loaders = build_loaders(cfg.data, resolution=spec.resolution)
-    model, _ = build_reference(spec.model, loaders.num_classes, spec.strides)
+    model, _ = build_spec(spec, loaders.num_classes)
     device = torch.device("cpu")
     teacher = build_teacher(cfg.kd, loaders.num_classes, loaders.mean, loaders.std, device)
     optimizer = build_optimizer(model, dataclasses.replace(cfg.optimizer, freeze_inactive=False))
@@ -182,4 +264,5 @@ def train_reference(cfg: TrainConfig, spec: ReferenceSpec, out_dir: str | Path,
     return weights_path
 
 
-__all__ = ["ReferenceSpec", "build_reference", "mobilevit_strides", "train_reference"]
+__all__ = ["MOBILEVIT_ADAPTATIONS", "ReferenceSpec", "attention_tokens", "build_reference", "build_spec",
+           "fit_patch_sizes", "mobilevit_strides", "train_reference"]

@@ -1,0 +1,183 @@
+"""Benchmark: a CIFAR-10 recipe that does the peer justice (issue 29).
+
+The peer, timm ``mobilevit_xxs``, is trained with the product's reference trainer
+(`autovit_ray.training.reference.train_reference`, what ``compare --train-references`` runs) under
+small-input adaptations and recipes, chosen on the validation split, never the test split:
+
+    .venv/bin/python bench/cifar10_recipe.py                    # resumable: rerun to continue
+    .venv/bin/python bench/cifar10_recipe.py --stop-after pilot
+
+1. ``pilot``: every (adaptation, recipe) arm for `PILOT_EPOCHS` epochs, the one-cycle schedule fitted
+   to that length, seed 0; then the first arm again with seed 1, so the noise between two seeds of
+   one arm stands beside the differences between arms. Validation top-1 on the full 5k split.
+2. ``peer``: the best seed-0 arm by validation top-1, 30 epochs, seed 0; validation and test top-1.
+
+Adaptations (`MOBILEVIT_ADAPTATIONS`) set timm MobileViT's strides; every arm also lowers the patch
+size where a 2x2 patch would leave one token per attention sequence (``min_tokens`` 4). Artifacts go to
+``$AUTOVIT_BENCH_DIR/cifar10_recipe`` (default ``~/.cache/autovit-ray/bench``): one folder per run with
+the trainer's resumable ``state.pt`` and ``history.json``, and ``results.json`` (every number, with the
+code commit of each run). Run it from a pinned copy of the code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from autovit_ray.data import build_loader  # noqa: E402
+from autovit_ray.io import atomic_write_text  # noqa: E402
+from autovit_ray.training.config import TrainConfig, load_config  # noqa: E402
+from autovit_ray.training.loop import top1  # noqa: E402
+from autovit_ray.training.reference import (  # noqa: E402
+    ReferenceSpec,
+    attention_tokens,
+    build_spec,
+    train_reference,
+)
+
+PEER = "mobilevit_xxs"
+RESOLUTION = 32
+MIN_TOKENS = 4
+PILOT_EPOCHS = 10
+PEER_EPOCHS = 30
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+
+# Per-sample pad-4 crop + flip, label smoothing, no Mixup / CutMix / erasing, the dataset's own
+# normalisation, AdamW under a one-cycle schedule (peak 2e-3, 20 % warm-up from peak / 25, cosine to ~0).
+BASE_RECIPE: dict[str, Any] = {
+    "data.crop": "pad", "data.pad": 4, "data.hflip": 0.5, "data.auto_augment": None, "data.re_prob": 0.0,
+    "data.color_jitter": 0.0, "data.mixup": 0.0, "data.cutmix": 0.0, "data.label_smoothing": 0.1,
+    "data.mean": list(CIFAR10_MEAN), "data.std": list(CIFAR10_STD),
+    "optimizer.lr": 2e-3, "optimizer.weight_decay": 0.05,
+    "schedule.kind": "onecycle", "schedule.warmup_fraction": 0.2, "schedule.anneal": "cos",
+    "schedule.warmup_lr": 8e-5, "schedule.min_lr": 1e-6,
+    "train.grad_clip": 5.0, "eval.max_batches": None, "eval.every_n_epochs": 5,
+}
+RECIPES: dict[str, dict[str, Any]] = {
+    "padcrop": {},
+    "padcrop-ra5": {"data.auto_augment": "rand-m5-mstd0.5-inc1"},  # + light RandAugment (2 ops, m5)
+}
+
+
+@dataclass(frozen=True)
+class Arm:
+    adaptation: str
+    recipe: str
+    seed: int
+    epochs: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.adaptation}-{self.recipe}-s{self.seed}-e{self.epochs}"
+
+
+PILOT = [Arm("stem1", "padcrop", 0, PILOT_EPOCHS), Arm("stage2", "padcrop", 0, PILOT_EPOCHS),
+         Arm("stem1", "padcrop-ra5", 0, PILOT_EPOCHS), Arm("stage2", "padcrop-ra5", 0, PILOT_EPOCHS),
+         Arm("stem1", "padcrop", 1, PILOT_EPOCHS)]
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def code_commit() -> str:
+    out = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True)
+    dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "autovit_ray", "bench"],
+                           capture_output=True, text=True).stdout.strip()
+    return out.stdout.strip() + ("-dirty" if dirty else "")
+
+
+def arm_config(arm: Arm, data_dir: Path) -> TrainConfig:
+    extra = {**BASE_RECIPE, **RECIPES[arm.recipe], "name": arm.name, "seed": arm.seed,
+             "train.epochs": arm.epochs, "data.data_dir": str(data_dir)}
+    return load_config("cifar10", extra=extra)
+
+
+def arm_spec(arm: Arm) -> ReferenceSpec:
+    return ReferenceSpec(PEER, RESOLUTION, adaptation=arm.adaptation, min_tokens=MIN_TOKENS)
+
+
+def run_arm(arm: Arm, out: Path, data_dir: Path, test: bool = False) -> dict[str, Any]:
+    """Train (or resume) one arm; its record: validation top-1 of the last epoch, cost per epoch, and
+    the test top-1 when `test` (the final peer only)."""
+    run_dir = out / arm.name
+    meta_path = run_dir / "meta.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    cfg, spec = arm_config(arm, data_dir), arm_spec(arm)
+    if not meta.get("finished"):
+        run_dir.mkdir(parents=True, exist_ok=True)
+        commits = meta.get("commits", []) + [code_commit()]  # one per (re)start of the run
+        atomic_write_text(meta_path, json.dumps({"commits": commits, "finished": False}, indent=1))
+        log(f"{arm.name}: training ({arm.epochs} epochs)")
+        train_reference(cfg, spec, run_dir, log=log)
+        meta = {"commits": commits, "finished": True}
+        atomic_write_text(meta_path, json.dumps(meta, indent=1))
+    history = json.loads((run_dir / "history.json").read_text())
+    model, note = build_spec(spec, 10)
+    record: dict[str, Any] = {
+        "arm": arm.name, "adaptation": arm.adaptation, "recipe": arm.recipe, "seed": arm.seed,
+        "epochs": arm.epochs, "val_top1": history[-1]["val_top1"], "note": note,
+        "tokens": attention_tokens(model, RESOLUTION),
+        "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
+        "train_images_per_s": sorted(h["train_images_per_s"] for h in history)[len(history) // 2],
+        "epoch_s": 45000 / sorted(h["train_images_per_s"] for h in history)[len(history) // 2],
+        "commits": meta["commits"],
+    }
+    if test:
+        if "test_top1" not in meta:
+            model.load_state_dict(torch.load(run_dir / "model.pt", map_location="cpu", weights_only=True))
+            correct, seen = top1(model, build_loader(cfg.data, "test", RESOLUTION), RESOLUTION, torch.device("cpu"))
+            meta["test_top1"] = 100.0 * correct / seen
+            atomic_write_text(meta_path, json.dumps(meta, indent=1))
+        record["test_top1"] = meta["test_top1"]
+    return record
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", type=Path, default=Path(os.environ.get("AUTOVIT_BENCH_DIR", "~/.cache/autovit-ray/bench"))
+                   .expanduser() / "cifar10_recipe")
+    p.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data" / "cifar10")
+    p.add_argument("--stop-after", choices=("pilot", "peer"), default="peer")
+    args = p.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    data_dir = args.data_dir.resolve()
+    torch.set_num_threads(2)
+    results: dict[str, Any] = {"pilot": [], "peer": None}
+
+    def save() -> None:
+        atomic_write_text(args.out / "results.json", json.dumps(results, indent=1))
+
+    for arm in PILOT:
+        results["pilot"].append(run_arm(arm, args.out, data_dir))
+        save()
+    seed0 = [r for r in results["pilot"] if r["seed"] == 0]
+    best = max(seed0, key=lambda r: r["val_top1"])
+    results["choice"] = {"adaptation": best["adaptation"], "recipe": best["recipe"],
+                         "rule": "highest pilot validation top-1 among the seed-0 arms"}
+    save()
+    log(f"pilot winner: {best['arm']} ({best['val_top1']:.2f} % validation)")
+    if args.stop_after == "pilot":
+        return 0
+    peer = Arm(best["adaptation"], best["recipe"], 0, PEER_EPOCHS)
+    results["peer"] = run_arm(peer, args.out, data_dir, test=True)
+    save()
+    log(f"peer {peer.name}: validation {results['peer']['val_top1']:.2f} %, test {results['peer']['test_top1']:.2f} %")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
