@@ -271,6 +271,13 @@ def mlflow_runs(db: Path, experiment: str, filter_string: str = "") -> list[Any]
     return client.search_runs([found.experiment_id], filter_string, max_results=10000)
 
 
+def search_tune_dir(output_dir: Path, name: str) -> Path:
+    """The one Tune experiment folder of search `name` (`<name>-<search identity>`) under `output_dir`."""
+    found = sorted((output_dir / "tune").glob(f"{name}-*"))
+    assert len(found) == 1, f"expected one Tune experiment of search {name!r}, found {found}"
+    return found[0]
+
+
 def tune_trial_results(tune_dir: Path) -> list[dict[str, Any]]:
     """Every result a trial of a Tune experiment reported (result.json lines), across runs."""
     results = []

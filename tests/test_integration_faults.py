@@ -20,6 +20,7 @@ from integration_utils import (
     RayTemp,
     mlflow_runs,
     ray_actor_pids,
+    search_tune_dir,
     tail,
     tiny_train_argv,
     tune_trial_results,
@@ -128,7 +129,6 @@ def test_evaluator_actor_killed_mid_search(killed_worker_run, tmp_path):
     with RayTemp() as temp:
         log = tmp_path / "search.log"
         proc = temp.spawn(_search_cmd(killed_worker_run["exp"], tmp_path, "actor-kill", total), log)
-        tune_dir = tmp_path / "tune" / "actor-kill"
         wait_for(lambda: _finished_candidates(tmp_path) >= 2, 400, "the first finished candidates", alive=proc,
                  interval=0.2)
         actors = ray_actor_pids(str(temp.path), "EvaluatorActor")
@@ -142,7 +142,7 @@ def test_evaluator_actor_killed_mid_search(killed_worker_run, tmp_path):
     results = json.loads((tmp_path / "search" / "actor-kill" / "results.json").read_text())
     assert results["evaluations"] == total and results["failed"] == 0
     # Each candidate evaluated once: one Tune result per trial, one MLflow child per arch, all distinct.
-    trial_results = tune_trial_results(tune_dir)
+    trial_results = tune_trial_results(search_tune_dir(tmp_path, "actor-kill"))
     assert len(trial_results) == total and len({r["arch_hash"] for r in trial_results}) == total
     children = _children(tmp_path)
     assert len(children) == total and len({c.data.tags["arch_hash"] for c in children}) == total
@@ -157,7 +157,6 @@ def test_search_driver_killed_and_rerun_resumes(killed_worker_run, tmp_path):
     left, rerun the same command (same --name): it resumes, and no finished candidate is evaluated again."""
     total = 10
     exp = killed_worker_run["exp"]
-    tune_dir = tmp_path / "tune" / "driver-kill"
     with RayTemp() as temp:
         log = tmp_path / "search1.log"
         proc = temp.spawn(_search_cmd(exp, tmp_path, "driver-kill", total), log)
@@ -178,7 +177,7 @@ def test_search_driver_killed_and_rerun_resumes(killed_worker_run, tmp_path):
     assert results["evaluations"] == total and results["failed"] == 0
     # The rerun's trial results: evaluated by the pool, or (`cached`) reported from the MLflow child of a
     # candidate the killed run finished after Tune's last experiment checkpoint.
-    rerun = [r for r in tune_trial_results(tune_dir) if r["timestamp"] >= int(rerun_start)]
+    rerun = [r for r in tune_trial_results(search_tune_dir(tmp_path, "driver-kill")) if r["timestamp"] >= int(rerun_start)]
     evaluated = Counter(r["arch_hash"] for r in rerun if not r.get("cached"))
     assert not set(evaluated) & logged_before, "finished candidates were evaluated again"
     assert all(n == 1 for n in evaluated.values()), evaluated

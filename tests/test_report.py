@@ -80,7 +80,8 @@ def _write_latency_search(exp: Path, table: Any, space: Any) -> list[dict[str, A
         {"best": best, "pareto_front": [], "evaluations": len(evaluated), "failed": 1,
          "evaluated": [e.to_dict() for e in evaluated]}, indent=2))
     tracker = SearchTracker(default_tracking_uri(exp), "lat")
-    tracker.start({"strategy": "evolution", "latency_budget_ms": LATENCY_BUDGET_MS, "params_budget": None})
+    tracker.start({"strategy": "evolution", "latency_budget_ms": LATENCY_BUDGET_MS, "params_budget": None},
+                  identity="lat-identity", summary={})
     tracker.finish("FINISHED")
     return best
 

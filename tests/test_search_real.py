@@ -145,3 +145,56 @@ def test_bad_search_inputs(trained_digits_experiment, tmp_path, capsys):
     assert "budget" in capsys.readouterr().err.lower()
     assert main(["--checkpoint", str(tmp_path), "--name", "x"]) == 2
     assert "not a checkpoint directory" in capsys.readouterr().err
+
+
+CHEAP = ["--strategy", "random", "--max-evaluations", "2", "--evaluators", "1", "--cpus-per-evaluator", "0.3",
+         "--eval-batches", "1", "--calib-batches", "1", "--top-k", "1", "--export-formats", "", "--no-register"]
+
+
+def _search_results(output_dir, name):
+    import json
+
+    return json.loads((output_dir / "search" / name / "results.json").read_text())
+
+
+def _clash_search(checkpoint, out, *extra):
+    return main(["--checkpoint", str(checkpoint), "--name", "clash", "--output-dir", str(out), *CHEAP, *extra])
+
+
+def test_a_search_never_resumes_a_namesake_in_a_shared_tracking_database(trained_digits_experiment, tmp_path,
+                                                                          capsys):
+    """Two searches named 'clash', from the epoch-1 and the epoch-2 checkpoint, in other output folders
+    with one shared tracking database: the second is another search. It fails naming both, or with
+    --new-run evaluates afresh; it never takes the first one's candidates (accuracies) as its own."""
+    from autovit_ray.checkpoint import list_checkpoints
+
+    epoch1, epoch2 = list_checkpoints(trained_digits_experiment.dir, "xxs")[:2]
+    shared = f"sqlite:///{tmp_path / 'shared.db'}"
+    first, second = tmp_path / "first", tmp_path / "second"
+    assert _clash_search(epoch1, first, "--mlflow-uri", shared) == 0
+    assert _search_results(first, "clash")["actor_evaluations"] == 2
+    assert _clash_search(epoch2, second, "--mlflow-uri", shared) == 2
+    error = capsys.readouterr().err
+    assert "already exists" in error and "--new-run" in error
+    assert str(epoch1) in error and str(epoch2) in error  # both sides, by their checkpoints
+    assert _clash_search(epoch2, second, "--mlflow-uri", shared, "--new-run") == 0
+    fresh = _search_results(second, "clash")
+    assert fresh["actor_evaluations"] == 2 and fresh["cache_hits"] == 0
+    # the same search again resumes its own parent run: nothing is evaluated again
+    assert _clash_search(epoch2, second, "--mlflow-uri", shared) == 0
+    assert _search_results(second, "clash")["actor_evaluations"] == 0
+
+
+def test_a_search_rerun_after_more_training_is_another_search(trained_digits_experiment, tmp_path, capsys):
+    """One experiment folder (its tracking database, Tune folder and evaluation cache): 'clash' on the
+    epoch-1 checkpoint, then again under the same name once epoch 2 exists."""
+    from autovit_ray.checkpoint import list_checkpoints
+
+    epoch1, epoch2 = list_checkpoints(trained_digits_experiment.dir, "xxs")[:2]
+    assert _clash_search(epoch1, tmp_path) == 0
+    assert _clash_search(epoch2, tmp_path) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert _clash_search(epoch2, tmp_path, "--new-run") == 0
+    rerun = _search_results(tmp_path, "clash")
+    assert rerun["actor_evaluations"] == 2 and rerun["cache_hits"] == 0
+    assert len(list((tmp_path / "tune").glob("clash-*"))) == 2  # one Tune experiment per search identity

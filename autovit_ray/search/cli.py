@@ -7,7 +7,10 @@
 Trials are light Tune functions that send their arch to a shared pool of evaluator actors (each
 actor holds one supernet replica). Selection uses the held-out validation split; the test split
 is read only at the end, to report the chosen models. Rerunning the same command with the same
-`--name` resumes the Tune experiment without re-evaluating finished candidates.
+`--name` resumes the Tune experiment without re-evaluating finished candidates. A resume needs the same
+search identity (`search_identity`: checkpoint content, LUT, data split, evaluation batches, budgets,
+strategy, seed): another search under a used name fails with both identities, or with `--new-run`
+starts a fresh MLflow parent run.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from .algorithms import (
     RandomSearch,
     SearchStrategy,
 )
-from .config import DEFAULTS, STRATEGY_NAMES, SearchConfig, count
+from .config import DEFAULTS, NOT_IN_IDENTITY, STRATEGY_NAMES, SearchConfig, count
 
 
 def parse_count(text: str) -> float:
@@ -101,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mlflow-uri", default=None, help="default: $MLFLOW_TRACKING_URI or sqlite in the output dir")
     p.add_argument("--address", default=None, help="Ray address (default: $RAY_ADDRESS or a local Ray)")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs for a local Ray")
+    p.add_argument("--new-run", action="store_true",
+                   help="when a search of this --name exists with another identity (another checkpoint, "
+                        "LUT, budgets, strategy or seed), start a fresh parent run instead of failing")
     return p
 
 
@@ -220,6 +226,28 @@ def evaluation_context(checkpoint: Path, data: Any, settings: Any) -> dict[str, 
             "data": {k: getattr(data, k) for k in evaluation_fields}, "settings": dataclasses.asdict(settings)}
 
 
+def search_identity(cfg: SearchConfig, context: dict[str, Any], space: SearchSpace, epoch: Any,
+                    checkpoint: Path) -> tuple[str, dict[str, Any]]:
+    """(digest, summary) of what makes two searches the same search: the evaluation context
+    (`evaluation_context`: checkpoint content, data split, calibration and evaluation batches), the
+    LUT's content, the space, and every setting that changes the proposals (budgets, strategy, seed,
+    ...; `NOT_IN_IDENTITY` lists the others). A search resumes only a run of the same digest; the
+    summary (readable, in the run's tags) is what an error shows of each side."""
+    import dataclasses
+
+    from .cache import file_digest
+
+    lut_digest = file_digest(cfg.lut) if cfg.lut else None
+    settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in NOT_IN_IDENTITY}
+    whole = {"evaluation": context, "lut": lut_digest, "space": space.fingerprint(), "settings": settings}
+    digest = hashlib.sha256(json.dumps(whole, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    summary = {"checkpoint": str(checkpoint), "epoch": epoch, "checkpoint_digest": context["checkpoint"][:12],
+               "lut": cfg.lut, "lut_digest": lut_digest[:12] if lut_digest else None,
+               "strategy": cfg.strategy, "seed": cfg.seed, "params_budget": cfg.params_budget,
+               "latency_budget_ms": cfg.latency_budget_ms, "evaluation": context["settings"]}
+    return digest, summary
+
+
 def run(cfg: SearchConfig | argparse.Namespace) -> dict[str, Any]:
     """Run one search; returns its results.json content. Takes a SearchConfig (or the CLI's parsed flags)."""
     from ray import tune
@@ -252,8 +280,13 @@ def run(cfg: SearchConfig | argparse.Namespace) -> dict[str, Any]:
     strategy = make_search_strategy(cfg, space, costs)
     out_dir = Path(cfg.output_dir) if cfg.output_dir else checkpoint.parent.parent.parent
     search_dir = out_dir / "search" / cfg.name
+    data_overrides = {"data_dir": cfg.data_dir} if cfg.data_dir else {}
+    settings = EvalSettings(max_batches=cfg.eval_batches, calib_batches=cfg.calib_batches, val_half=cfg.val_half)
+    data = evaluation_data(meta, data_overrides)
+    context = evaluation_context(checkpoint, data, settings)
+    identity, identity_summary = search_identity(cfg, context, space, meta.get("epoch"), checkpoint)
     tracker = SearchTracker(default_tracking_uri(out_dir, cfg.mlflow_uri), cfg.name)
-    tracker.start(params={
+    tracker.start(identity=identity, summary=identity_summary, new_run=cfg.new_run, params={
         "strategy": cfg.strategy, "supernet": space.name, "profile": space.profile.name,
         "space_fingerprint": space.fingerprint(), "checkpoint": str(checkpoint), "lut": cfg.lut or "",
         "params_budget": cfg.params_budget, "latency_budget_ms": cfg.latency_budget_ms,
@@ -262,12 +295,8 @@ def run(cfg: SearchConfig | argparse.Namespace) -> dict[str, Any]:
         "num_classes": num_classes, "dataset": meta["config"]["data"]["dataset"]})
 
     connect_ray(cfg.address, cfg.num_cpus, log_to_driver=False)
-    data_overrides = {"data_dir": cfg.data_dir} if cfg.data_dir else {}
-    settings = EvalSettings(max_batches=cfg.eval_batches, calib_batches=cfg.calib_batches, val_half=cfg.val_half)
-    data = evaluation_data(meta, data_overrides)
     prepare_in_memory(data)
-    cache = None if cfg.no_eval_cache else EvalCache(
-        cfg.eval_cache or out_dir / "search" / CACHE_FILE, evaluation_context(checkpoint, data, settings))
+    cache = None if cfg.no_eval_cache else EvalCache(cfg.eval_cache or out_dir / "search" / CACHE_FILE, context)
     pool = EvaluatorPool(str(checkpoint), cfg.evaluators, cfg.lut, settings, data_overrides,
                          evaluator_cpus(cfg), cfg.threads_per_evaluator, cache=cache)
     searcher = AutoViTSearcher(strategy, metric="top1", mode="max")
@@ -275,9 +304,10 @@ def run(cfg: SearchConfig | argparse.Namespace) -> dict[str, Any]:
     trainable = tune.with_resources(
         tune.with_parameters(evaluate_trial, pool=pool, finished=tracker.finished), {"cpu": TRIAL_CPUS})
     storage = (out_dir / "tune").resolve()
-    resume = (storage / cfg.name).is_dir()
+    tune_name = f"{cfg.name}-{identity}"  # Tune resumes only the same search, never a namesake
+    resume = (storage / tune_name).is_dir()
     try:
-        tune.run(trainable, name=cfg.name, storage_path=str(storage), search_alg=searcher,
+        tune.run(trainable, name=tune_name, storage_path=str(storage), search_alg=searcher,
                  metric="top1", mode="max", num_samples=-1,
                  max_concurrent_trials=cfg.concurrent_trials or 2 * cfg.evaluators,
                  resume="AUTO" if resume else False, callbacks=[tracker.tune_callback(), progress],

@@ -51,6 +51,7 @@ class SearchConfig:
     mlflow_uri: str | None = None  # default: $MLFLOW_TRACKING_URI or sqlite in the output dir
     address: str | None = None  # Ray address (default: $RAY_ADDRESS or a local Ray)
     num_cpus: int | None = None  # CPUs for a local Ray
+    new_run: bool = False  # when `name` exists with another identity: a fresh parent run, not an error
 
     def __post_init__(self) -> None:
         if isinstance(self.params_budget, str):  # the Python API may say "1.8M" too
@@ -126,4 +127,13 @@ def flag(field_name: str) -> str:
 
 DEFAULTS = {f.name: f.default for f in dataclasses.fields(SearchConfig)}
 
-__all__ = ["DEFAULTS", "STRATEGY_NAMES", "SearchConfig", "count"]
+# Fields that change neither which candidates a search proposes nor what their evaluations give: left
+# out of its identity (`autovit_ray.search.cli.search_identity`). Paths (`checkpoint`, `lut`,
+# `data_dir`) are there by content instead: the checkpoint's digest, the LUT's, the split's.
+NOT_IN_IDENTITY = frozenset({
+    "name", "checkpoint", "lut", "data_dir", "evaluators", "cpus_per_evaluator", "threads_per_evaluator",
+    "concurrent_trials", "eval_cache", "no_eval_cache", "top_k", "export_formats", "registered_model_name",
+    "no_register", "output_dir", "mlflow_uri", "address", "num_cpus", "new_run",
+})
+
+__all__ = ["DEFAULTS", "NOT_IN_IDENTITY", "STRATEGY_NAMES", "SearchConfig", "count"]

@@ -4,7 +4,9 @@ The parent holds the budgets, strategy, seeds, checkpoint, LUT and fingerprints 
 the end the best archs and Pareto front (JSON), the accuracy-vs-latency scatter with the front
 marked (paper Figure 1) and the exported best models. Children carry the arch fields as params
 and val top-1, params, MACs, LUT latency and generation as metrics. A resumed search (same name)
-reuses its parent run and never logs a candidate twice (children are keyed by arch hash).
+reuses its parent run and never logs a candidate twice (children are keyed by arch hash); a resume
+needs the same name *and* identity (`autovit_ray.search.cli.search_identity`), so a search never takes
+another search's candidates as its own.
 """
 
 from __future__ import annotations
@@ -27,6 +29,10 @@ from .algorithms import Evaluation
 SEARCH_EXPERIMENT = "autovit-search"
 
 
+class SearchIdentityError(ValueError):
+    """A search name already used by another search (another identity) in the tracking server."""
+
+
 class SearchTracker:
     def __init__(self, tracking_uri: str, search_name: str, experiment: str = SEARCH_EXPERIMENT) -> None:
         self.tracking_uri, self.search_name, self.experiment = tracking_uri, search_name, experiment
@@ -37,12 +43,16 @@ class SearchTracker:
         # On a resume: {arch hash: Tune result} of the candidates an interrupted run finished and logged.
         self.finished: dict[str, dict[str, float]] = {}
 
-    def start(self, params: dict[str, Any]) -> str:
+    def start(self, params: dict[str, Any], identity: str, summary: dict[str, Any], new_run: bool = False) -> str:
+        """Resume the parent run of this search (same name and identity) or create one. A parent of
+        this name with another identity (another checkpoint, LUT, budgets, ...) is another search:
+        a SearchIdentityError naming both, or with `new_run` a fresh parent beside it."""
         self.experiment_id = experiment_id(self.client, self.tracking_uri, self.experiment)
-        existing = self.client.search_runs(
+        namesakes = self.client.search_runs(
             [self.experiment_id], filter_string=f"tags.search_name = '{self.search_name}' and tags.role = 'search'")
-        if existing:  # a resume: keep the parent and skip candidates it already has
-            self.parent_id = existing[0].info.run_id
+        same = [run for run in namesakes if run.data.tags.get("search_identity") == identity]
+        if same:  # a resume: keep the parent and skip candidates it already has
+            self.parent_id = same[0].info.run_id
             children = self.client.search_runs(
                 [self.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{self.parent_id}'",
                 max_results=50000)
@@ -56,12 +66,21 @@ class SearchTracker:
             self.finished = {run.data.tags["arch_hash"]: _tune_result(run.data.metrics) for run in complete
                              if run.data.tags.get("arch_hash") and "val_top1" in run.data.metrics}
             self.client.update_run(self.parent_id, status="RUNNING")
-        else:
-            run = self.client.create_run(self.experiment_id, run_name=self.search_name,
-                                         tags={"search_name": self.search_name, "role": "search"})
-            self.parent_id = run.info.run_id
-            for key, value in params.items():
-                self.client.log_param(self.parent_id, key, "" if value is None else value)
+            return self.parent_id
+        if namesakes and not new_run:
+            other = namesakes[0]
+            raise SearchIdentityError(
+                f"a search named {self.search_name!r} already exists in {self.tracking_uri} (run "
+                f"{other.info.run_id}) as another search: {other.data.tags.get('search_identity_summary', '{}')} "
+                f"(identity {other.data.tags.get('search_identity', 'not recorded')}); this one is {json.dumps(summary)} "
+                f"(identity {identity}). Give this search another --name, or pass --new-run to start a "
+                "fresh parent run under the same name")
+        run = self.client.create_run(self.experiment_id, run_name=self.search_name, tags={
+            "search_name": self.search_name, "role": "search", "search_identity": identity,
+            "search_identity_summary": json.dumps(summary)})
+        self.parent_id = run.info.run_id
+        for key, value in params.items():
+            self.client.log_param(self.parent_id, key, "" if value is None else value)
         return self.parent_id
 
     def log_candidate(self, config: dict[str, Any], result: dict[str, Any], generation: int | None) -> None:
