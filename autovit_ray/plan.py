@@ -45,6 +45,11 @@ class BlockSpec:
     num_classes: int = 0  # head
 
     @property
+    def tokens_per_sequence(self) -> int:
+        """MobileViT: tokens in each attention sequence (patches of the map); 0 for other blocks."""
+        return (self.size_out // self.patch_size) ** 2 if self.kind == "mobilevit" else 0
+
+    @property
     def hidden_width(self) -> int:
         """MBConv: the depthwise width; head: the pooled feature width; MobileViT: the MLP width."""
         if self.kind == "mobilevit":
@@ -87,7 +92,7 @@ class BlockSpec:
         if self.kind == "mobilevit":
             d = self.out_width
             qkv, hidden = self.heads * self.head_dim, self.hidden_width
-            tokens_per_sequence = pixels // (self.patch_size * self.patch_size)
+            tokens_per_sequence = self.tokens_per_sequence
             per_layer = pixels * (d * 3 * qkv + qkv * d + 2 * d * hidden)  # linears over every pixel
             per_layer += 2 * pixels * tokens_per_sequence * qkv  # QK^T and AV
             frame = k * k * d * d * pixels + d * d * pixels  # local conv, 1x1 to tokens
@@ -143,7 +148,7 @@ def transformer_stage_plan(space: SearchSpace, resolution: int, index: int, size
                            size, out, f.kernel_size, f.mbconv_expansion)
     block = BlockSpec("mobilevit", ("stages", stage, "block"), stage, resolution, width, width, 1, out, out,
                       f.kernel_size, depth=depth, heads=heads, head_dim=f.head_dim, mlp_ratio=mlp_ratio,
-                      patch_size=f.patch_size, fuse_kernel=f.fuse_kernel)
+                      patch_size=space.patch_size(index), fuse_kernel=f.fuse_kernel)
     return transition, block
 
 

@@ -56,10 +56,16 @@ class Arch:
     transformer_depths: tuple[int, ...]
     transformer_heads: tuple[int, ...]
     transformer_mlp_ratios: tuple[float, ...]
+    # The input profile, named only where the resolution cannot tell it: a profile with per-stage patch
+    # sizes (`InputProfile.patch_sizes`) shares its resolutions with one without. None: inferred
+    # (`space_for_arch`); left out of the JSON then, so hashes stay what they were.
+    profile: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.supernet, str) or not self.supernet:
             raise ValueError(f"Arch.supernet must be a non-empty string, got {self.supernet!r}")
+        if self.profile is not None and (not isinstance(self.profile, str) or not self.profile):
+            raise ValueError(f"Arch.profile must be None or an input profile's name, got {self.profile!r}")
         for name in ("resolution", "stem_width"):
             object.__setattr__(self, name, _as_int(name, getattr(self, name)))
         for name in ("mbconv_widths", "mbconv_depths", "transformer_widths", "transformer_depths",
@@ -85,8 +91,11 @@ class Arch:
     # -- serialisation ---------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict (tuples become lists)."""
-        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v)
-                for f in dataclasses.fields(self)}
+        d = {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v)
+             for f in dataclasses.fields(self)}
+        if d["profile"] is None:
+            del d["profile"]
+        return d
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
@@ -96,12 +105,12 @@ class Arch:
         if not isinstance(data, Mapping):
             raise ValueError(f"an Arch needs a JSON object, got {type(data).__name__}")
         names = [f.name for f in dataclasses.fields(cls)]
-        missing = [n for n in names if n not in data]
+        missing = [n for n in names if n not in data and n != "profile"]
         unknown = [k for k in data if k not in names]
         if missing or unknown:
             raise ValueError(f"malformed Arch: missing fields {missing}, unknown fields {unknown}; "
-                             f"expected exactly {names}")
-        return cls(**{n: data[n] for n in names})
+                             f"expected exactly {names} ('profile' optional)")
+        return cls(**{n: data[n] for n in names if n in data})
 
     @classmethod
     def from_json(cls, text: str | bytes | Mapping[str, Any]) -> Arch:
@@ -118,6 +127,8 @@ class Arch:
         params: dict[str, int | float | str] = {
             "supernet": self.supernet, "resolution": self.resolution, "stem_width": self.stem_width,
             "num_transformer_stages": self.num_transformer_stages}
+        if self.profile is not None:
+            params["profile"] = self.profile
         for i, (w, d) in enumerate(zip(self.mbconv_widths, self.mbconv_depths), start=1):
             params[f"mbconv{i}_width"], params[f"mbconv{i}_depth"] = w, d
         for i in range(self.num_transformer_stages):
@@ -141,7 +152,8 @@ class Arch:
                 transformer_depths=tuple(int(params[f"transformer{i}_depth"]) for i in range(1, n + 1)),
                 transformer_heads=tuple(int(params[f"transformer{i}_heads"]) for i in range(1, n + 1)),
                 transformer_mlp_ratios=tuple(float(params[f"transformer{i}_mlp_ratio"])
-                                             for i in range(1, n + 1)))
+                                             for i in range(1, n + 1)),
+                profile=str(params["profile"]) if params.get("profile") else None)
         except KeyError as exc:
             raise ValueError(f"Arch params are missing the field {exc.args[0]!r}") from None
 
@@ -155,7 +167,8 @@ class Arch:
         tr = "-".join(f"{w}x{d}h{h}m{_fmt_ratio(r)}" for w, d, h, r in zip(
             self.transformer_widths, self.transformer_depths, self.transformer_heads,
             self.transformer_mlp_ratios))
-        return f"{self.supernet}_r{self.resolution}_c{self.stem_width}_mb{mb}_t{tr}"
+        profile = f"@{self.profile}" if self.profile is not None else ""
+        return f"{self.supernet}_r{self.resolution}_c{self.stem_width}_mb{mb}_t{tr}{profile}"
 
 
 def _fmt_ratio(ratio: float) -> str:
@@ -224,6 +237,15 @@ class InputProfile:
     name: str
     resolutions: tuple[int, ...]
     strides: tuple[int, ...]
+    # Patch side of each of the 4 transformer stages; None: `FixedChoices.patch_size` everywhere. Set,
+    # it enters the space's dict (and fingerprint) and the profile's archs name it (`Arch.profile`).
+    patch_sizes: tuple[int, ...] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"resolutions": list(self.resolutions), "strides": list(self.strides)}
+        if self.patch_sizes is not None:  # only when set: every earlier fingerprint stays as it was
+            d["patch_sizes"] = list(self.patch_sizes)
+        return d
 
 
 class SearchSpace:
@@ -297,6 +319,16 @@ class SearchSpace:
         return self.profile.resolutions
 
     @property
+    def arch_profile(self) -> str | None:
+        """`Arch.profile` of this space's archs: the profile's name when its resolutions cannot tell it."""
+        return self.profile.name if self.profile.patch_sizes is not None else None
+
+    def patch_size(self, transformer_stage: int) -> int:
+        """Patch side of transformer stage `transformer_stage` (0-based) under this profile."""
+        sizes = self.profile.patch_sizes
+        return sizes[transformer_stage] if sizes is not None else self.fixed.patch_size
+
+    @property
     def strides(self) -> tuple[int, ...]:
         return self.profile.strides
 
@@ -318,8 +350,7 @@ class SearchSpace:
                                     "mlp_ratios": list(t.mlp_ratios)} for t in self.transformer_stages],
             "num_transformer_stages": list(self.num_transformer_stages),
             "fixed": dataclasses.asdict(self.fixed),
-            "profile": {"name": self.profile.name, "resolutions": list(self.profile.resolutions),
-                        "strides": list(self.profile.strides)},
+            "profile": {"name": self.profile.name, **self.profile.to_dict()},
         }
 
     def fingerprint(self) -> str:
@@ -343,7 +374,7 @@ class SearchSpace:
         (`python -m autovit_ray.train --arch`)."""
         self.validate(arch)
         n = arch.num_transformer_stages
-        profile = InputProfile(self.profile.name, (arch.resolution,), self.profile.strides)
+        profile = dataclasses.replace(self.profile, resolutions=(arch.resolution,))
         return SearchSpace(
             self.name, (arch.stem_width,),
             [MBConvStageChoices((w,), (d,)) for w, d in zip(arch.mbconv_widths, arch.mbconv_depths)],
@@ -358,8 +389,7 @@ class SearchSpace:
         return {"name": raw["name"], "stem": raw["stem"], "mbconv_stages": raw["mbconv_stages"],
                 "transformer_stages": raw["transformer_stages"],
                 "num_transformer_stages": raw["num_transformer_stages"], "fixed": raw["fixed"],
-                "profiles": {self.profile.name: {"resolutions": list(self.profile.resolutions),
-                                                 "strides": list(self.profile.strides)}},
+                "profiles": {self.profile.name: self.profile.to_dict()},
                 "default_profile": self.profile.name}
 
     def validate(self, arch: Arch) -> Arch:
@@ -368,6 +398,11 @@ class SearchSpace:
             raise ValueError(f"expected an Arch, got {type(arch).__name__}")
         if arch.supernet != self.name:
             raise ValueError(f"Arch.supernet is {arch.supernet!r} but this is the {self.name!r} supernet")
+        if arch.profile != self.arch_profile:
+            raise ValueError(
+                f"Arch.profile is {arch.profile!r} but this space is {self.name!r} under input profile "
+                f"{self.profile.name!r}, whose archs carry profile {self.arch_profile!r}: an arch of "
+                "another input profile (strides, patch sizes) is another network")
         _check_choice("resolution", arch.resolution, self.profile.resolutions,
                       f" (input profile {self.profile.name!r})")
         _check_choice("stem_width", arch.stem_width, self.stem_widths)
@@ -413,7 +448,7 @@ class SearchSpace:
             mbconv_depths=tuple(pick(s.depths) for s in self.mbconv_stages),
             transformer_widths=tuple(widths), transformer_depths=tuple(pick(s.depths) for s in stages),
             transformer_heads=tuple(pick(s.heads) for s in stages),
-            transformer_mlp_ratios=tuple(pick(s.mlp_ratios) for s in stages))
+            transformer_mlp_ratios=tuple(pick(s.mlp_ratios) for s in stages), profile=self.arch_profile)
 
     # -- sampling and variation ----------------------------------------------------------------
     def sample(self, rng: random.Random) -> Arch:
@@ -436,7 +471,7 @@ class SearchSpace:
             ratios.append(rng.choice(s.mlp_ratios))
         widths = self._redraw_until_monotone(widths, rng)
         return Arch(self.name, resolution, stem, tuple(mb_widths), tuple(mb_depths), tuple(widths),
-                    tuple(depths), tuple(heads), tuple(ratios))
+                    tuple(depths), tuple(heads), tuple(ratios), self.arch_profile)
 
     def mutate(self, arch: Arch, rng: random.Random, p_depth: float = 0.2, p_block: float = 0.4) -> Arch:
         """Paper Algorithm 2: with probability `p_depth` redraw the number of transformer stages
@@ -501,7 +536,8 @@ class SearchSpace:
         n = d["n"]
         widths = self._repair_widths(d["widths"][:n], rng)
         arch = Arch(self.name, d["resolution"], d["stem"], tuple(d["mb_widths"]), tuple(d["mb_depths"]),
-                    tuple(widths), tuple(d["depths"][:n]), tuple(d["heads"][:n]), tuple(d["ratios"][:n]))
+                    tuple(widths), tuple(d["depths"][:n]), tuple(d["heads"][:n]), tuple(d["ratios"][:n]),
+                    self.arch_profile)
         return self.validate(arch)
 
     def _repair_widths(self, widths: list[int], rng: random.Random) -> list[int]:
@@ -570,6 +606,13 @@ class SearchSpace:
             sizes.append(size)
         return sizes
 
+    def attention_tokens(self, resolution: int) -> list[int]:
+        """Tokens per attention sequence in each of the 4 transformer stages at `resolution`: the
+        patches of its map (MobileViT runs one sequence per pixel position inside a patch). 1 means
+        attention sees one token: the stage is an MLP."""
+        sizes = self.feature_sizes(resolution)[1 + NUM_MBCONV_STAGES:]
+        return [(size // self.patch_size(i)) ** 2 for i, size in enumerate(sizes)]
+
     def describe(self, num_classes: int = 1000) -> dict[str, Any]:
         small, large = self.smallest(), self.largest()
         return {
@@ -587,6 +630,7 @@ class SearchSpace:
             "macs_max": count_macs(large, num_classes, self),
             "smallest": small.to_dict(),
             "largest": large.to_dict(),
+            "tokens_per_sequence": {r: self.attention_tokens(r) for r in self.resolutions},
             "choices": self.to_dict(),
         }
 
@@ -626,7 +670,12 @@ def _check_profile(space: SearchSpace, profile: InputProfile) -> None:
                          f"got {list(profile.strides)}")
     if not profile.resolutions:
         raise ValueError(f"{where}: resolutions must not be empty")
-    patch = space.fixed.patch_size
+    sizes = profile.patch_sizes
+    if sizes is not None and (len(sizes) != MAX_TRANSFORMER_STAGES or any(p < 1 for p in sizes)):
+        raise ValueError(f"{where}: patch_sizes must be {MAX_TRANSFORMER_STAGES} positive integers (one per "
+                         f"transformer stage), got {list(sizes)}")
+    patches = sizes or (space.fixed.patch_size,) * MAX_TRANSFORMER_STAGES
+    patch = max(patches)
     for resolution in profile.resolutions:
         if not isinstance(resolution, int) or resolution <= 0:
             raise ValueError(f"{where}: resolution {resolution!r} must be a positive integer")
@@ -637,10 +686,11 @@ def _check_profile(space: SearchSpace, profile: InputProfile) -> None:
                                  f"the stride-2 stage {stage}; use a multiple of "
                                  f"{2 ** sum(1 for s in profile.strides if s == 2) * patch}")
             size = conv_out(size, space.fixed.kernel_size, stride)
-            if stage >= 1 + NUM_MBCONV_STAGES and size % patch:
+            p = patches[stage - 1 - NUM_MBCONV_STAGES] if stage >= 1 + NUM_MBCONV_STAGES else 1
+            if size % p:
                 raise ValueError(f"{where}: resolution {resolution} gives a {size}x{size} map at transformer "
-                                 f"stage {stage - NUM_MBCONV_STAGES}, not divisible by the {patch}x{patch} "
-                                 "patch; the network cannot handle it")
+                                 f"stage {stage - NUM_MBCONV_STAGES}, not divisible by the {p}x{p} patch; "
+                                 "the network cannot handle it")
 
 
 # --------------------------------------------------------------------------------------------
@@ -708,7 +758,9 @@ def space_from_dict(raw: Any, profile: str | None = None, source: str = "<dict>"
     profiles = {
         pname: InputProfile(pname, numbers(need(p, "resolutions", f"profile {pname}"),
                                            f"profile {pname} resolutions"),
-                            numbers(need(p, "strides", f"profile {pname}"), f"profile {pname} strides"))
+                            numbers(need(p, "strides", f"profile {pname}"), f"profile {pname} strides"),
+                            numbers(p["patch_sizes"], f"profile {pname} patch_sizes")
+                            if p.get("patch_sizes") is not None else None)
         for pname, p in profiles_raw.items()}
     chosen = profile or raw.get("default_profile") or next(iter(profiles))
     if chosen not in profiles:
@@ -723,11 +775,14 @@ def space_from_dict(raw: Any, profile: str | None = None, source: str = "<dict>"
 
 
 def space_for_arch(arch: Arch) -> SearchSpace:
-    """The built-in space of `arch.supernet` under the profile whose resolutions contain
-    `arch.resolution`."""
+    """The built-in space of `arch.supernet` under `arch.profile`, else under the first profile without
+    per-stage patch sizes whose resolutions contain `arch.resolution` (such profiles are never
+    inferred: their archs name them)."""
     space = load_space(arch.supernet)
+    if arch.profile is not None:
+        return space.with_profile(arch.profile)
     for pname, prof in space.profiles.items():
-        if arch.resolution in prof.resolutions:
+        if arch.resolution in prof.resolutions and prof.patch_sizes is None:
             return space.with_profile(pname)
     allowed = {p: list(v.resolutions) for p, v in space.profiles.items()}
     raise ValueError(f"Arch.resolution = {arch.resolution} is in no input profile of {arch.supernet!r}; "
@@ -785,6 +840,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"  params at {info['num_classes']} classes: {info['params_min'] / 1e6:.2f} M - "
               f"{info['params_max'] / 1e6:.2f} M")
         print(f"  MACs: {info['macs_min'] / 1e6:.0f} M - {info['macs_max'] / 1e6:.0f} M")
+        for resolution, tokens in info["tokens_per_sequence"].items():
+            print(f"  attention tokens per sequence at {resolution} px, transformer stages 1-4: {tokens}")
         print(f"  smallest: {Arch.from_dict(info['smallest'])}")
         print(f"  largest:  {Arch.from_dict(info['largest'])}")
     return 0

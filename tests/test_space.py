@@ -12,7 +12,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from autovit_ray.space import Arch, load_space, main, space_from_dict
+from autovit_ray.space import Arch, load_space, main, space_for_arch, space_from_dict
 
 SPACES = ("xxs", "xs", "s")
 
@@ -174,3 +174,47 @@ def test_describe_cli_json(capsys):
     assert info["params_min"] < info["params_max"]
     assert info["choices"]["num_transformer_stages"] == [3, 4]
     assert main(["describe", "nope"]) == 2
+
+
+def test_a_profile_with_per_stage_patches_gives_every_attention_several_tokens():
+    old, new = load_space("xxs", profile="cifar10"), load_space("xxs", profile="cifar10-p1")
+    # at 32 px the last two stages run on 2x2 maps: one 2x2 patch is one token, attention a no-op
+    assert old.attention_tokens(32) == [16, 4, 1, 1]
+    assert new.attention_tokens(32) == [16, 4, 4, 4]
+    assert min(new.attention_tokens(32)) >= 4
+    # the patch changes no weight: the same parameters, other attention MACs
+    arch_old, arch_new = old.largest(), new.largest()
+    assert old.count_params(arch_old, 10) == new.count_params(arch_new, 10)
+    assert new.count_macs(arch_new, 10) > old.count_macs(arch_old, 10)
+    # the profile enters the dict (and fingerprint) only when it sets patch sizes
+    assert "patch_sizes" not in old.to_dict()["profile"] and new.to_dict()["profile"]["patch_sizes"] == [2, 2, 1, 1]
+    assert old.fingerprint() != new.fingerprint()
+
+
+def test_archs_of_a_patch_profile_name_it_and_are_refused_elsewhere():
+    old, new = load_space("xxs", profile="cifar10"), load_space("xxs", profile="cifar10-p1")
+    arch = new.sample(random.Random(3))
+    assert arch.profile == "cifar10-p1" and old.sample(random.Random(3)).profile is None
+    assert Arch.from_json(arch.to_json()) == arch and Arch.from_params(arch.to_params()) == arch
+    assert "profile" not in old.smallest().to_dict()  # unchanged JSON, so unchanged hashes
+    assert str(arch).endswith("@cifar10-p1")
+    assert space_for_arch(arch).profile.name == "cifar10-p1"
+    assert space_for_arch(old.smallest()).profile.name == "cifar10"  # never inferred from 32 px
+    with pytest.raises(ValueError, match="Arch.profile is 'cifar10-p1' but this space .* profile 'cifar10'"):
+        old.validate(arch)
+    with pytest.raises(ValueError, match="Arch.profile is None"):
+        new.validate(old.smallest())
+    # mutation and crossover keep the profile
+    rng = random.Random(0)
+    assert new.mutate(arch, rng).profile == "cifar10-p1"
+    assert new.crossover(arch, new.smallest(), rng).profile == "cifar10-p1"
+
+
+def test_bad_patch_sizes():
+    raw = _raw("xxs")
+    raw["profiles"]["cifar10-p1"]["patch_sizes"] = [2, 2, 1]
+    with pytest.raises(ValueError, match="patch_sizes must be 4 positive integers"):
+        space_from_dict(raw, profile="cifar10-p1")
+    raw["profiles"]["cifar10-p1"]["patch_sizes"] = [2, 3, 1, 1]  # a 4x4 map in 3x3 patches
+    with pytest.raises(ValueError, match="4x4 map at transformer stage 2, not divisible by the 3x3 patch"):
+        space_from_dict(raw, profile="cifar10-p1")

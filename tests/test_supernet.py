@@ -35,11 +35,11 @@ def randomised_supernet(name: str, profile: str, seed: int = 0) -> Supernet:
 
 
 SUPERNETS = {(name, profile): randomised_supernet(name, profile)
-             for name in SPACES for profile in ("cifar10", "digits")}
+             for name in SPACES for profile in ("cifar10", "cifar10-p1", "digits")}
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(name=st.sampled_from(SPACES), profile=st.sampled_from(("cifar10", "digits")),
+@given(name=st.sampled_from(SPACES), profile=st.sampled_from(("cifar10", "cifar10-p1", "digits")),
        seed=st.integers(0, 2**31 - 1))
 def test_static_subnet_equals_active_path(name, profile, seed):
     net = SUPERNETS[(name, profile)]
@@ -92,7 +92,7 @@ def test_imagenet_resolution_extremes_and_macs(name):
         p.numel() for p in net.get_active_subnet(largest).parameters())
 
 
-@pytest.mark.parametrize("profile", ["cifar10", "digits"])
+@pytest.mark.parametrize("profile", ["cifar10", "cifar10-p1", "digits"])
 def test_macs_match_flop_counter_on_random_subnets(profile):
     net = SUPERNETS[("xxs", profile)]
     rng = random.Random(7)

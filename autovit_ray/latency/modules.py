@@ -67,8 +67,10 @@ def block_modules(block: BlockSpec) -> list[tuple[str, ModulePath]]:
     if block.kind == "mbconv":
         return [(mbconv_key(r, block.size_in, block.in_width, block.out_width, block.stride), block.path)]
     if block.kind == "mobilevit":
-        key = layer_key(r, block.size_out, block.out_width, block.heads, block.mlp_ratio)
-        return [(frame_key(r, block.size_out, block.out_width), block.path),
+        # MobileViT's 2x2 patch is unmarked (the keys of every table before per-stage patch sizes)
+        patch = "" if block.patch_size == 2 else f"/p{block.patch_size}"
+        key = layer_key(r, block.size_out, block.out_width, block.heads, block.mlp_ratio) + patch
+        return [(frame_key(r, block.size_out, block.out_width) + patch, block.path),
                 *((key, (*block.path, "layers", j)) for j in range(block.depth))]
     return [(head_key(r, block.size_in, block.in_width, block.num_classes), block.path)]
 

@@ -156,7 +156,7 @@ class Supernet(AutoViTNet, DynamicModule):
             stages.append(DynamicTransformerStage(
                 max_in, max(choices.widths), max(choices.depths), max(choices.heads), f.head_dim,
                 max(choices.mlp_ratios), strides[1 + NUM_MBCONV_STAGES + i], f.mbconv_expansion,
-                f.kernel_size, f.fuse_kernel, f.patch_size))
+                f.kernel_size, f.fuse_kernel, space.patch_size(i)))
             max_in = max(choices.widths)
         head_in = max(w for choices in space.transformer_stages for w in choices.widths)
         head = DynamicMBPoolHead(head_in, f.head_expansion, num_classes, drop_rate)
