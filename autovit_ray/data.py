@@ -604,6 +604,48 @@ def build_transform(cfg: DataConfig, train: bool, resolution: int | None = None)
     return transforms.Compose(ops + list(final.transforms))
 
 
+def train_ops(cfg: DataConfig, path: str, resolution: int | None = None) -> list[tuple[str, Any]]:
+    """The training augmentation of `cfg` on data path `path` ('timm' or 'batched') as (op, setting)
+    pairs in the order they run, read off the objects that path builds: on the timm path the
+    transforms of `build_transform`, on the batched path the `AugmentConfig` that `train_batch` runs.
+    One recipe gives the same list on both paths (tests/test_recipe.py)."""
+    if path == "batched":
+        a = augment_config(cfg, resolution)
+        crop = {"rrc": ("random-resized-crop", tuple(a.scale)), "pad": ("pad-crop", a.pad), "none": ("resize", None)}
+        ops = [crop[a.crop]] + ([("hflip", a.hflip)] if a.hflip > 0 else [])
+        ops += [("rand-augment", (a.rand_n, float(a.rand_m), float(a.rand_mstd)))] if a.rand_n > 0 else []
+        ops += [("normalize", (_rounded(a.mean), _rounded(a.std)))]
+        return ops + ([("erase", a.re_prob)] if a.re_prob > 0 else [])
+    if path != "timm":
+        raise ValueError(f"train_ops: path {path!r} is not an augmenting path: expected 'timm' or 'batched'")
+    ops: list[tuple[str, Any]] = []
+    for t in build_transform(cfg, train=True, resolution=resolution).transforms:
+        kind = type(t).__name__
+        if kind == "RandomResizedCropAndInterpolation":
+            ops.append(("random-resized-crop", tuple(t.scale)))
+        elif isinstance(t, PadCrop):
+            ops.append(("pad-crop", t.pad))
+        elif isinstance(t, transforms.Resize):
+            ops.append(("resize", None))
+        elif isinstance(t, transforms.RandomHorizontalFlip):
+            ops.append(("hflip", t.p))
+        elif kind == "RandAugment":
+            ops.append(("rand-augment", (t.num_layers, float(t.ops[0].magnitude), float(t.ops[0].magnitude_std))))
+        elif isinstance(t, transforms.ColorJitter):
+            ops.append(("color-jitter", cfg.color_jitter))
+        elif isinstance(t, transforms.Normalize):
+            ops.append(("normalize", (_rounded(t.mean.tolist()), _rounded(t.std.tolist()))))
+        elif kind == "RandomErasing":
+            ops.append(("erase", t.probability))
+        elif kind not in ("MaybeToTensor", "ToTensor"):
+            ops.append((kind, None))  # an op this list does not know: shows up in any comparison
+    return ops
+
+
+def _rounded(values: Sequence[float]) -> tuple[float, ...]:
+    return tuple(round(float(v), 6) for v in values)  # float32 tensors vs the config's floats
+
+
 class PadCrop:
     """Per-image pad-and-crop on a PIL image, as the batched path's crop 'pad': resize to r x r if
     needed, zero-pad `pad` px on each side, random r x r crop (torchvision's RandomCrop)."""
