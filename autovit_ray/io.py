@@ -4,9 +4,29 @@ from __future__ import annotations
 
 import os
 import tempfile
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+
+def current_umask(directory: str | Path) -> int:
+    """The process umask, read without setting it: `os.umask` can only read by writing, and a write
+    races with every other thread creating files meanwhile. Linux: /proc/self/status; elsewhere the
+    mode of a probe file created (and removed) in `directory`."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    probe = Path(directory) / f".umask-probe-{uuid.uuid4().hex}"
+    fd = os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o777)
+    try:
+        return ~os.fstat(fd).st_mode & 0o777
+    finally:
+        os.close(fd)
+        probe.unlink()
 
 
 @contextmanager
@@ -19,9 +39,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
-        umask = os.umask(0)  # read the umask (mkstemp creates 0600; a normal file gets 0666 & ~umask)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
+        os.chmod(tmp, 0o666 & ~current_umask(path.parent))  # mkstemp creates 0600; a normal file: 0666 & ~umask
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
