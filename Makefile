@@ -15,7 +15,8 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 # Headless Chromium for the report page's browser test (tests/test_report.py), from apt (Debian); as root,
-# else through sudo. Without apt the test skips, except under CI=true, where it fails.
+# else through sudo. An explicit step: `make test` never installs anything system-wide; without Chromium
+# the browser test skips with its reason, except under CI=true (.ci/run runs this step first), where it fails.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 browser:
 	@command -v chromium >/dev/null || ! command -v apt-get >/dev/null || { \
@@ -26,7 +27,7 @@ browser:
 test: test-unit test-integration
 
 # The unit suite (CI step 1; under 12 minutes on 2 cores).
-test-unit: $(STAMP) browser
+test-unit: $(STAMP)
 	$(PY) -m pytest -q --durations=10 -m "not integration" tests
 
 # Real Ray cluster (ray start --head, ray job submit), simulated multi-node, fault and demo tests
