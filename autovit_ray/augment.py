@@ -37,7 +37,6 @@ first, and Color / Contrast do not round their grey image as PIL's "L" conversio
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -45,6 +44,8 @@ import kornia
 import torch
 import torch.nn.functional as F
 from kornia.geometry.transform import invert_affine_transform, warp_affine
+
+from autovit_ray.data_config import parse_rand_augment  # noqa: F401 - part of this module's API
 
 Tensor = torch.Tensor
 
@@ -64,29 +65,6 @@ class AugmentConfig:
     re_prob: float = 0.0  # random erasing probability per image (re_mode='pixel', one box)
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
-
-
-def parse_rand_augment(policy: str | None) -> tuple[int, float, float]:
-    """timm's policy string ('rand-m9-mstd0.5-inc1', 'rand-n2-m9', None) -> (n, m, mstd); None: (0, 9, 0.5)."""
-    if policy is None:
-        return 0, 9.0, 0.5
-    expected = "expected 'rand' followed by '-n<int>', '-m<number>', '-mstd<number>' or '-inc<0|1>' sections"
-    parts = policy.split("-")
-    if parts[0] != "rand":
-        raise ValueError(f"unsupported augmentation policy {policy!r}: {expected}")
-    n, m, mstd = 2, 10.0, 0.0  # timm's defaults for a bare 'rand'
-    for part in parts[1:]:
-        match = re.fullmatch(r"(mstd|inc|n|m)(\d+(?:\.\d*)?)", part)
-        if match is None:
-            raise ValueError(f"unsupported section {part!r} in augmentation policy {policy!r}: {expected}")
-        key, value = match.groups()
-        if key == "n":
-            n = int(float(value))
-        elif key == "m":
-            m = float(value)
-        elif key == "mstd":
-            mstd = float(value)
-    return n, m, mstd
 
 
 # ---- random draws: all from the caller's generator, on its device, then moved to the data -----------

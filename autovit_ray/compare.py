@@ -31,12 +31,12 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from .space import Arch
+
+if TYPE_CHECKING:  # torch only where a model runs: --help and bad flags answer without it
+    from torch import nn
 
 DEFAULT_REFERENCES = ("mobilevit_xxs",)
 FALLBACK_RESOLUTIONS = (16, 32, 64, 128, 224, 256)
@@ -267,6 +267,8 @@ def profile_strides_of(facts: dict[str, Any]) -> tuple[int, ...] | None:
 
 def runnable_resolution(model: nn.Module, resolution: int) -> tuple[int, str]:
     """`resolution` if the model runs there, else the smallest larger one it runs at (with a note)."""
+    import torch
+
     failure = ""
     for r in (resolution, *(r for r in FALLBACK_RESOLUTIONS if r > resolution)):
         try:
@@ -282,6 +284,8 @@ def runnable_resolution(model: nn.Module, resolution: int) -> tuple[int, str]:
 
 
 def load_reference_weights(model: nn.Module, path: Path) -> None:
+    import torch
+
     state = torch.load(path, map_location="cpu", weights_only=True)
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]
@@ -297,6 +301,8 @@ def reference_candidates(references: Sequence[str], checkpoints: dict[str, Path]
                          train_dir: Path | None = None, log: Log = print) -> list[Candidate]:
     """The references, built by timm name; with `train_dir`, each one without a checkpoint is first
     trained there with the supernets' recipe (`autovit_ray.training.reference`, resumable)."""
+    import torch
+
     from .training.loop import top1 as top1_correct
     from .training.reference import ReferenceSpec, build_reference, train_reference
 
@@ -334,6 +340,8 @@ def standalone_candidates(checkpoints: Sequence[str | os.PathLike[str]], facts: 
     """Subnets trained stand-alone from scratch (`train --arch`: a checkpoint whose space holds one
     arch), with their own BatchNorm statistics, tested on the experiment's test split. One that is a
     searched model's arch is named after it (`<search>-top1-standalone`) and takes its LUT latency."""
+    import torch
+
     from .checkpoint import load_supernet, read_meta
     from .data import dataset_record
     from .training.loop import top1 as top1_correct
@@ -423,6 +431,7 @@ def _test_loader(facts: dict[str, Any], data_dir: str | None) -> Any:
 
 def count_macs(model: nn.Module, resolution: int) -> int:
     """Multiply-accumulates of one image (torch's flop counter / 2: the same counter for every model)."""
+    import torch
     from torch.utils.flop_counter import FlopCounterMode
 
     with torch.no_grad(), FlopCounterMode(display=False) as counter:

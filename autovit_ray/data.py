@@ -83,13 +83,12 @@ replicas stay identical. With ``num_workers=0`` augmentation draws from the proc
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import hashlib
 import io
 import math
 import pickle
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -98,208 +97,28 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, Mixup, create_transform
+from timm.data import Mixup, create_transform
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 from torchvision import transforms
 
-from autovit_ray.config import dataclass_from_flat_dict
+from autovit_ray.data_config import (  # noqa: F401 - the config's names, re-exported here
+    AUGMENT_MODES,
+    CROPS,
+    DATASETS,
+    IMAGENET_DEFAULT_MEAN,
+    IMAGENET_DEFAULT_STD,
+    PROFILE_DATASETS,
+    DataConfig,
+    _augments,
+    _bad,
+    _batched_refusal,
+    _is_int,
+)
 
-DATASETS = ("digits", "cifar10", "imagefolder")
 SPLITS = ("train", "val", "test", "calib")
-AUGMENT_MODES = ("auto", "timm", "batched", "none")
-CROPS = ("rrc", "pad", "none")  # training crops (autovit_ray.augment's module doc)
 DATA_PATHS = ("batched", "tensors", "timm", "timm-no-aug")  # what resolve_data_path gives
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
-
-
-@dataclass(frozen=True)
-class _DatasetDefaults:
-    resolution: int  # native image size
-    val_size: int | float  # held out from the official training set
-    augment: bool  # whether augment="auto" augments (digits: no, see above)
-    scale: tuple[float, float]  # random-resized-crop area range
-    crop_pct: float  # eval: resize to resolution / crop_pct, then centre-crop
-    crop: str = "rrc"  # training crop when `DataConfig.crop` is None
-
-
-_DEFAULTS = {
-    "digits": _DatasetDefaults(8, 0.2, False, (0.08, 1.0), 1.0),
-    "cifar10": _DatasetDefaults(32, 5000, True, (0.35, 1.0), 1.0),
-    "imagefolder": _DatasetDefaults(224, 0.1, True, (0.08, 1.0), 0.875),
-}
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    """Everything that defines the data. Fields left at None take the dataset's default (module doc).
-
-    The augmentation defaults are DeiT's recipe (RandAugment m9, random erasing 0.25, Mixup 0.8,
-    CutMix 1.0, label smoothing 0.1). `batch_size` is per data-parallel rank.
-    """
-
-    dataset: str = "digits"
-    data_dir: str | None = None  # ignored by digits
-    resolution: int | None = None  # None: native size (digits 8, cifar10 32, imagefolder 224)
-    batch_size: int = 128
-    num_workers: int = 0
-    val_size: int | float | None = None  # images (int) or fraction of the training set (float)
-    calib_size: int = 1024
-    split_seed: int = 0  # fixes val / calib (and digits' test); keep it across train and search
-    seed: int = 0  # batch order and augmentation
-    augment: str = "auto"  # "timm": timm's PIL pipeline per image; "batched": the same recipe on in-memory
-    # tensors, a batch at a time on the training device (autovit_ray.batches); "none": resize + normalise;
-    # "auto": batched when the data fits in memory (digits: none), else timm (module doc)
-    in_memory_limit_mb: int = 4096  # decoded train + test images above this stream from files; 0: always
-    cache_dir: str | None = None  # decoded tensors (default $AUTOVIT_RAY_DATA_CACHE, else ~/.cache/autovit-ray/data)
-    auto_augment: str | None = "rand-m9-mstd0.5-inc1"
-    re_prob: float = 0.25
-    crop: str | None = None  # "rrc" | "pad" | "none"; None: the dataset's default (rrc)
-    pad: int = 4  # zero padding of crop "pad" (px on each side)
-    color_jitter: float = 0.0  # ColorJitter strength (timm path only; timm's own default 0.4 is not implied)
-    scale: tuple[float, float] | None = None
-    hflip: float = 0.5
-    interpolation: str = "bilinear"
-    crop_pct: float | None = None
-    mixup: float = 0.8  # Mixup alpha; 0 turns it off
-    cutmix: float = 1.0  # CutMix alpha; 0 turns it off
-    mixup_prob: float = 1.0
-    mixup_switch_prob: float = 0.5
-    label_smoothing: float = 0.1
-    mean: tuple[float, ...] = IMAGENET_DEFAULT_MEAN
-    std: tuple[float, ...] = IMAGENET_DEFAULT_STD
-
-    def __post_init__(self) -> None:
-        for name in ("mean", "std", "scale"):  # YAML gives lists
-            value = getattr(self, name)
-            if isinstance(value, list):
-                object.__setattr__(self, name, tuple(value))
-        if isinstance(self.data_dir, Path):
-            object.__setattr__(self, "data_dir", str(self.data_dir))
-        _validate(self)
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> DataConfig:
-        return dataclass_from_flat_dict(cls, values)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @property
-    def defaults(self) -> _DatasetDefaults:
-        return _DEFAULTS[self.dataset]
-
-    @property
-    def input_resolution(self) -> int:
-        return self.resolution if self.resolution is not None else self.defaults.resolution
-
-    @property
-    def train_crop(self) -> str:
-        return self.crop if self.crop is not None else self.defaults.crop
-
-    @property
-    def eval_crop_pct(self) -> float:
-        return self.crop_pct if self.crop_pct is not None else self.defaults.crop_pct
-
-    def eval_preprocessing(self) -> dict[str, Any]:
-        """How evaluation prepares an image (`build_transform(train=False)`), in the keys of timm's
-        `pretrained_cfg`: resize to resolution / crop_pct, centre-crop, normalise."""
-        return {"mean": tuple(self.mean), "std": tuple(self.std), "interpolation": self.interpolation,
-                "crop_pct": self.eval_crop_pct, "crop_mode": "center"}
-
-
-# The data set each input profile of the spaces (configs/*.yaml) is trained on.
-PROFILE_DATASETS = {"imagenet": "imagefolder", "cifar10": "cifar10", "digits": "digits"}
-
-
-def _bad(field: str, value: Any, expected: str) -> ValueError:
-    return ValueError(f"DataConfig.{field} = {value!r} is invalid: expected {expected}")
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _validate(cfg: DataConfig) -> None:
-    if cfg.dataset not in DATASETS:
-        raise _bad("dataset", cfg.dataset, f"one of {DATASETS}")
-    if cfg.data_dir is not None and not isinstance(cfg.data_dir, (str, Path)):
-        raise _bad("data_dir", cfg.data_dir, "a folder path or None")
-    if cfg.resolution is not None and not (_is_int(cfg.resolution) and cfg.resolution > 0):
-        raise _bad("resolution", cfg.resolution, "a positive integer or None")
-    for name in ("batch_size", "calib_size"):
-        if not (_is_int(getattr(cfg, name)) and getattr(cfg, name) > 0):
-            raise _bad(name, getattr(cfg, name), "a positive integer")
-    for name in ("num_workers", "split_seed", "seed"):
-        if not (_is_int(getattr(cfg, name)) and getattr(cfg, name) >= 0):
-            raise _bad(name, getattr(cfg, name), "an integer >= 0")
-    v = cfg.val_size
-    if v is not None and not ((_is_int(v) and v >= 1) or (isinstance(v, float) and 0.0 < v < 1.0)):
-        raise _bad("val_size", v, "an image count >= 1, a fraction in (0, 1), or None")
-    if cfg.augment not in AUGMENT_MODES:
-        raise _bad("augment", cfg.augment, f"one of {AUGMENT_MODES}")
-    if not (_is_int(cfg.in_memory_limit_mb) and cfg.in_memory_limit_mb >= 0):
-        raise _bad("in_memory_limit_mb", cfg.in_memory_limit_mb, "an integer >= 0 (0: always stream from files)")
-    if cfg.augment == "batched":
-        reason = _batched_refusal(cfg)
-        if reason is not None:
-            field, expected = reason
-            raise _bad(field, getattr(cfg, field), f"{expected} with data.augment=batched; data.augment=timm "
-                                                   "runs the others")
-    aa = cfg.auto_augment
-    policies = ("rand", "augmix", "original", "originalr", "v0", "v0r", "3a")  # timm's policy names
-    if aa is not None and not (isinstance(aa, str) and aa.split("-")[0] in policies):
-        raise _bad("auto_augment", aa, "None or a timm policy string such as 'rand-m9-mstd0.5-inc1'")
-    for name in ("re_prob", "hflip", "mixup_prob", "mixup_switch_prob"):
-        if not (_is_number(getattr(cfg, name)) and 0.0 <= getattr(cfg, name) <= 1.0):
-            raise _bad(name, getattr(cfg, name), "a probability in [0, 1]")
-    for name in ("mixup", "cutmix"):
-        if not (_is_number(getattr(cfg, name)) and getattr(cfg, name) >= 0.0):
-            raise _bad(name, getattr(cfg, name), "a Beta alpha >= 0 (0 turns it off)")
-    if (cfg.mixup > 0 or cfg.cutmix > 0) and cfg.batch_size % 2:
-        raise _bad("batch_size", cfg.batch_size, "an even number when mixup or cutmix is on (timm.data.Mixup)")
-    if not (_is_number(cfg.label_smoothing) and 0.0 <= cfg.label_smoothing < 1.0):
-        raise _bad("label_smoothing", cfg.label_smoothing, "a number in [0, 1)")
-    s = cfg.scale
-    if s is not None and not (
-        isinstance(s, tuple) and len(s) == 2 and all(_is_number(x) for x in s) and 0.0 < s[0] <= s[1] <= 1.0
-    ):
-        raise _bad("scale", s, "None or (min, max) with 0 < min <= max <= 1")
-    if cfg.crop_pct is not None and not (_is_number(cfg.crop_pct) and 0.0 < cfg.crop_pct <= 1.0):
-        raise _bad("crop_pct", cfg.crop_pct, "None or a number in (0, 1]")
-    if cfg.crop is not None and cfg.crop not in CROPS:
-        raise _bad("crop", cfg.crop, f"None or one of {CROPS}")
-    if not (_is_int(cfg.pad) and cfg.pad >= 0):
-        raise _bad("pad", cfg.pad, "an integer >= 0 (zero padding in px of crop 'pad')")
-    if not (_is_number(cfg.color_jitter) and cfg.color_jitter >= 0.0):
-        raise _bad("color_jitter", cfg.color_jitter, "a number >= 0 (0: no colour jitter)")
-    if cfg.interpolation not in ("bilinear", "bicubic", "nearest", "random"):
-        raise _bad("interpolation", cfg.interpolation, "one of bilinear, bicubic, nearest, random")
-    for name in ("mean", "std"):
-        value = getattr(cfg, name)
-        if not (isinstance(value, tuple) and len(value) == 3 and all(_is_number(x) for x in value)):
-            raise _bad(name, value, "3 numbers (one per RGB channel)")
-    if min(cfg.std) <= 0:
-        raise _bad("std", cfg.std, "3 positive numbers")
-
-
-def _batched_refusal(cfg: DataConfig) -> tuple[str, str] | None:
-    """(field, what the batched path needs) when `cfg`'s recipe is one only timm's pipeline can run."""
-    from autovit_ray.augment import parse_rand_augment
-
-    try:
-        parse_rand_augment(cfg.auto_augment)
-    except ValueError as e:
-        return "auto_augment", f"a RandAugment policy ({e})"
-    if cfg.interpolation != "bilinear":
-        return "interpolation", "'bilinear'"
-    if cfg.color_jitter > 0:
-        return "color_jitter", "0 (colour jitter exists on the timm path only)"
-    return None
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -573,11 +392,6 @@ def legacy_data_path(cfg: DataConfig) -> str:
     if cfg.augment in ("timm", "batched"):
         return cfg.augment
     return "timm" if _augments(cfg) else "timm-no-aug"
-
-
-def _augments(cfg: DataConfig) -> bool:
-    """Whether the training split is augmented (else only resized and normalised)."""
-    return cfg.augment != "none" and (cfg.augment != "auto" or cfg.defaults.augment)
 
 
 def build_transform(cfg: DataConfig, train: bool, resolution: int | None = None) -> Any:

@@ -36,12 +36,9 @@ In-place distillation (BigNAS): call `soft_kd_loss` with the largest subnet's lo
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs
 
 import timm
 import torch
@@ -49,10 +46,8 @@ import torch.nn.functional as F
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import nn
 
-from autovit_ray.config import dataclass_from_flat_dict
 from autovit_ray.data import renormalize, resize_batch
-
-KD_KINDS = ("none", "soft", "hard")
+from autovit_ray.kd_config import KD_KINDS, KDConfig, check_alpha_tau, parse_teacher_spec, rgb_triple
 
 
 def cross_entropy(logits: torch.Tensor, target: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
@@ -62,17 +57,10 @@ def cross_entropy(logits: torch.Tensor, target: torch.Tensor, label_smoothing: f
     return F.cross_entropy(logits, target, label_smoothing=label_smoothing)
 
 
-def _check_alpha_tau(alpha: float, tau: float = 1.0) -> None:
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"KD alpha = {alpha!r} is invalid: expected a weight in [0, 1]")
-    if not tau > 0.0:
-        raise ValueError(f"KD tau = {tau!r} is invalid: expected a temperature > 0")
-
-
 def soft_kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, target: torch.Tensor,
                  alpha: float = 0.5, tau: float = 1.0, label_smoothing: float = 0.0) -> torch.Tensor:
     """Eq. 3: (1 - α)·CE(Z_s, y) + α·τ²·KL(ψ(Z_t/τ) || ψ(Z_s/τ)), KL summed over classes, batch mean."""
-    _check_alpha_tau(alpha, tau)
+    check_alpha_tau(alpha, tau)
     log_p_s = F.log_softmax(student_logits / tau, dim=-1)
     log_p_t = F.log_softmax(teacher_logits.detach() / tau, dim=-1)
     kl = F.kl_div(log_p_s, log_p_t, reduction="batchmean", log_target=True)
@@ -82,7 +70,7 @@ def soft_kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, tar
 def hard_kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, target: torch.Tensor,
                  alpha: float = 0.5, label_smoothing: float = 0.0) -> torch.Tensor:
     """Eq. 4: (1 - α)·CE(Z_s, y) + α·CE(Z_s, argmax Z_t) (no smoothing on the teacher's labels, as DeiT)."""
-    _check_alpha_tau(alpha)
+    check_alpha_tau(alpha)
     teacher_labels = teacher_logits.detach().argmax(dim=-1)
     return ((1.0 - alpha) * cross_entropy(student_logits, target, label_smoothing)
             + alpha * F.cross_entropy(student_logits, teacher_labels))
@@ -101,46 +89,6 @@ def kd_loss(kind: str, student_logits: torch.Tensor, target: torch.Tensor,
     if kind == "soft":
         return soft_kd_loss(student_logits, teacher_logits, target, alpha, tau, label_smoothing)
     return hard_kd_loss(student_logits, teacher_logits, target, alpha, label_smoothing)
-
-
-@dataclass(frozen=True)
-class KDConfig:
-    """Distillation settings. `teacher` is a spec for `load_teacher`; `inplace` distils the sampled
-    subnets from the largest subnet instead (then no teacher is needed)."""
-
-    kind: str = "none"
-    alpha: float = 0.5
-    tau: float = 1.0
-    teacher: str | None = None
-    teacher_weights: str | None = None  # local weights file for a 'timm:' teacher
-    teacher_mean: tuple[float, ...] | None = None  # None: from the checkpoint or timm's pretrained_cfg
-    teacher_std: tuple[float, ...] | None = None
-    teacher_resolution: int | None = None  # None: the student's input size
-    inplace: bool = False
-
-    def __post_init__(self) -> None:
-        for name in ("teacher_mean", "teacher_std"):
-            if isinstance(getattr(self, name), list):
-                object.__setattr__(self, name, tuple(getattr(self, name)))
-        if self.kind not in KD_KINDS:
-            raise ValueError(f"KDConfig.kind = {self.kind!r} is invalid: expected one of {KD_KINDS}")
-        _check_alpha_tau(self.alpha, self.tau)
-        if self.kind != "none" and self.teacher is None and not self.inplace:
-            raise ValueError(f"KDConfig.kind = {self.kind!r} needs a teacher ('timm:<name>' or "
-                             "'checkpoint:<path>') or inplace=True")
-        if self.teacher is not None:
-            _parse_spec(self.teacher)
-        if self.teacher_mean is not None:
-            _rgb_triple("KDConfig.teacher_mean", self.teacher_mean, positive=False)
-        if self.teacher_std is not None:
-            _rgb_triple("KDConfig.teacher_std", self.teacher_std, positive=True)
-        r = self.teacher_resolution
-        if r is not None and not (isinstance(r, int) and r > 0):
-            raise ValueError(f"KDConfig.teacher_resolution = {r!r} is invalid: expected a positive integer")
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> KDConfig:
-        return dataclass_from_flat_dict(cls, values)
 
 
 class Teacher(nn.Module):
@@ -166,37 +114,8 @@ class Teacher(nn.Module):
         return self.model(x)
 
 
-def _rgb_triple(what: str, values: Sequence[float] | None, positive: bool) -> tuple[float, ...]:
-    """3 finite per-channel RGB values (positive for a std); anything else is refused: a batch converted
-    with a wrong normalisation would give the student a silently wrong teacher."""
-    try:
-        triple = tuple(float(v) for v in values)  # type: ignore[union-attr]
-    except (TypeError, ValueError):
-        triple = ()
-    if len(triple) != 3 or not all(math.isfinite(v) for v in triple) or (positive and min(triple) <= 0):
-        raise ValueError(f"{what} = {values!r} is invalid: expected 3 finite per-channel RGB values"
-                         + (", all positive" if positive else ""))
-    return triple
-
-
 def _normalisation(whose: str, mean: Sequence[float], std: Sequence[float]) -> tuple[tuple[float, ...], ...]:
-    return _rgb_triple(f"the {whose} mean", mean, positive=False), _rgb_triple(f"the {whose} std", std, positive=True)
-
-
-def _parse_spec(spec: str) -> tuple[str, str, dict[str, list[str]]]:
-    """'timm:name?random=1' -> ('timm', 'name', {'random': ['1']})."""
-    kind, sep, rest = spec.partition(":") if isinstance(spec, str) else ("", "", "")
-    if not sep or kind not in ("timm", "checkpoint") or not rest:
-        raise ValueError(f"teacher spec {spec!r} is invalid: expected 'timm:<model_name>' "
-                         "(optionally '?random=1') or 'checkpoint:<path>'")
-    if kind == "checkpoint":
-        return kind, rest, {}
-    name, _, query = rest.partition("?")
-    options = parse_qs(query, keep_blank_values=True)
-    unknown = sorted(set(options) - {"random"})
-    if unknown:
-        raise ValueError(f"teacher spec {spec!r}: unknown option(s) {unknown}; expected only 'random=1'")
-    return kind, name, options
+    return rgb_triple(f"the {whose} mean", mean, positive=False), rgb_triple(f"the {whose} std", std, positive=True)
 
 
 def _create_timm(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
@@ -218,7 +137,7 @@ def load_teacher(spec: str, num_classes: int, weights: str | Path | None = None,
                  device: torch.device | str = "cpu") -> Teacher:
     """Load a teacher offline (module doc). `mean` / `std`: the teacher's input normalisation (default:
     the checkpoint's, else timm's pretrained_cfg); `input_mean` / `input_std`: the student's."""
-    kind, target, options = _parse_spec(spec)
+    kind, target, options = parse_teacher_spec(spec)
     if kind == "timm":
         model = _create_timm(target, num_classes)
         default_mean, default_std = _pretrained_norm(model)

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .latency.build import BuildConfig
+from .latency.build_config import BuildConfig
 from .space import Arch, SearchSpace, load_space
 
 _BUILD_DEFAULTS = BuildConfig()

@@ -31,20 +31,6 @@ from typing import Any
 import yaml
 
 from autovit_ray import adapters
-from autovit_ray.checkpoint import (
-    checkpoint_root,
-    epoch_dir_name,
-    find_checkpoint,
-    list_checkpoints,
-    load_checkpoint,
-    load_supernet,
-    read_meta,
-    save_checkpoint,
-    space_of,
-)
-from autovit_ray.data import dataset_record, legacy_data_path, prepare_in_memory, resolve_data_path
-from autovit_ray.data import num_classes as dataset_num_classes
-from autovit_ray.distill import build_teacher
 from autovit_ray.io import atomic_write_text
 from autovit_ray.space import Arch, SearchSpace, load_space
 from autovit_ray.training.config import (
@@ -90,6 +76,8 @@ def _differing_fields(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[st
 def check_resume(cfg: TrainConfig, spaces: Mapping[str, SearchSpace]) -> dict[str, Path | None]:
     """The checkpoint each supernet resumes from (None: a fresh start); refuses an experiment whose
     checkpoints come from another space or another training config."""
+    from autovit_ray.checkpoint import list_checkpoints, read_meta, space_of
+
     resume: dict[str, Path | None] = {}
     for name, space in spaces.items():
         found = list_checkpoints(cfg.experiment_dir, name)
@@ -113,6 +101,8 @@ def check_resume(cfg: TrainConfig, spaces: Mapping[str, SearchSpace]) -> dict[st
 def _check_data_path(meta: Mapping[str, Any], cfg: TrainConfig, name: str) -> None:
     """Refuse to continue a supernet on another data path than it trained on (the default moved from
     timm's PIL pipeline to the in-memory one: an older experiment must not switch halfway)."""
+    from autovit_ray.data import legacy_data_path, resolve_data_path
+
     trained = meta.get("data_path") or legacy_data_path(config_from_dict(meta["config"]).data)
     now = resolve_data_path(cfg.data)
     if trained != now:
@@ -127,6 +117,9 @@ def check_inputs(cfg: TrainConfig, spaces: dict[str, SearchSpace] | None = None
                  ) -> tuple[dict[str, SearchSpace], int, dict[str, Path | None]]:
     """Everything that can be checked on the driver: spaces (loaded from cfg.supernets unless given),
     data, teacher, earlier checkpoints."""
+    from autovit_ray.data import num_classes as dataset_num_classes
+    from autovit_ray.distill import build_teacher
+
     spaces = spaces if spaces is not None else load_spaces(cfg)
     n_classes = dataset_num_classes(cfg.data)  # unknown dataset / missing data_dir -> ValueError
     build_teacher(cfg.kd, n_classes, cfg.data.mean, cfg.data.std)  # offline loadability -> ValueError
@@ -181,6 +174,8 @@ class _Bar:
 
 def _newer_checkpoint_on_disk(cfg: TrainConfig, supernet: str, epoch: int, device: Any) -> dict[str, Any] | None:
     """The state of the newest complete checkpoint in the experiment's storage if its epoch is > epoch."""
+    from autovit_ray.checkpoint import list_checkpoints, load_checkpoint, read_meta
+
     for path in reversed(list_checkpoints(cfg.experiment_dir, supernet)):
         try:
             if int(read_meta(path)["epoch"]) <= epoch:
@@ -197,6 +192,7 @@ def train_loop_per_worker(payload: dict[str, Any]) -> None:
     import ray.train.torch
     import torch
 
+    from autovit_ray.checkpoint import epoch_dir_name, load_checkpoint, save_checkpoint, space_of
     from autovit_ray.tracking import finish_system_metrics, log_metrics, system_metrics_monitor
     from autovit_ray.training.loop import SupernetTrainer, World
 
@@ -305,6 +301,8 @@ def run_training(cfg: TrainConfig, address: str | None = None, mlflow_uri: str |
     import ray
 
     from autovit_ray import tracking
+    from autovit_ray.checkpoint import checkpoint_root, find_checkpoint, read_meta
+    from autovit_ray.data import dataset_record, prepare_in_memory
 
     arch = standalone[0] if standalone else None
     spaces, n_classes, resume = check_inputs(cfg, {standalone[1].name: standalone[1]} if standalone else None)
@@ -474,8 +472,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 __all__ = [
-    "RESUMABLE_FIELDS", "build_arg_parser", "check_inputs", "check_resume", "connect_ray", "find_checkpoint",
-    "load_supernet", "main", "plan_resources", "run_training", "train_loop_per_worker",
+    "RESUMABLE_FIELDS", "build_arg_parser", "check_inputs", "check_resume", "connect_ray",
+    "main", "plan_resources", "run_training", "train_loop_per_worker",
 ]
 
 if __name__ == "__main__":

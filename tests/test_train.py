@@ -21,13 +21,14 @@ from autovit_ray.checkpoint import (
     find_checkpoint,
     list_checkpoints,
     load_checkpoint,
+    load_supernet,
     read_meta,
     save_checkpoint,
 )
 from autovit_ray.data import dataset_record
 from autovit_ray.nn import Supernet
 from autovit_ray.space import load_space
-from autovit_ray.train import load_supernet, main, plan_resources
+from autovit_ray.train import main, plan_resources
 from autovit_ray.training.config import OptimizerSection, load_config
 from autovit_ray.training.loop import SupernetTrainer, sample_step_archs
 from autovit_ray.training.optim import (

@@ -7,22 +7,28 @@
 The core imports nothing from Ray or MLflow. See docs/latency.md.
 """
 
-from .backends import (
-    BACKENDS,
-    CoreMLBackend,
-    LatencyBackend,
-    OnnxRuntimeBackend,
-    PreparedModel,
-    RemoteBackend,
-    TorchCPUBackend,
-    backend_from_settings,
-    get_backend,
-)
-from .build import BuildConfig, build_table
-from .lut import LatencyTable, merge_tables
-from .measure import LatencyStats, measure_interleaved
-from .modules import arch_module_keys, enumerate_module_keys
-from .validate import ValidationReport, error_metrics, kendall_tau, validate_table, write_report
+import importlib
+from typing import Any
+
+# Submodule of each public name, imported on first use (PEP 562): `from autovit_ray.latency import
+# BuildConfig` stays light, so CLIs answer --help without importing torch.
+_SOURCES = {
+    **dict.fromkeys(("BACKENDS", "CoreMLBackend", "LatencyBackend", "OnnxRuntimeBackend", "PreparedModel",
+                     "RemoteBackend", "TorchCPUBackend", "backend_from_settings", "get_backend"), "backends"),
+    "BuildConfig": "build_config", "build_table": "build",
+    "LatencyTable": "lut", "merge_tables": "lut",
+    "LatencyStats": "measure", "measure_interleaved": "measure",
+    "arch_module_keys": "modules", "enumerate_module_keys": "modules",
+    **dict.fromkeys(("ValidationReport", "error_metrics", "kendall_tau", "validate_table", "write_report"),
+                    "validate"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _SOURCES:
+        raise AttributeError(f"module 'autovit_ray.latency' has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_SOURCES[name]}", __name__), name)
+
 
 __all__ = [
     "BACKENDS", "BuildConfig", "CoreMLBackend", "LatencyBackend", "LatencyStats", "LatencyTable",

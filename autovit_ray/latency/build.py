@@ -41,6 +41,7 @@ import torch
 from ..nn import Supernet
 from ..space import Arch, SearchSpace
 from .backends import LatencyBackend, PreparedModel
+from .build_config import BuildConfig
 from .extract import extract_modules
 from .lut import LatencyTable, ModuleRow, choose_method
 from .measure import QuietGate, calibrate_inner, measure_samples, summarize
@@ -48,18 +49,6 @@ from .modules import arch_module_keys, constant_key, witness_archs
 
 RIDGE_GRID = (0.01, 0.03, 0.1, 0.3)
 Log = Callable[[str], None]
-
-
-@dataclass(frozen=True)
-class BuildConfig:
-    rounds: int = 10  # interleaved rounds over all modules and reference models
-    repeats: int = 1  # samples per candidate per round (a module sample averages >= 1 ms of calls)
-    references: int = 100  # random reference archs per resolution, on top of the witness archs
-    folds: int = 5  # cross-validation folds over the reference archs
-    seed: int = 0
-    drift_correction: bool = True
-    quiet_cpus: float | None = 0.3  # keep rounds in which other processes used <= this many cores (None: off)
-    quiet_wait_s: float = 60.0  # wait at most this long before each round for them to go quiet
 
 
 def reference_archs(space: SearchSpace, resolution: int, count: int, seed: int) -> list[Arch]:

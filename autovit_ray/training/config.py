@@ -26,8 +26,8 @@ from autovit_ray.config import (
     set_path,
     type_hints,
 )
-from autovit_ray.data import DataConfig
-from autovit_ray.distill import KDConfig
+from autovit_ray.data_config import DataConfig
+from autovit_ray.kd_config import KDConfig
 from autovit_ray.space import BUILTIN_SPACES
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "train"

@@ -31,7 +31,6 @@ from autovit_ray.training.config import TrainConfig
 from autovit_ray.training.loop import derive_seed, seed_everything, top1
 from autovit_ray.training.optim import build_optimizer, build_scheduler
 
-
 # Named small-input adaptations of a timm MobileViT, as its strides [stem, stages[0], ..., stages[4]]
 # (timm's own: (2, 1, 2, 2, 2, 2)). Both leave 8x8, 4x4 and 2x2 maps to the MobileViT blocks at 32 px;
 # 'stage2' keeps the stem's downsampling and so runs its first blocks on a quarter of the pixels.
