@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib.resources
 import os
 import types
 import typing
@@ -18,6 +19,12 @@ from typing import Any, TypeVar
 import yaml
 
 T = TypeVar("T")
+
+
+def packaged_configs(*parts: str) -> Path:
+    """A folder of the configs shipped in the package (`autovit_ray/configs`: spaces, training and
+    pipeline configs), found the same way in a checkout and in an installed wheel."""
+    return Path(str(importlib.resources.files("autovit_ray"))).joinpath("configs", *parts)
 
 
 def plain(value: Any) -> Any:

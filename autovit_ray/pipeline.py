@@ -39,10 +39,11 @@ from typing import Any
 import yaml
 
 from .adapters import connect_ray, default_tracking_uri
+from .config import packaged_configs
 from .io import atomic_write_text
 from .search.config import SearchConfig, count
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "pipeline"
+CONFIG_DIR = packaged_configs("pipeline")
 STAGES = ("train", "profile", "search", "retrain", "compare")
 DEFAULT_STAGES = ("train", "profile", "search", "compare")  # retrain is opt-in: a second training
 

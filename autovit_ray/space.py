@@ -24,10 +24,12 @@ from typing import Any
 
 import yaml
 
+from .config import packaged_configs
+
 # Bump when the meaning of a space field or the network built from it changes: old checkpoints
 # and latency tables then stop matching the fingerprint and are refused.
 SPACE_FORMAT_VERSION = 1
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+CONFIG_DIR = packaged_configs()
 BUILTIN_SPACES = ("xxs", "xs", "s")
 NUM_MBCONV_STAGES = 3
 MAX_TRANSFORMER_STAGES = 4

@@ -19,6 +19,7 @@ from autovit_ray.config import (
     build_dataclass,
     coerce,
     flatten,
+    packaged_configs,
     parse_override,
     plain,
     read_yaml_mapping,
@@ -30,7 +31,7 @@ from autovit_ray.data_config import DataConfig
 from autovit_ray.kd_config import KDConfig
 from autovit_ray.space import BUILTIN_SPACES
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "train"
+CONFIG_DIR = packaged_configs("train")
 SAMPLERS = ("uniform", "sandwich")
 SCHEDULE_KINDS = ("cosine", "onecycle")
 ANNEALS = ("cos", "linear")
