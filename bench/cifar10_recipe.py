@@ -12,6 +12,12 @@ small-input adaptations and recipes, chosen on the validation split, never the t
    to that length, seed 0; then the first arm again with seed 1, so the noise between two seeds of
    one arm stands beside the differences between arms. Validation top-1 on the full 5k split.
 2. ``peer``: the best seed-0 arm by validation top-1, 30 epochs, seed 0; validation and test top-1.
+3. ``span``: the largest and the smallest XXS subnet of the ``cifar10-p1`` profile, each trained
+   stand-alone through the product's ``python -m autovit_ray.train --arch`` with the chosen recipe for
+   `PILOT_EPOCHS` epochs (beside the peer's pilot arm of the same length): the space's span on a fair
+   recipe. Full 5k validation top-1 with each model's own BatchNorm statistics.
+4. ``lut``: the torch-cpu latency table of the ``cifar10-p1`` XXS space at 32 px
+   (``python -m autovit_ray.profile build``), validated on 100 fresh subnets (``profile validate``).
 
 Adaptations (`MOBILEVIT_ADAPTATIONS`) set timm MobileViT's strides; every arm also lowers the patch
 size where a 2x2 patch would leave one token per attention sequence (``min_tokens`` 4). Artifacts go to
@@ -52,7 +58,9 @@ from autovit_ray.training.reference import (  # noqa: E402
     train_reference,
 )
 
+STAGES = ("pilot", "peer", "span", "lut")
 PEER = "mobilevit_xxs"
+PROFILE = "cifar10-p1"  # the space's small-input profile with >= 4 tokens per attention sequence
 RESOLUTION = 32
 MIN_TOKENS = 4
 PILOT_EPOCHS = 10
@@ -151,6 +159,75 @@ def run_arm(arm: Arm, out: Path, data_dir: Path, test: bool = False) -> dict[str
     return record
 
 
+def train_overrides(recipe: str, epochs: int, data_dir: Path) -> list[str]:
+    """The recipe as `--set` overrides of `python -m autovit_ray.train --config cifar10`."""
+    values = {**BASE_RECIPE, **RECIPES[recipe], "train.epochs": epochs, "data.data_dir": str(data_dir),
+              "profile": PROFILE, "train.progress_bar": False, "ray.torch_threads": 2}
+    return [f"{key}={json.dumps(value)}" for key, value in values.items()]  # JSON is YAML: null, lists, floats
+
+
+def run_cli(args: list[str], log_path: Path) -> None:
+    """One product command, its output appended to `log_path`; a failure names the command and the log."""
+    cmd = [sys.executable, "-m", *args]
+    # this copy of the code, also in the Ray workers the command starts (not an editable install's)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    with open(log_path, "a") as out:
+        rc = subprocess.call(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=env)
+    if rc != 0:
+        raise RuntimeError(f"`{' '.join(cmd)}` failed (exit {rc}); see {log_path}")
+
+
+def run_corner(corner: str, recipe: str, out: Path, data_dir: Path) -> dict[str, Any]:
+    """Train the space's `corner` subnet stand-alone (`train --arch`, resumable) and score it on the
+    full validation split with its own BatchNorm statistics."""
+    from autovit_ray.checkpoint import find_checkpoint, load_supernet, read_meta
+    from autovit_ray.data import build_loader
+
+    space = load_space("xxs", profile=PROFILE)
+    arch = getattr(space, corner)()
+    name = f"span-{corner}-{recipe}-e{PILOT_EPOCHS}"
+    record_path = out / f"{name}.json"
+    if record_path.is_file():
+        return json.loads(record_path.read_text())
+    arch_file = out / f"{name}.arch.json"
+    atomic_write_text(arch_file, arch.to_json())
+    log(f"span: {corner} subnet {arch} stand-alone, {PILOT_EPOCHS} epochs")
+    start = time.time()
+    cli = ["autovit_ray.train", "--config", "cifar10", "--name", name, "--output-dir", str(out), "--arch", str(arch_file)]
+    for item in train_overrides(recipe, PILOT_EPOCHS, data_dir):
+        cli += ["--set", item]
+    run_cli(cli, out / f"{name}.log")
+    checkpoint = find_checkpoint(out / name, "xxs", final=True)
+    supernet, _, config = load_supernet(checkpoint)
+    model = supernet.get_active_subnet(arch).eval()
+    correct, seen = top1(model, build_loader(config.data, "val", RESOLUTION), RESOLUTION, torch.device("cpu"))
+    record = {"arch": arch.to_dict(), "name": str(arch), "params_m": space.count_params(arch, 10) / 1e6,
+              "macs_m": space.count_macs(arch, 10) / 1e6, "tokens": space.attention_tokens(RESOLUTION),
+              "epochs": int(read_meta(checkpoint)["epoch"]), "val_top1": 100.0 * correct / seen,
+              "wall_s_this_run": time.time() - start, "commit": code_commit()}
+    atomic_write_text(record_path, json.dumps(record, indent=1))
+    return record
+
+
+def build_lut(out: Path) -> dict[str, Any]:
+    """The torch-cpu table of the new profile, built and validated through `python -m autovit_ray.profile`."""
+    path, report_dir = out / "luts" / f"xxs-{PROFILE}-torch-cpu.parquet", out / "luts" / f"xxs-{PROFILE}-validation"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    common = ["--threads", "2"]
+    if not path.is_file():
+        log(f"lut: building the torch-cpu table of xxs {PROFILE} at {RESOLUTION} px")
+        run_cli(["autovit_ray.profile", "build", "--supernet", "xxs", "--profile", PROFILE, "--backend", "torch-cpu",
+                 "--resolution", str(RESOLUTION), "--num-classes", "10", "--references", "24", "--out", str(path),
+                 *common], out / "lut.log")
+    if not (report_dir / "validation.json").is_file():
+        log("lut: validating it on 100 fresh subnets")
+        run_cli(["autovit_ray.profile", "validate", "--lut", str(path), "--supernet", "xxs", "--profile", PROFILE,
+                 "--samples", "100", "--seed", "1", "--out", str(report_dir), *common], out / "lut.log")
+    report = json.loads((report_dir / "validation.json").read_text())
+    return {"path": str(path.relative_to(out)), "validation": {k: v for k, v in report.items() if k != "rows"},
+            "commit": code_commit()}
+
+
 GATE_VAL_TOP1 = 83.0
 SECTION = "## A CIFAR-10 recipe that does the peer justice (issue 29)"
 
@@ -200,12 +277,22 @@ def report(out: Path) -> dict[str, Any]:
         "choice": ({"adaptation": choice["adaptation"], "recipe": choice["recipe"],
                     "rule": "highest pilot validation top-1 among the seed-0 arms"} if choice else None),
         "peer": peer, "gate_val_top1": GATE_VAL_TOP1,
+        "span": {corner: json.loads(path.read_text()) for corner in ("largest", "smallest")
+                 for path in out.glob(f"span-{corner}-*.json")},
+        "lut": _lut_report(out),
         "gate_met": (peer["val_top1"] >= GATE_VAL_TOP1) if peer and peer["finished"] else None,
         "report_commit": code_commit(),
     }
     atomic_write_text(ROOT / "bench" / "results" / "cifar10_recipe.json", json.dumps(result, indent=1) + "\n")
     replace_markdown_section(ROOT / "BENCHMARKS.md", SECTION, section(result))
     return result
+
+
+def _lut_report(out: Path) -> dict[str, Any] | None:
+    path = out / "luts" / f"xxs-{PROFILE}-validation" / "validation.json"
+    if not path.is_file():
+        return None
+    return {k: v for k, v in json.loads(path.read_text()).items() if k != "rows"}
 
 
 def _pct(value: float | None) -> str:
@@ -252,6 +339,14 @@ def section(r: dict[str, Any]) -> str:
         lines.append(f"**Peer, 30 epochs, seed 0** ({r['choice']['adaptation']} + {r['choice']['recipe']}): validation "
                      f"{peer['val_top1']:.2f} %, test {peer['test_top1']:.2f} %. Gate (validation >= "
                      f"{r['gate_val_top1']:.0f} %): **{verdict}**.")
+    if r["span"]:
+        lines += ["", f"The space's span on the chosen recipe ({PILOT_EPOCHS} epochs stand-alone, `train --arch`, "
+                  f"profile {PROFILE}):", "", "| subnet | params (M) | MACs (M) | validation top-1 % |", "|---|---|---|---|"]
+        lines += [f"| {corner}: `{v['name']}` | {v['params_m']:.2f} | {v['macs_m']:.1f} | {v['val_top1']:.2f} |"
+                  for corner, v in r["span"].items()]
+    if r["lut"]:
+        lines += ["", f"torch-cpu LUT of xxs {PROFILE} at 32 px, validated on fresh subnets: "
+                  + ", ".join(f"{k} {v:.3g}" for k, v in r["lut"].items() if isinstance(v, (int, float)))]
     return "\n".join(lines) + "\n"
 
 
@@ -260,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=Path(os.environ.get("AUTOVIT_BENCH_DIR", "~/.cache/autovit-ray/bench"))
                    .expanduser() / "cifar10_recipe")
     p.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data" / "cifar10")
-    p.add_argument("--stop-after", choices=("pilot", "peer"), default="peer")
+    p.add_argument("--stop-after", choices=STAGES, default=STAGES[-1])
     p.add_argument("--report-only", action="store_true", help="write the JSON and section from what exists")
     args = p.parse_args(argv)
     if args.report_only:
@@ -289,6 +384,14 @@ def main(argv: list[str] | None = None) -> int:
     results["peer"] = run_arm(peer, args.out, data_dir, test=True)
     save()
     log(f"peer {peer.name}: validation {results['peer']['val_top1']:.2f} %, test {results['peer']['test_top1']:.2f} %")
+    if args.stop_after == "peer":
+        return 0
+    results["span"] = {corner: run_corner(corner, best["recipe"], args.out, data_dir) for corner in ("largest", "smallest")}
+    save()
+    if args.stop_after == "span":
+        return 0
+    results["lut"] = build_lut(args.out)
+    save()
     return 0
 
 
