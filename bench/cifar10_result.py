@@ -646,21 +646,12 @@ def run_selection(settings: Settings, checkpoint: Path, adaptation: str, results
 
 
 def bootstrap_difference(a: Sequence[bool], b: Sequence[bool], resamples: int = 10_000,
-                         seed: int = 0) -> dict[str, float]:
-    """Paired difference of top-1 (a - b, percentage points) on the same images: the point estimate,
-    a 95% percentile bootstrap interval over images, and the discordant counts (McNemar's b and c)."""
-    import numpy as np
+                         seed: int = 0) -> dict[str, Any]:
+    """Paired difference of top-1 (a - b, points) on the same images with its 95% bootstrap interval,
+    the discordant counts and McNemar's p (`autovit_ray.stats.paired_difference`)."""
+    from autovit_ray.stats import paired_difference
 
-    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    if x.shape != y.shape:
-        raise ValueError(f"paired vectors differ in length: {x.shape} vs {y.shape}")
-    rng = np.random.default_rng(seed)
-    diffs = x - y
-    idx = rng.integers(0, len(diffs), size=(resamples, len(diffs)))
-    boot = diffs[idx].mean(axis=1) * 100
-    return {"difference": float(diffs.mean() * 100), "low": float(np.percentile(boot, 2.5)),
-            "high": float(np.percentile(boot, 97.5)), "a_only": int(((x == 1) & (y == 0)).sum()),
-            "b_only": int(((x == 0) & (y == 1)).sum()), "images": len(diffs)}
+    return paired_difference(a, b, resamples=resamples, seed=seed)
 
 
 def run_headline(settings: Settings, checkpoint: Path, adaptation: str, results: dict[str, Any],

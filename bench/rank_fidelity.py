@@ -37,7 +37,6 @@ import random
 import statistics
 import sys
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -54,6 +53,7 @@ import cifar10_result as base  # noqa: E402
 from cifar10_result import Settings, log  # noqa: E402
 
 import autovit_ray  # noqa: E402
+from autovit_ray import stats  # noqa: E402
 from autovit_ray.checkpoint import list_checkpoints, read_meta  # noqa: E402
 from autovit_ray.data import build_loaders  # noqa: E402
 from autovit_ray.io import atomic_write_text, replace_markdown_section  # noqa: E402
@@ -85,34 +85,12 @@ def spread_over_latency(space: SearchSpace, latency: Callable[[Arch], float], co
 
 def rank_correlation(a: Sequence[float], b: Sequence[float], resamples: int = 10_000,
                      seed: int = 0) -> dict[str, Any]:
-    """Kendall tau-b and Spearman rho of paired values, each with a 95 % percentile bootstrap
-    interval that resamples the pairs (resamples where one side is constant are skipped)."""
-    from scipy.stats import kendalltau, spearmanr
-
-    if len(a) != len(b) or len(a) < 3:
-        raise ValueError(f"need at least 3 paired values, got {len(a)} and {len(b)}")
-    rng = random.Random(seed)
-    n, taus, rhos = len(a), [], []
-    for _ in range(resamples):
-        idx = [rng.randrange(n) for _ in range(n)]
-        xs, ys = [a[i] for i in idx], [b[i] for i in idx]
-        if len(set(xs)) > 1 and len(set(ys)) > 1:
-            taus.append(float(kendalltau(xs, ys).statistic))
-            rhos.append(float(spearmanr(xs, ys).statistic))
-
-    def interval(values: list[float]) -> list[float] | None:
-        values = sorted(values)
-        return [values[int(0.025 * len(values))], values[int(0.975 * len(values)) - 1]] if values else None
-
-    def finite(value: Any) -> float | None:  # None where one side is constant (no ranking to compare)
-        value = float(value)
-        return value if math.isfinite(value) else None
-
-    with warnings.catch_warnings():  # a constant side is reported as None, not warned about
-        warnings.simplefilter("ignore")
-        tau, rho = finite(kendalltau(a, b).statistic), finite(spearmanr(a, b).statistic)
-    return {"kendall_tau": tau, "kendall_tau_ci": interval(taus), "spearman_rho": rho,
-            "spearman_rho_ci": interval(rhos), "subnets": n, "resamples": len(taus)}
+    """Kendall tau-b and Spearman rho of paired values with 95 % bootstrap intervals over the pairs
+    (`autovit_ray.stats.rank_correlation`), in this record's keys."""
+    r = stats.rank_correlation(a, b, resamples=resamples, seed=seed)
+    ci = {k: (list(r[k]) if r[k] is not None else None) for k in ("kendall_tau_ci", "spearman_rho_ci")}
+    return {"kendall_tau": r["kendall_tau"], "spearman_rho": r["spearman_rho"], **ci, "subnets": r["n"],
+            "resamples": r["resamples"]}
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -43,7 +43,7 @@ def test_rank_correlation_with_its_bootstrap_interval() -> None:
     assert low < noisy["kendall_tau"] < high and 0.0 < noisy["kendall_tau"] < 1.0
     constant = rank.rank_correlation(a, [10.0] * 6, resamples=50)
     assert constant["kendall_tau"] is None and constant["kendall_tau_ci"] is None
-    with pytest.raises(ValueError, match="at least 3 paired values"):
+    with pytest.raises(ValueError, match="equal-length sequences of >= 3 values"):
         rank.rank_correlation([1.0, 2.0], [1.0, 2.0])
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -23,24 +22,13 @@ import torch
 
 from ..nn import Supernet
 from ..space import Arch, SearchSpace
+from ..stats import kendall_tau
 from ._files import atomic_path
 from .backends import LatencyBackend, PreparedModel
 from .lut import LatencyTable
 from .measure import QuietGate, measure_samples, summarize
 
 Log = Callable[[str], None]
-
-
-def kendall_tau(x: Sequence[float], y: Sequence[float]) -> float:
-    """Kendall's tau-b (ties counted as in scipy), O(n^2): fine for a few hundred points."""
-    a, b = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    if a.shape != b.shape or a.size < 2:
-        raise ValueError(f"kendall_tau needs two equal-length sequences of >= 2 values, got {a.size} and {b.size}")
-    upper = np.triu_indices(a.size, 1)
-    da = np.sign(a[:, None] - a[None, :])[upper]
-    db = np.sign(b[:, None] - b[None, :])[upper]
-    denominator = math.sqrt(float(np.count_nonzero(da)) * float(np.count_nonzero(db)))
-    return float(np.sum(da * db) / denominator) if denominator else float("nan")
 
 
 def error_metrics(predicted: Sequence[float], measured: Sequence[float]) -> dict[str, float]:
