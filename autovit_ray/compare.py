@@ -530,28 +530,64 @@ def make_rows(candidates: Sequence[Candidate], stats: Sequence[Any]) -> list[dic
     return rows
 
 
-def verdict(rows: Sequence[dict[str, Any]], backend: str, test_images: int | None = None) -> str | None:
-    """One sentence: do searched models beat the first trained reference at equal or lower measured
-    latency with a higher test top-1? None when there is no trained reference or no searched top-1.
-    With `test_images`, the accuracy difference is also given in test images (is it one image?)."""
+def verdict(rows: Sequence[dict[str, Any]], backend: str, test_images: int | None = None,
+            paired: dict[str, dict[str, Any]] | None = None) -> str | None:
+    """One sentence: do searched models beat the first trained reference (higher test top-1 at equal or
+    lower measured latency)? None when there is no trained reference or no searched top-1.
+
+    `paired`: {searched model: `stats.paired_difference` against the reference on the same test images}.
+    With it, "beats" means the 95 % paired interval lies above zero, and a higher top-1 whose interval
+    holds zero is called no significant difference. Without it, the point estimates decide and, with
+    `test_images`, the difference is also given in images (is it one image?)."""
     ref = next((r for r in rows if r["kind"] == "reference" and isinstance(r["test_top1"], (int, float))), None)
     searched = [r for r in rows if r["kind"] == "searched" and isinstance(r["test_top1"], (int, float))]
     if ref is None or not searched:
         return None
-    winners = [r for r in searched if r["latency_ms"] <= ref["latency_ms"] and r["test_top1"] > ref["test_top1"]]
-    best = max(winners or searched, key=lambda r: r["test_top1"])
-    images = ""
-    if test_images:
-        diff = round((best["test_top1"] - ref["test_top1"]) * test_images / 100)
-        images = f", {diff:+d} of {test_images} test images"
-    numbers = (f"{best['model']} has {best['test_top1']:.2f}% test top-1 against {ref['test_top1']:.2f}%{images}, at "
+    fast = [r for r in searched if r["latency_ms"] <= ref["latency_ms"]]
+    if paired is not None:
+        winners = [r for r in fast if r["model"] in paired and paired[r["model"]]["significant"]
+                   and paired[r["model"]]["difference"] > 0]
+    else:
+        winners = [r for r in fast if r["test_top1"] > ref["test_top1"]]
+    # without a paired test the most accurate overall is named; with one, the most accurate in budget
+    best = max(winners or (fast if paired is not None else []) or searched, key=lambda r: r["test_top1"])
+    detail = ""
+    if paired is not None and best["model"] in paired:
+        d = paired[best["model"]]
+        detail = (f", {d['difference']:+.2f} points [95% paired interval {d['low']:+.2f}, {d['high']:+.2f}; "
+                  f"McNemar p = {d['mcnemar_p']:.2g}] on {d['images']} test images")
+    elif test_images:
+        detail = f", {round((best['test_top1'] - ref['test_top1']) * test_images / 100):+d} of {test_images} test images"
+    numbers = (f"{best['model']} has {best['test_top1']:.2f}% test top-1 against {ref['test_top1']:.2f}%{detail}, at "
                f"{best['latency_ms'] / ref['latency_ms']:.2f}x its measured latency "
                f"({best['latency_ms']:.3f} vs {ref['latency_ms']:.3f} ms)")
     if winners:
+        how = "a higher test top-1, its paired interval above zero," if paired is not None else "higher test top-1"
         return (f"On this machine ({backend}), {len(winners)} of {len(searched)} searched models beat "
-                f"{ref['model']} (higher test top-1 at equal or lower latency): {numbers}.")
+                f"{ref['model']} ({how} at equal or lower latency): {numbers}.")
+    if paired is not None and best in fast and best["test_top1"] > ref["test_top1"]:
+        return (f"On this machine ({backend}), no searched model beats {ref['model']} significantly: the most "
+                f"accurate at equal or lower latency, {numbers}: no significant difference.")
     return (f"On this machine ({backend}), no searched model beats {ref['model']} (higher test top-1 at equal "
-            f"or lower latency): the most accurate, {numbers}.")
+            f"or lower latency): the most accurate{' at equal or lower latency' if paired is not None and best in fast else ''}, "
+            f"{numbers}.")
+
+
+def paired_tests(candidates: Sequence[Candidate], rows: Sequence[dict[str, Any]], facts: dict[str, Any],
+                 data_dir: str | None) -> dict[str, dict[str, Any]] | None:
+    """Each searched model against the first trained reference on the same test images
+    (`stats.paired_difference`); None when the experiment's test split cannot be read here."""
+    from .evaluation import correct_vector
+    from .stats import paired_difference
+
+    ref = next((c for c, r in zip(candidates, rows) if r["kind"] == "reference"
+                and isinstance(r["test_top1"], (int, float))), None)
+    searched = [c for c, r in zip(candidates, rows) if r["kind"] == "searched" and isinstance(r["test_top1"], (int, float))]
+    if ref is None or not searched or not facts.get("checkpoint"):
+        return None
+    loader = _test_loader(facts, data_dir)
+    reference = correct_vector(ref.model, loader, ref.resolution)
+    return {c.name: paired_difference(correct_vector(c.model, loader, c.resolution), reference) for c in searched}
 
 
 def _cell(value: Any, fmt: str) -> str:
@@ -683,7 +719,7 @@ def compare_experiment(experiment: str | os.PathLike[str], mlflow_uri: str | Non
     stats, fingerprint = measure(candidates, backend, repeats, rounds, seed, log)
     rows = make_rows(candidates, stats)
     log(format_table(rows))
-    summary = verdict(rows, backend, _test_images(facts, data_dir))
+    summary = verdict(rows, backend, _test_images(facts, data_dir), paired_tests(candidates, rows, facts, data_dir))
     if summary:
         log(summary)
     meta = {"experiment": str(experiment), "tracking_uri": uri, "backend": backend, "repeats": repeats,

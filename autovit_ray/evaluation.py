@@ -50,6 +50,19 @@ def score(model: nn.Module, loader: Iterable[Any], resolution: int | None = None
     return Score(correct1, correct5, loss_sum, seen)
 
 
+@torch.no_grad()
+def correct_vector(model: nn.Module, loader: Iterable[Any], resolution: int | None = None) -> list[bool]:
+    """Per-image top-1 correctness over a whole split, in the loader's (fixed) order: the input of a
+    paired comparison (`autovit_ray.stats.paired_difference`)."""
+    model.eval()
+    device = next(model.parameters()).device
+    out: list[bool] = []
+    for images, labels in loader:
+        images = resize_batch(images, resolution) if resolution else images
+        out += (model(images.to(device)).argmax(dim=-1).cpu() == labels).tolist()
+    return out
+
+
 def calibrated_copy(supernet: Supernet, arch: Arch, calib_loader: Iterable[Any], calib_batches: int | None = None,
                     device: torch.device | str | None = None) -> AutoViTNet:
     """The static subnet of `arch` (on `device`) with BatchNorm re-estimated on `calib_loader`, in eval mode."""

@@ -121,3 +121,22 @@ def test_verdict_says_whether_searched_models_beat_the_trained_reference():
     assert "no searched model beats mobilevit_xxs" in lost and "the most accurate, b has 99.00% test top-1 " \
         "against 95.00%, at 1.50x" in lost
     assert verdict([_row("a", "searched", 97.0, 0.5), _row("r", "reference", NOT_TRAINED, 1.0)], "x") is None
+
+
+def test_verdict_with_a_paired_test_calls_noise_noise():
+    from autovit_ray.stats import paired_difference
+
+    peer = _row("mobilevit_xxs", "reference", 97.77, 1.0)
+    a = _row("a", "searched", 98.33, 0.8)
+    # the demo's case: +2 of 359 test images
+    noise = paired_difference([1] * 353 + [0] * 6, [1] * 351 + [0] * 8, resamples=2000)
+    text = verdict([a, peer], "torch-cpu", 359, {"a": noise})
+    assert "no searched model beats mobilevit_xxs significantly" in text and "no significant difference" in text
+    assert "McNemar p = 0.5" in text and "on 359 test images" in text
+    clear = paired_difference([1] * 90 + [0] * 10, [1] * 60 + [0] * 40, resamples=2000)
+    text = verdict([a, peer], "torch-cpu", 100, {"a": clear})
+    assert text.startswith("On this machine (torch-cpu), 1 of 1 searched models beat mobilevit_xxs (a higher test "
+                           "top-1, its paired interval above zero, at equal or lower latency)")
+    # significantly better but slower: not a win at the budget
+    slow = _row("a", "searched", 98.33, 1.2)
+    assert "no searched model beats" in verdict([slow, peer], "torch-cpu", 100, {"a": clear})
