@@ -16,6 +16,15 @@ def pytest_configure(config) -> None:
         os.environ["AUTOVIT_RAY_DATA_CACHE"] = config._data_cache.name
 
 
+INTEGRATION_TIMEOUT_S = 2400  # whole-pipeline and kill tests; unit tests keep pyproject's `timeout`
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    for item in items:
+        if item.get_closest_marker("integration") and not item.get_closest_marker("timeout"):
+            item.add_marker(pytest.mark.timeout(INTEGRATION_TIMEOUT_S))
+
+
 def pytest_unconfigure(config) -> None:
     if hasattr(config, "_data_cache"):
         config._data_cache.cleanup()
