@@ -137,24 +137,35 @@ def test_search_section_is_search_config_and_checked_before_training():
         load_pipeline_config("demo", ["search.evaluators=0"])
 
 
-def test_latency_budget_of_a_reference_is_measured_once_per_table(tmp_path):
+def test_latency_budget_of_a_reference_is_measured_once_per_table(tmp_path, monkeypatch):
     """search.latency_budget_reference: the reference timed beside random subnets on the table's backend,
-    converted into table ms, and kept: a rerun (a resume) gets the same budget, so the same search."""
-    from autovit_ray.latency import BuildConfig, build_table, get_backend
+    converted into table ms, and kept: a rerun (a resume) gets the same budget, so the same search.
+    On the deterministic fake backend the table predicts every subnet exactly, so the conversion ratio
+    is exactly 1 and the budget is the reference's own fake latency."""
+    from test_latency import FakeBackend, fake_latency
+
+    import autovit_ray.latency.backends as backends
+    from autovit_ray.latency import BuildConfig, build_table
     from autovit_ray.space import load_space
+    from autovit_ray.training.reference import build_reference
 
     space = load_space("xxs", profile="digits")
-    table = build_table(space, get_backend("torch-cpu"), num_classes=10, log=lambda _: None,
+    table = build_table(space, FakeBackend(), num_classes=10, log=lambda _: None,
                         config=BuildConfig(rounds=1, references=2, folds=2, quiet_cpus=None))
     lut = table.save(tmp_path / "xxs.parquet")
+    real_get_backend = backends.get_backend
+    monkeypatch.setattr(backends, "get_backend",
+                        lambda name, **kw: FakeBackend() if name == "fake" else real_get_backend(name, **kw))
     cfg = load_pipeline_config("demo", [f"output_dir={tmp_path}", "search.latency_budget_reference=mobilevit_xxs"])
     lines: list[str] = []
     pipeline = Pipeline(cfg, log=lines.append)
     budget = pipeline.reference_budget(space, table, lut, 10)
     record = json.loads((tmp_path / "digits-demo" / "pipeline" / "budget-xxs.json").read_text())["outputs"]
-    assert record["table_ms"] == budget > 0 and record["reference"] == "mobilevit_xxs"
-    assert record["table_ms"] == pytest.approx(record["measured_ms"] * record["ratio"])
-    assert 0.2 < record["ratio"] < 5.0, "the table predicts the subnets within a small factor of their clock"
+    reference, _ = build_reference("mobilevit_xxs", 10, tuple(space.profile.strides))
+    truth = fake_latency(reference, (1, 3, 8, 8))
+    assert record["ratio"] == pytest.approx(1.0, rel=1e-9) and record["subnets"] == 12
+    assert record["measured_ms"] == pytest.approx(truth, rel=1e-9)
+    assert record["table_ms"] == budget == pytest.approx(truth, rel=1e-9) and record["reference"] == "mobilevit_xxs"
     assert any("latency budget" in line and "mobilevit_xxs measured" in line for line in lines)
     lines.clear()
     assert pipeline.reference_budget(space, table, lut, 10) == budget and lines == []
