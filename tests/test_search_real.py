@@ -103,16 +103,32 @@ def test_search_cli_end_to_end_with_mlflow_and_resume(finished_digits_search):
 
 
 def test_actor_killed_mid_request_is_retried_once(trained_digits_experiment, ray_session):
+    """The request is sent to a stopped actor (SIGSTOP: it cannot answer), then the actor is killed:
+    the request is lost with it, Ray restarts the actor, and the pool sends the request again."""
+    import os
+    import signal
+    import threading
+    import time
+
     checkpoint = find_checkpoint(trained_digits_experiment.dir, "xxs")
     pool = EvaluatorPool(str(checkpoint), 1, settings=EvalSettings(max_batches=1, calib_batches=1),
                          cpus_per_evaluator=0.3)
     _, space, _ = load_supernet(checkpoint)
     arch = space.smallest()
-    ray.kill(pool.actors[0], no_restart=False)  # dies; Ray restarts it (max_restarts)
-    result = pool.evaluate(arch)
-    assert result["arch_hash"] == arch.arch_hash
+    old_pid = pool.stats()[0]["pid"]
+    os.kill(old_pid, signal.SIGSTOP)
+    results: list[dict] = []
+    request = threading.Thread(target=lambda: results.append(pool.evaluate(arch)))
+    request.start()
+    time.sleep(1.0)  # the request is sent; the stopped actor holds it
+    assert request.is_alive() and pool.retries == 0
+    os.kill(old_pid, signal.SIGKILL)
+    request.join(timeout=240)
+    assert not request.is_alive() and results and results[0]["arch_hash"] == arch.arch_hash
+    assert pool.retries == 1
     stats = pool.stats()[0]
-    assert stats["evaluations"] == 1 and stats["checkpoint_loads"] == 1  # the new incarnation
+    assert stats["pid"] != old_pid  # a new incarnation answered
+    assert stats["evaluations"] == 1 and stats["checkpoint_loads"] == 1
     pool.shutdown()
 
 

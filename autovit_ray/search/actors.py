@@ -82,6 +82,7 @@ class EvaluatorPool:
                 threads_per_evaluator)
             for _ in range(num_evaluators)]
         self.cache = cache
+        self.retries = 0  # requests lost with a dead actor and sent again (this process's pool object)
         self.stats()  # fail fast: surface a bad checkpoint or LUT here, not inside the first trial
 
     def evaluate(self, arch: Arch, split: str = "val", attempts: int = 2) -> dict[str, Any]:
@@ -105,6 +106,8 @@ class EvaluatorPool:
                 return ray.get(actor.evaluate.remote(arch.to_json(), split))
             except RayActorError as exc:  # the actor died mid-request; Ray restarts it
                 error = exc
+                if attempt + 1 < attempts:
+                    self.retries += 1
                 _wait_until_alive(actor)
         raise RuntimeError(f"evaluation of {arch} failed on {attempts} evaluator actors: {error}")
 
