@@ -7,7 +7,7 @@ Datasets, by `DataConfig.dataset`:
   channels. It has no official test set: a fixed, stratified 20% (seed 0, whatever the config says)
   plays that role.
 - ``cifar10``: from `data_dir`, in either of two layouts: ``train.npz`` / ``test.npz`` (JPEG bytes +
-  offsets + labels, see shared/data/README.md) or torchvision's ``cifar-10-batches-py`` pickles
+  offsets + labels, see docs/data.md) or torchvision's ``cifar-10-batches-py`` pickles
   (`data_dir` is that folder or contains it). The pickles are read with `pickle`, as torchvision does:
   only point it at files you trust.
 - ``imagefolder``: ``data_dir/train/<class>/*`` and ``data_dir/val/<class>/*`` (ImageNet style);
@@ -202,7 +202,7 @@ def _load_cifar10(root: Path) -> tuple[_Source, _Source]:
         if (folder / "data_batch_1").is_file():
             return _load_cifar10_pickles(folder)
     raise ValueError(
-        f"no CIFAR-10 data in {root}: expected train.npz and test.npz (shared/data/README.md), or "
+        f"no CIFAR-10 data in {root}: expected train.npz and test.npz (docs/data.md), or "
         "torchvision's cifar-10-batches-py folder (data_batch_1..5, test_batch), there or in a subfolder"
     )
 
@@ -212,7 +212,7 @@ def _load_cifar10_npz(path: Path) -> _JpegSource:
         missing = {"jpeg", "offsets", "labels"} - set(npz.files)
         if missing:
             raise ValueError(f"{path} is not a CIFAR-10 npz: missing arrays {sorted(missing)} "
-                             "(expected jpeg, offsets, labels; see shared/data/README.md)")
+                             "(expected jpeg, offsets, labels; see docs/data.md)")
         classes = tuple(str(c) for c in npz["classes"]) if "classes" in npz.files else CIFAR10_CLASSES
         return _JpegSource(path, npz["jpeg"], npz["offsets"], npz["labels"], classes)
 

@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data" / "cifar10"))
+    parser.add_argument("--data-dir", default=os.environ.get("AUTOVIT_CIFAR10_DIR", "data/cifar10"))
     parser.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"))
     parser.add_argument("--results", type=Path, default=RESULT_PATH)
     parser.add_argument("--max-steps", type=int, default=None, help="steps per epoch (smoke runs only)")

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -387,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=None, help="the first result's artifacts (default: "
                                                                "$AUTOVIT_BENCH_DIR/cifar10_result)")
-    parser.add_argument("--data-dir", default=str((ROOT.parent / "shared" / "data" / "cifar10").resolve()))
+    parser.add_argument("--data-dir", default=os.environ.get("AUTOVIT_CIFAR10_DIR", "data/cifar10"))
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--chunk", type=int, default=5, help="epochs per training call")

@@ -305,7 +305,8 @@ def section(r: dict[str, Any]) -> str:
              "--train-references` runs) under two small-input adaptations and two recipes, chosen on the "
              f"5k validation split (never the test split). Pilot: {r['pilot_epochs']} epochs per arm, one-cycle "
              "schedule fitted to that length; then the winner for 30 epochs. Command, from a pinned worktree: "
-             "`.venv/bin/python bench/cifar10_recipe.py` (resumable); this section: `--report-only`. Numbers: "
+             "`.venv/bin/python bench/cifar10_recipe.py --data-dir <CIFAR-10 npz folder, docs/data.md>` (resumable); "
+             "this section: `--report-only`. Numbers: "
              "`bench/results/cifar10_recipe.json`.", "",
              "Recipe (both arms): per-sample pad-4 crop + flip, label smoothing 0.1, no Mixup/CutMix/erasing, "
              "CIFAR-10's own mean/std, AdamW (wd 0.05) with a one-cycle lr (peak 2e-3, 20 % linear warm-up "
@@ -354,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, default=Path(os.environ.get("AUTOVIT_BENCH_DIR", "~/.cache/autovit-ray/bench"))
                    .expanduser() / "cifar10_recipe")
-    p.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data" / "cifar10")
+    p.add_argument("--data-dir", type=Path, default=Path(os.environ.get("AUTOVIT_CIFAR10_DIR", "data/cifar10")))
     p.add_argument("--stop-after", choices=STAGES, default=STAGES[-1])
     p.add_argument("--report-only", action="store_true", help="write the JSON and section from what exists")
     args = p.parse_args(argv)

@@ -1,4 +1,4 @@
-"""Benchmark: the AutoViT result on CIFAR-10 (issue 13; DESIGN.md section 4).
+"""Benchmark: the AutoViT result on CIFAR-10 (issue 13).
 
 One resumable command runs every stage in order, skips what is done, and prints progress with an ETA:
 
@@ -793,7 +793,7 @@ def environment() -> dict[str, Any]:
             "report_commit": report["commit"]}
 
 
-# Planning figures where nothing is measured yet (2 quiet cores, DESIGN brief and issue 12's table):
+# Planning figures where nothing is measured yet (2 quiet cores, issue 12's table):
 # the supernet's mean training speed over uniformly sampled subnets, the peer's, and the stages
 # after training (LUT builds + validations, two 500-evaluation searches, measurements).
 PLANNED_IMAGES_PER_S = {"supernet": 330.0, "peer": 250.0}
@@ -1036,7 +1036,7 @@ def write_report(results: dict[str, Any], out_dir: Path, epochs: int, benchmarks
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=None, help="default: $AUTOVIT_BENCH_DIR/cifar10_result")
-    parser.add_argument("--data-dir", default=str((ROOT.parent / "shared" / "data" / "cifar10").resolve()))
+    parser.add_argument("--data-dir", default=os.environ.get("AUTOVIT_CIFAR10_DIR", "data/cifar10"))
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--pilot-epochs", type=int, default=6)
     parser.add_argument("--threads", type=int, default=2)

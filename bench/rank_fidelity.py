@@ -33,6 +33,7 @@ import argparse
 import dataclasses
 import json
 import math
+import os
 import random
 import statistics
 import sys
@@ -350,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=None, help="the first result's artifacts (default: "
                                                                "$AUTOVIT_BENCH_DIR/cifar10_result)")
-    parser.add_argument("--data-dir", default=str((ROOT.parent / "shared" / "data" / "cifar10").resolve()))
+    parser.add_argument("--data-dir", default=os.environ.get("AUTOVIT_CIFAR10_DIR", "data/cifar10"))
     parser.add_argument("--epochs", type=int, default=30, help="the supernets' epochs (their checkpoints' check)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--subnets", type=int, default=NUM_SUBNETS)
