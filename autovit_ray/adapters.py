@@ -58,12 +58,31 @@ def default_tracking_uri(experiment_dir: str | os.PathLike[str], explicit: str |
 
 
 def mlflow_client(tracking_uri: str, registry: bool = False) -> Any:
-    """An MlflowClient on `tracking_uri` (with `registry`, also its model registry)."""
+    """An MlflowClient on `tracking_uri` (with `registry`, also its model registry). A SQLite store is
+    opened under a file lock: processes that open a new database at once (a pipeline's trainers and
+    searches) would otherwise each run MLflow's schema migrations on it and fail ('duplicate column')."""
     from mlflow.tracking import MlflowClient
 
-    if registry:
-        return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-    return MlflowClient(tracking_uri=tracking_uri)
+    def open_client() -> Any:
+        if registry:
+            client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        else:
+            client = MlflowClient(tracking_uri=tracking_uri)
+        _ = client._tracking_client.store  # creates (or migrates) the tables now, inside the lock
+        return client
+
+    if not tracking_uri.startswith("sqlite:///"):
+        return open_client()
+    import fcntl
+
+    database = Path(tracking_uri[len("sqlite:///"):])
+    database.parent.mkdir(parents=True, exist_ok=True)
+    with open(database.with_name(database.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            return open_client()
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def retry_locked(fn: Callable[[], T], attempts: int = 5) -> T:
