@@ -250,3 +250,36 @@ def _two_archs() -> list[dict]:
 
     space = load_space("xxs", profile="digits")
     return [space.smallest().to_dict(), space.largest().to_dict()]
+
+
+def test_a_search_that_fails_after_its_parent_run_started_leaves_nothing_running(trained_digits_experiment,
+                                                                                   tmp_path):
+    """A failure once the MLflow parent exists (here: an evaluation cache the search cannot create)
+    ends the parent FAILED, so that no later resume takes it for a live search."""
+    from mlflow.tracking import MlflowClient
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    checkpoint = find_checkpoint(trained_digits_experiment.dir, "xxs")
+    with pytest.raises(OSError):
+        main(["--checkpoint", str(checkpoint), "--name", "broken", "--output-dir", str(tmp_path), *CHEAP,
+              "--eval-cache", str(blocker / "cache.sqlite")])
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("autovit-search")
+    runs = client.search_runs([experiment.experiment_id], "tags.search_name = 'broken'")
+    assert [r.info.status for r in runs] == ["FAILED"]
+
+
+def test_failed_trials_carry_the_error_in_full(ray_session, tmp_path):
+    from ray import tune
+
+    from autovit_ray.search.cli import failed_trials
+
+    def broken(config):
+        raise ValueError(f"planted failure for arch {config['arch_json']}")
+
+    analysis = tune.run(tune.with_resources(broken, {"cpu": 0.1}), config={"arch_json": "x"},
+                        storage_path=str(tmp_path), verbose=0, raise_on_failed_trial=False)
+    (failure,) = failed_trials(analysis)
+    assert failure["arch"] == "x" and "ValueError: planted failure for arch x" in failure["error"]
+    assert "raise ValueError" in failure["error"]  # in full (with the stack), not its last line

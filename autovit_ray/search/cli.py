@@ -250,15 +250,9 @@ def search_identity(cfg: SearchConfig, context: dict[str, Any], space: SearchSpa
 
 def run(cfg: SearchConfig | argparse.Namespace) -> dict[str, Any]:
     """Run one search; returns its results.json content. Takes a SearchConfig (or the CLI's parsed flags)."""
-    from ray import tune
-
     from ..checkpoint import read_meta, space_of
-    from ..data import prepare_in_memory
-    from .actors import EvaluatorPool
-    from .cache import CACHE_FILE, EvalCache
     from .evaluate import EvalSettings
     from .tracking import SearchTracker
-    from .tune_searcher import AutoViTSearcher
 
     if isinstance(cfg, argparse.Namespace):
         cfg = SearchConfig.from_args(cfg)
@@ -294,6 +288,28 @@ def run(cfg: SearchConfig | argparse.Namespace) -> dict[str, Any]:
         "evaluators": cfg.evaluators, "max_evaluations": strategy.max_evaluations,
         "num_classes": num_classes, "dataset": meta["config"]["data"]["dataset"]})
 
+    try:
+        return _run_started(cfg, tracker, strategy, checkpoint, data, data_overrides, settings, context, identity,
+                            out_dir, search_dir)
+    except KeyboardInterrupt:
+        tracker.finish("KILLED")
+        raise
+    except BaseException:  # never leave the parent run RUNNING: a later resume would take it as live
+        tracker.finish("FAILED")
+        raise
+
+
+def _run_started(cfg: SearchConfig, tracker: Any, strategy: SearchStrategy, checkpoint: Path, data: Any,
+                 data_overrides: dict[str, Any], settings: Any, context: dict[str, Any], identity: str,
+                 out_dir: Path, search_dir: Path) -> dict[str, Any]:
+    """`run` once its MLflow parent run exists: the evaluator pool, `tune.run`, the summary."""
+    from ray import tune
+
+    from ..data import prepare_in_memory
+    from .actors import EvaluatorPool
+    from .cache import CACHE_FILE, EvalCache
+    from .tune_searcher import AutoViTSearcher
+
     connect_ray(cfg.address, cfg.num_cpus, log_to_driver=False)
     prepare_in_memory(data)
     cache = None if cfg.no_eval_cache else EvalCache(cfg.eval_cache or out_dir / "search" / CACHE_FILE, context)
@@ -307,27 +323,35 @@ def run(cfg: SearchConfig | argparse.Namespace) -> dict[str, Any]:
     tune_name = f"{cfg.name}-{identity}"  # Tune resumes only the same search, never a namesake
     resume = (storage / tune_name).is_dir()
     try:
-        tune.run(trainable, name=tune_name, storage_path=str(storage), search_alg=searcher,
-                 metric="top1", mode="max", num_samples=-1,
-                 max_concurrent_trials=cfg.concurrent_trials or 2 * cfg.evaluators,
-                 resume="AUTO" if resume else False, callbacks=[tracker.tune_callback(), progress],
-                 verbose=0, raise_on_failed_trial=False,
-                 reuse_actors=True)  # a fresh trial process per candidate costs seconds of imports
+        analysis = tune.run(trainable, name=tune_name, storage_path=str(storage), search_alg=searcher,
+                            metric="top1", mode="max", num_samples=-1,
+                            max_concurrent_trials=cfg.concurrent_trials or 2 * cfg.evaluators,
+                            resume="AUTO" if resume else False, callbacks=[tracker.tune_callback(), progress],
+                            verbose=0, raise_on_failed_trial=False,
+                            reuse_actors=True)  # a fresh trial process per candidate costs seconds of imports
     except BudgetUnreachableError:
-        tracker.finish("FAILED")
+        pool.shutdown()
         raise
+    failures = failed_trials(analysis)
+    if failures:
+        print(f"[{cfg.name}] {len(failures)} trial(s) failed (each counts as a failed evaluation); the first "
+              f"error in full:\n{failures[0]['error']}", file=sys.stderr)
     if not strategy.finished:  # Tune stops early only on Ctrl-C / SIGTERM, and then returns normally
         pool.shutdown()
-        tracker.finish("KILLED")
         raise KeyboardInterrupt(f"search {cfg.name} interrupted after {len(strategy.history)} of "
                                 f"{strategy.max_evaluations} evaluations; rerun the same command to resume")
     # This run's work, before the test report adds its own: unique evaluations vs cache hits.
     counts = {"actor_evaluations": sum(s["evaluations"] for s in pool.stats()), "cache_hits": progress.cache_hits,
               "cache_entries": len(cache) if cache is not None else 0,
               **{f"candidates_{k}": v for k, v in strategy.proposals.items()}}
-    summary = summarise(strategy, pool, cfg, search_dir, tracker, checkpoint)
+    try:
+        summary = summarise(strategy, pool, cfg, search_dir, tracker, checkpoint, failures)
+    except BaseException:
+        pool.shutdown()
+        raise
     stats = pool.stats()
-    summary.update(counts, evaluator_stats=stats, eval_cache=str(cache.path) if cache is not None else None)
+    summary.update(counts, failed_trials=failures, evaluator_stats=stats,
+                   eval_cache=str(cache.path) if cache is not None else None)
     tracker.log_counts(counts)
     pool.shutdown()
     atomic_write_text(search_dir / "results.json", json.dumps(summary, indent=2, default=str))
@@ -336,8 +360,23 @@ def run(cfg: SearchConfig | argparse.Namespace) -> dict[str, Any]:
     return summary
 
 
+def failed_trials(analysis: Any) -> list[dict[str, Any]]:
+    """The trials Tune marked ERROR: trial id, arch and the error text (Tune's error file)."""
+    out = []
+    for trial in getattr(analysis, "trials", []):
+        if trial.status != "ERROR":
+            continue
+        path = Path(trial.error_file) if getattr(trial, "error_file", None) else None
+        if path is not None and path.is_file():
+            error = path.read_text(errors="replace").strip()
+        else:
+            error = str(trial.get_error() or "no error recorded by Tune")
+        out.append({"trial_id": trial.trial_id, "arch": trial.config.get("arch_json"), "error": error})
+    return out
+
+
 def summarise(strategy: SearchStrategy, pool: Any, cfg: SearchConfig, search_dir: Path,
-              tracker: Any, checkpoint: Path) -> dict[str, Any]:
+              tracker: Any, checkpoint: Path, failures: list[dict[str, Any]] | None = None) -> dict[str, Any]:
 
     from ..checkpoint import load_supernet, read_meta
     from ..data import build_loader
@@ -348,7 +387,8 @@ def summarise(strategy: SearchStrategy, pool: Any, cfg: SearchConfig, search_dir
     best = strategy.ranked(cfg.top_k)
     front = sorted(strategy.pareto_front(), key=lambda e: (e.latency or 0.0, e.params))
     if not best:
-        raise RuntimeError("no candidate was evaluated successfully; see the Tune trial errors above")
+        first = f"; the first of {len(failures)} failed trials:\n{failures[0]['error']}" if failures else ""
+        raise RuntimeError(f"no candidate of search {cfg.name!r} was evaluated successfully{first}")
     supernet, space, _ = load_supernet(checkpoint)
     formats = cfg.export_formats
     reported, models = [], []
