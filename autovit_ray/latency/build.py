@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from ..nn import Supernet
+from ..progress import Eta
 from ..space import Arch, SearchSpace
 from .backends import LatencyBackend, PreparedModel
 from .build_config import BuildConfig
@@ -148,9 +149,10 @@ def build_resolution(space: SearchSpace, backend: LatencyBackend, resolution: in
                                             (1, 3, resolution, resolution)))
         inner += [1] * len(archs)
         log(f"  r{resolution}: timing {config.rounds} interleaved rounds x {config.repeats} repeats")
+        eta = Eta(total=config.rounds, unit="round")
         gate = QuietGate(config.quiet_cpus, config.quiet_wait_s) if config.quiet_cpus is not None else None
         samples = measure_samples(prepared, config.rounds, config.repeats, inner, seed=config.seed,
-                                  progress=lambda r, n: log(f"    round {r}/{n}") if r % 4 == 0 else None,
+                                  progress=lambda r, n: log(f"    round {r}/{n} ({eta.phrase(r)})") if r % 4 == 0 else None,
                                   gate=gate)
     finally:
         for p in prepared:

@@ -165,6 +165,10 @@ def progress_callback(strategy: SearchStrategy, name: str) -> Any:
     counts the candidates answered from the evaluation cache (`.cache_hits`)."""
     from ray.tune import Callback
 
+    from ..progress import Eta
+
+    eta = Eta(total=strategy.max_evaluations, done=len(strategy.history), unit="candidate")
+
     class _Progress(Callback):
         cache_hits = 0  # candidates of this run answered by the evaluation cache (or a resumed run's log)
 
@@ -174,7 +178,7 @@ def progress_callback(strategy: SearchStrategy, name: str) -> Any:
             best = max((e for e in strategy.history if e.ok), key=lambda e: e.fitness, default=None)
             best_text = f"best val top-1 {best.fitness:.2f} ({best.arch})" if best else "no result yet"
             print(f"[{name}] {done}/{strategy.max_evaluations} evaluated, generation {strategy.generation}, "
-                  f"{best_text}", flush=True)
+                  f"{best_text} ({eta.phrase(done)})", flush=True)
 
     return _Progress()
 

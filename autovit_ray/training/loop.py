@@ -39,6 +39,7 @@ from autovit_ray.data import Loaders, build_loaders, resize_batch
 from autovit_ray.distill import build_teacher, kd_loss
 from autovit_ray.evaluation import score
 from autovit_ray.nn import Supernet
+from autovit_ray.progress import Eta
 from autovit_ray.space import Arch, SearchSpace
 from autovit_ray.training.config import TrainConfig
 from autovit_ray.training.optim import (
@@ -359,6 +360,7 @@ class SupernetTrainer:
             progress: ProgressFactory | None = None) -> None:
         """Train from `self.epoch + 1` to the last epoch; `on_epoch_end(epoch, metrics)` after each
         (it saves the checkpoint and reports)."""
+        eta = Eta(total=self.cfg.train.epochs, done=self.epoch, unit="epoch")
         while self.epoch < self.last_epoch():
             metrics = self.train_epoch(progress)
             e = self.cfg.eval
@@ -367,7 +369,8 @@ class SupernetTrainer:
             metrics["epoch"] = float(self.epoch)
             summary = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if k != "epoch")
             if self.world.rank == 0:
-                self.log(f"[{self.space.name}] epoch {self.epoch}/{self.cfg.train.epochs}: {summary}")
+                self.log(f"[{self.space.name}] epoch {self.epoch}/{self.cfg.train.epochs}: {summary} "
+                         f"({eta.phrase(self.epoch)})")
             on_epoch_end(self.epoch, metrics)
 
 

@@ -27,6 +27,7 @@ from torch import nn
 from autovit_ray.data import build_loaders, resolve_data_path
 from autovit_ray.distill import build_teacher, kd_loss
 from autovit_ray.io import atomic_path, atomic_write_text
+from autovit_ray.progress import Eta
 from autovit_ray.training.config import TrainConfig
 from autovit_ray.training.loop import derive_seed, seed_everything, top1
 from autovit_ray.training.optim import build_optimizer, build_scheduler
@@ -220,6 +221,7 @@ def train_reference(cfg: TrainConfig, spec: ReferenceSpec, out_dir: str | Path,
     if epoch >= cfg.train.epochs and weights_path.is_file():
         return weights_path
     scheduler.step_update(epoch * steps)  # the schedule is a function of the step: resume it there
+    eta = Eta(total=cfg.train.epochs, done=epoch, unit="epoch")
     while epoch < cfg.train.epochs:
         epoch += 1
         seed_everything(derive_seed(cfg.seed, epoch, 0))  # as rank 0 of the supernet training
@@ -257,7 +259,7 @@ def train_reference(cfg: TrainConfig, spec: ReferenceSpec, out_dir: str | Path,
                         "optimizer": optimizer.state_dict(), "fingerprint": fingerprint}, tmp)
         atomic_write_text(out_dir / "history.json", json.dumps(history, indent=1))
         log(f"[{spec.model}] epoch {epoch}/{cfg.train.epochs}: " +
-            ", ".join(f"{k}={v:.4g}" for k, v in record.items() if k != "epoch"))
+            ", ".join(f"{k}={v:.4g}" for k, v in record.items() if k != "epoch") + f" ({eta.phrase(epoch)})")
     with atomic_path(weights_path) as tmp:
         torch.save(model.state_dict(), tmp)
     return weights_path
