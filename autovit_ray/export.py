@@ -17,10 +17,13 @@ import tempfile
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from torch import nn
+
+if TYPE_CHECKING:  # torch only where a model is exported: the CLI's --help stays light
+    import torch
+    from torch import nn
 
 FORMATS = ("torchscript", "torch_export", "onnx", "coreml")
 SUFFIXES = {"torchscript": ".ts.pt", "torch_export": ".pt2", "onnx": ".onnx", "coreml": ".mlpackage"}
@@ -48,10 +51,14 @@ def _atomic_write(target: Path, write: Callable[[Path], None]) -> Path:
 
 
 def example_input(resolution: int, batch: int = 1, seed: int = 0) -> torch.Tensor:
+    import torch
+
     return torch.randn(batch, 3, resolution, resolution, generator=torch.Generator().manual_seed(seed))
 
 
 def export_torchscript(model: nn.Module, example: torch.Tensor, path: str | Path) -> Path:
+    import torch
+
     model = model.eval()
 
     def write(tmp: Path) -> None:
@@ -65,12 +72,16 @@ def export_torchscript(model: nn.Module, example: torch.Tensor, path: str | Path
 
 
 def export_torch_export(model: nn.Module, example: torch.Tensor, path: str | Path) -> Path:
+    import torch
+
     program = torch.export.export(model.eval(), (example,))
     return _atomic_write(Path(path), lambda tmp: torch.export.save(program, str(tmp)))
 
 
 def export_onnx(model: nn.Module, example: torch.Tensor, path: str | Path, opset: int = ONNX_OPSET) -> Path:
     """ONNX via torch's TorchScript-based exporter (dynamo=False; checked against onnxruntime)."""
+    import torch
+
     if opset < 17:
         raise ValueError(f"ONNX opset must be >= 17 (LayerNormalization), got {opset}")
     model = model.eval()
@@ -88,6 +99,7 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: str | Path, opset
 def export_coreml(model: nn.Module, example: torch.Tensor, path: str | Path) -> Path:
     """CoreML ML program (.mlpackage) converted from `torch.export`."""
     import coremltools as ct  # heavy import, only when needed
+    import torch
 
     if Path(path).suffix != ".mlpackage":
         raise ValueError(f"a CoreML ML program is saved as a .mlpackage directory, got {path}")
@@ -101,6 +113,7 @@ def export_coreml(model: nn.Module, example: torch.Tensor, path: str | Path) -> 
 def check_onnx(path: str | Path, model: nn.Module, example: torch.Tensor) -> float:
     """Max relative error of onnxruntime's output against torch's (relative to max |logit|)."""
     import onnxruntime as ort
+    import torch
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     (onnx_out,) = session.run(None, {"image": example.numpy()})

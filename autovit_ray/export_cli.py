@@ -27,14 +27,15 @@ import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torch import nn
+
+if TYPE_CHECKING:  # torch where a model runs: --help and bad flags answer without it
+    import torch
+    from torch import nn
 
 from .export import FORMATS, example_input, export_model
-from .registry import is_model_uri
 from .space import Arch, SearchSpace
 
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -179,6 +180,8 @@ def errors(output: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
 
 def run_exported(fmt: str, path: Path, x: torch.Tensor) -> np.ndarray | None:
     """The exported model's output on `x`; None where it cannot run here (CoreML off macOS)."""
+    import torch
+
     if fmt == "torchscript":
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated, still supported
@@ -220,11 +223,13 @@ def check_outputs(outputs: dict[str, Callable[[], np.ndarray | None]], reference
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     import timm
+    import torch
 
     from .adapters import default_tracking_uri
     from .checkpoint import load_supernet
     from .data import build_loader
     from .models import calibrated_subnet, save_subnet
+    from .registry import is_model_uri
     from .search.cli import resolve_checkpoint
 
     formats = parse_formats(args.format)
