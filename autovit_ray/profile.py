@@ -64,7 +64,11 @@ def _parse_arch(text: str, space: SearchSpace, resolution: int | None) -> tuple[
     else:
         path = Path(text)
         source = path.read_text() if path.suffix == ".json" and path.is_file() else text
-        arch = Arch.from_json(source)
+        try:
+            arch = Arch.from_json(source)
+        except ValueError as e:
+            raise ValueError(f"--arch {text!r} is not an arch: expected 'smallest', 'largest', an arch's JSON "
+                             f"or a .json file holding one ({e})") from None
         label = str(arch)
     if resolution is not None:
         arch = dataclasses.replace(arch, resolution=resolution)

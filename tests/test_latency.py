@@ -403,3 +403,30 @@ def _hash(arch_json: str) -> str:
     from autovit_ray.space import Arch
 
     return Arch.from_json(arch_json).arch_hash
+
+
+def test_merge_tables_of_separate_resolutions(fake_table):
+    """Tables built one resolution at a time merge into one that predicts as each part did; tables
+    that overlap, or come from another backend, are refused."""
+    from autovit_ray.latency import merge_tables
+
+    space = load_space("xxs", profile="digits")  # one 8 px resolution: a second table, cheaply
+    config = BuildConfig(rounds=1, repeats=1, references=4, folds=2, quiet_cpus=None)
+    small = build_table(space, FakeBackend(), [8], num_classes=10, config=config, log=lambda _m: None)
+    with pytest.raises(ValueError, match="different spaces or backends"):
+        merge_tables([fake_table, small])  # the imagenet and digits profiles are other spaces
+    at_128 = fake_table
+    imagenet = load_space("xxs")
+    at_192 = build_table(imagenet, FakeBackend(), [192], num_classes=10, config=config, log=lambda _m: None)
+    merged = merge_tables([at_128, at_192])
+    assert sorted(merged.resolutions) == [128, 192]
+    archs = [dataclasses.replace(a, resolution=r) for a, r in zip(_archs(imagenet, 6, seed=5), [128, 192] * 3)]
+    for arch in archs:
+        part = at_128 if arch.resolution == 128 else at_192
+        assert merged.predict_latency(arch, part.method) == pytest.approx(part.predict_latency(arch, part.method),
+                                                                          rel=1e-12)
+    assert len(merged.metadata["references"]) == len(at_128.metadata["references"]) + len(at_192.metadata["references"])
+    with pytest.raises(ValueError, match="overlap at resolutions \\[128\\]"):
+        merge_tables([at_128, merged])
+    with pytest.raises(ValueError, match="at least one table"):
+        merge_tables([])

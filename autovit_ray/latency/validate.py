@@ -34,6 +34,11 @@ Log = Callable[[str], None]
 def error_metrics(predicted: Sequence[float], measured: Sequence[float]) -> dict[str, float]:
     """MAPE (%), % of points within +-5% and +-10% of the measurement, Kendall tau."""
     p, m = np.asarray(predicted, dtype=float), np.asarray(measured, dtype=float)
+    if p.shape != m.shape or p.ndim != 1 or p.size < 2:
+        raise ValueError(f"error_metrics needs equal-length predictions and measurements (>= 2), got "
+                         f"{p.size} and {m.size}")
+    if not (m > 0).all():
+        raise ValueError("error_metrics: every measured latency must be positive (errors are relative to it)")
     rel = np.abs(p - m) / m
     return {"mape": float(rel.mean() * 100), "within_5": float(np.mean(rel <= 0.05) * 100),
             "within_10": float(np.mean(rel <= 0.10) * 100), "kendall_tau": kendall_tau(p, m),

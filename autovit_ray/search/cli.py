@@ -151,11 +151,17 @@ def evaluator_cpus(cfg: SearchConfig) -> float:
 
     if cfg.cpus_per_evaluator is not None:
         return cfg.cpus_per_evaluator
-    trials = (cfg.concurrent_trials or 2 * cfg.evaluators) * TRIAL_CPUS
-    free = ray.available_resources().get("CPU", 0.0) - trials
-    share = int(100 * free / cfg.evaluators) / 100
+    return evaluator_share(ray.available_resources().get("CPU", 0.0), cfg.evaluators,
+                           cfg.concurrent_trials or 2 * cfg.evaluators)
+
+
+def evaluator_share(free_cpus: float, evaluators: int, concurrent_trials: int) -> float:
+    """The CPUs each of `evaluators` actors may reserve out of `free_cpus` once `concurrent_trials`
+    trials have their `TRIAL_CPUS` each: at most 1, rounded down to 0.01; too few is a ValueError."""
+    free = free_cpus - concurrent_trials * TRIAL_CPUS
+    share = int(100 * free / evaluators) / 100
     if share < 0.01:
-        raise ValueError(f"the Ray cluster has {free + trials:.2f} free CPUs: too few for {cfg.evaluators} "
+        raise ValueError(f"the Ray cluster has {free_cpus:.2f} free CPUs: too few for {evaluators} "
                          "evaluators and the Tune trials; use fewer --evaluators or a bigger cluster")
     return min(1.0, share)
 
