@@ -7,7 +7,6 @@ import json
 import random
 
 import pytest
-import ray
 import timm
 import torch
 
