@@ -26,7 +26,6 @@ import argparse
 import dataclasses
 import hashlib
 import json
-import os
 import random
 import shlex
 import sys
@@ -249,7 +248,7 @@ class Pipeline:
     # -- Ray -------------------------------------------------------------------------------------------
     def _ensure_ray(self) -> None:
         """One Ray for every stage (a local one unless an address is given), shut down at the end."""
-        if connect_ray(self.cfg.address, self.cfg.num_cpus or os.cpu_count()):
+        if connect_ray(self.cfg.address, self.cfg.num_cpus):  # None: Ray's detection (container limits)
             self._ray_started = True
 
     def close(self) -> None:

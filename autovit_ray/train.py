@@ -137,7 +137,8 @@ def check_inputs(cfg: TrainConfig, spaces: dict[str, SearchSpace] | None = None
 def connect_ray(cfg: TrainConfig, address: str | None = None) -> bool:
     """Connect to the cluster (--address, ray.address, RAY_ADDRESS under `ray job submit`) or start a
     local Ray. Returns whether this call initialised Ray (and so should shut it down)."""
-    return adapters.connect_ray(address or cfg.ray.address, cfg.ray.num_cpus or os.cpu_count())
+    # num_cpus None: Ray's own detection, which honours a container's CPU limit (os.cpu_count() does not)
+    return adapters.connect_ray(address or cfg.ray.address, cfg.ray.num_cpus)
 
 
 def plan_resources(cfg: TrainConfig, num_supernets: int, cluster: Mapping[str, float]) -> dict[str, Any]:

@@ -111,7 +111,8 @@ class EvalSection:
 class RaySection:
     address: str | None = _doc("Ray cluster address (also --address / RAY_ADDRESS); None: start a "
                                "local Ray", default=None)
-    num_cpus: int | None = _doc("CPUs of the local Ray (None: this machine's)", default=None)
+    num_cpus: int | None = _doc("CPUs of the local Ray (None: Ray's detection, which honours a container's "
+                                "CPU limit)", default=None)
     num_workers: int = _doc("data-parallel workers per supernet", default=1)
     cpus_per_worker: float | None = _doc("CPUs reserved per worker (None: share the CPUs among all "
                                          "workers of all supernets, fractional on small machines)",
