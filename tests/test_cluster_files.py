@@ -201,6 +201,9 @@ POD_TEMPLATE_FIELDS: dict[str, str | tuple[str, ...]] = {
     "spec.volumes[].name": "string",
     "spec.volumes[].persistentVolumeClaim": "object",
     "spec.volumes[].persistentVolumeClaim.claimName": "string",
+    "spec.volumes[].emptyDir": "object",  # core/v1 EmptyDirVolumeSource
+    "spec.volumes[].emptyDir.medium": "string",
+    "spec.volumes[].emptyDir.sizeLimit": "quantity",
 }
 for _template in ("spec.rayClusterSpec.headGroupSpec.template", "spec.rayClusterSpec.workerGroupSpecs[].template"):
     RAYJOB_FIELDS.update({f"{_template}.{k}" if k else _template: v for k, v in POD_TEMPLATE_FIELDS.items()})
@@ -231,6 +234,8 @@ def _type_ok(kind: str | tuple[str, ...], value: Any) -> bool:
         return isinstance(value, list)
     if kind == "map[string]string":
         return isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
+    if kind == "quantity":  # int-or-string
+        return type(value) in (int, str)
     if kind == "map[string]quantity":  # int-or-string
         return isinstance(value, dict) and all(type(v) in (int, str) for v in value.values())
     raise ValueError(f"unknown field type {kind!r}")
