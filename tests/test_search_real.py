@@ -282,3 +282,24 @@ def test_failed_trials_carry_the_error_in_full(ray_session, tmp_path):
     (failure,) = failed_trials(analysis)
     assert failure["arch"] == "x" and "ValueError: planted failure for arch x" in failure["error"]
     assert "raise ValueError" in failure["error"]  # in full (with the stack), not its last line
+
+
+def test_a_hung_actor_is_restarted_after_the_timeout(trained_digits_experiment, ray_session):
+    """An actor that never answers (SIGSTOP) would hang the search: after `timeout_s` the pool kills it,
+    Ray restarts it and the request goes again."""
+    import os
+    import signal
+
+    checkpoint = find_checkpoint(trained_digits_experiment.dir, "xxs")
+    pool = EvaluatorPool(str(checkpoint), 1, settings=EvalSettings(max_batches=1, calib_batches=1),
+                         cpus_per_evaluator=0.3, timeout_s=5.0)
+    _, space, _ = load_supernet(checkpoint)
+    arch = space.smallest()
+    hung = pool.stats()[0]["pid"]
+    os.kill(hung, signal.SIGSTOP)
+    result = pool.evaluate(arch)
+    assert result["arch_hash"] == arch.arch_hash and pool.retries == 1
+    assert pool.stats()[0]["pid"] != hung
+    pool.shutdown()
+    with pytest.raises(ValueError, match="evaluation timeout must be positive"):
+        EvaluatorPool(str(checkpoint), 1, cpus_per_evaluator=0.3, timeout_s=0)

@@ -3,7 +3,8 @@ supernet replicas"), and the pool that Tune trials share.
 
 Each `EvaluatorActor` loads the checkpoint once (once per incarnation: Ray restarts a dead actor,
 `max_restarts`, and the new incarnation loads again). `EvaluatorPool.evaluate` sends a request
-to one actor, retries a request lost with a dead actor once on the next actor, and counts an
+to one actor, retries a request lost with a dead (or, after `timeout_s`, hung and then restarted) actor
+once on the next actor, and counts an
 evaluation only when a result comes back, so nothing is counted twice.
 """
 
@@ -72,7 +73,10 @@ class EvaluatorPool:
     def __init__(self, checkpoint: str, num_evaluators: int, lut: str | None = None,
                  settings: EvalSettings | None = None, data_overrides: dict[str, Any] | None = None,
                  cpus_per_evaluator: float = 1.0, threads_per_evaluator: int = 1,
-                 scheduling_strategy: str = "SPREAD", cache: EvalCache | None = None) -> None:
+                 scheduling_strategy: str = "SPREAD", cache: EvalCache | None = None,
+                 timeout_s: float | None = 600.0) -> None:
+        if timeout_s is not None and timeout_s <= 0:
+            raise ValueError(f"the evaluation timeout must be positive seconds or None, got {timeout_s!r}")
         if not isinstance(num_evaluators, int) or num_evaluators < 1:
             raise ValueError(f"the search needs at least one evaluator actor, got --evaluators {num_evaluators!r}")
         self.actors = [
@@ -81,7 +85,7 @@ class EvaluatorPool:
                 str(checkpoint), str(lut) if lut else None, asdict(settings or EvalSettings()), dict(data_overrides or {}),
                 threads_per_evaluator)
             for _ in range(num_evaluators)]
-        self.cache = cache
+        self.cache, self.timeout_s = cache, timeout_s
         self.retries = 0  # requests lost with a dead actor and sent again (this process's pool object)
         self.stats()  # fail fast: surface a bad checkpoint or LUT here, not inside the first trial
 
@@ -103,9 +107,11 @@ class EvaluatorPool:
         for attempt in range(attempts):
             actor = self.actors[(first + attempt) % len(self.actors)]
             try:
-                return ray.get(actor.evaluate.remote(arch.to_json(), split))
-            except RayActorError as exc:  # the actor died mid-request; Ray restarts it
+                return ray.get(actor.evaluate.remote(arch.to_json(), split), timeout=self.timeout_s)
+            except (RayActorError, GetTimeoutError) as exc:  # died mid-request, or hangs: restart it
                 error = exc
+                if isinstance(exc, GetTimeoutError):  # a hung actor would hang every search step after it
+                    ray.kill(actor, no_restart=False)
                 if attempt + 1 < attempts:
                     self.retries += 1
                 _wait_until_alive(actor)

@@ -80,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="default: the free CPUs shared by the evaluators (at most 1 each), leaving a "
                         "little for the Tune trials, which only wait on the pool")
     p.add_argument("--threads-per-evaluator", type=int, default=DEFAULTS["threads_per_evaluator"])
+    p.add_argument("--eval-timeout-s", type=float, default=DEFAULTS["eval_timeout_s"],
+                   help="seconds one evaluation may take; a hung evaluator actor is then restarted and the "
+                        "request sent again (default %(default)s)")
     p.add_argument("--concurrent-trials", type=int, default=None, help="default: 2 x evaluators")
     p.add_argument("--eval-batches", type=int, default=None, help="validation batches per candidate (default all)")
     p.add_argument("--calib-batches", type=int, default=None, help="BN recalibration batches (default all)")
@@ -324,7 +327,7 @@ def _run_started(cfg: SearchConfig, tracker: Any, strategy: SearchStrategy, chec
     prepare_in_memory(data)
     cache = None if cfg.no_eval_cache else EvalCache(cfg.eval_cache or out_dir / "search" / CACHE_FILE, context)
     pool = EvaluatorPool(str(checkpoint), cfg.evaluators, cfg.lut, settings, data_overrides,
-                         evaluator_cpus(cfg), cfg.threads_per_evaluator, cache=cache)
+                         evaluator_cpus(cfg), cfg.threads_per_evaluator, cache=cache, timeout_s=cfg.eval_timeout_s)
     searcher = AutoViTSearcher(strategy, metric="top1", mode="max")
     progress = progress_callback(strategy, cfg.name)
     trainable = tune.with_resources(

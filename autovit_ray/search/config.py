@@ -35,6 +35,7 @@ class SearchConfig:
     evaluators: int = 2  # evaluator actors (supernet replicas)
     cpus_per_evaluator: float | None = None  # default: the free CPUs shared by the evaluators (<= 1 each)
     threads_per_evaluator: int = 1
+    eval_timeout_s: float | None = 600.0  # one evaluation longer than this: its actor is restarted, the request resent
     concurrent_trials: int | None = None  # default: 2 x evaluators
     eval_batches: int | None = None  # validation batches per candidate (default all; the test report reads all)
     calib_batches: int | None = None  # BN recalibration batches (default all)
@@ -69,7 +70,7 @@ class SearchConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{flag(name)} must be >= 1, got {value}")
-        for name in ("params_budget", "latency_budget_ms", "cpus_per_evaluator"):
+        for name in ("params_budget", "latency_budget_ms", "cpus_per_evaluator", "eval_timeout_s"):
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ValueError(f"{flag(name)} must be positive, got {value}")
@@ -131,7 +132,7 @@ DEFAULTS = {f.name: f.default for f in dataclasses.fields(SearchConfig)}
 # out of its identity (`autovit_ray.search.cli.search_identity`). Paths (`checkpoint`, `lut`,
 # `data_dir`) are there by content instead: the checkpoint's digest, the LUT's, the split's.
 NOT_IN_IDENTITY = frozenset({
-    "name", "checkpoint", "lut", "data_dir", "evaluators", "cpus_per_evaluator", "threads_per_evaluator",
+    "name", "checkpoint", "lut", "data_dir", "evaluators", "cpus_per_evaluator", "threads_per_evaluator", "eval_timeout_s",
     "concurrent_trials", "eval_cache", "no_eval_cache", "top_k", "export_formats", "registered_model_name",
     "no_register", "output_dir", "mlflow_uri", "address", "num_cpus", "new_run",
 })
