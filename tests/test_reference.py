@@ -140,3 +140,26 @@ def test_verdict_with_a_paired_test_calls_noise_noise():
     # significantly better but slower: not a win at the budget
     slow = _row("a", "searched", 98.33, 1.2)
     assert "no searched model beats" in verdict([slow, peer], "torch-cpu", 100, {"a": clear})
+
+
+def test_a_reference_run_resumes_across_settings_added_to_the_code_since():
+    """A run saved by older code lacks the settings added since: it resumes while they hold their
+    defaults (the behaviour it was trained with), not when one is set, nor when any setting changed."""
+    import copy
+
+    from autovit_ray.training.config import load_config
+    from autovit_ray.training.reference import ReferenceSpec, _fingerprint, same_settings
+
+    spec = ReferenceSpec("mobilevit_xxs", 8)
+    cfg = load_config("digits")
+    current = _fingerprint(cfg, spec, data_path="tensors")
+    older = copy.deepcopy(current)
+    del older["config"]["schedule"]["kind"], older["config"]["data"]["crop"]  # added later, at defaults
+    assert same_settings(current, current) and same_settings(older, current)
+    onecycle = _fingerprint(load_config("digits", ["schedule.kind=onecycle"]), spec, data_path="tensors")
+    assert not same_settings(older, onecycle)  # a new setting away from its default
+    other = _fingerprint(load_config("digits", ["optimizer.lr=0.01"]), spec, data_path="tensors")
+    assert not same_settings(current, other) and not same_settings(older, other)
+    removed = copy.deepcopy(current)
+    removed["config"]["data"]["gone"] = 1  # a setting the code no longer has
+    assert not same_settings(removed, current)

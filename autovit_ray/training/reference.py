@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from autovit_ray.config import flatten
 from autovit_ray.data import build_loaders, resolve_data_path
 from autovit_ray.distill import build_teacher, kd_loss
 from autovit_ray.io import atomic_path, atomic_write_text
@@ -173,11 +174,21 @@ def build_spec(spec: ReferenceSpec, num_classes: int) -> tuple[nn.Module, str]:
     return model, note.lstrip("; ")
 
 
-def _fingerprint(cfg: TrainConfig, spec: ReferenceSpec) -> dict[str, Any]:
+def _fingerprint(cfg: TrainConfig, spec: ReferenceSpec, data_path: str | None = None) -> dict[str, Any]:
     """What the run's result depends on: the training config (less where it is written) and the spec."""
     config = {k: v for k, v in cfg.to_dict().items() if k not in ("name", "output_dir", "supernets", "mlflow", "ray")}
     return json.loads(json.dumps({"spec": dataclasses.asdict(spec), "config": config,
-                                  "data_path": resolve_data_path(cfg.data)}, default=str))
+                                  "data_path": data_path or resolve_data_path(cfg.data)}, default=str))
+
+
+def same_settings(saved: dict[str, Any], current: dict[str, Any]) -> bool:
+    """Whether a saved run's fingerprint is the current one. A setting the saved one lacks was added
+    to the code since: it matches while the current value is that setting's default (the behaviour
+    the run was trained with), as `train` treats a resumed experiment's config."""
+    old, new = flatten(saved), flatten(current)
+    defaults = flatten(_fingerprint(TrainConfig(), ReferenceSpec("", 0), data_path="-"))
+    return set(old) <= set(new) and all(old[k] == new[k] for k in old) and all(
+        k in defaults and new[k] == defaults[k] for k in set(new) - set(old))
 
 
 def _load_state(path: Path, fingerprint: dict[str, Any], log: Callable[[str], None]) -> dict[str, Any] | None:
@@ -189,7 +200,7 @@ def _load_state(path: Path, fingerprint: dict[str, Any], log: Callable[[str], No
     except Exception as e:  # a truncated or foreign file: train again rather than use it
         log(f"{path} is unreadable ({type(e).__name__}); training the reference again from scratch")
         return None
-    if state.get("fingerprint") != fingerprint:
+    if not isinstance(state.get("fingerprint"), dict) or not same_settings(state["fingerprint"], fingerprint):
         log(f"{path} was trained with other settings; training the reference again from scratch")
         return None
     return state
