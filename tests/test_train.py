@@ -535,3 +535,22 @@ def test_crashed_run_resumes_exactly_with_the_same_name(ray_session, tmp_path, o
     assert resumed["epoch"] == 2 and resumed["global_step"] == reference.global_step == 4
     for key, value in reference.model.state_dict().items():
         assert torch.allclose(resumed["model"][key].float(), value.float(), atol=1e-6, rtol=0), key
+
+
+@pytest.mark.parametrize("regularize, expected", [("largest", [0.3, 0.0, 0.0]), ("all", [0.3, 0.3, 0.3])])
+def test_dropout_on_the_largest_subnet_only(regularize, expected, one_thread) -> None:
+    """model.regularize=largest (BigNAS): a sandwich step runs the largest subnet with the dropout and
+    the smallest and the random one without it."""
+    cfg = load_config("digits", list(TINY_TRAIN_SETTINGS) + [
+        "supernets=xxs", "train.sampler=sandwich", "train.sandwich_random=1", "kd.kind=soft", "kd.inplace=true",
+        "model.drop_rate=0.3", f"model.regularize={regularize}"])
+    trainer = SupernetTrainer(cfg, _digits_space(), log=lambda _: None)
+    seen: list[float] = []
+    trainer.model.head.dropout.register_forward_pre_hook(lambda module, _args: seen.append(module.p))
+    x, y = next(iter(trainer.loaders.train))
+    archs = sample_step_archs(trainer.space, "sandwich", cfg.seed, 1, 0, 1)
+    assert archs[0] == trainer.space.largest() and len(archs) == 3
+    trainer.train_step(x, y, archs)
+    assert seen == expected
+    with pytest.raises(ValueError, match="model.regularize = 'smallest' is invalid"):
+        load_config("digits", ["model.regularize=smallest"])

@@ -33,6 +33,7 @@ from autovit_ray.space import BUILTIN_SPACES
 
 CONFIG_DIR = packaged_configs("train")
 SAMPLERS = ("uniform", "sandwich")
+REGULARIZE = ("all", "largest")
 SCHEDULE_KINDS = ("cosine", "onecycle")
 ANNEALS = ("cos", "linear")
 AUTO_BOOL = ("auto", True, False)
@@ -46,6 +47,8 @@ def _doc(text: str, **kwargs: Any) -> Any:
 @dataclass(frozen=True)
 class ModelSection:
     drop_rate: float = _doc("dropout before the classifier", default=0.0)
+    regularize: str = _doc("which training subnets get the dropout: 'all', or 'largest' only (BigNAS: the "
+                           "smaller subnets underfit and learn from the largest, in place)", default="all")
 
 
 @dataclass(frozen=True)
@@ -187,6 +190,10 @@ def _validate(cfg: TrainConfig) -> None:
         if value < 1:
             raise bad_field(name, value if name != "train.sandwich_random" else t.sandwich_random,
                        "a positive integer" if name != "train.sandwich_random" else "an integer >= 0")
+    if not 0.0 <= cfg.model.drop_rate < 1.0:
+        raise bad_field("model.drop_rate", cfg.model.drop_rate, "a probability in [0, 1)")
+    if cfg.model.regularize not in REGULARIZE:
+        raise bad_field("model.regularize", cfg.model.regularize, f"one of {REGULARIZE}")
     if t.sampler not in SAMPLERS:
         raise bad_field("train.sampler", t.sampler, f"one of {SAMPLERS}")
     for name in ("max_steps_per_epoch", "stop_after_epoch", "fail_after_epoch", "keep_checkpoints"):
@@ -290,7 +297,7 @@ def describe_fields() -> str:
 
 
 __all__ = [
-    "ANNEALS", "CONFIG_DIR", "EvalSection", "MlflowSection", "ModelSection", "OptimizerSection", "RaySection",
+    "ANNEALS", "CONFIG_DIR", "EvalSection", "REGULARIZE", "MlflowSection", "ModelSection", "OptimizerSection", "RaySection",
     "SAMPLERS", "SCHEDULE_KINDS", "ScheduleSection", "TrainConfig", "TrainSection", "config_from_dict", "describe_fields",
     "flatten", "load_config", "parse_override", "read_yaml_mapping", "resolve_config_path", "set_path",
 ]

@@ -225,9 +225,15 @@ class SupernetTrainer:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.world.device.type, dtype=self.amp_dtype)
 
+    def dropout_of(self, arch: Arch) -> float:
+        """The classifier dropout `arch` trains with (`model.regularize`)."""
+        m = self.cfg.model
+        return m.drop_rate if m.regularize == "all" or arch == self.space.largest() else 0.0
+
     def _loss(self, arch: Arch, x: torch.Tensor, target: torch.Tensor,
               teacher_logits: torch.Tensor | None, distill: bool) -> tuple[torch.Tensor, torch.Tensor]:
         self.model.set_active(arch)
+        self.model.head.dropout.p = self.dropout_of(arch)
         with self._autocast():
             logits = self.model(resize_batch(x, arch.resolution))
             kd = self.cfg.kd
@@ -246,6 +252,7 @@ class SupernetTrainer:
         elif kd.inplace and archs[0] != self.space.largest():
             with torch.no_grad(), self._autocast():  # in-place distillation: largest subnet as teacher
                 self.model.set_active(self.space.largest())
+                self.model.head.dropout.p = self.dropout_of(self.space.largest())
                 teacher_logits = self.model(resize_batch(x, self.space.largest().resolution))
         total = 0.0
         for arch in archs:
