@@ -1,0 +1,373 @@
+"""Rank fidelity: does the accuracy a supernet's subnets inherit rank them as training each alone would?
+
+A search trusts that it does. This measures it for any trained supernet:
+
+    python -m autovit_ray.fidelity --checkpoint outputs/cifar10 --supernet xxs --truth outputs/xxs-truth \
+        --subnets 12 --epochs 15 --lut outputs/cifar10/luts/xxs.parquet --band-ms 2.9,4.3 --in-band 8 --repeat 2
+
+1. **Draw** `--subnets` archs (seeded) from a pool of random archs sorted by LUT latency (by
+   parameters without a LUT): `--in-band` of them at evenly spaced quantiles inside the latency band
+   `--band-ms` (where a search decides: a whole-space tau is inflated by size alone), the rest
+   spread over the whole range.
+2. **Truth**: each trained from scratch alone (`python -m autovit_ray.train --arch`'s code path) with
+   the experiment's recipe for `--epochs`, in `--truth/<arch hash>-s<seed>/` (resumable: a killed run
+   continues from its last epoch); the first `--repeat` again with seed + 1, so the truth's own seed
+   noise, the ceiling of any tau, is measured. `truth.json` records the recipe: a truth folder
+   trained with another recipe is refused.
+3. **Scores** on the validation split: each subnet's inherited top-1 (BN recalibrated) from every
+   `--checkpoint` (one truth scores any number of supernets of the same space), and its stand-alone
+   top-1 (its own BN statistics).
+4. **Report** (`<truth>/fidelity.json`, printed): per supernet, Kendall tau and Spearman rho of
+   inherited vs stand-alone accuracy with bootstrap intervals, over all subnets and inside the band;
+   the same tau for two predictors that need no supernet (MACs, parameters); top-3 overlap; regret
+   (the best stand-alone accuracy minus that of the inherited-best subnet).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import random
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .io import atomic_write_text
+from .space import Arch, SearchSpace
+
+TRUTH_FILE = "truth.json"
+REPORT_FILE = "fidelity.json"
+# Settings of the stand-alone recipe that do not change what is trained (where, how, progress).
+NOT_IN_RECIPE = ("name", "output_dir", "supernets", "seed", "ray", "mlflow", "train.stop_after_epoch",
+                 "train.progress_bar", "train.arch_log", "train.fail_after_epoch", "train.keep_checkpoints",
+                 "data.data_dir", "data.num_workers", "data.cache_dir", "data.seed", "eval")
+
+
+@dataclass(frozen=True)
+class FidelityConfig:
+    checkpoints: tuple[str, ...]  # supernet checkpoint folders, all of one space
+    truth: str  # the truth folder (stand-alone runs, truth.json, fidelity.json)
+    subnets: int = 12
+    seed: int = 0  # the draw and the first training seed
+    epochs: int = 15  # stand-alone epochs (the schedule is fitted to them)
+    lut: str | None = None  # latency table: the draw spreads over its latency (else over parameters)
+    band_ms: tuple[float, float] | None = None  # the latency band where searches decide (table ms)
+    in_band: int = 0  # subnets drawn inside the band
+    repeat: int = 0  # the first `repeat` subnets trained again with seed + 1
+    overrides: tuple[str, ...] = ()  # --set on the stand-alone recipe (the experiment's, by default)
+    calib_batches: int | None = None  # BN recalibration batches for the inherited scores (None: all)
+    pool: int = 10_000  # random archs the draw picks from
+    resamples: int = 10_000  # bootstrap resamples
+    address: str | None = None  # Ray address for the stand-alone trainings
+    mlflow_uri: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.checkpoints:
+            raise ValueError("fidelity needs at least one supernet --checkpoint")
+        if self.subnets < 4:
+            raise ValueError(f"--subnets {self.subnets}: a rank correlation needs at least 4 subnets")
+        if self.epochs < 1 or self.pool < self.subnets or self.resamples < 1:
+            raise ValueError(f"--epochs must be >= 1 and --pool >= --subnets, got {self.epochs} and {self.pool}")
+        if not 0 <= self.in_band <= self.subnets or not 0 <= self.repeat <= self.subnets:
+            raise ValueError(f"--in-band {self.in_band} and --repeat {self.repeat}: expected 0..--subnets")
+        if self.in_band and (self.band_ms is None or self.lut is None):
+            raise ValueError("--in-band needs --band-ms and --lut (the band is in table milliseconds)")
+        if self.band_ms is not None and not 0 < self.band_ms[0] < self.band_ms[1]:
+            raise ValueError(f"--band-ms {self.band_ms}: expected LOW,HIGH with 0 < LOW < HIGH")
+
+
+# ---------------------------------------------------------------------------------------------------
+# The draw
+
+
+def draw_subnets(space: SearchSpace, count: int, seed: int, cost: Callable[[Arch], float],
+                 band: tuple[float, float] | None = None, in_band: int = 0, pool: int = 10_000) -> list[Arch]:
+    """`in_band` archs at evenly spaced quantiles of `cost` inside `band`, the rest at evenly spaced
+    quantiles of the whole pool (`pool` random archs, seeded), all distinct."""
+    rng = random.Random(f"fidelity/{seed}")
+    archs = sorted({a.arch_hash: a for a in (space.sample(rng) for _ in range(pool))}.values(), key=cost)
+    inside = [a for a in archs if band is not None and band[0] <= cost(a) <= band[1]]
+    if in_band and len(inside) < in_band:
+        raise ValueError(f"the latency band {list(band or ())} ms holds {len(inside)} of {len(archs)} random archs: "
+                         f"fewer than the {in_band} asked for; widen --band-ms (the pool spans "
+                         f"{cost(archs[0]):.3g}-{cost(archs[-1]):.3g} ms)")
+
+    def spread(candidates: list[Arch], k: int, taken: dict[str, Arch]) -> None:
+        free = [a for a in candidates if a.arch_hash not in taken]
+        if len(free) < k:
+            raise ValueError(f"only {len(free)} distinct archs left to draw {k} from: raise --pool")
+        for i in range(k):
+            arch = free[min(len(free) - 1, int((i + 0.5) * len(free) / k))]
+            j = free.index(arch)
+            while arch.arch_hash in taken:  # quantiles of a small pool may coincide: take the next free
+                j = (j + 1) % len(free)
+                arch = free[j]
+            taken[arch.arch_hash] = arch
+
+    taken: dict[str, Arch] = {}
+    spread(inside, in_band, taken)
+    spread(archs, count - in_band, taken)
+    return sorted(taken.values(), key=cost)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The truth: stand-alone runs
+
+
+def truth_recipe(checkpoint_config: Any, epochs: int, overrides: Sequence[str]) -> Any:
+    """The stand-alone recipe: the experiment's training config with `epochs`, uniform sampling of its
+    one arch, no in-place distillation (a lone arch has no larger teacher), then `overrides`."""
+    from .config import parse_override, set_path
+    from .training.config import config_from_dict
+
+    values = checkpoint_config.to_dict()
+    values["train"]["epochs"] = epochs
+    values["train"]["sampler"] = "uniform"
+    values["train"]["stop_after_epoch"] = None
+    if values["kd"].get("inplace"):
+        values["kd"].update({"kind": "none", "inplace": False})
+    for item in overrides:
+        set_path(values, *parse_override(item))
+    return config_from_dict(values)
+
+
+def recipe_record(cfg: Any) -> dict[str, Any]:
+    """What defines a truth's recipe (the settings that change what is trained)."""
+    from .config import flatten
+
+    return {k: v for k, v in flatten(cfg.to_dict()).items()
+            if not any(k == f or k.startswith(f + ".") for f in NOT_IN_RECIPE)}
+
+
+def check_truth_folder(truth: Path, record: dict[str, Any], space: SearchSpace) -> None:
+    """Refuse a truth folder made with another recipe or space; start one otherwise."""
+    path = truth / TRUTH_FILE
+    if path.is_file():
+        saved = json.loads(path.read_text())
+        if saved.get("space_fingerprint") != space.fingerprint():
+            raise ValueError(f"truth folder {truth} was trained on space {saved.get('space')!r} (fingerprint "
+                             f"{saved.get('space_fingerprint')}), not {space.name!r} under profile "
+                             f"{space.profile.name!r} ({space.fingerprint()}): use another --truth")
+        differing = sorted(k for k in set(saved["recipe"]) | set(record) if saved["recipe"].get(k) != record.get(k))
+        if differing:
+            raise ValueError(f"truth folder {truth} was trained with another recipe (differing: "
+                             f"{', '.join(differing[:8])}); use another --truth or the same settings")
+        return
+    truth.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps({"space": space.name, "profile": space.profile.name,
+                                        "space_fingerprint": space.fingerprint(), "recipe": record}, indent=1))
+
+
+def train_standalone(recipe: Any, arch: Arch, truth: Path, seed: int, address: str | None,
+                     mlflow_uri: str | None) -> Path:
+    """Train (or resume, or reuse) `arch` alone with `seed`; returns its final checkpoint."""
+    from .checkpoint import find_checkpoint
+    from .train import run_training, standalone_config
+
+    name = f"{arch.arch_hash}-s{seed}"
+    cfg = dataclasses.replace(recipe, name=name, output_dir=str(truth), seed=seed,
+                              data=dataclasses.replace(recipe.data, seed=seed))
+    cfg, space = standalone_config(cfg, arch, named=True)
+    try:
+        return find_checkpoint(cfg.experiment_dir, arch.supernet, final=True)
+    except ValueError:
+        pass  # not trained, or not to the end: train (run_training resumes from the last epoch)
+    results = run_training(cfg, address=address, mlflow_uri=mlflow_uri, progress_bar=False, standalone=(arch, space))
+    failed = {s: r for s, r in results.items() if r["status"] != "OK"}
+    if failed:
+        raise RuntimeError(f"stand-alone training of {arch} (seed {seed}) failed: {failed}")
+    return find_checkpoint(cfg.experiment_dir, arch.supernet, final=True)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Scores and the report
+
+
+def standalone_top1(checkpoint: Path, arch: Arch) -> float:
+    """Validation top-1 of a stand-alone run with its own BatchNorm statistics."""
+    import torch
+
+    from .checkpoint import load_supernet
+    from .data import build_loader
+    from .evaluation import score
+
+    supernet, _, config = load_supernet(checkpoint)
+    model = supernet.get_active_subnet(arch).eval()
+    result = score(model, build_loader(config.data, "val", arch.resolution), arch.resolution, torch.device("cpu"))
+    return 100.0 * result.correct1 / result.seen
+
+
+def inherited_top1(checkpoint: Path, archs: Sequence[Arch], calib_batches: int | None) -> list[float]:
+    """Validation top-1 each arch inherits from a supernet, BatchNorm recalibrated (the search's score)."""
+    from .checkpoint import load_supernet
+    from .search.evaluate import EvalSettings, SubnetEvaluator
+
+    supernet, space, config = load_supernet(checkpoint)
+    evaluator = SubnetEvaluator(supernet, space, config.data, EvalSettings(calib_batches=calib_batches))
+    return [float(evaluator.evaluate(arch)["val_top1"]) for arch in archs]
+
+
+def fidelity_stats(inherited: Sequence[float], standalone: Sequence[float], macs: Sequence[float],
+                   params: Sequence[float], in_band: Sequence[bool], resamples: int, seed: int) -> dict[str, Any]:
+    """The report of one supernet against the truth (module doc, step 4)."""
+    from .stats import kendall_tau, rank_correlation
+
+    def finite(value: float) -> float | None:
+        return value if math.isfinite(value) else None
+
+    whole = rank_correlation(inherited, standalone, resamples=resamples, seed=seed)
+    band = [i for i, inside in enumerate(in_band) if inside]
+    band_stats = (rank_correlation([inherited[i] for i in band], [standalone[i] for i in band], resamples=resamples,
+                                   seed=seed) if len(band) >= 3 else None)
+    top = min(3, len(standalone))
+    by_inherited = sorted(range(len(inherited)), key=lambda i: -inherited[i])
+    by_truth = sorted(range(len(standalone)), key=lambda i: -standalone[i])
+    return {
+        "kendall_tau": whole["kendall_tau"], "tau_low": (whole["kendall_tau_ci"] or [None, None])[0],
+        "tau_high": (whole["kendall_tau_ci"] or [None, None])[1], "spearman_rho": whole["spearman_rho"],
+        "rho_ci": whole["spearman_rho_ci"],
+        "tau_in_band": band_stats["kendall_tau"] if band_stats else None,
+        "tau_in_band_ci": band_stats["kendall_tau_ci"] if band_stats else None, "in_band": len(band),
+        "tau_macs": finite(kendall_tau(macs, standalone)), "tau_params": finite(kendall_tau(params, standalone)),
+        "top3_overlap": len(set(by_inherited[:top]) & set(by_truth[:top])),
+        "regret": standalone[by_truth[0]] - standalone[by_inherited[0]],
+        "inherited_span": max(inherited) - min(inherited),
+    }
+
+
+def run(cfg: FidelityConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Draw, train the truth (resumable), score every supernet; returns and writes the report."""
+    import statistics
+
+    from .checkpoint import read_meta, space_of
+    from .training.config import config_from_dict
+
+    checkpoints = [Path(c) for c in cfg.checkpoints]
+    metas = [read_meta(c) for c in checkpoints]
+    spaces = [space_of(m) for m in metas]
+    for checkpoint, space in zip(checkpoints[1:], spaces[1:]):
+        if space.fingerprint() != spaces[0].fingerprint():
+            raise ValueError(f"checkpoint {checkpoint} is supernet {space.name!r} under profile {space.profile.name!r} "
+                             f"(fingerprint {space.fingerprint()}), not {spaces[0].name!r} under "
+                             f"{spaces[0].profile.name!r} ({spaces[0].fingerprint()}): one truth scores supernets "
+                             "of one space")
+    space, meta = spaces[0], metas[0]
+    num_classes = int(meta["num_classes"])
+    table = None
+    if cfg.lut:
+        from .latency import LatencyTable
+
+        table = LatencyTable.load(cfg.lut, space=space)  # refuses a table of another space
+    cost = table.predict_latency if table is not None else (lambda a: float(space.count_params(a, num_classes)))
+    archs = draw_subnets(space, cfg.subnets, cfg.seed, cost, cfg.band_ms, cfg.in_band, cfg.pool)
+    recipe = truth_recipe(config_from_dict(meta["config"]), cfg.epochs, cfg.overrides)
+    truth = Path(cfg.truth)
+    check_truth_folder(truth, recipe_record(recipe), space)
+    standalone, repeats = [], []
+    for i, arch in enumerate(archs):
+        log(f"truth {i + 1}/{len(archs)}: {arch}")
+        standalone.append(standalone_top1(train_standalone(recipe, arch, truth, cfg.seed, cfg.address,
+                                                           cfg.mlflow_uri), arch))
+        if i < cfg.repeat:
+            again = standalone_top1(train_standalone(recipe, arch, truth, cfg.seed + 1, cfg.address, cfg.mlflow_uri),
+                                    arch)
+            repeats.append({"arch_hash": arch.arch_hash, "top1": [standalone[-1], again]})
+    # the truth's own noise: the standard deviation of one run, from pairs of seeds (sd = |a - b| / sqrt 2)
+    seed_sd = (statistics.fmean(abs(a - b) ** 2 / 2 for a, b in (r["top1"] for r in repeats)) ** 0.5
+               if repeats else None)
+    in_band = [cfg.band_ms is not None and cfg.band_ms[0] <= cost(a) <= cfg.band_ms[1] for a in archs]
+    macs = [float(space.count_macs(a, num_classes)) for a in archs]
+    params = [float(space.count_params(a, num_classes)) for a in archs]
+    report: dict[str, Any] = {
+        "space": space.name, "profile": space.profile.name, "space_fingerprint": space.fingerprint(),
+        "epochs": cfg.epochs, "seed": cfg.seed, "band_ms": list(cfg.band_ms) if cfg.band_ms else None,
+        "lut": cfg.lut, "standalone": {
+            "epochs": cfg.epochs, "seed_sd": seed_sd, "repeats": repeats,
+            "subnets": [{"arch": a.to_dict(), "name": str(a), "val_top1": s, "lut_ms": table.predict_latency(a)
+                         if table is not None else None, "params": p, "macs": m, "in_band": b}
+                        for a, s, p, m, b in zip(archs, standalone, params, macs, in_band)]},
+        "supernets": {}}
+    for checkpoint, checkpoint_meta in zip(checkpoints, metas):
+        inherited = inherited_top1(checkpoint, archs, cfg.calib_batches)
+        stats = fidelity_stats(inherited, standalone, macs, params, in_band, cfg.resamples, cfg.seed)
+        config = checkpoint_meta["config"]
+        report["supernets"][str(checkpoint)] = {
+            "epochs_done": int(checkpoint_meta["epoch"]), "sampler": config["train"]["sampler"],
+            "inherited": inherited, **stats}
+        log(f"{checkpoint}: Kendall tau {_fmt(stats['kendall_tau'])} [{_fmt(stats['tau_low'])}, "
+            f"{_fmt(stats['tau_high'])}], in band {_fmt(stats['tau_in_band'])} ({stats['in_band']} subnets), "
+            f"MACs baseline {_fmt(stats['tau_macs'])}, top-3 overlap {stats['top3_overlap']}/3, regret "
+            f"{stats['regret']:.2f} points; inherited span {stats['inherited_span']:.2f} points")
+    if seed_sd is not None:
+        log(f"the truth's own seed noise: sd {seed_sd:.2f} points of validation top-1 ({len(repeats)} pairs)")
+    atomic_write_text(truth / REPORT_FILE, json.dumps(report, indent=1) + "\n")
+    return report
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:+.2f}"
+
+
+# ---------------------------------------------------------------------------------------------------
+# The command line (a thin shim: nothing imports it)
+
+
+def _pair(text: str) -> tuple[float, float]:
+    try:
+        low, high = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LOW,HIGH in table ms, got {text!r}") from None
+    return low, high
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m autovit_ray.fidelity", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", action="append", required=True,
+                   help="a supernet checkpoint, or an experiment folder with --supernet (repeatable: one truth "
+                        "scores several supernets of the same space)")
+    p.add_argument("--supernet", default=None, help="xxs, xs or s, for experiment folders")
+    p.add_argument("--truth", required=True, help="folder of the stand-alone runs and the report")
+    p.add_argument("--subnets", type=int, default=12)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epochs", type=int, default=15, help="stand-alone epochs (default 15)")
+    p.add_argument("--lut", default=None, help="latency table: the draw spreads over its latency")
+    p.add_argument("--band-ms", type=_pair, default=None, help="LOW,HIGH: the latency band (table ms)")
+    p.add_argument("--in-band", type=int, default=0, help="subnets drawn inside --band-ms")
+    p.add_argument("--repeat", type=int, default=0, help="the first N subnets trained again with seed + 1")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="override the stand-alone recipe (the experiment's training config)")
+    p.add_argument("--calib-batches", type=int, default=None)
+    p.add_argument("--pool", type=int, default=10_000)
+    p.add_argument("--resamples", type=int, default=10_000)
+    p.add_argument("--address", default=None)
+    p.add_argument("--mlflow-uri", default=None)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        from .search.cli import resolve_checkpoint
+
+        checkpoints = tuple(str(resolve_checkpoint(argparse.Namespace(checkpoint=c, supernet=args.supernet)))
+                            for c in args.checkpoint)
+        run(FidelityConfig(checkpoints=checkpoints, truth=args.truth, subnets=args.subnets, seed=args.seed,
+                           epochs=args.epochs, lut=args.lut, band_ms=args.band_ms, in_band=args.in_band,
+                           repeat=args.repeat, overrides=tuple(args.set), calib_batches=args.calib_batches,
+                           pool=args.pool, resamples=args.resamples, address=args.address,
+                           mlflow_uri=args.mlflow_uri))
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+__all__ = ["FidelityConfig", "draw_subnets", "fidelity_stats", "main", "run"]
+
+if __name__ == "__main__":
+    raise SystemExit(main())

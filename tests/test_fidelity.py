@@ -1,0 +1,80 @@
+"""Rank fidelity (`python -m autovit_ray.fidelity`): the draw, the statistics, and a whole run on the
+session's digits supernets (a stand-alone truth trained through train --arch's code path, resumed,
+refused with another recipe)."""
+
+from __future__ import annotations
+
+import statistics
+
+import pytest
+
+from autovit_ray.fidelity import FidelityConfig, draw_subnets, fidelity_stats, main, run
+from autovit_ray.space import load_space
+
+
+def test_draw_spreads_over_the_range_and_fills_the_band():
+    space = load_space("xxs", profile="digits")
+    cost = lambda a: float(space.count_params(a, 10))  # noqa: E731
+    pool = sorted(cost(space.sample(__import__("random").Random(i))) for i in range(200))
+    band = (pool[50], pool[150])
+    archs = draw_subnets(space, 8, seed=0, cost=cost, band=band, in_band=5, pool=500)
+    assert len({a.arch_hash for a in archs}) == 8
+    assert sum(band[0] <= cost(a) <= band[1] for a in archs) >= 5
+    assert [a.arch_hash for a in archs] == [a.arch_hash for a in draw_subnets(space, 8, 0, cost, band, 5, pool=500)]
+    assert [a.arch_hash for a in archs] != [a.arch_hash for a in draw_subnets(space, 8, 1, cost, band, 5, pool=500)]
+    with pytest.raises(ValueError, match="holds 0 of .* fewer than the 2 asked for"):
+        draw_subnets(space, 4, 0, cost, band=(1.0, 2.0), in_band=2, pool=200)
+
+
+def test_fidelity_statistics_by_hand():
+    truth = [60.0, 62.0, 64.0, 66.0, 68.0]
+    same = fidelity_stats([70, 71, 72, 73, 74], truth, macs=[1, 2, 3, 4, 5], params=[5, 4, 3, 2, 1],
+                          in_band=[False, True, True, True, False], resamples=200, seed=0)
+    assert same["kendall_tau"] == 1.0 and same["tau_in_band"] == 1.0 and same["in_band"] == 3
+    assert same["tau_macs"] == 1.0 and same["tau_params"] == -1.0
+    assert same["top3_overlap"] == 3 and same["regret"] == 0.0 and same["inherited_span"] == 4.0
+    flipped = fidelity_stats([74, 73, 72, 71, 70], truth, [1, 2, 3, 4, 5], [1, 2, 3, 4, 5], [True] * 5, 200, 0)
+    assert flipped["kendall_tau"] == -1.0 and flipped["regret"] == 8.0 and flipped["top3_overlap"] == 1
+
+
+def test_bad_fidelity_settings():
+    with pytest.raises(ValueError, match="at least 4 subnets"):
+        FidelityConfig(checkpoints=("x",), truth="t", subnets=3)
+    with pytest.raises(ValueError, match="--in-band needs --band-ms and --lut"):
+        FidelityConfig(checkpoints=("x",), truth="t", in_band=2)
+
+
+TINY = ("data.batch_size=16", "data.calib_size=32", "train.max_steps_per_epoch=2", "eval.num_random_subnets=0",
+        "eval.max_batches=1", "eval.calib_batches=1", "ray.torch_threads=1", "ray.cpus_per_worker=0.5")
+
+
+@pytest.mark.integration  # five Ray Train runs (~2 min): the integration step, not the 12-minute unit suite
+def test_a_whole_fidelity_run_resumes_and_refuses_another_recipe(trained_digits_experiment, ray_session, tmp_path,
+                                                                 monkeypatch, capsys):
+    from autovit_ray import train
+    from autovit_ray.checkpoint import find_checkpoint
+
+    xxs = str(find_checkpoint(trained_digits_experiment.dir, "xxs"))
+    cfg = FidelityConfig(checkpoints=(xxs,), truth=str(tmp_path / "truth"), subnets=4, epochs=1, repeat=1,
+                         overrides=TINY, pool=200, resamples=200)
+    report = run(cfg, log=lambda _: None)
+    subnets = report["standalone"]["subnets"]
+    assert len(subnets) == 4 and all(0.0 <= s["val_top1"] <= 100.0 for s in subnets)
+    (pair,) = report["standalone"]["repeats"]
+    assert report["standalone"]["seed_sd"] == pytest.approx(abs(pair["top1"][0] - pair["top1"][1]) / 2 ** 0.5)
+    scored = report["supernets"][xxs]
+    assert scored["epochs_done"] == 2 and scored["sampler"] == "uniform" and len(scored["inherited"]) == 4
+    assert scored["kendall_tau"] is None or -1.0 <= scored["kendall_tau"] <= 1.0
+    assert scored["inherited_span"] == pytest.approx(max(scored["inherited"]) - min(scored["inherited"]))
+    assert statistics.fmean(scored["inherited"]) > 0
+    # a rerun finds the truth trained: nothing is trained again
+    monkeypatch.setattr(train, "run_training", lambda *a, **k: pytest.fail("the truth was trained again"))
+    assert run(cfg, log=lambda _: None)["standalone"]["subnets"] == subnets
+    monkeypatch.undo()
+    # the CLI: another recipe in the same truth folder, and supernets of two spaces, are refused
+    base = ["--checkpoint", xxs, "--truth", cfg.truth, "--subnets", "4", "--epochs", "1", "--pool", "200"]
+    assert main([*base, *(f"--set={s}" for s in TINY), "--set", "optimizer.lr=0.01"]) == 2
+    assert "was trained with another recipe (differing: optimizer.lr)" in capsys.readouterr().err
+    xs = str(find_checkpoint(trained_digits_experiment.dir, "xs"))
+    assert main([*base, "--checkpoint", xs]) == 2
+    assert "one truth scores supernets of one space" in capsys.readouterr().err
