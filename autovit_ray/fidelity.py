@@ -17,7 +17,8 @@ A search trusts that it does. This measures it for any trained supernet:
 3. **Scores** on the validation split: each subnet's inherited top-1 (BN recalibrated) from every
    `--checkpoint` (one truth scores any number of supernets of the same space), and its stand-alone
    top-1 (its own BN statistics).
-4. **Report** (`<truth>/fidelity.json`, printed): per supernet, Kendall tau and Spearman rho of
+4. **Report** (`<truth>/fidelity.json`, printed, an MLflow run "fidelity", a section of the experiment's
+   report page when the truth is the default `<experiment>/fidelity`): per supernet, Kendall tau and Spearman rho of
    inherited vs stand-alone accuracy with bootstrap intervals, over all subnets and inside the band;
    the same tau for two predictors that need no supernet (MACs, parameters); top-3 overlap; regret
    (the best stand-alone accuracy minus that of the inherited-best subnet).
@@ -305,7 +306,37 @@ def run(cfg: FidelityConfig, log: Callable[[str], None] = print) -> dict[str, An
     if seed_sd is not None:
         log(f"the truth's own seed noise: sd {seed_sd:.2f} points of validation top-1 ({len(repeats)} pairs)")
     atomic_write_text(truth / REPORT_FILE, json.dumps(report, indent=1) + "\n")
+    report["mlflow_run_id"] = log_to_mlflow(report, cfg, truth)
     return report
+
+
+def log_to_mlflow(report: dict[str, Any], cfg: FidelityConfig, truth: Path) -> str:
+    """One MLflow run "fidelity" (experiment "<space>-fidelity"): the settings as params, each supernet's
+    statistics as metrics `supernet<i>/<name>` (tag `supernet<i>`: its checkpoint), the report as an
+    artifact. Tracking URI: --mlflow-uri, $MLFLOW_TRACKING_URI, else sqlite in the truth folder."""
+    from .adapters import default_tracking_uri, mlflow_client, retry_locked
+    from .tracking import experiment_id
+
+    uri = default_tracking_uri(truth, cfg.mlflow_uri)
+    client = mlflow_client(uri)
+    eid = experiment_id(client, uri, f"{report['space']}-fidelity")
+    run = retry_locked(lambda: client.create_run(eid, run_name="fidelity", tags={"truth": str(truth.resolve())}))
+    run_id = run.info.run_id
+    params = {"subnets": cfg.subnets, "epochs": cfg.epochs, "seed": cfg.seed, "repeat": cfg.repeat,
+              "in_band": cfg.in_band, "band_ms": cfg.band_ms, "lut": cfg.lut, "profile": report["profile"]}
+    for key, value in params.items():
+        client.log_param(run_id, key, "" if value is None else str(value))
+    for i, (checkpoint, stats) in enumerate(report["supernets"].items()):
+        client.set_tag(run_id, f"supernet{i}", checkpoint)
+        for name in ("kendall_tau", "tau_low", "tau_high", "spearman_rho", "tau_in_band", "tau_macs", "tau_params",
+                     "top3_overlap", "regret", "inherited_span"):
+            if isinstance(stats.get(name), (int, float)):
+                client.log_metric(run_id, f"supernet{i}/{name}", float(stats[name]))
+    if report["standalone"]["seed_sd"] is not None:
+        client.log_metric(run_id, "truth_seed_sd", float(report["standalone"]["seed_sd"]))
+    client.log_artifact(run_id, str(truth / REPORT_FILE))
+    client.set_terminated(run_id, "FINISHED")
+    return run_id
 
 
 def _fmt(value: float | None) -> str:
@@ -331,7 +362,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a supernet checkpoint, or an experiment folder with --supernet (repeatable: one truth "
                         "scores several supernets of the same space)")
     p.add_argument("--supernet", default=None, help="xxs, xs or s, for experiment folders")
-    p.add_argument("--truth", required=True, help="folder of the stand-alone runs and the report")
+    p.add_argument("--truth", default=None,
+                   help="folder of the stand-alone runs and the report (default: <experiment>/fidelity, which "
+                        "the report page reads)")
     p.add_argument("--subnets", type=int, default=12)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--epochs", type=int, default=15, help="stand-alone epochs (default 15)")
@@ -356,7 +389,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         checkpoints = tuple(str(resolve_checkpoint(argparse.Namespace(checkpoint=c, supernet=args.supernet)))
                             for c in args.checkpoint)
-        run(FidelityConfig(checkpoints=checkpoints, truth=args.truth, subnets=args.subnets, seed=args.seed,
+        # <experiment>/checkpoints/<supernet>/epoch_N: the first supernet's experiment holds the default truth
+        truth = args.truth or str(Path(checkpoints[0]).resolve().parents[2] / "fidelity")
+        run(FidelityConfig(checkpoints=checkpoints, truth=truth, subnets=args.subnets, seed=args.seed,
                            epochs=args.epochs, lut=args.lut, band_ms=args.band_ms, in_band=args.in_band,
                            repeat=args.repeat, overrides=tuple(args.set), calib_batches=args.calib_batches,
                            pool=args.pool, resamples=args.resamples, address=args.address,

@@ -82,6 +82,9 @@ def write_report(experiment_dir: Path, log: Log = print) -> Path:
             f"<p class=caption>{_esc(exp.resolve())}; generated {time.strftime('%Y-%m-%d %H:%M:%S')}</p>"]
     if isinstance(compare, dict) and isinstance(compare.get("summary"), str):  # the comparison's verdict, on top
         body.append(f"<p class=verdict>{_esc(compare['summary'])}</p>")
+    fidelity_json = exp / "fidelity" / FIDELITY_FILE  # an optional stage: a section only when it ran
+    if fidelity_json.is_file():
+        sections.append(("Rank fidelity", fidelity_json, lambda: rank_fidelity(fidelity_json)))
     for title, source, build in sections:
         body += [f"<h2>{title}</h2>", _section(log, title.lower(), source, build)]
     page = (f"<!DOCTYPE html>\n<html lang=en><head><meta charset=utf-8><title>{name} report</title>"
@@ -370,6 +373,38 @@ def comparison(exp: Path, compare: Any, log: Log) -> str:
         parts.append(_png_tag(data, "test top-1 vs measured latency") if data.startswith(PNG_SIGNATURE)
                      else _note(log, f"comparison plot: {png} is not a PNG file"))
     return "".join(parts)
+
+
+FIDELITY_FILE = "fidelity.json"  # = autovit_ray.fidelity.REPORT_FILE (that module imports torch lazily too)
+FIDELITY_COLUMNS = ("supernet", "sampler", "epochs", "Kendall tau [95%]", "tau in band", "tau of MACs",
+                    "top-3 overlap", "regret (points)", "inherited span")
+
+
+def _signed(value: Any) -> str:
+    return f"{value:+.2f}" if isinstance(value, (int, float)) else "n/a"
+
+
+def rank_fidelity(path: Path) -> str:
+    """`python -m autovit_ray.fidelity`'s report: the table per supernet and inherited vs stand-alone
+    validation top-1, one panel per supernet."""
+    report = _read_json(path, "rank fidelity report")
+    truth = [s["val_top1"] for s in report["standalone"]["subnets"]]
+    rows = []
+    for name, r in report["supernets"].items():
+        tau = f"{_signed(r['kendall_tau'])} [{_signed(r['tau_low'])}, {_signed(r['tau_high'])}]"
+        rows.append([Path(name).name if len(name) > 40 else name, r["sampler"], r["epochs_done"], tau,
+                     r["tau_in_band"], r["tau_macs"], f"{r['top3_overlap']}/3", r["regret"], r["inherited_span"]])
+    sd = report["standalone"].get("seed_sd")
+    caption = (f"{len(truth)} subnets trained alone for {report['standalone']['epochs']} epochs; validation top-1"
+               + (f"; the truth's own seed noise: sd {sd:.2f} points" if isinstance(sd, (int, float)) else ""))
+    fig, axes = _figure(len(report["supernets"]))
+    for ax, (name, r) in zip(axes, report["supernets"].items()):
+        ax.scatter(r["inherited"], truth, s=18)
+        ax.set_xlabel("inherited top-1 (%)")
+        ax.set_ylabel("stand-alone top-1 (%)")
+        ax.set_title(f"{Path(name).name}: tau {_signed(r['kendall_tau'])}", fontsize=9)
+    return (f"<p class=caption>{_esc(caption)}</p>" + _table(FIDELITY_COLUMNS, rows)
+            + _img(fig, "inherited vs stand-alone validation top-1"))
 
 
 # ---------------------------------------------------------------------------------------------------

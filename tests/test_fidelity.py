@@ -67,6 +67,11 @@ def test_a_whole_fidelity_run_resumes_and_refuses_another_recipe(trained_digits_
     assert scored["kendall_tau"] is None or -1.0 <= scored["kendall_tau"] <= 1.0
     assert scored["inherited_span"] == pytest.approx(max(scored["inherited"]) - min(scored["inherited"]))
     assert statistics.fmean(scored["inherited"]) > 0
+    from mlflow.tracking import MlflowClient
+
+    logged = MlflowClient(f"sqlite:///{tmp_path / 'truth' / 'mlflow.db'}").get_run(report["mlflow_run_id"])
+    assert logged.data.tags["supernet0"] == xxs and logged.data.params["subnets"] == "4"
+    assert logged.data.metrics["supernet0/inherited_span"] == pytest.approx(scored["inherited_span"])
     # a rerun finds the truth trained: nothing is trained again
     monkeypatch.setattr(train, "run_training", lambda *a, **k: pytest.fail("the truth was trained again"))
     assert run(cfg, log=lambda _: None)["standalone"]["subnets"] == subnets

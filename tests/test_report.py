@@ -271,3 +271,24 @@ def test_page_renders_in_headless_chromium(experiment, tmp_path):
     with Image.open(tmp_path / "report.png") as shot:
         shot.load()
         assert shot.width >= 1000 and shot.height >= min(checks["height"], 2000)
+
+
+def test_a_rank_fidelity_report_gets_its_section(experiment, tmp_path):
+    """`python -m autovit_ray.fidelity`'s report in <experiment>/fidelity/ becomes a section: the table
+    per supernet and the inherited vs stand-alone scatter; without it the page has no such section."""
+    from autovit_ray.fidelity import fidelity_stats
+
+    exp = tmp_path / "with-fidelity"
+    shutil.copytree(experiment.dir, exp)
+    truth = [60.0, 62.0, 61.0, 66.0]
+    inherited = [70.0, 71.5, 71.0, 72.0]
+    stats = fidelity_stats(inherited, truth, [1, 2, 3, 4], [4, 3, 2, 1], [True] * 4, resamples=100, seed=0)
+    report = {"standalone": {"epochs": 15, "seed_sd": 0.4, "subnets": [{"val_top1": t} for t in truth]},
+              "supernets": {"sandwich": {"sampler": "sandwich", "epochs_done": 30, "inherited": inherited, **stats}}}
+    (exp / "fidelity").mkdir()
+    (exp / "fidelity" / "fidelity.json").write_text(json.dumps(report))
+    lines: list[str] = []
+    html = write_report(exp, log=lines.append).read_text()
+    assert lines == [] and re.findall(r"<h2>([^<]*)</h2>", html) == [*SECTIONS, "Rank fidelity"]
+    assert "truth&#x27;s own seed noise: sd 0.40 points" in html and "<td class=l>sandwich</td>" in html
+    assert len(check_self_contained(html)) == len(check_self_contained(experiment.page.read_text())) + 1
