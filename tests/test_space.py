@@ -204,6 +204,11 @@ def test_archs_of_a_patch_profile_name_it_and_are_refused_elsewhere():
         old.validate(arch)
     with pytest.raises(ValueError, match="Arch.profile is None"):
         new.validate(old.smallest())
+    # timm's pretrained_cfg of such a model: CIFAR-10's evaluation (32 px, no crop), not ImageNet's
+    from autovit_ray.models import pretrained_cfg
+
+    cfg = pretrained_cfg(arch, 10)
+    assert cfg["input_size"] == (3, 32, 32) and cfg["crop_pct"] == 1.0
     # mutation and crossover keep the profile
     rng = random.Random(0)
     assert new.mutate(arch, rng).profile == "cifar10-p1"
