@@ -176,18 +176,21 @@ def progress_callback(strategy: SearchStrategy, name: str) -> Any:
 
     from ..progress import Eta
 
-    eta = Eta(total=strategy.max_evaluations, done=len(strategy.history), unit="candidate")
-
     class _Progress(Callback):
         cache_hits = 0  # candidates of this run answered by the evaluation cache (or a resumed run's log)
+        # started at the first finished candidate: a resume restores the searcher's history inside
+        # tune.run, and that restored work is not this run's rate
+        eta: Eta | None = None
 
         def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             self.cache_hits += int((trial.last_result or {}).get("cached", 0))
             done = len(strategy.history)
+            if self.eta is None:
+                self.eta = Eta(total=strategy.max_evaluations, done=max(0, done - 1), unit="candidate")
             best = max((e for e in strategy.history if e.ok), key=lambda e: e.fitness, default=None)
             best_text = f"best val top-1 {best.fitness:.2f} ({best.arch})" if best else "no result yet"
             print(f"[{name}] {done}/{strategy.max_evaluations} evaluated, generation {strategy.generation}, "
-                  f"{best_text} ({eta.phrase(done)})", flush=True)
+                  f"{best_text} ({self.eta.phrase(done)})", flush=True)
 
     return _Progress()
 
