@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import time
 
 import pytest
 import timm
@@ -34,6 +35,7 @@ def test_compare_table_files_and_mlflow_run(finished_digits_search, tmp_path, ca
     weights = tmp_path / "mobilevit_xxs.pt"
     torch.save({"model": reference.state_dict(), "epoch": 1}, weights)
     out = tmp_path / "cmp"
+    started_ms = int(time.time() * 1000)  # this test's compare run, whatever other tests logged before
     rows = compare_experiment(search.dir, references=["test_resnet", "mobilevit_xxs"],
                               reference_checkpoints={"mobilevit_xxs": weights}, repeats=4, rounds=2,
                               out=out, eval_batches=2)
@@ -65,7 +67,8 @@ def test_compare_table_files_and_mlflow_run(finished_digits_search, tmp_path, ca
 
     client = MlflowClient(search.mlflow_uri)
     experiment = client.get_experiment_by_name("autovit-search")
-    (run,) = client.search_runs([experiment.experiment_id], "tags.role = 'compare'")
+    (run,) = client.search_runs([experiment.experiment_id],
+                                f"tags.role = 'compare' and attributes.start_time >= {started_ms}")
     assert run.info.run_name == "compare" and run.info.status == "FINISHED"
     assert run.data.params["backend"] == "torch-cpu" and run.data.params["references"] == "test_resnet,mobilevit_xxs"
     assert {"compare.csv", "compare.json", "compare.png"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
