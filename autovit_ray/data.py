@@ -91,15 +91,13 @@ import pickle
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps
-from timm.data import Mixup, create_transform
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
-from torchvision import transforms
 
 from autovit_ray.data_config import (  # noqa: F401 - the config's names, re-exported here
     AUGMENT_MODES,
@@ -114,6 +112,12 @@ from autovit_ray.data_config import (  # noqa: F401 - the config's names, re-exp
     _batched_refusal,
     _is_int,
 )
+
+if TYPE_CHECKING:
+    from timm.data import Mixup
+
+# timm and torchvision are imported where a transform is built: importing them costs about 4 s of CPU
+# (torchvision pulls in torch._dynamo), paid by every Ray worker that only evaluates in-memory tensors.
 
 SPLITS = ("train", "val", "test", "calib")
 DATA_PATHS = ("batched", "tensors", "timm", "timm-no-aug")  # what resolve_data_path gives
@@ -396,6 +400,9 @@ def legacy_data_path(cfg: DataConfig) -> str:
 
 def build_transform(cfg: DataConfig, train: bool, resolution: int | None = None) -> Any:
     """The timm transform of a split: PIL image -> normalised float tensor [3, r, r]."""
+    from timm.data import create_transform
+    from torchvision import transforms
+
     r = resolution or cfg.input_resolution
     common = dict(input_size=r, interpolation=cfg.interpolation, mean=cfg.mean, std=cfg.std)
     if not train:
@@ -432,6 +439,8 @@ def train_ops(cfg: DataConfig, path: str, resolution: int | None = None) -> list
         return ops + ([("erase", a.re_prob)] if a.re_prob > 0 else [])
     if path != "timm":
         raise ValueError(f"train_ops: path {path!r} is not an augmenting path: expected 'timm' or 'batched'")
+    from torchvision import transforms
+
     ops: list[tuple[str, Any]] = []
     for t in build_transform(cfg, train=True, resolution=resolution).transforms:
         kind = type(t).__name__
@@ -465,6 +474,8 @@ class PadCrop:
     needed, zero-pad `pad` px on each side, random r x r crop (torchvision's RandomCrop)."""
 
     def __init__(self, resolution: int, pad: int) -> None:
+        from torchvision import transforms
+
         self.resolution, self.pad = resolution, pad
         self.crop = transforms.RandomCrop(resolution, padding=pad, fill=0, padding_mode="constant")
 
@@ -480,6 +491,8 @@ class PadCrop:
 
 def _plain_crop(cfg: DataConfig, r: int) -> list[Any]:
     """timm's primary transforms with crop 'pad' or 'none' in place of its random-resized crop."""
+    from torchvision import transforms
+
     crop = PadCrop(r, cfg.pad) if cfg.train_crop == "pad" else transforms.Resize((r, r), interpolation=
                                                                                  transforms.InterpolationMode.BILINEAR)
     return [crop] + ([transforms.RandomHorizontalFlip(p=cfg.hflip)] if cfg.hflip > 0 else [])
@@ -678,6 +691,8 @@ class Loaders:
 def build_mixup(cfg: DataConfig, num_classes: int) -> Mixup | None:
     if cfg.mixup <= 0 and cfg.cutmix <= 0:
         return None
+    from timm.data import Mixup
+
     return Mixup(mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, prob=cfg.mixup_prob,
                  switch_prob=cfg.mixup_switch_prob, mode="batch", label_smoothing=cfg.label_smoothing,
                  num_classes=num_classes)

@@ -40,13 +40,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import timm
 import torch
 import torch.nn.functional as F
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import nn
 
 from autovit_ray.data import renormalize, resize_batch
+from autovit_ray.data_config import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD  # = timm's
 from autovit_ray.kd_config import KD_KINDS, KDConfig, check_alpha_tau, parse_teacher_spec, rgb_triple
 
 
@@ -119,6 +118,8 @@ def _normalisation(whose: str, mean: Sequence[float], std: Sequence[float]) -> t
 
 
 def _create_timm(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
+    import timm  # here, not at the top: a training worker without a teacher need not import timm (~2 s)
+
     if not timm.is_model(name):
         close = timm.list_models(f"*{name}*")[:5]
         raise ValueError(f"unknown timm model {name!r}" + (f"; similar names: {close}" if close else ""))
@@ -160,6 +161,8 @@ def load_teacher(spec: str, num_classes: int, weights: str | Path | None = None,
 def _load_weights(model: nn.Module, path: Path, spec: str) -> None:
     if not path.is_file():
         raise ValueError(f"teacher {spec!r}: weights file {str(path)!r} does not exist")
+    import timm.models
+
     try:
         timm.models.load_checkpoint(model, str(path), strict=True)
     except Exception as e:
