@@ -41,6 +41,13 @@ def pytest_runtest_makereport(item, call):
             report.longrepr = f"skipped under CI=true, which allows only the skips README lists: {reason}"
 
 
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+    seed = getattr(config.option, "randomly_seed", None)  # -q hides pytest-randomly's header line
+    if seed is not None and config.pluginmanager.has_plugin("randomly"):
+        terminalreporter.write_line(f"test order: pytest-randomly seed {seed} (repeat with -p randomly "
+                                    f"--randomly-seed={seed})")
+
+
 def pytest_unconfigure(config) -> None:
     if hasattr(config, "_data_cache"):
         config._data_cache.cleanup()
@@ -125,6 +132,30 @@ def finished_digits_search(trained_digits_experiment, ray_session, tmp_path_fact
     results = json.loads((output_dir / "search" / name / "results.json").read_text())
     return SimpleNamespace(dir=output_dir, name=name, checkpoint=checkpoint, argv=argv, results=results,
                            mlflow_uri=f"sqlite:///{output_dir / 'mlflow.db'}")
+
+
+def writable_copy(search, tmp_path):
+    """A copy of `finished_digits_search` that a test may write into (the fixture is shared by the session,
+    so a test that logs runs or reruns the search works on its own copy, and the suite passes in any
+    order): its output folder copied, and every path of the old folder inside the tracking database
+    (artifact locations of experiments, runs, logged models and model versions) rebased onto the copy."""
+    import shutil
+    import sqlite3
+    from types import SimpleNamespace
+
+    dst = tmp_path / "search-copy"
+    shutil.copytree(search.dir, dst)
+    old, new = str(search.dir), str(dst)
+    with sqlite3.connect(dst / "mlflow.db") as db:
+        tables = [row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        for table in tables:
+            for column in [row[1] for row in db.execute(f"PRAGMA table_info('{table}')") if "CHAR" in row[2].upper()
+                           or "TEXT" in row[2].upper()]:
+                db.execute(f'UPDATE "{table}" SET "{column}" = REPLACE("{column}", ?, ?) WHERE "{column}" LIKE ?',
+                           (old, new, f"%{old}%"))
+    argv = [new if a == old else a for a in search.argv]
+    return SimpleNamespace(dir=dst, name=search.name, checkpoint=search.checkpoint, argv=argv,
+                           results=search.results, mlflow_uri=f"sqlite:///{dst / 'mlflow.db'}")
 
 
 @pytest.fixture(scope="session")

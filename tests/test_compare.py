@@ -10,7 +10,7 @@ import time
 import pytest
 import timm
 import torch
-from conftest import tiny_train_argv
+from conftest import tiny_train_argv, writable_copy
 from torch import nn
 
 from autovit_ray.compare import (
@@ -28,7 +28,7 @@ from autovit_ray.space import Arch
 def test_compare_table_files_and_mlflow_run(finished_digits_search, tmp_path, capsys):
     from mlflow.tracking import MlflowClient
 
-    search = finished_digits_search
+    search = writable_copy(finished_digits_search, tmp_path)  # this test logs a compare run
     # A "trained" reference: a saved state dict of the same architecture (fresh weights are enough
     # to show the test split is read); test_resnet stays untrained.
     reference = timm.create_model("mobilevit_xxs", pretrained=False, num_classes=10)

@@ -9,6 +9,7 @@ import random
 import pytest
 import timm
 import torch
+from conftest import writable_copy
 
 import autovit_ray.models  # noqa: F401 - registers 'autovit' in timm
 from autovit_ray.checkpoint import find_checkpoint, load_supernet
@@ -45,7 +46,7 @@ def test_evaluator_uses_validation_split_and_keeps_supernet_stats(trained_digits
     assert test["images"] == len(make_splits(config.data).test) > result["images"]
 
 
-def test_search_cli_end_to_end_with_mlflow_and_resume(finished_digits_search):
+def test_search_cli_end_to_end_with_mlflow_and_resume(finished_digits_search, tmp_path):
     from mlflow.tracking import MlflowClient
 
     search = finished_digits_search
@@ -92,12 +93,18 @@ def test_search_cli_end_to_end_with_mlflow_and_resume(finished_digits_search):
     with using_tracking_uri(search.mlflow_uri):
         served = mlflow.pyfunc.load_model(best["model_uris"]["pyfunc"]).predict(x.numpy())
     assert abs(served - expected).max() <= 1e-4
-    # Rerun: the finished search resumes, evaluates nothing new, logs no duplicate children or versions.
-    assert main(search.argv) == 0
-    rerun = json.loads((search.dir / "search" / search.name / "results.json").read_text())
+    # Rerun (on a copy: the fixture is shared): the finished search resumes, evaluates nothing new, logs
+    # no duplicate children or versions.
+    copy = writable_copy(search, tmp_path)
+    untouched = (search.dir / "mlflow.db").stat().st_mtime_ns
+    assert main(copy.argv) == 0
+    assert (search.dir / "mlflow.db").stat().st_mtime_ns == untouched, "the rerun wrote into the shared fixture"
+    rerun = json.loads((copy.dir / "search" / copy.name / "results.json").read_text())
     assert rerun["actor_evaluations"] == 0 and rerun["evaluations"] == 6
+    client = MlflowClient(copy.mlflow_uri)
     children = client.search_runs([experiment.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
     assert len(children) == 6
+    registry = MlflowClient(copy.mlflow_uri, registry_uri=copy.mlflow_uri)
     assert len(registry.search_model_versions("name = 'autovit-digits-test-xxs'")) == 1
 
 
