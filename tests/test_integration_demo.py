@@ -25,6 +25,10 @@ FAST = [
     "--set", "search.population=4", "--set", "search.generations=3", "--set", "search.coarse_samples=200",
     "--set", "search.skeletons=2", "--set", "search.parents=2", "--set", "search.evaluators=1",
     "--set", "search.calib_batches=2",  # every candidate on the whole validation split, the best on the whole test split
+    # The latency budget from each table's median, not from timing mobilevit_xxs: with the reference's budget
+    # the S supernet is searched or skipped by a few % of timing noise (tests/test_pipeline.py covers that
+    # budget and the skip); here every supernet is searched, every run.
+    "--set", "search.latency_budget_reference=null",
     "--set", "compare.repeats=10",
     # the opt-in retrain stage too: each search's best arch alone from scratch, compared beside its twin
     "--set", "stages=[train,profile,search,retrain,compare]", "--set", "retrain.set=[train.epochs=3]",
@@ -79,6 +83,9 @@ def test_demo_survives_ctrl_c_and_resumes(tmp_path):
         _check_files_whole(exp)
         assert (exp / "report.html").is_file(), "an interrupted run still writes the report of what exists"
         assert (exp / "pipeline" / "train.json").is_file(), "training had finished before Ctrl-C"
+        # Tune stops on Ctrl-C after the trials in flight: the first search may just have finished (and its
+        # stage record been written) by then
+        finished_before_ctrl_c = sorted(p.name for p in (exp / "pipeline").glob("search-*.json"))
         assert not (exp / "pipeline_summary.json").exists()
 
         # 2. The same command resumes: training and tables are reused, the search continues.
@@ -90,15 +97,11 @@ def test_demo_survives_ctrl_c_and_resumes(tmp_path):
         assert "Restoring the run" in text  # the interrupted search continues from its Tune state
         summary = json.loads((exp / "pipeline_summary.json").read_text())
         statuses = {s["stage"]: s["status"] for s in summary["stages"]}
-        assert statuses == {"train": "reused", "profile": "reused", "search": "partly reused", "retrain": "ran",
-                            "compare": "ran"} \
-            or statuses == {"train": "reused", "profile": "reused", "search": "ran", "retrain": "ran",
-                            "compare": "ran"}, statuses
+        search_status = "partly reused" if finished_before_ctrl_c else "ran"
+        assert statuses == {"train": "reused", "profile": "reused", "search": search_status, "retrain": "ran",
+                            "compare": "ran"}, (statuses, finished_before_ctrl_c)
         searched = summary["outputs"]["searches"]
-        # A supernet whose smallest subnet is slower than mobilevit_xxs by its table is skipped (said);
-        # on digits S's smallest sits within a few % of it, so that depends on the run's timing.
-        skipped = [s for s in ("xxs", "xs", "s") if s not in searched]
-        assert len(skipped) < 3 and all(f"search {s}: skipped: its smallest subnet takes" in text for s in skipped)
+        assert sorted(searched) == ["s", "xs", "xxs"] and "skipped" not in text
         for supernet in searched:
             results = json.loads(Path(searched[supernet]).read_text())
             assert results["evaluations"] == 4 * 3
