@@ -348,7 +348,9 @@ def section(r: dict[str, Any]) -> str:
               "(`kill -STOP`) for the test suites; the fastest epoch of an arm is the cleaner cost figure."]
     gap = r["seed_gap_val_top1"]
     lines += ["", f"Noise between two seeds of one arm: {'not measured yet' if gap is None else f'{gap:.2f} points'} "
-              "(validation top-1; one accuracy on 5,000 images has a standard error of about 0.55 points at 80 %).", ""]
+              "(validation top-1, one pair of seeds, so a single draw of the seed noise; one accuracy on 5,000 "
+              "images has a binomial standard error of about 0.59 points at 77 %, a difference of two about 0.84 "
+              "points: pilot gaps under about 1.7 points are within noise).", ""]
     lines += ["Tokens per attention sequence at 32 px (transformer stages / MobileViT blocks in order):", ""]
     lines += [f"- {name}: {tokens}" for name, tokens in r["tokens"].items()]
     peer = r["peer"]
