@@ -40,6 +40,7 @@ import yaml
 from .adapters import connect_ray, default_tracking_uri
 from .config import packaged_configs
 from .io import atomic_write_text
+from .progress import duration
 from .search.config import SearchConfig, count
 
 CONFIG_DIR = packaged_configs("pipeline")
@@ -603,13 +604,17 @@ class Pipeline:
             self.check_retrain_settings()  # now, not after the training and the searches
         timings: list[StageTiming] = []
         finished = False
+        started = time.perf_counter()
         try:
             for stage in STAGES:
                 budget = getattr(self.cfg, stage).budget_s
                 if stage not in selected:
                     timings.append(StageTiming(stage, "not selected", 0.0, budget))
                     continue
+                to_run = [s for s in STAGES[STAGES.index(stage):] if s in selected]
                 self.log(f"\n== {stage} (budget {budget:.0f} s) ==")
+                self.log(pipeline_eta(time.perf_counter() - started, {s: getattr(self.cfg, s).budget_s
+                                                                      for s in to_run}))
                 start = time.perf_counter()
                 status = getattr(self, f"run_{stage}")()
                 timings.append(StageTiming(stage, status, time.perf_counter() - start, budget))
@@ -660,6 +665,15 @@ class Pipeline:
                    "total_seconds": round(sum(t.seconds for t in timings), 1), "stages": stages,
                    "outputs": self.outputs}
         atomic_write_text(self.exp_dir / "pipeline_summary.json", json.dumps(summary, indent=1, default=str))
+
+
+def pipeline_eta(elapsed_s: float, budgets: dict[str, float]) -> str:
+    """The pipeline's progress line at a stage's start: time so far and, from the budgets of the stages
+    still to run (`budgets`, this one first), about how long is left (a stage found up to date takes
+    seconds, so this is an upper estimate)."""
+    left = sum(budgets.values())
+    return (f"pipeline: elapsed {duration(elapsed_s)}; {len(budgets)} stage(s) to go ({', '.join(budgets)}), "
+            f"about {duration(left)} left by their budgets")
 
 
 def _combine(statuses: Sequence[str]) -> str:

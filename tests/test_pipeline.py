@@ -21,6 +21,7 @@ from autovit_ray.pipeline import (
     main,
     quantile,
 )
+from autovit_ray.progress import duration
 
 
 def test_demo_config_loads_with_every_stage():
@@ -208,6 +209,27 @@ def test_a_reused_stage_reports_what_it_took_when_it_ran(tmp_path, capsys):
     print_summary(again, timings)
     assert "(ran in " in capsys.readouterr().out
     assert "last ran (s)" in (cfg.experiment_dir / "report.html").read_text()
+
+
+def test_each_stage_starts_with_the_pipeline_progress(tmp_path):
+    """Elapsed time and what is left by the budgets of the stages still to run (selected ones only)."""
+    from autovit_ray.pipeline import pipeline_eta
+
+    assert pipeline_eta(65.0, {"search": 200.0, "compare": 60.0}) == (
+        "pipeline: elapsed 1m05s; 2 stage(s) to go (search, compare), about 4m20s left by their budgets")
+    cfg = load_pipeline_config("demo", [f"output_dir={tmp_path}"])
+    lines: list[str] = []
+    pipeline = Pipeline(cfg, log=lines.append)
+    for stage in STAGES:
+        setattr(pipeline, f"run_{stage}", lambda: "reused")
+    pipeline.run(["train", "search", "compare"])
+    progress = [line for line in lines if line.startswith("pipeline: elapsed")]
+    budgets = {s: getattr(cfg, s).budget_s for s in ("train", "search", "compare")}
+    assert [p.split("; ")[1] for p in progress] == [
+        f"3 stage(s) to go (train, search, compare), about {duration(sum(budgets.values()))} left by their budgets",
+        f"2 stage(s) to go (search, compare), about {duration(budgets['search'] + budgets['compare'])} left by their "
+        "budgets",
+        f"1 stage(s) to go (compare), about {duration(budgets['compare'])} left by their budgets"]
 
 
 def test_retrain_trains_each_searched_best_alone_and_compare_picks_it_up(finished_digits_search, ray_session, tmp_path):
