@@ -116,8 +116,8 @@ from autovit_ray.data_config import (  # noqa: F401 - the config's names, re-exp
 if TYPE_CHECKING:
     from timm.data import Mixup
 
-# timm and torchvision are imported where a transform is built: importing them costs about 4 s of CPU
-# (torchvision pulls in torch._dynamo), paid by every Ray worker that only evaluates in-memory tensors.
+# timm and torchvision are imported where a transform is built: importing them costs about 2 s of CPU
+# (torchvision pulls in torch._dynamo), which every Ray worker that only evaluates in-memory tensors paid.
 
 SPLITS = ("train", "val", "test", "calib")
 DATA_PATHS = ("batched", "tensors", "timm", "timm-no-aug")  # what resolve_data_path gives

@@ -669,8 +669,8 @@ class Pipeline:
 
 def pipeline_eta(elapsed_s: float, budgets: dict[str, float]) -> str:
     """The pipeline's progress line at a stage's start: time so far and, from the budgets of the stages
-    still to run (`budgets`, this one first), about how long is left (a stage found up to date takes
-    seconds, so this is an upper estimate)."""
+    still to run (`budgets`, this one first), about how long is left (a rough guide: a stage found up to
+    date takes seconds, and one may run over its budget)."""
     left = sum(budgets.values())
     return (f"pipeline: elapsed {duration(elapsed_s)}; {len(budgets)} stage(s) to go ({', '.join(budgets)}), "
             f"about {duration(left)} left by their budgets")
