@@ -16,10 +16,10 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
+from integration_utils import processes_tagged, wait_for
 from ray import cloudpickle
 from ray.tune.search import Searcher
 
@@ -283,7 +283,10 @@ def test_search_killed_mid_generation_resumes_without_reevaluating(ray_session, 
         driver.kill()
         pytest.fail("the driver did not reach its crash in the second generation in time")
     assert driver.returncode == -signal.SIGKILL, f"the driver exited with {driver.returncode}, not by its crash"
-    time.sleep(1.0)  # let the killed driver's trials stop writing
+    # The killed driver's trial actors die with it (Ray's fate-sharing), asynchronously: wait until none is
+    # left, so no late write to the log can follow the read below.
+    wait_for(lambda: not [cmd for cmd in processes_tagged("ray::").values() if cmd.startswith("ray::ImplicitFunc")],
+             timeout=60, what="the killed driver's trial actors to exit")
     before = log.read_text().split()
 
     experiment = tmp_path / "resume"
