@@ -57,12 +57,14 @@ def killed_worker_run(tmp_path_factory):
         arch_log = exp / "arch_log" / "xxs" / "rank0.txt"
         wait_for(lambda: (exp / "checkpoints" / "xxs" / "epoch_0001" / "meta.json").is_file(), 300,
                  "epoch 1's checkpoint", alive=proc)
-        # Mid-epoch 2: at least one of its steps done, at least two to go.
-        wait_for(lambda: 1 <= _arch_log_epochs(arch_log).count(2) <= STEPS - 2, 120,
-                 "the first steps of epoch 2", interval=0.05, alive=proc)
-        killed_at_step = _arch_log_epochs(arch_log).count(2)
         workers = ray_actor_pids(str(temp.path), "RayTrainWorker")
         assert len(workers) == 1, workers
+        # Mid-epoch 2: at least one of its steps started, at least two to go. The worker is frozen before
+        # its log is read, so the count read is exactly the count at the kill.
+        wait_for(lambda: 1 <= _arch_log_epochs(arch_log).count(2) <= STEPS - 2, 120,
+                 "the first steps of epoch 2", interval=0.05, alive=proc)
+        os.kill(workers[0], signal.SIGSTOP)
+        killed_at_step = _arch_log_epochs(arch_log).count(2)
         os.kill(workers[0], signal.SIGKILL)
         rc = temp.wait(proc, 420, "training after the worker kill", log)
         # The driver shut its Ray down: nothing of this temp dir may be running any more.
@@ -79,10 +81,9 @@ def test_training_worker_killed_mid_epoch_resumes_from_last_checkpoint(killed_wo
     output = run["log"].read_text()
     assert "[xxs] resumed after epoch 1" in output  # Ray Train restarted the worker from the checkpoint
     # At most one epoch lost: epoch 1 ran once, epoch 2 was cut at the kill and rerun in full, the rest once.
-    # (The worker may finish one more step between reading the log and the kill.)
     epochs = Counter(_arch_log_epochs(run["arch_log"]))
     partial = epochs.pop(2) - STEPS
-    assert epochs == {1: STEPS, 3: STEPS, 4: STEPS} and run["killed_at_step"] <= partial <= run["killed_at_step"] + 1, \
+    assert epochs == {1: STEPS, 3: STEPS, 4: STEPS} and partial == run["killed_at_step"], \
         (epochs, partial, run["killed_at_step"])
     summary = json.loads((run["exp"] / "train_summary.json").read_text())["xxs"]
     assert summary["status"] == "OK" and summary["epoch"] == EPOCHS
