@@ -42,3 +42,20 @@ def test_progress_of_a_run_in_its_folder(tmp_path):
     progress = bench.arm_progress(arm, tmp_path)
     assert (progress["epochs_done"], progress["val_top1"], progress["val_epoch"], progress["finished"]) == (3, 60.5, 3, False)
     assert progress["epoch_s"] == pytest.approx(45000 / 250.0)
+
+
+def test_the_packaged_cifar10_p1_config_carries_the_pilot_recipe():
+    """configs/train/cifar10-p1.yaml is the recipe the pilot chose (bench.BASE_RECIPE), on the cifar10-p1
+    profile: the two cannot drift apart."""
+    from autovit_ray.training.config import load_config
+
+    cfg = load_config("cifar10-p1").to_dict()
+    assert cfg["profile"] == "cifar10-p1" and cfg["data"]["crop"] == "pad"
+    for key, value in bench.BASE_RECIPE.items():
+        if key.startswith("eval."):  # how often and how much the bench evaluates, not the recipe
+            continue
+        section, field = key.split(".")
+        got = cfg[section][field]
+        got = list(got) if isinstance(got, tuple) else got
+        expected = pytest.approx(value) if isinstance(value, (float, list)) else value
+        assert got == expected, (key, got, value)
