@@ -437,7 +437,7 @@ def main(argv: list[str] | None = None) -> int:
             start = time.time()
             base.search(settings, kd_checkpoint, name, budgets["by_factor"][str(factor)]["latency_budget_ms"],
                         budgets["params_budget"])
-            searches[name] = {"factor": factor, "wall_s": time.time() - start, "results": str(path)}
+            searches[name] = {"factor": factor, "wall_s": time.time() - start, "results": base.public_path(path)}
             save()
         if name not in selection:
             selection[name] = base.select_by_measured_latency(settings, kd_checkpoint, adaptation, path, factor,

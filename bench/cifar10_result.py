@@ -106,6 +106,30 @@ def bench_dir() -> Path:
     return Path(os.environ.get("AUTOVIT_BENCH_DIR", "~/.cache/autovit-ray/bench")).expanduser()
 
 
+def public_path(path: str | Path) -> str:
+    """A path as a committed result records it, never a path of the machine that ran it: under the
+    benchmark folder as `$AUTOVIT_BENCH_DIR/...`; a work tree (this checkout or a pinned copy beside it)
+    as `<work tree name>/...`; anything else unchanged."""
+    text = str(path)
+    for base, prefix in ((bench_dir(), "$AUTOVIT_BENCH_DIR/"), (ROOT.parent, "")):
+        base_text = str(base.resolve()) if base.exists() else str(base)
+        for candidate in {base_text, str(base)}:
+            if text.startswith(candidate + "/"):
+                return prefix + text[len(candidate) + 1:]
+    return text
+
+
+def public_paths(value: Any) -> Any:
+    """`public_path` applied to every absolute path string inside a JSON value (results written before it)."""
+    if isinstance(value, dict):
+        return {k: public_paths(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [public_paths(v) for v in value]
+    if isinstance(value, str) and value.startswith("/"):
+        return public_path(value)
+    return value
+
+
 def _save_atomic(obj: Any, path: Path) -> None:
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
@@ -443,9 +467,9 @@ def run_luts(settings: Settings, results: dict[str, Any], save: Callable[[], Non
                                "--profile", PROFILE, "--samples", str(settings.lut_samples), "--seed", "1",
                                "--out", str(report_dir), *lut_flags(settings)], "luts")
             report = json.loads((report_dir / "validation.json").read_text())
-            luts[backend] = {"path": str(path), "method": table.method, "metadata": table.metadata,
+            luts[backend] = {"path": public_path(path), "method": table.method, "metadata": table.metadata,
                              "validation": {k: v for k, v in report.items() if k != "rows"},
-                             "validation_png": str(report_dir / "validation.png")}
+                             "validation_png": public_path(report_dir / "validation.png")}
             save()
     return luts
 
@@ -581,7 +605,7 @@ def run_searches(settings: Settings, checkpoint: Path, budgets: dict[str, Any], 
         start = time.time()
         search(settings, checkpoint, name, budgets["by_factor"][str(factor)]["latency_budget_ms"],
                budgets["params_budget"])
-        searches[name] = {"factor": factor, "wall_s": time.time() - start, "results": str(path)}
+        searches[name] = {"factor": factor, "wall_s": time.time() - start, "results": public_path(path)}
         save()
 
 
@@ -738,7 +762,7 @@ def work_tree_commit(root: str | Path) -> str:
 
 def code_identity() -> dict[str, str]:
     """The code this process runs: the imported package and the commit of its work tree."""
-    return {"autovit_ray": autovit_ray.__file__, "root": str(ROOT), "commit": work_tree_commit(ROOT)}
+    return {"autovit_ray": public_path(autovit_ray.__file__), "root": public_path(ROOT), "commit": work_tree_commit(ROOT)}
 
 
 def note_code(record: dict[str, Any]) -> None:
@@ -760,7 +784,8 @@ def worker_code(out: Path, runs: Sequence[str]) -> dict[str, Any]:
     for run in runs:
         summary = out / run / "train_summary.json"
         if summary.is_file():
-            found[run] = json.loads(summary.read_text()).get(SUPERNET, {}).get("worker", {}).get("code")
+            code = json.loads(summary.read_text()).get(SUPERNET, {}).get("worker", {}).get("code")
+            found[run] = public_path(code) if code else code
     return found
 
 

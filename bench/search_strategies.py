@@ -351,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
         for seed in seeds:  # seed-major: a stop leaves whole seeds of every strategy
             for strategy in strategies:
                 runs.append(run_one(inputs, strategy, seed, args.evaluations, out))
-        result = {"inputs": inputs, "evaluations": args.evaluations, "seeds": seeds, "runs": runs,
+        result = {"inputs": c10.public_paths(inputs), "evaluations": args.evaluations, "seeds": seeds, "runs": runs,
                   "reach": reach_statistics(runs), "code_runs": code.get("code_runs", []),
                   **provenance(inputs)}
         atomic_write_text(args.results, json.dumps(result, indent=1))

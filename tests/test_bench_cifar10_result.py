@@ -7,6 +7,7 @@ be reused (fingerprints) and the statistic the headline reports, on digits and f
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -151,3 +152,23 @@ def test_the_code_of_every_run_that_advanced_stages_is_kept() -> None:
     assert record["code_runs"][0]["root"] == "/w/pinned-a" and len(record["code_runs"]) == 2 and "code" not in record
     assert record["code_runs"][1] == bench.code_identity()
     assert bench.code_line(record).startswith("Code that ran the stages: commit aaaaaaa (`pinned-a`), then commit ")
+
+
+def test_results_record_public_paths_only(tmp_path, monkeypatch):
+    """What a committed result records: `$AUTOVIT_BENCH_DIR/...` for benchmark artifacts, `<work tree>/...` for
+    code, never a path of the machine that ran it; and no committed result holds one."""
+    monkeypatch.setenv("AUTOVIT_BENCH_DIR", str(tmp_path / "bench"))
+    assert bench.public_path(tmp_path / "bench" / "cifar10_result" / "luts" / "x.parquet") == \
+        "$AUTOVIT_BENCH_DIR/cifar10_result/luts/x.parquet"
+    worktree = bench.ROOT.parent / "pinned-abc1234"
+    assert bench.public_path(worktree / "autovit_ray" / "__init__.py") == "pinned-abc1234/autovit_ray/__init__.py"
+    assert bench.public_path(bench.ROOT) == bench.ROOT.name
+    assert bench.public_path("relative/file.json") == "relative/file.json"
+    assert bench.public_paths({"a": [str(worktree), 3], "b": "text"}) == {"a": ["pinned-abc1234", 3], "b": "text"}
+    identity = bench.code_identity()
+    assert not identity["root"].startswith("/") and not identity["autovit_ray"].startswith("/")
+
+    machine_path = re.compile(r'"/(?:work|root|home|tmp|Users|mnt|data|opt)/')
+    for path in sorted((bench.ROOT / "bench" / "results").glob("*.json")):
+        found = machine_path.search(path.read_text())
+        assert found is None, f"{path.name} records a path of the machine that ran it near {found.group(0)!r}"
