@@ -57,6 +57,12 @@ def test_search_cli_end_to_end_with_mlflow_and_resume(finished_digits_search, tm
     assert len(results["evaluated"]) == 6
     ranked = sorted((e["fitness"] for e in results["evaluated"] if e["fitness"] is not None), reverse=True)
     assert [b["val_top1"] for b in results["best"]] == ranked[:2]
+    # The best's accuracy, evaluated again here without Tune, the actors or the cache: the same subnet,
+    # recalibrated on the same batch, on the same validation batch.
+    supernet, space, config = load_supernet(search.checkpoint)
+    again = SubnetEvaluator(supernet, space, config.data, EvalSettings(max_batches=1, calib_batches=1))
+    assert again.evaluate(Arch.from_dict(results["best"][0]["arch"]))["val_top1"] == pytest.approx(
+        results["best"][0]["val_top1"], abs=1e-6)
     # One checkpoint load per actor; every evaluation went through the pool (6 val + 2 test).
     stats = results["evaluator_stats"]
     assert [s["checkpoint_loads"] for s in stats] == [1, 1]

@@ -220,8 +220,9 @@ def test_tuner_with_more_concurrent_trials_than_population_and_failing_trials(ra
 
 
 DRIVER = textwrap.dedent("""
-    import os, signal, sys, time, ray
+    import gc, os, signal, sys, ray
     from ray import tune
+    from ray.tune.execution.tune_controller import TuneController
     from autovit_ray.search import EvolutionConfig, EvolutionSearch
     from autovit_ray.search.synthetic import make_synthetic_problem, tiny_space
     from autovit_ray.search.tune_searcher import AutoViTSearcher, arch_from_config
@@ -238,16 +239,20 @@ DRIVER = textwrap.dedent("""
         tune.report({"top1": accuracy(arch)})
 
     class CrashInSecondGeneration(tune.Callback):
-        # The driver dies from inside the controller loop, so never halfway through Tune's own
-        # (non-atomic) experiment-state write; the pause lets the background sync of the last
-        # state to the storage path finish first, as it would between two steps of a real run.
-        # Tuner.restore unpickles this callback into the resuming process: only the driver crashes.
+        # The driver dies between two steps of the controller loop, as a real crash would, once the
+        # experiment state (searcher included) is saved and uploaded to the storage path: never halfway
+        # through Tune's own (non-atomic) state write or its background upload. Tune hands callbacks no
+        # handle on its controller, hence gc. Tuner.restore unpickles this callback into the resuming
+        # process: only the driver with CRASH_THIS_DRIVER crashes.
         completed = 0
 
         def on_trial_complete(self, iteration, trials, trial, **info):
             self.completed += 1
-            if self.completed == 6 and os.environ.get("CRASH_THIS_DRIVER"):  # mid second generation
-                time.sleep(1.0)
+
+        def on_step_end(self, iteration, trials, **info):
+            if self.completed >= 6 and os.environ.get("CRASH_THIS_DRIVER"):  # mid second generation
+                controller = next(o for o in gc.get_objects() if isinstance(o, TuneController))
+                controller.checkpoint(force=True, wait=True)
                 os.kill(os.getpid(), signal.SIGKILL)
 
     config = EvolutionConfig(4, 4, num_parents=2, p_depth=0.1, p_block=0.1)
