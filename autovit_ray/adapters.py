@@ -48,6 +48,47 @@ def connect_ray(address: str | None = None, num_cpus: int | None = None, log_to_
     return True
 
 
+def cluster_node_groups() -> Any:
+    """The connected Ray cluster as a `placement.Cluster`: the alive nodes grouped by shape (CPU, GPU,
+    head), and the autoscaler's node types where Ray exposes them (autoscaler v2 reports them to the
+    GCS; read through Ray's internal state API, as Ray Data does). A Ray this process started is fixed:
+    its nodes are all it will have. Otherwise, without the node types, `max` is only the nodes up now."""
+    import ray
+
+    from autovit_ray.placement import Cluster, NodeGroup
+
+    shapes: dict[tuple[float, float, bool], int] = {}
+    for node in ray.nodes():
+        if node.get("Alive"):
+            resources = node.get("Resources", {})
+            key = (float(resources.get("CPU", 0)), float(resources.get("GPU", 0)),
+                   "node:__internal_head__" in resources)
+            shapes[key] = shapes.get(key, 0) + 1
+    groups = [NodeGroup("head" if head else f"{cpus:g}cpu-{gpus:g}gpu", cpus, gpus, n, n, head)
+              for (cpus, gpus, head), n in sorted(shapes.items(), key=lambda kv: not kv[0][2])]
+    try:
+        from ray._private import worker
+        from ray._private.state import state
+
+        config = state.get_cluster_config()
+        started_here = bool(worker._global_node and worker._global_node.is_head())
+    except Exception:  # an internal API that moved: plan against the nodes that are up
+        config, started_here = None, False
+    if config is None or not config.node_group_configs:
+        return Cluster(tuple(groups), max_known=started_here)
+    up = {(g.cpus, g.gpus): g.now for g in groups if not g.head}
+    heads = {(g.cpus, g.gpus) for g in groups if g.head}
+    types = []
+    for config_group in config.node_group_configs:
+        shape = (float(config_group.resources.get("CPU", 0)), float(config_group.resources.get("GPU", 0)))
+        if shape in heads and config_group.max_count <= 1:
+            continue  # the head's own type: the head is counted from the nodes up
+        types.append(NodeGroup(config_group.name, *shape, up.pop(shape, 0), max(int(config_group.max_count), 0)))
+    # nodes up that match no node type (the head, a node joined by hand) keep their own group
+    rest = [g for g in groups if g.head or (g.cpus, g.gpus) in up]
+    return Cluster(tuple(rest + types), max_known=True)
+
+
 def default_tracking_uri(experiment_dir: str | os.PathLike[str], explicit: str | None = None) -> str:
     """`explicit`, else $MLFLOW_TRACKING_URI, else sqlite:///<experiment_dir>/mlflow.db."""
     if explicit:

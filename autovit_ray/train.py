@@ -30,8 +30,9 @@ from typing import Any
 
 import yaml
 
-from autovit_ray import adapters
+from autovit_ray import adapters, placement
 from autovit_ray.io import atomic_write_text
+from autovit_ray.placement import Cluster, ResourcePlan, TrainerPlan
 from autovit_ray.space import Arch, SearchSpace, load_space
 from autovit_ray.training.config import (
     TrainConfig,
@@ -141,18 +142,14 @@ def connect_ray(cfg: TrainConfig, address: str | None = None) -> bool:
     return adapters.connect_ray(address or cfg.ray.address, cfg.ray.num_cpus)
 
 
-def plan_resources(cfg: TrainConfig, num_supernets: int, cluster: Mapping[str, float]) -> dict[str, Any]:
-    """CPUs / GPUs per worker and torch threads: by default the cluster's CPUs are shared evenly among
-    all workers of all supernets (fractional on small machines, e.g. 2 CPUs / 3 trainers = 0.66)."""
-    workers = num_supernets * cfg.ray.num_workers
-    use_gpu = cfg.ray.use_gpu if isinstance(cfg.ray.use_gpu, bool) else cluster.get("GPU", 0) > 0
-    cpus = cfg.ray.cpus_per_worker
-    if cpus is None:
-        share = max(cluster.get("CPU", 1.0), 1.0) / workers
-        cpus = float(int(share)) if share >= 1 else max(0.01, int(share * 100) / 100)
-    threads = cfg.ray.torch_threads or max(1, int(round(cpus)))
-    return {"cpus_per_worker": cpus, "use_gpu": use_gpu, "gpus_per_worker": cfg.ray.gpus_per_worker,
-            "torch_threads": threads}
+def plan_training(cfg: TrainConfig, supernets: Sequence[str], cluster: Cluster) -> ResourcePlan:
+    """Per-node CPUs / GPUs of every training worker (all supernets train at once) and torch threads:
+    by default the largest CPU share that places every worker on the cluster's largest form, e.g.
+    2 CPUs / 3 trainers = 0.66 on a laptop, 8 on the 8-CPU GPU nodes of a cluster."""
+    r = cfg.ray
+    trainers = placement.plan_trainers(supernets, r.num_workers, r.use_gpu, r.gpus_per_worker, r.cpus_per_worker,
+                                       r.torch_threads, cluster)
+    return placement.make_plan(cluster, trainers)
 
 
 class _Bar:
@@ -260,22 +257,37 @@ def train_loop_per_worker(payload: dict[str, Any]) -> None:
             finish_system_metrics(monitor)
 
 
-def _fit_one(cfg_dict: dict[str, Any], space_source: str, name: str, plan: dict[str, Any],
+def scaling_config(plan: TrainerPlan) -> Any:
+    """Ray Train's ScalingConfig of one supernet's plan."""
+    from ray.train import ScalingConfig
+
+    use_gpu = plan.gpus_per_worker > 0
+    resources = {"CPU": plan.cpus_per_worker, **({"GPU": plan.gpus_per_worker} if use_gpu else {})}
+    return ScalingConfig(num_workers=plan.workers, use_gpu=use_gpu, resources_per_worker=resources)
+
+
+def torch_backend(cfg: TrainConfig) -> dict[str, Any]:
+    """TorchTrainer's `torch_config` for `ray.torch_backend`: none for auto (Ray's choice: NCCL with GPUs);
+    gloo lets a cluster that only declares GPUs (tests, no CUDA) run its workers."""
+    if cfg.ray.torch_backend == "auto":
+        return {}
+    from ray.train.torch import TorchConfig
+
+    return {"torch_config": TorchConfig(backend=cfg.ray.torch_backend)}
+
+
+def _fit_one(cfg_dict: dict[str, Any], space_source: str, name: str, plan: TrainerPlan,
              payload: dict[str, Any]) -> dict[str, Any]:
     """Runs one TorchTrainer to completion (in a driver thread); returns a JSON-safe summary."""
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig
     from ray.train.torch import TorchTrainer
 
     cfg = config_from_dict(cfg_dict)
-    resources = {"CPU": plan["cpus_per_worker"]}
-    if plan["use_gpu"]:
-        resources["GPU"] = plan["gpus_per_worker"]
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={**payload, "config": cfg_dict, "space_source": space_source,
-                           "torch_threads": plan["torch_threads"]},
-        scaling_config=ScalingConfig(num_workers=cfg.ray.num_workers, use_gpu=plan["use_gpu"],
-                                     resources_per_worker=resources),
+                           "torch_threads": plan.torch_threads},
+        scaling_config=scaling_config(plan), **torch_backend(cfg),
         run_config=RunConfig(
             name=name, storage_path=str(cfg.experiment_dir / "checkpoints"),
             failure_config=FailureConfig(max_failures=cfg.ray.max_failures),
@@ -308,37 +320,39 @@ def run_training(cfg: TrainConfig, address: str | None = None, mlflow_uri: str |
     arch = standalone[0] if standalone else None
     spaces, n_classes, resume = check_inputs(cfg, {standalone[1].name: standalone[1]} if standalone else None)
     exp_dir = cfg.experiment_dir
-    exp_dir.mkdir(parents=True, exist_ok=True)
-    if standalone:  # where the workers and later loads of the checkpoint read the space from
-        _write_space(cfg, standalone[1])
-    prepare_in_memory(cfg.data)  # the workers map the decoded tensors instead of each decoding them
-    atomic_write_text(exp_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    uri = tracking.default_tracking_uri(exp_dir, mlflow_uri or cfg.mlflow.tracking_uri)
-    sources = {space.name: src for src, space in zip(cfg.supernets, spaces.values())}
-    run_ids = tracking.start_runs(
-        uri, cfg.mlflow.experiment or cfg.name, cfg.name,
-        {s: {"checkpoint_location": checkpoint_root(exp_dir, s), "space_fingerprint": sp.fingerprint(),
-             "space_profile": cfg.profile, "num_classes": n_classes,
-             **({"standalone_arch": arch.to_json()} if arch is not None else {})} for s, sp in spaces.items()},
-        {**flatten(cfg.to_dict()), "num_classes": n_classes}, dataset=dataset_record(cfg.data),
-    )
     # Read by Ray Train's controller (the driver's RAY_TRAIN_* variables are passed on to it).
     os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", str(cfg.ray.worker_start_timeout_s))
     # Ray Train V2 copies every print of a worker into its logger too, so each line reached the driver twice.
     os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
     started = connect_ray(cfg, address)
     try:
-        plan = plan_resources(cfg, len(spaces), ray.cluster_resources())
+        cluster = adapters.cluster_node_groups()
+        plan = plan_training(cfg, list(spaces), cluster)
+        placement.check_fits(plan, cluster)  # before anything is written or started
+        exp_dir.mkdir(parents=True, exist_ok=True)
+        if standalone:  # where the workers and later loads of the checkpoint read the space from
+            _write_space(cfg, standalone[1])
+        prepare_in_memory(cfg.data)  # the workers map the decoded tensors instead of each decoding them
+        atomic_write_text(exp_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        uri = tracking.default_tracking_uri(exp_dir, mlflow_uri or cfg.mlflow.tracking_uri)
+        sources = {space.name: src for src, space in zip(cfg.supernets, spaces.values())}
+        run_ids = tracking.start_runs(
+            uri, cfg.mlflow.experiment or cfg.name, cfg.name,
+            {s: {"checkpoint_location": checkpoint_root(exp_dir, s), "space_fingerprint": sp.fingerprint(),
+                 "space_profile": cfg.profile, "num_classes": n_classes,
+                 **({"standalone_arch": arch.to_json()} if arch is not None else {})} for s, sp in spaces.items()},
+            {**flatten(cfg.to_dict()), "num_classes": n_classes}, dataset=dataset_record(cfg.data),
+        )
         if progress_bar is None:
             progress_bar = cfg.train.progress_bar if isinstance(cfg.train.progress_bar, bool) \
                 else sys.stderr.isatty()
-        print(f"training {list(spaces)} in {exp_dir} ({plan}); MLflow: {uri}", flush=True)
+        print(f"training {list(spaces)} in {exp_dir} (plan {json.dumps(plan.to_json())}); MLflow: {uri}", flush=True)
         # One thread per supernet: each fit() only waits on its TrainController actor, so threads
         # run them concurrently without a process (and its torch import) per supernet, as Ray tasks
         # would need. Ray Train registers its Ctrl-C handler only in the main thread.
         pool = ThreadPoolExecutor(max_workers=len(spaces), thread_name_prefix="fit")
         try:
-            futures = {s: pool.submit(_fit_one, cfg.to_dict(), sources[s], s, plan, {
+            futures = {s: pool.submit(_fit_one, cfg.to_dict(), sources[s], s, plan.supernets[s], {
                 "mlflow_uri": uri, "mlflow_run_id": run_ids[s], "progress_bar": progress_bar,
                 "resume_from": str(resume[s]) if resume[s] else None}) for s in spaces}
             results = {s: future.result() for s, future in futures.items()}
@@ -396,6 +410,12 @@ def build_arg_parser() -> argparse.ArgumentParser:
                                        "the MLflow run id of a searched candidate (default --name: "
                                        "<config name>-arch-<arch hash>)")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the resource plan as JSON (per supernet: workers, CPUs and GPUs per worker, "
+                             "torch threads; whether it fits the nodes up now and the largest cluster) and exit; "
+                             "exit status 1 when it does not fit")
+    parser.add_argument("--cluster-file", help="with --dry-run: plan against this Ray cluster-launcher YAML or "
+                                               "KubeRay RayJob/RayCluster manifest instead of a live cluster")
     return parser
 
 
@@ -439,6 +459,24 @@ def _write_space(cfg: TrainConfig, space: SearchSpace) -> None:
                       + yaml.safe_dump(space.to_yaml_dict(), sort_keys=False))
 
 
+def dry_run(cfg: TrainConfig, address: str | None, cluster_file: str | None) -> int:
+    """Prints the resource plan of `cfg` as one JSON object; 1 when even the largest cluster cannot place it."""
+    supernets = [Path(source).stem for source in cfg.supernets]
+    if cluster_file:
+        plan = plan_training(cfg, supernets, placement.read_cluster_file(cluster_file))
+    else:
+        started = connect_ray(cfg, address)
+        try:
+            plan = plan_training(cfg, supernets, adapters.cluster_node_groups())
+        finally:
+            if started:
+                import ray
+
+                ray.shutdown()
+    print(json.dumps(plan.to_json(), indent=1))
+    return 0 if plan.fits_max else 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_arg_parser().parse_args(argv)
     try:
@@ -452,6 +490,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.print_config:
             print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
             return 0
+        if args.cluster_file and not args.dry_run:
+            raise ValueError("--cluster-file plans without training: add --dry-run")
+        if args.dry_run:
+            return dry_run(cfg, args.address, args.cluster_file)
         results = run_training(cfg, address=args.address, mlflow_uri=args.mlflow_uri,
                                standalone=(arch, space) if arch is not None else None)
     except ValueError as e:
@@ -474,7 +516,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 __all__ = [
     "RESUMABLE_FIELDS", "build_arg_parser", "check_inputs", "check_resume", "connect_ray",
-    "main", "plan_resources", "run_training", "train_loop_per_worker",
+    "dry_run", "main", "plan_training", "run_training", "train_loop_per_worker",
 ]
 
 if __name__ == "__main__":

@@ -72,11 +72,12 @@ def ray_session():
 
 
 # Tiny settings for `python -m autovit_ray.train` on digits: 2 epochs of 2 steps, minimal evaluation,
-# one torch thread and half a CPU per worker (three trainers share the session's 2 CPUs).
+# one torch thread and half a CPU per worker (three trainers share the session's 2 CPUs), on CPU (a
+# cluster the driver only joins cannot answer use_gpu 'auto' without GPUs up).
 TINY_TRAIN_SETTINGS = (
     "data.batch_size=16", "data.calib_size=32", "train.epochs=2", "train.max_steps_per_epoch=2",
     "eval.num_random_subnets=1", "eval.max_batches=1", "eval.calib_batches=1",
-    "ray.torch_threads=1", "ray.cpus_per_worker=0.5",
+    "ray.torch_threads=1", "ray.cpus_per_worker=0.5", "ray.use_gpu=false",
 )
 
 

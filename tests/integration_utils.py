@@ -334,7 +334,77 @@ def multinode_main(output_dir: str, result_path: str) -> int:
         cluster.shutdown()
 
 
+def _gpu_probe(config: dict[str, Any]) -> None:
+    """A training worker that records where it runs and which GPU Ray gave it; never touches torch.cuda."""
+    import ray
+    import ray.train
+
+    record = {"supernet": config["supernet"], "node_id": ray.get_runtime_context().get_node_id(),
+              "gpu_ids": [str(i) for i in ray.get_gpu_ids()], "rank": ray.train.get_context().get_world_rank()}
+    with open(config["log"], "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def gpu_cluster_main(output_dir: str, result_path: str) -> int:
+    """A CPU head (1 CPU) and two nodes that declare 1 GPU and 2 CPUs each, on a machine without CUDA:
+    the product plans two supernets' training on the live cluster (use_gpu 'auto'), TorchTrainers with
+    the plan's ScalingConfig and gloo run a probe per worker, at the same time as the product runs them;
+    then evaluator stubs started with the evaluator plan's resources report their nodes and GPUs."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import ray
+    from ray.cluster_utils import Cluster
+    from ray.train import RunConfig
+    from ray.train.torch import TorchTrainer
+
+    from autovit_ray import adapters, placement
+    from autovit_ray.train import plan_training, scaling_config, torch_backend
+    from autovit_ray.training.config import load_config
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    try:
+        for _ in range(2):
+            cluster.add_node(num_cpus=2, num_gpus=1)
+        cluster.wait_for_nodes()
+        ray.init(address=cluster.address, log_to_driver=False)
+        head = ray.get_runtime_context().get_node_id()
+        gpu_nodes = [n["NodeID"] for n in ray.nodes() if n["Alive"] and n["Resources"].get("GPU")]
+        cfg = load_config("digits", ["ray.num_workers=1", "ray.torch_backend=gloo"])
+        nodes = adapters.cluster_node_groups()
+        plan = plan_training(cfg, ["xxs", "xs"], nodes)
+        log = Path(output_dir) / "probe.jsonl"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with ThreadPoolExecutor(len(plan.supernets)) as pool:
+            fits = [pool.submit(TorchTrainer(
+                _gpu_probe, train_loop_config={"supernet": name, "log": str(log)},
+                scaling_config=scaling_config(trainers), **torch_backend(cfg),
+                run_config=RunConfig(name=name, storage_path=str(Path(output_dir) / "ray"))).fit)
+                for name, trainers in plan.supernets.items()]
+            for fit in fits:
+                fit.result()
+        evaluators = placement.plan_evaluators(2, 0.5, 0.5, nodes)
+
+        @ray.remote
+        class EvaluatorStub:
+            def where(self) -> dict[str, Any]:
+                return {"node_id": ray.get_runtime_context().get_node_id(),
+                        "gpu_ids": [str(i) for i in ray.get_gpu_ids()]}
+
+        stubs = [EvaluatorStub.options(num_cpus=evaluators.cpus, num_gpus=evaluators.gpus).remote()
+                 for _ in range(evaluators.count)]
+        result = {"head": head, "gpu_nodes": gpu_nodes, "plan": plan.to_json(),
+                  "evaluator_plan": placement.make_plan(nodes, evaluators=evaluators).to_json(),
+                  "workers": [json.loads(line) for line in log.read_text().splitlines()],
+                  "evaluators": ray.get([stub.where.remote() for stub in stubs])}
+        Path(result_path).write_text(json.dumps(result, indent=1))
+        return 0
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+
+
 if __name__ == "__main__":
-    if len(sys.argv) == 4 and sys.argv[1] == "multinode":
-        sys.exit(multinode_main(sys.argv[2], sys.argv[3]))
-    sys.exit(f"usage: {sys.argv[0]} multinode <output dir> <result json>")
+    modes = {"multinode": multinode_main, "gpus": gpu_cluster_main}
+    if len(sys.argv) == 4 and sys.argv[1] in modes:
+        sys.exit(modes[sys.argv[1]](sys.argv[2], sys.argv[3]))
+    sys.exit(f"usage: {sys.argv[0]} multinode|gpus <output dir> <result json>")

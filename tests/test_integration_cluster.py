@@ -224,3 +224,26 @@ def test_simulated_multinode_spreads_trainers_and_evaluators(tmp_path):
     assert len(set(evaluator_nodes)) == 2, evaluator_nodes
     assert [e["split"] for e in result["evaluations"]] == ["val", "val"]
     assert all(0.0 <= e["val_top1"] <= 100.0 for e in result["evaluations"])
+
+
+def test_simulated_gpu_cluster_places_trainers_and_evaluators_on_gpu_nodes(tmp_path):
+    """No CUDA here: two nodes that declare one GPU each. The plan (use_gpu 'auto', from the live
+    cluster) gives each supernet's worker a whole GPU node and never the CPU head; Ray Train starts
+    the workers there with gloo, and Ray hands each its GPU; evaluators of half a GPU share them."""
+    with RayTemp() as temp:
+        result_path = tmp_path / "gpus.json"
+        log = tmp_path / "gpus.log"
+        rc = temp.run([PYTHON, REPO / "tests" / "integration_utils.py", "gpus", tmp_path / "out", result_path],
+                      log, timeout=480)
+        assert rc == 0, tail(log)
+        result = json.loads(result_path.read_text())
+    assert not temp.leftover, f"Ray processes left running: {temp.leftover}"
+    worker = {"workers": 1, "cpus_per_worker": 2.0, "gpus_per_worker": 1.0, "torch_threads": 2}
+    assert result["plan"] == {"supernets": {"xxs": worker, "xs": worker}, "evaluators": None,
+                              "fits": {"now": True, "max": True}}
+    workers = result["workers"]
+    assert sorted(w["supernet"] for w in workers) == ["xs", "xxs"]
+    assert sorted(w["node_id"] for w in workers) == sorted(result["gpu_nodes"])  # one per GPU node
+    assert all(len(w["gpu_ids"]) == 1 for w in workers)
+    assert result["evaluator_plan"]["evaluators"] == {"count": 2, "cpus": 0.5, "gpus": 0.5}
+    assert all(e["node_id"] in result["gpu_nodes"] and len(e["gpu_ids"]) == 1 for e in result["evaluators"])

@@ -27,8 +27,9 @@ from autovit_ray.checkpoint import (
 )
 from autovit_ray.data import dataset_record
 from autovit_ray.nn import Supernet
+from autovit_ray.placement import Cluster, NodeGroup
 from autovit_ray.space import load_space
-from autovit_ray.train import main, plan_resources
+from autovit_ray.train import main, plan_training
 from autovit_ray.training.config import OptimizerSection, load_config
 from autovit_ray.training.loop import SupernetTrainer, sample_step_archs
 from autovit_ray.training.optim import (
@@ -318,11 +319,15 @@ def test_invalid_config_field_gives_one_clear_error(override, message, tmp_path,
     assert not any(tmp_path.iterdir())  # nothing written
 
 
-def test_plan_resources_shares_small_machines_fractionally() -> None:
+def test_plan_training_shares_small_machines_fractionally() -> None:
     cfg = load_config("digits")
-    plan = plan_resources(cfg, 3, {"CPU": 2.0})
-    assert plan["cpus_per_worker"] == 0.66 and plan["torch_threads"] == 1 and plan["use_gpu"] is False
-    assert plan_resources(cfg, 3, {"CPU": 16.0, "GPU": 4.0})["use_gpu"] is True
+    laptop = Cluster((NodeGroup("head", 2.0, 0.0, 1, 1, head=True),), max_known=True)
+    plan = plan_training(cfg, ["xxs", "xs", "s"], laptop)
+    assert {p.cpus_per_worker for p in plan.supernets.values()} == {0.66}
+    assert {(p.torch_threads, p.gpus_per_worker) for p in plan.supernets.values()} == {(1, 0.0)}
+    assert plan.fits_now and plan.fits_max
+    gpus = Cluster((NodeGroup("head", 16.0, 4.0, 1, 1, head=True),), max_known=True)
+    assert plan_training(cfg, ["xxs", "xs", "s"], gpus).supernets["xxs"].gpus_per_worker == 1.0
 
 
 # --- bad inputs, checked before anything is written -------------------------------------------------

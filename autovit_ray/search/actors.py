@@ -42,8 +42,11 @@ class EvaluatorActor:
 
             table = LatencyTable.load(lut, space=space)
             latency_fn = table.predict_latency
+        # an actor given a GPU (gpus_per_evaluator) evaluates on it; the supernet replica stays on the CPU
+        # and each calibrated subnet is copied to the GPU
+        device = "cuda" if ray.get_gpu_ids() else "cpu"
         self.evaluator = SubnetEvaluator(supernet, space, data, EvalSettings(**settings), latency_fn,
-                                         num_threads)
+                                         num_threads, device=device)
         self.checkpoint_loads = 1
         self.started = time.time()
 
@@ -52,6 +55,7 @@ class EvaluatorActor:
 
     def stats(self) -> dict[str, Any]:
         return {"pid": os.getpid(), "node_id": ray.get_runtime_context().get_node_id(),
+                "gpu_ids": [str(i) for i in ray.get_gpu_ids()], "device": self.evaluator.device,
                 "checkpoint_loads": self.checkpoint_loads, "evaluations": self.evaluator.evaluations}
 
 
@@ -74,14 +78,15 @@ class EvaluatorPool:
                  settings: EvalSettings | None = None, data_overrides: dict[str, Any] | None = None,
                  cpus_per_evaluator: float = 1.0, threads_per_evaluator: int = 1,
                  scheduling_strategy: str = "SPREAD", cache: EvalCache | None = None,
-                 timeout_s: float | None = 600.0) -> None:
+                 timeout_s: float | None = 600.0, gpus_per_evaluator: float = 0.0) -> None:
         if timeout_s is not None and timeout_s <= 0:
             raise ValueError(f"the evaluation timeout must be positive seconds or None, got {timeout_s!r}")
         if not isinstance(num_evaluators, int) or num_evaluators < 1:
             raise ValueError(f"the search needs at least one evaluator actor, got --evaluators {num_evaluators!r}")
         self.actors = [
             # SPREAD: on a multi-node cluster the replicas go to different nodes (best effort).
-            EvaluatorActor.options(num_cpus=cpus_per_evaluator, scheduling_strategy=scheduling_strategy).remote(
+            EvaluatorActor.options(num_cpus=cpus_per_evaluator, num_gpus=gpus_per_evaluator,
+                                   scheduling_strategy=scheduling_strategy).remote(
                 str(checkpoint), str(lut) if lut else None, asdict(settings or EvalSettings()), dict(data_overrides or {}),
                 threads_per_evaluator)
             for _ in range(num_evaluators)]

@@ -23,9 +23,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .. import adapters, placement
 from ..adapters import connect_ray, default_tracking_uri
 from ..config import parse_override, read_yaml_mapping, set_path
 from ..io import atomic_write_text
+from ..placement import ResourcePlan
 from ..space import Arch, SearchSpace
 from .algorithms import (
     FINE_STAGE,
@@ -80,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="default: the free CPUs shared by the evaluators (at most 1 each), leaving a "
                         "little for the Tune trials, which only wait on the pool")
     p.add_argument("--threads-per-evaluator", type=int, default=DEFAULTS["threads_per_evaluator"])
+    p.add_argument("--gpus-per-evaluator", type=float, default=DEFAULTS["gpus_per_evaluator"],
+                   help="GPUs per evaluator actor, fractions share one GPU (e.g. 0.25: four per GPU); "
+                        "default 0: CPU evaluators")
     p.add_argument("--eval-timeout-s", type=float, default=DEFAULTS["eval_timeout_s"],
                    help="seconds one evaluation may take; a hung evaluator actor is then restarted and the "
                         "request sent again (default %(default)s)")
@@ -107,6 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mlflow-uri", default=None, help="default: $MLFLOW_TRACKING_URI or sqlite in the output dir")
     p.add_argument("--address", default=None, help="Ray address (default: $RAY_ADDRESS or a local Ray)")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs for a local Ray")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the evaluators' resource plan as JSON (count, CPUs, GPUs each; whether they fit "
+                        "the nodes up now and the largest cluster) and exit; exit status 1 when it does not fit")
     p.add_argument("--new-run", action="store_true",
                    help="when a search of this --name exists with another identity (another checkpoint, "
                         "LUT, budgets, strategy or seed), start a fresh parent run instead of failing")
@@ -156,6 +164,27 @@ def evaluator_cpus(cfg: SearchConfig) -> float:
         return cfg.cpus_per_evaluator
     return evaluator_share(ray.available_resources().get("CPU", 0.0), cfg.evaluators,
                            cfg.concurrent_trials or 2 * cfg.evaluators)
+
+
+def plan_search(cfg: SearchConfig) -> ResourcePlan:
+    """The evaluator actors' plan on the connected cluster: CPUs each as `evaluator_cpus`, GPUs as configured."""
+    cluster = adapters.cluster_node_groups()
+    evaluators = placement.plan_evaluators(cfg.evaluators, evaluator_cpus(cfg), cfg.gpus_per_evaluator, cluster)
+    return placement.make_plan(cluster, evaluators=evaluators)
+
+
+def dry_run(cfg: SearchConfig) -> int:
+    """Prints the search's resource plan as one JSON object; 1 when even the largest cluster cannot place it."""
+    import ray
+
+    started = connect_ray(cfg.address, cfg.num_cpus, log_to_driver=False)
+    try:
+        plan = plan_search(cfg)
+    finally:
+        if started:
+            ray.shutdown()
+    print(json.dumps(plan.to_json(), indent=1))
+    return 0 if plan.fits_max else 1
 
 
 def evaluator_share(free_cpus: float, evaluators: int, concurrent_trials: int) -> float:
@@ -329,8 +358,12 @@ def _run_started(cfg: SearchConfig, tracker: Any, strategy: SearchStrategy, chec
     connect_ray(cfg.address, cfg.num_cpus, log_to_driver=False)
     prepare_in_memory(data)
     cache = None if cfg.no_eval_cache else EvalCache(cfg.eval_cache or out_dir / "search" / CACHE_FILE, context)
-    pool = EvaluatorPool(str(checkpoint), cfg.evaluators, cfg.lut, settings, data_overrides,
-                         evaluator_cpus(cfg), cfg.threads_per_evaluator, cache=cache, timeout_s=cfg.eval_timeout_s)
+    plan = plan_search(cfg)
+    placement.check_fits(plan, adapters.cluster_node_groups())
+    evaluators = plan.evaluators
+    pool = EvaluatorPool(str(checkpoint), evaluators.count, cfg.lut, settings, data_overrides, evaluators.cpus,
+                         cfg.threads_per_evaluator, cache=cache, timeout_s=cfg.eval_timeout_s,
+                         gpus_per_evaluator=evaluators.gpus)
     searcher = AutoViTSearcher(strategy, metric="top1", mode="max")
     progress = progress_callback(strategy, cfg.name)
     trainable = tune.with_resources(
@@ -523,6 +556,8 @@ def config_from_argv(argv: list[str]) -> SearchConfig:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
+        if "--dry-run" in argv:  # a flag of this command, not a field of the search's config
+            return dry_run(config_from_argv([a for a in argv if a != "--dry-run"]))
         run(config_from_argv(argv))
     except ValueError as exc:  # bad input: one clear message, no traceback
         print(f"error: {exc}", file=sys.stderr)
@@ -533,4 +568,4 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["Arch", "SearchConfig", "build_parser", "config_from_argv", "main", "parse_count", "run"]
+__all__ = ["Arch", "SearchConfig", "build_parser", "config_from_argv", "dry_run", "main", "parse_count", "plan_search", "run"]

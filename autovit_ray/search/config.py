@@ -35,6 +35,7 @@ class SearchConfig:
     evaluators: int = 2  # evaluator actors (supernet replicas)
     cpus_per_evaluator: float | None = None  # default: the free CPUs shared by the evaluators (<= 1 each)
     threads_per_evaluator: int = 1
+    gpus_per_evaluator: float = 0.0  # GPUs per evaluator actor (fractions share a GPU); 0: evaluate on CPU
     eval_timeout_s: float | None = 600.0  # one evaluation longer than this: its actor is restarted, the request resent
     concurrent_trials: int | None = None  # default: 2 x evaluators
     eval_batches: int | None = None  # validation batches per candidate (default all; the test report reads all)
@@ -74,6 +75,8 @@ class SearchConfig:
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ValueError(f"{flag(name)} must be positive, got {value}")
+        if self.gpus_per_evaluator < 0:
+            raise ValueError(f"--gpus-per-evaluator must be >= 0 (0: CPU evaluators), got {self.gpus_per_evaluator}")
         if self.val_half not in (None, 0, 1):
             raise ValueError(f"--val-half must be 0 or 1 (a fixed half of the validation split), got {self.val_half}")
         if self.latency_budget_ms is not None and not self.lut:
@@ -132,7 +135,8 @@ DEFAULTS = {f.name: f.default for f in dataclasses.fields(SearchConfig)}
 # out of its identity (`autovit_ray.search.cli.search_identity`). Paths (`checkpoint`, `lut`,
 # `data_dir`) are there by content instead: the checkpoint's digest, the LUT's, the split's.
 NOT_IN_IDENTITY = frozenset({
-    "name", "checkpoint", "lut", "data_dir", "evaluators", "cpus_per_evaluator", "threads_per_evaluator", "eval_timeout_s",
+    "name", "checkpoint", "lut", "data_dir", "evaluators", "cpus_per_evaluator", "threads_per_evaluator", "gpus_per_evaluator",
+    "eval_timeout_s",
     "concurrent_trials", "eval_cache", "no_eval_cache", "top_k", "export_formats", "registered_model_name",
     "no_register", "output_dir", "mlflow_uri", "address", "num_cpus", "new_run",
 })

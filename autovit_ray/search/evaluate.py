@@ -52,14 +52,15 @@ class SubnetEvaluator:
 
     def __init__(self, supernet: Supernet, space: SearchSpace, data: DataConfig,
                  settings: EvalSettings | None = None,
-                 latency_fn: Callable[[Arch], float] | None = None, num_threads: int | None = None) -> None:
+                 latency_fn: Callable[[Arch], float] | None = None, num_threads: int | None = None,
+                 device: str = "cpu") -> None:
         if num_threads:
             torch.set_num_threads(num_threads)
         settings = settings or EvalSettings()
         if settings.batch_size:
             data = dataclasses.replace(data, batch_size=settings.batch_size)
         self.supernet, self.space, self.data, self.settings = supernet.eval(), space, data, settings
-        self.latency_fn = latency_fn
+        self.latency_fn, self.device = latency_fn, device
         self._loaders: dict[tuple[str, int], Any] = {}
         self.evaluations = 0
 
@@ -88,7 +89,7 @@ class SubnetEvaluator:
         # `max_batches` caps the selection's cost; the final reports read their whole split.
         max_batches = self.settings.max_batches if split == "val" else None
         result = evaluate_subnet(self.supernet, arch, self._loader("calib", arch.resolution),
-                                 self._loader(split, arch.resolution), max_batches=max_batches,
+                                 self._loader(split, arch.resolution), device=self.device, max_batches=max_batches,
                                  calib_batches=self.settings.calib_batches)
         seen = result.seen
         if seen == 0:

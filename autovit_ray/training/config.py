@@ -120,8 +120,11 @@ class RaySection:
     cpus_per_worker: float | None = _doc("CPUs reserved per worker (None: share the CPUs among all "
                                          "workers of all supernets, fractional on small machines)",
                                          default=None)
-    use_gpu: Any = _doc("'auto' (if the cluster has GPUs), true, false", default="auto")
+    use_gpu: Any = _doc("'auto' (if a GPU node is up or the autoscaler can start one), true, false",
+                        default="auto")
     gpus_per_worker: float = _doc("GPUs per worker when use_gpu", default=1.0)
+    torch_backend: str = _doc("torch.distributed backend: auto (Ray's: NCCL on GPUs, else gloo), gloo, nccl",
+                              default="auto")
     torch_threads: int | None = _doc("torch.set_num_threads in each worker (None: from cpus_per_worker)",
                                      default=None)
     max_failures: int = _doc("worker-group restarts from the last checkpoint (FailureConfig)", default=1)
@@ -228,6 +231,8 @@ def _validate(cfg: TrainConfig) -> None:
     r = cfg.ray
     if r.num_cpus is not None and r.num_cpus < 1:
         raise bad_field("ray.num_cpus", r.num_cpus, "a positive integer or null")
+    if r.torch_backend not in ("auto", "gloo", "nccl"):
+        raise bad_field("ray.torch_backend", r.torch_backend, "auto, gloo or nccl")
     if r.cpus_per_worker is not None and r.cpus_per_worker <= 0:
         raise bad_field("ray.cpus_per_worker", r.cpus_per_worker, "a positive number or null")
     if r.torch_threads is not None and r.torch_threads < 1:
