@@ -41,7 +41,7 @@ from .adapters import connect_ray, default_tracking_uri
 from .config import packaged_configs
 from .io import atomic_write_text
 from .progress import duration
-from .search.config import SearchConfig, count
+from .search.config import NOT_IN_IDENTITY, SearchConfig, count
 
 CONFIG_DIR = packaged_configs("pipeline")
 STAGES = ("train", "profile", "search", "retrain", "compare")
@@ -259,6 +259,25 @@ class Pipeline:
             ray.shutdown()
             self._ray_started = False
 
+    def resource_plan(self) -> Any:
+        """The `placement.ResourcePlan` of the train stage's workers and the search stage's evaluators on
+        the pipeline's Ray (started here when local)."""
+        import ray
+
+        from . import placement
+        from .adapters import cluster_node_groups
+        from .search.cli import evaluator_share
+        from .train import plan_training
+
+        self._ensure_ray()
+        cluster = cluster_node_groups()
+        trainers = plan_training(self.train_config(), list(self.cfg.supernets), cluster).supernets
+        s = self.cfg.search
+        cpus = s.cpus_per_evaluator or evaluator_share(ray.available_resources().get("CPU", 0.0), s.evaluators,
+                                                       s.concurrent_trials or 2 * s.evaluators)
+        evaluators = placement.plan_evaluators(s.evaluators, cpus, s.gpus_per_evaluator, cluster)
+        return placement.make_plan(cluster, trainers, evaluators)
+
     # -- helpers -----------------------------------------------------------------------------------
     def _command(self, module: str, argv: Sequence[str]) -> None:
         self.log(f"  $ python -m autovit_ray.{module} {shlex.join(argv)}")
@@ -440,7 +459,9 @@ class Pipeline:
                 self._record_path("search", name).unlink(missing_ok=True)
                 statuses.append("skipped")
                 continue
-            fp = fingerprint("search", _settings(s), str(checkpoint.resolve()), meta["epoch"],
+            # how the search runs (evaluators, their CPUs / GPUs, timeouts) does not make it another search
+            settings = {k: v for k, v in _settings(s).items() if k not in NOT_IN_IDENTITY}
+            fp = fingerprint("search", settings, str(checkpoint.resolve()), meta["epoch"],
                              space.fingerprint(), file_digest(lut) if lut else None, params, latency)
             search_name = f"{name}-{s.strategy}-{fp[:6]}"
             summary_path = self.exp_dir / "search" / search_name / "results.json"
@@ -721,6 +742,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="override a config field, e.g. --set search.evaluators=1 (repeatable)")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the resource plan as JSON (training workers per supernet, evaluators; whether "
+                             "they fit the nodes up now and the largest cluster) and exit; exit status 1 when it "
+                             "does not fit")
     return parser
 
 
@@ -733,6 +758,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         stages = [s.strip() for s in args.stages.split(",") if s.strip()] if args.stages else None
         pipeline = Pipeline(cfg, force=[s.strip() for s in args.force.split(",") if s.strip()])
+        if args.dry_run:
+            try:
+                plan = pipeline.resource_plan()
+            finally:
+                pipeline.close()
+            print(json.dumps(plan.to_json(), indent=1))
+            return 0 if plan.fits_max else 1
         timings = pipeline.run(stages)
     except KeyboardInterrupt as e:
         print(f"\ninterrupted{f' ({e})' if str(e) else ''}: finished stages, epochs and search candidates "

@@ -153,6 +153,36 @@ def test_evaluator_actor_killed_mid_search(killed_worker_run, tmp_path):
     assert not left_after_exit and not temp.leftover, (left_after_exit, temp.leftover)
 
 
+def test_evaluator_actor_frozen_mid_search(killed_worker_run, tmp_path):
+    """SIGSTOP one EvaluatorActor process after the first candidates finished: it neither answers nor
+    dies. The pool's timeout (derived from the measured time of the space's largest arch, not a
+    constant) expires, the actor is killed and restarted, the request is sent again, and the search
+    completes with every evaluation counted exactly once."""
+    total = 10
+    with RayTemp() as temp:
+        log = tmp_path / "search.log"
+        proc = temp.spawn(_search_cmd(killed_worker_run["exp"], tmp_path, "actor-freeze", total), log)
+        wait_for(lambda: _finished_candidates(tmp_path) >= 2, 400, "the first finished candidates", alive=proc,
+                 interval=0.2)
+        actors = ray_actor_pids(str(temp.path), "EvaluatorActor")
+        assert len(actors) == 2, actors
+        done_before = _finished_candidates(tmp_path)
+        os.kill(actors[0], signal.SIGSTOP)
+        rc = temp.wait(proc, 400, "the search after the actor froze", log)
+        left_after_exit = temp.stop_all()
+    assert rc == 0, tail(log)
+    assert done_before < total, "the search finished before the freeze: nothing was tested"
+    results = json.loads((tmp_path / "search" / "actor-freeze" / "results.json").read_text())
+    assert results["evaluations"] == total and results["failed"] == 0
+    trial_results = tune_trial_results(search_tune_dir(tmp_path, "actor-freeze"))
+    assert len(trial_results) == total and len({r["arch_hash"] for r in trial_results}) == total
+    timeouts = results["eval_timeouts_s"]
+    assert set(timeouts) == {"val", "val_other", "test"} and all(t >= 30.0 for t in timeouts.values())
+    pids = [s["pid"] for s in results["evaluator_stats"]]
+    assert actors[0] not in pids, "the frozen actor was never replaced"
+    assert not left_after_exit and not temp.leftover, (left_after_exit, temp.leftover)
+
+
 def test_search_driver_killed_and_rerun_resumes(killed_worker_run, tmp_path):
     """SIGKILL the `python -m autovit_ray.search` driver after some candidates finished, stop what it
     left, rerun the same command (same --name): it resumes, and no finished candidate is evaluated again."""

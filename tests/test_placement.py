@@ -190,6 +190,7 @@ def test_train_dry_run_against_a_cluster_file_prints_the_plan():
 
 
 def test_dry_run_on_the_live_local_ray(ray_session, trained_digits_experiment, capsys):
+    from autovit_ray.pipeline import main as pipeline_main
     from autovit_ray.search.cli import main as search_main
     from autovit_ray.train import main as train_main
 
@@ -202,3 +203,8 @@ def test_dry_run_on_the_live_local_ray(ray_session, trained_digits_experiment, c
     plan = json.loads(capsys.readouterr().out)
     assert plan == {"supernets": {}, "evaluators": {"count": 2, "cpus": 0.5, "gpus": 0.0},
                     "fits": {"now": True, "max": True}}
+    assert pipeline_main(["--config", "demo", "--dry-run", "--set", "search.evaluators=2",
+                          "--set", "search.cpus_per_evaluator=0.4", "--set", "output_dir=/nonexistent/never-written"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert set(plan["supernets"]) == {"xxs", "xs", "s"} and plan["fits"] == {"now": True, "max": True}
+    assert plan["evaluators"] == {"count": 2, "cpus": 0.4, "gpus": 0.0}

@@ -94,3 +94,10 @@ def test_selection_on_a_fixed_half_of_the_validation_split(one_thread) -> None:
         whole.evaluate_split(arch, "val_other")
     with pytest.raises(ValueError, match="val_half must be 0, 1 or None"):
         EvalSettings(val_half=2)
+
+
+def test_derived_timeouts_scale_with_the_batches_of_each_split():
+    from autovit_ray.search.actors import TIMEOUT_FACTOR, TIMEOUT_FLOOR_S, derived_timeouts
+
+    timeouts = derived_timeouts(0.5, {"val": 4, "val_other": 22, "test": 100})
+    assert timeouts == {"val": TIMEOUT_FLOOR_S, "val_other": TIMEOUT_FACTOR * 0.5 * 22, "test": TIMEOUT_FACTOR * 50.0}

@@ -66,7 +66,10 @@ def test_search_cli_end_to_end_with_mlflow_and_resume(finished_digits_search, tm
     # One checkpoint load per actor; every evaluation went through the pool (6 val + 2 test).
     stats = results["evaluator_stats"]
     assert [s["checkpoint_loads"] for s in stats] == [1, 1]
-    assert sum(s["evaluations"] for s in stats) == 6 + 2
+    assert sum(s["evaluations"] for s in stats) == 6 + 2  # the timing warm-up is not counted
+    # no --eval-timeout-s: per-split timeouts derived from the largest arch's measured time (at least 30 s)
+    assert set(results["eval_timeouts_s"]) == {"val", "val_other", "test"}
+    assert all(t >= 30.0 for t in results["eval_timeouts_s"].values())
     # the evaluation cache holds all of them; nothing of this first run came from it
     assert results["actor_evaluations"] == 6 and results["cache_hits"] == 0 and results["cache_entries"] == 6
     assert results["eval_cache"] == str(search.dir / "search" / "eval_cache.sqlite")

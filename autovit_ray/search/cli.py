@@ -87,7 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "default 0: CPU evaluators")
     p.add_argument("--eval-timeout-s", type=float, default=DEFAULTS["eval_timeout_s"],
                    help="seconds one evaluation may take; a hung evaluator actor is then restarted and the "
-                        "request sent again (default %(default)s)")
+                        "request sent again (default: derived per split, 10x the measured time of the space's "
+                        "largest arch on each actor, at least 30 s)")
     p.add_argument("--concurrent-trials", type=int, default=None, help="default: 2 x evaluators")
     p.add_argument("--eval-batches", type=int, default=None, help="validation batches per candidate (default all)")
     p.add_argument("--calib-batches", type=int, default=None, help="BN recalibration batches (default all)")
@@ -363,7 +364,8 @@ def _run_started(cfg: SearchConfig, tracker: Any, strategy: SearchStrategy, chec
     evaluators = plan.evaluators
     pool = EvaluatorPool(str(checkpoint), evaluators.count, cfg.lut, settings, data_overrides, evaluators.cpus,
                          cfg.threads_per_evaluator, cache=cache, timeout_s=cfg.eval_timeout_s,
-                         gpus_per_evaluator=evaluators.gpus)
+                         gpus_per_evaluator=evaluators.gpus, timing_arch=strategy.space.largest())
+    print(f"[{cfg.name}] evaluation timeouts (s): {pool.timeouts}", flush=True)
     searcher = AutoViTSearcher(strategy, metric="top1", mode="max")
     progress = progress_callback(strategy, cfg.name)
     trainable = tune.with_resources(
@@ -399,7 +401,7 @@ def _run_started(cfg: SearchConfig, tracker: Any, strategy: SearchStrategy, chec
         pool.shutdown()
         raise
     stats = pool.stats()
-    summary.update(counts, failed_trials=failures, evaluator_stats=stats,
+    summary.update(counts, failed_trials=failures, evaluator_stats=stats, eval_timeouts_s=pool.timeouts,
                    eval_cache=str(cache.path) if cache is not None else None)
     tracker.log_counts(counts)
     pool.shutdown()

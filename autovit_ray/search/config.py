@@ -36,7 +36,7 @@ class SearchConfig:
     cpus_per_evaluator: float | None = None  # default: the free CPUs shared by the evaluators (<= 1 each)
     threads_per_evaluator: int = 1
     gpus_per_evaluator: float = 0.0  # GPUs per evaluator actor (fractions share a GPU); 0: evaluate on CPU
-    eval_timeout_s: float | None = 600.0  # one evaluation longer than this: its actor is restarted, the request resent
+    eval_timeout_s: float | None = None  # one evaluation longer: its actor is restarted, the request resent (None: derived)
     concurrent_trials: int | None = None  # default: 2 x evaluators
     eval_batches: int | None = None  # validation batches per candidate (default all; the test report reads all)
     calib_batches: int | None = None  # BN recalibration batches (default all)

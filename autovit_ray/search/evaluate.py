@@ -78,6 +78,15 @@ class SubnetEvaluator:
     def evaluate(self, arch: Arch) -> dict[str, Any]:
         return self.evaluate_split(arch, SELECTION_SPLIT)
 
+    def batches_per_evaluation(self, split: str, resolution: int) -> int:
+        """Batches one evaluation of `split` reads: BN calibration, then the split (capped for 'val')."""
+        calib = len(self._loader("calib", resolution))
+        calib = min(calib, self.settings.calib_batches) if self.settings.calib_batches else calib
+        batches = len(self._loader(split, resolution))
+        if split == SELECTION_SPLIT and self.settings.max_batches:
+            batches = min(batches, self.settings.max_batches)
+        return calib + batches
+
     def evaluate_split(self, arch: Arch, split: str) -> dict[str, Any]:
         self.space.validate(arch)
         if split not in ("val", "val_other", "test"):

@@ -1,0 +1,309 @@
+"""Benchmark: a supernet whose ranking can be trusted (issue 30), on the recipe and profile that
+bench/cifar10_recipe.py chose (issue 29).
+
+Everything runs through the product's commands, from a pinned copy of the code:
+
+    .venv/bin/python bench/supernet_fidelity.py --data-dir /path/to/cifar10    # resumable: rerun to continue
+    .venv/bin/python bench/supernet_fidelity.py --stop-after scan
+    .venv/bin/python bench/supernet_fidelity.py --report-only                  # JSON and section from what exists
+
+1. ``supernets``: two XXS supernets of the ``cifar10-p1`` profile, `EPOCHS` epochs each, through
+   ``python -m autovit_ray.train --config cifar10-p1``: ``sandwich`` (the largest, the smallest and one
+   random subnet per step, the largest on labels, the others distilled in place from its detached
+   predictions; dropout only on the largest: BigNAS / AttentiveNAS) and the ``uniform`` control (one
+   random subnet per step, Algorithm 1 as the paper trains it; about 1/3 of a sandwich step).
+2. ``scan``: the cheap check before the truth's hours. `SCAN_SUBNETS` random subnets plus the largest
+   and the smallest, each with the accuracy it inherits (BatchNorm recalibrated) on the full 5k
+   validation split, against its latency-table milliseconds. If the sandwich supernet's largest minus
+   smallest is under `SPAN_GATE` points the run stops here: the truth would not be worth its hours.
+3. ``band``: the peer's latency in the table's milliseconds (the peer and 12 random subnets measured in
+   one interleaved run; their median table/measured ratio converts), and the band 0.8-1.2x of it.
+4. ``truth``: ``python -m autovit_ray.fidelity`` with both checkpoints: `TRUTH_SUBNETS` subnets, at least
+   `TRUTH_IN_BAND` inside the band, each trained alone for `TRUTH_EPOCHS` epochs (one-cycle fitted to
+   that length), the first `TRUTH_REPEAT` again with a second seed; Kendall tau with bootstrap
+   intervals over all and in band, the MACs and parameter baselines, top-3 overlap, regret.
+
+Artifacts go to ``$AUTOVIT_BENCH_DIR/supernet_fidelity`` (default ``~/.cache/autovit-ray/bench``);
+``--report-only`` writes bench/results/supernet_fidelity.json and the BENCHMARKS.md section from what
+exists, so a run in progress is reported as far as it got.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from cifar10_recipe import (  # noqa: E402
+    GATE_VAL_TOP1,
+    MIN_TOKENS,
+    PEER,
+    PEER_EPOCHS,
+    PROFILE,
+    RESOLUTION,
+    code_commit,
+    log,
+    run_cli,
+)
+from cifar10_result import public_path, public_paths  # noqa: E402
+
+from autovit_ray.io import atomic_write_text, replace_markdown_section  # noqa: E402
+
+STAGES = ("supernets", "scan", "band", "truth")
+SUPERNET = "xxs"
+EPOCHS = 30
+SAMPLERS: dict[str, list[str]] = {
+    "sandwich": ["train.sampler=sandwich", "train.sandwich_random=1", "kd.kind=soft", "kd.inplace=true",
+                 "kd.alpha=1.0", "model.regularize=largest"],
+    "uniform": [],
+}
+SCAN_SUBNETS = 50
+SCAN_CALIB_BATCHES = 8  # = eval.calib_batches of configs/train/cifar10-p1.yaml
+SPAN_GATE = 3.0  # points of validation top-1 between the sandwich supernet's largest and smallest
+BAND = (0.8, 1.2)
+TRUTH_SUBNETS, TRUTH_IN_BAND, TRUTH_EPOCHS, TRUTH_REPEAT = 14, 8, 15, 2
+SECTION = "## A supernet whose ranking can be trusted (issue 30)"
+RESULTS_JSON = ROOT / "bench" / "results" / "supernet_fidelity.json"
+RECIPE_JSON = ROOT / "bench" / "results" / "cifar10_recipe.json"  # the peer and the recipe (issue 29)
+BENCHMARKS = ROOT / "BENCHMARKS.md"
+
+
+def bench_root() -> Path:
+    return Path(os.environ.get("AUTOVIT_BENCH_DIR", "~/.cache/autovit-ray/bench")).expanduser()
+
+
+def lut_file() -> Path:
+    """The cifar10-p1 XXS torch-cpu table that bench/cifar10_recipe.py built and validated."""
+    return bench_root() / "cifar10_recipe" / "luts" / f"xxs-{PROFILE}-torch-cpu.parquet"
+
+
+def train_supernet(sampler: str, out: Path, data_dir: Path) -> Path:
+    """`python -m autovit_ray.train` for one supernet (it resumes from its last epoch on a rerun)."""
+    from autovit_ray.checkpoint import find_checkpoint
+
+    name = f"{sampler}-e{EPOCHS}"
+    try:
+        return find_checkpoint(out / name, SUPERNET, final=True)
+    except ValueError:
+        pass
+    log(f"supernets: {name}: training ({EPOCHS} epochs; resumes from its last epoch)")
+    cli = ["autovit_ray.train", "--config", "cifar10-p1", "--name", name, "--output-dir", str(out),
+           "--supernets", SUPERNET]
+    for item in [f"train.epochs={EPOCHS}", f"data.data_dir={data_dir}", "train.progress_bar=false",
+                 "ray.torch_threads=2", "ray.use_gpu=false", *SAMPLERS[sampler]]:
+        cli += ["--set", item]
+    run_cli(cli, out / f"{name}.log")
+    return find_checkpoint(out / name, SUPERNET, final=True)
+
+
+def scan(checkpoint: Path, out: Path, sampler: str) -> dict[str, Any]:
+    """Inherited full-validation top-1 of the largest, the smallest and `SCAN_SUBNETS` random subnets."""
+    path = out / f"scan-{sampler}.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    from autovit_ray.checkpoint import load_supernet, read_meta
+    from autovit_ray.latency import LatencyTable
+    from autovit_ray.search.evaluate import EvalSettings, SubnetEvaluator
+
+    supernet, space, config = load_supernet(checkpoint)
+    table = LatencyTable.load(lut_file(), space=space)
+    evaluator = SubnetEvaluator(supernet, space, config.data, EvalSettings(calib_batches=SCAN_CALIB_BATCHES))
+    rng = random.Random(0)
+    archs = [("largest", space.largest()), ("smallest", space.smallest()),
+             *((f"random-{i}", space.sample(rng)) for i in range(SCAN_SUBNETS))]
+    log(f"scan {sampler}: {len(archs)} subnets, inherited weights, full validation split")
+    rows = []
+    for role, arch in archs:
+        result = evaluator.evaluate(arch)
+        rows.append({"role": role, "arch": arch.to_dict(), "name": str(arch), "val_top1": result["val_top1"],
+                     "lut_ms": table.predict_latency(arch), "params": result["params"], "macs": result["macs"]})
+    top1 = {row["role"]: row["val_top1"] for row in rows}
+    record = {"checkpoint": public_path(checkpoint), "epochs_done": int(read_meta(checkpoint)["epoch"]),
+              "sampler": sampler, "subnets": rows, "largest_minus_smallest": top1["largest"] - top1["smallest"],
+              "random_span": max(r["val_top1"] for r in rows[2:]) - min(r["val_top1"] for r in rows[2:]),
+              "calib_batches": SCAN_CALIB_BATCHES, "commit": code_commit()}
+    atomic_write_text(path, json.dumps(record, indent=1))
+    return record
+
+
+def peer_band(out: Path) -> dict[str, Any]:
+    """The peer's latency in table milliseconds, and the band around it (see the module doc)."""
+    path = out / "band.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    from autovit_ray.latency import LatencyTable, measure_interleaved
+    from autovit_ray.latency.backends import backend_from_settings
+    from autovit_ray.latency.measure import calibrate_inner
+    from autovit_ray.models import create_subnet
+    from autovit_ray.space import load_space
+    from autovit_ray.training.reference import ReferenceSpec, build_spec
+
+    recipe = json.loads((bench_root() / "cifar10_recipe" / "results.json").read_text())["choice"]
+    space = load_space(SUPERNET, profile=PROFILE)
+    table = LatencyTable.load(lut_file(), space=space)
+    rng = random.Random(0)
+    references = [space.sample(rng) for _ in range(12)]
+    peer, _ = build_spec(ReferenceSpec(PEER, RESOLUTION, adaptation=recipe["adaptation"], min_tokens=MIN_TOKENS), 10)
+    settings = dict(table.metadata.get("backend_settings") or {})  # the table's own threads and clock
+    log(f"band: the peer beside 12 random subnets, {table.backend} {settings}, interleaved")
+    runner = backend_from_settings(table.backend, settings)
+    prepared = [runner.prepare(m.eval(), (1, 3, RESOLUTION, RESOLUTION))
+                for m in (peer, *(create_subnet(a, 10, space) for a in references))]
+    try:
+        inner = [calibrate_inner(p) for p in prepared]
+        stats = [s.to_dict() for s in measure_interleaved(prepared, 30, 5, inner, 1)]
+    finally:
+        for p in prepared:
+            p.close()
+    level = statistics.median(table.predict_latency(a) / s["median_ms"] for a, s in zip(references, stats[1:]))
+    peer_ms = stats[0]["median_ms"] * level
+    record = {"peer_measured_ms": stats[0]["median_ms"], "level": level, "peer_lut_ms": peer_ms,
+              "band_ms": [BAND[0] * peer_ms, BAND[1] * peer_ms], "backend_settings": settings, "commit": code_commit()}
+    atomic_write_text(path, json.dumps(record, indent=1))
+    return record
+
+
+def truth(checkpoints: dict[str, Path], band: dict[str, Any], out: Path) -> dict[str, Any]:
+    """`python -m autovit_ray.fidelity` over both supernets with one truth (resumable)."""
+    report_path = out / "truth" / "fidelity.json"
+    low, high = band["band_ms"]
+    cli = ["autovit_ray.fidelity", "--truth", str(out / "truth"), "--supernet", SUPERNET, "--lut", str(lut_file()),
+           "--subnets", str(TRUTH_SUBNETS), "--in-band", str(TRUTH_IN_BAND), "--band-ms", f"{low:.4f},{high:.4f}",
+           "--epochs", str(TRUTH_EPOCHS), "--repeat", str(TRUTH_REPEAT), "--calib-batches", str(SCAN_CALIB_BATCHES),
+           "--set", "train.progress_bar=false", "--set", "ray.torch_threads=2", "--set", "ray.use_gpu=false"]
+    for checkpoint in checkpoints.values():
+        cli += ["--checkpoint", str(checkpoint)]
+    log(f"truth: {TRUTH_SUBNETS} subnets ({TRUTH_IN_BAND} in {low:.3f}-{high:.3f} table ms), {TRUTH_EPOCHS} "
+        f"epochs alone each, {TRUTH_REPEAT} repeated with a second seed")
+    run_cli(cli, out / "truth.log")
+    return json.loads(report_path.read_text())
+
+
+def report(out: Path) -> dict[str, Any]:
+    """bench/results/supernet_fidelity.json and the BENCHMARKS.md section from what exists."""
+    recipe = json.loads(RECIPE_JSON.read_text()) if RECIPE_JSON.is_file() else {}
+    peer = recipe.get("peer") or {}
+    scans = {s: json.loads((out / f"scan-{s}.json").read_text()) for s in SAMPLERS if (out / f"scan-{s}.json").is_file()}
+    fidelity_path = out / "truth" / "fidelity.json"
+    fidelity = json.loads(fidelity_path.read_text()) if fidelity_path.is_file() else None
+    supernets: dict[str, Any] = {}
+    for sampler in SAMPLERS:
+        progress = _epochs_done(out / f"{sampler}-e{EPOCHS}")
+        entry: dict[str, Any] = {"sampler": sampler, "epochs": EPOCHS, "epochs_done": progress,
+                                 "settings": SAMPLERS[sampler]}
+        if sampler in scans:
+            entry["scan"] = {k: v for k, v in scans[sampler].items() if k != "subnets"}
+            entry["inherited_span"] = scans[sampler]["largest_minus_smallest"]
+        if fidelity:
+            stats = next((v for k, v in fidelity["supernets"].items() if f"{sampler}-e{EPOCHS}" in k), None)
+            if stats:
+                entry.update({k: stats.get(k) for k in ("kendall_tau", "tau_low", "tau_high", "tau_in_band",
+                                                        "tau_macs", "tau_params", "top3_overlap", "regret")})
+        supernets[sampler] = entry
+    chosen = None
+    if fidelity and all("tau_in_band" in s for s in supernets.values()):
+        chosen = max(supernets, key=lambda s: (supernets[s]["tau_in_band"] or -2.0))
+    band_path = out / "band.json"
+    result = {
+        "peer": {"val_top1": peer.get("val_top1"), "test_top1": peer.get("test_top1"), "epochs": PEER_EPOCHS,
+                 "adaptation": (recipe.get("choice") or {}).get("adaptation"),
+                 "recipe": (recipe.get("choice") or {}).get("recipe")},
+        "supernets": supernets, "span_gate": SPAN_GATE,
+        "band": json.loads(band_path.read_text()) if band_path.is_file() else None,
+        "standalone": fidelity["standalone"] if fidelity else None, "chosen": chosen,
+        "scans": {s: v["subnets"] for s, v in scans.items()}, "report_commit": code_commit(),
+    }
+    atomic_write_text(RESULTS_JSON, json.dumps(public_paths(result), indent=1) + "\n")
+    replace_markdown_section(BENCHMARKS, SECTION, section(result))
+    return result
+
+
+def _epochs_done(experiment: Path) -> int:
+    from autovit_ray.checkpoint import find_checkpoint, read_meta
+
+    try:
+        return int(read_meta(find_checkpoint(experiment, SUPERNET))["epoch"])
+    except (ValueError, OSError):
+        return 0
+
+
+def _num(value: float | None, digits: int = 2) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def section(r: dict[str, Any]) -> str:
+    lines = [SECTION, "",
+             "Command: `.venv/bin/python bench/supernet_fidelity.py --data-dir <cifar10>` (resumable), from a pinned "
+             f"worktree; report: `--report-only`. XXS supernets on the `{PROFILE}` profile and the recipe chosen "
+             f"in the section above, {EPOCHS} epochs each. Validation split only (5k images held out of training).", "",
+             "| supernet | epochs done | largest − smallest (inherited, val) | random 50: span | Kendall tau [95%] "
+             "| tau in band | tau of MACs |", "|---|---|---|---|---|---|---|"]
+    for name, s in r["supernets"].items():
+        scan_ = s.get("scan") or {}
+        lines.append(f"| {name} | {s['epochs_done']}/{s['epochs']} | {_num(s.get('inherited_span'))} | "
+                     f"{_num(scan_.get('random_span'))} | {_num(s.get('kendall_tau'))} [{_num(s.get('tau_low'))}, "
+                     f"{_num(s.get('tau_high'))}] | {_num(s.get('tau_in_band'))} | {_num(s.get('tau_macs'))} |")
+    lines += ["", f"Gate before the truth: the sandwich supernet's largest minus smallest ≥ {r['span_gate']:.0f} points."]
+    if r["band"]:
+        lines.append(f"The peer's latency: {r['band']['peer_lut_ms']:.3f} table ms; band "
+                     f"{r['band']['band_ms'][0]:.3f}–{r['band']['band_ms'][1]:.3f}.")
+    if r["standalone"]:
+        sd = r["standalone"].get("seed_sd")
+        lines.append(f"Truth: {len(r['standalone']['subnets'])} subnets, {r['standalone']['epochs']} epochs alone; "
+                     f"seed noise sd {_num(sd)} points. Chosen supernet: {r['chosen']}.")
+    else:
+        lines.append("The truth (stand-alone runs) has not run yet.")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", type=Path, default=bench_root() / "supernet_fidelity")
+    p.add_argument("--data-dir", type=Path, default=Path(os.environ.get("AUTOVIT_CIFAR10_DIR", "data/cifar10")))
+    p.add_argument("--stop-after", choices=STAGES, default=STAGES[-1])
+    p.add_argument("--report-only", action="store_true", help="write the JSON and section from what exists")
+    args = p.parse_args(argv)
+    out = args.out.expanduser().resolve()
+    if args.report_only:
+        report(out)
+        return 0
+    if not lut_file().is_file():
+        raise SystemExit(f"error: no latency table at {lut_file()}: run bench/cifar10_recipe.py to its lut stage first")
+    peer = json.loads((bench_root() / "cifar10_recipe" / "results.json").read_text()).get("peer") or {}
+    if (peer.get("val_top1") or 0.0) < GATE_VAL_TOP1:  # the recipe issue's gate: a peer worth beating
+        raise SystemExit(f"error: the 30-epoch peer reached {peer.get('val_top1')} % validation top-1, under the "
+                         f"recipe's gate of {GATE_VAL_TOP1} %: fix the recipe before training supernets on it")
+    out.mkdir(parents=True, exist_ok=True)
+    data_dir = args.data_dir.resolve()
+    start = time.time()
+    checkpoints = {sampler: train_supernet(sampler, out, data_dir) for sampler in SAMPLERS}
+    if args.stop_after == "supernets":
+        return 0
+    scans = {sampler: scan(checkpoint, out, sampler) for sampler, checkpoint in checkpoints.items()}
+    span = scans["sandwich"]["largest_minus_smallest"]
+    if span < SPAN_GATE:
+        log(f"scan: the sandwich supernet's largest minus smallest is {span:.2f} points (< {SPAN_GATE}): stopping "
+            "before the truth; find out why first")
+        return 1
+    if args.stop_after == "scan":
+        return 0
+    band = peer_band(out)
+    if args.stop_after == "band":
+        return 0
+    truth(checkpoints, band, out)
+    log(f"done in {(time.time() - start) / 3600:.1f} h")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

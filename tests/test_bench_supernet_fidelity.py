@@ -1,0 +1,70 @@
+"""bench/supernet_fidelity.py (issue 30): the sandwich settings are the issue's, the report reads what
+exists (scans, band, the fidelity report) and chooses by in-band tau, and the run refuses to start
+without the recipe benchmark's latency table."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+import supernet_fidelity as bench  # noqa: E402
+
+
+def test_the_sandwich_arm_is_bignas_style_and_the_control_is_uniform():
+    assert bench.SAMPLERS == {
+        "sandwich": ["train.sampler=sandwich", "train.sandwich_random=1", "kd.kind=soft", "kd.inplace=true",
+                     "kd.alpha=1.0", "model.regularize=largest"],
+        "uniform": []}
+    assert (bench.TRUTH_SUBNETS, bench.TRUTH_IN_BAND, bench.TRUTH_EPOCHS, bench.TRUTH_REPEAT) == (14, 8, 15, 2)
+
+
+def _scan(sampler: str, largest: float, smallest: float) -> dict:
+    rows = [{"role": "largest", "val_top1": largest}, {"role": "smallest", "val_top1": smallest},
+            {"role": "random-0", "val_top1": 70.0}, {"role": "random-1", "val_top1": 74.5}]
+    return {"sampler": sampler, "subnets": rows, "largest_minus_smallest": largest - smallest, "random_span": 4.5}
+
+
+def test_report_reads_what_exists_and_chooses_by_in_band_tau(tmp_path, monkeypatch):
+    monkeypatch.setattr(bench, "RESULTS_JSON", tmp_path / "supernet_fidelity.json")
+    monkeypatch.setattr(bench, "BENCHMARKS", tmp_path / "BENCHMARKS.md")
+    monkeypatch.setattr(bench, "RECIPE_JSON", tmp_path / "cifar10_recipe.json")
+    (tmp_path / "cifar10_recipe.json").write_text(json.dumps(
+        {"peer": {"val_top1": 85.1, "test_top1": 84.3}, "choice": {"adaptation": "stem1", "recipe": "padcrop"}}))
+    out = tmp_path / "out"
+    out.mkdir()
+    (tmp_path / "BENCHMARKS.md").write_text("# Benchmarks\n")
+    # nothing run yet: a report with no numbers, and no choice
+    first = bench.report(out)
+    assert first["chosen"] is None and first["supernets"]["sandwich"]["epochs_done"] == 0
+    assert "The truth (stand-alone runs) has not run yet." in (tmp_path / "BENCHMARKS.md").read_text()
+    (out / "scan-sandwich.json").write_text(json.dumps(_scan("sandwich", 82.0, 74.0)))
+    (out / "scan-uniform.json").write_text(json.dumps(_scan("uniform", 76.0, 75.2)))
+    (out / "band.json").write_text(json.dumps({"peer_lut_ms": 3.0, "band_ms": [2.4, 3.6]}))
+    (out / "truth").mkdir()
+    stats = {"kendall_tau": 0.4, "tau_low": 0.1, "tau_high": 0.7, "tau_macs": 0.3, "tau_params": 0.2,
+             "top3_overlap": 2, "regret": 0.5}
+    (out / "truth" / "fidelity.json").write_text(json.dumps({
+        "standalone": {"epochs": 15, "seed_sd": 0.3, "subnets": [{"val_top1": 80.0}] * 14},
+        "supernets": {"/x/sandwich-e30/checkpoints/xxs/epoch_0030": {**stats, "tau_in_band": 0.6},
+                      "/x/uniform-e30/checkpoints/xxs/epoch_0030": {**stats, "tau_in_band": 0.1}}}))
+    result = bench.report(out)
+    assert result["chosen"] == "sandwich"
+    assert result["supernets"]["sandwich"]["inherited_span"] == 8.0
+    assert result["supernets"]["uniform"]["tau_in_band"] == 0.1
+    assert result["peer"] == {"val_top1": 85.1, "test_top1": 84.3, "epochs": 30, "adaptation": "stem1",
+                              "recipe": "padcrop"}
+    assert json.loads((tmp_path / "supernet_fidelity.json").read_text())["chosen"] == "sandwich"
+    text = (tmp_path / "BENCHMARKS.md").read_text()
+    assert "| sandwich | 0/30 | 8.00 | 4.50 | 0.40 [0.10, 0.70] | 0.60 | 0.30 |" in text
+    assert text.count(bench.SECTION) == 1
+
+
+def test_the_run_needs_the_recipe_benchmarks_latency_table(tmp_path, monkeypatch):
+    monkeypatch.setenv("AUTOVIT_BENCH_DIR", str(tmp_path))
+    with pytest.raises(SystemExit, match="no latency table at .*cifar10_recipe/luts/xxs-cifar10-p1-torch-cpu.parquet"):
+        bench.main(["--out", str(tmp_path / "out"), "--data-dir", str(tmp_path)])
+    assert not (tmp_path / "out").exists()
