@@ -298,8 +298,7 @@ def report(out: Path) -> dict[str, Any]:
         "choice": ({"adaptation": choice["adaptation"], "recipe": choice["recipe"],
                     "rule": "highest pilot validation top-1 among the seed-0 arms"} if choice else None),
         "peer": peer, "gate_val_top1": GATE_VAL_TOP1,
-        "span": {corner: json.loads(path.read_text()) for corner in ("largest", "smallest")
-                 for path in out.glob(f"span-{corner}-*.json")},
+        "span": span_records(out),
         "lut": _lut_report(out),
         "gate_met": (peer["val_top1"] >= GATE_VAL_TOP1) if peer and peer["finished"] else None,
         "report_commit": code_commit(),
@@ -307,6 +306,12 @@ def report(out: Path) -> dict[str, Any]:
     atomic_write_text(ROOT / "bench" / "results" / "cifar10_recipe.json", json.dumps(result, indent=1) + "\n")
     replace_markdown_section(ROOT / "BENCHMARKS.md", SECTION, section(result))
     return result
+
+
+def span_records(out: Path) -> dict[str, Any]:
+    """The finished span runs' records by corner (`span-<corner>-<recipe>-e<epochs>.json`, not the .arch.json)."""
+    return {corner: json.loads(path.read_text()) for corner in ("largest", "smallest")
+            for path in out.glob(f"span-{corner}-*-e{PILOT_EPOCHS}.json")}
 
 
 def _lut_report(out: Path) -> dict[str, Any] | None:

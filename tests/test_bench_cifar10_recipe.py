@@ -59,3 +59,10 @@ def test_the_packaged_cifar10_p1_config_carries_the_pilot_recipe():
         got = list(got) if isinstance(got, tuple) else got
         expected = pytest.approx(value) if isinstance(value, (float, list)) else value
         assert got == expected, (key, got, value)
+
+
+def test_span_records_are_the_finished_records_not_the_arch_files(tmp_path):
+    (tmp_path / "span-largest-padcrop-e10.arch.json").write_text('{"supernet": "xxs"}')
+    assert bench.span_records(tmp_path) == {}  # the run has started: its arch file exists, no record yet
+    (tmp_path / "span-largest-padcrop-e10.json").write_text('{"name": "xxs_r32", "val_top1": 80.0}')
+    assert bench.span_records(tmp_path) == {"largest": {"name": "xxs_r32", "val_top1": 80.0}}
