@@ -202,18 +202,25 @@ def test_real_head_token_auth_job_submit_train_and_search(tmp_path):
           f"{sorted(cmd.split()[0] for cmd in temp.stragglers.values())}")
 
 
-def test_simulated_multinode_spreads_trainers_and_evaluators(tmp_path):
-    """3 logical nodes of 1 CPU (`ray.cluster_utils.Cluster`, in a subprocess so that it never meets the
-    session's Ray): the three trainers (one 1-CPU worker each) run on three different nodes and finish;
-    the two evaluator actors (SPREAD) run on two different nodes and evaluate."""
+def _simulated_cluster_driver(mode: str, tmp_path: Path) -> dict:
+    """Run integration_utils.py's `mode` driver (a `ray.cluster_utils.Cluster` in a subprocess, so that it
+    never meets the session's Ray); its result JSON. Nothing of Ray may be left running after it."""
     with RayTemp() as temp:
-        result_path = tmp_path / "multinode.json"
-        log = tmp_path / "multinode.log"
-        rc = temp.run([PYTHON, REPO / "tests" / "integration_utils.py", "multinode", tmp_path / "out", result_path],
+        result_path = tmp_path / f"{mode}.json"
+        log = tmp_path / f"{mode}.log"
+        rc = temp.run([PYTHON, REPO / "tests" / "integration_utils.py", mode, tmp_path / "out", result_path],
                       log, timeout=480)
         assert rc == 0, tail(log)
         result = json.loads(result_path.read_text())
     assert not temp.leftover, f"Ray processes left running: {temp.leftover}"
+    return result
+
+
+def test_simulated_multinode_spreads_trainers_and_evaluators(tmp_path):
+    """3 logical nodes of 1 CPU (`ray.cluster_utils.Cluster`, in a subprocess so that it never meets the
+    session's Ray): the three trainers (one 1-CPU worker each) run on three different nodes and finish;
+    the two evaluator actors (SPREAD) run on two different nodes and evaluate."""
+    result = _simulated_cluster_driver("multinode", tmp_path)
     assert len(set(result["nodes"])) == 3
     assert result["train_rc"] == 0
     summary = result["train_summary"]
@@ -230,14 +237,7 @@ def test_simulated_gpu_cluster_places_trainers_and_evaluators_on_gpu_nodes(tmp_p
     """No CUDA here: two nodes that declare one GPU each. The plan (use_gpu 'auto', from the live
     cluster) gives each supernet's worker a whole GPU node and never the CPU head; Ray Train starts
     the workers there with gloo, and Ray hands each its GPU; evaluators of half a GPU share them."""
-    with RayTemp() as temp:
-        result_path = tmp_path / "gpus.json"
-        log = tmp_path / "gpus.log"
-        rc = temp.run([PYTHON, REPO / "tests" / "integration_utils.py", "gpus", tmp_path / "out", result_path],
-                      log, timeout=480)
-        assert rc == 0, tail(log)
-        result = json.loads(result_path.read_text())
-    assert not temp.leftover, f"Ray processes left running: {temp.leftover}"
+    result = _simulated_cluster_driver("gpus", tmp_path)
     worker = {"workers": 1, "cpus_per_worker": 2.0, "gpus_per_worker": 1.0, "torch_threads": 2}
     assert result["plan"] == {"supernets": {"xxs": worker, "xs": worker}, "evaluators": None,
                               "fits": {"now": True, "max": True}}

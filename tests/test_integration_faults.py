@@ -123,34 +123,42 @@ def _finished_candidates(out: Path) -> int:
         return 0
 
 
-def test_evaluator_actor_killed_mid_search(killed_worker_run, tmp_path):
-    """SIGKILL one EvaluatorActor process after the first candidates finished: Ray restarts it, the pool
-    retries the lost request, the search completes with every evaluation counted exactly once."""
-    total = 10
+def _search_with_a_signalled_actor(exp: Path, tmp_path: Path, name: str, total: int, sig: int) -> dict:
+    """Run a search of `total` candidates and send `sig` to one of its two EvaluatorActor processes after
+    the first candidates finished. The search must complete with every candidate evaluated exactly once
+    (one Tune result per trial, one MLflow child per arch, all distinct); returns its results.json
+    with `signalled_pid`."""
     with RayTemp() as temp:
         log = tmp_path / "search.log"
-        proc = temp.spawn(_search_cmd(killed_worker_run["exp"], tmp_path, "actor-kill", total), log)
+        proc = temp.spawn(_search_cmd(exp, tmp_path, name, total), log)
         wait_for(lambda: _finished_candidates(tmp_path) >= 2, 400, "the first finished candidates", alive=proc,
                  interval=0.2)
         actors = ray_actor_pids(str(temp.path), "EvaluatorActor")
         assert len(actors) == 2, actors
         done_before = _finished_candidates(tmp_path)
-        os.kill(actors[0], signal.SIGKILL)
-        rc = temp.wait(proc, 300, "the search after the actor kill", log)
+        os.kill(actors[0], sig)
+        rc = temp.wait(proc, 400, f"the search after signal {sig} to an actor", log)
         left_after_exit = temp.stop_all()
     assert rc == 0, tail(log)
-    assert done_before < total, "the search finished before the kill: nothing was tested"
-    results = json.loads((tmp_path / "search" / "actor-kill" / "results.json").read_text())
+    assert done_before < total, "the search finished before the signal: nothing was tested"
+    assert not left_after_exit and not temp.leftover, (left_after_exit, temp.leftover)
+    results = json.loads((tmp_path / "search" / name / "results.json").read_text())
     assert results["evaluations"] == total and results["failed"] == 0
-    # Each candidate evaluated once: one Tune result per trial, one MLflow child per arch, all distinct.
-    trial_results = tune_trial_results(search_tune_dir(tmp_path, "actor-kill"))
+    trial_results = tune_trial_results(search_tune_dir(tmp_path, name))
     assert len(trial_results) == total and len({r["arch_hash"] for r in trial_results}) == total
     children = _children(tmp_path)
     assert len(children) == total and len({c.data.tags["arch_hash"] for c in children}) == total
+    return {**results, "signalled_pid": actors[0]}
+
+
+def test_evaluator_actor_killed_mid_search(killed_worker_run, tmp_path):
+    """SIGKILL one EvaluatorActor process after the first candidates finished: Ray restarts it, the pool
+    retries the lost request, the search completes with every evaluation counted exactly once."""
+    results = _search_with_a_signalled_actor(killed_worker_run["exp"], tmp_path, "actor-kill", 10, signal.SIGKILL)
     # The killed actor was restarted (a new process that loaded the checkpoint again).
     pids = [s["pid"] for s in results["evaluator_stats"]]
-    assert actors[0] not in pids and all(s["checkpoint_loads"] == 1 for s in results["evaluator_stats"])
-    assert not left_after_exit and not temp.leftover, (left_after_exit, temp.leftover)
+    assert results["signalled_pid"] not in pids
+    assert all(s["checkpoint_loads"] == 1 for s in results["evaluator_stats"])
 
 
 def test_evaluator_actor_frozen_mid_search(killed_worker_run, tmp_path):
@@ -158,29 +166,11 @@ def test_evaluator_actor_frozen_mid_search(killed_worker_run, tmp_path):
     dies. The pool's timeout (derived from the measured time of the space's largest arch, not a
     constant) expires, the actor is killed and restarted, the request is sent again, and the search
     completes with every evaluation counted exactly once."""
-    total = 10
-    with RayTemp() as temp:
-        log = tmp_path / "search.log"
-        proc = temp.spawn(_search_cmd(killed_worker_run["exp"], tmp_path, "actor-freeze", total), log)
-        wait_for(lambda: _finished_candidates(tmp_path) >= 2, 400, "the first finished candidates", alive=proc,
-                 interval=0.2)
-        actors = ray_actor_pids(str(temp.path), "EvaluatorActor")
-        assert len(actors) == 2, actors
-        done_before = _finished_candidates(tmp_path)
-        os.kill(actors[0], signal.SIGSTOP)
-        rc = temp.wait(proc, 400, "the search after the actor froze", log)
-        left_after_exit = temp.stop_all()
-    assert rc == 0, tail(log)
-    assert done_before < total, "the search finished before the freeze: nothing was tested"
-    results = json.loads((tmp_path / "search" / "actor-freeze" / "results.json").read_text())
-    assert results["evaluations"] == total and results["failed"] == 0
-    trial_results = tune_trial_results(search_tune_dir(tmp_path, "actor-freeze"))
-    assert len(trial_results) == total and len({r["arch_hash"] for r in trial_results}) == total
+    results = _search_with_a_signalled_actor(killed_worker_run["exp"], tmp_path, "actor-freeze", 10, signal.SIGSTOP)
     timeouts = results["eval_timeouts_s"]
     assert set(timeouts) == {"val", "val_other", "test"} and all(t >= 30.0 for t in timeouts.values())
     pids = [s["pid"] for s in results["evaluator_stats"]]
-    assert actors[0] not in pids, "the frozen actor was never replaced"
-    assert not left_after_exit and not temp.leftover, (left_after_exit, temp.leftover)
+    assert results["signalled_pid"] not in pids, "the frozen actor was never replaced"
 
 
 def test_search_driver_killed_and_rerun_resumes(killed_worker_run, tmp_path):

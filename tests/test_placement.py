@@ -208,3 +208,15 @@ def test_dry_run_on_the_live_local_ray(ray_session, trained_digits_experiment, c
     plan = json.loads(capsys.readouterr().out)
     assert set(plan["supernets"]) == {"xxs", "xs", "s"} and plan["fits"] == {"now": True, "max": True}
     assert plan["evaluators"] == {"count": 2, "cpus": 0.4, "gpus": 0.0}
+
+
+def test_training_that_cannot_be_placed_fails_before_anything_is_written(ray_session, tmp_path, capsys):
+    from autovit_ray.train import main as train_main
+
+    # three supernets of 2 CPUs each on the session's one 2-CPU node: each fits alone, not all at once
+    assert train_main(["--config", "digits", "--output-dir", str(tmp_path), "--set", "ray.cpus_per_worker=2",
+                       "--set", "ray.use_gpu=false"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: the resource plan ") and "does not fit the cluster even at its largest " \
+        "(1 x head (2 CPU, 0 GPU))" in err
+    assert not any(tmp_path.iterdir())

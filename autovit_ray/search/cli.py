@@ -167,9 +167,8 @@ def evaluator_cpus(cfg: SearchConfig) -> float:
                            cfg.concurrent_trials or 2 * cfg.evaluators)
 
 
-def plan_search(cfg: SearchConfig) -> ResourcePlan:
-    """The evaluator actors' plan on the connected cluster: CPUs each as `evaluator_cpus`, GPUs as configured."""
-    cluster = adapters.cluster_node_groups()
+def plan_search(cfg: SearchConfig, cluster: placement.Cluster) -> ResourcePlan:
+    """The evaluator actors' plan on the connected `cluster`: CPUs each as `evaluator_cpus`, GPUs as configured."""
     evaluators = placement.plan_evaluators(cfg.evaluators, evaluator_cpus(cfg), cfg.gpus_per_evaluator, cluster)
     return placement.make_plan(cluster, evaluators=evaluators)
 
@@ -180,7 +179,7 @@ def dry_run(cfg: SearchConfig) -> int:
 
     started = connect_ray(cfg.address, cfg.num_cpus, log_to_driver=False)
     try:
-        plan = plan_search(cfg)
+        plan = plan_search(cfg, adapters.cluster_node_groups())
     finally:
         if started:
             ray.shutdown()
@@ -359,8 +358,9 @@ def _run_started(cfg: SearchConfig, tracker: Any, strategy: SearchStrategy, chec
     connect_ray(cfg.address, cfg.num_cpus, log_to_driver=False)
     prepare_in_memory(data)
     cache = None if cfg.no_eval_cache else EvalCache(cfg.eval_cache or out_dir / "search" / CACHE_FILE, context)
-    plan = plan_search(cfg)
-    placement.check_fits(plan, adapters.cluster_node_groups())
+    cluster = adapters.cluster_node_groups()
+    plan = plan_search(cfg, cluster)
+    placement.check_fits(plan, cluster)  # before any actor starts
     evaluators = plan.evaluators
     pool = EvaluatorPool(str(checkpoint), evaluators.count, cfg.lut, settings, data_overrides, evaluators.cpus,
                          cfg.threads_per_evaluator, cache=cache, timeout_s=cfg.eval_timeout_s,
