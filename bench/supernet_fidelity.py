@@ -74,6 +74,8 @@ BAND = (0.8, 1.2)
 TRUTH_SUBNETS, TRUTH_IN_BAND, TRUTH_EPOCHS, TRUTH_REPEAT = 14, 8, 15, 2
 SECTION = "## A supernet whose ranking can be trusted (issue 30)"
 RESULTS_JSON = ROOT / "bench" / "results" / "supernet_fidelity.json"
+SCAN_PNG_IN_REPO = Path("bench", "results", "supernet_scan.png")  # where the section links it
+SCAN_PNG = ROOT / SCAN_PNG_IN_REPO
 RECIPE_JSON = ROOT / "bench" / "results" / "cifar10_recipe.json"  # the peer and the recipe (issue 29)
 BENCHMARKS = ROOT / "BENCHMARKS.md"
 
@@ -224,8 +226,32 @@ def report(out: Path) -> dict[str, Any]:
         "scans": {s: v["subnets"] for s, v in scans.items()}, "report_commit": code_commit(),
     }
     atomic_write_text(RESULTS_JSON, json.dumps(public_paths(result), indent=1) + "\n")
+    if scans:
+        plot_scans(scans, result["band"], SCAN_PNG)
     replace_markdown_section(BENCHMARKS, SECTION, section(result))
     return result
+
+
+def plot_scans(scans: dict[str, Any], band: dict[str, Any] | None, path: Path) -> None:
+    """Inherited validation top-1 against table latency, one colour per supernet (the cheap check)."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(6.4, 4.2))
+    axes = figure.add_subplot()
+    for (sampler, record), colour in zip(scans.items(), ("tab:blue", "tab:orange")):
+        rows = record["subnets"]
+        axes.scatter([r["lut_ms"] for r in rows], [r["val_top1"] for r in rows], s=14, color=colour,
+                     label=f"{sampler} (epoch {record.get('epochs_done', '?')}): largest - smallest "
+                           f"{record['largest_minus_smallest']:.2f} pt")
+    if band:
+        axes.axvspan(*band["band_ms"], color="0.9", zorder=0, label="0.8-1.2x the peer's latency")
+    axes.set_xlabel("latency-table ms (torch-cpu, 32 px)")
+    axes.set_ylabel("inherited validation top-1 % (BN recalibrated)")
+    axes.legend(fontsize=7)
+    figure.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    figure.savefig(tmp, dpi=110)
+    tmp.replace(path)
 
 
 def _epochs_done(experiment: Path) -> int:
@@ -254,6 +280,8 @@ def section(r: dict[str, Any]) -> str:
                      f"{_num(scan_.get('random_span'))} | {_num(s.get('kendall_tau'))} [{_num(s.get('tau_low'))}, "
                      f"{_num(s.get('tau_high'))}] | {_num(s.get('tau_in_band'))} | {_num(s.get('tau_macs'))} |")
     lines += ["", f"Gate before the truth: the sandwich supernet's largest minus smallest ≥ {r['span_gate']:.0f} points."]
+    if r["scans"]:
+        lines += ["", f"![inherited validation top-1 vs table latency]({SCAN_PNG_IN_REPO.as_posix()})", ""]
     if r["band"]:
         lines.append(f"The peer's latency: {r['band']['peer_lut_ms']:.3f} table ms; band "
                      f"{r['band']['band_ms'][0]:.3f}–{r['band']['band_ms'][1]:.3f}.")

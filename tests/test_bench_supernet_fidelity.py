@@ -23,8 +23,9 @@ def test_the_sandwich_arm_is_bignas_style_and_the_control_is_uniform():
 
 
 def _scan(sampler: str, largest: float, smallest: float) -> dict:
-    rows = [{"role": "largest", "val_top1": largest}, {"role": "smallest", "val_top1": smallest},
-            {"role": "random-0", "val_top1": 70.0}, {"role": "random-1", "val_top1": 74.5}]
+    rows = [{"role": "largest", "val_top1": largest, "lut_ms": 4.1}, {"role": "smallest", "val_top1": smallest,
+             "lut_ms": 2.2}, {"role": "random-0", "val_top1": 70.0, "lut_ms": 2.9},
+            {"role": "random-1", "val_top1": 74.5, "lut_ms": 3.3}]
     return {"sampler": sampler, "subnets": rows, "largest_minus_smallest": largest - smallest, "random_span": 4.5}
 
 
@@ -32,6 +33,7 @@ def test_report_reads_what_exists_and_chooses_by_in_band_tau(tmp_path, monkeypat
     monkeypatch.setattr(bench, "RESULTS_JSON", tmp_path / "supernet_fidelity.json")
     monkeypatch.setattr(bench, "BENCHMARKS", tmp_path / "BENCHMARKS.md")
     monkeypatch.setattr(bench, "RECIPE_JSON", tmp_path / "cifar10_recipe.json")
+    monkeypatch.setattr(bench, "SCAN_PNG", tmp_path / "supernet_scan.png")
     (tmp_path / "cifar10_recipe.json").write_text(json.dumps(
         {"peer": {"val_top1": 85.1, "test_top1": 84.3}, "choice": {"adaptation": "stem1", "recipe": "padcrop"}}))
     out = tmp_path / "out"
@@ -40,6 +42,7 @@ def test_report_reads_what_exists_and_chooses_by_in_band_tau(tmp_path, monkeypat
     # nothing run yet: a report with no numbers, and no choice
     first = bench.report(out)
     assert first["chosen"] is None and first["supernets"]["sandwich"]["epochs_done"] == 0
+    assert not (tmp_path / "supernet_scan.png").exists()  # no scan, no plot
     assert "The truth (stand-alone runs) has not run yet." in (tmp_path / "BENCHMARKS.md").read_text()
     (out / "scan-sandwich.json").write_text(json.dumps(_scan("sandwich", 82.0, 74.0)))
     (out / "scan-uniform.json").write_text(json.dumps(_scan("uniform", 76.0, 75.2)))
@@ -53,6 +56,7 @@ def test_report_reads_what_exists_and_chooses_by_in_band_tau(tmp_path, monkeypat
                       "/x/uniform-e30/checkpoints/xxs/epoch_0030": {**stats, "tau_in_band": 0.1}}}))
     result = bench.report(out)
     assert result["chosen"] == "sandwich"
+    assert (tmp_path / "supernet_scan.png").read_bytes()[:4] == b"\x89PNG"
     assert result["supernets"]["sandwich"]["inherited_span"] == 8.0
     assert result["supernets"]["uniform"]["tau_in_band"] == 0.1
     assert result["peer"] == {"val_top1": 85.1, "test_top1": 84.3, "epochs": 30, "adaptation": "stem1",
