@@ -262,19 +262,16 @@ class Pipeline:
     def resource_plan(self) -> Any:
         """The `placement.ResourcePlan` of the train stage's workers and the search stage's evaluators on
         the pipeline's Ray (started here when local)."""
-        import ray
-
         from . import placement
         from .adapters import cluster_node_groups
-        from .search.cli import evaluator_share
+        from .search.cli import evaluator_cpus
         from .train import plan_training
 
         self._ensure_ray()
         cluster = cluster_node_groups()
         trainers = plan_training(self.train_config(), list(self.cfg.supernets), cluster).supernets
         s = self.cfg.search
-        cpus = s.cpus_per_evaluator or evaluator_share(ray.available_resources().get("CPU", 0.0), s.evaluators,
-                                                       s.concurrent_trials or 2 * s.evaluators)
+        cpus = evaluator_cpus(s.cpus_per_evaluator, s.evaluators, s.concurrent_trials)
         evaluators = placement.plan_evaluators(s.evaluators, cpus, s.gpus_per_evaluator, cluster)
         return placement.make_plan(cluster, trainers, evaluators)
 

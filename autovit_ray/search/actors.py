@@ -59,9 +59,9 @@ class EvaluatorActor:
         arch = Arch.from_json(arch_json)
         result = self.evaluator.evaluate_split(arch, "val")
         self.evaluator.evaluations -= 1
-        per_batch = result["eval_seconds"] / self.evaluator.batches_per_evaluation("val", arch.resolution)
-        return {"seconds_per_batch": per_batch,
-                "batches": {split: self.evaluator.batches_per_evaluation(split, arch.resolution) for split in splits}}
+        batches = {split: self.evaluator.batches_per_evaluation(split, arch.resolution) for split in {"val", *splits}}
+        return {"seconds_per_batch": result["eval_seconds"] / batches["val"],
+                "batches": {split: batches[split] for split in splits}}
 
     def stats(self) -> dict[str, Any]:
         return {"pid": os.getpid(), "node_id": ray.get_runtime_context().get_node_id(),

@@ -155,21 +155,21 @@ def resolve_checkpoint(cfg: Any) -> Path:
 TRIAL_CPUS = 0.01  # a trial only waits on the evaluator pool
 
 
-def evaluator_cpus(cfg: SearchConfig) -> float:
+def evaluator_cpus(cpus_per_evaluator: float | None, evaluators: int, concurrent_trials: int | None) -> float:
     """CPUs per evaluator actor: --cpus-per-evaluator, else the free CPUs shared by the evaluators (at
     most 1 each) minus what the concurrent trials need; an actor that took the trials' last CPU would
-    leave every trial pending forever."""
+    leave every trial pending forever. The search's settings, or the pipeline's search stage's."""
     import ray
 
-    if cfg.cpus_per_evaluator is not None:
-        return cfg.cpus_per_evaluator
-    return evaluator_share(ray.available_resources().get("CPU", 0.0), cfg.evaluators,
-                           cfg.concurrent_trials or 2 * cfg.evaluators)
+    if cpus_per_evaluator is not None:
+        return cpus_per_evaluator
+    return evaluator_share(ray.available_resources().get("CPU", 0.0), evaluators, concurrent_trials or 2 * evaluators)
 
 
 def plan_search(cfg: SearchConfig, cluster: placement.Cluster) -> ResourcePlan:
     """The evaluator actors' plan on the connected `cluster`: CPUs each as `evaluator_cpus`, GPUs as configured."""
-    evaluators = placement.plan_evaluators(cfg.evaluators, evaluator_cpus(cfg), cfg.gpus_per_evaluator, cluster)
+    cpus = evaluator_cpus(cfg.cpus_per_evaluator, cfg.evaluators, cfg.concurrent_trials)
+    evaluators = placement.plan_evaluators(cfg.evaluators, cpus, cfg.gpus_per_evaluator, cluster)
     return placement.make_plan(cluster, evaluators=evaluators)
 
 
