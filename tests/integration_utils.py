@@ -314,7 +314,7 @@ def multinode_main(output_dir: str, result_path: str) -> int:
         ray.init(address=cluster.address, log_to_driver=False)
         nodes = [n["NodeID"] for n in ray.nodes() if n["Alive"]]
         argv = tiny_train_argv(output_dir, "multinode", "xxs,xs,s", "ray.num_workers=1",
-                               "ray.cpus_per_worker=1")
+                               "ray.cpus_per_worker=1", "train.epochs=1")
         rc = train_main(argv)
         exp = Path(output_dir) / "multinode"
         summary = json.loads((exp / "train_summary.json").read_text())

@@ -1,6 +1,6 @@
-"""Rank fidelity (`python -m autovit_ray.fidelity`): the draw, the statistics, and a whole run on the
-session's digits supernets (a stand-alone truth trained through train --arch's code path, resumed,
-refused with another recipe)."""
+"""Rank fidelity (`python -m autovit_ray.fidelity`): the draw, the statistics, and a whole run on tiny
+digits supernets (a stand-alone truth trained through train --arch's code path, resumed, refused with
+another recipe)."""
 
 from __future__ import annotations
 
@@ -44,17 +44,34 @@ def test_bad_fidelity_settings():
         FidelityConfig(checkpoints=("x",), truth="t", in_band=2)
 
 
+def _supernet_checkpoint(output_dir, supernet: str, epochs: int) -> str:
+    """A tiny digits supernet trained `epochs` epochs by the training loop itself (no Ray: the Ray Train
+    path is the session fixture's and the integration tests'), saved as `train` saves it; its last
+    checkpoint directory."""
+    from conftest import TINY_TRAIN_SETTINGS
+
+    from autovit_ray.checkpoint import checkpoint_root, epoch_dir_name, save_checkpoint
+    from autovit_ray.training.config import load_config
+    from autovit_ray.training.loop import SupernetTrainer
+
+    cfg = load_config("digits", [*TINY_TRAIN_SETTINGS, f"supernets={supernet}", f"train.epochs={epochs}",
+                                 f"output_dir={output_dir}", "name=fidelity-supernets"])
+    trainer = SupernetTrainer(cfg, load_space(supernet, profile="digits"), log=lambda _: None)
+    root = checkpoint_root(cfg.experiment_dir, supernet)
+    trainer.fit(lambda epoch, metrics: save_checkpoint(root / epoch_dir_name(epoch), trainer.state_dict(metrics)))
+    return str(root / epoch_dir_name(epochs))
+
+
 TINY = ("data.batch_size=16", "data.calib_size=32", "train.max_steps_per_epoch=2", "eval.num_random_subnets=0",
         "eval.max_batches=1", "eval.calib_batches=1", "ray.torch_threads=1", "ray.cpus_per_worker=0.5")
 
 
 @pytest.mark.integration  # five Ray Train runs (~2 min): the integration step, not the 12-minute unit suite
-def test_a_whole_fidelity_run_resumes_and_refuses_another_recipe(trained_digits_experiment, ray_session, tmp_path,
-                                                                 monkeypatch, capsys):
+def test_a_whole_fidelity_run_resumes_and_refuses_another_recipe(ray_session, tmp_path, monkeypatch, capsys,
+                                                                 one_thread):
     from autovit_ray import train
-    from autovit_ray.checkpoint import find_checkpoint
 
-    xxs = str(find_checkpoint(trained_digits_experiment.dir, "xxs"))
+    xxs = _supernet_checkpoint(tmp_path / "supernets", "xxs", epochs=2)
     cfg = FidelityConfig(checkpoints=(xxs,), truth=str(tmp_path / "truth"), subnets=4, epochs=1, repeat=1,
                          overrides=TINY, pool=200, resamples=200)
     report = run(cfg, log=lambda _: None)
@@ -80,6 +97,6 @@ def test_a_whole_fidelity_run_resumes_and_refuses_another_recipe(trained_digits_
     base = ["--checkpoint", xxs, "--truth", cfg.truth, "--subnets", "4", "--epochs", "1", "--pool", "200"]
     assert main([*base, *(f"--set={s}" for s in TINY), "--set", "optimizer.lr=0.01"]) == 2
     assert "was trained with another recipe (differing: optimizer.lr)" in capsys.readouterr().err
-    xs = str(find_checkpoint(trained_digits_experiment.dir, "xs"))
+    xs = _supernet_checkpoint(tmp_path / "supernets", "xs", epochs=1)
     assert main([*base, "--checkpoint", xs]) == 2
     assert "one truth scores supernets of one space" in capsys.readouterr().err

@@ -2,8 +2,9 @@
 Ray temp dir, Ctrl-C in the middle of the search, a rerun that resumes, and a third run that finds
 everything up to date.
 
-Settings are the demo's with fewer epochs, timing rounds and candidates (the full demo runs by
-`make demo`); the supernets and the reference still train for real, so their accuracy is checked."""
+Settings are the demo's with fewer timing rounds and candidates and a validation of two batches per
+epoch (the full demo runs by `make demo`); the supernets and the reference still train for real, on 10
+epochs (two more than the demo: a margin over the 90 % this test asks of them)."""
 
 from __future__ import annotations
 
@@ -29,9 +30,9 @@ FAST = [
     # the S supernet is searched or skipped by a few % of timing noise (tests/test_pipeline.py covers that
     # budget and the skip); here every supernet is searched, every run.
     "--set", "search.latency_budget_reference=null",
-    "--set", "compare.repeats=10",
-    # the opt-in retrain stage too: each search's best arch alone from scratch, compared beside its twin
-    "--set", "stages=[train,profile,search,retrain,compare]", "--set", "retrain.set=[train.epochs=3]",
+    "--set", "compare.repeats=6", "--set", "compare.rounds=2",
+    # The demo's stages only: the opt-in retrain stage (and compare picking its models up) is
+    # tests/test_pipeline.py's, on a finished search: here it would cost three more Ray Train runs.
 ]
 # The per-candidate progress line of `python -m autovit_ray.search`.
 PROGRESS = re.compile(r"^\[(\w+)-coarse-to-fine-\w+\] (\d+)/(\d+) evaluated", re.M)
@@ -98,8 +99,8 @@ def test_demo_survives_ctrl_c_and_resumes(tmp_path):
         summary = json.loads((exp / "pipeline_summary.json").read_text())
         statuses = {s["stage"]: s["status"] for s in summary["stages"]}
         search_status = "partly reused" if finished_before_ctrl_c else "ran"
-        assert statuses == {"train": "reused", "profile": "reused", "search": search_status, "retrain": "ran",
-                            "compare": "ran"}, (statuses, finished_before_ctrl_c)
+        assert statuses == {"train": "reused", "profile": "reused", "search": search_status, "compare": "ran"}, \
+            (statuses, finished_before_ctrl_c)
         searched = summary["outputs"]["searches"]
         assert sorted(searched) == ["s", "xs", "xxs"] and "skipped" not in text
         for supernet in searched:
@@ -115,9 +116,6 @@ def test_demo_survives_ctrl_c_and_resumes(tmp_path):
         assert (exp / "references" / "mobilevit_xxs" / "model.pt").is_file(), "the peer was trained"
         assert isinstance(peer["test_top1"], float) and peer["test_top1"] >= 90.0, peer
         assert compared["summary"].startswith("On this machine (torch-cpu)") and compared["summary"] in text
-        retrained = {r["model"]: r for r in compared["rows"] if r["model"].endswith("-top1-standalone")}
-        assert len(retrained) == len(searched), list(retrained)  # each search's best, trained alone
-        assert all(isinstance(r["test_top1"], float) and "(3 of 3 epochs)" in r["note"] for r in retrained.values())
         assert (exp / "report.html").is_file() and f"report: {exp / 'report.html'}" in text
         _check_files_whole(exp)
 
