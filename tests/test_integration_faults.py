@@ -173,20 +173,32 @@ def test_evaluator_actor_frozen_mid_search(killed_worker_run, tmp_path):
     assert results["signalled_pid"] not in pids, "the frozen actor was never replaced"
 
 
+def _trials_in_flight(out: Path, name: str) -> int:
+    """Trials of search `name`'s Tune experiment that started (their folder exists) and reported nothing yet."""
+    found = sorted((out / "tune").glob(f"{name}-*"))
+    if not found:
+        return 0
+    return sum(1 for trial in found[0].iterdir() if trial.is_dir() and not (
+        (trial / "result.json").is_file() and (trial / "result.json").stat().st_size))
+
+
 def test_search_driver_killed_and_rerun_resumes(killed_worker_run, tmp_path):
-    """SIGKILL the `python -m autovit_ray.search` driver after some candidates finished, stop what it
-    left, rerun the same command (same --name): it resumes, and no finished candidate is evaluated again."""
+    """SIGKILL the `python -m autovit_ray.search` driver after some candidates finished and while others
+    are in flight, stop what it left, rerun the same command (same --name): `Tuner.restore` resumes it,
+    the cut trials run again, the search finishes, and no finished candidate is evaluated again."""
     total = 10
     exp = killed_worker_run["exp"]
     with RayTemp() as temp:
         log = tmp_path / "search1.log"
         proc = temp.spawn(_search_cmd(exp, tmp_path, "driver-kill", total), log)
-        wait_for(lambda: _finished_candidates(tmp_path) >= 3, 400, "3 finished candidates", alive=proc,
-                 interval=0.2)
+        wait_for(lambda: _finished_candidates(tmp_path) >= 3 and _trials_in_flight(tmp_path, "driver-kill") >= 1,
+                 400, "3 finished candidates and one in flight", alive=proc, interval=0.2)
+        in_flight = _trials_in_flight(tmp_path, "driver-kill")
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
         logged_before = {c.data.tags["arch_hash"] for c in _children(tmp_path) if c.info.status == "FINISHED"}
         assert 3 <= len(logged_before) < total, "the search finished before the kill: nothing was tested"
+        assert in_flight >= 1, "no trial was in flight at the kill"
         temp.stop_all()  # what the killed driver's local Ray left behind (workers, raylet, GCS), by PID
 
         log2 = tmp_path / "search2.log"
@@ -194,6 +206,7 @@ def test_search_driver_killed_and_rerun_resumes(killed_worker_run, tmp_path):
         rc = temp.run(_search_cmd(exp, tmp_path, "driver-kill", total), log2, timeout=420)
         left_after_exit = temp.stop_all()
     assert rc == 0, tail(log2)
+    assert "Restoring the run" in log2.read_text(errors="replace")  # Tuner.restore, not a fresh start
     results = json.loads((tmp_path / "search" / "driver-kill" / "results.json").read_text())
     assert results["evaluations"] == total and results["failed"] == 0
     # The rerun's trial results: evaluated by the pool, or (`cached`) reported from the MLflow child of a

@@ -293,9 +293,9 @@ def test_failed_trials_carry_the_error_in_full(ray_session, tmp_path):
     def broken(config):
         raise ValueError(f"planted failure for arch {config['arch_json']}")
 
-    analysis = tune.run(tune.with_resources(broken, {"cpu": 0.1}), config={"arch_json": "x"},
-                        storage_path=str(tmp_path), verbose=0, raise_on_failed_trial=False)
-    (failure,) = failed_trials(analysis)
+    grid = tune.Tuner(tune.with_resources(broken, {"cpu": 0.1}), param_space={"arch_json": "x"},
+                      run_config=tune.RunConfig(storage_path=str(tmp_path), verbose=0)).fit()
+    (failure,) = failed_trials(grid)
     assert failure["arch"] == "x" and "ValueError: planted failure for arch x" in failure["error"]
     assert "raise ValueError" in failure["error"]  # in full (with the stack), not its last line
 

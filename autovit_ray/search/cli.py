@@ -198,32 +198,6 @@ def evaluator_share(free_cpus: float, evaluators: int, concurrent_trials: int) -
     return min(1.0, share)
 
 
-def progress_callback(strategy: SearchStrategy, name: str) -> Any:
-    """A Tune callback printing one line per finished candidate: count, generation, best so far; it
-    counts the candidates answered from the evaluation cache (`.cache_hits`)."""
-    from ray.tune import Callback
-
-    from ..progress import Eta
-
-    class _Progress(Callback):
-        cache_hits = 0  # candidates of this run answered by the evaluation cache (or a resumed run's log)
-        # started at the first finished candidate: a resume restores the searcher's history inside
-        # tune.run, and that restored work is not this run's rate
-        eta: Eta | None = None
-
-        def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            self.cache_hits += int((trial.last_result or {}).get("cached", 0))
-            done = len(strategy.history)
-            if self.eta is None:
-                self.eta = Eta(total=strategy.max_evaluations, done=max(0, done - 1), unit="candidate")
-            best = max((e for e in strategy.history if e.ok), key=lambda e: e.fitness, default=None)
-            best_text = f"best val top-1 {best.fitness:.2f} ({best.arch})" if best else "no result yet"
-            print(f"[{name}] {done}/{strategy.max_evaluations} evaluated, generation {strategy.generation}, "
-                  f"{best_text} ({self.eta.phrase(done)})", flush=True)
-
-    return _Progress()
-
-
 def evaluate_trial(config: dict[str, Any], pool: Any, finished: dict[str, dict[str, float]] | None = None) -> None:
     """A Tune trial: one arch, evaluated by the shared actor pool on the validation split.
 
@@ -347,13 +321,16 @@ def run(cfg: SearchConfig | argparse.Namespace) -> dict[str, Any]:
 def _run_started(cfg: SearchConfig, tracker: Any, strategy: SearchStrategy, checkpoint: Path, data: Any,
                  data_overrides: dict[str, Any], settings: Any, context: dict[str, Any], identity: str,
                  out_dir: Path, search_dir: Path) -> dict[str, Any]:
-    """`run` once its MLflow parent run exists: the evaluator pool, `tune.run`, the summary."""
+    """`run` once its MLflow parent run exists: the evaluator pool, the Tune experiment (a `tune.Tuner`,
+    or `Tuner.restore` of this search's interrupted one), the summary."""
+    import time
+
     from ray import tune
 
     from ..data import prepare_in_memory
     from .actors import EvaluatorPool
     from .cache import CACHE_FILE, EvalCache
-    from .tune_searcher import AutoViTSearcher
+    from .tune_searcher import AutoViTSearcher, SearchProgress
 
     connect_ray(cfg.address, cfg.num_cpus, log_to_driver=False)
     prepare_in_memory(data)
@@ -367,23 +344,32 @@ def _run_started(cfg: SearchConfig, tracker: Any, strategy: SearchStrategy, chec
                          gpus_per_evaluator=evaluators.gpus, timing_arch=strategy.space.largest())
     print(f"[{cfg.name}] evaluation timeouts (s): {pool.timeouts}", flush=True)
     searcher = AutoViTSearcher(strategy, metric="top1", mode="max")
-    progress = progress_callback(strategy, cfg.name)
+    # Re-passed on a restore: the pool's object references do not survive Tune's pickle of the trainable.
     trainable = tune.with_resources(
         tune.with_parameters(evaluate_trial, pool=pool, finished=tracker.finished), {"cpu": TRIAL_CPUS})
-    storage = (out_dir / "tune").resolve()
-    tune_name = f"{cfg.name}-{identity}"  # Tune resumes only the same search, never a namesake
-    resume = (storage / tune_name).is_dir()
+    tune_dir = (out_dir / "tune").resolve() / f"{cfg.name}-{identity}"  # resumes only the same search
+    started = time.time()
     try:
-        analysis = tune.run(trainable, name=tune_name, storage_path=str(storage), search_alg=searcher,
-                            metric="top1", mode="max", num_samples=-1,
-                            max_concurrent_trials=cfg.concurrent_trials or 2 * cfg.evaluators,
-                            resume="AUTO" if resume else False, callbacks=[tracker.tune_callback(), progress],
-                            verbose=0, raise_on_failed_trial=False,
-                            reuse_actors=True)  # a fresh trial process per candidate costs seconds of imports
+        if tune.Tuner.can_restore(str(tune_dir)):
+            # The searcher and callbacks come back from the Tuner's pickle, the searcher's state from
+            # Tune's last experiment checkpoint; trials cut by the interruption run again.
+            tuner = tune.Tuner.restore(str(tune_dir), trainable=trainable)
+        else:  # a new search, or one interrupted before Tune saved anything: start (again) from scratch
+            tuner = tune.Tuner(
+                trainable,
+                tune_config=tune.TuneConfig(search_alg=searcher, metric="top1", mode="max", num_samples=-1,
+                                            max_concurrent_trials=cfg.concurrent_trials or 2 * cfg.evaluators,
+                                            reuse_actors=True),  # a fresh trial process costs seconds of imports
+                run_config=tune.RunConfig(name=tune_dir.name, storage_path=str(tune_dir.parent), verbose=0,
+                                          callbacks=[tracker.tune_callback(), SearchProgress(strategy, cfg.name)]))
+        grid = tuner.fit()
     except BudgetUnreachableError:
         pool.shutdown()
         raise
-    failures = failed_trials(analysis)
+    # The searcher Tune drove may be the restored copy: this one takes its final state, which Tune saves
+    # when the experiment ends.
+    searcher.restore_from_dir(str(tune_dir))
+    failures = failed_trials(grid)
     if failures:
         print(f"[{cfg.name}] {len(failures)} trial(s) failed (each counts as a failed evaluation); the first "
               f"error in full:\n{failures[0]['error']}", file=sys.stderr)
@@ -392,7 +378,8 @@ def _run_started(cfg: SearchConfig, tracker: Any, strategy: SearchStrategy, chec
         raise KeyboardInterrupt(f"search {cfg.name} interrupted after {len(strategy.history)} of "
                                 f"{strategy.max_evaluations} evaluations; rerun the same command to resume")
     # This run's work, before the test report adds its own: unique evaluations vs cache hits.
-    counts = {"actor_evaluations": sum(s["evaluations"] for s in pool.stats()), "cache_hits": progress.cache_hits,
+    counts = {"actor_evaluations": sum(s["evaluations"] for s in pool.stats()),
+              "cache_hits": cache_hits(grid, since=started),
               "cache_entries": len(cache) if cache is not None else 0,
               **{f"candidates_{k}": v for k, v in strategy.proposals.items()}}
     try:
@@ -411,19 +398,22 @@ def _run_started(cfg: SearchConfig, tracker: Any, strategy: SearchStrategy, chec
     return summary
 
 
-def failed_trials(analysis: Any) -> list[dict[str, Any]]:
-    """The trials Tune marked ERROR: trial id, arch and the error text (Tune's error file)."""
+def failed_trials(grid: Any) -> list[dict[str, Any]]:
+    """The trials that ended in an error (a Tune `ResultGrid`): trial folder, arch and the error text."""
     out = []
-    for trial in getattr(analysis, "trials", []):
-        if trial.status != "ERROR":
+    for result in grid:
+        if result.error is None:
             continue
-        path = Path(trial.error_file) if getattr(trial, "error_file", None) else None
-        if path is not None and path.is_file():
-            error = path.read_text(errors="replace").strip()
-        else:
-            error = str(trial.get_error() or "no error recorded by Tune")
-        out.append({"trial_id": trial.trial_id, "arch": trial.config.get("arch_json"), "error": error})
+        out.append({"trial": Path(result.path).name, "arch": (result.config or {}).get("arch_json"),
+                    "error": str(result.error) or type(result.error).__name__})
     return out
+
+
+def cache_hits(grid: Any, since: float) -> int:
+    """Candidates answered without an evaluation (the evaluation cache, or an interrupted run's MLflow
+    log) among the trials that reported at or after `since` (epoch s): this run's, not a restored run's."""
+    return sum(1 for result in grid if result.metrics and result.metrics.get("cached")
+               and result.metrics.get("timestamp", 0) >= int(since))
 
 
 def summarise(strategy: SearchStrategy, pool: Any, cfg: SearchConfig, search_dir: Path,

@@ -53,16 +53,7 @@ class SearchTracker:
         same = [run for run in namesakes if run.data.tags.get("search_identity") == identity]
         if same:  # a resume: keep the parent and skip candidates it already has
             self.parent_id = same[0].info.run_id
-            children = self.client.search_runs(
-                [self.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{self.parent_id}'",
-                max_results=50000)
-            # A child is complete once terminated FINISHED (its last write); one cut by a kill of the
-            # driver while it was being logged is deleted, and its candidate logged again when it finishes.
-            complete = [run for run in children if run.info.status == "FINISHED"]
-            for run in children:
-                if run.info.status != "FINISHED":
-                    retry_locked(lambda run=run: self.client.delete_run(run.info.run_id))
-            self.logged = {run.data.tags.get("arch_hash", "") for run in complete}
+            complete = self.read_children()
             self.finished = {run.data.tags["arch_hash"]: _tune_result(run.data.metrics) for run in complete
                              if run.data.tags.get("arch_hash") and "val_top1" in run.data.metrics}
             self.client.update_run(self.parent_id, status="RUNNING")
@@ -82,6 +73,28 @@ class SearchTracker:
         for key, value in params.items():
             self.client.log_param(self.parent_id, key, "" if value is None else value)
         return self.parent_id
+
+    def read_children(self) -> list[Any]:
+        """The parent's complete child runs, which become `logged`. A child is complete once terminated
+        FINISHED (its last write); one cut by a kill of the driver while it was being logged is deleted,
+        and its candidate logged again when it finishes."""
+        children = self.client.search_runs(
+            [self.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{self.parent_id}'",
+            max_results=50000)
+        complete = [run for run in children if run.info.status == "FINISHED"]
+        for run in children:
+            if run.info.status != "FINISHED":
+                retry_locked(lambda run=run: self.client.delete_run(run.info.run_id))
+        self.logged = {run.data.tags.get("arch_hash", "") for run in complete}
+        return complete
+
+    # A restored Tuner unpickles its callbacks, this tracker with them: the client is opened again.
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "client"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.client = mlflow_client(self.tracking_uri)
 
     def log_candidate(self, config: dict[str, Any], result: dict[str, Any], generation: int | None) -> None:
         arch = Arch.from_json(config["arch_json"])
@@ -112,15 +125,7 @@ class SearchTracker:
         return runs[0].info.run_id if runs else None
 
     def tune_callback(self) -> Callback:
-        tracker = self
-
-        class _ChildRuns(Callback):
-            def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-                result = trial.last_result or {}
-                if "top1" in result:
-                    tracker.log_candidate(trial.config, result, None)
-
-        return _ChildRuns()
+        return CandidateRuns(self)
 
     def log_artifact(self, path: str | Path, subdir: str | None = None) -> None:
         if self.parent_id:
@@ -152,6 +157,23 @@ class SearchTracker:
     def finish(self, status: str) -> None:
         if self.parent_id:
             self.client.set_terminated(self.parent_id, status)
+
+
+class CandidateRuns(Callback):
+    """Tune callback: a child run per finished candidate. `Tuner.restore` unpickles it as it was when
+    the search first started, so at each start it reads again which candidates the parent holds."""
+
+    def __init__(self, tracker: SearchTracker) -> None:
+        self.tracker = tracker
+
+    def setup(self, **info: Any) -> None:
+        if self.tracker.parent_id:
+            self.tracker.read_children()
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        result = trial.last_result or {}
+        if "top1" in result:
+            self.tracker.log_candidate(trial.config, result, None)
 
 
 def _tune_result(metrics: dict[str, float]) -> dict[str, float]:

@@ -33,9 +33,11 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from ray.tune import Callback
 from ray.tune.search import Searcher
 
 from autovit_ray.io import atomic_write_text
+from autovit_ray.progress import Eta
 from autovit_ray.search.algorithms import SearchStrategy
 from autovit_ray.space import Arch
 
@@ -161,3 +163,28 @@ class AutoViTSearcher(Searcher):
     def overhead_per_suggestion_s(self) -> float:
         """Seconds spent in `suggest` + `on_trial_complete` per suggested trial."""
         return (self.suggest_seconds + self.complete_seconds) / max(self.num_suggested, 1)
+
+
+class SearchProgress(Callback):
+    """A Tune callback printing one line per finished candidate: count, generation, best so far.
+    `Tuner.restore` unpickles it with the searcher it was pickled with, so `strategy` stays the one
+    Tune restores and drives."""
+
+    def __init__(self, strategy: SearchStrategy, name: str) -> None:
+        self.strategy, self.name = strategy, name
+        # started at the first finished candidate: a resume restores the searcher's history inside
+        # Tune, and that restored work is not this run's rate
+        self.eta: Eta | None = None
+
+    def setup(self, **info: Any) -> None:
+        self.eta = None  # this run's rate, also after a restore
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        strategy = self.strategy
+        done = len(strategy.history)
+        if self.eta is None:
+            self.eta = Eta(total=strategy.max_evaluations, done=max(0, done - 1), unit="candidate")
+        best = max((e for e in strategy.history if e.ok), key=lambda e: e.fitness, default=None)
+        best_text = f"best val top-1 {best.fitness:.2f} ({best.arch})" if best else "no result yet"
+        print(f"[{self.name}] {done}/{strategy.max_evaluations} evaluated, generation {strategy.generation}, "
+              f"{best_text} ({self.eta.phrase(done)})", flush=True)
