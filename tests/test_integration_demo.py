@@ -99,8 +99,8 @@ def test_demo_survives_ctrl_c_and_resumes(tmp_path):
         summary = json.loads((exp / "pipeline_summary.json").read_text())
         statuses = {s["stage"]: s["status"] for s in summary["stages"]}
         search_status = "partly reused" if finished_before_ctrl_c else "ran"
-        assert statuses == {"train": "reused", "profile": "reused", "search": search_status, "compare": "ran"}, \
-            (statuses, finished_before_ctrl_c)
+        assert statuses == {"train": "reused", "profile": "reused", "search": search_status, "retrain": "not selected",
+                            "compare": "ran"}, (statuses, finished_before_ctrl_c)
         searched = summary["outputs"]["searches"]
         assert sorted(searched) == ["s", "xs", "xxs"] and "skipped" not in text
         for supernet in searched:
@@ -123,7 +123,7 @@ def test_demo_survives_ctrl_c_and_resumes(tmp_path):
         log3 = tmp_path / "run3.log"
         assert temp.run(cmd, log3, timeout=300) == 0, tail(log3)
         summary = json.loads((exp / "pipeline_summary.json").read_text())
-        assert {s["status"] for s in summary["stages"]} == {"reused"}
+        assert {s["status"] for s in summary["stages"]} == {"reused", "not selected"}
         assert "Started a local Ray instance" not in log3.read_text(errors="replace")
     assert not temp.leftover, f"processes left running: {temp.leftover}"
 
