@@ -226,8 +226,20 @@ def find_checkpoint(experiment_dir: str | os.PathLike[str], supernet: str, final
     return latest
 
 
+def resolve_checkpoint(checkpoint: str | os.PathLike[str], supernet: str | None = None) -> Path:
+    """A checkpoint directory (or state.pt) as given, or an experiment directory's latest complete
+    checkpoint of `supernet` (`find_checkpoint`)."""
+    path = Path(checkpoint).expanduser()
+    if (path / STATE_FILE).is_file() or path.is_file():
+        return path
+    if supernet is None:
+        raise ValueError(f"--checkpoint {path} is not a checkpoint directory (no {STATE_FILE}); for an "
+                         "experiment directory also pass --supernet xxs|xs|s")
+    return find_checkpoint(path, supernet)
+
+
 __all__ = [
     "FORMAT", "FORMAT_VERSION", "META_FILE", "STATE_FILE", "checkpoint_root", "epoch_dir_name",
     "find_checkpoint", "list_checkpoints", "load_checkpoint", "load_supernet", "read_meta", "rng_states",
-    "save_checkpoint", "set_rng_states", "space_of",
+    "resolve_checkpoint", "save_checkpoint", "set_rng_states", "space_of",
 ]

@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import re
 import sys
 import time
 import warnings
@@ -35,10 +33,10 @@ if TYPE_CHECKING:  # torch where a model runs: --help and bad flags answer witho
     import torch
     from torch import nn
 
+from .arch_source import experiment_dir_of, resolve_arch
 from .export import FORMATS, example_input, export_model
 from .space import Arch, SearchSpace
 
-RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 MAX_REL_ERROR = 1e-4  # max |exported - supernet| / max |supernet logit|
 
 
@@ -76,66 +74,6 @@ def parse_formats(text: str) -> tuple[str, ...]:
     return formats
 
 
-def experiment_dir_of(checkpoint: Path) -> Path:
-    """<experiment>/checkpoints/<supernet>/epoch_NNNN -> <experiment>."""
-    checkpoint = checkpoint if checkpoint.is_dir() else checkpoint.parent
-    return checkpoint.parent.parent.parent
-
-
-def arch_from_run(run_id: str, tracking_uri: str) -> Arch:
-    """The arch of a search's candidate run (params) or parent run (`best_arch` tag)."""
-    from mlflow.exceptions import MlflowException
-
-    from .adapters import mlflow_client
-
-    try:
-        run = mlflow_client(tracking_uri).get_run(run_id)
-    except MlflowException:
-        raise ValueError(f"unknown MLflow run id {run_id!r} in {tracking_uri} "
-                         "(pass --mlflow-uri for another tracking store)") from None
-    if "num_transformer_stages" in run.data.params:
-        try:
-            return Arch.from_params(run.data.params)
-        except ValueError as exc:
-            raise ValueError(f"MLflow run {run_id}: {exc}") from None
-    if "best_arch" in run.data.tags:
-        return Arch.from_json(run.data.tags["best_arch"])
-    raise ValueError(f"MLflow run {run_id} holds no arch: expected a search candidate run (arch fields "
-                     "as params) or a search's parent run (best_arch tag)")
-
-
-def arch_from_search_results(path: Path) -> Arch:
-    """The rank-1 model of a search's `results.json` (what `python -m autovit_ray.search` writes)."""
-    try:
-        results = json.loads(path.read_text())
-        return Arch.from_dict(results["best"][0]["arch"])
-    except (json.JSONDecodeError, KeyError, IndexError, TypeError, ValueError) as exc:
-        raise ValueError(f"{path} is not a finished search's results.json with a best model "
-                         f"(expected {{'best': [{{'arch': {{...}}}}, ...]}}): {exc!r}") from None
-
-
-def resolve_arch(spec: str, tracking_uri: Callable[[], str]) -> Arch:
-    """An Arch from inline JSON, an arch JSON file, a search directory or its results.json (the rank-1
-    model), or an MLflow run id (`tracking_uri()` is only asked then)."""
-    text = spec.strip()
-    if text.startswith("{"):
-        return Arch.from_json(text)
-    path = Path(text).expanduser()
-    if path.is_dir() and (path / "results.json").is_file():
-        return arch_from_search_results(path / "results.json")
-    if path.is_file():
-        if path.name == "results.json":
-            return arch_from_search_results(path)
-        try:
-            return Arch.from_json(path.read_text())
-        except ValueError as exc:
-            raise ValueError(f"{path}: {exc}") from None
-    if RUN_ID.match(text):
-        return arch_from_run(text, tracking_uri())
-    raise ValueError(f"--arch {spec!r} is neither inline JSON, an existing arch JSON file, a search directory "
-                     "(with results.json) nor an MLflow run id (32 hex digits)")
-
-
 def resolve_registered(args: argparse.Namespace) -> Any:
     """The registered model of a models:/ --arch, from --mlflow-uri, $MLFLOW_TRACKING_URI or the
     database of --checkpoint's experiment."""
@@ -143,15 +81,15 @@ def resolve_registered(args: argparse.Namespace) -> Any:
     import tempfile
 
     from .adapters import default_tracking_uri
+    from .checkpoint import resolve_checkpoint
     from .registry import resolve_model_uri
-    from .search.cli import resolve_checkpoint
 
     uri = args.mlflow_uri or os.environ.get("MLFLOW_TRACKING_URI")
     if not uri:
         if args.checkpoint is None:
             raise ValueError(f"--arch {args.arch} needs the tracking store that holds the registry: pass "
                              "--mlflow-uri (or set MLFLOW_TRACKING_URI) or --checkpoint of the experiment")
-        uri = default_tracking_uri(experiment_dir_of(resolve_checkpoint(args)))
+        uri = default_tracking_uri(experiment_dir_of(resolve_checkpoint(args.checkpoint, args.supernet)))
     return resolve_model_uri(args.arch, uri, Path(tempfile.mkdtemp(prefix="autovit-registry-")))
 
 
@@ -226,11 +164,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
     from .adapters import default_tracking_uri
-    from .checkpoint import load_supernet
+    from .checkpoint import load_supernet, resolve_checkpoint
     from .data import build_loader
     from .models import calibrated_subnet, save_subnet
     from .registry import is_model_uri
-    from .search.cli import resolve_checkpoint
 
     formats = parse_formats(args.format)
     if args.calib_batches is not None and args.calib_batches < 1:
@@ -244,7 +181,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.checkpoint is None:
         raise ValueError("--checkpoint is required (a supernet checkpoint, or an experiment directory with "
                          "--supernet)")
-    checkpoint = resolve_checkpoint(args)
+    checkpoint = resolve_checkpoint(args.checkpoint, args.supernet)
     if registered is None:
         arch = resolve_arch(args.arch, lambda: default_tracking_uri(experiment_dir_of(checkpoint), args.mlflow_uri))
     supernet, space, config = load_supernet(checkpoint)
@@ -306,4 +243,4 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["ExportCheckError", "arch_from_run", "build_parser", "main", "resolve_arch", "run"]
+__all__ = ["ExportCheckError", "build_parser", "main", "run"]

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from .io import atomic_write_text
+from .plan import count_macs, count_params
 from .space import Arch, SearchSpace
 
 TRUTH_FILE = "truth.json"
@@ -167,7 +168,7 @@ def train_standalone(recipe: Any, arch: Arch, truth: Path, seed: int, address: s
                      mlflow_uri: str | None) -> Path:
     """Train (or resume, or reuse) `arch` alone with `seed`; returns its final checkpoint."""
     from .checkpoint import find_checkpoint
-    from .train import run_training, standalone_config
+    from .ray_train import run_training, standalone_config
 
     name = f"{arch.arch_hash}-s{seed}"
     cfg = dataclasses.replace(recipe, name=name, output_dir=str(truth), seed=seed,
@@ -263,7 +264,7 @@ def run(cfg: FidelityConfig, log: Callable[[str], None] = print) -> dict[str, An
         from .latency import LatencyTable
 
         table = LatencyTable.load(cfg.lut, space=space)  # refuses a table of another space
-    cost = table.predict_latency if table is not None else (lambda a: float(space.count_params(a, num_classes)))
+    cost = table.predict_latency if table is not None else (lambda a: float(count_params(a, num_classes, space)))
     archs = draw_subnets(space, cfg.subnets, cfg.seed, cost, cfg.band_ms, cfg.in_band, cfg.pool)
     recipe = truth_recipe(config_from_dict(meta["config"]), cfg.epochs, cfg.overrides)
     truth = Path(cfg.truth)
@@ -281,8 +282,8 @@ def run(cfg: FidelityConfig, log: Callable[[str], None] = print) -> dict[str, An
     seed_sd = (statistics.fmean(abs(a - b) ** 2 / 2 for a, b in (r["top1"] for r in repeats)) ** 0.5
                if repeats else None)
     in_band = [cfg.band_ms is not None and cfg.band_ms[0] <= cost(a) <= cfg.band_ms[1] for a in archs]
-    macs = [float(space.count_macs(a, num_classes)) for a in archs]
-    params = [float(space.count_params(a, num_classes)) for a in archs]
+    macs = [float(count_macs(a, num_classes, space)) for a in archs]
+    params = [float(count_params(a, num_classes, space)) for a in archs]
     report: dict[str, Any] = {
         "space": space.name, "profile": space.profile.name, "space_fingerprint": space.fingerprint(),
         "epochs": cfg.epochs, "seed": cfg.seed, "band_ms": list(cfg.band_ms) if cfg.band_ms else None,
@@ -385,10 +386,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        from .search.cli import resolve_checkpoint
+        from .checkpoint import resolve_checkpoint
 
-        checkpoints = tuple(str(resolve_checkpoint(argparse.Namespace(checkpoint=c, supernet=args.supernet)))
-                            for c in args.checkpoint)
+        checkpoints = tuple(str(resolve_checkpoint(c, args.supernet)) for c in args.checkpoint)
         # <experiment>/checkpoints/<supernet>/epoch_N: the first supernet's experiment holds the default truth
         truth = args.truth or str(Path(checkpoints[0]).resolve().parents[2] / "fidelity")
         run(FidelityConfig(checkpoints=checkpoints, truth=truth, subnets=args.subnets, seed=args.seed,

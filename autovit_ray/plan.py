@@ -13,8 +13,9 @@ head. Pure Python: no torch, no Ray.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-from .space import NUM_MBCONV_STAGES, Arch, SearchSpace, conv_out
+from .space import NUM_MBCONV_STAGES, Arch, SearchSpace, conv_out, space_for_arch
 
 BLOCK_KINDS = ("stem", "mbconv", "mobilevit", "head")
 ModulePath = tuple[str | int, ...]  # attribute names / indices into a static AutoViTNet
@@ -156,3 +157,43 @@ def head_plan(space: SearchSpace, resolution: int, size: int, cin: int, num_clas
     return BlockSpec("head", ("head",), -1, resolution, cin, num_classes, 1, size, size, 1,
                      space.fixed.head_expansion, num_classes=num_classes)
 
+
+# --------------------------------------------------------------------------------------------
+# Analytic parameter and MAC counts: sums over the plan
+# --------------------------------------------------------------------------------------------
+
+
+def count_params(arch: Arch, num_classes: int, space: SearchSpace | None = None) -> int:
+    """Trainable parameters of the subnet, computed from the arch alone (no model is built)."""
+    return sum(block.params for block in plan(arch, space or space_for_arch(arch), num_classes))
+
+
+def count_macs(arch: Arch, num_classes: int, space: SearchSpace | None = None) -> int:
+    """Multiply-accumulates of one image (the paper's and MobileViT's "FLOPs"). Counts convs,
+    linears and the two attention matmuls; norms, activations and pooling are not counted
+    (torch's flop counter, at 2 FLOPs per MAC, counts the same ops)."""
+    return sum(block.macs for block in plan(arch, space or space_for_arch(arch), num_classes))
+
+
+def describe_space(space: SearchSpace, num_classes: int = 1000) -> dict[str, Any]:
+    """A space's sizes, parameter / MAC ranges, tokens per attention sequence and choices
+    (`python -m autovit_ray.space describe`)."""
+    small, large = space.smallest(), space.largest()
+    return {
+        "name": space.name,
+        "profile": space.profile.name,
+        "fingerprint": space.fingerprint(),
+        "size_constrained": space.size(constrained=True),
+        "size_unconstrained": space.size(constrained=False),
+        "size_constrained_per_resolution": space.size(constrained=True, per_resolution=True),
+        "size_unconstrained_per_resolution": space.size(constrained=False, per_resolution=True),
+        "num_classes": num_classes,
+        "params_min": count_params(small, num_classes, space),
+        "params_max": count_params(large, num_classes, space),
+        "macs_min": count_macs(small, num_classes, space),
+        "macs_max": count_macs(large, num_classes, space),
+        "smallest": small.to_dict(),
+        "largest": large.to_dict(),
+        "tokens_per_sequence": {r: space.attention_tokens(r) for r in space.resolutions},
+        "choices": space.to_dict(),
+    }

@@ -47,6 +47,7 @@ sys.path.insert(0, str(ROOT))
 
 from autovit_ray.data import build_loader  # noqa: E402
 from autovit_ray.io import atomic_write_text, replace_markdown_section  # noqa: E402
+from autovit_ray.plan import count_macs, count_params  # noqa: E402
 from autovit_ray.space import load_space  # noqa: E402
 from autovit_ray.training.config import TrainConfig, load_config  # noqa: E402
 from autovit_ray.training.loop import top1  # noqa: E402
@@ -218,8 +219,8 @@ def run_corner(corner: str, recipe: str, out: Path, data_dir: Path) -> dict[str,
     supernet, _, config = load_supernet(checkpoint)
     model = supernet.get_active_subnet(arch).eval()
     correct, seen = top1(model, build_loader(config.data, "val", RESOLUTION), RESOLUTION, torch.device("cpu"))
-    record = {"arch": arch.to_dict(), "name": str(arch), "params_m": space.count_params(arch, 10) / 1e6,
-              "macs_m": space.count_macs(arch, 10) / 1e6, "tokens": space.attention_tokens(RESOLUTION),
+    record = {"arch": arch.to_dict(), "name": str(arch), "params_m": count_params(arch, 10, space) / 1e6,
+              "macs_m": count_macs(arch, 10, space) / 1e6, "tokens": space.attention_tokens(RESOLUTION),
               "epochs": int(read_meta(checkpoint)["epoch"]), "val_top1": 100.0 * correct / seen,
               "wall_s_this_run": time.time() - start, "commit": code_commit()}
     atomic_write_text(record_path, json.dumps(record, indent=1))

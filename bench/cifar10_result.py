@@ -685,6 +685,7 @@ def run_headline(settings: Settings, checkpoint: Path, adaptation: str, results:
     if "headline" in results:
         return
     from autovit_ray.latency import LatencyTable
+    from autovit_ray.plan import count_macs
     from autovit_ray.space import Arch, load_space
 
     space = load_space(SUPERNET, profile=PROFILE)
@@ -699,7 +700,7 @@ def run_headline(settings: Settings, checkpoint: Path, adaptation: str, results:
             archs[f"chosen {factor:.1f}x"] = Arch.from_dict(chosen)
     for key, arch in archs.items():
         models[key] = subnet_of(checkpoint, arch, loaders)
-        rows[key] = {"label": key, "arch": str(arch), "macs": space.count_macs(arch, 10)}
+        rows[key] = {"label": key, "arch": str(arch), "macs": count_macs(arch, 10, space)}
         for backend in LUT_BACKENDS:
             table = LatencyTable.load(lut_path(settings, backend), space=space, backend=backend)
             rows[key][f"lut_ms_{backend}"] = table.predict_latency(arch)

@@ -58,6 +58,7 @@ from autovit_ray import stats  # noqa: E402
 from autovit_ray.checkpoint import list_checkpoints, read_meta  # noqa: E402
 from autovit_ray.data import build_loaders  # noqa: E402
 from autovit_ray.io import atomic_write_text, replace_markdown_section  # noqa: E402
+from autovit_ray.plan import count_params  # noqa: E402
 from autovit_ray.space import Arch, SearchSpace, load_space  # noqa: E402
 
 SECTION = "## Rank fidelity: inherited vs stand-alone accuracy on CIFAR-10 (issue 14, part 4)"
@@ -127,7 +128,7 @@ def pick_subnets(settings: Settings, count: int, record: dict[str, Any], save: C
         space = load_space(base.SUPERNET, profile=base.PROFILE)
         archs = spread_over_latency(space, table.predict_latency, count)
         record["subnets"] = [{"run": run_name(i), "arch": a.to_dict(), "name": str(a),
-                              "lut_ms": table.predict_latency(a), "params": space.count_params(a, 10)}
+                              "lut_ms": table.predict_latency(a), "params": count_params(a, 10, space)}
                              for i, a in enumerate(archs)]
         save()
     return [Arch.from_dict(s["arch"]) for s in record["subnets"]]

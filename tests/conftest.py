@@ -93,7 +93,7 @@ def trained_digits_experiment(ray_session, tmp_path_factory):
     """Three tiny digits supernets (xxs, xs, s) trained concurrently through `python -m autovit_ray.train`
     on Ray Train, two data-parallel workers each. Later tests reuse them: `.dir` is the experiment directory (checkpoints in
     `.dir / "checkpoints" / <supernet>`, MLflow in `.dir / "mlflow.db"`); load one with
-    `autovit_ray.train.load_supernet(find_checkpoint(exp.dir, "xxs"))`. Read-only: do not write into it."""
+    `autovit_ray.checkpoint.load_supernet(find_checkpoint(exp.dir, "xxs"))`. Read-only: do not write into it."""
     from types import SimpleNamespace
 
     from autovit_ray.train import main

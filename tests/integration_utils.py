@@ -358,7 +358,7 @@ def gpu_cluster_main(output_dir: str, result_path: str) -> int:
     from ray.train.torch import TorchTrainer
 
     from autovit_ray import adapters, placement
-    from autovit_ray.train import plan_training, scaling_config, torch_backend
+    from autovit_ray.ray_train import plan_training, scaling_config, torch_backend
     from autovit_ray.training.config import load_config
 
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})

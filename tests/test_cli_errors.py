@@ -8,7 +8,7 @@ import pytest
 from autovit_ray import profile
 from autovit_ray import space as space_cli
 from autovit_ray.latency.validate import error_metrics
-from autovit_ray.search.cli import TRIAL_CPUS, evaluator_share
+from autovit_ray.search.driver import TRIAL_CPUS, evaluator_share
 
 
 def test_space_describe_of_an_unknown_space_says_what_exists(capsys):
@@ -26,9 +26,9 @@ def test_profile_breakdown_bad_input(capsys):
 
 
 def test_demo_bad_input(capsys):
-    from autovit_ray import demo
+    from autovit_ray.demo.__main__ import main as demo_main
 
-    assert demo.main(["--set", "nope=1"]) == 2
+    assert demo_main(["--set", "nope=1"]) == 2
     assert "unknown config field nope" in capsys.readouterr().err
 
 

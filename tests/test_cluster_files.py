@@ -27,9 +27,9 @@ import yaml
 from ray.autoscaler._private.util import prepare_config, validate_config
 from ray.scripts.scripts import start as ray_start_cli
 
-from autovit_ray.compare import build_parser as compare_parser
+from autovit_ray.compare.cli import build_parser as compare_parser
 from autovit_ray.export_cli import build_parser as export_parser
-from autovit_ray.pipeline import build_parser as pipeline_parser
+from autovit_ray.pipeline.cli import build_parser as pipeline_parser
 from autovit_ray.profile import build_parser as profile_parser
 from autovit_ray.search.cli import build_parser as search_parser
 from autovit_ray.train import build_arg_parser as train_parser

@@ -16,12 +16,12 @@ from torch import nn
 from autovit_ray.compare import (
     NOT_TRAINED,
     compare_experiment,
-    main,
     registered_candidates,
     runnable_resolution,
     searched_candidates,
     standalone_candidates,
 )
+from autovit_ray.compare.cli import main
 from autovit_ray.space import Arch
 
 

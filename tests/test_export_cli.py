@@ -151,7 +151,7 @@ def test_python_dash_m_entry_point(tmp_path):
 
 @pytest.mark.parametrize("spec", ["{}", '{"supernet": "xxs"}'])
 def test_resolve_arch_never_asks_mlflow_for_json(spec):
-    from autovit_ray.export_cli import resolve_arch
+    from autovit_ray.arch_source import resolve_arch
 
     def no_mlflow() -> str:
         raise AssertionError("JSON input must not look up MLflow")
@@ -161,7 +161,7 @@ def test_resolve_arch_never_asks_mlflow_for_json(spec):
 
 
 def test_resolve_arch_from_a_search_directory_or_its_results(finished_digits_search, tmp_path):
-    from autovit_ray.export_cli import resolve_arch
+    from autovit_ray.arch_source import resolve_arch
 
     def no_mlflow() -> str:
         raise AssertionError("a search directory must not look up MLflow")

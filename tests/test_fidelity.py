@@ -69,7 +69,7 @@ TINY = ("data.batch_size=16", "data.calib_size=32", "train.max_steps_per_epoch=2
 @pytest.mark.integration  # five Ray Train runs (~2 min): the integration step, not the 12-minute unit suite
 def test_a_whole_fidelity_run_resumes_and_refuses_another_recipe(ray_session, tmp_path, monkeypatch, capsys,
                                                                  one_thread):
-    from autovit_ray import train
+    from autovit_ray import ray_train
 
     xxs = _supernet_checkpoint(tmp_path / "supernets", "xxs", epochs=2)
     cfg = FidelityConfig(checkpoints=(xxs,), truth=str(tmp_path / "truth"), subnets=4, epochs=1, repeat=1,
@@ -90,7 +90,7 @@ def test_a_whole_fidelity_run_resumes_and_refuses_another_recipe(ray_session, tm
     assert logged.data.tags["supernet0"] == xxs and logged.data.params["subnets"] == "4"
     assert logged.data.metrics["supernet0/inherited_span"] == pytest.approx(scored["inherited_span"])
     # a rerun finds the truth trained: nothing is trained again
-    monkeypatch.setattr(train, "run_training", lambda *a, **k: pytest.fail("the truth was trained again"))
+    monkeypatch.setattr(ray_train, "run_training", lambda *a, **k: pytest.fail("the truth was trained again"))
     assert run(cfg, log=lambda _: None)["standalone"]["subnets"] == subnets
     monkeypatch.undo()
     # the CLI: another recipe in the same truth folder, and supernets of two spaces, are refused

@@ -12,7 +12,8 @@ import torch
 import autovit_ray.models as models
 from autovit_ray.export import check_onnx, example_input, export_coreml, export_onnx
 from autovit_ray.nn import DynamicModule
-from autovit_ray.space import count_params, load_space
+from autovit_ray.plan import count_params
+from autovit_ray.space import load_space
 
 REGISTERED = sorted(set(timm.list_models("autovit_*")))
 

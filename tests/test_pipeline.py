@@ -18,9 +18,9 @@ from autovit_ray.pipeline import (
     _combine,
     fingerprint,
     load_pipeline_config,
-    main,
     quantile,
 )
+from autovit_ray.pipeline.cli import main
 from autovit_ray.progress import duration
 
 
@@ -187,7 +187,7 @@ def test_unknown_budget_reference_is_refused_at_load():
 def test_a_reused_stage_reports_what_it_took_when_it_ran(tmp_path, capsys):
     """The summary (and the report's table) of a rerun give each reused stage the wall time of the run
     that did its work (stage bodies replaced here: this is about the bookkeeping, not the stages)."""
-    from autovit_ray.pipeline import print_summary
+    from autovit_ray.pipeline.cli import print_summary
 
     cfg = load_pipeline_config("demo", [f"output_dir={tmp_path}"])
 
@@ -279,3 +279,24 @@ def test_retrain_trains_each_searched_best_alone_and_compare_picks_it_up(finishe
     with pytest.raises(ValueError, match=r"retrain.set \['train.epochz=1'\]: .*epochz"):
         Pipeline(load_pipeline_config("demo", [f"output_dir={tmp_path}", "retrain.set=[train.epochz=1]"])).run(
             ["retrain"])
+
+
+def test_the_logged_train_commands_give_the_stage_configs(tmp_path):
+    """The pipeline builds its TrainConfigs directly; the `python -m autovit_ray.train` lines it logs,
+    run through the train CLI's own parsing, give the same configs."""
+    from autovit_ray.ray_train import standalone_config
+    from autovit_ray.space import load_space
+    from autovit_ray.train import build_arg_parser, config_from_args
+
+    pipeline = Pipeline(load_pipeline_config("demo", [f"output_dir={tmp_path}", "supernets=[xxs,s]",
+                                                      "train.set=[train.epochs=2, data.batch_size=16]",
+                                                      "retrain.set=[train.epochs=1]"]))
+    parsed = config_from_args(build_arg_parser().parse_args(pipeline.train_argv()))
+    assert parsed.to_dict() == pipeline.train_config().to_dict()
+    assert pipeline.train_config().supernets == ("xxs", "s") and pipeline.train_config().train.epochs == 2
+    arch = load_space("xxs", profile="digits").smallest()
+    printed, _ = standalone_config(config_from_args(build_arg_parser().parse_args(pipeline.retrain_argv("xxs", arch))),
+                                   arch, named=True)
+    built, space = pipeline.retrain_config("xxs", arch)
+    assert printed.to_dict() == built.to_dict() and space.smallest() == arch
+    assert built.train.epochs == 1 and built.mlflow.experiment == "digits-demo-retrain"

@@ -126,7 +126,8 @@ def test_cluster_file_readers_and_their_errors(tmp_path):
 
 
 def _train_plan(argv: list[str], c: Cluster):
-    from autovit_ray.train import build_arg_parser, config_from_args, plan_training
+    from autovit_ray.ray_train import plan_training
+    from autovit_ray.train import build_arg_parser, config_from_args
 
     cfg = config_from_args(build_arg_parser().parse_args(argv))
     return plan_training(cfg, [Path(s).stem for s in cfg.supernets], c)
@@ -190,7 +191,7 @@ def test_train_dry_run_against_a_cluster_file_prints_the_plan():
 
 
 def test_dry_run_on_the_live_local_ray(ray_session, trained_digits_experiment, capsys):
-    from autovit_ray.pipeline import main as pipeline_main
+    from autovit_ray.pipeline.cli import main as pipeline_main
     from autovit_ray.search.cli import main as search_main
     from autovit_ray.train import main as train_main
 

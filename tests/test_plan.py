@@ -16,8 +16,8 @@ from autovit_ray.data import PROFILE_DATASETS, DataConfig, build_transform
 from autovit_ray.latency.modules import arch_modules, block_modules
 from autovit_ray.nn import Supernet, build_net
 from autovit_ray.nn.blocks import ConvBNAct, MBConv, MBPoolHead, MobileViTBlock, TransformerStage
-from autovit_ray.plan import plan
-from autovit_ray.space import BUILTIN_SPACES, count_macs, count_params, load_space
+from autovit_ray.plan import count_macs, count_params, plan
+from autovit_ray.space import BUILTIN_SPACES, load_space
 
 NUM_CLASSES = 10
 PROFILES = ("imagenet", "cifar10", "digits")

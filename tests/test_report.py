@@ -23,7 +23,8 @@ from typing import Any
 
 import pytest
 
-from autovit_ray.report import PNG_SIGNATURE, main, write_report
+from autovit_ray.report import PNG_SIGNATURE, write_report
+from autovit_ray.report.cli import main
 
 SECTIONS = ("Stage timings", "Training curves", "Latency tables", "Searches", "Comparison")
 VERDICT = "The searched xxs model is 12.0 points more accurate than mobilevit_xxs at 0.8x its latency."
@@ -60,9 +61,9 @@ def _write_latency_search(exp: Path, table: Any, space: Any) -> list[dict[str, A
     parent run (SearchTracker, the search's own writer) recording the latency budget."""
     from autovit_ray.adapters import default_tracking_uri
     from autovit_ray.io import atomic_write_text
+    from autovit_ray.plan import count_params
     from autovit_ray.search.algorithms import Evaluation
     from autovit_ray.search.tracking import SearchTracker
-    from autovit_ray.space import count_params
 
     rng = random.Random(0)
     evaluated = []

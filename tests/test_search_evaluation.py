@@ -13,7 +13,7 @@ from conftest import TINY_TRAIN_SETTINGS
 
 from autovit_ray.checkpoint import read_meta, save_checkpoint
 from autovit_ray.search.cache import EvalCache, file_digest
-from autovit_ray.search.cli import evaluation_context, evaluation_data
+from autovit_ray.search.driver import evaluation_context, evaluation_data
 from autovit_ray.search.evaluate import EvalSettings
 from autovit_ray.space import load_space
 

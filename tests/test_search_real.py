@@ -150,7 +150,7 @@ def test_actor_killed_mid_request_is_retried_once(trained_digits_experiment, ray
 def test_pool_answers_a_cached_arch_without_its_actors(trained_digits_experiment, ray_session, tmp_path):
     from autovit_ray.checkpoint import read_meta
     from autovit_ray.search.cache import EvalCache
-    from autovit_ray.search.cli import evaluation_context, evaluation_data
+    from autovit_ray.search.driver import evaluation_context, evaluation_data
 
     checkpoint = find_checkpoint(trained_digits_experiment.dir, "xxs")
     settings = EvalSettings(max_batches=1, calib_batches=1)
@@ -288,7 +288,7 @@ def test_a_search_that_fails_after_its_parent_run_started_leaves_nothing_running
 def test_failed_trials_carry_the_error_in_full(ray_session, tmp_path):
     from ray import tune
 
-    from autovit_ray.search.cli import failed_trials
+    from autovit_ray.search.driver import failed_trials
 
     def broken(config):
         raise ValueError(f"planted failure for arch {config['arch_json']}")

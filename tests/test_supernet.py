@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 from torch.utils.flop_counter import FlopCounterMode
 
 from autovit_ray.nn import DynamicModule, Supernet
-from autovit_ray.space import count_macs, count_params, load_space
+from autovit_ray.plan import count_macs, count_params
+from autovit_ray.space import load_space
 
 SPACES = ("xxs", "xs", "s")
 NUM_CLASSES = 10

@@ -28,8 +28,9 @@ from autovit_ray.checkpoint import (
 from autovit_ray.data import dataset_record
 from autovit_ray.nn import Supernet
 from autovit_ray.placement import Cluster, NodeGroup
+from autovit_ray.ray_train import plan_training
 from autovit_ray.space import load_space
-from autovit_ray.train import main, plan_training
+from autovit_ray.train import main
 from autovit_ray.training.config import OptimizerSection, load_config
 from autovit_ray.training.loop import SupernetTrainer, sample_step_archs
 from autovit_ray.training.optim import (
@@ -383,7 +384,7 @@ def test_resume_on_another_data_path_is_refused(tmp_path, one_thread) -> None:
     """A supernet continues on the data path it started on: one trained before the in-memory path
     became the default (no data_path recorded) must not switch to it halfway."""
     from autovit_ray.checkpoint import checkpoint_root
-    from autovit_ray.train import check_resume
+    from autovit_ray.ray_train import check_resume
 
     cfg = load_config("digits", list(TINY_TRAIN_SETTINGS) + ["supernets=xxs", f"output_dir={tmp_path}"])
     space = _digits_space()
@@ -478,7 +479,7 @@ def test_resume_with_another_config_is_refused(trained_digits_experiment, capsys
 
 def test_one_arch_trains_standalone_and_loads_back(ray_session, tmp_path, capsys) -> None:
     """`train --arch`: one subnet from scratch, through the supernet machinery with a one-arch space."""
-    from autovit_ray.space import count_params
+    from autovit_ray.plan import count_params
 
     space = _digits_space()
     arch = space.sample(random.Random(3))

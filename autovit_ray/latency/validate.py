@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from ..nn import Supernet
+from ..plan import count_macs, count_params
 from ..space import Arch, SearchSpace
 from ..stats import kendall_tau
 from ._files import atomic_path
@@ -69,7 +70,7 @@ def validation_archs(space: SearchSpace, resolutions: Sequence[int], count: int,
     if not spread:
         return archs[:count]
     # Evenly spaced in log-MACs (not in rank: ranks crowd the picks into the dense middle).
-    log_macs = np.log([space.count_macs(a, 1000) for a in archs])
+    log_macs = np.log([count_macs(a, 1000, space) for a in archs])
     picks: list[int] = []
     for target in np.linspace(log_macs.min(), log_macs.max(), count):
         free = [i for i in np.argsort(np.abs(log_macs - target)) if i not in picks]
@@ -186,8 +187,8 @@ def validate_table(table: LatencyTable, backend: LatencyBackend, samples: int = 
     measured, retest = measure_archs(archs, space, backend, table.num_classes, rounds, repeats, 2, seed,
                                      gate=gate, log=log)
     predicted = {m: np.array([table.predict_latency(a, m) for a in archs]) for m in table.methods}
-    macs = np.array([space.count_macs(a, table.num_classes) for a in archs], dtype=float)
-    params = np.array([space.count_params(a, table.num_classes) for a in archs], dtype=float)
+    macs = np.array([count_macs(a, table.num_classes, space) for a in archs], dtype=float)
+    params = np.array([count_params(a, table.num_classes, space) for a in archs], dtype=float)
     main = predicted[table.method]
     per_resolution = {}
     for r in resolutions:

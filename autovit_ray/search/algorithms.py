@@ -34,6 +34,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
+from autovit_ray.plan import count_params
 from autovit_ray.search.pareto import non_dominated_sort, pareto_front
 from autovit_ray.space import Arch, SearchSpace
 
@@ -89,13 +90,13 @@ class CostModel:
         if self.budget.max_latency is not None and latency_fn is None:
             raise ValueError("Budget.max_latency is set but no latency function was given")
         self._cache: dict[str, Cost] = {}
-        self._largest_params = space.count_params(space.largest(), num_classes)
+        self._largest_params = count_params(space.largest(), num_classes, space)
 
     def cost(self, arch: Arch) -> Cost:
         key = arch.arch_hash
         if key not in self._cache:
             latency = float(self.latency_fn(arch)) if self.latency_fn is not None else None
-            self._cache[key] = Cost(self.space.count_params(arch, self.num_classes), latency)
+            self._cache[key] = Cost(count_params(arch, self.num_classes, self.space), latency)
         return self._cache[key]
 
     def fits(self, arch: Arch) -> bool:

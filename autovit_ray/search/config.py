@@ -1,6 +1,6 @@
 """`SearchConfig`: every setting of one search, typed and validated once. The CLI
 (`python -m autovit_ray.search`) builds it from its flags (their defaults come from here), the
-pipeline and the Python API build it directly; `autovit_ray.search.cli.run` takes it. Pure Python.
+pipeline and the Python API build it directly; `autovit_ray.search.driver.run` takes it. Pure Python.
 """
 
 from __future__ import annotations
@@ -132,7 +132,7 @@ def flag(field_name: str) -> str:
 DEFAULTS = {f.name: f.default for f in dataclasses.fields(SearchConfig)}
 
 # Fields that change neither which candidates a search proposes nor what their evaluations give: left
-# out of its identity (`autovit_ray.search.cli.search_identity`). Paths (`checkpoint`, `lut`,
+# out of its identity (`autovit_ray.search.driver.search_identity`). Paths (`checkpoint`, `lut`,
 # `data_dir`) are there by content instead: the checkpoint's digest, the LUT's, the split's.
 NOT_IN_IDENTITY = frozenset({
     "name", "checkpoint", "lut", "data_dir", "evaluators", "cpus_per_evaluator", "threads_per_evaluator", "gpus_per_evaluator",

@@ -24,7 +24,8 @@ import torch
 from ..data import DataConfig, build_loader
 from ..evaluation import evaluate_subnet
 from ..nn import Supernet
-from ..space import Arch, SearchSpace, count_macs, count_params
+from ..plan import count_macs, count_params
+from ..space import Arch, SearchSpace
 
 SELECTION_SPLIT = "val"
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from autovit_ray.plan import count_macs, count_params
 from autovit_ray.search.algorithms import Budget, CostModel, arch_genes
 from autovit_ray.space import Arch, SearchSpace, load_space, space_from_dict
 
@@ -45,7 +46,7 @@ class AnalyticLatency:
 
     def __call__(self, arch: Arch) -> float:
         blocks = sum(arch.mbconv_depths) + sum(arch.transformer_depths) + arch.num_transformer_stages
-        macs = self.space.count_macs(arch, self.num_classes)
+        macs = count_macs(arch, self.num_classes, self.space)
         return macs / 1e9 * self.ms_per_gmac + blocks * self.ms_per_block
 
 
@@ -118,7 +119,7 @@ def make_synthetic_problem(space: str | SearchSpace = "xxs", seed: int = 0, plac
     rng = random.Random(f"synthetic problem {seed}")  # not the searchers' seed-`seed` stream
     latency = AnalyticLatency(space, num_classes)
     draws = [space.sample(rng) for _ in range(num_draws)]
-    params = sorted(space.count_params(a, num_classes) for a in draws)
+    params = sorted(count_params(a, num_classes, space) for a in draws)
     latencies = sorted(latency(a) for a in draws)
     budget = Budget(max_params=float(params[int(params_quantile * (num_draws - 1))]),
                     max_latency=latencies[int(latency_quantile * (num_draws - 1))])

@@ -5,7 +5,7 @@ the end the best archs and Pareto front (JSON), the accuracy-vs-latency scatter 
 marked (paper Figure 1) and the exported best models. Children carry the arch fields as params
 and val top-1, params, MACs, LUT latency and generation as metrics. A resumed search (same name)
 reuses its parent run and never logs a candidate twice (children are keyed by arch hash); a resume
-needs the same name *and* identity (`autovit_ray.search.cli.search_identity`), so a search never takes
+needs the same name *and* identity (`autovit_ray.search.driver.search_identity`), so a search never takes
 another search's candidates as its own.
 """
 

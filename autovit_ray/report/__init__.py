@@ -21,14 +21,12 @@ passed to `log`) and the rest of the page is still written.
 
 from __future__ import annotations
 
-import argparse
 import base64
 import html
 import io
 import json
 import math
 import statistics
-import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -66,7 +64,7 @@ def check_experiment(path: Path) -> Path:
 
 def write_report(experiment_dir: Path, log: Log = print) -> Path:
     """Write `<experiment_dir>/report.html` (atomically) and return its path."""
-    from .io import atomic_write_text
+    from ..io import atomic_write_text
 
     exp = check_experiment(Path(experiment_dir).expanduser())
     compare_json = exp / "compare" / "compare.json"
@@ -187,7 +185,7 @@ def _tracking(exp: Path) -> tuple[Any, dict[str, Any]]:
     """(MLflow client of the experiment, its training config); Missing when there is no store to read."""
     import yaml
 
-    from .adapters import default_tracking_uri, mlflow_client
+    from ..adapters import default_tracking_uri, mlflow_client
 
     config_path = exp / "config.yaml"
     if not config_path.is_file():
@@ -252,8 +250,8 @@ def training_curves(exp: Path, log: Log) -> str:
 
 
 def latency_tables(exp: Path, log: Log) -> str:
-    from .latency import LatencyTable
-    from .space import Arch
+    from ..latency import LatencyTable
+    from ..space import Arch
 
     paths = sorted(exp.glob("luts/*.parquet"))
     if not paths:
@@ -328,7 +326,7 @@ def searches(exp: Path, compare_rows: Sequence[dict[str, Any]], log: Log) -> str
 
 
 def search_plot(exp: Path, folder: Path, compare_rows: Sequence[dict[str, Any]]) -> str:
-    from .search.pareto import pareto_front
+    from ..search.pareto import pareto_front
 
     data = _read_json(folder / "results.json", f"search {folder.name} results")
     points, best = [e for e in data["evaluated"] if _num(e["fitness"]) is not None], data["best"]
@@ -407,29 +405,4 @@ def rank_fidelity(path: Path) -> str:
             + _img(fig, "inherited vs stand-alone validation top-1"))
 
 
-# ---------------------------------------------------------------------------------------------------
-# CLI
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m autovit_ray.report", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--experiment", required=True, help="the experiment directory (<output_dir>/<name>)")
-    return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        path = write_report(Path(args.experiment), log=lambda line: print(line, file=sys.stderr))
-    except ValueError as exc:  # bad input: one clear message, no traceback
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(path)
-    return 0
-
-
-__all__ = ["build_parser", "check_experiment", "main", "write_report"]
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+__all__ = ["check_experiment", "write_report"]

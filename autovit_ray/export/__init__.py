@@ -132,9 +132,3 @@ def export_model(model: nn.Module, resolution: int, out_dir: str | Path, name: s
     writers = {"torchscript": export_torchscript, "torch_export": export_torch_export,
                "onnx": export_onnx, "coreml": export_coreml}
     return {fmt: writers[fmt](model, example, Path(out_dir) / f"{name}{SUFFIXES[fmt]}") for fmt in formats}
-
-
-if __name__ == "__main__":  # python -m autovit_ray.export: the CLI lives in export_cli
-    from autovit_ray.export_cli import main
-
-    raise SystemExit(main())

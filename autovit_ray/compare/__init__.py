@@ -20,20 +20,18 @@ top-1 at equal or lower measured latency), printed and written to compare.json (
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import csv
 import dataclasses
 import json
 import math
 import os
-import sys
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .space import Arch
+from ..space import Arch
 
 if TYPE_CHECKING:  # torch only where a model runs: --help and bad flags answer without it
     from torch import nn
@@ -44,35 +42,6 @@ NOT_TRAINED = "not trained here"
 COLUMNS = ("model", "kind", "resolution", "test_top1", "params", "macs", "lut_latency_ms", "latency_ms",
            "latency_p10_ms", "latency_p90_ms", "latency_ratio", "note")
 Log = Callable[[str], None]
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m autovit_ray.compare", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--experiment", required=True,
-                   help="an experiment directory (its mlflow.db), or an MLflow experiment name with --mlflow-uri")
-    p.add_argument("--mlflow-uri", default=None, help="default: $MLFLOW_TRACKING_URI or sqlite in the experiment dir")
-    p.add_argument("--searches", default=None, help="comma-separated search names (default: every finished search)")
-    p.add_argument("--models", default="",
-                   help="comma-separated registered models to add: models:/<name>@<alias> or models:/<name>/<version>")
-    p.add_argument("--references", default=",".join(DEFAULT_REFERENCES),
-                   help="comma-separated timm model names (empty: none)")
-    p.add_argument("--reference-checkpoint", action="append", default=[], metavar="NAME=PATH",
-                   help="trained weights of a reference (a state dict, or a dict with 'model'): gives it a test top-1")
-    p.add_argument("--standalone", action="append", default=[], metavar="CHECKPOINT",
-                   help="a checkpoint of `python -m autovit_ray.train --arch` (one subnet trained stand-alone "
-                        "from scratch): measured and tested beside the searched models (repeatable)")
-    p.add_argument("--train-references", action="store_true",
-                   help="train each reference without a checkpoint with the supernets' recipe first "
-                        "(<experiment>/references/<name>, resumable), so it gets a test top-1")
-    p.add_argument("--backend", default="torch-cpu", help="latency backend (autovit_ray.latency.BACKENDS)")
-    p.add_argument("--repeats", type=int, default=100, help="timed samples per model")
-    p.add_argument("--rounds", type=int, default=10, help="interleaved rounds the samples are split into")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--data-dir", default=None, help="override the data directory (reference test top-1)")
-    p.add_argument("--eval-batches", type=int, default=None, help="test batches for a reference checkpoint")
-    p.add_argument("--out", default=None, help="output directory (default: <experiment dir>/compare)")
-    return p
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -95,8 +64,8 @@ class Candidate:
 
 def resolve_experiment(experiment: str, mlflow_uri: str | None) -> tuple[str, str, Path | None]:
     """(tracking URI, MLflow experiment name, experiment directory or None)."""
-    from .adapters import default_tracking_uri
-    from .search.tracking import SEARCH_EXPERIMENT
+    from ..adapters import default_tracking_uri
+    from ..search.tracking import SEARCH_EXPERIMENT
 
     path = Path(experiment).expanduser()
     if path.is_dir():
@@ -173,7 +142,7 @@ def searched_candidates(client: Any, runs: Sequence[Any], tmp: Path) -> tuple[li
 def registered_candidates(uris: Sequence[str], tracking_uri: str, tmp: Path, facts: dict[str, Any]) -> list[Candidate]:
     """Registered searched models (`autovit_ray.registry`), built from their logged arch and weights;
     they must share the experiment's class count (`facts`, filled from the first one if empty)."""
-    from .registry import resolve_model_uri
+    from ..registry import resolve_model_uri
 
     out = []
     for uri in uris:
@@ -212,7 +181,7 @@ def _quiet_downloads() -> Iterator[None]:
 def _num_classes(params: dict[str, str]) -> int:
     if "num_classes" in params:
         return int(params["num_classes"])
-    from .checkpoint import read_meta  # searches logged before num_classes was a param
+    from ..checkpoint import read_meta  # searches logged before num_classes was a param
 
     return int(read_meta(params["checkpoint"])["num_classes"])
 
@@ -258,7 +227,7 @@ def check_reference_checkpoints(checkpoints: dict[str, str | os.PathLike[str]],
 
 def profile_strides_of(facts: dict[str, Any]) -> tuple[int, ...] | None:
     """The strides of the search space's input profile (the small-input adaptation)."""
-    from .space import load_space
+    from ..space import load_space
 
     if not facts.get("supernet") or not facts.get("profile"):
         return None
@@ -303,8 +272,8 @@ def reference_candidates(references: Sequence[str], checkpoints: dict[str, Path]
     trained there with the supernets' recipe (`autovit_ray.training.reference`, resumable)."""
     import torch
 
-    from .training.loop import top1 as top1_correct
-    from .training.reference import ReferenceSpec, build_reference, train_reference
+    from ..training.loop import top1 as top1_correct
+    from ..training.reference import ReferenceSpec, build_reference, train_reference
 
     strides = profile_strides_of(facts)
     out = []
@@ -342,9 +311,9 @@ def standalone_candidates(checkpoints: Sequence[str | os.PathLike[str]], facts: 
     searched model's arch is named after it (`<search>-top1-standalone`) and takes its LUT latency."""
     import torch
 
-    from .checkpoint import load_supernet, read_meta
-    from .data import dataset_record
-    from .training.loop import top1 as top1_correct
+    from ..checkpoint import load_supernet, read_meta
+    from ..data import dataset_record
+    from ..training.loop import top1 as top1_correct
 
     out: list[Candidate] = []
     experiment_data, test_loader = None, None  # once facts name the experiment's checkpoint
@@ -385,7 +354,7 @@ def _check_same_data(cfg: Any, ours: dict[str, Any], data_dir: str | None, what:
     """`cfg` (a model's training config) used the experiment's data set and splits (`ours`, its
     `dataset_record`): otherwise its test top-1 is not comparable, or its training images may be the
     test images."""
-    from .data import dataset_record
+    from ..data import dataset_record
 
     if data_dir:
         cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, data_dir=data_dir))
@@ -398,8 +367,8 @@ def _check_same_data(cfg: Any, ours: dict[str, Any], data_dir: str | None, what:
 
 def _training_config(facts: dict[str, Any], data_dir: str | None) -> Any:
     """The supernets' training config (from the searched checkpoint), with `data_dir` if given."""
-    from .checkpoint import read_meta
-    from .training.config import config_from_dict
+    from ..checkpoint import read_meta
+    from ..training.config import config_from_dict
 
     if not facts.get("checkpoint"):
         raise ValueError("cannot train or evaluate a reference: the searches logged no supernet checkpoint")
@@ -411,7 +380,7 @@ def _training_config(facts: dict[str, Any], data_dir: str | None) -> Any:
 
 def _test_images(facts: dict[str, Any], data_dir: str | None) -> int | None:
     """The size of the experiment's test split (None when the searches logged no checkpoint)."""
-    from .data import make_splits
+    from ..data import make_splits
 
     if not facts.get("checkpoint"):
         return None
@@ -420,7 +389,7 @@ def _test_images(facts: dict[str, Any], data_dir: str | None) -> int | None:
 
 def _test_loader(facts: dict[str, Any], data_dir: str | None) -> Any:
     """The experiment's test split (at the data set's own resolution; resized per model)."""
-    from .data import build_loader
+    from ..data import build_loader
 
     return build_loader(_training_config(facts, data_dir).data, "test")
 
@@ -443,8 +412,8 @@ def measure(candidates: Sequence[Candidate], backend_name: str, repeats: int, ro
             log: Log, backend: Any = None) -> tuple[list[Any], dict[str, Any]]:
     """LatencyStats per candidate, all on one backend (`backend`, else `backend_name` with its
     default settings), rounds interleaved in random order."""
-    from .latency import get_backend, measure_interleaved
-    from .latency.measure import calibrate_inner
+    from ..latency import get_backend, measure_interleaved
+    from ..latency.measure import calibrate_inner
 
     backend = backend or get_backend(backend_name)
     backend.check_available()
@@ -490,8 +459,8 @@ def reference_latency_budget(reference: str, table: Any, space: Any, num_classes
 
     import autovit_ray.models  # noqa: F401 - registers "autovit" in timm
 
-    from .latency import get_backend
-    from .training.reference import build_reference
+    from ..latency import get_backend
+    from ..training.reference import build_reference
 
     model, _ = build_reference(reference, num_classes, tuple(space.profile.strides))
     resolution = max(space.resolutions)
@@ -577,8 +546,8 @@ def paired_tests(candidates: Sequence[Candidate], rows: Sequence[dict[str, Any]]
                  data_dir: str | None) -> dict[str, dict[str, Any]] | None:
     """Each searched model against the first trained reference on the same test images
     (`stats.paired_difference`); None when the experiment's test split cannot be read here."""
-    from .evaluation import correct_vector
-    from .stats import paired_difference
+    from ..evaluation import correct_vector
+    from ..stats import paired_difference
 
     ref = next((c for c, r in zip(candidates, rows) if r["kind"] == "reference"
                 and isinstance(r["test_top1"], (int, float))), None)
@@ -609,7 +578,7 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def write_outputs(rows: Sequence[dict[str, Any]], out: Path, meta: dict[str, Any]) -> dict[str, Path]:
-    from .io import atomic_write_text
+    from ..io import atomic_write_text
 
     out.mkdir(parents=True, exist_ok=True)
     fields = list(dict.fromkeys([*COLUMNS, *(k for r in rows for k in r)]))
@@ -689,7 +658,7 @@ def compare_experiment(experiment: str | os.PathLike[str], mlflow_uri: str | Non
     `train_references`: a reference without a checkpoint is first trained with the supernets' recipe
     in `<experiment dir>/references/<name>` (resumed when rerun). `standalone`: checkpoints of
     `train --arch` (subnets trained alone from scratch), measured and tested as searched models."""
-    from .adapters import mlflow_client
+    from ..adapters import mlflow_client
 
     if repeats < 1 or rounds < 1:
         raise ValueError(f"--repeats and --rounds must be >= 1, got {repeats} and {rounds}")
@@ -734,22 +703,7 @@ def compare_experiment(experiment: str | os.PathLike[str], mlflow_uri: str | Non
     return rows
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        checkpoints = parse_reference_checkpoints(args.reference_checkpoint)
-        compare_experiment(args.experiment, args.mlflow_uri, args.references.split(","), checkpoints,
-                           args.backend, args.repeats, args.rounds, args.seed, args.out,
-                           [s for s in args.searches.split(",") if s] if args.searches else None,
-                           args.data_dir, args.eval_batches, models=[m for m in args.models.split(",") if m],
-                           train_references=args.train_references, standalone=args.standalone)
-    except ValueError as exc:  # bad input: one clear message, no traceback
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
-
-
-__all__ = ["ReferenceBudget", "build_parser", "compare_experiment", "format_table", "main", "reference_latency_budget"]
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+__all__ = [
+    "DEFAULT_REFERENCES", "ReferenceBudget", "compare_experiment", "format_table",
+    "reference_latency_budget",
+]

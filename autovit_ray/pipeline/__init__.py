@@ -22,26 +22,22 @@ Tune state (finished candidates are not evaluated again), and a stage that had f
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
 import json
 import random
 import shlex
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from .adapters import connect_ray, default_tracking_uri
-from .config import packaged_configs
-from .io import atomic_write_text
-from .progress import duration
-from .search.config import NOT_IN_IDENTITY, SearchConfig, count
+from ..adapters import connect_ray, default_tracking_uri
+from ..config import packaged_configs
+from ..io import atomic_write_text
+from ..progress import duration
+from ..search.config import NOT_IN_IDENTITY, SearchConfig, count
 
 CONFIG_DIR = packaged_configs("pipeline")
 STAGES = ("train", "profile", "search", "retrain", "compare")
@@ -164,7 +160,7 @@ class PipelineConfig:
 
 def load_pipeline_config(config: str, overrides: Sequence[str] = ()) -> PipelineConfig:
     """A validated PipelineConfig from a YAML file (or a configs/pipeline name) and `--set` overrides."""
-    from .config import build_dataclass, parse_override, read_yaml_mapping, resolve_config_path, set_path
+    from ..config import build_dataclass, parse_override, read_yaml_mapping, resolve_config_path, set_path
 
     path = resolve_config_path(config, CONFIG_DIR, "pipeline")
     values = read_yaml_mapping(path, "pipeline")
@@ -262,10 +258,10 @@ class Pipeline:
     def resource_plan(self) -> Any:
         """The `placement.ResourcePlan` of the train stage's workers and the search stage's evaluators on
         the pipeline's Ray (started here when local)."""
-        from . import placement
-        from .adapters import cluster_node_groups
-        from .search.cli import evaluator_cpus
-        from .train import plan_training
+        from .. import placement
+        from ..adapters import cluster_node_groups
+        from ..ray_train import plan_training
+        from ..search.driver import evaluator_cpus
 
         self._ensure_ray()
         cluster = cluster_node_groups()
@@ -280,11 +276,15 @@ class Pipeline:
         self.log(f"  $ python -m autovit_ray.{module} {shlex.join(argv)}")
 
     def train_config(self) -> Any:
-        from .train import build_arg_parser, config_from_args
+        """The train stage's TrainConfig: the named config, the pipeline's name, folder and supernets,
+        then train.set (the precedence of `python -m autovit_ray.train`; `train_argv` prints it)."""
+        from ..training.config import load_config
 
-        return config_from_args(build_arg_parser().parse_args(self.train_argv()))
+        return load_config(self.cfg.train.config, self.cfg.train.set, {
+            "name": self.cfg.name, "output_dir": self.cfg.output_dir, "supernets": list(self.cfg.supernets)})
 
     def train_argv(self) -> list[str]:
+        """The `python -m autovit_ray.train` arguments of `train_config`, for the log only."""
         argv = ["--config", self.cfg.train.config, "--name", self.cfg.name, "--output-dir", self.cfg.output_dir,
                 "--supernets", ",".join(self.cfg.supernets)]
         for item in self.cfg.train.set:
@@ -293,14 +293,14 @@ class Pipeline:
 
     def spaces(self) -> dict[str, Any]:
         """{space name: SearchSpace} of the trained supernets, in config order."""
-        from .space import load_space
+        from ..space import load_space
 
         cfg = self.train_config()
         spaces = [load_space(source, profile=cfg.profile) for source in cfg.supernets]
         return {space.name: space for space in spaces}
 
     def checkpoint(self, supernet: str) -> Path:
-        from .checkpoint import find_checkpoint
+        from ..checkpoint import find_checkpoint
 
         try:
             return find_checkpoint(self.exp_dir, supernet, final=True)
@@ -310,8 +310,8 @@ class Pipeline:
 
     # -- stages ------------------------------------------------------------------------------------
     def run_train(self) -> str:
-        from .checkpoint import find_checkpoint
-        from .train import run_training
+        from ..checkpoint import find_checkpoint
+        from ..ray_train import run_training
 
         train_cfg = self.train_config()
         fp = fingerprint("train", train_cfg.to_dict())
@@ -335,21 +335,44 @@ class Pipeline:
         self._save_record("train", None, fp, self.outputs["checkpoints"])
         return "ran"
 
-    def run_profile(self) -> str:
-        from . import profile
-        from .checkpoint import read_meta
-        from .latency import LatencyTable, get_backend
-        from .latency.build import device_id
+    def profile_build(self) -> tuple[dict[str, Any], Any]:
+        """(backend settings, BuildConfig) of the profile stage; `profile_argv` prints the same."""
+        from ..latency.build_config import BuildConfig
 
         p = self.cfg.profile
-        # The settings the backend takes, as `profile build` flags and as get_backend keywords.
-        flags = {"torch-cpu": {"threads": ("--threads", p.threads)},
-                 "onnxruntime": {"threads": ("--threads", p.threads)},
-                 "coreml": {"compute_units": ("--compute-units", p.compute_units)},
-                 "remote": {"command": ("--remote-command", p.remote_command),
-                            "export_format": ("--export-format", p.export_format)}}.get(p.backend, {})
-        flags = {key: flag for key, flag in flags.items() if flag[1] is not None}
-        device = device_id(get_backend(p.backend, **{k: v for k, (_, v) in flags.items()}).fingerprint())
+        settings = {"torch-cpu": {"threads": p.threads}, "onnxruntime": {"threads": p.threads},
+                    "coreml": {"compute_units": p.compute_units},
+                    "remote": {"command": p.remote_command, "export_format": p.export_format}}.get(p.backend, {})
+        settings = {key: value for key, value in settings.items() if value is not None}
+        build = BuildConfig(rounds=p.rounds, repeats=p.repeats, references=p.references,
+                            quiet_cpus=None if p.quiet_cpus < 0 else p.quiet_cpus, quiet_wait_s=p.quiet_wait_s)
+        return settings, build
+
+    def profile_argv(self, source: str, space: Any, num_classes: int, path: Path) -> list[str]:
+        """The `python -m autovit_ray.profile build` arguments of one table of the stage, for the log only."""
+        p = self.cfg.profile
+        settings, build = self.profile_build()
+        argv = ["build", "--supernet", source, "--profile", space.profile.name, "--backend", p.backend,
+                "--num-classes", str(num_classes), "--rounds", str(build.rounds), "--repeats", str(build.repeats),
+                "--references", str(build.references), "--quiet-cpus", str(p.quiet_cpus),
+                "--quiet-wait", str(build.quiet_wait_s), "--out", str(path)]
+        if p.resolutions:
+            argv += ["--resolution", ",".join(map(str, p.resolutions))]
+        flags = {"threads": "--threads", "compute_units": "--compute-units", "command": "--remote-command",
+                 "export_format": "--export-format"}
+        for key, value in settings.items():
+            argv += [flags[key], str(value)]
+        return argv
+
+    def run_profile(self) -> str:
+        from ..checkpoint import read_meta
+        from ..latency import LatencyTable, build_table, get_backend
+        from ..latency.build import device_id
+
+        p = self.cfg.profile
+        settings, build = self.profile_build()
+        backend = get_backend(p.backend, **settings)
+        device = device_id(backend.fingerprint())
         source = dict(zip(self.spaces(), self.train_config().supernets))
         statuses, luts = [], {}
         for name, space in self.spaces().items():
@@ -365,17 +388,14 @@ class Pipeline:
                     continue
                 except ValueError as e:
                     self.log(f"profile {name}: {path} is not usable ({e}); profiling again")
-            argv = ["build", "--supernet", source[name], "--profile", space.profile.name, "--backend", p.backend,
-                    "--num-classes", str(num_classes), "--rounds", str(p.rounds), "--repeats", str(p.repeats),
-                    "--references", str(p.references), "--quiet-cpus", str(p.quiet_cpus),
-                    "--quiet-wait", str(p.quiet_wait_s), "--out", str(path)]
-            if p.resolutions:
-                argv += ["--resolution", ",".join(map(str, p.resolutions))]
-            for flag, value in flags.values():
-                argv += [flag, str(value)]
-            self._command("profile", argv)
-            if profile.main(argv) != 0:
-                raise PipelineError(f"profile {name}: building {path} failed (see the error above)")
+            self._command("profile", self.profile_argv(source[name], space, num_classes, path))
+            self.log(f"building the {space.name} latency table on {backend.name} at "
+                     f"{list(p.resolutions) or list(space.resolutions)} px")
+            try:
+                table = build_table(space, backend, list(p.resolutions) or None, num_classes, build, log=self.log)
+                self.log(f"wrote {table.save(path)} ({table})")
+            except ValueError as e:
+                raise PipelineError(f"profile {name}: building {path} failed: {e}") from None
             self._save_record("profile", name, fp, {"lut": str(path), "device_id": device})
             statuses.append("ran")
         self.outputs["luts"] = luts
@@ -384,8 +404,8 @@ class Pipeline:
     def auto_budgets(self, space: Any, lut: Path | None, num_classes: int) -> tuple[float | None, float | None]:
         """(params, latency ms) budgets: the configured ones; else the latency of
         `latency_budget_reference` in table ms; else the auto_quantile of random archs."""
-        from .latency import LatencyTable
-        from .space import count_params
+        from ..latency import LatencyTable
+        from ..plan import count_params
 
         s = self.cfg.search
         rng = random.Random(f"pipeline-budgets/{s.seed}")
@@ -406,7 +426,7 @@ class Pipeline:
     def reference_budget(self, space: Any, table: Any, lut: Path, num_classes: int) -> float:
         """The latency of `search.latency_budget_reference` in table ms, measured once per table (kept
         in pipeline/budget-<supernet>.json: a rerun must not move the budget, or the search's fingerprint)."""
-        from .compare import reference_latency_budget
+        from ..compare import reference_latency_budget
 
         reference = self.cfg.search.latency_budget_reference
         fp = fingerprint("budget", reference, file_digest(lut), num_classes)
@@ -428,7 +448,7 @@ class Pipeline:
         s = self.cfg.search
         if not (s.latency_budget_reference and not s.latency_budget_ms and lut is not None and latency):
             return None
-        from .latency import LatencyTable
+        from ..latency import LatencyTable
 
         smallest = LatencyTable.load(lut, space=space).predict_latency(space.smallest())
         if smallest <= latency:
@@ -437,8 +457,8 @@ class Pipeline:
                 f"{latency:.4f} ms, so no {space.name} subnet can beat the reference at its latency")
 
     def run_search(self) -> str:
-        from .checkpoint import read_meta
-        from .search.cli import run
+        from ..checkpoint import read_meta
+        from ..search.driver import run
 
         s = self.cfg.search
         statuses, results = [], {}
@@ -494,7 +514,7 @@ class Pipeline:
     def searched_best(self) -> dict[str, tuple[str, Any]]:
         """{supernet: (search name, its best arch)} of the finished searches (a search that found
         nothing within the budgets has no entry)."""
-        from .space import Arch
+        from ..space import Arch
 
         out = {}
         for name, search in self.search_names().items():
@@ -505,9 +525,7 @@ class Pipeline:
         return out
 
     def retrain_argv(self, supernet: str, arch: Any) -> list[str]:
-        """`python -m autovit_ray.train --arch` arguments that train `arch` stand-alone in
-        <experiment>/retrain/<supernet>-<arch hash>: the train stage's config and overrides, then
-        retrain.set; MLflow runs in the experiment's store, MLflow experiment <name>-retrain."""
+        """The `python -m autovit_ray.train --arch` arguments of `retrain_config`, for the log only."""
         argv = ["--config", self.cfg.train.config, "--name", f"{supernet}-{arch.arch_hash[:12]}",
                 "--output-dir", str(self.exp_dir / "retrain"), "--supernets", supernet, "--arch", arch.to_json(),
                 "--mlflow-uri", default_tracking_uri(self.exp_dir, self.cfg.mlflow_uri)]
@@ -516,7 +534,7 @@ class Pipeline:
         return argv
 
     def check_retrain_settings(self) -> None:
-        from .training.config import load_config
+        from ..training.config import load_config
 
         try:
             load_config(self.cfg.train.config, [*self.cfg.train.set, *self.cfg.retrain.set])
@@ -524,15 +542,21 @@ class Pipeline:
             raise ValueError(f"retrain.set {list(self.cfg.retrain.set)}: {e}") from None
 
     def retrain_config(self, supernet: str, arch: Any) -> tuple[Any, Any]:
-        """(TrainConfig, one-arch space) of `retrain_argv`, through the train CLI's own parsing."""
-        from .train import build_arg_parser, config_from_args, standalone_config
+        """(TrainConfig, one-arch space) that train `arch` stand-alone in <experiment>/retrain/<supernet>-<arch
+        hash>: the train stage's config and overrides, then retrain.set; MLflow experiment <name>-retrain
+        in the experiment's store."""
+        from ..ray_train import standalone_config
+        from ..training.config import load_config
 
-        cfg = config_from_args(build_arg_parser().parse_args(self.retrain_argv(supernet, arch)))
+        cfg = load_config(self.cfg.train.config,
+                          [*self.cfg.train.set, *self.cfg.retrain.set, f"mlflow.experiment={self.cfg.name}-retrain"],
+                          {"name": f"{supernet}-{arch.arch_hash[:12]}", "output_dir": str(self.exp_dir / "retrain"),
+                           "supernets": [supernet]})
         return standalone_config(cfg, arch, named=True)
 
     def run_retrain(self) -> str:
-        from .checkpoint import find_checkpoint
-        from .train import run_training
+        from ..checkpoint import find_checkpoint
+        from ..ray_train import run_training
 
         best = self.searched_best()
         if not best:
@@ -583,8 +607,8 @@ class Pipeline:
         return out
 
     def run_compare(self) -> str:
-        from .checkpoint import META_FILE
-        from .compare import compare_experiment
+        from ..checkpoint import META_FILE
+        from ..compare import compare_experiment
 
         c = self.cfg.compare
         names = list(self.search_names().values())
@@ -652,7 +676,7 @@ class Pipeline:
 
     def write_report(self) -> None:
         """`<experiment>/report.html` (autovit_ray.report); a failure here never hides the run's result."""
-        from .report import write_report
+        from ..report import write_report
 
         try:
             self.outputs["report"] = str(write_report(self.exp_dir, log=lambda _: None))
@@ -704,79 +728,8 @@ def _combine(statuses: Sequence[str]) -> str:
     return "partly reused" if "reused" in done else "ran"
 
 
-def print_summary(pipeline: Pipeline, timings: Sequence[StageTiming]) -> None:
-    exp = pipeline.exp_dir.resolve()
-    total = sum(t.seconds for t in timings)
-    print(f"\n== pipeline {pipeline.cfg.name}: {total:.0f} s ==")
-    print(f"{'stage':8} {'status':14} {'seconds':>8} {'budget':>7}  share")
-    for t in timings:
-        share = f"{100 * t.seconds / total:5.1f}%" if total else "    -"
-        flag = "  OVER BUDGET" if t.over_budget else ""
-        last = pipeline.last_run(t.stage) if t.status == "reused" else None
-        ran = f"  (ran in {last['seconds']:.1f} s, {last['finished']})" if last else ""
-        print(f"{t.stage:8} {t.status:14} {t.seconds:8.1f} {t.budget_s:7.0f}  {share}{flag}{ran}")
-    print(f"\noutputs under {exp}:")
-    for key, value in pipeline.outputs.items():
-        items = value.items() if isinstance(value, dict) else [("", value)]
-        for supernet, path in items:
-            print(f"  {key:12} {supernet:4} {path}")
-    print(f"  {'summary':12} {'':4} {exp / 'pipeline_summary.json'}")
-    compare_json = Path(pipeline.outputs.get("compare", exp / "compare")) / "compare.json"
-    verdict = json.loads(compare_json.read_text()).get("summary") if compare_json.is_file() else None
-    if verdict:
-        print(f"\n{verdict}")
-    uri = default_tracking_uri(exp, pipeline.cfg.mlflow_uri)
-    print(f"\nMLflow: {uri}\n  open the UI with: make mlflow-ui EXP={pipeline.exp_dir}"
-          f"   (or: mlflow ui --backend-store-uri {uri})")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m autovit_ray.pipeline", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default="demo", help="YAML file or a name in configs/pipeline/ (default demo)")
-    parser.add_argument("--stages", help=f"comma-separated subset of {','.join(STAGES)} (default: the config's)")
-    parser.add_argument("--force", default="", help="comma-separated stages to rerun even when up to date")
-    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                        help="override a config field, e.g. --set search.evaluators=1 (repeatable)")
-    parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
-    parser.add_argument("--dry-run", action="store_true",
-                        help="print the resource plan as JSON (training workers per supernet, evaluators; whether "
-                             "they fit the nodes up now and the largest cluster) and exit; exit status 1 when it "
-                             "does not fit")
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        cfg = load_pipeline_config(args.config, args.set)
-        if args.print_config:
-            print(yaml.safe_dump(json.loads(json.dumps(dataclasses.asdict(cfg))), sort_keys=False), end="")
-            return 0
-        stages = [s.strip() for s in args.stages.split(",") if s.strip()] if args.stages else None
-        pipeline = Pipeline(cfg, force=[s.strip() for s in args.force.split(",") if s.strip()])
-        if args.dry_run:
-            try:
-                plan = pipeline.resource_plan()
-            finally:
-                pipeline.close()
-            print(json.dumps(plan.to_json(), indent=1))
-            return 0 if plan.fits_max else 1
-        timings = pipeline.run(stages)
-    except KeyboardInterrupt as e:
-        print(f"\ninterrupted{f' ({e})' if str(e) else ''}: finished stages, epochs and search candidates "
-              "are kept; rerun the same command to resume", file=sys.stderr)
-        return 130
-    except (ValueError, PipelineError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print_summary(pipeline, timings)
-    return 0
-
-
-__all__ = ["CompareStage", "DEFAULT_STAGES", "Pipeline", "PipelineConfig", "PipelineError", "ProfileStage",
-           "RetrainStage", "STAGES", "SearchStage", "StageTiming", "TrainStage", "build_parser", "fingerprint",
-           "load_pipeline_config", "main"]
-
-if __name__ == "__main__":
-    sys.exit(main())
+__all__ = [
+    "CompareStage", "DEFAULT_STAGES", "Pipeline", "PipelineConfig", "PipelineError", "ProfileStage",
+    "RetrainStage", "STAGES", "SearchStage", "StageTiming", "TrainStage", "fingerprint",
+    "load_pipeline_config",
+]

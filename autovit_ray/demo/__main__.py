@@ -10,8 +10,9 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from .pipeline import main as pipeline_main
-from .space import BUILTIN_SPACES, load_space
+from autovit_ray.pipeline.cli import main as pipeline_main
+from autovit_ray.plan import describe_space
+from autovit_ray.space import BUILTIN_SPACES, load_space
 
 PAPER_PARAMS = {"xxs": "1.0-1.8 M", "xs": "1.6-2.6 M", "s": "4.0-7.2 M"}
 
@@ -20,7 +21,7 @@ def describe_spaces() -> None:
     print("== search spaces (ImageNet-style profile, 1000 classes) ==")
     print(f"{'space':5} {'constrained':>12} {'unconstrained':>14} {'params (ours)':>16} {'paper':>10}")
     for name in BUILTIN_SPACES:
-        info = load_space(name).describe(1000)
+        info = describe_space(load_space(name), 1000)
         params = f"{info['params_min'] / 1e6:.2f}-{info['params_max'] / 1e6:.2f} M"
         print(f"{name:5} {info['size_constrained']:12.2e} {info['size_unconstrained']:14.2e} "
               f"{params:>16} {PAPER_PARAMS[name]:>10}")

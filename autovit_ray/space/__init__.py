@@ -9,13 +9,11 @@ CLI (`python -m autovit_ray.space describe xxs --json`) use it without building 
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
 import json
 import math
 import random
-import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -24,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from .config import packaged_configs
+from ..config import packaged_configs
 
 # Bump when the meaning of a space field or the network built from it changes: old checkpoints
 # and latency tables then stop matching the fingerprint and are refused.
@@ -593,13 +591,6 @@ class SearchSpace:
         resolutions = 1 if per_resolution else len(self.profile.resolutions)
         return front * total * resolutions
 
-    # -- cost models ----------------------------------------------------------------------------
-    def count_params(self, arch: Arch, num_classes: int) -> int:
-        return count_params(arch, num_classes, space=self)
-
-    def count_macs(self, arch: Arch, num_classes: int) -> int:
-        return count_macs(arch, num_classes, space=self)
-
     def feature_sizes(self, resolution: int) -> list[int]:
         """Spatial size after each of the 8 stages (stem, 3 MBConv, 4 transformer)."""
         sizes, size = [], resolution
@@ -614,27 +605,6 @@ class SearchSpace:
         attention sees one token: the stage is an MLP."""
         sizes = self.feature_sizes(resolution)[1 + NUM_MBCONV_STAGES:]
         return [(size // self.patch_size(i)) ** 2 for i, size in enumerate(sizes)]
-
-    def describe(self, num_classes: int = 1000) -> dict[str, Any]:
-        small, large = self.smallest(), self.largest()
-        return {
-            "name": self.name,
-            "profile": self.profile.name,
-            "fingerprint": self.fingerprint(),
-            "size_constrained": self.size(constrained=True),
-            "size_unconstrained": self.size(constrained=False),
-            "size_constrained_per_resolution": self.size(constrained=True, per_resolution=True),
-            "size_unconstrained_per_resolution": self.size(constrained=False, per_resolution=True),
-            "num_classes": num_classes,
-            "params_min": count_params(small, num_classes, self),
-            "params_max": count_params(large, num_classes, self),
-            "macs_min": count_macs(small, num_classes, self),
-            "macs_max": count_macs(large, num_classes, self),
-            "smallest": small.to_dict(),
-            "largest": large.to_dict(),
-            "tokens_per_sequence": {r: self.attention_tokens(r) for r in self.resolutions},
-            "choices": self.to_dict(),
-        }
 
 
 def _check_choice(field: str, value: Any, allowed: Sequence[Any], suffix: str = "") -> None:
@@ -789,65 +759,3 @@ def space_for_arch(arch: Arch) -> SearchSpace:
     allowed = {p: list(v.resolutions) for p, v in space.profiles.items()}
     raise ValueError(f"Arch.resolution = {arch.resolution} is in no input profile of {arch.supernet!r}; "
                      f"allowed: {allowed}")
-
-
-# --------------------------------------------------------------------------------------------
-# Analytic parameter and MAC counts: sums over the network plan (autovit_ray.plan)
-# --------------------------------------------------------------------------------------------
-
-
-def count_params(arch: Arch, num_classes: int, space: SearchSpace | None = None) -> int:
-    """Trainable parameters of the subnet, computed from the arch alone (no model is built)."""
-    from .plan import plan  # the plan builds on this module
-
-    return sum(block.params for block in plan(arch, space or space_for_arch(arch), num_classes))
-
-
-def count_macs(arch: Arch, num_classes: int, space: SearchSpace | None = None) -> int:
-    """Multiply-accumulates of one image (the paper's and MobileViT's "FLOPs"). Counts convs,
-    linears and the two attention matmuls; norms, activations and pooling are not counted
-    (torch's flop counter, at 2 FLOPs per MAC, counts the same ops)."""
-    from .plan import plan  # the plan builds on this module
-
-    return sum(block.macs for block in plan(arch, space or space_for_arch(arch), num_classes))
-
-
-# --------------------------------------------------------------------------------------------
-# CLI: python -m autovit_ray.space describe xxs [--json]
-# --------------------------------------------------------------------------------------------
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m autovit_ray.space",
-                                     description="Describe AutoViT search spaces.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    describe = sub.add_parser("describe", help="space sizes, parameter/MAC ranges and choices")
-    describe.add_argument("space", nargs="+", help="xxs, xs, s or a YAML path")
-    describe.add_argument("--profile", default=None, help="input profile (default: the space's default)")
-    describe.add_argument("--num-classes", type=int, default=1000)
-    describe.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    args = parser.parse_args(argv)
-    try:
-        infos = [load_space(name, profile=args.profile).describe(args.num_classes) for name in args.space]
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    if args.json:
-        print(json.dumps(infos if len(infos) > 1 else infos[0], indent=2))
-        return 0
-    for info in infos:
-        print(f"{info['name']} (profile {info['profile']}, fingerprint {info['fingerprint']})")
-        print(f"  subnets: constrained {info['size_constrained']:.3e}, "
-              f"unconstrained {info['size_unconstrained']:.3e}")
-        print(f"  params at {info['num_classes']} classes: {info['params_min'] / 1e6:.2f} M - "
-              f"{info['params_max'] / 1e6:.2f} M")
-        print(f"  MACs: {info['macs_min'] / 1e6:.0f} M - {info['macs_max'] / 1e6:.0f} M")
-        for resolution, tokens in info["tokens_per_sequence"].items():
-            print(f"  attention tokens per sequence at {resolution} px, transformer stages 1-4: {tokens}")
-        print(f"  smallest: {Arch.from_dict(info['smallest'])}")
-        print(f"  largest:  {Arch.from_dict(info['largest'])}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

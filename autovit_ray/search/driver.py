@@ -1,0 +1,411 @@
+"""One search of a trained supernet as a function: `run(SearchConfig)` (what `python -m autovit_ray.search`,
+the pipeline's search stage and the Python API call).
+
+Trials are light Tune functions (`evaluate_trial`) that send their arch to a shared pool of evaluator
+actors (each actor holds one supernet replica); a `tune.Tuner` drives them with the AutoViT searcher,
+and `Tuner.restore` resumes an interrupted search. Selection uses the held-out validation split; the
+test split is read only at the end, to report the chosen models. A resume needs the same search
+identity (`search_identity`: checkpoint content, LUT, data split, evaluation batches, budgets,
+strategy, seed): another search under a used name fails with both identities, or with `new_run`
+starts a fresh MLflow parent run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+from .. import adapters, placement
+from ..adapters import connect_ray, default_tracking_uri
+from ..io import atomic_write_text
+from ..placement import ResourcePlan
+from ..space import Arch, SearchSpace
+from .algorithms import (
+    FINE_STAGE,
+    PLAIN_EVOLUTION,
+    Budget,
+    BudgetUnreachableError,
+    CoarseConfig,
+    CoarseToFineSearch,
+    CostModel,
+    Evaluation,
+    EvolutionConfig,
+    EvolutionSearch,
+    RandomSearch,
+    SearchStrategy,
+)
+from .config import NOT_IN_IDENTITY, SearchConfig
+
+
+def make_search_strategy(cfg: SearchConfig, space: SearchSpace, costs: CostModel) -> SearchStrategy:
+    total = cfg.max_evaluations or cfg.population * cfg.generations
+    fine = EvolutionConfig(population_size=cfg.population, generations=cfg.generations,
+                           num_parents=cfg.parents, p_depth=FINE_STAGE.p_depth, p_block=FINE_STAGE.p_block)
+    if cfg.strategy == "random":
+        return RandomSearch(space, costs, max_evaluations=total, seed=cfg.seed)
+    if cfg.strategy == "evolution":
+        plain = EvolutionConfig(population_size=cfg.population, generations=cfg.generations,
+                                num_parents=cfg.parents, p_depth=PLAIN_EVOLUTION.p_depth,
+                                p_block=PLAIN_EVOLUTION.p_block)
+        return EvolutionSearch(space, costs, plain, max_evaluations=total, seed=cfg.seed)
+    coarse = CoarseConfig(num_samples=cfg.coarse_samples, num_skeletons=cfg.skeletons)
+    selection = "pareto" if cfg.strategy == "pareto" else "accuracy"
+    return CoarseToFineSearch(space, costs, fine, coarse, max_evaluations=total, seed=cfg.seed,
+                              selection=selection)
+
+
+TRIAL_CPUS = 0.01  # a trial only waits on the evaluator pool
+
+
+def evaluator_cpus(cpus_per_evaluator: float | None, evaluators: int, concurrent_trials: int | None) -> float:
+    """CPUs per evaluator actor: --cpus-per-evaluator, else the free CPUs shared by the evaluators (at
+    most 1 each) minus what the concurrent trials need; an actor that took the trials' last CPU would
+    leave every trial pending forever. The search's settings, or the pipeline's search stage's."""
+    import ray
+
+    if cpus_per_evaluator is not None:
+        return cpus_per_evaluator
+    return evaluator_share(ray.available_resources().get("CPU", 0.0), evaluators, concurrent_trials or 2 * evaluators)
+
+
+def plan_search(cfg: SearchConfig, cluster: placement.Cluster) -> ResourcePlan:
+    """The evaluator actors' plan on the connected `cluster`: CPUs each as `evaluator_cpus`, GPUs as configured."""
+    cpus = evaluator_cpus(cfg.cpus_per_evaluator, cfg.evaluators, cfg.concurrent_trials)
+    evaluators = placement.plan_evaluators(cfg.evaluators, cpus, cfg.gpus_per_evaluator, cluster)
+    return placement.make_plan(cluster, evaluators=evaluators)
+
+
+def evaluator_share(free_cpus: float, evaluators: int, concurrent_trials: int) -> float:
+    """The CPUs each of `evaluators` actors may reserve out of `free_cpus` once `concurrent_trials`
+    trials have their `TRIAL_CPUS` each: at most 1, rounded down to 0.01; too few is a ValueError."""
+    free = free_cpus - concurrent_trials * TRIAL_CPUS
+    share = int(100 * free / evaluators) / 100
+    if share < 0.01:
+        raise ValueError(f"the Ray cluster has {free_cpus:.2f} free CPUs: too few for {evaluators} "
+                         "evaluators and the Tune trials; use fewer --evaluators or a bigger cluster")
+    return min(1.0, share)
+
+
+def evaluate_trial(config: dict[str, Any], pool: Any, finished: dict[str, dict[str, float]] | None = None) -> None:
+    """A Tune trial: one arch, evaluated by the shared actor pool on the validation split.
+
+    `finished`: results an interrupted run of this search already logged to MLflow (Tune's experiment
+    state is saved every ~10 s, so a killed driver's last finished trials come back as unfinished);
+    those archs are reported from there (`cached: 1`) instead of being evaluated again."""
+    from ray import tune
+
+    from .tune_searcher import arch_from_config
+
+    arch = arch_from_config(config)
+    if finished and arch.arch_hash in finished:
+        tune.report({**finished[arch.arch_hash], "arch_hash": arch.arch_hash, "cached": 1})
+        return
+    result = pool.evaluate(arch, split="val")
+    tune.report({"top1": result["val_top1"], "top5": result["val_top5"], "loss": result["val_loss"],
+                 "params": result["params"], "macs": result["macs"],
+                 "latency_ms": result["latency_ms"], "arch_hash": result["arch_hash"],
+                 "cached": int(bool(result.get("cached")))})
+
+
+def evaluation_data(meta: dict[str, Any], data_overrides: dict[str, Any]) -> Any:
+    """The DataConfig the evaluators read: the checkpoint's training data with the search's overrides."""
+    import dataclasses
+
+    from ..training.config import config_from_dict
+
+    return dataclasses.replace(config_from_dict(meta["config"]).data, **data_overrides)
+
+
+def evaluation_context(checkpoint: Path, data: Any, settings: Any) -> dict[str, Any]:
+    """What an evaluation's result depends on besides the arch (the evaluation cache's context): the
+    checkpoint's content, the data the evaluator reads (`evaluation_data`) and the evaluation settings."""
+    import dataclasses
+
+    from ..checkpoint import STATE_FILE
+    from ..data import dataset_record, resolve_data_path
+    from .cache import file_digest
+
+    record = dataset_record(data)  # labels and split indices, whatever folder they are read from
+    evaluation_fields = ("resolution", "batch_size", "calib_size", "split_seed", "val_size", "mean", "std",
+                         "crop_pct", "interpolation")
+    return {"checkpoint": file_digest(checkpoint / STATE_FILE), "dataset": record["name"],
+            "data_digest": record["digest"], "data_path": resolve_data_path(data),
+            "data": {k: getattr(data, k) for k in evaluation_fields}, "settings": dataclasses.asdict(settings)}
+
+
+def search_identity(cfg: SearchConfig, context: dict[str, Any], space: SearchSpace, epoch: Any,
+                    checkpoint: Path) -> tuple[str, dict[str, Any]]:
+    """(digest, summary) of what makes two searches the same search: the evaluation context
+    (`evaluation_context`: checkpoint content, data split, calibration and evaluation batches), the
+    LUT's content, the space, and every setting that changes the proposals (budgets, strategy, seed,
+    ...; `NOT_IN_IDENTITY` lists the others). A search resumes only a run of the same digest; the
+    summary (readable, in the run's tags) is what an error shows of each side."""
+    import dataclasses
+
+    from .cache import file_digest
+
+    lut_digest = file_digest(cfg.lut) if cfg.lut else None
+    settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in NOT_IN_IDENTITY}
+    whole = {"evaluation": context, "lut": lut_digest, "space": space.fingerprint(), "settings": settings}
+    digest = hashlib.sha256(json.dumps(whole, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    summary = {"checkpoint": str(checkpoint), "epoch": epoch, "checkpoint_digest": context["checkpoint"][:12],
+               "lut": cfg.lut, "lut_digest": lut_digest[:12] if lut_digest else None,
+               "strategy": cfg.strategy, "seed": cfg.seed, "params_budget": cfg.params_budget,
+               "latency_budget_ms": cfg.latency_budget_ms, "evaluation": context["settings"]}
+    return digest, summary
+
+
+def run(cfg: SearchConfig) -> dict[str, Any]:
+    """Run one search; returns its results.json content."""
+    from ..checkpoint import read_meta, resolve_checkpoint, space_of
+    from .evaluate import EvalSettings
+    from .tracking import SearchTracker
+
+    checkpoint = resolve_checkpoint(cfg.checkpoint, cfg.supernet)
+    meta = read_meta(checkpoint)
+    space = space_of(meta)
+    num_classes = int(meta["num_classes"])
+    latency_fn = None
+    if cfg.lut:
+        from ..latency import LatencyTable
+
+        table = LatencyTable.load(cfg.lut, space=space)
+        latency_fn = table.predict_latency
+    costs = CostModel(space, Budget(cfg.params_budget, cfg.latency_budget_ms), latency_fn, num_classes)
+    # Budgets nothing can meet fail here, before any actor starts; the error names the closest arch.
+    smallest = space.smallest()
+    if not costs.fits(smallest):
+        raise costs.unreachable([smallest], 1)
+    strategy = make_search_strategy(cfg, space, costs)
+    out_dir = Path(cfg.output_dir) if cfg.output_dir else checkpoint.parent.parent.parent
+    search_dir = out_dir / "search" / cfg.name
+    data_overrides = {"data_dir": cfg.data_dir} if cfg.data_dir else {}
+    settings = EvalSettings(max_batches=cfg.eval_batches, calib_batches=cfg.calib_batches, val_half=cfg.val_half)
+    data = evaluation_data(meta, data_overrides)
+    context = evaluation_context(checkpoint, data, settings)
+    identity, identity_summary = search_identity(cfg, context, space, meta.get("epoch"), checkpoint)
+    tracker = SearchTracker(default_tracking_uri(out_dir, cfg.mlflow_uri), cfg.name)
+    tracker.start(identity=identity, summary=identity_summary, new_run=cfg.new_run, params={
+        "strategy": cfg.strategy, "supernet": space.name, "profile": space.profile.name,
+        "space_fingerprint": space.fingerprint(), "checkpoint": str(checkpoint), "lut": cfg.lut or "",
+        "params_budget": cfg.params_budget, "latency_budget_ms": cfg.latency_budget_ms,
+        "population": cfg.population, "generations": cfg.generations, "seed": cfg.seed,
+        "evaluators": cfg.evaluators, "max_evaluations": strategy.max_evaluations,
+        "num_classes": num_classes, "dataset": meta["config"]["data"]["dataset"]})
+
+    try:
+        return _run_started(cfg, tracker, strategy, checkpoint, data, data_overrides, settings, context, identity,
+                            out_dir, search_dir)
+    except KeyboardInterrupt:
+        tracker.finish("KILLED")
+        raise
+    except BaseException:  # never leave the parent run RUNNING: a later resume would take it as live
+        tracker.finish("FAILED")
+        raise
+
+
+def _run_started(cfg: SearchConfig, tracker: Any, strategy: SearchStrategy, checkpoint: Path, data: Any,
+                 data_overrides: dict[str, Any], settings: Any, context: dict[str, Any], identity: str,
+                 out_dir: Path, search_dir: Path) -> dict[str, Any]:
+    """`run` once its MLflow parent run exists: the evaluator pool, the Tune experiment (a `tune.Tuner`,
+    or `Tuner.restore` of this search's interrupted one), the summary."""
+    import time
+
+    from ray import tune
+
+    from ..data import prepare_in_memory
+    from .actors import EvaluatorPool
+    from .cache import CACHE_FILE, EvalCache
+    from .tune_searcher import AutoViTSearcher, SearchProgress
+
+    connect_ray(cfg.address, cfg.num_cpus, log_to_driver=False)
+    prepare_in_memory(data)
+    cache = None if cfg.no_eval_cache else EvalCache(cfg.eval_cache or out_dir / "search" / CACHE_FILE, context)
+    cluster = adapters.cluster_node_groups()
+    plan = plan_search(cfg, cluster)
+    placement.check_fits(plan, cluster)  # before any actor starts
+    evaluators = plan.evaluators
+    pool = EvaluatorPool(str(checkpoint), evaluators.count, cfg.lut, settings, data_overrides, evaluators.cpus,
+                         cfg.threads_per_evaluator, cache=cache, timeout_s=cfg.eval_timeout_s,
+                         gpus_per_evaluator=evaluators.gpus, timing_arch=strategy.space.largest())
+    print(f"[{cfg.name}] evaluation timeouts (s): {pool.timeouts}", flush=True)
+    searcher = AutoViTSearcher(strategy, metric="top1", mode="max")
+    # Re-passed on a restore: the pool's object references do not survive Tune's pickle of the trainable.
+    trainable = tune.with_resources(
+        tune.with_parameters(evaluate_trial, pool=pool, finished=tracker.finished), {"cpu": TRIAL_CPUS})
+    tune_dir = (out_dir / "tune").resolve() / f"{cfg.name}-{identity}"  # resumes only the same search
+    started = time.time()
+    try:
+        if tune.Tuner.can_restore(str(tune_dir)):
+            # The searcher and callbacks come back from the Tuner's pickle, the searcher's state from
+            # Tune's last experiment checkpoint; trials cut by the interruption run again.
+            tuner = tune.Tuner.restore(str(tune_dir), trainable=trainable)
+        else:  # a new search, or one interrupted before Tune saved anything: start (again) from scratch
+            tuner = tune.Tuner(
+                trainable,
+                tune_config=tune.TuneConfig(search_alg=searcher, metric="top1", mode="max", num_samples=-1,
+                                            max_concurrent_trials=cfg.concurrent_trials or 2 * cfg.evaluators,
+                                            reuse_actors=True),  # a fresh trial process costs seconds of imports
+                run_config=tune.RunConfig(name=tune_dir.name, storage_path=str(tune_dir.parent), verbose=0,
+                                          callbacks=[tracker.tune_callback(), SearchProgress(strategy, cfg.name)]))
+        grid = tuner.fit()
+    except BudgetUnreachableError:
+        pool.shutdown()
+        raise
+    # The searcher Tune drove may be the restored copy: this one takes its final state, which Tune saves
+    # when the experiment ends.
+    searcher.restore_from_dir(str(tune_dir))
+    failures = failed_trials(grid)
+    if failures:
+        print(f"[{cfg.name}] {len(failures)} trial(s) failed (each counts as a failed evaluation); the first "
+              f"error in full:\n{failures[0]['error']}", file=sys.stderr)
+    if not strategy.finished:  # Tune stops early only on Ctrl-C / SIGTERM, and then returns normally
+        pool.shutdown()
+        raise KeyboardInterrupt(f"search {cfg.name} interrupted after {len(strategy.history)} of "
+                                f"{strategy.max_evaluations} evaluations; rerun the same command to resume")
+    # This run's work, before the test report adds its own: unique evaluations vs cache hits.
+    counts = {"actor_evaluations": sum(s["evaluations"] for s in pool.stats()),
+              "cache_hits": cache_hits(grid, since=started),
+              "cache_entries": len(cache) if cache is not None else 0,
+              **{f"candidates_{k}": v for k, v in strategy.proposals.items()}}
+    try:
+        summary = summarise(strategy, pool, cfg, search_dir, tracker, checkpoint, failures)
+    except BaseException:
+        pool.shutdown()
+        raise
+    stats = pool.stats()
+    summary.update(counts, failed_trials=failures, evaluator_stats=stats, eval_timeouts_s=pool.timeouts,
+                   eval_cache=str(cache.path) if cache is not None else None)
+    tracker.log_counts(counts)
+    pool.shutdown()
+    atomic_write_text(search_dir / "results.json", json.dumps(summary, indent=2, default=str))
+    tracker.log_artifact(search_dir / "results.json")
+    tracker.finish("FINISHED")
+    return summary
+
+
+def failed_trials(grid: Any) -> list[dict[str, Any]]:
+    """The trials that ended in an error (a Tune `ResultGrid`): trial folder, arch and the error text."""
+    out = []
+    for result in grid:
+        if result.error is None:
+            continue
+        out.append({"trial": Path(result.path).name, "arch": (result.config or {}).get("arch_json"),
+                    "error": str(result.error) or type(result.error).__name__})
+    return out
+
+
+def cache_hits(grid: Any, since: float) -> int:
+    """Candidates answered without an evaluation (the evaluation cache, or an interrupted run's MLflow
+    log) among the trials that reported at or after `since` (epoch s): this run's, not a restored run's."""
+    return sum(1 for result in grid if result.metrics and result.metrics.get("cached")
+               and result.metrics.get("timestamp", 0) >= int(since))
+
+
+def summarise(strategy: SearchStrategy, pool: Any, cfg: SearchConfig, search_dir: Path,
+              tracker: Any, checkpoint: Path, failures: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+
+    from ..checkpoint import load_supernet, read_meta
+    from ..data import build_loader
+    from ..export import export_model
+    from ..models import calibrated_subnet, save_subnet
+
+    data = evaluation_data(read_meta(checkpoint), {"data_dir": cfg.data_dir} if cfg.data_dir else {})
+    best = strategy.ranked(cfg.top_k)
+    front = sorted(strategy.pareto_front(), key=lambda e: (e.latency or 0.0, e.params))
+    if not best:
+        first = f"; the first of {len(failures)} failed trials:\n{failures[0]['error']}" if failures else ""
+        raise RuntimeError(f"no candidate of search {cfg.name!r} was evaluated successfully{first}")
+    supernet, space, _ = load_supernet(checkpoint)
+    formats = cfg.export_formats
+    reported, models = [], []
+    for rank, evaluation in enumerate(best, start=1):
+        test = pool.evaluate(evaluation.arch, split="test")  # report only: selection is already done
+        other = pool.evaluate(evaluation.arch, split="val_other") if cfg.val_half is not None else None
+        calib = build_loader(data, "calib", resolution=evaluation.arch.resolution)
+        model, _ = calibrated_subnet(supernet, evaluation.arch, calib, cfg.calib_batches)
+        name = f"{cfg.name}-top{rank}-{evaluation.arch.arch_hash}"
+        export_dir = search_dir / "exports"
+        arch_path, weights = save_subnet(model, evaluation.arch, export_dir, name)
+        paths = export_model(model, evaluation.arch.resolution, export_dir, name, formats) if formats else {}
+        for path in (arch_path, weights, *paths.values()):
+            tracker.log_artifact(path, "exports")
+        models.append((model, next(iter(calib))[0]))
+        reported.append({"rank": rank, "arch": evaluation.arch.to_dict(), "name": str(evaluation.arch),
+                         "val_top1": evaluation.fitness, "test_top1": test["test_top1"],
+                         "params": evaluation.params, "latency_ms": evaluation.latency,
+                         "macs": test["macs"], "exports": {k: str(v) for k, v in paths.items()},
+                         "weights": str(weights), "arch_json": str(arch_path),
+                         **({"val_other_top1": other["val_other_top1"]} if other is not None else {})})
+    log_mlflow_models(cfg, reported, models, tracker, checkpoint, space, data)
+    tracker.log_summary(reported, front, strategy.history)
+    print_tables(reported, front)
+    return {"best": reported, "pareto_front": [e.to_dict() for e in front],
+            "evaluations": len(strategy.history), "failed": sum(not e.ok for e in strategy.history),
+            "evaluated": [e.to_dict() for e in strategy.history]}  # every candidate, in evaluation order
+
+
+def log_mlflow_models(cfg: SearchConfig, reported: list[dict[str, Any]], models: list[tuple[Any, Any]],
+                      tracker: Any, checkpoint: Path, space: SearchSpace, data: Any) -> None:
+    """Each reported model as MLflow Models in its candidate run (pyfunc + ONNX when exported), with its
+    measured latency; the best one registered (`autovit_ray.registry`). Adds the model URIs, measured
+    latency and registry version to `reported`."""
+    from ..checkpoint import read_meta
+    from ..latency import get_backend, measure_interleaved
+    from ..registry import ModelFacts, log_searched_model, register, registered_model_name
+
+    backend = get_backend("torch-cpu", threads=1, clock="wall")
+    prepared = [backend.prepare(model, (1, 3, r["arch"]["resolution"], r["arch"]["resolution"]))
+                for (model, _), r in zip(models, reported)]
+    try:  # the reported models measured alike, interleaved (batch 1, 1 thread, wall clock)
+        stats = measure_interleaved(prepared, rounds=5, repeats=10)
+    finally:
+        for p in prepared:
+            p.close()
+    # the LUT file's content hash: which table predicted the latencies
+    lut_fingerprint = hashlib.sha256(Path(cfg.lut).read_bytes()).hexdigest()[:16] if cfg.lut else None
+    meta = read_meta(checkpoint)
+    budgets = ",".join(f"{k}<={v:g}" for k, v in (("params", cfg.params_budget),
+                                                   ("latency_ms", cfg.latency_budget_ms)) if v is not None)
+    split = f"{data.dataset}/split_seed={data.split_seed}/val_size={data.val_size}"
+    for entry, (model, batch), measured in zip(reported, models, stats):
+        arch = Arch.from_dict(entry["arch"])
+        entry["measured_latency_ms"] = measured.median_ms
+        facts = ModelFacts(arch=arch, profile=space.profile.name, num_classes=int(meta["num_classes"]),
+                           mean=tuple(data.mean), std=tuple(data.std), params=int(entry["params"]), macs=int(entry["macs"]), val_top1=float(entry["val_top1"]),
+                           test_top1=float(entry["test_top1"]), checkpoint=str(checkpoint),
+                           space_fingerprint=space.fingerprint(), data_split=split, budgets=budgets or "none",
+                           lut_latency_ms=entry["latency_ms"], lut_fingerprint=lut_fingerprint,
+                           measured_latency_ms=measured.median_ms)
+        run_id = tracker.candidate_run_id(arch.arch_hash)
+        if run_id is None:  # no MLflow parent run (tracking off): nothing to log the models into
+            continue
+        onnx_path = Path(entry["exports"]["onnx"]) if "onnx" in entry["exports"] else None
+        entry["model_uris"] = log_searched_model(tracker.tracking_uri, run_id, model, facts,
+                                                 Path(entry["arch_json"]), Path(entry["weights"]), onnx_path, batch)
+        if entry["rank"] == 1 and not cfg.no_register:
+            name = cfg.registered_model_name or registered_model_name(meta["config"]["name"], arch.supernet)
+            entry["registered"] = register(tracker.tracking_uri, name, entry["model_uris"]["pyfunc"], run_id, facts)
+
+
+def print_tables(reported: list[dict[str, Any]], front: list[Evaluation]) -> None:
+    print("\nBest models (selected on the validation split; test top-1 reported only):")
+    print(f"{'rank':>4} {'val top1':>9} {'test top1':>10} {'params':>9} {'latency ms':>11}  arch")
+    for r in reported:
+        lat = r["latency_ms"]
+        print(f"{r['rank']:>4} {r['val_top1']:9.2f} {r['test_top1']:10.2f} {r['params'] / 1e6:8.3f}M "
+              f"{(lat if lat is not None else math.nan):11.3f}  {r['name']}")
+    print("\nPareto front (val top-1, latency, params):")
+    for e in front:
+        print(f"  {e.fitness:7.2f}  {(e.latency if e.latency is not None else math.nan):8.3f} ms  "
+              f"{e.params / 1e6:6.3f}M  {e.arch}")
+
+
+__all__ = [
+    "TRIAL_CPUS", "cache_hits", "evaluate_trial", "evaluation_context", "evaluation_data", "evaluator_cpus",
+    "evaluator_share", "failed_trials", "make_search_strategy", "plan_search", "run", "search_identity", "summarise",
+]

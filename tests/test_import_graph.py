@@ -1,0 +1,142 @@
+"""The package's import graph, read from the source: every `import` of an autovit_ray module, at the top
+of a file or inside a function (a lazy import is still an arrow between two modules). It has no circles,
+and no module imports an entry point (a CLI) except a `__main__.py`."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "autovit_ray"
+
+
+def module_files(package: Path = PACKAGE) -> dict[str, Path]:
+    """{dotted module name: file} of every module of the package (a package is its __init__.py)."""
+    modules = {}
+    for path in package.rglob("*.py"):
+        parts = path.relative_to(package.parent).with_suffix("").parts
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        modules[".".join(parts)] = path
+    return modules
+
+
+def imported_modules(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
+    """The package's modules that module `name` imports anywhere in its file."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative: `from .x import y` / `from .. import y`
+                parts = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                base = ".".join([*parts, *([node.module] if node.module else [])])
+            # `from a import b` imports module a, and module a.b when b is one
+            targets = [base, *(f"{base}.{alias.name}" for alias in node.names)]
+        else:
+            continue
+        found.update(t for t in targets if t in modules and t != name)
+    return found
+
+
+def import_graph(package: Path = PACKAGE) -> dict[str, set[str]]:
+    modules = module_files(package)
+    return {name: imported_modules(name, path, modules) for name, path in modules.items()}
+
+
+def circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan's algorithm, iterative)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+    for root in sorted(graph):
+        if root in index:
+            continue
+        work = [(root, iter(sorted(graph[root])))]
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, children = work[-1]
+            child = next(children, None)
+            if child is not None:
+                if child not in index:
+                    index[child] = low[child] = len(index)
+                    stack.append(child)
+                    on_stack.add(child)
+                    work.append((child, iter(sorted(graph[child]))))
+                elif child in on_stack:
+                    low[node] = min(low[node], index[child])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[node])
+            if low[node] == index[node]:
+                component = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.append(member)
+                    if member == node:
+                        break
+                if len(component) > 1:
+                    found.append(sorted(component))
+    return found
+
+
+def is_entry_point(path: Path) -> bool:
+    """A CLI module: a `__main__.py`, a `cli.py` / `*_cli.py`, or any file with a `__main__` guard."""
+    return (path.name in ("__main__.py", "cli.py") or path.name.endswith("_cli.py")
+            or 'if __name__ == "__main__"' in path.read_text())
+
+
+def entry_point_imports(package: Path = PACKAGE) -> list[str]:
+    """'importer -> entry point' for each module other than a `__main__.py` that imports an entry point."""
+    modules = module_files(package)
+    entry_points = {name for name, path in modules.items() if is_entry_point(path)}
+    return [f"{name} -> {target}" for name, targets in sorted(import_graph(package).items())
+            if modules[name].name != "__main__.py" for target in sorted(targets & entry_points)]
+
+
+def test_the_package_has_no_import_circles():
+    graph = import_graph()
+    assert len(graph) > 50 and graph["autovit_ray.plan"] >= {"autovit_ray.space"}  # the graph was read
+    assert circles(graph) == []
+
+
+def test_nothing_imports_an_entry_point_but_a_dunder_main():
+    modules = module_files()
+    assert is_entry_point(modules["autovit_ray.train"]) and is_entry_point(modules["autovit_ray.search.cli"])
+    assert not is_entry_point(modules["autovit_ray.ray_train"])
+    assert entry_point_imports() == []
+
+
+def test_entry_point_imports_are_found(tmp_path):
+    package = tmp_path / "pkg"
+    (package / "tool").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "lib.py").write_text("def f():\n    from .tool.cli import main\n")
+    (package / "tool" / "__init__.py").write_text("")
+    (package / "tool" / "cli.py").write_text("def main():\n    return 0\n")
+    (package / "tool" / "__main__.py").write_text("from pkg.tool.cli import main\nmain()\n")
+    (package / "script.py").write_text('import pkg.lib\nif __name__ == "__main__":\n    pass\n')
+    (package / "user.py").write_text("from . import script\n")
+    assert entry_point_imports(package) == ["pkg.lib -> pkg.tool.cli", "pkg.user -> pkg.script"]
+
+
+def test_circles_are_found_through_lazy_and_relative_imports(tmp_path):
+    package = tmp_path / "pkg"
+    (package / "sub").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "a.py").write_text("from .sub import b\n")
+    (package / "sub" / "__init__.py").write_text("")
+    (package / "sub" / "b.py").write_text("def f():\n    from ..c import g\n")
+    (package / "c.py").write_text("import pkg.a\n")
+    (package / "d.py").write_text("from pkg import c\n")
+    graph = import_graph(package)
+    assert graph["pkg.sub.b"] == {"pkg.c"} and graph["pkg.d"] == {"pkg", "pkg.c"}
+    assert circles(graph) == [["pkg.a", "pkg.c", "pkg.sub.b"]]
