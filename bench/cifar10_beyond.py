@@ -59,6 +59,7 @@ import autovit_ray  # noqa: E402
 from autovit_ray.checkpoint import list_checkpoints, read_meta  # noqa: E402
 from autovit_ray.data import Loaders, build_loaders  # noqa: E402
 from autovit_ray.io import atomic_write_text, replace_markdown_section  # noqa: E402
+from autovit_ray.plan import count_macs  # noqa: E402
 from autovit_ray.space import Arch, load_space  # noqa: E402
 
 KD_RUN = "cifar10-xxs-kd"
@@ -197,7 +198,7 @@ def run_compare(settings: Settings, first: dict[str, Any], record: dict[str, Any
         if arch is None:
             row["macs"] = base.peer_macs(model)
         else:
-            row.update(arch=arch.to_dict(), name=str(arch), macs=space.count_macs(arch, 10),
+            row.update(arch=arch.to_dict(), name=str(arch), macs=count_macs(arch, 10, space),
                        lut_ms=table.predict_latency(arch))
         vectors = {split: base.correct_vector(model, getattr(loaders, split)) for split in ("val", "test")}
         for split, vector in vectors.items():

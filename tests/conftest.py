@@ -169,6 +169,7 @@ def registered_digits_model(tmp_path_factory):
 
     from autovit_ray.export import export_model
     from autovit_ray.models import create_subnet, save_subnet
+    from autovit_ray.plan import count_macs
     from autovit_ray.registry import ModelFacts, log_searched_model
     from autovit_ray.space import load_space
 
@@ -185,7 +186,7 @@ def registered_digits_model(tmp_path_factory):
     experiment = client.create_experiment("autovit-search", artifact_location=(root / "mlartifacts").as_uri())
     runs = [client.create_run(experiment).info.run_id for _ in range(4)]
     facts = ModelFacts(arch=arch, profile="digits", num_classes=10, mean=(0.5,) * 3, std=(0.25,) * 3,
-                       params=sum(p.numel() for p in model.parameters()), macs=space.count_macs(arch, 10),
+                       params=sum(p.numel() for p in model.parameters()), macs=count_macs(arch, 10, space),
                        val_top1=50.0, test_top1=49.0, checkpoint="/ckpt", space_fingerprint=space.fingerprint(),
                        data_split="digits/split_seed=0/val_size=None", budgets="params<=1.6e+06",
                        lut_latency_ms=1.5, lut_fingerprint="abc", measured_latency_ms=1.7)

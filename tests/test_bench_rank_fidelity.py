@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from autovit_ray.plan import count_params
 from autovit_ray.space import load_space
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
@@ -17,7 +18,7 @@ def test_the_subnets_are_distinct_and_spread_over_the_latency_range() -> None:
     space = load_space("xxs", profile="cifar10")
 
     def params(arch):  # a cheap stand-in for the LUT's latency
-        return float(space.count_params(arch, 10))
+        return float(count_params(arch, 10, space))
 
     archs = rank.spread_over_latency(space, params, count=6, pool=600, seed=3)
     values = [params(a) for a in archs]

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 
 from autovit_ray import profile
-from autovit_ray import space as space_cli
 from autovit_ray.latency.validate import error_metrics
 from autovit_ray.search.driver import TRIAL_CPUS, evaluator_share
+from autovit_ray.space import __main__ as space_cli
 
 
 def test_space_describe_of_an_unknown_space_says_what_exists(capsys):

@@ -9,12 +9,13 @@ import statistics
 import pytest
 
 from autovit_ray.fidelity import FidelityConfig, draw_subnets, fidelity_stats, main, run
+from autovit_ray.plan import count_params
 from autovit_ray.space import load_space
 
 
 def test_draw_spreads_over_the_range_and_fills_the_band():
     space = load_space("xxs", profile="digits")
-    cost = lambda a: float(space.count_params(a, 10))  # noqa: E731
+    cost = lambda a: float(count_params(a, 10, space))  # noqa: E731
     pool = sorted(cost(space.sample(__import__("random").Random(i))) for i in range(200))
     band = (pool[50], pool[150])
     archs = draw_subnets(space, 8, seed=0, cost=cost, band=band, in_band=5, pool=500)

@@ -115,28 +115,28 @@ def test_nothing_imports_an_entry_point_but_a_dunder_main():
     assert entry_point_imports() == []
 
 
+def _package(root: Path, files: dict[str, str]) -> Path:
+    """A package `pkg` under `root` with these files (paths relative to it)."""
+    for name, text in files.items():
+        path = root / "pkg" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return root / "pkg"
+
+
 def test_entry_point_imports_are_found(tmp_path):
-    package = tmp_path / "pkg"
-    (package / "tool").mkdir(parents=True)
-    (package / "__init__.py").write_text("")
-    (package / "lib.py").write_text("def f():\n    from .tool.cli import main\n")
-    (package / "tool" / "__init__.py").write_text("")
-    (package / "tool" / "cli.py").write_text("def main():\n    return 0\n")
-    (package / "tool" / "__main__.py").write_text("from pkg.tool.cli import main\nmain()\n")
-    (package / "script.py").write_text('import pkg.lib\nif __name__ == "__main__":\n    pass\n')
-    (package / "user.py").write_text("from . import script\n")
+    package = _package(tmp_path, {
+        "__init__.py": "", "lib.py": "def f():\n    from .tool.cli import main\n",
+        "tool/__init__.py": "", "tool/cli.py": "def main():\n    return 0\n",
+        "tool/__main__.py": "from pkg.tool.cli import main\nmain()\n",
+        "script.py": 'import pkg.lib\nif __name__ == "__main__":\n    pass\n', "user.py": "from . import script\n"})
     assert entry_point_imports(package) == ["pkg.lib -> pkg.tool.cli", "pkg.user -> pkg.script"]
 
 
 def test_circles_are_found_through_lazy_and_relative_imports(tmp_path):
-    package = tmp_path / "pkg"
-    (package / "sub").mkdir(parents=True)
-    (package / "__init__.py").write_text("")
-    (package / "a.py").write_text("from .sub import b\n")
-    (package / "sub" / "__init__.py").write_text("")
-    (package / "sub" / "b.py").write_text("def f():\n    from ..c import g\n")
-    (package / "c.py").write_text("import pkg.a\n")
-    (package / "d.py").write_text("from pkg import c\n")
+    package = _package(tmp_path, {
+        "__init__.py": "", "a.py": "from .sub import b\n", "sub/__init__.py": "",
+        "sub/b.py": "def f():\n    from ..c import g\n", "c.py": "import pkg.a\n", "d.py": "from pkg import c\n"})
     graph = import_graph(package)
     assert graph["pkg.sub.b"] == {"pkg.c"} and graph["pkg.d"] == {"pkg", "pkg.c"}
     assert circles(graph) == [["pkg.a", "pkg.c", "pkg.sub.b"]]

@@ -1,21 +1,5 @@
-"""`python -m autovit_ray.compare`: searched models against reference models, measured alike.
-
-    python -m autovit_ray.compare --experiment outputs/digits-demo --references mobilevit_xxs \\
-        --backend torch-cpu --repeats 200
-
-Reads the searches of an experiment from MLflow (`MlflowClient`: each finished search's parent run,
-its `best_archs.json` and exported weights), builds the best models from their arch JSON and
-weights through timm, builds the reference models by timm name (`pretrained=False`, the
-experiment's class count, the same input resolution and small-input stem adaptation as the search
-space's profile) and measures all of them on ONE latency backend with interleaved repeats. Prints
-and writes a table (test top-1, params, MACs, measured latency, ratio to the first reference) as
-CSV and JSON, a scatter plot of test top-1 vs measured latency, and logs them to a new MLflow run
-"compare" in the searches' experiment. A reference gets a test top-1 only from a checkpoint given
-with `--reference-checkpoint name=path`, or trained here with `--train-references` (the supernets'
-recipe, data and steps: `autovit_ray.training.reference`); otherwise its top-1 reads "not trained
-here". With a trained reference, one sentence says whether searched models beat it (higher test
-top-1 at equal or lower measured latency), printed and written to compare.json ("summary").
-`--standalone CHECKPOINT` adds a searched arch trained alone from scratch (`train --arch`).
+"""Searched models against reference models, measured alike on one latency backend: the library of
+`python -m autovit_ray.compare` (its manual is the docstring of autovit_ray/compare/cli.py).
 """
 
 from __future__ import annotations

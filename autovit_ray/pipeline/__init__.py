@@ -1,23 +1,6 @@
-"""`python -m autovit_ray.pipeline`: the whole AutoViT pipeline from one config.
-
-    python -m autovit_ray.pipeline --config demo                     # configs/pipeline/demo.yaml
-    python -m autovit_ray.pipeline --config my.yaml --stages search,compare
-    python -m autovit_ray.pipeline --config demo --force search --set search.strategy=evolution
-
-Stages, in order: train (the supernets concurrently on Ray Train) -> profile (a latency table per
-supernet) -> search (the AutoViT searcher in Ray Tune per supernet, evaluator actors, exports) ->
-retrain (opt-in: each search's best arch trained stand-alone from scratch, `train --arch`) ->
-compare (searched and retrained models against reference models, measured on the same backend).
-Each stage calls the same code as its own CLI (`train`, `profile build`, `search`, `train --arch`,
-`compare`), and prints the equivalent command.
-
-    python -m autovit_ray.pipeline --config demo --stages retrain,compare --set retrain.set=[train.epochs=30]
-
-A stage is skipped when it finished before with the same fingerprint: a hash of its settings and of
-its inputs (the training config; the space, device and backend of a latency table; the checkpoint
-epoch and the table's content for a search). Records live in `<output_dir>/<name>/pipeline/`. An
-interrupted pipeline resumes when rerun: training from its last epoch checkpoint, a search from its
-Tune state (finished candidates are not evaluated again), and a stage that had finished is skipped.
+"""The whole pipeline (train -> profile -> search -> [retrain] -> compare) over one experiment folder, each
+stage reused while its fingerprint holds: the library of `python -m autovit_ray.pipeline` (its manual is
+the docstring of autovit_ray/pipeline/cli.py).
 """
 
 from __future__ import annotations

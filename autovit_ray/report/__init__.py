@@ -1,22 +1,5 @@
-"""`python -m autovit_ray.report`: one self-contained HTML page per experiment.
-
-    python -m autovit_ray.report --experiment outputs/digits-demo    # writes outputs/digits-demo/report.html
-
-The page (`<experiment>/report.html`) gathers what the stages left in the experiment directory:
-
-1. Stage timings: `pipeline_summary.json` (each stage's status, wall time and budget).
-2. Training curves: validation top-1 per epoch of the smallest, largest and random subnets of each
-   supernet, from the training runs in MLflow (`mlflow.db`); a trained reference model's
-   `references/<name>/history.json` (compare --train-references) is drawn beside them when present.
-3. Latency tables: per `luts/<supernet>.parquet`, predicted vs measured latency of its reference
-   archs, with the y = x line and the MAPE.
-4. Searches: per `search/<name>/results.json`, validation top-1 vs LUT latency of every candidate,
-   the Pareto front, the best models, the latency budget, and the comparison's reference model.
-5. Comparison: the table of `compare/compare.json` and its plot `compare/compare.png`.
-
-Every image is embedded as a base64 PNG and the CSS is inline: the file can be mailed or archived
-alone and opens offline. A part that is missing or unreadable becomes one "missing: ..." line (also
-passed to `log`) and the rest of the page is still written.
+"""One self-contained HTML page per experiment (`write_report`): the library of
+`python -m autovit_ray.report` (its manual is the docstring of autovit_ray/report/cli.py).
 """
 
 from __future__ import annotations
