@@ -15,13 +15,15 @@ from torch import nn
 
 from autovit_ray.compare import (
     NOT_TRAINED,
+    CompareConfig,
+    compare_argv,
     compare_experiment,
     registered_candidates,
     runnable_resolution,
     searched_candidates,
     standalone_candidates,
 )
-from autovit_ray.compare.cli import main
+from autovit_ray.compare.cli import build_parser, config_from_args, main
 from autovit_ray.space import Arch
 
 
@@ -36,9 +38,9 @@ def test_compare_table_files_and_mlflow_run(finished_digits_search, tmp_path, ca
     torch.save({"model": reference.state_dict(), "epoch": 1}, weights)
     out = tmp_path / "cmp"
     started_ms = int(time.time() * 1000)  # this test's compare run, whatever other tests logged before
-    rows = compare_experiment(search.dir, references=["test_resnet", "mobilevit_xxs"],
-                              reference_checkpoints={"mobilevit_xxs": weights}, repeats=4, rounds=2,
-                              out=out, eval_batches=2)
+    rows = compare_experiment(CompareConfig(str(search.dir), references=("test_resnet", "mobilevit_xxs"),
+                                            reference_checkpoints=(("mobilevit_xxs", str(weights)),), repeats=4,
+                                            rounds=2, out=str(out), eval_batches=2))
     printed = capsys.readouterr().out
 
     best = search.results["best"]
@@ -169,3 +171,19 @@ def test_bad_compare_inputs(finished_digits_search, tmp_path, capsys):
     assert "no file" in fails("--experiment", exp, "--reference-checkpoint", f"mobilevit_xxs={tmp_path}/x.pt")
     assert "no finished search named ['other']" in fails("--experiment", exp, "--searches", "other")
     assert "unknown latency backend" in fails("--experiment", exp, "--backend", "tpu", "--references", "")
+
+
+def test_the_logged_compare_command_gives_the_same_config(tmp_path):
+    """The pipeline logs `compare_argv(cfg)`; the CLI parses it back into the same CompareConfig."""
+    weights = tmp_path / "w.pt"
+    weights.write_bytes(b"")
+    cfg = CompareConfig(str(tmp_path / "exp"), mlflow_uri="sqlite:///x.db", references=("mobilevit_xxs", "test_resnet"),
+                        reference_checkpoints=(("mobilevit_xxs", str(weights)),), backend="onnxruntime", repeats=7,
+                        rounds=3, seed=2, out=str(tmp_path / "out"), searches=("a", "b"), data_dir="/d",
+                        eval_batches=4, models=("models:/m@champion",), train_references=True,
+                        standalone=(str(tmp_path / "c1"), str(tmp_path / "c2")))
+    assert config_from_args(build_parser().parse_args(compare_argv(cfg))) == cfg
+    default = CompareConfig("exp")
+    assert config_from_args(build_parser().parse_args(compare_argv(default))) == default
+    with pytest.raises(ValueError, match="--repeats and --rounds must be >= 1"):
+        CompareConfig("exp", rounds=0)

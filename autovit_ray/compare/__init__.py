@@ -28,6 +28,33 @@ COLUMNS = ("model", "kind", "resolution", "test_top1", "params", "macs", "lut_la
 Log = Callable[[str], None]
 
 
+@dataclasses.dataclass(frozen=True)
+class CompareConfig:
+    """One comparison: an experiment's searched models against reference models, measured alike on one
+    latency backend (`compare_experiment`; `python -m autovit_ray.compare` builds it from its flags,
+    the pipeline's compare stage from its settings)."""
+
+    experiment: str  # an experiment directory (its mlflow.db), or an MLflow experiment name with mlflow_uri
+    mlflow_uri: str | None = None
+    references: tuple[str, ...] = DEFAULT_REFERENCES  # timm model names
+    reference_checkpoints: tuple[tuple[str, str], ...] = ()  # (reference, weights path): gives it a test top-1
+    backend: str = "torch-cpu"
+    repeats: int = 100  # timed samples per model
+    rounds: int = 10  # interleaved rounds the samples are split into
+    seed: int = 0
+    out: str | None = None  # default: <experiment dir>/compare
+    searches: tuple[str, ...] | None = None  # default: every finished search
+    data_dir: str | None = None  # overrides the data directory (reference test top-1)
+    eval_batches: int | None = None  # test batches for a reference checkpoint
+    models: tuple[str, ...] = ()  # registered models: models:/<name>@<alias> or models:/<name>/<version>
+    train_references: bool = False  # train each reference without a checkpoint with the supernets' recipe
+    standalone: tuple[str, ...] = ()  # checkpoints of `train --arch`, measured beside the searched models
+
+    def __post_init__(self) -> None:
+        if self.repeats < 1 or self.rounds < 1:
+            raise ValueError(f"--repeats and --rounds must be >= 1, got {self.repeats} and {self.rounds}")
+
+
 # ---------------------------------------------------------------------------------------------------
 # Reading the searches from MLflow
 
@@ -629,34 +656,44 @@ def log_run(client: Any, experiment_id: str, rows: Sequence[dict[str, Any]], pat
 # Entry points
 
 
-def compare_experiment(experiment: str | os.PathLike[str], mlflow_uri: str | None = None,
-                       references: Sequence[str] = DEFAULT_REFERENCES,
-                       reference_checkpoints: dict[str, str | os.PathLike[str]] | None = None,
-                       backend: str = "torch-cpu", repeats: int = 100, rounds: int = 10, seed: int = 0,
-                       out: str | os.PathLike[str] | None = None, searches: Sequence[str] | None = None,
-                       data_dir: str | None = None, eval_batches: int | None = None,
-                       log: Log = print, models: Sequence[str] = (), train_references: bool = False,
-                       standalone: Sequence[str | os.PathLike[str]] = ()) -> list[dict[str, Any]]:
-    """Measure an experiment's searched models against `references` on one backend; print, write
-    (compare.csv / .json / .png under `out`) and log to a new MLflow run "compare". Returns the rows.
+def compare_argv(cfg: CompareConfig) -> list[str]:
+    """The `python -m autovit_ray.compare` arguments of `cfg` (what the pipeline logs)."""
+    argv = ["--experiment", cfg.experiment, "--references", ",".join(cfg.references), "--backend", cfg.backend,
+            "--repeats", str(cfg.repeats), "--rounds", str(cfg.rounds), "--seed", str(cfg.seed)]
+    optional = {"--mlflow-uri": cfg.mlflow_uri, "--out": cfg.out, "--data-dir": cfg.data_dir,
+                "--eval-batches": cfg.eval_batches, "--searches": None if cfg.searches is None else ",".join(cfg.searches),
+                "--models": ",".join(cfg.models) or None}
+    for flag, value in optional.items():
+        if value is not None:
+            argv += [flag, str(value)]
+    for name, path in cfg.reference_checkpoints:
+        argv += ["--reference-checkpoint", f"{name}={path}"]
+    for path in cfg.standalone:
+        argv += ["--standalone", path]
+    return argv + (["--train-references"] if cfg.train_references else [])
+
+
+def compare_experiment(cfg: CompareConfig, log: Log = print) -> list[dict[str, Any]]:
+    """Measure an experiment's searched models against `cfg.references` on one backend; print, write
+    (compare.csv / .json / .png under `cfg.out`) and log to a new MLflow run "compare". Returns the rows.
     `train_references`: a reference without a checkpoint is first trained with the supernets' recipe
     in `<experiment dir>/references/<name>` (resumed when rerun). `standalone`: checkpoints of
     `train --arch` (subnets trained alone from scratch), measured and tested as searched models."""
     from ..adapters import mlflow_client
 
-    if repeats < 1 or rounds < 1:
-        raise ValueError(f"--repeats and --rounds must be >= 1, got {repeats} and {rounds}")
-    references = [r for r in references if r]
-    checkpoints = check_reference_checkpoints(dict(reference_checkpoints or {}), references)
-    uri, experiment_name, experiment_dir = resolve_experiment(str(experiment), mlflow_uri)
-    if out is None and experiment_dir is None:
+    experiment, backend, repeats, rounds, seed = cfg.experiment, cfg.backend, cfg.repeats, cfg.rounds, cfg.seed
+    data_dir, eval_batches, models, standalone = cfg.data_dir, cfg.eval_batches, cfg.models, cfg.standalone
+    references = [r for r in cfg.references if r]
+    checkpoints = check_reference_checkpoints(dict(cfg.reference_checkpoints), references)
+    uri, experiment_name, experiment_dir = resolve_experiment(str(experiment), cfg.mlflow_uri)
+    if cfg.out is None and experiment_dir is None:
         raise ValueError("--out is required when --experiment is an MLflow experiment name")
-    out_dir = Path(out) if out is not None else experiment_dir / "compare"  # type: ignore[operator]
+    out_dir = Path(cfg.out) if cfg.out is not None else experiment_dir / "compare"  # type: ignore[operator]
     client = mlflow_client(uri)
     found = client.get_experiment_by_name(experiment_name)
     if found is None:
         raise ValueError(f"no MLflow experiment {experiment_name!r} in {uri}")
-    runs = search_runs(client, found.experiment_id, searches)
+    runs = search_runs(client, found.experiment_id, cfg.searches)
     if not runs and not models and not standalone:
         raise ValueError(f"no finished search in MLflow experiment {experiment_name!r} ({uri}); "
                          "run `python -m autovit_ray.search` first")
@@ -666,7 +703,7 @@ def compare_experiment(experiment: str | os.PathLike[str], mlflow_uri: str | Non
     candidates += standalone_candidates(standalone, facts, candidates, data_dir, eval_batches)
     if not candidates:
         raise ValueError(f"the searches in {experiment_name!r} reported no best models")
-    train_dir = (experiment_dir if experiment_dir is not None else out_dir) / "references" if train_references else None
+    train_dir = (experiment_dir if experiment_dir is not None else out_dir) / "references" if cfg.train_references else None
     candidates += reference_candidates(references, checkpoints, facts, candidates[0].resolution, data_dir,
                                        eval_batches, train_dir, log)
     stats, fingerprint = measure(candidates, backend, repeats, rounds, seed, log)
@@ -688,6 +725,6 @@ def compare_experiment(experiment: str | os.PathLike[str], mlflow_uri: str | Non
 
 
 __all__ = [
-    "DEFAULT_REFERENCES", "ReferenceBudget", "compare_experiment", "format_table",
+    "CompareConfig", "DEFAULT_REFERENCES", "compare_argv", "ReferenceBudget", "compare_experiment", "format_table",
     "reference_latency_budget",
 ]

@@ -23,7 +23,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from autovit_ray.compare import DEFAULT_REFERENCES, compare_experiment, parse_reference_checkpoints
+from autovit_ray.compare import (
+    DEFAULT_REFERENCES,
+    CompareConfig,
+    compare_experiment,
+    parse_reference_checkpoints,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,19 +60,26 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def config_from_args(args: argparse.Namespace) -> CompareConfig:
+    checkpoints = parse_reference_checkpoints(args.reference_checkpoint)
+    return CompareConfig(
+        experiment=args.experiment, mlflow_uri=args.mlflow_uri, references=tuple(args.references.split(",")),
+        reference_checkpoints=tuple(checkpoints.items()), backend=args.backend, repeats=args.repeats,
+        rounds=args.rounds, seed=args.seed, out=args.out,
+        searches=tuple(s for s in args.searches.split(",") if s) if args.searches else None,
+        data_dir=args.data_dir, eval_batches=args.eval_batches,
+        models=tuple(m for m in args.models.split(",") if m), train_references=args.train_references,
+        standalone=tuple(args.standalone))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        checkpoints = parse_reference_checkpoints(args.reference_checkpoint)
-        compare_experiment(args.experiment, args.mlflow_uri, args.references.split(","), checkpoints,
-                           args.backend, args.repeats, args.rounds, args.seed, args.out,
-                           [s for s in args.searches.split(",") if s] if args.searches else None,
-                           args.data_dir, args.eval_batches, models=[m for m in args.models.split(",") if m],
-                           train_references=args.train_references, standalone=args.standalone)
+        compare_experiment(config_from_args(args))
     except ValueError as exc:  # bad input: one clear message, no traceback
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0
 
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "config_from_args", "main"]

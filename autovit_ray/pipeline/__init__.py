@@ -591,7 +591,7 @@ class Pipeline:
 
     def run_compare(self) -> str:
         from ..checkpoint import META_FILE
-        from ..compare import compare_experiment
+        from ..compare import CompareConfig, compare_argv, compare_experiment
 
         c = self.cfg.compare
         names = list(self.search_names().values())
@@ -607,15 +607,12 @@ class Pipeline:
         if self._reusable("compare", None, fp) is not None and out_dir.is_dir():
             self.log(f"compare: up to date (fingerprint {fp}), reusing {out_dir}")
             return "reused"
-        argv = ["--experiment", str(self.exp_dir), "--searches", ",".join(names), "--references",
-                ",".join(c.references), "--backend", c.backend, "--repeats", str(c.repeats), "--rounds",
-                str(c.rounds), "--out", str(out_dir)] + (["--train-references"] if c.train_references else [])
-        for path in standalone:
-            argv += ["--standalone", str(path)]
-        self._command("compare", argv)
-        compare_experiment(self.exp_dir, mlflow_uri=self.cfg.mlflow_uri, references=c.references,
-                           backend=c.backend, repeats=c.repeats, rounds=c.rounds, out=out_dir, searches=names,
-                           train_references=c.train_references, standalone=standalone)
+        compare = CompareConfig(experiment=str(self.exp_dir), mlflow_uri=self.cfg.mlflow_uri,
+                                references=tuple(c.references), backend=c.backend, repeats=c.repeats,
+                                rounds=c.rounds, out=str(out_dir), searches=tuple(names),
+                                train_references=c.train_references, standalone=tuple(map(str, standalone)))
+        self._command("compare", compare_argv(compare))
+        compare_experiment(compare)
         self._save_record("compare", None, fp, {"compare": str(out_dir)})
         return "ran"
 
