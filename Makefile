@@ -36,11 +36,9 @@ test-unit: $(STAMP)
 	$(PY) -m pytest -q --durations=10 -m "not integration" -p randomly tests
 
 # Real Ray cluster (ray start --head, ray job submit), simulated multi-node, fault and demo tests
-# (CI step 2; own ports and temp dirs).
-# File order for now: each of these tests starts its own cluster or pipeline, and a shuffled run of the
-# step (about 18 minutes) has not been made yet.
+# (CI step 2, about 19 minutes; own ports and temp dirs), in a random order like the unit suite.
 test-integration: $(STAMP)
-	$(PY) -m pytest -q --durations=0 -m integration -p no:randomly tests
+	$(PY) -m pytest -q --durations=0 -m integration -p randomly tests
 
 # The main job: the whole pipeline on the embedded default dataset (configs/pipeline/demo.yaml).
 demo: $(STAMP)
