@@ -37,6 +37,7 @@ from autovit_ray.latency import (
     validate_table,
 )
 from autovit_ray.latency.backends import parse_remote_output
+from autovit_ray.latency.lut import ModuleRow
 from autovit_ray.latency.measure import QuietGate, round_factors, summarize
 from autovit_ray.latency.modules import constant_key, layer_key
 from autovit_ray.nn import AutoViTNet, Supernet
@@ -183,6 +184,21 @@ def test_parquet_round_trip(tmp_path, space, fake_table):
     assert LatencyTable.load(path).space.fingerprint() == space.fingerprint()  # usable without the YAML
     fake_table.save(path)  # overwrite: atomic, no temporary files left behind
     assert sorted(p.name for p in tmp_path.iterdir()) == ["lut.parquet"]
+
+
+def test_a_table_of_a_patch_profile_loads_without_its_yaml(tmp_path):
+    """The cifar10-p1 profile sets per-stage patch sizes; its table's space record must keep them (it
+    once lost them, and `profile validate` refused every such table as corrupt)."""
+    p1 = load_space("xxs", profile="cifar10-p1")
+    # Made-up module latencies (building a table takes a minute even on the fake backend).
+    keys = [constant_key(32), *enumerate_module_keys(p1, 32, 10)]
+    rows = [ModuleRow("isolated", key, 0.01 * (i + 1)) for i, key in enumerate(keys)]
+    table = LatencyTable(p1, "fake", rows, {"num_classes": 10, "device_id": "test"})
+    path = table.save(tmp_path / "p1.parquet")
+    loaded = LatencyTable.load(path)
+    assert loaded.space.fingerprint() == p1.fingerprint() and loaded.space.profile == p1.profile
+    arch = dataclasses.replace(p1.largest(), resolution=32)
+    assert loaded.predict_latency(arch) == table.predict_latency(arch)
 
 
 def test_load_refuses_mismatches(tmp_path, space, fake_table):

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from autovit_ray.plan import count_macs, count_params
-from autovit_ray.space import Arch, load_space, space_for_arch, space_from_dict
+from autovit_ray.space import Arch, load_space, space_for_arch, space_from_dict, yaml_dict_from_record
 from autovit_ray.space.__main__ import main
 
 SPACES = ("xxs", "xs", "s")
@@ -117,6 +117,22 @@ def test_constrained_size_counts_only_non_decreasing_widths(tmp_path):
 def _raw(name: str) -> dict:
     from autovit_ray.space import CONFIG_DIR
     return yaml.safe_load((CONFIG_DIR / f"{name}.yaml").read_text())
+
+
+def _space_profiles() -> list[tuple[str, str]]:
+    return [(name, profile) for name in SPACES for profile in sorted(_raw(name)["profiles"])]
+
+
+@pytest.mark.parametrize(("name", "profile"), _space_profiles())
+def test_a_space_record_rebuilds_the_same_space(name, profile):
+    """Checkpoints and LUTs carry `to_dict()` and rebuild the space from it without the YAML: every
+    profile's fields must survive (a patch profile's record once lost its patch sizes, and every LUT
+    built for it was refused as corrupt)."""
+    space = load_space(name, profile=profile)
+    record = json.loads(json.dumps(space.to_dict()))
+    rebuilt = space_from_dict(yaml_dict_from_record(record))
+    assert rebuilt.fingerprint() == space.fingerprint() and rebuilt.profile == space.profile
+    assert space_from_dict(space.to_yaml_dict()).fingerprint() == space.fingerprint()
 
 
 def test_fingerprint_tracks_everything_that_changes_weights_or_latency():

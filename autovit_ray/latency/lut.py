@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..plan import BlockSpec, front_plan, transformer_stage_plan
-from ..space import Arch, SearchSpace, space_from_dict
+from ..space import Arch, SearchSpace, space_from_dict, yaml_dict_from_record
 from ._files import atomic_path
 from .modules import arch_module_keys, blocks_modules, constant_key, head_key, key_kind, key_resolution
 
@@ -275,13 +275,7 @@ class LatencyTable:
 def _space_from_metadata(metadata: Mapping[str, Any], path: Path) -> SearchSpace:
     """Rebuild the space from the table's own record, so a table is usable without its YAML."""
     try:
-        record = metadata["space"]
-        raw = {"name": record["name"], "stem": record["stem"], "mbconv_stages": record["mbconv_stages"],
-               "transformer_stages": record["transformer_stages"],
-               "num_transformer_stages": record["num_transformer_stages"], "fixed": record["fixed"],
-               "profiles": {record["profile"]["name"]: {"resolutions": record["profile"]["resolutions"],
-                                                        "strides": record["profile"]["strides"]}}}
-        space = space_from_dict(raw, source=str(path))
+        space = space_from_dict(yaml_dict_from_record(metadata["space"]), source=str(path))
     except (KeyError, TypeError) as exc:
         raise ValueError(f"{path}: corrupt space record in the latency-table metadata ({exc!r})") from None
     if space.fingerprint() != metadata.get("space_fingerprint"):

@@ -385,12 +385,7 @@ class SearchSpace:
 
     def to_yaml_dict(self) -> dict[str, Any]:
         """This space (under its current profile only) in the YAML schema `load_space` reads."""
-        raw = self.to_dict()
-        return {"name": raw["name"], "stem": raw["stem"], "mbconv_stages": raw["mbconv_stages"],
-                "transformer_stages": raw["transformer_stages"],
-                "num_transformer_stages": raw["num_transformer_stages"], "fixed": raw["fixed"],
-                "profiles": {self.profile.name: self.profile.to_dict()},
-                "default_profile": self.profile.name}
+        return yaml_dict_from_record(self.to_dict())
 
     def validate(self, arch: Arch) -> Arch:
         """Raise ValueError naming the field, the value and the allowed values; return `arch`."""
@@ -685,6 +680,17 @@ def load_space(name_or_path: str | Path, profile: str | None = None) -> SearchSp
     except yaml.YAMLError as exc:
         raise ValueError(f"malformed search-space YAML {path}: {exc}") from None
     return space_from_dict(raw, profile=profile, source=str(path))
+
+
+def yaml_dict_from_record(record: Mapping[str, Any]) -> dict[str, Any]:
+    """A space record (`SearchSpace.to_dict`, as checkpoints and LUTs carry it) in the YAML schema
+    `space_from_dict` reads, with the record's one profile. KeyError/TypeError for a malformed record."""
+    profile = dict(record["profile"])
+    profile_name = profile.pop("name")
+    return {"name": record["name"], "stem": record["stem"], "mbconv_stages": record["mbconv_stages"],
+            "transformer_stages": record["transformer_stages"],
+            "num_transformer_stages": record["num_transformer_stages"], "fixed": record["fixed"],
+            "profiles": {profile_name: profile}, "default_profile": profile_name}
 
 
 def space_from_dict(raw: Any, profile: str | None = None, source: str = "<dict>") -> SearchSpace:
