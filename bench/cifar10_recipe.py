@@ -326,6 +326,22 @@ def _pct(value: float | None) -> str:
     return "–" if value is None else f"{value:.2f}"
 
 
+def measured_cost(r: dict[str, Any]) -> str:
+    """The compute the plan estimated, as measured (wall clock; pauses for test suites included)."""
+    pilot_h = sum(a["epochs_done"] * a["epoch_s"] for a in r["pilot"] if a.get("epoch_s")) / 3600
+    parts = [f"pilot {pilot_h:.1f} h ({len(r['pilot'])} arms)"]
+    if r["peer"] and r["peer"].get("epoch_s"):
+        parts.append(f"peer {r['peer']['epochs_done'] * r['peer']['epoch_s'] / 3600:.1f} h "
+                     f"({r['peer']['epochs_done']} epochs)")
+    if r["span"]:
+        parts.append(f"span {sum(v['wall_s_this_run'] for v in r['span'].values()) / 3600:.1f} h "
+                     f"({len(r['span'])} subnets; the last run of each)")
+    if r["lut"]:
+        parts.append(f"LUT validation {r['lut']['seconds']:.0f} s")
+    return ("**Measured cost** (plan: about 5 CPU-hours; wall clock on the 2-core machine, including the "
+            "minutes a run was paused for the test suites): " + ", ".join(parts) + ".")
+
+
 def section(r: dict[str, Any]) -> str:
     lines = [SECTION, "",
              "The peer, timm `mobilevit_xxs`, trained by the product's reference trainer (what `compare "
@@ -378,9 +394,21 @@ def section(r: dict[str, Any]) -> str:
                   f"profile {PROFILE}):", "", "| subnet | params (M) | MACs (M) | validation top-1 % |", "|---|---|---|---|"]
         lines += [f"| {corner}: `{v['name']}` | {v['params_m']:.2f} | {v['macs_m']:.1f} | {v['val_top1']:.2f} |"
                   for corner, v in r["span"].items()]
+    lines += ["", measured_cost(r)]
     if r["lut"]:
-        lines += ["", f"torch-cpu LUT of xxs {PROFILE} at 32 px, validated on fresh subnets: "
-                  + ", ".join(f"{k} {v:.3g}" for k, v in r["lut"].items() if isinstance(v, (int, float)))]
+        v = r["lut"]
+        pred, retest, level = v["predictor"], v["retest"], v["level"]
+        lines += ["", f"The torch-cpu latency table of xxs {PROFILE} at {RESOLUTION} px (2 threads, wall clock, "
+                  f"`profile build` then `profile validate` on {v['samples']} fresh subnets, seed {v['seed']}, "
+                  f"method {v['method']}): predictor vs measured MAPE {pred['mape']:.1f} %, Kendall tau "
+                  f"{pred['kendall_tau']:.2f}; the same subnets measured twice (the noise): MAPE "
+                  f"{retest['mape']:.1f} %, tau {retest['kendall_tau']:.2f}; tau of MACs {v['tau_macs']:.2f}, of "
+                  f"params {v['tau_params']:.2f}. The table agrees with one measurement better than two "
+                  f"measurements agree with each other, but its level is off: predicted / measured = x{level['ratio']:.2f} (retest "
+                  f"x{level['retest_ratio']:.2f}); with that one factor divided out, MAPE {level['mape_after']:.1f} %. "
+                  "Budgets in table milliseconds are therefore set from the peer measured beside subnets in one "
+                  "run and converted to table milliseconds (issue 30's `band` stage), never from a measured "
+                  "peer latency directly."]
     return "\n".join(lines) + "\n"
 
 

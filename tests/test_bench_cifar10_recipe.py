@@ -66,3 +66,13 @@ def test_span_records_are_the_finished_records_not_the_arch_files(tmp_path):
     assert bench.span_records(tmp_path) == {}  # the run has started: its arch file exists, no record yet
     (tmp_path / "span-largest-padcrop-e10.json").write_text('{"name": "xxs_r32", "val_top1": 80.0}')
     assert bench.span_records(tmp_path) == {"largest": {"name": "xxs_r32", "val_top1": 80.0}}
+
+
+def test_benchmarks_md_shows_the_committed_results():
+    """The section in BENCHMARKS.md is what `--report-only` renders from bench/results/cifar10_recipe.json
+    (the LUT's validation included), so neither can be edited without the other."""
+    committed = json.loads(bench.RESULTS_JSON.read_text())
+    text = bench.section(committed)
+    assert text.strip() in (bench.ROOT / "BENCHMARKS.md").read_text()
+    if committed.get("lut"):
+        assert "predicted / measured = x" in text and "Kendall tau" in text
