@@ -4,7 +4,7 @@ PYTHON ?= python3
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install browser test test-unit test-integration demo lint mlflow-ui bench-overhead
+.PHONY: install browser test test-unit test-integration demo lint mlflow-ui bench-overhead lower-bounds
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -43,6 +43,10 @@ test-integration: $(STAMP)
 # The main job: the whole pipeline on the embedded default dataset (configs/pipeline/demo.yaml).
 demo: $(STAMP)
 	$(PY) -m autovit_ray.demo $(DEMO_ARGS)
+
+# Every dependency at its lower bound (pyproject.toml), in .venv-lowest, then the unit suite there.
+lower-bounds:
+	.ci/lower-bounds .venv-lowest
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check autovit_ray tests bench

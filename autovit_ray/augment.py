@@ -181,8 +181,9 @@ def _auto_contrast(x: Tensor, m: Tensor, s: Tensor) -> Tensor:
 
 def _equalize(x: Tensor, m: Tensor, s: Tensor) -> Tensor:
     # kornia takes level int(255·x): centre x on its level so that is the rounded level; a channel
-    # kornia leaves unchanged comes back off-centre (equalised levels never are), restore it
-    centred = (_levels(x) + 0.5) / 255
+    # kornia leaves unchanged comes back off-centre (equalised levels never are), restore it. Level
+    # 255 centred would be 255.5/255 > 1, which kornia < 0.9 refuses: 1.0 is the same level.
+    centred = ((_levels(x) + 0.5) / 255).clamp(max=1.0)
     out = kornia.enhance.equalize(centred)
     return torch.where(out == centred, _levels(x) / 255, out)
 

@@ -399,6 +399,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted: finished stand-alone runs and epochs are kept in the truth folder; rerun the "
+              "same command to resume", file=sys.stderr)
+        return 130
     return 0
 
 

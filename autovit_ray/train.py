@@ -114,6 +114,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted: finished epochs are kept (checkpoints); rerun the same command to resume",
+              file=sys.stderr)
+        return 130
     failed = {s: r for s, r in results.items() if r["status"] != "OK"}
     for s, r in results.items():
         line = f"{s}: {r['status']}"

@@ -82,3 +82,16 @@ def test_flags_without_config_still_require_checkpoint_and_name(capsys):
     with pytest.raises(SystemExit) as exit_info:
         config_from_argv(["--name", "n"])
     assert exit_info.value.code == 2 and "required: --checkpoint" in capsys.readouterr().err
+
+
+def test_paths_become_absolute_before_a_search_runs(tmp_path, monkeypatch):
+    """README's search takes paths relative to the project directory; Tune runs trials in folders of
+    their own, where those paths meant nothing (every trial failed: 'unable to open database file')."""
+    monkeypatch.chdir(tmp_path)
+    cfg = SearchConfig(name="c2f", checkpoint="outputs/exp", supernet="xxs", lut="outputs/exp/luts/xxs.parquet",
+                       output_dir="outputs/exp", eval_cache="cache.sqlite")
+    absolute = cfg.with_absolute_paths()
+    assert absolute.checkpoint == str(tmp_path / "outputs" / "exp") and absolute.eval_cache == str(tmp_path / "cache.sqlite")
+    assert absolute.lut == str(tmp_path / "outputs/exp/luts/xxs.parquet") and absolute.data_dir is None
+    assert dataclasses.replace(absolute, checkpoint=cfg.checkpoint, lut=cfg.lut, output_dir=cfg.output_dir,
+                               eval_cache=cfg.eval_cache) == cfg  # nothing else changes

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ..config import build_dataclass, coerce, type_hints
@@ -81,6 +82,16 @@ class SearchConfig:
             raise ValueError(f"--val-half must be 0 or 1 (a fixed half of the validation split), got {self.val_half}")
         if self.latency_budget_ms is not None and not self.lut:
             raise ValueError("--latency-budget-ms needs --lut (the latency table that predicts it)")
+
+    def with_absolute_paths(self) -> SearchConfig:
+        """The same search with its file paths absolute. Tune runs each trial in a folder of its own and
+        actors may start elsewhere: a path relative to the caller's directory must not travel."""
+        def absolute(path: str | None) -> str | None:
+            return None if path is None else str(Path(path).expanduser().resolve())
+
+        return dataclasses.replace(self, checkpoint=absolute(self.checkpoint), lut=absolute(self.lut),
+                                   data_dir=absolute(self.data_dir), eval_cache=absolute(self.eval_cache),
+                                   output_dir=absolute(self.output_dir))
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> SearchConfig:

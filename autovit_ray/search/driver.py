@@ -165,6 +165,7 @@ def run(cfg: SearchConfig) -> dict[str, Any]:
     from .evaluate import EvalSettings
     from .tracking import SearchTracker
 
+    cfg = cfg.with_absolute_paths()
     checkpoint = resolve_checkpoint(cfg.checkpoint, cfg.supernet)
     meta = read_meta(checkpoint)
     space = space_of(meta)
