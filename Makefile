@@ -36,7 +36,8 @@ test-unit: $(STAMP)
 	$(PY) -m pytest -q --durations=10 -m "not integration" -p randomly tests
 
 # Real Ray cluster (ray start --head, ray job submit), simulated multi-node, fault and demo tests
-# (CI step 2, about 19 minutes; own ports and temp dirs), in a random order like the unit suite.
+# (CI step 2, about 31 minutes since the demo test runs README's commands too; own ports and temp dirs),
+# in a random order like the unit suite.
 test-integration: $(STAMP)
 	$(PY) -m pytest -q --durations=0 -m integration -p randomly tests
 

@@ -15,6 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from .experiment import Experiment
+
 T = TypeVar("T")
 
 # Ray Train V2 starts a PlacementGroupCleaner actor per training that asks the State API every second
@@ -95,7 +97,7 @@ def default_tracking_uri(experiment_dir: str | os.PathLike[str], explicit: str |
         return explicit
     if os.environ.get("MLFLOW_TRACKING_URI"):
         return os.environ["MLFLOW_TRACKING_URI"]
-    return f"sqlite:///{Path(experiment_dir).expanduser().resolve() / 'mlflow.db'}"
+    return Experiment(Path(experiment_dir)).tracking_uri
 
 
 def mlflow_client(tracking_uri: str, registry: bool = False) -> Any:

@@ -9,15 +9,10 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
+from .experiment import SEARCH_RESULTS
 from .space import Arch
 
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
-
-
-def experiment_dir_of(checkpoint: Path) -> Path:
-    """<experiment>/checkpoints/<supernet>/epoch_NNNN -> <experiment>."""
-    checkpoint = checkpoint if checkpoint.is_dir() else checkpoint.parent
-    return checkpoint.parent.parent.parent
 
 
 def arch_from_run(run_id: str, tracking_uri: str) -> Arch:
@@ -59,10 +54,10 @@ def resolve_arch(spec: str, tracking_uri: Callable[[], str]) -> Arch:
     if text.startswith("{"):
         return Arch.from_json(text)
     path = Path(text).expanduser()
-    if path.is_dir() and (path / "results.json").is_file():
-        return arch_from_search_results(path / "results.json")
+    if path.is_dir() and (path / SEARCH_RESULTS).is_file():
+        return arch_from_search_results(path / SEARCH_RESULTS)
     if path.is_file():
-        if path.name == "results.json":
+        if path.name == SEARCH_RESULTS:
             return arch_from_search_results(path)
         try:
             return Arch.from_json(path.read_text())
@@ -74,4 +69,4 @@ def resolve_arch(spec: str, tracking_uri: Callable[[], str]) -> Arch:
                      "(with results.json) nor an MLflow run id (32 hex digits)")
 
 
-__all__ = ["RUN_ID", "arch_from_run", "arch_from_search_results", "experiment_dir_of", "resolve_arch"]
+__all__ = ["RUN_ID", "arch_from_run", "arch_from_search_results", "resolve_arch"]

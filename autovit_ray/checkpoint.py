@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from autovit_ray.experiment import Experiment
 from autovit_ray.io import atomic_path
 from autovit_ray.nn import Supernet
 from autovit_ray.space import SearchSpace, load_space
@@ -193,7 +194,7 @@ def load_supernet(path: str | os.PathLike[str], space: SearchSpace | str | None 
 
 def checkpoint_root(experiment_dir: str | os.PathLike[str], supernet: str) -> Path:
     """Ray Train's storage for one supernet: <experiment_dir>/checkpoints/<supernet>."""
-    return Path(experiment_dir).expanduser() / "checkpoints" / supernet
+    return Experiment(Path(experiment_dir)).supernet_checkpoints(supernet)
 
 
 def list_checkpoints(experiment_dir: str | os.PathLike[str], supernet: str) -> list[Path]:

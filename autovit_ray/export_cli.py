@@ -33,7 +33,8 @@ if TYPE_CHECKING:  # torch where a model runs: --help and bad flags answer witho
     import torch
     from torch import nn
 
-from .arch_source import experiment_dir_of, resolve_arch
+from .arch_source import resolve_arch
+from .experiment import Experiment
 from .export import FORMATS, example_input, export_model
 from .space import Arch, SearchSpace
 
@@ -89,7 +90,7 @@ def resolve_registered(args: argparse.Namespace) -> Any:
         if args.checkpoint is None:
             raise ValueError(f"--arch {args.arch} needs the tracking store that holds the registry: pass "
                              "--mlflow-uri (or set MLFLOW_TRACKING_URI) or --checkpoint of the experiment")
-        uri = default_tracking_uri(experiment_dir_of(resolve_checkpoint(args.checkpoint, args.supernet)))
+        uri = default_tracking_uri(Experiment.of_checkpoint(resolve_checkpoint(args.checkpoint, args.supernet)).root)
     return resolve_model_uri(args.arch, uri, Path(tempfile.mkdtemp(prefix="autovit-registry-")))
 
 
@@ -183,7 +184,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                          "--supernet)")
     checkpoint = resolve_checkpoint(args.checkpoint, args.supernet)
     if registered is None:
-        arch = resolve_arch(args.arch, lambda: default_tracking_uri(experiment_dir_of(checkpoint), args.mlflow_uri))
+        arch = resolve_arch(args.arch, lambda: default_tracking_uri(Experiment.of_checkpoint(checkpoint).root, args.mlflow_uri))
     supernet, space, config = load_supernet(checkpoint)
     if registered is not None:
         check_registered_matches(registered, space.name, supernet.num_classes, checkpoint)

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .experiment import Experiment
 from .io import atomic_write_text
 from .plan import count_macs, count_params
 from .space import Arch, SearchSpace
@@ -390,7 +391,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         checkpoints = tuple(str(resolve_checkpoint(c, args.supernet)) for c in args.checkpoint)
         # <experiment>/checkpoints/<supernet>/epoch_N: the first supernet's experiment holds the default truth
-        truth = args.truth or str(Path(checkpoints[0]).resolve().parents[2] / "fidelity")
+        truth = args.truth or str(Experiment.of_checkpoint(checkpoints[0]).fidelity_dir)
         run(FidelityConfig(checkpoints=checkpoints, truth=truth, subnets=args.subnets, seed=args.seed,
                            epochs=args.epochs, lut=args.lut, band_ms=args.band_ms, in_band=args.in_band,
                            repeat=args.repeat, overrides=tuple(args.set), calib_batches=args.calib_batches,

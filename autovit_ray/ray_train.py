@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 
 from autovit_ray import adapters, placement
+from autovit_ray.experiment import Experiment
 from autovit_ray.io import atomic_write_text
 from autovit_ray.placement import Cluster, ResourcePlan, TrainerPlan
 from autovit_ray.space import Arch, SearchSpace, load_space
@@ -190,7 +191,7 @@ def train_loop_per_worker(payload: dict[str, Any]) -> None:
     rank, size = context.get_world_rank(), context.get_world_size()
     world = World(rank, size, ray.train.torch.get_device())
     space = load_space(payload["space_source"], profile=cfg.profile)
-    arch_log = cfg.experiment_dir / "arch_log" / space.name / f"rank{rank}.txt" if cfg.train.arch_log else None
+    arch_log = Experiment(cfg.experiment_dir).arch_log(space.name, rank) if cfg.train.arch_log else None
     trainer = SupernetTrainer(cfg, space, world, arch_log=arch_log, space_source=payload["space_source"])
 
     state = None
@@ -279,7 +280,7 @@ def _fit_one(cfg_dict: dict[str, Any], space_source: str, name: str, plan: Train
                            "torch_threads": plan.torch_threads},
         scaling_config=scaling_config(plan), **torch_backend(cfg),
         run_config=RunConfig(
-            name=name, storage_path=str(cfg.experiment_dir / "checkpoints"),
+            name=name, storage_path=str(Experiment(cfg.experiment_dir).checkpoints_dir),
             failure_config=FailureConfig(max_failures=cfg.ray.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.train.keep_checkpoints),
         ),
@@ -323,7 +324,7 @@ def run_training(cfg: TrainConfig, address: str | None = None, mlflow_uri: str |
         if standalone:  # where the workers and later loads of the checkpoint read the space from
             _write_space(cfg, standalone[1])
         prepare_in_memory(cfg.data)  # the workers map the decoded tensors instead of each decoding them
-        atomic_write_text(exp_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        atomic_write_text(Experiment(exp_dir).config_yaml, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         uri = tracking.default_tracking_uri(exp_dir, mlflow_uri or cfg.mlflow.tracking_uri)
         sources = {space.name: src for src, space in zip(cfg.supernets, spaces.values())}
         run_ids = tracking.start_runs(
@@ -370,7 +371,7 @@ def run_training(cfg: TrainConfig, address: str | None = None, mlflow_uri: str |
                                             "completed_epochs": summary.get("epoch", "")})
         tracking.end_run(uri, run_ids[s], status)
         summary["mlflow_run_id"] = run_ids[s]
-    atomic_write_text(exp_dir / "train_summary.json", json.dumps(results, indent=1, default=str))
+    atomic_write_text(Experiment(exp_dir).train_summary, json.dumps(results, indent=1, default=str))
     return results
 
 
@@ -392,7 +393,7 @@ def standalone_config(cfg: TrainConfig, arch: Arch, named: bool) -> tuple[TrainC
     if cfg.train.sampler != "uniform":  # sandwich steps would run the one arch 2 + n times per batch
         print(f"note: train.sampler {cfg.train.sampler!r} -> 'uniform' for the one arch of --arch", file=sys.stderr)
         cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, sampler="uniform"))
-    source = cfg.experiment_dir.resolve() / "spaces" / f"{arch.supernet}-{arch.arch_hash}.yaml"
+    source = Experiment(cfg.experiment_dir).standalone_space(arch.supernet, arch.arch_hash)
     return dataclasses.replace(cfg, supernets=(str(source),)), restricted
 
 

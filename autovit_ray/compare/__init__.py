@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..experiment import COMPARE_JSON, COMPARE_PNG, Experiment
 from ..space import Arch
 
 if TYPE_CHECKING:  # torch only where a model runs: --help and bad flags answer without it
@@ -80,7 +81,7 @@ def resolve_experiment(experiment: str, mlflow_uri: str | None) -> tuple[str, st
 
     path = Path(experiment).expanduser()
     if path.is_dir():
-        if not mlflow_uri and not os.environ.get("MLFLOW_TRACKING_URI") and not (path / "mlflow.db").is_file():
+        if not mlflow_uri and not os.environ.get("MLFLOW_TRACKING_URI") and not Experiment(path).tracking_db.is_file():
             raise ValueError(f"experiment directory {str(path)!r} has no mlflow.db (no search ran there?); "
                              "pass --mlflow-uri for another tracking store")
         return default_tracking_uri(path, mlflow_uri), SEARCH_EXPERIMENT, path
@@ -597,7 +598,7 @@ def write_outputs(rows: Sequence[dict[str, Any]], out: Path, meta: dict[str, Any
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
         writer.writerows(rows)
-    paths = {"csv": out / "compare.csv", "json": out / "compare.json", "png": out / "compare.png"}
+    paths = {"csv": out / "compare.csv", "json": out / COMPARE_JSON, "png": out / COMPARE_PNG}
     os.replace(f.name, paths["csv"])
     atomic_write_text(paths["json"], json.dumps({**meta, "rows": list(rows)}, indent=2, default=str))
     plot(rows, paths["png"], meta.get("backend", ""))
@@ -688,7 +689,7 @@ def compare_experiment(cfg: CompareConfig, log: Log = print) -> list[dict[str, A
     uri, experiment_name, experiment_dir = resolve_experiment(str(experiment), cfg.mlflow_uri)
     if cfg.out is None and experiment_dir is None:
         raise ValueError("--out is required when --experiment is an MLflow experiment name")
-    out_dir = Path(cfg.out) if cfg.out is not None else experiment_dir / "compare"  # type: ignore[operator]
+    out_dir = Path(cfg.out) if cfg.out is not None else Experiment(experiment_dir).compare_dir  # type: ignore[arg-type]
     client = mlflow_client(uri)
     found = client.get_experiment_by_name(experiment_name)
     if found is None:
@@ -703,7 +704,7 @@ def compare_experiment(cfg: CompareConfig, log: Log = print) -> list[dict[str, A
     candidates += standalone_candidates(standalone, facts, candidates, data_dir, eval_batches)
     if not candidates:
         raise ValueError(f"the searches in {experiment_name!r} reported no best models")
-    train_dir = (experiment_dir if experiment_dir is not None else out_dir) / "references" if cfg.train_references else None
+    train_dir = Experiment(experiment_dir or out_dir).references_dir if cfg.train_references else None
     candidates += reference_candidates(references, checkpoints, facts, candidates[0].resolution, data_dir,
                                        eval_batches, train_dir, log)
     stats, fingerprint = measure(candidates, backend, repeats, rounds, seed, log)

@@ -18,6 +18,7 @@ from typing import Any
 
 from ..adapters import connect_ray, default_tracking_uri
 from ..config import packaged_configs
+from ..experiment import Experiment
 from ..io import atomic_write_text
 from ..progress import duration
 from ..search.config import NOT_IN_IDENTITY, SearchConfig, count
@@ -201,7 +202,8 @@ class Pipeline:
         self.force = set(force)
         self.log = log
         self.exp_dir = cfg.experiment_dir.resolve()
-        self.records_dir = self.exp_dir / "pipeline"
+        self.experiment = Experiment(self.exp_dir)
+        self.records_dir = self.experiment.records_dir
         self.outputs: dict[str, Any] = {}
         self._ray_started = False
 
@@ -303,7 +305,7 @@ class Pipeline:
             try:
                 self.outputs["checkpoints"] = {s: str(find_checkpoint(self.exp_dir, s, final=True))
                                                for s in self.spaces()}
-                self.log(f"train: up to date (fingerprint {fp}), reusing {self.exp_dir / 'checkpoints'}")
+                self.log(f"train: up to date (fingerprint {fp}), reusing {self.experiment.checkpoints_dir}")
                 return "reused"
             except ValueError:
                 pass  # a checkpoint was removed: train again (resumes from what is left)
@@ -361,7 +363,7 @@ class Pipeline:
         for name, space in self.spaces().items():
             num_classes = int(read_meta(self.checkpoint(name))["num_classes"])
             fp = fingerprint("profile", _settings(p), space.fingerprint(), num_classes, device)
-            path = self.exp_dir / "luts" / f"{name}.parquet"
+            path = self.experiment.lut(name)
             luts[name] = str(path)
             if self._reusable("profile", name, fp) is not None and path.is_file():
                 try:
@@ -448,7 +450,7 @@ class Pipeline:
         for name, space in self.spaces().items():
             checkpoint = self.checkpoint(name)
             meta = read_meta(checkpoint)
-            lut = self.exp_dir / "luts" / f"{name}.parquet"
+            lut = self.experiment.lut(name)
             if not lut.is_file():
                 self.log(f"search {name}: no latency table at {lut}: searching with a parameter budget only")
                 lut = None
@@ -464,7 +466,7 @@ class Pipeline:
             fp = fingerprint("search", settings, str(checkpoint.resolve()), meta["epoch"],
                              space.fingerprint(), file_digest(lut) if lut else None, params, latency)
             search_name = f"{name}-{s.strategy}-{fp[:6]}"
-            summary_path = self.exp_dir / "search" / search_name / "results.json"
+            summary_path = self.experiment.search_results(search_name)
             results[name] = str(summary_path)
             if self._reusable("search", name, fp) is not None and summary_path.is_file():
                 self.log(f"search {name}: up to date (fingerprint {fp}), reusing {summary_path}")
@@ -501,7 +503,7 @@ class Pipeline:
 
         out = {}
         for name, search in self.search_names().items():
-            results = self.exp_dir / "search" / search / "results.json"
+            results = self.experiment.search_results(search)
             best = json.loads(results.read_text())["best"] if results.is_file() else []
             if best:
                 out[name] = (search, Arch.from_dict(best[0]["arch"]))
@@ -510,7 +512,7 @@ class Pipeline:
     def retrain_argv(self, supernet: str, arch: Any) -> list[str]:
         """The `python -m autovit_ray.train --arch` arguments of `retrain_config`, for the log only."""
         argv = ["--config", self.cfg.train.config, "--name", f"{supernet}-{arch.arch_hash[:12]}",
-                "--output-dir", str(self.exp_dir / "retrain"), "--supernets", supernet, "--arch", arch.to_json(),
+                "--output-dir", str(self.experiment.retrain_dir), "--supernets", supernet, "--arch", arch.to_json(),
                 "--mlflow-uri", default_tracking_uri(self.exp_dir, self.cfg.mlflow_uri)]
         for item in (*self.cfg.train.set, *self.cfg.retrain.set, f"mlflow.experiment={self.cfg.name}-retrain"):
             argv += ["--set", item]
@@ -533,7 +535,7 @@ class Pipeline:
 
         cfg = load_config(self.cfg.train.config,
                           [*self.cfg.train.set, *self.cfg.retrain.set, f"mlflow.experiment={self.cfg.name}-retrain"],
-                          {"name": f"{supernet}-{arch.arch_hash[:12]}", "output_dir": str(self.exp_dir / "retrain"),
+                          {"name": f"{supernet}-{arch.arch_hash[:12]}", "output_dir": str(self.experiment.retrain_dir),
                            "supernets": [supernet]})
         return standalone_config(cfg, arch, named=True)
 
@@ -595,14 +597,14 @@ class Pipeline:
 
         c = self.cfg.compare
         names = list(self.search_names().values())
-        results = [self.exp_dir / "search" / name / "results.json" for name in names]
+        results = [self.experiment.search_results(name) for name in names]
         if not names or not all(path.is_file() for path in results):
             raise PipelineError(f"compare: no finished search of {list(self.spaces())} in {self.exp_dir}; run "
                                 "the search stage first")
         standalone = self.retrained_checkpoints()
         fp = fingerprint("compare", _settings(c), [file_digest(path) for path in results],
                          [file_digest(path / META_FILE) for path in standalone])  # their epoch and metrics
-        out_dir = self.exp_dir / "compare"
+        out_dir = self.experiment.compare_dir
         self.outputs["compare"] = str(out_dir)
         if self._reusable("compare", None, fp) is not None and out_dir.is_dir():
             self.log(f"compare: up to date (fingerprint {fp}), reusing {out_dir}")
@@ -686,7 +688,7 @@ class Pipeline:
         summary = {"name": self.cfg.name, "experiment_dir": str(self.exp_dir.resolve()),
                    "total_seconds": round(sum(t.seconds for t in timings), 1), "stages": stages,
                    "outputs": self.outputs}
-        atomic_write_text(self.exp_dir / "pipeline_summary.json", json.dumps(summary, indent=1, default=str))
+        atomic_write_text(self.experiment.summary_json, json.dumps(summary, indent=1, default=str))
 
 
 def pipeline_eta(elapsed_s: float, budgets: dict[str, float]) -> str:

@@ -32,6 +32,7 @@ from pathlib import Path
 import yaml
 
 from autovit_ray.adapters import default_tracking_uri
+from autovit_ray.experiment import COMPARE_JSON
 from autovit_ray.pipeline import STAGES, Pipeline, PipelineError, StageTiming, load_pipeline_config
 
 
@@ -51,8 +52,8 @@ def print_summary(pipeline: Pipeline, timings: Sequence[StageTiming]) -> None:
         items = value.items() if isinstance(value, dict) else [("", value)]
         for supernet, path in items:
             print(f"  {key:12} {supernet:4} {path}")
-    print(f"  {'summary':12} {'':4} {exp / 'pipeline_summary.json'}")
-    compare_json = Path(pipeline.outputs.get("compare", exp / "compare")) / "compare.json"
+    print(f"  {'summary':12} {'':4} {pipeline.experiment.summary_json}")
+    compare_json = Path(pipeline.outputs.get("compare", pipeline.experiment.compare_dir)) / COMPARE_JSON
     verdict = json.loads(compare_json.read_text()).get("summary") if compare_json.is_file() else None
     if verdict:
         print(f"\n{verdict}")

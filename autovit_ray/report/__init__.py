@@ -15,8 +15,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..experiment import SEARCH_RESULTS, Experiment
+
 Log = Callable[[str], None]
-MARKERS = ("config.yaml", "pipeline_summary.json", "checkpoints", "luts", "search", "compare", "mlflow.db")
 CURVES = ("val_top1_smallest", "val_top1_largest", "val_top1_random_mean")  # drawn bold
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 COMPARE_COLUMNS = ("model", "kind", "resolution", "test_top1", "params", "macs", "lut_latency_ms", "latency_ms",
@@ -34,13 +35,14 @@ class Missing(Exception):
 
 def check_experiment(path: Path) -> Path:
     """`path` if it is an experiment directory, else ValueError saying what was expected."""
-    expected = f"an experiment directory (<output_dir>/<name>/ holding some of {', '.join(MARKERS)})"
+    markers = ", ".join(p.name for p in Experiment(path).markers())
+    expected = f"an experiment directory (<output_dir>/<name>/ holding some of {markers})"
     if not path.exists():
         raise ValueError(f"{path} does not exist: expected {expected}")
     if not path.is_dir():
         raise ValueError(f"{path} is not a directory: expected {expected}")
-    if not any((path / marker).exists() for marker in MARKERS):
-        raise ValueError(f"{path} is not an experiment directory: it has none of {', '.join(MARKERS)} "
+    if not any(marker.exists() for marker in Experiment(path).markers()):
+        raise ValueError(f"{path} is not an experiment directory: it has none of {markers} "
                          "(expected <output_dir>/<name>/ of a pipeline, training or search run)")
     return path
 
@@ -50,27 +52,28 @@ def write_report(experiment_dir: Path, log: Log = print) -> Path:
     from ..io import atomic_write_text
 
     exp = check_experiment(Path(experiment_dir).expanduser())
-    compare_json = exp / "compare" / "compare.json"
+    layout = Experiment(exp)
+    compare_json = layout.compare_json
     compare = _section(log, "comparison", compare_json, lambda: _read_json(compare_json, "comparison table"))
     rows = [r for r in compare.get("rows") or [] if isinstance(r, dict)] if isinstance(compare, dict) else []
-    sections = [("Stage timings", exp / "pipeline_summary.json", lambda: stage_timings(exp)),
-                ("Training curves", exp / "mlflow.db", lambda: training_curves(exp, log)),
-                ("Latency tables", exp / "luts", lambda: latency_tables(exp, log)),
-                ("Searches", exp / "search", lambda: searches(exp, rows, log)),
+    sections = [("Stage timings", layout.summary_json, lambda: stage_timings(exp)),
+                ("Training curves", layout.tracking_db, lambda: training_curves(exp, log)),
+                ("Latency tables", layout.luts_dir, lambda: latency_tables(exp, log)),
+                ("Searches", layout.searches_dir, lambda: searches(exp, rows, log)),
                 ("Comparison", compare_json, lambda: comparison(exp, compare, log))]
     name = _esc(exp.resolve().name)
     body = [f"<h1>Experiment {name}</h1>",
             f"<p class=caption>{_esc(exp.resolve())}; generated {time.strftime('%Y-%m-%d %H:%M:%S')}</p>"]
     if isinstance(compare, dict) and isinstance(compare.get("summary"), str):  # the comparison's verdict, on top
         body.append(f"<p class=verdict>{_esc(compare['summary'])}</p>")
-    fidelity_json = exp / "fidelity" / FIDELITY_FILE  # an optional stage: a section only when it ran
+    fidelity_json = layout.fidelity_dir / FIDELITY_FILE  # an optional stage: a section only when it ran
     if fidelity_json.is_file():
         sections.append(("Rank fidelity", fidelity_json, lambda: rank_fidelity(fidelity_json)))
     for title, source, build in sections:
         body += [f"<h2>{title}</h2>", _section(log, title.lower(), source, build)]
     page = (f"<!DOCTYPE html>\n<html lang=en><head><meta charset=utf-8><title>{name} report</title>"
             f"<style>{CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
-    return atomic_write_text(exp / "report.html", page)
+    return atomic_write_text(layout.report_html, page)
 
 
 class _Failed(str):
@@ -156,7 +159,7 @@ def _png_tag(data: bytes, alt: str) -> str:
 
 
 def stage_timings(exp: Path) -> str:
-    summary = _read_json(exp / "pipeline_summary.json", "stage timings")
+    summary = _read_json(Experiment(exp).summary_json, "stage timings")
     rows = [(s["stage"], s["status"], s["seconds"], s["budget_s"], s.get("last_ran_seconds"), s.get("last_ran"),
              "OVER BUDGET" if s.get("over_budget") else "") for s in summary["stages"]]
     return (f"<p>pipeline {_esc(summary.get('name', '?'))}: {_esc(summary.get('total_seconds', '?'))} s in all "
@@ -170,7 +173,7 @@ def _tracking(exp: Path) -> tuple[Any, dict[str, Any]]:
 
     from ..adapters import default_tracking_uri, mlflow_client
 
-    config_path = exp / "config.yaml"
+    config_path = Experiment(exp).config_yaml
     if not config_path.is_file():
         raise Missing(f"training config: no file {config_path}")
     cfg = yaml.safe_load(config_path.read_text()) or {}
@@ -205,7 +208,7 @@ def training_curves(exp: Path, log: Log) -> str:
         runs = [r for r in runs if r.data.tags.get("ray_run_name", "").startswith(f"{name}/")]
         if not runs:
             parts.append(_note(log, f"training curves: no training runs of {name!r} in MLflow experiment "
-                                    f"{experiment_name!r} ({exp / 'mlflow.db'})"))
+                                    f"{experiment_name!r} ({Experiment(exp).tracking_db})"))
     except Missing as exc:
         parts.append(_note(log, str(exc)))
         runs = []
@@ -300,18 +303,18 @@ def reference_stars(rows: Sequence[dict[str, Any]]) -> tuple[list[tuple[str, flo
 
 
 def searches(exp: Path, compare_rows: Sequence[dict[str, Any]], log: Log) -> str:
-    dirs = sorted(p for p in (exp / "search").glob("*") if p.is_dir())
+    dirs = Experiment(exp).search_dirs()
     if not dirs:
         raise Missing(f"searches: no search/<name>/ in {exp}")
     # One section per search: a malformed results.json must not hide the other searches.
-    return "".join(_section(log, f"search {f.name}", f / "results.json", lambda f=f: search_plot(exp, f, compare_rows))
+    return "".join(_section(log, f"search {f.name}", f / SEARCH_RESULTS, lambda f=f: search_plot(exp, f, compare_rows))
                    for f in dirs)
 
 
 def search_plot(exp: Path, folder: Path, compare_rows: Sequence[dict[str, Any]]) -> str:
     from ..search.pareto import pareto_front
 
-    data = _read_json(folder / "results.json", f"search {folder.name} results")
+    data = _read_json(folder / SEARCH_RESULTS, f"search {folder.name} results")
     points, best = [e for e in data["evaluated"] if _num(e["fitness"]) is not None], data["best"]
     # A search without a latency table records no latencies: then parameters are the cost axis.
     by_latency = bool(points) and all(_num(e["latency"]) is not None for e in points)
@@ -348,7 +351,7 @@ def comparison(exp: Path, compare: Any, log: Log) -> str:
     rows = compare["rows"]
     parts = [f"<p class=caption>latency measured on {_esc(compare.get('backend', '?'))}</p>"
              + _table(COMPARE_COLUMNS, [[r.get(c) for c in COMPARE_COLUMNS] for r in rows])]
-    png = exp / "compare" / "compare.png"
+    png = Experiment(exp).compare_png
     if png.is_file():
         data = png.read_bytes()
         parts.append(_png_tag(data, "test top-1 vs measured latency") if data.startswith(PNG_SIGNATURE)

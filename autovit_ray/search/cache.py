@@ -24,7 +24,6 @@ from typing import Any
 
 from ..space import Arch
 
-CACHE_FILE = "eval_cache.sqlite"
 _SCHEMA = "CREATE TABLE IF NOT EXISTS evaluations (key TEXT PRIMARY KEY, context TEXT, arch_hash TEXT, " \
           "split TEXT, metrics TEXT)"
 
@@ -91,4 +90,4 @@ class EvalCache:
                                        (self.context_hash,)).fetchone()[0]
 
 
-__all__ = ["CACHE_FILE", "EvalCache", "file_digest"]
+__all__ = ["EvalCache", "file_digest"]

@@ -21,6 +21,7 @@ from typing import Any
 
 from .. import adapters, placement
 from ..adapters import connect_ray, default_tracking_uri
+from ..experiment import SEARCH_RESULTS, Experiment
 from ..io import atomic_write_text
 from ..placement import ResourcePlan
 from ..space import Arch, SearchSpace
@@ -182,14 +183,14 @@ def run(cfg: SearchConfig) -> dict[str, Any]:
     if not costs.fits(smallest):
         raise costs.unreachable([smallest], 1)
     strategy = make_search_strategy(cfg, space, costs)
-    out_dir = Path(cfg.output_dir) if cfg.output_dir else checkpoint.parent.parent.parent
-    search_dir = out_dir / "search" / cfg.name
+    experiment = Experiment(Path(cfg.output_dir)) if cfg.output_dir else Experiment.of_checkpoint(checkpoint)
+    search_dir = experiment.search_dir(cfg.name)
     data_overrides = {"data_dir": cfg.data_dir} if cfg.data_dir else {}
     settings = EvalSettings(max_batches=cfg.eval_batches, calib_batches=cfg.calib_batches, val_half=cfg.val_half)
     data = evaluation_data(meta, data_overrides)
     context = evaluation_context(checkpoint, data, settings)
     identity, identity_summary = search_identity(cfg, context, space, meta.get("epoch"), checkpoint)
-    tracker = SearchTracker(default_tracking_uri(out_dir, cfg.mlflow_uri), cfg.name)
+    tracker = SearchTracker(default_tracking_uri(experiment.root, cfg.mlflow_uri), cfg.name)
     tracker.start(identity=identity, summary=identity_summary, new_run=cfg.new_run, params={
         "strategy": cfg.strategy, "supernet": space.name, "profile": space.profile.name,
         "space_fingerprint": space.fingerprint(), "checkpoint": str(checkpoint), "lut": cfg.lut or "",
@@ -200,7 +201,7 @@ def run(cfg: SearchConfig) -> dict[str, Any]:
 
     try:
         return _run_started(cfg, tracker, strategy, checkpoint, data, data_overrides, settings, context, identity,
-                            out_dir, search_dir)
+                            experiment, search_dir)
     except KeyboardInterrupt:
         tracker.finish("KILLED")
         raise
@@ -211,7 +212,7 @@ def run(cfg: SearchConfig) -> dict[str, Any]:
 
 def _run_started(cfg: SearchConfig, tracker: Any, strategy: SearchStrategy, checkpoint: Path, data: Any,
                  data_overrides: dict[str, Any], settings: Any, context: dict[str, Any], identity: str,
-                 out_dir: Path, search_dir: Path) -> dict[str, Any]:
+                 experiment: Experiment, search_dir: Path) -> dict[str, Any]:
     """`run` once its MLflow parent run exists: the evaluator pool, the Tune experiment (a `tune.Tuner`,
     or `Tuner.restore` of this search's interrupted one), the summary."""
     import time
@@ -220,12 +221,12 @@ def _run_started(cfg: SearchConfig, tracker: Any, strategy: SearchStrategy, chec
 
     from ..data import prepare_in_memory
     from .actors import EvaluatorPool
-    from .cache import CACHE_FILE, EvalCache
+    from .cache import EvalCache
     from .tune_searcher import AutoViTSearcher, SearchProgress
 
     connect_ray(cfg.address, cfg.num_cpus, log_to_driver=False)
     prepare_in_memory(data)
-    cache = None if cfg.no_eval_cache else EvalCache(cfg.eval_cache or out_dir / "search" / CACHE_FILE, context)
+    cache = None if cfg.no_eval_cache else EvalCache(cfg.eval_cache or experiment.eval_cache, context)
     cluster = adapters.cluster_node_groups()
     plan = plan_search(cfg, cluster)
     placement.check_fits(plan, cluster)  # before any actor starts
@@ -238,7 +239,7 @@ def _run_started(cfg: SearchConfig, tracker: Any, strategy: SearchStrategy, chec
     # Re-passed on a restore: the pool's object references do not survive Tune's pickle of the trainable.
     trainable = tune.with_resources(
         tune.with_parameters(evaluate_trial, pool=pool, finished=tracker.finished), {"cpu": TRIAL_CPUS})
-    tune_dir = (out_dir / "tune").resolve() / f"{cfg.name}-{identity}"  # resumes only the same search
+    tune_dir = experiment.tune_dir(cfg.name, identity)  # resumes only the same search
     started = time.time()
     try:
         if tune.Tuner.can_restore(str(tune_dir)):
@@ -283,8 +284,8 @@ def _run_started(cfg: SearchConfig, tracker: Any, strategy: SearchStrategy, chec
                    eval_cache=str(cache.path) if cache is not None else None)
     tracker.log_counts(counts)
     pool.shutdown()
-    atomic_write_text(search_dir / "results.json", json.dumps(summary, indent=2, default=str))
-    tracker.log_artifact(search_dir / "results.json")
+    atomic_write_text(search_dir / SEARCH_RESULTS, json.dumps(summary, indent=2, default=str))
+    tracker.log_artifact(search_dir / SEARCH_RESULTS)
     tracker.finish("FINISHED")
     return summary
 
