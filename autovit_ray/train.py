@@ -32,7 +32,7 @@ from autovit_ray.ray_train import connect_ray, plan_training, run_training, stan
 from autovit_ray.training.config import TrainConfig, describe_fields, load_config
 
 
-def build_arg_parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m autovit_ray.train", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Train AutoViT supernets (paper Algorithm 1) concurrently on Ray Train.",
@@ -93,7 +93,7 @@ def dry_run(cfg: TrainConfig, address: str | None, cluster_file: str | None) -> 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_arg_parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     try:
         cfg = config_from_args(args)
         arch = None

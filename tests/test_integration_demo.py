@@ -25,6 +25,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from cli_commands import commands
 from integration_utils import REPO, RayTemp, processes_tagged, tail, wait_for
 
 # The per-candidate progress line of `python -m autovit_ray.search`.
@@ -71,25 +72,6 @@ def readme_block(heading: str, after: str = "") -> str:
         start = text.index(after, start)
     body = text[text.index("```bash\n", start) + len("```bash\n"):]
     return body[:body.index("```")]
-
-
-def commands(block: str) -> list[str]:
-    """The block's commands: continuation lines joined, comment-only and blank lines dropped (trailing
-    comments are left to bash)."""
-    out, current = [], ""
-    for line in block.splitlines():
-        if not current and (not line.strip() or line.lstrip().startswith("#")):
-            continue
-        current += line
-        if line.rstrip().endswith("\\"):
-            current = current.rstrip()[:-1] + " "
-        elif line.rstrip().endswith("|"):
-            current += " "
-        else:
-            out.append(current.strip())
-            current = ""
-    assert not current, f"README block ends inside a command: {current!r}"
-    return out
 
 
 def test_readme_blocks_parse_into_the_commands_the_demo_test_runs():

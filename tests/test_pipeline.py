@@ -286,16 +286,16 @@ def test_the_logged_train_commands_give_the_stage_configs(tmp_path):
     run through the train CLI's own parsing, give the same configs."""
     from autovit_ray.ray_train import standalone_config
     from autovit_ray.space import load_space
-    from autovit_ray.train import build_arg_parser, config_from_args
+    from autovit_ray.train import build_parser, config_from_args
 
     pipeline = Pipeline(load_pipeline_config("demo", [f"output_dir={tmp_path}", "supernets=[xxs,s]",
                                                       "train.set=[train.epochs=2, data.batch_size=16]",
                                                       "retrain.set=[train.epochs=1]"]))
-    parsed = config_from_args(build_arg_parser().parse_args(pipeline.train_argv()))
+    parsed = config_from_args(build_parser().parse_args(pipeline.train_argv()))
     assert parsed.to_dict() == pipeline.train_config().to_dict()
     assert pipeline.train_config().supernets == ("xxs", "s") and pipeline.train_config().train.epochs == 2
     arch = load_space("xxs", profile="digits").smallest()
-    printed, _ = standalone_config(config_from_args(build_arg_parser().parse_args(pipeline.retrain_argv("xxs", arch))),
+    printed, _ = standalone_config(config_from_args(build_parser().parse_args(pipeline.retrain_argv("xxs", arch))),
                                    arch, named=True)
     built, space = pipeline.retrain_config("xxs", arch)
     assert printed.to_dict() == built.to_dict() and space.smallest() == arch

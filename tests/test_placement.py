@@ -127,9 +127,9 @@ def test_cluster_file_readers_and_their_errors(tmp_path):
 
 def _train_plan(argv: list[str], c: Cluster):
     from autovit_ray.ray_train import plan_training
-    from autovit_ray.train import build_arg_parser, config_from_args
+    from autovit_ray.train import build_parser, config_from_args
 
-    cfg = config_from_args(build_arg_parser().parse_args(argv))
+    cfg = config_from_args(build_parser().parse_args(argv))
     return plan_training(cfg, [Path(s).stem for s in cfg.supernets], c)
 
 

@@ -11,7 +11,7 @@ from autovit_ray.plan import describe_space
 from autovit_ray.space import Arch, load_space
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m autovit_ray.space",
                                      description="Describe AutoViT search spaces.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -20,7 +20,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     describe.add_argument("--profile", default=None, help="input profile (default: the space's default)")
     describe.add_argument("--num-classes", type=int, default=1000)
     describe.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     try:
         infos = [describe_space(load_space(name, profile=args.profile), args.num_classes) for name in args.space]
     except ValueError as exc:
