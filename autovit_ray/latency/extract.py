@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 
@@ -27,14 +29,16 @@ def frame_only(block: MobileViTBlock) -> MobileViTBlock:
 def extract_modules(net: nn.Module, arch: Arch, space: SearchSpace,
                     num_classes: int) -> dict[str, tuple[nn.Module, tuple[int, ...]]]:
     """key -> (static module, its input shape at batch 1) for every module of `net` (= the static
-    subnet of `arch`). Input shapes come from one forward pass with hooks, so they are exact."""
+    subnet of `arch`). Input shapes come from one forward pass with hooks, so they are exact; the pass
+    runs on a copy on the meta device, which computes shapes only (no arithmetic at 256 px)."""
     modules = arch_modules(arch, space, num_classes)
     shapes: dict[str, tuple[int, ...]] = {}
     hooks = []
+    shape_net = copy.deepcopy(net).to("meta")
     for key, path in modules:
         if key in shapes:
             continue
-        module = _resolve(net, path)
+        module = _resolve(shape_net, path)
 
         def record(_mod: nn.Module, args: tuple, key: str = key) -> None:
             shapes.setdefault(key, tuple(args[0].shape))
@@ -42,7 +46,7 @@ def extract_modules(net: nn.Module, arch: Arch, space: SearchSpace,
         hooks.append(module.register_forward_pre_hook(record))
     try:
         with torch.inference_mode():
-            net.eval()(torch.zeros(1, 3, arch.resolution, arch.resolution))
+            shape_net.eval()(torch.zeros(1, 3, arch.resolution, arch.resolution, device="meta"))
     finally:
         for hook in hooks:
             hook.remove()
