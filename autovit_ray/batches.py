@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,10 +51,7 @@ def decode(source: Any, size: tuple[int, int] | None = None) -> ImageTensors:
     """Every image of a data source (`autovit_ray.data`'s `_Source`) as one uint8 tensor: at their own
     size (which must be one size), or each resized and centre-cropped to `size` (H, W)."""
     def pixels(i: int) -> np.ndarray:  # [H, W, 3]
-        image = source.image(i)
-        if size is not None and image.size != (size[1], size[0]):
-            image = ImageOps.fit(image, (size[1], size[0]), method=Image.Resampling.BILINEAR)
-        return np.asarray(image)
+        return fit(source.image(i), size)
 
     first = pixels(0)
     images = np.empty((len(source), *first.shape), dtype=np.uint8)  # [N, H, W, 3]
@@ -67,6 +64,14 @@ def decode(source: Any, size: tuple[int, int] | None = None) -> ImageTensors:
         images[i] = image
     return ImageTensors(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(),
                         torch.from_numpy(np.asarray(source.labels, dtype=np.int64)))
+
+
+def fit(image: Image.Image, size: tuple[int, int] | None) -> np.ndarray:
+    """An RGB image as uint8 [H, W, 3]: as it is (size None), else its shorter side resized and its centre
+    cropped to `size` (H, W), as `ImageOps.fit` does."""
+    if size is not None and image.size != (size[1], size[0]):
+        image = ImageOps.fit(image, (size[1], size[0]), method=Image.Resampling.BILINEAR)
+    return np.asarray(image)
 
 
 def _tensor_digest(tensors: ImageTensors) -> str:
@@ -172,4 +177,46 @@ class TensorBatches:
                 yield eval_batch(images, self.resolution, self.mean, self.std, self.crop_pct), labels
 
 
-__all__ = ["ImageTensors", "TensorBatches", "decode", "load_tensors", "source_key"]
+class StreamBatches:
+    """Training batches (x float32 [B, 3, r, r] normalised, y int64 [B]) from a stream of uint8 batches
+    {"image": [B, S, S, 3], "label": [B]} that something else reads and decodes (a Ray Data shard's
+    `iter_torch_batches`, `autovit_ray.ray_data`): augmented on `device` as `TensorBatches` augments, with
+    the generator seeded by (seed, epoch, step, rank). The stream decides which images make up a step;
+    `steps` is how many steps an epoch takes (every rank must take as many: gradients are all-reduced)."""
+
+    def __init__(self, epoch_stream: Callable[[int], Iterable[Mapping[str, torch.Tensor]]], steps: int, *,
+                 augment: AugmentConfig | None, resolution: int, mean: tuple[float, ...], std: tuple[float, ...],
+                 crop_pct: float, seed: int, rank: int = 0, device: torch.device | str = "cpu") -> None:
+        if steps < 1:
+            raise ValueError(f"steps {steps!r} is invalid: expected at least one batch per epoch and rank")
+        self.epoch_stream, self.steps, self.augment, self.resolution = epoch_stream, steps, augment, resolution
+        self.mean, self.std, self.crop_pct, self.seed, self.rank = mean, std, crop_pct, seed, rank
+        self.device = torch.device(device)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        step = -1
+        for step, batch in enumerate(self.epoch_stream(self.epoch)):
+            if step >= self.steps:
+                return
+            # [B, S, S, 3] (the decoder's HWC) -> [B, 3, S, S]
+            images = batch["image"].to(self.device, non_blocking=True).permute(0, 3, 1, 2).contiguous()
+            labels = batch["label"].to(self.device, non_blocking=True)
+            if self.augment is not None:
+                generator = torch.Generator(device=self.device)
+                generator.manual_seed(_seed(self.seed, self.epoch, step, self.rank))
+                yield train_batch(images, self.augment, generator), labels
+            else:
+                yield eval_batch(images, self.resolution, self.mean, self.std, self.crop_pct), labels
+        if step + 1 < self.steps:  # a short shard would leave the other ranks waiting in all-reduce
+            raise RuntimeError(f"the training stream of rank {self.rank} ended after {step + 1} batches in epoch "
+                               f"{self.epoch}, expected {self.steps}")
+
+
+__all__ = ["ImageTensors", "StreamBatches", "TensorBatches", "decode", "fit", "load_tensors", "source_key"]

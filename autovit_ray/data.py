@@ -590,13 +590,95 @@ def prepare_in_memory(cfg: DataConfig) -> None:
         load_tensors(cfg.dataset, _sources(cfg), cfg.cache_dir, size=stored_size(cfg))
 
 
+@dataclass(frozen=True)
+class PreparedData:
+    """Everything a worker needs to build its loaders on an in-memory path without reading `data_dir`:
+    the splits, the class names and the decoded images as numpy arrays (Ray's object store shares numpy
+    arrays without a copy per process). Made once by the driver (`prepare_data`), so on a cluster the
+    data set is decoded once and no other node needs its files."""
+
+    splits: Splits
+    classes: tuple[str, ...]
+    train_images: np.ndarray  # uint8 [N, 3, H, W]: the official training set
+    train_labels: np.ndarray  # int64 [N]
+    test_images: np.ndarray  # uint8 [M, 3, H, W]: the official test set
+    test_labels: np.ndarray  # int64 [M]
+
+    def tensors(self) -> tuple[Any, Any]:
+        """(official train, official test) as `ImageTensors` over these arrays (no copy)."""
+        import warnings
+
+        from autovit_ray.batches import ImageTensors
+
+        with warnings.catch_warnings():  # the object store's arrays are read-only; nothing writes them
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            return (ImageTensors(torch.from_numpy(self.train_images), torch.from_numpy(self.train_labels)),
+                    ImageTensors(torch.from_numpy(self.test_images), torch.from_numpy(self.test_labels)))
+
+
+def prepare_data(cfg: DataConfig) -> PreparedData:
+    """The `PreparedData` of `cfg` (decoded through the cache, as `prepare_in_memory`)."""
+    path = resolve_data_path(cfg)
+    if path not in ("batched", "tensors"):
+        raise ValueError(f"data of {cfg.dataset!r} resolves to data path {path!r}: only the in-memory paths "
+                         f"(batched, tensors) can be prepared once and shipped (data.in_memory_limit_mb is "
+                         f"{cfg.in_memory_limit_mb} MiB, the decoded images take {in_memory_mb(cfg):.0f} MiB)")
+    from autovit_ray.batches import load_tensors
+
+    train, test = load_tensors(cfg.dataset, _sources(cfg), cfg.cache_dir, size=stored_size(cfg))
+    return PreparedData(make_splits(cfg), _sources(cfg)[0].classes, train.images.numpy(), train.labels.numpy(),
+                        test.images.numpy(), test.labels.numpy())
+
+
+def train_files(cfg: DataConfig) -> tuple[list[str], tuple[str, ...]]:
+    """(files of the training split, class names) of an image folder: what a distributed reader (Ray
+    Data) reads; the same images, in the same split, as every other data path."""
+    if cfg.dataset != "imagefolder":
+        raise ValueError(f"dataset {cfg.dataset!r} has no image files to read: expected dataset 'imagefolder'")
+    source = _sources(cfg)[0]
+    assert isinstance(source, _FileSource)
+    return [str(source.paths[i]) for i in make_splits(cfg).train], source.classes
+
+
+class FolderImageDecoder:
+    """Batches of image files {"bytes": [B], "path": [B]} (Ray Data's `read_binary_files(...,
+    include_paths=True)`) -> {"image": uint8 [B, S, S, 3], "label": int64 [B]}: decoded to RGB, fitted to
+    S x S (`stored_size`) and labelled by their class folder under `root`, as `_scan_folder` labels them."""
+
+    def __init__(self, root: str, classes: Sequence[str], size: int) -> None:
+        self.root = Path(root).resolve()
+        self.index = {name: i for i, name in enumerate(classes)}
+        self.size = size
+
+    def label(self, path: str) -> int:
+        try:
+            return self.index[Path("/", path).relative_to(self.root).parts[0]]
+        except (ValueError, KeyError, IndexError):
+            raise ValueError(f"image {path} is not in a class folder of {self.root} "
+                             f"(expected {self.root}/<class>/...; classes {sorted(self.index)[:5]}...)") from None
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        from autovit_ray.batches import fit
+
+        images = np.empty((len(batch["path"]), self.size, self.size, 3), dtype=np.uint8)
+        for i, (data, path) in enumerate(zip(batch["bytes"], batch["path"])):
+            images[i] = fit(_decode(io.BytesIO(data), str(path)), (self.size, self.size))
+        return {"image": images, "label": np.asarray([self.label(str(p)) for p in batch["path"]], dtype=np.int64)}
+
+
 def _tensor_loader(cfg: DataConfig, split: str, resolution: int | None, world_rank: int, world_size: int,
-                   device: torch.device | str, augment: bool, part: tuple[int, int] | None) -> Any:
+                   device: torch.device | str, augment: bool, part: tuple[int, int] | None,
+                   prepared: PreparedData | None = None) -> Any:
     from autovit_ray.batches import TensorBatches
 
-    data_dir = None if cfg.dataset == "digits" or cfg.data_dir is None else str(Path(cfg.data_dir).resolve())
-    train_tensors, test_tensors = _tensors(cfg.dataset, data_dir, cfg.cache_dir, stored_size(cfg))
-    indices = _part(getattr(make_splits(cfg), split), part)
+    if prepared is not None:
+        train_tensors, test_tensors = prepared.tensors()
+        splits = prepared.splits
+    else:
+        data_dir = None if cfg.dataset == "digits" or cfg.data_dir is None else str(Path(cfg.data_dir).resolve())
+        train_tensors, test_tensors = _tensors(cfg.dataset, data_dir, cfg.cache_dir, stored_size(cfg))
+        splits = make_splits(cfg)
+    indices = _part(getattr(splits, split), part)
     r = resolution or cfg.input_resolution
     loader = TensorBatches(
         test_tensors if split == "test" else train_tensors, indices, cfg.batch_size, train=split == "train",
@@ -619,11 +701,13 @@ def _part(indices: np.ndarray, part: tuple[int, int] | None) -> np.ndarray:
 
 
 def build_loader(cfg: DataConfig, split: str, resolution: int | None = None, world_rank: int = 0,
-                 world_size: int = 1, device: torch.device | str = "cpu", part: tuple[int, int] | None = None) -> Any:
+                 world_size: int = 1, device: torch.device | str = "cpu", part: tuple[int, int] | None = None,
+                 prepared: PreparedData | None = None) -> Any:
     """One split's loader at `resolution` (default: `cfg.input_resolution`), sharded for `world_rank`: on
     the in-memory paths a `TensorBatches` that prepares batches on `device`, else a DataLoader over timm
     transforms (`resolve_data_path`). `part` = (k, n): only the k-th of n fixed interleaved parts of the
-    split (`_part`; e.g. a search selecting on one half of the validation split)."""
+    split (`_part`; e.g. a search selecting on one half of the validation split). `prepared`: the
+    driver's `prepare_data(cfg)`, read instead of `data_dir` (in-memory paths only)."""
     if part is not None and not (isinstance(part, tuple) and len(part) == 2 and all(_is_int(v) for v in part)
                                  and 0 <= part[0] < part[1]):
         raise ValueError(f"part {part!r} is invalid: expected (k, n) with 0 <= k < n")
@@ -633,10 +717,10 @@ def build_loader(cfg: DataConfig, split: str, resolution: int | None = None, wor
         raise ValueError(f"resolution {resolution!r} is invalid: expected a positive integer or None")
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}: expected one of {SPLITS}")
-    path = resolve_data_path(cfg)
+    path = resolve_data_path(cfg) if prepared is None else ("batched" if _augments(cfg) else "tensors")
     if path in ("batched", "tensors"):
         return _tensor_loader(cfg, split, resolution, world_rank, world_size, device, augment=path == "batched",
-                              part=part)
+                              part=part, prepared=prepared)
     dataset = build_dataset(cfg, split, resolution, part)
     sampler: Sampler[int] | None = None
     if split == "train":
@@ -699,15 +783,22 @@ def build_mixup(cfg: DataConfig, num_classes: int) -> Mixup | None:
 
 
 def build_loaders(cfg: DataConfig, resolution: int | None = None, world_rank: int = 0,
-                  world_size: int = 1, device: torch.device | str = "cpu") -> Loaders:
-    """Train / val / test / calib loaders at `resolution` (default `cfg.input_resolution`)."""
-    loaders = {s: build_loader(cfg, s, resolution, world_rank, world_size, device) for s in SPLITS}
-    classes = _sources(cfg)[0].classes
+                  world_size: int = 1, device: torch.device | str = "cpu", prepared: PreparedData | None = None,
+                  train: Any = None) -> Loaders:
+    """Train / val / test / calib loaders at `resolution` (default `cfg.input_resolution`). `prepared`:
+    the driver's `prepare_data(cfg)`, read instead of `data_dir`; `train`: a loader that replaces the
+    training split's (a `StreamBatches` over Ray Data; the data path is then recorded as 'ray-data')."""
+    loaders = {s: build_loader(cfg, s, resolution, world_rank, world_size, device, prepared=prepared)
+               for s in SPLITS if not (s == "train" and train is not None)}
+    classes = prepared.classes if prepared is not None else _sources(cfg)[0].classes
     mixup_fn = build_mixup(cfg, len(classes))
+    data_path = "ray-data" if train is not None else (
+        resolve_data_path(cfg) if prepared is None else ("batched" if _augments(cfg) else "tensors"))
     return Loaders(
-        **loaders, num_classes=len(classes), classes=classes, mixup_fn=mixup_fn,
-        label_smoothing=cfg.label_smoothing, resolution=resolution or cfg.input_resolution,
-        mean=cfg.mean, std=cfg.std, cfg=cfg, data_path=resolve_data_path(cfg), world_rank=world_rank,
+        train=train if train is not None else loaders.pop("train"), **loaders, num_classes=len(classes),
+        classes=classes, mixup_fn=mixup_fn, label_smoothing=cfg.label_smoothing,
+        resolution=resolution or cfg.input_resolution, mean=cfg.mean, std=cfg.std, cfg=cfg, data_path=data_path,
+        world_rank=world_rank,
     )
 
 
@@ -752,8 +843,9 @@ def renormalize(x: torch.Tensor, from_mean: Sequence[float], from_std: Sequence[
 
 
 __all__ = [
-    "CIFAR10_CLASSES", "DATASETS", "DATA_PATHS", "SPLITS", "DataConfig", "ImageDataset", "Loaders", "Splits",
+    "CIFAR10_CLASSES", "DATASETS", "DATA_PATHS", "SPLITS", "DataConfig", "FolderImageDecoder", "ImageDataset",
+    "Loaders", "PreparedData", "Splits",
     "build_dataset", "build_loader", "build_loaders", "build_mixup", "build_transform", "check_images",
     "in_memory_mb", "legacy_data_path", "make_splits", "prepare_in_memory", "num_classes", "renormalize", "resize_batch",
-    "resolve_data_path", "set_epoch", "stored_size",
+    "prepare_data", "resolve_data_path", "set_epoch", "stored_size", "train_files",
 ]

@@ -93,13 +93,15 @@ def check_resume(cfg: TrainConfig, spaces: Mapping[str, SearchSpace]) -> dict[st
 def _check_data_path(meta: Mapping[str, Any], cfg: TrainConfig, name: str) -> None:
     """Refuse to continue a supernet on another data path than it trained on (the default moved from
     timm's PIL pipeline to the in-memory one: an older experiment must not switch halfway)."""
-    from autovit_ray.data import legacy_data_path, resolve_data_path
+    from autovit_ray.data import legacy_data_path
+    from autovit_ray.ray_inputs import training_data_path
 
     trained = meta.get("data_path") or legacy_data_path(config_from_dict(meta["config"]).data)
-    now = resolve_data_path(cfg.data)
+    now = training_data_path(cfg)
     if trained != now:
         how = {"timm": "data.augment: timm", "timm-no-aug": "data.in_memory_limit_mb: 0",
-               "batched": "data.augment: batched", "tensors": "data.augment: none"}[trained]
+               "batched": "data.augment: batched", "tensors": "data.augment: none",
+               "ray-data": "ray.train_input: ray-data"}[trained]
         raise ValueError(f"experiment {str(cfg.experiment_dir)!r}: supernet {name!r} was trained on data path "
                          f"{trained!r}, this config resolves to {now!r}; set {how} to resume it, or use another "
                          "--name")
@@ -111,9 +113,11 @@ def check_inputs(cfg: TrainConfig, spaces: dict[str, SearchSpace] | None = None
     data, teacher, earlier checkpoints."""
     from autovit_ray.data import num_classes as dataset_num_classes
     from autovit_ray.distill import build_teacher
+    from autovit_ray.ray_inputs import check_train_input
 
     spaces = spaces if spaces is not None else load_spaces(cfg)
     n_classes = dataset_num_classes(cfg.data)  # unknown dataset / missing data_dir -> ValueError
+    check_train_input(cfg)
     build_teacher(cfg.kd, n_classes, cfg.data.mean, cfg.data.std)  # offline loadability -> ValueError
     for space in spaces.values():
         if cfg.data.input_resolution < max(space.resolutions):
@@ -182,6 +186,7 @@ def train_loop_per_worker(payload: dict[str, Any]) -> None:
     import torch
 
     from autovit_ray.checkpoint import epoch_dir_name, load_checkpoint, save_checkpoint, space_of
+    from autovit_ray.ray_inputs import worker_loaders
     from autovit_ray.tracking import finish_system_metrics, log_metrics, system_metrics_monitor
     from autovit_ray.training.loop import SupernetTrainer, World
 
@@ -192,7 +197,9 @@ def train_loop_per_worker(payload: dict[str, Any]) -> None:
     world = World(rank, size, ray.train.torch.get_device())
     space = load_space(payload["space_source"], profile=cfg.profile)
     arch_log = Experiment(cfg.experiment_dir).arch_log(space.name, rank) if cfg.train.arch_log else None
-    trainer = SupernetTrainer(cfg, space, world, arch_log=arch_log, space_source=payload["space_source"])
+    loaders = worker_loaders(cfg, payload, max(space.resolutions), rank, size, world.device)
+    trainer = SupernetTrainer(cfg, space, world, arch_log=arch_log, space_source=payload["space_source"],
+                              loaders=loaders)
 
     state = None
     checkpoint = ray.train.get_checkpoint()  # a restart after a failure, or Ray restoring the run
@@ -268,8 +275,9 @@ def torch_backend(cfg: TrainConfig) -> dict[str, Any]:
 
 
 def _fit_one(cfg_dict: dict[str, Any], space_source: str, name: str, plan: TrainerPlan,
-             payload: dict[str, Any]) -> dict[str, Any]:
-    """Runs one TorchTrainer to completion (in a driver thread); returns a JSON-safe summary."""
+             payload: dict[str, Any], datasets: dict[str, Any]) -> dict[str, Any]:
+    """Runs one TorchTrainer to completion (in a driver thread); returns a JSON-safe summary.
+    `datasets`: Ray Datasets of the workers' input (`autovit_ray.ray_inputs.driver_inputs`)."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig
     from ray.train.torch import TorchTrainer
 
@@ -278,7 +286,7 @@ def _fit_one(cfg_dict: dict[str, Any], space_source: str, name: str, plan: Train
         train_loop_per_worker,
         train_loop_config={**payload, "config": cfg_dict, "space_source": space_source,
                            "torch_threads": plan.torch_threads},
-        scaling_config=scaling_config(plan), **torch_backend(cfg),
+        scaling_config=scaling_config(plan), **torch_backend(cfg), datasets=datasets,
         run_config=RunConfig(
             name=name, storage_path=str(Experiment(cfg.experiment_dir).checkpoints_dir),
             failure_config=FailureConfig(max_failures=cfg.ray.max_failures),
@@ -307,6 +315,7 @@ def run_training(cfg: TrainConfig, address: str | None = None, mlflow_uri: str |
     from autovit_ray import tracking
     from autovit_ray.checkpoint import checkpoint_root, find_checkpoint, read_meta
     from autovit_ray.data import dataset_record, prepare_in_memory
+    from autovit_ray.ray_inputs import driver_inputs
 
     arch = standalone[0] if standalone else None
     spaces, n_classes, resume = check_inputs(cfg, {standalone[1].name: standalone[1]} if standalone else None)
@@ -323,7 +332,9 @@ def run_training(cfg: TrainConfig, address: str | None = None, mlflow_uri: str |
         exp_dir.mkdir(parents=True, exist_ok=True)
         if standalone:  # where the workers and later loads of the checkpoint read the space from
             _write_space(cfg, standalone[1])
-        prepare_in_memory(cfg.data)  # the workers map the decoded tensors instead of each decoding them
+        if cfg.ray.train_input == "local":
+            prepare_in_memory(cfg.data)  # the workers map the decoded tensors instead of each decoding them
+        input_payload, datasets = driver_inputs(cfg)  # object-store / ray-data: decoded or read once, here
         atomic_write_text(Experiment(exp_dir).config_yaml, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         uri = tracking.default_tracking_uri(exp_dir, mlflow_uri or cfg.mlflow.tracking_uri)
         sources = {space.name: src for src, space in zip(cfg.supernets, spaces.values())}
@@ -345,7 +356,7 @@ def run_training(cfg: TrainConfig, address: str | None = None, mlflow_uri: str |
         try:
             futures = {s: pool.submit(_fit_one, cfg.to_dict(), sources[s], s, plan.supernets[s], {
                 "mlflow_uri": uri, "mlflow_run_id": run_ids[s], "progress_bar": progress_bar,
-                "resume_from": str(resume[s]) if resume[s] else None}) for s in spaces}
+                "resume_from": str(resume[s]) if resume[s] else None, **input_payload}, datasets) for s in spaces}
             results = {s: future.result() for s, future in futures.items()}
         finally:
             # On Ctrl-C, do not wait for the fits: shutting Ray down below (or the caller's) ends them,

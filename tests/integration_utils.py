@@ -295,13 +295,27 @@ def tune_trial_results(tune_dir: Path) -> list[dict[str, Any]]:
 # The simulated multi-node driver (run in a subprocess)
 
 
+def write_image_folder(root: Path, per_class: int = 8) -> Path:
+    """An ImageNet-style folder of random 20 x 24 px images: 3 classes, `per_class` train and 2 val each."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", per_class), ("val", 2)):
+        for cls in ("cat", "dog", "emu"):
+            (root / split / cls).mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                Image.fromarray(rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)).save(root / split / cls / f"{i}.png")
+    return root
+
+
 def multinode_main(output_dir: str, result_path: str) -> int:
     """3 logical nodes (1 CPU each): the three tiny supernets, one 1-CPU worker each, so each trainer
     needs a node of its own; then an EvaluatorPool of 2 actors (SPREAD) evaluating two archs."""
     import ray
     from ray.cluster_utils import Cluster
 
-    from autovit_ray.checkpoint import find_checkpoint, load_supernet
+    from autovit_ray.checkpoint import find_checkpoint, load_supernet, read_meta
     from autovit_ray.search.actors import EvaluatorPool
     from autovit_ray.search.evaluate import EvalSettings
     from autovit_ray.train import main as train_main
@@ -313,8 +327,9 @@ def multinode_main(output_dir: str, result_path: str) -> int:
         cluster.wait_for_nodes()
         ray.init(address=cluster.address, log_to_driver=False)
         nodes = [n["NodeID"] for n in ray.nodes() if n["Alive"]]
+        # the decoded digits reach the other nodes through the object store, not through their disks
         argv = tiny_train_argv(output_dir, "multinode", "xxs,xs,s", "ray.num_workers=1",
-                               "ray.cpus_per_worker=1", "train.epochs=1")
+                               "ray.cpus_per_worker=1", "train.epochs=1", "ray.train_input=object-store")
         rc = train_main(argv)
         exp = Path(output_dir) / "multinode"
         summary = json.loads((exp / "train_summary.json").read_text())
@@ -327,6 +342,18 @@ def multinode_main(output_dir: str, result_path: str) -> int:
         result["evaluations"] = [pool.evaluate(a) for a in archs]
         result["evaluator_stats"] = pool.stats()
         pool.shutdown()
+        # an image folder's training split through Ray Data: read and decoded by tasks on the nodes the
+        # trainer leaves free, streamed to its worker
+        folder = write_image_folder(Path(output_dir) / "folder")
+        rc = train_main(["--config", "imagenet", "--name", "raydata", "--output-dir", output_dir, "--supernets", "xxs",
+                         *[a for item in (*TINY_TRAIN_SETTINGS, f"data.data_dir={folder}", "data.num_workers=0",
+                                          "data.batch_size=4", "data.val_size=6", "data.calib_size=8",
+                                          "data.resolution=16", "kd.kind=none", "train.epochs=1", "ray.num_workers=1",
+                                          "ray.cpus_per_worker=1", "ray.train_input=ray-data")
+                           for a in ("--set", item)]])
+        raydata = Path(output_dir) / "raydata"
+        result["ray_data"] = {"train_rc": rc, "summary": json.loads((raydata / "train_summary.json").read_text()),
+                              "data_path": read_meta(find_checkpoint(raydata, "xxs"))["data_path"]}
         Path(result_path).write_text(json.dumps(result, indent=1, default=str))
         return 0
     finally:

@@ -209,7 +209,7 @@ def _simulated_cluster_driver(mode: str, tmp_path: Path) -> dict:
         result_path = tmp_path / f"{mode}.json"
         log = tmp_path / f"{mode}.log"
         rc = temp.run([PYTHON, REPO / "tests" / "integration_utils.py", mode, tmp_path / "out", result_path],
-                      log, timeout=480)
+                      log, timeout=600)
         assert rc == 0, tail(log)
         result = json.loads(result_path.read_text())
     assert not temp.leftover, f"Ray processes left running: {temp.leftover}"
@@ -218,8 +218,9 @@ def _simulated_cluster_driver(mode: str, tmp_path: Path) -> dict:
 
 def test_simulated_multinode_spreads_trainers_and_evaluators(tmp_path):
     """3 logical nodes of 1 CPU (`ray.cluster_utils.Cluster`, in a subprocess so that it never meets the
-    session's Ray): the three trainers (one 1-CPU worker each) run on three different nodes and finish;
-    the two evaluator actors (SPREAD) run on two different nodes and evaluate."""
+    session's Ray): the three trainers (one 1-CPU worker each, their data from the object store) run on
+    three different nodes and finish; the two evaluator actors (SPREAD) run on two different nodes and
+    evaluate; then a supernet trains on an image folder streamed through Ray Data."""
     result = _simulated_cluster_driver("multinode", tmp_path)
     assert len(set(result["nodes"])) == 3
     assert result["train_rc"] == 0
@@ -231,6 +232,11 @@ def test_simulated_multinode_spreads_trainers_and_evaluators(tmp_path):
     assert len(set(evaluator_nodes)) == 2, evaluator_nodes
     assert [e["split"] for e in result["evaluations"]] == ["val", "val"]
     assert all(0.0 <= e["val_top1"] <= 100.0 for e in result["evaluations"])
+    # an image folder through Ray Data (ray.train_input=ray-data): trained, and recorded as such
+    ray_data = result["ray_data"]
+    assert ray_data["train_rc"] == 0 and ray_data["summary"]["xxs"]["status"] == "OK", ray_data
+    assert ray_data["data_path"] == "ray-data"
+    assert ray_data["summary"]["xxs"]["metrics"]["global_step"] == 2.0  # max_steps_per_epoch: 2 of the 4 steps (18 // 4)
 
 
 def test_simulated_gpu_cluster_places_trainers_and_evaluators_on_gpu_nodes(tmp_path):

@@ -110,6 +110,9 @@ class EvalSection:
                                      default=None)
 
 
+TRAIN_INPUTS = ("local", "object-store", "ray-data")  # RaySection.train_input (autovit_ray.ray_inputs)
+
+
 @dataclass(frozen=True)
 class RaySection:
     address: str | None = _doc("Ray cluster address (also --address / RAY_ADDRESS); None: start a "
@@ -127,6 +130,11 @@ class RaySection:
                               default="auto")
     torch_threads: int | None = _doc("torch.set_num_threads in each worker (None: from cpus_per_worker)",
                                      default=None)
+    train_input: str = _doc("where the workers' images come from: local (each worker reads data.data_dir "
+                            "on its node), object-store (in-memory data: decoded once by the driver and "
+                            "shared through Ray's object store, so no other node needs the files), "
+                            "ray-data (an image folder's training split read and decoded by Ray Data tasks "
+                            "on any CPU node and streamed to the workers)", default="local")
     max_failures: int = _doc("worker-group restarts from the last checkpoint (FailureConfig)", default=1)
     worker_start_timeout_s: float = _doc("how long Ray Train waits for a worker group to start "
                                          "(RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S; Ray's 60 s is short on "
@@ -231,6 +239,8 @@ def _validate(cfg: TrainConfig) -> None:
     r = cfg.ray
     if r.num_cpus is not None and r.num_cpus < 1:
         raise bad_field("ray.num_cpus", r.num_cpus, "a positive integer or null")
+    if r.train_input not in TRAIN_INPUTS:
+        raise bad_field("ray.train_input", r.train_input, " or ".join(TRAIN_INPUTS))
     if r.torch_backend not in ("auto", "gloo", "nccl"):
         raise bad_field("ray.torch_backend", r.torch_backend, "auto, gloo or nccl")
     if r.cpus_per_worker is not None and r.cpus_per_worker <= 0:
@@ -303,6 +313,7 @@ def describe_fields() -> str:
 
 __all__ = [
     "ANNEALS", "CONFIG_DIR", "EvalSection", "REGULARIZE", "MlflowSection", "ModelSection", "OptimizerSection", "RaySection",
-    "SAMPLERS", "SCHEDULE_KINDS", "ScheduleSection", "TrainConfig", "TrainSection", "config_from_dict", "describe_fields",
+    "SAMPLERS", "SCHEDULE_KINDS", "TRAIN_INPUTS", "ScheduleSection", "TrainConfig", "TrainSection", "config_from_dict",
+    "describe_fields",
     "flatten", "load_config", "parse_override", "read_yaml_mapping", "resolve_config_path", "set_path",
 ]

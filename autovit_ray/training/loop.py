@@ -177,14 +177,16 @@ class SupernetTrainer:
 
     def __init__(self, cfg: TrainConfig, space: SearchSpace, world: World = World(),
                  log: Callable[[str], None] = print, arch_log: Path | None = None,
-                 space_source: str | None = None) -> None:
+                 space_source: str | None = None, loaders: Loaders | None = None) -> None:
         self.cfg, self.space, self.world, self.log = cfg, space, world, log
         self.arch_log = arch_log
         self.space_source = space_source or space.name  # name or YAML path: load_space(source, profile)
         # Same seed on every rank: the replicas start identical without a broadcast.
         seed_everything(cfg.seed)
-        self.loaders = build_loaders(cfg.data, resolution=max(space.resolutions), world_rank=world.rank,
-                                     world_size=world.size, device=world.device)
+        # `loaders`: built by the caller (Ray's object store or Ray Data as the input, autovit_ray.ray_inputs)
+        self.loaders = loaders if loaders is not None else build_loaders(
+            cfg.data, resolution=max(space.resolutions), world_rank=world.rank, world_size=world.size,
+            device=world.device)
         self.model = Supernet(space, self.loaders.num_classes, cfg.model.drop_rate).to(world.device)
         self.teacher = build_teacher(cfg.kd, self.loaders.num_classes, self.loaders.mean, self.loaders.std,
                                      world.device)
