@@ -33,6 +33,8 @@ if TYPE_CHECKING:  # torch where a model runs: --help and bad flags answer witho
     import torch
     from torch import nn
 
+from autovit_ray.cli_exits import cli_main
+
 from .arch_source import resolve_arch
 from .experiment import Experiment
 from .export import FORMATS, example_input, export_model
@@ -231,16 +233,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "exports": {k: str(v) for k, v in paths.items()}, "checks": checks, "checkpoint": str(checkpoint)}
 
 
+@cli_main(failed=(ExportCheckError,))
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        run(args)
-    except ValueError as exc:  # bad input: one clear message, no traceback
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except ExportCheckError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    run(build_parser().parse_args(argv))
     return 0
 
 

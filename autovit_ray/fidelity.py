@@ -31,12 +31,12 @@ import dataclasses
 import json
 import math
 import random
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .cli_exits import cli_main
 from .experiment import Experiment
 from .io import atomic_write_text
 from .plan import count_macs, count_params
@@ -384,26 +384,20 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@cli_main(kept="finished stand-alone runs and epochs are kept in the truth folder; rerun the same command "
+              "to resume")
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        from .checkpoint import resolve_checkpoint
+    from .checkpoint import resolve_checkpoint  # after parsing: --help imports no torch
 
-        checkpoints = tuple(str(resolve_checkpoint(c, args.supernet)) for c in args.checkpoint)
-        # <experiment>/checkpoints/<supernet>/epoch_N: the first supernet's experiment holds the default truth
-        truth = args.truth or str(Experiment.of_checkpoint(checkpoints[0]).fidelity_dir)
-        run(FidelityConfig(checkpoints=checkpoints, truth=truth, subnets=args.subnets, seed=args.seed,
-                           epochs=args.epochs, lut=args.lut, band_ms=args.band_ms, in_band=args.in_band,
-                           repeat=args.repeat, overrides=tuple(args.set), calib_batches=args.calib_batches,
-                           pool=args.pool, resamples=args.resamples, address=args.address,
-                           mlflow_uri=args.mlflow_uri))
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("\ninterrupted: finished stand-alone runs and epochs are kept in the truth folder; rerun the "
-              "same command to resume", file=sys.stderr)
-        return 130
+    checkpoints = tuple(str(resolve_checkpoint(c, args.supernet)) for c in args.checkpoint)
+    # <experiment>/checkpoints/<supernet>/epoch_N: the first supernet's experiment holds the default truth
+    truth = args.truth or str(Experiment.of_checkpoint(checkpoints[0]).fidelity_dir)
+    run(FidelityConfig(checkpoints=checkpoints, truth=truth, subnets=args.subnets, seed=args.seed,
+                       epochs=args.epochs, lut=args.lut, band_ms=args.band_ms, in_band=args.in_band,
+                       repeat=args.repeat, overrides=tuple(args.set), calib_batches=args.calib_batches,
+                       pool=args.pool, resamples=args.resamples, address=args.address,
+                       mlflow_uri=args.mlflow_uri))
     return 0
 
 

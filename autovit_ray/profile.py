@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from autovit_ray.cli_exits import cli_main
+
 from .latency.build_config import BuildConfig
 from .space import Arch, SearchSpace, load_space
 
@@ -177,13 +179,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@cli_main()
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return args.func(args)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from typing import Any
 import yaml
 
 from autovit_ray import adapters, placement
+from autovit_ray.cli_exits import cli_main
 from autovit_ray.ray_train import connect_ray, plan_training, run_training, standalone_config
 from autovit_ray.training.config import TrainConfig, describe_fields, load_config
 
@@ -92,32 +93,25 @@ def dry_run(cfg: TrainConfig, address: str | None, cluster_file: str | None) -> 
     return 0 if plan.fits_max else 1
 
 
+@cli_main(kept="finished epochs are kept (checkpoints); rerun the same command to resume")
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        cfg = config_from_args(args)
-        arch = None
-        if args.arch:
-            from autovit_ray.arch_source import resolve_arch
+    cfg = config_from_args(args)
+    arch = None
+    if args.arch:
+        from autovit_ray.arch_source import resolve_arch
 
-            arch = resolve_arch(args.arch, lambda: adapters.default_tracking_uri(cfg.experiment_dir, args.mlflow_uri))
-            cfg, space = standalone_config(cfg, arch, named=args.name is not None)
-        if args.print_config:
-            print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
-            return 0
-        if args.cluster_file and not args.dry_run:
-            raise ValueError("--cluster-file plans without training: add --dry-run")
-        if args.dry_run:
-            return dry_run(cfg, args.address, args.cluster_file)
-        results = run_training(cfg, address=args.address, mlflow_uri=args.mlflow_uri,
-                               standalone=(arch, space) if arch is not None else None)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("\ninterrupted: finished epochs are kept (checkpoints); rerun the same command to resume",
-              file=sys.stderr)
-        return 130
+        arch = resolve_arch(args.arch, lambda: adapters.default_tracking_uri(cfg.experiment_dir, args.mlflow_uri))
+        cfg, space = standalone_config(cfg, arch, named=args.name is not None)
+    if args.print_config:
+        print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
+        return 0
+    if args.cluster_file and not args.dry_run:
+        raise ValueError("--cluster-file plans without training: add --dry-run")
+    if args.dry_run:
+        return dry_run(cfg, args.address, args.cluster_file)
+    results = run_training(cfg, address=args.address, mlflow_uri=args.mlflow_uri,
+                           standalone=(arch, space) if arch is not None else None)
     failed = {s: r for s, r in results.items() if r["status"] != "OK"}
     for s, r in results.items():
         line = f"{s}: {r['status']}"

@@ -49,3 +49,29 @@ def test_evaluator_share_of_the_free_cpus():
     assert evaluator_share(16.0, 2, 4) == 1.0  # at most one CPU per actor
     with pytest.raises(ValueError, match="0.05 free CPUs: too few for 8 evaluators"):
         evaluator_share(0.05, 8, 16)
+
+
+def test_every_command_ends_the_same_way(capsys):
+    """cli_exits.cli_main: bad input 2, a failed check 1, Ctrl-C 130 (its own message, else what is kept)."""
+    from autovit_ray.cli_exits import cli_main
+
+    class CheckFailed(Exception):
+        pass
+
+    def command(exc: BaseException | None):
+        @cli_main(kept="epochs are kept", failed=(CheckFailed,))
+        def main(argv=None) -> int:
+            if exc is not None:
+                raise exc
+            return 0
+        return main()
+
+    cases = [(None, 0, ""), (ValueError("bad --x: expected y"), 2, "error: bad --x: expected y\n"),
+             (CheckFailed("outputs differ"), 1, "error: outputs differ\n"),
+             (KeyboardInterrupt(), 130, "\ninterrupted: epochs are kept\n"),
+             (KeyboardInterrupt("search s interrupted after 3 of 8"), 130, "\nsearch s interrupted after 3 of 8\n")]
+    for exc, code, err in cases:
+        assert command(exc) == code
+        assert capsys.readouterr().err == err
+    with pytest.raises(RuntimeError):  # a bug keeps its traceback
+        command(RuntimeError("bug"))

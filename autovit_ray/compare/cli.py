@@ -21,8 +21,8 @@ top-1 at equal or lower measured latency), printed and written to compare.json (
 from __future__ import annotations
 
 import argparse
-import sys
 
+from autovit_ray.cli_exits import cli_main
 from autovit_ray.compare import (
     DEFAULT_REFERENCES,
     CompareConfig,
@@ -72,13 +72,9 @@ def config_from_args(args: argparse.Namespace) -> CompareConfig:
         standalone=tuple(args.standalone))
 
 
+@cli_main()
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        compare_experiment(config_from_args(args))
-    except ValueError as exc:  # bad input: one clear message, no traceback
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    compare_experiment(config_from_args(build_parser().parse_args(argv)))
     return 0
 
 

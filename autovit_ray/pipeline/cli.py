@@ -25,13 +25,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import yaml
 
 from autovit_ray.adapters import default_tracking_uri
+from autovit_ray.cli_exits import cli_main
 from autovit_ray.experiment import COMPARE_JSON
 from autovit_ray.pipeline import STAGES, Pipeline, PipelineError, StageTiming, load_pipeline_config
 
@@ -78,30 +78,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@cli_main(kept="finished stages, epochs and search candidates are kept; rerun the same command to resume",
+          bad_input=(PipelineError,))
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        cfg = load_pipeline_config(args.config, args.set)
-        if args.print_config:
-            print(yaml.safe_dump(json.loads(json.dumps(dataclasses.asdict(cfg))), sort_keys=False), end="")
-            return 0
-        stages = [s.strip() for s in args.stages.split(",") if s.strip()] if args.stages else None
-        pipeline = Pipeline(cfg, force=[s.strip() for s in args.force.split(",") if s.strip()])
-        if args.dry_run:
-            try:
-                plan = pipeline.resource_plan()
-            finally:
-                pipeline.close()
-            print(json.dumps(plan.to_json(), indent=1))
-            return 0 if plan.fits_max else 1
-        timings = pipeline.run(stages)
-    except KeyboardInterrupt as e:
-        print(f"\ninterrupted{f' ({e})' if str(e) else ''}: finished stages, epochs and search candidates "
-              "are kept; rerun the same command to resume", file=sys.stderr)
-        return 130
-    except (ValueError, PipelineError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    cfg = load_pipeline_config(args.config, args.set)
+    if args.print_config:
+        print(yaml.safe_dump(json.loads(json.dumps(dataclasses.asdict(cfg))), sort_keys=False), end="")
+        return 0
+    stages = [s.strip() for s in args.stages.split(",") if s.strip()] if args.stages else None
+    pipeline = Pipeline(cfg, force=[s.strip() for s in args.force.split(",") if s.strip()])
+    if args.dry_run:
+        try:
+            plan = pipeline.resource_plan()
+        finally:
+            pipeline.close()
+        print(json.dumps(plan.to_json(), indent=1))
+        return 0 if plan.fits_max else 1
+    timings = pipeline.run(stages)
     print_summary(pipeline, timings)
     return 0
 

@@ -25,6 +25,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from autovit_ray.cli_exits import cli_main
 from autovit_ray.report import write_report
 
 # ---------------------------------------------------------------------------------------------------
@@ -38,13 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@cli_main()
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        path = write_report(Path(args.experiment), log=lambda line: print(line, file=sys.stderr))
-    except ValueError as exc:  # bad input: one clear message, no traceback
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    path = write_report(Path(args.experiment), log=lambda line: print(line, file=sys.stderr))
     print(path)
     return 0
 

@@ -21,6 +21,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from autovit_ray.cli_exits import cli_main
+
 from .. import adapters
 from ..adapters import connect_ray
 from ..config import parse_override, read_yaml_mapping, set_path
@@ -148,18 +150,12 @@ def config_from_argv(argv: list[str]) -> SearchConfig:
     return SearchConfig.from_dict(values)
 
 
+@cli_main()
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    try:
-        if "--dry-run" in argv:  # a flag of this command, not a field of the search's config
-            return dry_run(config_from_argv([a for a in argv if a != "--dry-run"]))
-        run(config_from_argv(argv))
-    except ValueError as exc:  # bad input: one clear message, no traceback
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt as exc:
-        print(f"\n{exc or 'interrupted'}", file=sys.stderr)
-        return 130
+    if "--dry-run" in argv:  # a flag of this command, not a field of the search's config
+        return dry_run(config_from_argv([a for a in argv if a != "--dry-run"]))
+    run(config_from_argv(argv))
     return 0
 
 

@@ -7,6 +7,7 @@ import json
 import sys
 from collections.abc import Sequence
 
+from autovit_ray.cli_exits import cli_main
 from autovit_ray.plan import describe_space
 from autovit_ray.space import Arch, load_space
 
@@ -23,13 +24,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@cli_main()
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        infos = [describe_space(load_space(name, profile=args.profile), args.num_classes) for name in args.space]
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    infos = [describe_space(load_space(name, profile=args.profile), args.num_classes) for name in args.space]
     if args.json:
         print(json.dumps(infos if len(infos) > 1 else infos[0], indent=2))
         return 0
