@@ -3,8 +3,8 @@
 - bad input (a `ValueError`, or an error class the command names): `error: <what was wrong, what was
   expected>` on stderr, exit status 2, no traceback;
 - a check that ran and failed (e.g. an export whose outputs do not match the model): `error: ...`, 1;
-- Ctrl-C: the interruption's own message when it has one (a search says how far it got), else
-  `interrupted: <what is kept>`, exit status 130.
+- Ctrl-C: `interrupted: <what is kept>`, exit status 130; an `Interrupted` (a search stopped by
+  Ctrl-C, which says how far it got and how to resume) prints its own message alone.
 """
 
 from __future__ import annotations
@@ -19,6 +19,10 @@ EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
 
 Main = TypeVar("Main", bound=Callable[..., int])
+
+
+class Interrupted(KeyboardInterrupt):
+    """A Ctrl-C whose message already tells the user what was kept and how to resume."""
 
 
 def cli_main(kept: str = "", bad_input: tuple[type[Exception], ...] = (),
@@ -36,11 +40,15 @@ def cli_main(kept: str = "", bad_input: tuple[type[Exception], ...] = (),
             except failed as exc:
                 print(f"error: {exc}", file=sys.stderr)
                 return EXIT_FAILED
+            except Interrupted as exc:
+                print(f"\n{exc}", file=sys.stderr)
+                return EXIT_INTERRUPTED
             except KeyboardInterrupt as exc:
-                print(f"\n{exc}" if str(exc) else f"\ninterrupted{': ' + kept if kept else ''}", file=sys.stderr)
+                detail = f" ({exc})" if str(exc) else ""
+                print(f"\ninterrupted{detail}{': ' + kept if kept else ''}", file=sys.stderr)
                 return EXIT_INTERRUPTED
         return wrapped  # type: ignore[return-value]
     return decorate
 
 
-__all__ = ["EXIT_BAD_INPUT", "EXIT_FAILED", "EXIT_INTERRUPTED", "cli_main"]
+__all__ = ["EXIT_BAD_INPUT", "EXIT_FAILED", "EXIT_INTERRUPTED", "Interrupted", "cli_main"]

@@ -52,8 +52,9 @@ def test_evaluator_share_of_the_free_cpus():
 
 
 def test_every_command_ends_the_same_way(capsys):
-    """cli_exits.cli_main: bad input 2, a failed check 1, Ctrl-C 130 (its own message, else what is kept)."""
-    from autovit_ray.cli_exits import cli_main
+    """cli_exits.cli_main: bad input 2, a failed check 1, Ctrl-C 130 with what is kept (an Interrupted:
+    its own message alone)."""
+    from autovit_ray.cli_exits import Interrupted, cli_main
 
     class CheckFailed(Exception):
         pass
@@ -69,7 +70,8 @@ def test_every_command_ends_the_same_way(capsys):
     cases = [(None, 0, ""), (ValueError("bad --x: expected y"), 2, "error: bad --x: expected y\n"),
              (CheckFailed("outputs differ"), 1, "error: outputs differ\n"),
              (KeyboardInterrupt(), 130, "\ninterrupted: epochs are kept\n"),
-             (KeyboardInterrupt("search s interrupted after 3 of 8"), 130, "\nsearch s interrupted after 3 of 8\n")]
+             (KeyboardInterrupt("SIGTERM"), 130, "\ninterrupted (SIGTERM): epochs are kept\n"),
+             (Interrupted("search s interrupted after 3 of 8; rerun"), 130, "\nsearch s interrupted after 3 of 8; rerun\n")]
     for exc, code, err in cases:
         assert command(exc) == code
         assert capsys.readouterr().err == err

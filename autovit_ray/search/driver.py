@@ -21,6 +21,7 @@ from typing import Any
 
 from .. import adapters, placement
 from ..adapters import connect_ray, default_tracking_uri
+from ..cli_exits import Interrupted
 from ..experiment import SEARCH_RESULTS, Experiment
 from ..io import atomic_write_text
 from ..placement import ResourcePlan
@@ -267,7 +268,7 @@ def _run_started(cfg: SearchConfig, tracker: Any, strategy: SearchStrategy, chec
               f"error in full:\n{failures[0]['error']}", file=sys.stderr)
     if not strategy.finished:  # Tune stops early only on Ctrl-C / SIGTERM, and then returns normally
         pool.shutdown()
-        raise KeyboardInterrupt(f"search {cfg.name} interrupted after {len(strategy.history)} of "
+        raise Interrupted(f"search {cfg.name} interrupted after {len(strategy.history)} of "
                                 f"{strategy.max_evaluations} evaluations; rerun the same command to resume")
     # This run's work, before the test report adds its own: unique evaluations vs cache hits.
     counts = {"actor_evaluations": sum(s["evaluations"] for s in pool.stats()),
