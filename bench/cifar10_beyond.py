@@ -35,9 +35,7 @@ a missing or unfinished first result stops the run with what to do.
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import subprocess
 import sys
 import time
@@ -386,22 +384,14 @@ def write_report(record: dict[str, Any], first: dict[str, Any], out: Path, epoch
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=None, help="the first result's artifacts (default: "
-                                                               "$AUTOVIT_BENCH_DIR/cifar10_result)")
-    parser.add_argument("--data-dir", default=os.environ.get("AUTOVIT_CIFAR10_DIR", "data/cifar10"))
-    parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--threads", type=int, default=2)
+    parser = base.follow_up_parser(__doc__)
     parser.add_argument("--chunk", type=int, default=5, help="epochs per training call")
-    parser.add_argument("--max-steps", type=int, default=None, help="smoke runs: steps per epoch")
     parser.add_argument("--population", type=int, default=50)
     parser.add_argument("--generations", type=int, default=10)
     parser.add_argument("--strategies-args", default="", help="extra arguments of bench/search_strategies.py "
                                                               "(smoke runs)")
     parser.add_argument("--rank-args", default="", help="extra arguments of bench/rank_fidelity.py (smoke runs)")
     parser.add_argument("--stop-after", choices=("kd-train", "compare"), default=None)
-    parser.add_argument("--report-only", action="store_true")
-    parser.add_argument("--benchmarks-file", type=Path, default=ROOT / "BENCHMARKS.md")
     args = parser.parse_args(argv)
     out = (args.out or base.bench_dir() / "cifar10_result").expanduser().resolve()
     first = first_result(out)
@@ -409,14 +399,7 @@ def main(argv: list[str] | None = None) -> int:
                         threads=args.threads, population=args.population, generations=args.generations,
                         max_steps=args.max_steps)
     torch.set_num_threads(args.threads)
-    record_path = out / "beyond.json"
-    record: dict[str, Any] = json.loads(record_path.read_text()) if base.readable_json(record_path) else {}
-    if not args.report_only:
-        base.note_code(record)
-
-    def save() -> None:
-        atomic_write_text(record_path, json.dumps(record, indent=1))
-
+    record, save = base.open_record(out / "beyond.json", args.report_only)
     if args.report_only:
         write_report(record, first, out, args.epochs, args.benchmarks_file)
         return 0

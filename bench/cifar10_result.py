@@ -779,6 +779,34 @@ def note_code(record: dict[str, Any]) -> None:
         runs.append(code_identity())
 
 
+def follow_up_parser(doc: str | None) -> argparse.ArgumentParser:
+    """The arguments of every driver that builds on this result's artifacts (bench/cifar10_beyond.py,
+    bench/rank_fidelity.py); each adds its own."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=None, help="the first result's artifacts (default: "
+                                                               "$AUTOVIT_BENCH_DIR/cifar10_result)")
+    parser.add_argument("--data-dir", default=os.environ.get("AUTOVIT_CIFAR10_DIR", "data/cifar10"))
+    parser.add_argument("--epochs", type=int, default=30, help="the supernets' epochs (their checkpoints' check)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--max-steps", type=int, default=None, help="smoke runs: steps per epoch")
+    parser.add_argument("--report-only", action="store_true")
+    parser.add_argument("--benchmarks-file", type=Path, default=ROOT / "BENCHMARKS.md")
+    return parser
+
+
+def open_record(path: Path, report_only: bool) -> tuple[dict[str, Any], Callable[[], None]]:
+    """(a driver's record at `path`, the function that saves it atomically); a run that advances stages
+    notes its code in it (`note_code`)."""
+    record: dict[str, Any] = json.loads(path.read_text()) if readable_json(path) else {}
+    if not report_only:
+        note_code(record)
+
+    def save() -> None:
+        atomic_write_text(path, json.dumps(record, indent=1))
+
+    return record, save
+
+
 def worker_code(out: Path, runs: Sequence[str]) -> dict[str, Any]:
     """{run: the autovit_ray package its training worker imported} from each run's train summary."""
     found = {}

@@ -29,11 +29,9 @@ as its last stage.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
-import os
 import random
 import statistics
 import sys
@@ -349,31 +347,16 @@ def write_report(record: dict[str, Any], out: Path, first: dict[str, Any], bench
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=None, help="the first result's artifacts (default: "
-                                                               "$AUTOVIT_BENCH_DIR/cifar10_result)")
-    parser.add_argument("--data-dir", default=os.environ.get("AUTOVIT_CIFAR10_DIR", "data/cifar10"))
-    parser.add_argument("--epochs", type=int, default=30, help="the supernets' epochs (their checkpoints' check)")
-    parser.add_argument("--threads", type=int, default=2)
+    parser = base.follow_up_parser(__doc__)
     parser.add_argument("--subnets", type=int, default=NUM_SUBNETS)
     parser.add_argument("--short-epochs", type=int, default=SHORT_EPOCHS, help="the stand-alone schedule")
-    parser.add_argument("--max-steps", type=int, default=None, help="smoke runs: steps per epoch")
-    parser.add_argument("--report-only", action="store_true")
-    parser.add_argument("--benchmarks-file", type=Path, default=ROOT / "BENCHMARKS.md")
     args = parser.parse_args(argv)
     out = (args.out or base.bench_dir() / "cifar10_result").expanduser().resolve()
     first = trained_result(out)
     settings = Settings(out=out, data_dir=args.data_dir, epochs=args.epochs, pilot_epochs=first["pilot"]["epochs"],
                         threads=args.threads, max_steps=args.max_steps)
     torch.set_num_threads(args.threads)
-    record_path = out / "rank_fidelity.json"
-    record: dict[str, Any] = json.loads(record_path.read_text()) if base.readable_json(record_path) else {}
-    if not args.report_only:
-        base.note_code(record)
-
-    def save() -> None:
-        atomic_write_text(record_path, json.dumps(record, indent=1))
-
+    record, save = base.open_record(out / "rank_fidelity.json", args.report_only)
     if not args.report_only:
         recipe = first["train"]["recipe"]
         log(f"rank_fidelity: artifacts in {out}; code {autovit_ray.__file__}")
