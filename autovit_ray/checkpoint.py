@@ -21,6 +21,7 @@ import os
 import random
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -139,6 +140,37 @@ def read_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
     return meta
 
 
+@dataclass(frozen=True)
+class TrainingRecord:
+    """What a checkpoint's meta.json says about the training that wrote it, read once (`read_record`)."""
+
+    directory: Path  # the checkpoint directory (epoch_NNNN)
+    epoch: int  # completed epochs
+    num_classes: int
+    config: dict[str, Any]  # the run's TrainConfig.to_dict() (`training.config.config_from_dict` types it)
+    meta: dict[str, Any]  # the whole meta.json: `space_of` reads its space record
+
+    @property
+    def experiment_name(self) -> str:
+        return str(self.config["name"])
+
+    @property
+    def planned_epochs(self) -> int:
+        return int(self.config["train"]["epochs"])
+
+    @property
+    def finished(self) -> bool:
+        return self.epoch >= self.planned_epochs
+
+
+def read_record(path: str | os.PathLike[str]) -> TrainingRecord:
+    """The `TrainingRecord` of a checkpoint directory (or its state.pt): no tensors are loaded."""
+    meta = read_meta(path)
+    directory = Path(path).expanduser()
+    return TrainingRecord(directory.parent if directory.is_file() else directory, int(meta["epoch"]),
+                          int(meta["num_classes"]), meta["config"], meta)
+
+
 def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """The state dict of a checkpoint (directory or state.pt), loaded with weights_only=True."""
     state_path = _state_path(path)
@@ -219,11 +251,10 @@ def find_checkpoint(experiment_dir: str | os.PathLike[str], supernet: str, final
                          f"epoch_NNNN/{STATE_FILE} written by `python -m autovit_ray.train`")
     latest = found[-1]
     if final:
-        meta = read_meta(latest)
-        epochs = meta["config"]["train"]["epochs"]
-        if meta["epoch"] < epochs:
-            raise ValueError(f"supernet {supernet!r} in {str(experiment_dir)!r} is not fully trained: "
-                             f"epoch {meta['epoch']} of {epochs}; rerun the training command to finish it")
+        record = read_record(latest)
+        if not record.finished:
+            raise ValueError(f"supernet {supernet!r} in {str(experiment_dir)!r} is not fully trained: epoch "
+                             f"{record.epoch} of {record.planned_epochs}; rerun the training command to finish it")
     return latest
 
 
@@ -240,7 +271,7 @@ def resolve_checkpoint(checkpoint: str | os.PathLike[str], supernet: str | None 
 
 
 __all__ = [
-    "FORMAT", "FORMAT_VERSION", "META_FILE", "STATE_FILE", "checkpoint_root", "epoch_dir_name",
-    "find_checkpoint", "list_checkpoints", "load_checkpoint", "load_supernet", "read_meta", "rng_states",
+    "FORMAT", "FORMAT_VERSION", "META_FILE", "STATE_FILE", "TrainingRecord", "checkpoint_root", "epoch_dir_name",
+    "find_checkpoint", "list_checkpoints", "load_checkpoint", "load_supernet", "read_meta", "read_record", "rng_states",
     "resolve_checkpoint", "save_checkpoint", "set_rng_states", "space_of",
 ]

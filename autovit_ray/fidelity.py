@@ -246,20 +246,20 @@ def run(cfg: FidelityConfig, log: Callable[[str], None] = print) -> dict[str, An
     """Draw, train the truth (resumable), score every supernet; returns and writes the report."""
     import statistics
 
-    from .checkpoint import read_meta, space_of
+    from .checkpoint import read_record, space_of
     from .training.config import config_from_dict
 
     checkpoints = [Path(c) for c in cfg.checkpoints]
-    metas = [read_meta(c) for c in checkpoints]
-    spaces = [space_of(m) for m in metas]
+    records = [read_record(c) for c in checkpoints]
+    spaces = [space_of(r.meta) for r in records]
     for checkpoint, space in zip(checkpoints[1:], spaces[1:]):
         if space.fingerprint() != spaces[0].fingerprint():
             raise ValueError(f"checkpoint {checkpoint} is supernet {space.name!r} under profile {space.profile.name!r} "
                              f"(fingerprint {space.fingerprint()}), not {spaces[0].name!r} under "
                              f"{spaces[0].profile.name!r} ({spaces[0].fingerprint()}): one truth scores supernets "
                              "of one space")
-    space, meta = spaces[0], metas[0]
-    num_classes = int(meta["num_classes"])
+    space, record = spaces[0], records[0]
+    num_classes = record.num_classes
     table = None
     if cfg.lut:
         from .latency import LatencyTable
@@ -267,7 +267,7 @@ def run(cfg: FidelityConfig, log: Callable[[str], None] = print) -> dict[str, An
         table = LatencyTable.load(cfg.lut, space=space)  # refuses a table of another space
     cost = table.predict_latency if table is not None else (lambda a: float(count_params(a, num_classes, space)))
     archs = draw_subnets(space, cfg.subnets, cfg.seed, cost, cfg.band_ms, cfg.in_band, cfg.pool)
-    recipe = truth_recipe(config_from_dict(meta["config"]), cfg.epochs, cfg.overrides)
+    recipe = truth_recipe(config_from_dict(record.config), cfg.epochs, cfg.overrides)
     truth = Path(cfg.truth)
     check_truth_folder(truth, recipe_record(recipe), space)
     standalone, repeats = [], []
@@ -294,12 +294,12 @@ def run(cfg: FidelityConfig, log: Callable[[str], None] = print) -> dict[str, An
                          if table is not None else None, "params": p, "macs": m, "in_band": b}
                         for a, s, p, m, b in zip(archs, standalone, params, macs, in_band)]},
         "supernets": {}}
-    for checkpoint, checkpoint_meta in zip(checkpoints, metas):
+    for checkpoint, checkpoint_record in zip(checkpoints, records):
         inherited = inherited_top1(checkpoint, archs, cfg.calib_batches)
         stats = fidelity_stats(inherited, standalone, macs, params, in_band, cfg.resamples, cfg.seed)
-        config = checkpoint_meta["config"]
+        config = checkpoint_record.config
         report["supernets"][str(checkpoint)] = {
-            "epochs_done": int(checkpoint_meta["epoch"]), "sampler": config["train"]["sampler"],
+            "epochs_done": checkpoint_record.epoch, "sampler": config["train"]["sampler"],
             "inherited": inherited, **stats}
         log(f"{checkpoint}: Kendall tau {_fmt(stats['kendall_tau'])} [{_fmt(stats['tau_low'])}, "
             f"{_fmt(stats['tau_high'])}], in band {_fmt(stats['tau_in_band'])} ({stats['in_band']} subnets), "

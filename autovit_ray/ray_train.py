@@ -167,11 +167,11 @@ class _Bar:
 
 def _newer_checkpoint_on_disk(cfg: TrainConfig, supernet: str, epoch: int, device: Any) -> dict[str, Any] | None:
     """The state of the newest complete checkpoint in the experiment's storage if its epoch is > epoch."""
-    from autovit_ray.checkpoint import list_checkpoints, load_checkpoint, read_meta
+    from autovit_ray.checkpoint import list_checkpoints, load_checkpoint, read_record
 
     for path in reversed(list_checkpoints(cfg.experiment_dir, supernet)):
         try:
-            if int(read_meta(path)["epoch"]) <= epoch:
+            if read_record(path).epoch <= epoch:
                 return None
             return load_checkpoint(path, map_location=device)
         except Exception:  # e.g. cut by a kill while Ray copied it into storage: try the one before
@@ -313,7 +313,7 @@ def run_training(cfg: TrainConfig, address: str | None = None, mlflow_uri: str |
     import ray
 
     from autovit_ray import tracking
-    from autovit_ray.checkpoint import checkpoint_root, find_checkpoint, read_meta
+    from autovit_ray.checkpoint import checkpoint_root, find_checkpoint, read_record
     from autovit_ray.data import dataset_record, prepare_in_memory
     from autovit_ray.ray_inputs import driver_inputs
 
@@ -370,7 +370,7 @@ def run_training(cfg: TrainConfig, address: str | None = None, mlflow_uri: str |
             try:
                 latest = find_checkpoint(exp_dir, s)
                 summary["checkpoint"] = str(latest)
-                epoch = read_meta(latest)["epoch"]
+                epoch = read_record(latest).epoch
                 summary["epoch"] = epoch
                 status = "FINISHED" if epoch >= cfg.train.epochs else "KILLED"  # KILLED: paused early
             except ValueError as e:

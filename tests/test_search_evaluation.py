@@ -11,7 +11,7 @@ import pytest
 import torch
 from conftest import TINY_TRAIN_SETTINGS
 
-from autovit_ray.checkpoint import read_meta, save_checkpoint
+from autovit_ray.checkpoint import read_record, save_checkpoint
 from autovit_ray.search.cache import EvalCache, file_digest
 from autovit_ray.search.driver import evaluation_context, evaluation_data
 from autovit_ray.search.evaluate import EvalSettings
@@ -57,16 +57,16 @@ def test_context_changes_with_the_checkpoint_data_and_settings(tmp_path, one_thr
     trainer = SupernetTrainer(cfg, load_space("xxs", profile="digits"), log=lambda _: None)
     first = save_checkpoint(tmp_path / "epoch_0001", trainer.state_dict())
     settings = EvalSettings(max_batches=2, calib_batches=1)
-    context = evaluation_context(first, evaluation_data(read_meta(first), {}), settings)
+    context = evaluation_context(first, evaluation_data(read_record(first), {}), settings)
     assert context["checkpoint"] == file_digest(first / "state.pt") and context["dataset"] == "digits"
-    assert context == evaluation_context(first, evaluation_data(read_meta(first), {}), settings)  # stable
+    assert context == evaluation_context(first, evaluation_data(read_record(first), {}), settings)  # stable
     # one more optimizer step: other weights, another context
     x, y = next(iter(trainer.loaders.train))
     trainer.train_step(x, y, [trainer.space.largest()])
     second = save_checkpoint(tmp_path / "epoch_0002", trainer.state_dict())
-    assert evaluation_context(second, evaluation_data(read_meta(second), {}), settings)["checkpoint"] != context["checkpoint"]
-    assert evaluation_context(first, evaluation_data(read_meta(first), {}), EvalSettings(max_batches=3)) != context
-    assert evaluation_context(first, evaluation_data(read_meta(first), {"split_seed": 1}), settings)["data_digest"] != \
+    assert evaluation_context(second, evaluation_data(read_record(second), {}), settings)["checkpoint"] != context["checkpoint"]
+    assert evaluation_context(first, evaluation_data(read_record(first), {}), EvalSettings(max_batches=3)) != context
+    assert evaluation_context(first, evaluation_data(read_record(first), {"split_seed": 1}), settings)["data_digest"] != \
         context["data_digest"]
 
 

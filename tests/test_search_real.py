@@ -148,13 +148,13 @@ def test_actor_killed_mid_request_is_retried_once(trained_digits_experiment, ray
 
 
 def test_pool_answers_a_cached_arch_without_its_actors(trained_digits_experiment, ray_session, tmp_path):
-    from autovit_ray.checkpoint import read_meta
+    from autovit_ray.checkpoint import read_record
     from autovit_ray.search.cache import EvalCache
     from autovit_ray.search.driver import evaluation_context, evaluation_data
 
     checkpoint = find_checkpoint(trained_digits_experiment.dir, "xxs")
     settings = EvalSettings(max_batches=1, calib_batches=1)
-    cache = EvalCache(tmp_path / "cache.sqlite", evaluation_context(checkpoint, evaluation_data(read_meta(checkpoint), {}), settings))
+    cache = EvalCache(tmp_path / "cache.sqlite", evaluation_context(checkpoint, evaluation_data(read_record(checkpoint), {}), settings))
     pool = EvaluatorPool(str(checkpoint), 1, settings=settings, cpus_per_evaluator=0.3, cache=cache)
     _, space, _ = load_supernet(checkpoint)
     arch = space.smallest()

@@ -23,6 +23,7 @@ from autovit_ray.checkpoint import (
     load_checkpoint,
     load_supernet,
     read_meta,
+    read_record,
     save_checkpoint,
 )
 from autovit_ray.data import dataset_record
@@ -423,6 +424,9 @@ def test_three_supernets_train_concurrently_and_load_back(trained_digits_experim
         meta = read_meta(path)
         assert meta["space"]["fingerprint"] == space.fingerprint() and meta["epoch"] == 2
         assert {"val_top1_smallest", "val_top1_largest", "train_images_per_s", "lr"} <= set(meta["metrics"])
+        record = read_record(path / "state.pt")  # the typed reader: the same facts, from the dir or its file
+        assert (record.directory, record.epoch, record.num_classes, record.planned_epochs) == (path, 2, 10, 2)
+        assert record.finished and record.experiment_name == exp.name and record.config == config.to_dict()
         with torch.no_grad():
             assert model(torch.randn(2, 3, 8, 8)).shape == (2, 10)
 

@@ -193,9 +193,9 @@ def _quiet_downloads() -> Iterator[None]:
 def _num_classes(params: dict[str, str]) -> int:
     if "num_classes" in params:
         return int(params["num_classes"])
-    from ..checkpoint import read_meta  # searches logged before num_classes was a param
+    from ..checkpoint import read_record  # searches logged before num_classes was a param
 
-    return int(read_meta(params["checkpoint"])["num_classes"])
+    return read_record(params["checkpoint"]).num_classes
 
 
 def _weights(client: Any, run_id: str, entry: dict[str, Any], tmp: Path) -> Path | None:
@@ -323,21 +323,21 @@ def standalone_candidates(checkpoints: Sequence[str | os.PathLike[str]], facts: 
     searched model's arch is named after it (`<search>-top1-standalone`) and takes its LUT latency."""
     import torch
 
-    from ..checkpoint import load_supernet, read_meta
+    from ..checkpoint import load_supernet, read_record
     from ..data import dataset_record
     from ..training.loop import top1 as top1_correct
 
     out: list[Candidate] = []
     experiment_data, test_loader = None, None  # once facts name the experiment's checkpoint
     for path in checkpoints:
-        meta = read_meta(path)  # a clear error for what is not a checkpoint, before loading tensors
+        record = read_record(path)  # a clear error for what is not a checkpoint, before loading tensors
         supernet, space, cfg = load_supernet(path)
         if space.size() != 1:
             raise ValueError(f"--standalone {str(path)!r} is a checkpoint of supernet {space.name!r} with "
                              f"{space.size():,} subnets: expected one of `python -m autovit_ray.train --arch` "
                              "(one subnet trained alone)")
         arch = space.largest()
-        num_classes, profile = int(meta["num_classes"]), space.profile.name
+        num_classes, profile = record.num_classes, space.profile.name
         for key, value in (("num_classes", num_classes), ("profile", profile), ("checkpoint", str(path))):
             if not facts.get(key):  # no search or registered model: the first stand-alone one sets them
                 facts[key] = value
@@ -352,7 +352,7 @@ def standalone_candidates(checkpoints: Sequence[str | os.PathLike[str]], facts: 
         model = supernet.get_active_subnet(arch).eval()
         correct, seen = top1_correct(model, test_loader, arch.resolution, torch.device("cpu"), eval_batches)
         twin = next((c for c in searched if c.extra.get("arch_hash") == arch.arch_hash), None)
-        epochs = int(meta["epoch"])
+        epochs = record.epoch
         out.append(Candidate(
             name=f"{twin.name}-standalone" if twin else f"{arch.supernet}-{arch.arch_hash[:8]}-standalone",
             kind="searched", model=model, resolution=arch.resolution, test_top1=100.0 * correct / max(seen, 1),
@@ -379,12 +379,12 @@ def _check_same_data(cfg: Any, ours: dict[str, Any], data_dir: str | None, what:
 
 def _training_config(facts: dict[str, Any], data_dir: str | None) -> Any:
     """The supernets' training config (from the searched checkpoint), with `data_dir` if given."""
-    from ..checkpoint import read_meta
+    from ..checkpoint import read_record
     from ..training.config import config_from_dict
 
     if not facts.get("checkpoint"):
         raise ValueError("cannot train or evaluate a reference: the searches logged no supernet checkpoint")
-    cfg = config_from_dict(read_meta(facts["checkpoint"])["config"])
+    cfg = config_from_dict(read_record(facts["checkpoint"]).config)
     if data_dir:
         cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, data_dir=data_dir))
     return cfg

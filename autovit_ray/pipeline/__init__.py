@@ -350,7 +350,7 @@ class Pipeline:
         return argv
 
     def run_profile(self) -> str:
-        from ..checkpoint import read_meta
+        from ..checkpoint import read_record
         from ..latency import LatencyTable, build_table, get_backend
         from ..latency.build import device_id
 
@@ -361,7 +361,7 @@ class Pipeline:
         source = dict(zip(self.spaces(), self.train_config().supernets))
         statuses, luts = [], {}
         for name, space in self.spaces().items():
-            num_classes = int(read_meta(self.checkpoint(name))["num_classes"])
+            num_classes = read_record(self.checkpoint(name)).num_classes
             fp = fingerprint("profile", _settings(p), space.fingerprint(), num_classes, device)
             path = self.experiment.lut(name)
             luts[name] = str(path)
@@ -442,19 +442,19 @@ class Pipeline:
                 f"{latency:.4f} ms, so no {space.name} subnet can beat the reference at its latency")
 
     def run_search(self) -> str:
-        from ..checkpoint import read_meta
+        from ..checkpoint import read_record
         from ..search.driver import run
 
         s = self.cfg.search
         statuses, results = [], {}
         for name, space in self.spaces().items():
             checkpoint = self.checkpoint(name)
-            meta = read_meta(checkpoint)
+            record = read_record(checkpoint)
             lut = self.experiment.lut(name)
             if not lut.is_file():
                 self.log(f"search {name}: no latency table at {lut}: searching with a parameter budget only")
                 lut = None
-            params, latency = self.auto_budgets(space, lut, int(meta["num_classes"]))
+            params, latency = self.auto_budgets(space, lut, record.num_classes)
             unreachable = self._slower_than_reference(space, lut, latency)
             if unreachable:  # nothing of this supernet runs as fast as the reference: nothing to search
                 self.log(f"search {name}: skipped: {unreachable}")
@@ -463,7 +463,7 @@ class Pipeline:
                 continue
             # how the search runs (evaluators, their CPUs / GPUs, timeouts) does not make it another search
             settings = {k: v for k, v in _settings(s).items() if k not in NOT_IN_IDENTITY}
-            fp = fingerprint("search", settings, str(checkpoint.resolve()), meta["epoch"],
+            fp = fingerprint("search", settings, str(checkpoint.resolve()), record.epoch,
                              space.fingerprint(), file_digest(lut) if lut else None, params, latency)
             search_name = f"{name}-{s.strategy}-{fp[:6]}"
             summary_path = self.experiment.search_results(search_name)

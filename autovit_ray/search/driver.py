@@ -17,7 +17,7 @@ import json
 import math
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import adapters, placement
 from ..adapters import connect_ray, default_tracking_uri
@@ -41,6 +41,9 @@ from .algorithms import (
     SearchStrategy,
 )
 from .config import NOT_IN_IDENTITY, SearchConfig
+
+if TYPE_CHECKING:  # checkpoint imports torch: the driver imports it where it runs
+    from ..checkpoint import TrainingRecord
 
 
 def make_search_strategy(cfg: SearchConfig, space: SearchSpace, costs: CostModel) -> SearchStrategy:
@@ -113,13 +116,14 @@ def evaluate_trial(config: dict[str, Any], pool: Any, finished: dict[str, dict[s
                  "cached": int(bool(result.get("cached")))})
 
 
-def evaluation_data(meta: dict[str, Any], data_overrides: dict[str, Any]) -> Any:
-    """The DataConfig the evaluators read: the checkpoint's training data with the search's overrides."""
+def evaluation_data(record: TrainingRecord, data_overrides: dict[str, Any]) -> Any:
+    """The DataConfig the evaluators read: the training data of a checkpoint (its `TrainingRecord`) with
+    the search's overrides."""
     import dataclasses
 
     from ..training.config import config_from_dict
 
-    return dataclasses.replace(config_from_dict(meta["config"]).data, **data_overrides)
+    return dataclasses.replace(config_from_dict(record.config).data, **data_overrides)
 
 
 def evaluation_context(checkpoint: Path, data: Any, settings: Any) -> dict[str, Any]:
@@ -163,15 +167,15 @@ def search_identity(cfg: SearchConfig, context: dict[str, Any], space: SearchSpa
 
 def run(cfg: SearchConfig) -> dict[str, Any]:
     """Run one search; returns its results.json content."""
-    from ..checkpoint import read_meta, resolve_checkpoint, space_of
+    from ..checkpoint import read_record, resolve_checkpoint, space_of
     from .evaluate import EvalSettings
     from .tracking import SearchTracker
 
     cfg = cfg.with_absolute_paths()
     checkpoint = resolve_checkpoint(cfg.checkpoint, cfg.supernet)
-    meta = read_meta(checkpoint)
-    space = space_of(meta)
-    num_classes = int(meta["num_classes"])
+    record = read_record(checkpoint)  # once per search: everything below takes it from here
+    space = space_of(record.meta)
+    num_classes = record.num_classes
     latency_fn = None
     if cfg.lut:
         from ..latency import LatencyTable
@@ -188,9 +192,9 @@ def run(cfg: SearchConfig) -> dict[str, Any]:
     search_dir = experiment.search_dir(cfg.name)
     data_overrides = {"data_dir": cfg.data_dir} if cfg.data_dir else {}
     settings = EvalSettings(max_batches=cfg.eval_batches, calib_batches=cfg.calib_batches, val_half=cfg.val_half)
-    data = evaluation_data(meta, data_overrides)
+    data = evaluation_data(record, data_overrides)
     context = evaluation_context(checkpoint, data, settings)
-    identity, identity_summary = search_identity(cfg, context, space, meta.get("epoch"), checkpoint)
+    identity, identity_summary = search_identity(cfg, context, space, record.epoch, checkpoint)
     tracker = SearchTracker(default_tracking_uri(experiment.root, cfg.mlflow_uri), cfg.name)
     tracker.start(identity=identity, summary=identity_summary, new_run=cfg.new_run, params={
         "strategy": cfg.strategy, "supernet": space.name, "profile": space.profile.name,
@@ -198,10 +202,10 @@ def run(cfg: SearchConfig) -> dict[str, Any]:
         "params_budget": cfg.params_budget, "latency_budget_ms": cfg.latency_budget_ms,
         "population": cfg.population, "generations": cfg.generations, "seed": cfg.seed,
         "evaluators": cfg.evaluators, "max_evaluations": strategy.max_evaluations,
-        "num_classes": num_classes, "dataset": meta["config"]["data"]["dataset"]})
+        "num_classes": num_classes, "dataset": data.dataset})
 
     try:
-        return _run_started(cfg, tracker, strategy, checkpoint, data, data_overrides, settings, context, identity,
+        return _run_started(cfg, tracker, strategy, record, data, data_overrides, settings, context, identity,
                             experiment, search_dir)
     except KeyboardInterrupt:
         tracker.finish("KILLED")
@@ -211,11 +215,12 @@ def run(cfg: SearchConfig) -> dict[str, Any]:
         raise
 
 
-def _run_started(cfg: SearchConfig, tracker: Any, strategy: SearchStrategy, checkpoint: Path, data: Any,
+def _run_started(cfg: SearchConfig, tracker: Any, strategy: SearchStrategy, record: TrainingRecord, data: Any,
                  data_overrides: dict[str, Any], settings: Any, context: dict[str, Any], identity: str,
                  experiment: Experiment, search_dir: Path) -> dict[str, Any]:
     """`run` once its MLflow parent run exists: the evaluator pool, the Tune experiment (a `tune.Tuner`,
-    or `Tuner.restore` of this search's interrupted one), the summary."""
+    or `Tuner.restore` of this search's interrupted one), the summary. `record`: the checkpoint's
+    `TrainingRecord`."""
     import time
 
     from ray import tune
@@ -232,7 +237,7 @@ def _run_started(cfg: SearchConfig, tracker: Any, strategy: SearchStrategy, chec
     plan = plan_search(cfg, cluster)
     placement.check_fits(plan, cluster)  # before any actor starts
     evaluators = plan.evaluators
-    pool = EvaluatorPool(str(checkpoint), evaluators.count, cfg.lut, settings, data_overrides, evaluators.cpus,
+    pool = EvaluatorPool(str(record.directory), evaluators.count, cfg.lut, settings, data_overrides, evaluators.cpus,
                          cfg.threads_per_evaluator, cache=cache, timeout_s=cfg.eval_timeout_s,
                          gpus_per_evaluator=evaluators.gpus, timing_arch=strategy.space.largest())
     print(f"[{cfg.name}] evaluation timeouts (s): {pool.timeouts}", flush=True)
@@ -276,7 +281,7 @@ def _run_started(cfg: SearchConfig, tracker: Any, strategy: SearchStrategy, chec
               "cache_entries": len(cache) if cache is not None else 0,
               **{f"candidates_{k}": v for k, v in strategy.proposals.items()}}
     try:
-        summary = summarise(strategy, pool, cfg, search_dir, tracker, checkpoint, failures)
+        summary = summarise(strategy, pool, cfg, search_dir, tracker, record, data, failures)
     except BaseException:
         pool.shutdown()
         raise
@@ -309,15 +314,15 @@ def cache_hits(grid: Any, since: float) -> int:
                and result.metrics.get("timestamp", 0) >= int(since))
 
 
-def summarise(strategy: SearchStrategy, pool: Any, cfg: SearchConfig, search_dir: Path,
-              tracker: Any, checkpoint: Path, failures: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def summarise(strategy: SearchStrategy, pool: Any, cfg: SearchConfig, search_dir: Path, tracker: Any, record: TrainingRecord,
+              data: Any, failures: list[dict[str, Any]] | None = None) -> dict[str, Any]:
 
-    from ..checkpoint import load_supernet, read_meta
+    from ..checkpoint import load_supernet
     from ..data import build_loader
     from ..export import export_model
     from ..models import calibrated_subnet, save_subnet
 
-    data = evaluation_data(read_meta(checkpoint), {"data_dir": cfg.data_dir} if cfg.data_dir else {})
+    checkpoint = record.directory
     best = strategy.ranked(cfg.top_k)
     front = sorted(strategy.pareto_front(), key=lambda e: (e.latency or 0.0, e.params))
     if not best:
@@ -344,7 +349,7 @@ def summarise(strategy: SearchStrategy, pool: Any, cfg: SearchConfig, search_dir
                          "macs": test["macs"], "exports": {k: str(v) for k, v in paths.items()},
                          "weights": str(weights), "arch_json": str(arch_path),
                          **({"val_other_top1": other["val_other_top1"]} if other is not None else {})})
-    log_mlflow_models(cfg, reported, models, tracker, checkpoint, space, data)
+    log_mlflow_models(cfg, reported, models, tracker, record, space, data)
     tracker.log_summary(reported, front, strategy.history)
     print_tables(reported, front)
     return {"best": reported, "pareto_front": [e.to_dict() for e in front],
@@ -353,11 +358,10 @@ def summarise(strategy: SearchStrategy, pool: Any, cfg: SearchConfig, search_dir
 
 
 def log_mlflow_models(cfg: SearchConfig, reported: list[dict[str, Any]], models: list[tuple[Any, Any]],
-                      tracker: Any, checkpoint: Path, space: SearchSpace, data: Any) -> None:
+                      tracker: Any, record: TrainingRecord, space: SearchSpace, data: Any) -> None:
     """Each reported model as MLflow Models in its candidate run (pyfunc + ONNX when exported), with its
     measured latency; the best one registered (`autovit_ray.registry`). Adds the model URIs, measured
     latency and registry version to `reported`."""
-    from ..checkpoint import read_meta
     from ..latency import get_backend, measure_interleaved
     from ..registry import ModelFacts, log_searched_model, register, registered_model_name
 
@@ -371,16 +375,15 @@ def log_mlflow_models(cfg: SearchConfig, reported: list[dict[str, Any]], models:
             p.close()
     # the LUT file's content hash: which table predicted the latencies
     lut_fingerprint = hashlib.sha256(Path(cfg.lut).read_bytes()).hexdigest()[:16] if cfg.lut else None
-    meta = read_meta(checkpoint)
     budgets = ",".join(f"{k}<={v:g}" for k, v in (("params", cfg.params_budget),
                                                    ("latency_ms", cfg.latency_budget_ms)) if v is not None)
     split = f"{data.dataset}/split_seed={data.split_seed}/val_size={data.val_size}"
     for entry, (model, batch), measured in zip(reported, models, stats):
         arch = Arch.from_dict(entry["arch"])
         entry["measured_latency_ms"] = measured.median_ms
-        facts = ModelFacts(arch=arch, profile=space.profile.name, num_classes=int(meta["num_classes"]),
+        facts = ModelFacts(arch=arch, profile=space.profile.name, num_classes=record.num_classes,
                            mean=tuple(data.mean), std=tuple(data.std), params=int(entry["params"]), macs=int(entry["macs"]), val_top1=float(entry["val_top1"]),
-                           test_top1=float(entry["test_top1"]), checkpoint=str(checkpoint),
+                           test_top1=float(entry["test_top1"]), checkpoint=str(record.directory),
                            space_fingerprint=space.fingerprint(), data_split=split, budgets=budgets or "none",
                            lut_latency_ms=entry["latency_ms"], lut_fingerprint=lut_fingerprint,
                            measured_latency_ms=measured.median_ms)
@@ -391,7 +394,7 @@ def log_mlflow_models(cfg: SearchConfig, reported: list[dict[str, Any]], models:
         entry["model_uris"] = log_searched_model(tracker.tracking_uri, run_id, model, facts,
                                                  Path(entry["arch_json"]), Path(entry["weights"]), onnx_path, batch)
         if entry["rank"] == 1 and not cfg.no_register:
-            name = cfg.registered_model_name or registered_model_name(meta["config"]["name"], arch.supernet)
+            name = cfg.registered_model_name or registered_model_name(record.experiment_name, arch.supernet)
             entry["registered"] = register(tracker.tracking_uri, name, entry["model_uris"]["pyfunc"], run_id, facts)
 
 
