@@ -180,7 +180,7 @@ class TensorBatches:
 class StreamBatches:
     """Training batches (x float32 [B, 3, r, r] normalised, y int64 [B]) from a stream of uint8 batches
     {"image": [B, S, S, 3], "label": [B]} that something else reads and decodes (a Ray Data shard's
-    `iter_torch_batches`, `autovit_ray.ray_data`): augmented on `device` as `TensorBatches` augments, with
+    `iter_torch_batches`, `autovit_ray.ray_inputs`): augmented on `device` as `TensorBatches` augments, with
     the generator seeded by (seed, epoch, step, rank). The stream decides which images make up a step;
     `steps` is how many steps an epoch takes (every rank must take as many: gradients are all-reduced)."""
 
