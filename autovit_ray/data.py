@@ -630,6 +630,11 @@ def prepare_data(cfg: DataConfig) -> PreparedData:
                         test.images.numpy(), test.labels.numpy())
 
 
+def _in_memory_path(cfg: DataConfig) -> str:
+    """The in-memory data path of prepared data (`prepare_data` refuses the others)."""
+    return "batched" if _augments(cfg) else "tensors"
+
+
 def train_files(cfg: DataConfig) -> tuple[list[str], tuple[str, ...]]:
     """(files of the training split, class names) of an image folder: what a distributed reader (Ray
     Data) reads; the same images, in the same split, as every other data path."""
@@ -717,7 +722,7 @@ def build_loader(cfg: DataConfig, split: str, resolution: int | None = None, wor
         raise ValueError(f"resolution {resolution!r} is invalid: expected a positive integer or None")
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}: expected one of {SPLITS}")
-    path = resolve_data_path(cfg) if prepared is None else ("batched" if _augments(cfg) else "tensors")
+    path = resolve_data_path(cfg) if prepared is None else _in_memory_path(cfg)
     if path in ("batched", "tensors"):
         return _tensor_loader(cfg, split, resolution, world_rank, world_size, device, augment=path == "batched",
                               part=part, prepared=prepared)
@@ -793,7 +798,7 @@ def build_loaders(cfg: DataConfig, resolution: int | None = None, world_rank: in
     classes = prepared.classes if prepared is not None else _sources(cfg)[0].classes
     mixup_fn = build_mixup(cfg, len(classes))
     data_path = "ray-data" if train is not None else (
-        resolve_data_path(cfg) if prepared is None else ("batched" if _augments(cfg) else "tensors"))
+        resolve_data_path(cfg) if prepared is None else _in_memory_path(cfg))
     return Loaders(
         train=train if train is not None else loaders.pop("train"), **loaders, num_classes=len(classes),
         classes=classes, mixup_fn=mixup_fn, label_smoothing=cfg.label_smoothing,
