@@ -35,9 +35,12 @@ def test_registered_model_forward_backward_export(name, tmp_path):
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
     model.eval()
     assert check_onnx(export_onnx(model, x[:1], tmp_path / "m.onnx"), model, x[:1]) <= 1e-4
-    # CoreML: conversion only (prediction needs macOS); timm's own mobilevit_xxs fails here.
-    package = export_coreml(model, x[:1], tmp_path / "m.mlpackage")
-    assert (package / "Manifest.json").is_file()
+    # CoreML: conversion only (prediction needs macOS); timm's own mobilevit_xxs fails here. The smallest
+    # corner of each supernet has every op kind of its largest (they differ in depth, width and heads
+    # only), and converting the largest took ~15 s each: three conversions cover the ops.
+    if name.endswith("_smallest"):
+        package = export_coreml(model, x[:1], tmp_path / "m.mlpackage")
+        assert (package / "Manifest.json").is_file()
 
 
 def test_searched_model_round_trip_through_timm(tmp_path):
