@@ -27,7 +27,7 @@ from .config import DataConfig, _bad, _is_int
 from .data_path import _in_memory_path, resolve_data_path, stored_size
 from .prepared import PreparedData
 from .sources import _load_sources, _Source, _sources
-from .splits import SPLITS, _part, make_splits
+from .splits import SPLITS, Splits, _part, make_splits
 from .transforms import augment_config, build_transform
 
 if TYPE_CHECKING:
@@ -60,12 +60,34 @@ class _ShardSampler(Sampler[int]):
         return len(self.items)
 
 
+@dataclass(frozen=True)
+class ResolvedData:
+    """What the four loaders of a `build_loaders` call share: resolved once (`resolve_data`), not once per
+    split (the data path of an image folder opens an image, the splits sort every label)."""
+
+    path: str  # the data path, one of DATA_PATHS
+    splits: Splits
+    classes: tuple[str, ...]
+
+
+def resolve_data(cfg: DataConfig, prepared: PreparedData | None = None) -> ResolvedData:
+    """The data path, splits and class names of `cfg`; from `prepared` (the driver's) when given."""
+    if prepared is not None:
+        return ResolvedData(_in_memory_path(cfg), prepared.splits, prepared.classes)
+    return ResolvedData(resolve_data_path(cfg), make_splits(cfg), _sources(cfg)[0].classes)
+
+
 def build_dataset(cfg: DataConfig, split: str, resolution: int | None = None,
                   part: tuple[int, int] | None = None) -> ImageDataset:
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}: expected one of {SPLITS}")
+    return _image_dataset(cfg, make_splits(cfg), split, resolution, part)
+
+
+def _image_dataset(cfg: DataConfig, splits: Splits, split: str, resolution: int | None,
+                   part: tuple[int, int] | None) -> ImageDataset:
     train_source, test_source = _sources(cfg)
-    indices = _part(getattr(make_splits(cfg), split), part)
+    indices = _part(getattr(splits, split), part)
     source = test_source if split == "test" else train_source
     return ImageDataset(source, indices, build_transform(cfg, split == "train", resolution))
 
@@ -81,23 +103,22 @@ def _tensors(dataset: str, data_dir: str | None, cache_dir: str | None,
     return load_tensors(dataset, _load_sources(dataset, data_dir), cache_dir, size=size)
 
 
-def _tensor_loader(cfg: DataConfig, split: str, resolution: int | None, world_rank: int, world_size: int,
-                   device: torch.device | str, augment: bool, part: tuple[int, int] | None,
-                   prepared: PreparedData | None = None) -> Any:
+def _tensor_loader(cfg: DataConfig, data: ResolvedData, split: str, resolution: int | None, world_rank: int,
+                   world_size: int, device: torch.device | str, part: tuple[int, int] | None,
+                   prepared: PreparedData | None) -> Any:
     from .batches import TensorBatches  # imports kornia: only where a tensor loader is built
 
     if prepared is not None:
         train_tensors, test_tensors = prepared.tensors()
-        splits = prepared.splits
     else:
         data_dir = None if cfg.dataset == "digits" or cfg.data_dir is None else str(Path(cfg.data_dir).resolve())
         train_tensors, test_tensors = _tensors(cfg.dataset, data_dir, cfg.cache_dir, stored_size(cfg))
-        splits = make_splits(cfg)
-    indices = _part(getattr(splits, split), part)
+    indices = _part(getattr(data.splits, split), part)
     r = resolution or cfg.input_resolution
+    augment = split == "train" and data.path == "batched"
     loader = TensorBatches(
         test_tensors if split == "test" else train_tensors, indices, cfg.batch_size, train=split == "train",
-        augment=augment_config(cfg, r) if split == "train" and augment else None, resolution=r, mean=tuple(cfg.mean),
+        augment=augment_config(cfg, r) if augment else None, resolution=r, mean=tuple(cfg.mean),
         std=tuple(cfg.std), crop_pct=cfg.eval_crop_pct, seed=cfg.seed, rank=world_rank, world_size=world_size,
         shard=split != "calib", device=device)
     if split == "train" and len(loader) < 1:
@@ -115,6 +136,13 @@ def build_loader(cfg: DataConfig, split: str, resolution: int | None = None, wor
     transforms (`resolve_data_path`). `part` = (k, n): only the k-th of n fixed interleaved parts of the
     split (`_part`; e.g. a search selecting on one half of the validation split). `prepared`: the
     driver's `prepare_data(cfg)`, read instead of `data_dir` (in-memory paths only)."""
+    _check_loader_args(split, resolution, world_rank, world_size, part)
+    return _split_loader(cfg, resolve_data(cfg, prepared), split, resolution, world_rank, world_size, device, part,
+                         prepared)
+
+
+def _check_loader_args(split: str, resolution: int | None, world_rank: int, world_size: int,
+                       part: tuple[int, int] | None) -> None:
     if part is not None and not (isinstance(part, tuple) and len(part) == 2 and all(_is_int(v) for v in part)
                                  and 0 <= part[0] < part[1]):
         raise ValueError(f"part {part!r} is invalid: expected (k, n) with 0 <= k < n")
@@ -124,11 +152,14 @@ def build_loader(cfg: DataConfig, split: str, resolution: int | None = None, wor
         raise ValueError(f"resolution {resolution!r} is invalid: expected a positive integer or None")
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}: expected one of {SPLITS}")
-    path = resolve_data_path(cfg) if prepared is None else _in_memory_path(cfg)
-    if path in ("batched", "tensors"):
-        return _tensor_loader(cfg, split, resolution, world_rank, world_size, device, augment=path == "batched",
-                              part=part, prepared=prepared)
-    dataset = build_dataset(cfg, split, resolution, part)
+
+
+def _split_loader(cfg: DataConfig, data: ResolvedData, split: str, resolution: int | None, world_rank: int,
+                  world_size: int, device: torch.device | str, part: tuple[int, int] | None,
+                  prepared: PreparedData | None) -> Any:
+    if data.path in ("batched", "tensors"):
+        return _tensor_loader(cfg, data, split, resolution, world_rank, world_size, device, part, prepared)
+    dataset = _image_dataset(cfg, data.splits, split, resolution, part)
     sampler: Sampler[int] | None = None
     if split == "train":
         sampler = DistributedSampler(dataset, num_replicas=world_size, rank=world_rank, shuffle=True,
@@ -195,15 +226,14 @@ def build_loaders(cfg: DataConfig, resolution: int | None = None, world_rank: in
     """Train / val / test / calib loaders at `resolution` (default `cfg.input_resolution`). `prepared`:
     the driver's `prepare_data(cfg)`, read instead of `data_dir`; `train`: a loader that replaces the
     training split's (a `StreamBatches` over Ray Data; the data path is then recorded as 'ray-data')."""
-    loaders = {s: build_loader(cfg, s, resolution, world_rank, world_size, device, prepared=prepared)
+    _check_loader_args("train", resolution, world_rank, world_size, None)
+    data = resolve_data(cfg, prepared)
+    loaders = {s: _split_loader(cfg, data, s, resolution, world_rank, world_size, device, None, prepared)
                for s in SPLITS if not (s == "train" and train is not None)}
-    classes = prepared.classes if prepared is not None else _sources(cfg)[0].classes
-    mixup_fn = build_mixup(cfg, len(classes))
-    data_path = "ray-data" if train is not None else (
-        resolve_data_path(cfg) if prepared is None else _in_memory_path(cfg))
+    data_path = "ray-data" if train is not None else data.path
     return Loaders(
-        train=train if train is not None else loaders.pop("train"), **loaders, num_classes=len(classes),
-        classes=classes, mixup_fn=mixup_fn, label_smoothing=cfg.label_smoothing,
+        train=train if train is not None else loaders.pop("train"), **loaders, num_classes=len(data.classes),
+        classes=data.classes, mixup_fn=build_mixup(cfg, len(data.classes)), label_smoothing=cfg.label_smoothing,
         resolution=resolution or cfg.input_resolution, mean=cfg.mean, std=cfg.std, cfg=cfg, data_path=data_path,
         world_rank=world_rank,
     )
