@@ -44,8 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from autovit_ray.data import renormalize, resize_batch
-from autovit_ray.data_config import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD  # = timm's
+from autovit_ray.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, renormalize, resize_batch
 from autovit_ray.kd_config import KD_KINDS, KDConfig, check_alpha_tau, parse_teacher_spec, rgb_triple
 
 

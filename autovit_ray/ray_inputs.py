@@ -1,7 +1,7 @@
 """Where the training workers' images come from on a Ray cluster (`ray.train_input`).
 
 - ``local``: each worker reads `data.data_dir` on its own node (every node needs the data set's files;
-  on one machine the decoded tensors are shared through the decode cache, `autovit_ray.batches`).
+  on one machine the decoded tensors are shared through the decode cache, `autovit_ray.data.cache`).
 - ``object-store``: in-memory data paths (CIFAR-10, small image folders): the driver decodes the
   images once (`autovit_ray.data.prepare_data`) and puts the uint8 arrays, the splits and the class
   names into Ray's object store; every node receives one copy and its workers map it without a copy.
@@ -10,7 +10,7 @@
 - ``ray-data``: image folders too large for memory (ImageNet): the training split's files are read
   and decoded (to S x S uint8, `FolderImageDecoder`) by Ray Data tasks on any node with CPUs, and each
   worker streams its shard (`streaming_split`, equal shards) through `iter_torch_batches` into the
-  batched augmentation on its own device (`autovit_ray.batches.StreamBatches`). Files are shuffled
+  batched augmentation on its own device (`autovit_ray.data.StreamBatches`). Files are shuffled
   anew every epoch (seeded by `data.seed`); the images of a step depend on task scheduling, so an
   interrupted epoch does not replay exactly. The validation, calibration and test splits are still
   read from `data.data_dir` on each worker's node (a shared mount): evaluation needs exact, ordered
@@ -25,8 +25,6 @@ from typing import Any
 from autovit_ray.data import (
     FolderImageDecoder,
     Loaders,
-    _augments,
-    _batched_refusal,
     augment_config,
     build_loaders,
     prepare_data,
@@ -34,6 +32,7 @@ from autovit_ray.data import (
     stored_size,
     train_files,
 )
+from autovit_ray.data.config import _augments, _batched_refusal
 from autovit_ray.training.config import TrainConfig
 
 
@@ -95,7 +94,7 @@ def worker_loaders(cfg: TrainConfig, payload: Mapping[str, Any], resolution: int
     import ray
     import ray.train
 
-    from autovit_ray.batches import StreamBatches
+    from autovit_ray.data import StreamBatches
 
     data = cfg.data
     if cfg.ray.train_input == "object-store":

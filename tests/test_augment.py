@@ -1,4 +1,4 @@
-"""Batched training / eval augmentation (autovit_ray.augment) on tiny CPU tensors."""
+"""Batched training / eval augmentation (autovit_ray.data.augment) on tiny CPU tensors."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 import torchvision.transforms.functional as TF
 
-from autovit_ray.augment import (
+from autovit_ray.data.augment import (
     _OPS,
     AugmentConfig,
     eval_batch,
@@ -189,6 +189,6 @@ def test_runs_on_the_input_device():
 
 
 def test_module_is_pure():
-    code = ("import sys, autovit_ray.augment\n"
+    code = ("import sys, autovit_ray.data.augment\n"
             "bad = [m for m in ('ray', 'mlflow', 'timm', 'PIL') if m in sys.modules]\nassert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)

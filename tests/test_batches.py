@@ -1,5 +1,5 @@
-"""The in-memory data path (`data.augment: batched`, `autovit_ray.batches`): the decode cache, the
-batched loaders' order, sharding and determinism, and training through it."""
+"""The in-memory data path (`data.augment: batched`; `autovit_ray.data.cache`, `.batches`): the decode
+cache, the batched loaders' order, sharding and determinism, and training through it."""
 
 from __future__ import annotations
 
@@ -9,18 +9,20 @@ import numpy as np
 import pytest
 import torch
 
-from autovit_ray import batches
-from autovit_ray.batches import TensorBatches, load_tensors
 from autovit_ray.data import (
     DataConfig,
-    _load_sources,
+    TensorBatches,
     build_loader,
     build_loaders,
+    cache,
     in_memory_mb,
     make_splits,
     resolve_data_path,
     stored_size,
 )
+from autovit_ray.data.cache import load_tensors
+from autovit_ray.data.loaders import _tensors
+from autovit_ray.data.sources import _load_sources
 
 
 def _digits(**overrides) -> DataConfig:
@@ -38,7 +40,7 @@ def test_decode_cache_is_reused_checked_and_rebuilt(tmp_path, monkeypatch) -> No
 
     def no_decoding(_source):
         raise AssertionError("decoded although the cache is sound")
-    monkeypatch.setattr(batches, "decode", no_decoding)
+    monkeypatch.setattr(cache, "decode", no_decoding)
     again, _ = load_tensors("digits", sources, tmp_path, log=lines.append)
     assert torch.equal(again.images, train.images) and lines == []
     monkeypatch.undo()
@@ -201,17 +203,16 @@ def test_supernet_trains_through_the_batched_path(tmp_path, one_thread) -> None:
 
 def test_prepare_in_memory_decodes_once_for_the_processes_that_follow(tmp_path, monkeypatch) -> None:
     """The driver decodes and caches; a worker then loads the cached tensors without decoding."""
-    from autovit_ray import data as data_module
     from autovit_ray.data import prepare_in_memory
 
     cfg = DataConfig(dataset="digits", cache_dir=str(tmp_path), batch_size=16)
     prepare_in_memory(cfg)
     assert len(list(tmp_path.glob("digits-*.pt"))) == 1
-    data_module._tensors.cache_clear()  # as in a fresh worker process
+    _tensors.cache_clear()  # as in a fresh worker process
 
     def no_decoding(*_args):
         raise AssertionError("a worker decoded although the driver had cached the tensors")
-    monkeypatch.setattr(batches, "decode", no_decoding)
+    monkeypatch.setattr(cache, "decode", no_decoding)
     assert len(_all(build_loader(cfg, "val"))[1]) == len(make_splits(cfg).val)
-    data_module._tensors.cache_clear()
+    _tensors.cache_clear()
     prepare_in_memory(dataclasses.replace(cfg, in_memory_limit_mb=0))  # a streamed path: nothing to prepare

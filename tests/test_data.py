@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import io
 import os
 import pickle
@@ -395,3 +396,14 @@ def test_recalibrate_bn_on_calib_loader() -> None:
     recalibrate_bn(model, build_loader(DIGITS, "calib"), num_batches=2, resolution=12)
     assert not torch.equal(model[1].running_mean, before)
     assert model[1].num_batches_tracked == 2 and not model.training
+
+
+def test_every_name_of_the_package_resolves() -> None:
+    """`autovit_ray.data` imports its names from their modules on first use: each one must be there."""
+    import autovit_ray.data as data
+
+    for name in data.__all__:
+        module = importlib.import_module(f"autovit_ray.data.{data._MODULE_OF[name]}")
+        assert getattr(data, name) is getattr(module, name)
+    with pytest.raises(AttributeError):
+        data.no_such_name  # noqa: B018

@@ -6,14 +6,16 @@ from __future__ import annotations
 import subprocess
 import sys
 
+DATA_MODULES = tuple(f"autovit_ray.data.{name}" for name in (
+    "config", "sources", "splits", "data_path", "transforms", "augment", "cache", "batches", "prepared", "loaders"))
 CORE_MODULES = (
     "autovit_ray.space", "autovit_ray.plan", "autovit_ray.nn", "autovit_ray.evaluation",
     "autovit_ray.latency.modules", "autovit_ray.latency.lut", "autovit_ray.latency.extract",
     "autovit_ray.search.algorithms", "autovit_ray.search.pareto", "autovit_ray.search.synthetic",
     "autovit_ray.search.evaluate", "autovit_ray.training.loop", "autovit_ray.training.optim",
-    "autovit_ray.training.config", "autovit_ray.data", "autovit_ray.distill", "autovit_ray.checkpoint",
-    "autovit_ray.models", "autovit_ray.config", "autovit_ray.search.config", "autovit_ray.augment",
-    "autovit_ray.batches", "autovit_ray.training.reference", "autovit_ray.placement",
+    "autovit_ray.training.config", "autovit_ray.data", *DATA_MODULES, "autovit_ray.distill",
+    "autovit_ray.checkpoint", "autovit_ray.models", "autovit_ray.config", "autovit_ray.search.config",
+    "autovit_ray.training.reference", "autovit_ray.placement",
 )
 
 

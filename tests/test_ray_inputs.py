@@ -17,11 +17,11 @@ import pytest
 import torch
 from PIL import Image
 
-from autovit_ray import data as data_module
-from autovit_ray.batches import StreamBatches, TensorBatches
 from autovit_ray.data import (
     DataConfig,
     FolderImageDecoder,
+    StreamBatches,
+    TensorBatches,
     build_loader,
     build_loaders,
     make_splits,
@@ -29,6 +29,8 @@ from autovit_ray.data import (
     stored_size,
     train_files,
 )
+from autovit_ray.data.loaders import _tensors
+from autovit_ray.data.sources import _load_sources
 from autovit_ray.training.config import config_from_dict
 
 
@@ -51,8 +53,8 @@ def _config(root: Path, tmp_path: Path, **changes) -> DataConfig:
 
 
 def _forget_sources() -> None:
-    data_module._load_sources.cache_clear()
-    data_module._tensors.cache_clear()
+    _load_sources.cache_clear()
+    _tensors.cache_clear()
 
 
 def _batches(loader) -> list[tuple[torch.Tensor, torch.Tensor]]:

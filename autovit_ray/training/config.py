@@ -27,7 +27,7 @@ from autovit_ray.config import (
     set_path,
     type_hints,
 )
-from autovit_ray.data_config import DataConfig
+from autovit_ray.data import DataConfig
 from autovit_ray.kd_config import KDConfig
 from autovit_ray.space import BUILTIN_SPACES
 

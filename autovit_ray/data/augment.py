@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 from kornia.geometry.transform import invert_affine_transform, warp_affine
 
-from autovit_ray.data_config import parse_rand_augment  # noqa: F401 - part of this module's API
+from .config import parse_rand_augment  # noqa: F401 - part of this module's API
 
 Tensor = torch.Tensor
 

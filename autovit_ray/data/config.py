@@ -1,7 +1,7 @@
 """The data configuration (`DataConfig`): which dataset, its splits and the training recipe's
 augmentation, validated once with one clear error per bad field. The loaders, transforms and sources
-that read it are `autovit_ray.data`. Pure Python (no torch, no timm): a CLI can build, print and
-check a training config without importing them.
+that read it are the other modules of `autovit_ray.data`. Pure Python (no torch, no timm): a CLI can
+build, print and check a training config without importing them.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from autovit_ray.config import dataclass_from_flat_dict
 
 DATASETS = ("digits", "cifar10", "imagefolder")
 AUGMENT_MODES = ("auto", "timm", "batched", "none")
-CROPS = ("rrc", "pad", "none")  # training crops (autovit_ray.augment's module doc)
+CROPS = ("rrc", "pad", "none")  # training crops (autovit_ray.data.augment's module doc)
 IMAGENET_DEFAULT_MEAN = (0.485, 0.456, 0.406)  # = timm.data's
 IMAGENET_DEFAULT_STD = (0.229, 0.224, 0.225)
 
@@ -41,7 +41,7 @@ _DEFAULTS = {
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Everything that defines the data. Fields left at None take the dataset's default (module doc).
+    """Everything that defines the data. Fields left at None take the dataset's default (`_DEFAULTS`).
 
     The augmentation defaults are DeiT's recipe (RandAugment m9, random erasing 0.25, Mixup 0.8,
     CutMix 1.0, label smoothing 0.1). `batch_size` is per data-parallel rank.
@@ -57,8 +57,8 @@ class DataConfig:
     split_seed: int = 0  # fixes val / calib (and digits' test); keep it across train and search
     seed: int = 0  # batch order and augmentation
     augment: str = "auto"  # "timm": timm's PIL pipeline per image; "batched": the same recipe on in-memory
-    # tensors, a batch at a time on the training device (autovit_ray.batches); "none": resize + normalise;
-    # "auto": batched when the data fits in memory (digits: none), else timm (module doc)
+    # tensors, a batch at a time on the training device (autovit_ray.data.batches); "none": resize + normalise;
+    # "auto": batched when the data fits in memory (digits: none), else timm (autovit_ray.data.data_path)
     in_memory_limit_mb: int = 4096  # decoded train + test images above this stream from files; 0: always
     cache_dir: str | None = None  # decoded tensors (default $AUTOVIT_RAY_DATA_CACHE, else ~/.cache/autovit-ray/data)
     auto_augment: str | None = "rand-m9-mstd0.5-inc1"
