@@ -21,8 +21,38 @@ def module_files(package: Path = PACKAGE) -> dict[str, Path]:
     return modules
 
 
-def imported_modules(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
-    """The package's modules that module `name` imports anywhere in its file."""
+def top_level_names(path: Path) -> set[str]:
+    """The names a module binds at its top level (defs, classes, assignments, imports)."""
+    names: set[str] = set()
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names.update(t.id for t in targets if isinstance(t, ast.Name))
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names.update((alias.asname or alias.name).split(".")[0] for alias in node.names)
+    return names
+
+
+def lazy_exports(package: str, modules: dict[str, Path]) -> dict[str, str]:
+    """{name: submodule} of what a package hands out lazily (a module `__getattr__`, as autovit_ray.data
+    does): names its `__init__.py` does not bind, bound by one of its direct submodules. `from package
+    import name` imports that submodule, an arrow the graph must see."""
+    own = top_level_names(modules[package])
+    if "__getattr__" not in own:
+        return {}
+    out = {}
+    for name, path in modules.items():
+        if name.rpartition(".")[0] == package and path.name != "__init__.py":
+            out.update({n: name for n in top_level_names(path) - own if not n.startswith("_")})
+    return out
+
+
+def imported_modules(name: str, path: Path, modules: dict[str, Path],
+                     lazy: dict[str, dict[str, str]] | None = None) -> set[str]:
+    """The package's modules that module `name` imports anywhere in its file (`lazy`: each package's
+    `lazy_exports`)."""
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
@@ -33,8 +63,10 @@ def imported_modules(name: str, path: Path, modules: dict[str, Path]) -> set[str
             if node.level:  # relative: `from .x import y` / `from .. import y`
                 parts = package.split(".")[: len(package.split(".")) - (node.level - 1)]
                 base = ".".join([*parts, *([node.module] if node.module else [])])
-            # `from a import b` imports module a, and module a.b when b is one
-            targets = [base, *(f"{base}.{alias.name}" for alias in node.names)]
+            # `from a import b` imports module a, and module a.b when b is one (or a lazy export of a's)
+            exports = (lazy or {}).get(base, {})
+            targets = [base, *(f"{base}.{alias.name}" for alias in node.names),
+                       *(exports[alias.name] for alias in node.names if alias.name in exports)]
         else:
             continue
         found.update(t for t in targets if t in modules and t != name)
@@ -43,7 +75,8 @@ def imported_modules(name: str, path: Path, modules: dict[str, Path]) -> set[str
 
 def import_graph(package: Path = PACKAGE) -> dict[str, set[str]]:
     modules = module_files(package)
-    return {name: imported_modules(name, path, modules) for name, path in modules.items()}
+    lazy = {name: lazy_exports(name, modules) for name, path in modules.items() if path.name == "__init__.py"}
+    return {name: imported_modules(name, path, modules, lazy) for name, path in modules.items()}
 
 
 def circles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -140,3 +173,13 @@ def test_circles_are_found_through_lazy_and_relative_imports(tmp_path):
     graph = import_graph(package)
     assert graph["pkg.sub.b"] == {"pkg.c"} and graph["pkg.d"] == {"pkg", "pkg.c"}
     assert circles(graph) == [["pkg.a", "pkg.c", "pkg.sub.b"]]
+
+
+def test_lazy_exports_of_a_package_are_arrows_to_their_modules(tmp_path):
+    package = _package(tmp_path, {
+        "__init__.py": "", "data/__init__.py": "def __getattr__(name):\n    ...\n",
+        "data/loaders.py": "from ..user import g\ndef build():\n    pass\n", "user.py": "from .data import build\n"})
+    graph = import_graph(package)
+    assert graph["pkg.user"] == {"pkg.data", "pkg.data.loaders"}
+    assert circles(graph) == [["pkg.data.loaders", "pkg.user"]]
+    assert import_graph(PACKAGE)["autovit_ray.evaluation"] >= {"autovit_ray.data.transforms"}
