@@ -4,12 +4,12 @@ MLflow run id (a search's candidate run or its parent)."""
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable
 from pathlib import Path
 
 from .experiment import SEARCH_RESULTS
+from .search.results import read_search
 from .space import Arch
 
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -39,12 +39,10 @@ def arch_from_run(run_id: str, tracking_uri: str) -> Arch:
 
 def arch_from_search_results(path: Path) -> Arch:
     """The rank-1 model of a search's `results.json` (what `python -m autovit_ray.search` writes)."""
-    try:
-        results = json.loads(path.read_text())
-        return Arch.from_dict(results["best"][0]["arch"])
-    except (json.JSONDecodeError, KeyError, IndexError, TypeError, ValueError) as exc:
-        raise ValueError(f"{path} is not a finished search's results.json with a best model "
-                         f"(expected {{'best': [{{'arch': {{...}}}}, ...]}}): {exc!r}") from None
+    champion = read_search(path).champion
+    if champion is None:
+        raise ValueError(f"{path}: the search found no model within its budgets (its 'best' list is empty)")
+    return champion.arch
 
 
 def resolve_arch(spec: str, tracking_uri: Callable[[], str]) -> Arch:

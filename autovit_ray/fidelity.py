@@ -180,7 +180,7 @@ def train_standalone(recipe: Any, arch: Arch, truth: Path, seed: int, address: s
     except ValueError:
         pass  # not trained, or not to the end: train (run_training resumes from the last epoch)
     results = run_training(cfg, address=address, mlflow_uri=mlflow_uri, progress_bar=False, standalone=(arch, space))
-    failed = {s: r for s, r in results.items() if r["status"] != "OK"}
+    failed = [r.to_dict() for r in results.values() if not r.ok]
     if failed:
         raise RuntimeError(f"stand-alone training of {arch} (seed {seed}) failed: {failed}")
     return find_checkpoint(cfg.experiment_dir, arch.supernet, final=True)

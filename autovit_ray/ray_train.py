@@ -11,12 +11,14 @@ training of one arch alone.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
 import tempfile
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +41,37 @@ from autovit_ray.training.config import (
 RESUMABLE_FIELDS = ("output_dir", "supernets", "train.stop_after_epoch", "train.fail_after_epoch",
                     "train.progress_bar", "train.arch_log", "data.num_workers", "data.data_dir", "data.cache_dir",
                     "data.augment", "data.in_memory_limit_mb", "eval.", "ray.", "mlflow.")
+
+
+@dataclass
+class TrainResult:
+    """What one supernet's training ended with (`run_training` returns one per supernet; the experiment's
+    train_summary.json holds their `to_dict()`). `status`: OK (its TorchTrainer returned) or FAILED;
+    an OK run stopped before `train.epochs` (train.stop_after_epoch, Ctrl-C) has `epoch` below them."""
+
+    supernet: str
+    status: str
+    checkpoint: str | None = None  # the last complete epoch's checkpoint directory
+    epoch: int | None = None  # that checkpoint's epoch
+    error: str = ""  # FAILED: the worker's exception, in full
+    worker: dict[str, Any] | None = None  # rank 0's node, pid and code path
+    metrics: dict[str, float] = field(default_factory=dict)  # the last report's numbers
+    mlflow_run_id: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "OK"
+
+    def finished(self, epochs: int) -> bool:
+        """Trained to the end: OK with a checkpoint of epoch `epochs` (or later)."""
+        return self.ok and self.epoch is not None and self.epoch >= epochs
+
+    def first_error_line(self) -> str:
+        return self.error.splitlines()[0] if self.error else self.status
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON of train_summary.json: unset fields are left out."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if v not in (None, "")}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -275,8 +308,8 @@ def torch_backend(cfg: TrainConfig) -> dict[str, Any]:
 
 
 def _fit_one(cfg_dict: dict[str, Any], space_source: str, name: str, plan: TrainerPlan,
-             payload: dict[str, Any], datasets: dict[str, Any]) -> dict[str, Any]:
-    """Runs one TorchTrainer to completion (in a driver thread); returns a JSON-safe summary.
+             payload: dict[str, Any], datasets: dict[str, Any]) -> TrainResult:
+    """Runs one TorchTrainer to completion (in a driver thread).
     `datasets`: Ray Datasets of the workers' input (`autovit_ray.ray_inputs.driver_inputs`)."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig
     from ray.train.torch import TorchTrainer
@@ -296,19 +329,19 @@ def _fit_one(cfg_dict: dict[str, Any], space_source: str, name: str, plan: Train
     try:
         result = trainer.fit()
     except Exception as e:  # TrainingFailedError: the worker's exception is in its message
-        return {"supernet": name, "status": "FAILED", "error": f"{type(e).__name__}: {e}"}
+        return TrainResult(name, "FAILED", error=f"{type(e).__name__}: {e}")
     checkpoint = result.checkpoint.path if result.checkpoint is not None else None
     metrics = dict(result.metrics or {})
     worker = {"node_id": metrics.pop("worker_node_id", None), "pid": metrics.pop("worker_pid", None),
               "code": metrics.pop("worker_code", None)}
-    return {"supernet": name, "status": "OK", "checkpoint": checkpoint, "worker": worker,
-            "metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float))}}
+    return TrainResult(name, "OK", checkpoint=checkpoint, worker=worker,
+                       metrics={k: v for k, v in metrics.items() if isinstance(v, (int, float))})
 
 
 def run_training(cfg: TrainConfig, address: str | None = None, mlflow_uri: str | None = None,
                  progress_bar: bool | None = None,
-                 standalone: tuple[Arch, SearchSpace] | None = None) -> dict[str, dict[str, Any]]:
-    """Train cfg.supernets concurrently on Ray; returns {supernet: summary}. Raises ValueError on bad
+                 standalone: tuple[Arch, SearchSpace] | None = None) -> dict[str, TrainResult]:
+    """Train cfg.supernets concurrently on Ray; returns {supernet: TrainResult}. Raises ValueError on bad
     input before writing anything. `standalone`: (arch, its one-arch space) of `standalone_config`."""
     import ray
 
@@ -365,24 +398,21 @@ def run_training(cfg: TrainConfig, address: str | None = None, mlflow_uri: str |
     finally:
         if started:
             ray.shutdown()
-    for s, summary in results.items():
-        if summary["status"] == "OK":
+    for s, result in results.items():
+        if result.ok:
             try:
                 latest = find_checkpoint(exp_dir, s)
-                summary["checkpoint"] = str(latest)
-                epoch = read_record(latest).epoch
-                summary["epoch"] = epoch
-                status = "FINISHED" if epoch >= cfg.train.epochs else "KILLED"  # KILLED: paused early
+                result.checkpoint, result.epoch = str(latest), read_record(latest).epoch
             except ValueError as e:
-                summary.update(status="FAILED", error=str(e))
-                status = "FAILED"
-        else:
-            status = "FAILED"
-        tracking.set_tags(uri, run_ids[s], {"checkpoint": summary.get("checkpoint", ""),
-                                            "completed_epochs": summary.get("epoch", "")})
+                result.status, result.error = "FAILED", str(e)
+        # MLflow's run status; KILLED: stopped before its last epoch (stop_after_epoch, Ctrl-C)
+        status = "FAILED" if not result.ok else "FINISHED" if result.finished(cfg.train.epochs) else "KILLED"
+        tracking.set_tags(uri, run_ids[s], {"checkpoint": result.checkpoint or "",
+                                            "completed_epochs": "" if result.epoch is None else result.epoch})
         tracking.end_run(uri, run_ids[s], status)
-        summary["mlflow_run_id"] = run_ids[s]
-    atomic_write_text(Experiment(exp_dir).train_summary, json.dumps(results, indent=1, default=str))
+        result.mlflow_run_id = run_ids[s]
+    atomic_write_text(Experiment(exp_dir).train_summary,
+                      json.dumps({s: r.to_dict() for s, r in results.items()}, indent=1, default=str))
     return results
 
 
@@ -416,6 +446,6 @@ def _write_space(cfg: TrainConfig, space: SearchSpace) -> None:
 
 
 __all__ = [
-    "RESUMABLE_FIELDS", "check_inputs", "check_resume", "connect_ray", "plan_training", "run_training",
+    "RESUMABLE_FIELDS", "TrainResult", "check_inputs", "check_resume", "connect_ray", "plan_training", "run_training",
     "scaling_config", "standalone_config", "torch_backend", "train_loop_per_worker",
 ]

@@ -112,19 +112,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return dry_run(cfg, args.address, args.cluster_file)
     results = run_training(cfg, address=args.address, mlflow_uri=args.mlflow_uri,
                            standalone=(arch, space) if arch is not None else None)
-    failed = {s: r for s, r in results.items() if r["status"] != "OK"}
     for s, r in results.items():
-        line = f"{s}: {r['status']}"
-        if r["status"] == "OK":
-            line += f" epoch {r.get('epoch')} -> {r.get('checkpoint')}"
-        else:
-            line += f" ({r.get('error', '').splitlines()[0] if r.get('error') else ''})"
-        print(line)
-    if failed:
-        for s, r in failed.items():
-            print(f"--- {s} failed ---\n{r.get('error')}", file=sys.stderr)
-        return 1
-    return 0
+        print(f"{s}: OK epoch {r.epoch} -> {r.checkpoint}" if r.ok else f"{s}: {r.status} ({r.first_error_line()})")
+    failed = [r for r in results.values() if not r.ok]
+    for r in failed:
+        print(f"--- {r.supernet} failed ---\n{r.error}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -312,11 +312,10 @@ class Pipeline:
         self._command("train", self.train_argv())
         self._ensure_ray()
         results = run_training(train_cfg, address=self.cfg.address, mlflow_uri=self.cfg.mlflow_uri)
-        failed = {s: r.get("error", "") for s, r in results.items() if r["status"] != "OK"}
+        failed = [r for r in results.values() if not r.ok]
         if failed:
-            raise PipelineError("train: " + "; ".join(f"{s} failed: {e.splitlines()[0] if e else '?'}"
-                                                     for s, e in failed.items()))
-        self.outputs["checkpoints"] = {s: r["checkpoint"] for s, r in results.items()}
+            raise PipelineError("train: " + "; ".join(f"{r.supernet} failed: {r.first_error_line()}" for r in failed))
+        self.outputs["checkpoints"] = {s: r.checkpoint for s, r in results.items()}
         self._save_record("train", None, fp, self.outputs["checkpoints"])
         return "ran"
 
@@ -484,9 +483,9 @@ class Pipeline:
                                   mlflow_uri=self.cfg.mlflow_uri, **shared)
             self._command("search", search.to_argv())
             self._ensure_ray()
-            summary = run(search)
+            report = run(search)
             self._save_record("search", name, fp, {"results": str(summary_path), "name": search_name,
-                                                   "best": summary["best"][0]["name"] if summary["best"] else None})
+                                                   "best": report.champion.name if report.champion else None})
             statuses.append("ran")
         self.outputs["searches"] = results
         return _combine(statuses)
@@ -499,14 +498,14 @@ class Pipeline:
     def searched_best(self) -> dict[str, tuple[str, Any]]:
         """{supernet: (search name, its best arch)} of the finished searches (a search that found
         nothing within the budgets has no entry)."""
-        from ..space import Arch
+        from ..search.results import read_search
 
         out = {}
         for name, search in self.search_names().items():
             results = self.experiment.search_results(search)
-            best = json.loads(results.read_text())["best"] if results.is_file() else []
-            if best:
-                out[name] = (search, Arch.from_dict(best[0]["arch"]))
+            champion = read_search(results).champion if results.is_file() else None
+            if champion is not None:
+                out[name] = (search, champion.arch)
         return out
 
     def retrain_argv(self, supernet: str, arch: Any) -> list[str]:
@@ -565,14 +564,13 @@ class Pipeline:
             self._command("train", self.retrain_argv(name, arch))
             self._ensure_ray()
             result = run_training(cfg, address=self.cfg.address, mlflow_uri=uri, standalone=(arch, space))
-            summary = result[space.name]
-            if summary["status"] != "OK" or int(summary.get("epoch", 0)) < cfg.train.epochs:
-                error = summary.get("error", "").splitlines()
+            trained = result[space.name]
+            if not trained.finished(cfg.train.epochs):
                 raise PipelineError(f"retrain {name}: training {arch} stand-alone failed: "
-                                    f"{error[0] if error else summary['status']}")
-            checkpoints[name] = summary["checkpoint"]
+                                    f"{trained.first_error_line()}")
+            checkpoints[name] = trained.checkpoint
             self._save_record("retrain", name, fp, {"search": search, "arch": arch.to_json(),
-                                                    "checkpoint": summary["checkpoint"]})
+                                                    "checkpoint": trained.checkpoint})
             statuses.append("ran")
         self.outputs["retrained"] = checkpoints
         return _combine(statuses)

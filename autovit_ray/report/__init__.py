@@ -313,18 +313,20 @@ def searches(exp: Path, compare_rows: Sequence[dict[str, Any]], log: Log) -> str
 
 def search_plot(exp: Path, folder: Path, compare_rows: Sequence[dict[str, Any]]) -> str:
     from ..search.pareto import pareto_front
+    from ..search.results import SearchReport
 
-    data = _read_json(folder / SEARCH_RESULTS, f"search {folder.name} results")
-    points, best = [e for e in data["evaluated"] if _num(e["fitness"]) is not None], data["best"]
+    path = folder / SEARCH_RESULTS
+    report = SearchReport.from_dict(_read_json(path, f"search {folder.name} results"), path)
+    points, best = [e for e in report.evaluated if _num(e.fitness) is not None], report.best
     # A search without a latency table records no latencies: then parameters are the cost axis.
-    by_latency = bool(points) and all(_num(e["latency"]) is not None for e in points)
-    xs = [e["latency"] if by_latency else e["params"] / 1e6 for e in points]
-    ys = [e["fitness"] for e in points]
+    by_latency = bool(points) and all(_num(e.latency) is not None for e in points)
+    xs = [e.latency if by_latency else e.params / 1e6 for e in points]
+    ys = [e.fitness for e in points]
     front = sorted(pareto_front([(-y, x) for x, y in zip(xs, ys)]), key=lambda i: xs[i])
     fig, (ax,) = _figure(1, 6.0)
     ax.scatter(xs, ys, s=10, color="0.6", label=f"{len(points)} candidates")
     ax.plot([xs[i] for i in front], [ys[i] for i in front], "C0-o", markersize=4, label="Pareto front")
-    ax.scatter([b["latency_ms"] if by_latency else b["params"] / 1e6 for b in best], [b["val_top1"] for b in best],
+    ax.scatter([b.latency_ms if by_latency else b.params / 1e6 for b in best], [b.val_top1 for b in best],
                s=90, facecolors="none", edgecolors="C3", linewidths=1.5, label=f"best {len(best)}")
     budget = _num(_search_params(exp, folder.name).get("latency_budget_ms" if by_latency else "params_budget"))
     if budget is not None:
@@ -339,8 +341,7 @@ def search_plot(exp: Path, folder: Path, compare_rows: Sequence[dict[str, Any]])
     ax.set_title(folder.name, fontsize=10)
     ax.legend(fontsize=7)
     table = _table(("rank", "model", "val top-1", "test top-1", "params", "LUT ms"),
-                   [(b.get("rank"), b.get("name"), b.get("val_top1"), b.get("test_top1"), b.get("params"),
-                     b.get("latency_ms")) for b in best])
+                   [(b.rank, b.name, b.val_top1, b.test_top1, b.params, b.latency_ms) for b in best])
     return (f"<h3>{_esc(folder.name)}</h3>" + _img(fig, f"search {folder.name}")
             + (f"<p class=caption>{caption}</p>" if caption else "") + table)
 

@@ -41,6 +41,7 @@ from .algorithms import (
     SearchStrategy,
 )
 from .config import NOT_IN_IDENTITY, SearchConfig
+from .results import SearchReport, read_search
 
 if TYPE_CHECKING:  # checkpoint imports torch: the driver imports it where it runs
     from ..checkpoint import TrainingRecord
@@ -165,8 +166,8 @@ def search_identity(cfg: SearchConfig, context: dict[str, Any], space: SearchSpa
     return digest, summary
 
 
-def run(cfg: SearchConfig) -> dict[str, Any]:
-    """Run one search; returns its results.json content."""
+def run(cfg: SearchConfig) -> SearchReport:
+    """Run one search; returns its results.json, read back (`search.results.read_search`)."""
     from ..checkpoint import read_record, resolve_checkpoint, space_of
     from .evaluate import EvalSettings
     from .tracking import SearchTracker
@@ -217,7 +218,7 @@ def run(cfg: SearchConfig) -> dict[str, Any]:
 
 def _run_started(cfg: SearchConfig, tracker: Any, strategy: SearchStrategy, record: TrainingRecord, data: Any,
                  data_overrides: dict[str, Any], settings: Any, context: dict[str, Any], identity: str,
-                 experiment: Experiment, search_dir: Path) -> dict[str, Any]:
+                 experiment: Experiment, search_dir: Path) -> SearchReport:
     """`run` once its MLflow parent run exists: the evaluator pool, the Tune experiment (a `tune.Tuner`,
     or `Tuner.restore` of this search's interrupted one), the summary. `record`: the checkpoint's
     `TrainingRecord`."""
@@ -293,7 +294,7 @@ def _run_started(cfg: SearchConfig, tracker: Any, strategy: SearchStrategy, reco
     atomic_write_text(search_dir / SEARCH_RESULTS, json.dumps(summary, indent=2, default=str))
     tracker.log_artifact(search_dir / SEARCH_RESULTS)
     tracker.finish("FINISHED")
-    return summary
+    return read_search(search_dir / SEARCH_RESULTS)
 
 
 def failed_trials(grid: Any) -> list[dict[str, Any]]:
