@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import time
 
 import pytest
@@ -103,7 +104,7 @@ def test_standalone_training_joins_the_comparison(finished_digits_search, ray_se
     the experiment's test split with its own BatchNorm statistics and named after its searched twin
     (standalone_candidates only: compare_experiment would log a second compare run into the fixture)."""
     from autovit_ray.adapters import mlflow_client
-    from autovit_ray.checkpoint import find_checkpoint, load_supernet
+    from autovit_ray.checkpoint import META_FILE, STATE_FILE, find_checkpoint, load_supernet
     from autovit_ray.compare import _test_images, _test_loader
     from autovit_ray.train import main as train_main
     from autovit_ray.training.loop import top1
@@ -134,11 +135,18 @@ def test_standalone_training_joins_the_comparison(finished_digits_search, ray_se
         standalone_candidates([checkpoint], {**facts, "num_classes": 100}, searched, None, None)
     with pytest.raises(ValueError, match="is not an autovit-ray supernet checkpoint"):
         standalone_candidates([tmp_path], facts, searched, None, None)
-    other_splits = tmp_path / "other-splits"
-    argv = tiny_train_argv(other_splits, "alone", "xxs", "train.epochs=1", "data.split_seed=7")
-    assert train_main([*argv, "--arch", best.to_json()]) == 0
+    # The same checkpoint as if trained with data.split_seed=7: its state and meta.json hold the training
+    # config the check reads (training a second model for it took ~25 s of the unit suite)
+    shutil.copytree(tmp_path / "alone", tmp_path / "other-splits")
+    other_splits = find_checkpoint(tmp_path / "other-splits", "xxs", final=True)
+    meta = json.loads((other_splits / META_FILE).read_text())
+    meta["config"]["data"]["split_seed"] = 7
+    (other_splits / META_FILE).write_text(json.dumps(meta))
+    state = torch.load(other_splits / STATE_FILE, weights_only=True)
+    state["config"]["data"]["split_seed"] = 7
+    torch.save(state, other_splits / STATE_FILE)
     with pytest.raises(ValueError, match="expected the same data set and splits"):
-        standalone_candidates([find_checkpoint(other_splits / "alone", "xxs")], facts, searched, None, None)
+        standalone_candidates([other_splits], facts, searched, None, None)
 
 
 class _NeedsMultipleOf32(nn.Module):
