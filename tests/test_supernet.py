@@ -7,6 +7,7 @@ import random
 
 import pytest
 import torch
+from conftest import randomised_supernet
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch.utils.flop_counter import FlopCounterMode
@@ -17,22 +18,6 @@ from autovit_ray.space import load_space
 
 SPACES = ("xxs", "xs", "s")
 NUM_CLASSES = 10
-
-
-def randomised_supernet(name: str, profile: str, seed: int = 0) -> Supernet:
-    """A supernet whose weights AND BatchNorm statistics are random: a fresh BN (mean 0, var 1,
-    weight 1) would hide a wrong slice of its buffers."""
-    torch.manual_seed(seed)
-    net = Supernet(load_space(name, profile=profile), NUM_CLASSES)
-    with torch.no_grad():
-        for p in net.parameters():
-            p.normal_(0.0, 0.2)
-        for buffer_name, buffer in net.named_buffers():
-            if buffer_name.endswith("running_mean"):
-                buffer.normal_(0.0, 0.5)
-            elif buffer_name.endswith("running_var"):
-                buffer.uniform_(0.5, 2.0)
-    return net.eval()
 
 
 SUPERNETS = {(name, profile): randomised_supernet(name, profile)
