@@ -55,6 +55,7 @@ from cifar10_result import Mismatch, Settings, log  # noqa: E402
 
 import autovit_ray  # noqa: E402
 from autovit_ray.checkpoint import list_checkpoints, read_meta  # noqa: E402
+from autovit_ray.compare import measure_macs  # noqa: E402
 from autovit_ray.data import Loaders, build_loaders  # noqa: E402
 from autovit_ray.evaluation import evaluate  # noqa: E402
 from autovit_ray.io import atomic_write_text, replace_markdown_section  # noqa: E402
@@ -195,7 +196,7 @@ def run_compare(settings: Settings, first: dict[str, Any], record: dict[str, Any
         model = build()
         row: dict[str, Any] = {"params": sum(p.numel() for p in model.parameters())}
         if arch is None:
-            row["macs"] = base.peer_macs(model)
+            row["macs"] = measure_macs(model, base.RESOLUTION)
         else:
             row.update(arch=arch.to_dict(), name=str(arch), macs=count_macs(arch, 10, space),
                        lut_ms=table.predict_latency(arch))

@@ -50,6 +50,7 @@ sys.path.insert(0, str(ROOT))
 
 import autovit_ray  # noqa: E402
 from autovit_ray.checkpoint import list_checkpoints, read_meta  # noqa: E402
+from autovit_ray.compare import measure_macs  # noqa: E402
 from autovit_ray.data import Loaders, build_loaders  # noqa: E402
 from autovit_ray.distill import cross_entropy  # noqa: E402
 from autovit_ray.evaluation import calibrated_subnet, evaluate  # noqa: E402
@@ -694,7 +695,7 @@ def run_headline(settings: Settings, checkpoint: Path, adaptation: str, results:
         for backend in LUT_BACKENDS:
             table = LatencyTable.load(lut_path(settings, backend), space=space, backend=backend)
             rows[key][f"lut_ms_{backend}"] = table.predict_latency(arch)
-    rows["peer"]["macs"] = peer_macs(models["peer"])
+    rows["peer"]["macs"] = measure_macs(models["peer"], RESOLUTION)
     correct: dict[str, dict[str, tuple[bool, ...]]] = {}
     for key, model in models.items():
         rows[key]["params"] = sum(p.numel() for p in model.parameters())
@@ -714,17 +715,6 @@ def run_headline(settings: Settings, checkpoint: Path, adaptation: str, results:
         rows[key]["test_vs_peer"] = bootstrap_difference(correct[key]["test"], correct["peer"]["test"])
     results["headline"] = rows
     save()
-
-
-def peer_macs(model: nn.Module) -> int:
-    """MACs of one 32 px image by torch's FLOP counter (2 FLOPs per MAC), the count our analytic
-    `count_macs` is checked against."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
-        model.eval()(torch.zeros(1, 3, RESOLUTION, RESOLUTION))
-    return counter.get_total_flops() // 2
 
 
 # ---------------------------------------------------------------------------------------------------

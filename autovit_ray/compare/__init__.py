@@ -411,8 +411,10 @@ def _test_loader(facts: dict[str, Any], data_dir: str | None) -> Any:
 # Measuring
 
 
-def count_macs(model: nn.Module, resolution: int) -> int:
-    """Multiply-accumulates of one image (torch's flop counter / 2: the same counter for every model)."""
+def measure_macs(model: nn.Module, resolution: int) -> int:
+    """Multiply-accumulates of one image, measured on the built model (torch's flop counter / 2: the
+    same counter for every model, references included; for a subnet of a space it equals the analytic
+    `autovit_ray.plan.count_macs`, tests/test_supernet.py)."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -505,7 +507,7 @@ def make_rows(candidates: Sequence[Candidate], stats: Sequence[Any]) -> list[dic
         rows.append({
             "model": c.name, "kind": c.kind, "resolution": c.resolution,
             "test_top1": c.test_top1 if c.test_top1 is not None else (NOT_TRAINED if c.kind == "reference" else None),
-            "params": sum(p.numel() for p in c.model.parameters()), "macs": count_macs(c.model, c.resolution),
+            "params": sum(p.numel() for p in c.model.parameters()), "macs": measure_macs(c.model, c.resolution),
             "lut_latency_ms": c.lut_latency_ms, "latency_ms": s.median_ms, "latency_p10_ms": s.p10_ms,
             "latency_p90_ms": s.p90_ms, "latency_ratio": s.median_ms / baseline, "samples": s.samples,
             "note": c.note, **c.extra})
