@@ -1,13 +1,18 @@
-"""Evaluating a subnet, the same way in training and in search: extract it from the supernet (a
-copy: the supernet's own BatchNorm statistics stay intact), recalibrate its BatchNorm on the
-calibration split, then count top-1 / top-5 and the loss on an evaluation split. Plain torch.
+"""The one evaluation API, the same in training, search, compare and the fidelity command (plain torch):
+
+- `evaluate(model, loader)`: top-1 / top-5 / loss sums of a model in eval mode (and, when asked, each
+  image's top-1 correctness, for paired comparisons);
+- `calibrate(model, loader)`: re-estimate every BatchNorm's running statistics on the calibration split;
+- `calibrated_subnet(supernet, arch, calib_loader)`: the static subnet of `arch`, extracted from the
+  supernet (a copy: the supernet's own BatchNorm statistics stay intact) and calibrated.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, overload
 
 import torch
 import torch.nn.functional as F
@@ -26,17 +31,28 @@ class Score:
     correct5: int
     loss_sum: float
     seen: int
+    correct_per_image: tuple[bool, ...] = ()  # each image's top-1 hit in the loader's order (`per_image=True`)
+
+    @property
+    def top1(self) -> float:
+        """Top-1 accuracy in % (0 for no images)."""
+        return 100.0 * self.correct1 / max(self.seen, 1)
 
 
 @torch.no_grad()
-def score(model: nn.Module, loader: Iterable[Any], resolution: int | None = None,
-          device: torch.device | str | None = None, max_batches: int | None = None) -> Score:
-    """`model` in eval mode on `loader` ((images, labels) batches, resized to `resolution` when given)."""
+def evaluate(model: nn.Module, loader: Iterable[Any], *, resolution: int | None = None,
+             device: torch.device | str | None = None, max_batches: int | None = None,
+             per_image: bool = False) -> Score:
+    """`model` in eval mode on `loader` ((images, labels) batches, resized to `resolution` when given;
+    the first `max_batches` only when given). `device` defaults to the model's. `per_image` also
+    keeps each image's top-1 correctness: the input of a paired comparison
+    (`autovit_ray.stats.paired_difference`)."""
     model.eval()
     if device is None:
         device = next(model.parameters()).device
     correct1 = correct5 = seen = 0
     loss_sum = 0.0
+    correct_per_image: list[bool] = []
     for i, (images, labels) in enumerate(loader):
         if max_batches is not None and i >= max_batches:
             break
@@ -44,41 +60,51 @@ def score(model: nn.Module, loader: Iterable[Any], resolution: int | None = None
         logits = model(resize_batch(images, resolution) if resolution else images)
         loss_sum += F.cross_entropy(logits, labels, reduction="sum").item()
         top = logits.topk(min(5, logits.shape[1]), dim=1).indices
-        correct1 += int((logits.argmax(dim=-1) == labels).sum())
+        hits = logits.argmax(dim=-1) == labels
+        correct1 += int(hits.sum())
         correct5 += int((top == labels[:, None]).any(dim=1).sum())
         seen += labels.numel()
-    return Score(correct1, correct5, loss_sum, seen)
+        if per_image:
+            correct_per_image += hits.cpu().tolist()
+    return Score(correct1, correct5, loss_sum, seen, tuple(correct_per_image))
 
 
-@torch.no_grad()
-def correct_vector(model: nn.Module, loader: Iterable[Any], resolution: int | None = None) -> list[bool]:
-    """Per-image top-1 correctness over a whole split, in the loader's (fixed) order: the input of a
-    paired comparison (`autovit_ray.stats.paired_difference`)."""
-    model.eval()
-    device = next(model.parameters()).device
-    out: list[bool] = []
-    for images, labels in loader:
-        images = resize_batch(images, resolution) if resolution else images
-        out += (model(images.to(device)).argmax(dim=-1).cpu() == labels).tolist()
-    return out
+@overload
+def calibrated_subnet(supernet: Supernet, arch: Arch, calib_loader: Iterable[Any], *,
+                      num_batches: int | None = ..., device: torch.device | str | None = ...,
+                      with_reference: Literal[False] = ...) -> AutoViTNet: ...
 
 
-def calibrated_copy(supernet: Supernet, arch: Arch, calib_loader: Iterable[Any], calib_batches: int | None = None,
-                    device: torch.device | str | None = None) -> AutoViTNet:
-    """The static subnet of `arch` (on `device`) with BatchNorm re-estimated on `calib_loader`, in eval mode."""
-    subnet = supernet.get_active_subnet(arch)
+@overload
+def calibrated_subnet(supernet: Supernet, arch: Arch, calib_loader: Iterable[Any], *,
+                      num_batches: int | None = ..., device: torch.device | str | None = ...,
+                      with_reference: Literal[True]) -> tuple[AutoViTNet, Supernet]: ...
+
+
+def calibrated_subnet(supernet: Supernet, arch: Arch, calib_loader: Iterable[Any], *,
+                      num_batches: int | None = None, device: torch.device | str | None = None,
+                      with_reference: bool = False) -> AutoViTNet | tuple[AutoViTNet, Supernet]:
+    """The static subnet of `arch` (on `device`, in eval mode) with its BatchNorm re-estimated on
+    `calib_loader` (the calibration split; batches resized to `arch.resolution`). The supernet's own
+    statistics stay intact.
+
+    `with_reference=True` returns (subnet, reference) instead: the reference is a copy of the supernet
+    with `arch` active and the same recalibrated statistics, the model an extracted or exported
+    subnet is checked against. Then the copy is calibrated and the subnet extracted from it; the
+    statistics are the same as those of the subnet calibrated alone (tests/test_evaluation.py)."""
+    if not with_reference:
+        subnet = supernet.get_active_subnet(arch)
+        if device is not None:
+            subnet = subnet.to(device)
+        return calibrate(subnet, calib_loader, num_batches=num_batches, resolution=arch.resolution,
+                         device=device).eval()
+    reference = copy.deepcopy(supernet)
     if device is not None:
-        subnet = subnet.to(device)
-    recalibrate_bn(subnet, calib_loader, num_batches=calib_batches, resolution=arch.resolution, device=device)
-    return subnet.eval()
-
-
-def evaluate_subnet(supernet: Supernet, arch: Arch, calib_loader: Iterable[Any], loader: Iterable[Any],
-                    device: torch.device | str | None = None, max_batches: int | None = None,
-                    calib_batches: int | None = None) -> Score:
-    """Extract `arch`, recalibrate its BatchNorm, score it on `loader` (batches resized to its resolution)."""
-    subnet = calibrated_copy(supernet, arch, calib_loader, calib_batches, device)
-    return score(subnet, loader, arch.resolution, device, max_batches)
+        reference = reference.to(device)
+    reference.set_active(arch)
+    calibrate(reference, calib_loader, num_batches=num_batches, resolution=arch.resolution, device=device)
+    reference.eval()
+    return reference.get_active_subnet(arch).eval(), reference
 
 
 def _is_batchnorm(m: nn.Module) -> bool:
@@ -89,9 +115,9 @@ def _is_batchnorm(m: nn.Module) -> bool:
             and callable(getattr(m, "reset_running_stats", None)))
 
 
-def recalibrate_bn(model: nn.Module, loader: Iterable[Any], num_batches: int | None = None,
-                   resolution: int | None = None, device: torch.device | str | None = None) -> nn.Module:
-    """Re-estimate every BatchNorm's running mean / var on `loader` (use the calib loader).
+def calibrate(model: nn.Module, loader: Iterable[Any], *, num_batches: int | None = None,
+              resolution: int | None = None, device: torch.device | str | None = None) -> nn.Module:
+    """Re-estimate every BatchNorm's running mean / var on `loader` (use the calib loader); returns `model`.
 
     The running stats are reset and then averaged over the batches with momentum=None (a cumulative
     average, not an exponential one) under torch.no_grad(). Only the BN layers are put in train mode;
@@ -100,9 +126,10 @@ def recalibrate_bn(model: nn.Module, loader: Iterable[Any], num_batches: int | N
     momentum=None as `_BatchNorm.forward` does) or modules with `running_mean`, `momentum` and
     `reset_running_stats`. Afterwards every module's train/eval flag and momentum are restored.
 
-    A sliced (dynamic) BN's inactive channels end up at mean 0 / var 1: recalibrate the subnet you are
-    about to evaluate, on a copy if the supernet's own stats must survive. Batches may be (x, y) or x;
-    `resolution` resizes them first (`resize_batch`); `device` defaults to the model's.
+    A sliced (dynamic) BN's inactive channels end up at mean 0 / var 1: calibrate the subnet you are
+    about to evaluate, on a copy if the supernet's own stats must survive (`calibrated_subnet`).
+    Batches may be (x, y) or x; `resolution` resizes them first (`resize_batch`); `device` defaults
+    to the model's.
     """
     bns = [m for m in model.modules() if _is_batchnorm(m)]
     if not bns:
@@ -128,7 +155,7 @@ def recalibrate_bn(model: nn.Module, loader: Iterable[Any], num_batches: int | N
                 model(resize_batch(x, resolution) if resolution else x)
                 seen += 1
         if seen == 0:
-            raise ValueError("recalibrate_bn got no batches: expected a non-empty loader and num_batches >= 1")
+            raise ValueError("calibrate got no batches: expected a non-empty loader and num_batches >= 1")
     finally:
         for bn, momentum in momenta.items():
             bn.momentum = momentum
@@ -137,4 +164,4 @@ def recalibrate_bn(model: nn.Module, loader: Iterable[Any], num_batches: int | N
     return model
 
 
-__all__ = ["Score", "calibrated_copy", "evaluate_subnet", "recalibrate_bn", "score"]
+__all__ = ["Score", "calibrate", "calibrated_subnet", "evaluate"]

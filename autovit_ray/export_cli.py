@@ -169,7 +169,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from .adapters import default_tracking_uri
     from .checkpoint import load_supernet, resolve_checkpoint
     from .data import build_loader
-    from .models import calibrated_subnet, save_subnet
+    from .evaluation import calibrated_subnet
+    from .models import save_subnet
     from .registry import is_model_uri
 
     formats = parse_formats(args.format)
@@ -195,7 +196,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     start = time.perf_counter()
     subnet, reference = calibrated_subnet(supernet, arch, build_loader(data, "calib", resolution=arch.resolution),
-                                          args.calib_batches)
+                                          num_batches=args.calib_batches, with_reference=True)
     out = Path(args.out)
     name = args.name or str(arch)
     arch_path, weights = save_subnet(subnet, arch, out, name)

@@ -196,11 +196,12 @@ def standalone_top1(checkpoint: Path, arch: Arch) -> float:
 
     from .checkpoint import load_supernet
     from .data import build_loader
-    from .evaluation import score
+    from .evaluation import evaluate
 
     supernet, _, config = load_supernet(checkpoint)
     model = supernet.get_active_subnet(arch).eval()
-    result = score(model, build_loader(config.data, "val", arch.resolution), arch.resolution, torch.device("cpu"))
+    result = evaluate(model, build_loader(config.data, "val", arch.resolution), resolution=arch.resolution,
+                      device=torch.device("cpu"))
     return 100.0 * result.correct1 / result.seen
 
 

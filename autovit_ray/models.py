@@ -5,16 +5,14 @@
     timm.create_model("autovit_xxs_largest", num_classes=1000)  # the extremes of each supernet
 
 `save_subnet` writes the pair a searched model travels as: `<name>.arch.json` and `<name>.pth`
-(a plain state dict, which timm's `checkpoint_path` loads). `calibrated_subnet` extracts a
-searched model from a trained supernet with its BatchNorm statistics re-estimated (what the search
-reports and `python -m autovit_ray.export` writes).
+(a plain state dict, which timm's `checkpoint_path` loads). A searched model is extracted from a
+trained supernet with its BatchNorm statistics re-estimated by `autovit_ray.evaluation.calibrated_subnet`
+(what the search reports and `python -m autovit_ray.export` writes).
 """
 
 from __future__ import annotations
 
-import copy
 import io
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +20,8 @@ import torch
 from timm.models import register_model
 
 from .data import PROFILE_DATASETS, DataConfig
-from .evaluation import recalibrate_bn
 from .io import atomic_write_bytes, atomic_write_text
-from .nn import AutoViTNet, Supernet, build_net
+from .nn import AutoViTNet, build_net
 from .plan import plan
 from .space import Arch, SearchSpace, load_space, space_for_arch
 
@@ -51,22 +48,6 @@ def read_arch(arch: Arch | str | Path | dict[str, Any]) -> Arch:
     if not path.is_file():
         raise ValueError(f"arch must be an Arch, its JSON or an existing .json file; got {text!r}")
     return Arch.from_json(path.read_text())
-
-
-def calibrated_subnet(supernet: Supernet, arch: Arch, calib_loader: Iterable[Any],
-                      num_batches: int | None = None) -> tuple[AutoViTNet, Supernet]:
-    """Extract `arch` with BatchNorm statistics re-estimated on `calib_loader` (the calibration
-    split: `build_loader(cfg.data, "calib", resolution=arch.resolution)`).
-
-    A copy of the supernet is recalibrated with `arch` active (the supernet's own statistics stay
-    intact), then the static subnet is extracted from it. Returns (the subnet in eval mode, the
-    recalibrated supernet copy with `arch` active): the copy's forward is the supernet's active
-    path with the same statistics, the reference an extracted or exported model is checked against."""
-    reference = copy.deepcopy(supernet)
-    reference.set_active(arch)
-    recalibrate_bn(reference, calib_loader, num_batches=num_batches)
-    reference.eval()
-    return reference.get_active_subnet(arch).eval(), reference
 
 
 def save_subnet(model: AutoViTNet, arch: Arch, directory: str | Path, name: str | None = None) -> tuple[Path, Path]:

@@ -55,7 +55,9 @@ from cifar10_result import Mismatch, Settings, log  # noqa: E402
 
 import autovit_ray  # noqa: E402
 from autovit_ray.checkpoint import list_checkpoints, read_meta  # noqa: E402
+from autovit_ray.compare import measure_macs  # noqa: E402
 from autovit_ray.data import Loaders, build_loaders  # noqa: E402
+from autovit_ray.evaluation import evaluate  # noqa: E402
 from autovit_ray.io import atomic_write_text, replace_markdown_section  # noqa: E402
 from autovit_ray.plan import count_macs  # noqa: E402
 from autovit_ray.space import Arch, load_space  # noqa: E402
@@ -194,11 +196,12 @@ def run_compare(settings: Settings, first: dict[str, Any], record: dict[str, Any
         model = build()
         row: dict[str, Any] = {"params": sum(p.numel() for p in model.parameters())}
         if arch is None:
-            row["macs"] = base.peer_macs(model)
+            row["macs"] = measure_macs(model, base.RESOLUTION)
         else:
             row.update(arch=arch.to_dict(), name=str(arch), macs=count_macs(arch, 10, space),
                        lut_ms=table.predict_latency(arch))
-        vectors = {split: base.correct_vector(model, getattr(loaders, split)) for split in ("val", "test")}
+        vectors = {split: evaluate(model, getattr(loaders, split), per_image=True).correct_per_image
+                   for split in ("val", "test")}
         for split, vector in vectors.items():
             row[f"{split}_top1"] = 100.0 * sum(vector) / len(vector)
         correct[label] = vectors["test"]

@@ -46,11 +46,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from autovit_ray.data import build_loader  # noqa: E402
+from autovit_ray.evaluation import evaluate  # noqa: E402
 from autovit_ray.io import atomic_write_text, replace_markdown_section  # noqa: E402
 from autovit_ray.plan import count_macs, count_params  # noqa: E402
 from autovit_ray.space import load_space  # noqa: E402
 from autovit_ray.training.config import TrainConfig, load_config  # noqa: E402
-from autovit_ray.training.loop import top1  # noqa: E402
 from autovit_ray.training.reference import (  # noqa: E402
     MOBILEVIT_ADAPTATIONS,
     ReferenceSpec,
@@ -170,8 +170,8 @@ def run_arm(arm: Arm, out: Path, data_dir: Path, test: bool = False) -> dict[str
     if test:
         if "test_top1" not in meta:
             model.load_state_dict(torch.load(run_dir / "model.pt", map_location="cpu", weights_only=True))
-            correct, seen = top1(model, build_loader(cfg.data, "test", RESOLUTION), RESOLUTION, torch.device("cpu"))
-            meta["test_top1"] = 100.0 * correct / seen
+            meta["test_top1"] = evaluate(model, build_loader(cfg.data, "test", RESOLUTION), resolution=RESOLUTION,
+                                         device=torch.device("cpu")).top1
             atomic_write_text(meta_path, json.dumps(meta, indent=1))
         record["test_top1"] = meta["test_top1"]
     return record
@@ -218,10 +218,11 @@ def run_corner(corner: str, recipe: str, out: Path, data_dir: Path) -> dict[str,
     checkpoint = find_checkpoint(out / name, "xxs", final=True)
     supernet, _, config = load_supernet(checkpoint)
     model = supernet.get_active_subnet(arch).eval()
-    correct, seen = top1(model, build_loader(config.data, "val", RESOLUTION), RESOLUTION, torch.device("cpu"))
+    val_top1 = evaluate(model, build_loader(config.data, "val", RESOLUTION), resolution=RESOLUTION,
+                        device=torch.device("cpu")).top1
     record = {"arch": arch.to_dict(), "name": str(arch), "params_m": count_params(arch, 10, space) / 1e6,
               "macs_m": count_macs(arch, 10, space) / 1e6, "tokens": space.attention_tokens(RESOLUTION),
-              "epochs": int(read_meta(checkpoint)["epoch"]), "val_top1": 100.0 * correct / seen,
+              "epochs": int(read_meta(checkpoint)["epoch"]), "val_top1": val_top1,
               "wall_s_this_run": time.time() - start, "commit": code_commit()}
     atomic_write_text(record_path, json.dumps(record, indent=1))
     return record

@@ -50,11 +50,13 @@ sys.path.insert(0, str(ROOT))
 
 import autovit_ray  # noqa: E402
 from autovit_ray.checkpoint import list_checkpoints, read_meta  # noqa: E402
+from autovit_ray.compare import measure_macs  # noqa: E402
 from autovit_ray.data import Loaders, build_loaders  # noqa: E402
 from autovit_ray.distill import cross_entropy  # noqa: E402
+from autovit_ray.evaluation import calibrated_subnet, evaluate  # noqa: E402
 from autovit_ray.io import atomic_path, atomic_write_text, replace_markdown_section  # noqa: E402
 from autovit_ray.training.config import TrainConfig, load_config  # noqa: E402
-from autovit_ray.training.loop import derive_seed, seed_everything, top1  # noqa: E402
+from autovit_ray.training.loop import derive_seed, seed_everything  # noqa: E402
 from autovit_ray.training.optim import build_optimizer, build_scheduler  # noqa: E402
 
 TRAIN_IMAGES = 45_000  # CIFAR-10's 50k training images less the 5k held-out validation split
@@ -226,11 +228,11 @@ def train_peer(settings: Settings, run_dir: Path, adaptation: str, cfg: TrainCon
             loss_sum += float(loss.detach())
         record: dict[str, Any] = {"epoch": epoch, "train_loss": loss_sum / steps,
                                   "train_images_per_s": images / (time.perf_counter() - start)}
-        correct, seen = top1(model, loaders.val, RESOLUTION, device, cfg.eval.max_batches)
-        record["val_top1_curve"] = 100.0 * correct / seen
+        record["val_top1_curve"] = evaluate(model, loaders.val, resolution=RESOLUTION, device=device,
+                                            max_batches=cfg.eval.max_batches).top1
         if epoch % eval_every == 0 or epoch == cfg.train.epochs:
-            correct, seen = top1(model, loaders.val, RESOLUTION, device, settings.max_eval_batches)
-            record["val_top1"] = 100.0 * correct / seen
+            record["val_top1"] = evaluate(model, loaders.val, resolution=RESOLUTION, device=device,
+                                          max_batches=settings.max_eval_batches).top1
         log(f"{run_dir.name}: {record}")
         state = {"epoch": epoch, "history": state["history"] + [record], "model": model.state_dict(),
                  "optimizer": optimizer.state_dict(), "fingerprint": fingerprint}
@@ -616,22 +618,11 @@ def run_searches(settings: Settings, checkpoint: Path, budgets: dict[str, Any], 
 SELECTION_CANDIDATES = 10
 
 
-@torch.no_grad()
-def correct_vector(model: nn.Module, loader: Any) -> list[bool]:
-    """Per-image correctness over a whole split, in the loader's (fixed) order."""
-    model.eval()
-    out: list[bool] = []
-    for x, y in loader:
-        out += (model(x).argmax(dim=-1) == y).tolist()
-    return out
-
-
 def subnet_of(checkpoint: Path, arch: Any, loaders: Loaders) -> nn.Module:
     from autovit_ray.checkpoint import load_supernet
-    from autovit_ray.models import calibrated_subnet
 
     supernet, _, _ = load_supernet(checkpoint)
-    model, _ = calibrated_subnet(supernet, arch, loaders.calib)
+    model, _ = calibrated_subnet(supernet, arch, loaders.calib, with_reference=True)  # as the search exports it
     return model
 
 
@@ -704,11 +695,12 @@ def run_headline(settings: Settings, checkpoint: Path, adaptation: str, results:
         for backend in LUT_BACKENDS:
             table = LatencyTable.load(lut_path(settings, backend), space=space, backend=backend)
             rows[key][f"lut_ms_{backend}"] = table.predict_latency(arch)
-    rows["peer"]["macs"] = peer_macs(models["peer"])
-    correct: dict[str, dict[str, list[bool]]] = {}
+    rows["peer"]["macs"] = measure_macs(models["peer"], RESOLUTION)
+    correct: dict[str, dict[str, tuple[bool, ...]]] = {}
     for key, model in models.items():
         rows[key]["params"] = sum(p.numel() for p in model.parameters())
-        correct[key] = {split: correct_vector(model, getattr(loaders, split)) for split in ("val", "test")}
+        correct[key] = {split: evaluate(model, getattr(loaders, split), per_image=True).correct_per_image
+                        for split in ("val", "test")}
         for split in ("val", "test"):
             rows[key][f"{split}_top1"] = 100.0 * sum(correct[key][split]) / len(correct[key][split])
         log(f"headline: {key} {rows[key]}")
@@ -723,17 +715,6 @@ def run_headline(settings: Settings, checkpoint: Path, adaptation: str, results:
         rows[key]["test_vs_peer"] = bootstrap_difference(correct[key]["test"], correct["peer"]["test"])
     results["headline"] = rows
     save()
-
-
-def peer_macs(model: nn.Module) -> int:
-    """MACs of one 32 px image by torch's FLOP counter (2 FLOPs per MAC), the count our analytic
-    `count_macs` is checked against."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
-        model.eval()(torch.zeros(1, 3, RESOLUTION, RESOLUTION))
-    return counter.get_total_flops() // 2
 
 
 # ---------------------------------------------------------------------------------------------------

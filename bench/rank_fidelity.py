@@ -52,7 +52,7 @@ import cifar10_result as base  # noqa: E402
 from cifar10_result import Settings, log  # noqa: E402
 
 import autovit_ray  # noqa: E402
-from autovit_ray import stats  # noqa: E402
+from autovit_ray import evaluation, stats  # noqa: E402
 from autovit_ray.checkpoint import list_checkpoints, read_meta  # noqa: E402
 from autovit_ray.data import build_loaders  # noqa: E402
 from autovit_ray.io import atomic_write_text, replace_markdown_section  # noqa: E402
@@ -159,7 +159,7 @@ def evaluate(settings: Settings, recipe: str, archs: list[Arch], standalone: lis
     top1 = record.setdefault("val_top1", {})
 
     def accuracy(model: nn.Module) -> float:
-        vector = base.correct_vector(model, loaders.val)
+        vector = evaluation.evaluate(model, loaders.val, per_image=True).correct_per_image
         return 100.0 * sum(vector) / len(vector)
 
     for i, arch in enumerate(archs):

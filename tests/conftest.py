@@ -204,3 +204,24 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def randomised_supernet(name: str, profile: str, seed: int = 0, num_classes: int = 10):
+    """A supernet whose weights AND BatchNorm statistics are random: a fresh BN (mean 0, var 1,
+    weight 1) would hide a wrong slice of its buffers, or statistics calibration did not change."""
+    import torch
+
+    from autovit_ray.nn import Supernet
+    from autovit_ray.space import load_space
+
+    torch.manual_seed(seed)
+    net = Supernet(load_space(name, profile=profile), num_classes)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.normal_(0.0, 0.2)
+        for buffer_name, buffer in net.named_buffers():
+            if buffer_name.endswith("running_mean"):
+                buffer.normal_(0.0, 0.5)
+            elif buffer_name.endswith("running_var"):
+                buffer.uniform_(0.5, 2.0)
+    return net.eval()

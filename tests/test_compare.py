@@ -106,8 +106,8 @@ def test_standalone_training_joins_the_comparison(finished_digits_search, ray_se
     from autovit_ray.adapters import mlflow_client
     from autovit_ray.checkpoint import META_FILE, STATE_FILE, find_checkpoint, load_supernet
     from autovit_ray.compare import _test_images, _test_loader
+    from autovit_ray.evaluation import evaluate
     from autovit_ray.train import main as train_main
-    from autovit_ray.training.loop import top1
 
     search = finished_digits_search
     best = Arch.from_dict(search.results["best"][0]["arch"])
@@ -125,9 +125,9 @@ def test_standalone_training_joins_the_comparison(finished_digits_search, ray_se
     assert candidate.lut_latency_ms == searched[0].lut_latency_ms
     assert "trained stand-alone from scratch (1 of 1 epochs)" in candidate.note
     supernet, _, _ = load_supernet(checkpoint)  # its own BatchNorm statistics: no recalibration
-    correct, seen = top1(supernet.get_active_subnet(best), _test_loader(facts, None), best.resolution,
-                         torch.device("cpu"))
-    assert seen == _test_images(facts, None) and candidate.test_top1 == pytest.approx(100.0 * correct / seen)
+    score = evaluate(supernet.get_active_subnet(best), _test_loader(facts, None), resolution=best.resolution,
+                     device=torch.device("cpu"))
+    assert score.seen == _test_images(facts, None) and candidate.test_top1 == pytest.approx(score.top1)
 
     with pytest.raises(ValueError, match="with .* subnets: expected one of `python -m autovit_ray.train --arch`"):
         standalone_candidates([search.checkpoint], facts, searched, None, None)

@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from torch import nn
 
 from autovit_ray.data import (
     DataConfig,
@@ -24,7 +23,6 @@ from autovit_ray.data import (
     renormalize,
     resize_batch,
 )
-from autovit_ray.evaluation import recalibrate_bn
 
 # The real CIFAR-10 (not in the repository; nothing is downloaded): where $AUTOVIT_CIFAR10_DIR points, else
 # the data folder beside this checkout on the development machines. Every code path it exercises is also
@@ -326,84 +324,3 @@ def test_resize_and_renormalize() -> None:
     assert torch.allclose(renormalize(y, *b, *a), x, atol=1e-6)
     raw = x * torch.tensor(a[1]).view(1, 3, 1, 1) + torch.tensor(a[0]).view(1, 3, 1, 1)
     assert torch.allclose(y, (raw - 0.5) / 0.5, atol=1e-6)
-
-
-# --- BatchNorm recalibration -----------------------------------------------------------------------
-
-
-class SlicedBN(nn.BatchNorm2d):
-    """A dynamic BN over the leading `active` channels (as a supernet's), honouring momentum=None."""
-
-    active = 2
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        c = x.shape[1]
-        factor = 0.0 if self.momentum is None else self.momentum
-        if self.training:
-            self.num_batches_tracked += 1
-            factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
-        return nn.functional.batch_norm(x, self.running_mean[:c], self.running_var[:c], self.weight[:c],
-                                        self.bias[:c], self.training, factor, self.eps)
-
-
-class ModeProbe(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.seen: list[bool] = []
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.seen.append(self.training)
-        return x
-
-
-def test_recalibrate_bn_estimates_data_stats_and_restores_modes() -> None:
-    torch.manual_seed(0)
-    probe = ModeProbe()
-    model = nn.Sequential(probe, nn.BatchNorm2d(3), nn.Dropout(0.5), SlicedBN(4))
-    model.train()
-    model[2].eval()  # a mixed-mode model: each module's own flag must come back
-    # two batches with different means: a cumulative average gives exactly their mean, an EMA would not
-    b1 = torch.randn(64, 3, 4, 4) * 2.0 + 1.0
-    b2 = torch.randn(64, 3, 4, 4) * 2.0 + 5.0
-    loader = [(b1, torch.zeros(64)), (b2, torch.zeros(64)), (b2 + 100, torch.zeros(64))]
-    recalibrate_bn(model, loader, num_batches=2)
-
-    bn = model[1]
-    expected_mean = (b1.mean((0, 2, 3)) + b2.mean((0, 2, 3))) / 2
-    expected_var = (b1.var((0, 2, 3), unbiased=True) + b2.var((0, 2, 3), unbiased=True)) / 2
-    assert torch.allclose(bn.running_mean, expected_mean, atol=1e-5)
-    assert torch.allclose(bn.running_var, expected_var, atol=1e-4)
-    assert bn.momentum == 0.1 and model[3].momentum == 0.1  # restored
-    assert probe.seen == [False, False]  # non-BN modules ran in eval mode
-    assert model.training and model[1].training and not model[2].training
-    # the sliced BN recalibrated its 3 active channels (input has 3), the 4th is reset to 0 / 1
-    sliced = model[3]
-    assert torch.allclose(sliced.running_mean[:3], torch.zeros(3), atol=1e-5)  # input to it is normalised
-    assert sliced.running_mean[3] == 0 and sliced.running_var[3] == 1
-
-    model.eval()
-    recalibrate_bn(model, [b1])  # bare tensors as batches
-    assert not any(m.training for m in model.modules())
-    assert torch.allclose(bn.running_mean, b1.mean((0, 2, 3)), atol=1e-5)
-    with pytest.raises(ValueError, match="no batches"):
-        recalibrate_bn(model, [])
-
-
-def test_recalibrate_bn_on_calib_loader() -> None:
-    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
-                          nn.Flatten(), nn.Linear(4, 10)).eval()
-    before = model[1].running_mean.clone()
-    recalibrate_bn(model, build_loader(DIGITS, "calib"), num_batches=2, resolution=12)
-    assert not torch.equal(model[1].running_mean, before)
-    assert model[1].num_batches_tracked == 2 and not model.training
-
-
-def test_every_name_of_the_package_resolves() -> None:
-    """`autovit_ray.data` imports its names from their modules on first use: each one must be there."""
-    import autovit_ray.data as data
-
-    for name in data.__all__:
-        module = importlib.import_module(f"autovit_ray.data.{data._MODULE_OF[name]}")
-        assert getattr(data, name) is getattr(module, name)
-    with pytest.raises(AttributeError):
-        data.no_such_name  # noqa: B018

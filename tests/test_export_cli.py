@@ -17,7 +17,7 @@ import torch
 import autovit_ray.models  # noqa: F401 - registers "autovit" in timm
 from autovit_ray.checkpoint import find_checkpoint, load_supernet
 from autovit_ray.data import build_loader
-from autovit_ray.evaluation import recalibrate_bn
+from autovit_ray.evaluation import calibrate
 from autovit_ray.export import example_input
 from autovit_ray.export_cli import main
 from autovit_ray.space import Arch, load_space
@@ -29,7 +29,7 @@ def _reference_logits(checkpoint, arch: Arch, x: torch.Tensor) -> np.ndarray:
     supernet, _, config = load_supernet(checkpoint)
     supernet = copy.deepcopy(supernet)
     supernet.set_active(arch)
-    recalibrate_bn(supernet, build_loader(config.data, "calib", resolution=arch.resolution), num_batches=1)
+    calibrate(supernet, build_loader(config.data, "calib", resolution=arch.resolution), num_batches=1)
     with torch.no_grad():
         return supernet.eval()(x).numpy()
 

@@ -284,7 +284,7 @@ def reference_candidates(references: Sequence[str], checkpoints: dict[str, Path]
     trained there with the supernets' recipe (`autovit_ray.training.reference`, resumable)."""
     import torch
 
-    from ..training.loop import top1 as top1_correct
+    from ..evaluation import evaluate
     from ..training.reference import ReferenceSpec, build_reference, train_reference
 
     strides = profile_strides_of(facts)
@@ -304,8 +304,8 @@ def reference_candidates(references: Sequence[str], checkpoints: dict[str, Path]
         top1: float | None = None
         if name in checkpoints:
             load_reference_weights(model, checkpoints[name])
-            correct, seen = top1_correct(model, _test_loader(facts, data_dir), r, torch.device("cpu"), eval_batches)
-            top1 = 100.0 * correct / max(seen, 1)
+            top1 = evaluate(model, _test_loader(facts, data_dir), resolution=r, device=torch.device("cpu"),
+                            max_batches=eval_batches).top1
         adapted = (f" ({facts.get('profile')} strides)" if note.startswith("strides")
                    else f" (stem stride {strides[0]})" if note.startswith("stem stride") and strides else "")
         label = name + adapted + (f" @{r}px" if r != resolution else "")
@@ -325,7 +325,7 @@ def standalone_candidates(checkpoints: Sequence[str | os.PathLike[str]], facts: 
 
     from ..checkpoint import load_supernet, read_record
     from ..data import dataset_record
-    from ..training.loop import top1 as top1_correct
+    from ..evaluation import evaluate
 
     out: list[Candidate] = []
     experiment_data, test_loader = None, None  # once facts name the experiment's checkpoint
@@ -350,12 +350,13 @@ def standalone_candidates(checkpoints: Sequence[str | os.PathLike[str]], facts: 
             test_loader = _test_loader(facts, data_dir)
         _check_same_data(cfg, experiment_data, data_dir, f"--standalone {str(path)!r}")
         model = supernet.get_active_subnet(arch).eval()
-        correct, seen = top1_correct(model, test_loader, arch.resolution, torch.device("cpu"), eval_batches)
+        result = evaluate(model, test_loader, resolution=arch.resolution, device=torch.device("cpu"),
+                          max_batches=eval_batches)
         twin = next((c for c in searched if c.extra.get("arch_hash") == arch.arch_hash), None)
         epochs = record.epoch
         out.append(Candidate(
             name=f"{twin.name}-standalone" if twin else f"{arch.supernet}-{arch.arch_hash[:8]}-standalone",
-            kind="searched", model=model, resolution=arch.resolution, test_top1=100.0 * correct / max(seen, 1),
+            kind="searched", model=model, resolution=arch.resolution, test_top1=result.top1,
             lut_latency_ms=twin.lut_latency_ms if twin else None,
             note=f"trained stand-alone from scratch ({epochs} of {cfg.train.epochs} epochs)",
             extra={"arch": str(arch), "arch_hash": arch.arch_hash, "checkpoint": str(path)}))
@@ -410,8 +411,10 @@ def _test_loader(facts: dict[str, Any], data_dir: str | None) -> Any:
 # Measuring
 
 
-def count_macs(model: nn.Module, resolution: int) -> int:
-    """Multiply-accumulates of one image (torch's flop counter / 2: the same counter for every model)."""
+def measure_macs(model: nn.Module, resolution: int) -> int:
+    """Multiply-accumulates of one image, measured on the built model (torch's flop counter / 2: the
+    same counter for every model, references included; for a subnet of a space it equals the analytic
+    `autovit_ray.plan.count_macs`, tests/test_supernet.py)."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -504,7 +507,7 @@ def make_rows(candidates: Sequence[Candidate], stats: Sequence[Any]) -> list[dic
         rows.append({
             "model": c.name, "kind": c.kind, "resolution": c.resolution,
             "test_top1": c.test_top1 if c.test_top1 is not None else (NOT_TRAINED if c.kind == "reference" else None),
-            "params": sum(p.numel() for p in c.model.parameters()), "macs": count_macs(c.model, c.resolution),
+            "params": sum(p.numel() for p in c.model.parameters()), "macs": measure_macs(c.model, c.resolution),
             "lut_latency_ms": c.lut_latency_ms, "latency_ms": s.median_ms, "latency_p10_ms": s.p10_ms,
             "latency_p90_ms": s.p90_ms, "latency_ratio": s.median_ms / baseline, "samples": s.samples,
             "note": c.note, **c.extra})
@@ -558,7 +561,7 @@ def paired_tests(candidates: Sequence[Candidate], rows: Sequence[dict[str, Any]]
                  data_dir: str | None) -> dict[str, dict[str, Any]] | None:
     """Each searched model against the first trained reference on the same test images
     (`stats.paired_difference`); None when the experiment's test split cannot be read here."""
-    from ..evaluation import correct_vector
+    from ..evaluation import evaluate
     from ..stats import paired_difference
 
     ref = next((c for c, r in zip(candidates, rows) if r["kind"] == "reference"
@@ -567,8 +570,12 @@ def paired_tests(candidates: Sequence[Candidate], rows: Sequence[dict[str, Any]]
     if ref is None or not searched or not facts.get("checkpoint"):
         return None
     loader = _test_loader(facts, data_dir)
-    reference = correct_vector(ref.model, loader, ref.resolution)
-    return {c.name: paired_difference(correct_vector(c.model, loader, c.resolution), reference) for c in searched}
+
+    def correct_per_image(c: Candidate) -> tuple[bool, ...]:
+        return evaluate(c.model, loader, resolution=c.resolution, per_image=True).correct_per_image
+
+    reference = correct_per_image(ref)
+    return {c.name: paired_difference(correct_per_image(c), reference) for c in searched}
 
 
 def _cell(value: Any, fmt: str) -> str:

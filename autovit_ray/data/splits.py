@@ -3,7 +3,7 @@
 - ``test``: the official test set (``val/`` for imagefolder). Use it only to report final models.
 - ``train`` / ``val``: a stratified split of the official *training* set; the search selects on ``val``.
   Its size is `val_size` (default: 5,000 for cifar10, 20% for digits, 10% for imagefolder).
-- ``calib``: a fixed subset (`calib_size` images) of the ``train`` split for `evaluation.recalibrate_bn`.
+- ``calib``: a fixed subset (`calib_size` images) of the ``train`` split for `evaluation.calibrate` (BatchNorm).
 
 The splits depend only on `split_seed` (default 0), never on `seed`. `seed` orders the batches and
 seeds the augmentation; were the validation images drawn with it too, a supernet trained with another

@@ -320,8 +320,9 @@ def summarise(strategy: SearchStrategy, pool: Any, cfg: SearchConfig, search_dir
 
     from ..checkpoint import load_supernet
     from ..data import build_loader
+    from ..evaluation import calibrated_subnet
     from ..export import export_model
-    from ..models import calibrated_subnet, save_subnet
+    from ..models import save_subnet
 
     checkpoint = record.directory
     best = strategy.ranked(cfg.top_k)
@@ -336,7 +337,9 @@ def summarise(strategy: SearchStrategy, pool: Any, cfg: SearchConfig, search_dir
         test = pool.evaluate(evaluation.arch, split="test")  # report only: selection is already done
         other = pool.evaluate(evaluation.arch, split="val_other") if cfg.val_half is not None else None
         calib = build_loader(data, "calib", resolution=evaluation.arch.resolution)
-        model, _ = calibrated_subnet(supernet, evaluation.arch, calib, cfg.calib_batches)
+        # extracted from the recalibrated supernet copy: the weights `python -m autovit_ray.export` writes
+        model, _ = calibrated_subnet(supernet, evaluation.arch, calib, num_batches=cfg.calib_batches,
+                                     with_reference=True)
         name = f"{cfg.name}-top{rank}-{evaluation.arch.arch_hash}"
         export_dir = search_dir / "exports"
         arch_path, weights = save_subnet(model, evaluation.arch, export_dir, name)

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from ..data import DataConfig, build_loader
-from ..evaluation import evaluate_subnet
+from ..evaluation import calibrated_subnet, evaluate
 from ..nn import Supernet
 from ..plan import count_macs, count_params
 from ..space import Arch, SearchSpace
@@ -98,9 +98,10 @@ class SubnetEvaluator:
         start = time.perf_counter()
         # `max_batches` caps the selection's cost; the final reports read their whole split.
         max_batches = self.settings.max_batches if split == "val" else None
-        result = evaluate_subnet(self.supernet, arch, self._loader("calib", arch.resolution),
-                                 self._loader(split, arch.resolution), device=self.device, max_batches=max_batches,
-                                 calib_batches=self.settings.calib_batches)
+        subnet = calibrated_subnet(self.supernet, arch, self._loader("calib", arch.resolution), device=self.device,
+                                   num_batches=self.settings.calib_batches)
+        result = evaluate(subnet, self._loader(split, arch.resolution), resolution=arch.resolution,
+                          device=self.device, max_batches=max_batches)
         seen = result.seen
         if seen == 0:
             raise ValueError(f"the {split!r} split gave no images to evaluate on")

@@ -33,11 +33,10 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from autovit_ray import evaluation
 from autovit_ray.checkpoint import rng_states, set_rng_states
 from autovit_ray.data import Loaders, build_loaders, resize_batch
 from autovit_ray.distill import build_teacher, kd_loss
-from autovit_ray.evaluation import score
+from autovit_ray.evaluation import calibrated_subnet, evaluate
 from autovit_ray.nn import Supernet
 from autovit_ray.progress import Eta
 from autovit_ray.space import Arch, SearchSpace
@@ -126,26 +125,6 @@ def eval_archs(space: SearchSpace, num_random: int, seed: int) -> dict[str, Arch
     # a random subnet equal to smallest or largest adds nothing (a one-arch space of `train --arch`)
     archs.update({f"random{i}": a for i, a in enumerate(randoms) if a not in (archs["smallest"], archs["largest"])})
     return archs
-
-
-def top1(model: nn.Module, loader: Any, resolution: int, device: torch.device,
-         max_batches: int | None = None) -> tuple[int, int]:
-    """(correct, seen) of `model` in eval mode on `loader`, each batch resized to `resolution`."""
-    result = score(model, loader, resolution, device, max_batches)
-    return result.correct1, result.seen
-
-
-def evaluate_subnet(supernet: Supernet, arch: Arch, loaders: Loaders, device: torch.device,
-                    split: str = "val", max_batches: int | None = None,
-                    calib_batches: int | None = None) -> tuple[int, int]:
-    """(correct, seen) of one subnet on this rank's share of `split`, after BatchNorm recalibration.
-
-    The subnet is a static copy (`get_active_subnet`), so recalibrating its BatchNorms leaves the
-    supernet's running statistics untouched (recalibrating the supernet in place would reset the
-    statistics of every inactive channel)."""
-    result = evaluation.evaluate_subnet(supernet, arch, loaders.calib, getattr(loaders, split), device,
-                                        max_batches, calib_batches)
-    return result.correct1, result.seen
 
 
 def _all_reduce_sum(values: list[float], world: World) -> list[float]:
@@ -350,9 +329,13 @@ class SupernetTrainer:
         for label, arch in self.eval_archs.items():
             if arch not in scored:
                 with self._autocast():  # evaluated in the precision it trains in
-                    correct, seen = evaluate_subnet(self.model, arch, self.loaders, self.world.device, "val",
-                                                    self.cfg.eval.max_batches, self.cfg.eval.calib_batches)
-                correct, seen = _all_reduce_sum([correct, seen], self.world)
+                    # a calibrated copy: the supernet's statistics of inactive channels stay intact
+                    subnet = calibrated_subnet(self.model, arch, self.loaders.calib, device=self.world.device,
+                                               num_batches=self.cfg.eval.calib_batches)
+                    result = evaluate(subnet, self.loaders.val, resolution=arch.resolution,
+                                      device=self.world.device, max_batches=self.cfg.eval.max_batches)
+                # this rank's share of the validation split: summed over the ranks
+                correct, seen = _all_reduce_sum([result.correct1, result.seen], self.world)
                 scored[arch] = 100.0 * correct / max(seen, 1)
             metrics[f"val_top1_{label}"] = scored[arch]
         randoms = [v for k, v in metrics.items() if k.startswith("val_top1_random")]
@@ -390,6 +373,6 @@ def space_info(space: SearchSpace, source: str | None = None) -> dict[str, str]:
 
 
 __all__ = [
-    "SupernetTrainer", "World", "all_reduce_gradients", "derive_seed", "eval_archs", "evaluate_subnet",
-    "sample_step_archs", "seed_everything", "space_info", "top1",
+    "SupernetTrainer", "World", "all_reduce_gradients", "derive_seed", "eval_archs",
+    "sample_step_archs", "seed_everything", "space_info",
 ]

@@ -27,10 +27,11 @@ from torch import nn
 from autovit_ray.config import flatten
 from autovit_ray.data import build_loaders, resolve_data_path
 from autovit_ray.distill import build_teacher, kd_loss
+from autovit_ray.evaluation import evaluate
 from autovit_ray.io import atomic_path, atomic_write_text
 from autovit_ray.progress import Eta
 from autovit_ray.training.config import TrainConfig
-from autovit_ray.training.loop import derive_seed, seed_everything, top1
+from autovit_ray.training.loop import derive_seed, seed_everything
 from autovit_ray.training.optim import build_optimizer, build_scheduler
 
 # Named small-input adaptations of a timm MobileViT, as its strides [stem, stages[0], ..., stages[4]]
@@ -262,8 +263,8 @@ def train_reference(cfg: TrainConfig, spec: ReferenceSpec, out_dir: str | Path,
         record: dict[str, Any] = {"epoch": epoch, "train_loss": loss_sum / max(steps, 1),
                                   "train_images_per_s": images / (time.perf_counter() - start)}
         if epoch % cfg.eval.every_n_epochs == 0 or epoch == cfg.train.epochs:
-            correct, seen = top1(model, loaders.val, spec.resolution, device, cfg.eval.max_batches)
-            record["val_top1"] = 100.0 * correct / max(seen, 1)
+            record["val_top1"] = evaluate(model, loaders.val, resolution=spec.resolution, device=device,
+                                          max_batches=cfg.eval.max_batches).top1
         history.append(record)
         with atomic_path(state_path) as tmp:
             torch.save({"epoch": epoch, "history": history, "model": model.state_dict(),
