@@ -52,12 +52,12 @@ import autovit_ray  # noqa: E402
 from autovit_ray.checkpoint import list_checkpoints, read_meta  # noqa: E402
 from autovit_ray.compare import measure_macs  # noqa: E402
 from autovit_ray.data import Loaders, build_loaders  # noqa: E402
-from autovit_ray.distill import cross_entropy  # noqa: E402
 from autovit_ray.evaluation import calibrated_subnet, evaluate  # noqa: E402
 from autovit_ray.io import atomic_path, atomic_write_text, replace_markdown_section  # noqa: E402
 from autovit_ray.training.config import TrainConfig, load_config  # noqa: E402
-from autovit_ray.training.loop import derive_seed, seed_everything  # noqa: E402
+from autovit_ray.training.loop import seed_everything  # noqa: E402
 from autovit_ray.training.optim import build_optimizer, build_scheduler  # noqa: E402
+from autovit_ray.training.reference import train_epoch  # noqa: E402
 
 TRAIN_IMAGES = 45_000  # CIFAR-10's 50k training images less the 5k held-out validation split
 RESOLUTION = 32
@@ -204,30 +204,12 @@ def train_peer(settings: Settings, run_dir: Path, adaptation: str, cfg: TrainCon
             state = saved
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
-    global_step = state["epoch"] * steps
-    scheduler.step_update(global_step)  # the schedule is a function of the step: resume it there
+    scheduler.step_update(state["epoch"] * steps)  # the schedule is a function of the step: resume it there
     device = torch.device("cpu")
     while state["epoch"] < until_epoch:
         epoch = state["epoch"] + 1
-        seed_everything(derive_seed(cfg.seed, epoch, 0))
-        loaders.set_epoch(epoch)
-        model.train()
-        start, images, loss_sum = time.perf_counter(), 0, 0.0
-        for i, (x, y) in enumerate(loaders.train):
-            if i >= steps:
-                break
-            x, y = loaders.mixup_fn(x, y) if loaders.mixup_fn else (x, y)
-            loss = cross_entropy(model(x), y, loaders.label_smoothing)
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            global_step += 1
-            scheduler.step_update(global_step)
-            images += len(x)
-            loss_sum += float(loss.detach())
-        record: dict[str, Any] = {"epoch": epoch, "train_loss": loss_sum / steps,
-                                  "train_images_per_s": images / (time.perf_counter() - start)}
+        # no teacher: the peer trains on the labels (the recipe's mixup, smoothing, clipping, schedule)
+        record = train_epoch(model, loaders, cfg, epoch, steps, optimizer, scheduler)
         record["val_top1_curve"] = evaluate(model, loaders.val, resolution=RESOLUTION, device=device,
                                             max_batches=cfg.eval.max_batches).top1
         if epoch % eval_every == 0 or epoch == cfg.train.epochs:

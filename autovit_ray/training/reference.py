@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from autovit_ray.config import flatten
-from autovit_ray.data import build_loaders, resolve_data_path
+from autovit_ray.data import Loaders, build_loaders, resolve_data_path
 from autovit_ray.distill import build_teacher, kd_loss
 from autovit_ray.evaluation import evaluate
 from autovit_ray.io import atomic_path, atomic_write_text
@@ -207,6 +207,39 @@ def _load_state(path: Path, fingerprint: dict[str, Any], log: Callable[[str], No
     return state
 
 
+def train_epoch(model: nn.Module, loaders: Loaders, cfg: TrainConfig, epoch: int, steps: int, optimizer: Any,
+                scheduler: Any, teacher: nn.Module | None = None) -> dict[str, Any]:
+    """Epoch `epoch` (1-based) of one plain network, `steps` steps, with the supernets' recipe: the same
+    per-epoch seed as rank 0 of the supernet training, mixup, label smoothing, KD from `teacher` when
+    given, gradient clipping and the per-step schedule. Returns {epoch, train_loss, train_images_per_s}."""
+    seed_everything(derive_seed(cfg.seed, epoch, 0))
+    loaders.set_epoch(epoch)
+    model.train()
+    start, images, loss_sum = time.perf_counter(), 0, 0.0
+    for step, (x, y) in enumerate(loaders.train):
+        if step >= steps:
+            break
+        if loaders.mixup_fn is not None:
+            x, y = loaders.mixup_fn(x, y)
+        teacher_logits = None
+        if teacher is not None:
+            with torch.no_grad():
+                teacher_logits = teacher(x)
+        smoothing = loaders.label_smoothing if y.dtype == torch.long else 0.0  # mixed targets carry their own
+        kind = cfg.kd.kind if teacher is not None else "none"  # in-place distillation needs a supernet
+        loss = kd_loss(kind, model(x), y, teacher_logits, cfg.kd.alpha, cfg.kd.tau, smoothing)
+        loss.backward()
+        if cfg.train.grad_clip is not None:
+            nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        scheduler.step_update((epoch - 1) * steps + step + 1)  # the schedule is a function of the step
+        images += len(x)
+        loss_sum += float(loss.detach())
+    return {"epoch": epoch, "train_loss": loss_sum / max(steps, 1),
+            "train_images_per_s": images / (time.perf_counter() - start)}
+
+
 def train_reference(cfg: TrainConfig, spec: ReferenceSpec, out_dir: str | Path,
                     log: Callable[[str], None] = print) -> Path:
     """Train `spec` with `cfg`'s recipe to `cfg.train.epochs`, resuming from `out_dir/state.pt`;
@@ -236,32 +269,7 @@ def train_reference(cfg: TrainConfig, spec: ReferenceSpec, out_dir: str | Path,
     eta = Eta(total=cfg.train.epochs, done=epoch, unit="epoch")
     while epoch < cfg.train.epochs:
         epoch += 1
-        seed_everything(derive_seed(cfg.seed, epoch, 0))  # as rank 0 of the supernet training
-        loaders.set_epoch(epoch)
-        model.train()
-        start, images, loss_sum = time.perf_counter(), 0, 0.0
-        for step, (x, y) in enumerate(loaders.train):
-            if step >= steps:
-                break
-            if loaders.mixup_fn is not None:
-                x, y = loaders.mixup_fn(x, y)
-            teacher_logits = None
-            if teacher is not None:
-                with torch.no_grad():
-                    teacher_logits = teacher(x)
-            smoothing = loaders.label_smoothing if y.dtype == torch.long else 0.0
-            kind = cfg.kd.kind if teacher is not None else "none"  # in-place distillation needs a supernet
-            loss = kd_loss(kind, model(x), y, teacher_logits, cfg.kd.alpha, cfg.kd.tau, smoothing)
-            loss.backward()
-            if cfg.train.grad_clip is not None:
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            scheduler.step_update(epoch * steps - steps + step + 1)
-            images += len(x)
-            loss_sum += float(loss.detach())
-        record: dict[str, Any] = {"epoch": epoch, "train_loss": loss_sum / max(steps, 1),
-                                  "train_images_per_s": images / (time.perf_counter() - start)}
+        record = train_epoch(model, loaders, cfg, epoch, steps, optimizer, scheduler, teacher)
         if epoch % cfg.eval.every_n_epochs == 0 or epoch == cfg.train.epochs:
             record["val_top1"] = evaluate(model, loaders.val, resolution=spec.resolution, device=device,
                                           max_batches=cfg.eval.max_batches).top1
@@ -278,4 +286,4 @@ def train_reference(cfg: TrainConfig, spec: ReferenceSpec, out_dir: str | Path,
 
 
 __all__ = ["MOBILEVIT_ADAPTATIONS", "ReferenceSpec", "attention_tokens", "build_reference", "build_spec",
-           "fit_patch_sizes", "mobilevit_strides", "train_reference"]
+           "fit_patch_sizes", "mobilevit_strides", "train_epoch", "train_reference"]
