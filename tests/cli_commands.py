@@ -11,7 +11,7 @@ from pathlib import Path
 
 from autovit_ray.compare.cli import build_parser as compare_parser
 from autovit_ray.export_cli import build_parser as export_parser
-from autovit_ray.fidelity import build_parser as fidelity_parser
+from autovit_ray.fidelity.cli import build_parser as fidelity_parser
 from autovit_ray.pipeline.cli import build_parser as pipeline_parser
 from autovit_ray.profile import build_parser as profile_parser
 from autovit_ray.report.cli import build_parser as report_parser

@@ -324,3 +324,14 @@ def test_resize_and_renormalize() -> None:
     assert torch.allclose(renormalize(y, *b, *a), x, atol=1e-6)
     raw = x * torch.tensor(a[1]).view(1, 3, 1, 1) + torch.tensor(a[0]).view(1, 3, 1, 1)
     assert torch.allclose(y, (raw - 0.5) / 0.5, atol=1e-6)
+
+
+def test_every_name_of_the_package_resolves() -> None:
+    """`autovit_ray.data` imports its names from their modules on first use: each one must be there."""
+    import autovit_ray.data as data
+
+    for name in data.__all__:
+        module = importlib.import_module(f"autovit_ray.data.{data._MODULE_OF[name]}")
+        assert getattr(data, name) is getattr(module, name)
+    with pytest.raises(AttributeError):
+        data.no_such_name  # noqa: B018

@@ -8,7 +8,8 @@ import statistics
 
 import pytest
 
-from autovit_ray.fidelity import FidelityConfig, draw_subnets, fidelity_stats, main, run
+from autovit_ray.fidelity import FidelityConfig, draw_subnets, fidelity_stats, run
+from autovit_ray.fidelity.cli import main
 from autovit_ray.plan import count_params
 from autovit_ray.space import load_space
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..experiment import SEARCH_RESULTS, Experiment
+from ..fidelity import REPORT_FILE
 
 Log = Callable[[str], None]
 CURVES = ("val_top1_smallest", "val_top1_largest", "val_top1_random_mean")  # drawn bold
@@ -66,7 +67,7 @@ def write_report(experiment_dir: Path, log: Log = print) -> Path:
             f"<p class=caption>{_esc(exp.resolve())}; generated {time.strftime('%Y-%m-%d %H:%M:%S')}</p>"]
     if isinstance(compare, dict) and isinstance(compare.get("summary"), str):  # the comparison's verdict, on top
         body.append(f"<p class=verdict>{_esc(compare['summary'])}</p>")
-    fidelity_json = layout.fidelity_dir / FIDELITY_FILE  # an optional stage: a section only when it ran
+    fidelity_json = layout.fidelity_dir / REPORT_FILE  # an optional stage: a section only when it ran
     if fidelity_json.is_file():
         sections.append(("Rank fidelity", fidelity_json, lambda: rank_fidelity(fidelity_json)))
     for title, source, build in sections:
@@ -360,7 +361,6 @@ def comparison(exp: Path, compare: Any, log: Log) -> str:
     return "".join(parts)
 
 
-FIDELITY_FILE = "fidelity.json"  # = autovit_ray.fidelity.REPORT_FILE (that module imports torch lazily too)
 FIDELITY_COLUMNS = ("supernet", "sampler", "epochs", "Kendall tau [95%]", "tau in band", "tau of MACs",
                     "top-3 overlap", "regret (points)", "inherited span")
 

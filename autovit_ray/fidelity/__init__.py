@@ -26,7 +26,6 @@ A search trusts that it does. This measures it for any trained supernet:
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
@@ -36,11 +35,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .cli_exits import cli_main
-from .experiment import Experiment
-from .io import atomic_write_text
-from .plan import count_macs, count_params
-from .space import Arch, SearchSpace
+from ..io import atomic_write_text
+from ..plan import count_macs, count_params
+from ..space import Arch, SearchSpace
 
 TRUTH_FILE = "truth.json"
 REPORT_FILE = "fidelity.json"
@@ -124,8 +121,8 @@ def draw_subnets(space: SearchSpace, count: int, seed: int, cost: Callable[[Arch
 def truth_recipe(checkpoint_config: Any, epochs: int, overrides: Sequence[str]) -> Any:
     """The stand-alone recipe: the experiment's training config with `epochs`, uniform sampling of its
     one arch, no in-place distillation (a lone arch has no larger teacher), then `overrides`."""
-    from .config import parse_override, set_path
-    from .training.config import config_from_dict
+    from ..config import parse_override, set_path
+    from ..training.config import config_from_dict
 
     values = checkpoint_config.to_dict()
     values["train"]["epochs"] = epochs
@@ -140,7 +137,7 @@ def truth_recipe(checkpoint_config: Any, epochs: int, overrides: Sequence[str]) 
 
 def recipe_record(cfg: Any) -> dict[str, Any]:
     """What defines a truth's recipe (the settings that change what is trained)."""
-    from .config import flatten
+    from ..config import flatten
 
     return {k: v for k, v in flatten(cfg.to_dict()).items()
             if not any(k == f or k.startswith(f + ".") for f in NOT_IN_RECIPE)}
@@ -168,8 +165,8 @@ def check_truth_folder(truth: Path, record: dict[str, Any], space: SearchSpace) 
 def train_standalone(recipe: Any, arch: Arch, truth: Path, seed: int, address: str | None,
                      mlflow_uri: str | None) -> Path:
     """Train (or resume, or reuse) `arch` alone with `seed`; returns its final checkpoint."""
-    from .checkpoint import find_checkpoint
-    from .ray_train import run_training, standalone_config
+    from ..checkpoint import find_checkpoint
+    from ..ray_train import run_training, standalone_config
 
     name = f"{arch.arch_hash}-s{seed}"
     cfg = dataclasses.replace(recipe, name=name, output_dir=str(truth), seed=seed,
@@ -194,9 +191,9 @@ def standalone_top1(checkpoint: Path, arch: Arch) -> float:
     """Validation top-1 of a stand-alone run with its own BatchNorm statistics."""
     import torch
 
-    from .checkpoint import load_supernet
-    from .data import build_loader
-    from .evaluation import evaluate
+    from ..checkpoint import load_supernet
+    from ..data import build_loader
+    from ..evaluation import evaluate
 
     supernet, _, config = load_supernet(checkpoint)
     model = supernet.get_active_subnet(arch).eval()
@@ -207,8 +204,8 @@ def standalone_top1(checkpoint: Path, arch: Arch) -> float:
 
 def inherited_top1(checkpoint: Path, archs: Sequence[Arch], calib_batches: int | None) -> list[float]:
     """Validation top-1 each arch inherits from a supernet, BatchNorm recalibrated (the search's score)."""
-    from .checkpoint import load_supernet
-    from .search.evaluate import EvalSettings, SubnetEvaluator
+    from ..checkpoint import load_supernet
+    from ..search.evaluate import EvalSettings, SubnetEvaluator
 
     supernet, space, config = load_supernet(checkpoint)
     evaluator = SubnetEvaluator(supernet, space, config.data, EvalSettings(calib_batches=calib_batches))
@@ -218,7 +215,7 @@ def inherited_top1(checkpoint: Path, archs: Sequence[Arch], calib_batches: int |
 def fidelity_stats(inherited: Sequence[float], standalone: Sequence[float], macs: Sequence[float],
                    params: Sequence[float], in_band: Sequence[bool], resamples: int, seed: int) -> dict[str, Any]:
     """The report of one supernet against the truth (module doc, step 4)."""
-    from .stats import kendall_tau, rank_correlation
+    from ..stats import kendall_tau, rank_correlation
 
     def finite(value: float) -> float | None:
         return value if math.isfinite(value) else None
@@ -247,8 +244,8 @@ def run(cfg: FidelityConfig, log: Callable[[str], None] = print) -> dict[str, An
     """Draw, train the truth (resumable), score every supernet; returns and writes the report."""
     import statistics
 
-    from .checkpoint import read_record, space_of
-    from .training.config import config_from_dict
+    from ..checkpoint import read_record, space_of
+    from ..training.config import config_from_dict
 
     checkpoints = [Path(c) for c in cfg.checkpoints]
     records = [read_record(c) for c in checkpoints]
@@ -263,7 +260,7 @@ def run(cfg: FidelityConfig, log: Callable[[str], None] = print) -> dict[str, An
     num_classes = record.num_classes
     table = None
     if cfg.lut:
-        from .latency import LatencyTable
+        from ..latency import LatencyTable
 
         table = LatencyTable.load(cfg.lut, space=space)  # refuses a table of another space
     cost = table.predict_latency if table is not None else (lambda a: float(count_params(a, num_classes, space)))
@@ -317,8 +314,8 @@ def log_to_mlflow(report: dict[str, Any], cfg: FidelityConfig, truth: Path) -> s
     """One MLflow run "fidelity" (experiment "<space>-fidelity"): the settings as params, each supernet's
     statistics as metrics `supernet<i>/<name>` (tag `supernet<i>`: its checkpoint), the report as an
     artifact. Tracking URI: --mlflow-uri, $MLFLOW_TRACKING_URI, else sqlite in the truth folder."""
-    from .adapters import default_tracking_uri, mlflow_client, retry_locked
-    from .tracking import experiment_id
+    from ..adapters import default_tracking_uri, mlflow_client, retry_locked
+    from ..tracking import experiment_id
 
     uri = default_tracking_uri(truth, cfg.mlflow_uri)
     client = mlflow_client(uri)
@@ -346,63 +343,4 @@ def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:+.2f}"
 
 
-# ---------------------------------------------------------------------------------------------------
-# The command line (a thin shim: nothing imports it)
-
-
-def _pair(text: str) -> tuple[float, float]:
-    try:
-        low, high = (float(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected LOW,HIGH in table ms, got {text!r}") from None
-    return low, high
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m autovit_ray.fidelity", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", action="append", required=True,
-                   help="a supernet checkpoint, or an experiment folder with --supernet (repeatable: one truth "
-                        "scores several supernets of the same space)")
-    p.add_argument("--supernet", default=None, help="xxs, xs or s, for experiment folders")
-    p.add_argument("--truth", default=None,
-                   help="folder of the stand-alone runs and the report (default: <experiment>/fidelity, which "
-                        "the report page reads)")
-    p.add_argument("--subnets", type=int, default=12)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--epochs", type=int, default=15, help="stand-alone epochs (default 15)")
-    p.add_argument("--lut", default=None, help="latency table: the draw spreads over its latency")
-    p.add_argument("--band-ms", type=_pair, default=None, help="LOW,HIGH: the latency band (table ms)")
-    p.add_argument("--in-band", type=int, default=0, help="subnets drawn inside --band-ms")
-    p.add_argument("--repeat", type=int, default=0, help="the first N subnets trained again with seed + 1")
-    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                   help="override the stand-alone recipe (the experiment's training config)")
-    p.add_argument("--calib-batches", type=int, default=None)
-    p.add_argument("--pool", type=int, default=10_000)
-    p.add_argument("--resamples", type=int, default=10_000)
-    p.add_argument("--address", default=None)
-    p.add_argument("--mlflow-uri", default=None)
-    return p
-
-
-@cli_main(kept="finished stand-alone runs and epochs are kept in the truth folder; rerun the same command "
-              "to resume")
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    from .checkpoint import resolve_checkpoint  # after parsing: --help imports no torch
-
-    checkpoints = tuple(str(resolve_checkpoint(c, args.supernet)) for c in args.checkpoint)
-    # <experiment>/checkpoints/<supernet>/epoch_N: the first supernet's experiment holds the default truth
-    truth = args.truth or str(Experiment.of_checkpoint(checkpoints[0]).fidelity_dir)
-    run(FidelityConfig(checkpoints=checkpoints, truth=truth, subnets=args.subnets, seed=args.seed,
-                       epochs=args.epochs, lut=args.lut, band_ms=args.band_ms, in_band=args.in_band,
-                       repeat=args.repeat, overrides=tuple(args.set), calib_batches=args.calib_batches,
-                       pool=args.pool, resamples=args.resamples, address=args.address,
-                       mlflow_uri=args.mlflow_uri))
-    return 0
-
-
-__all__ = ["FidelityConfig", "draw_subnets", "fidelity_stats", "main", "run"]
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+__all__ = ["NOT_IN_RECIPE", "REPORT_FILE", "TRUTH_FILE", "FidelityConfig", "draw_subnets", "fidelity_stats", "run"]
