@@ -105,7 +105,7 @@ from autovit_ray.data_config import (  # noqa: F401 - the config's names, re-exp
     DATASETS,
     IMAGENET_DEFAULT_MEAN,
     IMAGENET_DEFAULT_STD,
-    PROFILE_DATASETS,
+    INPUT_PROFILE_DATASETS,
     DataConfig,
     _augments,
     _bad,

@@ -23,7 +23,7 @@ def randomised_supernet(name: str, profile: str, seed: int = 0) -> Supernet:
     """A supernet whose weights AND BatchNorm statistics are random: a fresh BN (mean 0, var 1,
     weight 1) would hide a wrong slice of its buffers."""
     torch.manual_seed(seed)
-    net = Supernet(load_space(name, profile=profile), NUM_CLASSES)
+    net = Supernet(load_space(name, input_profile=profile), NUM_CLASSES)
     with torch.no_grad():
         for p in net.parameters():
             p.normal_(0.0, 0.2)
@@ -138,7 +138,7 @@ def test_training_step_touches_only_active_entries():
 def test_bad_inputs():
     net = SUPERNETS[("xxs", "cifar10")]
     with pytest.raises(ValueError, match="'xs' but this is the 'xxs' supernet"):
-        net.set_active(load_space("xs", profile="cifar10").smallest())
+        net.set_active(load_space("xs", input_profile="cifar10").smallest())
     net.set_active(net.space.smallest())
     with pytest.raises(ValueError, match="not divisible by its 2x2 patch"):
         net(torch.randn(1, 3, 36, 36))  # 36 -> 9x9 maps at the transformer stages
