@@ -58,7 +58,7 @@ def make_search_strategy(cfg: SearchConfig, space: SearchSpace, costs: CostModel
                                 p_block=PLAIN_EVOLUTION.p_block)
         return EvolutionSearch(space, costs, plain, max_evaluations=total, seed=cfg.seed)
     coarse = CoarseConfig(num_samples=cfg.coarse_samples, num_skeletons=cfg.skeletons)
-    selection = "pareto" if cfg.strategy == "pareto" else "accuracy"
+    selection = "dominance" if cfg.strategy == "pareto" else "accuracy"  # pareto: ranks by dominance
     return CoarseToFineSearch(space, costs, fine, coarse, max_evaluations=total, seed=cfg.seed,
                               selection=selection)
 
