@@ -6,7 +6,8 @@ A checkpoint is a directory (Ray Train copies it into its storage as ``epoch_NNN
   numbers, strings only; RNG states are stored as tensors / lists): ``model`` (supernet state dict),
   ``optimizer``, ``scheduler``, ``scaler``, ``epoch`` (completed epochs), ``global_step``, ``rng_states``,
   ``config`` (the full training config as a dict, incl. ``data.split_seed`` / ``data.val_size``, so the
-  search reuses the same held-out validation split), ``space`` (name, profile, source, fingerprint),
+  search reuses the same held-out validation split), ``space`` (name, profile: the input profile's name under
+  its old key, source, fingerprint),
   ``num_classes``, ``metrics`` (of that epoch) and ``format`` / ``format_version``;
 - ``meta.json``: the same minus the tensors, written last, so a directory with a readable meta.json and
   state.pt is complete. Both files are written to a temporary name and renamed (atomic on POSIX).
@@ -193,12 +194,12 @@ def space_of(state_or_meta: Mapping[str, Any], space: SearchSpace | str | None =
     if space is None:
         space = info["source"]
     if isinstance(space, str):
-        space = load_space(space, profile=info["profile"])
+        space = load_space(space, input_profile=info["profile"])
     if space.fingerprint() != info["fingerprint"]:
         raise ValueError(
-            f"checkpoint of supernet {info['name']!r} (profile {info['profile']!r}, space fingerprint "
-            f"{info['fingerprint']}) does not match search space {space.name!r} (profile "
-            f"{space.profile.name!r}, fingerprint {space.fingerprint()}): it was trained on another "
+            f"checkpoint of supernet {info['name']!r} (input profile {info['profile']!r}, space fingerprint "
+            f"{info['fingerprint']}) does not match search space {space.name!r} (input profile "
+            f"{space.input_profile.name!r}, fingerprint {space.fingerprint()}): it was trained on another "
             "supernet, or the space's YAML changed since; load it with its own space")
     return space
 

@@ -2,16 +2,21 @@
 from nested dicts, with type coercion (YAML and --set give strings, ints for floats, ...) and one clear
 error per bad or unknown field. The training config (`training/config.py`) and the pipeline config
 (`pipeline.py`) are loaded with it. Pure Python.
+
+A renamed config key, flag or value keeps working under its old name, with one deprecation message
+(`warn_renamed`; a `FutureWarning`, which Python shows to users, unlike a `DeprecationWarning`).
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import difflib
 import importlib.resources
 import os
 import types
 import typing
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -19,6 +24,41 @@ from typing import Any, TypeVar
 import yaml
 
 T = TypeVar("T")
+
+
+def warn_renamed(old: str, new: str, where: str = "") -> None:
+    """The deprecation message of a renamed name, shown once per name and place (the warnings filter)."""
+    context = f" in {where}" if where else ""
+    warnings.warn(f"{old}{context} is deprecated: it was renamed {new} (the old name still works for now)",
+                  FutureWarning, stacklevel=3)
+
+
+def renamed_keys(values: Mapping[str, Any], renamed: Mapping[str, str], where: str,
+                 warn: bool = True) -> dict[str, Any]:
+    """`values` with each old key of `renamed` ({old: new}) under its new name, warning once per key
+    unless `warn` is False (files the code wrote itself under the old name); both names: ValueError."""
+    out = dict(values)
+    for old, new in renamed.items():
+        if old not in out:
+            continue
+        if new in out:
+            raise ValueError(f"{where} sets both {old} and {new}: {old} is the old name of {new}; keep {new}")
+        if warn:
+            warn_renamed(old, new, where)
+        out[new] = out.pop(old)
+    return out
+
+
+def add_renamed_flag(parser: argparse.ArgumentParser, old: str, new: str) -> None:
+    """`old` as a hidden alias of the flag `new` (added to `parser` before), with a deprecation message."""
+
+    class RenamedFlag(argparse.Action):
+        def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                     option_string: str | None = None) -> None:
+            warn_renamed(old, new)
+            setattr(namespace, self.dest, values)
+
+    parser.add_argument(old, dest=new.lstrip("-").replace("-", "_"), action=RenamedFlag, help=argparse.SUPPRESS)
 
 
 def packaged_configs(*parts: str) -> Path:
@@ -204,5 +244,6 @@ def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-__all__ = ["bad_field", "build_dataclass", "coerce", "dataclass_from_flat_dict", "flatten", "parse_override", "read_yaml_mapping", "resolve_config_path", "plain", "set_path",
-           "type_hints"]
+__all__ = ["add_renamed_flag", "bad_field", "build_dataclass", "coerce", "dataclass_from_flat_dict", "flatten",
+           "parse_override", "read_yaml_mapping", "renamed_keys", "resolve_config_path", "plain", "set_path",
+           "type_hints", "warn_renamed"]

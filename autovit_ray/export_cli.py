@@ -109,8 +109,8 @@ def check_in_space(arch: Arch, space: SearchSpace, checkpoint: Path) -> None:
     try:
         space.validate(arch)
     except ValueError as exc:
-        raise ValueError(f"the arch does not belong to the checkpoint's space ({space.name!r}, profile "
-                         f"{space.profile.name!r}, {checkpoint}): {exc}") from None
+        raise ValueError(f"the arch does not belong to the checkpoint's space ({space.name!r}, input profile "
+                         f"{space.input_profile.name!r}, {checkpoint}): {exc}") from None
 
 
 def errors(output: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
@@ -216,7 +216,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         return timm.create_model("autovit", arch=str(arch_path), num_classes=supernet.num_classes,
                                  checkpoint_path=str(weights))
 
-    print(f"{arch}  ({arch.arch_hash}, supernet {space.name}, profile {space.profile.name}, "
+    print(f"{arch}  ({arch.arch_hash}, supernet {space.name}, input profile {space.input_profile.name}, "
           f"{arch.resolution} px, {supernet.num_classes} classes)")
     print(f"checking against the supernet's active path ({checkpoint}), BN recalibrated on the calib split:")
     outputs: dict[str, Callable[[], np.ndarray | None]] = {

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from timm.models import register_model
 
-from .data import PROFILE_DATASETS, DataConfig
+from .data import INPUT_PROFILE_DATASETS, DataConfig
 from .io import atomic_write_bytes, atomic_write_text
 from .nn import AutoViTNet, build_net
 from .plan import plan
@@ -66,8 +66,8 @@ def pretrained_cfg(arch: Arch, num_classes: int, data: DataConfig | None = None)
     evaluation saw them (`data`: the training config; default: the defaults of the data set its
     input profile is trained on, which configs/train/*.yaml keep)."""
     if data is None:
-        profile = space_for_arch(arch).profile.name
-        data = DataConfig(dataset=PROFILE_DATASETS.get(profile, "imagefolder"))
+        input_profile = space_for_arch(arch).input_profile.name
+        data = DataConfig(dataset=INPUT_PROFILE_DATASETS.get(input_profile, "imagefolder"))
     size = arch.resolution
     return {"input_size": (3, size, size), "num_classes": num_classes, "architecture": "autovit",
             "arch": arch.to_dict(), "classifier": "head.classifier", **data.eval_preprocessing()}
@@ -90,7 +90,7 @@ def autovit(pretrained: bool = False, arch: Arch | str | Path | dict | None = No
 
 
 def _register_extremes() -> None:
-    """autovit_{xxs,xs,s}_{smallest,largest}: the corners of each supernet (ImageNet profile)."""
+    """autovit_{xxs,xs,s}_{smallest,largest}: the corners of each supernet (ImageNet input profile)."""
     for name in ("xxs", "xs", "s"):
         for corner in ("smallest", "largest"):
             def factory(pretrained: bool = False, num_classes: int = 1000, drop_rate: float = 0.0,

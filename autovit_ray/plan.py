@@ -181,7 +181,7 @@ def describe_space(space: SearchSpace, num_classes: int = 1000) -> dict[str, Any
     small, large = space.smallest(), space.largest()
     return {
         "name": space.name,
-        "profile": space.profile.name,
+        "input_profile": space.input_profile.name,
         "fingerprint": space.fingerprint(),
         "size_constrained": space.size(constrained=True),
         "size_unconstrained": space.size(constrained=False),

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from autovit_ray.cli_exits import cli_main
+from autovit_ray.config import add_renamed_flag
 
 from .latency.build_config import BuildConfig
 from .space import Arch, SearchSpace, load_space
@@ -81,7 +82,7 @@ def _parse_arch(text: str, space: SearchSpace, resolution: int | None) -> tuple[
 def cmd_build(args: argparse.Namespace) -> int:
     from .latency import build_table, get_backend
 
-    space = load_space(args.supernet, profile=args.profile)
+    space = load_space(args.supernet, input_profile=args.input_profile)
     backend = get_backend(args.backend, **_backend_settings(args, args.backend))
     config = BuildConfig(rounds=args.rounds, repeats=args.repeats, references=args.references, seed=args.seed,
                          quiet_cpus=_quiet(args), quiet_wait_s=args.quiet_wait)
@@ -95,7 +96,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 def cmd_validate(args: argparse.Namespace) -> int:
     from .latency import LatencyTable, backend_from_settings, validate_table, write_report
 
-    space = load_space(args.supernet, profile=args.profile) if args.supernet else None
+    space = load_space(args.supernet, input_profile=args.input_profile) if args.supernet else None
     table = LatencyTable.load(args.lut, space=space)
     settings = table.backend_settings
     settings.update(_backend_settings(args, table.backend))
@@ -117,7 +118,7 @@ def cmd_breakdown(args: argparse.Namespace) -> int:
     from .latency.breakdown import breakdown_chart, operator_breakdown, write_breakdown_json
     from .nn import Supernet
 
-    space = load_space(args.supernet, profile=args.profile)
+    space = load_space(args.supernet, input_profile=args.input_profile)
     archs = [_parse_arch(text, space, args.resolution) for text in (args.arch or ["smallest", "largest"])]
     supernet = Supernet(space, args.num_classes).eval()
     results = []
@@ -132,6 +133,11 @@ def cmd_breakdown(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_input_profile_flag(parser: argparse.ArgumentParser, text: str) -> None:
+    parser.add_argument("--input-profile", default=None, help=text)
+    add_renamed_flag(parser, "--profile", "--input-profile")  # its name before 'profile' meant only timing
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m autovit_ray.profile",
                                      description="Latency lookup tables: build, validate, break down.")
@@ -139,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("build", help="profile every module of a supernet into a Parquet table")
     b.add_argument("--supernet", required=True, help="xxs, xs, s or a space YAML")
-    b.add_argument("--profile", default=None, help="input profile (default: the space's, e.g. imagenet)")
+    _add_input_profile_flag(b, "input profile (default: the space's, e.g. imagenet)")
     b.add_argument("--backend", default="torch-cpu", help="torch-cpu, onnxruntime, coreml or remote")
     b.add_argument("--resolution", default=None, help="e.g. 256 or 128,192,256 (default: all of the profile)")
     b.add_argument("--out", required=True, help="the .parquet file to write")
@@ -155,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("validate", help="predicted vs measured latency on fresh random subnets")
     v.add_argument("--lut", required=True)
     v.add_argument("--supernet", default=None, help="check the table against this space (optional)")
-    v.add_argument("--profile", default=None)
+    _add_input_profile_flag(v, "input profile of --supernet (default: the space's)")
     v.add_argument("--samples", type=int, default=100)
     v.add_argument("--seed", type=int, default=0)
     v.add_argument("--rounds", type=int, default=8)
@@ -168,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     k = sub.add_parser("breakdown", help="per-operator latency (attention, MLP, conv, norm, other) as a bar chart")
     k.add_argument("--supernet", required=True)
-    k.add_argument("--profile", default=None)
+    _add_input_profile_flag(k, "input profile (default: the space's, e.g. imagenet)")
     k.add_argument("--arch", action="append", help="arch JSON, a .json file, 'smallest' or 'largest' (repeatable)")
     k.add_argument("--resolution", type=int, default=None, help="override the archs' resolution")
     k.add_argument("--num-classes", type=int, default=1000)

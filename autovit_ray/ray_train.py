@@ -25,11 +25,13 @@ from typing import Any
 import yaml
 
 from autovit_ray import adapters, placement
+from autovit_ray.config import renamed_keys
 from autovit_ray.experiment import Experiment
 from autovit_ray.io import atomic_write_text
 from autovit_ray.placement import Cluster, ResourcePlan, TrainerPlan
 from autovit_ray.space import Arch, SearchSpace, load_space
 from autovit_ray.training.config import (
+    RENAMED_FIELDS,
     TrainConfig,
     config_from_dict,
     flatten,
@@ -79,10 +81,10 @@ class TrainResult:
 
 
 def load_spaces(cfg: TrainConfig) -> dict[str, SearchSpace]:
-    """{space name: SearchSpace} for cfg.supernets under cfg.profile."""
+    """{space name: SearchSpace} for cfg.supernets under cfg.input_profile."""
     spaces = {}
     for source in cfg.supernets:
-        space = load_space(source, profile=cfg.profile)
+        space = load_space(source, input_profile=cfg.input_profile)
         if space.name in spaces:
             raise ValueError(f"config field supernets = {list(cfg.supernets)} names supernet "
                              f"{space.name!r} twice")
@@ -111,9 +113,11 @@ def check_resume(cfg: TrainConfig, spaces: Mapping[str, SearchSpace]) -> dict[st
             continue
         meta = read_meta(found[-1])
         space_of(meta, space)  # raises on a fingerprint mismatch
-        differing = _differing_fields(meta["config"], cfg.to_dict())
+        # a checkpoint of an older version may store a field under its old name (`RENAMED_FIELDS`)
+        stored = renamed_keys(meta["config"], RENAMED_FIELDS, "checkpoint config", warn=False)
+        differing = _differing_fields(stored, cfg.to_dict())
         if differing:
-            old, new = flatten(meta["config"]), flatten(cfg.to_dict())
+            old, new = flatten(stored), flatten(cfg.to_dict())
             details = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in differing[:6])
             raise ValueError(f"experiment {str(cfg.experiment_dir)!r} already holds supernet {name!r} "
                              f"checkpoints trained with another config ({details}); use the same settings "
@@ -155,7 +159,7 @@ def check_inputs(cfg: TrainConfig, spaces: dict[str, SearchSpace] | None = None
     for space in spaces.values():
         if cfg.data.input_resolution < max(space.resolutions):
             print(f"note: data at {cfg.data.input_resolution} px is upsampled to {max(space.resolutions)} px "
-                  f"(profile {cfg.profile!r})", file=sys.stderr)
+                  f"(input profile {cfg.input_profile!r})", file=sys.stderr)
     return spaces, n_classes, check_resume(cfg, spaces)
 
 
@@ -228,7 +232,7 @@ def train_loop_per_worker(payload: dict[str, Any]) -> None:
     context = ray.train.get_context()
     rank, size = context.get_world_rank(), context.get_world_size()
     world = World(rank, size, ray.train.torch.get_device())
-    space = load_space(payload["space_source"], profile=cfg.profile)
+    space = load_space(payload["space_source"], input_profile=cfg.input_profile)
     arch_log = Experiment(cfg.experiment_dir).arch_log(space.name, rank) if cfg.train.arch_log else None
     loaders = worker_loaders(cfg, payload, max(space.resolutions), rank, size, world.device)
     trainer = SupernetTrainer(cfg, space, world, arch_log=arch_log, space_source=payload["space_source"],
@@ -374,7 +378,7 @@ def run_training(cfg: TrainConfig, address: str | None = None, mlflow_uri: str |
         run_ids = tracking.start_runs(
             uri, cfg.mlflow.experiment or cfg.name, cfg.name,
             {s: {"checkpoint_location": checkpoint_root(exp_dir, s), "space_fingerprint": sp.fingerprint(),
-                 "space_profile": cfg.profile, "num_classes": n_classes,
+                 "space_profile": cfg.input_profile, "num_classes": n_classes,
                  **({"standalone_arch": arch.to_json()} if arch is not None else {})} for s, sp in spaces.items()},
             {**flatten(cfg.to_dict()), "num_classes": n_classes}, dataset=dataset_record(cfg.data),
         )
@@ -424,11 +428,11 @@ def standalone_config(cfg: TrainConfig, arch: Arch, named: bool) -> tuple[TrainC
     import dataclasses
 
     try:
-        space = load_space(arch.supernet, profile=cfg.profile)
+        space = load_space(arch.supernet, input_profile=cfg.input_profile)
         restricted = space.restricted_to(arch)
     except ValueError as e:
-        raise ValueError(f"--arch {arch} is not a subnet of supernet {arch.supernet!r} under the config's input "
-                         f"profile {cfg.profile!r}: {e}") from None
+        raise ValueError(f"--arch {arch} is not a subnet of supernet {arch.supernet!r} under the config's "
+                         f"input profile {cfg.input_profile!r}: {e}") from None
     name = cfg.name if named else f"{cfg.name}-arch-{arch.arch_hash}"
     cfg = dataclasses.replace(cfg, name=name)
     if cfg.train.sampler != "uniform":  # sandwich steps would run the one arch 2 + n times per batch

@@ -50,7 +50,7 @@ class ModelFacts:
     """What a registered model version records (as tags) about the searched model it holds."""
 
     arch: Arch
-    profile: str
+    input_profile: str
     num_classes: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
@@ -73,8 +73,9 @@ class ModelFacts:
         return f"{self.budgets}|{self.data_split}|classes={self.num_classes}"
 
     def tags(self) -> dict[str, str]:
+        # the tag "profile" keeps its old name for input_profile: registered versions stay comparable
         values = {"arch": self.arch.to_json(), "arch_hash": self.arch.arch_hash, "supernet": self.arch.supernet,
-                  "profile": self.profile, "num_classes": self.num_classes, "params": self.params, "macs": self.macs,
+                  "profile": self.input_profile, "num_classes": self.num_classes, "params": self.params, "macs": self.macs,
                   "val_top1": f"{self.val_top1:.4f}", "test_top1": f"{self.test_top1:.4f}",
                   "checkpoint": self.checkpoint, "space_fingerprint": self.space_fingerprint,
                   "data_split": self.data_split, "budgets": self.budgets, "champion_group": self.champion_group,

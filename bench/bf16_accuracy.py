@@ -3,7 +3,7 @@
     .venv/bin/python bench/bf16_accuracy.py [--epochs 3] [--threads 2]   # resumable: rerun to continue
     .venv/bin/python bench/bf16_accuracy.py --report-only                  # section again from the JSON
 
-The XXS supernet (`cifar10` profile, configs/train/cifar10.yaml with the recipe the CIFAR-10 result's
+The XXS supernet (`cifar10` input profile, configs/train/cifar10.yaml with the recipe the CIFAR-10 result's
 pilot chose, `light`: random-resized crop + flip + label smoothing on the in-memory batched data path,
 no RandAugment, erasing, Mixup or CutMix; a 1-epoch warm-up, then cosine over `--epochs`) is trained twice from the same seed, once with
 `train.amp: fp32` and once with `train.amp: bf16`, the two runs interleaved epoch by epoch (the first
@@ -63,7 +63,7 @@ def trainer_for(amp: str, epochs: int, data_dir: str, out: Path, max_steps: int 
                                   *LIGHT_RECIPE, "schedule.warmup_epochs=1", "supernets=xxs",
                                   "eval.num_random_subnets=4", "eval.max_batches=null", *smoke],
                       {"output_dir": str(out)})
-    trainer = SupernetTrainer(cfg, load_space("xxs", profile="cifar10"), log=log)
+    trainer = SupernetTrainer(cfg, load_space("xxs", input_profile="cifar10"), log=log)
     saved = out / amp
     if (saved / "state.pt").is_file():
         trainer.load_state_dict(load_checkpoint(saved))

@@ -128,7 +128,7 @@ def train_run(settings: Settings, recipe: str, run: str, extra: tuple[str, ...],
 
 
 def standalone_check(arch: Arch) -> Callable[[dict[str, Any], Path], None]:
-    expected = load_space(base.SUPERNET, profile=base.PROFILE).restricted_to(arch).fingerprint()
+    expected = load_space(base.SUPERNET, input_profile=base.INPUT_PROFILE).restricted_to(arch).fingerprint()
 
     def check(meta: dict[str, Any], path: Path) -> None:
         if meta["space"].get("fingerprint") != expected:
@@ -158,7 +158,7 @@ def run_compare(settings: Settings, first: dict[str, Any], record: dict[str, Any
         return
     from autovit_ray.latency import LatencyTable
 
-    space = load_space(base.SUPERNET, profile=base.PROFILE)
+    space = load_space(base.SUPERNET, input_profile=base.INPUT_PROFILE)
     adaptation = first["train"]["adaptation"]
     loaders: Loaders = build_loaders(base.config_from_saved(read_meta(checkpoints["no-KD"])["config"]).data)
     table = LatencyTable.load(base.lut_path(settings, base.SEARCH_BACKEND), space=space, backend=base.SEARCH_BACKEND)

@@ -12,7 +12,7 @@ small-input adaptations and recipes, chosen on the validation split, never the t
    to that length, seed 0; then the first arm again with seed 1, so the noise between two seeds of
    one arm stands beside the differences between arms. Validation top-1 on the full 5k split.
 2. ``peer``: the best seed-0 arm by validation top-1, 30 epochs, seed 0; validation and test top-1.
-3. ``span``: the largest and the smallest XXS subnet of the ``cifar10-p1`` profile, each trained
+3. ``span``: the largest and the smallest XXS subnet of the ``cifar10-p1`` input profile, each trained
    stand-alone through the product's ``python -m autovit_ray.train --arch`` with the chosen recipe for
    `PILOT_EPOCHS` epochs (beside the peer's pilot arm of the same length): the space's span on a fair
    recipe. Full 5k validation top-1 with each model's own BatchNorm statistics.
@@ -61,7 +61,7 @@ from autovit_ray.training.reference import (  # noqa: E402
 
 STAGES = ("pilot", "peer", "span", "lut")
 PEER = "mobilevit_xxs"
-PROFILE = "cifar10-p1"  # the space's small-input profile with >= 4 tokens per attention sequence
+INPUT_PROFILE = "cifar10-p1"  # the space's small-input profile with >= 4 tokens per attention sequence
 RESOLUTION = 32
 MIN_TOKENS = 4
 PILOT_EPOCHS = 10
@@ -180,7 +180,7 @@ def run_arm(arm: Arm, out: Path, data_dir: Path, test: bool = False) -> dict[str
 def train_overrides(recipe: str, epochs: int, data_dir: Path) -> list[str]:
     """The recipe as `--set` overrides of `python -m autovit_ray.train --config cifar10`."""
     values = {**BASE_RECIPE, **RECIPES[recipe], "train.epochs": epochs, "data.data_dir": str(data_dir),
-              "profile": PROFILE, "train.progress_bar": False, "ray.torch_threads": 2}
+              "input_profile": INPUT_PROFILE, "train.progress_bar": False, "ray.torch_threads": 2}
     return [f"{key}={json.dumps(value)}" for key, value in values.items()]  # JSON is YAML: null, lists, floats
 
 
@@ -201,7 +201,7 @@ def run_corner(corner: str, recipe: str, out: Path, data_dir: Path) -> dict[str,
     from autovit_ray.checkpoint import find_checkpoint, load_supernet, read_meta
     from autovit_ray.data import build_loader
 
-    space = load_space("xxs", profile=PROFILE)
+    space = load_space("xxs", input_profile=INPUT_PROFILE)
     arch = getattr(space, corner)()
     name = f"span-{corner}-{recipe}-e{PILOT_EPOCHS}"
     record_path = out / f"{name}.json"
@@ -230,17 +230,17 @@ def run_corner(corner: str, recipe: str, out: Path, data_dir: Path) -> dict[str,
 
 def build_lut(out: Path) -> dict[str, Any]:
     """The torch-cpu table of the new profile, built and validated through `python -m autovit_ray.profile`."""
-    path, report_dir = out / "luts" / f"xxs-{PROFILE}-torch-cpu.parquet", out / "luts" / f"xxs-{PROFILE}-validation"
+    path, report_dir = out / "luts" / f"xxs-{INPUT_PROFILE}-torch-cpu.parquet", out / "luts" / f"xxs-{INPUT_PROFILE}-validation"
     path.parent.mkdir(parents=True, exist_ok=True)
     common = ["--threads", "2", "--clock", "wall"]  # 2 threads, as trained; thread_cpu times one thread only
     if not path.is_file():
-        log(f"lut: building the torch-cpu table of xxs {PROFILE} at {RESOLUTION} px")
-        run_cli(["autovit_ray.profile", "build", "--supernet", "xxs", "--profile", PROFILE, "--backend", "torch-cpu",
+        log(f"lut: building the torch-cpu table of xxs {INPUT_PROFILE} at {RESOLUTION} px")
+        run_cli(["autovit_ray.profile", "build", "--supernet", "xxs", "--input-profile", INPUT_PROFILE, "--backend", "torch-cpu",
                  "--resolution", str(RESOLUTION), "--num-classes", "10", "--references", "24", "--out", str(path),
                  *common], out / "lut.log")
     if not (report_dir / "validation.json").is_file():
         log("lut: validating it on 100 fresh subnets")
-        run_cli(["autovit_ray.profile", "validate", "--lut", str(path), "--supernet", "xxs", "--profile", PROFILE,
+        run_cli(["autovit_ray.profile", "validate", "--lut", str(path), "--supernet", "xxs", "--input-profile", INPUT_PROFILE,
                  "--samples", "100", "--seed", "1", "--out", str(report_dir), *common], out / "lut.log")
     report = json.loads((report_dir / "validation.json").read_text())
     return {"path": str(path.relative_to(out)), "validation": {k: v for k, v in report.items() if k != "rows"},
@@ -272,8 +272,8 @@ def arm_progress(arm: Arm, out: Path) -> dict[str, Any]:
 
 
 def tokens_table() -> dict[str, list[int]]:
-    """Tokens per attention sequence at 32 px: our profiles' 4 transformer stages, the peer's 3 blocks."""
-    table = {f"autovit {p}": load_space("xxs", profile=p).attention_tokens(RESOLUTION) for p in ("cifar10", "cifar10-p1")}
+    """Tokens per attention sequence at 32 px: our input profiles' 4 transformer stages, the peer's 3 blocks."""
+    table = {f"autovit {p}": load_space("xxs", input_profile=p).attention_tokens(RESOLUTION) for p in ("cifar10", "cifar10-p1")}
     for adaptation in ("stem1", "stage2"):
         for min_tokens in (1, MIN_TOKENS):
             model, _ = build_spec(ReferenceSpec(PEER, RESOLUTION, adaptation=adaptation, min_tokens=min_tokens), 10)
@@ -317,7 +317,7 @@ def span_records(out: Path) -> dict[str, Any]:
 
 
 def _lut_report(out: Path) -> dict[str, Any] | None:
-    path = out / "luts" / f"xxs-{PROFILE}-validation" / "validation.json"
+    path = out / "luts" / f"xxs-{INPUT_PROFILE}-validation" / "validation.json"
     if not path.is_file():
         return None
     return {k: v for k, v in json.loads(path.read_text()).items() if k != "rows"}
@@ -392,14 +392,14 @@ def section(r: dict[str, Any]) -> str:
                      f"{r['gate_val_top1']:.0f} %): **{verdict}**.")
     if r["span"]:
         lines += ["", f"The space's span on the chosen recipe ({PILOT_EPOCHS} epochs stand-alone, `train --arch`, "
-                  f"profile {PROFILE}):", "", "| subnet | params (M) | MACs (M) | validation top-1 % |", "|---|---|---|---|"]
+                  f"profile {INPUT_PROFILE}):", "", "| subnet | params (M) | MACs (M) | validation top-1 % |", "|---|---|---|---|"]
         lines += [f"| {corner}: `{v['name']}` | {v['params_m']:.2f} | {v['macs_m']:.1f} | {v['val_top1']:.2f} |"
                   for corner, v in r["span"].items()]
     lines += ["", measured_cost(r)]
     if r["lut"]:
         v = r["lut"]
         pred, retest, level = v["predictor"], v["retest"], v["level"]
-        lines += ["", f"The torch-cpu latency table of xxs {PROFILE} at {RESOLUTION} px (2 threads, wall clock, "
+        lines += ["", f"The torch-cpu latency table of xxs {INPUT_PROFILE} at {RESOLUTION} px (2 threads, wall clock, "
                   f"`profile build` then `profile validate` on {v['samples']} fresh subnets, seed {v['seed']}, "
                   f"method {v['method']}): predictor vs measured MAPE {pred['mape']:.1f} %, Kendall tau "
                   f"{pred['kendall_tau']:.2f}; the same subnets measured twice (the noise): MAPE "

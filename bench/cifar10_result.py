@@ -22,7 +22,7 @@ into its own venv) so that edits in the checkout do not change a run halfway. St
 the peer's architecture), and stops: the inputs of bench/search_strategies.py, regenerated on a machine
 where the first result's artifacts are gone without paying for the peer's training first.
 
-Bad input: a supernet checkpoint of another supernet, profile, data split or recipe, and a peer state
+Bad input: a supernet checkpoint of another supernet, input profile, data split or recipe, and a peer state
 of another recipe or adaptation, are refused with one clear error (``Mismatch``); a stage artifact that
 cannot be read is redone, not used.
 """
@@ -62,7 +62,7 @@ from autovit_ray.training.reference import train_epoch  # noqa: E402
 TRAIN_IMAGES = 45_000  # CIFAR-10's 50k training images less the 5k held-out validation split
 RESOLUTION = 32
 SUPERNET = "xxs"
-PROFILE = "cifar10"
+INPUT_PROFILE = "cifar10"
 
 # Each recipe is a list of overrides of configs/train/cifar10.yaml (the paper's DeiT recipe).
 RECIPES: dict[str, tuple[str, ...]] = {
@@ -292,14 +292,14 @@ def supernet_epochs_done(settings: Settings, cfg: TrainConfig) -> int:
 
 
 def check_supernet_meta(meta: dict[str, Any], cfg: TrainConfig, path: Path) -> None:
-    """Refuse a checkpoint of another supernet, profile, data split or recipe."""
+    """Refuse a checkpoint of another supernet, input profile, data split or recipe."""
     saved = meta["config"]
     wanted = cfg.to_dict()
     problems = []
     space = meta.get("space", {})
-    if (space.get("name"), space.get("profile")) != (SUPERNET, PROFILE):
-        problems.append(f"supernet {space.get('name')!r} / profile {space.get('profile')!r} "
-                        f"(expected {SUPERNET!r} / {PROFILE!r})")
+    if (space.get("name"), space.get("profile")) != (SUPERNET, INPUT_PROFILE):
+        problems.append(f"supernet {space.get('name')!r} / input profile {space.get('profile')!r} "
+                        f"(expected {SUPERNET!r} / {INPUT_PROFILE!r})")
     if recipe_fingerprint(config_from_saved(saved)) != recipe_fingerprint(cfg):
         problems.append("another recipe or data split: "
                         f"{recipe_fingerprint(config_from_saved(saved))} vs {recipe_fingerprint(cfg)}")
@@ -411,7 +411,7 @@ def lut_path(settings: Settings, backend: str) -> Path:
 
 def load_lut(path: Path, backend: str) -> Any:
     """The table at `path` for the cifar10 XXS space and `backend`; None when the file is corrupt (it
-    is then rebuilt); Mismatch when it is a readable table of another space, profile or backend."""
+    is then rebuilt); Mismatch when it is a readable table of another space, input profile or backend."""
     from autovit_ray.latency import LatencyTable
     from autovit_ray.space import load_space
 
@@ -421,10 +421,10 @@ def load_lut(path: Path, backend: str) -> Any:
         log(f"{path} is unreadable ({e}); building it again")
         return None
     try:
-        return LatencyTable.load(path, space=load_space(SUPERNET, profile=PROFILE), backend=backend,
+        return LatencyTable.load(path, space=load_space(SUPERNET, input_profile=INPUT_PROFILE), backend=backend,
                                  resolutions=[RESOLUTION])
     except ValueError as e:
-        raise Mismatch(f"{path} is not a {backend} table of the {SUPERNET}/{PROFILE} space at "
+        raise Mismatch(f"{path} is not a {backend} table of the {SUPERNET}/{INPUT_PROFILE} space at "
                        f"{RESOLUTION} px: {e}") from None
 
 
@@ -438,7 +438,7 @@ def run_luts(settings: Settings, results: dict[str, Any], save: Callable[[], Non
         if table is None:
             path.parent.mkdir(parents=True, exist_ok=True)
             log(f"LUT: building the {backend} table at {RESOLUTION} px")
-            run_cli(settings, ["autovit_ray.profile", "build", "--supernet", SUPERNET, "--profile", PROFILE,
+            run_cli(settings, ["autovit_ray.profile", "build", "--supernet", SUPERNET, "--input-profile", INPUT_PROFILE,
                                "--backend", backend, "--resolution", str(RESOLUTION), "--num-classes", "10",
                                "--references", str(settings.lut_references), "--out", str(path),
                                *lut_flags(settings)], "luts")
@@ -448,7 +448,7 @@ def run_luts(settings: Settings, results: dict[str, Any], save: Callable[[], Non
         if validate and (backend not in luts or not (report_dir / "validation.json").is_file()):
             log(f"LUT: validating the {backend} table on {settings.lut_samples} fresh subnets (two passes)")
             run_cli(settings, ["autovit_ray.profile", "validate", "--lut", str(path), "--supernet", SUPERNET,
-                               "--profile", PROFILE, "--samples", str(settings.lut_samples), "--seed", "1",
+                               "--input-profile", INPUT_PROFILE, "--samples", str(settings.lut_samples), "--seed", "1",
                                "--out", str(report_dir), *lut_flags(settings)], "luts")
             report = json.loads((report_dir / "validation.json").read_text())
             luts[backend] = {"path": public_path(path), "method": table.method, "metadata": table.metadata,
@@ -515,7 +515,7 @@ def run_budgets(settings: Settings, adaptation: str, results: dict[str, Any], sa
     from autovit_ray.search.algorithms import Budget, CostModel
     from autovit_ray.space import load_space
 
-    space = load_space(SUPERNET, profile=PROFILE)
+    space = load_space(SUPERNET, input_profile=INPUT_PROFILE)
     table = load_lut(lut_path(settings, SEARCH_BACKEND), SEARCH_BACKEND)
     rng = random.Random(0)
     references = [space.sample(rng) for _ in range(12)]
@@ -661,7 +661,7 @@ def run_headline(settings: Settings, checkpoint: Path, adaptation: str, results:
     from autovit_ray.plan import count_macs
     from autovit_ray.space import Arch, load_space
 
-    space = load_space(SUPERNET, profile=PROFILE)
+    space = load_space(SUPERNET, input_profile=INPUT_PROFILE)
     cfg = config_from_saved(read_meta(checkpoint)["config"])
     loaders = build_loaders(cfg.data)
     rows: dict[str, dict[str, Any]] = {"peer": {"label": f"timm mobilevit_xxs ({adaptation})"}}

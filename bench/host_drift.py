@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("outputs/bench/host_drift.json"))
     args = parser.parse_args(argv)
 
-    space = load_space("xxs", profile="imagenet")
+    space = load_space("xxs", input_profile="imagenet")
     archs = {"smallest": space.smallest(), "random": space.sample(random.Random(0)), "largest": space.largest()}
     backend, supernet = TorchCPUBackend(), Supernet(space, num_classes=1000)
     prepared = {}

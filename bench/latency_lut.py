@@ -1,7 +1,7 @@
 """Benchmark for issue 4: does the latency lookup table predict measured latency on this CPU?
 
 For each supernet: build the torch-cpu LUT one resolution at a time (build time per resolution),
-merge, validate on fresh random subnets at the ImageNet-profile resolutions (each measured twice
+merge, validate on fresh random subnets at the ImageNet input profile's resolutions (each measured twice
 for the test-retest noise), time the predictor, and write a Markdown table for BENCHMARKS.md.
 
     .venv/bin/python bench/latency_lut.py --out outputs/bench/latency --supernets xxs,xs,s --samples 100
@@ -154,7 +154,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="outputs/bench/latency")
     parser.add_argument("--supernets", default="xxs,xs,s")
-    parser.add_argument("--resolutions", default=None, help="default: the imagenet profile's (128,192,256)")
+    parser.add_argument("--resolutions", default=None, help="default: the imagenet input profile's (128,192,256)")
     parser.add_argument("--samples", type=int, default=100)
     parser.add_argument("--references", type=int, default=BuildConfig.references)
     parser.add_argument("--rounds", type=int, default=BuildConfig.rounds)

@@ -123,7 +123,7 @@ def pick_subnets(settings: Settings, count: int, record: dict[str, Any], save: C
         if table is None:
             raise SystemExit(f"no readable {base.SEARCH_BACKEND} table in {settings.out}: run "
                              "bench/cifar10_result.py first")
-        space = load_space(base.SUPERNET, profile=base.PROFILE)
+        space = load_space(base.SUPERNET, input_profile=base.INPUT_PROFILE)
         archs = spread_over_latency(space, table.predict_latency, count)
         record["subnets"] = [{"run": run_name(i), "arch": a.to_dict(), "name": str(a),
                               "lut_ms": table.predict_latency(a), "params": count_params(a, 10, space)}

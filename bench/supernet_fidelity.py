@@ -1,4 +1,4 @@
-"""Benchmark: a supernet whose ranking can be trusted (issue 30), on the recipe and profile that
+"""Benchmark: a supernet whose ranking can be trusted (issue 30), on the recipe and input profile that
 bench/cifar10_recipe.py chose (issue 29).
 
 Everything runs through the product's commands, from a pinned copy of the code:
@@ -7,7 +7,7 @@ Everything runs through the product's commands, from a pinned copy of the code:
     .venv/bin/python bench/supernet_fidelity.py --stop-after scan
     .venv/bin/python bench/supernet_fidelity.py --report-only                  # JSON and section from what exists
 
-1. ``supernets``: two XXS supernets of the ``cifar10-p1`` profile, `EPOCHS` epochs each, through
+1. ``supernets``: two XXS supernets of the ``cifar10-p1`` input profile, `EPOCHS` epochs each, through
    ``python -m autovit_ray.train --config cifar10-p1``: ``sandwich`` (the largest, the smallest and one
    random subnet per step, the largest on labels, the others distilled in place from its detached
    predictions; dropout only on the largest: BigNAS / AttentiveNAS) and the ``uniform`` control (one
@@ -46,10 +46,10 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from cifar10_recipe import (  # noqa: E402
     GATE_VAL_TOP1,
+    INPUT_PROFILE,
     MIN_TOKENS,
     PEER,
     PEER_EPOCHS,
-    PROFILE,
     RESOLUTION,
     code_commit,
     log,
@@ -86,7 +86,7 @@ def bench_root() -> Path:
 
 def lut_file() -> Path:
     """The cifar10-p1 XXS torch-cpu table that bench/cifar10_recipe.py built and validated."""
-    return bench_root() / "cifar10_recipe" / "luts" / f"xxs-{PROFILE}-torch-cpu.parquet"
+    return bench_root() / "cifar10_recipe" / "luts" / f"xxs-{INPUT_PROFILE}-torch-cpu.parquet"
 
 
 def train_supernet(sampler: str, out: Path, data_dir: Path) -> Path:
@@ -151,7 +151,7 @@ def peer_band(out: Path) -> dict[str, Any]:
     from autovit_ray.training.reference import ReferenceSpec, build_spec
 
     recipe = json.loads((bench_root() / "cifar10_recipe" / "results.json").read_text())["choice"]
-    space = load_space(SUPERNET, profile=PROFILE)
+    space = load_space(SUPERNET, input_profile=INPUT_PROFILE)
     table = LatencyTable.load(lut_file(), space=space)
     rng = random.Random(0)
     references = [space.sample(rng) for _ in range(12)]
@@ -270,7 +270,7 @@ def _num(value: float | None, digits: int = 2) -> str:
 def section(r: dict[str, Any]) -> str:
     lines = [SECTION, "",
              "Command: `.venv/bin/python bench/supernet_fidelity.py --data-dir <cifar10>` (resumable), from a pinned "
-             f"worktree; report: `--report-only`. XXS supernets on the `{PROFILE}` profile and the recipe chosen "
+             f"worktree; report: `--report-only`. XXS supernets on the `{INPUT_PROFILE}` profile and the recipe chosen "
              f"in the section above, {EPOCHS} epochs each. Validation split only (5k images held out of training).", "",
              "| supernet | epochs done | largest − smallest (inherited, val) | random 50: span | Kendall tau [95%] "
              "| tau in band | tau of MACs |", "|---|---|---|---|---|---|---|"]

@@ -4,7 +4,7 @@ exact freezing, bf16, and the resulting CIFAR-10 epoch time of the XXS supernet 
     .venv/bin/python bench/train_throughput.py [--subnets 30] [--batch 128] [--threads 2] [--out BENCHMARKS.md]
     .venv/bin/python bench/train_throughput.py --report-only    # section + chart again from the JSON
 
-One interleaved run on CIFAR-10 (32 px, the `cifar10` profile, the DeiT recipe's augmentation), the same
+One interleaved run on CIFAR-10 (32 px, the `cifar10` input profile, the DeiT recipe's augmentation), the same
 `--subnets` archs drawn uniformly from the XXS space for every variant. Per round, in a shuffled order:
 
 - data: one training batch from the timm path (PIL RandAugment + random erasing per image, DataLoader
@@ -107,14 +107,14 @@ def batch_timer(loader: Any) -> Callable[[], tuple[float, tuple[torch.Tensor, to
 
 def peer_model() -> nn.Module:
     model = timm.create_model("mobilevit_xxs", pretrained=False, num_classes=10)
-    model.stem.conv.stride = (1, 1)  # the small-input adaptation of the cifar10 profile
+    model.stem.conv.stride = (1, 1)  # the small-input adaptation of the cifar10 input profile
     return model
 
 
 def run(subnets: int, batch: int, threads: int, data_dir: str, seed: int) -> dict[str, Any]:
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
-    space = load_space("xxs", profile="cifar10")
+    space = load_space("xxs", input_profile="cifar10")
     rng = random.Random(seed)
     archs = [space.sample(rng) for _ in range(subnets)]
     data = DataConfig(dataset="cifar10", data_dir=data_dir, batch_size=batch, seed=seed)

@@ -176,7 +176,7 @@ def registered_digits_model(tmp_path_factory):
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("registry")
     uri = f"sqlite:///{root / 'mlflow.db'}"
-    space = load_space("xxs", profile="digits")
+    space = load_space("xxs", input_profile="digits")
     arch = space.smallest()
     torch.manual_seed(0)
     model = create_subnet(arch, 10, space).eval()
@@ -185,7 +185,7 @@ def registered_digits_model(tmp_path_factory):
     client = MlflowClient(uri)
     experiment = client.create_experiment("autovit-search", artifact_location=(root / "mlartifacts").as_uri())
     runs = [client.create_run(experiment).info.run_id for _ in range(4)]
-    facts = ModelFacts(arch=arch, profile="digits", num_classes=10, mean=(0.5,) * 3, std=(0.25,) * 3,
+    facts = ModelFacts(arch=arch, input_profile="digits", num_classes=10, mean=(0.5,) * 3, std=(0.25,) * 3,
                        params=sum(p.numel() for p in model.parameters()), macs=count_macs(arch, 10, space),
                        val_top1=50.0, test_top1=49.0, checkpoint="/ckpt", space_fingerprint=space.fingerprint(),
                        data_split="digits/split_seed=0/val_size=None", budgets="params<=1.6e+06",
@@ -215,7 +215,7 @@ def randomised_supernet(name: str, profile: str, seed: int = 0, num_classes: int
     from autovit_ray.space import load_space
 
     torch.manual_seed(seed)
-    net = Supernet(load_space(name, profile=profile), num_classes)
+    net = Supernet(load_space(name, input_profile=profile), num_classes)
     with torch.no_grad():
         for p in net.parameters():
             p.normal_(0.0, 0.2)

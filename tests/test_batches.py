@@ -193,7 +193,7 @@ def test_supernet_trains_through_the_batched_path(tmp_path, one_thread) -> None:
     cfg = load_config("digits", ["data.augment=batched", f"data.cache_dir={tmp_path}", "data.batch_size=16",
                                  "train.epochs=1", "train.max_steps_per_epoch=3", "eval.max_batches=1",
                                  "eval.calib_batches=1", "eval.num_random_subnets=0", "supernets=xxs"])
-    trainer = SupernetTrainer(cfg, load_space("xxs", profile="digits"), log=lambda _: None)
+    trainer = SupernetTrainer(cfg, load_space("xxs", input_profile="digits"), log=lambda _: None)
     assert isinstance(trainer.loaders.train, TensorBatches)
     metrics = trainer.train_epoch()
     assert metrics["train_loss"] > 0 and trainer.global_step == 3

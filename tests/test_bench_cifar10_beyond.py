@@ -36,7 +36,7 @@ def test_the_kd_run_is_soft_in_place_distillation_and_a_no_kd_checkpoint_is_refu
 
 
 def test_a_stand_alone_checkpoint_of_another_arch_is_refused(tmp_path) -> None:
-    space = load_space("xxs", profile="cifar10")
+    space = load_space("xxs", input_profile="cifar10")
     arch, other = space.sample(random.Random(0)), space.sample(random.Random(1))
     check = beyond.standalone_check(arch)
     check({"space": {"fingerprint": space.restricted_to(arch).fingerprint()}}, tmp_path)

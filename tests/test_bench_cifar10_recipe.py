@@ -50,7 +50,7 @@ def test_the_packaged_cifar10_p1_config_carries_the_pilot_recipe():
     from autovit_ray.training.config import load_config
 
     cfg = load_config("cifar10-p1").to_dict()
-    assert cfg["profile"] == "cifar10-p1" and cfg["data"]["crop"] == "pad"
+    assert cfg["input_profile"] == "cifar10-p1" and cfg["data"]["crop"] == "pad"
     for key, value in bench.BASE_RECIPE.items():
         if key.startswith("eval."):  # how often and how much the bench evaluates, not the recipe
             continue

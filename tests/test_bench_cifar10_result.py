@@ -86,8 +86,8 @@ def test_lut_of_another_profile_is_refused_and_a_corrupt_one_rebuilt(tmp_path) -
     corrupt.write_bytes(b"PAR1 not really")
     assert bench.load_lut(corrupt, "torch-cpu") is None  # the stage builds it again
     config = BuildConfig(rounds=1, repeats=1, references=4, folds=2, quiet_cpus=None)
-    space = load_space("xxs", profile="digits")
-    table = build_table(space, FakeBackend(), [space.profile.resolutions[0]], num_classes=10, config=config,
+    space = load_space("xxs", input_profile="digits")
+    table = build_table(space, FakeBackend(), [space.input_profile.resolutions[0]], num_classes=10, config=config,
                         log=lambda _m: None)
     foreign = tmp_path / "digits.parquet"
     table.save(foreign)

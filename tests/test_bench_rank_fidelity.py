@@ -15,7 +15,7 @@ import rank_fidelity as rank  # noqa: E402
 
 
 def test_the_subnets_are_distinct_and_spread_over_the_latency_range() -> None:
-    space = load_space("xxs", profile="cifar10")
+    space = load_space("xxs", input_profile="cifar10")
 
     def params(arch):  # a cheap stand-in for the LUT's latency
         return float(count_params(arch, 10, space))

@@ -89,7 +89,7 @@ def test_registered_models_join_the_comparison(finished_digits_search, tmp_path)
     assert candidate.name == "autovit-digits-test-xxs v1" and candidate.kind == "searched"
     assert candidate.extra["arch_hash"] == Arch.from_dict(best["arch"]).arch_hash
     assert candidate.test_top1 == pytest.approx(best["test_top1"], abs=1e-3)
-    assert facts["num_classes"] == 10 and facts["supernet"] == "xxs" and facts["profile"] == "digits"
+    assert facts["num_classes"] == 10 and facts["supernet"] == "xxs" and facts["input_profile"] == "digits"
     exported = timm.create_model("autovit", arch=best["arch_json"], num_classes=10, checkpoint_path=best["weights"])
     x = torch.randn(2, 3, 8, 8)
     with torch.no_grad():

@@ -27,7 +27,7 @@ SPACES = ("xxs", "xs", "s")
 @pytest.fixture(scope="module", params=SPACES)
 def supernet(request) -> Supernet:
     torch.manual_seed(0)
-    return Supernet(load_space(request.param, profile="cifar10"), num_classes=10).eval()
+    return Supernet(load_space(request.param, input_profile="cifar10"), num_classes=10).eval()
 
 
 def test_torchscript_torch_export_and_onnx_match_torch(supernet, tmp_path):
@@ -51,7 +51,7 @@ def test_torchscript_torch_export_and_onnx_match_torch(supernet, tmp_path):
 
 
 def test_export_model_rejects_bad_input_and_writes_nothing(tmp_path):
-    net = Supernet(load_space("xxs", profile="digits"), num_classes=10)
+    net = Supernet(load_space("xxs", input_profile="digits"), num_classes=10)
     subnet = net.get_active_subnet(net.space.smallest())
     with pytest.raises(ValueError, match="unknown export formats \\['tflite'\\]"):
         export_model(subnet, 8, tmp_path, "m", formats=("onnx", "tflite"))
@@ -63,7 +63,7 @@ def test_export_model_rejects_bad_input_and_writes_nothing(tmp_path):
 
 
 def test_failed_export_leaves_previous_file_intact(tmp_path):
-    net = Supernet(load_space("xxs", profile="digits"), num_classes=10)
+    net = Supernet(load_space("xxs", input_profile="digits"), num_classes=10)
     subnet = net.get_active_subnet(net.space.smallest())
     target = export_torchscript(subnet, example_input(8), tmp_path / "m.ts.pt")
     before = target.read_bytes()

@@ -40,7 +40,7 @@ def _close(a: np.ndarray, b: np.ndarray) -> bool:
 
 def test_export_from_arch_json_file_matches_supernet(trained_digits_experiment, tmp_path, capsys):
     checkpoint = find_checkpoint(trained_digits_experiment.dir, "xxs")
-    arch = load_space("xxs", profile="digits").sample(random.Random(3))
+    arch = load_space("xxs", input_profile="digits").sample(random.Random(3))
     arch_file = tmp_path / "in.arch.json"
     arch_file.write_text(arch.to_json())
     out = tmp_path / "out"
@@ -118,7 +118,7 @@ def test_export_from_a_registered_model(finished_digits_search, trained_digits_e
 def test_bad_export_inputs(trained_digits_experiment, finished_digits_search, tmp_path, capsys):
     exp = str(trained_digits_experiment.dir)
     out = tmp_path / "never"
-    good = load_space("xxs", profile="digits").smallest()
+    good = load_space("xxs", input_profile="digits").smallest()
 
     def fails(arch: str, *extra: str, checkpoint: str = exp) -> str:
         assert main(["--arch", arch, "--checkpoint", checkpoint, "--supernet", "xxs", "--out", str(out),
@@ -131,9 +131,9 @@ def test_bad_export_inputs(trained_digits_experiment, finished_digits_search, tm
     broken = tmp_path / "broken.json"
     broken.write_text(json.dumps({"supernet": "xxs", "resolution": 8}))
     assert "malformed Arch" in fails(str(broken))
-    foreign = load_space("xs", profile="digits").smallest()
+    foreign = load_space("xs", input_profile="digits").smallest()
     assert "does not belong to the checkpoint's space" in fails(foreign.to_json())
-    other_profile = load_space("xxs", profile="imagenet").smallest()  # 128 px: not a digits resolution
+    other_profile = load_space("xxs", input_profile="imagenet").smallest()  # 128 px: not a digits resolution
     assert "resolution" in fails(other_profile.to_json())
     assert "unknown MLflow run id" in fails("0" * 32, "--mlflow-uri", finished_digits_search.mlflow_uri)
     assert "neither inline JSON" in fails(str(tmp_path / "missing.json"))

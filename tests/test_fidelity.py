@@ -15,7 +15,7 @@ from autovit_ray.space import load_space
 
 
 def test_draw_spreads_over_the_range_and_fills_the_band():
-    space = load_space("xxs", profile="digits")
+    space = load_space("xxs", input_profile="digits")
     cost = lambda a: float(count_params(a, 10, space))  # noqa: E731
     pool = sorted(cost(space.sample(__import__("random").Random(i))) for i in range(200))
     band = (pool[50], pool[150])
@@ -58,7 +58,7 @@ def _supernet_checkpoint(output_dir, supernet: str, epochs: int) -> str:
 
     cfg = load_config("digits", [*TINY_TRAIN_SETTINGS, f"supernets={supernet}", f"train.epochs={epochs}",
                                  f"output_dir={output_dir}", "name=fidelity-supernets"])
-    trainer = SupernetTrainer(cfg, load_space(supernet, profile="digits"), log=lambda _: None)
+    trainer = SupernetTrainer(cfg, load_space(supernet, input_profile="digits"), log=lambda _: None)
     root = checkpoint_root(cfg.experiment_dir, supernet)
     trainer.fit(lambda epoch, metrics: save_checkpoint(root / epoch_dir_name(epoch), trainer.state_dict(metrics)))
     return str(root / epoch_dir_name(epochs))

@@ -61,7 +61,7 @@ def render_lut_module_keys() -> str:
     lines: list[str] = []
     for space in _every_space_and_profile():
         for resolution in space.resolutions:
-            lines.append(f"# {space.name} {space.profile.name} r{resolution} num_classes=10: every module key")
+            lines.append(f"# {space.name} {space.input_profile.name} r{resolution} num_classes=10: every module key")
             lines += enumerate_module_keys(space, resolution, 10)
         for arch in _golden_archs(space):
             lines.append(f"# {arch} num_classes=1000: its modules in forward order, with their "
@@ -71,15 +71,15 @@ def render_lut_module_keys() -> str:
 
 
 def render_space_fingerprints() -> str:
-    return "".join(f"{space.name} {space.profile.name} {space.fingerprint()}\n"
+    return "".join(f"{space.name} {space.input_profile.name} {space.fingerprint()}\n"
                    for space in _every_space_and_profile())
 
 
 def _every_space_and_profile():
     for name in BUILTIN_SPACES:
         base = load_space(name)
-        for profile in sorted(base.profiles):
-            yield base.with_profile(profile)
+        for profile in sorted(base.input_profiles):
+            yield base.with_input_profile(profile)
 
 
 RENDERERS = {

@@ -192,14 +192,14 @@ def test_parquet_round_trip(tmp_path, space, fake_table):
 def test_a_table_of_a_patch_profile_loads_without_its_yaml(tmp_path):
     """The cifar10-p1 profile sets per-stage patch sizes; its table's space record must keep them (it
     once lost them, and `profile validate` refused every such table as corrupt)."""
-    p1 = load_space("xxs", profile="cifar10-p1")
+    p1 = load_space("xxs", input_profile="cifar10-p1")
     # Made-up module latencies (building a table takes a minute even on the fake backend).
     keys = [constant_key(32), *enumerate_module_keys(p1, 32, 10)]
     rows = [ModuleRow("isolated", key, 0.01 * (i + 1)) for i, key in enumerate(keys)]
     table = LatencyTable(p1, "fake", rows, {"num_classes": 10, "device_id": "test"})
     path = table.save(tmp_path / "p1.parquet")
     loaded = LatencyTable.load(path)
-    assert loaded.space.fingerprint() == p1.fingerprint() and loaded.space.profile == p1.profile
+    assert loaded.space.fingerprint() == p1.fingerprint() and loaded.space.input_profile == p1.input_profile
     arch = dataclasses.replace(p1.largest(), resolution=32)
     assert loaded.predict_latency(arch) == table.predict_latency(arch)
 
@@ -209,7 +209,7 @@ def test_load_refuses_mismatches(tmp_path, space, fake_table):
     with pytest.raises(ValueError, match="supernet 'xxs', not 'xs'"):
         LatencyTable.load(path, space=load_space("xs"))
     with pytest.raises(ValueError, match="fingerprint"):
-        LatencyTable.load(path, space=load_space("xxs", profile="cifar10"))
+        LatencyTable.load(path, space=load_space("xxs", input_profile="cifar10"))
     with pytest.raises(ValueError, match="backend 'fake', not 'torch-cpu'"):
         LatencyTable.load(path, backend="torch-cpu")
     with pytest.raises(ValueError, match=r"resolutions \[128\], not \[256\]"):
@@ -429,7 +429,7 @@ def test_merge_tables_of_separate_resolutions(fake_table):
     that overlap, or come from another backend, are refused."""
     from autovit_ray.latency import merge_tables
 
-    space = load_space("xxs", profile="digits")  # one 8 px resolution: a second table, cheaply
+    space = load_space("xxs", input_profile="digits")  # one 8 px resolution: a second table, cheaply
     config = BuildConfig(rounds=1, repeats=1, references=4, folds=2, quiet_cpus=None)
     small = build_table(space, FakeBackend(), [8], num_classes=10, config=config, log=lambda _m: None)
     with pytest.raises(ValueError, match="different spaces or backends"):

@@ -44,7 +44,7 @@ def test_registered_model_forward_backward_export(name, tmp_path):
 
 
 def test_searched_model_round_trip_through_timm(tmp_path):
-    space = load_space("xxs", profile="cifar10")
+    space = load_space("xxs", input_profile="cifar10")
     arch = space.sample(random.Random(3))
     torch.manual_seed(1)
     trained = models.create_subnet(arch, num_classes=10, space=space).eval()

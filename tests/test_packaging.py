@@ -28,7 +28,7 @@ def test_the_wheel_carries_its_configs_and_runs_outside_the_checkout(tmp_path):
     where = _run([sys.executable, "-c", "import autovit_ray; print(autovit_ray.__file__)"], elsewhere, env)
     assert Path(where.strip()).is_relative_to(site), where  # the installed copy, not the checkout
     described = _run([sys.executable, "-m", "autovit_ray.space", "describe", "xxs"], elsewhere, env)
-    assert described.startswith("xxs (profile imagenet")
+    assert described.startswith("xxs (input profile imagenet")
     config = _run([sys.executable, "-m", "autovit_ray.train", "--config", "cifar10", "--print-config"], elsewhere, env)
     assert "name: cifar10" in config and "dataset: cifar10" in config
     pipeline = _run([sys.executable, "-m", "autovit_ray.pipeline", "--config", "demo", "--print-config"], elsewhere, env)

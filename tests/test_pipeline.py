@@ -115,6 +115,24 @@ def test_stage_records_reuse_only_matching_fingerprints(tmp_path):
     assert Pipeline(cfg, force=["profile"])._reusable("profile", "xxs", "abc") is None
 
 
+def test_a_train_stage_recorded_before_the_input_profile_rename_is_up_to_date(tmp_path, monkeypatch):
+    """The train config's `profile` became `input_profile`; the stage fingerprints hash the old spelling,
+    so an experiment the version before made is reused, not trained again."""
+    import autovit_ray.checkpoint
+    from autovit_ray.training.config import fingerprint_dict
+
+    cfg = load_pipeline_config("demo", [f"output_dir={tmp_path}", "supernets=[xxs]"])
+    pipeline = Pipeline(cfg, log=lambda _: None)
+    train_cfg = pipeline.train_config()
+    assert train_cfg.input_profile == "digits" and "input_profile" in train_cfg.to_dict()
+    # what the version before hashed: TrainConfig.to_dict() with the key "profile"
+    before = {("profile" if k == "input_profile" else k): v for k, v in train_cfg.to_dict().items()}
+    assert fingerprint_dict(train_cfg) == before
+    pipeline._save_record("train", None, fingerprint("train", before), {})
+    monkeypatch.setattr(autovit_ray.checkpoint, "find_checkpoint", lambda exp, s, final: exp / s / "epoch_0008")
+    assert pipeline.run_train() == "reused"
+
+
 def test_quantile_picks_an_observed_value():
     values = [5.0, 1.0, 3.0, 2.0, 4.0]
     assert quantile(values, 0.5) == 3.0
@@ -150,7 +168,7 @@ def test_latency_budget_of_a_reference_is_measured_once_per_table(tmp_path, monk
     from autovit_ray.space import load_space
     from autovit_ray.training.reference import build_reference
 
-    space = load_space("xxs", profile="digits")
+    space = load_space("xxs", input_profile="digits")
     table = build_table(space, FakeBackend(), num_classes=10, log=lambda _: None,
                         config=BuildConfig(rounds=1, references=2, folds=2, quiet_cpus=None))
     lut = table.save(tmp_path / "xxs.parquet")
@@ -162,7 +180,7 @@ def test_latency_budget_of_a_reference_is_measured_once_per_table(tmp_path, monk
     pipeline = Pipeline(cfg, log=lines.append)
     budget = pipeline.reference_budget(space, table, lut, 10)
     record = json.loads((tmp_path / "digits-demo" / "pipeline" / "budget-xxs.json").read_text())["outputs"]
-    reference, _ = build_reference("mobilevit_xxs", 10, tuple(space.profile.strides))
+    reference, _ = build_reference("mobilevit_xxs", 10, tuple(space.input_profile.strides))
     truth = fake_latency(reference, (1, 3, 8, 8))
     assert record["ratio"] == pytest.approx(1.0, rel=1e-9) and record["subnets"] == 12
     assert record["measured_ms"] == pytest.approx(truth, rel=1e-9)
@@ -294,7 +312,7 @@ def test_the_logged_train_commands_give_the_stage_configs(tmp_path):
     parsed = config_from_args(build_parser().parse_args(pipeline.train_argv()))
     assert parsed.to_dict() == pipeline.train_config().to_dict()
     assert pipeline.train_config().supernets == ("xxs", "s") and pipeline.train_config().train.epochs == 2
-    arch = load_space("xxs", profile="digits").smallest()
+    arch = load_space("xxs", input_profile="digits").smallest()
     printed, _ = standalone_config(config_from_args(build_parser().parse_args(pipeline.retrain_argv("xxs", arch))),
                                    arch, named=True)
     built, space = pipeline.retrain_config("xxs", arch)

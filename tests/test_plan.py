@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 import autovit_ray.models as models
-from autovit_ray.data import PROFILE_DATASETS, DataConfig, build_transform
+from autovit_ray.data import INPUT_PROFILE_DATASETS, DataConfig, build_transform
 from autovit_ray.latency.modules import arch_modules, block_modules
 from autovit_ray.nn import Supernet, build_net
 from autovit_ray.nn.blocks import ConvBNAct, MBConv, MBPoolHead, MobileViTBlock, TransformerStage
@@ -38,7 +38,7 @@ def _shapes(net: nn.Module) -> dict[str, tuple[int, ...]]:
 def _random_archs(space, seed: int):
     rng = random.Random(seed)
     archs = [space.sample(rng) for _ in range(ARCHS_PER_CASE)]
-    if space.profile.name == "imagenet":  # keep the forward passes small: the lowest resolution
+    if space.input_profile.name == "imagenet":  # keep the forward passes small: the lowest resolution
         archs = [a.__class__(**{**a.to_dict(), "resolution": min(space.resolutions)}) for a in archs]
     return [space.smallest(), space.largest(), *archs]
 
@@ -52,7 +52,7 @@ def _record_sizes(sizes: dict, path):
 @pytest.mark.parametrize("profile", PROFILES)
 @pytest.mark.parametrize("name", BUILTIN_SPACES)
 def test_plan_matches_networks_counts_and_latency_keys(name, profile):
-    space = load_space(name, profile=profile)
+    space = load_space(name, input_profile=profile)
     supernet = Supernet(space, NUM_CLASSES).eval()
     for arch in _random_archs(space, seed=len(name) + len(profile)):
         blocks = plan(arch, space, NUM_CLASSES)
@@ -82,7 +82,7 @@ def test_plan_matches_networks_counts_and_latency_keys(name, profile):
 
 
 def test_plan_rejects_bad_input():
-    space = load_space("xxs", profile="cifar10")
+    space = load_space("xxs", input_profile="cifar10")
     with pytest.raises(ValueError, match="num_classes"):
         plan(space.smallest(), space, 0)
     with pytest.raises(ValueError, match="not in the space"):
@@ -109,7 +109,7 @@ def test_registered_model_offers_timm_contract(name):
         model.reset_classifier(0)
         assert torch.equal(model(x), pooled)
     assert model.num_features == arch.transformer_widths[-1] * load_space(arch.supernet).fixed.head_expansion
-    data = DataConfig(dataset=PROFILE_DATASETS[load_space(arch.supernet).profile.name])
+    data = DataConfig(dataset=INPUT_PROFILE_DATASETS[load_space(arch.supernet).input_profile.name])
     assert cfg["input_size"] == (3, arch.resolution, arch.resolution)
     assert (cfg["mean"], cfg["std"], cfg["interpolation"], cfg["crop_pct"]) == \
         (tuple(data.mean), tuple(data.std), data.interpolation, data.eval_crop_pct)
@@ -121,9 +121,9 @@ def test_pretrained_cfg_gives_the_training_eval_transform(profile):
     from PIL import Image
     from timm.data import create_transform, resolve_data_config
 
-    space = load_space("xxs", profile=profile)
+    space = load_space("xxs", input_profile=profile)
     model = timm.create_model("autovit", arch=space.smallest(), num_classes=NUM_CLASSES)
-    data = DataConfig(dataset=PROFILE_DATASETS[profile], resolution=space.smallest().resolution)
+    data = DataConfig(dataset=INPUT_PROFILE_DATASETS[profile], resolution=space.smallest().resolution)
     image = Image.fromarray(torch.randint(0, 256, (40, 48, 3), dtype=torch.uint8,
                                           generator=torch.Generator().manual_seed(0)).numpy())
     timm_transform = create_transform(**resolve_data_config({}, model=model))

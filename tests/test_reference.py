@@ -70,11 +70,11 @@ def test_other_settings_or_a_corrupt_state_train_again(tmp_path):
 def test_mobilevit_takes_the_profile_strides(profile, strides, note):
     from autovit_ray.space import load_space
 
-    profile_strides = load_space("xxs", profile=profile).profile.strides
+    profile_strides = load_space("xxs", input_profile=profile).input_profile.strides
     model, text = build_reference("mobilevit_xxs", 10, profile_strides)
     convs = [model.stem.conv, *(stage[0].conv2_kxk.conv for stage in model.stages)]
     assert tuple(c.stride[0] for c in convs) == strides and text.startswith(note)
-    resolution = load_space("xxs", profile=profile).resolutions[0]
+    resolution = load_space("xxs", input_profile=profile).resolutions[0]
     final = model.forward_features(torch.zeros(1, 3, resolution, resolution))
     # the last feature map of the peer is the searched models' (the profile's total stride)
     total = 1
@@ -96,7 +96,7 @@ def test_unknown_reference_is_one_clear_error(tmp_path):
 
 
 def test_compare_trains_references_without_checkpoints(finished_digits_search, tmp_path):
-    facts = {"num_classes": 10, "profile": "digits", "supernet": "xxs",
+    facts = {"num_classes": 10, "input_profile": "digits", "supernet": "xxs",
              "checkpoint": str(finished_digits_search.checkpoint)}
     lines: list[str] = []
     (trained,) = reference_candidates(["test_resnet"], {}, facts, 8, None, 2, train_dir=tmp_path, log=lines.append)

@@ -104,7 +104,7 @@ def experiment(trained_digits_experiment, finished_digits_search, tmp_path_facto
     shutil.copytree(finished_digits_search.dir / "search" / finished_digits_search.name,
                     exp / "search" / finished_digits_search.name, ignore=shutil.ignore_patterns("exports"))
 
-    space = load_space("xxs", profile="digits")
+    space = load_space("xxs", input_profile="digits")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

@@ -288,8 +288,8 @@ def test_coarse_to_fine_starts_from_its_skeletons(problem):
 # -- multi-objective -------------------------------------------------------------------------
 
 
-def test_pareto_mode_keeps_a_non_dominated_front(problem):
-    strategy = small_strategy("coarse_to_fine", problem, selection="pareto")
+def test_dominance_selection_keeps_a_non_dominated_front(problem):
+    strategy = small_strategy("coarse_to_fine", problem, selection="dominance")
     result = run_search(strategy, problem.accuracy)
     front, ok = result.pareto_front, [e for e in result.history if e.ok]
     assert front and len(front) < len(ok)
@@ -301,6 +301,19 @@ def test_pareto_mode_keeps_a_non_dominated_front(problem):
     # parents come from the first fronts
     parents = strategy.ranked(4)
     assert {id(e) for e in parents} <= front_ids or len(front) < 4
+
+
+def test_the_old_selection_name_pareto_still_works_and_old_states_load(problem):
+    """`selection="pareto"` was renamed "dominance" (the `pareto` strategy is the CLI's name): the old
+    name warns and means the same, and a state saved under it resumes."""
+    with pytest.warns(FutureWarning, match="selection='pareto' is deprecated: it was renamed selection='dominance'"):
+        old = small_strategy("coarse_to_fine", problem, selection="pareto")
+    assert old.selection == "dominance"
+    state = json.loads(json.dumps(old.state_dict()))
+    state["settings"]["selection"] = "pareto"  # as older versions saved it
+    resumed = small_strategy("coarse_to_fine", problem, selection="dominance")
+    resumed.load_state_dict(state)
+    assert resumed.settings() == old.settings()
 
 
 # -- synthetic problem and purity ------------------------------------------------------------

@@ -19,7 +19,7 @@ from autovit_ray.space import load_space
 
 
 def _archs(n: int):
-    space = load_space("xxs", profile="digits")
+    space = load_space("xxs", input_profile="digits")
     rng = random.Random(0)
     return [space.sample(rng) for _ in range(n)]
 
@@ -54,7 +54,7 @@ def test_context_changes_with_the_checkpoint_data_and_settings(tmp_path, one_thr
     from autovit_ray.training.loop import SupernetTrainer
 
     cfg = load_config("digits", list(TINY_TRAIN_SETTINGS) + ["supernets=xxs"])
-    trainer = SupernetTrainer(cfg, load_space("xxs", profile="digits"), log=lambda _: None)
+    trainer = SupernetTrainer(cfg, load_space("xxs", input_profile="digits"), log=lambda _: None)
     first = save_checkpoint(tmp_path / "epoch_0001", trainer.state_dict())
     settings = EvalSettings(max_batches=2, calib_batches=1)
     context = evaluation_context(first, evaluation_data(read_record(first), {}), settings)
@@ -81,7 +81,7 @@ def test_selection_on_a_fixed_half_of_the_validation_split(one_thread) -> None:
     assert len(halves[0]) + len(halves[1]) == len(val) and len(halves[0]) - len(halves[1]) in (0, 1)
     with pytest.raises(ValueError, match=r"part \(2, 2\) is invalid"):
         build_loader(data, "val", part=(2, 2))
-    space = load_space("xxs", profile="digits")
+    space = load_space("xxs", input_profile="digits")
     supernet = Supernet(space, 10)
     arch = space.smallest()
     evaluator = SubnetEvaluator(supernet, space, data, EvalSettings(val_half=1, calib_batches=1))

@@ -263,7 +263,7 @@ def test_tracker_resume_keeps_finished_children_and_deletes_cut_ones(tmp_path):
 def _two_archs() -> list[dict]:
     from autovit_ray.space import load_space
 
-    space = load_space("xxs", profile="digits")
+    space = load_space("xxs", input_profile="digits")
     return [space.smallest().to_dict(), space.largest().to_dict()]
 
 

@@ -26,7 +26,7 @@ def _results(space, n_best: int) -> dict:
 
 
 def test_results_json_reads_back_typed(tmp_path):
-    space = load_space("xxs", profile="digits")
+    space = load_space("xxs", input_profile="digits")
     data = _results(space, 2)
     path = tmp_path / "results.json"
     path.write_text(json.dumps(data))
@@ -40,7 +40,7 @@ def test_results_json_reads_back_typed(tmp_path):
 
 
 def test_a_search_without_a_best_model_and_bad_files(tmp_path):
-    space = load_space("xxs", profile="digits")
+    space = load_space("xxs", input_profile="digits")
     empty = tmp_path / "empty.json"
     empty.write_text(json.dumps(_results(space, 0)))
     assert read_search(empty).champion is None

@@ -120,7 +120,7 @@ def _raw(name: str) -> dict:
 
 
 def _space_profiles() -> list[tuple[str, str]]:
-    return [(name, profile) for name in SPACES for profile in sorted(_raw(name)["profiles"])]
+    return [(name, profile) for name in SPACES for profile in sorted(_raw(name)["input_profiles"])]
 
 
 @pytest.mark.parametrize(("name", "profile"), _space_profiles())
@@ -128,10 +128,10 @@ def test_a_space_record_rebuilds_the_same_space(name, profile):
     """Checkpoints and LUTs carry `to_dict()` and rebuild the space from it without the YAML: every
     profile's fields must survive (a patch profile's record once lost its patch sizes, and every LUT
     built for it was refused as corrupt)."""
-    space = load_space(name, profile=profile)
+    space = load_space(name, input_profile=profile)
     record = json.loads(json.dumps(space.to_dict()))
     rebuilt = space_from_dict(yaml_dict_from_record(record))
-    assert rebuilt.fingerprint() == space.fingerprint() and rebuilt.profile == space.profile
+    assert rebuilt.fingerprint() == space.fingerprint() and rebuilt.input_profile == space.input_profile
     assert space_from_dict(space.to_yaml_dict()).fingerprint() == space.fingerprint()
 
 
@@ -139,7 +139,7 @@ def test_fingerprint_tracks_everything_that_changes_weights_or_latency():
     base = load_space("xxs")
     assert base.fingerprint() == load_space("xxs").fingerprint()
     assert base.fingerprint() != load_space("xs").fingerprint()
-    assert base.fingerprint() != load_space("xxs", profile="cifar10").fingerprint()
+    assert base.fingerprint() != load_space("xxs", input_profile="cifar10").fingerprint()
     raw = _raw("xxs")
     raw["fixed"]["head_dim"] = 8
     assert space_from_dict(raw).fingerprint() != base.fingerprint()
@@ -174,15 +174,15 @@ def test_bad_space_inputs(tmp_path):
     with pytest.raises(ValueError, match="missing 'heads' in transformer stage 1"):
         load_space(bad)
     raw = _raw("xxs")
-    raw["profiles"]["imagenet"]["resolutions"] = [224]  # 224 / 32 = 7: odd map before a stride 2
+    raw["input_profiles"]["imagenet"]["resolutions"] = [224]  # 224 / 32 = 7: odd map before a stride 2
     with pytest.raises(ValueError, match="resolution 224"):
         space_from_dict(raw)
     raw = _raw("xxs")
-    raw["profiles"]["digits"]["resolutions"] = [6]  # 6 -> 3x3 maps: not divisible by the 2x2 patch
+    raw["input_profiles"]["digits"]["resolutions"] = [6]  # 6 -> 3x3 maps: not divisible by the 2x2 patch
     with pytest.raises(ValueError, match="not divisible by the 2x2 patch"):
         space_from_dict(raw)
     with pytest.raises(ValueError, match="no input profile 'mnist'"):
-        load_space("xxs", profile="mnist")
+        load_space("xxs", input_profile="mnist")
 
 
 def test_describe_cli_json(capsys):
@@ -195,7 +195,7 @@ def test_describe_cli_json(capsys):
 
 
 def test_a_profile_with_per_stage_patches_gives_every_attention_several_tokens():
-    old, new = load_space("xxs", profile="cifar10"), load_space("xxs", profile="cifar10-p1")
+    old, new = load_space("xxs", input_profile="cifar10"), load_space("xxs", input_profile="cifar10-p1")
     # at 32 px the last two stages run on 2x2 maps: one 2x2 patch is one token, attention a no-op
     assert old.attention_tokens(32) == [16, 4, 1, 1]
     assert new.attention_tokens(32) == [16, 4, 4, 4]
@@ -210,17 +210,17 @@ def test_a_profile_with_per_stage_patches_gives_every_attention_several_tokens()
 
 
 def test_archs_of_a_patch_profile_name_it_and_are_refused_elsewhere():
-    old, new = load_space("xxs", profile="cifar10"), load_space("xxs", profile="cifar10-p1")
+    old, new = load_space("xxs", input_profile="cifar10"), load_space("xxs", input_profile="cifar10-p1")
     arch = new.sample(random.Random(3))
-    assert arch.profile == "cifar10-p1" and old.sample(random.Random(3)).profile is None
+    assert arch.input_profile == "cifar10-p1" and old.sample(random.Random(3)).input_profile is None
     assert Arch.from_json(arch.to_json()) == arch and Arch.from_params(arch.to_params()) == arch
     assert "profile" not in old.smallest().to_dict()  # unchanged JSON, so unchanged hashes
     assert str(arch).endswith("@cifar10-p1")
-    assert space_for_arch(arch).profile.name == "cifar10-p1"
-    assert space_for_arch(old.smallest()).profile.name == "cifar10"  # never inferred from 32 px
-    with pytest.raises(ValueError, match="Arch.profile is 'cifar10-p1' but this space .* profile 'cifar10'"):
+    assert space_for_arch(arch).input_profile.name == "cifar10-p1"
+    assert space_for_arch(old.smallest()).input_profile.name == "cifar10"  # never inferred from 32 px
+    with pytest.raises(ValueError, match="Arch.input_profile is 'cifar10-p1' but this space .* profile 'cifar10'"):
         old.validate(arch)
-    with pytest.raises(ValueError, match="Arch.profile is None"):
+    with pytest.raises(ValueError, match="Arch.input_profile is None"):
         new.validate(old.smallest())
     # timm's pretrained_cfg of such a model: CIFAR-10's evaluation (32 px, no crop), not ImageNet's
     from autovit_ray.models import pretrained_cfg
@@ -229,15 +229,56 @@ def test_archs_of_a_patch_profile_name_it_and_are_refused_elsewhere():
     assert cfg["input_size"] == (3, 32, 32) and cfg["crop_pct"] == 1.0
     # mutation and crossover keep the profile
     rng = random.Random(0)
-    assert new.mutate(arch, rng).profile == "cifar10-p1"
-    assert new.crossover(arch, new.smallest(), rng).profile == "cifar10-p1"
+    assert new.mutate(arch, rng).input_profile == "cifar10-p1"
+    assert new.crossover(arch, new.smallest(), rng).input_profile == "cifar10-p1"
+
+
+# An arch of the cifar10-p1 input profile as every earlier version wrote it: the file format keeps "profile".
+OLD_P1_ARCH_JSON = (
+    '{"mbconv_depths":[1,2,2],"mbconv_widths":[16,24,32],"profile":"cifar10-p1","resolution":32,'
+    '"stem_width":16,"supernet":"xxs","transformer_depths":[2,2,2],"transformer_heads":[2,2,2],'
+    '"transformer_mlp_ratios":[1.5,1.5,1.5],"transformer_widths":[48,64,80]}')
+
+
+def test_arch_json_of_earlier_versions_loads_and_is_written_byte_identical():
+    arch = Arch.from_json(OLD_P1_ARCH_JSON)
+    assert arch.input_profile == "cifar10-p1" and arch == load_space("xxs", input_profile="cifar10-p1").smallest()
+    assert arch.to_json() == OLD_P1_ARCH_JSON  # so arch hashes, LUT keys and exported names stay
+    assert arch.to_params()["profile"] == "cifar10-p1" and Arch.from_params(arch.to_params()) == arch
+    assert str(arch).endswith("@cifar10-p1")
+    with pytest.raises(ValueError, match="unknown fields \\['input_profile'\\]"):  # one spelling on disk
+        Arch.from_dict({**json.loads(OLD_P1_ARCH_JSON), "input_profile": "cifar10-p1"})
+
+
+def test_space_yaml_with_the_old_profile_keys_loads_with_a_deprecation_message():
+    raw = _raw("xxs")
+    old = {("profiles" if k == "input_profiles" else "default_profile" if k == "default_input_profile" else k): v
+           for k, v in raw.items()}
+    with pytest.warns(FutureWarning, match="profiles in search-space YAML .* is deprecated: it was renamed "
+                                           "input_profiles"):
+        space = space_from_dict(old)
+    assert space.fingerprint() == load_space("xxs").fingerprint()  # default_profile was read too
+    with pytest.raises(ValueError, match="sets both profiles and input_profiles"):
+        space_from_dict({**raw, "profiles": raw["input_profiles"]})
+
+
+def test_the_old_profile_flag_is_a_deprecated_alias_of_input_profile(capsys):
+    from autovit_ray.profile import build_parser
+
+    with pytest.warns(FutureWarning, match="--profile is deprecated: it was renamed --input-profile"):
+        args = build_parser().parse_args(["build", "--supernet", "xxs", "--profile", "digits", "--out", "x"])
+    assert args.input_profile == "digits"
+    assert build_parser().parse_args(["build", "--supernet", "xxs", "--out", "x"]).input_profile is None
+    with pytest.warns(FutureWarning, match="--profile is deprecated"):
+        assert main(["describe", "xxs", "--profile", "digits"]) == 0
+    assert capsys.readouterr().out.startswith("xxs (input profile digits,")
 
 
 def test_bad_patch_sizes():
     raw = _raw("xxs")
-    raw["profiles"]["cifar10-p1"]["patch_sizes"] = [2, 2, 1]
+    raw["input_profiles"]["cifar10-p1"]["patch_sizes"] = [2, 2, 1]
     with pytest.raises(ValueError, match="patch_sizes must be 4 positive integers"):
-        space_from_dict(raw, profile="cifar10-p1")
-    raw["profiles"]["cifar10-p1"]["patch_sizes"] = [2, 3, 1, 1]  # a 4x4 map in 3x3 patches
+        space_from_dict(raw, input_profile="cifar10-p1")
+    raw["input_profiles"]["cifar10-p1"]["patch_sizes"] = [2, 3, 1, 1]  # a 4x4 map in 3x3 patches
     with pytest.raises(ValueError, match="4x4 map at transformer stage 2, not divisible by the 3x3 patch"):
-        space_from_dict(raw, profile="cifar10-p1")
+        space_from_dict(raw, input_profile="cifar10-p1")

@@ -123,7 +123,7 @@ def test_training_step_touches_only_active_entries():
 def test_bad_inputs():
     net = SUPERNETS[("xxs", "cifar10")]
     with pytest.raises(ValueError, match="'xs' but this is the 'xxs' supernet"):
-        net.set_active(load_space("xs", profile="cifar10").smallest())
+        net.set_active(load_space("xs", input_profile="cifar10").smallest())
     net.set_active(net.space.smallest())
     with pytest.raises(ValueError, match="not divisible by its 2x2 patch"):
         net(torch.randn(1, 3, 36, 36))  # 36 -> 9x9 maps at the transformer stages

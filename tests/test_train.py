@@ -44,7 +44,7 @@ from autovit_ray.training.optim import (
 
 
 def _digits_space(name: str = "xxs"):
-    return load_space(name, profile="digits")
+    return load_space(name, input_profile="digits")
 
 
 # --- exact freezing of inactive weights ---------------------------------------------------------------
@@ -229,7 +229,7 @@ def test_plain_adamw_moves_inactive_weights() -> None:
 
 
 def test_step_sampler_is_per_choice_uniform_and_rank_independent() -> None:
-    space = load_space("xxs", profile="imagenet")
+    space = load_space("xxs", input_profile="imagenet")
     a = [sample_step_archs(space, "uniform", 0, 1, s)[0] for s in range(400)]
     b = [sample_step_archs(space, "uniform", 0, 1, s)[0] for s in range(400)]
     assert a == b  # a function of (seed, epoch, step) only: every rank draws the same subnets
@@ -339,7 +339,7 @@ def test_plan_training_shares_small_machines_fractionally() -> None:
     (["data.dataset=cifar10", "data.data_dir=/nonexistent/cifar"], "does not exist or is not a folder"),
     (["kd.kind=hard", "kd.teacher=timm:resnet10t"], "has no weights: nothing is downloaded"),
     (["kd.kind=hard", "kd.teacher=checkpoint:/nonexistent/teacher.pt"], "does not exist"),
-    (["profile=mars"], "no input profile 'mars'"),
+    (["input_profile=mars"], "no input profile 'mars'"),
 ])
 def test_bad_inputs_fail_clearly_without_writing(settings, message, tmp_path, capsys) -> None:
     argv = ["--config", "digits", "--output-dir", str(tmp_path), "--supernets", "xxs"]
@@ -405,6 +405,52 @@ def test_resume_on_another_data_path_is_refused(tmp_path, one_thread) -> None:
     assert check_resume(streamed, {"xxs": space})["xxs"] == directory
 
 
+def test_the_old_profile_key_of_a_training_config_still_loads(tmp_path) -> None:
+    """`profile` (the input profile) was renamed `input_profile`: a YAML file or `--set` with the old key
+    loads with a deprecation message; both keys at once is an error."""
+    old = tmp_path / "old.yaml"
+    old.write_text("name: old\nprofile: digits\ndata: {dataset: digits}\n")
+    with pytest.warns(FutureWarning, match="profile in training config .* is deprecated: it was renamed input_profile"):
+        assert load_config(old).input_profile == "digits"
+    with pytest.warns(FutureWarning, match="--set profile is deprecated: it was renamed --set input_profile"):
+        assert load_config("digits", ["profile=cifar10"]).input_profile == "cifar10"
+    assert "profile" not in load_config("digits").to_dict()
+    old.write_text("name: old\nprofile: digits\ninput_profile: digits\n")
+    with pytest.raises(ValueError, match="sets both profile and input_profile"):
+        load_config(old)
+
+
+def test_an_old_checkpoint_with_profile_in_its_config_loads_and_resumes(tmp_path, one_thread) -> None:
+    """Checkpoints written before the rename store the training config with the key `profile`: they load
+    (silently: the user wrote nothing old) and resume under a config that says `input_profile`."""
+    import warnings
+
+    from autovit_ray.checkpoint import checkpoint_root, read_record
+    from autovit_ray.ray_train import check_resume
+    from autovit_ray.training.config import config_from_dict
+
+    cfg = load_config("digits", list(TINY_TRAIN_SETTINGS) + ["supernets=xxs", f"output_dir={tmp_path}"])
+    space = _digits_space()
+    trainer = SupernetTrainer(cfg, space, log=lambda _: None)
+    directory = save_checkpoint(checkpoint_root(cfg.experiment_dir, "xxs") / "epoch_0001", trainer.state_dict())
+    meta = json.loads((directory / "meta.json").read_text())
+    state = torch.load(directory / "state.pt", weights_only=True)
+    for stored in (meta, state):  # as the version before the rename wrote them
+        stored["config"] = {("profile" if k == "input_profile" else k): v for k, v in stored["config"].items()}
+    (directory / "meta.json").write_text(json.dumps(meta))
+    torch.save(state, directory / "state.pt")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no deprecation message about a file the code wrote
+        assert check_resume(cfg, {"xxs": space})["xxs"] == directory
+        assert config_from_dict(read_record(directory).config) == cfg
+        _, _, loaded = load_supernet(directory)
+    assert loaded.input_profile == "digits"
+    other = load_config("digits", list(TINY_TRAIN_SETTINGS) + ["supernets=xxs", f"output_dir={tmp_path}",
+                                                               "optimizer.lr=0.5"])
+    with pytest.raises(ValueError, match="trained with another config \\(optimizer.lr"):
+        check_resume(other, {"xxs": space})  # the check itself still compares
+
+
 # --- Ray Train runs ------------------------------------------------------------------------------------
 
 
@@ -419,7 +465,7 @@ def test_three_supernets_train_concurrently_and_load_back(trained_digits_experim
         path = find_checkpoint(exp.dir, name, final=True)
         assert path.parent == exp.dir / "checkpoints" / name and path.name == "epoch_0002"
         model, space, config = load_supernet(path)
-        assert space.name == name and space.profile.name == "digits"
+        assert space.name == name and space.input_profile.name == "digits"
         assert config.data.split_seed == 0 and config.data.dataset == "digits"
         meta = read_meta(path)
         assert meta["space"]["fingerprint"] == space.fingerprint() and meta["epoch"] == 2
@@ -436,7 +482,7 @@ def test_checkpoint_of_another_supernet_is_refused(trained_digits_experiment) ->
     with pytest.raises(ValueError, match="does not match search space 'xs'"):
         load_supernet(path, space="xs")
     with pytest.raises(ValueError, match="does not match"):
-        load_supernet(path, space=load_space("xxs", profile="cifar10"))
+        load_supernet(path, space=load_space("xxs", input_profile="cifar10"))
 
 
 def test_ranks_draw_the_same_subnets(trained_digits_experiment) -> None:
@@ -509,7 +555,7 @@ def test_one_arch_trains_standalone_and_loads_back(ray_session, tmp_path, capsys
 
     # an arch of another input profile or another space, or no arch at all: one error, nothing written
     capsys.readouterr()
-    for bad, message in ((load_space("xxs", profile="cifar10").smallest().to_json(),
+    for bad, message in ((load_space("xxs", input_profile="cifar10").smallest().to_json(),
                           "is not a subnet of supernet 'xxs' under the config's input profile 'digits'"),
                          (json.dumps({**arch.to_dict(), "stem_width": 17}), "stem_width"),
                          (str(tmp_path / "missing.json"), "neither inline JSON, an existing arch JSON file")):

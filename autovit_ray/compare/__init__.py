@@ -114,7 +114,7 @@ def search_runs(client: Any, experiment_id: str, searches: Sequence[str] | None)
 
 def searched_candidates(client: Any, runs: Sequence[Any], tmp: Path) -> tuple[list[Candidate], dict[str, Any]]:
     """The best models of each search (built from the logged arch + weights), and the experiment's
-    facts every reference needs (num_classes, profile, supernet, checkpoint)."""
+    facts every reference needs (num_classes, input_profile, supernet, checkpoint)."""
     import timm
 
     import autovit_ray.models  # noqa: F401 - registers "autovit" in timm
@@ -126,7 +126,7 @@ def searched_candidates(client: Any, runs: Sequence[Any], tmp: Path) -> tuple[li
         search = run.data.tags.get("search_name", run_id)
         num_classes = _num_classes(params)
         facts.setdefault("num_classes", num_classes)
-        facts.setdefault("profile", params.get("profile"))
+        facts.setdefault("input_profile", params.get("profile"))  # the search run's param keeps the old name
         facts.setdefault("supernet", params.get("supernet"))
         facts.setdefault("checkpoint", params.get("checkpoint"))
         try:
@@ -161,7 +161,7 @@ def registered_candidates(uris: Sequence[str], tracking_uri: str, tmp: Path, fac
         registered = resolve_model_uri(uri, tracking_uri, tmp / f"registered{len(out)}")
         facts.setdefault("num_classes", registered.num_classes)
         facts.setdefault("supernet", registered.tags.get("supernet"))
-        facts.setdefault("profile", registered.tags.get("profile"))
+        facts.setdefault("input_profile", registered.tags.get("profile"))  # the tag keeps the old name
         facts.setdefault("checkpoint", registered.tags.get("checkpoint"))
         if registered.num_classes != facts["num_classes"]:
             raise ValueError(f"{uri} classifies {registered.num_classes} classes; the other models here "
@@ -237,13 +237,14 @@ def check_reference_checkpoints(checkpoints: dict[str, str | os.PathLike[str]],
     return out
 
 
-def profile_strides_of(facts: dict[str, Any]) -> tuple[int, ...] | None:
+def input_profile_strides(facts: dict[str, Any]) -> tuple[int, ...] | None:
     """The strides of the search space's input profile (the small-input adaptation)."""
     from ..space import load_space
 
-    if not facts.get("supernet") or not facts.get("profile"):
+    if not facts.get("supernet") or not facts.get("input_profile"):
         return None
-    return tuple(int(s) for s in load_space(facts["supernet"], profile=facts["profile"]).profile.strides)
+    space = load_space(facts["supernet"], input_profile=facts["input_profile"])
+    return tuple(int(s) for s in space.input_profile.strides)
 
 
 def runnable_resolution(model: nn.Module, resolution: int) -> tuple[int, str]:
@@ -287,7 +288,7 @@ def reference_candidates(references: Sequence[str], checkpoints: dict[str, Path]
     from ..evaluation import evaluate
     from ..training.reference import ReferenceSpec, build_reference, train_reference
 
-    strides = profile_strides_of(facts)
+    strides = input_profile_strides(facts)
     out = []
     for name in references:
         model, note = build_reference(name, facts["num_classes"], strides)
@@ -306,7 +307,7 @@ def reference_candidates(references: Sequence[str], checkpoints: dict[str, Path]
             load_reference_weights(model, checkpoints[name])
             top1 = evaluate(model, _test_loader(facts, data_dir), resolution=r, device=torch.device("cpu"),
                             max_batches=eval_batches).top1
-        adapted = (f" ({facts.get('profile')} strides)" if note.startswith("strides")
+        adapted = (f" ({facts.get('input_profile')} strides)" if note.startswith("strides")
                    else f" (stem stride {strides[0]})" if note.startswith("stem stride") and strides else "")
         label = name + adapted + (f" @{r}px" if r != resolution else "")
         out.append(Candidate(name=label, kind="reference", model=model.eval(), resolution=r, test_top1=top1,
@@ -337,14 +338,14 @@ def standalone_candidates(checkpoints: Sequence[str | os.PathLike[str]], facts: 
                              f"{space.size():,} subnets: expected one of `python -m autovit_ray.train --arch` "
                              "(one subnet trained alone)")
         arch = space.largest()
-        num_classes, profile = record.num_classes, space.profile.name
-        for key, value in (("num_classes", num_classes), ("profile", profile), ("checkpoint", str(path))):
+        num_classes, input_profile = record.num_classes, space.input_profile.name
+        for key, value in (("num_classes", num_classes), ("input_profile", input_profile), ("checkpoint", str(path))):
             if not facts.get(key):  # no search or registered model: the first stand-alone one sets them
                 facts[key] = value
-        if (num_classes, profile) != (facts["num_classes"], facts["profile"]):
+        if (num_classes, input_profile) != (facts["num_classes"], facts["input_profile"]):
             raise ValueError(f"--standalone {str(path)!r} has {num_classes} classes under input profile "
-                             f"{profile!r}; the searched models have {facts['num_classes']} under "
-                             f"{facts['profile']!r}")
+                             f"{input_profile!r}; the searched models have {facts['num_classes']} under "
+                             f"{facts['input_profile']!r}")
         if experiment_data is None:
             experiment_data = dataset_record(_training_config(facts, data_dir).data)
             test_loader = _test_loader(facts, data_dir)
@@ -464,7 +465,7 @@ _BACKEND_ARGS = ("threads", "clock", "warmup", "steady_malloc", "compute_units",
 
 def reference_latency_budget(reference: str, table: Any, space: Any, num_classes: int, subnets: int = 12,
                              rounds: int = 10, repeats: int = 5, seed: int = 0) -> ReferenceBudget:
-    """`reference` (a timm name, adapted to the space's profile as in the comparison) timed beside
+    """`reference` (a timm name, adapted to the space's input profile as in the comparison) timed beside
     `subnets` random archs of `space` on the table's backend; the subnets' median LUT/measured ratio
     converts its time into table ms (a table predicts a sum of isolated blocks, not a whole model's clock)."""
     import random
@@ -477,7 +478,7 @@ def reference_latency_budget(reference: str, table: Any, space: Any, num_classes
     from ..latency import get_backend
     from ..training.reference import build_reference
 
-    model, _ = build_reference(reference, num_classes, tuple(space.profile.strides))
+    model, _ = build_reference(reference, num_classes, tuple(space.input_profile.strides))
     resolution = max(space.resolutions)
     r, _ = runnable_resolution(model, resolution)
     if r != resolution:

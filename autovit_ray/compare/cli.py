@@ -7,7 +7,7 @@ Reads the searches of an experiment from MLflow (`MlflowClient`: each finished s
 its `best_archs.json` and exported weights), builds the best models from their arch JSON and
 weights through timm, builds the reference models by timm name (`pretrained=False`, the
 experiment's class count, the same input resolution and small-input stem adaptation as the search
-space's profile) and measures all of them on ONE latency backend with interleaved repeats. Prints
+space's input profile) and measures all of them on ONE latency backend with interleaved repeats. Prints
 and writes a table (test top-1, params, MACs, measured latency, ratio to the first reference) as
 CSV and JSON, a scatter plot of test top-1 vs measured latency, and logs them to a new MLflow run
 "compare" in the searches' experiment. A reference gets a test top-1 only from a checkpoint given

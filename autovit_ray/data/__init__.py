@@ -25,7 +25,7 @@ from typing import Any
 
 _MODULE_OF = {name: module for module, names in {
     "config": ("AUGMENT_MODES", "CROPS", "DATASETS", "IMAGENET_DEFAULT_MEAN", "IMAGENET_DEFAULT_STD",
-               "PROFILE_DATASETS", "DataConfig"),
+               "INPUT_PROFILE_DATASETS", "DataConfig"),
     "sources": ("CIFAR10_CLASSES", "FolderImageDecoder", "check_images", "num_classes"),
     "splits": ("SPLITS", "Splits", "dataset_record", "make_splits", "train_files"),
     "data_path": ("DATA_PATHS", "in_memory_mb", "legacy_data_path", "resolve_data_path", "stored_size"),

@@ -118,7 +118,7 @@ class DataConfig:
 
 
 # The data set each input profile of the spaces (configs/*.yaml) is trained on.
-PROFILE_DATASETS = {"imagenet": "imagefolder", "cifar10": "cifar10", "cifar10-p1": "cifar10", "digits": "digits"}
+INPUT_PROFILE_DATASETS = {"imagenet": "imagefolder", "cifar10": "cifar10", "cifar10-p1": "cifar10", "digits": "digits"}
 
 
 def _bad(field: str, value: Any, expected: str) -> ValueError:

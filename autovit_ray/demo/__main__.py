@@ -18,7 +18,7 @@ PAPER_PARAMS = {"xxs": "1.0-1.8 M", "xs": "1.6-2.6 M", "s": "4.0-7.2 M"}
 
 
 def describe_spaces() -> None:
-    print("== search spaces (ImageNet-style profile, 1000 classes) ==")
+    print("== search spaces (ImageNet-style input profile, 1000 classes) ==")
     print(f"{'space':5} {'constrained':>12} {'unconstrained':>14} {'params (ours)':>16} {'paper':>10}")
     for name in BUILTIN_SPACES:
         info = describe_space(load_space(name), 1000)

@@ -121,8 +121,7 @@ def draw_subnets(space: SearchSpace, count: int, seed: int, cost: Callable[[Arch
 def truth_recipe(checkpoint_config: Any, epochs: int, overrides: Sequence[str]) -> Any:
     """The stand-alone recipe: the experiment's training config with `epochs`, uniform sampling of its
     one arch, no in-place distillation (a lone arch has no larger teacher), then `overrides`."""
-    from ..config import parse_override, set_path
-    from ..training.config import config_from_dict
+    from ..training.config import config_from_dict, set_override
 
     values = checkpoint_config.to_dict()
     values["train"]["epochs"] = epochs
@@ -131,7 +130,7 @@ def truth_recipe(checkpoint_config: Any, epochs: int, overrides: Sequence[str]) 
     if values["kd"].get("inplace"):
         values["kd"].update({"kind": "none", "inplace": False})
     for item in overrides:
-        set_path(values, *parse_override(item))
+        set_override(values, item)
     return config_from_dict(values)
 
 
@@ -145,20 +144,26 @@ def recipe_record(cfg: Any) -> dict[str, Any]:
 
 def check_truth_folder(truth: Path, record: dict[str, Any], space: SearchSpace) -> None:
     """Refuse a truth folder made with another recipe or space; start one otherwise."""
+    from .config import renamed_keys
+    from .training.config import RENAMED_FIELDS
+
     path = truth / TRUTH_FILE
     if path.is_file():
         saved = json.loads(path.read_text())
         if saved.get("space_fingerprint") != space.fingerprint():
             raise ValueError(f"truth folder {truth} was trained on space {saved.get('space')!r} (fingerprint "
-                             f"{saved.get('space_fingerprint')}), not {space.name!r} under profile "
-                             f"{space.profile.name!r} ({space.fingerprint()}): use another --truth")
-        differing = sorted(k for k in set(saved["recipe"]) | set(record) if saved["recipe"].get(k) != record.get(k))
+                             f"{saved.get('space_fingerprint')}), not {space.name!r} under input profile "
+                             f"{space.input_profile.name!r} ({space.fingerprint()}): use another --truth")
+        # a truth folder of an older version may name a field by its old name (`RENAMED_FIELDS`)
+        recipe = renamed_keys(saved["recipe"], RENAMED_FIELDS, f"{path}", warn=False)
+        differing = sorted(k for k in set(recipe) | set(record) if recipe.get(k) != record.get(k))
         if differing:
             raise ValueError(f"truth folder {truth} was trained with another recipe (differing: "
                              f"{', '.join(differing[:8])}); use another --truth or the same settings")
         return
     truth.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, json.dumps({"space": space.name, "profile": space.profile.name,
+    # "profile": the input profile's name, under the key the truth folders have always had
+    atomic_write_text(path, json.dumps({"space": space.name, "profile": space.input_profile.name,
                                         "space_fingerprint": space.fingerprint(), "recipe": record}, indent=1))
 
 
@@ -252,9 +257,10 @@ def run(cfg: FidelityConfig, log: Callable[[str], None] = print) -> dict[str, An
     spaces = [space_of(r.meta) for r in records]
     for checkpoint, space in zip(checkpoints[1:], spaces[1:]):
         if space.fingerprint() != spaces[0].fingerprint():
-            raise ValueError(f"checkpoint {checkpoint} is supernet {space.name!r} under profile {space.profile.name!r} "
+            raise ValueError(f"checkpoint {checkpoint} is supernet {space.name!r} under input profile "
+                             f"{space.input_profile.name!r} "
                              f"(fingerprint {space.fingerprint()}), not {spaces[0].name!r} under "
-                             f"{spaces[0].profile.name!r} ({spaces[0].fingerprint()}): one truth scores supernets "
+                             f"{spaces[0].input_profile.name!r} ({spaces[0].fingerprint()}): one truth scores supernets "
                              "of one space")
     space, record = spaces[0], records[0]
     num_classes = record.num_classes
@@ -284,7 +290,8 @@ def run(cfg: FidelityConfig, log: Callable[[str], None] = print) -> dict[str, An
     macs = [float(count_macs(a, num_classes, space)) for a in archs]
     params = [float(count_params(a, num_classes, space)) for a in archs]
     report: dict[str, Any] = {
-        "space": space.name, "profile": space.profile.name, "space_fingerprint": space.fingerprint(),
+        # "profile": the input profile (the report's key, as the truth folder's)
+        "space": space.name, "profile": space.input_profile.name, "space_fingerprint": space.fingerprint(),
         "epochs": cfg.epochs, "seed": cfg.seed, "band_ms": list(cfg.band_ms) if cfg.band_ms else None,
         "lut": cfg.lut, "standalone": {
             "epochs": cfg.epochs, "seed_sd": seed_sd, "repeats": repeats,

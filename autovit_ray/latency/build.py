@@ -199,8 +199,8 @@ def build_table(space: SearchSpace, backend: LatencyBackend, resolutions: Sequen
     resolutions = list(resolutions or space.resolutions)
     bad = [r for r in resolutions if r not in space.resolutions]
     if bad:
-        raise ValueError(f"resolutions {bad} are not in space {space.name!r} (profile {space.profile.name!r}: "
-                         f"{list(space.resolutions)})")
+        raise ValueError(f"resolutions {bad} are not in space {space.name!r} (input profile "
+                         f"{space.input_profile.name!r}: {list(space.resolutions)})")
     if num_classes < 1:
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
     backend.check_available()

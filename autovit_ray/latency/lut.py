@@ -206,8 +206,9 @@ class LatencyTable:
                 "samples": stats.get("samples"), "timestamp": int(row.timestamp)}
             for name, value in values.items():
                 columns[name].append(value)
+        # "profile": the input profile's name under the key the file format has always had
         metadata = {**self.metadata, "format_version": FORMAT_VERSION, "supernet": self.supernet,
-                    "space_fingerprint": fingerprint, "profile": self.space.profile.name,
+                    "space_fingerprint": fingerprint, "profile": self.space.input_profile.name,
                     "space": self.space.to_dict(), "backend": self.backend, "method": self.method,
                     "resolutions": list(self.resolutions), "num_classes": self.num_classes}
         table = pa.table({name: pa.array(columns[name], type=SCHEMA.field(name).type) for name in SCHEMA.names},
@@ -289,9 +290,9 @@ def _check_space(table_space: SearchSpace, expected: SearchSpace | str) -> None:
     if name != table_space.name:
         raise ValueError(f"latency table is for supernet {table_space.name!r}, not {name!r}")
     if isinstance(expected, SearchSpace) and expected.fingerprint() != table_space.fingerprint():
-        raise ValueError(f"latency table was built for space {table_space.name!r} (profile "
-                         f"{table_space.profile.name!r}, fingerprint {table_space.fingerprint()}), but the given "
-                         f"space has fingerprint {expected.fingerprint()} (profile {expected.profile.name!r}): "
+        raise ValueError(f"latency table was built for space {table_space.name!r} (input profile "
+                         f"{table_space.input_profile.name!r}, fingerprint {table_space.fingerprint()}), but the given "
+                         f"space has fingerprint {expected.fingerprint()} (input profile {expected.input_profile.name!r}): "
                          "the space or its input profile differs; rebuild the table")
 
 

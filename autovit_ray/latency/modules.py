@@ -94,7 +94,7 @@ def witness_archs(space: SearchSpace, resolution: int, seed: int = 0) -> list[Ar
     stage-entry MBConv) is planted into a random arch and kept if the arch is valid."""
     if resolution not in space.resolutions:
         raise ValueError(f"resolution {resolution} is not in space {space.name!r} "
-                         f"(profile {space.profile.name!r}: {list(space.resolutions)})")
+                         f"(input profile {space.input_profile.name!r}: {list(space.resolutions)})")
     rng = random.Random(seed)
     found: dict[str, Arch] = {}
     for arch in _planted_archs(space, resolution, rng):

@@ -246,7 +246,7 @@ class MobileViTBlock(nn.Module):
         if height % self.patch_size or width % self.patch_size:
             raise ValueError(f"a MobileViT block got a {height}x{width} feature map, not divisible by "
                              f"its {self.patch_size}x{self.patch_size} patch; use an input resolution "
-                             "of the space's profile")
+                             "of the space's input profile")
         tokens = unfold_patches(y, self.patch_size)
         for layer in self.layers[:self.depth]:
             tokens = layer(tokens)

@@ -281,7 +281,7 @@ class Pipeline:
         from ..space import load_space
 
         cfg = self.train_config()
-        spaces = [load_space(source, profile=cfg.profile) for source in cfg.supernets]
+        spaces = [load_space(source, input_profile=cfg.input_profile) for source in cfg.supernets]
         return {space.name: space for space in spaces}
 
     def checkpoint(self, supernet: str) -> Path:
@@ -297,9 +297,10 @@ class Pipeline:
     def run_train(self) -> str:
         from ..checkpoint import find_checkpoint
         from ..ray_train import run_training
+        from ..training.config import fingerprint_dict
 
         train_cfg = self.train_config()
-        fp = fingerprint("train", train_cfg.to_dict())
+        fp = fingerprint("train", fingerprint_dict(train_cfg))
         record = self._reusable("train", None, fp)
         if record is not None:
             try:
@@ -336,7 +337,8 @@ class Pipeline:
         """The `python -m autovit_ray.profile build` arguments of one table of the stage, for the log only."""
         p = self.cfg.profile
         settings, build = self.profile_build()
-        argv = ["build", "--supernet", source, "--profile", space.profile.name, "--backend", p.backend,
+        argv = ["build", "--supernet", source, "--input-profile", space.input_profile.name,
+                "--backend", p.backend,
                 "--num-classes", str(num_classes), "--rounds", str(build.rounds), "--repeats", str(build.repeats),
                 "--references", str(build.references), "--quiet-cpus", str(p.quiet_cpus),
                 "--quiet-wait", str(build.quiet_wait_s), "--out", str(path)]
@@ -541,6 +543,7 @@ class Pipeline:
     def run_retrain(self) -> str:
         from ..checkpoint import find_checkpoint
         from ..ray_train import run_training
+        from ..training.config import fingerprint_dict
 
         best = self.searched_best()
         if not best:
@@ -550,7 +553,7 @@ class Pipeline:
         statuses, checkpoints = [], {}
         for name, (search, arch) in best.items():
             cfg, space = self.retrain_config(name, arch)
-            fp = fingerprint("retrain", cfg.to_dict(), arch.to_json())
+            fp = fingerprint("retrain", fingerprint_dict(cfg), arch.to_json())
             if self._reusable("retrain", name, fp) is not None:
                 try:
                     checkpoints[name] = str(find_checkpoint(cfg.experiment_dir, space.name, final=True))

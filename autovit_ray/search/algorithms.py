@@ -17,9 +17,9 @@ objects from Ray Tune with many evaluations in flight. The strategies share thes
 - `state_dict()` is JSON-safe (history, queue, in-flight archs, RNG state); `load_state_dict()`
   on a strategy built with the same settings continues exactly where the saved one stopped.
 
-With `selection="pareto"` the evolutionary strategies rank parents by Pareto rank over
-(accuracy max, latency min, parameters min) instead of by accuracy alone; `pareto_front()` is
-available in both modes.
+With `selection="dominance"` the evolutionary strategies rank parents by Pareto rank over
+(accuracy max, latency min, parameters min) instead of by accuracy alone (the `pareto` strategy of the
+CLI); `pareto_front()` is available under both selections.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
+from autovit_ray.config import warn_renamed
 from autovit_ray.plan import count_params
 from autovit_ray.search.pareto import non_dominated_sort, pareto_front
 from autovit_ray.space import Arch, SearchSpace
@@ -42,7 +43,10 @@ logger = logging.getLogger(__name__)
 
 LatencyFn = Callable[[Arch], float]
 FitnessFn = Callable[[Arch], "float | None"]
-Selection = Literal["accuracy", "pareto"]
+Selection = Literal["accuracy", "dominance"]
+SELECTIONS = ("accuracy", "dominance")
+# Selection names older versions took and wrote into saved search states: today's names.
+RENAMED_SELECTIONS = {"pareto": "dominance"}
 STATE_FORMAT_VERSION = 1
 
 
@@ -219,8 +223,11 @@ class SearchStrategy:
             raise ValueError("the cost model was built for another search space")
         if max_evaluations < 1:
             raise ValueError(f"max_evaluations must be >= 1, got {max_evaluations}")
-        if selection not in ("accuracy", "pareto"):
-            raise ValueError(f"selection must be 'accuracy' or 'pareto', got {selection!r}")
+        if selection in RENAMED_SELECTIONS:
+            warn_renamed(f"selection={selection!r}", f"selection={RENAMED_SELECTIONS[selection]!r}")
+            selection = RENAMED_SELECTIONS[selection]  # type: ignore[assignment]
+        if selection not in SELECTIONS:
+            raise ValueError(f"selection must be 'accuracy' or 'dominance', got {selection!r}")
         self.space = space
         self.costs = costs
         self.max_evaluations = max_evaluations
@@ -378,6 +385,7 @@ class SearchStrategy:
         mine = json.loads(json.dumps(self.settings()))
         theirs = dict(state["settings"])
         theirs["kind"] = LEGACY_KINDS.get(theirs.get("kind"), theirs.get("kind"))
+        theirs["selection"] = RENAMED_SELECTIONS.get(theirs.get("selection"), theirs.get("selection"))
         if theirs != mine:
             diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
             raise ValueError(f"search state was saved with other settings: {diff} differ "

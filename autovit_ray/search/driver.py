@@ -59,7 +59,7 @@ def make_search_strategy(cfg: SearchConfig, space: SearchSpace, costs: CostModel
                                 p_block=PLAIN_EVOLUTION.p_block)
         return EvolutionSearch(space, costs, plain, max_evaluations=total, seed=cfg.seed)
     coarse = CoarseConfig(num_samples=cfg.coarse_samples, num_skeletons=cfg.skeletons)
-    selection = "pareto" if cfg.strategy == "pareto" else "accuracy"
+    selection = "dominance" if cfg.strategy == "pareto" else "accuracy"  # pareto: ranks by dominance
     return CoarseToFineSearch(space, costs, fine, coarse, max_evaluations=total, seed=cfg.seed,
                               selection=selection)
 
@@ -197,8 +197,9 @@ def run(cfg: SearchConfig) -> SearchReport:
     context = evaluation_context(checkpoint, data, settings)
     identity, identity_summary = search_identity(cfg, context, space, record.epoch, checkpoint)
     tracker = SearchTracker(default_tracking_uri(experiment.root, cfg.mlflow_uri), cfg.name)
+    # The param "profile" (the input profile) keeps its old name: a resumed run logs the same params.
     tracker.start(identity=identity, summary=identity_summary, new_run=cfg.new_run, params={
-        "strategy": cfg.strategy, "supernet": space.name, "profile": space.profile.name,
+        "strategy": cfg.strategy, "supernet": space.name, "profile": space.input_profile.name,
         "space_fingerprint": space.fingerprint(), "checkpoint": str(checkpoint), "lut": cfg.lut or "",
         "params_budget": cfg.params_budget, "latency_budget_ms": cfg.latency_budget_ms,
         "population": cfg.population, "generations": cfg.generations, "seed": cfg.seed,
@@ -385,7 +386,7 @@ def log_mlflow_models(cfg: SearchConfig, reported: list[dict[str, Any]], models:
     for entry, (model, batch), measured in zip(reported, models, stats):
         arch = Arch.from_dict(entry["arch"])
         entry["measured_latency_ms"] = measured.median_ms
-        facts = ModelFacts(arch=arch, profile=space.profile.name, num_classes=record.num_classes,
+        facts = ModelFacts(arch=arch, input_profile=space.input_profile.name, num_classes=record.num_classes,
                            mean=tuple(data.mean), std=tuple(data.std), params=int(entry["params"]), macs=int(entry["macs"]), val_top1=float(entry["val_top1"]),
                            test_top1=float(entry["test_top1"]), checkpoint=str(record.directory),
                            space_fingerprint=space.fingerprint(), data_split=split, budgets=budgets or "none",

@@ -20,7 +20,7 @@ PLACEMENTS = {"frontier": (0.95, 1.0), "interior": (0.6, 0.75)}  # target's budg
 
 
 def tiny_space() -> SearchSpace:
-    """A 8,192-arch space (8x8 digits profile) for fast end-to-end tests of the searchers."""
+    """A 8,192-arch space (8x8 digits input profile) for fast end-to-end tests of the searchers."""
     def transformer(width: int) -> dict:
         return {"widths": [width], "depths": [1, 2], "heads": [1, 2], "mlp_ratios": [1.0, 2.0]}
 
@@ -30,7 +30,7 @@ def tiny_space() -> SearchSpace:
                           {"widths": [24, 32], "depths": [1]}],
         "transformer_stages": [transformer(32), transformer(48), transformer(64)],
         "num_transformer_stages": [3],
-        "profiles": {"digits": {"resolutions": [8], "strides": [1, 1, 1, 2, 1, 1, 1, 1]}},
+        "input_profiles": {"digits": {"resolutions": [8], "strides": [1, 1, 1, 2, 1, 1, 1, 1]}},
     }, source="tiny_space()")
 
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from ..config import packaged_configs
+from ..config import packaged_configs, renamed_keys
 
 # Bump when the meaning of a space field or the network built from it changes: old checkpoints
 # and latency tables then stop matching the fingerprint and are refused.
@@ -36,6 +36,10 @@ MAX_TRANSFORMER_STAGES = 4
 # --------------------------------------------------------------------------------------------
 # Arch: one subnet
 # --------------------------------------------------------------------------------------------
+
+
+# Arch fields whose key in the JSON (and so in every hash of it) is an older name.
+ARCH_FILE_KEYS = {"input_profile": "profile"}
 
 
 @dataclass(frozen=True)
@@ -59,13 +63,15 @@ class Arch:
     # The input profile, named only where the resolution cannot tell it: a profile with per-stage patch
     # sizes (`InputProfile.patch_sizes`) shares its resolutions with one without. None: inferred
     # (`space_for_arch`); left out of the JSON then, so hashes stay what they were.
-    profile: str | None = None
+    input_profile: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.supernet, str) or not self.supernet:
             raise ValueError(f"Arch.supernet must be a non-empty string, got {self.supernet!r}")
-        if self.profile is not None and (not isinstance(self.profile, str) or not self.profile):
-            raise ValueError(f"Arch.profile must be None or an input profile's name, got {self.profile!r}")
+        name = self.input_profile
+        if name is not None and (not isinstance(name, str) or not name):
+            raise ValueError(f"Arch.input_profile must be None or an input profile's name, "
+                             f"got {self.input_profile!r}")
         for name in ("resolution", "stem_width"):
             object.__setattr__(self, name, _as_int(name, getattr(self, name)))
         for name in ("mbconv_widths", "mbconv_depths", "transformer_widths", "transformer_depths",
@@ -89,9 +95,11 @@ class Arch:
         return len(self.transformer_widths)
 
     # -- serialisation ---------------------------------------------------------------------
+    # The file format keeps the old key "profile" for `input_profile` (in the JSON, the params and the
+    # `@<profile>` suffix of the name): arch hashes, LUT keys and saved archs stay what they were.
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict (tuples become lists)."""
-        d = {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v)
+        d = {ARCH_FILE_KEYS.get(f.name, f.name): list(v) if isinstance(v := getattr(self, f.name), tuple) else v
              for f in dataclasses.fields(self)}
         if d["profile"] is None:
             del d["profile"]
@@ -104,13 +112,13 @@ class Arch:
     def from_dict(cls, data: Mapping[str, Any]) -> Arch:
         if not isinstance(data, Mapping):
             raise ValueError(f"an Arch needs a JSON object, got {type(data).__name__}")
-        names = [f.name for f in dataclasses.fields(cls)]
-        missing = [n for n in names if n not in data and n != "profile"]
-        unknown = [k for k in data if k not in names]
+        keys = {ARCH_FILE_KEYS.get(f.name, f.name): f.name for f in dataclasses.fields(cls)}
+        missing = [k for k in keys if k not in data and k != "profile"]
+        unknown = [k for k in data if k not in keys]
         if missing or unknown:
             raise ValueError(f"malformed Arch: missing fields {missing}, unknown fields {unknown}; "
-                             f"expected exactly {names} ('profile' optional)")
-        return cls(**{n: data[n] for n in names if n in data})
+                             f"expected exactly {list(keys)} ('profile' optional)")
+        return cls(**{name: data[key] for key, name in keys.items() if key in data})
 
     @classmethod
     def from_json(cls, text: str | bytes | Mapping[str, Any]) -> Arch:
@@ -127,8 +135,8 @@ class Arch:
         params: dict[str, int | float | str] = {
             "supernet": self.supernet, "resolution": self.resolution, "stem_width": self.stem_width,
             "num_transformer_stages": self.num_transformer_stages}
-        if self.profile is not None:
-            params["profile"] = self.profile
+        if self.input_profile is not None:
+            params["profile"] = self.input_profile  # the old key: see to_dict
         for i, (w, d) in enumerate(zip(self.mbconv_widths, self.mbconv_depths), start=1):
             params[f"mbconv{i}_width"], params[f"mbconv{i}_depth"] = w, d
         for i in range(self.num_transformer_stages):
@@ -153,7 +161,7 @@ class Arch:
                 transformer_heads=tuple(int(params[f"transformer{i}_heads"]) for i in range(1, n + 1)),
                 transformer_mlp_ratios=tuple(float(params[f"transformer{i}_mlp_ratio"])
                                              for i in range(1, n + 1)),
-                profile=str(params["profile"]) if params.get("profile") else None)
+                input_profile=str(params["profile"]) if params.get("profile") else None)
         except KeyError as exc:
             raise ValueError(f"Arch params are missing the field {exc.args[0]!r}") from None
 
@@ -167,8 +175,9 @@ class Arch:
         tr = "-".join(f"{w}x{d}h{h}m{_fmt_ratio(r)}" for w, d, h, r in zip(
             self.transformer_widths, self.transformer_depths, self.transformer_heads,
             self.transformer_mlp_ratios))
-        profile = f"@{self.profile}" if self.profile is not None else ""
-        return f"{self.supernet}_r{self.resolution}_c{self.stem_width}_mb{mb}_t{tr}{profile}"
+        suffix = f"@{self.input_profile}" if self.input_profile is not None else ""
+        return f"{self.supernet}_r{self.resolution}_c{self.stem_width}_mb{mb}_t{tr}{suffix}"
+
 
 
 def _fmt_ratio(ratio: float) -> str:
@@ -238,7 +247,7 @@ class InputProfile:
     resolutions: tuple[int, ...]
     strides: tuple[int, ...]
     # Patch side of each of the 4 transformer stages; None: `FixedChoices.patch_size` everywhere. Set,
-    # it enters the space's dict (and fingerprint) and the profile's archs name it (`Arch.profile`).
+    # it enters the space's dict (and fingerprint) and the profile's archs name it (`Arch.input_profile`).
     patch_sizes: tuple[int, ...] | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -255,15 +264,16 @@ class SearchSpace:
                  mbconv_stages: Sequence[MBConvStageChoices],
                  transformer_stages: Sequence[TransformerStageChoices],
                  num_transformer_stages: Sequence[int], fixed: FixedChoices,
-                 profile: InputProfile, profiles: Mapping[str, InputProfile] | None = None) -> None:
+                 input_profile: InputProfile,
+                 input_profiles: Mapping[str, InputProfile] | None = None) -> None:
         self.name = name
         self.stem_widths = tuple(stem_widths)
         self.mbconv_stages = tuple(mbconv_stages)
         self.transformer_stages = tuple(transformer_stages)
         self.num_transformer_stages = tuple(num_transformer_stages)
         self.fixed = fixed
-        self.profile = profile
-        self.profiles = dict(profiles or {profile.name: profile})
+        self.input_profile = input_profile
+        self.input_profiles = dict(input_profiles or {input_profile.name: input_profile})
         self._check()
 
     # -- construction checks ------------------------------------------------------------------
@@ -300,8 +310,8 @@ class SearchSpace:
         if self._greedy_monotone_widths() is None:
             raise ValueError(f"{where}: no transformer width sequence is non-decreasing; stage widths "
                              f"{[list(s.widths) for s in self.transformer_stages]}")
-        for profile in self.profiles.values():
-            _check_profile(self, profile)
+        for input_profile in self.input_profiles.values():
+            _check_input_profile(self, input_profile)
 
     def _all_choice_lists(self) -> list[tuple[str, tuple[float, ...]]]:
         out: list[tuple[str, tuple[float, ...]]] = [("stem widths", self.stem_widths)]
@@ -316,28 +326,28 @@ class SearchSpace:
     # -- basic views ---------------------------------------------------------------------------
     @property
     def resolutions(self) -> tuple[int, ...]:
-        return self.profile.resolutions
+        return self.input_profile.resolutions
 
     @property
-    def arch_profile(self) -> str | None:
-        """`Arch.profile` of this space's archs: the profile's name when its resolutions cannot tell it."""
-        return self.profile.name if self.profile.patch_sizes is not None else None
+    def arch_input_profile(self) -> str | None:
+        """`Arch.input_profile` of this space's archs: the profile's name when its resolutions cannot tell it."""
+        return self.input_profile.name if self.input_profile.patch_sizes is not None else None
 
     def patch_size(self, transformer_stage: int) -> int:
-        """Patch side of transformer stage `transformer_stage` (0-based) under this profile."""
-        sizes = self.profile.patch_sizes
+        """Patch side of transformer stage `transformer_stage` (0-based) under this input profile."""
+        sizes = self.input_profile.patch_sizes
         return sizes[transformer_stage] if sizes is not None else self.fixed.patch_size
 
     @property
     def strides(self) -> tuple[int, ...]:
-        return self.profile.strides
+        return self.input_profile.strides
 
     @property
     def default_resolution(self) -> int:
-        return max(self.profile.resolutions)
+        return max(self.input_profile.resolutions)
 
     def __repr__(self) -> str:
-        return f"SearchSpace({self.name!r}, profile={self.profile.name!r})"
+        return f"SearchSpace({self.name!r}, input_profile={self.input_profile.name!r})"
 
     def to_dict(self) -> dict[str, Any]:
         """Everything that defines the networks of this space (JSON-safe)."""
@@ -350,7 +360,8 @@ class SearchSpace:
                                     "mlp_ratios": list(t.mlp_ratios)} for t in self.transformer_stages],
             "num_transformer_stages": list(self.num_transformer_stages),
             "fixed": dataclasses.asdict(self.fixed),
-            "profile": {"name": self.profile.name, **self.profile.to_dict()},
+            # the record (and so the fingerprint) keeps the old key "profile" for the input profile
+            "profile": {"name": self.input_profile.name, **self.input_profile.to_dict()},
         }
 
     def fingerprint(self) -> str:
@@ -360,12 +371,13 @@ class SearchSpace:
         canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
-    def with_profile(self, profile: str) -> SearchSpace:
-        if profile not in self.profiles:
-            raise ValueError(f"space {self.name!r} has no input profile {profile!r}; "
-                             f"allowed: {sorted(self.profiles)}")
+    def with_input_profile(self, input_profile: str) -> SearchSpace:
+        if input_profile not in self.input_profiles:
+            raise ValueError(f"space {self.name!r} has no input profile {input_profile!r}; "
+                             f"allowed: {sorted(self.input_profiles)}")
         return SearchSpace(self.name, self.stem_widths, self.mbconv_stages, self.transformer_stages,
-                           self.num_transformer_stages, self.fixed, self.profiles[profile], self.profiles)
+                           self.num_transformer_stages, self.fixed, self.input_profiles[input_profile],
+                           self.input_profiles)
 
     # -- validation ----------------------------------------------------------------------------
     def restricted_to(self, arch: Arch) -> SearchSpace:
@@ -374,17 +386,17 @@ class SearchSpace:
         (`python -m autovit_ray.train --arch`)."""
         self.validate(arch)
         n = arch.num_transformer_stages
-        profile = dataclasses.replace(self.profile, resolutions=(arch.resolution,))
+        input_profile = dataclasses.replace(self.input_profile, resolutions=(arch.resolution,))
         return SearchSpace(
             self.name, (arch.stem_width,),
             [MBConvStageChoices((w,), (d,)) for w, d in zip(arch.mbconv_widths, arch.mbconv_depths)],
             [TransformerStageChoices((w,), (d,), (h,), (r,)) for w, d, h, r in zip(
                 arch.transformer_widths, arch.transformer_depths, arch.transformer_heads,
                 arch.transformer_mlp_ratios)],
-            (n,), self.fixed, profile)
+            (n,), self.fixed, input_profile)
 
     def to_yaml_dict(self) -> dict[str, Any]:
-        """This space (under its current profile only) in the YAML schema `load_space` reads."""
+        """This space (under its current input profile only) in the YAML schema `load_space` reads."""
         return yaml_dict_from_record(self.to_dict())
 
     def validate(self, arch: Arch) -> Arch:
@@ -393,13 +405,14 @@ class SearchSpace:
             raise ValueError(f"expected an Arch, got {type(arch).__name__}")
         if arch.supernet != self.name:
             raise ValueError(f"Arch.supernet is {arch.supernet!r} but this is the {self.name!r} supernet")
-        if arch.profile != self.arch_profile:
+        if arch.input_profile != self.arch_input_profile:
             raise ValueError(
-                f"Arch.profile is {arch.profile!r} but this space is {self.name!r} under input profile "
-                f"{self.profile.name!r}, whose archs carry profile {self.arch_profile!r}: an arch of "
-                "another input profile (strides, patch sizes) is another network")
-        _check_choice("resolution", arch.resolution, self.profile.resolutions,
-                      f" (input profile {self.profile.name!r})")
+                f"Arch.input_profile is {arch.input_profile!r} but this space is {self.name!r} under input "
+                f"profile {self.input_profile.name!r}, whose archs carry input profile "
+                f"{self.arch_input_profile!r}: an arch of another input profile (strides, patch sizes) is "
+                "another network")
+        _check_choice("resolution", arch.resolution, self.input_profile.resolutions,
+                      f" (input profile {self.input_profile.name!r})")
         _check_choice("stem_width", arch.stem_width, self.stem_widths)
         for i, stage in enumerate(self.mbconv_stages):
             _check_choice(f"mbconv_widths[{i}]", arch.mbconv_widths[i], stage.widths)
@@ -438,12 +451,12 @@ class SearchSpace:
         stages = self.transformer_stages[:n]
         widths = self._repair_widths([pick(s.widths) for s in stages], random.Random(0))
         return Arch(
-            supernet=self.name, resolution=pick(self.profile.resolutions), stem_width=pick(self.stem_widths),
+            supernet=self.name, resolution=pick(self.input_profile.resolutions), stem_width=pick(self.stem_widths),
             mbconv_widths=tuple(pick(s.widths) for s in self.mbconv_stages),
             mbconv_depths=tuple(pick(s.depths) for s in self.mbconv_stages),
             transformer_widths=tuple(widths), transformer_depths=tuple(pick(s.depths) for s in stages),
             transformer_heads=tuple(pick(s.heads) for s in stages),
-            transformer_mlp_ratios=tuple(pick(s.mlp_ratios) for s in stages), profile=self.arch_profile)
+            transformer_mlp_ratios=tuple(pick(s.mlp_ratios) for s in stages), input_profile=self.arch_input_profile)
 
     # -- sampling and variation ----------------------------------------------------------------
     def sample(self, rng: random.Random) -> Arch:
@@ -452,7 +465,7 @@ class SearchSpace:
         subnets ~98% of the draws. Widths that would decrease are redrawn (never in Table 1)."""
         n = rng.choice(self.num_transformer_stages)
         stages = self.transformer_stages[:n]
-        resolution = rng.choice(self.profile.resolutions)
+        resolution = rng.choice(self.input_profile.resolutions)
         stem = rng.choice(self.stem_widths)
         mb_widths, mb_depths = [], []
         for s in self.mbconv_stages:
@@ -466,7 +479,7 @@ class SearchSpace:
             ratios.append(rng.choice(s.mlp_ratios))
         widths = self._redraw_until_monotone(widths, rng)
         return Arch(self.name, resolution, stem, tuple(mb_widths), tuple(mb_depths), tuple(widths),
-                    tuple(depths), tuple(heads), tuple(ratios), self.arch_profile)
+                    tuple(depths), tuple(heads), tuple(ratios), self.arch_input_profile)
 
     def mutate(self, arch: Arch, rng: random.Random, p_depth: float = 0.2, p_block: float = 0.4) -> Arch:
         """Paper Algorithm 2: with probability `p_depth` redraw the number of transformer stages
@@ -488,7 +501,7 @@ class SearchSpace:
             elif rng.random() < p_depth:
                 d["depths"][i] = rng.choice(s.depths)
         if rng.random() < p_block:
-            d["resolution"] = rng.choice(self.profile.resolutions)
+            d["resolution"] = rng.choice(self.input_profile.resolutions)
         if rng.random() < p_block:
             d["stem"] = rng.choice(self.stem_widths)
         for i, s in enumerate(self.mbconv_stages):
@@ -532,7 +545,7 @@ class SearchSpace:
         widths = self._repair_widths(d["widths"][:n], rng)
         arch = Arch(self.name, d["resolution"], d["stem"], tuple(d["mb_widths"]), tuple(d["mb_depths"]),
                     tuple(widths), tuple(d["depths"][:n]), tuple(d["heads"][:n]), tuple(d["ratios"][:n]),
-                    self.arch_profile)
+                    self.arch_input_profile)
         return self.validate(arch)
 
     def _repair_widths(self, widths: list[int], rng: random.Random) -> list[int]:
@@ -583,13 +596,13 @@ class SearchSpace:
             else:
                 width_sequences = len(union) ** n
             total += width_sequences * rest
-        resolutions = 1 if per_resolution else len(self.profile.resolutions)
+        resolutions = 1 if per_resolution else len(self.input_profile.resolutions)
         return front * total * resolutions
 
     def feature_sizes(self, resolution: int) -> list[int]:
         """Spatial size after each of the 8 stages (stem, 3 MBConv, 4 transformer)."""
         sizes, size = [], resolution
-        for stride in self.profile.strides:
+        for stride in self.input_profile.strides:
             size = conv_out(size, self.fixed.kernel_size, stride)
             sizes.append(size)
         return sizes
@@ -627,31 +640,31 @@ def conv_out(size: int, kernel: int, stride: int) -> int:
     return (size + 2 * (kernel // 2) - kernel) // stride + 1
 
 
-def _check_profile(space: SearchSpace, profile: InputProfile) -> None:
-    where = f"space {space.name!r}, input profile {profile.name!r}"
-    if len(profile.strides) != NUM_MBCONV_STAGES + 1 + MAX_TRANSFORMER_STAGES:
+def _check_input_profile(space: SearchSpace, input_profile: InputProfile) -> None:
+    where = f"space {space.name!r}, input profile {input_profile.name!r}"
+    if len(input_profile.strides) != NUM_MBCONV_STAGES + 1 + MAX_TRANSFORMER_STAGES:
         raise ValueError(f"{where}: strides must have 8 entries (stem, 3 MBConv, 4 transformer), "
-                         f"got {list(profile.strides)}")
-    if any(s not in (1, 2) for s in profile.strides) or profile.strides[1] != 1:
+                         f"got {list(input_profile.strides)}")
+    if any(s not in (1, 2) for s in input_profile.strides) or input_profile.strides[1] != 1:
         raise ValueError(f"{where}: strides must be 1 or 2, and MBConv stage 1 has stride 1; "
-                         f"got {list(profile.strides)}")
-    if not profile.resolutions:
+                         f"got {list(input_profile.strides)}")
+    if not input_profile.resolutions:
         raise ValueError(f"{where}: resolutions must not be empty")
-    sizes = profile.patch_sizes
+    sizes = input_profile.patch_sizes
     if sizes is not None and (len(sizes) != MAX_TRANSFORMER_STAGES or any(p < 1 for p in sizes)):
         raise ValueError(f"{where}: patch_sizes must be {MAX_TRANSFORMER_STAGES} positive integers (one per "
                          f"transformer stage), got {list(sizes)}")
     patches = sizes or (space.fixed.patch_size,) * MAX_TRANSFORMER_STAGES
     patch = max(patches)
-    for resolution in profile.resolutions:
+    for resolution in input_profile.resolutions:
         if not isinstance(resolution, int) or resolution <= 0:
             raise ValueError(f"{where}: resolution {resolution!r} must be a positive integer")
         size = resolution
-        for stage, stride in enumerate(profile.strides):
+        for stage, stride in enumerate(input_profile.strides):
             if stride == 2 and size % 2:
                 raise ValueError(f"{where}: resolution {resolution} gives an odd {size}x{size} map before "
                                  f"the stride-2 stage {stage}; use a multiple of "
-                                 f"{2 ** sum(1 for s in profile.strides if s == 2) * patch}")
+                                 f"{2 ** sum(1 for s in input_profile.strides if s == 2) * patch}")
             size = conv_out(size, space.fixed.kernel_size, stride)
             p = patches[stage - 1 - NUM_MBCONV_STAGES] if stage >= 1 + NUM_MBCONV_STAGES else 1
             if size % p:
@@ -665,9 +678,9 @@ def _check_profile(space: SearchSpace, profile: InputProfile) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def load_space(name_or_path: str | Path, profile: str | None = None) -> SearchSpace:
+def load_space(name_or_path: str | Path, input_profile: str | None = None) -> SearchSpace:
     """A built-in supernet space by name ('xxs', 'xs', 's') or a YAML file, under an input
-    profile ('imagenet', 'cifar10', 'digits'; default: the file's `default_profile`)."""
+    profile ('imagenet', 'cifar10', 'digits'; default: the file's `default_input_profile`)."""
     text_name = str(name_or_path)
     path = Path(text_name)
     if text_name.lower() in BUILTIN_SPACES:
@@ -679,21 +692,26 @@ def load_space(name_or_path: str | Path, profile: str | None = None) -> SearchSp
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise ValueError(f"malformed search-space YAML {path}: {exc}") from None
-    return space_from_dict(raw, profile=profile, source=str(path))
+    return space_from_dict(raw, input_profile=input_profile, source=str(path))
 
 
 def yaml_dict_from_record(record: Mapping[str, Any]) -> dict[str, Any]:
     """A space record (`SearchSpace.to_dict`, as checkpoints and LUTs carry it) in the YAML schema
-    `space_from_dict` reads, with the record's one profile. KeyError/TypeError for a malformed record."""
-    profile = dict(record["profile"])
-    profile_name = profile.pop("name")
+    `space_from_dict` reads, with the record's one input profile. KeyError/TypeError for a malformed
+    record."""
+    input_profile = dict(record["profile"])  # the record's key for it (`SearchSpace.to_dict`)
+    name = input_profile.pop("name")
     return {"name": record["name"], "stem": record["stem"], "mbconv_stages": record["mbconv_stages"],
             "transformer_stages": record["transformer_stages"],
             "num_transformer_stages": record["num_transformer_stages"], "fixed": record["fixed"],
-            "profiles": {profile_name: profile}, "default_profile": profile_name}
+            "input_profiles": {name: input_profile}, "default_input_profile": name}
 
 
-def space_from_dict(raw: Any, profile: str | None = None, source: str = "<dict>") -> SearchSpace:
+# Keys of the space YAML that were renamed: the old ones still load, with a deprecation message.
+RENAMED_YAML_KEYS = {"profiles": "input_profiles", "default_profile": "default_input_profile"}
+
+
+def space_from_dict(raw: Any, input_profile: str | None = None, source: str = "<dict>") -> SearchSpace:
     def need(mapping: Any, key: str, where: str) -> Any:
         if not isinstance(mapping, Mapping) or key not in mapping:
             raise ValueError(f"malformed search-space YAML {source}: missing '{key}' in {where}")
@@ -712,6 +730,7 @@ def space_from_dict(raw: Any, profile: str | None = None, source: str = "<dict>"
 
     if not isinstance(raw, Mapping):
         raise ValueError(f"malformed search-space YAML {source}: expected a mapping at the top level")
+    raw = renamed_keys(raw, RENAMED_YAML_KEYS, f"search-space YAML {source}")
     name = need(raw, "name", "the top level")
     mb = [MBConvStageChoices(numbers(need(s, "widths", f"mbconv stage {i}"), f"mbconv stage {i} widths"),
                              numbers(need(s, "depths", f"mbconv stage {i}"), f"mbconv stage {i} depths"))
@@ -730,38 +749,38 @@ def space_from_dict(raw: Any, profile: str | None = None, source: str = "<dict>"
         raise ValueError(f"malformed search-space YAML {source}: unknown fixed choices {sorted(unknown)}; "
                          f"allowed: {sorted(known)}")
     fixed = FixedChoices(**{k: int(numbers([v], f"fixed.{k}")[0]) for k, v in fixed_raw.items()})
-    profiles_raw = need(raw, "profiles", "the top level")
-    if not isinstance(profiles_raw, Mapping) or not profiles_raw:
-        raise ValueError(f"malformed search-space YAML {source}: 'profiles' must be a non-empty mapping")
-    profiles = {
-        pname: InputProfile(pname, numbers(need(p, "resolutions", f"profile {pname}"),
-                                           f"profile {pname} resolutions"),
-                            numbers(need(p, "strides", f"profile {pname}"), f"profile {pname} strides"),
-                            numbers(p["patch_sizes"], f"profile {pname} patch_sizes")
+    input_profiles_raw = need(raw, "input_profiles", "the top level")
+    if not isinstance(input_profiles_raw, Mapping) or not input_profiles_raw:
+        raise ValueError(f"malformed search-space YAML {source}: 'input_profiles' must be a non-empty mapping")
+    input_profiles = {
+        pname: InputProfile(pname, numbers(need(p, "resolutions", f"input profile {pname}"),
+                                           f"input profile {pname} resolutions"),
+                            numbers(need(p, "strides", f"input profile {pname}"), f"input profile {pname} strides"),
+                            numbers(p["patch_sizes"], f"input profile {pname} patch_sizes")
                             if p.get("patch_sizes") is not None else None)
-        for pname, p in profiles_raw.items()}
-    chosen = profile or raw.get("default_profile") or next(iter(profiles))
-    if chosen not in profiles:
-        raise ValueError(f"search space {name!r} has no input profile {chosen!r}; allowed: {sorted(profiles)}")
+        for pname, p in input_profiles_raw.items()}
+    chosen = input_profile or raw.get("default_input_profile") or next(iter(input_profiles))
+    if chosen not in input_profiles:
+        raise ValueError(f"search space {name!r} has no input profile {chosen!r}; allowed: {sorted(input_profiles)}")
     return SearchSpace(
         name=str(name), stem_widths=numbers(need(need(raw, "stem", "the top level"), "widths", "stem"),
                                             "stem widths"),
         mbconv_stages=mb, transformer_stages=tr,
         num_transformer_stages=numbers(need(raw, "num_transformer_stages", "the top level"),
                                        "num_transformer_stages"),
-        fixed=fixed, profile=profiles[chosen], profiles=profiles)
+        fixed=fixed, input_profile=input_profiles[chosen], input_profiles=input_profiles)
 
 
 def space_for_arch(arch: Arch) -> SearchSpace:
-    """The built-in space of `arch.supernet` under `arch.profile`, else under the first profile without
-    per-stage patch sizes whose resolutions contain `arch.resolution` (such profiles are never
+    """The built-in space of `arch.supernet` under `arch.input_profile`, else under the first profile without
+    per-stage patch sizes whose resolutions contain `arch.resolution` (such input profiles are never
     inferred: their archs name them)."""
     space = load_space(arch.supernet)
-    if arch.profile is not None:
-        return space.with_profile(arch.profile)
-    for pname, prof in space.profiles.items():
+    if arch.input_profile is not None:
+        return space.with_input_profile(arch.input_profile)
+    for pname, prof in space.input_profiles.items():
         if arch.resolution in prof.resolutions and prof.patch_sizes is None:
-            return space.with_profile(pname)
-    allowed = {p: list(v.resolutions) for p, v in space.profiles.items()}
+            return space.with_input_profile(pname)
+    allowed = {p: list(v.resolutions) for p, v in space.input_profiles.items()}
     raise ValueError(f"Arch.resolution = {arch.resolution} is in no input profile of {arch.supernet!r}; "
                      f"allowed: {allowed}")

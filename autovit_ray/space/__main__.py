@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from autovit_ray.cli_exits import cli_main
+from autovit_ray.config import add_renamed_flag
 from autovit_ray.plan import describe_space
 from autovit_ray.space import Arch, load_space
 
@@ -18,7 +19,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     describe = sub.add_parser("describe", help="space sizes, parameter/MAC ranges and choices")
     describe.add_argument("space", nargs="+", help="xxs, xs, s or a YAML path")
-    describe.add_argument("--profile", default=None, help="input profile (default: the space's default)")
+    describe.add_argument("--input-profile", default=None, help="input profile (default: the space's default)")
+    add_renamed_flag(describe, "--profile", "--input-profile")
     describe.add_argument("--num-classes", type=int, default=1000)
     describe.add_argument("--json", action="store_true", help="print JSON instead of a table")
     return parser
@@ -27,12 +29,12 @@ def build_parser() -> argparse.ArgumentParser:
 @cli_main()
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    infos = [describe_space(load_space(name, profile=args.profile), args.num_classes) for name in args.space]
+    infos = [describe_space(load_space(name, input_profile=args.input_profile), args.num_classes) for name in args.space]
     if args.json:
         print(json.dumps(infos if len(infos) > 1 else infos[0], indent=2))
         return 0
     for info in infos:
-        print(f"{info['name']} (profile {info['profile']}, fingerprint {info['fingerprint']})")
+        print(f"{info['name']} (input profile {info['input_profile']}, fingerprint {info['fingerprint']})")
         print(f"  subnets: constrained {info['size_constrained']:.3e}, "
               f"unconstrained {info['size_unconstrained']:.3e}")
         print(f"  params at {info['num_classes']} classes: {info['params_min'] / 1e6:.2f} M - "

@@ -23,9 +23,11 @@ from autovit_ray.config import (
     parse_override,
     plain,
     read_yaml_mapping,
+    renamed_keys,
     resolve_config_path,
     set_path,
     type_hints,
+    warn_renamed,
 )
 from autovit_ray.data import DataConfig
 from autovit_ray.kd_config import KDConfig
@@ -155,7 +157,8 @@ class TrainConfig:
     output_dir: str = _doc("root of all experiments", default="outputs")
     supernets: tuple[str, ...] = _doc("supernets to train concurrently (names or space YAML paths)",
                                       default=BUILTIN_SPACES)
-    profile: str = _doc("input profile of the search space: imagenet, cifar10, digits", default="cifar10")
+    input_profile: str = _doc("input profile of the search space (resolutions, strides, patches): imagenet, "
+                              "cifar10, cifar10-p1, digits", default="cifar10")
     seed: int = _doc("model init, subnet sampling, batch order and augmentation (data.seed follows it)",
                      default=0)
     data: DataConfig = field(default_factory=DataConfig)
@@ -260,10 +263,15 @@ def _validate(cfg: TrainConfig) -> None:
 # ---------------------------------------------------------------------------------------------------
 # Loading (the YAML + --set machinery is autovit_ray.config)
 
+# Top-level fields renamed since ({old: new}): a YAML file or --set with the old key loads with a
+# deprecation message; the meta.json of older checkpoints loads as it is.
+RENAMED_FIELDS = {"profile": "input_profile"}
+
 
 def config_from_dict(values: Mapping[str, Any]) -> TrainConfig:
-    """A validated TrainConfig from a nested dict (a YAML file's content)."""
-    values = dict(values)
+    """A validated TrainConfig from a nested dict (a YAML file's content, a checkpoint's stored config:
+    the old names of `RENAMED_FIELDS` are read silently here, `load_config` warns about them)."""
+    values = renamed_keys(values, RENAMED_FIELDS, "training config", warn=False)
     data = dict(values.get("data") or {})
     seed = coerce(values.get("seed", 0), int, "seed")
     if "seed" in data and data["seed"] != seed:  # to_dict() writes data.seed = seed; nothing else may
@@ -278,12 +286,29 @@ def load_config(config: str | os.PathLike[str] | None = None, overrides: Sequenc
     """YAML file (or a configs/train name), then `extra` (dotted keys), then `--set` overrides."""
     values: dict[str, Any] = {}
     if config is not None:
-        values = read_yaml_mapping(resolve_config_path(config, CONFIG_DIR, "training"), "training")
+        path = resolve_config_path(config, CONFIG_DIR, "training")
+        values = renamed_keys(read_yaml_mapping(path, "training"), RENAMED_FIELDS, f"training config {path}")
     for key, value in (extra or {}).items():
         set_path(values, key, value)
     for text in overrides:
-        set_path(values, *parse_override(text))
+        set_override(values, text)
     return config_from_dict(values)
+
+
+def set_override(values: dict[str, Any], text: str) -> None:
+    """Apply one `--set field=value` to a config dict (an old field name: renamed, with a message)."""
+    key, value = parse_override(text)
+    if key in RENAMED_FIELDS:
+        warn_renamed(f"--set {key}", f"--set {RENAMED_FIELDS[key]}")
+        key = RENAMED_FIELDS[key]
+    set_path(values, key, value)
+
+
+def fingerprint_dict(cfg: TrainConfig) -> dict[str, Any]:
+    """`cfg.to_dict()` with the field names of before `RENAMED_FIELDS`: what fingerprints hash, so that
+    a stage fingerprinted by an older version is still up to date."""
+    old_names = {new: old for old, new in RENAMED_FIELDS.items()}
+    return {old_names.get(k, k): v for k, v in cfg.to_dict().items()}
 
 
 def describe_fields() -> str:
@@ -313,7 +338,7 @@ def describe_fields() -> str:
 
 __all__ = [
     "ANNEALS", "CONFIG_DIR", "EvalSection", "REGULARIZE", "MlflowSection", "ModelSection", "OptimizerSection", "RaySection",
-    "SAMPLERS", "SCHEDULE_KINDS", "TRAIN_INPUTS", "ScheduleSection", "TrainConfig", "TrainSection", "config_from_dict",
-    "describe_fields",
+    "RENAMED_FIELDS", "SAMPLERS", "SCHEDULE_KINDS", "TRAIN_INPUTS", "ScheduleSection", "TrainConfig", "TrainSection",
+    "config_from_dict", "describe_fields", "fingerprint_dict", "set_override",
     "flatten", "load_config", "parse_override", "read_yaml_mapping", "resolve_config_path", "set_path",
 ]

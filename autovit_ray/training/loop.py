@@ -159,7 +159,7 @@ class SupernetTrainer:
                  space_source: str | None = None, loaders: Loaders | None = None) -> None:
         self.cfg, self.space, self.world, self.log = cfg, space, world, log
         self.arch_log = arch_log
-        self.space_source = space_source or space.name  # name or YAML path: load_space(source, profile)
+        self.space_source = space_source or space.name  # name or YAML path: load_space(source, input_profile)
         # Same seed on every rank: the replicas start identical without a broadcast.
         seed_everything(cfg.seed)
         # `loaders`: built by the caller (Ray's object store or Ray Data as the input, autovit_ray.ray_inputs)
@@ -367,8 +367,9 @@ class SupernetTrainer:
 
 
 def space_info(space: SearchSpace, source: str | None = None) -> dict[str, str]:
-    """What a checkpoint records about its space (load it again with load_space(source, profile))."""
-    return {"name": space.name, "profile": space.profile.name, "fingerprint": space.fingerprint(),
+    """What a checkpoint records about its space (load it again with load_space(source, input_profile)).
+    The file format keeps the old key "profile" for the input profile's name."""
+    return {"name": space.name, "profile": space.input_profile.name, "fingerprint": space.fingerprint(),
             "source": source or space.name}
 
 

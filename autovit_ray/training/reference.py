@@ -38,7 +38,7 @@ from autovit_ray.training.optim import build_optimizer, build_scheduler
 # (timm's own: (2, 1, 2, 2, 2, 2)). Both leave 8x8, 4x4 and 2x2 maps to the MobileViT blocks at 32 px;
 # 'stage2' keeps the stem's downsampling and so runs its first blocks on a quarter of the pixels.
 MOBILEVIT_ADAPTATIONS: dict[str, tuple[int, ...]] = {
-    "stem1": (1, 1, 2, 2, 2, 2),  # stem stride 1 (the `cifar10` profile's adaptation)
+    "stem1": (1, 1, 2, 2, 2, 2),  # stem stride 1 (the `cifar10` input profile's adaptation)
     "stage2": (2, 1, 1, 2, 2, 2),  # the second stage's stride 1
 }
 
@@ -58,19 +58,19 @@ class ReferenceSpec:
             raise ValueError(f"unknown reference adaptation {self.adaptation!r}: expected one of "
                              f"{sorted(MOBILEVIT_ADAPTATIONS)}")
         if self.adaptation is not None and self.strides is not None:
-            raise ValueError("a reference takes either the profile's strides or a named adaptation, not both")
+            raise ValueError("a reference takes either the input profile's strides or a named adaptation, not both")
         if self.min_tokens < 1:
             raise ValueError(f"min_tokens {self.min_tokens}: expected an integer >= 1")
 
 
-def mobilevit_strides(profile_strides: Sequence[int]) -> tuple[int, ...]:
-    """An AutoViT profile's strides [stem, mb1, mb2, mb3, t1, t2, t3, t4] as timm MobileViT's
+def mobilevit_strides(input_strides: Sequence[int]) -> tuple[int, ...]:
+    """An AutoViT input profile's strides [stem, mb1, mb2, mb3, t1, t2, t3, t4] as timm MobileViT's
     [stem, stages[0], ..., stages[4]]: MobileViT's stages 2-4 open with a stride-2 MV2 block before
     their MobileViT block, so stages[2] is mb3 + t1, stages[3] is t2 and stages[4] is t3 (+ t4, a
-    stage MobileViT does not have). The imagenet profile maps to MobileViT's own (2, 1, 2, 2, 2, 2)."""
-    s = tuple(int(x) for x in profile_strides)
+    stage MobileViT does not have). The imagenet input profile maps to MobileViT's own (2, 1, 2, 2, 2, 2)."""
+    s = tuple(int(x) for x in input_strides)
     if len(s) != 8:
-        raise ValueError(f"profile strides {s}: expected 8 (stem, 3 MV2 stages, 4 transformer stages)")
+        raise ValueError(f"input profile strides {s}: expected 8 (stem, 3 MV2 stages, 4 transformer stages)")
     return s[0], s[1], s[2], s[3] * s[4], s[5], s[6] * s[7]
 
 
@@ -100,17 +100,17 @@ def build_reference(name: str, num_classes: int, strides: Sequence[int] | None) 
         wanted = mobilevit_strides(strides)
         own = tuple(c.stride[0] for c in convs)
         if any(w > o for w, o in zip(wanted, own)):
-            return model, f"timm strides {own}: the profile's {wanted} would downsample more than MobileViT"
+            return model, f"timm strides {own}: the input profile's {wanted} would downsample more than MobileViT"
         for conv, stride in zip(convs, wanted):
             conv.stride = (stride, stride)
-        return model, "" if wanted == own else f"strides {wanted} (the profile's small-input adaptation)"
+        return model, "" if wanted == own else f"strides {wanted} (the input profile's small-input adaptation)"
     stem = getattr(getattr(model, "stem", None), "conv", None)
     if isinstance(getattr(stem, "stride", None), tuple):
         if stem.stride[0] != strides[0]:
             stem.stride = (strides[0], strides[0])
-            return model, f"stem stride {strides[0]} (the profile's small-input adaptation)"
+            return model, f"stem stride {strides[0]} (the input profile's small-input adaptation)"
         return model, ""
-    return model, "timm default strides: the profile's small-input adaptation not applied (no stem.conv)"
+    return model, "timm default strides: the input profile's small-input adaptation not applied (no stem.conv)"
 
 
 def _mobilevit_blocks(model: nn.Module) -> list[nn.Module]:
