@@ -183,3 +183,32 @@ def test_lazy_exports_of_a_package_are_arrows_to_their_modules(tmp_path):
     assert graph["pkg.user"] == {"pkg.data", "pkg.data.loaders"}
     assert circles(graph) == [["pkg.data.loaders", "pkg.user"]]
     assert import_graph(PACKAGE)["autovit_ray.evaluation"] >= {"autovit_ray.data.transforms"}
+
+
+def unresolved_imports(package: Path = PACKAGE) -> list[str]:
+    """'module: target' for each import, anywhere in a file (lazy ones too, which run only when their
+    function does), of a module of the package that does not exist: a moved module's stale path."""
+    modules = module_files(package)
+    root = package.name
+    out = []
+    for name, path in sorted(modules.items()):
+        here = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    parts = here.split(".")[: len(here.split(".")) - (node.level - 1)]
+                    base = ".".join([*parts, *([node.module] if node.module else [])])
+                targets = [base]
+            elif isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            else:
+                continue
+            out += [f"{name}: {t}" for t in targets if (t == root or t.startswith(root + ".")) and t not in modules]
+    return out
+
+
+def test_every_import_of_a_package_module_resolves(tmp_path):
+    assert unresolved_imports() == []
+    package = _package(tmp_path, {"__init__.py": "", "sub/__init__.py": "", "sub/a.py": "def f():\n    from .gone import g\n"})
+    assert unresolved_imports(package) == ["pkg.sub.a: pkg.sub.gone"]

@@ -144,8 +144,8 @@ def recipe_record(cfg: Any) -> dict[str, Any]:
 
 def check_truth_folder(truth: Path, record: dict[str, Any], space: SearchSpace) -> None:
     """Refuse a truth folder made with another recipe or space; start one otherwise."""
-    from .config import renamed_keys
-    from .training.config import RENAMED_FIELDS
+    from ..config import renamed_keys
+    from ..training.config import RENAMED_FIELDS
 
     path = truth / TRUTH_FILE
     if path.is_file():

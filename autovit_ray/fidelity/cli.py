@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
               "to resume")
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from .checkpoint import resolve_checkpoint  # after parsing: --help imports no torch
+    from ..checkpoint import resolve_checkpoint  # after parsing: --help imports no torch
 
     checkpoints = tuple(str(resolve_checkpoint(c, args.supernet)) for c in args.checkpoint)
     # <experiment>/checkpoints/<supernet>/epoch_N: the first supernet's experiment holds the default truth
