@@ -4,6 +4,7 @@ timm reference models, measured on one backend; table, CSV / JSON / plot, MLflow
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import shutil
 import time
@@ -17,6 +18,7 @@ from torch import nn
 from autovit_ray.compare import (
     NOT_TRAINED,
     CompareConfig,
+    ExperimentFacts,
     compare_argv,
     compare_experiment,
     registered_candidates,
@@ -83,13 +85,13 @@ def test_registered_models_join_the_comparison(finished_digits_search, tmp_path)
     (registered_candidates only: compare_experiment would log a second compare run into the fixture)."""
     search = finished_digits_search
     best = search.results["best"][0]
-    facts: dict = {}
+    facts = ExperimentFacts()
     (candidate,) = registered_candidates(["models:/autovit-digits-test-xxs@champion"], search.mlflow_uri,
                                          tmp_path, facts)
     assert candidate.name == "autovit-digits-test-xxs v1" and candidate.kind == "searched"
     assert candidate.extra["arch_hash"] == Arch.from_dict(best["arch"]).arch_hash
     assert candidate.test_top1 == pytest.approx(best["test_top1"], abs=1e-3)
-    assert facts["num_classes"] == 10 and facts["supernet"] == "xxs" and facts["input_profile"] == "digits"
+    assert (facts.num_classes, facts.supernet, facts.input_profile) == (10, "xxs", "digits")
     exported = timm.create_model("autovit", arch=best["arch_json"], num_classes=10, checkpoint_path=best["weights"])
     x = torch.randn(2, 3, 8, 8)
     with torch.no_grad():
@@ -132,7 +134,7 @@ def test_standalone_training_joins_the_comparison(finished_digits_search, ray_se
     with pytest.raises(ValueError, match="with .* subnets: expected one of `python -m autovit_ray.train --arch`"):
         standalone_candidates([search.checkpoint], facts, searched, None, None)
     with pytest.raises(ValueError, match="has 10 classes under input profile 'digits'; the searched models have 100"):
-        standalone_candidates([checkpoint], {**facts, "num_classes": 100}, searched, None, None)
+        standalone_candidates([checkpoint], dataclasses.replace(facts, num_classes=100), searched, None, None)
     with pytest.raises(ValueError, match="is not an autovit-ray supernet checkpoint"):
         standalone_candidates([tmp_path], facts, searched, None, None)
     # The same checkpoint as if trained with data.split_seed=7: its state and meta.json hold the training

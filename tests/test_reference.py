@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from autovit_ray.compare import NOT_TRAINED, reference_candidates, verdict
+from autovit_ray.compare import NOT_TRAINED, ExperimentFacts, reference_candidates, verdict
 from autovit_ray.training.config import load_config
 from autovit_ray.training.reference import ReferenceSpec, build_reference, train_reference
 
@@ -96,8 +96,8 @@ def test_unknown_reference_is_one_clear_error(tmp_path):
 
 
 def test_compare_trains_references_without_checkpoints(finished_digits_search, tmp_path):
-    facts = {"num_classes": 10, "input_profile": "digits", "supernet": "xxs",
-             "checkpoint": str(finished_digits_search.checkpoint)}
+    facts = ExperimentFacts(num_classes=10, input_profile="digits", supernet="xxs",
+                            checkpoint=str(finished_digits_search.checkpoint))
     lines: list[str] = []
     (trained,) = reference_candidates(["test_resnet"], {}, facts, 8, None, 2, train_dir=tmp_path, log=lines.append)
     (untrained,) = reference_candidates(["test_resnet"], {}, facts, 8, None, 2)

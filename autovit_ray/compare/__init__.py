@@ -61,6 +61,24 @@ class CompareConfig:
 
 
 @dataclasses.dataclass
+class ExperimentFacts:
+    """What references and stand-alone models are built and tested with, taken from the first searched,
+    registered or stand-alone model that names it: the class count, the space and its input profile (a
+    reference's strides) and the supernet checkpoint whose training config holds the data and splits."""
+
+    num_classes: int | None = None
+    input_profile: str | None = None
+    supernet: str | None = None
+    checkpoint: str | None = None
+
+    def fill(self, **values: Any) -> None:
+        """Each field still unknown (None) takes its value here: the first model to name it decides."""
+        for key, value in values.items():
+            if getattr(self, key) is None and value is not None:
+                setattr(self, key, value)
+
+
+@dataclasses.dataclass
 class Candidate:
     """One model to measure: a searched model or a reference."""
 
@@ -112,23 +130,21 @@ def search_runs(client: Any, experiment_id: str, searches: Sequence[str] | None)
     return runs
 
 
-def searched_candidates(client: Any, runs: Sequence[Any], tmp: Path) -> tuple[list[Candidate], dict[str, Any]]:
+def searched_candidates(client: Any, runs: Sequence[Any], tmp: Path) -> tuple[list[Candidate], ExperimentFacts]:
     """The best models of each search (built from the logged arch + weights), and the experiment's
-    facts every reference needs (num_classes, input_profile, supernet, checkpoint)."""
+    `ExperimentFacts` every reference needs, from the first search that logged them."""
     import timm
 
     import autovit_ray.models  # noqa: F401 - registers "autovit" in timm
 
     candidates: list[Candidate] = []
-    facts: dict[str, Any] = {}
+    facts = ExperimentFacts()
     for run in runs:
         run_id, params = run.info.run_id, run.data.params
         search = run.data.tags.get("search_name", run_id)
         num_classes = _num_classes(params)
-        facts.setdefault("num_classes", num_classes)
-        facts.setdefault("input_profile", params.get("profile"))  # the search run's param keeps the old name
-        facts.setdefault("supernet", params.get("supernet"))
-        facts.setdefault("checkpoint", params.get("checkpoint"))
+        facts.fill(num_classes=num_classes, input_profile=params.get("profile"),  # the param keeps the old name
+                   supernet=params.get("supernet"), checkpoint=params.get("checkpoint"))
         try:
             local = Path(client.download_artifacts(run_id, "best_archs.json", str(tmp / run_id)))
         except Exception as e:  # MlflowException: the artifact store moved or was deleted
@@ -151,7 +167,7 @@ def searched_candidates(client: Any, runs: Sequence[Any], tmp: Path) -> tuple[li
     return candidates, facts
 
 
-def registered_candidates(uris: Sequence[str], tracking_uri: str, tmp: Path, facts: dict[str, Any]) -> list[Candidate]:
+def registered_candidates(uris: Sequence[str], tracking_uri: str, tmp: Path, facts: ExperimentFacts) -> list[Candidate]:
     """Registered searched models (`autovit_ray.registry`), built from their logged arch and weights;
     they must share the experiment's class count (`facts`, filled from the first one if empty)."""
     from ..registry import resolve_model_uri
@@ -159,13 +175,12 @@ def registered_candidates(uris: Sequence[str], tracking_uri: str, tmp: Path, fac
     out = []
     for uri in uris:
         registered = resolve_model_uri(uri, tracking_uri, tmp / f"registered{len(out)}")
-        facts.setdefault("num_classes", registered.num_classes)
-        facts.setdefault("supernet", registered.tags.get("supernet"))
-        facts.setdefault("input_profile", registered.tags.get("profile"))  # the tag keeps the old name
-        facts.setdefault("checkpoint", registered.tags.get("checkpoint"))
-        if registered.num_classes != facts["num_classes"]:
+        facts.fill(num_classes=registered.num_classes, supernet=registered.tags.get("supernet"),
+                   input_profile=registered.tags.get("profile"),  # the tag keeps the old name
+                   checkpoint=registered.tags.get("checkpoint"))
+        if registered.num_classes != facts.num_classes:
             raise ValueError(f"{uri} classifies {registered.num_classes} classes; the other models here "
-                             f"{facts['num_classes']}")
+                             f"{facts.num_classes}")
         out.append(Candidate(
             name=f"{registered.name} v{registered.version}", kind="searched", model=registered.build(),
             resolution=registered.arch.resolution, test_top1=_float(registered.tags.get("test_top1")),
@@ -237,13 +252,13 @@ def check_reference_checkpoints(checkpoints: dict[str, str | os.PathLike[str]],
     return out
 
 
-def input_profile_strides(facts: dict[str, Any]) -> tuple[int, ...] | None:
+def input_profile_strides(facts: ExperimentFacts) -> tuple[int, ...] | None:
     """The strides of the search space's input profile (the small-input adaptation)."""
     from ..space import load_space
 
-    if not facts.get("supernet") or not facts.get("input_profile"):
+    if not facts.supernet or not facts.input_profile:
         return None
-    space = load_space(facts["supernet"], input_profile=facts["input_profile"])
+    space = load_space(facts.supernet, input_profile=facts.input_profile)
     return tuple(int(s) for s in space.input_profile.strides)
 
 
@@ -278,7 +293,7 @@ def load_reference_weights(model: nn.Module, path: Path) -> None:
                          f"{str(exc).splitlines()[0]}") from None
 
 
-def reference_candidates(references: Sequence[str], checkpoints: dict[str, Path], facts: dict[str, Any],
+def reference_candidates(references: Sequence[str], checkpoints: dict[str, Path], facts: ExperimentFacts,
                          resolution: int, data_dir: str | None, eval_batches: int | None,
                          train_dir: Path | None = None, log: Log = print) -> list[Candidate]:
     """The references, built by timm name; with `train_dir`, each one without a checkpoint is first
@@ -291,7 +306,7 @@ def reference_candidates(references: Sequence[str], checkpoints: dict[str, Path]
     strides = input_profile_strides(facts)
     out = []
     for name in references:
-        model, note = build_reference(name, facts["num_classes"], strides)
+        model, note = build_reference(name, facts.num_classes, strides)
         r, size_note = runnable_resolution(model, resolution)
         trained_note = ""
         if name not in checkpoints and train_dir is not None:
@@ -307,7 +322,7 @@ def reference_candidates(references: Sequence[str], checkpoints: dict[str, Path]
             load_reference_weights(model, checkpoints[name])
             top1 = evaluate(model, _test_loader(facts, data_dir), resolution=r, device=torch.device("cpu"),
                             max_batches=eval_batches).top1
-        adapted = (f" ({facts.get('input_profile')} strides)" if note.startswith("strides")
+        adapted = (f" ({facts.input_profile} strides)" if note.startswith("strides")
                    else f" (stem stride {strides[0]})" if note.startswith("stem stride") and strides else "")
         label = name + adapted + (f" @{r}px" if r != resolution else "")
         out.append(Candidate(name=label, kind="reference", model=model.eval(), resolution=r, test_top1=top1,
@@ -316,7 +331,7 @@ def reference_candidates(references: Sequence[str], checkpoints: dict[str, Path]
     return out
 
 
-def standalone_candidates(checkpoints: Sequence[str | os.PathLike[str]], facts: dict[str, Any],
+def standalone_candidates(checkpoints: Sequence[str | os.PathLike[str]], facts: ExperimentFacts,
                           searched: Sequence[Candidate], data_dir: str | None, eval_batches: int | None
                           ) -> list[Candidate]:
     """Subnets trained stand-alone from scratch (`train --arch`: a checkpoint whose space holds one
@@ -339,13 +354,12 @@ def standalone_candidates(checkpoints: Sequence[str | os.PathLike[str]], facts: 
                              "(one subnet trained alone)")
         arch = space.largest()
         num_classes, input_profile = record.num_classes, space.input_profile.name
-        for key, value in (("num_classes", num_classes), ("input_profile", input_profile), ("checkpoint", str(path))):
-            if not facts.get(key):  # no search or registered model: the first stand-alone one sets them
-                facts[key] = value
-        if (num_classes, input_profile) != (facts["num_classes"], facts["input_profile"]):
+        # no search or registered model: the first stand-alone one names the experiment
+        facts.fill(num_classes=num_classes, input_profile=input_profile, checkpoint=str(path))
+        if (num_classes, input_profile) != (facts.num_classes, facts.input_profile):
             raise ValueError(f"--standalone {str(path)!r} has {num_classes} classes under input profile "
-                             f"{input_profile!r}; the searched models have {facts['num_classes']} under "
-                             f"{facts['input_profile']!r}")
+                             f"{input_profile!r}; the searched models have {facts.num_classes} under "
+                             f"{facts.input_profile!r}")
         if experiment_data is None:
             experiment_data = dataset_record(_training_config(facts, data_dir).data)
             test_loader = _test_loader(facts, data_dir)
@@ -379,29 +393,29 @@ def _check_same_data(cfg: Any, ours: dict[str, Any], data_dir: str | None, what:
                          f"(digest {ours['digest']}): expected the same data set and splits")
 
 
-def _training_config(facts: dict[str, Any], data_dir: str | None) -> Any:
+def _training_config(facts: ExperimentFacts, data_dir: str | None) -> Any:
     """The supernets' training config (from the searched checkpoint), with `data_dir` if given."""
     from ..checkpoint import read_record
     from ..training.config import config_from_dict
 
-    if not facts.get("checkpoint"):
+    if not facts.checkpoint:
         raise ValueError("cannot train or evaluate a reference: the searches logged no supernet checkpoint")
-    cfg = config_from_dict(read_record(facts["checkpoint"]).config)
+    cfg = config_from_dict(read_record(facts.checkpoint).config)
     if data_dir:
         cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, data_dir=data_dir))
     return cfg
 
 
-def _test_images(facts: dict[str, Any], data_dir: str | None) -> int | None:
+def _test_images(facts: ExperimentFacts, data_dir: str | None) -> int | None:
     """The size of the experiment's test split (None when the searches logged no checkpoint)."""
     from ..data import make_splits
 
-    if not facts.get("checkpoint"):
+    if not facts.checkpoint:
         return None
     return len(make_splits(_training_config(facts, data_dir).data).test)
 
 
-def _test_loader(facts: dict[str, Any], data_dir: str | None) -> Any:
+def _test_loader(facts: ExperimentFacts, data_dir: str | None) -> Any:
     """The experiment's test split (at the data set's own resolution; resized per model)."""
     from ..data import build_loader
 
@@ -558,7 +572,7 @@ def verdict(rows: Sequence[dict[str, Any]], backend: str, test_images: int | Non
             f"{numbers}.")
 
 
-def paired_tests(candidates: Sequence[Candidate], rows: Sequence[dict[str, Any]], facts: dict[str, Any],
+def paired_tests(candidates: Sequence[Candidate], rows: Sequence[dict[str, Any]], facts: ExperimentFacts,
                  data_dir: str | None) -> dict[str, dict[str, Any]] | None:
     """Each searched model against the first trained reference on the same test images
     (`stats.paired_difference`); None when the experiment's test split cannot be read here."""
@@ -568,7 +582,7 @@ def paired_tests(candidates: Sequence[Candidate], rows: Sequence[dict[str, Any]]
     ref = next((c for c, r in zip(candidates, rows) if r["kind"] == "reference"
                 and isinstance(r["test_top1"], (int, float))), None)
     searched = [c for c, r in zip(candidates, rows) if r["kind"] == "searched" and isinstance(r["test_top1"], (int, float))]
-    if ref is None or not searched or not facts.get("checkpoint"):
+    if ref is None or not searched or not facts.checkpoint:
         return None
     loader = _test_loader(facts, data_dir)
 
@@ -728,12 +742,12 @@ def compare_experiment(cfg: CompareConfig, log: Log = print) -> list[dict[str, A
     run_id = log_run(client, found.experiment_id, rows, paths, {
         "backend": backend, "repeats": repeats, "rounds": rounds, "seed": seed,
         "references": ",".join(references), "searches": ",".join(r.data.tags.get("search_name", "") for r in runs),
-        "num_classes": facts["num_classes"], "resolution": candidates[0].resolution}, summary)
+        "num_classes": facts.num_classes, "resolution": candidates[0].resolution}, summary)
     log(f"wrote {', '.join(str(p) for p in paths.values())}; MLflow run {run_id} (compare) in {experiment_name!r}")
     return rows
 
 
 __all__ = [
-    "CompareConfig", "DEFAULT_REFERENCES", "compare_argv", "ReferenceBudget", "compare_experiment", "format_table",
+    "CompareConfig", "DEFAULT_REFERENCES", "ExperimentFacts", "compare_argv", "ReferenceBudget", "compare_experiment", "format_table",
     "reference_latency_budget",
 ]
