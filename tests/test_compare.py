@@ -98,7 +98,7 @@ def test_registered_models_join_the_comparison(finished_digits_search, tmp_path)
         assert torch.allclose(candidate.model(x), exported.eval()(x), atol=1e-5)
     with pytest.raises(ValueError, match="classifies 10 classes; the other models here 100"):
         registered_candidates(["models:/autovit-digits-test-xxs/1"], search.mlflow_uri, tmp_path / "b",
-                              {"num_classes": 100})
+                              ExperimentFacts(num_classes=100))
 
 
 def test_standalone_training_joins_the_comparison(finished_digits_search, ray_session, tmp_path):
