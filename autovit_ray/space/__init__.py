@@ -179,7 +179,6 @@ class Arch:
         return f"{self.supernet}_r{self.resolution}_c{self.stem_width}_mb{mb}_t{tr}{suffix}"
 
 
-
 def _fmt_ratio(ratio: float) -> str:
     return f"{ratio:g}"
 
