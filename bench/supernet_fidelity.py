@@ -23,7 +23,9 @@ Everything runs through the product's commands, from a pinned copy of the code:
    that length), the first `TRUTH_REPEAT` again with a second seed; Kendall tau with bootstrap
    intervals over all and in band, the MACs and parameter baselines, top-3 overlap, regret.
 
-Artifacts go to ``$AUTOVIT_BENCH_DIR/supernet_fidelity`` (default ``~/.cache/autovit-ray/bench``);
+The peer and the recipe come from the recipe issue's committed bench/results/cifar10_recipe.json; the
+latency table is built on this machine (bench/cifar10_recipe.py's ``lut`` stage) before the scans when
+it has none. Artifacts go to ``$AUTOVIT_BENCH_DIR/supernet_fidelity`` (default ``~/.cache/autovit-ray/bench``);
 ``--report-only`` writes bench/results/supernet_fidelity.json and the BENCHMARKS.md section from what
 exists, so a run in progress is reported as far as it got.
 """
@@ -51,6 +53,7 @@ from cifar10_recipe import (  # noqa: E402
     PEER,
     PEER_EPOCHS,
     RESOLUTION,
+    build_lut,
     code_commit,
     log,
     run_cli,
@@ -85,8 +88,17 @@ def bench_root() -> Path:
 
 
 def lut_file() -> Path:
-    """The cifar10-p1 XXS torch-cpu table that bench/cifar10_recipe.py built and validated."""
+    """The cifar10-p1 XXS torch-cpu table that bench/cifar10_recipe.py builds and validates."""
     return bench_root() / "cifar10_recipe" / "luts" / f"xxs-{INPUT_PROFILE}-torch-cpu.parquet"
+
+
+def ensure_lut() -> Path:
+    """The table, built and validated here when this machine has none (a table is a measurement of this
+    machine: it is never copied from another). Runs between the supernets and the scans, so that
+    nothing else shares the cores while it times."""
+    if not lut_file().is_file():
+        build_lut(bench_root() / "cifar10_recipe")
+    return lut_file()
 
 
 def train_supernet(sampler: str, out: Path, data_dir: Path) -> Path:
@@ -150,7 +162,7 @@ def peer_band(out: Path) -> dict[str, Any]:
     from autovit_ray.space import load_space
     from autovit_ray.training.reference import ReferenceSpec, build_spec
 
-    recipe = json.loads((bench_root() / "cifar10_recipe" / "results.json").read_text())["choice"]
+    recipe = json.loads(RECIPE_JSON.read_text())["choice"]
     space = load_space(SUPERNET, input_profile=INPUT_PROFILE)
     table = LatencyTable.load(lut_file(), space=space)
     rng = random.Random(0)
@@ -305,9 +317,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.report_only:
         report(out)
         return 0
-    if not lut_file().is_file():
-        raise SystemExit(f"error: no latency table at {lut_file()}: run bench/cifar10_recipe.py to its lut stage first")
-    peer = json.loads((bench_root() / "cifar10_recipe" / "results.json").read_text()).get("peer") or {}
+    # the recipe issue's committed result: a new machine has none of its artifacts, only this record
+    peer = json.loads(RECIPE_JSON.read_text()).get("peer") or {}
     if (peer.get("val_top1") or 0.0) < GATE_VAL_TOP1:  # the recipe issue's gate: a peer worth beating
         raise SystemExit(f"error: the 30-epoch peer reached {peer.get('val_top1')} % validation top-1, under the "
                          f"recipe's gate of {GATE_VAL_TOP1} %: fix the recipe before training supernets on it")
@@ -317,6 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     checkpoints = {sampler: train_supernet(sampler, out, data_dir) for sampler in SAMPLERS}
     if args.stop_after == "supernets":
         return 0
+    ensure_lut()
     scans = {sampler: scan(checkpoint, out, sampler) for sampler, checkpoint in checkpoints.items()}
     span = scans["sandwich"]["largest_minus_smallest"]
     if span < SPAN_GATE:
