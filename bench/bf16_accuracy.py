@@ -23,14 +23,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import statistics
 import sys
 from pathlib import Path
 from typing import Any
 
 import torch
-from common import ROOT, bench_dir, code_identity, log, write_json
+from common import ROOT, bench_dir, cifar10_dir, code_identity, log, write_json
 
 from autovit_ray.checkpoint import load_checkpoint, save_checkpoint
 from autovit_ray.io import replace_markdown_section
@@ -142,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--data-dir", default=os.environ.get("AUTOVIT_CIFAR10_DIR", "data/cifar10"))
+    parser.add_argument("--data-dir", default=cifar10_dir())
     parser.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"))
     parser.add_argument("--results", type=Path, default=RESULT_PATH)
     parser.add_argument("--max-steps", type=int, default=None, help="steps per epoch (smoke runs only)")

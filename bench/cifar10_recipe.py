@@ -30,16 +30,14 @@ or not, so a run in progress is reported as far as it got.
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from common import ROOT, bench_dir, code_commit, log, run_cli, write_json
+from common import ROOT, code_commit, log, run_cli, staged_parser, write_json
 
 from autovit_ray.data import build_loader
 from autovit_ray.evaluation import evaluate
@@ -388,12 +386,7 @@ def section(r: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", type=Path, default=bench_dir() / "cifar10_recipe")
-    p.add_argument("--data-dir", type=Path, default=Path(os.environ.get("AUTOVIT_CIFAR10_DIR", "data/cifar10")))
-    p.add_argument("--stop-after", choices=STAGES, default=STAGES[-1])
-    p.add_argument("--report-only", action="store_true", help="write the JSON and section from what exists")
-    args = p.parse_args(argv)
+    args = staged_parser(__doc__, "cifar10_recipe", STAGES).parse_args(argv)
     if args.report_only:
         report(args.out.resolve())
         return 0

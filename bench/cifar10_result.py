@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import time
@@ -45,6 +44,7 @@ import torch
 from common import (
     ROOT,
     bench_dir,
+    cifar10_dir,
     environment,
     log,
     mlflow_env,
@@ -671,7 +671,7 @@ def follow_up_parser(doc: str | None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=None, help="the first result's artifacts (default: "
                                                                "$AUTOVIT_BENCH_DIR/cifar10_result)")
-    parser.add_argument("--data-dir", default=os.environ.get("AUTOVIT_CIFAR10_DIR", "data/cifar10"))
+    parser.add_argument("--data-dir", default=cifar10_dir())
     parser.add_argument("--epochs", type=int, default=30, help="the supernets' epochs (their checkpoints' check)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--max-steps", type=int, default=None, help="smoke runs: steps per epoch")
@@ -941,7 +941,7 @@ def write_report(results: dict[str, Any], out_dir: Path, epochs: int, benchmarks
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=None, help="default: $AUTOVIT_BENCH_DIR/cifar10_result")
-    parser.add_argument("--data-dir", default=os.environ.get("AUTOVIT_CIFAR10_DIR", "data/cifar10"))
+    parser.add_argument("--data-dir", default=cifar10_dir())
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--pilot-epochs", type=int, default=6)
     parser.add_argument("--threads", type=int, default=2)

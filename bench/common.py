@@ -13,6 +13,7 @@ benchmark folder, `<work tree name>/...` inside a checkout, never a path of the 
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -33,6 +34,21 @@ from autovit_ray.io import atomic_path, atomic_write_text  # noqa: E402
 def bench_dir() -> Path:
     """The benchmarks' artifact folder: $AUTOVIT_BENCH_DIR, default ~/.cache/autovit-ray/bench."""
     return Path(os.environ.get("AUTOVIT_BENCH_DIR", "~/.cache/autovit-ray/bench")).expanduser()
+
+
+def cifar10_dir() -> str:
+    """Where CIFAR-10 is: $AUTOVIT_CIFAR10_DIR, default data/cifar10."""
+    return os.environ.get("AUTOVIT_CIFAR10_DIR", "data/cifar10")
+
+
+def staged_parser(doc: str | None, name: str, stages: Sequence[str]) -> argparse.ArgumentParser:
+    """The arguments of a driver that runs `stages` in order over its artifacts in $AUTOVIT_BENCH_DIR/<name>."""
+    parser = argparse.ArgumentParser(description=(doc or "").split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=bench_dir() / name)
+    parser.add_argument("--data-dir", type=Path, default=Path(cifar10_dir()))
+    parser.add_argument("--stop-after", choices=stages, default=stages[-1])
+    parser.add_argument("--report-only", action="store_true", help="write the JSON and section from what exists")
+    return parser
 
 
 def log(message: str) -> None:

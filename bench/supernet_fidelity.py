@@ -32,9 +32,7 @@ exists, so a run in progress is reported as far as it got.
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import random
 import statistics
 import time
@@ -50,7 +48,7 @@ from cifar10_recipe import (
     RESOLUTION,
     build_lut,
 )
-from common import ROOT, bench_dir, code_commit, log, public_path, public_paths, run_cli
+from common import ROOT, bench_dir, code_commit, log, public_path, public_paths, run_cli, staged_parser
 
 from autovit_ray.io import atomic_write_text, replace_markdown_section
 
@@ -295,12 +293,7 @@ def section(r: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", type=Path, default=bench_dir() / "supernet_fidelity")
-    p.add_argument("--data-dir", type=Path, default=Path(os.environ.get("AUTOVIT_CIFAR10_DIR", "data/cifar10")))
-    p.add_argument("--stop-after", choices=STAGES, default=STAGES[-1])
-    p.add_argument("--report-only", action="store_true", help="write the JSON and section from what exists")
-    args = p.parse_args(argv)
+    args = staged_parser(__doc__, "supernet_fidelity", STAGES).parse_args(argv)
     out = args.out.expanduser().resolve()
     if args.report_only:
         report(out)

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import platform
 import random
 import statistics
@@ -37,7 +36,7 @@ from typing import Any
 
 import timm
 import torch
-from common import ROOT, code_identity, write_json
+from common import ROOT, cifar10_dir, code_identity, write_json
 from torch import nn
 
 from autovit_ray.data import DataConfig, build_loader
@@ -245,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--data-dir", default=os.environ.get("AUTOVIT_CIFAR10_DIR", "data/cifar10"))
+    parser.add_argument("--data-dir", default=cifar10_dir())
     parser.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"))
     parser.add_argument("--report-only", action="store_true",
                         help="rewrite the section and the chart from bench/results/train_throughput.json")
