@@ -138,3 +138,26 @@ def test_the_code_line_names_each_runs_commit_and_work_tree() -> None:
     assert bench.code_line(record) == "Code that ran the stages: commit aaaaaaa (`pinned-a`), then commit bbbbbbb " \
         "(`pinned-b`)."
     assert bench.code_line({}) == "Code: not recorded."
+
+
+def test_the_pipeline_config_of_this_result_has_its_recipe_and_budget_rules() -> None:
+    """configs/pipeline/cifar10-result.yaml is this benchmark's experiment as a product pipeline: the recipe
+    its pilot chose, its search settings, and budgets as the same multiples of the same peer (whose
+    parameters the product builds as the benchmark did: the committed budgets' peer_params)."""
+    from autovit_ray.pipeline import Pipeline, load_pipeline_config
+    from autovit_ray.training.reference import build_reference
+
+    committed = json.loads(bench.COMMITTED_RESULTS.read_text())
+    recipe = committed["pilot"]["chosen"]["recipe"]
+    cfg = load_pipeline_config("cifar10-result")
+    product = bench.recipe_fingerprint(Pipeline(cfg).train_config())
+    benchmark = bench.recipe_fingerprint(_settings(Path("/nonexistent")).config(recipe))
+    for fingerprint in (product, benchmark):  # the data path (in memory / timm's PIL) is not the recipe
+        fingerprint["data"].pop("augment")
+    assert product == benchmark
+    s = cfg.search
+    assert s.params_budget_factor == bench.PARAMS_FACTOR and s.latency_budget_factor in bench.LATENCY_FACTORS
+    assert (s.population, s.generations, s.parents, s.top_k) == (50, 10, 10, bench.SELECTION_CANDIDATES)
+    space = load_space(bench.SUPERNET, input_profile=bench.INPUT_PROFILE)
+    peer, _ = build_reference(s.latency_budget_reference, 10, tuple(space.input_profile.strides))
+    assert sum(p.numel() for p in peer.parameters()) == committed["budgets"]["peer_params"]
