@@ -22,6 +22,12 @@ into its own venv) so that edits in the checkout do not change a run halfway. St
 the peer's architecture), and stops: the inputs of bench/search_strategies.py, regenerated on a machine
 where the first result's artifacts are gone without paying for the peer's training first.
 
+The product's own run of this experiment is ``configs/pipeline/cifar10-result.yaml`` (``python -m
+autovit_ray.pipeline --config cifar10-result``: the chosen recipe, the torch-cpu table, the search under
+1.0x / 0.8x the peer's latency and 1.4x its parameters, the peer trained alike and compared); this driver
+keeps what the committed result did beyond it: the pilot, the onnxruntime table and both validations,
+and the selection of the searched candidates by latency measured beside the peer.
+
 Bad input: a supernet checkpoint of another supernet, input profile, data split or recipe, and a peer state
 of another recipe or adaptation, are refused with one clear error (``Mismatch``); a stage artifact that
 cannot be read is redone, not used.

@@ -1,11 +1,11 @@
 """What every benchmark driver shares: where artifacts live, which code ran, logging, product commands
 and the records a driver writes.
 
-Importing this module puts this checkout first on `sys.path`, so that `python bench/x.py` runs the
-`autovit_ray` beside it (a pinned work tree's, not an editable install's), and every product command
-it starts (`run_cli`: `python -m autovit_ray.<command>`, and the Ray workers of that command) runs the
-same copy. A result then says which code that was: `code_identity()` (the commit of the work tree
-and the package's path inside it) and `code_commit()`.
+Importing this module puts this checkout first on `sys.path`, so that a driver (`python
+bench/<driver>.py`) runs the `autovit_ray` beside it (a pinned work tree's, not an editable install's),
+and every product command it starts (`run_cli`: `python -m autovit_ray.<command>`, and the Ray workers
+of that command) runs the same copy. A result then says which code that was: `code_identity()` (the
+commit of the work tree and the package's path inside it) and `code_commit()`.
 
 Paths a committed result records are public (`public_path`): `$AUTOVIT_BENCH_DIR/...` under the
 benchmark folder, `<work tree name>/...` inside a checkout, never a path of the machine that ran it.
