@@ -23,23 +23,19 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
+from common import ROOT, bench_dir, cifar10_dir, code_identity, log, write_json
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from autovit_ray.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
-from autovit_ray.io import atomic_write_text, replace_markdown_section  # noqa: E402
-from autovit_ray.space import load_space  # noqa: E402
-from autovit_ray.training.config import load_config  # noqa: E402
-from autovit_ray.training.loop import SupernetTrainer  # noqa: E402
+from autovit_ray.checkpoint import load_checkpoint, save_checkpoint
+from autovit_ray.io import replace_markdown_section
+from autovit_ray.space import load_space
+from autovit_ray.training.config import load_config
+from autovit_ray.training.loop import SupernetTrainer
 
 HEADING = "## bf16 vs fp32 training on the CPU (issue 12)"
 PRECISIONS = ("fp32", "bf16")
@@ -47,14 +43,6 @@ RESULT_PATH = ROOT / "bench" / "results" / "bf16_accuracy.json"
 VAL_IMAGES = 5000
 # bench/cifar10_result.py's `light` recipe: the one its pilot chose for 30 epochs
 LIGHT_RECIPE = ("data.auto_augment=null", "data.re_prob=0", "data.mixup=0", "data.cutmix=0")
-
-
-def bench_dir() -> Path:
-    return Path(os.environ.get("AUTOVIT_BENCH_DIR", "~/.cache/autovit-ray/bench")).expanduser() / "bf16_accuracy"
-
-
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
 def trainer_for(amp: str, epochs: int, data_dir: str, out: Path, max_steps: int | None) -> SupernetTrainer:
@@ -73,7 +61,7 @@ def trainer_for(amp: str, epochs: int, data_dir: str, out: Path, max_steps: int 
 
 def run(epochs: int, data_dir: str, threads: int, max_steps: int | None) -> dict[str, Any]:
     torch.set_num_threads(threads)
-    out = bench_dir()
+    out = bench_dir() / "bf16_accuracy"
     history_path = out / "history.json"
     history: dict[str, list[dict[str, float]]] = {amp: [] for amp in PRECISIONS}
     if history_path.is_file():
@@ -94,8 +82,9 @@ def run(epochs: int, data_dir: str, threads: int, max_steps: int | None) -> dict
             log(f"{amp} epoch {epoch}: {row}")
             save_checkpoint(out / amp, trainer.state_dict(row))
             history[amp].append(row)
-            atomic_write_text(history_path, json.dumps(history, indent=1))
-    return summarise(history, epochs, threads, trainers["fp32"].precision, trainers["bf16"].precision)
+            write_json(history_path, history)
+    return {**summarise(history, epochs, threads, trainers["fp32"].precision, trainers["bf16"].precision),
+            "code": code_identity()}
 
 
 def summarise(history: dict[str, list[dict[str, float]]], epochs: int, threads: int, *precisions: str) -> dict[str, Any]:
@@ -152,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--data-dir", default=os.environ.get("AUTOVIT_CIFAR10_DIR", "data/cifar10"))
+    parser.add_argument("--data-dir", default=cifar10_dir())
     parser.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"))
     parser.add_argument("--results", type=Path, default=RESULT_PATH)
     parser.add_argument("--max-steps", type=int, default=None, help="steps per epoch (smoke runs only)")
@@ -166,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         result = json.loads(args.results.read_text())
     else:
         result = run(args.epochs, args.data_dir, args.threads, args.max_steps)
-        atomic_write_text(args.results, json.dumps(result, indent=1))
+        write_json(args.results, result)
     replace_markdown_section(args.out, HEADING, section(result, command))
     print(section(result, command))
     return 0

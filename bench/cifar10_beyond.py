@@ -43,24 +43,20 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import cifar10_result as base
 import torch
+from cifar10_result import Mismatch, Settings
+from common import ROOT, bench_dir, log, open_record, public_path, readable_json, save_figure, write_json
 from torch import nn
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-
-import cifar10_result as base  # noqa: E402
-from cifar10_result import Mismatch, Settings, log  # noqa: E402
-
-import autovit_ray  # noqa: E402
-from autovit_ray.checkpoint import list_checkpoints, read_meta  # noqa: E402
-from autovit_ray.compare import measure_macs  # noqa: E402
-from autovit_ray.data import Loaders, build_loaders  # noqa: E402
-from autovit_ray.evaluation import evaluate  # noqa: E402
-from autovit_ray.io import atomic_write_text, replace_markdown_section  # noqa: E402
-from autovit_ray.plan import count_macs  # noqa: E402
-from autovit_ray.space import Arch, load_space  # noqa: E402
+import autovit_ray
+from autovit_ray.checkpoint import list_checkpoints, read_meta
+from autovit_ray.compare import measure_macs
+from autovit_ray.data import Loaders, build_loaders
+from autovit_ray.evaluation import evaluate
+from autovit_ray.io import atomic_write_text, replace_markdown_section
+from autovit_ray.plan import count_macs
+from autovit_ray.space import Arch, load_space
 
 KD_RUN = "cifar10-xxs-kd"
 KD_OVERRIDES = ("kd.kind=soft", "kd.inplace=true", "kd.alpha=0.5", "kd.tau=1.0")
@@ -371,13 +367,13 @@ def plot(record: dict[str, Any], first: dict[str, Any], out: Path, path: Path) -
     right.set(xlabel="LUT-predicted latency, torch-cpu (ms)", ylabel="validation top-1 (%)",
               title="1.0x searches: every evaluated candidate")
     right.legend(fontsize=7)
-    return base.save_figure(fig, path)
+    return save_figure(fig, path)
 
 
 def write_report(record: dict[str, Any], first: dict[str, Any], out: Path, epochs: int, benchmarks: Path) -> None:
     results_dir = benchmarks.parent / "bench" / "results"
     full = {**record, **base.provenance(first, out, (KD_RUN, STANDALONE_RUN)), "kd_overrides": list(KD_OVERRIDES)}
-    atomic_write_text(results_dir / "cifar10_beyond.json", json.dumps(full, indent=1, default=str))
+    write_json(results_dir / "cifar10_beyond.json", full)
     plot(record, first, out, results_dir / "cifar10_beyond.png")
     replace_markdown_section(benchmarks, SECTION, "\n".join(report_sections(record, first, epochs)))
     log(f"wrote {benchmarks}, {results_dir / 'cifar10_beyond.json'}")
@@ -396,13 +392,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rank-args", default="", help="extra arguments of bench/rank_fidelity.py (smoke runs)")
     parser.add_argument("--stop-after", choices=("kd-train", "compare"), default=None)
     args = parser.parse_args(argv)
-    out = (args.out or base.bench_dir() / "cifar10_result").expanduser().resolve()
+    out = (args.out or bench_dir() / "cifar10_result").expanduser().resolve()
     first = first_result(out)
     settings = Settings(out=out, data_dir=args.data_dir, epochs=args.epochs, pilot_epochs=first["pilot"]["epochs"],
                         threads=args.threads, population=args.population, generations=args.generations,
                         max_steps=args.max_steps)
     torch.set_num_threads(args.threads)
-    record, save = base.open_record(out / "beyond.json", args.report_only)
+    record, save = open_record(out / "beyond.json", args.report_only)
     if args.report_only:
         write_report(record, first, out, args.epochs, args.benchmarks_file)
         return 0
@@ -420,11 +416,11 @@ def main(argv: list[str] | None = None) -> int:
     for factor in base.LATENCY_FACTORS:
         name = kd_search_name(factor)
         path = out / "search" / name / "results.json"
-        if not (name in searches and base.readable_json(path)):
+        if not (name in searches and readable_json(path)):
             start = time.time()
             base.search(settings, kd_checkpoint, name, budgets["by_factor"][str(factor)]["latency_budget_ms"],
                         budgets["params_budget"])
-            searches[name] = {"factor": factor, "wall_s": time.time() - start, "results": base.public_path(path)}
+            searches[name] = {"factor": factor, "wall_s": time.time() - start, "results": public_path(path)}
             save()
         if name not in selection:
             selection[name] = base.select_by_measured_latency(settings, kd_checkpoint, adaptation, path, factor,

@@ -30,28 +30,22 @@ or not, so a run in progress is reported as far as it got.
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
-import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from common import ROOT, code_commit, log, run_cli, staged_parser, write_json
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from autovit_ray.data import build_loader  # noqa: E402
-from autovit_ray.evaluation import evaluate  # noqa: E402
-from autovit_ray.io import atomic_write_text, replace_markdown_section  # noqa: E402
-from autovit_ray.plan import count_macs, count_params  # noqa: E402
-from autovit_ray.space import load_space  # noqa: E402
-from autovit_ray.training.config import TrainConfig, load_config  # noqa: E402
-from autovit_ray.training.reference import (  # noqa: E402
+from autovit_ray.data import build_loader
+from autovit_ray.evaluation import evaluate
+from autovit_ray.io import atomic_write_text, replace_markdown_section
+from autovit_ray.plan import count_macs, count_params
+from autovit_ray.space import load_space
+from autovit_ray.training.config import TrainConfig, load_config
+from autovit_ray.training.reference import (
     MOBILEVIT_ADAPTATIONS,
     ReferenceSpec,
     attention_tokens,
@@ -103,17 +97,6 @@ PILOT = [Arm("stem1", "padcrop", 0, PILOT_EPOCHS), Arm("stage2", "padcrop", 0, P
          Arm("stem1", "padcrop", 1, PILOT_EPOCHS)]
 
 
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
-def code_commit() -> str:
-    out = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True)
-    dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "autovit_ray", "bench"],
-                           capture_output=True, text=True).stdout.strip()
-    return out.stdout.strip() + ("-dirty" if dirty else "")
-
-
 def arm_config(arm: Arm, data_dir: Path) -> TrainConfig:
     extra = {**BASE_RECIPE, **RECIPES[arm.recipe], "name": arm.name, "seed": arm.seed,
              "train.epochs": arm.epochs, "data.data_dir": str(data_dir)}
@@ -155,7 +138,7 @@ def run_arm(arm: Arm, out: Path, data_dir: Path, test: bool = False) -> dict[str
         log(f"{arm.name}: training ({arm.epochs} epochs)")
         train_reference(cfg, spec, run_dir, log=log)
         meta = {"commits": commits, "finished": True}
-        atomic_write_text(meta_path, json.dumps(meta, indent=1))
+        write_json(meta_path, meta)
     history = json.loads((run_dir / "history.json").read_text())
     model, note = build_spec(spec, 10)
     record: dict[str, Any] = {
@@ -172,7 +155,7 @@ def run_arm(arm: Arm, out: Path, data_dir: Path, test: bool = False) -> dict[str
             model.load_state_dict(torch.load(run_dir / "model.pt", map_location="cpu", weights_only=True))
             meta["test_top1"] = evaluate(model, build_loader(cfg.data, "test", RESOLUTION), resolution=RESOLUTION,
                                          device=torch.device("cpu")).top1
-            atomic_write_text(meta_path, json.dumps(meta, indent=1))
+            write_json(meta_path, meta)
         record["test_top1"] = meta["test_top1"]
     return record
 
@@ -182,17 +165,6 @@ def train_overrides(recipe: str, epochs: int, data_dir: Path) -> list[str]:
     values = {**BASE_RECIPE, **RECIPES[recipe], "train.epochs": epochs, "data.data_dir": str(data_dir),
               "input_profile": INPUT_PROFILE, "train.progress_bar": False, "ray.torch_threads": 2}
     return [f"{key}={json.dumps(value)}" for key, value in values.items()]  # JSON is YAML: null, lists, floats
-
-
-def run_cli(args: list[str], log_path: Path) -> None:
-    """One product command, its output appended to `log_path`; a failure names the command and the log."""
-    cmd = [sys.executable, "-m", *args]
-    # this copy of the code, also in the Ray workers the command starts (not an editable install's)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    with open(log_path, "a") as out:
-        rc = subprocess.call(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=env)
-    if rc != 0:
-        raise RuntimeError(f"`{' '.join(cmd)}` failed (exit {rc}); see {log_path}")
 
 
 def run_corner(corner: str, recipe: str, out: Path, data_dir: Path) -> dict[str, Any]:
@@ -224,7 +196,7 @@ def run_corner(corner: str, recipe: str, out: Path, data_dir: Path) -> dict[str,
               "macs_m": count_macs(arch, 10, space) / 1e6, "tokens": space.attention_tokens(RESOLUTION),
               "epochs": int(read_meta(checkpoint)["epoch"]), "val_top1": val_top1,
               "wall_s_this_run": time.time() - start, "commit": code_commit()}
-    atomic_write_text(record_path, json.dumps(record, indent=1))
+    write_json(record_path, record)
     return record
 
 
@@ -414,13 +386,7 @@ def section(r: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", type=Path, default=Path(os.environ.get("AUTOVIT_BENCH_DIR", "~/.cache/autovit-ray/bench"))
-                   .expanduser() / "cifar10_recipe")
-    p.add_argument("--data-dir", type=Path, default=Path(os.environ.get("AUTOVIT_CIFAR10_DIR", "data/cifar10")))
-    p.add_argument("--stop-after", choices=STAGES, default=STAGES[-1])
-    p.add_argument("--report-only", action="store_true", help="write the JSON and section from what exists")
-    args = p.parse_args(argv)
+    args = staged_parser(__doc__, "cifar10_recipe", STAGES).parse_args(argv)
     if args.report_only:
         report(args.out.resolve())
         return 0
@@ -430,7 +396,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {"pilot": [], "peer": None}
 
     def save() -> None:
-        atomic_write_text(args.out / "results.json", json.dumps(results, indent=1))
+        write_json(args.out / "results.json", results)
 
     for arm in PILOT:
         results["pilot"].append(run_arm(arm, args.out, data_dir))

@@ -22,6 +22,12 @@ into its own venv) so that edits in the checkout do not change a run halfway. St
 the peer's architecture), and stops: the inputs of bench/search_strategies.py, regenerated on a machine
 where the first result's artifacts are gone without paying for the peer's training first.
 
+The product's own run of this experiment is ``configs/pipeline/cifar10-result.yaml`` (``python -m
+autovit_ray.pipeline --config cifar10-result``: the chosen recipe, the torch-cpu table, the search under
+1.0x / 0.8x the peer's latency and 1.4x its parameters, the peer trained alike and compared); this driver
+keeps what the committed result did beyond it: the pilot, the onnxruntime table and both validations,
+and the selection of the searched candidates by latency measured beside the peer.
+
 Bad input: a supernet checkpoint of another supernet, input profile, data split or recipe, and a peer state
 of another recipe or adaptation, are refused with one clear error (``Mismatch``); a stage artifact that
 cannot be read is redone, not used.
@@ -31,9 +37,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -43,21 +47,33 @@ from typing import Any
 
 import timm
 import torch
+from common import (
+    ROOT,
+    bench_dir,
+    cifar10_dir,
+    environment,
+    log,
+    mlflow_env,
+    open_record,
+    public_path,
+    readable_json,
+    run_cli,
+    save_figure,
+    write_json,
+)
 from torch import nn
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import autovit_ray  # noqa: E402
-from autovit_ray.checkpoint import list_checkpoints, read_meta  # noqa: E402
-from autovit_ray.compare import measure_macs  # noqa: E402
-from autovit_ray.data import Loaders, build_loaders  # noqa: E402
-from autovit_ray.evaluation import calibrated_subnet, evaluate  # noqa: E402
-from autovit_ray.io import atomic_path, atomic_write_text, replace_markdown_section  # noqa: E402
-from autovit_ray.training.config import TrainConfig, load_config  # noqa: E402
-from autovit_ray.training.loop import seed_everything  # noqa: E402
-from autovit_ray.training.optim import build_optimizer, build_scheduler  # noqa: E402
-from autovit_ray.training.reference import train_epoch  # noqa: E402
+import autovit_ray
+from autovit_ray.checkpoint import list_checkpoints, read_meta
+from autovit_ray.compare import measure_macs
+from autovit_ray.data import Loaders, build_loaders
+from autovit_ray.evaluation import calibrated_subnet, evaluate
+from autovit_ray.io import atomic_path, replace_markdown_section
+from autovit_ray.search.config import SearchConfig
+from autovit_ray.training.config import TrainConfig, load_config
+from autovit_ray.training.loop import seed_everything
+from autovit_ray.training.optim import build_optimizer, build_scheduler
+from autovit_ray.training.reference import train_epoch
 
 TRAIN_IMAGES = 45_000  # CIFAR-10's 50k training images less the 5k held-out validation split
 RESOLUTION = 32
@@ -98,38 +114,6 @@ def build_peer(adaptation: str, num_classes: int = 10) -> nn.Module:
 
 class Mismatch(ValueError):
     """A stage artifact made with other settings than this run's (another recipe, split, supernet...)."""
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-def bench_dir() -> Path:
-    return Path(os.environ.get("AUTOVIT_BENCH_DIR", "~/.cache/autovit-ray/bench")).expanduser()
-
-
-def public_path(path: str | Path) -> str:
-    """A path as a committed result records it, never a path of the machine that ran it: under the
-    benchmark folder as `$AUTOVIT_BENCH_DIR/...`; a work tree (this checkout or a pinned copy beside it)
-    as `<work tree name>/...`; anything else unchanged."""
-    text = str(path)
-    for base, prefix in ((bench_dir(), "$AUTOVIT_BENCH_DIR/"), (ROOT.parent, "")):
-        base_text = str(base.resolve()) if base.exists() else str(base)
-        for candidate in {base_text, str(base)}:
-            if text.startswith(candidate + "/"):
-                return prefix + text[len(candidate) + 1:]
-    return text
-
-
-def public_paths(value: Any) -> Any:
-    """`public_path` applied to every absolute path string inside a JSON value (results written before it)."""
-    if isinstance(value, dict):
-        return {k: public_paths(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [public_paths(v) for v in value]
-    if isinstance(value, str) and value.startswith("/"):
-        return public_path(value)
-    return value
 
 
 def _save_atomic(obj: Any, path: Path) -> None:
@@ -323,7 +307,7 @@ def advance_supernet(settings: Settings, recipe: str, epoch: int, run: str = SUP
                      extra: Sequence[str] = (), arch: str | None = None) -> None:
     """Train experiment `run` to `epoch` through the product's CLI (`python -m autovit_ray.train`), the
     recipe's overrides plus `extra`; `arch`: a file of one arch to train stand-alone (`--arch`)."""
-    cmd = [sys.executable, "-m", "autovit_ray.train", "--config", "cifar10", "--name", run,
+    cmd = ["autovit_ray.train", "--config", "cifar10", "--name", run,
            "--supernets", SUPERNET, "--output-dir", str(settings.out)]
     if arch is not None:
         cmd += ["--arch", arch]
@@ -336,11 +320,7 @@ def advance_supernet(settings: Settings, recipe: str, epoch: int, run: str = SUP
         overrides += [f"train.max_steps_per_epoch={settings.max_steps}", "eval.max_batches=1"]
     for item in overrides:
         cmd += ["--set", item]
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{settings.out / 'mlflow.db'}"}
-    with open(settings.out / f"{run}.log", "a") as out:
-        rc = subprocess.call(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=env)
-    if rc != 0:
-        raise RuntimeError(f"{run}: `{' '.join(cmd)}` failed (exit {rc}); see {settings.out / run}.log")
+    run_cli(cmd, settings.out / f"{run}.log", mlflow_env(settings.out))
 
 
 def run_training(settings: Settings, recipe: str, adaptation: str, results: dict[str, Any],
@@ -388,18 +368,6 @@ LUT_BACKENDS = ("torch-cpu", "onnxruntime")
 SEARCH_BACKEND = "torch-cpu"  # the tables' default; onnxruntime latencies are reported beside it
 
 
-def run_cli(settings: Settings, args: Sequence[str], log_name: str) -> None:
-    """`python -m <args>` from the code this script runs from, output appended to <out>/<log_name>.log."""
-    cmd = [sys.executable, "-m", *args]
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{settings.out / 'mlflow.db'}"}
-    with open(settings.out / f"{log_name}.log", "a") as out:
-        out.write(f"\n$ {' '.join(cmd)}\n")
-        out.flush()
-        rc = subprocess.call(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=env)
-    if rc != 0:
-        raise RuntimeError(f"`{' '.join(cmd)}` failed (exit {rc}); see {settings.out / log_name}.log")
-
-
 def lut_flags(settings: Settings) -> list[str]:
     rounds = ["--rounds", str(settings.lut_rounds)] if settings.lut_rounds else []
     return [*rounds, "--quiet-cpus", str(settings.lut_quiet_cpus)]
@@ -438,18 +406,18 @@ def run_luts(settings: Settings, results: dict[str, Any], save: Callable[[], Non
         if table is None:
             path.parent.mkdir(parents=True, exist_ok=True)
             log(f"LUT: building the {backend} table at {RESOLUTION} px")
-            run_cli(settings, ["autovit_ray.profile", "build", "--supernet", SUPERNET, "--input-profile", INPUT_PROFILE,
-                               "--backend", backend, "--resolution", str(RESOLUTION), "--num-classes", "10",
-                               "--references", str(settings.lut_references), "--out", str(path),
-                               *lut_flags(settings)], "luts")
+            run_cli(["autovit_ray.profile", "build", "--supernet", SUPERNET, "--input-profile", INPUT_PROFILE,
+                     "--backend", backend, "--resolution", str(RESOLUTION), "--num-classes", "10",
+                     "--references", str(settings.lut_references), "--out", str(path), *lut_flags(settings)],
+                    settings.out / "luts.log", mlflow_env(settings.out))
             table = load_lut(path, backend)
             luts.pop(backend, None)
         report_dir = path.with_name(f"{path.stem}_validation")
         if validate and (backend not in luts or not (report_dir / "validation.json").is_file()):
             log(f"LUT: validating the {backend} table on {settings.lut_samples} fresh subnets (two passes)")
-            run_cli(settings, ["autovit_ray.profile", "validate", "--lut", str(path), "--supernet", SUPERNET,
-                               "--input-profile", INPUT_PROFILE, "--samples", str(settings.lut_samples), "--seed", "1",
-                               "--out", str(report_dir), *lut_flags(settings)], "luts")
+            run_cli(["autovit_ray.profile", "validate", "--lut", str(path), "--supernet", SUPERNET,
+                     "--input-profile", INPUT_PROFILE, "--samples", str(settings.lut_samples), "--seed", "1",
+                     "--out", str(report_dir), *lut_flags(settings)], settings.out / "luts.log", mlflow_env(settings.out))
             report = json.loads((report_dir / "validation.json").read_text())
             luts[backend] = {"path": public_path(path), "method": table.method, "metadata": table.metadata,
                              "validation": {k: v for k, v in report.items() if k != "rows"},
@@ -546,19 +514,6 @@ def run_budgets(settings: Settings, adaptation: str, results: dict[str, Any], sa
 # Stage 5: the searches (the product's `python -m autovit_ray.search`)
 
 
-def readable_json(path: Path) -> bool:
-    """Whether `path` holds JSON; a corrupt file is removed, so that its stage runs again."""
-    try:
-        json.loads(path.read_text())
-        return True
-    except FileNotFoundError:
-        return False
-    except (OSError, json.JSONDecodeError) as e:
-        log(f"{path} is unreadable ({e}); running its stage again")
-        path.unlink(missing_ok=True)
-        return False
-
-
 def search_name(factor: float) -> str:
     return f"c2f-{factor:.1f}x"
 
@@ -568,13 +523,12 @@ def search(settings: Settings, checkpoint: Path, name: str, latency_budget_ms: f
     """One coarse-to-fine search of the product (`python -m autovit_ray.search`) under the budgets,
     selecting on the validation split; returns its results.json."""
     log(f"search {name}: latency <= {latency_budget_ms:.3f} LUT ms, params <= {params_budget:,.0f}")
-    run_cli(settings, ["autovit_ray.search", "--checkpoint", str(checkpoint), "--name", name,
-                       "--output-dir", str(settings.out), "--lut", str(lut_path(settings, SEARCH_BACKEND)),
-                       "--params-budget", str(params_budget), "--latency-budget-ms", str(latency_budget_ms),
-                       "--strategy", "coarse-to-fine", "--population", str(settings.population),
-                       "--generations", str(settings.generations), "--parents", "10",
-                       "--evaluators", "2", "--top-k", str(SELECTION_CANDIDATES),
-                       "--export-formats", "onnx", "--seed", "0"], f"search-{name}")
+    config = SearchConfig(name=name, checkpoint=str(checkpoint), output_dir=str(settings.out),
+                          lut=str(lut_path(settings, SEARCH_BACKEND)), params_budget=params_budget,
+                          latency_budget_ms=latency_budget_ms, strategy="coarse-to-fine",
+                          population=settings.population, generations=settings.generations, parents=10,
+                          evaluators=2, top_k=SELECTION_CANDIDATES, export_formats=("onnx",), seed=0)
+    run_cli(["autovit_ray.search", *config.to_argv()], settings.out / f"search-{name}.log", mlflow_env(settings.out))
     return settings.out / "search" / name / "results.json"
 
 
@@ -717,57 +671,19 @@ def _lat(stats: dict[str, float] | None) -> str:
     return f"{stats['median_ms']:.2f} ({stats['p10_ms']:.2f}–{stats['p90_ms']:.2f})"
 
 
-def work_tree_commit(root: str | Path) -> str:
-    """HEAD of the work tree at `root` ('?' when it is gone or not a git tree)."""
-    found = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True) \
-        if Path(root).is_dir() else None
-    return found.stdout.strip() if found is not None and found.returncode == 0 else "?"
-
-
-def code_identity() -> dict[str, str]:
-    """The code this process runs: the imported package and the commit of its work tree."""
-    return {"autovit_ray": public_path(autovit_ray.__file__), "root": public_path(ROOT), "commit": work_tree_commit(ROOT)}
-
-
-def note_code(record: dict[str, Any]) -> None:
-    """Add this process's code to `record["code_runs"]`, the code of every run that advanced stages (a
-    run resumed over sessions may be another pinned commit); a report-only run does not call this.
-    An older record's single `code` (no commit) becomes the first entry, its commit read from its tree."""
-    if "code" in record:
-        old = record.pop("code")
-        record.setdefault("code_runs", []).insert(0, {**old, "commit": old.get("commit")
-                                                      or work_tree_commit(old["root"])})
-    runs = record.setdefault("code_runs", [])
-    if code_identity() not in runs:
-        runs.append(code_identity())
-
-
 def follow_up_parser(doc: str | None) -> argparse.ArgumentParser:
     """The arguments of every driver that builds on this result's artifacts (bench/cifar10_beyond.py,
     bench/rank_fidelity.py); each adds its own."""
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=None, help="the first result's artifacts (default: "
                                                                "$AUTOVIT_BENCH_DIR/cifar10_result)")
-    parser.add_argument("--data-dir", default=os.environ.get("AUTOVIT_CIFAR10_DIR", "data/cifar10"))
+    parser.add_argument("--data-dir", default=cifar10_dir())
     parser.add_argument("--epochs", type=int, default=30, help="the supernets' epochs (their checkpoints' check)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--max-steps", type=int, default=None, help="smoke runs: steps per epoch")
     parser.add_argument("--report-only", action="store_true")
     parser.add_argument("--benchmarks-file", type=Path, default=ROOT / "BENCHMARKS.md")
     return parser
-
-
-def open_record(path: Path, report_only: bool) -> tuple[dict[str, Any], Callable[[], None]]:
-    """(a driver's record at `path`, the function that saves it atomically); a run that advances stages
-    notes its code in it (`note_code`)."""
-    record: dict[str, Any] = json.loads(path.read_text()) if readable_json(path) else {}
-    if not report_only:
-        note_code(record)
-
-    def save() -> None:
-        atomic_write_text(path, json.dumps(record, indent=1))
-
-    return record, save
 
 
 def worker_code(out: Path, runs: Sequence[str]) -> dict[str, Any]:
@@ -798,16 +714,6 @@ def code_line(record: dict[str, Any]) -> str:
         return "Code: not recorded."
     return "Code that ran the stages: " + ", then ".join(
         f"commit {r.get('commit', '?')[:7]} (`{Path(r['root']).name}`)" for r in runs) + "."
-
-
-def environment() -> dict[str, Any]:
-    """Package versions, and the code that wrote the report (which may differ from the runs' code)."""
-    from importlib.metadata import version
-
-    packages = {name: version(name) for name in ("torch", "timm", "ray", "mlflow", "numpy", "onnxruntime")}
-    report = code_identity()
-    return {"packages": packages, "python": sys.version.split()[0], "report_code_root": report["root"],
-            "report_commit": report["commit"]}
 
 
 # Planning figures where nothing is measured yet (2 quiet cores, issue 12's table):
@@ -1022,18 +928,6 @@ def plot(results: dict[str, Any], out_dir: Path, path: Path) -> Path | None:
     return save_figure(fig, path)
 
 
-def save_figure(fig: Any, path: Path) -> Path:
-    """Write a matplotlib figure atomically (the PNG committed beside BENCHMARKS.md) and close it."""
-    import matplotlib.pyplot as plt
-
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    return path
-
-
 def write_report(results: dict[str, Any], out_dir: Path, epochs: int, benchmarks: Path) -> None:
     record = {**results, "environment": environment(),
               "training_worker_code": worker_code(out_dir, [SUPERNET_RUN]).get(SUPERNET_RUN),
@@ -1041,7 +935,7 @@ def write_report(results: dict[str, Any], out_dir: Path, epochs: int, benchmarks
               "data_path": "timm PIL pipeline per image (data.augment timm, num_workers 0)",
               "updated": time.strftime("%Y-%m-%d %H:%M")}
     results_dir = benchmarks.parent / "bench" / "results"  # committed beside BENCHMARKS.md
-    atomic_write_text(results_dir / "cifar10_result.json", json.dumps(record, indent=1, default=str))
+    write_json(results_dir / "cifar10_result.json", record)
     plot(results, out_dir, results_dir / "cifar10_result.png")
     replace_markdown_section(benchmarks, SECTION, "\n".join(report_sections(results, epochs)))
     log(f"wrote {benchmarks}, {results_dir / 'cifar10_result.json'}")
@@ -1053,7 +947,7 @@ def write_report(results: dict[str, Any], out_dir: Path, epochs: int, benchmarks
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=None, help="default: $AUTOVIT_BENCH_DIR/cifar10_result")
-    parser.add_argument("--data-dir", default=os.environ.get("AUTOVIT_CIFAR10_DIR", "data/cifar10"))
+    parser.add_argument("--data-dir", default=cifar10_dir())
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--pilot-epochs", type=int, default=6)
     parser.add_argument("--threads", type=int, default=2)
@@ -1081,21 +975,16 @@ def main(argv: list[str] | None = None) -> int:
                         population=args.population, generations=args.generations, max_steps=args.max_steps,
                         max_eval_batches=args.max_eval_batches)
     torch.set_num_threads(args.threads)
-    results_path = out / "results.json"
-    results: dict[str, Any] = {}
-    if results_path.is_file():
-        try:
-            results = json.loads(results_path.read_text())
-        except json.JSONDecodeError as e:
-            log(f"{results_path} is unreadable ({e}); starting its bookkeeping again (trainings resume)")
-    if not args.report_only:
-        note_code(results)
+    results, save = open_record(out / "results.json", args.report_only)
     if "pilot" not in results and not args.report_only:
         reuse_committed_pilot(results, args.pilot_epochs)
 
-    def save() -> None:
-        atomic_write_text(results_path, json.dumps(results, indent=1))
-
+    if args.report_only and not results and COMMITTED_RESULTS.is_file():
+        # a machine without the artifacts: the section again from the committed record (JSON and plot kept)
+        log(f"no {out / 'results.json'}: the section from {public_path(COMMITTED_RESULTS)}")
+        committed = json.loads(COMMITTED_RESULTS.read_text())
+        replace_markdown_section(args.benchmarks_file, SECTION, "\n".join(report_sections(committed, args.epochs)))
+        return 0
     if args.report_only:
         write_report(results, out, args.epochs, args.benchmarks_file)
         return 0

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import random
 import sys
@@ -21,13 +20,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+from common import code_identity, write_json
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from autovit_ray.io import atomic_path  # noqa: E402
-from autovit_ray.latency import TorchCPUBackend  # noqa: E402
-from autovit_ray.nn import Supernet  # noqa: E402
-from autovit_ray.space import load_space  # noqa: E402
+from autovit_ray.latency import TorchCPUBackend
+from autovit_ray.nn import Supernet
+from autovit_ray.space import load_space
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,9 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         "spread_max_over_min": {n: max(v) / min(v) for n, v in relative.items()},
         "window_correlation_between_models": [float(c) for c in corr],
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(args.out) as tmp:
-        tmp.write_text(json.dumps(result, indent=2))
+    write_json(args.out, {**result, "code": code_identity()}, indent=2)
     for name, values in relative.items():
         print(f"{name:9s} median {result['median_ms'][name]:7.2f} ms; per-window / overall: "
               + " ".join(f"{v:.3f}" for v in values))

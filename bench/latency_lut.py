@@ -22,9 +22,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from common import write_json
 
-from autovit_ray.latency import (  # noqa: E402
+from autovit_ray.latency import (
     BuildConfig,
     LatencyTable,
     TorchCPUBackend,
@@ -33,19 +33,14 @@ from autovit_ray.latency import (  # noqa: E402
     validate_table,
     write_report,
 )
-from autovit_ray.latency._files import atomic_path  # noqa: E402
-from autovit_ray.space import load_space  # noqa: E402
+from autovit_ray.latency._files import atomic_path
+from autovit_ray.space import load_space
 
 TARGETS = {"within_10": 99.0, "within_5": 90.0, "kendall_tau": 0.95, "mape_over_retest": 1.5}
 
 
 def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')} load {os.getloadavg()[0]:.1f}] {message}", flush=True)
-
-
-def write_json(path: Path, data: Any) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2))
 
 
 def build_part(space: Any, resolution: int, out: Path, config: BuildConfig) -> LatencyTable:
@@ -104,7 +99,7 @@ def run_supernet(name: str, args: argparse.Namespace) -> dict[str, Any]:
         write_report(validation, out)
         report = json.loads(report_path.read_text())
         report["load_average"] = {"start": load_before, "end": os.getloadavg()[0]}
-        write_json(report_path, report)
+        write_json(report_path, report, indent=2)
         log(validation.summary())
     result = {
         "supernet": name, "resolutions": resolutions, "method": table.method,
@@ -119,7 +114,7 @@ def run_supernet(name: str, args: argparse.Namespace) -> dict[str, Any]:
         "level": level_diagnostic(report["rows"], table.method),
         "build_quiet": table.metadata.get("quiet"), "validation_quiet": report.get("quiet"),
         "device": table.device.get("cpu_model"), "settings": table.backend_settings}
-    write_json(out / "result.json", result)
+    write_json(out / "result.json", result, indent=2)
     return result
 
 
@@ -169,7 +164,7 @@ def main() -> int:
         table = markdown(results, command)
         with atomic_path(Path(args.out) / "summary.md") as tmp:
             tmp.write_text(table + "\n")
-        write_json(Path(args.out) / "summary.json", results)
+        write_json(Path(args.out) / "summary.json", results, indent=2)
     print(table)
     return 0
 

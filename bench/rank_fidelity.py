@@ -40,24 +40,20 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import cifar10_beyond as beyond
+import cifar10_result as base
 import torch
+from cifar10_result import Settings
+from common import bench_dir, log, open_record, save_figure, write_json
 from torch import nn
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-
-import cifar10_beyond as beyond  # noqa: E402
-import cifar10_result as base  # noqa: E402
-from cifar10_result import Settings, log  # noqa: E402
-
-import autovit_ray  # noqa: E402
-from autovit_ray import evaluation, stats  # noqa: E402
-from autovit_ray.checkpoint import list_checkpoints, read_meta  # noqa: E402
-from autovit_ray.data import build_loaders  # noqa: E402
-from autovit_ray.io import atomic_write_text, replace_markdown_section  # noqa: E402
-from autovit_ray.plan import count_params  # noqa: E402
-from autovit_ray.space import Arch, SearchSpace, load_space  # noqa: E402
+import autovit_ray
+from autovit_ray import evaluation, stats
+from autovit_ray.checkpoint import list_checkpoints, read_meta
+from autovit_ray.data import build_loaders
+from autovit_ray.io import atomic_write_text, replace_markdown_section
+from autovit_ray.plan import count_params
+from autovit_ray.space import Arch, SearchSpace, load_space
 
 SECTION = "## Rank fidelity: inherited vs stand-alone accuracy on CIFAR-10 (issue 14, part 4)"
 COMMAND = "nohup .venv/bin/python bench/rank_fidelity.py >> ~/.cache/autovit-ray/bench/rank_fidelity.log 2>&1 &"
@@ -333,14 +329,14 @@ def plot(record: dict[str, Any], path: Path) -> Path | None:
     ax.set_title("Rank fidelity of the XXS supernet on CIFAR-10")
     ax.legend(loc="lower right", fontsize=8)
     ax.grid(alpha=0.3)
-    return base.save_figure(fig, path)
+    return save_figure(fig, path)
 
 
 def write_report(record: dict[str, Any], out: Path, first: dict[str, Any], benchmarks: Path) -> None:
     results_dir = benchmarks.parent / "bench" / "results"
     full = {**record, **base.provenance(first, out, [s["run"] for s in record.get("subnets", [])]),
             "short_schedule": [f"train.epochs={record.get('setup', {}).get('short_epochs')}", *SHORT_SCHEDULE]}
-    atomic_write_text(results_dir / "rank_fidelity.json", json.dumps(full, indent=1, default=str))
+    write_json(results_dir / "rank_fidelity.json", full)
     plot(record, results_dir / "rank_fidelity.png")
     replace_markdown_section(benchmarks, SECTION, "\n".join(report_sections(record)))
     log(f"wrote {benchmarks}, {results_dir / 'rank_fidelity.json'}")
@@ -351,12 +347,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--subnets", type=int, default=NUM_SUBNETS)
     parser.add_argument("--short-epochs", type=int, default=SHORT_EPOCHS, help="the stand-alone schedule")
     args = parser.parse_args(argv)
-    out = (args.out or base.bench_dir() / "cifar10_result").expanduser().resolve()
+    out = (args.out or bench_dir() / "cifar10_result").expanduser().resolve()
     first = trained_result(out)
     settings = Settings(out=out, data_dir=args.data_dir, epochs=args.epochs, pilot_epochs=first["pilot"]["epochs"],
                         threads=args.threads, max_steps=args.max_steps)
     torch.set_num_threads(args.threads)
-    record, save = base.open_record(out / "rank_fidelity.json", args.report_only)
+    record, save = open_record(out / "rank_fidelity.json", args.report_only)
     if not args.report_only:
         recipe = first["train"]["recipe"]
         log(f"rank_fidelity: artifacts in {out}; code {autovit_ray.__file__}")

@@ -33,23 +33,29 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import random
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
+import cifar10_result as c10
+from common import (
+    ROOT,
+    bench_dir,
+    environment,
+    log,
+    mlflow_env,
+    note_code,
+    public_paths,
+    readable_json,
+    run_cli,
+    write_json,
+)
 
-import cifar10_result as c10  # noqa: E402
-from cifar10_result import bench_dir, log  # noqa: E402
-
-from autovit_ray.io import atomic_write_text, replace_markdown_section  # noqa: E402
+from autovit_ray.io import atomic_write_text, replace_markdown_section
+from autovit_ray.search.config import SearchConfig
 
 HEADING = "## Search strategies at equal budgets: the paper's Table 6 on CIFAR-10 (issue 14)"
 STRATEGIES = ("coarse-to-fine", "evolution", "random")
@@ -87,7 +93,7 @@ def provenance(inputs: dict[str, Any]) -> dict[str, Any]:
     if "train" in first and "budgets" in first and inputs == cifar10_inputs():
         return {**c10.provenance(first, bench_dir() / "cifar10_result", (c10.SUPERNET_RUN,)),
                 "supernet": supernet_summary(first)}
-    return {"environment": c10.environment()}
+    return {"environment": environment()}
 
 
 def supernet_summary(first: dict[str, Any]) -> dict[str, Any]:
@@ -99,15 +105,15 @@ def supernet_summary(first: dict[str, Any]) -> dict[str, Any]:
             "code_runs": first.get("code_runs", [])}
 
 
-def search_argv(inputs: dict[str, Any], strategy: str, seed: int, evaluations: int, out: Path) -> list[str]:
-    return ["--checkpoint", inputs["checkpoint"], "--supernet", inputs["supernet"], "--lut", inputs["lut"],
-            "--params-budget", repr(inputs["params_budget"]), "--latency-budget-ms", repr(inputs["latency_budget_ms"]),
-            "--strategy", strategy, "--seed", str(seed), "--max-evaluations", str(evaluations),
-            "--population", str(min(POPULATION, evaluations)),
-            "--generations", str(math.ceil(evaluations / min(POPULATION, evaluations))),
-            "--val-half", "0", "--eval-cache", str(out / "eval_cache.sqlite"), "--evaluators", "2",
-            "--top-k", "1", "--export-formats", "", "--no-register", "--output-dir", str(out),
-            "--name", f"{strategy}-seed{seed}"]
+def search_config(inputs: dict[str, Any], strategy: str, seed: int, evaluations: int, out: Path) -> SearchConfig:
+    population = min(POPULATION, evaluations)
+    return SearchConfig(name=f"{strategy}-seed{seed}", checkpoint=inputs["checkpoint"], supernet=inputs["supernet"],
+                        lut=inputs["lut"], params_budget=inputs["params_budget"],
+                        latency_budget_ms=inputs["latency_budget_ms"], strategy=strategy, seed=seed,
+                        max_evaluations=evaluations, population=population,
+                        generations=math.ceil(evaluations / population), val_half=0,
+                        eval_cache=str(out / "eval_cache.sqlite"), evaluators=2, top_k=1, export_formats=(),
+                        no_register=True, output_dir=str(out))
 
 
 def results_path(out: Path, strategy: str, seed: int) -> Path:
@@ -120,14 +126,10 @@ def run_one(inputs: dict[str, Any], strategy: str, seed: int, evaluations: int, 
     path = results_path(out, strategy, seed)
     wall_path = out / "search" / name / "bench_wall_s.json"
     if not path.is_file():
-        cmd = [sys.executable, "-m", "autovit_ray.search", *search_argv(inputs, strategy, seed, evaluations, out)]
-        env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{out / 'mlflow.db'}"}
-        log(f"{name}: {' '.join(cmd)}")
+        cmd = ["autovit_ray.search", *search_config(inputs, strategy, seed, evaluations, out).to_argv()]
+        log(f"{name}: {sys.executable} -m {' '.join(cmd)}")
         start = time.time()
-        with open(out / f"{name}.log", "a") as f:
-            rc = subprocess.call(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, env=env)
-        if rc != 0:
-            raise RuntimeError(f"{name} failed (exit {rc}); see {out / name}.log")
+        run_cli(cmd, out / f"{name}.log", mlflow_env(out))
         # the wall time of the run that finished it (a resumed search: of its last part)
         atomic_write_text(wall_path, json.dumps(time.time() - start))
     results = json.loads(path.read_text())
@@ -340,21 +342,21 @@ def main(argv: list[str] | None = None) -> int:
         saved = out / "inputs.json"
         if saved.is_file() and json.loads(saved.read_text()) != inputs:
             raise SystemExit(f"{out} holds runs with other inputs ({saved}); pass another --out")
-        atomic_write_text(saved, json.dumps(inputs, indent=1))
+        write_json(saved, inputs)
         # the code of every invocation that ran searches (a run resumed over sessions may be another commit)
         code_path = out / "code_runs.json"
-        code: dict[str, Any] = json.loads(code_path.read_text()) if c10.readable_json(code_path) else {}
+        code: dict[str, Any] = json.loads(code_path.read_text()) if readable_json(code_path) else {}
         if any(not results_path(out, strategy, seed).is_file() for seed in seeds for strategy in strategies):
-            c10.note_code(code)
-            atomic_write_text(code_path, json.dumps(code, indent=1))
+            note_code(code)
+            write_json(code_path, code)
         runs = []
         for seed in seeds:  # seed-major: a stop leaves whole seeds of every strategy
             for strategy in strategies:
                 runs.append(run_one(inputs, strategy, seed, args.evaluations, out))
-        result = {"inputs": c10.public_paths(inputs), "evaluations": args.evaluations, "seeds": seeds, "runs": runs,
+        result = {"inputs": public_paths(inputs), "evaluations": args.evaluations, "seeds": seeds, "runs": runs,
                   "reach": reach_statistics(runs), "code_runs": code.get("code_runs", []),
                   **provenance(inputs)}
-        atomic_write_text(args.results, json.dumps(result, indent=1))
+        write_json(args.results, result)
     plot(result, png)
     text = section(result, command, str(png.relative_to(ROOT)) if png.is_relative_to(ROOT) else str(png))
     replace_markdown_section(args.benchmarks_file, HEADING, text)

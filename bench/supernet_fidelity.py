@@ -32,21 +32,14 @@ exists, so a run in progress is reported as far as it got.
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import random
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-
-from cifar10_recipe import (  # noqa: E402
+from cifar10_recipe import (
     GATE_VAL_TOP1,
     INPUT_PROFILE,
     MIN_TOKENS,
@@ -54,13 +47,10 @@ from cifar10_recipe import (  # noqa: E402
     PEER_EPOCHS,
     RESOLUTION,
     build_lut,
-    code_commit,
-    log,
-    run_cli,
 )
-from cifar10_result import public_path, public_paths  # noqa: E402
+from common import ROOT, bench_dir, code_commit, log, public_path, public_paths, run_cli, staged_parser
 
-from autovit_ray.io import atomic_write_text, replace_markdown_section  # noqa: E402
+from autovit_ray.io import atomic_write_text, replace_markdown_section
 
 STAGES = ("supernets", "scan", "band", "truth")
 SUPERNET = "xxs"
@@ -83,13 +73,9 @@ RECIPE_JSON = ROOT / "bench" / "results" / "cifar10_recipe.json"  # the peer and
 BENCHMARKS = ROOT / "BENCHMARKS.md"
 
 
-def bench_root() -> Path:
-    return Path(os.environ.get("AUTOVIT_BENCH_DIR", "~/.cache/autovit-ray/bench")).expanduser()
-
-
 def lut_file() -> Path:
     """The cifar10-p1 XXS torch-cpu table that bench/cifar10_recipe.py builds and validates."""
-    return bench_root() / "cifar10_recipe" / "luts" / f"xxs-{INPUT_PROFILE}-torch-cpu.parquet"
+    return bench_dir() / "cifar10_recipe" / "luts" / f"xxs-{INPUT_PROFILE}-torch-cpu.parquet"
 
 
 def ensure_lut() -> Path:
@@ -97,7 +83,7 @@ def ensure_lut() -> Path:
     machine: it is never copied from another). Runs between the supernets and the scans, so that
     nothing else shares the cores while it times."""
     if not lut_file().is_file():
-        build_lut(bench_root() / "cifar10_recipe")
+        build_lut(bench_dir() / "cifar10_recipe")
     return lut_file()
 
 
@@ -307,12 +293,7 @@ def section(r: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", type=Path, default=bench_root() / "supernet_fidelity")
-    p.add_argument("--data-dir", type=Path, default=Path(os.environ.get("AUTOVIT_CIFAR10_DIR", "data/cifar10")))
-    p.add_argument("--stop-after", choices=STAGES, default=STAGES[-1])
-    p.add_argument("--report-only", action="store_true", help="write the JSON and section from what exists")
-    args = p.parse_args(argv)
+    args = staged_parser(__doc__, "supernet_fidelity", STAGES).parse_args(argv)
     out = args.out.expanduser().resolve()
     if args.report_only:
         report(out)

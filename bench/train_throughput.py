@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import platform
 import random
 import statistics
@@ -37,16 +36,14 @@ from typing import Any
 
 import timm
 import torch
+from common import ROOT, cifar10_dir, code_identity, write_json
 from torch import nn
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from autovit_ray.data import DataConfig, build_loader  # noqa: E402
-from autovit_ray.io import atomic_write_text, replace_markdown_section  # noqa: E402
-from autovit_ray.nn import Supernet  # noqa: E402
-from autovit_ray.space import load_space  # noqa: E402
-from autovit_ray.training.optim import ActiveWeightTracker, MaskedAdamW  # noqa: E402
+from autovit_ray.data import DataConfig, build_loader
+from autovit_ray.io import replace_markdown_section
+from autovit_ray.nn import Supernet
+from autovit_ray.space import load_space
+from autovit_ray.training.optim import ActiveWeightTracker, MaskedAdamW
 
 HEADING = "## Training throughput (issue 12)"
 EPOCH_IMAGES = 45_000
@@ -247,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--data-dir", default=os.environ.get("AUTOVIT_CIFAR10_DIR", "data/cifar10"))
+    parser.add_argument("--data-dir", default=cifar10_dir())
     parser.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"))
     parser.add_argument("--report-only", action="store_true",
                         help="rewrite the section and the chart from bench/results/train_throughput.json")
@@ -256,9 +253,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.report_only:
         result = json.loads((results / "train_throughput.json").read_text())
     else:
-        result = run(args.subnets, args.batch, args.threads, args.data_dir, args.seed)
-        results.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(results / "train_throughput.json", json.dumps(result, indent=1))
+        result = {**run(args.subnets, args.batch, args.threads, args.data_dir, args.seed), "code": code_identity()}
+        write_json(results / "train_throughput.json", result)
     plot(result, results / "train_throughput.png")
     subnets = result["machine"]["subnets"]
     command = "python bench/train_throughput.py" + (f" --subnets {subnets}" if subnets != 30 else "")

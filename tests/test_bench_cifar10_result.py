@@ -7,7 +7,6 @@ be reused (fingerprints) and the statistic the headline reports, on digits and f
 from __future__ import annotations
 
 import json
-import re
 import sys
 from pathlib import Path
 
@@ -104,14 +103,6 @@ def test_both_peer_adaptations_end_on_a_2x2_map(adaptation) -> None:
         bench.build_peer("stem4")
 
 
-def test_a_corrupt_stage_json_is_removed_so_the_stage_runs_again(tmp_path) -> None:
-    good, bad = tmp_path / "good.json", tmp_path / "bad.json"
-    good.write_text('{"best": []}')
-    bad.write_text('{"best": [')
-    assert bench.readable_json(good) and not bench.readable_json(bad) and not bad.exists()
-    assert not bench.readable_json(tmp_path / "missing.json")
-
-
 def test_a_finished_committed_pilot_is_reused_and_an_unfinished_one_not(tmp_path, monkeypatch) -> None:
     arms = {f"{r}/{a}": {"recipe": r, "adaptation": a, "val_top1": 50.0, "curve": [40.0], "train_images_per_s": 1.0}
             for r, a in bench.pilot_arms()}
@@ -142,33 +133,31 @@ def test_the_reading_states_the_outcome_from_the_paired_intervals() -> None:
     assert "≤ 0.8× the peer's latency no subnet was chosen" in bench.reading({"chosen 1.0x": row(0.2, 1.0, 0.9)})
 
 
-def test_the_code_of_every_run_that_advanced_stages_is_kept() -> None:
-    record = {"code": {"autovit_ray": "/w/pinned-a/autovit_ray/__init__.py", "root": "/w/pinned-a", "commit": "a" * 40}}
-    older = {"code": {"autovit_ray": "/gone/autovit_ray/__init__.py", "root": "/gone"}}
-    bench.note_code(older)  # a record from before commits were kept, its tree removed since
-    assert older["code_runs"][0] == {"autovit_ray": "/gone/autovit_ray/__init__.py", "root": "/gone", "commit": "?"}
-    bench.note_code(record)
-    bench.note_code(record)  # the same code again: recorded once
-    assert record["code_runs"][0]["root"] == "/w/pinned-a" and len(record["code_runs"]) == 2 and "code" not in record
-    assert record["code_runs"][1] == bench.code_identity()
-    assert bench.code_line(record).startswith("Code that ran the stages: commit aaaaaaa (`pinned-a`), then commit ")
+def test_the_code_line_names_each_runs_commit_and_work_tree() -> None:
+    record = {"code_runs": [{"root": "pinned-a", "commit": "a" * 40}, {"root": "pinned-b", "commit": "b" * 40}]}
+    assert bench.code_line(record) == "Code that ran the stages: commit aaaaaaa (`pinned-a`), then commit bbbbbbb " \
+        "(`pinned-b`)."
+    assert bench.code_line({}) == "Code: not recorded."
 
 
-def test_results_record_public_paths_only(tmp_path, monkeypatch):
-    """What a committed result records: `$AUTOVIT_BENCH_DIR/...` for benchmark artifacts, `<work tree>/...` for
-    code, never a path of the machine that ran it; and no committed result holds one."""
-    monkeypatch.setenv("AUTOVIT_BENCH_DIR", str(tmp_path / "bench"))
-    assert bench.public_path(tmp_path / "bench" / "cifar10_result" / "luts" / "x.parquet") == \
-        "$AUTOVIT_BENCH_DIR/cifar10_result/luts/x.parquet"
-    worktree = bench.ROOT.parent / "pinned-abc1234"
-    assert bench.public_path(worktree / "autovit_ray" / "__init__.py") == "pinned-abc1234/autovit_ray/__init__.py"
-    assert bench.public_path(bench.ROOT) == bench.ROOT.name
-    assert bench.public_path("relative/file.json") == "relative/file.json"
-    assert bench.public_paths({"a": [str(worktree), 3], "b": "text"}) == {"a": ["pinned-abc1234", 3], "b": "text"}
-    identity = bench.code_identity()
-    assert not identity["root"].startswith("/") and not identity["autovit_ray"].startswith("/")
+def test_the_pipeline_config_of_this_result_has_its_recipe_and_budget_rules() -> None:
+    """configs/pipeline/cifar10-result.yaml is this benchmark's experiment as a product pipeline: the recipe
+    its pilot chose, its search settings, and budgets as the same multiples of the same peer (whose
+    parameters the product builds as the benchmark did: the committed budgets' peer_params)."""
+    from autovit_ray.pipeline import Pipeline, load_pipeline_config
+    from autovit_ray.training.reference import build_reference
 
-    machine_path = re.compile(r'"/(?:work|root|home|tmp|Users|mnt|data|opt)/')
-    for path in sorted((bench.ROOT / "bench" / "results").glob("*.json")):
-        found = machine_path.search(path.read_text())
-        assert found is None, f"{path.name} records a path of the machine that ran it near {found.group(0)!r}"
+    committed = json.loads(bench.COMMITTED_RESULTS.read_text())
+    recipe = committed["pilot"]["chosen"]["recipe"]
+    cfg = load_pipeline_config("cifar10-result")
+    product = bench.recipe_fingerprint(Pipeline(cfg).train_config())
+    benchmark = bench.recipe_fingerprint(_settings(Path("/nonexistent")).config(recipe))
+    for fingerprint in (product, benchmark):  # the data path (in memory / timm's PIL) is not the recipe
+        fingerprint["data"].pop("augment")
+    assert product == benchmark
+    s = cfg.search
+    assert s.params_budget_factor == bench.PARAMS_FACTOR and s.latency_budget_factor in bench.LATENCY_FACTORS
+    assert (s.population, s.generations, s.parents, s.top_k) == (50, 10, 10, bench.SELECTION_CANDIDATES)
+    space = load_space(bench.SUPERNET, input_profile=bench.INPUT_PROFILE)
+    peer, _ = build_reference(s.latency_budget_reference, 10, tuple(space.input_profile.strides))
+    assert sum(p.numel() for p in peer.parameters()) == committed["budgets"]["peer_params"]

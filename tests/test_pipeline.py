@@ -148,6 +148,7 @@ def test_search_section_is_search_config_and_checked_before_training():
 
     shared = [f.name for f in dataclasses.fields(SearchConfig) if f.name not in PER_SEARCH_FIELDS]
     assert [f.name for f in dataclasses.fields(SearchStage)] == [*shared, "auto_quantile", "latency_budget_reference",
+                                                                 "latency_budget_factor", "params_budget_factor",
                                                                  "budget_s"]
     assert load_pipeline_config("demo", ["search.params_budget=1.2M"]).search.params_budget == "1.2M"
     with pytest.raises(ValueError, match="search section: --strategy 'coarse_to_fine' is unknown"):
@@ -195,6 +196,57 @@ def test_latency_budget_of_a_reference_is_measured_once_per_table(tmp_path, monk
     assert reason.startswith(f"its smallest subnet takes {smallest_ms:.4f} table ms, more than mobilevit_xxs's")
     assert [_combine(statuses) for statuses in (["skipped", "reused"], ["skipped", "ran"], ["skipped"])] == \
         ["reused", "ran", "skipped"]
+
+
+def test_budget_factors_multiply_the_references_latency_and_parameters(tmp_path, monkeypatch):
+    """search.latency_budget_factor and params_budget_factor: the budgets as multiples of the reference's
+    table-ms latency and of its parameters (built as the comparison builds it); a search's fingerprint
+    holds the budgets they give, not the factors, so searches made before the factors existed hold."""
+    import autovit_ray.latency
+    from autovit_ray.pipeline import search_settings
+    from autovit_ray.space import load_space
+    from autovit_ray.training.reference import build_reference
+
+    space = load_space("xxs", input_profile="digits")
+    lut = tmp_path / "xxs.parquet"
+    cfg = load_pipeline_config("demo", [f"output_dir={tmp_path}", "search.latency_budget_factor=0.8",
+                                        "search.params_budget_factor=1.4"])
+    pipeline = Pipeline(cfg, log=lambda _: None)
+    # the reference's latency in table ms (measured in the test above): here 5 ms of a table never read
+    monkeypatch.setattr(autovit_ray.latency.LatencyTable, "load", staticmethod(lambda *args, **kwargs: "table"))
+    monkeypatch.setattr(pipeline, "reference_budget", lambda space_, table, lut_, classes: 5.0 if table == "table" else 0)
+    reference, _ = build_reference("mobilevit_xxs", 10, tuple(space.input_profile.strides))
+    params, latency = pipeline.auto_budgets(space, lut, 10)
+    assert params == pytest.approx(1.4 * sum(p.numel() for p in reference.parameters())) and latency == pytest.approx(4.0)
+    assert search_settings(cfg.search) == search_settings(load_pipeline_config("demo").search)
+    slower = load_pipeline_config("demo", ["search.eval_timeout_s=99", "search.budget_s=9999"]).search
+    assert search_settings(slower) == search_settings(load_pipeline_config("demo").search)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["search.latency_budget_reference=null", "search.latency_budget_factor=0.8"],
+     "need search.latency_budget_reference"),
+    (["search.params_budget_factor=0"], "search.params_budget_factor 0.0 is invalid: expected a positive multiple"),
+    (["search.params_budget_factor=1.4", "search.params_budget=1.2M"], "both set: expected one"),
+])
+def test_bad_budget_factors_are_refused_at_load(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        load_pipeline_config("demo", overrides)
+
+
+def test_the_cifar10_result_config_is_the_first_results_experiment():
+    """configs/pipeline/cifar10-result.yaml (the recipe and budget cross-checks against the benchmark's own
+    record are in tests/test_bench_cifar10_result.py)."""
+    cfg = load_pipeline_config("cifar10-result")
+    train = Pipeline(cfg).train_config()
+    assert (cfg.supernets, train.input_profile, train.train.epochs) == (("xxs",), "cifar10", 30)
+    assert (train.data.auto_augment, train.data.re_prob, train.data.mixup, train.data.cutmix) == (None, 0, 0, 0)
+    assert cfg.profile.resolutions == (32,) and cfg.profile.backend == cfg.compare.backend == "torch-cpu"
+    s = cfg.search
+    assert (s.latency_budget_reference, s.latency_budget_factor, s.params_budget_factor) == ("mobilevit_xxs", 1.0, 1.4)
+    assert cfg.compare.references == ("mobilevit_xxs",) and cfg.compare.train_references
+    arm = load_pipeline_config("cifar10-result", ["search.latency_budget_factor=0.8"])
+    assert arm.experiment_dir == cfg.experiment_dir  # the 0.8x arm: another search of the same supernet
 
 
 def test_unknown_budget_reference_is_refused_at_load():

@@ -129,3 +129,14 @@ def test_bad_inputs():
         net(torch.randn(1, 3, 36, 36))  # 36 -> 9x9 maps at the transformer stages
     with pytest.raises(ValueError, match="num_classes must be >= 1"):
         Supernet(net.space, 0)
+
+
+def test_a_norm_wider_than_the_supernets_is_refused_and_the_active_features_are_the_leading_ones():
+    from autovit_ray.nn.ops import DynamicBatchNorm2d, DynamicLayerNorm
+
+    for norm, kind in ((DynamicBatchNorm2d(8), "BatchNorm"), (DynamicLayerNorm(8), "LayerNorm")):
+        norm.set_active(3)
+        masks = norm.active_masks()
+        assert [m.tolist() for m in masks.values()] == [[True] * 3 + [False] * 5] * 2 and set(masks) == {"weight", "bias"}
+        with pytest.raises(ValueError, match=f"{kind} width 9 exceeds the supernet's 8"):
+            norm.set_active(9)

@@ -99,21 +99,35 @@ class DynamicConv2d(DynamicOp):
         return conv
 
 
-class DynamicBatchNorm2d(nn.BatchNorm2d, DynamicOp):
+class DynamicNorm(DynamicOp):
+    """A norm over the leading `active` of its `max_features` features: weight and bias are cut alike."""
+
+    kind = "norm"  # what a width error calls it
+    max_features: int
+    active: int
+
+    def set_active(self, num_features: int) -> None:
+        if num_features > self.max_features:
+            raise ValueError(f"{self.kind} width {num_features} exceeds the supernet's {self.max_features}")
+        self.active = num_features
+
+    def _active_slices(self) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
+        return {"weight": lambda t: t[:self.active], "bias": lambda t: t[:self.active]}
+
+
+class DynamicBatchNorm2d(nn.BatchNorm2d, DynamicNorm):
     """BatchNorm over the leading `active` channels. In training mode it updates only the running
     statistics of the active channels (the slices are views of the full buffers)."""
+
+    kind = "BatchNorm"
 
     def __init__(self, max_features: int) -> None:
         super().__init__(max_features)
         self.active = max_features
 
-    def set_active(self, num_features: int) -> None:
-        if num_features > self.num_features:
-            raise ValueError(f"BatchNorm width {num_features} exceeds the supernet's {self.num_features}")
-        self.active = num_features
-
-    def _active_slices(self) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
-        return {"weight": lambda t: t[:self.active], "bias": lambda t: t[:self.active]}
+    @property
+    def max_features(self) -> int:
+        return self.num_features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         c = self.active
@@ -214,8 +228,10 @@ class DynamicQKVLinear(DynamicLinear):
         return bias.view(3, self.max_heads * self.head_dim)[:, :qkv].reshape(3 * qkv)
 
 
-class DynamicLayerNorm(DynamicOp):
+class DynamicLayerNorm(DynamicNorm):
     """LayerNorm over the leading `active` features."""
+
+    kind = "LayerNorm"
 
     def __init__(self, max_features: int, eps: float = 1e-5) -> None:
         super().__init__()
@@ -223,14 +239,6 @@ class DynamicLayerNorm(DynamicOp):
         self.weight = nn.Parameter(torch.ones(max_features))
         self.bias = nn.Parameter(torch.zeros(max_features))
         self.active = max_features
-
-    def set_active(self, num_features: int) -> None:
-        if num_features > self.max_features:
-            raise ValueError(f"LayerNorm width {num_features} exceeds the supernet's {self.max_features}")
-        self.active = num_features
-
-    def _active_slices(self) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
-        return {"weight": lambda t: t[:self.active], "bias": lambda t: t[:self.active]}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         c = self.active

@@ -61,20 +61,28 @@ class ProfileStage:
 
 # The search stage's settings are SearchConfig's (one definition: names, types, defaults), less the ones
 # the pipeline sets per search, plus the pipeline's own: budgets left unset are the `auto_quantile` of
-# 1,000 random archs, and `budget_s` is the stage's expected wall time.
+# 1,000 random archs, or multiples of a reference model's latency and parameters, and `budget_s` is the
+# stage's expected wall time.
 PER_SEARCH_FIELDS = ("name", "checkpoint", "supernet", "lut", "output_dir", "mlflow_uri", "address", "num_cpus",
                      "data_dir")
+# Rules that only set the budgets: a search's fingerprint holds the budgets they give, not the rules (so
+# the fingerprints of searches made before these fields existed hold).
+BUDGET_FACTORS = ("latency_budget_factor", "params_budget_factor")
 SearchStage = dataclasses.make_dataclass(
     "SearchStage",
     [*((f.name, "str | float | None" if f.name == "params_budget" else f.type, field(default=f.default))
        for f in dataclasses.fields(SearchConfig) if f.name not in PER_SEARCH_FIELDS),
      ("auto_quantile", "float", field(default=0.5)),
      ("latency_budget_reference", "str | None", field(default=None)),
+     ("latency_budget_factor", "float", field(default=1.0)),
+     ("params_budget_factor", "float | None", field(default=None)),
      ("budget_s", "float", field(default=3600.0))],
     frozen=True, namespace={"__doc__": "The pipeline's search settings: SearchConfig's shared fields, "
                                        "auto_quantile, latency_budget_reference (a timm model whose measured "
-                                       "latency is the latency budget) and budget_s (params_budget may be a "
-                                       "count like '1.8M')."})
+                                       "latency, times latency_budget_factor, is the latency budget), "
+                                       "params_budget_factor (the params budget as a multiple of that "
+                                       "reference's parameters) and budget_s (params_budget may be a count "
+                                       "like '1.8M')."})
 SearchStage.__module__ = __name__
 
 
@@ -127,6 +135,15 @@ class PipelineConfig:
             if not timm.is_model(reference):
                 raise ValueError(f"search.latency_budget_reference {reference!r} is not a timm model: expected a "
                                  "name of timm.list_models(), e.g. mobilevit_xxs")
+        factors = {name: getattr(self.search, name) for name in BUDGET_FACTORS}
+        for name, value in factors.items():
+            if value is not None and value <= 0:
+                raise ValueError(f"search.{name} {value} is invalid: expected a positive multiple")
+        if not reference and (factors != {"latency_budget_factor": 1.0, "params_budget_factor": None}):
+            raise ValueError(f"search budget factors {factors} need search.latency_budget_reference: the model "
+                             "whose latency and parameters they multiply")
+        if self.search.params_budget_factor is not None and self.search.params_budget is not None:
+            raise ValueError("search.params_budget and search.params_budget_factor are both set: expected one")
         if not 0.0 < self.search.auto_quantile <= 1.0:
             raise ValueError(f"search.auto_quantile {self.search.auto_quantile} is invalid: expected 0 < q <= 1")
         # the search settings are checked now, by SearchConfig itself, not after the training stage
@@ -172,6 +189,12 @@ def file_digest(path: Path) -> str:
 def _settings(section: Any) -> dict[str, Any]:
     """A stage's settings that change its outputs (the time budget does not)."""
     return {k: v for k, v in dataclasses.asdict(section).items() if k != "budget_s"}
+
+
+def search_settings(section: Any) -> dict[str, Any]:
+    """The search settings a search's fingerprint holds: how it runs (evaluators, their CPUs / GPUs,
+    timeouts) does not make it another search, and the budget factors enter as the budgets they give."""
+    return {k: v for k, v in _settings(section).items() if k not in (*NOT_IN_IDENTITY, *BUDGET_FACTORS)}
 
 
 def quantile(values: Sequence[float], q: float) -> float:
@@ -396,7 +419,9 @@ class Pipeline:
         s = self.cfg.search
         rng = random.Random(f"pipeline-budgets/{s.seed}")
         archs = [space.sample(rng) for _ in range(1000)]
-        if s.params_budget is None:
+        if s.params_budget_factor is not None:
+            params = s.params_budget_factor * self.reference_params(num_classes, space)
+        elif s.params_budget is None:
             params = quantile([count_params(a, num_classes, space) for a in archs], s.auto_quantile)
         else:
             params = count(s.params_budget) if isinstance(s.params_budget, str) else float(s.params_budget)
@@ -404,10 +429,18 @@ class Pipeline:
         if latency is None and lut is not None:
             table = LatencyTable.load(lut, space=space)
             if s.latency_budget_reference:
-                latency = self.reference_budget(space, table, lut, num_classes)
+                latency = s.latency_budget_factor * self.reference_budget(space, table, lut, num_classes)
             else:
                 latency = quantile([table.predict_latency(a) for a in archs], s.auto_quantile)
         return params, latency
+
+    def reference_params(self, num_classes: int, space: Any) -> int:
+        """The parameters of `search.latency_budget_reference`, built as the comparison builds it."""
+        from ..training.reference import build_reference
+
+        model, _ = build_reference(self.cfg.search.latency_budget_reference, num_classes,
+                                   tuple(space.input_profile.strides))
+        return sum(p.numel() for p in model.parameters())
 
     def reference_budget(self, space: Any, table: Any, lut: Path, num_classes: int) -> float:
         """The latency of `search.latency_budget_reference` in table ms, measured once per table (kept
@@ -439,7 +472,7 @@ class Pipeline:
         smallest = LatencyTable.load(lut, space=space).predict_latency(space.smallest())
         if smallest <= latency:
             return None
-        return (f"its smallest subnet takes {smallest:.4f} table ms, more than {s.latency_budget_reference}'s "
+        return (f"its smallest subnet takes {smallest:.4f} table ms, more than {reference_share(s)} "
                 f"{latency:.4f} ms, so no {space.name} subnet can beat the reference at its latency")
 
     def run_search(self) -> str:
@@ -462,9 +495,7 @@ class Pipeline:
                 self._record_path("search", name).unlink(missing_ok=True)
                 statuses.append("skipped")
                 continue
-            # how the search runs (evaluators, their CPUs / GPUs, timeouts) does not make it another search
-            settings = {k: v for k, v in _settings(s).items() if k not in NOT_IN_IDENTITY}
-            fp = fingerprint("search", settings, str(checkpoint.resolve()), record.epoch,
+            fp = fingerprint("search", search_settings(s), str(checkpoint.resolve()), record.epoch,
                              space.fingerprint(), file_digest(lut) if lut else None, params, latency)
             search_name = f"{name}-{s.strategy}-{fp[:6]}"
             summary_path = self.experiment.search_results(search_name)
@@ -475,7 +506,9 @@ class Pipeline:
                 continue
             how = "set" if s.params_budget else f"auto: {s.auto_quantile:.0%} quantile of 1,000 random archs"
             latency_how = "set" if s.latency_budget_ms else (
-                f"{s.latency_budget_reference}'s latency" if s.latency_budget_reference else how)
+                f"{reference_share(s)} latency" if s.latency_budget_reference else how)
+            if s.params_budget_factor is not None:
+                how = f"{s.params_budget_factor:g}x {s.latency_budget_reference}'s parameters"
             self.log(f"search {name}: params budget {params / 1e6:.3f} M ({how})" + (
                 f", latency budget {latency:.4f} ms ({latency_how})" if latency else ""))
             shared = {f.name: getattr(s, f.name) for f in dataclasses.fields(SearchConfig)
@@ -699,6 +732,12 @@ def pipeline_eta(elapsed_s: float, budgets: dict[str, float]) -> str:
     left = sum(budgets.values())
     return (f"pipeline: elapsed {duration(elapsed_s)}; {len(budgets)} stage(s) to go ({', '.join(budgets)}), "
             f"about {duration(left)} left by their budgets")
+
+
+def reference_share(search: Any) -> str:
+    """How the search section names its latency budget's reference: "mobilevit_xxs's", "0.8x mobilevit_xxs's"."""
+    factor = search.latency_budget_factor
+    return f"{search.latency_budget_reference}'s" if factor == 1.0 else f"{factor:g}x {search.latency_budget_reference}'s"
 
 
 def _combine(statuses: Sequence[str]) -> str:

@@ -1,0 +1,210 @@
+"""What every benchmark driver shares: where artifacts live, which code ran, logging, product commands
+and the records a driver writes.
+
+Importing this module puts this checkout first on `sys.path`, so that a driver (`python
+bench/<driver>.py`) runs the `autovit_ray` beside it (a pinned work tree's, not an editable install's),
+and every product command it starts (`run_cli`: `python -m autovit_ray.<command>`, and the Ray workers
+of that command) runs the same copy. A result then says which code that was: `code_identity()` (the
+commit of the work tree and the package's path inside it) and `code_commit()`.
+
+Paths a committed result records are public (`public_path`): `$AUTOVIT_BENCH_DIR/...` under the
+benchmark folder, `<work tree name>/...` inside a checkout, never a path of the machine that ran it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import autovit_ray  # noqa: E402
+from autovit_ray.io import atomic_path, atomic_write_text  # noqa: E402
+
+
+def bench_dir() -> Path:
+    """The benchmarks' artifact folder: $AUTOVIT_BENCH_DIR, default ~/.cache/autovit-ray/bench."""
+    return Path(os.environ.get("AUTOVIT_BENCH_DIR", "~/.cache/autovit-ray/bench")).expanduser()
+
+
+def cifar10_dir() -> str:
+    """Where CIFAR-10 is: $AUTOVIT_CIFAR10_DIR, default data/cifar10."""
+    return os.environ.get("AUTOVIT_CIFAR10_DIR", "data/cifar10")
+
+
+def staged_parser(doc: str | None, name: str, stages: Sequence[str]) -> argparse.ArgumentParser:
+    """The arguments of a driver that runs `stages` in order over its artifacts in $AUTOVIT_BENCH_DIR/<name>."""
+    parser = argparse.ArgumentParser(description=(doc or "").split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=bench_dir() / name)
+    parser.add_argument("--data-dir", type=Path, default=Path(cifar10_dir()))
+    parser.add_argument("--stop-after", choices=stages, default=stages[-1])
+    parser.add_argument("--report-only", action="store_true", help="write the JSON and section from what exists")
+    return parser
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Public paths
+
+
+def public_path(path: str | Path) -> str:
+    """A path as a committed result records it, never a path of the machine that ran it: under the
+    benchmark folder as `$AUTOVIT_BENCH_DIR/...`; a work tree (this checkout or a pinned copy beside it)
+    as `<work tree name>/...`; anything else unchanged."""
+    text = str(path)
+    for base, prefix in ((bench_dir(), "$AUTOVIT_BENCH_DIR/"), (ROOT.parent, "")):
+        base_text = str(base.resolve()) if base.exists() else str(base)
+        for candidate in {base_text, str(base)}:
+            if text.startswith(candidate + "/"):
+                return prefix + text[len(candidate) + 1:]
+    return text
+
+
+def public_paths(value: Any) -> Any:
+    """`public_path` applied to every absolute path string inside a JSON value (results written before it)."""
+    if isinstance(value, dict):
+        return {k: public_paths(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [public_paths(v) for v in value]
+    if isinstance(value, str) and value.startswith("/"):
+        return public_path(value)
+    return value
+
+
+# ---------------------------------------------------------------------------------------------------
+# Which code ran
+
+
+def work_tree_commit(root: str | Path) -> str:
+    """HEAD of the work tree at `root` ('?' when it is gone or not a git tree)."""
+    found = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True) \
+        if Path(root).is_dir() else None
+    return found.stdout.strip() if found is not None and found.returncode == 0 else "?"
+
+
+def package_root() -> Path:
+    """The work tree of the `autovit_ray` this process imported (this checkout: see the module docstring)."""
+    return Path(autovit_ray.__file__).resolve().parents[1]
+
+
+def code_commit() -> str:
+    """The commit of the imported package's work tree, with `-dirty` when its code (autovit_ray/, bench/)
+    has uncommitted changes."""
+    root = package_root()
+    dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--", "autovit_ray", "bench"],
+                           capture_output=True, text=True).stdout.strip()
+    return work_tree_commit(root) + ("-dirty" if dirty else "")
+
+
+def code_identity() -> dict[str, str]:
+    """The code this process runs: the imported package (its path as `<work tree>/autovit_ray/...`), its
+    work tree and that tree's commit."""
+    root = package_root()
+    return {"autovit_ray": public_path(autovit_ray.__file__), "root": public_path(root),
+            "commit": work_tree_commit(root)}
+
+
+def note_code(record: dict[str, Any]) -> None:
+    """Add this process's code to `record["code_runs"]`, the code of every run that advanced stages (a
+    run resumed over sessions may be another pinned commit); a report-only run does not call this.
+    An older record's single `code` (no commit) becomes the first entry, its commit read from its tree."""
+    if "code" in record:
+        old = record.pop("code")
+        record.setdefault("code_runs", []).insert(0, {**old, "commit": old.get("commit")
+                                                      or work_tree_commit(old["root"])})
+    runs = record.setdefault("code_runs", [])
+    if code_identity() not in runs:
+        runs.append(code_identity())
+
+
+def environment() -> dict[str, Any]:
+    """Package versions, and the code that wrote the report (which may differ from the runs' code)."""
+    from importlib.metadata import version
+
+    packages = {name: version(name) for name in ("torch", "timm", "ray", "mlflow", "numpy", "onnxruntime")}
+    report = code_identity()
+    return {"packages": packages, "python": sys.version.split()[0], "report_code_root": report["root"],
+            "report_commit": report["commit"]}
+
+
+# ---------------------------------------------------------------------------------------------------
+# Product commands
+
+
+def run_cli(args: Sequence[str], log_path: Path, env: Mapping[str, str] | None = None) -> None:
+    """`python -m <args>` (a product command) from this checkout, its output appended to `log_path` after
+    the command line; `env`: variables added to this process's. A failure names the command and the log."""
+    cmd = [sys.executable, "-m", *args]
+    # this copy of the code, also in the Ray workers the command starts (not an editable install's)
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    with open(log_path, "a") as out:
+        out.write(f"\n$ {' '.join(cmd)}\n")
+        out.flush()
+        rc = subprocess.call(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+                             env={**os.environ, "PYTHONPATH": path, **(env or {})})
+    if rc != 0:
+        raise RuntimeError(f"`{' '.join(cmd)}` failed (exit {rc}); see {log_path}")
+
+
+def mlflow_env(out: Path) -> dict[str, str]:
+    """The tracking store of a benchmark's product commands: a sqlite file in its artifact folder."""
+    return {"MLFLOW_TRACKING_URI": f"sqlite:///{out / 'mlflow.db'}"}
+
+
+# ---------------------------------------------------------------------------------------------------
+# Records
+
+
+def write_json(path: Path, data: Any, indent: int = 1) -> None:
+    """`data` as JSON at `path`, atomically (a reader never sees half a file)."""
+    atomic_write_text(path, json.dumps(data, indent=indent, default=str))
+
+
+def readable_json(path: Path) -> bool:
+    """Whether `path` holds JSON; a corrupt file is removed, so that its stage runs again."""
+    try:
+        json.loads(path.read_text())
+        return True
+    except FileNotFoundError:
+        return False
+    except (OSError, json.JSONDecodeError) as e:
+        log(f"{path} is unreadable ({e}); running its stage again")
+        path.unlink(missing_ok=True)
+        return False
+
+
+def open_record(path: Path, report_only: bool) -> tuple[dict[str, Any], Callable[[], None]]:
+    """(a driver's record at `path`, the function that saves it atomically); a run that advances stages
+    notes its code in it (`note_code`)."""
+    record: dict[str, Any] = json.loads(path.read_text()) if readable_json(path) else {}
+    if not report_only:
+        note_code(record)
+
+    def save() -> None:
+        atomic_write_text(path, json.dumps(record, indent=1))
+
+    return record, save
+
+
+def save_figure(fig: Any, path: Path) -> Path:
+    """Write a matplotlib figure atomically (the PNG committed beside BENCHMARKS.md) and close it."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    return path
