@@ -9,8 +9,11 @@ import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from autovit_ray.extensions import Registry
 
 EXTENDING = Path(__file__).resolve().parent.parent / "docs" / "extending.md"
 
@@ -36,12 +39,13 @@ def entry_points(toml_block: str) -> tuple[str, dict[str, str]]:
 
 
 @contextlib.contextmanager
-def installed(site: Path, source: str, toml_block: str) -> Iterator[tuple[str, str, str]]:
-    """The plugin of the section installed under `site` (on `sys.path` inside the block): the module its
-    one entry point names, holding `source`, and a distribution declaring that entry point. Yields
-    (group, entry-point name, module name); on exit the module is forgotten and `site` leaves sys.path."""
+def installed(site: Path, source: str, toml_block: str, registry: Registry[Any]) -> Iterator[tuple[str, str]]:
+    """A plugin of `registry` installed under `site` (on `sys.path` inside the block): the module its one
+    entry point names, holding `source`, and a distribution declaring that entry point. Yields (entry-point
+    name, module name); on exit the name leaves the registry if the module was imported (it registered
+    itself), the module is forgotten and `site` leaves sys.path."""
     group, points = entry_points(toml_block)
-    assert len(points) == 1, points
+    assert group == registry.entry_point_group and len(points) == 1, (group, points)
     (name, target), = points.items()
     module = target.partition(":")[0]
     site.mkdir(parents=True, exist_ok=True)
@@ -53,6 +57,7 @@ def installed(site: Path, source: str, toml_block: str) -> Iterator[tuple[str, s
     with pytest.MonkeyPatch.context() as patch:
         patch.syspath_prepend(str(site))
         try:
-            yield group, name, module
+            yield name, module
         finally:
-            sys.modules.pop(module, None)
+            if sys.modules.pop(module, None) is not None:
+                registry.unregister(name)

@@ -36,13 +36,8 @@ HEADING = "A new latency backend"
 def documented_backend(tmp_path):
     """The section's module and entry point, installed; (entry-point name, module name)."""
     (source,), (toml,) = blocks(HEADING, "python"), blocks(HEADING, "toml")
-    with installed(tmp_path / "site", source, toml) as (group, name, module):
-        assert group == "autovit_ray.backends"
-        try:
-            yield name, module
-        finally:
-            if module in sys.modules:  # imported: it registered itself
-                BACKENDS.unregister(name)
+    with installed(tmp_path / "site", source, toml, BACKENDS) as plugin:
+        yield plugin
 
 
 def test_the_documented_backend_builds_and_validates_a_table(documented_backend, tmp_path, monkeypatch):
@@ -121,7 +116,7 @@ def test_a_name_is_registered_once_and_errors_say_what_is_there():
 def test_a_broken_entry_point_is_one_clear_error(tmp_path):
     registry: Registry[Any] = Registry("latency backend", "autovit_ray.backends")
     toml = '[project.entry-points."autovit_ray.backends"]\nbroken = "broken_backend:Missing"\n'
-    with installed(tmp_path / "site", "raise ImportError('needs a driver this machine lacks')\n", toml):
+    with installed(tmp_path / "site", "raise ImportError('needs a driver this machine lacks')\n", toml, registry):
         assert "broken" in registry.names() and "broken" in registry
         with pytest.raises(ValueError, match="latency backend 'broken': loading entry point 'broken_backend:Missing' "
                                              "of group 'autovit_ray.backends' failed: ImportError: needs a driver"):

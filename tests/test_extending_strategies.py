@@ -36,15 +36,9 @@ HEADING = "A new search strategy"
 @pytest.fixture
 def documented_strategy(tmp_path):
     """The section's module (its first Python block) and entry point, installed; (name, module name)."""
-    source, _ = blocks(HEADING, "python")
-    (toml,) = blocks(HEADING, "toml")
-    with installed(tmp_path / "site", source, toml) as (group, name, module):
-        assert group == "autovit_ray.strategies"
-        try:
-            yield name, module
-        finally:
-            if module in sys.modules:  # imported: it registered itself
-                STRATEGIES.unregister(name)
+    (source, _), (toml,) = blocks(HEADING, "python"), blocks(HEADING, "toml")
+    with installed(tmp_path / "site", source, toml, STRATEGIES) as plugin:
+        yield plugin
 
 
 def evaluated(strategy):
