@@ -17,16 +17,16 @@ from pathlib import Path
 from typing import Any
 
 from autovit_ray.cli_exits import cli_main
-from autovit_ray.config import add_renamed_flag
+from autovit_ray.config import add_renamed_flag, parse_override
 
 from .latency.build_config import BuildConfig
 from .space import Arch, SearchSpace, load_space
 
 _BUILD_DEFAULTS = BuildConfig()
 
-# Only these settings are passed to each backend, so a flag meant for another one is ignored.
-BACKEND_FLAGS = {"torch-cpu": ("threads", "clock"), "onnxruntime": ("threads", "clock"),
-                 "coreml": ("compute_units",), "remote": ("command", "export_format")}
+# The backend flags' settings; a backend gets those that are its options (`LatencyBackend.options`), so a
+# flag meant for another backend is ignored. Any other option: --backend-option NAME=VALUE.
+BACKEND_FLAGS = ("threads", "clock", "compute_units", "command", "export_format")
 
 
 def _resolutions(text: str | None) -> list[int] | None:
@@ -43,8 +43,19 @@ def _quiet(args: argparse.Namespace) -> float | None:
 
 
 def _backend_settings(args: argparse.Namespace, backend: str) -> dict[str, Any]:
-    names = BACKEND_FLAGS.get(backend, ())
-    return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
+    """The options of `backend` given on the command line: its backend flags, then --backend-option."""
+    from .latency import backend_class
+
+    options = backend_class(backend).options()
+    settings = {name: getattr(args, name) for name in BACKEND_FLAGS
+                if name in options and getattr(args, name, None) is not None}
+    for text in args.backend_option:
+        try:
+            settings.update([parse_override(text)])
+        except ValueError:
+            raise ValueError(f"--backend-option {text!r} is invalid: expected NAME=VALUE, e.g. threads=2 "
+                             f"(the options of {backend!r}: {list(options)})") from None
+    return settings
 
 
 def _add_backend_flags(p: argparse.ArgumentParser) -> None:
@@ -54,6 +65,8 @@ def _add_backend_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--remote-command", dest="command",
                    help="remote: command template with {model} {shape} {repeats} {warmup}")
     p.add_argument("--export-format", dest="export_format", help="remote: onnx (default), coreml, torchscript")
+    p.add_argument("--backend-option", action="append", default=[], metavar="NAME=VALUE",
+                   help="any option of the backend (its constructor's parameters), e.g. warmup=10 (repeatable)")
     p.add_argument("--quiet-cpus", type=float, default=0.3,
                    help="keep timing rounds in which other processes used at most this many cores (negative: off)")
     p.add_argument("--quiet-wait", type=float, default=60.0,
@@ -98,9 +111,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
     space = load_space(args.supernet, input_profile=args.input_profile) if args.supernet else None
     table = LatencyTable.load(args.lut, space=space)
-    settings = table.backend_settings
-    settings.update(_backend_settings(args, table.backend))
-    backend = backend_from_settings(table.backend, settings)
+    backend = backend_from_settings(table.backend, table.backend_settings, **_backend_settings(args, table.backend))
     if table.device.get("cpu_model") not in (None, backend.fingerprint().get("cpu_model")):
         print(f"warning: the table was measured on {table.device.get('cpu_model')!r}, this is "
               f"{backend.fingerprint().get('cpu_model')!r}", file=sys.stderr)
@@ -146,7 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("build", help="profile every module of a supernet into a Parquet table")
     b.add_argument("--supernet", required=True, help="xxs, xs, s or a space YAML")
     _add_input_profile_flag(b, "input profile (default: the space's, e.g. imagenet)")
-    b.add_argument("--backend", default="torch-cpu", help="torch-cpu, onnxruntime, coreml or remote")
+    b.add_argument("--backend", default="torch-cpu",
+                   help="torch-cpu, onnxruntime, coreml, remote, or one registered by a plugin (docs/extending.md)")
     b.add_argument("--resolution", default=None, help="e.g. 256 or 128,192,256 (default: all of the profile)")
     b.add_argument("--out", required=True, help="the .parquet file to write")
     b.add_argument("--num-classes", type=int, default=1000)

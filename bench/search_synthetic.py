@@ -21,29 +21,19 @@ import statistics
 import tempfile
 import time
 
-from autovit_ray.search import (
-    CoarseToFineSearch,
-    EvolutionConfig,
-    EvolutionSearch,
-    RandomSearch,
-    SearchStrategy,
-    run_search,
-)
+from autovit_ray.search import SearchStrategy, make_strategy, run_search
+from autovit_ray.search.config import SearchConfig
 from autovit_ray.search.synthetic import SyntheticProblem, make_synthetic_problem
 
 STRATEGY_NAMES = ("random", "evolution", "coarse-to-fine")
 CHECKPOINTS = (100, 300, 1000)
 
 
-def build(kind: str, problem: SyntheticProblem, budget: int, seed: int) -> SearchStrategy:
-    costs = problem.cost_model()
-    generations = max(1, budget // 50)
-    if kind == "random":
-        return RandomSearch(problem.space, costs, max_evaluations=budget, seed=seed)
-    if kind == "evolution":
-        config = EvolutionConfig(generations=generations, p_depth=0.1, p_block=0.1)
-        return EvolutionSearch(problem.space, costs, config, seed=seed)
-    return CoarseToFineSearch(problem.space, costs, EvolutionConfig(generations=generations), seed=seed)
+def build(kind: str, problem: SyntheticProblem, budget: int, seed: int, generations: int | None = None) -> SearchStrategy:
+    """The strategy `kind` as `python -m autovit_ray.search` builds it: population 50, `budget` evaluations."""
+    settings = SearchConfig(name="synthetic", checkpoint="-", generations=generations or max(1, budget // 50),
+                            max_evaluations=budget, seed=seed)
+    return make_strategy(kind, problem.space, problem.cost_model(), settings)
 
 
 def evaluations_to_reach(fitnesses: list[float | None], threshold: float) -> float:
@@ -98,10 +88,7 @@ def tune_overhead(trials: int, concurrency: int) -> str:
 
     connect_ray(num_cpus=2, log_to_driver=False)
     try:
-        strategy = CoarseToFineSearch(problem.space, problem.cost_model(),
-                                      EvolutionConfig(generations=math.ceil(trials / 50)),
-                                      max_evaluations=trials, seed=0)
-        searcher = AutoViTSearcher(strategy)
+        searcher = AutoViTSearcher(build("coarse-to-fine", problem, trials, seed=0, generations=math.ceil(trials / 50)))
         start = time.perf_counter()
         tune.run(tune.with_resources(trainable, {"cpu": 0.1}), search_alg=searcher, metric="top1", mode="max",
                  num_samples=-1, max_concurrent_trials=concurrency, reuse_actors=True,

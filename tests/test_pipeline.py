@@ -157,7 +157,7 @@ def test_search_section_is_search_config_and_checked_before_training():
         load_pipeline_config("demo", ["search.evaluators=0"])
 
 
-def test_latency_budget_of_a_reference_is_measured_once_per_table(tmp_path, monkeypatch):
+def test_latency_budget_of_a_reference_is_measured_once_per_table(tmp_path):
     """search.latency_budget_reference: the reference timed beside random subnets on the table's backend,
     converted into table ms, and kept: a rerun (a resume) gets the same budget, so the same search.
     On the deterministic fake backend the table predicts every subnet exactly, so the conversion ratio
@@ -173,13 +173,11 @@ def test_latency_budget_of_a_reference_is_measured_once_per_table(tmp_path, monk
     table = build_table(space, FakeBackend(), num_classes=10, log=lambda _: None,
                         config=BuildConfig(rounds=1, references=2, folds=2, quiet_cpus=None))
     lut = table.save(tmp_path / "xxs.parquet")
-    real_get_backend = backends.get_backend
-    monkeypatch.setattr(backends, "get_backend",
-                        lambda name, **kw: FakeBackend() if name == "fake" else real_get_backend(name, **kw))
     cfg = load_pipeline_config("demo", [f"output_dir={tmp_path}", "search.latency_budget_reference=mobilevit_xxs"])
     lines: list[str] = []
     pipeline = Pipeline(cfg, log=lines.append)
-    budget = pipeline.reference_budget(space, table, lut, 10)
+    with backends.BACKENDS.registered("fake", FakeBackend):
+        budget = pipeline.reference_budget(space, table, lut, 10)
     record = json.loads((tmp_path / "digits-demo" / "pipeline" / "budget-xxs.json").read_text())["outputs"]
     reference, _ = build_reference("mobilevit_xxs", 10, tuple(space.input_profile.strides))
     truth = fake_latency(reference, (1, 3, 8, 8))

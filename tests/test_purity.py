@@ -15,7 +15,7 @@ CORE_MODULES = (
     "autovit_ray.search.evaluate", "autovit_ray.training.loop", "autovit_ray.training.optim",
     "autovit_ray.training.config", "autovit_ray.data", *DATA_MODULES, "autovit_ray.distill",
     "autovit_ray.checkpoint", "autovit_ray.models", "autovit_ray.config", "autovit_ray.search.config",
-    "autovit_ray.training.reference", "autovit_ray.placement",
+    "autovit_ray.training.reference", "autovit_ray.placement", "autovit_ray.extensions",
 )
 
 

@@ -20,7 +20,6 @@ from autovit_ray.search import (
     RandomSearch,
     arch_distance,
     dominates,
-    make_strategy,
     non_dominated_sort,
     pareto_front,
     run_search,
@@ -49,6 +48,7 @@ def small_strategy(kind, problem, seed=0, **kwargs):
 
 
 KINDS = ["random", "evolution", "coarse_to_fine"]
+CLASSES = {"random": RandomSearch, "evolution": EvolutionSearch, "coarse_to_fine": CoarseToFineSearch}
 
 
 # -- Pareto ----------------------------------------------------------------------------------
@@ -121,7 +121,7 @@ def test_evolution_and_coarse_to_fine_beat_random_at_equal_budget():
 def test_unreachable_budget_raises_naming_the_closest_arch(problem, kind):
     costs = CostModel(problem.space, Budget(max_params=10_000), problem.latency)
     with pytest.raises(BudgetUnreachableError, match="closest was xxs_r") as info:
-        make_strategy(kind, problem.space, costs, max_sample_tries=50)
+        CLASSES[kind](problem.space, costs, max_sample_tries=50)
     assert isinstance(info.value, ValueError)
     assert str(problem.space.smallest()) in str(info.value)  # the smallest arch is the closest here
 
@@ -304,7 +304,7 @@ def test_dominance_selection_keeps_a_non_dominated_front(problem):
 
 
 def test_the_old_selection_name_pareto_still_works_and_old_states_load(problem):
-    """`selection="pareto"` was renamed "dominance" (the `pareto` strategy is the CLI's name): the old
+    """`selection="pareto"` was renamed "dominance" ("pareto" names only the Pareto front): the old
     name warns and means the same, and a state saved under it resumes."""
     with pytest.warns(FutureWarning, match="selection='pareto' is deprecated: it was renamed selection='dominance'"):
         old = small_strategy("coarse_to_fine", problem, selection="pareto")

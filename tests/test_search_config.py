@@ -18,7 +18,7 @@ def test_cli_defaults_are_the_config_defaults():
 
 def test_config_round_trips_through_the_cli_flags():
     cfg = SearchConfig(name="s", checkpoint="ckpt", supernet="xxs", lut="xxs.parquet", params_budget=1.5e6,
-                       latency_budget_ms=2.25, strategy="pareto", population=6, max_evaluations=12,
+                       latency_budget_ms=2.25, strategy="coarse-to-fine-dominance", population=6, max_evaluations=12,
                        cpus_per_evaluator=0.5, export_formats=("onnx",), no_register=True, seed=3)
     assert SearchConfig.from_args(build_parser().parse_args(cfg.to_argv())) == cfg
     assert cfg.to_argv()[:4] == ["--name", "s", "--checkpoint", "ckpt"]

@@ -473,10 +473,6 @@ class ReferenceBudget:
     subnets: int
 
 
-# The table's backend settings that its constructor takes (the rest describe the machine).
-_BACKEND_ARGS = ("threads", "clock", "warmup", "steady_malloc", "compute_units", "command", "export_format")
-
-
 def reference_latency_budget(reference: str, table: Any, space: Any, num_classes: int, subnets: int = 12,
                              rounds: int = 10, repeats: int = 5, seed: int = 0) -> ReferenceBudget:
     """`reference` (a timm name, adapted to the space's input profile as in the comparison) timed beside
@@ -489,7 +485,7 @@ def reference_latency_budget(reference: str, table: Any, space: Any, num_classes
 
     import autovit_ray.models  # noqa: F401 - registers "autovit" in timm
 
-    from ..latency import get_backend
+    from ..latency import backend_from_settings
     from ..training.reference import build_reference
 
     model, _ = build_reference(reference, num_classes, tuple(space.input_profile.strides))
@@ -501,8 +497,7 @@ def reference_latency_budget(reference: str, table: Any, space: Any, num_classes
     rng = random.Random(f"reference-budget/{seed}")
     archs = [space.sample(rng) for _ in range(subnets)]
     models = [timm.create_model("autovit", arch=a, num_classes=num_classes).eval() for a in archs]
-    settings = table.backend_settings
-    backend = get_backend(table.backend, **{k: settings[k] for k in _BACKEND_ARGS if k in settings})
+    backend = backend_from_settings(table.backend, table.backend_settings)
     stats, _ = measure([Candidate(str(a), "searched", m, a.resolution) for a, m in zip(archs, models)]
                        + [Candidate(reference, "reference", model, resolution)], table.backend, rounds * repeats,
                        rounds, seed, lambda _: None, backend)

@@ -14,7 +14,8 @@ from typing import Any
 # BuildConfig` stays light, so CLIs answer --help without importing torch.
 _SOURCES = {
     **dict.fromkeys(("BACKENDS", "CoreMLBackend", "LatencyBackend", "OnnxRuntimeBackend", "PreparedModel",
-                     "RemoteBackend", "TorchCPUBackend", "backend_from_settings", "get_backend"), "backends"),
+                     "RemoteBackend", "TorchCPUBackend", "backend_class", "backend_from_settings", "get_backend",
+                     "register_backend"), "backends"),
     "BuildConfig": "build_config", "build_table": "build",
     "LatencyTable": "lut", "merge_tables": "lut",
     "LatencyStats": "measure", "measure_interleaved": "measure",
@@ -33,6 +34,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "BACKENDS", "BuildConfig", "CoreMLBackend", "LatencyBackend", "LatencyStats", "LatencyTable",
     "OnnxRuntimeBackend", "PreparedModel", "RemoteBackend", "TorchCPUBackend", "ValidationReport",
-    "arch_module_keys", "backend_from_settings", "build_table", "enumerate_module_keys", "error_metrics",
-    "get_backend", "kendall_tau", "measure_interleaved", "merge_tables", "validate_table", "write_report",
+    "arch_module_keys", "backend_class", "backend_from_settings", "build_table", "enumerate_module_keys",
+    "error_metrics", "get_backend", "kendall_tau", "measure_interleaved", "merge_tables", "register_backend",
+    "validate_table", "write_report",
 ]

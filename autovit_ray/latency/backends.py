@@ -19,6 +19,7 @@ Use `wall` on a dedicated device, and always with more than one thread.
 from __future__ import annotations
 
 import ctypes
+import inspect
 import json
 import os
 import platform
@@ -37,8 +38,8 @@ import torch
 from torch import nn
 
 from .. import export
+from ..extensions import Registry
 
-BACKENDS = ("torch-cpu", "onnxruntime", "coreml", "remote")
 CLOCKS = ("wall", "thread_cpu")
 Model = nn.Module | str | Path
 
@@ -92,9 +93,18 @@ class PreparedModel(ABC):
 
 
 class LatencyBackend(ABC):
-    """A place to time models. Subclasses set `name` and implement `prepare` and `settings`."""
+    """A place to time models. Subclasses set `name` and implement `prepare` and `settings`; the
+    constructor's keyword parameters are the backend's options (`options`), and `settings()` returns
+    them (plus anything worth recording) so that a table's backend can be rebuilt from its record."""
 
     name: str = ""
+
+    @classmethod
+    def options(cls) -> tuple[str, ...]:
+        """What a user may set: the constructor's named parameters (`get_backend(name, **options)`, the
+        profile command's backend flags, a table's recorded settings)."""
+        parameters = list(inspect.signature(cls.__init__).parameters.values())[1:]  # less `self`
+        return tuple(p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
 
     @abstractmethod
     def settings(self) -> dict[str, Any]:
@@ -468,27 +478,46 @@ def parse_remote_output(stdout: str) -> tuple[list[float], dict[str, Any]]:
 
 
 # --------------------------------------------------------------------------------------------
-# factory
+# the registry
 # --------------------------------------------------------------------------------------------
+
+
+def _check_backend(name: str, entry: Any) -> None:
+    if not (isinstance(entry, type) and issubclass(entry, LatencyBackend)):
+        raise ValueError(f"latency backend {name!r} must be a LatencyBackend subclass, got {entry!r}")
+    if entry.name != name:
+        raise ValueError(f"latency backend class {entry.__qualname__} says name = {entry.name!r} but is registered "
+                         f"as {name!r}: the table records the class's name, so the two must be one")
+
+
+# Installed packages add theirs through entry points of group "autovit_ray.backends" (docs/extending.md).
+BACKENDS: Registry[type[LatencyBackend]] = Registry("latency backend", "autovit_ray.backends", check=_check_backend)
+for _builtin in (TorchCPUBackend, OnnxRuntimeBackend, CoreMLBackend, RemoteBackend):
+    BACKENDS.register(_builtin.name, _builtin)
+
+
+def register_backend(name: str, *, replace: bool = False) -> Callable[[type[LatencyBackend]], type[LatencyBackend]]:
+    """Class decorator: `@register_backend("my-npu")` over a `LatencyBackend` subclass whose `name` is
+    "my-npu" makes it a backend of `get_backend`, the profile command and the pipeline."""
+    return BACKENDS.register(name, replace=replace)
+
+
+def backend_class(name: str) -> type[LatencyBackend]:
+    """The registered backend class of `name` (ValueError naming the registered ones otherwise)."""
+    return BACKENDS.get(name)
 
 
 def get_backend(name: str, **settings: Any) -> LatencyBackend:
     """A backend by name with its settings, e.g. `get_backend("torch-cpu", threads=1)`."""
-    factories: dict[str, type[LatencyBackend]] = {
-        "torch-cpu": TorchCPUBackend, "onnxruntime": OnnxRuntimeBackend, "coreml": CoreMLBackend,
-        "remote": RemoteBackend}
-    if name not in factories:
-        raise ValueError(f"unknown latency backend {name!r}; allowed: {list(BACKENDS)}")
+    cls = backend_class(name)
     try:
-        return factories[name](**settings)
+        return cls(**settings)
     except TypeError as exc:
-        raise ValueError(f"bad settings for backend {name!r}: {exc}") from None
+        raise ValueError(f"bad settings for backend {name!r}: {exc}; its options are {list(cls.options())}") from None
 
 
-def backend_from_settings(name: str, settings: dict[str, Any]) -> LatencyBackend:
-    """Rebuild the backend a table was measured with (its recorded settings, minus records only)."""
-    recorded_only = {"mkldnn", "provider", "onnxruntime", "opset", "coremltools", "format"}
-    kwargs = {k: v for k, v in settings.items() if k not in recorded_only}
-    if name == "coreml":
-        kwargs.pop("clock", None)
-    return get_backend(name, **kwargs)
+def backend_from_settings(name: str, settings: dict[str, Any], **overrides: Any) -> LatencyBackend:
+    """Rebuild the backend a table was measured with: its recorded settings that are options of the
+    backend (the rest are records: library versions, the provider, ...), then `overrides`."""
+    options = backend_class(name).options()
+    return get_backend(name, **{**{k: v for k, v in settings.items() if k in options}, **overrides})

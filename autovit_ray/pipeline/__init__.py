@@ -345,13 +345,15 @@ class Pipeline:
 
     def profile_build(self) -> tuple[dict[str, Any], Any]:
         """(backend settings, BuildConfig) of the profile stage; `profile_argv` prints the same."""
+        from ..latency import backend_class
         from ..latency.build_config import BuildConfig
 
         p = self.cfg.profile
-        settings = {"torch-cpu": {"threads": p.threads}, "onnxruntime": {"threads": p.threads},
-                    "coreml": {"compute_units": p.compute_units},
-                    "remote": {"command": p.remote_command, "export_format": p.export_format}}.get(p.backend, {})
-        settings = {key: value for key, value in settings.items() if value is not None}
+        # the stage's backend settings that are options of its backend (threads mean nothing to coreml)
+        given = {"threads": p.threads, "compute_units": p.compute_units, "command": p.remote_command,
+                 "export_format": p.export_format}
+        options = backend_class(p.backend).options()
+        settings = {key: value for key, value in given.items() if value is not None and key in options}
         build = BuildConfig(rounds=p.rounds, repeats=p.repeats, references=p.references,
                             quiet_cpus=None if p.quiet_cpus < 0 else p.quiet_cpus, quiet_wait_s=p.quiet_wait_s)
         return settings, build

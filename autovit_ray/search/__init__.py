@@ -25,8 +25,10 @@ from autovit_ray.search.algorithms import (
     RandomSearch,
     SearchResult,
     SearchStrategy,
+    StrategySettings,
     arch_distance,
     make_strategy,
+    register_strategy,
     run_search,
     select_skeletons,
 )
@@ -35,8 +37,9 @@ from autovit_ray.search.pareto import dominates, non_dominated_sort, pareto_fron
 __all__ = [
     "FINE_STAGE", "PLAIN_EVOLUTION", "STRATEGIES", "AutoViTSearcher", "Budget", "BudgetUnreachableError",
     "CoarseConfig", "CoarseToFineSearch", "Cost", "CostModel", "Evaluation", "EvolutionConfig",
-    "EvolutionSearch", "RandomSearch", "SearchResult", "SearchStrategy", "arch_distance", "dominates",
-    "make_strategy", "non_dominated_sort", "pareto_front", "run_search", "select_skeletons",
+    "EvolutionSearch", "RandomSearch", "SearchResult", "SearchStrategy", "StrategySettings", "arch_distance",
+    "dominates", "make_strategy", "non_dominated_sort", "pareto_front", "register_strategy", "run_search",
+    "select_skeletons",
 ]
 
 

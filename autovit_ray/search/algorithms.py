@@ -18,8 +18,11 @@ objects from Ray Tune with many evaluations in flight. The strategies share thes
   on a strategy built with the same settings continues exactly where the saved one stopped.
 
 With `selection="dominance"` the evolutionary strategies rank parents by Pareto rank over
-(accuracy max, latency min, parameters min) instead of by accuracy alone (the `pareto` strategy of the
-CLI); `pareto_front()` is available under both selections.
+(accuracy max, latency min, parameters min) instead of by accuracy alone (the `coarse-to-fine-dominance`
+strategy of the CLI); `pareto_front()` (the output) is available under both selections.
+
+Strategies are built by name through the registry `STRATEGIES` (`make_strategy`): each name is a
+factory `(space, costs, settings) -> SearchStrategy`; `register_strategy` adds one (docs/extending.md).
 """
 
 from __future__ import annotations
@@ -32,9 +35,10 @@ import math
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Protocol
 
 from autovit_ray.config import warn_renamed
+from autovit_ray.extensions import Registry
 from autovit_ray.plan import count_params
 from autovit_ray.search.pareto import non_dominated_sort, pareto_front
 from autovit_ray.space import Arch, SearchSpace
@@ -645,19 +649,91 @@ class CoarseToFineSearch(EvolutionSearch):
         self.skeletons = [Arch.from_dict(a) for a in extra.get("skeletons", [])]
 
 
-STRATEGIES: dict[str, type[SearchStrategy]] = {
-    RandomSearch.kind: RandomSearch, EvolutionSearch.kind: EvolutionSearch,
-    CoarseToFineSearch.kind: CoarseToFineSearch}
 # Names older versions wrote into saved search states: read back as today's names.
 LEGACY_KINDS = {"coarse_to_fine": CoarseToFineSearch.kind}
 
 
-def make_strategy(kind: str, space: SearchSpace, costs: CostModel, **kwargs: Any) -> SearchStrategy:
-    """Build a strategy by name: 'random', 'evolution' (plain) or 'coarse-to-fine' (the CLI's names)."""
-    kind = LEGACY_KINDS.get(kind, kind)
-    if kind not in STRATEGIES:
-        raise ValueError(f"unknown search strategy {kind!r}; allowed: {sorted(STRATEGIES)}")
-    return STRATEGIES[kind](space, costs, **kwargs)
+# --------------------------------------------------------------------------------------------
+# The registry: a strategy by name
+# --------------------------------------------------------------------------------------------
+
+
+class StrategySettings(Protocol):
+    """What a strategy factory reads of a search's settings; `SearchConfig` has these (and more)."""
+
+    population: int
+    generations: int
+    parents: int
+    coarse_samples: int
+    skeletons: int
+    max_evaluations: int | None  # None: population x generations
+    seed: int
+
+
+StrategyFactory = Callable[[SearchSpace, CostModel, StrategySettings], SearchStrategy]
+
+
+def _check_factory(name: str, entry: Any) -> None:
+    if not callable(entry):
+        raise ValueError(f"search strategy {name!r} must be a factory (space, costs, settings) -> SearchStrategy, "
+                         f"got {entry!r}")
+
+
+# The CLI's `--strategy`, SearchConfig and the pipeline take these names; installed packages add theirs
+# through entry points of group "autovit_ray.strategies". "pareto" was the name of coarse-to-fine with
+# dominance selection: "pareto" now names only the Pareto front (an output).
+STRATEGIES: Registry[StrategyFactory] = Registry(
+    "search strategy", "autovit_ray.strategies", renamed={"pareto": "coarse-to-fine-dominance"}, check=_check_factory)
+
+
+def register_strategy(name: str, *, replace: bool = False) -> Callable[[StrategyFactory], StrategyFactory]:
+    """Decorator: `@register_strategy("hill-climb")` over a factory `(space, costs, settings) ->
+    SearchStrategy` makes "hill-climb" a strategy of `--strategy`, SearchConfig and the pipeline."""
+    return STRATEGIES.register(name, replace=replace)
+
+
+def make_strategy(name: str, space: SearchSpace, costs: CostModel, settings: StrategySettings) -> SearchStrategy:
+    """The strategy `name` (a registered one) of a search with these settings."""
+    return STRATEGIES.get(name)(space, costs, settings)
+
+
+def evaluation_count(settings: StrategySettings) -> int:
+    """The evaluations a search may ask for: `max_evaluations`, else population x generations."""
+    return settings.max_evaluations or settings.population * settings.generations
+
+
+def _evolution_config(settings: StrategySettings, rates: EvolutionConfig) -> EvolutionConfig:
+    return EvolutionConfig(population_size=settings.population, generations=settings.generations,
+                           num_parents=settings.parents, p_depth=rates.p_depth, p_block=rates.p_block)
+
+
+@register_strategy("random")
+def random_search(space: SearchSpace, costs: CostModel, settings: StrategySettings) -> SearchStrategy:
+    return RandomSearch(space, costs, max_evaluations=evaluation_count(settings), seed=settings.seed)
+
+
+@register_strategy("evolution")
+def plain_evolution(space: SearchSpace, costs: CostModel, settings: StrategySettings) -> SearchStrategy:
+    return EvolutionSearch(space, costs, _evolution_config(settings, PLAIN_EVOLUTION),
+                           max_evaluations=evaluation_count(settings), seed=settings.seed)
+
+
+def _coarse_to_fine(space: SearchSpace, costs: CostModel, settings: StrategySettings,
+                    selection: Selection) -> SearchStrategy:
+    coarse = CoarseConfig(num_samples=settings.coarse_samples, num_skeletons=settings.skeletons)
+    return CoarseToFineSearch(space, costs, _evolution_config(settings, FINE_STAGE), coarse,
+                              max_evaluations=evaluation_count(settings), seed=settings.seed, selection=selection)
+
+
+@register_strategy("coarse-to-fine")
+def coarse_to_fine(space: SearchSpace, costs: CostModel, settings: StrategySettings) -> SearchStrategy:
+    return _coarse_to_fine(space, costs, settings, "accuracy")
+
+
+@register_strategy("coarse-to-fine-dominance")
+def coarse_to_fine_dominance(space: SearchSpace, costs: CostModel, settings: StrategySettings) -> SearchStrategy:
+    """Coarse-to-fine whose parents are ranked by Pareto dominance (accuracy, latency, parameters)."""
+    return _coarse_to_fine(space, costs, settings, "dominance")
 
 
 # --------------------------------------------------------------------------------------------

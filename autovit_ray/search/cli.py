@@ -26,7 +26,8 @@ from autovit_ray.cli_exits import cli_main
 from .. import adapters
 from ..adapters import connect_ray
 from ..config import parse_override, read_yaml_mapping, set_path
-from .config import DEFAULTS, STRATEGY_NAMES, SearchConfig, count
+from .algorithms import STRATEGIES
+from .config import DEFAULTS, SearchConfig, count
 from .driver import plan_search, run
 
 
@@ -54,7 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lut", default=None, help="latency table (.parquet) from `python -m autovit_ray.profile build`")
     p.add_argument("--params-budget", type=parse_count, default=None, help="T_p, e.g. 1.8M")
     p.add_argument("--latency-budget-ms", type=float, default=None, help="T_l in ms (needs --lut)")
-    p.add_argument("--strategy", choices=STRATEGY_NAMES, default=DEFAULTS["strategy"])
+    p.add_argument("--strategy", default=DEFAULTS["strategy"],
+                   help=f"one of {', '.join(STRATEGIES.names())} (default %(default)s), or one a plugin registers "
+                        "(docs/extending.md)")
     p.add_argument("--population", type=int, default=DEFAULTS["population"])
     p.add_argument("--generations", type=int, default=DEFAULTS["generations"])
     p.add_argument("--parents", type=int, default=DEFAULTS["parents"])

@@ -12,8 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import build_dataclass, coerce, type_hints
-
-STRATEGY_NAMES = ("coarse-to-fine", "evolution", "random", "pareto")
+from .algorithms import STRATEGIES
 
 
 @dataclass(frozen=True)
@@ -26,7 +25,7 @@ class SearchConfig:
     lut: str | None = None  # latency table (.parquet)
     params_budget: float | None = None  # T_p
     latency_budget_ms: float | None = None  # T_l (needs `lut`)
-    strategy: str = "coarse-to-fine"
+    strategy: str = "coarse-to-fine"  # a name of the registry algorithms.STRATEGIES
     population: int = 50
     generations: int = 20
     parents: int = 10
@@ -62,8 +61,9 @@ class SearchConfig:
         hints = type_hints(SearchConfig)
         for f in dataclasses.fields(self):  # the Python API may pass ints for floats, lists for tuples
             object.__setattr__(self, f.name, coerce(getattr(self, f.name), hints[f.name], f.name))
-        if self.strategy not in STRATEGY_NAMES:
-            raise ValueError(f"--strategy {self.strategy!r} is unknown: expected one of {list(STRATEGY_NAMES)}")
+        if self.strategy not in STRATEGIES and self.strategy not in STRATEGIES.renamed:
+            raise ValueError(f"--strategy {self.strategy!r} is unknown: expected one of {list(STRATEGIES.names())}")
+        object.__setattr__(self, "strategy", STRATEGIES.resolve(self.strategy, "--strategy"))
         if not self.name or "/" in self.name:
             raise ValueError(f"--name {self.name!r} is invalid: expected a non-empty search name without '/'")
         for name in ("population", "generations", "parents", "coarse_samples", "skeletons", "evaluators",
@@ -152,4 +152,4 @@ NOT_IN_IDENTITY = frozenset({
     "no_register", "output_dir", "mlflow_uri", "address", "num_cpus", "new_run",
 })
 
-__all__ = ["DEFAULTS", "NOT_IN_IDENTITY", "STRATEGY_NAMES", "SearchConfig", "count"]
+__all__ = ["DEFAULTS", "NOT_IN_IDENTITY", "SearchConfig", "count"]

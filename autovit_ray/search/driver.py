@@ -27,41 +27,19 @@ from ..io import atomic_write_text
 from ..placement import ResourcePlan
 from ..space import Arch, SearchSpace
 from .algorithms import (
-    FINE_STAGE,
-    PLAIN_EVOLUTION,
+    STRATEGIES,
     Budget,
     BudgetUnreachableError,
-    CoarseConfig,
-    CoarseToFineSearch,
     CostModel,
     Evaluation,
-    EvolutionConfig,
-    EvolutionSearch,
-    RandomSearch,
     SearchStrategy,
+    make_strategy,
 )
 from .config import NOT_IN_IDENTITY, SearchConfig
 from .results import SearchReport, read_search
 
 if TYPE_CHECKING:  # checkpoint imports torch: the driver imports it where it runs
     from ..checkpoint import TrainingRecord
-
-
-def make_search_strategy(cfg: SearchConfig, space: SearchSpace, costs: CostModel) -> SearchStrategy:
-    total = cfg.max_evaluations or cfg.population * cfg.generations
-    fine = EvolutionConfig(population_size=cfg.population, generations=cfg.generations,
-                           num_parents=cfg.parents, p_depth=FINE_STAGE.p_depth, p_block=FINE_STAGE.p_block)
-    if cfg.strategy == "random":
-        return RandomSearch(space, costs, max_evaluations=total, seed=cfg.seed)
-    if cfg.strategy == "evolution":
-        plain = EvolutionConfig(population_size=cfg.population, generations=cfg.generations,
-                                num_parents=cfg.parents, p_depth=PLAIN_EVOLUTION.p_depth,
-                                p_block=PLAIN_EVOLUTION.p_block)
-        return EvolutionSearch(space, costs, plain, max_evaluations=total, seed=cfg.seed)
-    coarse = CoarseConfig(num_samples=cfg.coarse_samples, num_skeletons=cfg.skeletons)
-    selection = "dominance" if cfg.strategy == "pareto" else "accuracy"  # pareto: ranks by dominance
-    return CoarseToFineSearch(space, costs, fine, coarse, max_evaluations=total, seed=cfg.seed,
-                              selection=selection)
 
 
 TRIAL_CPUS = 0.01  # a trial only waits on the evaluator pool
@@ -157,6 +135,8 @@ def search_identity(cfg: SearchConfig, context: dict[str, Any], space: SearchSpa
 
     lut_digest = file_digest(cfg.lut) if cfg.lut else None
     settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in NOT_IN_IDENTITY}
+    # a search begun under a strategy's old name ("pareto") keeps its identity, so it resumes under the new one
+    settings["strategy"] = {new: old for old, new in STRATEGIES.renamed.items()}.get(cfg.strategy, cfg.strategy)
     whole = {"evaluation": context, "lut": lut_digest, "space": space.fingerprint(), "settings": settings}
     digest = hashlib.sha256(json.dumps(whole, sort_keys=True, default=str).encode()).hexdigest()[:16]
     summary = {"checkpoint": str(checkpoint), "epoch": epoch, "checkpoint_digest": context["checkpoint"][:12],
@@ -188,7 +168,7 @@ def run(cfg: SearchConfig) -> SearchReport:
     smallest = space.smallest()
     if not costs.fits(smallest):
         raise costs.unreachable([smallest], 1)
-    strategy = make_search_strategy(cfg, space, costs)
+    strategy = make_strategy(cfg.strategy, space, costs, cfg)
     experiment = Experiment(Path(cfg.output_dir)) if cfg.output_dir else Experiment.of_checkpoint(checkpoint)
     search_dir = experiment.search_dir(cfg.name)
     data_overrides = {"data_dir": cfg.data_dir} if cfg.data_dir else {}
@@ -418,5 +398,5 @@ def print_tables(reported: list[dict[str, Any]], front: list[Evaluation]) -> Non
 
 __all__ = [
     "TRIAL_CPUS", "cache_hits", "evaluate_trial", "evaluation_context", "evaluation_data", "evaluator_cpus",
-    "evaluator_share", "failed_trials", "make_search_strategy", "plan_search", "run", "search_identity", "summarise",
+    "evaluator_share", "failed_trials", "plan_search", "run", "search_identity", "summarise",
 ]
