@@ -1,6 +1,7 @@
 """The dataset registry: what each `DataConfig.dataset` name means.
 
-A dataset is one registration, `register_dataset(DatasetSpec(...))`: a loader that returns its official
+A dataset is one registration, `register_dataset(DatasetSpec(...))` (in a module of `AUTOVIT_RAY_PLUGINS`,
+`autovit_ray.plugins`, so that every process of a run makes it): a loader that returns its official
 train and test splits as sources (`autovit_ray.data.sources`: `ArraySource` for images in memory,
 `FileSource` for image files), its native resolution, its normalisation, its split and augmentation
 defaults, and the input profiles of the search space made for it (`configs/profiles.yaml`; the first is
@@ -19,6 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from ..plugins import load_plugins
 
 IMAGENET_DEFAULT_MEAN = (0.485, 0.456, 0.406)  # = timm.data's
 IMAGENET_DEFAULT_STD = (0.229, 0.224, 0.225)
@@ -124,11 +127,12 @@ def unregister_dataset(name: str) -> None:
 
 
 def dataset_names() -> tuple[str, ...]:
+    load_plugins()  # the modules of AUTOVIT_RAY_PLUGINS register theirs
     return tuple(_REGISTRY)
 
 
 def dataset_spec(name: str) -> DatasetSpec:
-    if name not in _REGISTRY:
+    if name not in dataset_names():
         raise ValueError(f"unknown dataset {name!r}: expected one of {dataset_names()} (or register it: "
                          "autovit_ray.data.register_dataset, docs/extending.md)")
     return _REGISTRY[name]
@@ -136,7 +140,7 @@ def dataset_spec(name: str) -> DatasetSpec:
 
 def dataset_of_input_profile(input_profile: str) -> str | None:
     """The first dataset whose input profiles include `input_profile` (None: no dataset names it)."""
-    return next((spec.name for spec in _REGISTRY.values() if input_profile in spec.input_profiles), None)
+    return next((name for name in dataset_names() if input_profile in _REGISTRY[name].input_profiles), None)
 
 
 _BUILTIN = (

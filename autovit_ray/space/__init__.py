@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 
 from ..config import packaged_configs, renamed_keys
+from ..plugins import load_plugins
 
 # Bump when the meaning of a space field or the network built from it changes: old checkpoints
 # and latency tables then stop matching the fingerprint and are refused.
@@ -816,6 +817,7 @@ def _profiles_file() -> dict[str, Any]:
 def shared_input_profiles() -> dict[str, dict[str, Any]]:
     """{name: {"resolutions", "strides"[, "patch_sizes"]}} of every space whose YAML lists none of its
     own (the built-in ones): configs/profiles.yaml's, then the registered ones, in that order."""
+    load_plugins()  # the modules of AUTOVIT_RAY_PLUGINS register theirs
     return {**_profiles_file()["input_profiles"], **_registered_input_profiles}
 
 
@@ -823,7 +825,8 @@ def register_input_profile(name: str, resolutions: Sequence[int], strides: Seque
                            patch_sizes: Sequence[int] | None = None) -> None:
     """Offer one more input profile in every built-in space (resolutions, and the stride of each of the
     8 stages; `patch_sizes`: one per transformer stage). Checked against each built-in space here, with
-    the errors a space YAML gets."""
+    the errors a space YAML gets. Register in a module of AUTOVIT_RAY_PLUGINS (autovit_ray.plugins), so
+    that every process of a run has it."""
     if not isinstance(name, str) or not name:
         raise ValueError(f"an input profile's name must be a non-empty string, got {name!r}")
     if name in shared_input_profiles():
