@@ -16,7 +16,7 @@ from typing import Any
 
 from autovit_ray.config import dataclass_from_flat_dict
 
-from .datasets import CROPS, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, DatasetSpec, _is_number, dataset_names, dataset_spec
+from .datasets import CROPS, DatasetSpec, _is_number, dataset_names, dataset_spec
 
 AUGMENT_MODES = ("auto", "timm", "batched", "none")
 

@@ -36,7 +36,7 @@ from PIL import Image
 
 from .cache import fit
 from .config import DataConfig
-from .datasets import DatasetSpec, dataset_spec
+from .datasets import dataset_spec
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -221,14 +221,10 @@ def load_imagefolder(root: Path | None) -> tuple[Source, Source]:
     return train, _scan_folder(root / "val", train.classes)
 
 
+@functools.lru_cache(maxsize=4)
 def _load_sources(dataset: str, data_dir: str | None) -> tuple[Source, Source]:
     """(official train, official test) of a dataset, cached per process."""
-    return _load_registered(dataset_spec(dataset), data_dir)
-
-
-@functools.lru_cache(maxsize=4)
-def _load_registered(spec: DatasetSpec, data_dir: str | None) -> tuple[Source, Source]:
-    # keyed by the registration itself: a dataset registered again under its name is loaded again
+    spec = dataset_spec(dataset)
     root = None
     if spec.data_dir is not None:
         if data_dir is None:

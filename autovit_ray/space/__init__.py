@@ -680,7 +680,8 @@ def _check_input_profile(space: SearchSpace, input_profile: InputProfile) -> Non
 
 def load_space(name_or_path: str | Path, input_profile: str | None = None) -> SearchSpace:
     """A built-in supernet space by name ('xxs', 'xs', 's') or a YAML file, under an input
-    profile ('imagenet', 'cifar10', 'digits'; default: the file's `default_input_profile`)."""
+    profile ('imagenet', 'cifar10', 'digits', ...: configs/profiles.yaml and the registered ones, unless
+    the file lists its own; default: the file's `default_input_profile`, else configs/profiles.yaml's)."""
     text_name = str(name_or_path)
     path = Path(text_name)
     if text_name.lower() in BUILTIN_SPACES:
