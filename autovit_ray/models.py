@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from timm.models import register_model
 
-from .data import INPUT_PROFILE_DATASETS, DataConfig
+from .data import DataConfig, dataset_of_input_profile
 from .io import atomic_write_bytes, atomic_write_text
 from .nn import AutoViTNet, build_net
 from .plan import plan
@@ -67,7 +67,7 @@ def pretrained_cfg(arch: Arch, num_classes: int, data: DataConfig | None = None)
     input profile is trained on, which configs/train/*.yaml keep)."""
     if data is None:
         input_profile = space_for_arch(arch).input_profile.name
-        data = DataConfig(dataset=INPUT_PROFILE_DATASETS.get(input_profile, "imagefolder"))
+        data = DataConfig(dataset=dataset_of_input_profile(input_profile) or "imagefolder")
     size = arch.resolution
     return {"input_size": (3, size, size), "num_classes": num_classes, "architecture": "autovit",
             "arch": arch.to_dict(), "classifier": "head.classifier", **data.eval_preprocessing()}

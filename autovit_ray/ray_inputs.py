@@ -49,7 +49,7 @@ def check_train_input(cfg: TrainConfig) -> None:
                          f"{resolve_data_path(data)!r} (data.augment {data.augment!r}, in_memory_limit_mb "
                          f"{data.in_memory_limit_mb}); use ray.train_input=ray-data for an image folder, or local")
     if how == "ray-data":
-        if data.dataset != "imagefolder":
+        if not data.defaults.image_folder:
             raise ValueError(f"ray.train_input=ray-data reads image folders, not dataset {data.dataset!r}: "
                              "use ray.train_input=object-store to share in-memory data across nodes")
         refusal = _batched_refusal(data)

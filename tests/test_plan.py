@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 import autovit_ray.models as models
-from autovit_ray.data import INPUT_PROFILE_DATASETS, DataConfig, build_transform
+from autovit_ray.data import DataConfig, build_transform, dataset_of_input_profile
 from autovit_ray.latency.modules import arch_modules, block_modules
 from autovit_ray.nn import Supernet, build_net
 from autovit_ray.nn.blocks import ConvBNAct, MBConv, MBPoolHead, MobileViTBlock, TransformerStage
@@ -109,7 +109,7 @@ def test_registered_model_offers_timm_contract(name):
         model.reset_classifier(0)
         assert torch.equal(model(x), pooled)
     assert model.num_features == arch.transformer_widths[-1] * load_space(arch.supernet).fixed.head_expansion
-    data = DataConfig(dataset=INPUT_PROFILE_DATASETS[load_space(arch.supernet).input_profile.name])
+    data = DataConfig(dataset=dataset_of_input_profile(load_space(arch.supernet).input_profile.name))
     assert cfg["input_size"] == (3, arch.resolution, arch.resolution)
     assert (cfg["mean"], cfg["std"], cfg["interpolation"], cfg["crop_pct"]) == \
         (tuple(data.mean), tuple(data.std), data.interpolation, data.eval_crop_pct)
@@ -123,7 +123,7 @@ def test_pretrained_cfg_gives_the_training_eval_transform(profile):
 
     space = load_space("xxs", input_profile=profile)
     model = timm.create_model("autovit", arch=space.smallest(), num_classes=NUM_CLASSES)
-    data = DataConfig(dataset=INPUT_PROFILE_DATASETS[profile], resolution=space.smallest().resolution)
+    data = DataConfig(dataset=dataset_of_input_profile(profile), resolution=space.smallest().resolution)
     image = Image.fromarray(torch.randint(0, 256, (40, 48, 3), dtype=torch.uint8,
                                           generator=torch.Generator().manual_seed(0)).numpy())
     timm_transform = create_transform(**resolve_data_config({}, model=model))

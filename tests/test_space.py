@@ -115,8 +115,9 @@ def test_constrained_size_counts_only_non_decreasing_widths(tmp_path):
 
 
 def _raw(name: str) -> dict:
-    from autovit_ray.space import CONFIG_DIR
-    return yaml.safe_load((CONFIG_DIR / f"{name}.yaml").read_text())
+    """A built-in space's YAML with the shared input profiles (configs/profiles.yaml) written into it."""
+    from autovit_ray.space import CONFIG_DIR, PROFILES_FILE
+    return {**yaml.safe_load((CONFIG_DIR / f"{name}.yaml").read_text()), **yaml.safe_load(PROFILES_FILE.read_text())}
 
 
 def _space_profiles() -> list[tuple[str, str]]:

@@ -2,8 +2,11 @@
 
 One module per concern, each importing its siblings directly:
 
+- `datasets`: the dataset registry (`register_dataset`, `DatasetSpec`: loader, native resolution,
+  normalisation, defaults, input profiles); pure Python.
 - `config`: `DataConfig` (which dataset, its splits, the recipe), validated; pure Python.
-- `sources`: the datasets (digits, CIFAR-10, image folders), decoded lazily to PIL images.
+- `sources`: the datasets' images (`Source`, `ArraySource`, `FileSource`; the built-in loaders of digits,
+  CIFAR-10 and image folders), decoded lazily to PIL images.
 - `splits`: train / val / calib / test, fixed by `split_seed`; `dataset_record`.
 - `data_path`: how images reach the model (`resolve_data_path`: batched, tensors, timm, timm-no-aug).
 - `transforms`: timm's PIL pipeline, the batched path's `AugmentConfig`, batch resize / renormalise.
@@ -24,9 +27,12 @@ import importlib
 from typing import Any
 
 _MODULE_OF = {name: module for module, names in {
-    "config": ("AUGMENT_MODES", "CROPS", "DATASETS", "IMAGENET_DEFAULT_MEAN", "IMAGENET_DEFAULT_STD",
-               "INPUT_PROFILE_DATASETS", "DataConfig"),
-    "sources": ("CIFAR10_CLASSES", "FolderImageDecoder", "check_images", "num_classes"),
+    "datasets": ("BUILTIN_DATASETS", "CROPS", "IMAGENET_DEFAULT_MEAN", "IMAGENET_DEFAULT_STD", "DatasetSpec",
+                 "Loader", "dataset_names", "dataset_of_input_profile", "dataset_spec", "register_dataset",
+                 "unregister_dataset"),
+    "config": ("AUGMENT_MODES", "DataConfig"),
+    "sources": ("CIFAR10_CLASSES", "ArraySource", "FileSource", "FolderImageDecoder", "Source", "check_images",
+                "load_cifar10", "load_digits", "load_imagefolder", "num_classes", "source_dir"),
     "splits": ("SPLITS", "Splits", "dataset_record", "make_splits", "train_files"),
     "data_path": ("DATA_PATHS", "in_memory_mb", "legacy_data_path", "resolve_data_path", "stored_size"),
     "transforms": ("PadCrop", "augment_config", "build_transform", "renormalize", "resize_batch", "train_ops"),

@@ -35,7 +35,7 @@ class ImageTensors:
 
 
 def decode(source: Any, size: tuple[int, int] | None = None) -> ImageTensors:
-    """Every image of a data source (`autovit_ray.data.sources`' `_Source`) as one uint8 tensor: at their own
+    """Every image of a data source (`autovit_ray.data.sources.Source`) as one uint8 tensor: at their own
     size (which must be one size), or each resized and centre-cropped to `size` (H, W)."""
     def pixels(i: int) -> np.ndarray:  # [H, W, 3]
         return fit(source.image(i), size)
@@ -69,14 +69,15 @@ def _tensor_digest(tensors: ImageTensors) -> str:
 
 def source_key(dataset: str, sources: tuple[Any, ...], size: tuple[int, int] | None = None) -> str:
     """The cache key of a data set: its name, the stored size and a hash of its source files (or, for
-    digits, which ships inside scikit-learn, the library version and the labels)."""
+    images that come from no file, such as digits, which ships inside scikit-learn, of the images and
+    labels themselves)."""
     digest = hashlib.sha256(f"{dataset}/{CACHE_FORMAT}/{size}".encode())
     for source in sources:
         files = getattr(source, "files", ())
         if not files:
-            import sklearn
-
-            digest.update(sklearn.__version__.encode())
+            images = getattr(source, "images", None)  # an ArraySource's; else each image, decoded
+            for block in [images] if isinstance(images, np.ndarray) else map(source.image, range(len(source))):
+                digest.update(np.ascontiguousarray(block).tobytes())
             digest.update(np.asarray(source.labels, dtype=np.int64).tobytes())
         for path in files:
             with open(path, "rb") as f:

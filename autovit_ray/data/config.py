@@ -1,7 +1,8 @@
 """The data configuration (`DataConfig`): which dataset, its splits and the training recipe's
-augmentation, validated once with one clear error per bad field. The loaders, transforms and sources
-that read it are the other modules of `autovit_ray.data`. Pure Python (no torch, no timm): a CLI can
-build, print and check a training config without importing them.
+augmentation, validated once with one clear error per bad field. The fields left at None take the
+dataset's defaults (`autovit_ray.data.datasets`, the dataset registry). The loaders, transforms and
+sources that read it are the other modules of `autovit_ray.data`. Pure Python (no torch, no timm): a CLI
+can build, print and check a training config without importing them.
 """
 
 from __future__ import annotations
@@ -15,40 +16,22 @@ from typing import Any
 
 from autovit_ray.config import dataclass_from_flat_dict
 
-DATASETS = ("digits", "cifar10", "imagefolder")
+from .datasets import CROPS, DatasetSpec, _is_number, dataset_names, dataset_spec
+
 AUGMENT_MODES = ("auto", "timm", "batched", "none")
-CROPS = ("rrc", "pad", "none")  # training crops (autovit_ray.data.augment's module doc)
-IMAGENET_DEFAULT_MEAN = (0.485, 0.456, 0.406)  # = timm.data's
-IMAGENET_DEFAULT_STD = (0.229, 0.224, 0.225)
-
-
-@dataclass(frozen=True)
-class _DatasetDefaults:
-    resolution: int  # native image size
-    val_size: int | float  # held out from the official training set
-    augment: bool  # whether augment="auto" augments (digits: no, see above)
-    scale: tuple[float, float]  # random-resized-crop area range
-    crop_pct: float  # eval: resize to resolution / crop_pct, then centre-crop
-    crop: str = "rrc"  # training crop when `DataConfig.crop` is None
-
-
-_DEFAULTS = {
-    "digits": _DatasetDefaults(8, 0.2, False, (0.08, 1.0), 1.0),
-    "cifar10": _DatasetDefaults(32, 5000, True, (0.35, 1.0), 1.0),
-    "imagefolder": _DatasetDefaults(224, 0.1, True, (0.08, 1.0), 0.875),
-}
 
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Everything that defines the data. Fields left at None take the dataset's default (`_DEFAULTS`).
+    """Everything that defines the data. Fields left at None take the dataset's default (its
+    `DatasetSpec`; `mean` and `std` are set to it on construction, so `to_dict` holds them).
 
     The augmentation defaults are DeiT's recipe (RandAugment m9, random erasing 0.25, Mixup 0.8,
     CutMix 1.0, label smoothing 0.1). `batch_size` is per data-parallel rank.
     """
 
     dataset: str = "digits"
-    data_dir: str | None = None  # ignored by digits
+    data_dir: str | None = None  # ignored by a dataset that reads no folder (digits)
     resolution: int | None = None  # None: native size (digits 8, cifar10 32, imagefolder 224)
     batch_size: int = 128
     num_workers: int = 0
@@ -75,8 +58,8 @@ class DataConfig:
     mixup_prob: float = 1.0
     mixup_switch_prob: float = 0.5
     label_smoothing: float = 0.1
-    mean: tuple[float, ...] = IMAGENET_DEFAULT_MEAN
-    std: tuple[float, ...] = IMAGENET_DEFAULT_STD
+    mean: tuple[float, ...] | None = None  # None: the dataset's (ImageNet's for the built-in ones)
+    std: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         for name in ("mean", "std", "scale"):  # YAML gives lists
@@ -85,6 +68,10 @@ class DataConfig:
                 object.__setattr__(self, name, tuple(value))
         if isinstance(self.data_dir, Path):
             object.__setattr__(self, "data_dir", str(self.data_dir))
+        if self.dataset in dataset_names():
+            for name in ("mean", "std"):
+                if getattr(self, name) is None:
+                    object.__setattr__(self, name, getattr(dataset_spec(self.dataset), name))
         _validate(self)
 
     @classmethod
@@ -95,8 +82,9 @@ class DataConfig:
         return dataclasses.asdict(self)
 
     @property
-    def defaults(self) -> _DatasetDefaults:
-        return _DEFAULTS[self.dataset]
+    def defaults(self) -> DatasetSpec:
+        """The dataset's registration: the defaults of the fields left at None."""
+        return dataset_spec(self.dataset)
 
     @property
     def input_resolution(self) -> int:
@@ -117,10 +105,6 @@ class DataConfig:
                 "crop_pct": self.eval_crop_pct, "crop_mode": "center"}
 
 
-# The data set each input profile of the spaces (configs/*.yaml) is trained on.
-INPUT_PROFILE_DATASETS = {"imagenet": "imagefolder", "cifar10": "cifar10", "cifar10-p1": "cifar10", "digits": "digits"}
-
-
 def _bad(field: str, value: Any, expected: str) -> ValueError:
     return ValueError(f"DataConfig.{field} = {value!r} is invalid: expected {expected}")
 
@@ -129,13 +113,9 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 def _validate(cfg: DataConfig) -> None:
-    if cfg.dataset not in DATASETS:
-        raise _bad("dataset", cfg.dataset, f"one of {DATASETS}")
+    if cfg.dataset not in dataset_names():
+        raise _bad("dataset", cfg.dataset, f"one of {dataset_names()} (more: autovit_ray.data.register_dataset)")
     if cfg.data_dir is not None and not isinstance(cfg.data_dir, (str, Path)):
         raise _bad("data_dir", cfg.data_dir, "a folder path or None")
     if cfg.resolution is not None and not (_is_int(cfg.resolution) and cfg.resolution > 0):

@@ -41,7 +41,7 @@ DATA_PATHS = ("batched", "tensors", "timm", "timm-no-aug")  # what resolve_data_
 def stored_size(cfg: DataConfig) -> tuple[int, int] | None:
     """(H, W) of the in-memory tensors: None keeps the native size (digits, cifar10: one size); an
     image folder's images become S x S squares (module doc)."""
-    if cfg.dataset != "imagefolder":
+    if not cfg.defaults.image_folder:
         return None
     first = _sources(cfg)[0].image(0)
     side = min(math.floor(cfg.input_resolution / cfg.eval_crop_pct), *first.size)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -26,7 +25,7 @@ from .cache import ImageTensors, load_tensors
 from .config import DataConfig, _bad, _is_int
 from .data_path import _in_memory_path, resolve_data_path, stored_size
 from .prepared import PreparedData
-from .sources import _load_sources, _Source, _sources
+from .sources import Source, _load_sources, _sources, source_dir
 from .splits import SPLITS, Splits, _part, make_splits
 from .transforms import augment_config, build_transform
 
@@ -36,7 +35,7 @@ if TYPE_CHECKING:
 class ImageDataset(Dataset):
     """Samples `indices` of a source through `transform`; items are (image tensor, int label)."""
 
-    def __init__(self, source: _Source, indices: np.ndarray, transform: Any) -> None:
+    def __init__(self, source: Source, indices: np.ndarray, transform: Any) -> None:
         self.source, self.indices, self.transform = source, indices, transform
 
     def __len__(self) -> int:
@@ -111,8 +110,7 @@ def _tensor_loader(cfg: DataConfig, data: ResolvedData, split: str, resolution: 
     if prepared is not None:
         train_tensors, test_tensors = prepared.tensors()
     else:
-        data_dir = None if cfg.dataset == "digits" or cfg.data_dir is None else str(Path(cfg.data_dir).resolve())
-        train_tensors, test_tensors = _tensors(cfg.dataset, data_dir, cfg.cache_dir, stored_size(cfg))
+        train_tensors, test_tensors = _tensors(cfg.dataset, source_dir(cfg), cfg.cache_dir, stored_size(cfg))
     indices = _part(getattr(data.splits, split), part)
     r = resolution or cfg.input_resolution
     augment = split == "train" and data.path == "batched"

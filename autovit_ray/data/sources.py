@@ -1,6 +1,8 @@
 """The data sets: one official split (train or test) of a dataset, decoded lazily to RGB PIL images.
 
-Datasets, by `DataConfig.dataset`:
+A dataset's loader (its registration's, `autovit_ray.data.datasets`) returns its official train and test
+splits as sources: `ArraySource` (uint8 images in memory), `FileSource` (image files), or any `Source`
+subclass. The built-in datasets, by `DataConfig.dataset`:
 
 - ``digits``: scikit-learn's handwritten digits (1,797 images of 8x8 px, 10 classes). It ships with
   scikit-learn, so nothing is downloaded; pixel values 0..16 are scaled to 0..255 and repeated on 3
@@ -34,12 +36,15 @@ from PIL import Image
 
 from .cache import fit
 from .config import DataConfig
+from .datasets import dataset_spec
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 
-class _Source:
+class Source:
+    """One official split: `len()` images, `image(i)` an RGB PIL image, `labels[i]` its class index."""
+
     labels: np.ndarray  # int64 [N]
     classes: tuple[str, ...]
     files: tuple[Path, ...] = ()  # the files the images come from (the decode cache's key)
@@ -51,9 +56,17 @@ class _Source:
         raise NotImplementedError
 
 
-class _ArraySource(_Source):
+class ArraySource(Source):
+    """Images held in memory: uint8 [N, H, W, 3] (RGB), labels [N] in 0..len(classes) - 1."""
+
     def __init__(self, images: np.ndarray, labels: np.ndarray, classes: Sequence[str]) -> None:
-        self.images = images  # uint8 [N, H, W, 3]
+        images, labels = np.asarray(images), np.asarray(labels)
+        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+            raise ValueError(f"ArraySource images must be uint8 [N, H, W, 3], got {images.dtype} {list(images.shape)}")
+        if labels.shape != images.shape[:1] or (labels.size and not 0 <= labels.min() <= labels.max() < len(classes)):
+            raise ValueError(f"ArraySource labels must be {len(images)} class indices in 0..{len(classes) - 1}, "
+                             f"got shape {list(labels.shape)}")
+        self.images = images
         self.labels = labels.astype(np.int64)
         self.classes = tuple(classes)
 
@@ -61,7 +74,7 @@ class _ArraySource(_Source):
         return Image.fromarray(self.images[i])
 
 
-class _JpegSource(_Source):
+class _JpegSource(Source):
     def __init__(self, path: Path, jpeg: np.ndarray, offsets: np.ndarray, labels: np.ndarray,
                  classes: Sequence[str]) -> None:
         self.path, self.jpeg, self.offsets = path, jpeg, offsets
@@ -74,7 +87,9 @@ class _JpegSource(_Source):
         return _decode(io.BytesIO(data), f"{self.path}[{i}]")
 
 
-class _FileSource(_Source):
+class FileSource(Source):
+    """Image files, each decoded to RGB when read."""
+
     def __init__(self, paths: list[Path], labels: np.ndarray, classes: Sequence[str]) -> None:
         self.paths = paths
         self.files = tuple(paths)
@@ -96,17 +111,18 @@ def _decode(file: Any, name: str) -> Image.Image:
         ) from e
 
 
-def _load_digits() -> tuple[_Source, _Source]:
-    from sklearn.datasets import load_digits
+def load_digits(data_dir: Path | None = None) -> tuple[Source, Source]:
+    """scikit-learn's digits (it reads no folder: `data_dir` is None)."""
+    from sklearn import datasets
 
-    digits = load_digits()
+    digits = datasets.load_digits()
     gray = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)  # [1797, 8, 8], values 0..16
     images = np.repeat(gray[..., None], 3, axis=-1)
     labels = digits.target.astype(np.int64)
     train, test = _stratified_holdout(labels, round(0.2 * len(labels)), seed=0)
     classes = [str(c) for c in range(10)]
-    return (_ArraySource(images[train], labels[train], classes),
-            _ArraySource(images[test], labels[test], classes))
+    return (ArraySource(images[train], labels[train], classes),
+            ArraySource(images[test], labels[test], classes))
 
 
 def _stratified_holdout(labels: np.ndarray, n_holdout: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -123,7 +139,8 @@ def _stratified_holdout(labels: np.ndarray, n_holdout: int, seed: int) -> tuple[
     return np.sort(order[n_holdout:]), np.sort(order[:n_holdout])
 
 
-def _load_cifar10(root: Path) -> tuple[_Source, _Source]:
+def load_cifar10(root: Path | None) -> tuple[Source, Source]:
+    assert root is not None  # the registry's data_dir is set: _load_sources passes the folder
     if (root / "train.npz").is_file() and (root / "test.npz").is_file():
         return _load_cifar10_npz(root / "train.npz"), _load_cifar10_npz(root / "test.npz")
     for folder in (root, root / "cifar-10-batches-py"):
@@ -145,7 +162,7 @@ def _load_cifar10_npz(path: Path) -> _JpegSource:
         return _JpegSource(path, npz["jpeg"], npz["offsets"], npz["labels"], classes)
 
 
-def _load_cifar10_pickles(folder: Path) -> tuple[_Source, _Source]:
+def _load_cifar10_pickles(folder: Path) -> tuple[Source, Source]:
     def read(name: str) -> dict[bytes, Any]:
         path = folder / name
         if not path.is_file():
@@ -157,11 +174,11 @@ def _load_cifar10_pickles(folder: Path) -> tuple[_Source, _Source]:
         except Exception as e:
             raise ValueError(f"cannot read CIFAR-10 batch {path}: {e}") from e
 
-    def to_source(batches: list[dict[bytes, Any]], classes: Sequence[str]) -> _ArraySource:
+    def to_source(batches: list[dict[bytes, Any]], classes: Sequence[str]) -> ArraySource:
         data = np.concatenate([np.asarray(b[b"data"], dtype=np.uint8) for b in batches])
         images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1).copy()  # rows are R, G, B planes
         labels = np.concatenate([np.asarray(b[b"labels"], dtype=np.int64) for b in batches])
-        return _ArraySource(images, labels, classes)
+        return ArraySource(images, labels, classes)
 
     classes = CIFAR10_CLASSES
     if (folder / "batches.meta").is_file():
@@ -173,7 +190,7 @@ def _load_cifar10_pickles(folder: Path) -> tuple[_Source, _Source]:
     return train, test
 
 
-def _scan_folder(root: Path, classes: tuple[str, ...] | None = None) -> _FileSource:
+def _scan_folder(root: Path, classes: tuple[str, ...] | None = None) -> FileSource:
     if not root.is_dir():
         raise ValueError(f"imagefolder split {root} does not exist: expected <data_dir>/train/<class>/* "
                          "and <data_dir>/val/<class>/*")
@@ -195,33 +212,43 @@ def _scan_folder(root: Path, classes: tuple[str, ...] | None = None) -> _FileSou
                 labels.append(label)
     if not paths:
         raise ValueError(f"{root} holds no images (extensions {IMAGE_EXTENSIONS})")
-    return _FileSource(paths, np.asarray(labels, dtype=np.int64), classes)
+    return FileSource(paths, np.asarray(labels, dtype=np.int64), classes)
 
 
-def _load_imagefolder(root: Path) -> tuple[_Source, _Source]:
+def load_imagefolder(root: Path | None) -> tuple[Source, Source]:
+    assert root is not None  # the registry's data_dir is set: _load_sources passes the folder
     train = _scan_folder(root / "train")
     return train, _scan_folder(root / "val", train.classes)
 
 
 @functools.lru_cache(maxsize=4)
-def _load_sources(dataset: str, data_dir: str | None) -> tuple[_Source, _Source]:
+def _load_sources(dataset: str, data_dir: str | None) -> tuple[Source, Source]:
     """(official train, official test) of a dataset, cached per process."""
-    if dataset == "digits":
-        return _load_digits()
-    layouts = {"cifar10": "train.npz + test.npz, or cifar-10-batches-py",
-               "imagefolder": "train/<class>/* and val/<class>/*"}
-    if data_dir is None:
-        raise ValueError(f"dataset {dataset!r} needs DataConfig.data_dir: a folder with {layouts[dataset]}")
-    root = Path(data_dir).expanduser()
-    if not root.is_dir():
-        raise ValueError(f"data_dir {str(root)!r} does not exist or is not a folder "
-                         f"(dataset {dataset!r} expects {layouts[dataset]})")
-    return _load_cifar10(root) if dataset == "cifar10" else _load_imagefolder(root)
+    spec = dataset_spec(dataset)
+    root = None
+    if spec.data_dir is not None:
+        if data_dir is None:
+            raise ValueError(f"dataset {spec.name!r} needs DataConfig.data_dir: a folder with {spec.data_dir}")
+        root = Path(data_dir).expanduser()
+        if not root.is_dir():
+            raise ValueError(f"data_dir {str(root)!r} does not exist or is not a folder "
+                             f"(dataset {spec.name!r} expects {spec.data_dir})")
+    sources = spec.loader()(root)
+    if not (isinstance(sources, tuple) and len(sources) == 2 and all(isinstance(s, Source) for s in sources)):
+        raise ValueError(f"the loader of dataset {spec.name!r} returned {type(sources).__name__}: expected "
+                         "(official train, official test) as two autovit_ray.data.sources.Source objects")
+    return sources
 
 
-def _sources(cfg: DataConfig) -> tuple[_Source, _Source]:
-    data_dir = None if cfg.dataset == "digits" or cfg.data_dir is None else str(Path(cfg.data_dir).resolve())
-    return _load_sources(cfg.dataset, data_dir)
+def source_dir(cfg: DataConfig) -> str | None:
+    """The absolute folder `cfg`'s dataset reads (None: it reads no folder, or none was given)."""
+    if cfg.defaults.data_dir is None or cfg.data_dir is None:
+        return None
+    return str(Path(cfg.data_dir).resolve())
+
+
+def _sources(cfg: DataConfig) -> tuple[Source, Source]:
+    return _load_sources(cfg.dataset, source_dir(cfg))
 
 
 class FolderImageDecoder:
@@ -262,4 +289,5 @@ def check_images(cfg: DataConfig) -> int:
     return count
 
 
-__all__ = ["CIFAR10_CLASSES", "IMAGE_EXTENSIONS", "FolderImageDecoder", "check_images", "num_classes"]
+__all__ = ["CIFAR10_CLASSES", "IMAGE_EXTENSIONS", "ArraySource", "FileSource", "FolderImageDecoder", "Source",
+           "check_images", "load_cifar10", "load_digits", "load_imagefolder", "num_classes", "source_dir"]

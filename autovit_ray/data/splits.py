@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .config import DataConfig, _bad
-from .sources import _FileSource, _sources, _stratified_holdout
+from .sources import FileSource, _sources, _stratified_holdout
 
 SPLITS = ("train", "val", "test", "calib")
 
@@ -57,8 +56,7 @@ def dataset_record(cfg: DataConfig) -> dict[str, Any]:
     digest = hashlib.sha256(cfg.dataset.encode())
     for array in (train_source.labels, test_source.labels, splits.train, splits.val, splits.calib, splits.test):
         digest.update(np.ascontiguousarray(array, dtype=np.int64).tobytes())
-    source = "sklearn.datasets.load_digits" if cfg.dataset == "digits" else str(Path(cfg.data_dir or "").resolve())
-    return {"name": cfg.dataset, "source": source, "digest": digest.hexdigest()[:16],
+    return {"name": cfg.dataset, "source": cfg.defaults.origin(cfg.data_dir), "digest": digest.hexdigest()[:16],
             "sizes": {name: len(getattr(splits, name)) for name in ("train", "val", "calib", "test")},
             "num_classes": len(train_source.classes), "split_seed": cfg.split_seed}
 
@@ -74,10 +72,13 @@ def _part(indices: np.ndarray, part: tuple[int, int] | None) -> np.ndarray:
 def train_files(cfg: DataConfig) -> tuple[list[str], tuple[str, ...]]:
     """(files of the training split, class names) of an image folder: what a distributed reader (Ray
     Data) reads; the same images, in the same split, as every other data path."""
-    if cfg.dataset != "imagefolder":
-        raise ValueError(f"dataset {cfg.dataset!r} has no image files to read: expected dataset 'imagefolder'")
+    if not cfg.defaults.image_folder:
+        raise ValueError(f"dataset {cfg.dataset!r} has no image files to read: expected an image folder "
+                         "(dataset 'imagefolder')")
     source = _sources(cfg)[0]
-    assert isinstance(source, _FileSource)
+    if not isinstance(source, FileSource):
+        raise ValueError(f"dataset {cfg.dataset!r} is registered as an image folder, but its loader gives a "
+                         f"{type(source).__name__}: expected a FileSource")
     return [str(source.paths[i]) for i in make_splits(cfg).train], source.classes
 
 

@@ -16,13 +16,14 @@ import math
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cache, cached_property
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from ..config import packaged_configs, renamed_keys
+from ..plugins import load_plugins
 
 # Bump when the meaning of a space field or the network built from it changes: old checkpoints
 # and latency tables then stop matching the fingerprint and are refused.
@@ -679,7 +680,8 @@ def _check_input_profile(space: SearchSpace, input_profile: InputProfile) -> Non
 
 def load_space(name_or_path: str | Path, input_profile: str | None = None) -> SearchSpace:
     """A built-in supernet space by name ('xxs', 'xs', 's') or a YAML file, under an input
-    profile ('imagenet', 'cifar10', 'digits'; default: the file's `default_input_profile`)."""
+    profile ('imagenet', 'cifar10', 'digits', ...: configs/profiles.yaml and the registered ones, unless
+    the file lists its own; default: the file's `default_input_profile`, else configs/profiles.yaml's)."""
     text_name = str(name_or_path)
     path = Path(text_name)
     if text_name.lower() in BUILTIN_SPACES:
@@ -748,7 +750,8 @@ def space_from_dict(raw: Any, input_profile: str | None = None, source: str = "<
         raise ValueError(f"malformed search-space YAML {source}: unknown fixed choices {sorted(unknown)}; "
                          f"allowed: {sorted(known)}")
     fixed = FixedChoices(**{k: int(numbers([v], f"fixed.{k}")[0]) for k, v in fixed_raw.items()})
-    input_profiles_raw = need(raw, "input_profiles", "the top level")
+    # a space YAML without its own input profiles offers the shared ones (configs/profiles.yaml, registered)
+    input_profiles_raw = raw["input_profiles"] if "input_profiles" in raw else shared_input_profiles()
     if not isinstance(input_profiles_raw, Mapping) or not input_profiles_raw:
         raise ValueError(f"malformed search-space YAML {source}: 'input_profiles' must be a non-empty mapping")
     input_profiles = {
@@ -758,7 +761,10 @@ def space_from_dict(raw: Any, input_profile: str | None = None, source: str = "<
                             numbers(p["patch_sizes"], f"input profile {pname} patch_sizes")
                             if p.get("patch_sizes") is not None else None)
         for pname, p in input_profiles_raw.items()}
-    chosen = input_profile or raw.get("default_input_profile") or next(iter(input_profiles))
+    default = raw.get("default_input_profile")
+    if default is None and "input_profiles" not in raw:
+        default = _profiles_file()["default"]
+    chosen = input_profile or default or next(iter(input_profiles))
     if chosen not in input_profiles:
         raise ValueError(f"search space {name!r} has no input profile {chosen!r}; allowed: {sorted(input_profiles)}")
     return SearchSpace(
@@ -783,3 +789,69 @@ def space_for_arch(arch: Arch) -> SearchSpace:
     allowed = {p: list(v.resolutions) for p, v in space.input_profiles.items()}
     raise ValueError(f"Arch.resolution = {arch.resolution} is in no input profile of {arch.supernet!r}; "
                      f"allowed: {allowed}")
+
+
+# --------------------------------------------------------------------------------------------
+# The shared input profiles: configs/profiles.yaml, then those registered in code
+# --------------------------------------------------------------------------------------------
+
+
+PROFILES_FILE = CONFIG_DIR / "profiles.yaml"
+_registered_input_profiles: dict[str, dict[str, Any]] = {}
+
+
+@cache
+def _profiles_file() -> dict[str, Any]:
+    """{"input_profiles": {name: raw profile}, "default": name} of `PROFILES_FILE`, read once."""
+    where = f"input-profiles file {PROFILES_FILE}"
+    try:
+        raw = yaml.safe_load(PROFILES_FILE.read_text())
+    except yaml.YAMLError as exc:
+        raise ValueError(f"malformed {where}: {exc}") from None
+    profiles = raw.get("input_profiles") if isinstance(raw, Mapping) else None
+    if not isinstance(profiles, Mapping) or not profiles or raw.get("default_input_profile") not in profiles:
+        raise ValueError(f"malformed {where}: expected a non-empty mapping 'input_profiles' and a "
+                         "'default_input_profile' that names one of them")
+    return {"input_profiles": dict(profiles), "default": raw["default_input_profile"]}
+
+
+def shared_input_profiles() -> dict[str, dict[str, Any]]:
+    """{name: {"resolutions", "strides"[, "patch_sizes"]}} of every space whose YAML lists none of its
+    own (the built-in ones): configs/profiles.yaml's, then the registered ones, in that order."""
+    load_plugins()  # the modules of AUTOVIT_RAY_PLUGINS register theirs
+    return {**_profiles_file()["input_profiles"], **_registered_input_profiles}
+
+
+def register_input_profile(name: str, resolutions: Sequence[int], strides: Sequence[int],
+                           patch_sizes: Sequence[int] | None = None) -> None:
+    """Offer one more input profile in every built-in space (resolutions, and the stride of each of the
+    8 stages; `patch_sizes`: one per transformer stage). Checked against each built-in space here, with
+    the errors a space YAML gets. Register in a module of AUTOVIT_RAY_PLUGINS (autovit_ray.plugins), so
+    that every process of a run has it."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"an input profile's name must be a non-empty string, got {name!r}")
+    if name in shared_input_profiles():
+        raise ValueError(f"input profile {name!r} already exists (configs/profiles.yaml or registered); "
+                         "choose another name")
+    raw: dict[str, Any] = {"resolutions": list(resolutions), "strides": list(strides)}
+    if patch_sizes is not None:
+        raw["patch_sizes"] = list(patch_sizes)
+    for space in BUILTIN_SPACES:
+        yaml_dict = yaml.safe_load((CONFIG_DIR / f"{space}.yaml").read_text())
+        space_from_dict({**yaml_dict, "input_profiles": {name: raw}}, source=f"input profile {name!r}")
+    if patch_sizes is None:  # its archs will not name it: their resolution must tell it (space_for_arch)
+        for other, prof in shared_input_profiles().items():
+            shared = sorted(set(raw["resolutions"]) & set(prof["resolutions"]))
+            if shared and prof.get("patch_sizes") is None:
+                raise ValueError(f"input profile {name!r} shares resolutions {shared} with {other!r}: an arch "
+                                 "names no input profile, its resolution tells it; choose other resolutions "
+                                 "or give per-stage patch_sizes (then its archs name it)")
+    _registered_input_profiles[name] = raw
+
+
+def unregister_input_profile(name: str) -> None:
+    """Undo `register_input_profile` (the profiles of configs/profiles.yaml stay)."""
+    if name not in _registered_input_profiles:
+        raise ValueError(f"input profile {name!r} was not registered in code; registered: "
+                         f"{sorted(_registered_input_profiles)}")
+    del _registered_input_profiles[name]

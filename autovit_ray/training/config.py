@@ -157,8 +157,10 @@ class TrainConfig:
     output_dir: str = _doc("root of all experiments", default="outputs")
     supernets: tuple[str, ...] = _doc("supernets to train concurrently (names or space YAML paths)",
                                       default=BUILTIN_SPACES)
-    input_profile: str = _doc("input profile of the search space (resolutions, strides, patches): imagenet, "
-                              "cifar10, cifar10-p1, digits", default="cifar10")
+    input_profile: str | None = _doc("input profile of the search space (resolutions, strides, patches; "
+                                     "configs/profiles.yaml): imagenet, cifar10, cifar10-p1, digits, or a "
+                                     "registered one; None: the dataset's default (its first)",
+                                     default=None)
     seed: int = _doc("model init, subnet sampling, batch order and augmentation (data.seed follows it)",
                      default=0)
     data: DataConfig = field(default_factory=DataConfig)
@@ -172,6 +174,8 @@ class TrainConfig:
     mlflow: MlflowSection = field(default_factory=MlflowSection)
 
     def __post_init__(self) -> None:
+        if self.input_profile is None:  # set here, so that to_dict (and every fingerprint) holds the name
+            object.__setattr__(self, "input_profile", self.data.defaults.default_input_profile)
         _validate(self)
 
     def to_dict(self) -> dict[str, Any]:
