@@ -7,8 +7,10 @@ that others install, through an entry point of the registry's group in its pypro
     [project.entry-points."autovit_ray.backends"]
     my-npu = "my_package.npu:NPUBackend"
 
-The entry points are read lazily: the first time a name is not registered, the one of that name is
-loaded and registered (so installing a plugin costs nothing until it is asked for). Every caller asks
+The entry points are read lazily: the first time a name is not registered, the modules named in
+`AUTOVIT_RAY_PLUGINS` are imported (`plugins.py`: a module of yours that registers, in every process of a
+run), then the entry point of that name is loaded and registered (so installing a plugin costs nothing
+until it is asked for). Every caller asks
 the registry; no code branches on an extension's name. See docs/extending.md. Pure Python.
 
 ("Registry" here is a table of named extensions; MLflow's model registry is `autovit_ray.registry`.)
@@ -22,6 +24,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Generic, TypeVar
 
 from .config import warn_renamed
+from .plugins import load_plugins
 
 T = TypeVar("T")
 
@@ -88,6 +91,8 @@ class Registry(Generic[T]):
         """The entry of `name` (an old name resolves with a FutureWarning); an installed package's entry
         point is loaded the first time its name is asked for. Unknown: ValueError listing the names."""
         name = self.resolve(name)
+        if name not in self._entries:
+            load_plugins()  # the modules of AUTOVIT_RAY_PLUGINS register theirs
         if name not in self._entries:
             point = self._entry_points().get(name)
             if point is not None:

@@ -139,3 +139,25 @@ def test_a_name_is_registered_once():
     finally:
         register_strategy("random", replace=True)(original)
     assert "toy" not in STRATEGIES
+
+
+def test_a_module_named_in_autovit_ray_plugins_registers_on_the_first_miss(tmp_path, monkeypatch):
+    """The one plugin mechanism of every registry: a module of the user's (not an installed package)
+    named in AUTOVIT_RAY_PLUGINS is imported on the first name the registry does not know."""
+    from autovit_ray import plugins
+
+    (tmp_path / "my_plugin_strategy.py").write_text(
+        "from autovit_ray.search import register_strategy\n"
+        "from autovit_ray.search.algorithms import RandomSearch\n"
+        "@register_strategy('plugin-random')\n"
+        "def plugin_random(space, costs, settings):\n"
+        "    return RandomSearch(space, costs)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv(plugins.PLUGINS_ENV, "my_plugin_strategy")
+    monkeypatch.setattr(plugins, "_imported", set())
+    try:
+        assert "plugin-random" not in STRATEGIES._entries
+        assert STRATEGIES.get("plugin-random").__name__ == "plugin_random"
+    finally:
+        STRATEGIES.unregister("plugin-random")
+        sys.modules.pop("my_plugin_strategy", None)
