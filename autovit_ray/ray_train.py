@@ -355,6 +355,7 @@ def run_training(cfg: TrainConfig, address: str | None = None, mlflow_uri: str |
     from autovit_ray.ray_inputs import driver_inputs
 
     arch = standalone[0] if standalone else None
+    cfg = dataclasses.replace(cfg, data=cfg.data.with_absolute_paths())  # the workers' working folders differ
     spaces, n_classes, resume = check_inputs(cfg, {standalone[1].name: standalone[1]} if standalone else None)
     exp_dir = cfg.experiment_dir
     # Read by Ray Train's controller (the driver's RAY_TRAIN_* variables are passed on to it).

@@ -335,3 +335,16 @@ def test_every_name_of_the_package_resolves() -> None:
         assert getattr(data, name) is getattr(module, name)
     with pytest.raises(AttributeError):
         data.no_such_name  # noqa: B018
+
+
+def test_the_driver_sends_absolute_data_paths_to_the_workers(tmp_path, monkeypatch):
+    """Ray Train's workers run in folders of their own: `data/cifar10` relative to the user's directory
+    must reach them as an absolute path (configs/train/cifar10.yaml ships a relative one)."""
+    monkeypatch.chdir(tmp_path)
+    cfg = DataConfig(dataset="cifar10", data_dir="data/cifar10", cache_dir="~/decoded")
+    absolute = cfg.with_absolute_paths()
+    assert absolute.data_dir == str(tmp_path / "data" / "cifar10")
+    assert absolute.cache_dir == str(Path.home() / "decoded")
+    assert DataConfig(dataset="imagefolder", data_dir="s3://bucket/images").with_absolute_paths().data_dir == \
+        "s3://bucket/images"
+    assert DataConfig().with_absolute_paths() == DataConfig()  # digits reads no folder

@@ -61,6 +61,15 @@ class DataConfig:
     mean: tuple[float, ...] | None = None  # None: the dataset's (ImageNet's for the built-in ones)
     std: tuple[float, ...] | None = None
 
+    def with_absolute_paths(self) -> DataConfig:
+        """The same data with `data_dir` and `cache_dir` absolute against this process's working
+        directory. Called on the driver: Ray Train's workers run in folders of their own, where a
+        relative path means nothing. A URI (`s3://...`) is left as it is."""
+        def absolute(path: str | None) -> str | None:
+            return path if path is None or "://" in path else str(Path(path).expanduser().resolve())
+
+        return dataclasses.replace(self, data_dir=absolute(self.data_dir), cache_dir=absolute(self.cache_dir))
+
     def __post_init__(self) -> None:
         for name in ("mean", "std", "scale"):  # YAML gives lists
             value = getattr(self, name)
