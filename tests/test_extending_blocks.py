@@ -8,8 +8,11 @@ with no other file of the package touched."""
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -29,7 +32,7 @@ from autovit_ray.plan import count_macs, count_params, plan
 from autovit_ray.profile import main as profile_main
 from autovit_ray.search.algorithms import CostModel, EvolutionConfig, EvolutionSearch, run_search
 from autovit_ray.search.evaluate import EvalSettings, SubnetEvaluator
-from autovit_ray.space import load_space
+from autovit_ray.space import load_space, space_from_dict
 from autovit_ray.training.config import load_config
 from autovit_ray.training.loop import SupernetTrainer
 
@@ -42,6 +45,7 @@ def write_toy_space(directory: Path) -> Path:
     transformer stages cut down so that training, profiling and searching it take seconds."""
     raw = load_space("xxs", input_profile="digits").to_yaml_dict()
     raw["name"] = "toy"
+    raw["block_kind_modules"] = ["dsconv_kind"]  # any process that loads the YAML imports it
     raw["mbconv_stages"] = [{"kind": "dsconv", "widths": s["widths"], "depths": [1, 2]} for s in raw["mbconv_stages"]]
     raw["transformer_stages"] = [dict(s, depths=[1, 2], heads=[2], mlp_ratios=[2.0])
                                  for s in raw["transformer_stages"][:3]]
@@ -68,8 +72,12 @@ def test_the_kind_is_registered_and_the_space_names_it(toy_space_path):
     space = load_space(toy_space_path)
     assert [s.kind for s in space.mbconv_stages] == ["dsconv"] * 3
     assert [s.kind for s in space.transformer_stages] == ["mobilevit"] * 3
-    record = space.to_dict()  # the kind travels with the space (checkpoints, latency tables)
+    record = space.to_dict()  # the kind and its module travel with the space (checkpoints, latency tables)
     assert [s["kind"] for s in record["mbconv_stages"]] == ["dsconv"] * 3
+    assert record["block_kind_modules"] == ["dsconv_kind"]
+    raw = yaml.safe_load(toy_space_path.read_text())
+    del raw["block_kind_modules"]  # the kind already imported: where its module lives changes no network
+    assert space_from_dict(raw).fingerprint() == space.fingerprint()
     assert all("kind" not in s for s in record["transformer_stages"])
     assert load_space("xxs").fingerprint() != space.fingerprint()
     for s in load_space("xxs").to_dict()["mbconv_stages"]:  # default kinds are left out: fingerprints unchanged
@@ -181,3 +189,12 @@ def test_train_profile_and_search_a_space_of_the_new_kind(toy_space_path, tmp_pa
     best = result.best.arch
     assert loaded.contains(best) and table.predict_latency(best) > 0
     assert json.loads(best.to_json())["supernet"] == "toy"
+
+    # another process (a Ray worker, the search CLI) knows the kind from the YAML or the table's record alone
+    code = ("import sys\nfrom autovit_ray.latency import LatencyTable\nfrom autovit_ray.space import Arch, load_space\n"
+            f"table = LatencyTable.load({str(lut)!r})\nspace = load_space({str(toy_space_path)!r}, 'digits')\n"
+            "assert 'dsconv_kind' in sys.modules and space.fingerprint() == table.space.fingerprint()\n"
+            f"print(table.predict_latency(Arch.from_json({best.to_json()!r})))")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "tests"), os.environ.get("PYTHONPATH", "")])}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert float(out.stdout) == pytest.approx(table.predict_latency(best))

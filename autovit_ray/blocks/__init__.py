@@ -18,11 +18,14 @@ from .kind import (
     block_kinds,
     conv_bn_params,
     conv_out,
+    import_kind_modules,
+    kind_modules,
     register_block_kind,
     stage_kind,
 )
 
 __all__ = [
     "DEFAULT_STAGE_KINDS", "SLOT_CHOICES", "BlockKind", "BlockSpec", "ModulePath", "StageInput", "StageKind",
-    "block_kind", "block_kinds", "conv_bn_params", "conv_out", "register_block_kind", "stage_kind",
+    "block_kind", "block_kinds", "conv_bn_params", "conv_out", "import_kind_modules", "kind_modules",
+    "register_block_kind", "stage_kind",
 ]

@@ -15,7 +15,9 @@ import torch when called, so the space and the plan stay free of torch.
 
 from __future__ import annotations
 
+import importlib
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -234,3 +236,23 @@ def stage_kind(name: str, slot: str | None = None) -> StageKind:
 def block_kinds() -> tuple[str, ...]:
     """The names of every registered kind, in registration order."""
     return tuple(_REGISTRY)
+
+
+def kind_modules(names: Iterable[str]) -> list[str]:
+    """The modules that register the kinds `names` (sorted; built-in and `__main__` ones left out): what
+    another process imports to know them (a space's `block_kind_modules`)."""
+    modules = {type(block_kind(name)).__module__ for name in names}
+    return sorted(m for m in modules if m != "__main__" and not m.startswith(f"{__package__}."))
+
+
+def import_kind_modules(modules: object, where: str) -> None:
+    """Import each module of `modules` (a list of dotted names): importing registers its kinds."""
+    if not isinstance(modules, list) or not all(isinstance(m, str) and m for m in modules):
+        raise ValueError(f"{where}: block_kind_modules must be a list of module names (my_package.my_kind), "
+                         f"got {modules!r}")
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise ValueError(f"{where}: block_kind_modules names {module!r}, which does not import ({exc}); "
+                             "put it on the Python path (PYTHONPATH) of every process that loads the space") from None

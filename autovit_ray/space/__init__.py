@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from ..blocks import DEFAULT_STAGE_KINDS, conv_out, stage_kind
+from ..blocks import DEFAULT_STAGE_KINDS, conv_out, import_kind_modules, kind_modules, stage_kind
 from ..config import packaged_configs, renamed_keys
 
 # Bump when the meaning of a space field or the network built from it changes: old checkpoints
@@ -358,7 +358,9 @@ class SearchSpace:
         return f"SearchSpace({self.name!r}, input_profile={self.input_profile.name!r})"
 
     def to_dict(self) -> dict[str, Any]:
-        """Everything that defines the networks of this space (JSON-safe)."""
+        """Everything that defines the networks of this space (JSON-safe), and the modules that register
+        its block kinds when they are not built in (`block_kind_modules`, only then)."""
+        modules = kind_modules(s.kind for s in (*self.mbconv_stages, *self.transformer_stages))
         return {
             "format_version": SPACE_FORMAT_VERSION,
             "name": self.name,
@@ -372,13 +374,15 @@ class SearchSpace:
             "fixed": dataclasses.asdict(self.fixed),
             # the record (and so the fingerprint) keeps the old key "profile" for the input profile
             "profile": {"name": self.input_profile.name, **self.input_profile.to_dict()},
+            **({"block_kind_modules": modules} if modules else {}),
         }
 
     def fingerprint(self) -> str:
         """Hash of everything that changes weights or latency (the space, the fixed choices, the
         input profile and the format version). Checkpoints and LUTs carry it; loaders refuse a
-        mismatch."""
-        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        mismatch. Where a block kind's module lives changes no network: it is left out."""
+        record = {k: v for k, v in self.to_dict().items() if k != "block_kind_modules"}
+        canonical = json.dumps(record, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
     def with_input_profile(self, input_profile: str) -> SearchSpace:
@@ -716,7 +720,8 @@ def yaml_dict_from_record(record: Mapping[str, Any]) -> dict[str, Any]:
     return {"name": record["name"], "stem": record["stem"], "mbconv_stages": record["mbconv_stages"],
             "transformer_stages": record["transformer_stages"],
             "num_transformer_stages": record["num_transformer_stages"], "fixed": record["fixed"],
-            "input_profiles": {name: input_profile}, "default_input_profile": name}
+            "input_profiles": {name: input_profile}, "default_input_profile": name,
+            **({"block_kind_modules": record["block_kind_modules"]} if "block_kind_modules" in record else {})}
 
 
 # Keys of the space YAML that were renamed: the old ones still load, with a deprecation message.
@@ -744,6 +749,8 @@ def space_from_dict(raw: Any, input_profile: str | None = None, source: str = "<
         raise ValueError(f"malformed search-space YAML {source}: expected a mapping at the top level")
     raw = renamed_keys(raw, RENAMED_YAML_KEYS, f"search-space YAML {source}")
     name = need(raw, "name", "the top level")
+    # modules registering the stages' block kinds: imported first, so any process loading the YAML knows them
+    import_kind_modules(raw.get("block_kind_modules", []), f"search-space YAML {source}")
     def kind(stage: Mapping[str, Any], slot: str, where: str) -> str:
         name = stage.get("kind", DEFAULT_STAGE_KINDS[slot])
         if not isinstance(name, str) or not name:
