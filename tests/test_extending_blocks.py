@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import timm
 import torch
 import yaml
 from conftest import TINY_TRAIN_SETTINGS
@@ -24,9 +25,11 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from autovit_ray.blocks import BlockKind, StageKind, block_kind, register_block_kind, stage_kind
 from autovit_ray.checkpoint import load_supernet, save_checkpoint
+from autovit_ray.export import export_model
+from autovit_ray.export_cli import export_notes
 from autovit_ray.latency import LatencyTable
 from autovit_ray.latency.modules import arch_modules, enumerate_module_keys
-from autovit_ray.models import create_subnet
+from autovit_ray.models import create_subnet  # also registers the autovit models with timm
 from autovit_ray.nn import DynamicModule, Supernet
 from autovit_ray.plan import count_macs, count_params, plan
 from autovit_ray.profile import main as profile_main
@@ -189,6 +192,19 @@ def test_train_profile_and_search_a_space_of_the_new_kind(toy_space_path, tmp_pa
     best = result.best.arch
     assert loaded.contains(best) and table.predict_latency(best) > 0
     assert json.loads(best.to_json())["supernet"] == "toy"
+
+    # the searched model: timm's contract, and an export that computes what the supernet's active path does
+    subnet = supernet.get_active_subnet(best).eval()
+    model = timm.create_model("autovit", arch=best.to_json(), num_classes=NUM_CLASSES, space=loaded)
+    assert model.pretrained_cfg["input_size"] == (3, 8, 8)
+    assert model.load_state_dict(subnet.state_dict()) is not None
+    x = torch.randn(2, 3, 8, 8)
+    scripted = torch.jit.load(str(export_model(subnet, 8, tmp_path, "best", ("torchscript",))["torchscript"]))
+    with torch.no_grad():
+        expected = supernet(x)  # the active path is still `best`
+        assert (scripted(x) - expected).abs().max().item() <= 1e-5
+        assert (model.eval()(x) - expected).abs().max().item() <= 1e-5
+    assert list(export_notes(loaded)) == ["mobilevit"]  # dsconv has nothing an exporter must know
 
     # another process (a Ray worker, the search CLI) knows the kind from the YAML or the table's record alone
     code = ("import sys\nfrom autovit_ray.latency import LatencyTable\nfrom autovit_ray.space import Arch, load_space\n"
