@@ -1,6 +1,4 @@
-"""A depthwise-separable conv stage kind: docs/extending.md's worked example ("A new block kind"),
-shown there verbatim; tests/test_extending_blocks.py registers it and trains, profiles and searches
-a space built of it."""
+"""A depthwise-separable conv stage: a block kind in one file (docs/extending.md, "A new block kind")."""
 
 from __future__ import annotations
 
