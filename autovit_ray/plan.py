@@ -62,7 +62,8 @@ def stage_plan(space: SearchSpace, stage: int, resolution: int, size: int, cin: 
     f = space.fixed
     transformer = stage - NUM_MBCONV_STAGES
     choices = space.mbconv_stages[stage] if transformer < 0 else space.transformer_stages[transformer]
-    return stage_kind(choices.kind).plan_stage(StageInput(
+    slot = "conv" if transformer < 0 else "transformer"
+    return stage_kind(choices.kind, slot).plan_stage(StageInput(
         stage, resolution, size, cin, space.strides[stage + 1], width, depth, heads, mlp_ratio, f.kernel_size,
         f.mbconv_expansion, f.head_dim, f.fuse_kernel, space.patch_size(transformer) if transformer >= 0 else 0))
 

@@ -141,7 +141,7 @@ def test_static_subnets_equal_the_active_paths_and_own_slices_of_the_largest_wei
     assert [len(net.stages[i].blocks) for i in range(3)] == [2, 2, 2]
     assert net.stages[1].blocks[0].pointwise.conv.weight.shape == (largest_widths[1], largest_widths[0], 1, 1)
     rng = random.Random(0)
-    for arch in [space.smallest(), space.largest(), *(space.sample(rng) for _ in range(6))]:
+    for arch in [space.smallest(), space.largest(), *(space.sample(rng) for _ in range(4))]:
         subnet = net.get_active_subnet(arch)
         x = torch.randn(2, 3, arch.resolution, arch.resolution, generator=torch.Generator().manual_seed(1))
         with torch.no_grad():

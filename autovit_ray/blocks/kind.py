@@ -19,7 +19,7 @@ import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 ModulePath = tuple[str | int, ...]  # attribute names / indices into a static AutoViTNet
 
@@ -88,8 +88,7 @@ class BlockSpec:
         return block_kind(self.kind).macs(self)
 
 
-@dataclass(frozen=True)
-class StageInput:
+class StageInput(NamedTuple):  # a tuple: the plan builds one per stage, ~10^5 a second in a search
     """What the plan hands a stage kind for one stage of an arch: where the stage sits, what enters
     it, the arch's choices for it (`heads`, `mlp_ratio`: transformer slot only, else 0) and the
     space's fixed choices."""
@@ -187,6 +186,7 @@ class StageKind(BlockKind):
 
 
 _REGISTRY: dict[str, BlockKind] = {}
+_STAGE_KINDS: dict[tuple[str, str], StageKind] = {}  # (name, slot): the plan's lookup, without isinstance
 
 
 def register_block_kind(kind: BlockKind) -> BlockKind:
@@ -205,6 +205,8 @@ def register_block_kind(kind: BlockKind) -> BlockKind:
         raise ValueError(f"block kind {name!r} is already registered ({_class_name(taken)}); "
                          "choose another name")
     _REGISTRY[name] = kind
+    if isinstance(kind, StageKind):
+        _STAGE_KINDS[name, kind.slot] = kind
     return kind
 
 
@@ -222,9 +224,12 @@ def block_kind(name: str) -> BlockKind:
 
 def stage_kind(name: str, slot: str | None = None) -> StageKind:
     """The stage kind `name`, checked to fill `slot` when given."""
+    found = _STAGE_KINDS.get((name, slot)) if slot is not None else None
+    if found is not None:
+        return found
     kind = block_kind(name)
-    stage_names = sorted(n for n, k in _REGISTRY.items() if isinstance(k, StageKind))
     if not isinstance(kind, StageKind):
+        stage_names = sorted(n for n, k in _REGISTRY.items() if isinstance(k, StageKind))
         raise ValueError(f"block kind {name!r} cannot be a stage; stage kinds: {stage_names}")
     if slot is not None and kind.slot != slot:
         fitting = sorted(n for n, k in _REGISTRY.items() if isinstance(k, StageKind) and k.slot == slot)
