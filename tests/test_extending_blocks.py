@@ -19,7 +19,7 @@ import pytest
 import timm
 import torch
 import yaml
-from conftest import TINY_TRAIN_SETTINGS
+from conftest import TINY_TRAIN_SETTINGS, randomised_supernet
 from dsconv_kind import KERNEL, SeparableConv, SeparableConvKind
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -30,7 +30,7 @@ from autovit_ray.export_cli import export_notes
 from autovit_ray.latency import LatencyTable
 from autovit_ray.latency.modules import arch_modules, enumerate_module_keys
 from autovit_ray.models import create_subnet  # also registers the autovit models with timm
-from autovit_ray.nn import DynamicModule, Supernet
+from autovit_ray.nn import DynamicModule
 from autovit_ray.plan import count_macs, count_params, plan
 from autovit_ray.profile import main as profile_main
 from autovit_ray.search.algorithms import CostModel, EvolutionConfig, EvolutionSearch, run_search
@@ -124,18 +124,8 @@ def test_bad_kinds_get_one_clear_error(tmp_path, toy_space_path):
 
 
 def test_static_subnets_equal_the_active_paths_and_own_slices_of_the_largest_weights(toy_space_path):
-    space = load_space(toy_space_path)
-    torch.manual_seed(0)
-    net = Supernet(space, NUM_CLASSES)
-    with torch.no_grad():  # random weights and BatchNorm statistics: a wrong slice cannot hide
-        for p in net.parameters():
-            p.normal_(0.0, 0.2)
-        for name, buffer in net.named_buffers():
-            if name.endswith("running_mean"):
-                buffer.normal_(0.0, 0.5)
-            elif name.endswith("running_var"):
-                buffer.uniform_(0.5, 2.0)
-    net.eval()
+    net = randomised_supernet(str(toy_space_path), "digits")  # random BatchNorm statistics too: no slice hides
+    space = net.space
     largest_widths = [max(s.widths) for s in space.mbconv_stages]
     # the dynamic stage owns the weights of its largest choice (depth and widths) and no more
     assert [len(net.stages[i].blocks) for i in range(3)] == [2, 2, 2]
