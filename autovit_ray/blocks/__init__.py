@@ -15,7 +15,6 @@ from .kind import (
     StageInput,
     StageKind,
     block_kind,
-    block_kinds,
     conv_bn_params,
     conv_out,
     import_kind_modules,
@@ -26,6 +25,6 @@ from .kind import (
 
 __all__ = [
     "DEFAULT_STAGE_KINDS", "SLOT_CHOICES", "BlockKind", "BlockSpec", "ModulePath", "StageInput", "StageKind",
-    "block_kind", "block_kinds", "conv_bn_params", "conv_out", "import_kind_modules", "kind_modules",
+    "block_kind", "conv_bn_params", "conv_out", "import_kind_modules", "kind_modules",
     "register_block_kind", "stage_kind",
 ]

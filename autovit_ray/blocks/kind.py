@@ -238,11 +238,6 @@ def stage_kind(name: str, slot: str | None = None) -> StageKind:
     return kind
 
 
-def block_kinds() -> tuple[str, ...]:
-    """The names of every registered kind, in registration order."""
-    return tuple(_REGISTRY)
-
-
 def kind_modules(names: Iterable[str]) -> list[str]:
     """The modules that register the kinds `names` (sorted; built-in and `__main__` ones left out): what
     another process imports to know them (a space's `block_kind_modules`)."""

@@ -751,12 +751,13 @@ def space_from_dict(raw: Any, input_profile: str | None = None, source: str = "<
     name = need(raw, "name", "the top level")
     # modules registering the stages' block kinds: imported first, so any process loading the YAML knows them
     import_kind_modules(raw.get("block_kind_modules", []), f"search-space YAML {source}")
+
     def kind(stage: Mapping[str, Any], slot: str, where: str) -> str:
-        name = stage.get("kind", DEFAULT_STAGE_KINDS[slot])
-        if not isinstance(name, str) or not name:
+        kind_name = stage.get("kind", DEFAULT_STAGE_KINDS[slot])
+        if not isinstance(kind_name, str) or not kind_name:
             raise ValueError(f"malformed search-space YAML {source}: {where} kind must be a block kind's name, "
-                             f"got {name!r}")
-        return name
+                             f"got {kind_name!r}")
+        return kind_name
 
     mb = [MBConvStageChoices(numbers(need(s, "widths", f"mbconv stage {i}"), f"mbconv stage {i} widths"),
                              numbers(need(s, "depths", f"mbconv stage {i}"), f"mbconv stage {i} depths"),
