@@ -36,6 +36,7 @@ if TYPE_CHECKING:  # torch where a model runs: --help and bad flags answer witho
 from autovit_ray.cli_exits import cli_main
 
 from .arch_source import resolve_arch
+from .blocks import stage_kind
 from .experiment import Experiment
 from .export import FORMATS, example_input, export_model
 from .space import Arch, SearchSpace
@@ -111,6 +112,12 @@ def check_in_space(arch: Arch, space: SearchSpace, checkpoint: Path) -> None:
     except ValueError as exc:
         raise ValueError(f"the arch does not belong to the checkpoint's space ({space.name!r}, input profile "
                          f"{space.input_profile.name!r}, {checkpoint}): {exc}") from None
+
+
+def export_notes(space: SearchSpace) -> dict[str, str]:
+    """What each block kind of the space says an exporter should know (`StageKind.export_notes`)."""
+    kinds = dict.fromkeys(s.kind for s in (*space.mbconv_stages, *space.transformer_stages))
+    return {kind: notes for kind in kinds if (notes := stage_kind(kind).export_notes)}
 
 
 def errors(output: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
@@ -214,10 +221,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     def timm_model() -> nn.Module:
         return timm.create_model("autovit", arch=str(arch_path), num_classes=supernet.num_classes,
-                                 checkpoint_path=str(weights))
+                                 checkpoint_path=str(weights), space=space)
 
     print(f"{arch}  ({arch.arch_hash}, supernet {space.name}, input profile {space.input_profile.name}, "
           f"{arch.resolution} px, {supernet.num_classes} classes)")
+    for kind, notes in export_notes(space).items():
+        print(f"  {kind} blocks: {notes}")
     print(f"checking against the supernet's active path ({checkpoint}), BN recalibrated on the calib split:")
     outputs: dict[str, Callable[[], np.ndarray | None]] = {
         "subnet (torch)": torch_output(subnet),

@@ -61,12 +61,14 @@ def save_subnet(model: AutoViTNet, arch: Arch, directory: str | Path, name: str 
     return arch_path, weights
 
 
-def pretrained_cfg(arch: Arch, num_classes: int, data: DataConfig | None = None) -> dict[str, Any]:
+def pretrained_cfg(arch: Arch, num_classes: int, data: DataConfig | None = None,
+                   space: SearchSpace | None = None) -> dict[str, Any]:
     """timm's `pretrained_cfg` of a model: input size, mean, std, crop and interpolation as its
     evaluation saw them (`data`: the training config; default: the defaults of the data set its
-    input profile is trained on, which configs/train/*.yaml keep)."""
+    input profile is trained on, which configs/train/*.yaml keep). `space`: the arch's space
+    (default: its built-in supernet's)."""
     if data is None:
-        input_profile = space_for_arch(arch).input_profile.name
+        input_profile = (space or space_for_arch(arch)).input_profile.name
         data = DataConfig(dataset=dataset_of_input_profile(input_profile) or "imagefolder")
     size = arch.resolution
     return {"input_size": (3, size, size), "num_classes": num_classes, "architecture": "autovit",
@@ -75,16 +77,18 @@ def pretrained_cfg(arch: Arch, num_classes: int, data: DataConfig | None = None)
 
 @register_model
 def autovit(pretrained: bool = False, arch: Arch | str | Path | dict | None = None, num_classes: int = 1000,
-            drop_rate: float = 0.0, **kwargs: Any) -> AutoViTNet:
+            drop_rate: float = 0.0, space: SearchSpace | None = None, **kwargs: Any) -> AutoViTNet:
     """Any AutoViT subnet, from its arch (Arch, JSON, or `.arch.json` path). Weights: pass timm's
-    `checkpoint_path=<name>.pth`; `pretrained=True` has no hub weights to fetch."""
+    `checkpoint_path=<name>.pth`; `pretrained=True` has no hub weights to fetch. `space`: the arch's
+    `SearchSpace` when it is not one of the built-in supernets (a space YAML of your own, e.g. with a
+    block kind of your own: `load_space(path, input_profile=...)`)."""
     if pretrained:
         raise ValueError("autovit models have no downloadable weights; pass checkpoint_path=<file>.pth")
     if arch is None:
         raise ValueError("timm.create_model('autovit', ...) needs arch=<Arch | JSON | path to .arch.json>")
     parsed = read_arch(arch)
-    model = create_subnet(parsed, num_classes, drop_rate=drop_rate)
-    model.pretrained_cfg = pretrained_cfg(parsed, num_classes)
+    model = create_subnet(parsed, num_classes, space, drop_rate)
+    model.pretrained_cfg = pretrained_cfg(parsed, num_classes, space=space)
     model.num_classes = num_classes
     return model
 

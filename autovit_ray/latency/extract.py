@@ -7,10 +7,9 @@ import copy
 import torch
 from torch import nn
 
-from ..nn.blocks import MobileViTBlock
-from ..plan import ModulePath
+from ..blocks import block_kind
+from ..plan import ModulePath, plan
 from ..space import Arch, SearchSpace
-from .modules import arch_modules, key_kind
 
 
 def _resolve(net: nn.Module, path: ModulePath) -> nn.Module:
@@ -20,22 +19,17 @@ def _resolve(net: nn.Module, path: ModulePath) -> nn.Module:
     return module
 
 
-def frame_only(block: MobileViTBlock) -> MobileViTBlock:
-    """The MobileViT block without its transformer layers (they are timed as separate modules)."""
-    return MobileViTBlock(block.local, block.to_tokens, [], block.norm, block.from_tokens, block.fuse,
-                          block.patch_size).eval()
-
-
 def extract_modules(net: nn.Module, arch: Arch, space: SearchSpace,
                     num_classes: int) -> dict[str, tuple[nn.Module, tuple[int, ...]]]:
     """key -> (static module, its input shape at batch 1) for every module of `net` (= the static
     subnet of `arch`). Input shapes come from one forward pass with hooks, so they are exact; the pass
     runs on a copy on the meta device, which computes shapes only (no arithmetic at 256 px)."""
-    modules = arch_modules(arch, space, num_classes)
+    modules = [(key, path, block_kind(block.kind)) for block in plan(arch, space, num_classes)
+               for key, path in block_kind(block.kind).latency_modules(block)]
     shapes: dict[str, tuple[int, ...]] = {}
     hooks = []
     shape_net = copy.deepcopy(net).to("meta")
-    for key, path in modules:
+    for key, path, _ in modules:
         if key in shapes:
             continue
         module = _resolve(shape_net, path)
@@ -51,8 +45,7 @@ def extract_modules(net: nn.Module, arch: Arch, space: SearchSpace,
         for hook in hooks:
             hook.remove()
     out: dict[str, tuple[nn.Module, tuple[int, ...]]] = {}
-    for key, path in modules:
-        if key not in out:
-            module = _resolve(net, path)
-            out[key] = (frame_only(module) if key_kind(key) == "frame" else module.eval(), shapes[key])
+    for key, path, kind in modules:
+        if key not in out:  # the module its kind times for the key (MobileViT: the frame without its layers)
+            out[key] = (kind.timed_module(key, _resolve(net, path)).eval(), shapes[key])
     return out

@@ -1,12 +1,12 @@
 """The modules of a subnet, as the latency table sees them.
 
-A subnet is cut into modules whose latencies add up: the stem, every MBConv layer (including the
-transition that opens each transformer stage), the "frame" of each MobileViT block (local conv,
-1x1 to tokens, unfold, final LayerNorm, fold, 1x1 back, fusion: everything but its transformer
-layers), every transformer layer, and the head. A module's key names its kind, the input
-resolution of the whole network and every dimension that changes its cost, so two stages that
-produce the same shape share one key and depth is additive (one key per layer, counted `depth`
-times).
+A subnet is cut into modules whose latencies add up; each block kind says how
+(`BlockKind.latency_modules`): the stem, every MBConv layer (including the transition that opens each
+MobileViT stage), the "frame" of each MobileViT block (local conv, 1x1 to tokens, unfold, final
+LayerNorm, fold, 1x1 back, fusion: everything but its transformer layers), every transformer layer,
+and the head. A module's key names its kind, the input resolution of the whole network and every
+dimension that changes its cost, so two stages that produce the same shape share one key and depth
+is additive (one key per layer, counted `depth` times).
 
 Keys are plain strings (`layer/r256/s32/d64/h4/m2`): readable in the Parquet file and in errors,
 and cheap enough to build for ~10^5 predictions per second. Pure Python: no torch here.
@@ -18,30 +18,16 @@ import dataclasses
 import random
 from collections.abc import Iterator, Sequence
 
+from ..blocks import block_kind
+from ..blocks.ends import head_key, stem_key
+from ..blocks.mbconv import mbconv_key
+from ..blocks.mobilevit import frame_key, layer_key
 from ..plan import BlockSpec, ModulePath, plan
 from ..space import NUM_MBCONV_STAGES, Arch, SearchSpace
 
-KINDS = ("stem", "mbconv", "frame", "layer", "head")
-
-
-def stem_key(resolution: int, width: int) -> str:
-    return f"stem/r{resolution}/c{width}"
-
-
-def mbconv_key(resolution: int, size_in: int, cin: int, cout: int, stride: int) -> str:
-    return f"mbconv/r{resolution}/s{size_in}/i{cin}/o{cout}/t{stride}"
-
-
-def frame_key(resolution: int, size: int, width: int) -> str:
-    return f"frame/r{resolution}/s{size}/d{width}"
-
-
-def layer_key(resolution: int, size: int, width: int, heads: int, mlp_ratio: float) -> str:
-    return f"layer/r{resolution}/s{size}/d{width}/h{heads}/m{mlp_ratio:g}"
-
-
-def head_key(resolution: int, size: int, width: int, num_classes: int) -> str:
-    return f"head/r{resolution}/s{size}/c{width}/k{num_classes}"
+__all__ = ["arch_module_keys", "arch_modules", "block_modules", "blocks_modules", "constant_key",
+           "enumerate_module_keys", "frame_key", "head_key", "key_kind", "key_resolution", "layer_key",
+           "mbconv_key", "stem_key", "witness_archs"]
 
 
 def constant_key(resolution: int) -> str:
@@ -58,21 +44,10 @@ def key_resolution(key: str) -> int:
 
 
 def block_modules(block: BlockSpec) -> list[tuple[str, ModulePath]]:
-    """The latency-table modules of one planned block: (key, path in the static subnet). A
-    MobileViT block is its frame (path: the block, whose layers are separate modules) and one
-    module per transformer layer."""
-    r = block.resolution
-    if block.kind == "stem":
-        return [(stem_key(r, block.out_width), block.path)]
-    if block.kind == "mbconv":
-        return [(mbconv_key(r, block.size_in, block.in_width, block.out_width, block.stride), block.path)]
-    if block.kind == "mobilevit":
-        # MobileViT's 2x2 patch is unmarked (the keys of every table before per-stage patch sizes)
-        patch = "" if block.patch_size == 2 else f"/p{block.patch_size}"
-        key = layer_key(r, block.size_out, block.out_width, block.heads, block.mlp_ratio) + patch
-        return [(frame_key(r, block.size_out, block.out_width) + patch, block.path),
-                *((key, (*block.path, "layers", j)) for j in range(block.depth))]
-    return [(head_key(r, block.size_in, block.in_width, block.num_classes), block.path)]
+    """The latency-table modules of one planned block, as its kind cuts it: (key, path in the static
+    subnet). A MobileViT block is its frame (path: the block, whose layers are separate modules) and
+    one module per transformer layer."""
+    return block_kind(block.kind).latency_modules(block)
 
 
 def blocks_modules(blocks: Sequence[BlockSpec]) -> list[tuple[str, ModulePath]]:

@@ -51,6 +51,26 @@ class DynamicConvBNAct(ConvBNAct, DynamicModule):
         return ConvBNAct(self.conv.get_active_subnet(), self.bn.get_active_subnet(), self.has_act)
 
 
+def static_conv(cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1) -> nn.Conv2d:
+    """A freshly initialised bias-free "same" conv, initialised as `DynamicConv2d` is."""
+    conv = nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False)
+    nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+    return conv
+
+
+def static_conv_bn_act(cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1,
+                       act: bool = True) -> ConvBNAct:
+    return ConvBNAct(static_conv(cin, cout, kernel, stride, groups), nn.BatchNorm2d(cout), act)
+
+
+def static_linear(cin: int, cout: int) -> nn.Linear:
+    """A freshly initialised linear layer, initialised as `DynamicLinear` is."""
+    linear = nn.Linear(cin, cout)
+    nn.init.trunc_normal_(linear.weight, std=0.02)
+    nn.init.zeros_(linear.bias)
+    return linear
+
+
 # --------------------------------------------------------------------------------------------
 # MBConv: MobileNetV2 inverted residual
 # --------------------------------------------------------------------------------------------

@@ -6,30 +6,16 @@ Both follow the network plan (`autovit_ray.plan`): `build_net(plan(...))` builds
 
 from __future__ import annotations
 
-import itertools
 import random
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
-from ..plan import BlockSpec, plan
-from ..space import NUM_MBCONV_STAGES, Arch, SearchSpace
-from .blocks import (
-    MLP,
-    Attention,
-    BlockSequence,
-    ConvBNAct,
-    DynamicConvBNAct,
-    DynamicMBConvStage,
-    DynamicMBPoolHead,
-    DynamicTransformerStage,
-    MBConv,
-    MBPoolHead,
-    MobileViTBlock,
-    TransformerLayer,
-    TransformerStage,
-)
+from ..blocks import stage_kind
+from ..plan import BlockSpec, largest_stage_plans, plan, stage_groups
+from ..space import Arch, SearchSpace
+from .blocks import DynamicConvBNAct, DynamicMBPoolHead, MBPoolHead, static_conv_bn_act, static_linear
 from .ops import DynamicModule
 
 
@@ -70,47 +56,8 @@ class AutoViTNet(nn.Module):
         """A freshly initialised classifier for `num_classes` (0: none, the head returns features)."""
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
             raise ValueError(f"num_classes must be an integer >= 0, got {num_classes!r}")
-        self.head.classifier = _linear(self.num_features, num_classes) if num_classes else nn.Identity()
+        self.head.classifier = static_linear(self.num_features, num_classes) if num_classes else nn.Identity()
         self.num_classes = num_classes
-
-
-def _conv(cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1) -> nn.Conv2d:
-    conv = nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False)
-    nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")  # as DynamicConv2d
-    return conv
-
-
-def _conv_bn_act(cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1,
-                 act: bool = True) -> ConvBNAct:
-    return ConvBNAct(_conv(cin, cout, kernel, stride, groups), nn.BatchNorm2d(cout), act)
-
-
-def _linear(cin: int, cout: int) -> nn.Linear:
-    linear = nn.Linear(cin, cout)
-    nn.init.trunc_normal_(linear.weight, std=0.02)  # as DynamicLinear
-    nn.init.zeros_(linear.bias)
-    return linear
-
-
-def _mbconv(block: BlockSpec) -> MBConv:
-    hidden = block.hidden_width
-    expand = _conv_bn_act(block.in_width, hidden, 1) if block.expansion != 1 else None
-    return MBConv(expand, _conv_bn_act(hidden, hidden, block.kernel_size, block.stride, groups=hidden),
-                  _conv_bn_act(hidden, block.out_width, 1, act=False),
-                  use_residual=block.stride == 1 and block.in_width == block.out_width)
-
-
-def _mobilevit(block: BlockSpec) -> MobileViTBlock:
-    d, qkv = block.out_width, block.heads * block.head_dim
-
-    def layer() -> TransformerLayer:
-        attn = Attention(_linear(d, 3 * qkv), _linear(qkv, d), block.heads, block.head_dim)
-        return TransformerLayer(nn.LayerNorm(d), attn, nn.LayerNorm(d),
-                                MLP(_linear(d, block.hidden_width), _linear(block.hidden_width, d)))
-
-    return MobileViTBlock(_conv_bn_act(d, d, block.kernel_size), _conv(d, d, 1),
-                          [layer() for _ in range(block.depth)], nn.LayerNorm(d), _conv_bn_act(d, d, 1),
-                          _conv_bn_act(2 * d, d, block.fuse_kernel), block.patch_size)
 
 
 def build_net(blocks: Sequence[BlockSpec], drop_rate: float = 0.0) -> AutoViTNet:
@@ -119,17 +66,11 @@ def build_net(blocks: Sequence[BlockSpec], drop_rate: float = 0.0) -> AutoViTNet
     stem, *body, head = blocks
     if stem.kind != "stem" or head.kind != "head":
         raise ValueError("a network plan starts with the stem and ends with the head")
-    stages: list[nn.Module] = []
-    for _, group in itertools.groupby(body, key=lambda block: block.stage):
-        first, *rest = group
-        if first.path[-1] == "transition":
-            stages.append(TransformerStage(_mbconv(first), _mobilevit(rest[0])))
-        else:
-            stages.append(BlockSequence([_mbconv(block) for block in (first, *rest)]))
+    stages = [stage_kind(group[0].stage_kind).static_stage(group) for group in stage_groups(body)]
     classifier_in = head.hidden_width
-    net = AutoViTNet(_conv_bn_act(stem.in_width, stem.out_width, stem.kernel_size, stem.stride), stages,
-                     MBPoolHead(_conv_bn_act(head.in_width, classifier_in, 1),
-                                _linear(classifier_in, head.num_classes), drop_rate))
+    net = AutoViTNet(static_conv_bn_act(stem.in_width, stem.out_width, stem.kernel_size, stem.stride), stages,
+                     MBPoolHead(static_conv_bn_act(head.in_width, classifier_in, 1),
+                                static_linear(classifier_in, head.num_classes), drop_rate))
     net.num_classes = head.num_classes
     return net
 
@@ -144,20 +85,9 @@ class Supernet(AutoViTNet, DynamicModule):
     def __init__(self, space: SearchSpace, num_classes: int, drop_rate: float = 0.0) -> None:
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-        f, strides = space.fixed, space.strides
-        stem = DynamicConvBNAct(3, max(space.stem_widths), f.kernel_size, stride=strides[0])
-        stages: list[nn.Module] = []
-        max_in = max(space.stem_widths)
-        for i, choices in enumerate(space.mbconv_stages):
-            stages.append(DynamicMBConvStage(max_in, max(choices.widths), max(choices.depths),
-                                             strides[1 + i], f.mbconv_expansion, f.kernel_size))
-            max_in = max(choices.widths)
-        for i, choices in enumerate(space.transformer_stages):
-            stages.append(DynamicTransformerStage(
-                max_in, max(choices.widths), max(choices.depths), max(choices.heads), f.head_dim,
-                max(choices.mlp_ratios), strides[1 + NUM_MBCONV_STAGES + i], f.mbconv_expansion,
-                f.kernel_size, f.fuse_kernel, space.patch_size(i)))
-            max_in = max(choices.widths)
+        f = space.fixed
+        stem = DynamicConvBNAct(3, max(space.stem_widths), f.kernel_size, stride=space.strides[0])
+        stages = [stage_kind(largest[0].stage_kind).dynamic_stage(largest) for largest in largest_stage_plans(space)]
         head_in = max(w for choices in space.transformer_stages for w in choices.widths)
         head = DynamicMBPoolHead(head_in, f.head_expansion, num_classes, drop_rate)
         super().__init__(stem, stages, head)
@@ -168,17 +98,11 @@ class Supernet(AutoViTNet, DynamicModule):
     def set_active(self, arch: Arch) -> None:
         stem, *body, head = plan(arch, self.space, self.num_classes)
         self.stem.set_active(stem.in_width, stem.out_width)
-        stage_index = -1
-        for stage_index, group in itertools.groupby(body, key=lambda block: block.stage):
-            first, *rest = group
-            if first.path[-1] == "transition":
-                vit = rest[0]
-                self.stages[stage_index].set_active(first.in_width, vit.out_width, vit.depth, vit.heads,
-                                                    vit.mlp_ratio)
-            else:
-                self.stages[stage_index].set_active(first.in_width, first.out_width, 1 + len(rest))
+        groups = stage_groups(body)
+        for group in groups:
+            stage_kind(group[0].stage_kind).set_active(self.stages[group[0].stage], group)
         self.head.set_active(head.in_width)
-        self.num_active_stages = stage_index + 1
+        self.num_active_stages = groups[-1][0].stage + 1
         self.active_arch = arch
 
     def sample_active(self, rng: random.Random) -> Arch:

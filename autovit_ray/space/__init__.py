@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from ..blocks import DEFAULT_STAGE_KINDS, conv_out, import_kind_modules, kind_modules, stage_kind
 from ..config import packaged_configs, renamed_keys
 from ..plugins import load_plugins
 
@@ -214,16 +215,22 @@ def _as_float_tuple(name: str, values: Any) -> tuple[float, ...]:
 
 @dataclass(frozen=True)
 class MBConvStageChoices:
+    """A conv stage (an entry of `mbconv_stages`); `kind`: its stage kind (`autovit_ray.blocks`)."""
+
     widths: tuple[int, ...]
     depths: tuple[int, ...]
+    kind: str = DEFAULT_STAGE_KINDS["conv"]
 
 
 @dataclass(frozen=True)
 class TransformerStageChoices:
+    """A transformer stage (an entry of `transformer_stages`); `kind`: its stage kind."""
+
     widths: tuple[int, ...]
     depths: tuple[int, ...]
     heads: tuple[int, ...]
     mlp_ratios: tuple[float, ...]
+    kind: str = DEFAULT_STAGE_KINDS["transformer"]
 
 
 @dataclass(frozen=True)
@@ -293,12 +300,14 @@ class SearchSpace:
             if not values or any(v <= 0 for v in values) or len(set(values)) != len(values):
                 raise ValueError(f"{where}: {label} must be a non-empty list of distinct positive "
                                  f"numbers, got {list(values)}")
-        for i, stage in enumerate(self.transformer_stages, start=1):
-            for width in stage.widths:
-                for ratio in stage.mlp_ratios:
-                    if abs(width * ratio - round(width * ratio)) > 1e-9:
-                        raise ValueError(f"{where}: transformer stage {i} width {width} x mlp_ratio "
-                                         f"{ratio} is not an integer MLP width")
+        for slot, label, stages in (("conv", "mbconv", self.mbconv_stages),
+                                    ("transformer", "transformer", self.transformer_stages)):
+            for i, stage in enumerate(stages, start=1):
+                try:
+                    kind = stage_kind(stage.kind, slot)
+                except ValueError as exc:
+                    raise ValueError(f"{where}: {label} stage {i}: {exc}") from None
+                kind.check_choices(stage, f"{where}: {label} stage {i}")
         f = self.fixed
         for field_name in ("kernel_size", "patch_size", "mbconv_expansion", "head_dim",
                            "head_expansion", "fuse_kernel"):
@@ -350,25 +359,31 @@ class SearchSpace:
         return f"SearchSpace({self.name!r}, input_profile={self.input_profile.name!r})"
 
     def to_dict(self) -> dict[str, Any]:
-        """Everything that defines the networks of this space (JSON-safe)."""
+        """Everything that defines the networks of this space (JSON-safe), and the modules that register
+        its block kinds when they are not built in (`block_kind_modules`, only then)."""
+        modules = kind_modules(s.kind for s in (*self.mbconv_stages, *self.transformer_stages))
         return {
             "format_version": SPACE_FORMAT_VERSION,
             "name": self.name,
             "stem": {"widths": list(self.stem_widths)},
-            "mbconv_stages": [{"widths": list(s.widths), "depths": list(s.depths)} for s in self.mbconv_stages],
+            "mbconv_stages": [{"widths": list(s.widths), "depths": list(s.depths), **_kind_entry(s, "conv")}
+                              for s in self.mbconv_stages],
             "transformer_stages": [{"widths": list(t.widths), "depths": list(t.depths), "heads": list(t.heads),
-                                    "mlp_ratios": list(t.mlp_ratios)} for t in self.transformer_stages],
+                                    "mlp_ratios": list(t.mlp_ratios), **_kind_entry(t, "transformer")}
+                                   for t in self.transformer_stages],
             "num_transformer_stages": list(self.num_transformer_stages),
             "fixed": dataclasses.asdict(self.fixed),
             # the record (and so the fingerprint) keeps the old key "profile" for the input profile
             "profile": {"name": self.input_profile.name, **self.input_profile.to_dict()},
+            **({"block_kind_modules": modules} if modules else {}),
         }
 
     def fingerprint(self) -> str:
         """Hash of everything that changes weights or latency (the space, the fixed choices, the
         input profile and the format version). Checkpoints and LUTs carry it; loaders refuse a
-        mismatch."""
-        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        mismatch. Where a block kind's module lives changes no network: it is left out."""
+        record = {k: v for k, v in self.to_dict().items() if k != "block_kind_modules"}
+        canonical = json.dumps(record, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
     def with_input_profile(self, input_profile: str) -> SearchSpace:
@@ -389,10 +404,11 @@ class SearchSpace:
         input_profile = dataclasses.replace(self.input_profile, resolutions=(arch.resolution,))
         return SearchSpace(
             self.name, (arch.stem_width,),
-            [MBConvStageChoices((w,), (d,)) for w, d in zip(arch.mbconv_widths, arch.mbconv_depths)],
-            [TransformerStageChoices((w,), (d,), (h,), (r,)) for w, d, h, r in zip(
+            [MBConvStageChoices((w,), (d,), s.kind)
+             for w, d, s in zip(arch.mbconv_widths, arch.mbconv_depths, self.mbconv_stages)],
+            [TransformerStageChoices((w,), (d,), (h,), (r,), s.kind) for w, d, h, r, s in zip(
                 arch.transformer_widths, arch.transformer_depths, arch.transformer_heads,
-                arch.transformer_mlp_ratios)],
+                arch.transformer_mlp_ratios, self.transformer_stages)],
             (n,), self.fixed, input_profile)
 
     def to_yaml_dict(self) -> dict[str, Any]:
@@ -615,6 +631,12 @@ class SearchSpace:
         return [(size // self.patch_size(i)) ** 2 for i, size in enumerate(sizes)]
 
 
+def _kind_entry(stage: MBConvStageChoices | TransformerStageChoices, slot: str) -> dict[str, str]:
+    """A stage's `kind` for its dict, only when not its slot's default: the records (and fingerprints)
+    of spaces without kinds stay as they were."""
+    return {} if stage.kind == DEFAULT_STAGE_KINDS[slot] else {"kind": stage.kind}
+
+
 def _check_choice(field: str, value: Any, allowed: Sequence[Any], suffix: str = "") -> None:
     if value not in allowed:
         raise ValueError(f"Arch.{field} = {value!r} is not in the space; allowed: {list(allowed)}{suffix}")
@@ -633,11 +655,6 @@ def _count_monotone(width_sets: Sequence[Sequence[int]]) -> int:
     for widths in width_sets[1:]:
         counts = {w: sum(c for prev, c in counts.items() if prev <= w) for w in widths}
     return sum(counts.values())
-
-
-def conv_out(size: int, kernel: int, stride: int) -> int:
-    """Output side of a "same"-padded conv of odd `kernel` over a `size` x `size` map."""
-    return (size + 2 * (kernel // 2) - kernel) // stride + 1
 
 
 def _check_input_profile(space: SearchSpace, input_profile: InputProfile) -> None:
@@ -705,7 +722,8 @@ def yaml_dict_from_record(record: Mapping[str, Any]) -> dict[str, Any]:
     return {"name": record["name"], "stem": record["stem"], "mbconv_stages": record["mbconv_stages"],
             "transformer_stages": record["transformer_stages"],
             "num_transformer_stages": record["num_transformer_stages"], "fixed": record["fixed"],
-            "input_profiles": {name: input_profile}, "default_input_profile": name}
+            "input_profiles": {name: input_profile}, "default_input_profile": name,
+            **({"block_kind_modules": record["block_kind_modules"]} if "block_kind_modules" in record else {})}
 
 
 # Keys of the space YAML that were renamed: the old ones still load, with a deprecation message.
@@ -733,8 +751,19 @@ def space_from_dict(raw: Any, input_profile: str | None = None, source: str = "<
         raise ValueError(f"malformed search-space YAML {source}: expected a mapping at the top level")
     raw = renamed_keys(raw, RENAMED_YAML_KEYS, f"search-space YAML {source}")
     name = need(raw, "name", "the top level")
+    # modules registering the stages' block kinds: imported first, so any process loading the YAML knows them
+    import_kind_modules(raw.get("block_kind_modules", []), f"search-space YAML {source}")
+
+    def kind(stage: Mapping[str, Any], slot: str, where: str) -> str:
+        kind_name = stage.get("kind", DEFAULT_STAGE_KINDS[slot])
+        if not isinstance(kind_name, str) or not kind_name:
+            raise ValueError(f"malformed search-space YAML {source}: {where} kind must be a block kind's name, "
+                             f"got {kind_name!r}")
+        return kind_name
+
     mb = [MBConvStageChoices(numbers(need(s, "widths", f"mbconv stage {i}"), f"mbconv stage {i} widths"),
-                             numbers(need(s, "depths", f"mbconv stage {i}"), f"mbconv stage {i} depths"))
+                             numbers(need(s, "depths", f"mbconv stage {i}"), f"mbconv stage {i} depths"),
+                             kind(s, "conv", f"mbconv stage {i}"))
           for i, s in enumerate(need(raw, "mbconv_stages", "the top level") or [], start=1)]
     tr = []
     for i, s in enumerate(need(raw, "transformer_stages", "the top level") or [], start=1):
@@ -742,7 +771,7 @@ def space_from_dict(raw: Any, input_profile: str | None = None, source: str = "<
         tr.append(TransformerStageChoices(
             numbers(need(s, "widths", w), f"{w} widths"), numbers(need(s, "depths", w), f"{w} depths"),
             numbers(need(s, "heads", w), f"{w} heads"),
-            numbers(need(s, "mlp_ratios", w), f"{w} mlp_ratios", float)))
+            numbers(need(s, "mlp_ratios", w), f"{w} mlp_ratios", float), kind(s, "transformer", w)))
     fixed_raw = raw.get("fixed") or {}
     known = {f.name for f in dataclasses.fields(FixedChoices)}
     unknown = set(fixed_raw) - known
