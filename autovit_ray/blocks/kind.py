@@ -67,25 +67,15 @@ class BlockSpec:
     num_classes: int = 0  # head
     stage_kind: str = ""  # "" for the stem and the head
 
-    @property
-    def tokens_per_sequence(self) -> int:
-        """Tokens in each attention sequence (MobileViT: patches of the map); 0 for blocks without attention."""
-        return block_kind(self.kind).tokens_per_sequence(self)
-
-    @property
-    def hidden_width(self) -> int:
-        """MBConv: the depthwise width; head: the pooled feature width; MobileViT: the MLP width."""
-        return block_kind(self.kind).hidden_width(self)
-
-    @property
-    def params(self) -> int:
-        """Trainable parameters (BatchNorm affine included, running statistics not)."""
-        return block_kind(self.kind).params(self)
-
-    @property
-    def macs(self) -> int:
-        """Multiply-accumulates of one image: convs, linears and the attention matmuls."""
-        return block_kind(self.kind).macs(self)
+    # What a block is, its kind answers (one lookup per question; the plan asks these per block)
+    tokens_per_sequence = property(lambda self: block_kind(self.kind).tokens_per_sequence(self), doc=(
+        "Tokens in each attention sequence (MobileViT: patches of the map); 0 for blocks without attention."))
+    hidden_width = property(lambda self: block_kind(self.kind).hidden_width(self), doc=(
+        "MBConv: the depthwise width; head: the pooled feature width; MobileViT: the MLP width."))
+    params = property(lambda self: block_kind(self.kind).params(self), doc=(
+        "Trainable parameters (BatchNorm affine included, running statistics not)."))
+    macs = property(lambda self: block_kind(self.kind).macs(self), doc=(
+        "Multiply-accumulates of one image: convs, linears and the attention matmuls."))
 
 
 class StageInput(NamedTuple):  # a tuple: the plan builds one per stage, ~10^5 a second in a search
