@@ -12,15 +12,16 @@ training of one arch alone.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import sys
 import tempfile
-from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
@@ -36,6 +37,8 @@ from autovit_ray.training.config import (
     config_from_dict,
     flatten,
 )
+
+T = TypeVar("T")
 
 # Config fields that may differ when an experiment is resumed: they do not change what is trained.
 # data.augment and data.in_memory_limit_mb may change while the data path they resolve to does not
@@ -342,6 +345,32 @@ def _fit_one(cfg_dict: dict[str, Any], space_source: str, name: str, plan: Train
                        metrics={k: v for k, v in metrics.items() if isinstance(v, (int, float))})
 
 
+def run_in_daemon_threads(calls: dict[str, Callable[[], T]]) -> dict[str, T]:
+    """{key: call()} with the calls run concurrently, each in a daemon thread; an exception of a call is
+    raised here. Daemon threads, because on Ctrl-C the command must exit at once: the interpreter joins
+    a ThreadPoolExecutor's threads at exit, and a fit still starting when the caller shut Ray down
+    started a new local Ray and trained to its last epoch before the command could end."""
+    results: dict[str, T] = {}
+    errors: dict[str, BaseException] = {}
+
+    def run(key: str, call: Callable[[], T]) -> None:
+        try:
+            results[key] = call()
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
+            errors[key] = exc
+
+    threads = [threading.Thread(target=run, args=(key, call), name=f"fit-{key}", daemon=True)
+               for key, call in calls.items()]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        while thread.is_alive():
+            thread.join(0.5)  # short waits: Ctrl-C reaches the main thread between them
+    for exc in errors.values():
+        raise exc
+    return {key: results[key] for key in calls}
+
+
 def run_training(cfg: TrainConfig, address: str | None = None, mlflow_uri: str | None = None,
                  progress_bar: bool | None = None,
                  standalone: tuple[Arch, SearchSpace] | None = None) -> dict[str, TrainResult]:
@@ -390,16 +419,10 @@ def run_training(cfg: TrainConfig, address: str | None = None, mlflow_uri: str |
         # One thread per supernet: each fit() only waits on its TrainController actor, so threads
         # run them concurrently without a process (and its torch import) per supernet, as Ray tasks
         # would need. Ray Train registers its Ctrl-C handler only in the main thread.
-        pool = ThreadPoolExecutor(max_workers=len(spaces), thread_name_prefix="fit")
-        try:
-            futures = {s: pool.submit(_fit_one, cfg.to_dict(), sources[s], s, plan.supernets[s], {
+        results = run_in_daemon_threads({s: functools.partial(
+            _fit_one, cfg.to_dict(), sources[s], s, plan.supernets[s], {
                 "mlflow_uri": uri, "mlflow_run_id": run_ids[s], "progress_bar": progress_bar,
-                "resume_from": str(resume[s]) if resume[s] else None, **input_payload}, datasets) for s in spaces}
-            results = {s: future.result() for s, future in futures.items()}
-        finally:
-            # On Ctrl-C, do not wait for the fits: shutting Ray down below (or the caller's) ends them,
-            # and the last epoch checkpoints stay on disk for a rerun to resume from.
-            pool.shutdown(wait=False, cancel_futures=True)
+                "resume_from": str(resume[s]) if resume[s] else None, **input_payload}, datasets) for s in spaces})
     finally:
         if started:
             ray.shutdown()
@@ -451,6 +474,6 @@ def _write_space(cfg: TrainConfig, space: SearchSpace) -> None:
 
 
 __all__ = [
-    "RESUMABLE_FIELDS", "TrainResult", "check_inputs", "check_resume", "connect_ray", "plan_training", "run_training",
-    "scaling_config", "standalone_config", "torch_backend", "train_loop_per_worker",
+    "RESUMABLE_FIELDS", "TrainResult", "check_inputs", "check_resume", "connect_ray", "plan_training",
+    "run_in_daemon_threads", "run_training", "scaling_config", "standalone_config", "torch_backend", "train_loop_per_worker",
 ]

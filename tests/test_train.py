@@ -6,9 +6,12 @@ two workers each) and one more single-worker experiment (crash + restart + resum
 
 from __future__ import annotations
 
+import _thread
 import json
 import math
 import random
+import threading
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -29,7 +32,7 @@ from autovit_ray.checkpoint import (
 from autovit_ray.data import dataset_record
 from autovit_ray.nn import Supernet
 from autovit_ray.placement import Cluster, NodeGroup
-from autovit_ray.ray_train import plan_training
+from autovit_ray.ray_train import plan_training, run_in_daemon_threads
 from autovit_ray.space import load_space
 from autovit_ray.train import main
 from autovit_ray.training.config import OptimizerSection, load_config
@@ -610,3 +613,28 @@ def test_dropout_on_the_largest_subnet_only(regularize, expected, one_thread) ->
     assert seen == expected
     with pytest.raises(ValueError, match="model.regularize = 'smallest' is invalid"):
         load_config("digits", ["model.regularize=smallest"])
+
+
+def test_concurrent_fits_return_their_results_and_raise_their_errors() -> None:
+    assert run_in_daemon_threads({"xxs": lambda: 1, "xs": lambda: 2}) == {"xxs": 1, "xs": 2}
+
+    def broken() -> int:
+        raise RuntimeError("worker group failed")
+
+    with pytest.raises(RuntimeError, match="worker group failed"):
+        run_in_daemon_threads({"xxs": lambda: 1, "xs": broken})
+
+
+def test_ctrl_c_does_not_wait_for_a_running_fit() -> None:
+    """A fit still running when Ctrl-C reaches the command must not hold its exit: it runs in a daemon
+    thread (a ThreadPoolExecutor's threads are joined at interpreter exit; the README test's Ctrl-C
+    during Ray Train's start-up then waited for 30 epochs)."""
+    release, finished = threading.Event(), threading.Event()
+    threading.Timer(0.3, _thread.interrupt_main).start()
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        run_in_daemon_threads({"xxs": lambda: release.wait(60) and finished.set()})
+    assert time.monotonic() - started < 5 and not finished.is_set()
+    # (is_alive() is not asked: an interrupted join() marks the thread stopped while it runs on)
+    assert [t.daemon for t in threading.enumerate() if t.name == "fit-xxs"] == [True]
+    release.set()
