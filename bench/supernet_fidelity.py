@@ -210,16 +210,15 @@ def report(out: Path) -> dict[str, Any]:
                 entry.update({k: stats.get(k) for k in ("kendall_tau", "tau_low", "tau_high", "tau_in_band",
                                                         "tau_macs", "tau_params", "top3_overlap", "regret")})
         supernets[sampler] = entry
-    chosen = None
-    if fidelity and all("tau_in_band" in s for s in supernets.values()):
-        chosen = max(supernets, key=lambda s: (supernets[s]["tau_in_band"] or -2.0))
     band_path = out / "band.json"
+    band = json.loads(band_path.read_text()) if band_path.is_file() else None
+    chosen = choose(supernets, scans, band) if fidelity else None
     result = {
         "peer": {"val_top1": peer.get("val_top1"), "test_top1": peer.get("test_top1"), "epochs": PEER_EPOCHS,
                  "adaptation": (recipe.get("choice") or {}).get("adaptation"),
                  "recipe": (recipe.get("choice") or {}).get("recipe")},
         "supernets": supernets, "span_gate": SPAN_GATE,
-        "band": json.loads(band_path.read_text()) if band_path.is_file() else None,
+        "band": band,
         "standalone": fidelity["standalone"] if fidelity else None, "chosen": chosen,
         "scans": {s: v["subnets"] for s, v in scans.items()}, "report_commit": code_commit(),
     }
@@ -228,6 +227,29 @@ def report(out: Path) -> dict[str, Any]:
         plot_scans(scans, result["band"], SCAN_PNG)
     replace_markdown_section(BENCHMARKS, SECTION, section(result))
     return result
+
+
+def best_inherited_in_band(scan_record: dict[str, Any], band: dict[str, Any] | None) -> float | None:
+    """The best inherited validation top-1 among a scan's subnets inside the band (None: none there)."""
+    if band is None:
+        return None
+    low, high = band["band_ms"]
+    inside = [row["val_top1"] for row in scan_record["subnets"] if low <= row["lut_ms"] <= high]
+    return max(inside, default=None)
+
+
+def choose(supernets: dict[str, Any], scans: dict[str, Any], band: dict[str, Any] | None) -> str | None:
+    """The issue's rule: the better in-band tau; at a tie (equal to two decimals, the precision the
+    section reports), the better inherited accuracy at the peer's latency (the scan's best in the band).
+    None until every supernet has its tau."""
+    if not supernets or any(entry.get("tau_in_band") is None for entry in supernets.values()):
+        return None
+
+    def key(name: str) -> tuple[float, float]:
+        at_peer = best_inherited_in_band(scans[name], band) if name in scans else None
+        return round(supernets[name]["tau_in_band"], 2), -1.0 if at_peer is None else at_peer
+
+    return max(supernets, key=key)
 
 
 def plot_scans(scans: dict[str, Any], band: dict[str, Any] | None, path: Path) -> None:

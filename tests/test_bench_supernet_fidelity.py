@@ -92,3 +92,15 @@ def test_the_latency_table_is_built_only_where_this_machine_has_none(tmp_path, m
     assert bench.ensure_lut() == tmp_path / "cifar10_recipe" / "luts" / "xxs-cifar10-p1-torch-cpu.parquet"
     assert bench.ensure_lut().read_bytes() == b"table"
     assert built == [tmp_path / "cifar10_recipe"]
+
+
+def test_a_tie_in_band_tau_goes_to_the_better_inherited_accuracy_at_the_peers_latency():
+    band = {"band_ms": [2.8, 3.4]}  # random-1 (3.3 ms) is inside; largest, smallest, random-0 are not
+    scans = {"sandwich": _scan("sandwich", 82.0, 74.0), "uniform": _scan("uniform", 76.0, 75.2)}
+    scans["uniform"]["subnets"][3] = {**scans["uniform"]["subnets"][3], "val_top1": 77.0}
+    assert bench.best_inherited_in_band(scans["uniform"], band) == 77.0
+    assert bench.best_inherited_in_band(scans["sandwich"], {"band_ms": [5.0, 6.0]}) is None
+    tied = {"sandwich": {"tau_in_band": 0.501}, "uniform": {"tau_in_band": 0.498}}
+    assert bench.choose(tied, scans, band) == "uniform"  # 0.50 = 0.50; 77.0 > 74.5 in the band
+    assert bench.choose({**tied, "uniform": {"tau_in_band": 0.48}}, scans, band) == "sandwich"
+    assert bench.choose({**tied, "uniform": {"tau_in_band": None}}, scans, band) is None
