@@ -419,10 +419,15 @@ def run_training(cfg: TrainConfig, address: str | None = None, mlflow_uri: str |
         # One thread per supernet: each fit() only waits on its TrainController actor, so threads
         # run them concurrently without a process (and its torch import) per supernet, as Ray tasks
         # would need. Ray Train registers its Ctrl-C handler only in the main thread.
-        results = run_in_daemon_threads({s: functools.partial(
-            _fit_one, cfg.to_dict(), sources[s], s, plan.supernets[s], {
-                "mlflow_uri": uri, "mlflow_run_id": run_ids[s], "progress_bar": progress_bar,
-                "resume_from": str(resume[s]) if resume[s] else None, **input_payload}, datasets) for s in spaces})
+        try:
+            results = run_in_daemon_threads({s: functools.partial(
+                _fit_one, cfg.to_dict(), sources[s], s, plan.supernets[s], {
+                    "mlflow_uri": uri, "mlflow_run_id": run_ids[s], "progress_bar": progress_bar,
+                    "resume_from": str(resume[s]) if resume[s] else None, **input_payload}, datasets) for s in spaces})
+        except KeyboardInterrupt:
+            for run_id in run_ids.values():  # stopped, not running, in MLflow until a rerun resumes them
+                tracking.end_run(uri, run_id, "KILLED")
+            raise
     finally:
         if started:
             ray.shutdown()

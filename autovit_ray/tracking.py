@@ -129,7 +129,7 @@ def set_tags(tracking_uri: str, run_id: str, tags: Mapping[str, Any]) -> None:
 
 
 def end_run(tracking_uri: str, run_id: str, status: str) -> None:
-    """status: FINISHED, FAILED or KILLED (stopped early by train.stop_after_epoch)."""
+    """status: FINISHED, FAILED or KILLED (stopped early: train.stop_after_epoch, Ctrl-C)."""
     client = mlflow_client(tracking_uri)
     retry_locked(lambda: client.set_terminated(run_id, status=status))
 

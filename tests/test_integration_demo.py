@@ -222,6 +222,8 @@ def test_demo_survives_ctrl_c_and_resumes_then_readme_runs_as_written(tmp_path):
         for i, cmd in enumerate(entry):
             log = tmp_path / f"readme-{i:02d}.log"
             seconds[cmd[:90]] = _run_readme_command(temp, cmd, proj, log)
+            if "autovit_ray.train --config digits --name digits-cli" in cmd:
+                _check_runs_stopped(proj / "outputs" / "digits-cli")
             if i == 0:
                 summary = json.loads((exp / "pipeline_summary.json").read_text())
                 assert {s["status"] for s in summary["stages"]} == {"reused", "not selected"}
@@ -234,6 +236,15 @@ def test_demo_survives_ctrl_c_and_resumes_then_readme_runs_as_written(tmp_path):
         for cmd, s in seconds.items():
             print(f"{s:7.1f} s  {cmd}")
     assert not temp.leftover, f"processes left running: {temp.leftover}"
+
+
+def _check_runs_stopped(exp: Path) -> None:
+    """A training stopped by Ctrl-C shows as KILLED in MLflow, not as running forever."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{exp / 'mlflow.db'}")
+    runs = [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])]
+    assert runs and {r.info.status for r in runs} == {"KILLED"}, [(r.info.run_name, r.info.status) for r in runs]
 
 
 def _check_no_duplicate_candidates(exp: Path) -> None:
