@@ -45,13 +45,15 @@ def test_the_verdict_is_decided_by_the_welch_interval_and_says_so_in_one_sentenc
     peer = [84.5, 84.6, 84.4]
     beats = claim.verdict(peer, [85.5, 85.7, 85.6], inherited=84.7, random_best=85.0)
     assert beats["beats_peer"] is True and beats["low"] > 0 and beats["difference"] == pytest.approx(1.1)
-    assert beats["beats_peer_inherited"] is True and beats["beats_random"] is True
+    assert beats["beats_peer_inherited"] is True and beats["inherited_above_every_peer_seed"] is True
+    assert beats["beats_random"] is True
     assert claim.verdict_sentence(beats, (3, 3), [0.97, 0.98]).startswith("The searched model beats the hand-designed peer")
 
     # the interval holds zero: underpowered, "not supported", never "does not hold" nor "faster"
     even = claim.verdict([84.5, 84.9, 84.1], [84.6, 85.2, 84.0], inherited=84.55, random_best=84.9)
     assert even["beats_peer"] is False and even["low"] < 0 < even["high"]
-    assert even["beats_peer_inherited"] is False  # inside the peer's seed spread
+    assert even["beats_peer_inherited"] is True  # 84.55 over the peer's mean 84.5 ...
+    assert even["inherited_above_every_peer_seed"] is False  # ... but inside its seed spread
     assert even["beats_random"] is False  # the searched mean 84.6 is under the best random arch
     sentence = claim.verdict_sentence(even, (3, 3), [0.98, 0.99])
     assert "is not supported by this experiment" in sentence and "includes zero" in sentence
