@@ -49,16 +49,23 @@ import timm
 import torch
 from common import (
     ROOT,
+    SELECTION_CANDIDATES,
+    Mismatch,
     bench_dir,
     cifar10_dir,
+    code_line,
     environment,
     log,
+    measure,
+    measured_selection,
     mlflow_env,
     open_record,
     public_path,
     readable_json,
+    recipe_fingerprint,
     run_cli,
     save_figure,
+    selection_candidates,
     write_json,
 )
 from torch import nn
@@ -112,10 +119,6 @@ def build_peer(adaptation: str, num_classes: int = 10) -> nn.Module:
     return model
 
 
-class Mismatch(ValueError):
-    """A stage artifact made with other settings than this run's (another recipe, split, supernet...)."""
-
-
 def _save_atomic(obj: Any, path: Path) -> None:
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
@@ -146,17 +149,6 @@ class Settings:
         # in-memory path became the default; a change of path halfway would void their resumes.
         return load_config("cifar10", [f"data.data_dir={self.data_dir}", f"train.epochs={self.epochs}",
                                        "data.augment=timm", *RECIPES[recipe], *extra], {"output_dir": str(self.out)})
-
-
-def recipe_fingerprint(cfg: TrainConfig) -> dict[str, Any]:
-    """The parts of a config that make two trainings comparable (data split, augmentation, optimiser,
-    schedule, epochs, seed); a resumed or reused artifact must match it."""
-    d = cfg.to_dict()
-    data = {k: v for k, v in d["data"].items() if k not in ("data_dir", "num_workers", "cache_dir",
-                                                             "in_memory_limit_mb")}  # storage, not recipe
-    return {"data": data, "optimizer": {k: v for k, v in d["optimizer"].items() if k != "freeze_inactive"},
-            "schedule": d["schedule"], "epochs": d["train"]["epochs"], "seed": d["seed"],
-            "grad_clip": d["train"]["grad_clip"]}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -427,23 +419,7 @@ def run_luts(settings: Settings, results: dict[str, Any], save: Callable[[], Non
 
 
 # ---------------------------------------------------------------------------------------------------
-# Measurement: batch 1, 1 thread, rounds interleaved in random order (autovit_ray.latency)
-
-
-def measure(models: Sequence[nn.Module], backend: str, clock: str, rounds: int, repeats: int = 5,
-            seed: int = 0) -> list[dict[str, float]]:
-    """LatencyStats (as dicts) per model on `backend`, 1 thread, `clock`, all in one interleaved run."""
-    from autovit_ray.latency import get_backend, measure_interleaved
-    from autovit_ray.latency.measure import calibrate_inner
-
-    runner = get_backend(backend, threads=1, clock=clock)
-    prepared = [runner.prepare(m.eval(), (1, 3, RESOLUTION, RESOLUTION)) for m in models]
-    try:
-        inner = [calibrate_inner(p) for p in prepared]
-        return [s.to_dict() for s in measure_interleaved(prepared, rounds, repeats, inner, seed)]
-    finally:
-        for p in prepared:
-            p.close()
+# Measurement: batch 1, 1 thread, rounds interleaved in random order (common.measure)
 
 
 def load_peer(settings: Settings, adaptation: str) -> nn.Module:
@@ -551,9 +527,6 @@ def run_searches(settings: Settings, checkpoint: Path, budgets: dict[str, Any], 
 # Stage 6: selection by measured latency, then the headline measurements
 
 
-SELECTION_CANDIDATES = 10
-
-
 def subnet_of(checkpoint: Path, arch: Any, loaders: Loaders) -> nn.Module:
     from autovit_ray.checkpoint import load_supernet
 
@@ -569,18 +542,14 @@ def select_by_measured_latency(settings: Settings, checkpoint: Path, adaptation:
     chosen model is the best by validation top-1 whose measured latency meets factor x the peer's."""
     from autovit_ray.space import Arch
 
-    found = json.loads(search_results.read_text())
-    candidates = sorted(found["best"], key=lambda b: -b["val_top1"])[:SELECTION_CANDIDATES]
+    candidates = selection_candidates(json.loads(search_results.read_text())["best"])
     models = [subnet_of(checkpoint, Arch.from_dict(c["arch"]), loaders) for c in candidates]
     log(f"selection {search_results.parent.name}: measuring {len(models)} candidates beside the peer")
     stats = measure([load_peer(settings, adaptation), *models], "torch-cpu", "wall", rounds=40, seed=3)
-    limit = factor * stats[0]["median_ms"]
-    rows = [{"arch": c["arch"], "name": c["name"], "val_top1": c["val_top1"], "lut_ms": c["latency_ms"],
-             "measured": s, "meets": s["median_ms"] <= limit} for c, s in zip(candidates, stats[1:])]
-    chosen = next((r for r in rows if r["meets"]), None)
-    log(f"selection {search_results.parent.name}: chosen {chosen['name'] if chosen else None}")
-    return {"peer_measured": stats[0], "limit_ms": limit, "candidates": rows,
-            "chosen": chosen["arch"] if chosen else None}
+    selection = measured_selection(candidates, stats, factor)
+    chosen = next((r["name"] for r in selection["candidates"] if r["meets"]), None)
+    log(f"selection {search_results.parent.name}: chosen {chosen}")
+    return selection
 
 
 def run_selection(settings: Settings, checkpoint: Path, adaptation: str, results: dict[str, Any],
@@ -706,14 +675,6 @@ def provenance(first: dict[str, Any], out: Path, runs: Sequence[str]) -> dict[st
             "peer_adaptation": first["train"]["adaptation"], "precision": "fp32",
             "data_path": "timm PIL pipeline per image (data.augment timm, num_workers 0)", "seed": 0,
             "updated": time.strftime("%Y-%m-%d %H:%M")}
-
-
-def code_line(record: dict[str, Any]) -> str:
-    runs = record.get("code_runs") or []
-    if not runs:
-        return "Code: not recorded."
-    return "Code that ran the stages: " + ", then ".join(
-        f"commit {r.get('commit', '?')[:7]} (`{Path(r['root']).name}`)" for r in runs) + "."
 
 
 # Planning figures where nothing is measured yet (2 quiet cores, issue 12's table):

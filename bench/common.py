@@ -21,7 +21,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -29,6 +29,11 @@ if str(ROOT) not in sys.path:
 
 import autovit_ray  # noqa: E402
 from autovit_ray.io import atomic_path, atomic_write_text  # noqa: E402
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from autovit_ray.training.config import TrainConfig
 
 
 def bench_dir() -> Path:
@@ -116,6 +121,15 @@ def code_identity() -> dict[str, str]:
             "commit": work_tree_commit(root)}
 
 
+def code_line(record: dict[str, Any]) -> str:
+    """The code of every run that advanced a record's stages (`note_code`), in one sentence."""
+    runs = record.get("code_runs") or []
+    if not runs:
+        return "Code: not recorded."
+    return "Code that ran the stages: " + ", then ".join(
+        f"commit {r.get('commit', '?')[:7]} (`{Path(r['root']).name}`)" for r in runs) + "."
+
+
 def note_code(record: dict[str, Any]) -> None:
     """Add this process's code to `record["code_runs"]`, the code of every run that advanced stages (a
     run resumed over sessions may be another pinned commit); a report-only run does not call this.
@@ -161,6 +175,66 @@ def run_cli(args: Sequence[str], log_path: Path, env: Mapping[str, str] | None =
 def mlflow_env(out: Path) -> dict[str, str]:
     """The tracking store of a benchmark's product commands: a sqlite file in its artifact folder."""
     return {"MLFLOW_TRACKING_URI": f"sqlite:///{out / 'mlflow.db'}"}
+
+
+# ---------------------------------------------------------------------------------------------------
+# Trainings and measurements
+
+
+class Mismatch(ValueError):
+    """A stage artifact made with other settings than this run's (another recipe, split, supernet...)."""
+
+
+def recipe_fingerprint(cfg: TrainConfig) -> dict[str, Any]:
+    """The parts of a config that make two trainings comparable (data split, augmentation, optimiser,
+    schedule, epochs, seed); a resumed or reused artifact must match it."""
+    d = cfg.to_dict()
+    data = {k: v for k, v in d["data"].items() if k not in ("data_dir", "num_workers", "cache_dir",
+                                                             "in_memory_limit_mb")}  # storage, not recipe
+    return {"data": data, "optimizer": {k: v for k, v in d["optimizer"].items() if k != "freeze_inactive"},
+            "schedule": d["schedule"], "epochs": d["train"]["epochs"], "seed": d["seed"],
+            "grad_clip": d["train"]["grad_clip"]}
+
+
+def measure(models: Sequence[nn.Module], backend: str, clock: str, rounds: int, repeats: int = 5,
+            seed: int = 0, resolution: int = 32) -> list[dict[str, float]]:
+    """LatencyStats (as dicts) per model on `backend`, batch 1 at `resolution` px (CIFAR's 32 by default),
+    1 thread, `clock`, all in one run whose rounds interleave the models in random order."""
+    from autovit_ray.latency import get_backend, measure_interleaved
+    from autovit_ray.latency.measure import calibrate_inner
+
+    runner = get_backend(backend, threads=1, clock=clock)
+    prepared = [runner.prepare(m.eval(), (1, 3, resolution, resolution)) for m in models]
+    try:
+        inner = [calibrate_inner(p) for p in prepared]
+        return [s.to_dict() for s in measure_interleaved(prepared, rounds, repeats, inner, seed)]
+    finally:
+        for p in prepared:
+            p.close()
+
+
+SELECTION_CANDIDATES = 10  # a search's best models measured beside the peer
+
+
+def selection_candidates(best: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The `SELECTION_CANDIDATES` best of a search's results.json `best` entries by validation top-1 (all
+    fit its latency-table budget)."""
+    return sorted(best, key=lambda b: -b["val_top1"])[:SELECTION_CANDIDATES]
+
+
+def measured_selection(candidates: Sequence[dict[str, Any]], stats: Sequence[dict[str, float]],
+                       factor: float) -> dict[str, Any]:
+    """The selection rule fixed before looking: `stats` are the peer's then each candidate's, measured in
+    one interleaved run; the chosen model is the best by validation top-1 whose measured median meets
+    `factor` x the peer's (None when none does)."""
+    if len(stats) != len(candidates) + 1:
+        raise ValueError(f"expected the peer's and {len(candidates)} candidates' latencies, got {len(stats)}")
+    limit = factor * stats[0]["median_ms"]
+    rows = [{"arch": c["arch"], "name": c["name"], "val_top1": c["val_top1"], "lut_ms": c["latency_ms"],
+             "measured": s, "meets": s["median_ms"] <= limit} for c, s in zip(candidates, stats[1:])]
+    chosen = next((r for r in rows if r["meets"]), None)
+    return {"peer_measured": stats[0], "limit_ms": limit, "candidates": rows,
+            "chosen": chosen["arch"] if chosen else None}
 
 
 # ---------------------------------------------------------------------------------------------------

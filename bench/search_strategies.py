@@ -7,6 +7,9 @@ at equal budgets, on the trained no-KD XXS supernet of the CIFAR-10 result (benc
         --lut outputs/digits-demo/luts/xxs.parquet --params-budget 1.6M --latency-budget-ms 6 \\
         --evaluations 12 --seeds 0 --out /tmp/strategies-smoke --benchmarks-file /tmp/B.md   # smoke run
 
+bench/cifar10_claim.py (issue 31) runs it again on its own supernet and budgets (its `table6` stage, with
+its own --out, --results and --benchmarks-file).
+
 Every (strategy, seed) is one run of the product's `python -m autovit_ray.search` with the same
 budgets (latency <= the peer's measured latency in table ms, params <= 1.4x the peer's: the CIFAR-10
 result's `budgets`), the same evaluation harness and `--max-evaluations` candidates (default 300, in
@@ -88,9 +91,10 @@ def cifar10_inputs() -> dict[str, Any]:
 
 def provenance(inputs: dict[str, Any]) -> dict[str, Any]:
     """The first CIFAR-10 result's provenance fields when these runs search its supernet; else the
-    environment alone (a smoke run on another checkpoint)."""
+    environment alone (another checkpoint: a smoke run, or the claim's supernet)."""
     first = cifar10_results()
-    if "train" in first and "budgets" in first and inputs == cifar10_inputs():
+    theirs = Path(inputs["checkpoint"]).is_relative_to(bench_dir() / "cifar10_result")  # else: bench/cifar10_claim.py's
+    if theirs and "train" in first and "budgets" in first and inputs == cifar10_inputs():
         return {**c10.provenance(first, bench_dir() / "cifar10_result", (c10.SUPERNET_RUN,)),
                 "supernet": supernet_summary(first)}
     return {"environment": environment()}

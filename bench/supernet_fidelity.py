@@ -87,13 +87,19 @@ def ensure_lut() -> Path:
     return lut_file()
 
 
-def train_supernet(sampler: str, out: Path, data_dir: Path) -> Path:
-    """`python -m autovit_ray.train` for one supernet (it resumes from its last epoch on a rerun)."""
+def final_supernet(sampler: str, out: Path) -> Path:
+    """The final checkpoint of one supernet, `<out>/<sampler>-e<EPOCHS>` (ValueError while it is missing or
+    unfinished); bench/cifar10_claim.py searches the chosen one."""
     from autovit_ray.checkpoint import find_checkpoint
 
+    return find_checkpoint(out / f"{sampler}-e{EPOCHS}", SUPERNET, final=True)
+
+
+def train_supernet(sampler: str, out: Path, data_dir: Path) -> Path:
+    """`python -m autovit_ray.train` for one supernet (it resumes from its last epoch on a rerun)."""
     name = f"{sampler}-e{EPOCHS}"
     try:
-        return find_checkpoint(out / name, SUPERNET, final=True)
+        return final_supernet(sampler, out)
     except ValueError:
         pass
     log(f"supernets: {name}: training ({EPOCHS} epochs; resumes from its last epoch)")
@@ -103,7 +109,7 @@ def train_supernet(sampler: str, out: Path, data_dir: Path) -> Path:
                  "ray.torch_threads=2", "ray.use_gpu=false", *SAMPLERS[sampler]]:
         cli += ["--set", item]
     run_cli(cli, out / f"{name}.log")
-    return find_checkpoint(out / name, SUPERNET, final=True)
+    return final_supernet(sampler, out)
 
 
 def scan(checkpoint: Path, out: Path, sampler: str) -> dict[str, Any]:

@@ -91,6 +91,13 @@ def test_a_smoke_run_on_another_checkpoint_records_the_environment_only(tmp_path
     fields = strategies.provenance({"checkpoint": "other", "lut": "x", "params_budget": 1.0,
                                     "latency_budget_ms": 1.0})
     assert set(fields) == {"environment"} and "torch" in fields["environment"]["packages"]
+    # beside a CIFAR-10 result's record whose supernet is gone (the claim's table6 on another machine)
+    record = tmp_path / "cifar10_result" / "results.json"
+    record.parent.mkdir()
+    record.write_text(json.dumps({"train": {"recipe": "light"}, "budgets": {"params_budget": 1.0}}))
+    other = {"checkpoint": str(tmp_path / "cifar10_claim" / "ck"), "lut": "x", "params_budget": 1.0,
+             "latency_budget_ms": 1.0}
+    assert set(strategies.provenance(other)) == {"environment"}
 
 
 def test_finished_runs_are_read_back_without_searching_or_claiming_this_code(

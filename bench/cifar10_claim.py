@@ -1,0 +1,982 @@
+"""Benchmark: the claim (issue 31): a searched subnet vs the hand-designed peer vs random archs, each
+trained stand-alone from scratch with one recipe, on the supernet that issue 30 chose.
+
+One resumable command runs every stage in order and skips what is done; run it from a pinned copy of
+the code (``git worktree add /work/pinned-<commit> <commit>``, its own venv), so that edits in the
+checkout do not change a run halfway:
+
+    cd /work/pinned-<commit>
+    nohup .venv/bin/python bench/cifar10_claim.py --data-dir <cifar10> >> ~/.cache/autovit-ray/bench/cifar10_claim.log 2>&1 &
+    .venv/bin/python bench/cifar10_claim.py --stop-after random   # the stages up to `random` only
+    .venv/bin/python bench/cifar10_claim.py --report-only         # JSON, section and plot from what exists
+
+The recipe, peer and input profile are the recipe issue's (bench/results/cifar10_recipe.json: `choice`,
+its peer timm ``mobilevit_xxs``, profile ``cifar10-p1``, 32 px); the supernet is the final epoch of
+``$AUTOVIT_BENCH_DIR/supernet_fidelity/<chosen>-e30``, `chosen` read from
+bench/results/supernet_fidelity.json (until it exists the command refuses to start; ``--supernet PATH``
+searches another checkpoint of the XXS ``cifar10-p1`` space). Every stand-alone run trains `EPOCHS` epochs.
+
+Stages (their code commit is recorded in ``claim.json``; hours of the 2-core machine):
+
+1. ``budgets`` (minutes): the peer's latency in latency-table ms from bench/supernet_fidelity.py's
+   ``band.json`` (`peer_band`: measured beside random subnets); budgets 1.0x and 0.8x of it, params
+   <= 1.4x the peer's.
+2. ``search`` (~1 h): ``python -m autovit_ray.search``, coarse-to-fine, 500 evaluations (50 x 10), under
+   each budget; candidates selected on validation after BatchNorm recalibration; the 10 best are scored
+   on the test set with the weights they inherit (the arms' inherited numbers).
+3. ``select`` (~10 min): those 10 measured beside the peer (torch-cpu, batch 1, 1 thread, wall clock,
+   interleaved); the best by validation that meets the measured budget (`common.measured_selection`).
+4. ``random`` (~30 min): `RANDOM_ARCHS` archs drawn uniformly (seeded), kept when they fit the params
+   budget and their table latency is near the 1.0x budget, measured beside the peer, accepted at
+   0.9-1.0x its measured latency (`sample_random_control`); ``random.json`` is written before any is trained.
+5. ``latency`` (~10 min): every arm's arch and the peer, batch 1, 1 thread, torch-cpu and onnxruntime,
+   interleaved in one process started for it; medians with p10-p90 (``latency.json``).
+6. ``standalone`` (~16 h; ~19 h with ``--full``): the peer with seeds 0-2 (seed 0: the recipe issue's
+   run in ``$AUTOVIT_BENCH_DIR/cifar10_recipe`` when this machine has it, else trained here and said
+   so), the searched 1.0x arch with seeds 0-2, the 0.8x arch with seed 0 (0-2 with ``--full``), each
+   random arch with seed 0; the peer through the product's reference trainer, the archs through
+   ``python -m autovit_ray.train --arch`` (both resume). Each is scored on the 10k test images, each
+   image's correctness kept (``standalone/<run>.test.json``).
+7. ``table6`` (~2 h): bench/search_strategies.py on this supernet and the 1.0x budgets: coarse-to-fine,
+   evolution and random search, 3 seeds x 300 evaluations, selected on one validation half and
+   re-scored on the other.
+8. ``latency2`` (~10 min): the latency stage again in a new process, at least an hour after the first
+   finished (it refuses before); a budget counts as met only when it holds in both.
+9. ``report``: bench/results/cifar10_claim.json, its BENCHMARKS.md section and the plot (what
+   ``--report-only`` writes from whatever exists).
+
+Compute plan: about 20 h of the 2-core machine in all (stand-alone runs: the peer about 1.2 h, a subnet
+at its latency about 1.5 h, from the recipe issue and issue 14's runs; searches and Table 6 from issue
+14's 300-evaluation runs of about 12 min each); 1.2 h less when the peer's seed 0 is reused, 2.6 h more
+with ``--full``; ``budgets`` adds the latency table's build (~0.5 h) where bench/supernet_fidelity.py
+has not built it on this machine.
+
+The reading is fixed before looking (`verdict`): the searched 1.0x model beats the peer when the Welch
+t 95 % interval of its seed mean minus the peer's excludes zero on the positive side; the paired
+image-level bootstrap per seed pair stands beside it without deciding. Artifacts:
+``$AUTOVIT_BENCH_DIR/cifar10_claim`` (default ``~/.cache/autovit-ray/bench``).
+
+Bad input, one error each (exit 2): an arm trained with another recipe, epochs or data path than the
+peer (`check_same_recipe`), a random arch outside the budget (`check_random_control`), a latency file
+of another backend or thread count (`check_latency_file`), ``latency2`` less than an hour after ``latency``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import statistics
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cifar10_recipe import (
+    INPUT_PROFILE,
+    MIN_TOKENS,
+    PEER,
+    RESOLUTION,
+    Arm,
+    arm_config,
+    arm_spec,
+    train_overrides,
+)
+from common import (
+    ROOT,
+    SELECTION_CANDIDATES,
+    Mismatch,
+    bench_dir,
+    code_commit,
+    code_line,
+    environment,
+    log,
+    measure,
+    measured_selection,
+    mlflow_env,
+    open_record,
+    public_path,
+    public_paths,
+    readable_json,
+    recipe_fingerprint,
+    run_cli,
+    save_figure,
+    selection_candidates,
+    staged_parser,
+    write_json,
+)
+from supernet_fidelity import RECIPE_JSON, ensure_lut, final_supernet, lut_file, peer_band
+from supernet_fidelity import RESULTS_JSON as FIDELITY_JSON
+
+from autovit_ray.cli_exits import cli_main
+from autovit_ray.io import replace_markdown_section
+from autovit_ray.space import Arch
+
+STAGES = ("budgets", "search", "select", "random", "latency", "standalone", "table6", "latency2", "report")
+SUPERNET = "xxs"
+EPOCHS = 30
+FACTORS = (1.0, 0.8)  # latency budgets, x the peer's
+PARAMS_FACTOR = 1.4
+SEARCH_POPULATION, SEARCH_GENERATIONS = 50, 10  # 500 evaluations
+PEER_SEEDS = SEARCHED_SEEDS = (0, 1, 2)
+RANDOM_ARCHS, RANDOM_SEED = 5, 0
+RANDOM_BAND = (0.9, 1.0)  # measured latency / the peer's, at the 1.0x budget
+RANDOM_TABLE_WINDOW = (0.8, 1.1)  # table latency / the 1.0x budget of an arch worth measuring
+RANDOM_BATCH, RANDOM_MAX_MEASURED = 8, 240
+LATENCY_BACKENDS = ("torch-cpu", "onnxruntime")
+THREADS, CLOCK, ROUNDS = 1, "wall", 40
+LATENCY2_GAP_S = 3600.0
+TABLE6_EVALUATIONS, TABLE6_SEEDS = 300, (0, 1, 2)
+ARMS = ("peer", "searched_1.0x", "searched_0.8x", "random_1.0x")
+SECTION = "## The claim: searched vs hand-designed vs random (issue 31)"
+RESULTS_JSON = ROOT / "bench" / "results" / "cifar10_claim.json"
+PNG_IN_REPO = Path("bench", "results", "cifar10_claim.png")
+PNG = ROOT / PNG_IN_REPO
+BENCHMARKS = ROOT / "BENCHMARKS.md"
+COMMAND = ("nohup .venv/bin/python bench/cifar10_claim.py --data-dir <cifar10> >> "
+           "~/.cache/autovit-ray/bench/cifar10_claim.log 2>&1 &")
+
+
+class NotYet(ValueError):
+    """A stage asked for before the time the experiment fixed for it."""
+
+
+def search_name(factor: float) -> str:
+    return f"c2f-{factor:.1f}x"
+
+
+def searched_arm(factor: float) -> str:
+    return f"searched_{factor:.1f}x"
+
+
+def arm_factor(arm: str) -> float:
+    """The latency budget of an arm, x the peer's: `searched_0.8x` -> 0.8."""
+    return float(arm.split("_")[1].rstrip("x"))
+
+
+@dataclass(frozen=True)
+class Run:
+    """One stand-alone training: an arm, a seed, and for the random control the arch's number."""
+
+    arm: str
+    seed: int
+    index: int | None = None
+
+    @property
+    def name(self) -> str:
+        arm = self.arm.replace("_", "-")
+        return f"{arm}-{self.index}-s{self.seed}" if self.index is not None else f"{arm}-s{self.seed}"
+
+
+def standalone_runs(full: bool, randoms: int = RANDOM_ARCHS) -> list[Run]:
+    """In the order they train: the peer's and the searched 1.0x arch's seeds in turn (a stop leaves
+    pairs), then the random control, then the 0.8x arch (3 seeds with `full`)."""
+    runs = [Run(arm, seed) for seed in PEER_SEEDS for arm in ("peer", "searched_1.0x")]
+    runs += [Run("random_1.0x", 0, i) for i in range(randoms)]
+    return runs + [Run("searched_0.8x", seed) for seed in (SEARCHED_SEEDS if full else (0,))]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Inputs: the recipe issue's choice, the supernet issue's chosen supernet
+
+
+def recipe_choice() -> dict[str, str]:
+    """{adaptation, recipe} of the recipe issue (bench/results/cifar10_recipe.json)."""
+    choice = json.loads(RECIPE_JSON.read_text()).get("choice") if RECIPE_JSON.is_file() else None
+    if not choice:
+        raise ValueError(f"bench/results/{RECIPE_JSON.name} has no `choice` yet: run bench/cifar10_recipe.py first")
+    return {"adaptation": choice["adaptation"], "recipe": choice["recipe"]}
+
+
+def supernet_checkpoint(override: Path | None) -> tuple[Path, str]:
+    """(the final checkpoint to search, where it came from): `override`, else the supernet that
+    bench/results/supernet_fidelity.json chose. Refuses another space or an unfinished training."""
+    from autovit_ray.checkpoint import read_record, resolve_checkpoint
+
+    if override is not None:
+        path, source = resolve_checkpoint(override, SUPERNET), "--supernet"
+    else:
+        chosen = json.loads(FIDELITY_JSON.read_text()).get("chosen") if FIDELITY_JSON.is_file() else None
+        if chosen is None:
+            raise ValueError(f"bench/results/{FIDELITY_JSON.name} names no `chosen` supernet yet: run bench/supernet_fidelity.py "
+                             "to its end (its truth stage chooses sandwich or uniform), or pass --supernet PATH")
+        path, source = final_supernet(chosen, bench_dir() / "supernet_fidelity"), chosen
+    record = read_record(path)
+    space = record.meta.get("space", {})
+    if (space.get("name"), space.get("profile")) != (SUPERNET, INPUT_PROFILE):
+        raise Mismatch(f"supernet checkpoint {path} is of space {space.get('name')!r} / input profile "
+                       f"{space.get('profile')!r}: the claim searches {SUPERNET!r} / {INPUT_PROFILE!r}")
+    if not record.finished:
+        raise Mismatch(f"supernet checkpoint {path} is at epoch {record.epoch} of {record.planned_epochs}: "
+                       "finish its training first")
+    return path, source
+
+
+def peer_model(choice: Mapping[str, str]) -> Any:
+    from autovit_ray.training.reference import build_spec
+
+    return build_spec(arm_spec(peer_arm(choice, 0)), 10)[0].eval()
+
+
+def peer_arm(choice: Mapping[str, str], seed: int) -> Arm:
+    return Arm(choice["adaptation"], choice["recipe"], seed, EPOCHS)
+
+
+def xxs_space() -> Any:
+    from autovit_ray.space import load_space
+
+    return load_space(SUPERNET, input_profile=INPUT_PROFILE)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Pure rules (tests/test_bench_cifar10_claim.py)
+
+
+def sample_random_control(draw: Callable[[], Arch], worth_measuring: Callable[[Arch], bool],
+                          measure_ratios: Callable[[list[Arch]], list[float]], count: int = RANDOM_ARCHS,
+                          band: tuple[float, float] = RANDOM_BAND, batch: int = RANDOM_BATCH,
+                          max_measured: int = RANDOM_MAX_MEASURED, max_draws: int = 1_000_000) -> dict[str, Any]:
+    """Rejection sampling: uniform draws (`draw`, seeded by the caller), distinct, that are
+    `worth_measuring` (the params budget, a table latency near the budget) are measured `batch` at a time
+    beside the peer (`measure_ratios`: measured latency / the peer's); the first `count` inside `band`
+    are the control. Every measured arch is kept in `tried`."""
+    accepted: list[dict[str, Any]] = []
+    tried: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    draws = 0
+    while len(accepted) < count:
+        if len(tried) >= max_measured:
+            raise ValueError(f"only {len(accepted)} of {len(tried)} measured random archs lie at {band[0]}-{band[1]}x "
+                             f"the peer's measured latency: fewer than the {count} needed (is the table window "
+                             "of the archs worth measuring, RANDOM_TABLE_WINDOW, off?)")
+        group: list[Arch] = []
+        while len(group) < batch:
+            if draws >= max_draws:
+                raise ValueError(f"{draws} uniform draws gave {len(seen)} archs worth measuring: the budget "
+                                 "leaves too few archs near it")
+            arch, draws = draw(), draws + 1
+            if arch.arch_hash not in seen and worth_measuring(arch):
+                seen.add(arch.arch_hash)
+                group.append(arch)
+        for arch, ratio in zip(group, measure_ratios(group), strict=True):
+            row = {"arch": arch.to_dict(), "name": str(arch), "ratio": ratio,
+                   "accepted": band[0] <= ratio <= band[1] and len(accepted) < count}
+            tried.append(row)
+            if row["accepted"]:
+                accepted.append(row)
+    return {"archs": accepted, "tried": tried, "draws": draws, "band": list(band)}
+
+
+def check_random_control(record: Mapping[str, Any], budgets: Mapping[str, Any],
+                         band: tuple[float, float] = RANDOM_BAND) -> list[Arch]:
+    """The control's archs from `random.json`; refuses a list sampled under other budgets, one arch
+    outside `band` x the peer's measured latency or over the params budget, or too few archs."""
+    wanted = {"latency_budget_ms": budgets["latency_budget_ms"]["1.0"], "params_budget": budgets["params_budget"]}
+    if record.get("budget") != wanted:
+        raise Mismatch(f"random.json was sampled under the budgets {record.get('budget')}, not this run's {wanted}: "
+                       "move it away (and the random runs) to sample again")
+    for row in record["archs"]:
+        if not band[0] <= row["ratio"] <= band[1] or row["params"] > budgets["params_budget"]:
+            raise Mismatch(f"random arch {row['name']} ({row['ratio']:.3f}x the peer's measured latency, "
+                           f"{row['params']:,} params) is outside the control's budget: {band[0]}-{band[1]}x the "
+                           f"peer's latency and <= {budgets['params_budget']:,.0f} params")
+    if len(record["archs"]) < RANDOM_ARCHS:
+        raise Mismatch(f"random.json holds {len(record['archs'])} archs; the control needs {RANDOM_ARCHS}")
+    return [Arch.from_dict(row["arch"]) for row in record["archs"]]
+
+
+def arm_fingerprint(config: Mapping[str, Any]) -> dict[str, Any]:
+    """What two arms must share (recipe, epochs, data path: `common.recipe_fingerprint`), less the seed."""
+    from autovit_ray.config import flatten
+    from autovit_ray.training.config import config_from_dict
+
+    found = flatten(recipe_fingerprint(config_from_dict(dict(config))))
+    return {k: v for k, v in found.items() if k not in ("seed", "data.seed")}
+
+
+def check_same_recipe(reference: Mapping[str, Any], configs: Mapping[str, Mapping[str, Any]],
+                      reference_name: str = "the peer") -> None:
+    """Refuse any run whose training config differs from `reference`'s in the recipe, the epochs or
+    the data path (the seed may differ)."""
+    want = arm_fingerprint(reference)
+    for name, config in configs.items():
+        got = arm_fingerprint(config)
+        differing = sorted(k for k in want.keys() | got.keys() if want.get(k) != got.get(k))
+        if differing:
+            detail = ", ".join(f"{k} {got.get(k)!r} (not {want.get(k)!r})" for k in differing[:6])
+            raise Mismatch(f"{name} was trained with another recipe, epochs or data path than {reference_name}: "
+                           f"{detail}; every arm trains as the peer does: move its folder away and rerun")
+
+
+def check_latency_file(record: Mapping[str, Any], path: Path) -> None:
+    """Refuse a latency file measured on other backends, with another thread count or clock."""
+    found = {b: (e.get("backend"), e.get("threads"), e.get("clock")) for b, e in record.get("backends", {}).items()}
+    wanted = {b: (b, THREADS, CLOCK) for b in LATENCY_BACKENDS}
+    if found != wanted:
+        raise Mismatch(f"{path} was measured as {found} (backend, threads, clock); this experiment measures "
+                       f"{wanted}: move it away and rerun its stage")
+
+
+def latency2_wait_s(first: Mapping[str, Any], now: float, gap_s: float = LATENCY2_GAP_S) -> float:
+    """Seconds before the second latency measurement may start (<= 0: now)."""
+    return float(first["finished_at"]) + gap_s - now
+
+
+def latency_words(ratios: Sequence[float], factor: float) -> str:
+    """Two measured latency ratios to the peer in words: a budget holds only when both meet it, and a
+    ratio near 1 is parity, never "faster"."""
+    shown = " and ".join(f"{r:.2f}x" for r in ratios)
+    if len(ratios) < 2:
+        return f"measured once ({shown} the peer's latency): the budget is not confirmed yet"
+    if max(ratios) > factor:
+        return f"at {shown} the peer's measured latency: over its {factor:.1f}x budget in one measurement, not met"
+    if min(ratios) >= 0.95 * factor:
+        return f"at {shown} the peer's measured latency in two measurements: within its {factor:.1f}x budget (parity)"
+    return f"at {shown} the peer's measured latency in two measurements, within its {factor:.1f}x budget"
+
+
+def verdict(peer: Sequence[float], searched: Sequence[float], inherited: float | None,
+            random_best: float | None) -> dict[str, Any]:
+    """The reading fixed before looking. `beats_peer`: the Welch t 95 % interval of the searched 1.0x
+    seed mean minus the peer's lies above zero (None with fewer than 2 seeds a side);
+    `beats_peer_inherited`: the searched model's inherited test top-1 is above the peer's seed mean (the
+    paper's verdict, read beside `inherited_above_every_peer_seed`: outside the peer's seed spread);
+    `beats_random`: the searched seed mean is above the best random arch."""
+    from autovit_ray.stats import welch_interval
+
+    found: dict[str, Any] = {"beats_peer": None, "difference": None, "low": None, "high": None, "df": None,
+                             "beats_peer_inherited": None, "inherited_above_every_peer_seed": None,
+                             "beats_random": None}
+    if len(peer) >= 2 and len(searched) >= 2 and len({*peer, *searched}) > 1:  # all equal: no interval
+        w = welch_interval(searched, peer)
+        found.update(difference=w["difference"], low=w["low"], high=w["high"], df=w["df"], beats_peer=w["low"] > 0)
+    if inherited is not None and peer:
+        found["beats_peer_inherited"] = inherited > statistics.mean(peer)
+        found["inherited_above_every_peer_seed"] = inherited > max(peer)
+    if random_best is not None and searched:
+        found["beats_random"] = statistics.mean(searched) > random_best
+    return found
+
+
+def verdict_sentence(v: Mapping[str, Any], seeds: tuple[int, int], ratios: Sequence[float]) -> str:
+    """The verdict in one sentence (an interval that holds zero is "not supported", not "does not hold");
+    `seeds`: (the searched model's, the peer's)."""
+    if v["difference"] is None:
+        return ("Not decided yet: the searched 1.0x model and the peer need at least two finished seeds each "
+                "(the Welch interval decides).")
+    counts = f"{seeds[0]} seeds each" if seeds[0] == seeds[1] else f"{seeds[0]} seeds of it, {seeds[1]} of the peer"
+    numbers = (f"{v['difference']:+.2f} points of test top-1, Welch 95 % interval {v['low']:+.2f} to {v['high']:+.2f} "
+               f"({counts})")
+    where = f", {latency_words(ratios, 1.0)}" if ratios else ""
+    if v["low"] > 0:
+        return f"The searched model beats the hand-designed peer: {numbers}{where}."
+    if v["high"] < 0:
+        return f"The hand-designed peer beats the searched model: {numbers}{where}."
+    return (f"That the searched model beats the hand-designed peer is not supported by this experiment: "
+            f"{numbers}, an interval that includes zero{where}.")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Stages
+
+
+@dataclass
+class Claim:
+    """A run of the driver: where it works, what it searches, and its record (`claim.json`)."""
+
+    out: Path
+    data_dir: Path
+    checkpoint: Path
+    supernet_source: str
+    choice: dict[str, str]
+    full: bool
+    record: dict[str, Any]
+    save: Callable[[], None]
+
+    def done(self, stage: str, entry: Any) -> None:
+        self.record[stage] = entry
+        self.save()
+
+
+def run_budgets(c: Claim) -> None:
+    if "budgets" in c.record:
+        return
+    ensure_lut()
+    band = peer_band(bench_dir() / "supernet_fidelity")  # the peer beside random subnets, in table ms
+    params = sum(p.numel() for p in peer_model(c.choice).parameters())
+    c.done("budgets", {"peer_lut_ms": band["peer_lut_ms"], "peer_params": params,
+                       "params_budget": PARAMS_FACTOR * params, "lut": public_path(lut_file()),
+                       "latency_budget_ms": {str(f): f * band["peer_lut_ms"] for f in FACTORS},
+                       "band": public_path(bench_dir() / "supernet_fidelity" / "band.json"),
+                       "supernet": public_path(c.checkpoint), "supernet_source": c.supernet_source,
+                       "commit": code_commit()})
+    log(f"budgets: {c.record['budgets']}")
+
+
+def search_results(out: Path, factor: float) -> Path:
+    return out / "search" / search_name(factor) / "results.json"
+
+
+def run_search(c: Claim) -> None:
+    from autovit_ray.search.config import SearchConfig
+
+    searches = c.record.setdefault("search", {})
+    budgets = c.record["budgets"]
+    for factor in FACTORS:
+        name = search_name(factor)
+        if name in searches and readable_json(search_results(c.out, factor)):
+            continue
+        config = SearchConfig(name=name, checkpoint=str(c.checkpoint), supernet=SUPERNET, lut=str(lut_file()),
+                              params_budget=budgets["params_budget"],
+                              latency_budget_ms=budgets["latency_budget_ms"][str(factor)], strategy="coarse-to-fine",
+                              population=SEARCH_POPULATION, generations=SEARCH_GENERATIONS, parents=10, evaluators=2,
+                              top_k=SELECTION_CANDIDATES, export_formats=(), no_register=True, seed=0,
+                              data_dir=str(c.data_dir), output_dir=str(c.out))
+        log(f"search {name}: {SEARCH_POPULATION * SEARCH_GENERATIONS} evaluations, coarse-to-fine")
+        start = time.time()
+        run_cli(["autovit_ray.search", *config.to_argv()], c.out / f"search-{name}.log", mlflow_env(c.out))
+        searches[name] = {"factor": factor, "results": public_path(search_results(c.out, factor)),
+                          "wall_s": time.time() - start, "commit": code_commit()}
+        c.save()
+
+
+def run_select(c: Claim) -> None:
+    from autovit_ray.models import create_subnet
+
+    selection = c.record.setdefault("select", {})
+    space = xxs_space()
+    for factor in FACTORS:
+        name = search_name(factor)
+        if name in selection:
+            continue
+        best = json.loads(search_results(c.out, factor).read_text())["best"]
+        candidates = selection_candidates(best)
+        log(f"select {name}: the {len(candidates)} best by validation measured beside the peer")
+        models = [create_subnet(Arch.from_dict(row["arch"]), 10, space) for row in candidates]  # latency: arch only
+        stats = measure([peer_model(c.choice), *models], "torch-cpu", CLOCK, ROUNDS, seed=3, resolution=RESOLUTION)
+        chosen = measured_selection(candidates, stats, factor)
+        inherited = next((b for b in best if b["arch"] == chosen["chosen"]), None)
+        selection[name] = {**chosen, "inherited": inherited and {k: inherited[k] for k in (
+            "name", "val_top1", "test_top1", "params", "macs", "latency_ms")}, "commit": code_commit()}
+        log(f"select {name}: chosen {inherited['name'] if inherited else None}")
+        c.save()
+
+
+def chosen_arch(record: Mapping[str, Any], factor: float) -> Arch | None:
+    chosen = record.get("select", {}).get(search_name(factor), {}).get("chosen")
+    return Arch.from_dict(chosen) if chosen else None
+
+
+def run_random(c: Claim) -> None:
+    from autovit_ray.latency import LatencyTable
+    from autovit_ray.models import create_subnet
+    from autovit_ray.plan import count_params
+
+    path = c.out / "random.json"
+    if readable_json(path):
+        return
+    space = xxs_space()
+    table = LatencyTable.load(lut_file(), space=space)
+    budgets = c.record["budgets"]
+    budget_ms, params_budget = budgets["latency_budget_ms"]["1.0"], budgets["params_budget"]
+    peer = peer_model(c.choice)
+    rng = random.Random(RANDOM_SEED)
+    low, high = RANDOM_TABLE_WINDOW
+
+    def worth_measuring(arch: Arch) -> bool:
+        return (count_params(arch, 10, space) <= params_budget
+                and low * budget_ms <= table.predict_latency(arch) <= high * budget_ms)
+
+    def ratios(archs: list[Arch]) -> list[float]:
+        log(f"random: measuring {len(archs)} uniform draws beside the peer")
+        stats = measure([peer, *(create_subnet(a, 10, space) for a in archs)], "torch-cpu", CLOCK, ROUNDS // 2,
+                        seed=7, resolution=RESOLUTION)
+        return [s["median_ms"] / stats[0]["median_ms"] for s in stats[1:]]
+
+    found = sample_random_control(lambda: space.sample(rng), worth_measuring, ratios)
+    for row in found["tried"]:
+        arch = Arch.from_dict(row["arch"])
+        row.update(params=count_params(arch, 10, space), lut_ms=table.predict_latency(arch))
+    write_json(path, {**found, "seed": RANDOM_SEED, "table_window": list(RANDOM_TABLE_WINDOW),
+                      "budget": {"latency_budget_ms": budget_ms, "params_budget": params_budget},
+                      "commit": code_commit()})  # the list is on disk before any of it trains
+    c.done("random", {"archs": len(found["archs"]), "measured": len(found["tried"]), "commit": code_commit()})
+
+
+def random_archs(out: Path, budgets: Mapping[str, Any]) -> list[Arch]:
+    return check_random_control(json.loads((out / "random.json").read_text()), budgets)
+
+
+def arm_models(out: Path, record: Mapping[str, Any], choice: Mapping[str, str]) -> dict[str, Any]:
+    """{arm key: an untrained model of its arch} for the latency stages (latency depends on the arch)."""
+    from autovit_ray.models import create_subnet
+
+    space = xxs_space()
+    models = {"peer": peer_model(choice)}
+    for factor in FACTORS:
+        arch = chosen_arch(record, factor)
+        if arch is not None:
+            models[searched_arm(factor)] = create_subnet(arch, 10, space)
+    for i, arch in enumerate(random_archs(out, record["budgets"])):
+        models[f"random_1.0x/{i}"] = create_subnet(arch, 10, space)
+    return models
+
+
+def measure_latency(out: Path, stage: str, choice: Mapping[str, str]) -> None:
+    """The body of a latency stage, in the process started for it (`--measure-latency`)."""
+    started = time.time()
+    record, _ = open_record(out / "claim.json", report_only=True)
+    models = arm_models(out, record, choice)
+    result: dict[str, Any] = {"stage": stage, "pid": os.getpid(), "process_started_at": started, "backends": {}}
+    for backend in LATENCY_BACKENDS:
+        log(f"{stage}: {len(models)} models on {backend}, batch 1, {THREADS} thread, {CLOCK} clock, interleaved")
+        stats = measure(list(models.values()), backend, CLOCK, ROUNDS, seed=11, resolution=RESOLUTION)
+        result["backends"][backend] = {"backend": backend, "threads": THREADS, "clock": CLOCK,
+                                       "models": dict(zip(models, stats))}
+    result.update(finished_at=time.time(), commit=code_commit())
+    write_json(out / f"{stage}.json", result)
+
+
+def run_latency(c: Claim, stage: str) -> None:
+    path = c.out / f"{stage}.json"
+    if readable_json(path):
+        check_latency_file(json.loads(path.read_text()), path)
+        return
+    if stage == "latency2":
+        first = json.loads((c.out / "latency.json").read_text())
+        wait = latency2_wait_s(first, time.time())
+        if wait > 0:
+            at = time.strftime("%H:%M", time.localtime(time.time() + wait))
+            raise NotYet(f"stage latency2 repeats the latency measurement at least {LATENCY2_GAP_S / 3600:.0f} h after "
+                         f"the first finished: wait {wait / 60:.0f} min more (until {at}), then rerun")
+    # a process of its own: the second measurement must not share the first one's process
+    bench = os.pathsep.join(filter(None, [str(ROOT / "bench"), str(ROOT), os.environ.get("PYTHONPATH")]))
+    run_cli(["cifar10_claim", "--measure-latency", stage, "--out", str(c.out)], c.out / f"{stage}.log",
+            {"PYTHONPATH": bench})
+    check_latency_file(json.loads(path.read_text()), path)
+    c.done(stage, {"file": public_path(path), "commit": code_commit()})
+
+
+def train_peer_seed(c: Claim, run: Run) -> tuple[Path, bool]:
+    """(the folder of the peer's trained seed, whether it was reused): seed 0 is the recipe issue's run
+    where this machine has it; the others, and seed 0 elsewhere, train here (resumable)."""
+    from autovit_ray.training.reference import train_reference
+
+    arm = peer_arm(c.choice, run.seed)
+    recipe_run = bench_dir() / "cifar10_recipe" / arm.name
+    if run.seed == 0 and (recipe_run / "model.pt").is_file():
+        log(f"standalone: peer seed 0 is the recipe issue's run {public_path(recipe_run)}")
+        return recipe_run, True
+    if run.seed == 0:
+        log(f"standalone: the recipe issue's run {public_path(recipe_run)} is not on this machine: training the "
+            "peer's seed 0 here too")
+    run_dir = c.out / "standalone" / run.name
+    log(f"standalone: {run.name} ({EPOCHS} epochs, the reference trainer; resumes)")
+    train_reference(arm_config(arm, c.data_dir), arm_spec(arm), run_dir, log=log)
+    return run_dir, False
+
+
+def train_arch(c: Claim, run: Run, arch: Arch) -> Path:
+    """`python -m autovit_ray.train --arch` for one run (resumes from its last epoch); its final checkpoint."""
+    from autovit_ray.checkpoint import find_checkpoint
+    from autovit_ray.io import atomic_write_text
+
+    folder = c.out / "standalone"
+    try:
+        return find_checkpoint(folder / run.name, SUPERNET, final=True)
+    except ValueError:
+        pass
+    arch_file = folder / f"{run.name}.arch.json"
+    atomic_write_text(arch_file, arch.to_json())
+    log(f"standalone: {run.name} {arch} ({EPOCHS} epochs, train --arch; resumes)")
+    cli = ["autovit_ray.train", "--config", "cifar10", "--name", run.name, "--output-dir", str(folder),
+           "--arch", str(arch_file)]
+    for item in [*train_overrides(c.choice["recipe"], EPOCHS, c.data_dir), f"seed={run.seed}", "ray.use_gpu=false"]:
+        cli += ["--set", item]
+    run_cli(cli, folder / f"{run.name}.log", mlflow_env(c.out))
+    return find_checkpoint(folder / run.name, SUPERNET, final=True)
+
+
+def score_test_set(model: Any, config: Mapping[str, Any], data_dir: Path) -> tuple[float, str]:
+    """(test top-1, each of the 10k test images' correctness as a string of 0 / 1)."""
+    import dataclasses
+
+    import torch
+
+    from autovit_ray.data import build_loader
+    from autovit_ray.evaluation import evaluate
+    from autovit_ray.training.config import config_from_dict
+
+    data = dataclasses.replace(config_from_dict(dict(config)).data, data_dir=str(data_dir))
+    score = evaluate(model, build_loader(data, "test", RESOLUTION), resolution=RESOLUTION, device=torch.device("cpu"),
+                     per_image=True)
+    return score.top1, "".join("1" if hit else "0" for hit in score.correct_per_image)
+
+
+def score_run(c: Claim, run: Run, arch: Arch | None) -> dict[str, Any]:
+    """Train (or reuse) one run and score it on the test set; its record."""
+    import torch
+
+    from autovit_ray.checkpoint import load_supernet, read_record
+    from autovit_ray.training.reference import build_spec
+
+    start = time.time()
+    if arch is None:  # the peer
+        run_dir, reused = train_peer_seed(c, run)
+        config = torch.load(run_dir / "state.pt", map_location="cpu", weights_only=True)["fingerprint"]["config"]
+        model = build_spec(arm_spec(peer_arm(c.choice, run.seed)), 10)[0]
+        model.load_state_dict(torch.load(run_dir / "model.pt", map_location="cpu", weights_only=True))
+    else:
+        checkpoint, reused = train_arch(c, run, arch), False
+        run_dir, config = checkpoint, read_record(checkpoint).config
+        model = load_supernet(checkpoint)[0].get_active_subnet(arch)
+    top1, correct = score_test_set(model, config, c.data_dir)
+    log(f"standalone: {run.name}: test top-1 {top1:.2f}")
+    return {"run": run.name, "arm": run.arm, "seed": run.seed, "index": run.index,
+            "arch": arch.to_dict() if arch else None, "params": sum(p.numel() for p in model.parameters()),
+            "test_top1": top1, "correct": correct, "config": config, "folder": public_path(run_dir),
+            "reused": reused, "wall_s": time.time() - start, "commit": code_commit()}
+
+
+def score_path(out: Path, run: Run) -> Path:
+    return out / "standalone" / f"{run.name}.test.json"
+
+
+def run_standalone(c: Claim) -> None:
+    randoms = random_archs(c.out, c.record["budgets"])
+    runs = standalone_runs(c.full, len(randoms))
+    for n, run in enumerate(runs, start=1):
+        path = score_path(c.out, run)
+        if readable_json(path):
+            continue
+        arch = (None if run.arm == "peer" else randoms[run.index] if run.index is not None
+                else chosen_arch(c.record, arm_factor(run.arm)))
+        if run.arm != "peer" and arch is None:
+            log(f"standalone: {run.name}: its search chose no arch meeting the measured budget; skipped")
+            continue
+        log(f"standalone: run {n}/{len(runs)}")
+        result = score_run(c, run, arch)
+        if run.arm == "peer" and run.seed == 0:  # the peer's seed 0 is the recipe itself
+            planned = arm_config(peer_arm(c.choice, 0), c.data_dir).to_dict()
+            check_same_recipe(planned, {run.name: result["config"]}, "the recipe issue's choice")
+        else:
+            peer = json.loads(score_path(c.out, Run("peer", 0)).read_text())["config"]
+            check_same_recipe(peer, {run.name: result["config"]})
+        write_json(path, result)
+    c.done("standalone", {"runs": len(runs), "full": c.full, "commit": code_commit()})
+
+
+def run_table6(c: Claim) -> None:
+    """bench/search_strategies.py on this supernet and the 1.0x budgets (its own resumable runs)."""
+    import search_strategies
+
+    folder = c.out / "table6"
+    results = folder / "search_strategies.json"
+    if "table6" in c.record and readable_json(results):
+        return
+    budgets = c.record["budgets"]
+    folder.mkdir(parents=True, exist_ok=True)
+    search_strategies.main([
+        "--checkpoint", str(c.checkpoint), "--supernet", SUPERNET, "--lut", str(lut_file()),
+        "--params-budget", repr(budgets["params_budget"]), "--latency-budget-ms",
+        repr(budgets["latency_budget_ms"]["1.0"]), "--evaluations", str(TABLE6_EVALUATIONS),
+        "--seeds", ",".join(map(str, TABLE6_SEEDS)), "--out", str(folder), "--results", str(results),
+        "--benchmarks-file", str(folder / "section.md")])
+    c.done("table6", {"results": public_path(results), "commit": code_commit()})
+
+
+# ---------------------------------------------------------------------------------------------------
+# Report
+
+
+def _read(path: Path) -> Any:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def latency_of(out: Path, key: str) -> dict[str, dict[str, list[Any]]]:
+    """One arm key's latency in `latency` then `latency2` (as far as measured): {"latency_ratio": {backend:
+    [median / the peer's median]}, "latency_ms": {backend: [median, p10, p90]}}."""
+    ratios: dict[str, list[float]] = {b: [] for b in LATENCY_BACKENDS}
+    spread: dict[str, list[list[float]]] = {b: [] for b in LATENCY_BACKENDS}
+    for stage in ("latency", "latency2"):
+        record = _read(out / f"{stage}.json")
+        if record is None:
+            continue
+        check_latency_file(record, out / f"{stage}.json")
+        for backend, entry in record["backends"].items():
+            if key in entry["models"]:
+                mine, peer = entry["models"][key], entry["models"]["peer"]
+                ratios[backend].append(mine["median_ms"] / peer["median_ms"])
+                spread[backend].append([mine.get(k) for k in ("median_ms", "p10_ms", "p90_ms")])
+    return {"latency_ratio": ratios, "latency_ms": spread}
+
+
+def arm_record(out: Path, arm: str, tests: Sequence[dict[str, Any]], select: Mapping[str, Any]) -> dict[str, Any]:
+    """One arm of the results: per-seed test top-1, arch, params, latency ratios, inherited numbers."""
+    mine = sorted((t for t in tests if t["arm"] == arm), key=lambda t: t["seed"])
+    top1 = [t["test_top1"] for t in mine]
+    entry: dict[str, Any] = {"seeds": [t["seed"] for t in mine], "test_top1": top1,
+                             "mean": statistics.mean(top1) if top1 else None,
+                             "sd": statistics.stdev(top1) if len(top1) > 1 else None,
+                             "params": mine[0]["params"] if mine else None, **latency_of(out, arm)}
+    if arm == "peer":
+        entry.update(arch=PEER, reused_seed0=any(t["seed"] == 0 and t["reused"] for t in mine))
+    else:
+        chosen = select.get(search_name(arm_factor(arm)), {})
+        entry.update(arch=chosen.get("chosen"), inherited=chosen.get("inherited"),
+                     selection_measured_ratio=next((r["measured"]["median_ms"] / chosen["peer_measured"]["median_ms"]
+                                                    for r in chosen.get("candidates", []) if r["meets"]), None))
+    return entry
+
+
+def random_record(out: Path, tests: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    control = _read(out / "random.json") or {"archs": []}
+    by_index = {t["index"]: t for t in tests if t["arm"] == "random_1.0x"}
+    rows = control["archs"]
+    latency = [latency_of(out, f"random_1.0x/{i}") for i in range(len(rows))]
+    top1 = [by_index[i]["test_top1"] for i in range(len(rows)) if i in by_index]
+    return {"test_top1": [by_index[i]["test_top1"] if i in by_index else None for i in range(len(rows))],
+            "arch": [r["arch"] for r in rows], "params": [r["params"] for r in rows],
+            "sampling_ratio": [r["ratio"] for r in rows], "mean": statistics.mean(top1) if top1 else None,
+            "sd": statistics.stdev(top1) if len(top1) > 1 else None, "best": max(top1, default=None),
+            **{kind: {b: [one[kind][b] for one in latency] for b in LATENCY_BACKENDS}
+               for kind in ("latency_ratio", "latency_ms")},
+            "measured_to_accept": len(control.get("tried", []))}
+
+
+def paired_by_seed(tests: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The paired image-level bootstrap of searched 1.0x seed s vs peer seed s (reported, not deciding)."""
+    from autovit_ray.stats import paired_difference
+
+    by = {(t["arm"], t["seed"]): t for t in tests}
+    pairs = []
+    for seed in SEARCHED_SEEDS:
+        a, b = by.get(("searched_1.0x", seed)), by.get(("peer", seed))
+        if a and b:
+            d = paired_difference([ch == "1" for ch in a["correct"]], [ch == "1" for ch in b["correct"]])
+            pairs.append({"seed": seed, **d})
+    return pairs
+
+
+def collect(out: Path) -> dict[str, Any]:
+    """The results record from the artifacts (whatever exists)."""
+    record = _read(out / "claim.json") or {}
+    tests = [json.loads(p.read_text()) for p in sorted((out / "standalone").glob("*.test.json"))]
+    peer = next((t for t in tests if t["arm"] == "peer" and t["seed"] == 0), None)
+    if peer is not None:
+        check_same_recipe(peer["config"], {t["run"]: t["config"] for t in tests if t is not peer})
+    select = record.get("select", {})
+    arms = {arm: arm_record(out, arm, tests, select) for arm in ARMS if arm != "random_1.0x"}
+    arms["random_1.0x"] = random_record(out, tests)
+    searched = arms["searched_1.0x"]
+    inherited = (searched.get("inherited") or {}).get("test_top1")
+    found = verdict(arms["peer"]["test_top1"], searched["test_top1"], inherited, arms["random_1.0x"]["best"])
+    ratios = searched["latency_ratio"]["torch-cpu"]
+    found["sentence"] = verdict_sentence(found, (len(searched["test_top1"]), len(arms["peer"]["test_top1"])), ratios)
+    found["paired_by_seed"] = paired_by_seed(tests)
+    found["budget_met"] = {f"{arm}/{b}": len(r) == 2 and max(r) <= arm_factor(arm)
+                           for arm in ("searched_1.0x", "searched_0.8x")
+                           for b, r in arms[arm]["latency_ratio"].items()}
+    choice = _read(RECIPE_JSON) or {}
+    return {"recipe": {**(choice.get("choice") or {}), "input_profile": INPUT_PROFILE, "resolution": RESOLUTION,
+                       "peer": PEER, "min_tokens": MIN_TOKENS},
+            "epochs": EPOCHS, "budgets": record.get("budgets"), "arms": arms, "verdict": found,
+            "table6": table6_record(out), "fronts": {search_name(f): _front(out, f) for f in FACTORS},
+            "commits": stage_commits(record, tests), "code_runs": record.get("code_runs", []),
+            "environment": environment(), "updated": time.strftime("%Y-%m-%d %H:%M")}
+
+
+def table6_record(out: Path) -> dict[str, Any] | None:
+    """bench/search_strategies.py's results on this supernet, less the per-evaluation curves."""
+    found = _read(out / "table6" / "search_strategies.json")
+    if found is None:
+        return None
+    return {**{k: found.get(k) for k in ("evaluations", "seeds", "reach", "inputs")},
+            "runs": [{k: v for k, v in run.items() if k != "curve"} for run in found["runs"]]}
+
+
+def stage_commits(record: Mapping[str, Any], tests: Sequence[Mapping[str, Any]]) -> dict[str, str | None]:
+    """The code commit of every stage, each search and selection, and each stand-alone run."""
+    found = {stage: entry.get("commit") for stage, entry in record.items() if isinstance(entry, dict)
+             and "commit" in entry}
+    for stage in ("search", "select"):
+        found.update({f"{stage}/{name}": entry.get("commit") for name, entry in record.get(stage, {}).items()})
+    return found | {f"standalone/{t['run']}": t["commit"] for t in tests}
+
+
+def _front(out: Path, factor: float) -> list[dict[str, Any]]:
+    found = _read(search_results(out, factor))
+    return [{"latency_ms": e["latency"], "val_top1": e["fitness"]} for e in (found or {}).get("pareto_front", [])]
+
+
+def report(out: Path) -> dict[str, Any]:
+    """bench/results/cifar10_claim.json, the plot and the BENCHMARKS.md section from what exists."""
+    result = public_paths(collect(out))
+    write_json(RESULTS_JSON, result)
+    if any(result["arms"][arm]["test_top1"] for arm in ARMS):
+        plot(result, PNG)
+    replace_markdown_section(BENCHMARKS, SECTION, section(result))
+    return result
+
+
+def _mean_ratio(ratios: Mapping[str, list[float]]) -> float | None:
+    found = ratios.get("torch-cpu") or []
+    return statistics.mean(found) if found else None
+
+
+def plot(result: Mapping[str, Any], path: Path) -> Path:
+    """Test top-1 vs measured latency / the peer's: peer seeds, searched seeds, random archs, and the
+    searches' Pareto fronts of inherited validation top-1 (table ms / the peer's)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.6))
+    arms = result["arms"]
+    ax.scatter([1.0] * len(arms["peer"]["test_top1"]), arms["peer"]["test_top1"], marker="*", s=120, color="black",
+               label=f"{PEER} (peer), per seed")
+    for arm, colour in (("searched_1.0x", "tab:blue"), ("searched_0.8x", "tab:cyan")):
+        x = _mean_ratio(arms[arm]["latency_ratio"])
+        if x is not None and arms[arm]["test_top1"]:
+            ax.scatter([x] * len(arms[arm]["test_top1"]), arms[arm]["test_top1"], s=30, color=colour,
+                       label=f"{arm}, per seed")
+    randoms = arms["random_1.0x"]
+    points = [(statistics.mean(r), t) for r, t in zip(randoms["latency_ratio"]["torch-cpu"], randoms["test_top1"])
+              if r and t is not None]
+    if points:
+        ax.scatter(*zip(*points), s=24, marker="s", color="tab:gray", label="random archs at 0.9-1.0x")
+    searched = arms["searched_1.0x"]
+    x = _mean_ratio(searched["latency_ratio"])
+    if x is not None and (searched.get("inherited") or {}).get("test_top1") is not None:
+        ax.scatter([x], [searched["inherited"]["test_top1"]], s=40, facecolors="none", edgecolors="tab:blue",
+                   label="searched_1.0x, inherited weights")
+    peer_ms = (result.get("budgets") or {}).get("peer_lut_ms")
+    for (name, front), colour in zip(result["fronts"].items(), ("tab:blue", "tab:cyan")):
+        if front and peer_ms:
+            ax.plot([e["latency_ms"] / peer_ms for e in front], [e["val_top1"] for e in front], "-", lw=0.8,
+                    color=colour, alpha=0.6, label=f"{name} Pareto front (inherited val top-1, table ms)")
+    ax.set_xlabel("latency / the peer's (torch-cpu, batch 1, 1 thread; mean of the measurements)")
+    ax.set_ylabel("top-1 % (test, stand-alone; fronts: validation, inherited)")
+    ax.legend(fontsize=7)
+    return save_figure(fig, path)
+
+
+def _f(value: float | None, digits: int = 2) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def section(r: Mapping[str, Any]) -> str:
+    v = r["verdict"]
+    lines = [SECTION, "",
+             f"Command (resumable): `{COMMAND}`, from a pinned worktree; this section, `bench/results/cifar10_claim.json` "
+             "and the plot: `--report-only`. One recipe for every arm (the recipe issue's choice: "
+             f"{(r['recipe'] or {}).get('adaptation')} + {(r['recipe'] or {}).get('recipe')}, input profile "
+             f"`{INPUT_PROFILE}`, {RESOLUTION} px), {r['epochs']} epochs stand-alone from scratch, full 10k test set.",
+             "", code_line({"code_runs": r["code_runs"]}), "", f"**Verdict.** {v['sentence']}", "",
+             "| arm | seeds / archs | test top-1 % per seed (per arch) | mean | sd | inherited test top-1 | params | "
+             "torch-cpu x peer | onnxruntime x peer |", "|---|---|---|---|---|---|---|---|---|"]
+    for arm in ARMS:
+        a = r["arms"][arm]
+        per = " / ".join(_f(t) for t in a["test_top1"]) or "–"
+        ratios = {b: " / ".join(_f(x) if isinstance(x, float) else "–" for x in (
+            a["latency_ratio"][b] if arm != "random_1.0x" else [statistics.mean(p) if p else None
+                                                                for p in a["latency_ratio"][b]])) or "–"
+                  for b in LATENCY_BACKENDS}
+        params = a["params"] if arm != "random_1.0x" else (max(a["params"]) if a["params"] else None)
+        shown = "–" if params is None else ("≤ " if arm == "random_1.0x" else "") + f"{params / 1e6:.3f} M"
+        kept = (a.get("inherited") or {}).get("test_top1")
+        lines.append(f"| {arm} | {len(a['test_top1'])} | {per} | {_f(a['mean'])} | {_f(a['sd'])} | {_f(kept)} | "
+                     f"{shown} | {ratios['torch-cpu']} | {ratios['onnxruntime']} |")
+    searched = r["arms"]["searched_1.0x"]
+    inherited = (searched.get("inherited") or {}).get("test_top1")
+    budgets = r["budgets"]
+    if budgets:
+        lines += ["", f"Budgets: the peer is {budgets['peer_lut_ms']:.3f} latency-table ms (measured beside random "
+                  f"subnets, bench/supernet_fidelity.py's band) and {budgets['peer_params']:,} parameters; searches "
+                  f"under 1.0x and 0.8x of that latency and <= {PARAMS_FACTOR}x its parameters."]
+    if r["arms"]["peer"]["seeds"]:
+        lines.append("The peer's seed 0 is " + ("the recipe issue's 30-epoch run." if r["arms"]["peer"]["reused_seed0"]
+                                                else "trained here (the recipe issue's run was not on this machine)."))
+    lines += ["", "Latency: each measurement times every arm beside the peer in one process (batch 1, 1 thread, "
+              "wall clock, interleaved rounds; medians, p10-p90 in the JSON); the second ran at least an hour after "
+              "the first, in another process, and a budget holds only when both meet it. The random archs list one "
+              "ratio per arch (the mean of the measurements). Inherited: the search's weights, no retraining, "
+              "BatchNorm recalibrated.", ""]
+    met = [f"{key} {'yes' if ok else 'no'}" for key, ok in v["budget_met"].items() if r["arms"][key.split("/")[0]]["arch"]]
+    if met:
+        lines.append("Latency budget met in both measurements: " + ", ".join(met) + ".")
+    if inherited is not None:
+        lines.append(f"Inherited weights: the searched 1.0x model scores {inherited:.2f} % on the test set against "
+                     f"the peer's seed mean {_f(r['arms']['peer']['mean'])} (sd {_f(r['arms']['peer']['sd'])}): "
+                     + ("above" if v["beats_peer_inherited"] else "not above") + " the peer's mean, "
+                     + ("and above every peer seed." if v["inherited_above_every_peer_seed"]
+                        else "inside the peer's seed spread."))
+    if v["beats_random"] is not None:
+        lines.append(f"Searched vs random: the searched seed mean {_f(searched['mean'])} is "
+                     + ("above" if v["beats_random"] else "not above")
+                     + f" the best random arch ({_f(r['arms']['random_1.0x']['best'])}).")
+    for d in v["paired_by_seed"]:
+        lines.append(f"- seed {d['seed']}: paired image-level difference {d['difference']:+.2f} [{d['low']:+.2f}, "
+                     f"{d['high']:+.2f}] (bootstrap over the {d['images']:,} test images; reported, not deciding)")
+    if r["table6"]:
+        import search_strategies
+
+        table6 = r["table6"]
+        lines += ["", f"Table 6 on this supernet (bench/search_strategies.py; {len(table6['seeds'])} seeds x "
+                  f"{table6['evaluations']} evaluations, selected on validation half 0, re-scored on half 1 and the "
+                  "test set):", "",
+                  *search_strategies.strategy_summary(r["table6"]["runs"]), "",
+                  search_strategies.held_out_reading(r["table6"]["runs"])]
+    if any(r["arms"][arm]["test_top1"] for arm in ARMS):
+        lines += ["", f"![test top-1 vs measured latency]({PNG_IN_REPO.as_posix()})"]
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------------
+
+
+def run_report(c: Claim) -> None:
+    report(c.out)
+
+
+STAGE_RUNNERS: dict[str, Callable[[Claim], None]] = {
+    "budgets": run_budgets, "search": run_search, "select": run_select, "random": run_random,
+    "latency": lambda c: run_latency(c, "latency"), "standalone": run_standalone, "table6": run_table6,
+    "latency2": lambda c: run_latency(c, "latency2"), "report": run_report,
+}
+
+
+@cli_main(kept="every finished stage and each training's last epoch: rerun the same command to continue",
+          bad_input=(Mismatch,))
+def main(argv: list[str] | None = None) -> int:
+    parser = staged_parser(__doc__, "cifar10_claim", STAGES)
+    parser.add_argument("--full", action="store_true", help="3 seeds of the 0.8x arch (default 1)")
+    parser.add_argument("--supernet", type=Path, default=None,
+                        help="a supernet checkpoint (xxs, cifar10-p1) instead of the one issue 30 chose")
+    parser.add_argument("--measure-latency", choices=("latency", "latency2"), default=None,
+                        help="internal: one latency measurement in this process (the stages start it)")
+    args = parser.parse_args(argv)
+    out = args.out.expanduser().resolve()
+    if args.report_only:
+        report(out)
+        return 0
+    choice = recipe_choice()
+    if args.measure_latency:
+        measure_latency(out, args.measure_latency, choice)
+        return 0
+    checkpoint, source = supernet_checkpoint(args.supernet)
+    out.mkdir(parents=True, exist_ok=True)
+    record, save = open_record(out / "claim.json", report_only=False)
+    claim = Claim(out, args.data_dir.resolve(), checkpoint, source, choice, args.full, record, save)
+    log(f"cifar10_claim: supernet {public_path(checkpoint)} ({source}), artifacts in {out}")
+    for stage in STAGES[:STAGES.index(args.stop_after) + 1]:
+        log(f"stage {stage}")
+        STAGE_RUNNERS[stage](claim)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,327 @@
+"""bench/cifar10_claim.py (issue 31): the reading fixed before looking, the random control's rejection
+sampling, the refusals (another recipe, a random arch outside the budget, a latency file of another
+backend or thread count, the second latency measurement within the hour) and the report from a
+synthetic record. Seconds: the expensive calls (training, search, measurement) are fakes or absent."""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+import cifar10_claim as claim  # noqa: E402
+from cifar10_recipe import Arm, arm_config, train_overrides  # noqa: E402
+
+from autovit_ray.plan import count_params  # noqa: E402
+from autovit_ray.space import load_space  # noqa: E402
+from autovit_ray.training.config import load_config  # noqa: E402
+
+SPACE = load_space("xxs", input_profile="cifar10-p1")
+
+
+def fake_ratio(arch) -> float:
+    """A deterministic stand-in for a measured latency ratio: 0.7-1.3 from the arch's hash."""
+    return 0.7 + int(arch.arch_hash[:6], 16) % 600 / 1000
+
+
+def peer_config(seed: int = 0, epochs: int = claim.EPOCHS) -> dict:
+    return arm_config(Arm("stem1", "padcrop", seed, epochs), Path("/data/cifar10")).to_dict()
+
+
+def arch_config(seed: int, *extra: str, epochs: int = claim.EPOCHS, recipe: str = "padcrop") -> dict:
+    overrides = [*train_overrides(recipe, epochs, Path("/elsewhere/cifar10")), f"seed={seed}", *extra]
+    return load_config("cifar10", overrides).to_dict()
+
+
+# ---------------------------------------------------------------------------------------------------
+# The reading
+
+
+def test_the_verdict_is_decided_by_the_welch_interval_and_says_so_in_one_sentence() -> None:
+    peer = [84.5, 84.6, 84.4]
+    beats = claim.verdict(peer, [85.5, 85.7, 85.6], inherited=84.7, random_best=85.0)
+    assert beats["beats_peer"] is True and beats["low"] > 0 and beats["difference"] == pytest.approx(1.1)
+    assert beats["beats_peer_inherited"] is True and beats["inherited_above_every_peer_seed"] is True
+    assert beats["beats_random"] is True
+    assert claim.verdict_sentence(beats, (3, 3), [0.97, 0.98]).startswith("The searched model beats the hand-designed peer")
+
+    # the interval holds zero: underpowered, "not supported", never "does not hold" nor "faster"
+    even = claim.verdict([84.5, 84.9, 84.1], [84.6, 85.2, 84.0], inherited=84.55, random_best=84.9)
+    assert even["beats_peer"] is False and even["low"] < 0 < even["high"]
+    assert even["beats_peer_inherited"] is True  # 84.55 over the peer's mean 84.5 ...
+    assert even["inherited_above_every_peer_seed"] is False  # ... but inside its seed spread
+    assert even["beats_random"] is False  # the searched mean 84.6 is under the best random arch
+    sentence = claim.verdict_sentence(even, (3, 3), [0.98, 0.99])
+    assert "is not supported by this experiment" in sentence and "includes zero" in sentence
+    assert "does not hold" not in sentence and "faster" not in sentence and "(parity)" in sentence
+
+    worse = claim.verdict(peer, [83.0, 83.2, 82.9], None, None)
+    assert worse["beats_peer"] is False and worse["high"] < 0
+    text = claim.verdict_sentence(worse, (3, 2), [])
+    assert text.startswith("The hand-designed peer beats the searched model") and "3 seeds of it, 2 of the peer" in text
+    assert worse["beats_peer_inherited"] is None and worse["beats_random"] is None
+
+    one_seed = claim.verdict(peer, [85.0], None, None)
+    assert one_seed["beats_peer"] is None and claim.verdict_sentence(one_seed, (1, 3), []).startswith("Not decided yet")
+
+
+def test_a_latency_budget_holds_only_when_both_measurements_meet_it() -> None:
+    assert "measured once" in claim.latency_words([0.98], 1.0)
+    assert "not met" in claim.latency_words([0.98, 1.02], 1.0)
+    assert "(parity)" in claim.latency_words([0.98, 0.99], 1.0)
+    assert "parity" not in claim.latency_words([0.7, 0.72], 0.8) and "faster" not in claim.latency_words([0.7, 0.72], 0.8)
+
+
+def test_the_selection_rule_takes_the_best_by_validation_that_meets_the_measured_budget() -> None:
+    best = [{"arch": {"n": i}, "name": f"a{i}", "val_top1": 80.0 - i, "latency_ms": 3.0} for i in range(12)]
+    candidates = claim.selection_candidates(list(reversed(best)))
+    assert [c["name"] for c in candidates] == [f"a{i}" for i in range(10)]
+    stats = [{"median_ms": 2.0}, {"median_ms": 2.2}, {"median_ms": 1.9}] + [{"median_ms": 1.0}] * 8
+    chosen = claim.measured_selection(candidates, stats, 1.0)
+    assert chosen["chosen"] == {"n": 1} and chosen["limit_ms"] == 2.0 and not chosen["candidates"][0]["meets"]
+    assert claim.measured_selection(candidates, [{"median_ms": 1.0}] + [{"median_ms": 5.0}] * 10, 0.8)["chosen"] is None
+    with pytest.raises(ValueError, match="peer's and 10 candidates' latencies"):
+        claim.measured_selection(candidates, stats[:3], 1.0)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The random control
+
+
+def _draws(seed: int = 0):
+    rng = random.Random(seed)
+    return lambda: SPACE.sample(rng)
+
+
+def test_the_random_control_is_rejection_sampled_to_0_9_1_0x_by_measured_latency() -> None:
+    measured: list[list] = []
+
+    def ratios(archs: list) -> list[float]:
+        measured.append(archs)
+        return [fake_ratio(a) for a in archs]
+
+    def small(arch) -> bool:
+        return count_params(arch, 10, SPACE) <= 1.6e6
+
+    found = claim.sample_random_control(_draws(), small, ratios, count=5, batch=4)
+    assert len(found["archs"]) == 5 and all(0.9 <= row["ratio"] <= 1.0 for row in found["archs"])
+    assert all(len(group) == 4 for group in measured) and all(small(a) for group in measured for a in group)
+    rejected = [row for row in found["tried"] if not row["accepted"]]
+    assert rejected and all(not 0.9 <= row["ratio"] <= 1.0 or row in found["tried"][-4:] for row in rejected)
+    assert len({row["name"] for row in found["tried"]}) == len(found["tried"])  # distinct archs
+    again = claim.sample_random_control(_draws(), small, lambda archs: [fake_ratio(a) for a in archs], count=5, batch=4)
+    assert [row["name"] for row in again["archs"]] == [row["name"] for row in found["archs"]]  # seeded
+    with pytest.raises(ValueError, match="fewer than the 5 needed"):
+        claim.sample_random_control(_draws(), small, lambda archs: [1.2] * len(archs), count=5, batch=4, max_measured=12)
+
+
+def _control(budgets: dict) -> dict:
+    found = claim.sample_random_control(_draws(), lambda a: True, lambda archs: [fake_ratio(a) for a in archs])
+    for row in found["archs"]:
+        row["params"] = 1_000_000
+    return {**found, "budget": {"latency_budget_ms": budgets["latency_budget_ms"]["1.0"],
+                                "params_budget": budgets["params_budget"]}}
+
+
+BUDGETS = {"peer_lut_ms": 3.0, "peer_params": 1_000_000, "params_budget": 1_400_000.0,
+           "latency_budget_ms": {"1.0": 3.0, "0.8": 2.4}}
+
+
+def test_a_random_arch_outside_the_budget_or_another_budgets_list_is_refused() -> None:
+    control = _control(BUDGETS)
+    assert len(claim.check_random_control(control, BUDGETS)) == claim.RANDOM_ARCHS
+    slow = json.loads(json.dumps(control))
+    slow["archs"][2]["ratio"] = 1.03
+    with pytest.raises(claim.Mismatch, match=r"1.030x the peer's measured latency.*outside the control's budget"):
+        claim.check_random_control(slow, BUDGETS)
+    large = json.loads(json.dumps(control))
+    large["archs"][0]["params"] = 1_500_000
+    with pytest.raises(claim.Mismatch, match="outside the control's budget"):
+        claim.check_random_control(large, BUDGETS)
+    with pytest.raises(claim.Mismatch, match="sampled under the budgets"):
+        claim.check_random_control(control, {**BUDGETS, "params_budget": 2e6})
+    with pytest.raises(claim.Mismatch, match="holds 4 archs"):
+        claim.check_random_control({**control, "archs": control["archs"][:4]}, BUDGETS)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Refusals
+
+
+def test_arms_of_another_recipe_epochs_or_data_path_than_the_peers_are_refused() -> None:
+    peer = {k: v for k, v in peer_config().items() if k not in ("name", "output_dir", "supernets", "mlflow", "ray")}
+    # another seed, data folder, input profile and threads: the same recipe
+    claim.check_same_recipe(peer, {"searched-1.0x-s2": arch_config(2), "peer-s1": peer_config(1)})
+    for config, what in ((arch_config(0, epochs=10), "epochs 10"),
+                         (arch_config(0, recipe="padcrop-ra5"), "data.auto_augment"),
+                         (arch_config(0, "data.augment=timm"), "data.augment 'timm'"),
+                         (arch_config(0, "optimizer.lr=0.001"), "optimizer.lr")):
+        with pytest.raises(claim.Mismatch, match=f"random-1.0x-0-s0 was trained with another recipe.*{what}"):
+            claim.check_same_recipe(peer, {"random-1.0x-0-s0": config})
+
+
+def _latency_file(threads: int = 1, backends: tuple[str, ...] = claim.LATENCY_BACKENDS, finished_at: float = 0.0,
+                  ratio: float = 0.98) -> dict:
+    def stats(ms: float) -> dict:
+        return {"median_ms": ms, "p10_ms": 1.8, "p90_ms": 2.2}
+
+    models = {"peer": stats(2.0), "searched_1.0x": stats(2.0 * ratio), "searched_0.8x": stats(1.5),
+              **{f"random_1.0x/{i}": stats(1.9) for i in range(5)}}
+    return {"finished_at": finished_at, "backends": {
+        b: {"backend": b, "threads": threads, "clock": claim.CLOCK, "models": models} for b in backends}}
+
+
+def test_a_latency_file_of_another_backend_or_thread_count_is_refused(tmp_path) -> None:
+    path = tmp_path / "latency.json"
+    claim.check_latency_file(_latency_file(), path)
+    with pytest.raises(claim.Mismatch, match="latency.json was measured as .*'torch-cpu', 2, 'wall'"):
+        claim.check_latency_file(_latency_file(threads=2), path)
+    with pytest.raises(claim.Mismatch, match="coreml"):
+        claim.check_latency_file(_latency_file(backends=("torch-cpu", "coreml")), path)
+    with pytest.raises(claim.Mismatch, match="this experiment measures"):
+        claim.check_latency_file(_latency_file(backends=("torch-cpu",)), path)
+
+
+def _claim(out: Path, record: dict) -> claim.Claim:
+    return claim.Claim(out, Path("/data/cifar10"), out / "supernet", "sandwich", {"adaptation": "stem1", "recipe":
+                       "padcrop"}, False, record, lambda: None)
+
+
+def test_latency2_waits_an_hour_after_the_first_measurement(tmp_path, monkeypatch) -> None:
+    assert claim.latency2_wait_s({"finished_at": 1000.0}, 1000.0 + 1800) == 1800.0
+    assert claim.latency2_wait_s({"finished_at": 1000.0}, 1000.0 + 3600) <= 0
+    monkeypatch.setattr(claim, "run_cli", lambda *a, **k: pytest.fail("measured within the hour"))
+    (tmp_path / "latency.json").write_text(json.dumps(_latency_file(finished_at=claim.time.time() - 600)))
+    with pytest.raises(claim.NotYet, match=r"latency2 .* wait 50 min more \(until \d\d:\d\d\)"):
+        claim.run_latency(_claim(tmp_path, {}), "latency2")
+    (tmp_path / "latency.json").write_text(json.dumps(_latency_file(finished_at=claim.time.time() - 3700)))
+    started = []
+    monkeypatch.setattr(claim, "run_cli", lambda args, log, env: started.append(args) or (
+        tmp_path / "latency2.json").write_text(json.dumps(_latency_file())))
+    record: dict = {}
+    claim.run_latency(_claim(tmp_path, record), "latency2")
+    assert started[0][:3] == ["cifar10_claim", "--measure-latency", "latency2"]  # a process of its own
+    assert record["latency2"]["file"].endswith("latency2.json")
+
+
+def test_the_command_refuses_to_start_until_issue_30_chose_a_supernet(tmp_path, monkeypatch, capsys) -> None:
+    fidelity = tmp_path / "supernet_fidelity.json"
+    fidelity.write_text(json.dumps({"chosen": None}))
+    monkeypatch.setattr(claim, "FIDELITY_JSON", fidelity)
+    assert claim.main(["--out", str(tmp_path / "out"), "--data-dir", str(tmp_path)]) == 2
+    assert "names no `chosen` supernet yet: run bench/supernet_fidelity.py" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+    monkeypatch.setenv("AUTOVIT_BENCH_DIR", str(tmp_path))
+    fidelity.write_text(json.dumps({"chosen": "sandwich"}))  # chosen, but no checkpoint on this machine
+    assert claim.main(["--out", str(tmp_path / "out"), "--data-dir", str(tmp_path)]) == 2
+    assert "no checkpoint of supernet 'xxs'" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------------
+# The stand-alone stage and the report, on a synthetic record
+
+
+def _arch(i: int) -> dict:
+    return SPACE.sample(random.Random(100 + i)).to_dict()
+
+
+def _artifacts(out: Path) -> dict:
+    """A finished run's files, made up: claim.json, random.json, the latency files, a search's front."""
+    select = {claim.search_name(f): {"chosen": _arch(int(f * 10)), "peer_measured": {"median_ms": 2.0},
+                                     "candidates": [{"meets": True, "measured": {"median_ms": 1.9 * f}}],
+                                     "inherited": {"name": "x", "val_top1": 80.0, "test_top1": 84.0, "params": 1,
+                                                   "macs": 1, "latency_ms": 3.0}, "commit": "c" * 40}
+              for f in claim.FACTORS}
+    record = {"budgets": {**BUDGETS, "commit": "b" * 40}, "select": select, "code_runs": []}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "claim.json").write_text(json.dumps(record))
+    (out / "random.json").write_text(json.dumps(_control(BUDGETS)))
+    (out / "latency.json").write_text(json.dumps(_latency_file(ratio=0.97)))
+    (out / "latency2.json").write_text(json.dumps(_latency_file(ratio=0.99)))
+    front = out / "search" / "c2f-1.0x" / "results.json"
+    front.parent.mkdir(parents=True)
+    front.write_text(json.dumps({"pareto_front": [{"latency": 2.5, "fitness": 78.0}, {"latency": 3.0, "fitness": 79.0}]}))
+    return record
+
+
+def _test_record(run: claim.Run, top1: float, config: dict) -> dict:
+    rng = random.Random(f"{run.name}")
+    return {"run": run.name, "arm": run.arm, "seed": run.seed, "index": run.index, "arch": None, "params": 1_300_000,
+            "test_top1": top1, "correct": "".join(rng.choice("01") for _ in range(200)), "config": config,
+            "folder": "x", "reused": False, "wall_s": 1.0, "commit": "d" * 40}
+
+
+def test_the_standalone_stage_trains_in_order_and_refuses_an_arm_of_another_recipe(tmp_path, monkeypatch) -> None:
+    assert [r.name for r in claim.standalone_runs(False)] == [
+        "peer-s0", "searched-1.0x-s0", "peer-s1", "searched-1.0x-s1", "peer-s2", "searched-1.0x-s2",
+        *(f"random-1.0x-{i}-s0" for i in range(5)), "searched-0.8x-s0"]
+    assert [r.name for r in claim.standalone_runs(True)][-3:] == ["searched-0.8x-s0", "searched-0.8x-s1",
+                                                                   "searched-0.8x-s2"]
+    record = _artifacts(tmp_path)
+    trained = []
+
+    def score_run(c, run, arch):  # stands in for the hours of training and the test evaluation
+        trained.append((run.name, arch))
+        epochs = 10 if run.name == "peer-s2" else claim.EPOCHS
+        return _test_record(run, 84.0, arch_config(run.seed, epochs=epochs) if arch else peer_config(run.seed, epochs))
+
+    monkeypatch.setattr(claim, "score_run", score_run)
+    with pytest.raises(claim.Mismatch, match="peer-s2 was trained with another recipe.*epochs 10"):
+        claim.run_standalone(_claim(tmp_path, record))
+    assert [name for name, _ in trained] == ["peer-s0", "searched-1.0x-s0", "peer-s1", "searched-1.0x-s1", "peer-s2"]
+    assert trained[1][1].to_dict() == record["select"]["c2f-1.0x"]["chosen"] and trained[0][1] is None
+    assert not claim.score_path(tmp_path, claim.Run("peer", 2)).exists()  # refused: not scored, retried on a rerun
+    assert claim.score_path(tmp_path, claim.Run("searched_1.0x", 1)).is_file()
+
+
+def test_the_report_from_a_synthetic_record_has_the_issues_fields(tmp_path, monkeypatch) -> None:
+    for name, value in (("RESULTS_JSON", tmp_path / "cifar10_claim.json"), ("BENCHMARKS", tmp_path / "BENCHMARKS.md"),
+                        ("PNG", tmp_path / "cifar10_claim.png")):
+        monkeypatch.setattr(claim, name, value)
+    out = tmp_path / "out"
+    empty = claim.report(out)  # nothing run yet: a report without numbers
+    assert empty["verdict"]["beats_peer"] is None and not (tmp_path / "cifar10_claim.png").exists()
+    _artifacts(out)
+    (out / "standalone").mkdir()
+    top1 = {"peer": [84.5, 84.6, 84.4], "searched_1.0x": [85.5, 85.7, 85.6], "searched_0.8x": [84.0]}
+    for run in claim.standalone_runs(False):
+        value = 83.0 + run.index * 0.3 if run.index is not None else top1[run.arm][run.seed]
+        config = peer_config(run.seed) if run.arm == "peer" else arch_config(run.seed)
+        (out / "standalone" / f"{run.name}.test.json").write_text(json.dumps(_test_record(run, value, config)))
+    table6 = out / "table6" / "search_strategies.json"
+    table6.parent.mkdir()
+    runs = [{"strategy": s, "seed": seed, "best_val_half": 80.0, "best_val_other_half": 79.5, "best_test": 79.0,
+             "actor_evaluations": 300, "wall_s": 600.0, "curve": [80.0]} for s in ("coarse-to-fine", "evolution",
+                                                                                  "random") for seed in (0, 1, 2)]
+    table6.write_text(json.dumps({"evaluations": 300, "seeds": [0, 1, 2], "runs": runs, "reach": {}, "inputs": {}}))
+
+    result = claim.report(out)
+    saved = json.loads((tmp_path / "cifar10_claim.json").read_text())
+    assert saved["recipe"]["adaptation"] == "stem1" and saved["recipe"]["recipe"] == "padcrop" and saved["epochs"] == 30
+    assert set(saved["arms"]) == {"peer", "searched_1.0x", "searched_0.8x", "random_1.0x"}
+    for arm in ("peer", "searched_1.0x", "searched_0.8x"):
+        entry = saved["arms"][arm]
+        assert entry["test_top1"] == top1[arm] and entry["params"] == 1_300_000 and entry["arch"]
+        assert set(entry["latency_ratio"]) == {"torch-cpu", "onnxruntime"}
+        assert all(len(r) == 2 for r in entry["latency_ratio"].values())  # both measurements
+    assert saved["arms"]["searched_1.0x"]["latency_ratio"]["torch-cpu"] == pytest.approx([0.97, 0.99])
+    assert saved["arms"]["searched_1.0x"]["latency_ms"]["onnxruntime"][1] == [pytest.approx(1.98), 1.8, 2.2]
+    assert saved["arms"]["searched_0.8x"]["inherited"]["test_top1"] == 84.0  # beside its stand-alone numbers
+    randoms = saved["arms"]["random_1.0x"]
+    assert randoms["test_top1"] == pytest.approx([83.0, 83.3, 83.6, 83.9, 84.2]) and len(randoms["arch"]) == 5
+    assert len(randoms["params"]) == 5 and all(len(r) == 2 for r in randoms["latency_ratio"]["torch-cpu"])
+    v = saved["verdict"]
+    assert {"beats_peer", "difference", "low", "high", "beats_peer_inherited", "beats_random"} <= set(v)
+    assert v["beats_peer"] is True and v["beats_peer_inherited"] is False and v["beats_random"] is True
+    assert [d["seed"] for d in v["paired_by_seed"]] == [0, 1, 2] and v["budget_met"]["searched_1.0x/torch-cpu"]
+    assert len(saved["table6"]["runs"]) == 9 and "curve" not in saved["table6"]["runs"][0]
+    assert saved["commits"]["budgets"] == "b" * 40 and saved["commits"]["standalone/peer-s1"] == "d" * 40
+    assert saved["commits"]["select/c2f-1.0x"] == "c" * 40
+    assert (tmp_path / "cifar10_claim.png").read_bytes()[:4] == b"\x89PNG"
+    text = (tmp_path / "BENCHMARKS.md").read_text()
+    assert text.count(claim.SECTION) == 1 and result["verdict"]["sentence"] in text
+    assert "The searched model beats the hand-designed peer" in text and "| coarse-to-fine | 3 |" in text
