@@ -2,10 +2,10 @@
 trained stand-alone from scratch with one recipe, on the supernet that issue 30 chose.
 
 One resumable command runs every stage in order and skips what is done; run it from a pinned copy of
-the code (``git worktree add /work/pinned-<commit> <commit>``, its own venv), so that edits in the
+the code (``git worktree add ../claim-<commit> <commit>``, its own venv), so that edits in the
 checkout do not change a run halfway:
 
-    cd /work/pinned-<commit>
+    cd ../claim-<commit>
     nohup .venv/bin/python bench/cifar10_claim.py --data-dir <cifar10> >> ~/.cache/autovit-ray/bench/cifar10_claim.log 2>&1 &
     .venv/bin/python bench/cifar10_claim.py --stop-after random   # the stages up to `random` only
     .venv/bin/python bench/cifar10_claim.py --report-only         # JSON, section and plot from what exists
