@@ -191,7 +191,7 @@ def registered_digits_model(tmp_path_factory):
                        data_split="digits/split_seed=0/val_size=None", budgets="params<=1.6e+06",
                        lut_latency_ms=1.5, lut_fingerprint="abc", measured_latency_ms=1.7)
     batch = torch.randn(4, 3, arch.resolution, arch.resolution)
-    uris = log_searched_model(uri, runs[0], model, facts, arch_path, weights, onnx_path, batch)
+    uris = log_searched_model(uri, runs[0], model, facts, space, arch_path, weights, onnx_path, batch)
     return {"uri": uri, "runs": runs, "facts": facts, "model": model, "uris": uris, "root": root, "space": space}
 
 
