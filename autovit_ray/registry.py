@@ -17,10 +17,10 @@ version under one set of budgets, data split and class count: it is set on the f
 moved only when a later search with the same budgets, split and class count beats it on validation
 top-1; a search under other budgets registers its version (tagged with its budgets) without taking
 the alias. `resolve_model_uri` turns ``models:/<name>@<alias>`` and ``models:/<name>/<version>`` back
-into an arch, its space and weights for ``python -m autovit_ray.export`` and ``python -m autovit_ray.compare``.
-A model is rebuilt in the space stored with it, checked against its ``space_fingerprint`` tag; a version
-logged before the space went with the model (no ``space.yaml``) is rebuilt in the built-in space of its
-supernet's name, as it always was.
+into an arch, weights and a space for ``python -m autovit_ray.export`` and ``python -m autovit_ray.compare``:
+`RegisteredSubnet.build` rebuilds the model in the space stored with it, checked against its
+``space_fingerprint`` tag; a version logged before the space went with the model (no ``space.yaml``)
+is rebuilt in the built-in space of its supernet's name, as it always was.
 """
 
 from __future__ import annotations

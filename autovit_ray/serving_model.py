@@ -7,8 +7,9 @@ network from the logged arch JSON in the logged search space and loads the logge
 Artifacts: ``arch`` (``<name>.arch.json``), ``weights`` (``<name>.pth``), ``info`` (JSON with
 ``num_classes``, ``mean``, ``std`` and ``space_fingerprint``), ``space`` (``space.yaml``: the space the
 model was searched in, checked against ``space_fingerprint``; its ``block_kind_modules`` must import
-here; a model logged without it is rebuilt in the built-in space of its supernet's name). Input: float32 images ``[B, 3, H, W]`` at the arch's resolution,
-already normalised with ``info``'s mean / std (as in training). Output: float32 logits ``[B, classes]``.
+here; a model logged without it is rebuilt in the built-in space of its supernet's name). Input:
+float32 images ``[B, 3, H, W]`` at the arch's resolution, already normalised with ``info``'s mean / std
+(as in training). Output: float32 logits ``[B, classes]``.
 """
 
 from __future__ import annotations
