@@ -194,12 +194,12 @@ def test_train_profile_and_search_a_space_of_the_new_kind(toy_space_path, tmp_pa
 def test_a_kind_registered_by_a_plugin_module_is_found_without_block_kind_modules(tmp_path, monkeypatch):
     """A space that does not name the module of its kind (a kind registered as a side effect of another
     module): the modules of AUTOVIT_RAY_PLUGINS are imported on a look-up of an unknown kind."""
+    import autovit_ray.blocks.kind as kinds
+
     (tmp_path / "my_kinds_plugin.py").write_text(
         "from dsconv_kind import SeparableConvKind\nfrom autovit_ray.blocks import register_block_kind\n\n\n"
         "class PluginConvKind(SeparableConvKind):\n    name = 'plugin-dsconv'\n\n\n"
         "register_block_kind(PluginConvKind())\n")
-    import autovit_ray.blocks.kind as kinds
-
     for registry in ("_REGISTRY", "_STAGE_KINDS"):  # the kind is registered for this test only
         monkeypatch.setattr(kinds, registry, dict(getattr(kinds, registry)))
     monkeypatch.syspath_prepend(str(tmp_path))

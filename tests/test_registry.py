@@ -223,20 +223,23 @@ def test_a_model_logged_before_the_space_went_with_it_loads_in_the_built_in_spac
     import json
 
     import mlflow
+    from mlflow.tracking import MlflowClient
 
     from autovit_ray.registry import PYFUNC_MODEL, SERVING_CODE
 
     logged = registered_digits_model
     uri, facts, exports = logged["uri"], logged["facts"], logged["root"] / "exports"
+    client = MlflowClient(uri)
+    run = client.create_run(client.get_experiment_by_name("autovit-search").experiment_id).info.run_id
     info = tmp_path / "info.json"
     info.write_text(json.dumps({"num_classes": 10, "mean": list(facts.mean), "std": list(facts.std),
                                 "arch": facts.arch.to_dict()}))
-    with using_tracking_uri(uri), mlflow.start_run(run_id=logged["runs"][3]):
+    with using_tracking_uri(uri), mlflow.start_run(run_id=run):
         model_uri = mlflow.pyfunc.log_model(
             name=PYFUNC_MODEL, python_model=str(SERVING_CODE),
             artifacts={"arch": str(exports / "m.arch.json"), "weights": str(exports / "m.pth"),
                        "info": str(info)}, pip_requirements=["torch"]).model_uri
-    register(uri, "autovit-old-layout", model_uri, logged["runs"][3], facts)
+    register(uri, "autovit-old-layout", model_uri, run, facts)
     found = resolve_model_uri("models:/autovit-old-layout/1", uri, tmp_path / "resolved")
     assert found.space is None
     x = torch.randn(2, 3, 8, 8)
