@@ -50,6 +50,18 @@ def read_arch(arch: Arch | str | Path | dict[str, Any]) -> Arch:
     return Arch.from_json(path.read_text())
 
 
+def load_model_space(path: str | Path, fingerprint: str, model: str) -> SearchSpace:
+    """The search space a model was searched in, from the space YAML stored with it
+    (`SearchSpace.to_yaml_dict`; its `block_kind_modules` are imported), checked against the space
+    fingerprint recorded with the model (`model` names it in the error)."""
+    space = load_space(path)
+    if space.fingerprint() != fingerprint:
+        raise ValueError(f"{model}: its stored space {Path(path).name} (space {space.name!r}, fingerprint "
+                         f"{space.fingerprint()}) does not match the space fingerprint {fingerprint} recorded "
+                         "with the model: the space file was changed or replaced; the model cannot be rebuilt")
+    return space
+
+
 def save_subnet(model: AutoViTNet, arch: Arch, directory: str | Path, name: str | None = None) -> tuple[Path, Path]:
     """Write `<name>.arch.json` and `<name>.pth` (state dict) atomically; return both paths."""
     name = name or str(arch)

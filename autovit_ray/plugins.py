@@ -1,7 +1,8 @@
 """The user's own extensions (docs/extending.md): modules named in `AUTOVIT_RAY_PLUGINS`.
 
 A registration made in code exists only in the process that ran it; a run has many (the command, each Ray
-worker and evaluator actor). So a module that registers a dataset or an input profile is named in the
+worker and evaluator actor, a process serving a registered model). So a module that registers a dataset,
+an input profile or a block kind (one its space's `block_kind_modules` does not name) is named in the
 environment variable `AUTOVIT_RAY_PLUGINS` (comma-separated module names, importable on the PYTHONPATH),
 and every process imports those modules on its first look-up in a registry. The workers of a local Ray
 inherit the variable; on a cluster, set it (and PYTHONPATH) in the job's runtime environment.

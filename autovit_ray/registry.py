@@ -3,10 +3,11 @@
 Each exported model of a search is logged in its candidate's (child) run as two MLflow Models, both
 with a signature inferred from a real input batch and that batch as input example:
 
-- ``model``: a pyfunc model from code (`autovit_ray.serving_model`): the arch JSON and the state dict
-  are artifacts, nothing is pickled; ``mlflow.pyfunc.load_model`` and ``mlflow models serve`` use it
-  in an environment where autovit-ray is installed (``--env-manager local``: the package reads its
-  space definitions from the installed project, so it is not copied into the model);
+- ``model``: a pyfunc model from code (`autovit_ray.serving_model`): the arch JSON, the state dict and
+  the search space the model came from (``space.yaml``, as `SearchSpace.to_yaml_dict` writes it) are
+  artifacts, nothing is pickled; ``mlflow.pyfunc.load_model`` and ``mlflow models serve`` use it in an
+  environment where autovit-ray is installed (``--env-manager local``), with the modules that register
+  the block kinds the space names (its ``block_kind_modules``, or ``AUTOVIT_RAY_PLUGINS``) importable;
 - ``onnx_model``: the ONNX flavour, from the search's checked ONNX export (when ONNX was exported).
 
 The best model of a search becomes a new version of the registered model
@@ -16,7 +17,10 @@ version under one set of budgets, data split and class count: it is set on the f
 moved only when a later search with the same budgets, split and class count beats it on validation
 top-1; a search under other budgets registers its version (tagged with its budgets) without taking
 the alias. `resolve_model_uri` turns ``models:/<name>@<alias>`` and ``models:/<name>/<version>`` back
-into an arch and weights for ``python -m autovit_ray.export`` and ``python -m autovit_ray.compare``.
+into an arch, weights and a space for ``python -m autovit_ray.export`` and ``python -m autovit_ray.compare``:
+`RegisteredSubnet.build` rebuilds the model in the space stored with it, checked against its
+``space_fingerprint`` tag; a version logged before the space went with the model (no ``space.yaml``)
+is rebuilt in the built-in space of its supernet's name, as it always was.
 """
 
 from __future__ import annotations
@@ -33,14 +37,16 @@ from typing import Any
 
 import numpy as np
 import torch
+import yaml
 from torch import nn
 
 from .adapters import mlflow_client
-from .space import Arch
+from .space import Arch, SearchSpace
 
 CHAMPION = "champion"
 PYFUNC_MODEL = "model"
 ONNX_MODEL = "onnx_model"
+SPACE_ARTIFACT = "space.yaml"  # the pyfunc model's copy of the search space it was searched in
 SERVING_CODE = Path(__file__).with_name("serving_model.py")
 MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[A-Za-z0-9_-]+)|/(?P<version>[0-9]+))$")
 
@@ -91,13 +97,18 @@ def registered_model_name(training_name: str, supernet: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", f"autovit-{training_name}-{supernet}")
 
 
-def log_searched_model(tracking_uri: str, run_id: str, model: nn.Module, facts: ModelFacts, arch_path: Path,
-                       weights_path: Path, onnx_path: Path | None, batch: torch.Tensor) -> dict[str, str]:
+def log_searched_model(tracking_uri: str, run_id: str, model: nn.Module, facts: ModelFacts, space: SearchSpace,
+                       arch_path: Path, weights_path: Path, onnx_path: Path | None,
+                       batch: torch.Tensor) -> dict[str, str]:
     """Log `model` into run `run_id` as the pyfunc model (and the ONNX model when `onnx_path` is given);
+    `space`: the space it was searched in (stored with it: the pyfunc rebuilds the network in it);
     `batch` is a real input batch (signature and input example). Returns {flavour: model URI}."""
     import mlflow
     from mlflow.models import infer_signature
 
+    if space.fingerprint() != facts.space_fingerprint:
+        raise ValueError(f"space {space.name!r} (fingerprint {space.fingerprint()}) is not the space of the model's "
+                         f"facts (fingerprint {facts.space_fingerprint}): expected the space it was searched in")
     example = batch[:2].detach().cpu().numpy().astype(np.float32)
     with torch.inference_mode():
         logits = model.eval()(torch.from_numpy(example)).numpy()
@@ -106,10 +117,15 @@ def log_searched_model(tracking_uri: str, run_id: str, model: nn.Module, facts: 
     with tempfile.TemporaryDirectory() as tmp, using_tracking_uri(tracking_uri), mlflow.start_run(run_id=run_id):
         info_path = Path(tmp) / "info.json"
         info_path.write_text(json.dumps({"num_classes": facts.num_classes, "mean": list(facts.mean),
-                                         "std": list(facts.std), "arch": facts.arch.to_dict()}))
+                                         "std": list(facts.std), "arch": facts.arch.to_dict(),
+                                         "space_fingerprint": facts.space_fingerprint}))
+        space_path = Path(tmp) / SPACE_ARTIFACT
+        space_path.write_text(f"# the search space of this model (autovit-ray), fingerprint {space.fingerprint()}\n"
+                              + yaml.safe_dump(space.to_yaml_dict(), sort_keys=False))
         logged = mlflow.pyfunc.log_model(
             name=PYFUNC_MODEL, python_model=str(SERVING_CODE),
-            artifacts={"arch": str(arch_path), "weights": str(weights_path), "info": str(info_path)},
+            artifacts={"arch": str(arch_path), "weights": str(weights_path), "info": str(info_path),
+                       "space": str(space_path)},
             signature=signature, input_example=example,
             pip_requirements=_requirements(), tags=facts.tags())
         uris["pyfunc"] = logged.model_uri
@@ -184,7 +200,8 @@ def _champion(client: Any, name: str) -> Any:
 
 @dataclasses.dataclass(frozen=True)
 class RegisteredSubnet:
-    """A registered searched model, read back: its arch, a local copy of its weights and its tags."""
+    """A registered searched model, read back: its arch, a local copy of its weights, its tags and the
+    space it was searched in (None for a version logged without it: the built-in space of its supernet)."""
 
     uri: str
     name: str
@@ -193,11 +210,12 @@ class RegisteredSubnet:
     num_classes: int
     weights: Path
     tags: dict[str, str]
+    space: SearchSpace | None = None
 
     def build(self) -> nn.Module:
         from .models import create_subnet
 
-        model = create_subnet(self.arch, self.num_classes)
+        model = create_subnet(self.arch, self.num_classes, self.space)
         model.load_state_dict(torch.load(self.weights, map_location="cpu", weights_only=True))
         return model.eval()
 
@@ -209,8 +227,11 @@ def is_model_uri(text: str) -> bool:
 def resolve_model_uri(uri: str, tracking_uri: str, download_dir: Path) -> RegisteredSubnet:
     """`models:/<name>@<alias>` or `models:/<name>/<version>` -> the registered searched model, its
     pyfunc artifacts downloaded under `download_dir`. One clear ValueError for a malformed URI, an
-    unknown name, alias or version, or a version that is not an autovit-ray searched model."""
+    unknown name, alias or version, a version that is not an autovit-ray searched model, or a stored
+    space whose fingerprint is not the version's `space_fingerprint` tag."""
     from mlflow.exceptions import MlflowException
+
+    from .models import load_model_space
 
     match = MODEL_URI.match(uri.strip())
     if match is None:
@@ -237,9 +258,13 @@ def resolve_model_uri(uri: str, tracking_uri: str, download_dir: Path) -> Regist
     weights = next(local.glob("*.pth"), None)
     if weights is None:
         raise ValueError(f"{uri} (version {version.version}) has no .pth weights among its model artifacts")
+    space_path = local / SPACE_ARTIFACT
+    space = (load_model_space(space_path, version.tags.get("space_fingerprint", "(none)"),
+                              f"{uri} (version {version.version})")
+             if space_path.is_file() else None)  # logged before the space went with the model: the built-in one
     return RegisteredSubnet(uri.strip(), name, int(version.version), arch, int(version.tags["num_classes"]),
-                            weights, dict(version.tags))
+                            weights, dict(version.tags), space)
 
 
-__all__ = ["CHAMPION", "ModelFacts", "RegisteredSubnet", "is_model_uri", "log_searched_model", "register",
-           "registered_model_name", "resolve_model_uri", "using_tracking_uri"]
+__all__ = ["CHAMPION", "SPACE_ARTIFACT", "ModelFacts", "RegisteredSubnet", "is_model_uri", "log_searched_model",
+           "register", "registered_model_name", "resolve_model_uri", "using_tracking_uri"]

@@ -1,11 +1,15 @@
 """The MLflow pyfunc model of a searched AutoViT subnet, logged as MLflow "models from code".
 
 Nothing is pickled: MLflow runs this file to get the model object, and `load_context` rebuilds the
-network from the logged arch JSON and loads the logged state dict with ``weights_only=True``.
+network from the logged arch JSON in the logged search space and loads the logged state dict with
+``weights_only=True``.
 
 Artifacts: ``arch`` (``<name>.arch.json``), ``weights`` (``<name>.pth``), ``info`` (JSON with
-``num_classes``, ``mean`` and ``std``). Input: float32 images ``[B, 3, H, W]`` at the arch's resolution,
-already normalised with ``info``'s mean / std (as in training). Output: float32 logits ``[B, classes]``.
+``num_classes``, ``mean``, ``std`` and ``space_fingerprint``), ``space`` (``space.yaml``: the space the
+model was searched in, checked against ``space_fingerprint``; its ``block_kind_modules`` must import
+here; a model logged without it is rebuilt in the built-in space of its supernet's name). Input:
+float32 images ``[B, 3, H, W]`` at the arch's resolution, already normalised with ``info``'s mean / std
+(as in training). Output: float32 logits ``[B, classes]``.
 """
 
 from __future__ import annotations
@@ -23,11 +27,14 @@ class AutoViTModel(PythonModel):
     def load_context(self, context: Any) -> None:
         import torch
 
-        from autovit_ray.models import create_subnet, read_arch
+        from autovit_ray.models import create_subnet, load_model_space, read_arch
 
         info = json.loads(Path(context.artifacts["info"]).read_text())
         arch = read_arch(Path(context.artifacts["arch"]))
-        model = create_subnet(arch, int(info["num_classes"]))
+        where = f"the MLflow model in {Path(context.artifacts['info']).parents[1]}"  # <model>/artifacts/info.json
+        space = (load_model_space(context.artifacts["space"], info["space_fingerprint"], where)
+                 if "space" in context.artifacts else None)  # logged before the space went with the model
+        model = create_subnet(arch, int(info["num_classes"]), space)
         model.load_state_dict(torch.load(context.artifacts["weights"], map_location="cpu", weights_only=True))
         self.model = model.eval()
         self.shape = (3, arch.resolution, arch.resolution)

@@ -191,7 +191,7 @@ def registered_digits_model(tmp_path_factory):
                        data_split="digits/split_seed=0/val_size=None", budgets="params<=1.6e+06",
                        lut_latency_ms=1.5, lut_fingerprint="abc", measured_latency_ms=1.7)
     batch = torch.randn(4, 3, arch.resolution, arch.resolution)
-    uris = log_searched_model(uri, runs[0], model, facts, arch_path, weights, onnx_path, batch)
+    uris = log_searched_model(uri, runs[0], model, facts, space, arch_path, weights, onnx_path, batch)
     return {"uri": uri, "runs": runs, "facts": facts, "model": model, "uris": uris, "root": root, "space": space}
 
 
@@ -204,6 +204,26 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def write_toy_space(directory):
+    """The xxs space under the digits input profile with every conv stage of kind `dsconv`
+    (tests/dsconv_kind.py), and transformer stages cut down so that training, profiling and searching
+    it take seconds: a user's space YAML. Returns its path."""
+    import yaml
+
+    from autovit_ray.space import load_space
+
+    raw = load_space("xxs", input_profile="digits").to_yaml_dict()
+    raw["name"] = "toy"
+    raw["block_kind_modules"] = ["dsconv_kind"]  # any process that loads the YAML imports it
+    raw["mbconv_stages"] = [{"kind": "dsconv", "widths": s["widths"], "depths": [1, 2]} for s in raw["mbconv_stages"]]
+    raw["transformer_stages"] = [dict(s, depths=[1, 2], heads=[2], mlp_ratios=[2.0])
+                                 for s in raw["transformer_stages"][:3]]
+    raw["num_transformer_stages"] = [2, 3]
+    path = directory / "toy.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
 
 
 def randomised_supernet(name: str, profile: str, seed: int = 0, num_classes: int = 10):

@@ -12,7 +12,7 @@ import time
 import pytest
 import timm
 import torch
-from conftest import tiny_train_argv, writable_copy
+from conftest import tiny_train_argv, writable_copy, write_toy_space
 from torch import nn
 
 from autovit_ray.compare import (
@@ -21,13 +21,16 @@ from autovit_ray.compare import (
     ExperimentFacts,
     compare_argv,
     compare_experiment,
+    input_profile_strides,
+    reference_latency_budget,
     registered_candidates,
     runnable_resolution,
+    search_space,
     searched_candidates,
     standalone_candidates,
 )
 from autovit_ray.compare.cli import build_parser, config_from_args, main
-from autovit_ray.space import Arch
+from autovit_ray.space import Arch, load_space
 
 
 def test_compare_table_files_and_mlflow_run(finished_digits_search, tmp_path, capsys):
@@ -162,6 +165,50 @@ def test_reference_measured_at_smallest_supported_resolution():
     assert runnable_resolution(_NeedsMultipleOf32(), 64) == (64, "")
     resolution, note = runnable_resolution(_NeedsMultipleOf32(), 8)
     assert resolution == 32 and "measured at 32 px" in note and "not divisible by 32" in note
+
+
+def test_a_searchs_models_are_rebuilt_in_the_space_it_ran_in(tmp_path):
+    """A search in a space of the user's own (the toy dsconv space): its checkpoint's space; with the
+    checkpoint gone, only a built-in space whose fingerprint is the run's, else one clear error."""
+    from autovit_ray.checkpoint import save_checkpoint
+    from autovit_ray.training.loop import space_info
+
+    toy_path = write_toy_space(tmp_path)
+    toy = load_space(toy_path)
+    checkpoint = save_checkpoint(tmp_path / "epoch_0001", {"epoch": 1, "num_classes": 10, "config": {},
+                                                          "space": space_info(toy, str(toy_path))})
+    params = {"supernet": "toy", "profile": "digits", "space_fingerprint": toy.fingerprint(),
+              "checkpoint": str(checkpoint)}
+    assert search_space(params, "s").fingerprint() == toy.fingerprint()
+    moved = {**params, "checkpoint": str(tmp_path / "moved")}
+    with pytest.raises(ValueError, match=rf"search 's' ran in space 'toy' \(fingerprint {toy.fingerprint()}\), "
+                                         "which is not the built-in space of that name, and its checkpoint"):
+        search_space(moved, "s")
+    xxs = load_space("xxs", input_profile="digits")
+    builtin = {**moved, "supernet": "xxs", "space_fingerprint": xxs.fingerprint()}
+    assert search_space(builtin, "s").fingerprint() == xxs.fingerprint()
+    with pytest.raises(ValueError, match="not the built-in space of that name"):
+        search_space({**builtin, "space_fingerprint": toy.fingerprint()}, "s")
+    # a reference takes the strides of the space itself, which need not be a built-in one
+    facts = ExperimentFacts(num_classes=10, input_profile="digits", supernet="toy", space=toy)
+    assert input_profile_strides(facts) == tuple(toy.input_profile.strides)
+
+
+def test_the_reference_budget_times_subnets_of_the_space_it_is_given(tmp_path):
+    """On the deterministic fake backend a table predicts the subnets of its own space exactly: the
+    LUT / measured ratio is 1 only if the timed subnets are built in the toy space, not a namesake."""
+    from test_latency import FakeBackend
+
+    import autovit_ray.latency.backends as backends
+    from autovit_ray.latency import BuildConfig, build_table
+
+    toy = load_space(write_toy_space(tmp_path))
+    space = toy.restricted_to(toy.smallest())  # one subnet: a small table, still a space of the user's own
+    table = build_table(space, FakeBackend(), num_classes=10, log=lambda _: None,
+                        config=BuildConfig(rounds=1, references=2, folds=2, quiet_cpus=None))
+    with backends.BACKENDS.registered("fake", FakeBackend):
+        budget = reference_latency_budget("mobilevit_xxs", table, space, 10, subnets=3, rounds=1, repeats=1)
+    assert budget.ratio == pytest.approx(1.0, rel=1e-9) and budget.subnets == 3
 
 
 def test_bad_compare_inputs(finished_digits_search, tmp_path, capsys):

@@ -19,7 +19,7 @@ import pytest
 import timm
 import torch
 import yaml
-from conftest import TINY_TRAIN_SETTINGS, randomised_supernet
+from conftest import TINY_TRAIN_SETTINGS, randomised_supernet, write_toy_space
 from dsconv_kind import KERNEL, SeparableConv, SeparableConvKind
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -41,21 +41,6 @@ from autovit_ray.training.loop import SupernetTrainer
 
 REPO = Path(__file__).resolve().parents[1]
 NUM_CLASSES = 10
-
-
-def write_toy_space(directory: Path) -> Path:
-    """The xxs space under the digits input profile with every conv stage of kind `dsconv`, and
-    transformer stages cut down so that training, profiling and searching it take seconds."""
-    raw = load_space("xxs", input_profile="digits").to_yaml_dict()
-    raw["name"] = "toy"
-    raw["block_kind_modules"] = ["dsconv_kind"]  # any process that loads the YAML imports it
-    raw["mbconv_stages"] = [{"kind": "dsconv", "widths": s["widths"], "depths": [1, 2]} for s in raw["mbconv_stages"]]
-    raw["transformer_stages"] = [dict(s, depths=[1, 2], heads=[2], mlp_ratios=[2.0])
-                                 for s in raw["transformer_stages"][:3]]
-    raw["num_transformer_stages"] = [2, 3]
-    path = directory / "toy.yaml"
-    path.write_text(yaml.safe_dump(raw, sort_keys=False))
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -204,3 +189,24 @@ def test_train_profile_and_search_a_space_of_the_new_kind(toy_space_path, tmp_pa
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "tests"), os.environ.get("PYTHONPATH", "")])}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert float(out.stdout) == pytest.approx(table.predict_latency(best))
+
+
+def test_a_kind_registered_by_a_plugin_module_is_found_without_block_kind_modules(tmp_path, monkeypatch):
+    """A space that does not name the module of its kind (a kind registered as a side effect of another
+    module): the modules of AUTOVIT_RAY_PLUGINS are imported on a look-up of an unknown kind."""
+    import autovit_ray.blocks.kind as kinds
+
+    (tmp_path / "my_kinds_plugin.py").write_text(
+        "from dsconv_kind import SeparableConvKind\nfrom autovit_ray.blocks import register_block_kind\n\n\n"
+        "class PluginConvKind(SeparableConvKind):\n    name = 'plugin-dsconv'\n\n\n"
+        "register_block_kind(PluginConvKind())\n")
+    for registry in ("_REGISTRY", "_STAGE_KINDS"):  # the kind is registered for this test only
+        monkeypatch.setattr(kinds, registry, dict(getattr(kinds, registry)))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    raw = yaml.safe_load(write_toy_space(tmp_path).read_text())
+    del raw["block_kind_modules"]
+    raw["mbconv_stages"] = [dict(s, kind="plugin-dsconv") for s in raw["mbconv_stages"]]
+    with pytest.raises(ValueError, match="unknown block kind 'plugin-dsconv'"):
+        space_from_dict(raw)
+    monkeypatch.setenv("AUTOVIT_RAY_PLUGINS", "my_kinds_plugin")
+    assert [s.kind for s in space_from_dict(raw).mbconv_stages] == ["plugin-dsconv"] * 3

@@ -21,6 +21,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar, NamedTuple
 
+from ..plugins import load_plugins
+
 ModulePath = tuple[str | int, ...]  # attribute names / indices into a static AutoViTNet
 
 # The stage slots of an arch. A stage kind fills one and takes its choices (the Arch's fields of it):
@@ -205,6 +207,8 @@ def _class_name(kind: BlockKind) -> str:
 
 
 def block_kind(name: str) -> BlockKind:
+    if name not in _REGISTRY:
+        load_plugins()  # the modules of AUTOVIT_RAY_PLUGINS register theirs (a space may not name them)
     try:
         return _REGISTRY[name]
     except KeyError:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..experiment import COMPARE_JSON, COMPARE_PNG, Experiment
-from ..space import Arch
+from ..space import Arch, SearchSpace
 
 if TYPE_CHECKING:  # torch only where a model runs: --help and bad flags answer without it
     from torch import nn
@@ -70,6 +70,7 @@ class ExperimentFacts:
     input_profile: str | None = None
     supernet: str | None = None
     checkpoint: str | None = None
+    space: SearchSpace | None = None  # the space itself where known (else the built-in `supernet`)
 
     def fill(self, **values: Any) -> None:
         """Each field still unknown (None) takes its value here: the first model to name it decides."""
@@ -143,8 +144,9 @@ def searched_candidates(client: Any, runs: Sequence[Any], tmp: Path) -> tuple[li
         run_id, params = run.info.run_id, run.data.params
         search = run.data.tags.get("search_name", run_id)
         num_classes = _num_classes(params)
+        space = search_space(params, search)  # its models are rebuilt in it, not in a namesake
         facts.fill(num_classes=num_classes, input_profile=params.get("profile"),  # the param keeps the old name
-                   supernet=params.get("supernet"), checkpoint=params.get("checkpoint"))
+                   supernet=params.get("supernet"), checkpoint=params.get("checkpoint"), space=space)
         try:
             local = Path(client.download_artifacts(run_id, "best_archs.json", str(tmp / run_id)))
         except Exception as e:  # MlflowException: the artifact store moved or was deleted
@@ -156,7 +158,7 @@ def searched_candidates(client: Any, runs: Sequence[Any], tmp: Path) -> tuple[li
             weights, note = _weights(client, run_id, entry, tmp / run_id), ""
             if weights is None:
                 note = "weights artifact missing: fresh weights (latency only)"
-            model = timm.create_model("autovit", arch=arch, num_classes=num_classes,
+            model = timm.create_model("autovit", arch=arch, num_classes=num_classes, space=space,
                                       **({"checkpoint_path": str(weights)} if weights else {}))
             candidates.append(Candidate(
                 name=f"{search}-top{entry.get('rank', len(candidates) + 1)}", kind="searched", model=model.eval(),
@@ -177,7 +179,7 @@ def registered_candidates(uris: Sequence[str], tracking_uri: str, tmp: Path, fac
         registered = resolve_model_uri(uri, tracking_uri, tmp / f"registered{len(out)}")
         facts.fill(num_classes=registered.num_classes, supernet=registered.tags.get("supernet"),
                    input_profile=registered.tags.get("profile"),  # the tag keeps the old name
-                   checkpoint=registered.tags.get("checkpoint"))
+                   checkpoint=registered.tags.get("checkpoint"), space=registered.space)
         if registered.num_classes != facts.num_classes:
             raise ValueError(f"{uri} classifies {registered.num_classes} classes; the other models here "
                              f"{facts.num_classes}")
@@ -203,6 +205,27 @@ def _quiet_downloads() -> Iterator[None]:
             os.environ.pop(key, None)
         else:
             os.environ[key] = previous
+
+
+def search_space(params: dict[str, str], search: str) -> SearchSpace:
+    """The space a search ran in (from its run's params): its checkpoint's, as the search loaded it;
+    where the checkpoint is not on this machine, the built-in space of the run's supernet name if it is
+    the one the run's `space_fingerprint` names. Otherwise one ValueError: a space of the user's own
+    cannot be rebuilt from its name."""
+    from ..checkpoint import read_record, space_of
+    from ..space import BUILTIN_SPACES, load_space
+
+    checkpoint, name = params.get("checkpoint", ""), params.get("supernet", "")
+    fingerprint = params.get("space_fingerprint")
+    if checkpoint and Path(checkpoint).exists():
+        return space_of(read_record(checkpoint).meta)
+    if name in BUILTIN_SPACES:
+        space = load_space(name, input_profile=params.get("profile"))  # the param keeps the old name
+        if fingerprint in (None, space.fingerprint()):
+            return space
+    raise ValueError(f"search {search!r} ran in space {name!r} (fingerprint {fingerprint}), which is not the built-in "
+                     f"space of that name, and its checkpoint {checkpoint!r} is not on this machine: its models "
+                     "cannot be rebuilt here; compare where the checkpoint (and its space YAML) is")
 
 
 def _num_classes(params: dict[str, str]) -> int:
@@ -256,6 +279,8 @@ def input_profile_strides(facts: ExperimentFacts) -> tuple[int, ...] | None:
     """The strides of the search space's input profile (the small-input adaptation)."""
     from ..space import load_space
 
+    if facts.space is not None:
+        return tuple(int(s) for s in facts.space.input_profile.strides)
     if not facts.supernet or not facts.input_profile:
         return None
     space = load_space(facts.supernet, input_profile=facts.input_profile)
@@ -355,7 +380,7 @@ def standalone_candidates(checkpoints: Sequence[str | os.PathLike[str]], facts: 
         arch = space.largest()
         num_classes, input_profile = record.num_classes, space.input_profile.name
         # no search or registered model: the first stand-alone one names the experiment
-        facts.fill(num_classes=num_classes, input_profile=input_profile, checkpoint=str(path))
+        facts.fill(num_classes=num_classes, input_profile=input_profile, checkpoint=str(path), space=space)
         if (num_classes, input_profile) != (facts.num_classes, facts.input_profile):
             raise ValueError(f"--standalone {str(path)!r} has {num_classes} classes under input profile "
                              f"{input_profile!r}; the searched models have {facts.num_classes} under "
@@ -496,7 +521,7 @@ def reference_latency_budget(reference: str, table: Any, space: Any, num_classes
                          "it cannot set their latency budget")
     rng = random.Random(f"reference-budget/{seed}")
     archs = [space.sample(rng) for _ in range(subnets)]
-    models = [timm.create_model("autovit", arch=a, num_classes=num_classes).eval() for a in archs]
+    models = [timm.create_model("autovit", arch=a, num_classes=num_classes, space=space).eval() for a in archs]
     backend = backend_from_settings(table.backend, table.backend_settings)
     stats, _ = measure([Candidate(str(a), "searched", m, a.resolution) for a, m in zip(archs, models)]
                        + [Candidate(reference, "reference", model, resolution)], table.backend, rounds * repeats,
@@ -744,5 +769,5 @@ def compare_experiment(cfg: CompareConfig, log: Log = print) -> list[dict[str, A
 
 __all__ = [
     "CompareConfig", "DEFAULT_REFERENCES", "ExperimentFacts", "compare_argv", "ReferenceBudget", "compare_experiment", "format_table",
-    "reference_latency_budget",
+    "reference_latency_budget", "search_space",
 ]

@@ -376,7 +376,7 @@ def log_mlflow_models(cfg: SearchConfig, reported: list[dict[str, Any]], models:
         if run_id is None:  # no MLflow parent run (tracking off): nothing to log the models into
             continue
         onnx_path = Path(entry["exports"]["onnx"]) if "onnx" in entry["exports"] else None
-        entry["model_uris"] = log_searched_model(tracker.tracking_uri, run_id, model, facts,
+        entry["model_uris"] = log_searched_model(tracker.tracking_uri, run_id, model, facts, space,
                                                  Path(entry["arch_json"]), Path(entry["weights"]), onnx_path, batch)
         if entry["rank"] == 1 and not cfg.no_register:
             name = cfg.registered_model_name or registered_model_name(record.experiment_name, arch.supernet)
