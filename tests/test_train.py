@@ -10,6 +10,7 @@ import _thread
 import json
 import math
 import random
+import signal
 import threading
 import time
 from collections import Counter
@@ -630,10 +631,15 @@ def test_ctrl_c_does_not_wait_for_a_running_fit() -> None:
     thread (a ThreadPoolExecutor's threads are joined at interpreter exit; the README test's Ctrl-C
     during Ray Train's start-up then waited for 30 epochs)."""
     release, finished = threading.Event(), threading.Event()
-    threading.Timer(0.3, _thread.interrupt_main).start()
-    started = time.monotonic()
-    with pytest.raises(KeyboardInterrupt):
-        run_in_daemon_threads({"xxs": lambda: release.wait(60) and finished.set()})
+    # Python's own Ctrl-C handler: an earlier test's Ray Tune run may have left its own in place
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        threading.Timer(0.3, _thread.interrupt_main).start()
+        started = time.monotonic()
+        with pytest.raises(KeyboardInterrupt):
+            run_in_daemon_threads({"xxs": lambda: release.wait(10) and finished.set()})
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert time.monotonic() - started < 5 and not finished.is_set()
     # (is_alive() is not asked: an interrupted join() marks the thread stopped while it runs on)
     assert [t.daemon for t in threading.enumerate() if t.name == "fit-xxs"] == [True]
