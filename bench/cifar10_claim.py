@@ -74,6 +74,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import common
 from cifar10_recipe import (
     INPUT_PROFILE,
     MIN_TOKENS,
@@ -91,12 +92,9 @@ from common import (
     bench_dir,
     code_commit,
     code_line,
-    environment,
     log,
     measure,
     measured_selection,
-    mlflow_env,
-    open_record,
     public_path,
     public_paths,
     readable_json,
@@ -436,7 +434,7 @@ def run_search(c: Claim) -> None:
                               data_dir=str(c.data_dir), output_dir=str(c.out))
         log(f"search {name}: {SEARCH_POPULATION * SEARCH_GENERATIONS} evaluations, coarse-to-fine")
         start = time.time()
-        run_cli(["autovit_ray.search", *config.to_argv()], c.out / f"search-{name}.log", mlflow_env(c.out))
+        run_cli(["autovit_ray.search", *config.to_argv()], c.out / f"search-{name}.log", common.mlflow_env(c.out))
         searches[name] = {"factor": factor, "results": public_path(search_results(c.out, factor)),
                           "wall_s": time.time() - start, "commit": code_commit()}
         c.save()
@@ -527,7 +525,7 @@ def arm_models(out: Path, record: Mapping[str, Any], choice: Mapping[str, str]) 
 def measure_latency(out: Path, stage: str, choice: Mapping[str, str]) -> None:
     """The body of a latency stage, in the process started for it (`--measure-latency`)."""
     started = time.time()
-    record, _ = open_record(out / "claim.json", report_only=True)
+    record, _ = common.open_record(out / "claim.json", report_only=True)
     models = arm_models(out, record, choice)
     result: dict[str, Any] = {"stage": stage, "pid": os.getpid(), "process_started_at": started, "backends": {}}
     for backend in LATENCY_BACKENDS:
@@ -595,7 +593,7 @@ def train_arch(c: Claim, run: Run, arch: Arch) -> Path:
            "--arch", str(arch_file)]
     for item in [*train_overrides(c.choice["recipe"], EPOCHS, c.data_dir), f"seed={run.seed}", "ray.use_gpu=false"]:
         cli += ["--set", item]
-    run_cli(cli, folder / f"{run.name}.log", mlflow_env(c.out))
+    run_cli(cli, folder / f"{run.name}.log", common.mlflow_env(c.out))
     return find_checkpoint(folder / run.name, SUPERNET, final=True)
 
 
@@ -785,7 +783,7 @@ def collect(out: Path) -> dict[str, Any]:
             "epochs": EPOCHS, "budgets": record.get("budgets"), "arms": arms, "verdict": found,
             "table6": table6_record(out), "fronts": {search_name(f): _front(out, f) for f in FACTORS},
             "commits": stage_commits(record, tests), "code_runs": record.get("code_runs", []),
-            "environment": environment(), "updated": time.strftime("%Y-%m-%d %H:%M")}
+            "environment": common.environment(), "updated": time.strftime("%Y-%m-%d %H:%M")}
 
 
 def table6_record(out: Path) -> dict[str, Any] | None:
@@ -969,7 +967,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     checkpoint, source = supernet_checkpoint(args.supernet)
     out.mkdir(parents=True, exist_ok=True)
-    record, save = open_record(out / "claim.json", report_only=False)
+    record, save = common.open_record(out / "claim.json", report_only=False)
     claim = Claim(out, args.data_dir.resolve(), checkpoint, source, choice, args.full, record, save)
     log(f"cifar10_claim: supernet {public_path(checkpoint)} ({source}), artifacts in {out}")
     for stage in STAGES[:STAGES.index(args.stop_after) + 1]:
