@@ -29,20 +29,23 @@ Stages (their code commit is recorded in ``claim.json``; hours of the 2-core mac
 4. ``random`` (~30 min): `RANDOM_ARCHS` archs drawn uniformly (seeded), kept when they fit the params
    budget and their table latency is near the 1.0x budget, measured beside the peer, accepted at
    0.9-1.0x its measured latency (`sample_random_control`); ``random.json`` is written before any is trained.
-5. ``latency`` (~10 min): every arm's arch and the peer, batch 1, 1 thread, torch-cpu and onnxruntime,
+5. ``inherited`` (~5 min): the validation top-1 every subnet arm (the searched and the random archs)
+   inherits from the supernet, BatchNorm recalibrated as issue 30's truth does (``inherited.json``); the
+   report ranks these against the archs' 30-epoch stand-alone accuracy: a check of that 15-epoch truth.
+6. ``latency`` (~10 min): every arm's arch and the peer, batch 1, 1 thread, torch-cpu and onnxruntime,
    interleaved in one process started for it; medians with p10-p90 (``latency.json``).
-6. ``standalone`` (~16 h; ~19 h with ``--full``): the peer with seeds 0-2 (seed 0: the recipe issue's
+7. ``standalone`` (~16 h; ~19 h with ``--full``): the peer with seeds 0-2 (seed 0: the recipe issue's
    run in ``$AUTOVIT_BENCH_DIR/cifar10_recipe`` when this machine has it, else trained here and said
    so), the searched 1.0x arch with seeds 0-2, the 0.8x arch with seed 0 (0-2 with ``--full``), each
    random arch with seed 0; the peer through the product's reference trainer, the archs through
    ``python -m autovit_ray.train --arch`` (both resume). Each is scored on the 10k test images, each
    image's correctness kept (``standalone/<run>.test.json``).
-7. ``table6`` (~2 h): bench/search_strategies.py on this supernet and the 1.0x budgets: coarse-to-fine,
+8. ``table6`` (~2 h): bench/search_strategies.py on this supernet and the 1.0x budgets: coarse-to-fine,
    evolution and random search, 3 seeds x 300 evaluations, selected on one validation half and
    re-scored on the other.
-8. ``latency2`` (~10 min): the latency stage again in a new process, at least an hour after the first
+9. ``latency2`` (~10 min): the latency stage again in a new process, at least an hour after the first
    finished (it refuses before); a budget counts as met only when it holds in both.
-9. ``report``: bench/results/cifar10_claim.json, its BENCHMARKS.md section and the plot (what
+10. ``report``: bench/results/cifar10_claim.json, its BENCHMARKS.md section and the plot (what
    ``--report-only`` writes from whatever exists).
 
 Compute plan: about 20 h of the 2-core machine in all (stand-alone runs: the peer about 1.2 h, a subnet
@@ -105,14 +108,14 @@ from common import (
     staged_parser,
     write_json,
 )
-from supernet_fidelity import RECIPE_JSON, ensure_lut, final_supernet, lut_file, peer_band
+from supernet_fidelity import RECIPE_JSON, SCAN_CALIB_BATCHES, ensure_lut, final_supernet, lut_file, peer_band
 from supernet_fidelity import RESULTS_JSON as FIDELITY_JSON
 
 from autovit_ray.cli_exits import cli_main
 from autovit_ray.io import replace_markdown_section
 from autovit_ray.space import Arch
 
-STAGES = ("budgets", "search", "select", "random", "latency", "standalone", "table6", "latency2", "report")
+STAGES = ("budgets", "search", "select", "random", "inherited", "latency", "standalone", "table6", "latency2", "report")
 SUPERNET = "xxs"
 EPOCHS = 30
 FACTORS = (1.0, 0.8)  # latency budgets, x the peer's
@@ -507,19 +510,38 @@ def random_archs(out: Path, budgets: Mapping[str, Any]) -> list[Arch]:
     return check_random_control(json.loads((out / "random.json").read_text()), budgets)
 
 
+def subnet_archs(out: Path, record: Mapping[str, Any]) -> dict[str, Arch]:
+    """{arm key: arch} of every arm that is a subnet of the space: `searched_1.0x`, `searched_0.8x` (where
+    their search chose one) and `random_1.0x/<i>`."""
+    archs = {searched_arm(f): arch for f in FACTORS if (arch := chosen_arch(record, f)) is not None}
+    return archs | {f"random_1.0x/{i}": arch for i, arch in enumerate(random_archs(out, record["budgets"]))}
+
+
 def arm_models(out: Path, record: Mapping[str, Any], choice: Mapping[str, str]) -> dict[str, Any]:
     """{arm key: an untrained model of its arch} for the latency stages (latency depends on the arch)."""
     from autovit_ray.models import create_subnet
 
     space = xxs_space()
-    models = {"peer": peer_model(choice)}
-    for factor in FACTORS:
-        arch = chosen_arch(record, factor)
-        if arch is not None:
-            models[searched_arm(factor)] = create_subnet(arch, 10, space)
-    for i, arch in enumerate(random_archs(out, record["budgets"])):
-        models[f"random_1.0x/{i}"] = create_subnet(arch, 10, space)
-    return models
+    return {"peer": peer_model(choice)} | {key: create_subnet(arch, 10, space)
+                                           for key, arch in subnet_archs(out, record).items()}
+
+
+def run_inherited(c: Claim) -> None:
+    """The validation top-1 each subnet arm inherits (BatchNorm recalibrated with issue 30's scan and truth
+    setting), for the report's check of issue 30's 15-epoch truth against these 30-epoch runs."""
+    from autovit_ray.fidelity import inherited_top1
+
+    path = c.out / "inherited.json"
+    if readable_json(path):
+        return
+    archs = subnet_archs(c.out, c.record)
+    log(f"inherited: {len(archs)} subnet arms scored on validation with the supernet's weights")
+    scores = inherited_top1(c.checkpoint, list(archs.values()), SCAN_CALIB_BATCHES)
+    write_json(path, {"subnets": {key: {"arch": arch.to_dict(), "val_top1": score}
+                                  for (key, arch), score in zip(archs.items(), scores)},
+                      "calib_batches": SCAN_CALIB_BATCHES, "supernet": public_path(c.checkpoint),
+                      "supernet_source": c.supernet_source, "commit": code_commit()})
+    c.done("inherited", {"file": public_path(path), "commit": code_commit()})
 
 
 def measure_latency(out: Path, stage: str, choice: Mapping[str, str]) -> None:
@@ -781,9 +803,67 @@ def collect(out: Path) -> dict[str, Any]:
     return {"recipe": {**(choice.get("choice") or {}), "input_profile": INPUT_PROFILE, "resolution": RESOLUTION,
                        "peer": PEER, "min_tokens": MIN_TOKENS},
             "epochs": EPOCHS, "budgets": record.get("budgets"), "arms": arms, "verdict": found,
+            "truth_check": truth_check(out, tests, (record.get("budgets") or {}).get("supernet_source")),
             "table6": table6_record(out), "fronts": {search_name(f): _front(out, f) for f in FACTORS},
             "commits": stage_commits(record, tests), "code_runs": record.get("code_runs", []),
             "environment": common.environment(), "updated": time.strftime("%Y-%m-%d %H:%M")}
+
+
+def arm_key(test: Mapping[str, Any]) -> str:
+    """The arm key of a stand-alone run's record: its arm, and for a random arch `random_1.0x/<i>`."""
+    return f"{test['arm']}/{test['index']}" if test["index"] is not None else test["arm"]
+
+
+def truth_check(out: Path, tests: Sequence[Mapping[str, Any]], supernet_source: str | None,
+                resamples: int = 10_000) -> dict[str, Any] | None:
+    """Issue 30's 15-epoch truth checked at 30 epochs: how well the supernet's inherited validation top-1
+    ranks the subnet arms' 30-epoch stand-alone test top-1 (seed means), beside the truth's in-band tau
+    for the same supernet. None before the `inherited` stage."""
+    from autovit_ray.stats import rank_correlation
+
+    inherited = _read(out / "inherited.json")
+    if inherited is None:
+        return None
+    alone: dict[str, list[float]] = {}
+    for t in tests:
+        if t["arm"] != "peer":
+            alone.setdefault(arm_key(t), []).append(t["test_top1"])
+    subnets = [{"key": key, "inherited_val_top1": entry["val_top1"], "standalone_test_top1": statistics.mean(alone[key]),
+                "seeds": len(alone[key])} for key, entry in inherited["subnets"].items() if key in alone]
+    fidelity = _read(FIDELITY_JSON) or {}
+    truth = (fidelity.get("supernets") or {}).get(supernet_source or "")  # None for a --supernet checkpoint
+    found: dict[str, Any] = {
+        "subnets": subnets, "standalone_epochs": EPOCHS, "kendall_tau": None, "tau_ci": None, "spearman_rho": None,
+        "truth": truth and {"supernet": supernet_source, "epochs": (fidelity.get("standalone") or {}).get("epochs"),
+                            "tau_in_band": truth.get("tau_in_band"), "tau_in_band_ci": truth.get("tau_in_band_ci")},
+        "intervals_overlap": None}
+    if len(subnets) >= 3:
+        ranks = rank_correlation([s["inherited_val_top1"] for s in subnets],
+                                 [s["standalone_test_top1"] for s in subnets], resamples=resamples, seed=0)
+        found.update(kendall_tau=ranks["kendall_tau"], tau_ci=ranks["kendall_tau_ci"],
+                     spearman_rho=ranks["spearman_rho"])
+    if found["tau_ci"] and truth and truth.get("tau_in_band_ci"):
+        (low, high), (truth_low, truth_high) = found["tau_ci"], truth["tau_in_band_ci"]
+        found["intervals_overlap"] = low <= truth_high and truth_low <= high
+    return found
+
+
+def truth_check_sentence(check: Mapping[str, Any]) -> str | None:
+    """The check in one sentence (None until three subnet arms have a stand-alone score)."""
+    if check["kendall_tau"] is None:
+        return None
+    low, high = check["tau_ci"] or (None, None)
+    text = (f"Issue 30's 15-epoch truth checked at {check['standalone_epochs']} epochs: over the "
+            f"{len(check['subnets'])} subnet arms trained here (searched and random, all at 0.8-1.0x the peer's "
+            f"latency), the supernet's inherited validation top-1 ranks their stand-alone test top-1 at Kendall "
+            f"tau {check['kendall_tau']:.2f} [{_f(low)}, {_f(high)}]")
+    truth = check["truth"]
+    if not truth or truth.get("tau_in_band") is None:
+        return text + "; no truth of issue 30 for this supernet to set it beside."
+    t_low, t_high = truth.get("tau_in_band_ci") or (None, None)
+    overlap = {True: "the intervals overlap", False: "the intervals do not overlap", None: "no interval to compare"}
+    return (text + f", against the {truth['epochs']}-epoch truth's in-band tau {truth['tau_in_band']:.2f} "
+            f"[{_f(t_low)}, {_f(t_high)}]: {overlap[check['intervals_overlap']]} (a few points make a wide interval).")
 
 
 def table6_record(out: Path) -> dict[str, Any] | None:
@@ -916,6 +996,9 @@ def section(r: Mapping[str, Any]) -> str:
         lines.append(f"Searched vs random: the searched seed mean {_f(searched['mean'])} is "
                      + ("above" if v["beats_random"] else "not above")
                      + f" the best random arch ({_f(r['arms']['random_1.0x']['best'])}).")
+    check = r.get("truth_check") and truth_check_sentence(r["truth_check"])
+    if check:
+        lines.append(check)
     for d in v["paired_by_seed"]:
         lines.append(f"- seed {d['seed']}: paired image-level difference {d['difference']:+.2f} [{d['low']:+.2f}, "
                      f"{d['high']:+.2f}] (bootstrap over the {d['images']:,} test images; reported, not deciding)")
@@ -942,6 +1025,7 @@ def run_report(c: Claim) -> None:
 
 STAGE_RUNNERS: dict[str, Callable[[Claim], None]] = {
     "budgets": run_budgets, "search": run_search, "select": run_select, "random": run_random,
+    "inherited": run_inherited,
     "latency": lambda c: run_latency(c, "latency"), "standalone": run_standalone, "table6": run_table6,
     "latency2": lambda c: run_latency(c, "latency2"), "report": run_report,
 }

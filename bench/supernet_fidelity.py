@@ -214,7 +214,8 @@ def report(out: Path) -> dict[str, Any]:
             stats = next((v for k, v in fidelity["supernets"].items() if f"{sampler}-e{EPOCHS}" in k), None)
             if stats:
                 entry.update({k: stats.get(k) for k in ("kendall_tau", "tau_low", "tau_high", "tau_in_band",
-                                                        "tau_macs", "tau_params", "top3_overlap", "regret")})
+                                                        "tau_in_band_ci", "tau_macs", "tau_params", "top3_overlap",
+                                                        "regret")})
         supernets[sampler] = entry
     band_path = out / "band.json"
     band = json.loads(band_path.read_text()) if band_path.is_file() else None

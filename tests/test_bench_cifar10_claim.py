@@ -236,7 +236,8 @@ def _artifacts(out: Path) -> dict:
                                      "inherited": {"name": "x", "val_top1": 80.0, "test_top1": 84.0, "params": 1,
                                                    "macs": 1, "latency_ms": 3.0}, "commit": "c" * 40}
               for f in claim.FACTORS}
-    record = {"budgets": {**BUDGETS, "commit": "b" * 40}, "select": select, "code_runs": []}
+    record = {"budgets": {**BUDGETS, "supernet_source": "sandwich", "commit": "b" * 40}, "select": select,
+              "code_runs": []}
     out.mkdir(parents=True, exist_ok=True)
     (out / "claim.json").write_text(json.dumps(record))
     (out / "random.json").write_text(json.dumps(_control(BUDGETS)))
@@ -278,14 +279,69 @@ def test_the_standalone_stage_trains_in_order_and_refuses_an_arm_of_another_reci
     assert claim.score_path(tmp_path, claim.Run("searched_1.0x", 1)).is_file()
 
 
+def test_the_inherited_stage_scores_every_subnet_arm_once_with_the_truths_calibration(tmp_path,
+                                                                                      monkeypatch) -> None:
+    import autovit_ray.fidelity
+
+    record = _artifacts(tmp_path)
+    scored = []
+
+    def inherited_top1(checkpoint, archs, calib_batches):  # stands in for the supernet's validation pass
+        scored.append((checkpoint, archs, calib_batches))
+        return [70.0 + i for i in range(len(archs))]
+
+    monkeypatch.setattr(autovit_ray.fidelity, "inherited_top1", inherited_top1)
+    c = _claim(tmp_path, record)
+    claim.run_inherited(c)
+    claim.run_inherited(c)  # done: not scored again
+    assert len(scored) == 1 and scored[0][0] == tmp_path / "supernet" and scored[0][2] == claim.SCAN_CALIB_BATCHES
+    saved = json.loads((tmp_path / "inherited.json").read_text())
+    assert list(saved["subnets"]) == ["searched_1.0x", "searched_0.8x", *(f"random_1.0x/{i}" for i in range(5))]
+    assert saved["subnets"]["searched_0.8x"] == {"arch": record["select"]["c2f-0.8x"]["chosen"], "val_top1": 71.0}
+    assert saved["supernet_source"] == "sandwich" and record["inherited"]["file"].endswith("inherited.json")
+
+
+def test_the_truth_check_ranks_30_epoch_runs_by_inherited_accuracy_beside_the_15_epoch_truth(tmp_path,
+                                                                                             monkeypatch) -> None:
+    fidelity = tmp_path / "supernet_fidelity.json"
+    fidelity.write_text(json.dumps({"chosen": "sandwich", "standalone": {"epochs": 15}, "supernets": {
+        "sandwich": {"tau_in_band": 0.55, "tau_in_band_ci": [0.1, 0.9]}}}))
+    monkeypatch.setattr(claim, "FIDELITY_JSON", fidelity)
+    assert claim.truth_check(tmp_path, [], "sandwich") is None  # before the inherited stage
+    keys = ["searched_1.0x", "searched_0.8x", "random_1.0x/0", "random_1.0x/1"]
+    (tmp_path / "inherited.json").write_text(json.dumps({"subnets": {
+        k: {"arch": {}, "val_top1": v} for k, v in zip(keys, (80.0, 78.0, 76.0, 77.0))}}))
+    runs = [claim.Run("peer", 0), claim.Run("searched_1.0x", 0), claim.Run("searched_1.0x", 1),
+            claim.Run("searched_0.8x", 0), claim.Run("random_1.0x", 0, 0)]
+    tests = [_test_record(run, top1, {}) for run, top1 in zip(runs, (99.0, 85.0, 86.0, 84.0, 83.0))]
+    two = claim.truth_check(tmp_path, tests[:3], "sandwich", resamples=200)
+    assert two["kendall_tau"] is None and claim.truth_check_sentence(two) is None  # under three subnets: no tau
+    check = claim.truth_check(tmp_path, tests, "sandwich", resamples=200)
+    assert [s["key"] for s in check["subnets"]] == keys[:3]  # random arch 1 has no 30-epoch run yet
+    assert check["subnets"][0]["standalone_test_top1"] == 85.5 and check["subnets"][0]["seeds"] == 2
+    assert check["kendall_tau"] == pytest.approx(1.0) and check["truth"]["epochs"] == 15
+    assert check["intervals_overlap"] is False  # a tau interval of [1, 1] beside [0.1, 0.9]
+    sentence = claim.truth_check_sentence(check)
+    assert "Kendall tau 1.00" in sentence and "15-epoch truth's in-band tau 0.55 [0.10, 0.90]" in sentence
+    other = claim.truth_check(tmp_path, tests, "--supernet", resamples=200)  # a checkpoint issue 30 did not score
+    assert other["truth"] is None and "no truth of issue 30" in claim.truth_check_sentence(other)
+
+
 def test_the_report_from_a_synthetic_record_has_the_issues_fields(tmp_path, monkeypatch) -> None:
     for name, value in (("RESULTS_JSON", tmp_path / "cifar10_claim.json"), ("BENCHMARKS", tmp_path / "BENCHMARKS.md"),
-                        ("PNG", tmp_path / "cifar10_claim.png")):
+                        ("PNG", tmp_path / "cifar10_claim.png"), ("FIDELITY_JSON", tmp_path / "fidelity.json")):
         monkeypatch.setattr(claim, name, value)
+    (tmp_path / "fidelity.json").write_text(json.dumps({"chosen": "sandwich", "standalone": {"epochs": 15},
+                                                        "supernets": {"sandwich": {"tau_in_band": 0.6,
+                                                                                   "tau_in_band_ci": [0.2, 0.9]}}}))
     out = tmp_path / "out"
     empty = claim.report(out)  # nothing run yet: a report without numbers
     assert empty["verdict"]["beats_peer"] is None and not (tmp_path / "cifar10_claim.png").exists()
+    assert empty["truth_check"] is None
     _artifacts(out)
+    keys = ["searched_1.0x", "searched_0.8x", *(f"random_1.0x/{i}" for i in range(5))]
+    (out / "inherited.json").write_text(json.dumps({"subnets": {
+        k: {"arch": {}, "val_top1": 70.0 + i} for i, k in enumerate(keys)}}))
     (out / "standalone").mkdir()
     top1 = {"peer": [84.5, 84.6, 84.4], "searched_1.0x": [85.5, 85.7, 85.6], "searched_0.8x": [84.0]}
     for run in claim.standalone_runs(False):
@@ -325,3 +381,5 @@ def test_the_report_from_a_synthetic_record_has_the_issues_fields(tmp_path, monk
     text = (tmp_path / "BENCHMARKS.md").read_text()
     assert text.count(claim.SECTION) == 1 and result["verdict"]["sentence"] in text
     assert "The searched model beats the hand-designed peer" in text and "| coarse-to-fine | 3 |" in text
+    assert len(saved["truth_check"]["subnets"]) == 7 and saved["truth_check"]["truth"]["tau_in_band"] == 0.6
+    assert "Issue 30's 15-epoch truth checked at 30 epochs: over the 7 subnet arms" in text
