@@ -304,7 +304,7 @@ def section(result: dict[str, Any], command: str, png: str) -> str:
         lines += ["", f"Coarse-to-fine {when}; bootstrap 95% interval over seeds {shown(lo)} to {shown(hi)}, "
                       "'never' counting as the budget plus one). The paper's claim (the same or better accuracy "
                       "at well under half the search cost) "
-                      + ("holds here." if reach["claim_holds"] else "does not hold here.")]
+                      + ("holds here." if reach["claim_holds"] else "is not supported by this experiment.")]
     lines += ["", held_out_reading(result["runs"])]
     return "\n".join(lines) + "\n"
 

@@ -50,7 +50,7 @@ def test_the_claim_fails_when_coarse_to_fine_never_reaches_evolutions_best() -> 
                                           "latency_budget_ms": 5.5},
                                "evaluations": 300, "seeds": [0, 1, 2], "runs": runs, "reach": reach},
                               "cmd", "bench/results/s.png")
-    assert "does not reach plain evolution's final best" in text and "within 300 evaluations" in text and "does not hold here." in text
+    assert "does not reach plain evolution's final best" in text and "within 300 evaluations" in text and "is not supported by this experiment." in text
     assert "Code: not recorded." in text  # a result without code_runs says so
     assert strategies.reach_statistics([r for r in runs if r["strategy"] == "evolution"]) == {}
 
