@@ -97,13 +97,22 @@ def resolve_registered(args: argparse.Namespace) -> Any:
     return resolve_model_uri(args.arch, uri, Path(tempfile.mkdtemp(prefix="autovit-registry-")))
 
 
-def check_registered_matches(registered: Any, supernet: str, num_classes: int, checkpoint: Path) -> None:
-    """A registered model must come from the checkpoint's supernet and class count."""
+def check_registered_matches(registered: Any, space: SearchSpace, num_classes: int, checkpoint: Path) -> None:
+    """A registered model must come from the checkpoint's supernet, class count and space: the same name
+    and arch can mean another network in an edited space. A version logged before it carried the
+    `space_fingerprint` tag is checked on name and class count only."""
     theirs = (registered.tags.get("supernet"), registered.num_classes)
-    if theirs != (supernet, num_classes):
+    if theirs != (space.name, num_classes):
         raise ValueError(f"{registered.uri} (version {registered.version}) is a model of supernet {theirs[0]!r} "
-                         f"with {theirs[1]} classes; the checkpoint {checkpoint} is supernet {supernet!r} with "
+                         f"with {theirs[1]} classes; the checkpoint {checkpoint} is supernet {space.name!r} with "
                          f"{num_classes} classes")
+    fingerprint = registered.tags.get("space_fingerprint")
+    if fingerprint is not None and fingerprint != space.fingerprint():
+        raise ValueError(f"{registered.uri} (version {registered.version}) was searched in a space with fingerprint "
+                         f"{fingerprint}; the checkpoint {checkpoint} is of space {space.name!r} (input profile "
+                         f"{space.input_profile.name!r}) with fingerprint {space.fingerprint()}: pass the "
+                         f"checkpoint the version was searched on (its checkpoint tag: "
+                         f"{registered.tags.get('checkpoint')})")
 
 
 def check_in_space(arch: Arch, space: SearchSpace, checkpoint: Path) -> None:
@@ -197,7 +206,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         arch = resolve_arch(args.arch, lambda: default_tracking_uri(Experiment.of_checkpoint(checkpoint).root, args.mlflow_uri))
     supernet, space, config = load_supernet(checkpoint)
     if registered is not None:
-        check_registered_matches(registered, space.name, supernet.num_classes, checkpoint)
+        check_registered_matches(registered, space, supernet.num_classes, checkpoint)
     check_in_space(arch, space, checkpoint)
     data = dataclasses.replace(config.data, data_dir=args.data_dir) if args.data_dir else config.data
 

@@ -22,6 +22,7 @@ from autovit_ray.registry import (
     resolve_model_uri,
     using_tracking_uri,
 )
+from autovit_ray.space import load_space
 
 
 @pytest.fixture
@@ -77,11 +78,18 @@ def test_models_uris_resolve_to_arch_and_weights(logged, tmp_path):
         x = torch.randn(2, 3, 8, 8)
         with torch.no_grad():
             assert torch.allclose(found.build()(x), logged["model"](x), atol=1e-6)
-    check_registered_matches(found, "xxs", 10, Path("/ckpt"))
+    space = logged["space"]
+    check_registered_matches(found, space, 10, Path("/ckpt"))
     with pytest.raises(ValueError, match="supernet 'xxs' with 10 classes; the checkpoint /ckpt is supernet 's' with 10"):
-        check_registered_matches(found, "s", 10, Path("/ckpt"))
+        check_registered_matches(found, load_space("s", input_profile="digits"), 10, Path("/ckpt"))
     with pytest.raises(ValueError, match="with 100 classes"):
-        check_registered_matches(found, "xxs", 100, Path("/ckpt"))
+        check_registered_matches(found, space, 100, Path("/ckpt"))
+    other_profile = load_space("xxs", input_profile="cifar10")  # the same name, another network
+    with pytest.raises(ValueError, match=r"searched in a space with fingerprint .*input profile 'cifar10'.*"
+                                         r"its checkpoint tag: /ckpt"):
+        check_registered_matches(found, other_profile, 10, Path("/ckpt"))
+    older = dataclasses.replace(found, tags={k: v for k, v in found.tags.items() if k != "space_fingerprint"})
+    check_registered_matches(older, other_profile, 10, Path("/ckpt"))  # logged before the tag: name and classes
 
 
 @pytest.mark.parametrize("spec, message", [
