@@ -28,6 +28,7 @@ from autovit_ray.latency import (
     get_backend,
     register_backend,
 )
+from autovit_ray.space import load_space
 
 HEADING = "A new latency backend"
 
@@ -150,6 +151,25 @@ def test_the_pipeline_gives_each_backend_its_own_settings(tmp_path, backend, exp
                                         "profile.compute_units=CPU_ONLY", "profile.remote_command=run {model}",
                                         "profile.export_format=coreml"])
     assert Pipeline(cfg, log=lambda _: None).profile_build()[0] == expected
+
+
+def test_backend_options_in_the_pipeline_config(tmp_path):
+    from autovit_ray.pipeline import Pipeline, load_pipeline_config, profile_settings
+
+    base = [f"output_dir={tmp_path}", "profile.backend=torch-cpu"]
+    cfg = load_pipeline_config("demo", [*base, "profile.backend_options=[warmup=3, steady_malloc=false, threads=2]"])
+    pipeline = Pipeline(cfg, log=lambda _: None)
+    assert pipeline.profile_build()[0] == {"threads": 2, "warmup": 3, "steady_malloc": False}  # over the field
+    argv = pipeline.profile_argv("xxs", load_space("xxs", input_profile="digits"), 10, tmp_path / "t.parquet")
+    assert argv[argv.index("--threads") + 1] == "2" and "warmup=3" in argv and "steady_malloc=False" in argv
+    # the fingerprint holds the options only when set: a table profiled before the field existed is reused
+    plain = load_pipeline_config("demo", base).profile
+    assert "backend_options" not in profile_settings(plain) and "backend_options" in profile_settings(cfg.profile)
+    with pytest.raises(ValueError, match=r"'color' is not an option of backend 'torch-cpu'; its options: "
+                                         r"\['threads', 'clock', 'warmup', 'steady_malloc'\]"):
+        load_pipeline_config("demo", [*base, "profile.backend_options=[color=red]"])  # at load, not after training
+    with pytest.raises(ValueError, match="entry 'warmup' is invalid: expected NAME=VALUE"):
+        load_pipeline_config("demo", [*base, "profile.backend_options=[warmup]"])
 
 
 def test_backend_options_on_the_command_line(capsys):

@@ -54,6 +54,9 @@ class ProfileStage:
     compute_units: str | None = None  # coreml (macOS): ALL, CPU_ONLY, CPU_AND_GPU, CPU_AND_NE
     remote_command: str | None = None  # remote: a command template, see docs/latency.md
     export_format: str | None = None  # remote: onnx (default), coreml, torchscript
+    # any other option of the backend (its constructor's parameters) as NAME=VALUE, e.g. warmup=10: the
+    # pipeline's `profile --backend-option`; it overrides the fields above
+    backend_options: tuple[str, ...] = ()
     quiet_cpus: float = 0.3  # negative: time rounds regardless of other processes' load
     quiet_wait_s: float = 60.0
     budget_s: float = 3600.0
@@ -144,6 +147,8 @@ class PipelineConfig:
                              "whose latency and parameters they multiply")
         if self.search.params_budget_factor is not None and self.search.params_budget is not None:
             raise ValueError("search.params_budget and search.params_budget_factor are both set: expected one")
+        if self.profile.backend_options:
+            backend_options(self.profile)  # a misspelt option fails now, not after the training
         if not 0.0 < self.search.auto_quantile <= 1.0:
             raise ValueError(f"search.auto_quantile {self.search.auto_quantile} is invalid: expected 0 < q <= 1")
         # the search settings are checked now, by SearchConfig itself, not after the training stage
@@ -189,6 +194,32 @@ def file_digest(path: Path) -> str:
 def _settings(section: Any) -> dict[str, Any]:
     """A stage's settings that change its outputs (the time budget does not)."""
     return {k: v for k, v in dataclasses.asdict(section).items() if k != "budget_s"}
+
+
+def profile_settings(section: ProfileStage) -> dict[str, Any]:
+    """The profile settings a table's fingerprint holds; `backend_options` only when set, so that the
+    tables of experiments made before the field existed stay up to date."""
+    return {k: v for k, v in _settings(section).items() if k != "backend_options" or v}
+
+
+def backend_options(section: ProfileStage) -> dict[str, Any]:
+    """{option: value} of `section.backend_options`, each an option of its backend, or one ValueError."""
+    from ..config import parse_override
+    from ..latency import backend_class
+
+    options = backend_class(section.backend).options()
+    found = {}
+    for text in section.backend_options:
+        try:
+            name, value = parse_override(text)
+        except ValueError:
+            raise ValueError(f"profile.backend_options entry {text!r} is invalid: expected NAME=VALUE, e.g. "
+                             "warmup=10") from None
+        if name not in options:
+            raise ValueError(f"profile.backend_options entry {text!r}: {name!r} is not an option of backend "
+                             f"{section.backend!r}; its options: {list(options)}")
+        found[name] = value
+    return found
 
 
 def search_settings(section: Any) -> dict[str, Any]:
@@ -354,6 +385,7 @@ class Pipeline:
                  "export_format": p.export_format}
         options = backend_class(p.backend).options()
         settings = {key: value for key, value in given.items() if value is not None and key in options}
+        settings |= backend_options(p)
         build = BuildConfig(rounds=p.rounds, repeats=p.repeats, references=p.references,
                             quiet_cpus=None if p.quiet_cpus < 0 else p.quiet_cpus, quiet_wait_s=p.quiet_wait_s)
         return settings, build
@@ -372,7 +404,7 @@ class Pipeline:
         flags = {"threads": "--threads", "compute_units": "--compute-units", "command": "--remote-command",
                  "export_format": "--export-format"}
         for key, value in settings.items():
-            argv += [flags[key], str(value)]
+            argv += [flags[key], str(value)] if key in flags else ["--backend-option", f"{key}={value}"]
         return argv
 
     def run_profile(self) -> str:
@@ -388,7 +420,7 @@ class Pipeline:
         statuses, luts = [], {}
         for name, space in self.spaces().items():
             num_classes = read_record(self.checkpoint(name)).num_classes
-            fp = fingerprint("profile", _settings(p), space.fingerprint(), num_classes, device)
+            fp = fingerprint("profile", profile_settings(p), space.fingerprint(), num_classes, device)
             path = self.experiment.lut(name)
             luts[name] = str(path)
             if self._reusable("profile", name, fp) is not None and path.is_file():
