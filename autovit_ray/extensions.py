@@ -1,4 +1,5 @@
-"""Named extensions: one `Registry` per extension point (latency backends, search strategies).
+"""Named extensions: one `Registry` per extension point (latency backends, search strategies, block
+kinds, datasets).
 
 A registry maps a name to a class or a factory. The built-in entries register where they are
 defined; yours register from your own code (`registry.register(name)`, a decorator) or, in a package
@@ -34,13 +35,15 @@ class Registry(Generic[T]):
 
     `kind` names the kind in messages ("latency backend"); `entry_point_group` is where installed
     packages declare theirs; `renamed` maps old names to today's (they resolve with a FutureWarning);
-    `check(name, entry)` raises ValueError for an entry that cannot serve (a wrong type)."""
+    `check(name, entry)` raises ValueError for an entry that cannot serve (a wrong type); `hint` ends
+    the error for an unknown name (how to provide one)."""
 
     def __init__(self, kind: str, entry_point_group: str | None = None, renamed: Mapping[str, str] | None = None,
-                 check: Callable[[str, T], None] | None = None) -> None:
+                 check: Callable[[str, T], None] | None = None, hint: str = "") -> None:
         self.kind, self.entry_point_group = kind, entry_point_group
         self.renamed = dict(renamed or {})
         self._check = check
+        self.hint = hint
         self._entries: dict[str, T] = {}
 
     def register(self, name: str, entry: T | None = None, *, replace: bool = False) -> Any:
@@ -103,8 +106,13 @@ class Registry(Generic[T]):
                                      f"{self.entry_point_group!r} failed: {type(exc).__name__}: {exc}") from exc
                 self.register(name, loaded)
         if name not in self._entries:
-            raise ValueError(f"unknown {self.kind} {name!r}; allowed: {list(self.names())}")
+            hint = f" ({self.hint})" if self.hint else ""
+            raise ValueError(f"unknown {self.kind} {name!r}; allowed: {list(self.names())}{hint}")
         return self._entries[name]
+
+    def entries(self) -> dict[str, T]:
+        """{name: entry} registered now (a copy), without importing plugins or loading entry points."""
+        return dict(self._entries)
 
     def names(self) -> tuple[str, ...]:
         """Registered names (in registration order), then those of installed entry points not loaded yet."""

@@ -86,7 +86,7 @@ def test_bad_kinds_get_one_clear_error(tmp_path, toy_space_path):
     raw["mbconv_stages"][1]["kind"] = "no-such-kind"
     (tmp_path / "unknown.yaml").write_text(yaml.safe_dump(raw))
     with pytest.raises(ValueError, match=r"space 'toy': mbconv stage 2: unknown block kind 'no-such-kind'; "
-                                         r"registered: \[.*'dsconv'.*\]"):
+                                         r"allowed: \[.*'dsconv'.*\] \(import the module that registers it"):
         load_space(tmp_path / "unknown.yaml")
     raw["mbconv_stages"][1]["kind"] = "mobilevit"
     (tmp_path / "slot.yaml").write_text(yaml.safe_dump(raw))
@@ -200,8 +200,7 @@ def test_a_kind_registered_by_a_plugin_module_is_found_without_block_kind_module
         "from dsconv_kind import SeparableConvKind\nfrom autovit_ray.blocks import register_block_kind\n\n\n"
         "class PluginConvKind(SeparableConvKind):\n    name = 'plugin-dsconv'\n\n\n"
         "register_block_kind(PluginConvKind())\n")
-    for registry in ("_REGISTRY", "_STAGE_KINDS"):  # the kind is registered for this test only
-        monkeypatch.setattr(kinds, registry, dict(getattr(kinds, registry)))
+    monkeypatch.setattr(kinds.BLOCK_KINDS, "_entries", kinds.BLOCK_KINDS.entries())  # for this test only
     monkeypatch.syspath_prepend(str(tmp_path))
     raw = yaml.safe_load(write_toy_space(tmp_path).read_text())
     del raw["block_kind_modules"]
@@ -210,3 +209,24 @@ def test_a_kind_registered_by_a_plugin_module_is_found_without_block_kind_module
         space_from_dict(raw)
     monkeypatch.setenv("AUTOVIT_RAY_PLUGINS", "my_kinds_plugin")
     assert [s.kind for s in space_from_dict(raw).mbconv_stages] == ["plugin-dsconv"] * 3
+
+
+def test_a_kind_of_an_installed_package_is_found_by_its_entry_point(tmp_path):
+    """A package that others install declares its kind as an entry point of group autovit_ray.block_kinds:
+    a space naming the kind loads without block_kind_modules or AUTOVIT_RAY_PLUGINS."""
+    from extending_examples import blocks, installed
+
+    from autovit_ray.blocks import BLOCK_KINDS
+
+    source = ("from dsconv_kind import SeparableConvKind\n\n\n"
+              "class InstalledConvKind(SeparableConvKind):\n    name = 'installed-dsconv'\n\n\n"
+              "KIND = InstalledConvKind()\n")
+    (toml,) = blocks("A new block kind", "toml")  # the docs' entry point, as written
+    raw = yaml.safe_load(write_toy_space(tmp_path).read_text())
+    del raw["block_kind_modules"]
+    raw["mbconv_stages"] = [dict(s, kind="installed-dsconv") for s in raw["mbconv_stages"]]
+    with installed(tmp_path / "site", source, toml, BLOCK_KINDS):
+        assert "installed-dsconv" in BLOCK_KINDS and "installed-dsconv" not in BLOCK_KINDS.entries()
+        assert [s.kind for s in space_from_dict(raw).mbconv_stages] == ["installed-dsconv"] * 3
+        assert stage_kind("installed-dsconv", "conv").name == "installed-dsconv"
+    assert "installed-dsconv" not in BLOCK_KINDS

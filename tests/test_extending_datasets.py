@@ -20,6 +20,7 @@ import yaml
 from conftest import TINY_TRAIN_SETTINGS
 
 from autovit_ray.data import (
+    DATASETS,
     ArraySource,
     DataConfig,
     DatasetSpec,
@@ -167,3 +168,20 @@ def test_bad_registrations_get_one_clear_error(tmp_path):
             ArraySource(images, np.array([0, 2]), ["a", "b"])
     finally:
         unregister_dataset("broken")
+
+
+def test_a_dataset_of_an_installed_package_is_found_by_its_entry_point(tmp_path):
+    """A package that others install declares a DatasetSpec as an entry point of group autovit_ray.datasets:
+    a training config names it without AUTOVIT_RAY_PLUGINS."""
+    from extending_examples import installed
+
+    source = ("from autovit_ray.data import DatasetSpec\n\n"
+              "SPEC = DatasetSpec('installed-digits', 'autovit_ray.data.sources:load_digits', 8, ('digits',))\n")
+    toml = '[project.entry-points."autovit_ray.datasets"]\ninstalled-digits = "installed_dataset:SPEC"\n'
+    with pytest.raises(ValueError, match="DataConfig.dataset = 'installed-digits' is invalid"):
+        DataConfig(dataset="installed-digits")
+    with installed(tmp_path / "site", source, toml, DATASETS):
+        assert "installed-digits" in dataset_names() and "installed-digits" not in DATASETS.entries()
+        assert DataConfig(dataset="installed-digits").defaults.resolution == 8  # the spec, loaded by its name
+        assert dataset_spec("installed-digits").input_profiles == ("digits",)
+    assert "installed-digits" not in dataset_names()

@@ -7,6 +7,7 @@ stage kind `mobilevit` (`mobilevit.py`), registered on import. A new kind is one
 
 from . import ends, mbconv, mobilevit  # noqa: F401 - importing registers the built-in kinds
 from .kind import (
+    BLOCK_KINDS,
     DEFAULT_STAGE_KINDS,
     SLOT_CHOICES,
     BlockKind,
@@ -24,7 +25,7 @@ from .kind import (
 )
 
 __all__ = [
-    "DEFAULT_STAGE_KINDS", "SLOT_CHOICES", "BlockKind", "BlockSpec", "ModulePath", "StageInput", "StageKind",
+    "BLOCK_KINDS", "DEFAULT_STAGE_KINDS", "SLOT_CHOICES", "BlockKind", "BlockSpec", "ModulePath", "StageInput", "StageKind",
     "block_kind", "conv_bn_params", "conv_out", "import_kind_modules", "kind_modules",
     "register_block_kind", "stage_kind",
 ]

@@ -8,8 +8,9 @@ how its static and dynamic modules are built and activated, which latency-table 
 into, and what an exporter should know about it. The stem and the head are plain block kinds (counts
 and latency keys only): every network has exactly one of each.
 
-Kinds are objects registered by name (`register_block_kind`); the built-in ones are registered when
-`autovit_ray.blocks` is imported. Pure Python: a kind builds its torch modules in methods that
+Kinds are objects registered by name (`register_block_kind`, into `BLOCK_KINDS`, an
+`extensions.Registry`: an installed package may declare its kinds as entry points of group
+`autovit_ray.block_kinds`); the built-in ones are registered when `autovit_ray.blocks` is imported. Pure Python: a kind builds its torch modules in methods that
 import torch when called, so the space and the plan stay free of torch.
 """
 
@@ -21,7 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar, NamedTuple
 
-from ..plugins import load_plugins
+from ..extensions import Registry
 
 ModulePath = tuple[str | int, ...]  # attribute names / indices into a static AutoViTNet
 
@@ -177,8 +178,20 @@ class StageKind(BlockKind):
 # --------------------------------------------------------------------------------------------
 
 
-_REGISTRY: dict[str, BlockKind] = {}
-_STAGE_KINDS: dict[tuple[str, str], StageKind] = {}  # (name, slot): the plan's lookup, without isinstance
+def _check_kind(name: str, kind: BlockKind) -> None:
+    if not isinstance(kind, BlockKind):
+        raise ValueError(f"block kind {name!r} must be a BlockKind instance, got {type(kind).__name__}")
+    if name != kind.name or "/" in name:
+        raise ValueError(f"a block kind registers under its own name, without '/': {name!r} for "
+                         f"{type(kind).__name__} named {kind.name!r}")
+    if isinstance(kind, StageKind) and kind.slot not in SLOT_CHOICES:
+        raise ValueError(f"stage kind {name!r} has slot {kind.slot!r}; expected one of {list(SLOT_CHOICES)}")
+
+
+BLOCK_KINDS: Registry[BlockKind] = Registry(
+    "block kind", entry_point_group="autovit_ray.block_kinds", check=_check_kind,
+    hint="import the module that registers it, name it in the space's block_kind_modules or in "
+         "AUTOVIT_RAY_PLUGINS, or install a package declaring it as an entry point of group autovit_ray.block_kinds")
 
 
 def register_block_kind(kind: BlockKind) -> BlockKind:
@@ -187,19 +200,10 @@ def register_block_kind(kind: BlockKind) -> BlockKind:
     if not isinstance(kind, BlockKind):
         raise ValueError(f"register_block_kind needs a BlockKind instance, got {type(kind).__name__}")
     name = kind.name
-    if not isinstance(name, str) or not name or "/" in name:
-        raise ValueError(f"a block kind needs a non-empty name without '/', got {name!r} "
-                         f"({type(kind).__name__})")
-    if isinstance(kind, StageKind) and kind.slot not in SLOT_CHOICES:
-        raise ValueError(f"stage kind {name!r} has slot {kind.slot!r}; expected one of {list(SLOT_CHOICES)}")
-    taken = _REGISTRY.get(name)
-    if taken is not None and _class_name(taken) != _class_name(kind):
-        raise ValueError(f"block kind {name!r} is already registered ({_class_name(taken)}); "
-                         "choose another name")
-    _REGISTRY[name] = kind
-    if isinstance(kind, StageKind):
-        _STAGE_KINDS[name, kind.slot] = kind
-    return kind
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"a block kind needs a non-empty name without '/', got {name!r} ({type(kind).__name__})")
+    taken = BLOCK_KINDS.entries().get(name)
+    return BLOCK_KINDS.register(name, kind, replace=taken is not None and _class_name(taken) == _class_name(kind))
 
 
 def _class_name(kind: BlockKind) -> str:
@@ -207,28 +211,23 @@ def _class_name(kind: BlockKind) -> str:
 
 
 def block_kind(name: str) -> BlockKind:
-    if name not in _REGISTRY:
-        load_plugins()  # the modules of AUTOVIT_RAY_PLUGINS register theirs (a space may not name them)
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise ValueError(f"unknown block kind {name!r}; registered: {sorted(_REGISTRY)} (import the "
-                         "module that registers it first)") from None
+    return BLOCK_KINDS.get(name)
+
+
+def _stage_kinds(slot: str | None = None) -> list[str]:
+    """The names of the registered stage kinds (of `slot` when given), for messages."""
+    return sorted(n for n, k in BLOCK_KINDS.entries().items() if isinstance(k, StageKind)
+                  and (slot is None or k.slot == slot))
 
 
 def stage_kind(name: str, slot: str | None = None) -> StageKind:
     """The stage kind `name`, checked to fill `slot` when given."""
-    found = _STAGE_KINDS.get((name, slot)) if slot is not None else None
-    if found is not None:
-        return found
     kind = block_kind(name)
     if not isinstance(kind, StageKind):
-        stage_names = sorted(n for n, k in _REGISTRY.items() if isinstance(k, StageKind))
-        raise ValueError(f"block kind {name!r} cannot be a stage; stage kinds: {stage_names}")
+        raise ValueError(f"block kind {name!r} cannot be a stage; stage kinds: {_stage_kinds()}")
     if slot is not None and kind.slot != slot:
-        fitting = sorted(n for n, k in _REGISTRY.items() if isinstance(k, StageKind) and k.slot == slot)
         raise ValueError(f"stage kind {name!r} fills a {kind.slot} stage, not a {slot} stage; "
-                         f"{slot} stage kinds: {fitting}")
+                         f"{slot} stage kinds: {_stage_kinds(slot)}")
     return kind
 
 

@@ -124,7 +124,8 @@ def _is_int(value: Any) -> bool:
 
 def _validate(cfg: DataConfig) -> None:
     if cfg.dataset not in dataset_names():
-        raise _bad("dataset", cfg.dataset, f"one of {dataset_names()} (more: autovit_ray.data.register_dataset)")
+        raise _bad("dataset", cfg.dataset, f"one of {dataset_names()} (more: autovit_ray.data.register_dataset, or "
+                   "an installed package's entry point of group autovit_ray.datasets)")
     if cfg.data_dir is not None and not isinstance(cfg.data_dir, (str, Path)):
         raise _bad("data_dir", cfg.data_dir, "a folder path or None")
     if cfg.resolution is not None and not (_is_int(cfg.resolution) and cfg.resolution > 0):

@@ -1,7 +1,8 @@
 """The dataset registry: what each `DataConfig.dataset` name means.
 
 A dataset is one registration, `register_dataset(DatasetSpec(...))` (in a module of `AUTOVIT_RAY_PLUGINS`,
-`autovit_ray.plugins`, so that every process of a run makes it): a loader that returns its official
+`autovit_ray.plugins`, so that every process of a run makes it; or, in a package that others install, a
+`DatasetSpec` declared as an entry point of group `autovit_ray.datasets`): a loader that returns its official
 train and test splits as sources (`autovit_ray.data.sources`: `ArraySource` for images in memory,
 `FileSource` for image files), its native resolution, its normalisation, its split and augmentation
 defaults, and the input profiles of the search space made for it (`configs/profiles.yaml`; the first is
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..extensions import Registry
 from ..plugins import load_plugins
 
 IMAGENET_DEFAULT_MEAN = (0.485, 0.456, 0.406)  # = timm.data's
@@ -106,41 +108,49 @@ class DatasetSpec:
         return f"{load.__module__}.{load.__qualname__}"
 
 
-_REGISTRY: dict[str, DatasetSpec] = {}
+def _check_spec(name: str, spec: DatasetSpec) -> None:
+    if not isinstance(spec, DatasetSpec):
+        raise ValueError(f"dataset {name!r} must be a DatasetSpec, got {type(spec).__name__}")
+    if spec.name != name:
+        raise ValueError(f"a dataset registers under its own name: {name!r} for the DatasetSpec named {spec.name!r}")
+
+
+DATASETS: Registry[DatasetSpec] = Registry(
+    "dataset", entry_point_group="autovit_ray.datasets", check=_check_spec,
+    hint="register it: autovit_ray.data.register_dataset in a module of AUTOVIT_RAY_PLUGINS, or a package "
+         "declaring it as an entry point of group autovit_ray.datasets; docs/extending.md")
 
 
 def register_dataset(spec: DatasetSpec) -> None:
     """Make `spec.name` a `DataConfig.dataset`."""
     if not isinstance(spec, DatasetSpec):
         raise ValueError(f"register_dataset takes a DatasetSpec, got {type(spec).__name__}")
-    if spec.name in _REGISTRY:
+    if spec.name in DATASETS.entries():
         raise ValueError(f"dataset {spec.name!r} is already registered; choose another name")
-    _REGISTRY[spec.name] = spec
+    DATASETS.register(spec.name, spec)
 
 
 def unregister_dataset(name: str) -> None:
     """Undo `register_dataset` (the built-in datasets stay)."""
-    if name in BUILTIN_DATASETS or name not in _REGISTRY:
+    if name in BUILTIN_DATASETS or name not in DATASETS.entries():
         raise ValueError(f"dataset {name!r} was not registered in code; registered: "
-                         f"{sorted(set(_REGISTRY) - set(BUILTIN_DATASETS))}")
-    del _REGISTRY[name]
+                         f"{sorted(set(DATASETS.entries()) - set(BUILTIN_DATASETS))}")
+    DATASETS.unregister(name)
 
 
 def dataset_names() -> tuple[str, ...]:
+    """The registered datasets, then those of installed entry points not loaded yet."""
     load_plugins()  # the modules of AUTOVIT_RAY_PLUGINS register theirs
-    return tuple(_REGISTRY)
+    return DATASETS.names()
 
 
 def dataset_spec(name: str) -> DatasetSpec:
-    if name not in dataset_names():
-        raise ValueError(f"unknown dataset {name!r}: expected one of {dataset_names()} (or register it: "
-                         "autovit_ray.data.register_dataset, docs/extending.md)")
-    return _REGISTRY[name]
+    return DATASETS.get(name)
 
 
 def dataset_of_input_profile(input_profile: str) -> str | None:
     """The first dataset whose input profiles include `input_profile` (None: no dataset names it)."""
-    return next((name for name in dataset_names() if input_profile in _REGISTRY[name].input_profiles), None)
+    return next((name for name in dataset_names() if input_profile in DATASETS.get(name).input_profiles), None)
 
 
 _BUILTIN = (
@@ -156,5 +166,5 @@ BUILTIN_DATASETS = tuple(spec.name for spec in _BUILTIN)
 for _spec in _BUILTIN:
     register_dataset(_spec)
 
-__all__ = ["BUILTIN_DATASETS", "CROPS", "IMAGENET_DEFAULT_MEAN", "IMAGENET_DEFAULT_STD", "DatasetSpec", "Loader",
+__all__ = ["BUILTIN_DATASETS", "CROPS", "DATASETS", "IMAGENET_DEFAULT_MEAN", "IMAGENET_DEFAULT_STD", "DatasetSpec", "Loader",
            "dataset_names", "dataset_of_input_profile", "dataset_spec", "register_dataset", "unregister_dataset"]
