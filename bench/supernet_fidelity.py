@@ -6,6 +6,7 @@ Everything runs through the product's commands, from a pinned copy of the code:
     .venv/bin/python bench/supernet_fidelity.py --data-dir /path/to/cifar10    # resumable: rerun to continue
     .venv/bin/python bench/supernet_fidelity.py --stop-after scan
     .venv/bin/python bench/supernet_fidelity.py --report-only                  # JSON and section from what exists
+    .venv/bin/python bench/supernet_fidelity.py --past-gate "why"   # go on past a failed gate, the reason recorded
 
 1. ``supernets``: two XXS supernets of the ``cifar10-p1`` input profile, `EPOCHS` epochs each, through
    ``python -m autovit_ray.train --config cifar10-p1``: ``sandwich`` (the largest, the smallest and one
@@ -14,8 +15,10 @@ Everything runs through the product's commands, from a pinned copy of the code:
    random subnet per step, Algorithm 1 as the paper trains it; about 1/3 of a sandwich step).
 2. ``scan``: the cheap check before the truth's hours. `SCAN_SUBNETS` random subnets plus the largest
    and the smallest, each with the accuracy it inherits (BatchNorm recalibrated) on the full 5k
-   validation split, against its latency-table milliseconds. If the sandwich supernet's largest minus
-   smallest is under `SPAN_GATE` points the run stops here: the truth would not be worth its hours.
+   validation split, against its latency-table milliseconds. The sandwich supernet is scanned as soon
+   as it is trained, before the uniform control: if its largest minus smallest is under `SPAN_GATE`
+   points the run stops there (``gate.json``), as the control and the truth would not be worth their
+   hours until the cause is known; a rerun with ``--past-gate REASON`` goes on, the reason recorded.
 3. ``band``: the peer's latency in the table's milliseconds (the peer and 12 random subnets measured in
    one interleaved run; their median table/measured ratio converts), and the band 0.8-1.2x of it.
 4. ``truth``: ``python -m autovit_ray.fidelity`` with both checkpoints: `TRUTH_SUBNETS` subnets, at least
@@ -142,6 +145,28 @@ def scan(checkpoint: Path, out: Path, sampler: str) -> dict[str, Any]:
     return record
 
 
+def check_gate(scan_record: dict[str, Any], out: Path, reason: str | None) -> bool:
+    """Whether the run goes on past the sandwich scan: its largest minus smallest is at least `SPAN_GATE`
+    points, or a reason to go on anyway was given (now, or on an earlier run: `gate.json` keeps it)."""
+    path = out / "gate.json"
+    earlier = json.loads(path.read_text()).get("continued_because") if path.is_file() else None
+    span = scan_record["largest_minus_smallest"]
+    passed = span >= SPAN_GATE
+    because = None if passed else (reason or earlier)
+    atomic_write_text(path, json.dumps({"span": span, "gate": SPAN_GATE, "passed": passed,
+                                        "continued_because": because, "epochs_done": scan_record.get("epochs_done"),
+                                        "commit": code_commit()}, indent=1))
+    if passed:
+        log(f"scan: the sandwich supernet's largest minus smallest is {span:.2f} points (gate {SPAN_GATE}): met")
+    elif because:
+        log(f"scan: the sandwich supernet's largest minus smallest is {span:.2f} points (< {SPAN_GATE}); going on "
+            f"because: {because}")
+    else:
+        log(f"scan: the sandwich supernet's largest minus smallest is {span:.2f} points (< {SPAN_GATE}): stopping "
+            "before the uniform control and the truth; find out why, then rerun with --past-gate REASON to go on")
+    return passed or bool(because)
+
+
 def peer_band(out: Path) -> dict[str, Any]:
     """The peer's latency in table milliseconds, and the band around it (see the module doc)."""
     path = out / "band.json"
@@ -219,12 +244,14 @@ def report(out: Path) -> dict[str, Any]:
         supernets[sampler] = entry
     band_path = out / "band.json"
     band = json.loads(band_path.read_text()) if band_path.is_file() else None
+    gate_path = out / "gate.json"
+    gate = json.loads(gate_path.read_text()) if gate_path.is_file() else None
     chosen = choose(supernets, scans, band) if fidelity else None
     result = {
         "peer": {"val_top1": peer.get("val_top1"), "test_top1": peer.get("test_top1"), "epochs": PEER_EPOCHS,
                  "adaptation": (recipe.get("choice") or {}).get("adaptation"),
                  "recipe": (recipe.get("choice") or {}).get("recipe")},
-        "supernets": supernets, "span_gate": SPAN_GATE,
+        "supernets": supernets, "span_gate": SPAN_GATE, "gate": gate,
         "band": band,
         "standalone": fidelity["standalone"] if fidelity else None, "chosen": chosen,
         "scans": {s: v["subnets"] for s, v in scans.items()}, "report_commit": code_commit(),
@@ -306,7 +333,12 @@ def section(r: dict[str, Any]) -> str:
         lines.append(f"| {name} | {s['epochs_done']}/{s['epochs']} | {_num(s.get('inherited_span'))} | "
                      f"{_num(scan_.get('random_span'))} | {_num(s.get('kendall_tau'))} [{_num(s.get('tau_low'))}, "
                      f"{_num(s.get('tau_high'))}] | {_num(s.get('tau_in_band'))} | {_num(s.get('tau_macs'))} |")
-    lines += ["", f"Gate before the truth: the sandwich supernet's largest minus smallest ≥ {r['span_gate']:.0f} points."]
+    gate = r.get("gate")
+    verdict = ("" if gate is None else f" Measured {gate['span']:.2f} points: met." if gate["passed"] else
+               f" Measured {gate['span']:.2f} points: not met; the run went on because: {gate['continued_because']}."
+               if gate["continued_because"] else f" Measured {gate['span']:.2f} points: not met; the run stopped there.")
+    lines += ["", f"Gate before the truth: the sandwich supernet's largest minus smallest ≥ {r['span_gate']:.0f} "
+                  f"points.{verdict}"]
     if r["scans"]:
         lines += ["", f"![inherited validation top-1 vs table latency]({SCAN_PNG_IN_REPO.as_posix()})", ""]
     if r["band"]:
@@ -322,7 +354,10 @@ def section(r: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = staged_parser(__doc__, "supernet_fidelity", STAGES).parse_args(argv)
+    parser = staged_parser(__doc__, "supernet_fidelity", STAGES)
+    parser.add_argument("--past-gate", default=None, metavar="REASON",
+                        help="go on past a sandwich scan under the gate, for this recorded reason")
+    args = parser.parse_args(argv)
     out = args.out.expanduser().resolve()
     if args.report_only:
         report(out)
@@ -335,16 +370,16 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     data_dir = args.data_dir.resolve()
     start = time.time()
-    checkpoints = {sampler: train_supernet(sampler, out, data_dir) for sampler in SAMPLERS}
+    sandwich = train_supernet("sandwich", out, data_dir)
+    if args.stop_after != "supernets":  # the gate before the control's hours
+        ensure_lut()
+        if not check_gate(scan(sandwich, out, "sandwich"), out, args.past_gate):
+            return 1
+    checkpoints = {"sandwich": sandwich, "uniform": train_supernet("uniform", out, data_dir)}
     if args.stop_after == "supernets":
         return 0
-    ensure_lut()
-    scans = {sampler: scan(checkpoint, out, sampler) for sampler, checkpoint in checkpoints.items()}
-    span = scans["sandwich"]["largest_minus_smallest"]
-    if span < SPAN_GATE:
-        log(f"scan: the sandwich supernet's largest minus smallest is {span:.2f} points (< {SPAN_GATE}): stopping "
-            "before the truth; find out why first")
-        return 1
+    for sampler, checkpoint in checkpoints.items():
+        scan(checkpoint, out, sampler)  # the sandwich's is on disk already: read back
     if args.stop_after == "scan":
         return 0
     band = peer_band(out)

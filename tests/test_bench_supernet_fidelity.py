@@ -104,3 +104,43 @@ def test_a_tie_in_band_tau_goes_to_the_better_inherited_accuracy_at_the_peers_la
     assert bench.choose(tied, scans, band) == "uniform"  # 0.50 = 0.50; 77.0 > 74.5 in the band
     assert bench.choose({**tied, "uniform": {"tau_in_band": 0.48}}, scans, band) == "sandwich"
     assert bench.choose({**tied, "uniform": {"tau_in_band": None}}, scans, band) is None
+
+
+def test_the_sandwich_is_scanned_before_the_control_trains_and_a_failed_gate_stops_until_a_reason(tmp_path,
+                                                                                                  monkeypatch):
+    record = tmp_path / "cifar10_recipe.json"
+    record.write_text(json.dumps({"choice": {"adaptation": "stem1", "recipe": "padcrop"},
+                                  "peer": {"val_top1": bench.GATE_VAL_TOP1 + 1.0}}))
+    monkeypatch.setattr(bench, "RECIPE_JSON", record)
+    steps = []
+
+    def train_supernet(sampler, out, data_dir):  # stands in for hours of `autovit_ray.train`
+        steps.append(f"train {sampler}")
+        return tmp_path / sampler
+
+    def scan(checkpoint, out, sampler):  # stands in for the validation passes
+        steps.append(f"scan {sampler}")
+        return {**_scan(sampler, 76.0, 74.5), "epochs_done": 30}
+
+    monkeypatch.setattr(bench, "train_supernet", train_supernet)
+    monkeypatch.setattr(bench, "scan", scan)
+    monkeypatch.setattr(bench, "ensure_lut", lambda: steps.append("lut"))
+    monkeypatch.setattr(bench, "peer_band", lambda out: steps.append("band") or {"band_ms": [2.4, 3.6]})
+    out = tmp_path / "out"
+    argv = ["--out", str(out), "--data-dir", str(tmp_path), "--stop-after", "band"]
+    assert bench.main(argv) == 1  # 1.5 points < the gate: stopped before the control
+    assert steps == ["train sandwich", "lut", "scan sandwich"]
+    gate = json.loads((out / "gate.json").read_text())
+    assert gate["span"] == 1.5 and gate["passed"] is False and gate["continued_because"] is None
+    steps.clear()
+    assert bench.main([*argv, "--past-gate", "the space spans 1.7 points stand-alone"]) == 0
+    assert steps == ["train sandwich", "lut", "scan sandwich", "train uniform", "scan sandwich", "scan uniform", "band"]
+    steps.clear()
+    assert bench.main(argv) == 0  # a rerun keeps the recorded reason
+    assert json.loads((out / "gate.json").read_text())["continued_because"] == "the space spans 1.7 points stand-alone"
+    monkeypatch.setattr(bench, "RESULTS_JSON", tmp_path / "supernet_fidelity.json")
+    monkeypatch.setattr(bench, "BENCHMARKS", tmp_path / "BENCHMARKS.md")
+    (tmp_path / "BENCHMARKS.md").write_text("# Benchmarks\n")
+    assert bench.report(out)["gate"]["passed"] is False
+    assert ("Measured 1.50 points: not met; the run went on because: the space spans 1.7 points stand-alone."
+            in (tmp_path / "BENCHMARKS.md").read_text())
