@@ -35,14 +35,17 @@ class Registry(Generic[T]):
 
     `kind` names the kind in messages ("latency backend"); `entry_point_group` is where installed
     packages declare theirs; `renamed` maps old names to today's (they resolve with a FutureWarning);
-    `check(name, entry)` raises ValueError for an entry that cannot serve (a wrong type); `hint` ends
-    the error for an unknown name (how to provide one)."""
+    `check(name, entry)` raises ValueError for an entry that cannot serve (a wrong type); `instance_of`
+    asks that entries be instances of a class that names them (`entry.name`, which must be the registered
+    name); `hint` ends the error for an unknown name (how to provide one)."""
 
     def __init__(self, kind: str, entry_point_group: str | None = None, renamed: Mapping[str, str] | None = None,
-                 check: Callable[[str, T], None] | None = None, hint: str = "") -> None:
+                 check: Callable[[str, T], None] | None = None, instance_of: type | None = None,
+                 hint: str = "") -> None:
         self.kind, self.entry_point_group = kind, entry_point_group
         self.renamed = dict(renamed or {})
         self._check = check
+        self.instance_of = instance_of
         self.hint = hint
         self._entries: dict[str, T] = {}
 
@@ -58,6 +61,13 @@ class Registry(Generic[T]):
         if name in self.renamed:
             raise ValueError(f"{name!r} is the old name of the {self.kind} {self.renamed[name]!r}; "
                              "register yours under another name")
+        if self.instance_of is not None:
+            if not isinstance(entry, self.instance_of):
+                raise ValueError(f"{self.kind} {name!r} must be a {self.instance_of.__name__} instance, got "
+                                 f"{type(entry).__name__}")
+            if getattr(entry, "name", None) != name:
+                raise ValueError(f"a {self.kind} registers under its own name: {name!r} for the "
+                                 f"{type(entry).__name__} named {getattr(entry, 'name', None)!r}")
         if self._check is not None:
             self._check(name, entry)
         taken = self._entries.get(name)

@@ -185,3 +185,23 @@ def test_a_dataset_of_an_installed_package_is_found_by_its_entry_point(tmp_path)
         assert DataConfig(dataset="installed-digits").defaults.resolution == 8  # the spec, loaded by its name
         assert dataset_spec("installed-digits").input_profiles == ("digits",)
     assert "installed-digits" not in dataset_names()
+
+
+def test_a_registry_of_named_instances_refuses_another_type_or_another_name():
+    from autovit_ray.blocks import BLOCK_KINDS, register_block_kind
+    from autovit_ray.extensions import Registry
+
+    registry: Registry[DatasetSpec] = Registry("dataset", instance_of=DatasetSpec)
+    spec = DatasetSpec("tiny", "autovit_ray.data.sources:load_digits", 8, ("digits",))
+    with pytest.raises(ValueError, match="dataset 'tiny' must be a DatasetSpec instance, got str"):
+        registry.register("tiny", "autovit_ray.data.sources:load_digits")
+    with pytest.raises(ValueError, match="registers under its own name: 'other' for the DatasetSpec named 'tiny'"):
+        registry.register("other", spec)
+    assert registry.register("tiny", spec) is spec and registry.get("tiny") is spec
+    with pytest.raises(ValueError, match=r"unknown dataset 'none'; allowed: \['tiny'\]$"):  # no hint given
+        registry.get("none")
+    mbconv = BLOCK_KINDS.get("mbconv")
+    slashed = type("Slashed", (type(mbconv),), {"name": "conv/2"})()
+    with pytest.raises(ValueError, match="a block kind's name has no '/', got 'conv/2'"):
+        register_block_kind(slashed)
+    assert "conv/2" not in BLOCK_KINDS

@@ -179,17 +179,14 @@ class StageKind(BlockKind):
 
 
 def _check_kind(name: str, kind: BlockKind) -> None:
-    if not isinstance(kind, BlockKind):
-        raise ValueError(f"block kind {name!r} must be a BlockKind instance, got {type(kind).__name__}")
-    if name != kind.name or "/" in name:
-        raise ValueError(f"a block kind registers under its own name, without '/': {name!r} for "
-                         f"{type(kind).__name__} named {kind.name!r}")
+    if "/" in name:  # a latency-table key starts with `<kind>/`
+        raise ValueError(f"a block kind's name has no '/', got {name!r} ({type(kind).__name__})")
     if isinstance(kind, StageKind) and kind.slot not in SLOT_CHOICES:
         raise ValueError(f"stage kind {name!r} has slot {kind.slot!r}; expected one of {list(SLOT_CHOICES)}")
 
 
 BLOCK_KINDS: Registry[BlockKind] = Registry(
-    "block kind", entry_point_group="autovit_ray.block_kinds", check=_check_kind,
+    "block kind", entry_point_group="autovit_ray.block_kinds", check=_check_kind, instance_of=BlockKind,
     hint="import the module that registers it, name it in the space's block_kind_modules or in "
          "AUTOVIT_RAY_PLUGINS, or install a package declaring it as an entry point of group autovit_ray.block_kinds")
 
@@ -199,11 +196,8 @@ def register_block_kind(kind: BlockKind) -> BlockKind:
     again replaces it (a module imported twice); another class under a taken name is an error."""
     if not isinstance(kind, BlockKind):
         raise ValueError(f"register_block_kind needs a BlockKind instance, got {type(kind).__name__}")
-    name = kind.name
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"a block kind needs a non-empty name without '/', got {name!r} ({type(kind).__name__})")
-    taken = BLOCK_KINDS.entries().get(name)
-    return BLOCK_KINDS.register(name, kind, replace=taken is not None and _class_name(taken) == _class_name(kind))
+    taken = BLOCK_KINDS.entries().get(kind.name)
+    return BLOCK_KINDS.register(kind.name, kind, replace=taken is not None and _class_name(taken) == _class_name(kind))
 
 
 def _class_name(kind: BlockKind) -> str:

@@ -108,15 +108,8 @@ class DatasetSpec:
         return f"{load.__module__}.{load.__qualname__}"
 
 
-def _check_spec(name: str, spec: DatasetSpec) -> None:
-    if not isinstance(spec, DatasetSpec):
-        raise ValueError(f"dataset {name!r} must be a DatasetSpec, got {type(spec).__name__}")
-    if spec.name != name:
-        raise ValueError(f"a dataset registers under its own name: {name!r} for the DatasetSpec named {spec.name!r}")
-
-
 DATASETS: Registry[DatasetSpec] = Registry(
-    "dataset", entry_point_group="autovit_ray.datasets", check=_check_spec,
+    "dataset", entry_point_group="autovit_ray.datasets", instance_of=DatasetSpec,
     hint="register it: autovit_ray.data.register_dataset in a module of AUTOVIT_RAY_PLUGINS, or a package "
          "declaring it as an entry point of group autovit_ray.datasets; docs/extending.md")
 
