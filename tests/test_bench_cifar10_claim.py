@@ -383,3 +383,116 @@ def test_the_report_from_a_synthetic_record_has_the_issues_fields(tmp_path, monk
     assert "The searched model beats the hand-designed peer" in text and "| coarse-to-fine | 3 |" in text
     assert len(saved["truth_check"]["subnets"]) == 7 and saved["truth_check"]["truth"]["tau_in_band"] == 0.6
     assert "Issue 30's 15-epoch truth checked at 30 epochs: over the 7 subnet arms" in text
+
+
+# ---------------------------------------------------------------------------------------------------
+# The search and select stages' wiring (the product's commands stood in by their argument parsers)
+
+
+def _best(n: int) -> list[dict]:
+    """A search's results.json `best`, made up: n archs, validation falling with the rank."""
+    return [{"rank": i + 1, "arch": _arch(i), "name": f"a{i}", "val_top1": 80.0 - i, "test_top1": 79.0 - i,
+             "params": 1_000_000, "macs": 20_000_000, "latency_ms": 2.9} for i in range(n)]
+
+
+def test_the_search_stage_runs_the_products_search_with_the_issues_settings(tmp_path, monkeypatch):
+    from autovit_ray.search.cli import config_from_argv
+
+    monkeypatch.setattr(claim, "lut_file", lambda: tmp_path / "lut.parquet")
+    configs = []
+
+    def run_cli(args, log, env):  # stands in for `python -m autovit_ray.search`: its own parser reads the flags
+        assert args[0] == "autovit_ray.search" and env["MLFLOW_TRACKING_URI"]
+        config = config_from_argv(args[1:])
+        configs.append(config)
+        path = tmp_path / "search" / config.name / "results.json"
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps({"best": _best(3), "pareto_front": []}))
+
+    monkeypatch.setattr(claim, "run_cli", run_cli)
+    record: dict = {"budgets": dict(BUDGETS)}
+    c = _claim(tmp_path, record)
+    claim.run_search(c)
+    claim.run_search(c)  # done: not searched again
+    assert [(x.name, x.latency_budget_ms) for x in configs] == [("c2f-1.0x", 3.0), ("c2f-0.8x", 2.4)]
+    for x in configs:
+        assert (x.strategy, x.population * x.generations, x.top_k, x.seed) == ("coarse-to-fine", 500, 10, 0)
+        assert x.params_budget == 1_400_000.0 and x.export_formats == () and x.no_register
+        assert x.checkpoint == str(tmp_path / "supernet") and x.lut == str(tmp_path / "lut.parquet")
+    assert set(record["search"]) == {"c2f-1.0x", "c2f-0.8x"}
+
+
+def test_the_select_stage_takes_the_best_by_validation_that_meets_the_measured_budget(tmp_path, monkeypatch):
+    for name in ("c2f-1.0x", "c2f-0.8x"):
+        path = tmp_path / "search" / name / "results.json"
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps({"best": _best(12)}))
+    measured = []
+
+    def measure(models, backend, clock, rounds, seed, resolution):  # stands in for the interleaved timing
+        measured.append((len(models), backend, resolution))
+        return [{"median_ms": 2.0}, {"median_ms": 2.5}] + [{"median_ms": 1.5}] * (len(models) - 2)
+
+    monkeypatch.setattr(claim, "measure", measure)
+    record: dict = {}
+    claim.run_select(_claim(tmp_path, record))
+    assert measured == [(11, "torch-cpu", 32)] * 2  # the peer and the 10 best by validation
+    chosen = record["select"]["c2f-1.0x"]
+    assert chosen["chosen"] == _arch(1) and chosen["inherited"]["name"] == "a1"  # a0 is over the budget
+    assert chosen["inherited"]["test_top1"] == 78.0 and len(chosen["candidates"]) == 10
+    assert record["select"]["c2f-0.8x"]["chosen"] == _arch(1)  # 1.5 <= 0.8 x 2.0
+
+
+def test_the_table6_stage_runs_three_strategies_on_this_supernet_and_the_1x_budgets(tmp_path, monkeypatch):
+    import search_strategies
+
+    from autovit_ray.search.cli import config_from_argv
+
+    monkeypatch.setattr(claim, "lut_file", lambda: tmp_path / "lut.parquet")
+    configs = []
+
+    def run_cli(args, log, env):  # stands in for `python -m autovit_ray.search`: its own parser reads the flags
+        config = config_from_argv(args[1:])
+        configs.append(config)
+        path = Path(config.output_dir) / "search" / config.name / "results.json"
+        path.parent.mkdir(parents=True)
+        best = {**_best(1)[0], "val_other_top1": 77.0}
+        path.write_text(json.dumps({"best": [best], "evaluations": 4, "actor_evaluations": 4, "cache_hits": 0,
+                                    "evaluated": [{"fitness": f} for f in (None, 70.0, 79.0, 80.0)]}))
+
+    monkeypatch.setattr(search_strategies, "run_cli", run_cli)
+    record: dict = {"budgets": dict(BUDGETS)}
+    claim.run_table6(_claim(tmp_path, record))
+    assert sorted({x.strategy for x in configs}) == ["coarse-to-fine", "evolution", "random"]
+    assert len(configs) == 9 and {x.seed for x in configs} == {0, 1, 2}
+    assert all((x.latency_budget_ms, x.params_budget, x.checkpoint) == (3.0, 1_400_000.0, str(tmp_path / "supernet"))
+               for x in configs)
+    saved = json.loads((tmp_path / "table6" / "search_strategies.json").read_text())
+    assert saved["evaluations"] == claim.TABLE6_EVALUATIONS and len(saved["runs"]) == 9
+    assert record["table6"]["results"].endswith("search_strategies.json")
+
+
+def test_the_random_stage_writes_its_control_before_any_training(tmp_path, monkeypatch):
+    from autovit_ray.latency import LatencyTable
+
+    class Table:  # stands in for the machine's latency table: 2.4-3.6 ms from the arch's hash
+        def predict_latency(self, arch) -> float:
+            return 2.4 + int(arch.arch_hash[6:12], 16) % 1200 / 1000
+
+    monkeypatch.setattr(LatencyTable, "load", classmethod(lambda cls, path, space: Table()))
+    monkeypatch.setattr(claim, "lut_file", lambda: tmp_path / "lut.parquet")
+
+    def measure(models, backend, clock, rounds, seed, resolution):  # the peer, then each arch at fake_ratio
+        archs = [m.arch for m in models[1:]]
+        return [{"median_ms": 2.0}] + [{"median_ms": 2.0 * fake_ratio(a)} for a in archs]
+
+    monkeypatch.setattr(claim, "measure", measure)
+    record: dict = {"budgets": dict(BUDGETS)}
+    claim.run_random(_claim(tmp_path, record))
+    saved = json.loads((tmp_path / "random.json").read_text())
+    assert len(saved["archs"]) == claim.RANDOM_ARCHS and record["random"]["archs"] == claim.RANDOM_ARCHS
+    assert all(0.9 <= row["ratio"] <= 1.0 and row["params"] <= 1_400_000 for row in saved["archs"])
+    assert all(0.8 * 3.0 <= row["lut_ms"] <= 1.1 * 3.0 for row in saved["tried"])  # only archs near the budget
+    assert [a.to_dict() for a in claim.random_archs(tmp_path, BUDGETS)] == [row["arch"] for row in saved["archs"]]
+    claim.run_random(_claim(tmp_path, record))  # written: never drawn again
+    assert json.loads((tmp_path / "random.json").read_text()) == saved
