@@ -25,7 +25,7 @@ from .kind import (
 )
 
 __all__ = [
-    "BLOCK_KINDS", "DEFAULT_STAGE_KINDS", "SLOT_CHOICES", "BlockKind", "BlockSpec", "ModulePath", "StageInput", "StageKind",
-    "block_kind", "conv_bn_params", "conv_out", "import_kind_modules", "kind_modules",
+    "BLOCK_KINDS", "DEFAULT_STAGE_KINDS", "SLOT_CHOICES", "BlockKind", "BlockSpec", "ModulePath", "StageInput",
+    "StageKind", "block_kind", "conv_bn_params", "conv_out", "import_kind_modules", "kind_modules",
     "register_block_kind", "stage_kind",
 ]

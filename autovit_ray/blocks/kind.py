@@ -10,8 +10,9 @@ and latency keys only): every network has exactly one of each.
 
 Kinds are objects registered by name (`register_block_kind`, into `BLOCK_KINDS`, an
 `extensions.Registry`: an installed package may declare its kinds as entry points of group
-`autovit_ray.block_kinds`); the built-in ones are registered when `autovit_ray.blocks` is imported. Pure Python: a kind builds its torch modules in methods that
-import torch when called, so the space and the plan stay free of torch.
+`autovit_ray.block_kinds`); the built-in ones are registered when `autovit_ray.blocks` is imported.
+Pure Python: a kind builds its torch modules in methods that import torch when called, so the space
+and the plan stay free of torch.
 """
 
 from __future__ import annotations

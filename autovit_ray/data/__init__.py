@@ -27,8 +27,8 @@ import importlib
 from typing import Any
 
 _MODULE_OF = {name: module for module, names in {
-    "datasets": ("BUILTIN_DATASETS", "CROPS", "DATASETS", "IMAGENET_DEFAULT_MEAN", "IMAGENET_DEFAULT_STD", "DatasetSpec",
-                 "Loader", "dataset_names", "dataset_of_input_profile", "dataset_spec", "register_dataset",
+    "datasets": ("BUILTIN_DATASETS", "CROPS", "DATASETS", "IMAGENET_DEFAULT_MEAN", "IMAGENET_DEFAULT_STD",
+                 "DatasetSpec", "Loader", "dataset_names", "dataset_of_input_profile", "dataset_spec", "register_dataset",
                  "unregister_dataset"),
     "config": ("AUGMENT_MODES", "DataConfig"),
     "sources": ("CIFAR10_CLASSES", "ArraySource", "FileSource", "FolderImageDecoder", "Source", "check_images",

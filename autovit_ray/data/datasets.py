@@ -159,5 +159,5 @@ BUILTIN_DATASETS = tuple(spec.name for spec in _BUILTIN)
 for _spec in _BUILTIN:
     register_dataset(_spec)
 
-__all__ = ["BUILTIN_DATASETS", "CROPS", "DATASETS", "IMAGENET_DEFAULT_MEAN", "IMAGENET_DEFAULT_STD", "DatasetSpec", "Loader",
-           "dataset_names", "dataset_of_input_profile", "dataset_spec", "register_dataset", "unregister_dataset"]
+__all__ = ["BUILTIN_DATASETS", "CROPS", "DATASETS", "IMAGENET_DEFAULT_MEAN", "IMAGENET_DEFAULT_STD", "DatasetSpec",
+           "Loader", "dataset_names", "dataset_of_input_profile", "dataset_spec", "register_dataset", "unregister_dataset"]
