@@ -46,7 +46,9 @@ Stages (their code commit is recorded in ``claim.json``; hours of the 2-core mac
 9. ``latency2`` (~10 min): the latency stage again in a new process, at least an hour after the first
    finished (it refuses before); a budget counts as met only when it holds in both.
 10. ``report``: bench/results/cifar10_claim.json, its BENCHMARKS.md section and the plot (what
-   ``--report-only`` writes from whatever exists).
+   ``--report-only`` writes from whatever exists); and the product's report page of the artifacts folder
+   (``python -m autovit_ray.report``'s ``report.html``: the two searches, and the arms as its comparison
+   table with the verdict on top).
 
 Compute plan: about 20 h of the 2-core machine in all (stand-alone runs: the peer about 1.2 h, a subnet
 at its latency about 1.5 h, from the recipe issue and issue 14's runs; searches and Table 6 from issue
@@ -890,13 +892,61 @@ def _front(out: Path, factor: float) -> list[dict[str, Any]]:
 
 
 def report(out: Path) -> dict[str, Any]:
-    """bench/results/cifar10_claim.json, the plot and the BENCHMARKS.md section from what exists."""
+    """bench/results/cifar10_claim.json, the plot and the BENCHMARKS.md section from what exists; and
+    the artifacts folder's report page (`experiment_page`)."""
     result = public_paths(collect(out))
     write_json(RESULTS_JSON, result)
     if any(result["arms"][arm]["test_top1"] for arm in ARMS):
         plot(result, PNG)
     replace_markdown_section(BENCHMARKS, SECTION, section(result))
+    experiment_page(out, result)
     return result
+
+
+def comparison_rows(result: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The arms as rows of the product's comparison table (`compare.json`): the seed mean of each arm and
+    each random arch, with the first measurement's torch-cpu median and the mean ratio of both; only
+    arms with a test score and a latency."""
+    def row(model: str, kind: str, top1: list[float], params: int | None, ratios: list[float],
+            spread: list[list[float]], note: str) -> dict[str, Any] | None:
+        if not top1 or not ratios or not spread:
+            return None
+        median, p10, p90 = spread[0]
+        return {"model": model, "kind": kind, "resolution": RESOLUTION, "test_top1": statistics.mean(top1),
+                "params": params, "macs": None, "lut_latency_ms": None, "latency_ms": median, "latency_p10_ms": p10,
+                "latency_p90_ms": p90, "latency_ratio": statistics.mean(ratios), "note": note}
+
+    def seeds_note(a: Mapping[str, Any]) -> str:
+        shown = " / ".join(f"{t:.2f}" for t in a["test_top1"])
+        return f"seeds {a['seeds']}: {shown}" + (f"; sd {a['sd']:.2f}" if a.get("sd") is not None else "")
+
+    arms = result["arms"]
+    rows = [row(PEER if arm == "peer" else arm, "reference" if arm == "peer" else "searched", arms[arm]["test_top1"],
+                arms[arm]["params"], arms[arm]["latency_ratio"]["torch-cpu"], arms[arm]["latency_ms"]["torch-cpu"],
+                seeds_note(arms[arm])) for arm in ("peer", "searched_1.0x", "searched_0.8x")]
+    randoms = arms["random_1.0x"]
+    for i, top1 in enumerate(randoms["test_top1"]):
+        rows.append(row(f"random_1.0x/{i}", "random", [top1] if top1 is not None else [], randoms["params"][i],
+                        randoms["latency_ratio"]["torch-cpu"][i], randoms["latency_ms"]["torch-cpu"][i],
+                        "drawn uniformly, 0.9-1.0x the peer's latency; seed 0"))
+    return [r for r in rows if r is not None]
+
+
+def experiment_page(out: Path, result: Mapping[str, Any]) -> Path | None:
+    """`<out>/report.html`, the product's page of the artifacts folder: its searches, and the arms as its
+    comparison (`compare/compare.json`, the verdict on top). None before the searches ran."""
+    from autovit_ray.compare import write_outputs
+    from autovit_ray.experiment import Experiment
+    from autovit_ray.report import write_report
+
+    layout = Experiment(out)
+    if not layout.searches_dir.is_dir():
+        return None
+    rows = comparison_rows(result)
+    if rows:
+        write_outputs(rows, layout.compare_dir, {"backend": "torch-cpu, batch 1, 1 thread (first measurement)",
+                                                 "summary": result["verdict"]["sentence"], "source": "cifar10_claim"})
+    return write_report(out, log=lambda line: None)
 
 
 def _mean_ratio(ratios: Mapping[str, list[float]]) -> float | None:

@@ -383,6 +383,14 @@ def test_the_report_from_a_synthetic_record_has_the_issues_fields(tmp_path, monk
     assert "The searched model beats the hand-designed peer" in text and "| coarse-to-fine | 3 |" in text
     assert len(saved["truth_check"]["subnets"]) == 7 and saved["truth_check"]["truth"]["tau_in_band"] == 0.6
     assert "Issue 30's 15-epoch truth checked at 30 epochs: over the 7 subnet arms" in text
+    # the product's page of the artifacts folder: the arms as its comparison, the verdict on top
+    compare = json.loads((out / "compare" / "compare.json").read_text())
+    assert [r["model"] for r in compare["rows"]] == ["mobilevit_xxs", "searched_1.0x", "searched_0.8x",
+                                                     *(f"random_1.0x/{i}" for i in range(5))]
+    assert compare["rows"][1]["test_top1"] == pytest.approx(85.6) and compare["rows"][1]["kind"] == "searched"
+    assert compare["rows"][0]["latency_ratio"] == pytest.approx(1.0) and "seeds [0, 1, 2]" in compare["rows"][0]["note"]
+    page = (out / "report.html").read_text()
+    assert "<p class=verdict>The searched model beats the hand-designed peer" in page and "random_1.0x/4" in page
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -769,5 +769,5 @@ def compare_experiment(cfg: CompareConfig, log: Log = print) -> list[dict[str, A
 
 __all__ = [
     "CompareConfig", "DEFAULT_REFERENCES", "ExperimentFacts", "compare_argv", "ReferenceBudget", "compare_experiment", "format_table",
-    "reference_latency_budget", "search_space",
+    "reference_latency_budget", "search_space", "write_outputs",
 ]
