@@ -321,6 +321,18 @@ def _num(value: float | None, digits: int = 2) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
+def gate_words(gate: dict[str, Any] | None) -> str:
+    """What `gate.json` says, as the end of the section's gate sentence ("" before the scan)."""
+    if gate is None:
+        return ""
+    measured = f" Measured {gate['span']:.2f} points: "
+    if gate["passed"]:
+        return measured + "met."
+    if gate["continued_because"]:
+        return measured + f"not met; the run went on because: {gate['continued_because']}."
+    return measured + "not met; the run stopped there."
+
+
 def section(r: dict[str, Any]) -> str:
     lines = [SECTION, "",
              "Command: `.venv/bin/python bench/supernet_fidelity.py --data-dir <cifar10>` (resumable), from a pinned "
@@ -333,12 +345,8 @@ def section(r: dict[str, Any]) -> str:
         lines.append(f"| {name} | {s['epochs_done']}/{s['epochs']} | {_num(s.get('inherited_span'))} | "
                      f"{_num(scan_.get('random_span'))} | {_num(s.get('kendall_tau'))} [{_num(s.get('tau_low'))}, "
                      f"{_num(s.get('tau_high'))}] | {_num(s.get('tau_in_band'))} | {_num(s.get('tau_macs'))} |")
-    gate = r.get("gate")
-    verdict = ("" if gate is None else f" Measured {gate['span']:.2f} points: met." if gate["passed"] else
-               f" Measured {gate['span']:.2f} points: not met; the run went on because: {gate['continued_because']}."
-               if gate["continued_because"] else f" Measured {gate['span']:.2f} points: not met; the run stopped there.")
     lines += ["", f"Gate before the truth: the sandwich supernet's largest minus smallest ≥ {r['span_gate']:.0f} "
-                  f"points.{verdict}"]
+                  f"points.{gate_words(r.get('gate'))}"]
     if r["scans"]:
         lines += ["", f"![inherited validation top-1 vs table latency]({SCAN_PNG_IN_REPO.as_posix()})", ""]
     if r["band"]:
