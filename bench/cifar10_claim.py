@@ -117,7 +117,8 @@ from autovit_ray.cli_exits import cli_main
 from autovit_ray.io import replace_markdown_section
 from autovit_ray.space import Arch
 
-STAGES = ("budgets", "search", "select", "random", "inherited", "latency", "standalone", "table6", "latency2", "report")
+STAGES = ("budgets", "search", "select", "random", "inherited", "latency", "standalone", "table6", "latency2",
+          "report")
 SUPERNET = "xxs"
 EPOCHS = 30
 FACTORS = (1.0, 0.8)  # latency budgets, x the peer's
@@ -856,8 +857,8 @@ def truth_check_sentence(check: Mapping[str, Any]) -> str | None:
         return None
     low, high = check["tau_ci"] or (None, None)
     text = (f"Issue 30's 15-epoch truth checked at {check['standalone_epochs']} epochs: over the "
-            f"{len(check['subnets'])} subnet arms trained here (searched and random, all at 0.8-1.0x the peer's "
-            f"latency), the supernet's inherited validation top-1 ranks their stand-alone test top-1 at Kendall "
+            f"{len(check['subnets'])} subnet arms trained here (searched and random, all within the 1.0x latency "
+            f"budget), the supernet's inherited validation top-1 ranks their stand-alone test top-1 at Kendall "
             f"tau {check['kendall_tau']:.2f} [{_f(low)}, {_f(high)}]")
     truth = check["truth"]
     if not truth or truth.get("tau_in_band") is None:
