@@ -231,7 +231,7 @@ def report(out: Path) -> dict[str, Any]:
     for sampler in SAMPLERS:
         progress = _epochs_done(out / f"{sampler}-e{EPOCHS}")
         entry: dict[str, Any] = {"sampler": sampler, "epochs": EPOCHS, "epochs_done": progress,
-                                 "settings": SAMPLERS[sampler]}
+                                 "settings": SAMPLERS[sampler], "per_epoch": per_epoch(out / f"{sampler}-e{EPOCHS}")}
         if sampler in scans:
             entry["scan"] = {k: v for k, v in scans[sampler].items() if k != "subnets"}
             entry["inherited_span"] = scans[sampler]["largest_minus_smallest"]
@@ -308,6 +308,28 @@ def plot_scans(scans: dict[str, Any], band: dict[str, Any] | None, path: Path) -
     tmp.replace(path)
 
 
+def per_epoch(experiment: Path) -> list[dict[str, float]]:
+    """The training's own per-epoch validation (1,280 images, the training's BatchNorm statistics) of the
+    smallest, the largest and the random subnets' mean, from the experiment's MLflow database ([] before
+    it exists): how the largest and the smallest separate while the supernet trains."""
+    from mlflow.tracking import MlflowClient
+
+    from autovit_ray.experiment import Experiment
+
+    layout = Experiment(experiment)
+    if not layout.tracking_db.is_file():
+        return []
+    client = MlflowClient(layout.tracking_uri)
+    runs = [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])
+            if r.data.tags.get("supernet") == SUPERNET]
+    if not runs:
+        return []
+    curves = {key: {m.step: m.value for m in client.get_metric_history(runs[0].info.run_id, f"val_top1_{key}")}
+              for key in ("smallest", "largest", "random_mean")}
+    return [{"epoch": epoch, **{key: curve[epoch] for key, curve in curves.items()}}
+            for epoch in sorted(curves["largest"]) if all(epoch in curve for curve in curves.values())]
+
+
 def _epochs_done(experiment: Path) -> int:
     from autovit_ray.checkpoint import find_checkpoint, read_meta
 
@@ -319,6 +341,22 @@ def _epochs_done(experiment: Path) -> int:
 
 def _num(value: float | None, digits: int = 2) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
+
+
+def per_epoch_lines(supernets: dict[str, Any]) -> list[str]:
+    """The largest minus the smallest at every fifth epoch (and the last) of each supernet's training."""
+    lines = []
+    for name, s in supernets.items():
+        rows = s.get("per_epoch") or []
+        shown = [r for r in rows if r["epoch"] % 5 == 0 or r is rows[-1]]
+        if shown:
+            lines.append(f"{name}: " + ", ".join(f"epoch {r['epoch']} {r['largest'] - r['smallest']:+.1f}"
+                                                 for r in shown))
+    if not lines:
+        return []
+    return ["", "Largest minus smallest in the training's own per-epoch validation (1,280 images, the training's "
+                "BatchNorm statistics; one accuracy's standard error there is about 1.2 points): "
+            + "; ".join(lines) + "."]
 
 
 def gate_words(gate: dict[str, Any] | None) -> str:
@@ -346,7 +384,7 @@ def section(r: dict[str, Any]) -> str:
                      f"{_num(scan_.get('random_span'))} | {_num(s.get('kendall_tau'))} [{_num(s.get('tau_low'))}, "
                      f"{_num(s.get('tau_high'))}] | {_num(s.get('tau_in_band'))} | {_num(s.get('tau_macs'))} |")
     lines += ["", f"Gate before the truth: the sandwich supernet's largest minus smallest ≥ {r['span_gate']:.0f} "
-                  f"points.{gate_words(r.get('gate'))}"]
+                  f"points.{gate_words(r.get('gate'))}", *per_epoch_lines(r["supernets"])]
     if r["scans"]:
         lines += ["", f"![inherited validation top-1 vs table latency]({SCAN_PNG_IN_REPO.as_posix()})", ""]
     if r["band"]:

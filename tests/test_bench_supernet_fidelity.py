@@ -144,3 +144,23 @@ def test_the_sandwich_is_scanned_before_the_control_trains_and_a_failed_gate_sto
     assert bench.report(out)["gate"]["passed"] is False
     assert ("Measured 1.50 points: not met; the run went on because: the space spans 1.7 points stand-alone."
             in (tmp_path / "BENCHMARKS.md").read_text())
+
+
+def test_the_per_epoch_separation_is_read_from_the_trainings_mlflow_runs(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from autovit_ray.experiment import Experiment
+
+    experiment = tmp_path / "sandwich-e30"
+    assert bench.per_epoch(experiment) == []  # not trained yet
+    experiment.mkdir()
+    client = MlflowClient(Experiment(experiment).tracking_uri)
+    run = client.create_run(client.create_experiment("sandwich-e30"), tags={"supernet": "xxs"})
+    for epoch in range(1, 12):
+        for key, value in (("smallest", 60.0 + epoch), ("largest", 60.0 + 1.2 * epoch), ("random_mean", 61.0)):
+            client.log_metric(run.info.run_id, f"val_top1_{key}", value, step=epoch)
+    rows = bench.per_epoch(experiment)
+    assert [r["epoch"] for r in rows] == list(range(1, 12))
+    assert rows[9] == {"epoch": 10, "smallest": 70.0, "largest": 72.0, "random_mean": 61.0}
+    (line,) = [text for text in bench.per_epoch_lines({"sandwich": {"per_epoch": rows}}) if text]
+    assert "sandwich: epoch 5 +1.0, epoch 10 +2.0, epoch 11 +2.2." in line
