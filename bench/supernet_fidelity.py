@@ -119,7 +119,11 @@ def scan(checkpoint: Path, out: Path, sampler: str) -> dict[str, Any]:
     """Inherited full-validation top-1 of the largest, the smallest and `SCAN_SUBNETS` random subnets."""
     path = out / f"scan-{sampler}.json"
     if path.is_file():
-        return json.loads(path.read_text())
+        record = json.loads(path.read_text())
+        if "span_paired" not in record:  # a scan written before the paired interval existed
+            record["span_paired"] = span_paired(checkpoint)
+            atomic_write_text(path, json.dumps(record, indent=1))
+        return record
     from autovit_ray.checkpoint import load_supernet, read_meta
     from autovit_ray.latency import LatencyTable
     from autovit_ray.search.evaluate import EvalSettings, SubnetEvaluator
@@ -140,9 +144,29 @@ def scan(checkpoint: Path, out: Path, sampler: str) -> dict[str, Any]:
     record = {"checkpoint": public_path(checkpoint), "epochs_done": int(read_meta(checkpoint)["epoch"]),
               "sampler": sampler, "subnets": rows, "largest_minus_smallest": top1["largest"] - top1["smallest"],
               "random_span": max(r["val_top1"] for r in rows[2:]) - min(r["val_top1"] for r in rows[2:]),
-              "calib_batches": SCAN_CALIB_BATCHES, "commit": code_commit()}
+              "span_paired": span_paired(checkpoint), "calib_batches": SCAN_CALIB_BATCHES, "commit": code_commit()}
     atomic_write_text(path, json.dumps(record, indent=1))
     return record
+
+
+def span_paired(checkpoint: Path) -> dict[str, Any]:
+    """The largest minus the smallest on the same validation images, scored as the scan scores them
+    (BatchNorm recalibrated on `SCAN_CALIB_BATCHES`): a paired bootstrap interval and McNemar's p. The
+    two share every image, so their difference is far less noisy than either accuracy alone."""
+    from autovit_ray.checkpoint import load_supernet
+    from autovit_ray.data import build_loader
+    from autovit_ray.evaluation import calibrated_subnet, evaluate
+    from autovit_ray.stats import paired_difference
+
+    supernet, space, config = load_supernet(checkpoint)
+    hits = []
+    for arch in (space.largest(), space.smallest()):
+        calib = build_loader(config.data, "calib", resolution=arch.resolution)
+        subnet = calibrated_subnet(supernet, arch, calib, num_batches=SCAN_CALIB_BATCHES)
+        score = evaluate(subnet, build_loader(config.data, "val", resolution=arch.resolution),
+                         resolution=arch.resolution, per_image=True)
+        hits.append(score.correct_per_image)
+    return paired_difference(*hits)
 
 
 def check_gate(scan_record: dict[str, Any], out: Path, reason: str | None) -> bool:
@@ -343,6 +367,13 @@ def _num(value: float | None, digits: int = 2) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
+def _span(scan_record: dict[str, Any]) -> str:
+    """The largest minus the smallest, with its paired 95% interval when the scan has one."""
+    paired = scan_record.get("span_paired")
+    span = _num(scan_record.get("largest_minus_smallest"))
+    return f"{span} [{paired['low']:.2f}, {paired['high']:.2f}]" if paired else span
+
+
 def per_epoch_lines(supernets: dict[str, Any]) -> list[str]:
     """The largest minus the smallest at every fifth epoch (and the last) of each supernet's training."""
     lines = []
@@ -376,11 +407,11 @@ def section(r: dict[str, Any]) -> str:
              "Command: `.venv/bin/python bench/supernet_fidelity.py --data-dir <cifar10>` (resumable), from a pinned "
              f"worktree; report: `--report-only`. XXS supernets on the `{INPUT_PROFILE}` profile and the recipe chosen "
              f"in the section above, {EPOCHS} epochs each. Validation split only (5k images held out of training).", "",
-             "| supernet | epochs done | largest − smallest (inherited, val) | random 50: span | Kendall tau [95%] "
-             "| tau in band | tau of MACs |", "|---|---|---|---|---|---|---|"]
+             "| supernet | epochs done | largest − smallest (inherited, val) [95%, paired] | random 50: span "
+             "| Kendall tau [95%] | tau in band | tau of MACs |", "|---|---|---|---|---|---|---|"]
     for name, s in r["supernets"].items():
         scan_ = s.get("scan") or {}
-        lines.append(f"| {name} | {s['epochs_done']}/{s['epochs']} | {_num(s.get('inherited_span'))} | "
+        lines.append(f"| {name} | {s['epochs_done']}/{s['epochs']} | {_span(scan_)} | "
                      f"{_num(scan_.get('random_span'))} | {_num(s.get('kendall_tau'))} [{_num(s.get('tau_low'))}, "
                      f"{_num(s.get('tau_high'))}] | {_num(s.get('tau_in_band'))} | {_num(s.get('tau_macs'))} |")
     lines += ["", f"Gate before the truth: the sandwich supernet's largest minus smallest ≥ {r['span_gate']:.0f} "
