@@ -320,7 +320,7 @@ def plot_scans(scans: dict[str, Any], band: dict[str, Any] | None, path: Path) -
         rows = record["subnets"]
         axes.scatter([r["lut_ms"] for r in rows], [r["val_top1"] for r in rows], s=14, color=colour,
                      label=f"{sampler} (epoch {record.get('epochs_done', '?')}): largest - smallest "
-                           f"{record['largest_minus_smallest']:.2f} pt")
+                           f"{_span(record)} pt")
     if band:
         axes.axvspan(*band["band_ms"], color="0.9", zorder=0, label="0.8-1.2x the peer's latency")
     axes.set_xlabel("latency-table ms (torch-cpu, 32 px)")
@@ -398,7 +398,7 @@ def gate_words(gate: dict[str, Any] | None) -> str:
     if gate["passed"]:
         return measured + "met."
     if gate["continued_because"]:
-        return measured + f"not met; the run went on because: {gate['continued_because']}."
+        return measured + f"not met; the run went on because: {gate['continued_because'].rstrip('.')}."
     return measured + "not met; the run stopped there."
 
 
