@@ -186,3 +186,34 @@ def test_the_scan_states_the_paired_noise_of_largest_minus_smallest(tmp_path):
     assert json.loads((tmp_path / "scan-sandwich.json").read_text())["span_paired"] == paired
     assert bench._span(record) == f"8.00 [{paired['low']:.2f}, {paired['high']:.2f}]"
     assert bench._span(_scan("uniform", 76.0, 75.2)) == "0.80"
+
+
+def test_the_calibration_remedy_rescores_the_truths_subnets_on_more_images(tmp_path, monkeypatch):
+    import random
+
+    from test_fidelity import _supernet_checkpoint
+
+    from autovit_ray.checkpoint import load_supernet
+    from autovit_ray.fidelity import inherited_top1
+
+    checkpoint = Path(_supernet_checkpoint(tmp_path, "xxs", 1))
+    _, space, _ = load_supernet(checkpoint)
+    rng = random.Random(1)
+    archs = [space.largest(), space.smallest(), space.sample(rng), space.sample(rng)]
+    out = tmp_path / "out"
+    (out / "truth").mkdir(parents=True)
+    subnets = [{"arch": a.to_dict(), "val_top1": top1, "macs": m, "params": m, "in_band": True}
+               for a, top1, m in zip(archs, (70.0, 60.0, 66.0, 64.0), (4.0, 1.0, 3.0, 2.0))]
+    (out / "truth" / "fidelity.json").write_text(json.dumps({"seed": 0, "standalone": {"subnets": subnets}}))
+    monkeypatch.setattr(bench, "REMEDY_CALIB_IMAGES", 64)
+    record = bench.calibration_remedy({"sandwich": checkpoint}, out)
+    assert record["calib_size"] == 64
+    assert record["supernets"]["sandwich"]["inherited"] == inherited_top1(checkpoint, archs, None, 64)
+    assert record["supernets"]["sandwich"]["tau_macs"] == 1.0  # the statistics of the fidelity report
+    assert bench.calibration_remedy({}, out) == json.loads(json.dumps(record))  # read back, not scored again
+    # the report puts it beside the recipe's scores
+    lines = bench.remedy_lines({"sandwich": {"kendall_tau": 0.2, "tau_in_band": 0.1, "calibration_remedy": {
+        "calib_size": 4096, "kendall_tau": 0.4, "tau_low": 0.1, "tau_high": 0.7, "tau_in_band": 0.3}}})
+    assert lines[1] == ("More BatchNorm recalibration (the same subnets and truth; 4,096 training images instead of "
+                        "the recipe's 1,024): sandwich: Kendall tau 0.20 -> 0.40 [0.10, 0.70], in band 0.10 -> 0.30.")
+    assert bench.remedy_lines({"uniform": {"kendall_tau": 0.2}}) == []

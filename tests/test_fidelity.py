@@ -44,6 +44,26 @@ def test_bad_fidelity_settings():
         FidelityConfig(checkpoints=("x",), truth="t", subnets=3)
     with pytest.raises(ValueError, match="--in-band needs --band-ms and --lut"):
         FidelityConfig(checkpoints=("x",), truth="t", in_band=2)
+    with pytest.raises(ValueError, match="--calib-size 0: expected a positive number"):
+        FidelityConfig(checkpoints=("x",), truth="t", calib_size=0)
+
+
+def test_inherited_scores_recalibrate_on_as_many_images_as_asked(tmp_path):
+    import dataclasses
+
+    from autovit_ray.checkpoint import load_supernet
+    from autovit_ray.fidelity import inherited_top1
+    from autovit_ray.search.evaluate import EvalSettings, SubnetEvaluator
+
+    checkpoint = _supernet_checkpoint(tmp_path, "xxs", 1)
+    supernet, space, config = load_supernet(checkpoint)
+    archs = [space.largest(), space.smallest()]
+    assert config.data.calib_size == 32
+    assert inherited_top1(checkpoint, archs, None) == inherited_top1(checkpoint, archs, None, 32)
+    wider = SubnetEvaluator(supernet, space, dataclasses.replace(config.data, calib_size=96), EvalSettings())
+    more = inherited_top1(checkpoint, archs, None, 96)
+    assert more == [wider.evaluate(a)["val_top1"] for a in archs]
+    assert more != inherited_top1(checkpoint, archs, None)  # other statistics, other scores (seeded: stable)
 
 
 def _supernet_checkpoint(output_dir, supernet: str, epochs: int) -> str:

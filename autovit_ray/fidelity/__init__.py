@@ -14,8 +14,10 @@ A search trusts that it does. This measures it for any trained supernet:
    continues from its last epoch); the first `--repeat` again with seed + 1, so the truth's own seed
    noise, the ceiling of any tau, is measured. `truth.json` records the recipe: a truth folder
    trained with another recipe is refused.
-3. **Scores** on the validation split: each subnet's inherited top-1 (BN recalibrated) from every
-   `--checkpoint` (one truth scores any number of supernets of the same space), and its stand-alone
+3. **Scores** on the validation split: each subnet's inherited top-1 (BN recalibrated, on
+   `--calib-batches` batches of `--calib-size` training images: a search's settings, or a larger
+   sample to see whether more recalibration ranks better) from every `--checkpoint` (one truth scores
+   any number of supernets of the same space), and its stand-alone
    top-1 (its own BN statistics).
 4. **Report** (`<truth>/fidelity.json`, printed, an MLflow run "fidelity", a section of the experiment's
    report page when the truth is the default `<experiment>/fidelity`): per supernet, Kendall tau and Spearman rho of
@@ -60,6 +62,7 @@ class FidelityConfig:
     repeat: int = 0  # the first `repeat` subnets trained again with seed + 1
     overrides: tuple[str, ...] = ()  # --set on the stand-alone recipe (the experiment's, by default)
     calib_batches: int | None = None  # BN recalibration batches for the inherited scores (None: all)
+    calib_size: int | None = None  # BN recalibration images, from the training split (None: the checkpoint's)
     pool: int = 10_000  # random archs the draw picks from
     resamples: int = 10_000  # bootstrap resamples
     address: str | None = None  # Ray address for the stand-alone trainings
@@ -76,6 +79,11 @@ class FidelityConfig:
             raise ValueError(f"--in-band {self.in_band} and --repeat {self.repeat}: expected 0..--subnets")
         if self.in_band and (self.band_ms is None or self.lut is None):
             raise ValueError("--in-band needs --band-ms and --lut (the band is in table milliseconds)")
+        for name in ("calib_batches", "calib_size"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"--{name.replace('_', '-')} {value}: expected a positive number, or none for the "
+                                 "default")
         if self.band_ms is not None and not 0 < self.band_ms[0] < self.band_ms[1]:
             raise ValueError(f"--band-ms {self.band_ms}: expected LOW,HIGH with 0 < LOW < HIGH")
 
@@ -207,13 +215,19 @@ def standalone_top1(checkpoint: Path, arch: Arch) -> float:
     return 100.0 * result.correct1 / result.seen
 
 
-def inherited_top1(checkpoint: Path, archs: Sequence[Arch], calib_batches: int | None) -> list[float]:
-    """Validation top-1 each arch inherits from a supernet, BatchNorm recalibrated (the search's score)."""
+def inherited_top1(checkpoint: Path, archs: Sequence[Arch], calib_batches: int | None,
+                   calib_size: int | None = None) -> list[float]:
+    """Validation top-1 each arch inherits from a supernet, BatchNorm recalibrated (the search's score):
+    on the first `calib_batches` batches of `calib_size` training images (None: all batches; the
+    checkpoint's own data.calib_size)."""
+    import dataclasses
+
     from ..checkpoint import load_supernet
     from ..search.evaluate import EvalSettings, SubnetEvaluator
 
     supernet, space, config = load_supernet(checkpoint)
-    evaluator = SubnetEvaluator(supernet, space, config.data, EvalSettings(calib_batches=calib_batches))
+    data = dataclasses.replace(config.data, calib_size=calib_size) if calib_size else config.data
+    evaluator = SubnetEvaluator(supernet, space, data, EvalSettings(calib_batches=calib_batches))
     return [float(evaluator.evaluate(arch)["val_top1"]) for arch in archs]
 
 
@@ -293,14 +307,14 @@ def run(cfg: FidelityConfig, log: Callable[[str], None] = print) -> dict[str, An
         # "profile": the input profile (the report's key, as the truth folder's)
         "space": space.name, "profile": space.input_profile.name, "space_fingerprint": space.fingerprint(),
         "epochs": cfg.epochs, "seed": cfg.seed, "band_ms": list(cfg.band_ms) if cfg.band_ms else None,
-        "lut": cfg.lut, "standalone": {
+        "lut": cfg.lut, "calib_batches": cfg.calib_batches, "calib_size": cfg.calib_size, "standalone": {
             "epochs": cfg.epochs, "seed_sd": seed_sd, "repeats": repeats,
             "subnets": [{"arch": a.to_dict(), "name": str(a), "val_top1": s, "lut_ms": table.predict_latency(a)
                          if table is not None else None, "params": p, "macs": m, "in_band": b}
                         for a, s, p, m, b in zip(archs, standalone, params, macs, in_band)]},
         "supernets": {}}
     for checkpoint, checkpoint_record in zip(checkpoints, records):
-        inherited = inherited_top1(checkpoint, archs, cfg.calib_batches)
+        inherited = inherited_top1(checkpoint, archs, cfg.calib_batches, cfg.calib_size)
         stats = fidelity_stats(inherited, standalone, macs, params, in_band, cfg.resamples, cfg.seed)
         config = checkpoint_record.config
         report["supernets"][str(checkpoint)] = {
@@ -350,4 +364,5 @@ def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:+.2f}"
 
 
-__all__ = ["NOT_IN_RECIPE", "REPORT_FILE", "TRUTH_FILE", "FidelityConfig", "draw_subnets", "fidelity_stats", "run"]
+__all__ = ["NOT_IN_RECIPE", "REPORT_FILE", "TRUTH_FILE", "FidelityConfig", "draw_subnets", "fidelity_stats",
+           "inherited_top1", "run"]

@@ -39,7 +39,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeat", type=int, default=0, help="the first N subnets trained again with seed + 1")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="override the stand-alone recipe (the experiment's training config)")
-    p.add_argument("--calib-batches", type=int, default=None)
+    p.add_argument("--calib-batches", type=int, default=None,
+                   help="BatchNorm recalibration batches of the inherited scores (default: all)")
+    p.add_argument("--calib-size", type=int, default=None,
+                   help="BatchNorm recalibration images, drawn from the training split (default: the "
+                        "checkpoint's data.calib_size)")
     p.add_argument("--pool", type=int, default=10_000)
     p.add_argument("--resamples", type=int, default=10_000)
     p.add_argument("--address", default=None)
@@ -59,8 +63,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     run(FidelityConfig(checkpoints=checkpoints, truth=truth, subnets=args.subnets, seed=args.seed,
                        epochs=args.epochs, lut=args.lut, band_ms=args.band_ms, in_band=args.in_band,
                        repeat=args.repeat, overrides=tuple(args.set), calib_batches=args.calib_batches,
-                       pool=args.pool, resamples=args.resamples, address=args.address,
-                       mlflow_uri=args.mlflow_uri))
+                       calib_size=args.calib_size, pool=args.pool, resamples=args.resamples,
+                       address=args.address, mlflow_uri=args.mlflow_uri))
     return 0
 
 
