@@ -141,6 +141,7 @@ def scan(checkpoint: Path, out: Path, sampler: str) -> dict[str, Any]:
     archs = [("largest", space.largest()), ("smallest", space.smallest()),
              *((f"random-{i}", space.sample(rng)) for i in range(SCAN_SUBNETS))]
     log(f"scan {sampler}: {len(archs)} subnets, inherited weights, full validation split")
+    start = time.time()
     rows = []
     for role, arch in archs:
         result = evaluator.evaluate(arch)
@@ -150,7 +151,8 @@ def scan(checkpoint: Path, out: Path, sampler: str) -> dict[str, Any]:
     record = {"checkpoint": public_path(checkpoint), "epochs_done": int(read_meta(checkpoint)["epoch"]),
               "sampler": sampler, "subnets": rows, "largest_minus_smallest": top1["largest"] - top1["smallest"],
               "random_span": max(r["val_top1"] for r in rows[2:]) - min(r["val_top1"] for r in rows[2:]),
-              "span_paired": span_paired(checkpoint), "calib_batches": SCAN_CALIB_BATCHES, "commit": code_commit()}
+              "span_paired": span_paired(checkpoint), "calib_batches": SCAN_CALIB_BATCHES,
+              "seconds": time.time() - start, "commit": code_commit()}
     atomic_write_text(path, json.dumps(record, indent=1))
     return record
 
@@ -274,6 +276,33 @@ def calibration_remedy(checkpoints: dict[str, Path], out: Path) -> dict[str, Any
     return record
 
 
+def compute(out: Path, scans: dict[str, Any]) -> list[dict[str, Any]]:
+    """The issue's compute plan beside what each step took so far (hours; None: not measured yet)."""
+    supernets = {s: training_hours(out / f"{s}-e{EPOCHS}") or {"epochs": 0} for s in SAMPLERS}
+    truths = [t for t in (training_hours(d) for d in sorted((out / "truth").glob("*-s*")) if d.is_dir()) if t]
+    scan_seconds = [v["seconds"] for v in scans.values() if "seconds" in v]
+    return [
+        {"step": f"sandwich supernet, {EPOCHS} epochs ({supernets['sandwich']['epochs']} done)", "plan": "2.5-3.5",
+         **supernets["sandwich"]},
+        {"step": f"uniform control, {EPOCHS} epochs ({supernets['uniform']['epochs']} done)", "plan": "1.2",
+         **supernets["uniform"]},
+        {"step": f"scans, {SCAN_SUBNETS + 2} subnets each ({len(scan_seconds)} of {len(SAMPLERS)} timed)",
+         "plan": "0.5", "hours": sum(scan_seconds) / 3600 if scan_seconds else None},
+        {"step": f"truth, {TRUTH_SUBNETS + TRUTH_REPEAT} runs x {TRUTH_EPOCHS} epochs ({len(truths)} begun)",
+         "plan": "6-12", "hours": sum(t["hours"] for t in truths) if truths else None,
+         "quiet_hours": sum(t["quiet_hours"] for t in truths) if truths else None},
+    ]
+
+
+def compute_lines(rows: list[dict[str, Any]]) -> list[str]:
+    lines = ["| step | plan (h) | measured wall clock (h) | at the fastest epoch's pace (h) |", "|---|---|---|---|"]
+    for row in rows:
+        lines.append(f"| {row['step']} | {row['plan']} | {_num(row.get('hours'), 1)} | "
+                     f"{_num(row.get('quiet_hours'), 1)} |")
+    return ["Compute (2 cores; the wall clock includes the minutes a run was paused or shared the cores with "
+            "test runs, so the fastest epoch's pace is the cleaner cost):", "", *lines, ""]
+
+
 def report(out: Path) -> dict[str, Any]:
     """bench/results/supernet_fidelity.json and the BENCHMARKS.md section from what exists."""
     recipe = json.loads(RECIPE_JSON.read_text()) if RECIPE_JSON.is_file() else {}
@@ -315,7 +344,8 @@ def report(out: Path) -> dict[str, Any]:
         "supernets": supernets, "span_gate": SPAN_GATE, "gate": gate,
         "band": band,
         "standalone": fidelity["standalone"] if fidelity else None, "chosen": chosen,
-        "scans": {s: v["subnets"] for s, v in scans.items()}, "report_commit": code_commit(),
+        "scans": {s: v["subnets"] for s, v in scans.items()}, "compute": compute(out, scans),
+        "report_commit": code_commit(),
     }
     atomic_write_text(RESULTS_JSON, json.dumps(public_paths(result), indent=1) + "\n")
     if scans:
@@ -369,23 +399,48 @@ def plot_scans(scans: dict[str, Any], band: dict[str, Any] | None, path: Path) -
     tmp.replace(path)
 
 
-def per_epoch(experiment: Path) -> list[dict[str, float]]:
-    """The training's own per-epoch validation (1,280 images, the training's BatchNorm statistics) of the
-    smallest, the largest and the random subnets' mean, from the experiment's MLflow database ([] before
-    it exists): how the largest and the smallest separate while the supernet trains."""
+def _training_run(experiment: Path) -> tuple[Any, str] | None:
+    """(MLflow client, run id) of the XXS training in an experiment folder (None before it exists)."""
     from mlflow.tracking import MlflowClient
 
     from autovit_ray.experiment import Experiment
 
     layout = Experiment(experiment)
     if not layout.tracking_db.is_file():
-        return []
+        return None
     client = MlflowClient(layout.tracking_uri)
     runs = [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])
             if r.data.tags.get("supernet") == SUPERNET]
-    if not runs:
+    return (client, runs[0].info.run_id) if runs else None
+
+
+def training_hours(experiment: Path) -> dict[str, float] | None:
+    """A training's cost from its MLflow run: `hours`, the wall clock of its epochs (training and
+    validation; pauses and whatever shared the cores included), and `quiet_hours`, as many epochs at its
+    fastest epoch's pace (None before an epoch ends)."""
+    found = _training_run(experiment)
+    if found is None:
+        return None
+    client, run_id = found
+    epochs = {}
+    for key in ("train_time_s", "eval_time_s"):
+        for m in client.get_metric_history(run_id, key):
+            epochs[m.step] = epochs.get(m.step, 0.0) + m.value
+    if not epochs:
+        return None
+    return {"epochs": len(epochs), "hours": sum(epochs.values()) / 3600,
+            "quiet_hours": len(epochs) * min(epochs.values()) / 3600}
+
+
+def per_epoch(experiment: Path) -> list[dict[str, float]]:
+    """The training's own per-epoch validation (1,280 images, the training's BatchNorm statistics) of the
+    smallest, the largest and the random subnets' mean, from the experiment's MLflow database ([] before
+    it exists): how the largest and the smallest separate while the supernet trains."""
+    found = _training_run(experiment)
+    if found is None:
         return []
-    curves = {key: {m.step: m.value for m in client.get_metric_history(runs[0].info.run_id, f"val_top1_{key}")}
+    client, run_id = found
+    curves = {key: {m.step: m.value for m in client.get_metric_history(run_id, f"val_top1_{key}")}
               for key in ("smallest", "largest", "random_mean")}
     return [{"epoch": epoch, **{key: curve[epoch] for key, curve in curves.items()}}
             for epoch in sorted(curves["largest"]) if all(epoch in curve for curve in curves.values())]
@@ -460,6 +515,7 @@ def section(r: dict[str, Any]) -> str:
              "Command: `.venv/bin/python bench/supernet_fidelity.py --data-dir <cifar10>` (resumable), from a pinned "
              f"worktree; report: `--report-only`. XXS supernets on the `{INPUT_PROFILE}` profile and the recipe chosen "
              f"in the section above, {EPOCHS} epochs each. Validation split only (5k images held out of training).", "",
+             *compute_lines(r["compute"]),
              "| supernet | epochs done | largest − smallest (inherited, val) [95%, paired] | random 50: span "
              "| Kendall tau [95%] | tau in band | tau of MACs |", "|---|---|---|---|---|---|---|"]
     for name, s in r["supernets"].items():

@@ -156,9 +156,20 @@ def test_the_per_epoch_separation_is_read_from_the_trainings_mlflow_runs(tmp_pat
     experiment.mkdir()
     client = MlflowClient(Experiment(experiment).tracking_uri)
     run = client.create_run(client.create_experiment("sandwich-e30"), tags={"supernet": "xxs"})
+    assert bench.training_hours(experiment) is None  # no epoch ended yet
     for epoch in range(1, 12):
         for key, value in (("smallest", 60.0 + epoch), ("largest", 60.0 + 1.2 * epoch), ("random_mean", 61.0)):
             client.log_metric(run.info.run_id, f"val_top1_{key}", value, step=epoch)
+        client.log_metric(run.info.run_id, "train_time_s", 300.0 if epoch != 4 else 1500.0, step=epoch)
+        client.log_metric(run.info.run_id, "eval_time_s", 60.0, step=epoch)
+    hours = bench.training_hours(experiment)
+    assert hours["epochs"] == 11 and hours["hours"] == pytest.approx((11 * 360 + 1200) / 3600)
+    assert hours["quiet_hours"] == pytest.approx(11 * 360 / 3600)  # epoch 4 was paused: not the pace
+    rows = bench.compute(tmp_path, {"sandwich": {"seconds": 720.0}, "uniform": {}})
+    assert rows[0] == {"step": "sandwich supernet, 30 epochs (11 done)", "plan": "2.5-3.5", **hours}
+    assert rows[1]["step"] == "uniform control, 30 epochs (0 done)" and rows[1].get("hours") is None
+    assert rows[2]["hours"] == 0.2 and "(1 of 2 timed)" in rows[2]["step"]
+    assert "| sandwich supernet, 30 epochs (11 done) | 2.5-3.5 | 1.4 | 1.1 |" in bench.compute_lines(rows)
     rows = bench.per_epoch(experiment)
     assert [r["epoch"] for r in rows] == list(range(1, 12))
     assert rows[9] == {"epoch": 10, "smallest": 70.0, "largest": 72.0, "random_mean": 61.0}
