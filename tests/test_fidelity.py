@@ -4,6 +4,7 @@ another recipe)."""
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 
 import pytest
@@ -64,6 +65,52 @@ def test_inherited_scores_recalibrate_on_as_many_images_as_asked(tmp_path):
     more = inherited_top1(checkpoint, archs, None, 96)
     assert more == [wider.evaluate(a)["val_top1"] for a in archs]
     assert more != inherited_top1(checkpoint, archs, None)  # other statistics, other scores (seeded: stable)
+
+
+def test_the_truth_trains_as_many_runs_at_once_as_the_cluster_holds(ray_session, tmp_path, monkeypatch):
+    """Two at once on the session's 2 CPUs (a CPU each), each with the plan's CPUs and threads; finished
+    runs are not trained again; --parallel 1 trains one at a time."""
+    import random
+    import threading
+    import time
+    from pathlib import Path
+
+    from autovit_ray import fidelity
+    from autovit_ray.training.config import load_config
+
+    space = load_space("xxs", input_profile="digits")
+    archs = [space.largest(), space.smallest(), space.sample(random.Random(0))]
+    runs = [(archs[0], 0), (archs[0], 1), (archs[1], 0), (archs[2], 0)]
+    recipe = load_config("digits", ["ray.torch_threads=1", "ray.use_gpu=false"])
+    lock, active, seen = threading.Lock(), [0], []
+
+    def train_standalone(recipe, arch, truth, seed, address, mlflow_uri):  # stands in for a Ray Train run
+        with lock:
+            active[0] += 1
+            seen.append((arch.arch_hash, seed, active[0], recipe.ray.cpus_per_worker, recipe.ray.torch_threads))
+        time.sleep(0.3)
+        with lock:
+            active[0] -= 1
+        return Path(f"{arch.arch_hash}-s{seed}")
+
+    finished = Path("already")
+    monkeypatch.setattr(fidelity, "train_standalone", train_standalone)
+    monkeypatch.setattr(fidelity, "finished_standalone",
+                        lambda recipe, arch, truth, seed: finished if (arch, seed) == runs[0] else None)
+    messages = []
+    cfg = FidelityConfig(checkpoints=("x",), truth=str(tmp_path))
+    trained = fidelity.train_truth(recipe, runs, tmp_path, cfg, messages.append)
+    assert trained[(archs[0].arch_hash, 0)] == finished and len(trained) == 4
+    assert trained[(archs[2].arch_hash, 0)] == Path(f"{archs[2].arch_hash}-s0")
+    assert [s[:2] for s in seen] == [(a.arch_hash, seed) for a, seed in runs[1:]]  # in order, the finished skipped
+    assert max(s[2] for s in seen) == 2 and {s[3:] for s in seen} == {(1.0, 1)}
+    assert "1 of 4 runs trained; 3 to train, 2 at once (1 worker(s) of 1 CPU, 0 GPU, 1 torch thread(s) each)" \
+        in messages[0]
+    seen.clear()
+    fidelity.train_truth(recipe, runs, tmp_path, dataclasses.replace(cfg, parallel=1), messages.append)
+    assert max(s[2] for s in seen) == 1 and {s[3:] for s in seen} == {(2.0, 1)}  # the whole machine, one thread
+    with pytest.raises(ValueError, match="--parallel 0: expected a positive number"):
+        FidelityConfig(checkpoints=("x",), truth="t", parallel=0)
 
 
 def _supernet_checkpoint(output_dir, supernet: str, epochs: int) -> str:

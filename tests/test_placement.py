@@ -16,6 +16,7 @@ import yaml
 from autovit_ray.placement import (
     Cluster,
     NodeGroup,
+    concurrent_trainings,
     fits,
     make_plan,
     node_groups_from_launcher,
@@ -67,6 +68,21 @@ def test_default_share_on_a_laptop_is_fractional_and_gpu_workers_skip_the_head()
     # two workers per supernet on 2-GPU nodes of 12 CPUs: 6 each, never more than a GPU node can give
     c = cluster(NodeGroup("head", 4, 0, 1, 1, head=True), NodeGroup("gpu", 12, 2, 3, 3))
     assert trainers(c, workers=2)["xs"].cpus_per_worker == 6.0
+
+
+def test_concurrent_trainings_give_each_worker_its_cpus_or_gpus():
+    laptop = cluster(NodeGroup("head", 2, 0, 1, 1, head=True))
+    assert concurrent_trainings(laptop, 1, False, 0.0, None, None, limit=16) == 2  # a CPU each
+    assert concurrent_trainings(laptop, 1, False, 0.0, None, 2, limit=16) == 1  # two threads each: one at a time
+    assert concurrent_trainings(laptop, 1, False, 0.0, 0.5, None, limit=16) == 4
+    assert concurrent_trainings(laptop, 1, False, 0.0, 0.5, None, limit=3) == 3
+    assert concurrent_trainings(laptop, 2, False, 0.0, 4, None, limit=3) == 1  # never fewer than one
+    gpus = cluster(NodeGroup("head", 8, 0, 1, 1, head=True), NodeGroup("gpu", 8, 4, 2, 2))
+    assert concurrent_trainings(gpus, 1, "auto", 1.0, None, None, limit=20) == 8  # a GPU each: 2 nodes x 4
+    assert concurrent_trainings(gpus, 2, True, 0.5, 2, None, limit=20) == 4  # 2 workers x 0.5 GPU, 2 CPUs each
+    # the plan of that many at once is the one a run of that many supernets gets
+    plan = plan_trainers([f"run{i}" for i in range(2)], 1, False, 0.0, None, None, laptop)
+    assert {(p.cpus_per_worker, p.torch_threads) for p in plan.values()} == {(1.0, 1)}
 
 
 def test_use_gpu_auto_resolves_from_the_nodes_that_can_exist():

@@ -13,12 +13,12 @@ A search trusts that it does. This measures it for any trained supernet:
    the experiment's recipe for `--epochs`, in `--truth/<arch hash>-s<seed>/` (resumable: a killed run
    continues from its last epoch); the first `--repeat` again with seed + 1, so the truth's own seed
    noise, the ceiling of any tau, is measured. `truth.json` records the recipe: a truth folder
-   trained with another recipe is refused.
+   trained with another recipe is refused. The runs train `--parallel` at once on Ray (default: as
+   many as the cluster holds, a CPU per worker unless the recipe's `ray.*` says otherwise).
 3. **Scores** on the validation split: each subnet's inherited top-1 (BN recalibrated, on
    `--calib-batches` batches of `--calib-size` training images: a search's settings, or a larger
    sample to see whether more recalibration ranks better) from every `--checkpoint` (one truth scores
-   any number of supernets of the same space), and its stand-alone
-   top-1 (its own BN statistics).
+   any number of supernets of the same space), and its stand-alone top-1 (its own BN statistics).
 4. **Report** (`<truth>/fidelity.json`, printed, an MLflow run "fidelity", a section of the experiment's
    report page when the truth is the default `<experiment>/fidelity`): per supernet, Kendall tau and Spearman rho of
    inherited vs stand-alone accuracy with bootstrap intervals, over all subnets and inside the band;
@@ -63,6 +63,7 @@ class FidelityConfig:
     overrides: tuple[str, ...] = ()  # --set on the stand-alone recipe (the experiment's, by default)
     calib_batches: int | None = None  # BN recalibration batches for the inherited scores (None: all)
     calib_size: int | None = None  # BN recalibration images, from the training split (None: the checkpoint's)
+    parallel: int | None = None  # stand-alone runs trained at once (None: as many as the cluster holds)
     pool: int = 10_000  # random archs the draw picks from
     resamples: int = 10_000  # bootstrap resamples
     address: str | None = None  # Ray address for the stand-alone trainings
@@ -79,7 +80,7 @@ class FidelityConfig:
             raise ValueError(f"--in-band {self.in_band} and --repeat {self.repeat}: expected 0..--subnets")
         if self.in_band and (self.band_ms is None or self.lut is None):
             raise ValueError("--in-band needs --band-ms and --lut (the band is in table milliseconds)")
-        for name in ("calib_batches", "calib_size"):
+        for name in ("calib_batches", "calib_size", "parallel"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"--{name.replace('_', '-')} {value}: expected a positive number, or none for the "
@@ -175,25 +176,97 @@ def check_truth_folder(truth: Path, record: dict[str, Any], space: SearchSpace) 
                                         "space_fingerprint": space.fingerprint(), "recipe": record}, indent=1))
 
 
+def _standalone(recipe: Any, arch: Arch, truth: Path, seed: int) -> tuple[Any, SearchSpace]:
+    """The training config of `arch` alone with `seed`, in `<truth>/<arch hash>-s<seed>`, and its space."""
+    from ..ray_train import standalone_config
+
+    cfg = dataclasses.replace(recipe, name=f"{arch.arch_hash}-s{seed}", output_dir=str(truth), seed=seed,
+                              data=dataclasses.replace(recipe.data, seed=seed))
+    return standalone_config(cfg, arch, named=True)
+
+
+def finished_standalone(recipe: Any, arch: Arch, truth: Path, seed: int) -> Path | None:
+    """The final checkpoint of `arch` trained alone with `seed`, if that run has ended (else None)."""
+    from ..checkpoint import find_checkpoint
+
+    try:
+        return find_checkpoint(_standalone(recipe, arch, truth, seed)[0].experiment_dir, arch.supernet, final=True)
+    except ValueError:
+        return None  # not trained, or not to the end
+
+
 def train_standalone(recipe: Any, arch: Arch, truth: Path, seed: int, address: str | None,
                      mlflow_uri: str | None) -> Path:
     """Train (or resume, or reuse) `arch` alone with `seed`; returns its final checkpoint."""
     from ..checkpoint import find_checkpoint
-    from ..ray_train import run_training, standalone_config
+    from ..ray_train import run_training
 
-    name = f"{arch.arch_hash}-s{seed}"
-    cfg = dataclasses.replace(recipe, name=name, output_dir=str(truth), seed=seed,
-                              data=dataclasses.replace(recipe.data, seed=seed))
-    cfg, space = standalone_config(cfg, arch, named=True)
-    try:
-        return find_checkpoint(cfg.experiment_dir, arch.supernet, final=True)
-    except ValueError:
-        pass  # not trained, or not to the end: train (run_training resumes from the last epoch)
+    finished = finished_standalone(recipe, arch, truth, seed)
+    if finished is not None:
+        return finished
+    cfg, space = _standalone(recipe, arch, truth, seed)  # run_training resumes from the last epoch
     results = run_training(cfg, address=address, mlflow_uri=mlflow_uri, progress_bar=False, standalone=(arch, space))
     failed = [r.to_dict() for r in results.values() if not r.ok]
     if failed:
         raise RuntimeError(f"stand-alone training of {arch} (seed {seed}) failed: {failed}")
     return find_checkpoint(cfg.experiment_dir, arch.supernet, final=True)
+
+
+def train_truth(recipe: Any, runs: Sequence[tuple[Arch, int]], truth: Path, cfg: FidelityConfig,
+                log: Callable[[str], None]) -> dict[tuple[str, int], Path]:
+    """{(arch hash, seed): final checkpoint} of every run, trained alone where it has not ended (a killed
+    run resumes from its last epoch), `cfg.parallel` at once on Ray (None: as many as the cluster holds,
+    `placement.concurrent_trainings`); each run's CPUs and torch threads come from the placement plan
+    that trains that many at once."""
+    import collections
+    import threading
+
+    from .. import adapters, placement
+    from ..ray_train import connect_ray, run_in_daemon_threads
+
+    trained: dict[tuple[str, int], Path] = {}
+    pending: collections.deque[tuple[Arch, int]] = collections.deque()
+    for arch, seed in runs:
+        finished = finished_standalone(recipe, arch, truth, seed)
+        if finished is None:
+            pending.append((arch, seed))
+        else:
+            trained[(arch.arch_hash, seed)] = finished
+    if not pending:
+        return trained
+    import ray
+
+    started = connect_ray(recipe, cfg.address)
+    try:
+        cluster, r = adapters.cluster_node_groups(), recipe.ray
+        at_once = min(len(pending), cfg.parallel or placement.concurrent_trainings(
+            cluster, r.num_workers, r.use_gpu, r.gpus_per_worker, r.cpus_per_worker, r.torch_threads, len(pending)))
+        plans = placement.plan_trainers([f"run{i}" for i in range(at_once)], r.num_workers, r.use_gpu,
+                                        r.gpus_per_worker, r.cpus_per_worker, r.torch_threads, cluster)
+        placement.check_fits(placement.make_plan(cluster, plans), cluster)
+        plan = plans["run0"]
+        recipe = dataclasses.replace(recipe, ray=dataclasses.replace(
+            r, cpus_per_worker=plan.cpus_per_worker, torch_threads=plan.torch_threads))
+        log(f"truth: {len(runs) - len(pending)} of {len(runs)} runs trained; {len(pending)} to train, {at_once} at "
+            f"once ({plan.workers} worker(s) of {plan.cpus_per_worker:g} CPU, {plan.gpus_per_worker:g} GPU, "
+            f"{plan.torch_threads} torch thread(s) each)")
+        lock = threading.Lock()
+
+        def trainer() -> None:
+            while True:
+                with lock:
+                    if not pending:
+                        return
+                    arch, seed = pending.popleft()
+                log(f"truth: training {arch} (seed {seed})")
+                trained[(arch.arch_hash, seed)] = train_standalone(recipe, arch, truth, seed, cfg.address,
+                                                                   cfg.mlflow_uri)
+
+        run_in_daemon_threads({f"trainer{i}": trainer for i in range(at_once)})
+    finally:
+        if started:
+            ray.shutdown()
+    return trained
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -288,15 +361,13 @@ def run(cfg: FidelityConfig, log: Callable[[str], None] = print) -> dict[str, An
     recipe = truth_recipe(config_from_dict(record.config), cfg.epochs, cfg.overrides)
     truth = Path(cfg.truth)
     check_truth_folder(truth, recipe_record(recipe), space)
-    standalone, repeats = [], []
-    for i, arch in enumerate(archs):
-        log(f"truth {i + 1}/{len(archs)}: {arch}")
-        standalone.append(standalone_top1(train_standalone(recipe, arch, truth, cfg.seed, cfg.address,
-                                                           cfg.mlflow_uri), arch))
-        if i < cfg.repeat:
-            again = standalone_top1(train_standalone(recipe, arch, truth, cfg.seed + 1, cfg.address, cfg.mlflow_uri),
-                                    arch)
-            repeats.append({"arch_hash": arch.arch_hash, "top1": [standalone[-1], again]})
+    # each subnet, and after each of the first `repeat` its second seed: the order the runs start in
+    runs = [(arch, seed) for i, arch in enumerate(archs) for seed in (cfg.seed, cfg.seed + 1)[:1 + (i < cfg.repeat)]]
+    trained = train_truth(recipe, runs, truth, cfg, log)
+    standalone = [standalone_top1(trained[(arch.arch_hash, cfg.seed)], arch) for arch in archs]
+    repeats = [{"arch_hash": arch.arch_hash,
+                "top1": [top1, standalone_top1(trained[(arch.arch_hash, cfg.seed + 1)], arch)]}
+               for arch, top1 in zip(archs[:cfg.repeat], standalone)]
     # the truth's own noise: the standard deviation of one run, from pairs of seeds (sd = |a - b| / sqrt 2)
     seed_sd = (statistics.fmean(abs(a - b) ** 2 / 2 for a, b in (r["top1"] for r in repeats)) ** 0.5
                if repeats else None)

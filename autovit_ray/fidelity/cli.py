@@ -44,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calib-size", type=int, default=None,
                    help="BatchNorm recalibration images, drawn from the training split (default: the "
                         "checkpoint's data.calib_size)")
+    p.add_argument("--parallel", type=int, default=None,
+                   help="stand-alone runs trained at once (default: as many as the cluster holds, each worker "
+                        "with its ray.cpus_per_worker, else its ray.torch_threads, else one CPU)")
     p.add_argument("--pool", type=int, default=10_000)
     p.add_argument("--resamples", type=int, default=10_000)
     p.add_argument("--address", default=None)
@@ -63,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     run(FidelityConfig(checkpoints=checkpoints, truth=truth, subnets=args.subnets, seed=args.seed,
                        epochs=args.epochs, lut=args.lut, band_ms=args.band_ms, in_band=args.in_band,
                        repeat=args.repeat, overrides=tuple(args.set), calib_batches=args.calib_batches,
-                       calib_size=args.calib_size, pool=args.pool, resamples=args.resamples,
+                       calib_size=args.calib_size, parallel=args.parallel, pool=args.pool, resamples=args.resamples,
                        address=args.address, mlflow_uri=args.mlflow_uri))
     return 0
 
