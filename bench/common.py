@@ -21,7 +21,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -29,6 +29,8 @@ if str(ROOT) not in sys.path:
 
 import autovit_ray  # noqa: E402
 from autovit_ray.io import atomic_path, atomic_write_text  # noqa: E402
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     from torch import nn
@@ -170,6 +172,39 @@ def run_cli(args: Sequence[str], log_path: Path, env: Mapping[str, str] | None =
                              env={**os.environ, "PYTHONPATH": path, **(env or {})})
     if rc != 0:
         raise RuntimeError(f"`{' '.join(cmd)}` failed (exit {rc}); see {log_path}")
+
+
+def run_at_once(items: Sequence[T], call: Callable[[T], None], at_once: int) -> None:
+    """`call(item)` for every item, in order, at most `at_once` at a time (threads; each call is meant
+    to wait on a process of its own). After a failure no further item starts; the first failure is
+    raised once the running ones have ended (each is resumable: a rerun goes on from there)."""
+    import collections
+    import threading
+
+    pending = collections.deque(items)
+    lock = threading.Lock()
+    failures: list[BaseException] = []
+
+    def worker() -> None:
+        while True:
+            with lock:
+                if failures or not pending:
+                    return
+                item = pending.popleft()
+            try:
+                call(item)
+            except BaseException as exc:  # noqa: BLE001 - raised in the caller's thread
+                with lock:
+                    failures.append(exc)
+
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(max(1, min(at_once, len(items))))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        while thread.is_alive():
+            thread.join(0.5)  # short waits: Ctrl-C reaches the main thread between them
+    if failures:
+        raise failures[0]
 
 
 def mlflow_env(out: Path) -> dict[str, str]:

@@ -256,7 +256,8 @@ def _test_record(run: claim.Run, top1: float, config: dict) -> dict:
             "folder": "x", "reused": False, "wall_s": 1.0, "commit": "d" * 40}
 
 
-def test_the_standalone_stage_trains_in_order_and_refuses_an_arm_of_another_recipe(tmp_path, monkeypatch) -> None:
+def test_the_standalone_stage_trains_in_order_and_refuses_an_arm_of_another_recipe(tmp_path, monkeypatch,
+                                                                                     one_thread) -> None:
     assert [r.name for r in claim.standalone_runs(False)] == [
         "peer-s0", "searched-1.0x-s0", "peer-s1", "searched-1.0x-s1", "peer-s2", "searched-1.0x-s2",
         *(f"random-1.0x-{i}-s0" for i in range(5)), "searched-0.8x-s0"]
@@ -271,12 +272,61 @@ def test_the_standalone_stage_trains_in_order_and_refuses_an_arm_of_another_reci
         return _test_record(run, 84.0, arch_config(run.seed, epochs=epochs) if arch else peer_config(run.seed, epochs))
 
     monkeypatch.setattr(claim, "score_run", score_run)
+    monkeypatch.setattr(claim, "train_in_child", claim.train_one)  # this process, not one of its own
+    monkeypatch.setattr(claim, "STANDALONE_AT_ONCE", 1)  # one at a time: the order below is the start order
     with pytest.raises(claim.Mismatch, match="peer-s2 was trained with another recipe.*epochs 10"):
         claim.run_standalone(_claim(tmp_path, record))
     assert [name for name, _ in trained] == ["peer-s0", "searched-1.0x-s0", "peer-s1", "searched-1.0x-s1", "peer-s2"]
     assert trained[1][1].to_dict() == record["select"]["c2f-1.0x"]["chosen"] and trained[0][1] is None
     assert not claim.score_path(tmp_path, claim.Run("peer", 2)).exists()  # refused: not scored, retried on a rerun
     assert claim.score_path(tmp_path, claim.Run("searched_1.0x", 1)).is_file()
+
+
+def test_stand_alone_runs_train_two_at_once_each_in_a_process_of_its_own(tmp_path, monkeypatch) -> None:
+    import threading
+    import time
+
+    record = _artifacts(tmp_path)
+    c = _claim(tmp_path, record)
+    lock, active, started = threading.Lock(), [0], []
+
+    def train_in_child(c, run):  # stands in for `python -m cifar10_claim --train-run <run>`
+        with lock:
+            active[0] += 1
+            started.append((run.name, active[0]))
+        time.sleep(0.2)
+        claim.write_json(claim.score_path(c.out, run), {"run": run.name})
+        with lock:
+            active[0] -= 1
+
+    monkeypatch.setattr(claim, "train_in_child", train_in_child)
+    claim.score_path(tmp_path, claim.Run("peer", 0)).parent.mkdir(parents=True)
+    claim.write_json(claim.score_path(tmp_path, claim.Run("peer", 0)), {"run": "peer-s0"})  # done before
+    claim.run_standalone(c)
+    names = [r.name for r in claim.standalone_runs(False)]
+    assert [name for name, _ in started] == names[1:]  # in order, the scored one not again
+    assert max(n for _, n in started) == claim.STANDALONE_AT_ONCE == 2
+    assert record["standalone"]["runs"] == len(names)
+    # the process each run gets: this experiment's settings, and the run named
+    argv = claim.child_argv(c, claim.Run("random_1.0x", 0, 3))
+    assert argv[:3] == ["cifar10_claim", "--train-run", "random-1.0x-3-s0"]
+    assert argv[argv.index("--supernet") + 1] == str(c.checkpoint) and "--full" not in argv
+    # a failed run stops further starts; the running ones end; the failure is raised
+    started.clear()
+    for name in names:
+        claim.score_path(tmp_path, next(r for r in claim.standalone_runs(False) if r.name == name)).unlink(
+            missing_ok=True)
+
+    def failing(c, run):
+        started.append((run.name, 0))
+        if run.name == "searched-1.0x-s0":
+            raise RuntimeError("killed")
+        time.sleep(0.3)
+
+    monkeypatch.setattr(claim, "train_in_child", failing)
+    with pytest.raises(RuntimeError, match="killed"):
+        claim.run_standalone(c)
+    assert [name for name, _ in started] == ["peer-s0", "searched-1.0x-s0"]
 
 
 def test_the_inherited_stage_scores_every_subnet_arm_once_with_the_truths_calibration(tmp_path,
