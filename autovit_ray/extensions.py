@@ -20,7 +20,9 @@ the registry; no code branches on an extension's name. See docs/extending.md. Pu
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.metadata
+import sys
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Generic, TypeVar
 
@@ -143,7 +145,15 @@ class Registry(Generic[T]):
     def _entry_points(self) -> dict[str, importlib.metadata.EntryPoint]:
         if self.entry_point_group is None:
             return {}
-        return {point.name: point for point in importlib.metadata.entry_points(group=self.entry_point_group)}
+        return _entry_points(self.entry_point_group, tuple(sys.path))
+
+
+@functools.lru_cache(maxsize=64)
+def _entry_points(group: str, search_path: tuple[str, ...]) -> dict[str, importlib.metadata.EntryPoint]:
+    """{name: entry point} of `group` among the packages `search_path` holds. Scanning the installed
+    distributions takes milliseconds and spaces are loaded often (every space offers the installed input
+    profiles), so a scan is kept until `sys.path` changes."""
+    return {point.name: point for point in importlib.metadata.entry_points(group=group)}
 
 
 def _describe(entry: Any) -> str:

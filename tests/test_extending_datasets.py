@@ -187,6 +187,34 @@ def test_a_dataset_of_an_installed_package_is_found_by_its_entry_point(tmp_path)
     assert "installed-digits" not in dataset_names()
 
 
+def test_an_input_profile_of_an_installed_package_is_found_by_its_entry_point(tmp_path):
+    """A package that others install declares an InputProfile as an entry point of group
+    autovit_ray.input_profiles: every space offers it without AUTOVIT_RAY_PLUGINS."""
+    from extending_examples import installed
+
+    from autovit_ray.space import INPUT_PROFILES
+
+    source = ("from autovit_ray.space import InputProfile\n\n"
+              "WIDE = InputProfile('wide12', (12,), (1, 1, 1, 2, 1, 1, 1, 1))\n")
+    toml = '[project.entry-points."autovit_ray.input_profiles"]\nwide12 = "installed_profile:WIDE"\n'
+    with pytest.raises(ValueError, match="has no input profile 'wide12'"):
+        load_space("xxs", input_profile="wide12")
+    with installed(tmp_path / "site", source, toml, INPUT_PROFILES):
+        assert "wide12" in shared_input_profiles() and "wide12" in INPUT_PROFILES.entries()
+        space = load_space("xs", input_profile="wide12")
+        assert space.resolutions == (12,) and space.input_profile.strides[3] == 2
+    assert "wide12" not in shared_input_profiles()
+    # an entry point whose profile another already holds is refused when it loads, with the reason
+    clash = source.replace("(12,)", "(8,)").replace("wide12", "eight")
+    with installed(tmp_path / "site2", clash, toml.replace("wide12", "eight").replace("installed_profile",
+                                                                                       "installed_clash"),
+                   INPUT_PROFILES):
+        with pytest.raises(ValueError, match="'eight' shares resolutions \\[8\\] with 'digits'"):
+            shared_input_profiles()
+        assert "eight" not in INPUT_PROFILES.entries()  # refused: nothing for the block's exit to unregister
+        sys.modules.pop("installed_clash")
+
+
 def test_a_registry_of_named_instances_refuses_another_type_or_another_name():
     from autovit_ray.blocks import BLOCK_KINDS, register_block_kind
     from autovit_ray.extensions import Registry

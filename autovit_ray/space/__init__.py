@@ -24,6 +24,7 @@ import yaml
 
 from ..blocks import DEFAULT_STAGE_KINDS, conv_out, import_kind_modules, kind_modules, stage_kind
 from ..config import packaged_configs, renamed_keys
+from ..extensions import Registry
 from ..plugins import load_plugins
 
 # Bump when the meaning of a space field or the network built from it changes: old checkpoints
@@ -826,7 +827,6 @@ def space_for_arch(arch: Arch) -> SearchSpace:
 
 
 PROFILES_FILE = CONFIG_DIR / "profiles.yaml"
-_registered_input_profiles: dict[str, dict[str, Any]] = {}
 
 
 @cache
@@ -844,43 +844,63 @@ def _profiles_file() -> dict[str, Any]:
     return {"input_profiles": dict(profiles), "default": raw["default_input_profile"]}
 
 
-def shared_input_profiles() -> dict[str, dict[str, Any]]:
-    """{name: {"resolutions", "strides"[, "patch_sizes"]}} of every space whose YAML lists none of its
-    own (the built-in ones): configs/profiles.yaml's, then the registered ones, in that order."""
-    load_plugins()  # the modules of AUTOVIT_RAY_PLUGINS register theirs
-    return {**_profiles_file()["input_profiles"], **_registered_input_profiles}
-
-
-def register_input_profile(name: str, resolutions: Sequence[int], strides: Sequence[int],
-                           patch_sizes: Sequence[int] | None = None) -> None:
-    """Offer one more input profile in every built-in space (resolutions, and the stride of each of the
-    8 stages; `patch_sizes`: one per transformer stage). Checked against each built-in space here, with
-    the errors a space YAML gets. Register in a module of AUTOVIT_RAY_PLUGINS (autovit_ray.plugins), so
-    that every process of a run has it."""
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"an input profile's name must be a non-empty string, got {name!r}")
-    if name in shared_input_profiles():
-        raise ValueError(f"input profile {name!r} already exists (configs/profiles.yaml or registered); "
-                         "choose another name")
-    raw: dict[str, Any] = {"resolutions": list(resolutions), "strides": list(strides)}
-    if patch_sizes is not None:
-        raw["patch_sizes"] = list(patch_sizes)
+def _check_new_input_profile(name: str, profile: InputProfile) -> None:
+    """A new input profile must be new, valid in every built-in space (the errors a space YAML gets), and,
+    without per-stage patch sizes, share no resolution with another such profile."""
+    in_file = _profiles_file()["input_profiles"]
+    if name in in_file:
+        raise ValueError(f"input profile {name!r} already exists (configs/profiles.yaml); choose another name")
+    raw = profile.to_dict()
     for space in BUILTIN_SPACES:
         yaml_dict = yaml.safe_load((CONFIG_DIR / f"{space}.yaml").read_text())
         space_from_dict({**yaml_dict, "input_profiles": {name: raw}}, source=f"input profile {name!r}")
-    if patch_sizes is None:  # its archs will not name it: their resolution must tell it (space_for_arch)
-        for other, prof in shared_input_profiles().items():
+    if profile.patch_sizes is None:  # its archs will not name it: their resolution must tell it (space_for_arch)
+        # the registered ones only: loading the entry points here would load this one again
+        others = {**in_file, **{n: p.to_dict() for n, p in INPUT_PROFILES.entries().items() if n != name}}
+        for other, prof in others.items():
             shared = sorted(set(raw["resolutions"]) & set(prof["resolutions"]))
             if shared and prof.get("patch_sizes") is None:
                 raise ValueError(f"input profile {name!r} shares resolutions {shared} with {other!r}: an arch "
                                  "names no input profile, its resolution tells it; choose other resolutions "
                                  "or give per-stage patch_sizes (then its archs name it)")
-    _registered_input_profiles[name] = raw
+
+
+# The input profiles added in code (`register_input_profile`, in a module of AUTOVIT_RAY_PLUGINS) or by
+# installed packages (entry points of group autovit_ray.input_profiles: an `InputProfile` each).
+INPUT_PROFILES: Registry[InputProfile] = Registry(
+    "input profile", entry_point_group="autovit_ray.input_profiles", check=_check_new_input_profile,
+    instance_of=InputProfile, hint="add one to configs/profiles.yaml or register it with "
+                                   "autovit_ray.space.register_input_profile (docs/extending.md)")
+
+
+def shared_input_profiles() -> dict[str, dict[str, Any]]:
+    """{name: {"resolutions", "strides"[, "patch_sizes"]}} of every space whose YAML lists none of its
+    own (the built-in ones): configs/profiles.yaml's, then the registered ones and those of installed
+    packages, in that order."""
+    load_plugins()  # the modules of AUTOVIT_RAY_PLUGINS register theirs
+    return {**_profiles_file()["input_profiles"],
+            **{name: INPUT_PROFILES.get(name).to_dict() for name in INPUT_PROFILES.names()}}
+
+
+def register_input_profile(name: str, resolutions: Sequence[int], strides: Sequence[int],
+                           patch_sizes: Sequence[int] | None = None) -> InputProfile:
+    """Offer one more input profile in every built-in space (resolutions, and the stride of each of the
+    8 stages; `patch_sizes`: one per transformer stage); returns it. Checked against each built-in space
+    here, with the errors a space YAML gets. Register in a module of AUTOVIT_RAY_PLUGINS
+    (autovit_ray.plugins), so that every process of a run has it; an installed package may declare the
+    `InputProfile` as an entry point of group autovit_ray.input_profiles instead."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"an input profile's name must be a non-empty string, got {name!r}")
+    if name in INPUT_PROFILES.entries():
+        raise ValueError(f"input profile {name!r} already exists (registered); choose another name")
+    profile = InputProfile(name, tuple(resolutions), tuple(strides),
+                           tuple(patch_sizes) if patch_sizes is not None else None)
+    return INPUT_PROFILES.register(name, profile)
 
 
 def unregister_input_profile(name: str) -> None:
     """Undo `register_input_profile` (the profiles of configs/profiles.yaml stay)."""
-    if name not in _registered_input_profiles:
+    if name not in INPUT_PROFILES.entries():
         raise ValueError(f"input profile {name!r} was not registered in code; registered: "
-                         f"{sorted(_registered_input_profiles)}")
-    del _registered_input_profiles[name]
+                         f"{sorted(INPUT_PROFILES.entries())}")
+    INPUT_PROFILES.unregister(name)
