@@ -67,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="for a run id (default: $MLFLOW_TRACKING_URI or sqlite in the experiment dir)")
     p.add_argument("--data-dir", default=None, help="override the checkpoint's data directory")
     p.add_argument("--calib-batches", type=int, default=None, help="BN recalibration batches (default all)")
+    p.add_argument("--calib-size", type=int, default=None,
+                   help="BN recalibration images, drawn from the training split (default: the checkpoint's "
+                        "data.calib_size; give the search's --calib-size to export what it scored)")
     return p
 
 
@@ -190,8 +193,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from .registry import is_model_uri
 
     formats = parse_formats(args.format)
-    if args.calib_batches is not None and args.calib_batches < 1:
-        raise ValueError(f"--calib-batches must be >= 1, got {args.calib_batches}")
+    for name in ("calib_batches", "calib_size"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     registered = None
     if is_model_uri(args.arch):
         registered = resolve_registered(args)
@@ -208,7 +212,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if registered is not None:
         check_registered_matches(registered, space, supernet.num_classes, checkpoint)
     check_in_space(arch, space, checkpoint)
-    data = dataclasses.replace(config.data, data_dir=args.data_dir) if args.data_dir else config.data
+    overrides = {k: v for k, v in (("data_dir", args.data_dir), ("calib_size", args.calib_size)) if v}
+    data = dataclasses.replace(config.data, **overrides)
 
     start = time.perf_counter()
     subnet, reference = calibrated_subnet(supernet, arch, build_loader(data, "calib", resolution=arch.resolution),

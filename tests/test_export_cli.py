@@ -139,7 +139,20 @@ def test_bad_export_inputs(trained_digits_experiment, finished_digits_search, tm
     assert "neither inline JSON" in fails(str(tmp_path / "missing.json"))
     assert "unknown export format" in fails(good.to_json(), "--format", "torchscript,tflite")
     assert "no checkpoint of supernet 'xxs'" in fails(good.to_json(), checkpoint=str(tmp_path))
+    assert "--calib-size must be >= 1, got 0" in fails(good.to_json(), "--calib-size", "0")
     assert not out.exists()
+
+
+def test_export_recalibrates_on_as_many_images_as_asked(trained_digits_experiment, tmp_path):
+    """--calib-size: the training images a search's --calib-size scored with, not the checkpoint's 32."""
+    arch = load_space("xxs", input_profile="digits").smallest()
+    base = ["--arch", arch.to_json(), "--checkpoint", str(trained_digits_experiment.dir), "--supernet", "xxs",
+            "--format", "", "--name", "m", "--calib-batches", "2"]
+    assert main([*base, "--out", str(tmp_path / "default")]) == 0
+    assert main([*base, "--out", str(tmp_path / "more"), "--calib-size", "64"]) == 0
+    default, more = (torch.load(tmp_path / d / "m.pth", weights_only=True) for d in ("default", "more"))
+    means = [k for k in default if k.endswith("running_mean")]
+    assert means and any(not torch.equal(default[k], more[k]) for k in means)
 
 
 def test_python_dash_m_entry_point(tmp_path):

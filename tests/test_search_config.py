@@ -19,9 +19,17 @@ def test_cli_defaults_are_the_config_defaults():
 def test_config_round_trips_through_the_cli_flags():
     cfg = SearchConfig(name="s", checkpoint="ckpt", supernet="xxs", lut="xxs.parquet", params_budget=1.5e6,
                        latency_budget_ms=2.25, strategy="coarse-to-fine-dominance", population=6, max_evaluations=12,
-                       cpus_per_evaluator=0.5, export_formats=("onnx",), no_register=True, seed=3)
+                       cpus_per_evaluator=0.5, export_formats=("onnx",), no_register=True, seed=3, calib_size=4096)
     assert SearchConfig.from_args(build_parser().parse_args(cfg.to_argv())) == cfg
     assert cfg.to_argv()[:4] == ["--name", "s", "--checkpoint", "ckpt"]
+
+
+def test_the_evaluators_read_the_checkpoints_data_with_the_searchs_overrides():
+    from autovit_ray.search.driver import evaluation_overrides
+
+    assert evaluation_overrides(SearchConfig(name="s", checkpoint="ckpt")) == {}
+    cfg = SearchConfig(name="s", checkpoint="ckpt", data_dir="/data/cifar10", calib_size=4096)
+    assert evaluation_overrides(cfg) == {"data_dir": "/data/cifar10", "calib_size": 4096}
 
 
 def test_python_values_are_coerced():
@@ -32,6 +40,7 @@ def test_python_values_are_coerced():
 
 @pytest.mark.parametrize("changes, message", [
     ({"evaluators": 0}, "--evaluators must be >= 1"),
+    ({"calib_size": 0}, "--calib-size must be >= 1"),
     ({"latency_budget_ms": 3.0}, "needs --lut"),
     ({"strategy": "coarse_to_fine"}, "--strategy 'coarse_to_fine' is unknown"),
     ({"params_budget": -1}, "--params-budget must be positive"),

@@ -79,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--concurrent-trials", type=int, default=None, help="default: 2 x evaluators")
     p.add_argument("--eval-batches", type=int, default=None, help="validation batches per candidate (default all)")
     p.add_argument("--calib-batches", type=int, default=None, help="BN recalibration batches (default all)")
+    p.add_argument("--calib-size", type=int, default=None,
+                   help="BN recalibration images, drawn from the training split (default: the checkpoint's "
+                        "data.calib_size; `python -m autovit_ray.fidelity --calib-size` tells whether more ranks better)")
     p.add_argument("--val-half", type=int, default=None,
                    help="select on this fixed half (0 or 1) of the validation split; the best models are "
                         "also scored on the other half (val_other_top1), unbiased by their selection")

@@ -40,6 +40,7 @@ class SearchConfig:
     concurrent_trials: int | None = None  # default: 2 x evaluators
     eval_batches: int | None = None  # validation batches per candidate (default all; the test report reads all)
     calib_batches: int | None = None  # BN recalibration batches (default all)
+    calib_size: int | None = None  # BN recalibration images, from the training split (default: the checkpoint's)
     val_half: int | None = None  # select on this fixed half (0 / 1) of the validation split, report the other
     data_dir: str | None = None  # override the checkpoint's data directory
     eval_cache: str | None = None  # evaluations store (default <output>/search/eval_cache.sqlite)
@@ -68,7 +69,7 @@ class SearchConfig:
             raise ValueError(f"--name {self.name!r} is invalid: expected a non-empty search name without '/'")
         for name in ("population", "generations", "parents", "coarse_samples", "skeletons", "evaluators",
                      "threads_per_evaluator", "top_k", "max_evaluations", "concurrent_trials", "eval_batches",
-                     "calib_batches", "num_cpus"):
+                     "calib_batches", "calib_size", "num_cpus"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{flag(name)} must be >= 1, got {value}")

@@ -95,6 +95,12 @@ def evaluate_trial(config: dict[str, Any], pool: Any, finished: dict[str, dict[s
                  "cached": int(bool(result.get("cached")))})
 
 
+def evaluation_overrides(cfg: SearchConfig) -> dict[str, Any]:
+    """The checkpoint's data settings a search changes (DataConfig fields): where the data is
+    (`--data-dir`), how many training images recalibrate BatchNorm (`--calib-size`)."""
+    return {k: v for k, v in (("data_dir", cfg.data_dir), ("calib_size", cfg.calib_size)) if v is not None}
+
+
 def evaluation_data(record: TrainingRecord, data_overrides: dict[str, Any]) -> Any:
     """The DataConfig the evaluators read: the training data of a checkpoint (its `TrainingRecord`) with
     the search's overrides."""
@@ -171,7 +177,7 @@ def run(cfg: SearchConfig) -> SearchReport:
     strategy = make_strategy(cfg.strategy, space, costs, cfg)
     experiment = Experiment(Path(cfg.output_dir)) if cfg.output_dir else Experiment.of_checkpoint(checkpoint)
     search_dir = experiment.search_dir(cfg.name)
-    data_overrides = {"data_dir": cfg.data_dir} if cfg.data_dir else {}
+    data_overrides = evaluation_overrides(cfg)
     settings = EvalSettings(max_batches=cfg.eval_batches, calib_batches=cfg.calib_batches, val_half=cfg.val_half)
     data = evaluation_data(record, data_overrides)
     context = evaluation_context(checkpoint, data, settings)
