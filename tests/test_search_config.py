@@ -32,6 +32,17 @@ def test_the_evaluators_read_the_checkpoints_data_with_the_searchs_overrides():
     assert evaluation_overrides(cfg) == {"data_dir": "/data/cifar10", "calib_size": 4096}
 
 
+def test_settings_added_later_enter_the_identity_only_when_set():
+    """A search begun before --calib-size existed resumes (its identity had no such key); set, it is
+    another search."""
+    from autovit_ray.search.config import identity_settings
+
+    unset = identity_settings(dataclasses.asdict(SearchConfig(name="s", checkpoint="ckpt")))
+    assert "calib_size" not in unset and "name" not in unset and unset["population"] == 50
+    assert identity_settings(dataclasses.asdict(SearchConfig(name="s", checkpoint="ckpt", calib_size=4096))) == {
+        **unset, "calib_size": 4096}
+
+
 def test_python_values_are_coerced():
     cfg = SearchConfig(name="s", checkpoint="ckpt", params_budget=1500000, export_formats=["onnx", "coreml"])
     assert cfg.params_budget == 1.5e6 and cfg.export_formats == ("onnx", "coreml")

@@ -21,7 +21,7 @@ from ..config import packaged_configs
 from ..experiment import Experiment
 from ..io import atomic_write_text
 from ..progress import duration
-from ..search.config import NOT_IN_IDENTITY, SearchConfig, count
+from ..search.config import SearchConfig, count, identity_settings
 
 CONFIG_DIR = packaged_configs("pipeline")
 STAGES = ("train", "profile", "search", "retrain", "compare")
@@ -225,7 +225,7 @@ def backend_options(section: ProfileStage) -> dict[str, Any]:
 def search_settings(section: Any) -> dict[str, Any]:
     """The search settings a search's fingerprint holds: how it runs (evaluators, their CPUs / GPUs,
     timeouts) does not make it another search, and the budget factors enter as the budgets they give."""
-    return {k: v for k, v in _settings(section).items() if k not in (*NOT_IN_IDENTITY, *BUDGET_FACTORS)}
+    return {k: v for k, v in identity_settings(_settings(section)).items() if k not in BUDGET_FACTORS}
 
 
 def quantile(values: Sequence[float], q: float) -> float:

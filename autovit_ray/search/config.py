@@ -153,4 +153,15 @@ NOT_IN_IDENTITY = frozenset({
     "no_register", "output_dir", "mlflow_uri", "address", "num_cpus", "new_run",
 })
 
-__all__ = ["DEFAULTS", "NOT_IN_IDENTITY", "SearchConfig", "count"]
+# Settings added after searches were made: an identity holds them only when set, so that a search begun
+# before one existed resumes, and a pipeline's search stage stays up to date.
+IN_IDENTITY_WHEN_SET = frozenset({"calib_size"})
+
+
+def identity_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """The search settings an identity holds: not `NOT_IN_IDENTITY`, nor `IN_IDENTITY_WHEN_SET` unset."""
+    return {k: v for k, v in settings.items()
+            if k not in NOT_IN_IDENTITY and not (k in IN_IDENTITY_WHEN_SET and v is None)}
+
+
+__all__ = ["DEFAULTS", "IN_IDENTITY_WHEN_SET", "NOT_IN_IDENTITY", "SearchConfig", "count", "identity_settings"]

@@ -35,7 +35,7 @@ from .algorithms import (
     SearchStrategy,
     make_strategy,
 )
-from .config import NOT_IN_IDENTITY, SearchConfig
+from .config import SearchConfig, identity_settings
 from .results import SearchReport, read_search
 
 if TYPE_CHECKING:  # checkpoint imports torch: the driver imports it where it runs
@@ -140,7 +140,7 @@ def search_identity(cfg: SearchConfig, context: dict[str, Any], space: SearchSpa
     from .cache import file_digest
 
     lut_digest = file_digest(cfg.lut) if cfg.lut else None
-    settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in NOT_IN_IDENTITY}
+    settings = identity_settings(dataclasses.asdict(cfg))
     # a search begun under a strategy's old name ("pareto") keeps its identity, so it resumes under the new one
     settings["strategy"] = {new: old for old, new in STRATEGIES.renamed.items()}.get(cfg.strategy, cfg.strategy)
     whole = {"evaluation": context, "lut": lut_digest, "space": space.fingerprint(), "settings": settings}
