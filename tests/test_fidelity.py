@@ -109,6 +109,19 @@ def test_the_truth_trains_as_many_runs_at_once_as_the_cluster_holds(ray_session,
     seen.clear()
     fidelity.train_truth(recipe, runs, tmp_path, dataclasses.replace(cfg, parallel=1), messages.append)
     assert max(s[2] for s in seen) == 1 and {s[3:] for s in seen} == {(2.0, 1)}  # the whole machine, one thread
+    # a failed run: no further run starts, the running one ends, then the failure is raised
+    seen.clear()
+
+    def failing(recipe, arch, truth, seed, address, mlflow_uri):
+        if arch == archs[1]:
+            seen.append((arch.arch_hash, seed, 0, None, None))
+            raise RuntimeError("killed")
+        return train_standalone(recipe, arch, truth, seed, address, mlflow_uri)
+
+    monkeypatch.setattr(fidelity, "train_standalone", failing)
+    with pytest.raises(RuntimeError, match="killed"):
+        fidelity.train_truth(recipe, runs, tmp_path, cfg, messages.append)
+    assert {s[:2] for s in seen} == {(archs[1].arch_hash, 0), (archs[0].arch_hash, 1)}  # archs[2] never started
     with pytest.raises(ValueError, match="--parallel 0: expected a positive number"):
         FidelityConfig(checkpoints=("x",), truth="t", parallel=0)
 

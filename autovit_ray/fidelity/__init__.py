@@ -217,7 +217,8 @@ def train_truth(recipe: Any, runs: Sequence[tuple[Arch, int]], truth: Path, cfg:
     """{(arch hash, seed): final checkpoint} of every run, trained alone where it has not ended (a killed
     run resumes from its last epoch), `cfg.parallel` at once on Ray (None: as many as the cluster holds,
     `placement.concurrent_trainings`); each run's CPUs and torch threads come from the placement plan
-    that trains that many at once."""
+    that trains that many at once. After a failure no further run starts; the running ones end, then
+    the failure is raised (a rerun resumes)."""
     import collections
     import threading
 
@@ -250,17 +251,21 @@ def train_truth(recipe: Any, runs: Sequence[tuple[Arch, int]], truth: Path, cfg:
         log(f"truth: {len(runs) - len(pending)} of {len(runs)} runs trained; {len(pending)} to train, {at_once} at "
             f"once ({plan.workers} worker(s) of {plan.cpus_per_worker:g} CPU, {plan.gpus_per_worker:g} GPU, "
             f"{plan.torch_threads} torch thread(s) each)")
-        lock = threading.Lock()
+        lock, failed = threading.Lock(), threading.Event()
 
         def trainer() -> None:
             while True:
                 with lock:
-                    if not pending:
+                    if not pending or failed.is_set():  # after a failure no further run starts
                         return
                     arch, seed = pending.popleft()
                 log(f"truth: training {arch} (seed {seed})")
-                trained[(arch.arch_hash, seed)] = train_standalone(recipe, arch, truth, seed, cfg.address,
-                                                                   cfg.mlflow_uri)
+                try:
+                    trained[(arch.arch_hash, seed)] = train_standalone(recipe, arch, truth, seed, cfg.address,
+                                                                       cfg.mlflow_uri)
+                except BaseException:
+                    failed.set()
+                    raise
 
         run_in_daemon_threads({f"trainer{i}": trainer for i in range(at_once)})
     finally:
@@ -293,8 +298,6 @@ def inherited_top1(checkpoint: Path, archs: Sequence[Arch], calib_batches: int |
     """Validation top-1 each arch inherits from a supernet, BatchNorm recalibrated (the search's score):
     on the first `calib_batches` batches of `calib_size` training images (None: all batches; the
     checkpoint's own data.calib_size)."""
-    import dataclasses
-
     from ..checkpoint import load_supernet
     from ..search.evaluate import EvalSettings, SubnetEvaluator
 
