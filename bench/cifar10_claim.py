@@ -705,10 +705,15 @@ def child_argv(c: Claim, run: Run) -> list[str]:
 
 
 def train_in_child(c: Claim, run: Run) -> None:
+    """`train_one` in a process of its own, its output in ``standalone/<run>.driver.log``."""
     bench = os.pathsep.join(filter(None, [str(ROOT / "bench"), str(ROOT), os.environ.get("PYTHONPATH")]))
-    run_cli(child_argv(c, run), c.out / "standalone" / f"{run.name}.driver.log", {"PYTHONPATH": bench})
+    log_path = c.out / "standalone" / f"{run.name}.driver.log"
+    log(f"standalone: {run.name}: training in a process of its own ({public_path(log_path)})")
+    start = time.time()
+    run_cli(child_argv(c, run), log_path, {"PYTHONPATH": bench})
     if not readable_json(score_path(c.out, run)):
         raise RuntimeError(f"standalone: {run.name} ended without its score file {score_path(c.out, run)}")
+    log(f"standalone: {run.name}: done in {(time.time() - start) / 3600:.2f} h")
 
 
 def run_standalone(c: Claim) -> None:
