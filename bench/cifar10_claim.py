@@ -1152,7 +1152,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.train_run:
         runs = {run.name: run for run in standalone_runs(args.full, RANDOM_ARCHS)}
         if args.train_run not in runs:
-            raise SystemExit(f"error: --train-run {args.train_run!r} is not a run of this experiment: {sorted(runs)}")
+            raise ValueError(f"--train-run {args.train_run!r} is not a run of this experiment: {sorted(runs)}")
         train_one(claim, runs[args.train_run])
         return 0
     log(f"cifar10_claim: supernet {public_path(checkpoint)} ({source}), artifacts in {out}")

@@ -329,6 +329,21 @@ def test_stand_alone_runs_train_two_at_once_each_in_a_process_of_its_own(tmp_pat
     assert [name for name, _ in started] == ["peer-s0", "searched-1.0x-s0"]
 
 
+def test_a_train_run_process_trains_the_run_it_names_and_writes_no_record(tmp_path, monkeypatch, capsys) -> None:
+    record = _artifacts(tmp_path)
+    before = (tmp_path / "claim.json").read_text()
+    monkeypatch.setattr(claim, "supernet_checkpoint", lambda override: (override, "--supernet"))
+    trained = []
+    monkeypatch.setattr(claim, "train_one", lambda c, run: trained.append((run, c.checkpoint, c.full, c.record)))
+    c = _claim(tmp_path, record)
+    argv = claim.child_argv(c, claim.Run("random_1.0x", 0, 3))[1:]  # less the module name
+    assert claim.main(argv) == 0
+    assert trained == [(claim.Run("random_1.0x", 0, 3), c.checkpoint, False, json.loads(before))]
+    assert (tmp_path / "claim.json").read_text() == before  # the parent alone writes the record
+    assert claim.main(["--train-run", "random-1.0x-9-s0", *argv[2:]]) == 2
+    assert "--train-run 'random-1.0x-9-s0' is not a run of this experiment" in capsys.readouterr().err
+
+
 def test_the_inherited_stage_scores_every_subnet_arm_once_with_the_truths_calibration(tmp_path,
                                                                                       monkeypatch) -> None:
     import autovit_ray.fidelity
