@@ -23,8 +23,9 @@ Everything runs through the product's commands, from a pinned copy of the code:
    one interleaved run; their median table/measured ratio converts), and the band 0.8-1.2x of it.
 4. ``truth``: ``python -m autovit_ray.fidelity`` with both checkpoints: `TRUTH_SUBNETS` subnets, at least
    `TRUTH_IN_BAND` inside the band, each trained alone for `TRUTH_EPOCHS` epochs (one-cycle fitted to
-   that length; two runs at once, a core each), the first `TRUTH_REPEAT` again with a second seed; Kendall tau with bootstrap
-   intervals over all and in band, the MACs and parameter baselines, top-3 overlap, regret.
+   that length; two runs at once, a core each), the first `TRUTH_REPEAT` again with a second seed;
+   Kendall tau with bootstrap intervals over all and in band, the MACs and parameter baselines, top-3
+   overlap, regret.
 5. ``calibration``: a remedy measured against the same truth without a training: every supernet's
    inherited scores again, with BatchNorm recalibrated on `REMEDY_CALIB_IMAGES` training images
    instead of the recipe's 1,024 (``fidelity --calib-size``), and the same statistics.
@@ -280,7 +281,8 @@ def calibration_remedy(checkpoints: dict[str, Path], out: Path) -> dict[str, Any
 
 def compute(out: Path, scans: dict[str, Any]) -> list[dict[str, Any]]:
     """The issue's compute plan beside what each step took so far (hours; None: not measured yet)."""
-    supernets = {s: training_hours(out / f"{s}-e{EPOCHS}") or {"epochs": 0} for s in SAMPLERS}
+    supernets = {s: {k: v for k, v in (training_hours(out / f"{s}-e{EPOCHS}") or {"epochs": 0}).items()
+                     if k != "intervals"} for s in SAMPLERS}
     truths = [t for t in (training_hours(d) for d in sorted((out / "truth").glob("*-s*")) if d.is_dir()) if t]
     scan_seconds = [v["seconds"] for v in scans.values() if "seconds" in v]
     return [
@@ -290,10 +292,21 @@ def compute(out: Path, scans: dict[str, Any]) -> list[dict[str, Any]]:
          **supernets["uniform"]},
         {"step": f"scans, {SCAN_SUBNETS + 2} subnets each ({len(scan_seconds)} of {len(SAMPLERS)} timed)",
          "plan": "0.5", "hours": sum(scan_seconds) / 3600 if scan_seconds else None},
-        {"step": f"truth, {TRUTH_SUBNETS + TRUTH_REPEAT} runs x {TRUTH_EPOCHS} epochs ({len(truths)} begun)",
-         "plan": "6-12", "hours": sum(t["hours"] for t in truths) if truths else None,
-         "quiet_hours": sum(t["quiet_hours"] for t in truths) if truths else None},
+        {"step": f"truth, {TRUTH_SUBNETS + TRUTH_REPEAT} runs x {TRUTH_EPOCHS} epochs, two at once ({len(truths)} "
+                 "begun; wall clock while any trained)", "plan": "6-12",
+         "hours": covered_hours([i for t in truths for i in t["intervals"]]) if truths else None},
     ]
+
+
+def covered_hours(intervals: list[list[float]]) -> float:
+    """Hours covered by the union of [start, end] intervals in seconds: epochs of runs that trained side by
+    side count once, and the hours between sessions, when nothing trained, not at all."""
+    total, reach = 0.0, float("-inf")
+    for start, end in sorted(intervals):
+        if end > reach:
+            total += end - max(start, reach)
+            reach = end
+    return total / 3600
 
 
 def compute_lines(rows: list[dict[str, Any]]) -> list[str]:
@@ -424,14 +437,18 @@ def training_hours(experiment: Path) -> dict[str, float] | None:
     if found is None:
         return None
     client, run_id = found
-    epochs = {}
+    epochs: dict[int, float] = {}
+    ends: dict[int, float] = {}
     for key in ("train_time_s", "eval_time_s"):
         for m in client.get_metric_history(run_id, key):
             epochs[m.step] = epochs.get(m.step, 0.0) + m.value
+            ends[m.step] = max(ends.get(m.step, 0.0), m.timestamp / 1000)
     if not epochs:
         return None
     return {"epochs": len(epochs), "hours": sum(epochs.values()) / 3600,
-            "quiet_hours": len(epochs) * min(epochs.values()) / 3600}
+            "quiet_hours": len(epochs) * min(epochs.values()) / 3600,
+            # [start, end] of each epoch in seconds since 1970: runs that trained side by side overlap
+            "intervals": [[ends[e] - epochs[e], ends[e]] for e in sorted(epochs)]}
 
 
 def per_epoch(experiment: Path) -> list[dict[str, float]]:

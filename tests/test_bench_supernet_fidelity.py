@@ -166,7 +166,12 @@ def test_the_per_epoch_separation_is_read_from_the_trainings_mlflow_runs(tmp_pat
     assert hours["epochs"] == 11 and hours["hours"] == pytest.approx((11 * 360 + 1200) / 3600)
     assert hours["quiet_hours"] == pytest.approx(11 * 360 / 3600)  # epoch 4 was paused: not the pace
     rows = bench.compute(tmp_path, {"sandwich": {"seconds": 720.0}, "uniform": {}})
-    assert rows[0] == {"step": "sandwich supernet, 30 epochs (11 done)", "plan": "2.5-3.5", **hours}
+    assert len(hours["intervals"]) == 11 and all(end - start == pytest.approx(360.0 if e != 3 else 1560.0)
+                                                  for e, (start, end) in enumerate(hours["intervals"]))
+    assert rows[0] == {"step": "sandwich supernet, 30 epochs (11 done)", "plan": "2.5-3.5",
+                       **{k: hours[k] for k in ("epochs", "hours", "quiet_hours")}}
+    # two runs side by side count once; the hours between two sessions not at all
+    assert bench.covered_hours([[0, 3600], [1800, 5400], [10_000, 13_600]]) == 2.5
     assert rows[1]["step"] == "uniform control, 30 epochs (0 done)" and rows[1].get("hours") is None
     assert rows[2]["hours"] == 0.2 and "(1 of 2 timed)" in rows[2]["step"]
     assert "| sandwich supernet, 30 epochs (11 done) | 2.5-3.5 | 1.4 | 1.1 |" in bench.compute_lines(rows)
