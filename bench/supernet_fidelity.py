@@ -294,7 +294,8 @@ def compute(out: Path, scans: dict[str, Any]) -> list[dict[str, Any]]:
          "plan": "0.5", "hours": sum(scan_seconds) / 3600 if scan_seconds else None},
         {"step": f"truth, {TRUTH_SUBNETS + TRUTH_REPEAT} runs x {TRUTH_EPOCHS} epochs, two at once ({len(truths)} "
                  "begun; wall clock while any trained)", "plan": "6-12",
-         "hours": covered_hours([i for t in truths for i in t["intervals"]]) if truths else None},
+         "hours": covered_hours([i for t in truths for i in t["intervals"]]) if truths else None,
+         "begun": len(truths), "finished": sum(t["epochs"] >= TRUTH_EPOCHS for t in truths)},
     ]
 
 
@@ -554,6 +555,10 @@ def section(r: dict[str, Any]) -> str:
         lines.append(f"Truth: {len(r['standalone']['subnets'])} subnets, {r['standalone']['epochs']} epochs alone; "
                      f"seed noise sd {_num(sd)} points. Chosen supernet: {r['chosen']}.")
         lines += remedy_lines(r["supernets"])
+    elif r["compute"][-1].get("begun"):
+        truth_row = r["compute"][-1]
+        lines.append(f"The truth (stand-alone runs) is training: {truth_row['begun']} of "
+                     f"{TRUTH_SUBNETS + TRUTH_REPEAT} runs begun, {truth_row['finished']} finished.")
     else:
         lines.append("The truth (stand-alone runs) has not run yet.")
     return "\n".join(lines) + "\n"

@@ -174,6 +174,7 @@ def test_the_per_epoch_separation_is_read_from_the_trainings_mlflow_runs(tmp_pat
     assert bench.covered_hours([[0, 3600], [1800, 5400], [10_000, 13_600]]) == 2.5
     assert rows[1]["step"] == "uniform control, 30 epochs (0 done)" and rows[1].get("hours") is None
     assert rows[2]["hours"] == 0.2 and "(1 of 2 timed)" in rows[2]["step"]
+    assert rows[3]["hours"] is None and rows[3]["begun"] == rows[3]["finished"] == 0  # no truth yet
     assert "| sandwich supernet, 30 epochs (11 done) | 2.5-3.5 | 1.4 | 1.1 |" in bench.compute_lines(rows)
     rows = bench.per_epoch(experiment)
     assert [r["epoch"] for r in rows] == list(range(1, 12))
