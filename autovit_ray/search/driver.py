@@ -98,7 +98,7 @@ def evaluate_trial(config: dict[str, Any], pool: Any, finished: dict[str, dict[s
 def evaluation_overrides(cfg: SearchConfig) -> dict[str, Any]:
     """The checkpoint's data settings a search changes (DataConfig fields): where the data is
     (`--data-dir`), how many training images recalibrate BatchNorm (`--calib-size`)."""
-    return {k: v for k, v in (("data_dir", cfg.data_dir), ("calib_size", cfg.calib_size)) if v is not None}
+    return {k: v for k, v in (("data_dir", cfg.data_dir), ("calib_size", cfg.calib_size)) if v}
 
 
 def evaluation_data(record: TrainingRecord, data_overrides: dict[str, Any]) -> Any:
