@@ -30,8 +30,8 @@ import numpy as np
 import torch
 
 from autovit_ray.experiment import Experiment
-from autovit_ray.io import atomic_path
-from autovit_ray.nn import Supernet
+from autovit_ray.io import atomic_path, atomic_write_text
+from autovit_ray.nn import FewShotSupernet, Supernet
 from autovit_ray.space import SearchSpace, load_space
 
 FORMAT = "autovit-ray-supernet-checkpoint"
@@ -165,7 +165,15 @@ class TrainingRecord:
 
 
 def read_record(path: str | os.PathLike[str]) -> TrainingRecord:
-    """The `TrainingRecord` of a checkpoint directory (or its state.pt): no tensors are loaded."""
+    """The `TrainingRecord` of a checkpoint directory (or its state.pt): no tensors are loaded. Of a
+    few-shot supernet: its first part's, with the fewest epochs of any part and `meta["few_shot"]`."""
+    if is_few_shot(path):
+        parts = read_few_shot(path)
+        records = {count: read_record(part) for count, part in parts.items()}
+        first = records[min(records)]
+        meta = {**first.meta, "few_shot": {str(c): str(p) for c, p in parts.items()}}
+        return TrainingRecord(Path(path).expanduser(), min(r.epoch for r in records.values()), first.num_classes,
+                              first.config, meta)
     meta = read_meta(path)
     directory = Path(path).expanduser()
     return TrainingRecord(directory.parent if directory.is_file() else directory, int(meta["epoch"]),
@@ -205,20 +213,102 @@ def space_of(state_or_meta: Mapping[str, Any], space: SearchSpace | str | None =
 
 
 def load_supernet(path: str | os.PathLike[str], space: SearchSpace | str | None = None,
-                  device: str | torch.device = "cpu") -> tuple[Supernet, SearchSpace, Any]:
+                  device: str | torch.device = "cpu") -> tuple[Supernet | FewShotSupernet, SearchSpace, Any]:
     """(Supernet with the trained weights in eval mode, its SearchSpace, its TrainConfig).
 
     `path`: a checkpoint directory or its state.pt (see `find_checkpoint`). Refuses a file that is not
     a checkpoint, and a checkpoint whose space fingerprint differs from `space` (default: the space it
     names) with a ValueError. The config's `data` section holds split_seed / val_size: build the
-    validation split from it to select on the same held-out images."""
+    validation split from it to select on the same held-out images. A few-shot supernet's folder
+    (`write_few_shot`) loads as a `FewShotSupernet`, with its first part's config."""
     from autovit_ray.training.config import config_from_dict  # training config: no Ray inside
 
+    if is_few_shot(path):
+        return _load_few_shot(path, space, device)
     state = load_checkpoint(path, map_location=device)
     space = space_of(state, space)
     model = Supernet(space, int(state["num_classes"]), float(state["config"]["model"]["drop_rate"]))
     model.load_state_dict(state["model"])
     return model.to(device).eval(), space, config_from_dict(state["config"])
+
+
+# ---------------------------------------------------------------------------------------------------
+# Few-shot supernets: a folder with fewshot.json naming one finished checkpoint per part
+
+FEW_SHOT_FILE = "fewshot.json"
+FEW_SHOT_FORMAT = "autovit-ray-few-shot-supernet"
+
+
+def is_few_shot(path: str | os.PathLike[str]) -> bool:
+    return (Path(path).expanduser() / FEW_SHOT_FILE).is_file()
+
+
+def read_few_shot(path: str | os.PathLike[str]) -> dict[int, Path]:
+    """The part checkpoints of a few-shot supernet folder, keyed by transformer stage count."""
+    directory = Path(path).expanduser()
+    try:
+        manifest = json.loads((directory / FEW_SHOT_FILE).read_text())
+        if manifest.get("format") != FEW_SHOT_FORMAT:
+            raise ValueError(f"no format {FEW_SHOT_FORMAT!r}")
+        # a relative part path is relative to the folder, so the folder can move with its parts
+        return {int(count): directory / part for count, part in manifest["parts"].items()}
+    except (OSError, ValueError, KeyError, AttributeError, TypeError) as e:
+        raise ValueError(f"{str(directory / FEW_SHOT_FILE)!r} is not a few-shot supernet manifest ({e}): "
+                         "expected one written by `python -m autovit_ray.fewshot`") from None
+
+
+def check_few_shot_parts(parts: Mapping[int, str | os.PathLike[str]]) -> SearchSpace:
+    """Refuse parts that do not make one few-shot supernet: each a finished checkpoint of one space and
+    dataset, trained on its own transformer stage count (`train.transformer_stages`), one part per count
+    of the space. Returns the space."""
+    records = {count: read_record(part) for count, part in parts.items()}
+    spaces = {count: space_of(r.meta) for count, r in records.items()}
+    space = spaces[min(spaces)]
+    for count, record in records.items():
+        where = f"few-shot part {count} ({str(record.directory)!r})"
+        if spaces[count].fingerprint() != space.fingerprint():
+            raise ValueError(f"{where} is supernet {spaces[count].name!r} under input profile "
+                             f"{spaces[count].input_profile.name!r}, not {space.name!r} under "
+                             f"{space.input_profile.name!r}: every part is a supernet of one space")
+        trained_on = record.config["train"].get("transformer_stages")
+        if trained_on != count:
+            raise ValueError(f"{where} was trained with train.transformer_stages = {trained_on}, not {count}")
+        if record.num_classes != records[min(records)].num_classes:
+            raise ValueError(f"{where} has {record.num_classes} classes, part {min(records)} has "
+                             f"{records[min(records)].num_classes}")
+        if not record.finished:
+            raise ValueError(f"{where} is at epoch {record.epoch} of {record.planned_epochs}: rerun its "
+                             "training command to finish it")
+    if sorted(records) != sorted(space.num_transformer_stages):
+        raise ValueError(f"space {space.name!r} has subnets with {sorted(space.num_transformer_stages)} "
+                         f"transformer stages; the parts cover {sorted(records)}: give one part per count")
+    return space
+
+
+def write_few_shot(directory: str | os.PathLike[str], parts: Mapping[int, str | os.PathLike[str]]) -> Path:
+    """Check the parts (`check_few_shot_parts`) and write `<directory>/fewshot.json` naming them;
+    `load_supernet(directory)` then loads the few-shot supernet."""
+    directory = Path(directory).expanduser()
+    space = check_few_shot_parts(parts)
+    directory.mkdir(parents=True, exist_ok=True)
+    record = {"format": FEW_SHOT_FORMAT, "space": space.name, "profile": space.input_profile.name,
+              "space_fingerprint": space.fingerprint(), "split": "transformer_stages",
+              "parts": {str(count): os.path.relpath(Path(part).expanduser().resolve(), directory.resolve())
+                        for count, part in sorted(parts.items())}}
+    path = directory / FEW_SHOT_FILE
+    atomic_write_text(path, json.dumps(record, indent=1) + "\n")
+    return path
+
+
+def _load_few_shot(path: str | os.PathLike[str], space: SearchSpace | str | None,
+                   device: str | torch.device) -> tuple[FewShotSupernet, SearchSpace, Any]:
+    parts = read_few_shot(path)
+    check_few_shot_parts(parts)
+    loaded = {count: load_supernet(part, space, device) for count, part in parts.items()}
+    first = loaded[min(loaded)]
+    supernets = {count: model for count, (model, _, _) in loaded.items() if isinstance(model, Supernet)}
+    model = FewShotSupernet(first[1], supernets)
+    return model.to(device).eval(), first[1], first[2]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -263,7 +353,7 @@ def resolve_checkpoint(checkpoint: str | os.PathLike[str], supernet: str | None 
     """A checkpoint directory (or state.pt) as given, or an experiment directory's latest complete
     checkpoint of `supernet` (`find_checkpoint`)."""
     path = Path(checkpoint).expanduser()
-    if (path / STATE_FILE).is_file() or path.is_file():
+    if (path / STATE_FILE).is_file() or path.is_file() or is_few_shot(path):
         return path
     if supernet is None:
         raise ValueError(f"--checkpoint {path} is not a checkpoint directory (no {STATE_FILE}); for an "
@@ -272,7 +362,8 @@ def resolve_checkpoint(checkpoint: str | os.PathLike[str], supernet: str | None 
 
 
 __all__ = [
-    "FORMAT", "FORMAT_VERSION", "META_FILE", "STATE_FILE", "TrainingRecord", "checkpoint_root", "epoch_dir_name",
-    "find_checkpoint", "list_checkpoints", "load_checkpoint", "load_supernet", "read_meta", "read_record", "rng_states",
+    "FEW_SHOT_FILE", "FEW_SHOT_FORMAT", "FORMAT", "FORMAT_VERSION", "META_FILE", "STATE_FILE", "TrainingRecord",
+    "check_few_shot_parts", "checkpoint_root", "epoch_dir_name", "find_checkpoint", "is_few_shot", "read_few_shot",
+    "write_few_shot", "list_checkpoints", "load_checkpoint", "load_supernet", "read_meta", "read_record", "rng_states",
     "resolve_checkpoint", "save_checkpoint", "set_rng_states", "space_of",
 ]

@@ -159,11 +159,50 @@ def check_inputs(cfg: TrainConfig, spaces: dict[str, SearchSpace] | None = None
     n_classes = dataset_num_classes(cfg.data)  # unknown dataset / missing data_dir -> ValueError
     check_train_input(cfg)
     build_teacher(cfg.kd, n_classes, cfg.data.mean, cfg.data.std)  # offline loadability -> ValueError
+    check_few_shot_part(cfg, spaces, n_classes)
     for space in spaces.values():
         if cfg.data.input_resolution < max(space.resolutions):
             print(f"note: data at {cfg.data.input_resolution} px is upsampled to {max(space.resolutions)} px "
                   f"(input profile {cfg.input_profile!r})", file=sys.stderr)
     return spaces, n_classes, check_resume(cfg, spaces)
+
+
+def check_few_shot_part(cfg: TrainConfig, spaces: Mapping[str, SearchSpace], num_classes: int) -> None:
+    """Refuse a `train.transformer_stages` the space lacks, and a `train.init_from` that is not a
+    checkpoint of this one supernet, input profile and dataset."""
+    from autovit_ray.checkpoint import read_record, space_of
+
+    t = cfg.train
+    for space in spaces.values():
+        if t.transformer_stages is not None:
+            try:
+                space.with_transformer_stage_count(t.transformer_stages)
+            except ValueError as e:
+                raise ValueError(f"config field train.transformer_stages = {t.transformer_stages}: {e}") from None
+    if t.init_from is None:
+        return
+    if len(spaces) != 1:
+        raise ValueError(f"config field train.init_from = {t.init_from!r} starts one supernet; supernets "
+                         f"= {list(cfg.supernets)} names {len(spaces)}: train one supernet per run")
+    space = next(iter(spaces.values()))
+    try:
+        record = read_record(t.init_from)
+        space_of(record.meta, space)
+    except ValueError as e:
+        raise ValueError(f"config field train.init_from: {e}") from None
+    if record.num_classes != num_classes:
+        raise ValueError(f"config field train.init_from = {t.init_from!r} has {record.num_classes} classes; "
+                         f"this dataset has {num_classes}")
+
+
+def init_weights(trainer: Any, init_from: str, device: Any) -> None:
+    """Start a fresh training from another checkpoint's supernet weights (`train.init_from`); every
+    rank loads the same file, so the replicas start identical."""
+    from autovit_ray.checkpoint import load_checkpoint, space_of
+
+    parent = load_checkpoint(init_from, map_location=device)
+    space_of(parent, trainer.space)
+    trainer.model.load_state_dict(parent["model"])
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -261,6 +300,10 @@ def train_loop_per_worker(payload: dict[str, Any]) -> None:
         trainer.load_state_dict(state)
         if rank == 0:
             print(f"[{space.name}] resumed after epoch {trainer.epoch}", flush=True)
+    elif cfg.train.init_from:
+        init_weights(trainer, cfg.train.init_from, world.device)
+        if rank == 0:
+            print(f"[{space.name}] started from the weights of {cfg.train.init_from}", flush=True)
     resumed = state is not None
     # Where this rank runs (train_summary.json "worker": multi-node placement, restarts after a fault).
     # worker_code: the autovit_ray package this worker imported (a pinned copy or an editable checkout?)

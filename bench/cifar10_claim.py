@@ -11,9 +11,9 @@ checkout do not change a run halfway:
     .venv/bin/python bench/cifar10_claim.py --report-only         # JSON, section and plot from what exists
 
 The recipe, peer and input profile are the recipe issue's (bench/results/cifar10_recipe.json: `choice`,
-its peer timm ``mobilevit_xxs``, profile ``cifar10-p1``, 32 px); the supernet is the final epoch of
-``$AUTOVIT_BENCH_DIR/supernet_fidelity/<chosen>-e30``, `chosen` read from
-bench/results/supernet_fidelity.json (until it exists the command refuses to start; ``--supernet PATH``
+its peer timm ``mobilevit_xxs``, profile ``cifar10-p1``, 32 px); the supernet is the one bench/supernet_fidelity.py
+chose (``$AUTOVIT_BENCH_DIR/supernet_fidelity/<chosen>-e30``'s final epoch, or the remedy it names),
+`chosen` read from bench/results/supernet_fidelity.json (until it exists the command refuses to start; ``--supernet PATH``
 searches another checkpoint of the XXS ``cifar10-p1`` space). Every stand-alone run trains `EPOCHS` epochs.
 
 Stages (their code commit is recorded in ``claim.json``; hours of the 2-core machine):
@@ -112,7 +112,14 @@ from common import (
     staged_parser,
     write_json,
 )
-from supernet_fidelity import RECIPE_JSON, SCAN_CALIB_BATCHES, ensure_lut, final_supernet, lut_file, peer_band
+from supernet_fidelity import (
+    RECIPE_JSON,
+    SCAN_CALIB_BATCHES,
+    chosen_checkpoint,
+    ensure_lut,
+    lut_file,
+    peer_band,
+)
 from supernet_fidelity import RESULTS_JSON as FIDELITY_JSON
 
 from autovit_ray.cli_exits import cli_main
@@ -212,7 +219,7 @@ def supernet_checkpoint(override: Path | None) -> tuple[Path, str]:
         if chosen is None:
             raise ValueError(f"bench/results/{FIDELITY_JSON.name} names no `chosen` supernet yet: run bench/supernet_fidelity.py "
                              "to its end (its truth stage chooses sandwich or uniform), or pass --supernet PATH")
-        path, source = final_supernet(chosen, bench_dir() / "supernet_fidelity"), chosen
+        path, source = chosen_checkpoint(chosen, bench_dir() / "supernet_fidelity"), chosen
     record = read_record(path)
     space = record.meta.get("space", {})
     if (space.get("name"), space.get("profile")) != (SUPERNET, INPUT_PROFILE):

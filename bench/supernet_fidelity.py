@@ -29,6 +29,13 @@ Everything runs through the product's commands, from a pinned copy of the code:
 5. ``calibration``: a remedy measured against the same truth without a training: every supernet's
    inherited scores again, with BatchNorm recalibrated on `REMEDY_CALIB_IMAGES` training images
    instead of the recipe's 1,024 (``fidelity --calib-size``), and the same statistics.
+6. ``remedies``: only when the sandwich supernet misses the goal (in-band tau >= `TAU_GOAL` and above the
+   MACs baseline), the two remedies that cost a training, each `REMEDY_EPOCHS` more epochs from the
+   sandwich supernet with its settings, scored against the same truth: ``fewshot``, a few-shot split
+   on the transformer stage count (one part per count, each trained on its own subnets only, two at once:
+   ``train.transformer_stages``, ``train.init_from``, then ``python -m autovit_ray.fewshot``), and
+   ``longer``, the whole supernet trained as long (the "longer training" remedy, and the few-shot
+   split's control: what the parts gain from more training alone).
 
 The peer and the recipe come from the recipe issue's committed bench/results/cifar10_recipe.json; the
 latency table is built on this machine (bench/cifar10_recipe.py's ``lut`` stage) before the scans when
@@ -55,11 +62,21 @@ from cifar10_recipe import (
     RESOLUTION,
     build_lut,
 )
-from common import ROOT, bench_dir, code_commit, log, public_path, public_paths, run_cli, staged_parser
+from common import (
+    ROOT,
+    bench_dir,
+    code_commit,
+    log,
+    public_path,
+    public_paths,
+    run_at_once,
+    run_cli,
+    staged_parser,
+)
 
 from autovit_ray.io import atomic_write_text, replace_markdown_section
 
-STAGES = ("supernets", "scan", "band", "truth", "calibration")
+STAGES = ("supernets", "scan", "band", "truth", "calibration", "remedies")
 SUPERNET = "xxs"
 EPOCHS = 30
 SAMPLERS: dict[str, list[str]] = {
@@ -73,6 +90,11 @@ SPAN_GATE = 3.0  # points of validation top-1 between the sandwich supernet's la
 # A remedy the issue names, measured without a training: the truth's subnets scored again on 4x the
 # recipe's 1,024 recalibration images (the sandwich scan's subnets moved by up to 0.36 points between the two).
 REMEDY_CALIB_IMAGES = 4096
+# The remedies that cost a training (stage 6), tried when the sandwich supernet misses the goal.
+TAU_GOAL = 0.5
+REMEDY_EPOCHS = 10
+FEW_SHOT_COUNTS = (3, 4)  # the XXS space's transformer stage counts: one few-shot part each
+REMEDIES = ("fewshot", "longer")
 BAND = (0.8, 1.2)
 TRUTH_SUBNETS, TRUTH_IN_BAND, TRUTH_EPOCHS, TRUTH_REPEAT = 14, 8, 15, 2
 SECTION = "## A supernet whose ranking can be trusted (issue 30)"
@@ -103,6 +125,17 @@ def final_supernet(sampler: str, out: Path) -> Path:
     from autovit_ray.checkpoint import find_checkpoint
 
     return find_checkpoint(out / f"{sampler}-e{EPOCHS}", SUPERNET, final=True)
+
+
+def chosen_checkpoint(chosen: str, out: Path) -> Path:
+    """The supernet `chosen` names, ready to search: a trained supernet's final checkpoint, or a remedy's
+    (the few-shot folder, the longer training's final checkpoint); ValueError while it is missing."""
+    if chosen in SAMPLERS:
+        return final_supernet(chosen, out)
+    found = remedy_checkpoints(out)
+    if chosen not in found:
+        raise ValueError(f"no finished {chosen!r} supernet under {out}: rerun bench/supernet_fidelity.py to finish it")
+    return found[chosen]
 
 
 def train_supernet(sampler: str, out: Path, data_dir: Path) -> Path:
@@ -255,6 +288,26 @@ def truth(checkpoints: dict[str, Path], band: dict[str, Any], out: Path) -> dict
     return json.loads(report_path.read_text())
 
 
+def against_truth(checkpoints: dict[str, Path], out: Path, calib_batches: int | None,
+                  calib_size: int | None) -> dict[str, Any]:
+    """Every supernet's inherited scores of the truth's subnets (BatchNorm recalibrated on `calib_batches`
+    batches of `calib_size` images; None: the fidelity defaults), with the fidelity statistics against
+    the truth's stand-alone accuracies."""
+    from autovit_ray.fidelity import fidelity_stats, inherited_top1
+    from autovit_ray.space import Arch
+
+    fidelity = json.loads((out / "truth" / "fidelity.json").read_text())
+    subnets = fidelity["standalone"]["subnets"]
+    archs = [Arch.from_dict(s["arch"]) for s in subnets]
+    found: dict[str, Any] = {}
+    for name, checkpoint in checkpoints.items():
+        inherited = inherited_top1(checkpoint, archs, calib_batches, calib_size)
+        found[name] = {"inherited": inherited, **fidelity_stats(
+            inherited, [s["val_top1"] for s in subnets], [s["macs"] for s in subnets], [s["params"] for s in subnets],
+            [s["in_band"] for s in subnets], 10_000, fidelity["seed"])}
+    return found
+
+
 def calibration_remedy(checkpoints: dict[str, Path], out: Path) -> dict[str, Any]:
     """The truth's subnets scored by every supernet with BatchNorm recalibrated on `REMEDY_CALIB_IMAGES`
     images (all their batches), against the same stand-alone accuracies: does more recalibration rank
@@ -262,19 +315,81 @@ def calibration_remedy(checkpoints: dict[str, Path], out: Path) -> dict[str, Any
     path = out / "remedy-calibration.json"
     if path.is_file():
         return json.loads(path.read_text())
-    from autovit_ray.fidelity import fidelity_stats, inherited_top1
-    from autovit_ray.space import Arch
+    log(f"calibration: the truth's subnets, BatchNorm recalibrated on {REMEDY_CALIB_IMAGES} images")
+    record = {"calib_size": REMEDY_CALIB_IMAGES, "supernets": against_truth(checkpoints, out, None, REMEDY_CALIB_IMAGES),
+              "commit": code_commit()}
+    atomic_write_text(path, json.dumps(record, indent=1))
+    return record
 
-    fidelity = json.loads((out / "truth" / "fidelity.json").read_text())
-    subnets = fidelity["standalone"]["subnets"]
-    archs = [Arch.from_dict(s["arch"]) for s in subnets]
-    log(f"calibration: {len(archs)} truth subnets, BatchNorm recalibrated on {REMEDY_CALIB_IMAGES} images")
-    record: dict[str, Any] = {"calib_size": REMEDY_CALIB_IMAGES, "supernets": {}, "commit": code_commit()}
-    for sampler, checkpoint in checkpoints.items():
-        inherited = inherited_top1(checkpoint, archs, None, REMEDY_CALIB_IMAGES)
-        record["supernets"][sampler] = {"inherited": inherited, **fidelity_stats(
-            inherited, [s["val_top1"] for s in subnets], [s["macs"] for s in subnets], [s["params"] for s in subnets],
-            [s["in_band"] for s in subnets], 10_000, fidelity["seed"])}
+
+def goal_met(stats: dict[str, Any]) -> bool:
+    """The issue's goal: in-band tau at least `TAU_GOAL` and above the MACs baseline."""
+    tau, macs = stats.get("tau_in_band"), stats.get("tau_macs")
+    return tau is not None and tau >= TAU_GOAL and (macs is None or tau > macs)
+
+
+def remedy_name(remedy: str, count: int | None = None) -> str:
+    """The experiment folder of a remedy's training: `fewshot-t<count>` (a part) or `longer-e<epochs>`."""
+    return f"fewshot-t{count}" if remedy == "fewshot" else f"longer-e{REMEDY_EPOCHS}"
+
+
+def train_remedy(sandwich: Path, out: Path, data_dir: Path, count: int | None, threads: int) -> Path:
+    """`python -m autovit_ray.train` for one remedy run from the sandwich supernet's weights and settings,
+    `REMEDY_EPOCHS` epochs (a few-shot part when `count` is set); resumes from its last epoch."""
+    from autovit_ray.checkpoint import find_checkpoint
+
+    name = remedy_name("fewshot" if count else "longer", count)
+    try:
+        return find_checkpoint(out / name, SUPERNET, final=True)
+    except ValueError:
+        pass
+    log(f"remedies: {name}: training ({REMEDY_EPOCHS} epochs from the sandwich supernet; resumes from its last epoch)")
+    cli = ["autovit_ray.train", "--config", "cifar10-p1", "--name", name, "--output-dir", str(out),
+           "--supernets", SUPERNET]
+    settings = [f"train.epochs={REMEDY_EPOCHS}", f"data.data_dir={data_dir}", "train.progress_bar=false",
+                f"ray.torch_threads={threads}", f"ray.cpus_per_worker={threads}", "ray.use_gpu=false",
+                *SAMPLERS["sandwich"], f"train.init_from={sandwich}"]
+    if count:
+        settings.append(f"train.transformer_stages={count}")
+    for item in settings:
+        cli += ["--set", item]
+    run_cli(cli, out / f"{name}.log")
+    return find_checkpoint(out / name, SUPERNET, final=True)
+
+
+def remedy_checkpoints(out: Path) -> dict[str, Path]:
+    """The remedies' supernets that exist: the few-shot folder, the longer training's final checkpoint."""
+    from autovit_ray.checkpoint import find_checkpoint, is_few_shot
+
+    found = {"fewshot": out / "fewshot"} if is_few_shot(out / "fewshot") else {}
+    try:
+        found["longer"] = find_checkpoint(out / remedy_name("longer"), SUPERNET, final=True)
+    except ValueError:
+        pass
+    return found
+
+
+def training_remedies(sandwich: Path, out: Path, data_dir: Path) -> dict[str, Any]:
+    """Stage 6 (module doc): the few-shot parts two at once (a core each), then the longer training alone,
+    then both scored against the truth as the truth scored the supernets (`remedy-training.json`)."""
+    path = out / "remedy-training.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    parts: dict[int, Path] = {}
+
+    def part(count: int) -> None:
+        parts[count] = train_remedy(sandwich, out, data_dir, count, threads=1)
+
+    run_at_once(list(FEW_SHOT_COUNTS), part, at_once=2)
+    cli = ["autovit_ray.fewshot", "--out", str(out / "fewshot")]
+    for count in FEW_SHOT_COUNTS:
+        cli += ["--part", f"{count}={parts[count]}"]
+    run_cli(cli, out / "fewshot.log")
+    train_remedy(sandwich, out, data_dir, None, threads=2)
+    log("remedies: the few-shot supernet and the longer training against the truth")
+    record = {"epochs": REMEDY_EPOCHS, "from": public_path(sandwich), "calib_batches": SCAN_CALIB_BATCHES,
+              "supernets": against_truth(remedy_checkpoints(out), out, SCAN_CALIB_BATCHES, None),
+              "commit": code_commit()}
     atomic_write_text(path, json.dumps(record, indent=1))
     return record
 
@@ -296,7 +411,23 @@ def compute(out: Path, scans: dict[str, Any]) -> list[dict[str, Any]]:
                  "begun; wall clock while any trained)", "plan": "6-12",
          "hours": covered_hours([i for t in truths for i in t["intervals"]]) if truths else None,
          "begun": len(truths), "finished": sum(t["epochs"] >= TRUTH_EPOCHS for t in truths)},
-    ]
+    ] + remedy_compute(out)
+
+
+def remedy_compute(out: Path) -> list[dict[str, Any]]:
+    """The remedies' training rows (none before they start)."""
+    runs = {remedy_name("fewshot", c): training_hours(out / remedy_name("fewshot", c)) for c in FEW_SHOT_COUNTS}
+    parts = [r for r in runs.values() if r]
+    rows = []
+    if parts:
+        rows.append({"step": f"remedy: few-shot parts, {len(FEW_SHOT_COUNTS)} x {REMEDY_EPOCHS} epochs, two at once "
+                             f"({sum(p['epochs'] for p in parts)} epochs done)", "plan": "3-7",
+                     "hours": covered_hours([i for p in parts for i in p["intervals"]])})
+    longer = training_hours(out / remedy_name("longer"))
+    if longer:
+        rows.append({"step": f"remedy: longer training, {REMEDY_EPOCHS} epochs ({longer['epochs']} done)",
+                     "plan": "3-7", **{k: v for k, v in longer.items() if k != "intervals"}})
+    return rows
 
 
 def covered_hours(intervals: list[list[float]]) -> float:
@@ -337,17 +468,22 @@ def report(out: Path) -> dict[str, Any]:
             entry["scan"] = {k: v for k, v in scans[sampler].items() if k != "subnets"}
             entry["inherited_span"] = scans[sampler]["largest_minus_smallest"]
         if fidelity:
-            stats = next((v for k, v in fidelity["supernets"].items() if f"{sampler}-e{EPOCHS}" in k), None)
+            stats = truth_stats(fidelity, sampler)
             if stats:
-                entry.update({k: stats.get(k) for k in ("kendall_tau", "tau_low", "tau_high", "tau_in_band",
-                                                        "tau_in_band_ci", "tau_macs", "tau_params", "top3_overlap",
-                                                        "regret")})
+                entry.update({k: stats.get(k) for k in TAU_KEYS})
         if remedy and sampler in remedy["supernets"]:
             stats = remedy["supernets"][sampler]
             entry["calibration_remedy"] = {"calib_size": remedy["calib_size"], **{
                 k: stats.get(k) for k in ("kendall_tau", "tau_low", "tau_high", "tau_in_band", "tau_in_band_ci",
                                           "top3_overlap", "regret")}}
         supernets[sampler] = entry
+    training_path = out / "remedy-training.json"
+    training = json.loads(training_path.read_text()) if training_path.is_file() else None
+    for remedy, stats in (training or {}).get("supernets", {}).items():
+        # a remedy has no scan: its span is over the truth's subnets
+        supernets[remedy] = {"sampler": "sandwich", "remedy": REMEDY_WORDS[remedy], "epochs": EPOCHS + REMEDY_EPOCHS,
+                             "epochs_done": EPOCHS + training["epochs"], "inherited_span": stats["inherited_span"],
+                             **{k: stats.get(k) for k in TAU_KEYS}}
     band_path = out / "band.json"
     band = json.loads(band_path.read_text()) if band_path.is_file() else None
     gate_path = out / "gate.json"
@@ -368,6 +504,18 @@ def report(out: Path) -> dict[str, Any]:
         plot_scans(scans, result["band"], SCAN_PNG)
     replace_markdown_section(BENCHMARKS, SECTION, section(result))
     return result
+
+
+TAU_KEYS = ("kendall_tau", "tau_low", "tau_high", "tau_in_band", "tau_in_band_ci", "tau_macs", "tau_params",
+            "top3_overlap", "regret")
+REMEDY_WORDS = {"fewshot": f"few-shot split on the transformer stage count {list(FEW_SHOT_COUNTS)}, each part "
+                           f"{REMEDY_EPOCHS} more epochs from the sandwich supernet on its own subnets",
+                "longer": f"the sandwich supernet trained {REMEDY_EPOCHS} more epochs"}
+
+
+def truth_stats(fidelity: dict[str, Any], sampler: str) -> dict[str, Any] | None:
+    """One supernet's statistics in the truth's fidelity.json (keyed by checkpoint path)."""
+    return next((v for k, v in fidelity["supernets"].items() if f"{sampler}-e{EPOCHS}" in k), None)
 
 
 def best_inherited_in_band(scan_record: dict[str, Any], band: dict[str, Any] | None) -> float | None:
@@ -530,6 +678,18 @@ def remedy_lines(supernets: dict[str, Any]) -> list[str]:
                 "of the recipe's 1,024): " + "; ".join(cells) + "."]
 
 
+def training_remedy_lines(supernets: dict[str, Any]) -> list[str]:
+    """The remedies that cost a training, against the sandwich supernet they started from ([] before)."""
+    base = supernets.get("sandwich", {})
+    cells = [f"{s['remedy']}: in-band tau {_num(s.get('tau_in_band'))} (sandwich {_num(base.get('tau_in_band'))}), "
+             f"Kendall tau {_num(s.get('kendall_tau'))} [{_num(s.get('tau_low'))}, {_num(s.get('tau_high'))}], "
+             f"regret {_num(s.get('regret'))} points" for s in supernets.values() if s.get("remedy")]
+    if not cells:
+        return []
+    return ["", f"Remedies that cost a training (the sandwich supernet missed the goal of in-band tau ≥ {TAU_GOAL} "
+                "above the MACs baseline): " + "; ".join(cells) + "."]
+
+
 def section(r: dict[str, Any]) -> str:
     lines = [SECTION, "",
              "Command: `.venv/bin/python bench/supernet_fidelity.py --data-dir <cifar10>` (resumable), from a pinned "
@@ -554,9 +714,9 @@ def section(r: dict[str, Any]) -> str:
         sd = r["standalone"].get("seed_sd")
         lines.append(f"Truth: {len(r['standalone']['subnets'])} subnets, {r['standalone']['epochs']} epochs alone; "
                      f"seed noise sd {_num(sd)} points. Chosen supernet: {r['chosen']}.")
-        lines += remedy_lines(r["supernets"])
-    elif r["compute"][-1].get("begun"):
-        truth_row = r["compute"][-1]
+        lines += remedy_lines(r["supernets"]) + training_remedy_lines(r["supernets"])
+    elif any(row.get("begun") for row in r["compute"]):
+        truth_row = next(row for row in r["compute"] if "begun" in row)
         lines.append(f"The truth (stand-alone runs) is training: {truth_row['begun']} of "
                      f"{TRUTH_SUBNETS + TRUTH_REPEAT} runs begun, {truth_row['finished']} finished.")
     else:
@@ -600,6 +760,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.stop_after == "truth":
         return 0
     calibration_remedy(checkpoints, out)
+    if args.stop_after == "calibration":
+        return 0
+    sandwich_stats = truth_stats(json.loads((out / "truth" / "fidelity.json").read_text()), "sandwich")
+    if goal_met(sandwich_stats):
+        log(f"remedies: none needed (the sandwich supernet's in-band tau {sandwich_stats['tau_in_band']:.2f} meets "
+            f"the goal)")
+    else:
+        training_remedies(sandwich, out, data_dir)
     log(f"done in {(time.time() - start) / 3600:.1f} h")
     return 0
 

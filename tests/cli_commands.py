@@ -11,6 +11,7 @@ from pathlib import Path
 
 from autovit_ray.compare.cli import build_parser as compare_parser
 from autovit_ray.export_cli import build_parser as export_parser
+from autovit_ray.fewshot.cli import build_parser as fewshot_parser
 from autovit_ray.fidelity.cli import build_parser as fidelity_parser
 from autovit_ray.pipeline.cli import build_parser as pipeline_parser
 from autovit_ray.profile import build_parser as profile_parser
@@ -24,7 +25,8 @@ PARSERS: dict[str, Callable[[], argparse.ArgumentParser]] = {
     "autovit_ray.train": train_parser, "autovit_ray.profile": profile_parser,
     "autovit_ray.search": search_parser, "autovit_ray.export": export_parser,
     "autovit_ray.compare": compare_parser, "autovit_ray.pipeline": pipeline_parser,
-    "autovit_ray.fidelity": fidelity_parser, "autovit_ray.report": report_parser,
+    "autovit_ray.fidelity": fidelity_parser, "autovit_ray.fewshot": fewshot_parser,
+    "autovit_ray.report": report_parser,
     "autovit_ray.space": space_parser}
 # a placeholder the reader fills in (<N>, <hash>): any one value parses as well as another
 PLACEHOLDER = re.compile(r"<[\w -]+>")

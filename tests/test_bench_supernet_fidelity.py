@@ -234,3 +234,68 @@ def test_the_calibration_remedy_rescores_the_truths_subnets_on_more_images(tmp_p
     assert lines[1] == ("More BatchNorm recalibration (the same subnets and truth; 4,096 training images instead of "
                         "the recipe's 1,024): sandwich: Kendall tau 0.20 -> 0.40 [0.10, 0.70], in band 0.10 -> 0.30.")
     assert bench.remedy_lines({"uniform": {"kendall_tau": 0.2}}) == []
+
+
+def test_the_remedies_run_only_when_the_goal_is_missed():
+    assert bench.goal_met({"tau_in_band": 0.6, "tau_macs": 0.3})
+    assert not bench.goal_met({"tau_in_band": 0.6, "tau_macs": 0.7})  # not above the MACs baseline
+    assert not bench.goal_met({"tau_in_band": 0.4, "tau_macs": 0.1})
+    assert not bench.goal_met({"tau_in_band": None, "tau_macs": 0.1})
+
+
+def test_a_remedy_trains_from_the_sandwich_supernet_with_its_settings(tmp_path, monkeypatch):
+    commands = []
+
+    def run_cli(cli, log_path):
+        commands.append(cli)
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(bench, "run_cli", run_cli)
+    for count in (3, None):
+        with pytest.raises(RuntimeError, match="stop here"):
+            bench.train_remedy(tmp_path / "sandwich-e30" / "epoch_0030", tmp_path, tmp_path / "data", count, threads=1)
+    part, longer = (dict(cli[i + 1].split("=", 1) for i, flag in enumerate(cli) if flag == "--set") for cli in commands)
+    assert commands[0][commands[0].index("--name") + 1] == "fewshot-t3"
+    assert commands[1][commands[1].index("--name") + 1] == f"longer-e{bench.REMEDY_EPOCHS}"
+    for settings in (part, longer):
+        assert settings["train.init_from"] == str(tmp_path / "sandwich-e30" / "epoch_0030")
+        assert settings["train.epochs"] == str(bench.REMEDY_EPOCHS)
+        assert all(settings[k] == v for k, v in (s.split("=", 1) for s in bench.SAMPLERS["sandwich"]))
+    assert part["train.transformer_stages"] == "3" and "train.transformer_stages" not in longer
+
+
+def test_the_remedies_are_scored_against_the_truth_and_can_be_chosen(tmp_path, monkeypatch):
+    import random
+
+    from test_fewshot import _train
+
+    from autovit_ray.checkpoint import load_supernet
+
+    _, parent = _train(tmp_path, "parent")
+    trained = {count: Path(_train(tmp_path, f"part{count}", f"train.transformer_stages={count}",
+                                  f"train.init_from={parent}")[1]) for count in (3, 4)}
+    out = tmp_path / "out"
+    # where the stage's own training would write it, so that `remedy_checkpoints` finds it
+    trained[None] = Path(_train(out, bench.remedy_name("longer"), f"train.init_from={parent}")[1])
+    (out / "truth").mkdir(parents=True)
+    _, space, _ = load_supernet(parent)
+    rng = random.Random(1)
+    archs = [space.largest(), space.smallest(), space.sample(rng), space.sample(rng)]
+    subnets = [{"arch": a.to_dict(), "val_top1": top1, "macs": m, "params": m, "in_band": True}
+               for a, top1, m in zip(archs, (70.0, 60.0, 66.0, 64.0), (4.0, 1.0, 3.0, 2.0))]
+    (out / "truth" / "fidelity.json").write_text(json.dumps({"seed": 0, "standalone": {"subnets": subnets}}))
+
+    def train_remedy(sandwich, out_, data_dir, count, threads):  # the tiny digits trainings above
+        assert (sandwich, out_, threads) == (Path(parent), out, 1 if count else 2)
+        return trained[count]
+
+    monkeypatch.setattr(bench, "train_remedy", train_remedy)
+    record = bench.training_remedies(Path(parent), out, tmp_path / "data")
+    assert set(record["supernets"]) == {"fewshot", "longer"}
+    assert bench.chosen_checkpoint("fewshot", out) == out / "fewshot"
+    assert record["supernets"]["fewshot"]["tau_macs"] == 1.0  # the fidelity statistics, over the truth's subnets
+    assert bench.training_remedies(Path(parent), out, tmp_path / "data") == json.loads(json.dumps(record))
+    lines = bench.training_remedy_lines({"sandwich": {"tau_in_band": 0.1}, "fewshot": {
+        "remedy": "few-shot", "tau_in_band": 0.4, "kendall_tau": 0.5, "tau_low": 0.1, "tau_high": 0.8, "regret": 0.3}})
+    assert lines[1].endswith("few-shot: in-band tau 0.40 (sandwich 0.10), Kendall tau 0.50 [0.10, 0.80], "
+                             "regret 0.30 points.")

@@ -9,7 +9,8 @@ import sys
 import pytest
 
 HEAVY = ("torch", "timm", "ray", "mlflow")
-CLIS = ("train", "search", "profile", "export", "compare", "fidelity", "pipeline", "demo", "space", "report")
+CLIS = ("train", "search", "profile", "export", "compare", "fidelity", "fewshot", "pipeline", "demo", "space",
+        "report")
 # run `python -m <module> <args>` in this interpreter, then report the exit code and what was imported
 PROBE = """
 import runpy, sys

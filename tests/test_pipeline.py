@@ -119,14 +119,17 @@ def test_a_train_stage_recorded_before_the_input_profile_rename_is_up_to_date(tm
     """The train config's `profile` became `input_profile`; the stage fingerprints hash the old spelling,
     so an experiment the version before made is reused, not trained again."""
     import autovit_ray.checkpoint
-    from autovit_ray.training.config import fingerprint_dict
+    from autovit_ray.training.config import FINGERPRINTED_WHEN_SET, fingerprint_dict
 
     cfg = load_pipeline_config("demo", [f"output_dir={tmp_path}", "supernets=[xxs]"])
     pipeline = Pipeline(cfg, log=lambda _: None)
     train_cfg = pipeline.train_config()
     assert train_cfg.input_profile == "digits" and "input_profile" in train_cfg.to_dict()
-    # what the version before hashed: TrainConfig.to_dict() with the key "profile"
+    # what the version before hashed: TrainConfig.to_dict() with the key "profile", without the fields
+    # added since (the few-shot ones)
     before = {("profile" if k == "input_profile" else k): v for k, v in train_cfg.to_dict().items()}
+    for section, name in FINGERPRINTED_WHEN_SET:
+        del before[section][name]
     assert fingerprint_dict(train_cfg) == before
     pipeline._save_record("train", None, fingerprint("train", before), {})
     monkeypatch.setattr(autovit_ray.checkpoint, "find_checkpoint", lambda exp, s, final: exp / s / "epoch_0008")

@@ -136,6 +136,8 @@ def truth_recipe(checkpoint_config: Any, epochs: int, overrides: Sequence[str]) 
     values["train"]["epochs"] = epochs
     values["train"]["sampler"] = "uniform"
     values["train"]["stop_after_epoch"] = None
+    # a lone arch starts from random weights, whatever the supernet (a few-shot part) started from
+    values["train"].update({"transformer_stages": None, "init_from": None})
     if values["kd"].get("inplace"):
         values["kd"].update({"kind": "none", "inplace": False})
     for item in overrides:
@@ -144,10 +146,12 @@ def truth_recipe(checkpoint_config: Any, epochs: int, overrides: Sequence[str]) 
 
 
 def recipe_record(cfg: Any) -> dict[str, Any]:
-    """What defines a truth's recipe (the settings that change what is trained)."""
+    """What defines a truth's recipe (the settings that change what is trained; a field added since
+    enters it only when set, so older truth folders still match)."""
     from ..config import flatten
+    from ..training.config import identity_dict
 
-    return {k: v for k, v in flatten(cfg.to_dict()).items()
+    return {k: v for k, v in flatten(identity_dict(cfg)).items()
             if not any(k == f or k.startswith(f + ".") for f in NOT_IN_RECIPE)}
 
 

@@ -412,6 +412,16 @@ class SearchSpace:
                 arch.transformer_mlp_ratios, self.transformer_stages)],
             (n,), self.fixed, input_profile)
 
+    def with_transformer_stage_count(self, count: int) -> SearchSpace:
+        """The part of this space whose subnets have `count` transformer stages: one region of a
+        few-shot split (Few-shot NAS, Zhao et al. 2021). Its supernet owns the same weights as this
+        space's (every stage is built, active or not), so a part starts from the whole space's weights."""
+        if count not in self.num_transformer_stages:
+            raise ValueError(f"space {self.name!r} has no subnets with {count} transformer stages; "
+                             f"allowed: {list(self.num_transformer_stages)}")
+        return SearchSpace(self.name, self.stem_widths, self.mbconv_stages, self.transformer_stages, (count,),
+                           self.fixed, self.input_profile, self.input_profiles)
+
     def to_yaml_dict(self) -> dict[str, Any]:
         """This space (under its current input profile only) in the YAML schema `load_space` reads."""
         return yaml_dict_from_record(self.to_dict())

@@ -59,6 +59,12 @@ class TrainSection:
     sampler: str = _doc("'uniform': one subnet per step (Algorithm 1); 'sandwich': largest + smallest "
                         "+ `sandwich_random` random subnets per step, gradients accumulated", default="uniform")
     sandwich_random: int = _doc("random subnets per step with sampler=sandwich", default=2)
+    transformer_stages: int | None = _doc("a few-shot part (Few-shot NAS): draw only the subnets with this "
+                                          "many transformer stages; the supernet keeps every weight "
+                                          "(None: the whole space)", default=None)
+    init_from: str | None = _doc("a checkpoint of the same supernet and input profile whose weights start "
+                                 "this training (a few-shot part starts from its whole-space supernet); "
+                                 "optimizer and schedule start fresh (None: random init)", default=None)
     max_steps_per_epoch: int | None = _doc("cap on optimizer steps per epoch (smoke runs, tests)", default=None)
     stop_after_epoch: int | None = _doc("stop after this epoch without changing the schedule; rerun "
                                         "the same command to continue", default=None)
@@ -214,7 +220,8 @@ def _validate(cfg: TrainConfig) -> None:
         raise bad_field("model.regularize", cfg.model.regularize, f"one of {REGULARIZE}")
     if t.sampler not in SAMPLERS:
         raise bad_field("train.sampler", t.sampler, f"one of {SAMPLERS}")
-    for name in ("max_steps_per_epoch", "stop_after_epoch", "fail_after_epoch", "keep_checkpoints"):
+    for name in ("max_steps_per_epoch", "stop_after_epoch", "fail_after_epoch", "keep_checkpoints",
+                 "transformer_stages"):
         value = getattr(t, name)
         if value is not None and value < 1:
             raise bad_field(f"train.{name}", value, "a positive integer or null")
@@ -308,11 +315,26 @@ def set_override(values: dict[str, Any], text: str) -> None:
     set_path(values, key, value)
 
 
+# Fields added since stages were first fingerprinted, hashed only when set (section, field): a stage
+# fingerprinted before they existed is still up to date, a stage that sets one is not.
+FINGERPRINTED_WHEN_SET = (("train", "transformer_stages"), ("train", "init_from"))
+
+
 def fingerprint_dict(cfg: TrainConfig) -> dict[str, Any]:
-    """`cfg.to_dict()` with the field names of before `RENAMED_FIELDS`: what fingerprints hash, so that
-    a stage fingerprinted by an older version is still up to date."""
+    """`cfg.to_dict()` with the field names of before `RENAMED_FIELDS`, less the unset fields of
+    `FINGERPRINTED_WHEN_SET`: what fingerprints hash, so that a stage fingerprinted by an older version
+    is still up to date."""
     old_names = {new: old for old, new in RENAMED_FIELDS.items()}
-    return {old_names.get(k, k): v for k, v in cfg.to_dict().items()}
+    return {old_names.get(k, k): v for k, v in identity_dict(cfg).items()}
+
+
+def identity_dict(cfg: TrainConfig) -> dict[str, Any]:
+    """`cfg.to_dict()` less the unset fields of `FINGERPRINTED_WHEN_SET`."""
+    values = cfg.to_dict()
+    for section, name in FINGERPRINTED_WHEN_SET:
+        if values[section][name] is None:
+            del values[section][name]
+    return values
 
 
 def describe_fields() -> str:
@@ -341,8 +363,8 @@ def describe_fields() -> str:
 
 
 __all__ = [
-    "ANNEALS", "CONFIG_DIR", "EvalSection", "REGULARIZE", "MlflowSection", "ModelSection", "OptimizerSection", "RaySection",
+    "ANNEALS", "CONFIG_DIR", "EvalSection", "FINGERPRINTED_WHEN_SET", "REGULARIZE", "MlflowSection", "ModelSection", "OptimizerSection", "RaySection",
     "RENAMED_FIELDS", "SAMPLERS", "SCHEDULE_KINDS", "TRAIN_INPUTS", "ScheduleSection", "TrainConfig", "TrainSection",
-    "config_from_dict", "describe_fields", "fingerprint_dict", "set_override",
+    "config_from_dict", "describe_fields", "fingerprint_dict", "identity_dict", "set_override",
     "flatten", "load_config", "parse_override", "read_yaml_mapping", "resolve_config_path", "set_path",
 ]

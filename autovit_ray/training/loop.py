@@ -160,6 +160,10 @@ class SupernetTrainer:
         self.cfg, self.space, self.world, self.log = cfg, space, world, log
         self.arch_log = arch_log
         self.space_source = space_source or space.name  # name or YAML path: load_space(source, input_profile)
+        # The subnets this training draws: the whole space, or one part of a few-shot split (the
+        # supernet still owns every weight, so its checkpoint loads as the whole space's).
+        count = cfg.train.transformer_stages
+        self.sampled_space = space if count is None else space.with_transformer_stage_count(count)
         # Same seed on every rank: the replicas start identical without a broadcast.
         seed_everything(cfg.seed)
         # `loaders`: built by the caller (Ray's object store or Ray Data as the input, autovit_ray.ray_inputs)
@@ -177,7 +181,7 @@ class SupernetTrainer:
         self.precision = resolve_precision(cfg.train.amp, world.device)
         self.amp_dtype = AMP_DTYPES[self.precision]
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision == "fp16")
-        self.eval_archs = eval_archs(space, cfg.eval.num_random_subnets, cfg.eval.subnet_seed)
+        self.eval_archs = eval_archs(self.sampled_space, cfg.eval.num_random_subnets, cfg.eval.subnet_seed)
         self.epoch = 0  # completed epochs
         self.global_step = 0
 
@@ -209,7 +213,7 @@ class SupernetTrainer:
     def dropout_of(self, arch: Arch) -> float:
         """The classifier dropout `arch` trains with (`model.regularize`)."""
         m = self.cfg.model
-        return m.drop_rate if m.regularize == "all" or arch == self.space.largest() else 0.0
+        return m.drop_rate if m.regularize == "all" or arch == self.sampled_space.largest() else 0.0
 
     def _loss(self, arch: Arch, x: torch.Tensor, target: torch.Tensor,
               teacher_logits: torch.Tensor | None, distill: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -230,14 +234,14 @@ class SupernetTrainer:
         if self.teacher is not None:
             with self._autocast():
                 teacher_logits = self.teacher(x)
-        elif kd.inplace and archs[0] != self.space.largest():
+        elif kd.inplace and archs[0] != self.sampled_space.largest():
             with torch.no_grad(), self._autocast():  # in-place distillation: largest subnet as teacher
-                self.model.set_active(self.space.largest())
-                self.model.head.dropout.p = self.dropout_of(self.space.largest())
-                teacher_logits = self.model(resize_batch(x, self.space.largest().resolution))
+                self.model.set_active(self.sampled_space.largest())
+                self.model.head.dropout.p = self.dropout_of(self.sampled_space.largest())
+                teacher_logits = self.model(resize_batch(x, self.sampled_space.largest().resolution))
         total = 0.0
         for arch in archs:
-            is_inplace_teacher = kd.inplace and arch == self.space.largest()
+            is_inplace_teacher = kd.inplace and arch == self.sampled_space.largest()
             loss, logits = self._loss(arch, x, target, teacher_logits, distill=not is_inplace_teacher)
             if is_inplace_teacher:
                 teacher_logits = logits.detach()
@@ -289,7 +293,7 @@ class SupernetTrainer:
             log_file = self.arch_log.open("a")
         try:
             for step, (x, y) in enumerate(self._batches()):
-                archs = sample_step_archs(self.space, cfg.train.sampler, cfg.seed, epoch, step,
+                archs = sample_step_archs(self.sampled_space, cfg.train.sampler, cfg.seed, epoch, step,
                                           cfg.train.sandwich_random)
                 if log_file is not None:
                     log_file.write(f"{epoch} {step} {' '.join(a.arch_hash for a in archs)}\n")
