@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from autovit_ray.experiment import Experiment
+from autovit_ray.experiment import FEW_SHOT_FILE, Experiment
 from autovit_ray.io import atomic_path, atomic_write_text
 from autovit_ray.nn import FewShotSupernet, Supernet
 from autovit_ray.space import SearchSpace, load_space
@@ -235,7 +235,6 @@ def load_supernet(path: str | os.PathLike[str], space: SearchSpace | str | None 
 # ---------------------------------------------------------------------------------------------------
 # Few-shot supernets: a folder with fewshot.json naming one finished checkpoint per part
 
-FEW_SHOT_FILE = "fewshot.json"
 FEW_SHOT_FORMAT = "autovit-ray-few-shot-supernet"
 
 
@@ -289,11 +288,14 @@ def write_few_shot(directory: str | os.PathLike[str], parts: Mapping[int, str | 
     """Check the parts (`check_few_shot_parts`) and write `<directory>/fewshot.json` naming them;
     `load_supernet(directory)` then loads the few-shot supernet."""
     directory = Path(directory).expanduser()
+    # a part given as its state.pt is named by its checkpoint folder
+    parts = {count: Path(p).expanduser().parent if Path(p).expanduser().is_file() else Path(p).expanduser()
+             for count, p in parts.items()}
     space = check_few_shot_parts(parts)
     directory.mkdir(parents=True, exist_ok=True)
     record = {"format": FEW_SHOT_FORMAT, "space": space.name, "profile": space.input_profile.name,
               "space_fingerprint": space.fingerprint(), "split": "transformer_stages",
-              "parts": {str(count): os.path.relpath(Path(part).expanduser().resolve(), directory.resolve())
+              "parts": {str(count): os.path.relpath(part.resolve(), directory.resolve())
                         for count, part in sorted(parts.items())}}
     path = directory / FEW_SHOT_FILE
     atomic_write_text(path, json.dumps(record, indent=1) + "\n")

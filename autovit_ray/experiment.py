@@ -18,6 +18,9 @@ inside one. Pure (no Ray, no MLflow, no torch).
       pipeline/<stage>.json              the pipeline's stage records
       pipeline_summary.json, report.html the pipeline's summary and the report page
       mlflow.db                          the default tracking store
+
+A few-shot supernet's folder (`python -m autovit_ray.fewshot`: fewshot.json naming its parts) is the
+experiment of what is done with it: its searches, its MLflow store, its fidelity truth go inside it.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ EVAL_CACHE_FILE = "eval_cache.sqlite"
 TRACKING_DB = "mlflow.db"
 SEARCH_RESULTS = "results.json"  # in a search's folder
 COMPARE_JSON, COMPARE_PNG = "compare.json", "compare.png"  # in a comparison's folder
+FEW_SHOT_FILE = "fewshot.json"  # in a few-shot supernet's folder
 
 
 @dataclass(frozen=True)
@@ -44,8 +48,10 @@ class Experiment:
     @classmethod
     def of_checkpoint(cls, checkpoint: str | os.PathLike[str]) -> Experiment:
         """The experiment of a supernet checkpoint `<root>/checkpoints/<supernet>/epoch_N` (or of its
-        state file in that folder)."""
+        state file in that folder), or a few-shot supernet's folder itself."""
         path = Path(checkpoint).expanduser().resolve()
+        if (path / FEW_SHOT_FILE).is_file():
+            return cls(path)
         return cls((path if path.is_dir() or not path.suffix else path.parent).parents[2])
 
     # -- train --------------------------------------------------------------------------------
@@ -156,4 +162,4 @@ class Experiment:
         return f"sqlite:///{self.tracking_db.resolve()}"
 
 
-__all__ = ["COMPARE_JSON", "COMPARE_PNG", "EVAL_CACHE_FILE", "SEARCH_RESULTS", "TRACKING_DB", "Experiment"]
+__all__ = ["COMPARE_JSON", "COMPARE_PNG", "EVAL_CACHE_FILE", "FEW_SHOT_FILE", "SEARCH_RESULTS", "TRACKING_DB", "Experiment"]

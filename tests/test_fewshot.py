@@ -202,3 +202,22 @@ def test_a_part_trains_through_the_train_command(trained_digits_experiment, tmp_
     fourth = [k for k in after if k.startswith(f"stages.{last}.")]
     assert fourth and all(torch.equal(after[k], before[k]) for k in fourth)
     assert not all(torch.equal(after[k], before[k]) for k in after)
+
+
+def test_a_few_shot_folder_is_searched_and_exported_from_the_command_line(parts, ray_session, tmp_path):
+    """`search` and `export` take the folder where a checkpoint goes; the folder is their experiment."""
+    from autovit_ray.export_cli import main as export_main
+    from autovit_ray.search.cli import main as search_main
+
+    _, checkpoints = parts
+    folder = tmp_path / "fewshot"
+    write_few_shot(folder, checkpoints)
+    assert search_main(["--checkpoint", str(folder), "--name", "fs", "--strategy", "random", "--max-evaluations",
+                        "3", "--evaluators", "1", "--cpus-per-evaluator", "0.3", "--eval-batches", "1",
+                        "--calib-batches", "1", "--top-k", "1", "--export-formats", "", "--no-register"]) == 0
+    results = json.loads((folder / "search" / "fs" / "results.json").read_text())
+    assert (folder / "mlflow.db").is_file() and results["best"]
+    best = results["best"][0]["arch"]
+    (tmp_path / "best.json").write_text(json.dumps(best))
+    assert export_main(["--checkpoint", str(folder), "--arch", str(tmp_path / "best.json"), "--out",
+                        str(tmp_path / "export"), "--format", "torchscript", "--calib-batches", "1"]) == 0

@@ -111,19 +111,28 @@ def evaluation_data(record: TrainingRecord, data_overrides: dict[str, Any]) -> A
     return dataclasses.replace(config_from_dict(record.config).data, **data_overrides)
 
 
+def checkpoint_digest(checkpoint: Path) -> str:
+    """sha256 of a checkpoint's state.pt; of a few-shot folder, of its parts' digests by stage count."""
+    from ..checkpoint import STATE_FILE, is_few_shot, read_few_shot
+    from .cache import file_digest
+
+    if not is_few_shot(checkpoint):
+        return file_digest(checkpoint / STATE_FILE)
+    parts = {count: file_digest(part / STATE_FILE) for count, part in sorted(read_few_shot(checkpoint).items())}
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
+
+
 def evaluation_context(checkpoint: Path, data: Any, settings: Any) -> dict[str, Any]:
     """What an evaluation's result depends on besides the arch (the evaluation cache's context): the
     checkpoint's content, the data the evaluator reads (`evaluation_data`) and the evaluation settings."""
     import dataclasses
 
-    from ..checkpoint import STATE_FILE
     from ..data import dataset_record, resolve_data_path
-    from .cache import file_digest
 
     record = dataset_record(data)  # labels and split indices, whatever folder they are read from
     evaluation_fields = ("resolution", "batch_size", "calib_size", "split_seed", "val_size", "mean", "std",
                          "crop_pct", "interpolation")
-    return {"checkpoint": file_digest(checkpoint / STATE_FILE), "dataset": record["name"],
+    return {"checkpoint": checkpoint_digest(checkpoint), "dataset": record["name"],
             "data_digest": record["digest"], "data_path": resolve_data_path(data),
             "data": {k: getattr(data, k) for k in evaluation_fields}, "settings": dataclasses.asdict(settings)}
 
