@@ -170,7 +170,7 @@ def check_inputs(cfg: TrainConfig, spaces: dict[str, SearchSpace] | None = None
 def check_few_shot_part(cfg: TrainConfig, spaces: Mapping[str, SearchSpace], num_classes: int) -> None:
     """Refuse a `train.transformer_stages` the space lacks, and a `train.init_from` that is not a
     checkpoint of this one supernet, input profile and dataset."""
-    from autovit_ray.checkpoint import read_record, space_of
+    from autovit_ray.checkpoint import read_record, resolve_checkpoint, space_of
 
     t = cfg.train
     for space in spaces.values():
@@ -186,7 +186,7 @@ def check_few_shot_part(cfg: TrainConfig, spaces: Mapping[str, SearchSpace], num
                          f"= {list(cfg.supernets)} names {len(spaces)}: train one supernet per run")
     space = next(iter(spaces.values()))
     try:
-        record = read_record(t.init_from)
+        record = read_record(resolve_checkpoint(t.init_from, space.name))
         space_of(record.meta, space)
     except ValueError as e:
         raise ValueError(f"config field train.init_from: {e}") from None
@@ -198,9 +198,9 @@ def check_few_shot_part(cfg: TrainConfig, spaces: Mapping[str, SearchSpace], num
 def init_weights(trainer: Any, init_from: str, device: Any) -> None:
     """Start a fresh training from another checkpoint's supernet weights (`train.init_from`); every
     rank loads the same file, so the replicas start identical."""
-    from autovit_ray.checkpoint import load_checkpoint, space_of
+    from autovit_ray.checkpoint import load_checkpoint, resolve_checkpoint, space_of
 
-    parent = load_checkpoint(init_from, map_location=device)
+    parent = load_checkpoint(resolve_checkpoint(init_from, trainer.space.name), map_location=device)
     space_of(parent, trainer.space)
     trainer.model.load_state_dict(parent["model"])
 

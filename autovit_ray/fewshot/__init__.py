@@ -5,8 +5,8 @@ the parts as one supernet.
 1. Train each part from the whole-space supernet, with its recipe (one run per part; they may run at
    the same time)::
 
-       python -m autovit_ray.train --config cifar10 --name xxs-t3 --supernets xxs \\
-           --set train.transformer_stages=3 --set train.init_from=<supernet checkpoint> --set train.epochs=10
+       python -m autovit_ray.train --config cifar10 --name xxs-t3 --supernets xxs --set train.epochs=10 \\
+           --set train.transformer_stages=3 --set train.init_from=<supernet checkpoint or experiment>
 
 2. Name the finished parts in a few-shot folder::
 

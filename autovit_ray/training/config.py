@@ -62,9 +62,10 @@ class TrainSection:
     transformer_stages: int | None = _doc("a few-shot part (Few-shot NAS): draw only the subnets with this "
                                           "many transformer stages; the supernet keeps every weight "
                                           "(None: the whole space)", default=None)
-    init_from: str | None = _doc("a checkpoint of the same supernet and input profile whose weights start "
-                                 "this training (a few-shot part starts from its whole-space supernet); "
-                                 "optimizer and schedule start fresh (None: random init)", default=None)
+    init_from: str | None = _doc("a checkpoint of the same supernet and input profile (or an experiment "
+                                 "folder: its latest one) whose weights start this training (a few-shot part "
+                                 "starts from its whole-space supernet); optimizer and schedule start fresh "
+                                 "(None: random init)", default=None)
     max_steps_per_epoch: int | None = _doc("cap on optimizer steps per epoch (smoke runs, tests)", default=None)
     stop_after_epoch: int | None = _doc("stop after this epoch without changing the schedule; rerun "
                                         "the same command to continue", default=None)
