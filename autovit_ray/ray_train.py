@@ -21,7 +21,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import yaml
 
@@ -37,6 +37,9 @@ from autovit_ray.training.config import (
     config_from_dict,
     flatten,
 )
+
+if TYPE_CHECKING:
+    from autovit_ray.tracking import OpenRuns
 
 T = TypeVar("T")
 
@@ -416,9 +419,12 @@ def run_in_daemon_threads(calls: dict[str, Callable[[], T]]) -> dict[str, T]:
 
 def run_training(cfg: TrainConfig, address: str | None = None, mlflow_uri: str | None = None,
                  progress_bar: bool | None = None,
-                 standalone: tuple[Arch, SearchSpace] | None = None) -> dict[str, TrainResult]:
+                 standalone: tuple[Arch, SearchSpace] | None = None,
+                 open_runs: OpenRuns | None = None) -> dict[str, TrainResult]:
     """Train cfg.supernets concurrently on Ray; returns {supernet: TrainResult}. Raises ValueError on bad
-    input before writing anything. `standalone`: (arch, its one-arch space) of `standalone_config`."""
+    input before writing anything. `standalone`: (arch, its one-arch space) of `standalone_config`;
+    `open_runs`: a `tracking.OpenRuns` that holds this training's MLflow runs until they end (a caller
+    training in threads ends them on Ctrl-C)."""
     import ray
 
     from autovit_ray import tracking
@@ -427,6 +433,7 @@ def run_training(cfg: TrainConfig, address: str | None = None, mlflow_uri: str |
     from autovit_ray.ray_inputs import driver_inputs
 
     arch = standalone[0] if standalone else None
+    open_runs = open_runs if open_runs is not None else tracking.OpenRuns()
     cfg = dataclasses.replace(cfg, data=cfg.data.with_absolute_paths())  # the workers' working folders differ
     spaces, n_classes, resume = check_inputs(cfg, {standalone[1].name: standalone[1]} if standalone else None)
     exp_dir = cfg.experiment_dir
@@ -455,6 +462,7 @@ def run_training(cfg: TrainConfig, address: str | None = None, mlflow_uri: str |
                  **({"standalone_arch": arch.to_json()} if arch is not None else {})} for s, sp in spaces.items()},
             {**flatten(cfg.to_dict()), "num_classes": n_classes}, dataset=dataset_record(cfg.data),
         )
+        open_runs.add(uri, run_ids.values())
         if progress_bar is None:
             progress_bar = cfg.train.progress_bar if isinstance(cfg.train.progress_bar, bool) \
                 else sys.stderr.isatty()
@@ -467,9 +475,9 @@ def run_training(cfg: TrainConfig, address: str | None = None, mlflow_uri: str |
                 _fit_one, cfg.to_dict(), sources[s], s, plan.supernets[s], {
                     "mlflow_uri": uri, "mlflow_run_id": run_ids[s], "progress_bar": progress_bar,
                     "resume_from": str(resume[s]) if resume[s] else None, **input_payload}, datasets) for s in spaces})
-        except KeyboardInterrupt:
-            for run_id in run_ids.values():  # stopped, not running, in MLflow until a rerun resumes them
-                tracking.end_run(uri, run_id, "KILLED")
+        except KeyboardInterrupt:  # stopped, not running, in MLflow until a rerun resumes them
+            for run_id in run_ids.values():
+                open_runs.end(uri, run_id, "KILLED")
             raise
     finally:
         if started:
@@ -485,7 +493,7 @@ def run_training(cfg: TrainConfig, address: str | None = None, mlflow_uri: str |
         status = "FAILED" if not result.ok else "FINISHED" if result.finished(cfg.train.epochs) else "KILLED"
         tracking.set_tags(uri, run_ids[s], {"checkpoint": result.checkpoint or "",
                                             "completed_epochs": "" if result.epoch is None else result.epoch})
-        tracking.end_run(uri, run_ids[s], status)
+        open_runs.end(uri, run_ids[s], status)
         result.mlflow_run_id = run_ids[s]
     atomic_write_text(Experiment(exp_dir).train_summary,
                       json.dumps({s: r.to_dict() for s, r in results.items()}, indent=1, default=str))

@@ -9,8 +9,9 @@ directory. On a multi-node cluster use a tracking server (or a database) the wor
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -134,5 +135,29 @@ def end_run(tracking_uri: str, run_id: str, status: str) -> None:
     retry_locked(lambda: client.set_terminated(run_id, status=status))
 
 
-__all__ = ["default_tracking_uri", "end_run", "log_dataset", "log_metrics", "log_params", "set_tags", "start_runs",
+class OpenRuns:
+    """MLflow runs started and not yet ended. A command that trains in daemon threads catches Ctrl-C in
+    its main thread, where the threads' own endings never run: it ends what is still open as KILLED."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._runs: set[tuple[str, str]] = set()
+
+    def add(self, tracking_uri: str, run_ids: Iterable[str]) -> None:
+        with self._lock:
+            self._runs.update((tracking_uri, run_id) for run_id in run_ids)
+
+    def end(self, tracking_uri: str, run_id: str, status: str) -> None:
+        end_run(tracking_uri, run_id, status)
+        with self._lock:
+            self._runs.discard((tracking_uri, run_id))
+
+    def end_all(self, status: str) -> None:
+        with self._lock:
+            runs, self._runs = sorted(self._runs), set()
+        for tracking_uri, run_id in runs:
+            end_run(tracking_uri, run_id, status)
+
+
+__all__ = ["OpenRuns", "default_tracking_uri", "end_run", "log_dataset", "log_metrics", "log_params", "set_tags", "start_runs",
            "finish_system_metrics", "system_metrics_monitor", "ui_command"]

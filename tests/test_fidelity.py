@@ -84,7 +84,7 @@ def test_the_truth_trains_as_many_runs_at_once_as_the_cluster_holds(ray_session,
     recipe = load_config("digits", ["ray.torch_threads=1", "ray.use_gpu=false"])
     lock, active, seen = threading.Lock(), [0], []
 
-    def train_standalone(recipe, arch, truth, seed, address, mlflow_uri):  # stands in for a Ray Train run
+    def train_standalone(recipe, arch, truth, seed, address, mlflow_uri, open_runs):  # stands in for a Ray Train run
         with lock:
             active[0] += 1
             seen.append((arch.arch_hash, seed, active[0], recipe.ray.cpus_per_worker, recipe.ray.torch_threads))
@@ -112,11 +112,11 @@ def test_the_truth_trains_as_many_runs_at_once_as_the_cluster_holds(ray_session,
     # a failed run: no further run starts, the running one ends, then the failure is raised
     seen.clear()
 
-    def failing(recipe, arch, truth, seed, address, mlflow_uri):
+    def failing(recipe, arch, truth, seed, address, mlflow_uri, open_runs):
         if arch == archs[1]:
             seen.append((arch.arch_hash, seed, 0, None, None))
             raise RuntimeError("killed")
-        return train_standalone(recipe, arch, truth, seed, address, mlflow_uri)
+        return train_standalone(recipe, arch, truth, seed, address, mlflow_uri, open_runs)
 
     monkeypatch.setattr(fidelity, "train_standalone", failing)
     with pytest.raises(RuntimeError, match="killed"):
@@ -124,6 +124,46 @@ def test_the_truth_trains_as_many_runs_at_once_as_the_cluster_holds(ray_session,
     assert {s[:2] for s in seen} == {(archs[1].arch_hash, 0), (archs[0].arch_hash, 1)}  # archs[2] never started
     with pytest.raises(ValueError, match="--parallel 0: expected a positive number"):
         FidelityConfig(checkpoints=("x",), truth="t", parallel=0)
+
+
+def test_ctrl_c_during_the_truth_leaves_no_run_running_in_mlflow(ray_session, tmp_path, monkeypatch):
+    """The runs train in daemon threads; Ctrl-C reaches the main thread, which ends their MLflow runs
+    as KILLED (stopped; a rerun resumes them), not the threads, which never see it."""
+    import _thread
+    import signal
+    import threading
+
+    from mlflow.tracking import MlflowClient
+
+    from autovit_ray import fidelity, tracking
+    from autovit_ray.training.config import load_config
+
+    space = load_space("xxs", input_profile="digits")
+    runs = [(space.largest(), 0), (space.smallest(), 0)]
+    started, both, release = [], threading.Barrier(2), threading.Event()
+
+    def train_standalone(recipe, arch, truth, seed, address, mlflow_uri, open_runs):
+        uri = f"sqlite:///{tmp_path / arch.arch_hash}.db"  # each run's own experiment folder and store
+        run_ids = tracking.start_runs(uri, "truth", f"{arch.arch_hash}-s{seed}", {"xxs": {}}, {})
+        open_runs.add(uri, run_ids.values())
+        started.extend((uri, run_id) for run_id in run_ids.values())
+        if both.wait(timeout=30) == 0:
+            _thread.interrupt_main()  # Ctrl-C, while both still train
+        release.wait(30)
+
+    monkeypatch.setattr(fidelity, "train_standalone", train_standalone)
+    monkeypatch.setattr(fidelity, "finished_standalone", lambda recipe, arch, truth, seed: None)
+    recipe = load_config("digits", ["ray.torch_threads=1", "ray.use_gpu=false"])
+    # Python's own Ctrl-C handler: an earlier test's Ray Tune run may have left its own in place
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            fidelity.train_truth(recipe, runs, tmp_path, FidelityConfig(checkpoints=("x",), truth=str(tmp_path),
+                                                                        parallel=2), lambda _: None)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        release.set()
+    assert len(started) == 2 and {MlflowClient(uri).get_run(r).info.status for uri, r in started} == {"KILLED"}
 
 
 def _supernet_checkpoint(output_dir, supernet: str, epochs: int) -> str:

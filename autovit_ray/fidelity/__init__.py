@@ -35,11 +35,14 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..io import atomic_write_text
 from ..plan import count_macs, count_params
 from ..space import Arch, SearchSpace
+
+if TYPE_CHECKING:
+    from ..tracking import OpenRuns
 
 TRUTH_FILE = "truth.json"
 REPORT_FILE = "fidelity.json"
@@ -200,8 +203,9 @@ def finished_standalone(recipe: Any, arch: Arch, truth: Path, seed: int) -> Path
 
 
 def train_standalone(recipe: Any, arch: Arch, truth: Path, seed: int, address: str | None,
-                     mlflow_uri: str | None) -> Path:
-    """Train (or resume, or reuse) `arch` alone with `seed`; returns its final checkpoint."""
+                     mlflow_uri: str | None, open_runs: OpenRuns | None = None) -> Path:
+    """Train (or resume, or reuse) `arch` alone with `seed`; returns its final checkpoint. `open_runs`:
+    the `tracking.OpenRuns` its MLflow run is held in while it trains."""
     from ..checkpoint import find_checkpoint
     from ..ray_train import run_training
 
@@ -209,7 +213,8 @@ def train_standalone(recipe: Any, arch: Arch, truth: Path, seed: int, address: s
     if finished is not None:
         return finished
     cfg, space = _standalone(recipe, arch, truth, seed)  # run_training resumes from the last epoch
-    results = run_training(cfg, address=address, mlflow_uri=mlflow_uri, progress_bar=False, standalone=(arch, space))
+    results = run_training(cfg, address=address, mlflow_uri=mlflow_uri, progress_bar=False, standalone=(arch, space),
+                           open_runs=open_runs)
     failed = [r.to_dict() for r in results.values() if not r.ok]
     if failed:
         raise RuntimeError(f"stand-alone training of {arch} (seed {seed}) failed: {failed}")
@@ -228,6 +233,7 @@ def train_truth(recipe: Any, runs: Sequence[tuple[Arch, int]], truth: Path, cfg:
 
     from .. import adapters, placement
     from ..ray_train import connect_ray, run_in_daemon_threads
+    from ..tracking import OpenRuns
 
     trained: dict[tuple[str, int], Path] = {}
     pending: collections.deque[tuple[Arch, int]] = collections.deque()
@@ -255,7 +261,7 @@ def train_truth(recipe: Any, runs: Sequence[tuple[Arch, int]], truth: Path, cfg:
         log(f"truth: {len(runs) - len(pending)} of {len(runs)} runs trained; {len(pending)} to train, {at_once} at "
             f"once ({plan.workers} worker(s) of {plan.cpus_per_worker:g} CPU, {plan.gpus_per_worker:g} GPU, "
             f"{plan.torch_threads} torch thread(s) each)")
-        lock, failed = threading.Lock(), threading.Event()
+        lock, failed, open_runs = threading.Lock(), threading.Event(), OpenRuns()
 
         def trainer() -> None:
             while True:
@@ -266,12 +272,16 @@ def train_truth(recipe: Any, runs: Sequence[tuple[Arch, int]], truth: Path, cfg:
                 log(f"truth: training {arch} (seed {seed})")
                 try:
                     trained[(arch.arch_hash, seed)] = train_standalone(recipe, arch, truth, seed, cfg.address,
-                                                                       cfg.mlflow_uri)
+                                                                       cfg.mlflow_uri, open_runs)
                 except BaseException:
                     failed.set()
                     raise
 
-        run_in_daemon_threads({f"trainer{i}": trainer for i in range(at_once)})
+        try:
+            run_in_daemon_threads({f"trainer{i}": trainer for i in range(at_once)})
+        except KeyboardInterrupt:  # the runs the threads were training: stopped, not running, in MLflow
+            open_runs.end_all("KILLED")
+            raise
     finally:
         if started:
             ray.shutdown()
