@@ -25,7 +25,8 @@ Everything runs through the product's commands, from a pinned copy of the code:
    `TRUTH_IN_BAND` inside the band, each trained alone for `TRUTH_EPOCHS` epochs (one-cycle fitted to
    that length; two runs at once, a core each), the first `TRUTH_REPEAT` again with a second seed;
    Kendall tau with bootstrap intervals over all and in band, the MACs and parameter baselines, top-3
-   overlap, regret.
+   overlap, regret (plotted: bench/results/supernet_fidelity.png); then every stand-alone run's test top-1,
+   reported beside its validation accuracy and never used to choose (``truth-test.json``).
 5. ``calibration``: a remedy measured against the same truth without a training: every supernet's
    inherited scores again, with BatchNorm recalibrated on `REMEDY_CALIB_IMAGES` training images
    instead of the recipe's 1,024 (``fidelity --calib-size``), and the same statistics.
@@ -101,6 +102,8 @@ SECTION = "## A supernet whose ranking can be trusted (issue 30)"
 RESULTS_JSON = ROOT / "bench" / "results" / "supernet_fidelity.json"
 SCAN_PNG_IN_REPO = Path("bench", "results", "supernet_scan.png")  # where the section links it
 SCAN_PNG = ROOT / SCAN_PNG_IN_REPO
+FIDELITY_PNG_IN_REPO = Path("bench", "results", "supernet_fidelity.png")
+FIDELITY_PNG = ROOT / FIDELITY_PNG_IN_REPO
 RECIPE_JSON = ROOT / "bench" / "results" / "cifar10_recipe.json"  # the peer and the recipe (issue 29)
 BENCHMARKS = ROOT / "BENCHMARKS.md"
 
@@ -286,6 +289,29 @@ def truth(checkpoints: dict[str, Path], band: dict[str, Any], out: Path) -> dict
         f"epochs alone each, {TRUTH_REPEAT} repeated with a second seed")
     run_cli(cli, out / "truth.log")
     return json.loads(report_path.read_text())
+
+
+def truth_test(out: Path) -> dict[str, Any]:
+    """Test top-1 of every stand-alone run of the truth, with its own BatchNorm statistics: reported
+    beside the validation accuracy the ranking uses, never used to choose (`truth-test.json`)."""
+    path = out / "truth-test.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    from autovit_ray.checkpoint import find_checkpoint
+    from autovit_ray.fidelity import standalone_top1
+    from autovit_ray.space import Arch
+
+    fidelity = json.loads((out / "truth" / "fidelity.json").read_text())
+    log("truth: test top-1 of every stand-alone run (reported only)")
+    runs: dict[str, float] = {}
+    for run in sorted(d for d in (out / "truth").glob("*-s*") if d.is_dir()):
+        arch_hash = run.name.rsplit("-s", 1)[0]
+        arch = next(Arch.from_dict(s["arch"]) for s in fidelity["standalone"]["subnets"]
+                    if Arch.from_dict(s["arch"]).arch_hash == arch_hash)
+        runs[run.name] = standalone_top1(find_checkpoint(run, SUPERNET, final=True), arch, split="test")
+    record = {"test_top1": runs, "commit": code_commit()}
+    atomic_write_text(path, json.dumps(record, indent=1))
+    return record
 
 
 def against_truth(checkpoints: dict[str, Path], out: Path, calib_batches: int | None,
@@ -489,19 +515,36 @@ def report(out: Path) -> dict[str, Any]:
     gate_path = out / "gate.json"
     gate = json.loads(gate_path.read_text()) if gate_path.is_file() else None
     chosen = choose(supernets, scans, band) if fidelity else None
+    standalone = fidelity["standalone"] if fidelity else None
+    test_path = out / "truth-test.json"
+    if standalone and test_path.is_file():
+        from autovit_ray.space import Arch
+
+        tests = json.loads(test_path.read_text())["test_top1"]
+        seed = fidelity.get("seed", 0)
+        standalone = {**standalone, "subnets": [
+            {**s, "test_top1": tests.get(f"{Arch.from_dict(s['arch']).arch_hash}-s{seed}")}
+            for s in standalone["subnets"]]}
     result = {
         "peer": {"val_top1": peer.get("val_top1"), "test_top1": peer.get("test_top1"), "epochs": PEER_EPOCHS,
                  "adaptation": (recipe.get("choice") or {}).get("adaptation"),
                  "recipe": (recipe.get("choice") or {}).get("recipe")},
         "supernets": supernets, "span_gate": SPAN_GATE, "gate": gate,
         "band": band,
-        "standalone": fidelity["standalone"] if fidelity else None, "chosen": chosen,
+        "standalone": standalone, "chosen": chosen,
         "scans": {s: v["subnets"] for s, v in scans.items()}, "compute": compute(out, scans),
         "report_commit": code_commit(),
     }
     atomic_write_text(RESULTS_JSON, json.dumps(public_paths(result), indent=1) + "\n")
     if scans:
         plot_scans(scans, result["band"], SCAN_PNG)
+    if fidelity:
+        inherited = {name: stats["inherited"] for name, stats in fidelity["supernets"].items()}
+        inherited = {sampler: next(v for k, v in inherited.items() if f"{sampler}-e{EPOCHS}" in k)
+                     for sampler in SAMPLERS if truth_stats(fidelity, sampler)}
+        inherited.update({name: stats["inherited"] for name, stats in (training or {}).get("supernets", {}).items()})
+        if inherited:
+            plot_fidelity(inherited, standalone["subnets"], supernets, FIDELITY_PNG)
     replace_markdown_section(BENCHMARKS, SECTION, section(result))
     return result
 
@@ -539,6 +582,33 @@ def choose(supernets: dict[str, Any], scans: dict[str, Any], band: dict[str, Any
         return round(supernets[name]["tau_in_band"], 2), -1.0 if at_peer is None else at_peer
 
     return max(supernets, key=key)
+
+
+def plot_fidelity(inherited: dict[str, list[float]], subnets: list[dict[str, Any]], supernets: dict[str, Any],
+                  path: Path) -> None:
+    """Inherited against stand-alone validation top-1, one panel per supernet, tau with its interval
+    (the in-band subnets filled)."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(3.2 * len(inherited), 3.4))
+    axes = figure.subplots(1, len(inherited), squeeze=False)[0]
+    truth = [s["val_top1"] for s in subnets]
+    in_band = [bool(s.get("in_band")) for s in subnets]
+    for ax, (name, scores) in zip(axes, inherited.items()):
+        stats = supernets.get(name, {})
+        for inside, label in ((True, "in the band"), (False, "outside")):
+            points = [(x, y) for x, y, b in zip(scores, truth, in_band) if b == inside]
+            if points:
+                ax.scatter(*zip(*points), s=16, color="tab:blue", facecolors=None if inside else "none", label=label)
+        ax.set_title(f"{name}: tau {_num(stats.get('kendall_tau'))} [{_num(stats.get('tau_low'))}, "
+                     f"{_num(stats.get('tau_high'))}]\nin band {_num(stats.get('tau_in_band'))}", fontsize=8)
+        ax.set_xlabel("inherited val top-1 %", fontsize=8)
+    axes[0].set_ylabel("stand-alone val top-1 %", fontsize=8)
+    axes[0].legend(fontsize=7)
+    figure.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    figure.savefig(tmp, dpi=110)
+    tmp.replace(path)
 
 
 def plot_scans(scans: dict[str, Any], band: dict[str, Any] | None, path: Path) -> None:
@@ -715,6 +785,7 @@ def section(r: dict[str, Any]) -> str:
         lines.append(f"Truth: {len(r['standalone']['subnets'])} subnets, {r['standalone']['epochs']} epochs alone; "
                      f"seed noise sd {_num(sd)} points. Chosen supernet: {r['chosen']}.")
         lines += remedy_lines(r["supernets"]) + training_remedy_lines(r["supernets"])
+        lines += ["", f"![inherited vs stand-alone validation top-1]({FIDELITY_PNG_IN_REPO.as_posix()})", ""]
     elif any(row.get("begun") for row in r["compute"]):
         truth_row = next(row for row in r["compute"] if "begun" in row)
         lines.append(f"The truth (stand-alone runs) is training: {truth_row['begun']} of "
@@ -757,6 +828,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.stop_after == "band":
         return 0
     truth(checkpoints, band, out)
+    truth_test(out)
     if args.stop_after == "truth":
         return 0
     calibration_remedy(checkpoints, out)

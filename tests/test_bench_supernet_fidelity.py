@@ -34,6 +34,7 @@ def test_report_reads_what_exists_and_chooses_by_in_band_tau(tmp_path, monkeypat
     monkeypatch.setattr(bench, "BENCHMARKS", tmp_path / "BENCHMARKS.md")
     monkeypatch.setattr(bench, "RECIPE_JSON", tmp_path / "cifar10_recipe.json")
     monkeypatch.setattr(bench, "SCAN_PNG", tmp_path / "supernet_scan.png")
+    monkeypatch.setattr(bench, "FIDELITY_PNG", tmp_path / "supernet_fidelity.png")
     (tmp_path / "cifar10_recipe.json").write_text(json.dumps(
         {"peer": {"val_top1": 85.1, "test_top1": 84.3}, "choice": {"adaptation": "stem1", "recipe": "padcrop"}}))
     out = tmp_path / "out"
@@ -52,11 +53,14 @@ def test_report_reads_what_exists_and_chooses_by_in_band_tau(tmp_path, monkeypat
              "top3_overlap": 2, "regret": 0.5}
     (out / "truth" / "fidelity.json").write_text(json.dumps({
         "standalone": {"epochs": 15, "seed_sd": 0.3, "subnets": [{"val_top1": 80.0}] * 14},
-        "supernets": {"/x/sandwich-e30/checkpoints/xxs/epoch_0030": {**stats, "tau_in_band": 0.6},
-                      "/x/uniform-e30/checkpoints/xxs/epoch_0030": {**stats, "tau_in_band": 0.1}}}))
+        "supernets": {"/x/sandwich-e30/checkpoints/xxs/epoch_0030": {**stats, "tau_in_band": 0.6,
+                                                                      "inherited": [70.0 + i for i in range(14)]},
+                      "/x/uniform-e30/checkpoints/xxs/epoch_0030": {**stats, "tau_in_band": 0.1,
+                                                                     "inherited": [75.0] * 14}}}))
     result = bench.report(out)
     assert result["chosen"] == "sandwich"
     assert (tmp_path / "supernet_scan.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "supernet_fidelity.png").read_bytes()[:4] == b"\x89PNG"
     assert result["supernets"]["sandwich"]["inherited_span"] == 8.0
     assert result["supernets"]["uniform"]["tau_in_band"] == 0.1
     assert result["peer"] == {"val_top1": 85.1, "test_top1": 84.3, "epochs": 30, "adaptation": "stem1",
@@ -299,3 +303,48 @@ def test_the_remedies_are_scored_against_the_truth_and_can_be_chosen(tmp_path, m
         "remedy": "few-shot", "tau_in_band": 0.4, "kendall_tau": 0.5, "tau_low": 0.1, "tau_high": 0.8, "regret": 0.3}})
     assert lines[1].endswith("few-shot: in-band tau 0.40 (sandwich 0.10), Kendall tau 0.50 [0.10, 0.80], "
                              "regret 0.30 points.")
+
+
+def test_the_truths_test_accuracy_is_reported_beside_its_validation_accuracy(tmp_path, monkeypatch):
+    """Every stand-alone run scored once on the test split (its own folder, its own arch); the report puts
+    the first seed's beside each subnet."""
+    import random
+
+    import torch
+
+    import autovit_ray.fidelity
+    from autovit_ray.checkpoint import FORMAT
+    from autovit_ray.space import load_space
+
+    space = load_space("xxs", input_profile="digits")
+    archs = [space.largest(), space.sample(random.Random(0))]
+    out = tmp_path / "out"
+    for arch, seed in ((archs[0], 0), (archs[0], 1), (archs[1], 0)):
+        epoch = out / "truth" / f"{arch.arch_hash}-s{seed}" / "checkpoints" / "xxs" / "epoch_0015"
+        epoch.mkdir(parents=True)
+        torch.save({}, epoch / "state.pt")
+        (epoch / "meta.json").write_text(json.dumps({"format": FORMAT, "epoch": 15, "num_classes": 10,
+                                                     "config": {"train": {"epochs": 15}}}))
+    subnets = [{"arch": a.to_dict(), "val_top1": v, "in_band": True} for a, v in zip(archs, (80.0, 70.0))]
+    (out / "truth" / "fidelity.json").write_text(json.dumps({"seed": 0, "supernets": {}, "standalone": {
+        "epochs": 15, "seed_sd": 0.3, "subnets": subnets}}))
+    scored = []
+
+    def standalone_top1(checkpoint, arch, split="val"):
+        scored.append((checkpoint.parents[2].name, arch.arch_hash, split))
+        return {archs[0].arch_hash: 79.0, archs[1].arch_hash: 69.0}[arch.arch_hash] + len(scored) / 10
+
+    monkeypatch.setattr(autovit_ray.fidelity, "standalone_top1", standalone_top1)
+    record = bench.truth_test(out)
+    assert sorted(scored) == sorted((f"{a.arch_hash}-s{s}", a.arch_hash, "test")
+                                    for a, s in ((archs[0], 0), (archs[0], 1), (archs[1], 0)))
+    assert set(record["test_top1"]) == {f"{archs[0].arch_hash}-s0", f"{archs[0].arch_hash}-s1",
+                                        f"{archs[1].arch_hash}-s0"}
+    assert bench.truth_test(out) == json.loads(json.dumps(record)) and len(scored) == 3  # read back
+    for name, value in (("RESULTS_JSON", tmp_path / "r.json"), ("BENCHMARKS", tmp_path / "B.md"),
+                        ("RECIPE_JSON", tmp_path / "none.json"), ("FIDELITY_PNG", tmp_path / "f.png")):
+        monkeypatch.setattr(bench, name, value)
+    (tmp_path / "B.md").write_text("# Benchmarks\n")
+    result = bench.report(out)
+    assert [s["test_top1"] for s in result["standalone"]["subnets"]] == [
+        record["test_top1"][f"{archs[0].arch_hash}-s0"], record["test_top1"][f"{archs[1].arch_hash}-s0"]]

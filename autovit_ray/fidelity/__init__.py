@@ -292,8 +292,9 @@ def train_truth(recipe: Any, runs: Sequence[tuple[Arch, int]], truth: Path, cfg:
 # Scores and the report
 
 
-def standalone_top1(checkpoint: Path, arch: Arch) -> float:
-    """Validation top-1 of a stand-alone run with its own BatchNorm statistics."""
+def standalone_top1(checkpoint: Path, arch: Arch, split: str = "val") -> float:
+    """Top-1 of a stand-alone run with its own BatchNorm statistics on `split` (validation, the truth's
+    ranking; "test" only reports)."""
     import torch
 
     from ..checkpoint import load_supernet
@@ -302,7 +303,7 @@ def standalone_top1(checkpoint: Path, arch: Arch) -> float:
 
     supernet, _, config = load_supernet(checkpoint)
     model = supernet.get_active_subnet(arch).eval()
-    result = evaluate(model, build_loader(config.data, "val", arch.resolution), resolution=arch.resolution,
+    result = evaluate(model, build_loader(config.data, split, arch.resolution), resolution=arch.resolution,
                       device=torch.device("cpu"))
     return 100.0 * result.correct1 / result.seen
 
