@@ -260,6 +260,10 @@ def check_few_shot_parts(parts: Mapping[int, str | os.PathLike[str]]) -> SearchS
     """Refuse parts that do not make one few-shot supernet: each a finished checkpoint of one space and
     dataset, trained on its own transformer stage count (`train.transformer_stages`), one part per count
     of the space. Returns the space."""
+    nested = [count for count, part in parts.items() if is_few_shot(part)]
+    if nested:
+        raise ValueError(f"few-shot part {nested[0]} ({str(parts[nested[0]])!r}) is itself a few-shot folder: "
+                         "give the checkpoint of each part")
     records = {count: read_record(part) for count, part in parts.items()}
     spaces = {count: space_of(r.meta) for count, r in records.items()}
     space = spaces[min(spaces)]
@@ -308,6 +312,7 @@ def _load_few_shot(path: str | os.PathLike[str], space: SearchSpace | str | None
     check_few_shot_parts(parts)
     loaded = {count: load_supernet(part, space, device) for count, part in parts.items()}
     first = loaded[min(loaded)]
+    # parts are plain checkpoints (check_few_shot_parts refuses a nested folder): each loads as a Supernet
     supernets = {count: model for count, (model, _, _) in loaded.items() if isinstance(model, Supernet)}
     model = FewShotSupernet(first[1], supernets)
     return model.to(device).eval(), first[1], first[2]
@@ -365,7 +370,7 @@ def resolve_checkpoint(checkpoint: str | os.PathLike[str], supernet: str | None 
 
 __all__ = [
     "FEW_SHOT_FILE", "FEW_SHOT_FORMAT", "FORMAT", "FORMAT_VERSION", "META_FILE", "STATE_FILE", "TrainingRecord",
-    "check_few_shot_parts", "checkpoint_root", "epoch_dir_name", "find_checkpoint", "is_few_shot", "read_few_shot",
-    "write_few_shot", "list_checkpoints", "load_checkpoint", "load_supernet", "read_meta", "read_record", "rng_states",
-    "resolve_checkpoint", "save_checkpoint", "set_rng_states", "space_of",
+    "check_few_shot_parts", "checkpoint_root", "epoch_dir_name", "find_checkpoint", "is_few_shot", "list_checkpoints",
+    "load_checkpoint", "load_supernet", "read_few_shot", "read_meta", "read_record", "resolve_checkpoint", "rng_states",
+    "save_checkpoint", "set_rng_states", "space_of", "write_few_shot",
 ]

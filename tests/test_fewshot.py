@@ -178,6 +178,8 @@ def test_a_few_shot_folder_refuses_parts_that_do_not_make_one(parts, tmp_path, c
         fewshot_main(["--out", str(tmp_path / "d"), "--part=three"])
     assert "expected COUNT=CHECKPOINT" in capsys.readouterr().err
     write_few_shot(tmp_path / "e", checkpoints)
+    with pytest.raises(ValueError, match="is itself a few-shot folder"):
+        write_few_shot(tmp_path / "f", {3: tmp_path / "e", 4: checkpoints[4]})
     (tmp_path / "e" / FEW_SHOT_FILE).write_text("{}")
     with pytest.raises(ValueError, match="is not a few-shot supernet manifest"):
         load_supernet(tmp_path / "e")
