@@ -95,7 +95,6 @@ REMEDY_CALIB_IMAGES = 4096
 TAU_GOAL = 0.5
 REMEDY_EPOCHS = 10
 FEW_SHOT_COUNTS = (3, 4)  # the XXS space's transformer stage counts: one few-shot part each
-REMEDIES = ("fewshot", "longer")
 BAND = (0.8, 1.2)
 TRUTH_SUBNETS, TRUTH_IN_BAND, TRUTH_EPOCHS, TRUTH_REPEAT = 14, 8, 15, 2
 SECTION = "## A supernet whose ranking can be trusted (issue 30)"
