@@ -25,7 +25,7 @@ Everything runs through the product's commands, from a pinned copy of the code:
    `TRUTH_IN_BAND` inside the band, each trained alone for `TRUTH_EPOCHS` epochs (one-cycle fitted to
    that length; two runs at once, a core each), the first `TRUTH_REPEAT` again with a second seed;
    Kendall tau with bootstrap intervals over all and in band, the MACs and parameter baselines, top-3
-   overlap, regret (plotted: bench/results/supernet_fidelity.png); then every stand-alone run's test top-1,
+   overlap, regret (plotted: `FIDELITY_PNG`, once the truth has ended); then every stand-alone run's test top-1,
    reported beside its validation accuracy and never used to choose (``truth-test.json``).
 5. ``calibration``: a remedy measured against the same truth without a training: every supernet's
    inherited scores again, with BatchNorm recalibrated on `REMEDY_CALIB_IMAGES` training images
