@@ -435,6 +435,9 @@ def run_training(cfg: TrainConfig, address: str | None = None, mlflow_uri: str |
     arch = standalone[0] if standalone else None
     open_runs = open_runs if open_runs is not None else tracking.OpenRuns()
     cfg = dataclasses.replace(cfg, data=cfg.data.with_absolute_paths())  # the workers' working folders differ
+    if cfg.train.init_from:  # likewise
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(
+            cfg.train, init_from=str(Path(cfg.train.init_from).expanduser().resolve())))
     spaces, n_classes, resume = check_inputs(cfg, {standalone[1].name: standalone[1]} if standalone else None)
     exp_dir = cfg.experiment_dir
     # Read by Ray Train's controller (the driver's RAY_TRAIN_* variables are passed on to it).

@@ -185,18 +185,22 @@ def test_a_few_shot_folder_refuses_parts_that_do_not_make_one(parts, tmp_path, c
         load_supernet(tmp_path / "e")
 
 
-def test_a_part_trains_through_the_train_command(trained_digits_experiment, tmp_path):
+def test_a_part_trains_through_the_train_command(trained_digits_experiment, tmp_path, monkeypatch):
     """`python -m autovit_ray.train` on Ray Train: the part starts from the parent's weights and moves
     only the weights its region uses (a 3-stage part never touches the 4th transformer stage)."""
+    import os
+
     from conftest import tiny_train_argv
 
     from autovit_ray.checkpoint import find_checkpoint
     from autovit_ray.train import main
 
     parent = find_checkpoint(trained_digits_experiment.dir, SPACE)
-    # the experiment folder stands for its latest checkpoint of the supernet, as --checkpoint does
+    # the experiment folder stands for its latest checkpoint of the supernet, as --checkpoint does; given
+    # relative to where the command runs, which is not where the workers run
+    monkeypatch.chdir(tmp_path)
     argv = tiny_train_argv(tmp_path, "part3", SPACE, "train.epochs=1", "train.transformer_stages=3",
-                           f"train.init_from={trained_digits_experiment.dir}")
+                           f"train.init_from={os.path.relpath(trained_digits_experiment.dir)}")
     assert main(argv) == 0
     part = find_checkpoint(tmp_path / "part3", SPACE, final=True)
     assert read_record(part).config["train"]["transformer_stages"] == 3

@@ -89,6 +89,9 @@ def test_readme_blocks_parse_into_the_commands_the_demo_test_runs():
     assert entry[-1].startswith(SERVER)
     assert sum(NEEDS_USER_DATA in c for c in entry) == 1
     assert all(any(key in c for c in entry) for key in UNTIL_PROGRESS)
+    # the few-shot parts run to their end (no Ctrl-C): the folder that names them needs them finished
+    fewshot = [c for c in entry if "train.transformer_stages" in c or "autovit_ray.fewshot" in c]
+    assert len(fewshot) == 3 and not any(key in c for c in fewshot for key in UNTIL_PROGRESS)
     registry = commands(readme_block("## Searched models in the MLflow Model Registry", after="After `make demo`"))
     assert registry[0].startswith("export MLFLOW_TRACKING_URI=") and registry[-1].startswith("kill %1")
 
