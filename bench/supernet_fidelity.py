@@ -31,12 +31,13 @@ Everything runs through the product's commands, from a pinned copy of the code:
    inherited scores again, with BatchNorm recalibrated on `REMEDY_CALIB_IMAGES` training images
    instead of the recipe's 1,024 (``fidelity --calib-size``), and the same statistics.
 6. ``remedies``: only when the sandwich supernet misses the goal (in-band tau >= `TAU_GOAL` and above the
-   MACs baseline), the two remedies that cost a training, each `REMEDY_EPOCHS` more epochs from the
-   sandwich supernet with its settings, scored against the same truth: ``fewshot``, a few-shot split
-   on the transformer stage count (one part per count, each trained on its own subnets only, two at once:
-   ``train.transformer_stages``, ``train.init_from``, then ``python -m autovit_ray.fewshot``), and
-   ``longer``, the whole supernet trained as long (the "longer training" remedy, and the few-shot
-   split's control: what the parts gain from more training alone).
+   MACs baseline), the two remedies that cost a training, each from the sandwich supernet with its
+   settings, scored against the same truth: ``fewshot``, a few-shot split on the transformer stage
+   count (one part per count, each trained `REMEDY_EPOCHS` more epochs on its own subnets only, two at
+   once: ``train.transformer_stages``, ``train.init_from``, then ``python -m autovit_ray.fewshot``), and
+   ``longer``, the whole supernet trained `LONGER_EPOCHS` more epochs, the parts' training compute
+   together (the "longer training" remedy, and the few-shot split's control at equal compute: what the
+   parts gain from more training alone).
 
 The peer and the recipe come from the recipe issue's committed bench/results/cifar10_recipe.json; the
 latency table is built on this machine (bench/cifar10_recipe.py's ``lut`` stage) before the scans when
@@ -95,6 +96,7 @@ REMEDY_CALIB_IMAGES = 4096
 TAU_GOAL = 0.5
 REMEDY_EPOCHS = 10
 FEW_SHOT_COUNTS = (3, 4)  # the XXS space's transformer stage counts: one few-shot part each
+LONGER_EPOCHS = REMEDY_EPOCHS * len(FEW_SHOT_COUNTS)  # the control at the parts' compute together
 BAND = (0.8, 1.2)
 TRUTH_SUBNETS, TRUTH_IN_BAND, TRUTH_EPOCHS, TRUTH_REPEAT = 14, 8, 15, 2
 SECTION = "## A supernet whose ranking can be trusted (issue 30)"
@@ -355,23 +357,25 @@ def goal_met(stats: dict[str, Any]) -> bool:
 
 def remedy_name(remedy: str, count: int | None = None) -> str:
     """The experiment folder of a remedy's training: `fewshot-t<count>` (a part) or `longer-e<epochs>`."""
-    return f"fewshot-t{count}" if remedy == "fewshot" else f"longer-e{REMEDY_EPOCHS}"
+    return f"fewshot-t{count}" if remedy == "fewshot" else f"longer-e{LONGER_EPOCHS}"
 
 
 def train_remedy(sandwich: Path, out: Path, data_dir: Path, count: int | None, threads: int) -> Path:
     """`python -m autovit_ray.train` for one remedy run from the sandwich supernet's weights and settings,
-    `REMEDY_EPOCHS` epochs (a few-shot part when `count` is set); resumes from its last epoch."""
+    `REMEDY_EPOCHS` epochs for a few-shot part (`count` set), else `LONGER_EPOCHS`; resumes from its last
+    epoch."""
     from autovit_ray.checkpoint import find_checkpoint
 
     name = remedy_name("fewshot" if count else "longer", count)
+    epochs = REMEDY_EPOCHS if count else LONGER_EPOCHS
     try:
         return find_checkpoint(out / name, SUPERNET, final=True)
     except ValueError:
         pass
-    log(f"remedies: {name}: training ({REMEDY_EPOCHS} epochs from the sandwich supernet; resumes from its last epoch)")
+    log(f"remedies: {name}: training ({epochs} epochs from the sandwich supernet; resumes from its last epoch)")
     cli = ["autovit_ray.train", "--config", "cifar10-p1", "--name", name, "--output-dir", str(out),
            "--supernets", SUPERNET]
-    settings = [f"train.epochs={REMEDY_EPOCHS}", f"data.data_dir={data_dir}", "train.progress_bar=false",
+    settings = [f"train.epochs={epochs}", f"data.data_dir={data_dir}", "train.progress_bar=false",
                 f"ray.torch_threads={threads}", f"ray.cpus_per_worker={threads}", "ray.use_gpu=false",
                 *SAMPLERS["sandwich"], f"train.init_from={sandwich}"]
     if count:
@@ -412,7 +416,8 @@ def training_remedies(sandwich: Path, out: Path, data_dir: Path) -> dict[str, An
     run_cli(cli, out / "fewshot.log")
     train_remedy(sandwich, out, data_dir, None, threads=2)
     log("remedies: the few-shot supernet and the longer training against the truth")
-    record = {"epochs": REMEDY_EPOCHS, "from": public_path(sandwich), "calib_batches": SCAN_CALIB_BATCHES,
+    record = {"epochs": {"fewshot": REMEDY_EPOCHS, "longer": LONGER_EPOCHS}, "from": public_path(sandwich),
+              "calib_batches": SCAN_CALIB_BATCHES,
               "supernets": against_truth(remedy_checkpoints(out), out, SCAN_CALIB_BATCHES, None),
               "commit": code_commit()}
     atomic_write_text(path, json.dumps(record, indent=1))
@@ -450,7 +455,7 @@ def remedy_compute(out: Path) -> list[dict[str, Any]]:
                      "hours": covered_hours([i for p in parts for i in p["intervals"]])})
     longer = training_hours(out / remedy_name("longer"))
     if longer:
-        rows.append({"step": f"remedy: longer training, {REMEDY_EPOCHS} epochs ({longer['epochs']} done)",
+        rows.append({"step": f"remedy: longer training, {LONGER_EPOCHS} epochs ({longer['epochs']} done)",
                      "plan": "3-7", **{k: v for k, v in longer.items() if k != "intervals"}})
     return rows
 
@@ -506,8 +511,9 @@ def report(out: Path) -> dict[str, Any]:
     training = json.loads(training_path.read_text()) if training_path.is_file() else None
     for remedy, stats in (training or {}).get("supernets", {}).items():
         # a remedy has no scan: its span is over the truth's subnets
-        supernets[remedy] = {"sampler": "sandwich", "remedy": REMEDY_WORDS[remedy], "epochs": EPOCHS + REMEDY_EPOCHS,
-                             "epochs_done": EPOCHS + training["epochs"], "inherited_span": stats["inherited_span"],
+        more = training["epochs"][remedy]
+        supernets[remedy] = {"sampler": "sandwich", "remedy": REMEDY_WORDS[remedy], "epochs": EPOCHS + more,
+                             "epochs_done": EPOCHS + more, "inherited_span": stats["inherited_span"],
                              **{k: stats.get(k) for k in TAU_KEYS}}
     band_path = out / "band.json"
     band = json.loads(band_path.read_text()) if band_path.is_file() else None
@@ -552,7 +558,7 @@ TAU_KEYS = ("kendall_tau", "tau_low", "tau_high", "tau_in_band", "tau_in_band_ci
             "top3_overlap", "regret")
 REMEDY_WORDS = {"fewshot": f"few-shot split on the transformer stage count {list(FEW_SHOT_COUNTS)}, each part "
                            f"{REMEDY_EPOCHS} more epochs from the sandwich supernet on its own subnets",
-                "longer": f"the sandwich supernet trained {REMEDY_EPOCHS} more epochs"}
+                "longer": f"the sandwich supernet trained {LONGER_EPOCHS} more epochs (the parts' compute together)"}
 
 
 def truth_stats(fidelity: dict[str, Any], sampler: str) -> dict[str, Any] | None:

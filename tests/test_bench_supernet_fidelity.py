@@ -260,10 +260,10 @@ def test_a_remedy_trains_from_the_sandwich_supernet_with_its_settings(tmp_path, 
             bench.train_remedy(tmp_path / "sandwich-e30" / "epoch_0030", tmp_path, tmp_path / "data", count, threads=1)
     part, longer = (dict(cli[i + 1].split("=", 1) for i, flag in enumerate(cli) if flag == "--set") for cli in commands)
     assert commands[0][commands[0].index("--name") + 1] == "fewshot-t3"
-    assert commands[1][commands[1].index("--name") + 1] == f"longer-e{bench.REMEDY_EPOCHS}"
+    assert commands[1][commands[1].index("--name") + 1] == f"longer-e{2 * bench.REMEDY_EPOCHS}"
+    assert (part["train.epochs"], longer["train.epochs"]) == (str(bench.REMEDY_EPOCHS), str(2 * bench.REMEDY_EPOCHS))
     for settings in (part, longer):
         assert settings["train.init_from"] == str(tmp_path / "sandwich-e30" / "epoch_0030")
-        assert settings["train.epochs"] == str(bench.REMEDY_EPOCHS)
         assert all(settings[k] == v for k, v in (s.split("=", 1) for s in bench.SAMPLERS["sandwich"]))
     assert part["train.transformer_stages"] == "3" and "train.transformer_stages" not in longer
 
