@@ -303,12 +303,11 @@ def truth_test(out: Path) -> dict[str, Any]:
     from autovit_ray.space import Arch
 
     fidelity = json.loads((out / "truth" / "fidelity.json").read_text())
+    archs = {a.arch_hash: a for a in (Arch.from_dict(s["arch"]) for s in fidelity["standalone"]["subnets"])}
     log("truth: test top-1 of every stand-alone run (reported only)")
     runs: dict[str, float] = {}
     for run in sorted(d for d in (out / "truth").glob("*-s*") if d.is_dir()):
-        arch_hash = run.name.rsplit("-s", 1)[0]
-        arch = next(Arch.from_dict(s["arch"]) for s in fidelity["standalone"]["subnets"]
-                    if Arch.from_dict(s["arch"]).arch_hash == arch_hash)
+        arch = archs[run.name.rsplit("-s", 1)[0]]  # <arch hash>-s<seed>
         runs[run.name] = standalone_top1(find_checkpoint(run, SUPERNET, final=True), arch, split="test")
     record = {"test_top1": runs, "commit": code_commit()}
     atomic_write_text(path, json.dumps(record, indent=1))
@@ -544,9 +543,8 @@ def report(out: Path) -> dict[str, Any]:
     if scans:
         plot_scans(scans, result["band"], SCAN_PNG)
     if fidelity:
-        inherited = {name: stats["inherited"] for name, stats in fidelity["supernets"].items()}
-        inherited = {sampler: next(v for k, v in inherited.items() if f"{sampler}-e{EPOCHS}" in k)
-                     for sampler in SAMPLERS if truth_stats(fidelity, sampler)}
+        found = {sampler: truth_stats(fidelity, sampler) for sampler in SAMPLERS}
+        inherited = {sampler: stats["inherited"] for sampler, stats in found.items() if stats}
         inherited.update({name: stats["inherited"] for name, stats in (training or {}).get("supernets", {}).items()})
         if inherited:
             plot_fidelity(inherited, standalone["subnets"], supernets, FIDELITY_PNG)

@@ -141,6 +141,7 @@ def test_the_parts_answer_as_one_supernet(parts):
     assert resolve_checkpoint(folder) == folder
     model, space, config = load_supernet(folder)
     assert isinstance(model, FewShotSupernet) and space.name == SPACE and config.train.transformer_stages == 3
+    assert all(k.startswith("parts.") for k in model.state_dict())  # each part's weights once
     record = read_record(folder)
     assert record.finished and set(record.meta["few_shot"]) == {"3", "4"}
     alone = {count: load_supernet(p)[0] for count, p in checkpoints.items()}

@@ -46,8 +46,16 @@ class FewShotSupernet(nn.Module):
         assert isinstance(part, Supernet)
         return part
 
+    @property
+    def active_part(self) -> Supernet:
+        """The part of the active arch (a key, not a second registration of the module)."""
+        part = self.parts[self._active_key]
+        assert isinstance(part, Supernet)
+        return part
+
     def set_active(self, arch: Arch) -> None:
-        self.part_of(arch).set_active(arch)
+        self.part_of(arch).set_active(arch)  # validates once here, not in every forward
+        self._active_key = str(arch.num_transformer_stages)
         self.active_arch = arch
 
     def sample_active(self, rng: random.Random) -> Arch:
@@ -59,10 +67,10 @@ class FewShotSupernet(nn.Module):
         """A plain module with a copy of the active (or given) subnet's weights, from its part."""
         if arch is not None:
             self.set_active(arch)
-        return self.part_of(self.active_arch).get_active_subnet(self.active_arch)
+        return self.active_part.get_active_subnet(self.active_arch)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.part_of(self.active_arch)(x)
+        return self.active_part(x)
 
 
 __all__ = ["FewShotSupernet"]
