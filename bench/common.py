@@ -307,6 +307,50 @@ def open_record(path: Path, report_only: bool) -> tuple[dict[str, Any], Callable
     return record, save
 
 
+# A long run's small measured files, committed: a new machine starts without the artifacts folder.
+KEPT = ROOT / "bench" / "results" / "kept"
+KEPT_LIMIT_BYTES = 2 * 2**20  # nothing over a couple of MiB is committed
+
+
+def keep_files(files: Mapping[str, Path]) -> list[str]:
+    """Copy each artifact of `files` ({name under bench/results/kept: artifact}) that exists into
+    bench/results/kept/<name>, to be committed with the report; returns the names copied. Only small
+    records of measurements belong there (scores of finished runs, the latency table the run's band
+    and draw came from), never checkpoints: ValueError for a file over `KEPT_LIMIT_BYTES`."""
+    kept = []
+    for name, artifact in files.items():
+        if not artifact.is_file():
+            continue
+        size = artifact.stat().st_size
+        if size > KEPT_LIMIT_BYTES:
+            raise ValueError(f"{public_path(artifact)} is {size:,} bytes: over the {KEPT_LIMIT_BYTES:,} bytes a file "
+                             "kept in the repository may have")
+        target = KEPT / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(artifact.read_bytes())
+        kept.append(name)
+    return kept
+
+
+def restore_files(files: Mapping[str, Path]) -> list[str]:
+    """Put each kept file (`keep_files`) back where its artifact is missing, so that a run begun on another
+    machine goes on from what it measured there instead of measuring again; an artifact that exists is
+    never replaced. Returns the names restored."""
+    restored = []
+    for name, artifact in files.items():
+        source = KEPT / name
+        if artifact.exists() or not source.is_file():
+            continue
+        artifact.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(artifact) as tmp:
+            tmp.write_bytes(source.read_bytes())
+        restored.append(name)
+    if restored:
+        log(f"restored from bench/results/kept (measured on an earlier machine): {', '.join(restored)}")
+    return restored
+
+
 def save_figure(fig: Any, path: Path) -> Path:
     """Write a matplotlib figure atomically (the PNG committed beside BENCHMARKS.md) and close it."""
     import matplotlib.pyplot as plt

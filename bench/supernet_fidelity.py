@@ -25,8 +25,8 @@ Everything runs through the product's commands, from a pinned copy of the code:
    `TRUTH_IN_BAND` inside the band, each trained alone for `TRUTH_EPOCHS` epochs (one-cycle fitted to
    that length; two runs at once, a core each), the first `TRUTH_REPEAT` again with a second seed;
    Kendall tau with bootstrap intervals over all and in band, the MACs and parameter baselines, top-3
-   overlap, regret (plotted: `FIDELITY_PNG`, once the truth has ended); then every stand-alone run's test top-1,
-   reported beside its validation accuracy and never used to choose (``truth-test.json``).
+   overlap, regret (plotted: `FIDELITY_PNG`, once the truth has ended); every stand-alone run's test
+   top-1 is reported beside its validation accuracy and never used to choose.
 5. ``calibration``: a remedy measured against the same truth without a training: every supernet's
    inherited scores again, with BatchNorm recalibrated on `REMEDY_CALIB_IMAGES` training images
    instead of the recipe's 1,024 (``fidelity --calib-size``), and the same statistics.
@@ -43,7 +43,10 @@ The peer and the recipe come from the recipe issue's committed bench/results/cif
 latency table is built on this machine (bench/cifar10_recipe.py's ``lut`` stage) before the scans when
 it has none. Artifacts go to ``$AUTOVIT_BENCH_DIR/supernet_fidelity`` (default ``~/.cache/autovit-ray/bench``);
 ``--report-only`` writes bench/results/supernet_fidelity.json and the BENCHMARKS.md section from what
-exists, so a run in progress is reported as far as it got.
+exists, so a run in progress is reported as far as it got, and copies the run's small measurements
+(`kept_files`: the truth's finished runs, the latency table and band its draw came from) into
+bench/results/kept/: committed with the report, they are put back by a run on a new machine, which
+then goes on from them instead of training those runs again.
 """
 
 from __future__ import annotations
@@ -68,9 +71,11 @@ from common import (
     ROOT,
     bench_dir,
     code_commit,
+    keep_files,
     log,
     public_path,
     public_paths,
+    restore_files,
     run_at_once,
     run_cli,
     staged_parser,
@@ -114,13 +119,33 @@ def lut_file() -> Path:
     return bench_dir() / "cifar10_recipe" / "luts" / f"xxs-{INPUT_PROFILE}-torch-cpu.parquet"
 
 
+def lut_validation_file() -> Path:
+    return bench_dir() / "cifar10_recipe" / "luts" / f"xxs-{INPUT_PROFILE}-validation" / "validation.json"
+
+
 def ensure_lut() -> Path:
-    """The table, built and validated here when this machine has none (a table is a measurement of this
-    machine: it is never copied from another). Runs between the supernets and the scans, so that
-    nothing else shares the cores while it times."""
+    """The table, built and validated here when this machine has none and the repository keeps none of
+    this run's (`kept_files`). Runs between the supernets and the scans, so that nothing else shares the
+    cores while it times."""
     if not lut_file().is_file():
         build_lut(bench_dir() / "cifar10_recipe")
     return lut_file()
+
+
+def kept_files(out: Path) -> dict[str, Path]:
+    """The run's measurements that a new machine could not remake as they were, kept in the repository
+    (bench/results/kept/supernet_fidelity/) by the report and put back by the next run where they are
+    missing (`common.keep_files`, `common.restore_files`): the truth's recipe and its finished runs'
+    scores (hours of training; `results.json` of `python -m autovit_ray.fidelity`), and the latency
+    table with the band measured against it, which fix the truth's draw (a table built anew times
+    slightly differently, and would draw other subnets). Supernets and stand-alone checkpoints are
+    too large to keep: a new machine trains a missing supernet again."""
+    from autovit_ray.fidelity import RESULTS_FILE, TRUTH_FILE
+
+    return {"supernet_fidelity/lut.parquet": lut_file(), "supernet_fidelity/lut-validation.json": lut_validation_file(),
+            "supernet_fidelity/band.json": out / "band.json",
+            f"supernet_fidelity/truth/{TRUTH_FILE}": out / "truth" / TRUTH_FILE,
+            f"supernet_fidelity/truth/{RESULTS_FILE}": out / "truth" / RESULTS_FILE}
 
 
 def final_supernet(sampler: str, out: Path) -> Path:
@@ -290,28 +315,6 @@ def truth(checkpoints: dict[str, Path], band: dict[str, Any], out: Path) -> dict
         f"epochs alone each, {TRUTH_REPEAT} repeated with a second seed")
     run_cli(cli, out / "truth.log")
     return json.loads(report_path.read_text())
-
-
-def truth_test(out: Path) -> dict[str, Any]:
-    """Test top-1 of every stand-alone run of the truth, with its own BatchNorm statistics: reported
-    beside the validation accuracy the ranking uses, never used to choose (`truth-test.json`)."""
-    path = out / "truth-test.json"
-    if path.is_file():
-        return json.loads(path.read_text())
-    from autovit_ray.checkpoint import find_checkpoint
-    from autovit_ray.fidelity import standalone_top1
-    from autovit_ray.space import Arch
-
-    fidelity = json.loads((out / "truth" / "fidelity.json").read_text())
-    archs = {a.arch_hash: a for a in (Arch.from_dict(s["arch"]) for s in fidelity["standalone"]["subnets"])}
-    log("truth: test top-1 of every stand-alone run (reported only)")
-    runs: dict[str, float] = {}
-    for run in sorted(d for d in (out / "truth").glob("*-s*") if d.is_dir()):
-        arch = archs[run.name.rsplit("-s", 1)[0]]  # <arch hash>-s<seed>
-        runs[run.name] = standalone_top1(find_checkpoint(run, SUPERNET, final=True), arch, split="test")
-    record = {"test_top1": runs, "commit": code_commit()}
-    atomic_write_text(path, json.dumps(record, indent=1))
-    return record
 
 
 def against_truth(checkpoints: dict[str, Path], out: Path, calib_batches: int | None,
@@ -520,26 +523,23 @@ def report(out: Path) -> dict[str, Any]:
     gate = json.loads(gate_path.read_text()) if gate_path.is_file() else None
     chosen = choose(supernets, scans, band) if fidelity else None
     standalone = fidelity["standalone"] if fidelity else None
-    test_path = out / "truth-test.json"
-    if standalone and test_path.is_file():
-        from autovit_ray.space import Arch
+    from autovit_ray.fidelity import read_results
 
-        tests = json.loads(test_path.read_text())["test_top1"]
-        seed = fidelity.get("seed", 0)
-        standalone = {**standalone, "subnets": [
-            {**s, "test_top1": tests.get(f"{Arch.from_dict(s['arch']).arch_hash}-s{seed}")}
-            for s in standalone["subnets"]]}
+    # every finished stand-alone run's scores, while the truth trains as after (test: reported only)
+    truth_runs = {name: {k: run[k] for k in ("seed", "epochs", "val_top1", "test_top1")}
+                  for name, run in sorted(read_results(out / "truth").items())}
     result = {
         "peer": {"val_top1": peer.get("val_top1"), "test_top1": peer.get("test_top1"), "epochs": PEER_EPOCHS,
                  "adaptation": (recipe.get("choice") or {}).get("adaptation"),
                  "recipe": (recipe.get("choice") or {}).get("recipe")},
         "supernets": supernets, "span_gate": SPAN_GATE, "gate": gate,
         "band": band,
-        "standalone": standalone, "chosen": chosen,
+        "standalone": standalone, "truth_runs": truth_runs, "chosen": chosen,
         "scans": {s: v["subnets"] for s, v in scans.items()}, "compute": compute(out, scans),
         "report_commit": code_commit(),
     }
     atomic_write_text(RESULTS_JSON, json.dumps(public_paths(result), indent=1) + "\n")
+    keep_files(kept_files(out))
     if scans:
         plot_scans(scans, result["band"], SCAN_PNG)
     if fidelity:
@@ -813,6 +813,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"error: the 30-epoch peer reached {peer.get('val_top1')} % validation top-1, under the "
                          f"recipe's gate of {GATE_VAL_TOP1} %: fix the recipe before training supernets on it")
     out.mkdir(parents=True, exist_ok=True)
+    restore_files(kept_files(out))
     data_dir = args.data_dir.resolve()
     start = time.time()
     sandwich = train_supernet("sandwich", out, data_dir)
@@ -831,7 +832,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.stop_after == "band":
         return 0
     truth(checkpoints, band, out)
-    truth_test(out)
     if args.stop_after == "truth":
         return 0
     calibration_remedy(checkpoints, out)

@@ -11,7 +11,15 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+import common  # noqa: E402
 import supernet_fidelity as bench  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _artifacts_in_tmp(tmp_path, monkeypatch):
+    """No test reads this machine's benchmark artifacts or writes into the repository's kept files."""
+    monkeypatch.setenv("AUTOVIT_BENCH_DIR", str(tmp_path / "bench"))
+    monkeypatch.setattr(common, "KEPT", tmp_path / "kept")
 
 
 def test_the_sandwich_arm_is_bignas_style_and_the_control_is_uniform():
@@ -305,46 +313,40 @@ def test_the_remedies_are_scored_against_the_truth_and_can_be_chosen(tmp_path, m
                              "regret 0.30 points.")
 
 
-def test_the_truths_test_accuracy_is_reported_beside_its_validation_accuracy(tmp_path, monkeypatch):
-    """Every stand-alone run scored once on the test split (its own folder, its own arch); the report puts
-    the first seed's beside each subnet."""
-    import random
-
-    import torch
-
-    import autovit_ray.fidelity
-    from autovit_ray.checkpoint import FORMAT
-    from autovit_ray.space import load_space
-
-    space = load_space("xxs", input_profile="digits")
-    archs = [space.largest(), space.sample(random.Random(0))]
-    out = tmp_path / "out"
-    for arch, seed in ((archs[0], 0), (archs[0], 1), (archs[1], 0)):
-        epoch = out / "truth" / f"{arch.arch_hash}-s{seed}" / "checkpoints" / "xxs" / "epoch_0015"
-        epoch.mkdir(parents=True)
-        torch.save({}, epoch / "state.pt")
-        (epoch / "meta.json").write_text(json.dumps({"format": FORMAT, "epoch": 15, "num_classes": 10,
-                                                     "config": {"train": {"epochs": 15}}}))
-    subnets = [{"arch": a.to_dict(), "val_top1": v, "in_band": True} for a, v in zip(archs, (80.0, 70.0))]
-    (out / "truth" / "fidelity.json").write_text(json.dumps({"seed": 0, "supernets": {}, "standalone": {
-        "epochs": 15, "seed_sd": 0.3, "subnets": subnets}}))
-    scored = []
-
-    def standalone_top1(checkpoint, arch, split="val"):
-        scored.append((checkpoint.parents[2].name, arch.arch_hash, split))
-        return {archs[0].arch_hash: 79.0, archs[1].arch_hash: 69.0}[arch.arch_hash] + len(scored) / 10
-
-    monkeypatch.setattr(autovit_ray.fidelity, "standalone_top1", standalone_top1)
-    record = bench.truth_test(out)
-    assert sorted(scored) == sorted((f"{a.arch_hash}-s{s}", a.arch_hash, "test")
-                                    for a, s in ((archs[0], 0), (archs[0], 1), (archs[1], 0)))
-    assert set(record["test_top1"]) == {f"{archs[0].arch_hash}-s0", f"{archs[0].arch_hash}-s1",
-                                        f"{archs[1].arch_hash}-s0"}
-    assert bench.truth_test(out) == json.loads(json.dumps(record)) and len(scored) == 3  # read back
+def test_finished_truth_runs_are_reported_and_kept_for_a_new_machine(tmp_path, monkeypatch):
+    """The report lists every finished stand-alone run (validation and test top-1) while the truth trains,
+    and copies the run's small measurements into the repository's kept files; a new machine's run puts
+    them back where they are missing, and never over what it has."""
     for name, value in (("RESULTS_JSON", tmp_path / "r.json"), ("BENCHMARKS", tmp_path / "B.md"),
                         ("RECIPE_JSON", tmp_path / "none.json"), ("FIDELITY_PNG", tmp_path / "f.png")):
         monkeypatch.setattr(bench, name, value)
     (tmp_path / "B.md").write_text("# Benchmarks\n")
+    out = tmp_path / "out"
+    runs = {"abc-s0": {"arch": {"supernet": "xxs"}, "seed": 0, "epochs": 15, "val_top1": 80.0, "test_top1": 79.5},
+            "abc-s1": {"arch": {"supernet": "xxs"}, "seed": 1, "epochs": 15, "val_top1": 80.4, "test_top1": 79.1}}
+    (out / "truth").mkdir(parents=True)
+    (out / "truth" / "results.json").write_text(json.dumps({"runs": runs}))
+    (out / "truth" / "truth.json").write_text(json.dumps({"recipe": {"train.epochs": 15}}))
+    (out / "band.json").write_text(json.dumps({"peer_lut_ms": 5.4, "band_ms": [4.3, 6.5]}))
+    bench.lut_file().parent.mkdir(parents=True)
+    bench.lut_file().write_bytes(b"PAR1 a table")
     result = bench.report(out)
-    assert [s["test_top1"] for s in result["standalone"]["subnets"]] == [
-        record["test_top1"][f"{archs[0].arch_hash}-s0"], record["test_top1"][f"{archs[1].arch_hash}-s0"]]
+    assert result["standalone"] is None  # the truth has not ended
+    assert result["truth_runs"] == {name: {k: run[k] for k in ("seed", "epochs", "val_top1", "test_top1")}
+                                    for name, run in runs.items()}
+    kept = tmp_path / "kept" / "supernet_fidelity"
+    assert sorted(str(p.relative_to(kept)) for p in kept.rglob("*") if p.is_file()) == [
+        "band.json", "lut.parquet", "truth/results.json", "truth/truth.json"]  # no validation report yet: none kept
+    # a new machine: nothing in its artifacts folder; its run restores the kept files before anything else
+    monkeypatch.setenv("AUTOVIT_BENCH_DIR", str(tmp_path / "new-machine"))
+    fresh = tmp_path / "new-machine" / "supernet_fidelity"
+    (fresh / "truth").mkdir(parents=True)
+    (fresh / "band.json").write_text("{}")  # measured here already: not replaced
+    restored = common.restore_files(bench.kept_files(fresh))
+    assert sorted(restored) == ["supernet_fidelity/lut.parquet", "supernet_fidelity/truth/results.json",
+                                "supernet_fidelity/truth/truth.json"]
+    assert bench.lut_file().read_bytes() == b"PAR1 a table" and (fresh / "band.json").read_text() == "{}"
+    assert json.loads((fresh / "truth" / "results.json").read_text()) == {"runs": runs}
+    monkeypatch.setattr(common, "KEPT_LIMIT_BYTES", 8)
+    with pytest.raises(ValueError, match="over the 8 bytes a file kept in the repository may have"):
+        common.keep_files(bench.kept_files(fresh))

@@ -5,6 +5,7 @@ another recipe)."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import statistics
 
 import pytest
@@ -94,19 +95,36 @@ def test_the_truth_trains_as_many_runs_at_once_as_the_cluster_holds(ray_session,
         return Path(f"{arch.arch_hash}-s{seed}")
 
     finished = Path("already")
+    scored = []
+
+    def standalone_top1(checkpoint, arch, split="val"):  # each split scored once per finished run
+        scored.append((str(checkpoint), split))
+        return {"val": 60.0, "test": 50.0}[split] + len(str(checkpoint)) / 100
+
     monkeypatch.setattr(fidelity, "train_standalone", train_standalone)
+    monkeypatch.setattr(fidelity, "standalone_top1", standalone_top1)
     monkeypatch.setattr(fidelity, "finished_standalone",
                         lambda recipe, arch, truth, seed: finished if (arch, seed) == runs[0] else None)
     messages = []
     cfg = FidelityConfig(checkpoints=("x",), truth=str(tmp_path))
     trained = fidelity.train_truth(recipe, runs, tmp_path, cfg, messages.append)
-    assert trained[(archs[0].arch_hash, 0)] == finished and len(trained) == 4
-    assert trained[(archs[2].arch_hash, 0)] == Path(f"{archs[2].arch_hash}-s0")
+    assert len(trained) == 4 and sorted(scored) == sorted(
+        [("already", "val"), ("already", "test")] + [(f"{a.arch_hash}-s{seed}", split) for a, seed in runs[1:]
+                                                     for split in ("val", "test")])
+    last = trained[(archs[2].arch_hash, 0)]
+    assert last == {"arch": archs[2].to_dict(), "seed": 0, "epochs": recipe.train.epochs,
+                    "val_top1": 60.0 + len(f"{archs[2].arch_hash}-s0") / 100,
+                    "test_top1": 50.0 + len(f"{archs[2].arch_hash}-s0") / 100}
+    assert fidelity.read_results(tmp_path) == {fidelity.run_name(a, seed): trained[(a.arch_hash, seed)]
+                                               for a, seed in runs}  # every run in the ledger, both threads'
     assert [s[:2] for s in seen] == [(a.arch_hash, seed) for a, seed in runs[1:]]  # in order, the finished skipped
     assert max(s[2] for s in seen) == 2 and {s[3:] for s in seen} == {(1.0, 1)}
     assert "1 of 4 runs trained; 3 to train, 2 at once (1 worker(s) of 1 CPU, 0 GPU, 1 torch thread(s) each)" \
         in messages[0]
-    seen.clear()
+    # a run in the ledger is done: neither trained nor scored again, whether or not its folder is still there
+    seen.clear(), scored.clear()
+    assert fidelity.train_truth(recipe, runs, tmp_path, cfg, messages.append) == trained and not seen and not scored
+    (tmp_path / fidelity.RESULTS_FILE).write_text(json.dumps({"runs": {fidelity.run_name(*runs[0]): last}}))
     fidelity.train_truth(recipe, runs, tmp_path, dataclasses.replace(cfg, parallel=1), messages.append)
     assert max(s[2] for s in seen) == 1 and {s[3:] for s in seen} == {(2.0, 1)}  # the whole machine, one thread
     # a failed run: no further run starts, the running one ends, then the failure is raised
@@ -119,9 +137,15 @@ def test_the_truth_trains_as_many_runs_at_once_as_the_cluster_holds(ray_session,
         return train_standalone(recipe, arch, truth, seed, address, mlflow_uri, open_runs)
 
     monkeypatch.setattr(fidelity, "train_standalone", failing)
+    (tmp_path / fidelity.RESULTS_FILE).unlink()
     with pytest.raises(RuntimeError, match="killed"):
         fidelity.train_truth(recipe, runs, tmp_path, cfg, messages.append)
     assert {s[:2] for s in seen} == {(archs[1].arch_hash, 0), (archs[0].arch_hash, 1)}  # archs[2] never started
+    # what was scored before the failure is kept: the finished run and the run that ended beside the failure
+    assert set(fidelity.read_results(tmp_path)) == {fidelity.run_name(*runs[0]), fidelity.run_name(*runs[1])}
+    (tmp_path / fidelity.RESULTS_FILE).write_text("{}")
+    with pytest.raises(ValueError, match="is not a truth's results file"):
+        fidelity.read_results(tmp_path)
     with pytest.raises(ValueError, match="--parallel 0: expected a positive number"):
         FidelityConfig(checkpoints=("x",), truth="t", parallel=0)
 
@@ -153,6 +177,7 @@ def test_ctrl_c_during_the_truth_leaves_no_run_running_in_mlflow(ray_session, tm
 
     monkeypatch.setattr(fidelity, "train_standalone", train_standalone)
     monkeypatch.setattr(fidelity, "finished_standalone", lambda recipe, arch, truth, seed: None)
+    monkeypatch.setattr(fidelity, "record_result", lambda *args: {})  # the threads end after the test's Ctrl-C
     recipe = load_config("digits", ["ray.torch_threads=1", "ray.use_gpu=false"])
     # Python's own Ctrl-C handler: an earlier test's Ray Tune run may have left its own in place
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -191,14 +216,18 @@ TINY = ("data.batch_size=16", "data.calib_size=32", "train.max_steps_per_epoch=2
 @pytest.mark.integration  # five Ray Train runs (~2 min): the integration step, not the 12-minute unit suite
 def test_a_whole_fidelity_run_resumes_and_refuses_another_recipe(ray_session, tmp_path, monkeypatch, capsys,
                                                                  one_thread):
-    from autovit_ray import ray_train
+    from autovit_ray import fidelity, ray_train
+    from autovit_ray.space import Arch
 
     xxs = _supernet_checkpoint(tmp_path / "supernets", "xxs", epochs=2)
     cfg = FidelityConfig(checkpoints=(xxs,), truth=str(tmp_path / "truth"), subnets=4, epochs=1, repeat=1,
                          overrides=TINY, pool=200, resamples=200)
     report = run(cfg, log=lambda _: None)
     subnets = report["standalone"]["subnets"]
-    assert len(subnets) == 4 and all(0.0 <= s["val_top1"] <= 100.0 for s in subnets)
+    assert len(subnets) == 4 and all(0.0 <= s[k] <= 100.0 for s in subnets for k in ("val_top1", "test_top1"))
+    ledger = fidelity.read_results(tmp_path / "truth")  # 4 subnets and the repeat, each scored once
+    assert len(ledger) == 5 and [ledger[fidelity.run_name(Arch.from_dict(s["arch"]), 0)]["test_top1"]
+                                 for s in subnets] == [s["test_top1"] for s in subnets]
     (pair,) = report["standalone"]["repeats"]
     assert report["standalone"]["seed_sd"] == pytest.approx(abs(pair["top1"][0] - pair["top1"][1]) / 2 ** 0.5)
     scored = report["supernets"][xxs]
@@ -211,7 +240,11 @@ def test_a_whole_fidelity_run_resumes_and_refuses_another_recipe(ray_session, tm
     logged = MlflowClient(f"sqlite:///{tmp_path / 'truth' / 'mlflow.db'}").get_run(report["mlflow_run_id"])
     assert logged.data.tags["supernet0"] == xxs and logged.data.params["subnets"] == "4"
     assert logged.data.metrics["supernet0/inherited_span"] == pytest.approx(scored["inherited_span"])
-    # a rerun finds the truth trained: nothing is trained again
+    # a rerun finds the truth trained: nothing is trained again, even with the runs' folders gone (the ledger)
+    import shutil
+
+    for folder in (tmp_path / "truth").glob("*-s*"):
+        shutil.rmtree(folder)
     monkeypatch.setattr(ray_train, "run_training", lambda *a, **k: pytest.fail("the truth was trained again"))
     assert run(cfg, log=lambda _: None)["standalone"]["subnets"] == subnets
     monkeypatch.undo()

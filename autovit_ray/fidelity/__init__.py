@@ -14,7 +14,11 @@ A search trusts that it does. This measures it for any trained supernet:
    continues from its last epoch); the first `--repeat` again with seed + 1, so the truth's own seed
    noise, the ceiling of any tau, is measured. `truth.json` records the recipe: a truth folder
    trained with another recipe is refused. The runs train `--parallel` at once on Ray (default: as
-   many as the cluster holds, a CPU per worker unless the recipe's `ray.*` says otherwise).
+   many as the cluster holds, a CPU per worker unless the recipe's `ray.*` says otherwise). As each
+   run ends, its validation top-1 (the ranking's) and test top-1 (reported, never used to rank) go
+   into `results.json`, a few hundred bytes a run: a finished run is never scored or trained again,
+   so its folder (checkpoints, a few MB) can be deleted, or the ledger copied with `truth.json` to
+   another machine, and further supernets are still scored against it.
 3. **Scores** on the validation split: each subnet's inherited top-1 (BN recalibrated, on
    `--calib-batches` batches of `--calib-size` training images: a search's settings, or a larger
    sample to see whether more recalibration ranks better) from every `--checkpoint` (one truth scores
@@ -45,6 +49,7 @@ if TYPE_CHECKING:
     from ..tracking import OpenRuns
 
 TRUTH_FILE = "truth.json"
+RESULTS_FILE = "results.json"  # {"runs": {"<arch hash>-s<seed>": {arch, seed, epochs, val_top1, test_top1}}}
 REPORT_FILE = "fidelity.json"
 # Settings of the stand-alone recipe that do not change what is trained (where, how, progress).
 NOT_IN_RECIPE = ("name", "output_dir", "supernets", "seed", "ray", "mlflow", "train.stop_after_epoch",
@@ -183,11 +188,16 @@ def check_truth_folder(truth: Path, record: dict[str, Any], space: SearchSpace) 
                                         "space_fingerprint": space.fingerprint(), "recipe": record}, indent=1))
 
 
+def run_name(arch: Arch, seed: int) -> str:
+    """A stand-alone run's folder in the truth, and its key in `results.json`."""
+    return f"{arch.arch_hash}-s{seed}"
+
+
 def _standalone(recipe: Any, arch: Arch, truth: Path, seed: int) -> tuple[Any, SearchSpace]:
     """The training config of `arch` alone with `seed`, in `<truth>/<arch hash>-s<seed>`, and its space."""
     from ..ray_train import standalone_config
 
-    cfg = dataclasses.replace(recipe, name=f"{arch.arch_hash}-s{seed}", output_dir=str(truth), seed=seed,
+    cfg = dataclasses.replace(recipe, name=run_name(arch, seed), output_dir=str(truth), seed=seed,
                               data=dataclasses.replace(recipe.data, seed=seed))
     return standalone_config(cfg, arch, named=True)
 
@@ -221,10 +231,36 @@ def train_standalone(recipe: Any, arch: Arch, truth: Path, seed: int, address: s
     return find_checkpoint(cfg.experiment_dir, arch.supernet, final=True)
 
 
+def read_results(truth: Path) -> dict[str, dict[str, Any]]:
+    """The finished runs' scores, by run name (`run_name`): `results.json`, empty where there is none."""
+    path = truth / RESULTS_FILE
+    if not path.is_file():
+        return {}
+    try:
+        return dict(json.loads(path.read_text())["runs"])
+    except (ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"{path} is not a truth's results file ({error}); expected {{\"runs\": {{...}}}}: move it "
+                         "away and rerun (finished runs are scored again from their checkpoints)") from None
+
+
+def record_result(truth: Path, arch: Arch, seed: int, epochs: int, checkpoint: Path, lock: Any) -> dict[str, Any]:
+    """Score a finished run on the validation split (the ranking's) and the test split (reported only), and
+    add it to `results.json` (`lock`: the runs finish in several threads, and each rewrites the file)."""
+    result = {"arch": arch.to_dict(), "seed": seed, "epochs": epochs,
+              "val_top1": standalone_top1(checkpoint, arch, "val"),
+              "test_top1": standalone_top1(checkpoint, arch, "test")}
+    with lock:
+        runs = read_results(truth)
+        runs[run_name(arch, seed)] = result
+        atomic_write_text(truth / RESULTS_FILE, json.dumps({"runs": runs}, indent=1) + "\n")
+    return result
+
+
 def train_truth(recipe: Any, runs: Sequence[tuple[Arch, int]], truth: Path, cfg: FidelityConfig,
-                log: Callable[[str], None]) -> dict[tuple[str, int], Path]:
-    """{(arch hash, seed): final checkpoint} of every run, trained alone where it has not ended (a killed
-    run resumes from its last epoch), `cfg.parallel` at once on Ray (None: as many as the cluster holds,
+                log: Callable[[str], None]) -> dict[tuple[str, int], dict[str, Any]]:
+    """{(arch hash, seed): its scores in `results.json`} of every run. A run with scores is done; a run
+    whose training has ended is scored; the others are trained alone (a killed run resumes from its last
+    epoch) and scored, `cfg.parallel` at once on Ray (None: as many as the cluster holds,
     `placement.concurrent_trainings`); each run's CPUs and torch threads come from the placement plan
     that trains that many at once. After a failure no further run starts; the running ones end, then
     the failure is raised (a rerun resumes)."""
@@ -235,14 +271,17 @@ def train_truth(recipe: Any, runs: Sequence[tuple[Arch, int]], truth: Path, cfg:
     from ..ray_train import connect_ray, run_in_daemon_threads
     from ..tracking import OpenRuns
 
-    trained: dict[tuple[str, int], Path] = {}
+    scored = read_results(truth)
+    lock = threading.Lock()
+    trained: dict[tuple[str, int], dict[str, Any]] = {}
     pending: collections.deque[tuple[Arch, int]] = collections.deque()
     for arch, seed in runs:
-        finished = finished_standalone(recipe, arch, truth, seed)
-        if finished is None:
-            pending.append((arch, seed))
+        if run_name(arch, seed) in scored:
+            trained[(arch.arch_hash, seed)] = scored[run_name(arch, seed)]
+        elif (finished := finished_standalone(recipe, arch, truth, seed)) is not None:
+            trained[(arch.arch_hash, seed)] = record_result(truth, arch, seed, recipe.train.epochs, finished, lock)
         else:
-            trained[(arch.arch_hash, seed)] = finished
+            pending.append((arch, seed))
     if not pending:
         return trained
     import ray
@@ -261,7 +300,7 @@ def train_truth(recipe: Any, runs: Sequence[tuple[Arch, int]], truth: Path, cfg:
         log(f"truth: {len(runs) - len(pending)} of {len(runs)} runs trained; {len(pending)} to train, {at_once} at "
             f"once ({plan.workers} worker(s) of {plan.cpus_per_worker:g} CPU, {plan.gpus_per_worker:g} GPU, "
             f"{plan.torch_threads} torch thread(s) each)")
-        lock, failed, open_runs = threading.Lock(), threading.Event(), OpenRuns()
+        failed, open_runs = threading.Event(), OpenRuns()
 
         def trainer() -> None:
             while True:
@@ -271,8 +310,9 @@ def train_truth(recipe: Any, runs: Sequence[tuple[Arch, int]], truth: Path, cfg:
                     arch, seed = pending.popleft()
                 log(f"truth: training {arch} (seed {seed})")
                 try:
-                    trained[(arch.arch_hash, seed)] = train_standalone(recipe, arch, truth, seed, cfg.address,
-                                                                       cfg.mlflow_uri, open_runs)
+                    checkpoint = train_standalone(recipe, arch, truth, seed, cfg.address, cfg.mlflow_uri, open_runs)
+                    trained[(arch.arch_hash, seed)] = record_result(truth, arch, seed, recipe.train.epochs,
+                                                                    checkpoint, lock)
                 except BaseException:
                     failed.set()
                     raise
@@ -382,9 +422,10 @@ def run(cfg: FidelityConfig, log: Callable[[str], None] = print) -> dict[str, An
     # each subnet, and after each of the first `repeat` its second seed: the order the runs start in
     runs = [(arch, seed) for i, arch in enumerate(archs) for seed in (cfg.seed, cfg.seed + 1)[:1 + (i < cfg.repeat)]]
     trained = train_truth(recipe, runs, truth, cfg, log)
-    standalone = [standalone_top1(trained[(arch.arch_hash, cfg.seed)], arch) for arch in archs]
-    repeats = [{"arch_hash": arch.arch_hash,
-                "top1": [top1, standalone_top1(trained[(arch.arch_hash, cfg.seed + 1)], arch)]}
+    standalone = [trained[(arch.arch_hash, cfg.seed)]["val_top1"] for arch in archs]
+    test = [trained[(arch.arch_hash, cfg.seed)]["test_top1"] for arch in archs]
+    repeats = [{"arch_hash": arch.arch_hash, "top1": [top1, trained[(arch.arch_hash, cfg.seed + 1)]["val_top1"]],
+                "test_top1": [trained[(arch.arch_hash, s)]["test_top1"] for s in (cfg.seed, cfg.seed + 1)]}
                for arch, top1 in zip(archs[:cfg.repeat], standalone)]
     # the truth's own noise: the standard deviation of one run, from pairs of seeds (sd = |a - b| / sqrt 2)
     seed_sd = (statistics.fmean(abs(a - b) ** 2 / 2 for a, b in (r["top1"] for r in repeats)) ** 0.5
@@ -398,9 +439,10 @@ def run(cfg: FidelityConfig, log: Callable[[str], None] = print) -> dict[str, An
         "epochs": cfg.epochs, "seed": cfg.seed, "band_ms": list(cfg.band_ms) if cfg.band_ms else None,
         "lut": cfg.lut, "calib_batches": cfg.calib_batches, "calib_size": cfg.calib_size, "standalone": {
             "epochs": cfg.epochs, "seed_sd": seed_sd, "repeats": repeats,
-            "subnets": [{"arch": a.to_dict(), "name": str(a), "val_top1": s, "lut_ms": table.predict_latency(a)
-                         if table is not None else None, "params": p, "macs": m, "in_band": b}
-                        for a, s, p, m, b in zip(archs, standalone, params, macs, in_band)]},
+            # test_top1: reported beside the validation accuracy the ranking uses, never used to rank
+            "subnets": [{"arch": a.to_dict(), "name": str(a), "val_top1": s, "test_top1": t,
+                         "lut_ms": table.predict_latency(a) if table is not None else None, "params": p, "macs": m,
+                         "in_band": b} for a, s, t, p, m, b in zip(archs, standalone, test, params, macs, in_band)]},
         "supernets": {}}
     for checkpoint, checkpoint_record in zip(checkpoints, records):
         inherited = inherited_top1(checkpoint, archs, cfg.calib_batches, cfg.calib_size)
@@ -453,5 +495,5 @@ def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:+.2f}"
 
 
-__all__ = ["NOT_IN_RECIPE", "REPORT_FILE", "TRUTH_FILE", "FidelityConfig", "draw_subnets", "fidelity_stats",
+__all__ = ["NOT_IN_RECIPE", "REPORT_FILE", "RESULTS_FILE", "TRUTH_FILE", "FidelityConfig", "draw_subnets", "fidelity_stats",
            "inherited_top1", "run"]
