@@ -34,16 +34,16 @@ Stages (their code commit is recorded in ``claim.json``; hours of the 2-core mac
    report ranks these against the archs' 30-epoch stand-alone accuracy: a check of that 15-epoch truth.
 6. ``latency`` (~10 min): every arm's arch and the peer, batch 1, 1 thread, torch-cpu and onnxruntime,
    interleaved in one process started for it; medians with p10-p90 (``latency.json``).
-7. ``standalone`` (~12 h; ~14 h with ``--full``): the peer with seeds 0-2 (seed 0: the recipe issue's
+7. ``table6`` (~2 h): bench/search_strategies.py on this supernet and the 1.0x budgets: coarse-to-fine,
+   evolution and random search, 3 seeds x 300 evaluations, selected on one validation half and
+   re-scored on the other. The last stage that reads the supernet.
+8. ``standalone`` (~12 h; ~14 h with ``--full``): the peer with seeds 0-2 (seed 0: the recipe issue's
    run in ``$AUTOVIT_BENCH_DIR/cifar10_recipe`` when this machine has it, else trained here and said
    so), the searched 1.0x arch with seeds 0-2, the 0.8x arch with seed 0 (0-2 with ``--full``), each
    random arch with seed 0; the peer through the product's reference trainer, the archs through
    ``python -m autovit_ray.train --arch`` (both resume); two runs at once, each in a process of its own
    (``--train-run``) with one core and one torch thread. Each is scored on the 10k test images, each
    image's correctness kept (``standalone/<run>.test.json``).
-8. ``table6`` (~2 h): bench/search_strategies.py on this supernet and the 1.0x budgets: coarse-to-fine,
-   evolution and random search, 3 seeds x 300 evaluations, selected on one validation half and
-   re-scored on the other.
 9. ``latency2`` (~10 min): the latency stage again in a new process, at least an hour after the first
    finished (it refuses before); a budget counts as met only when it holds in both.
 10. ``report``: bench/results/cifar10_claim.json, its BENCHMARKS.md section and the plot (what
@@ -61,7 +61,10 @@ has not built it on this machine.
 The reading is fixed before looking (`verdict`): the searched 1.0x model beats the peer when the Welch
 t 95 % interval of its seed mean minus the peer's excludes zero on the positive side; the paired
 image-level bootstrap per seed pair stands beside it without deciding. Artifacts:
-``$AUTOVIT_BENCH_DIR/cifar10_claim`` (default ``~/.cache/autovit-ray/bench``).
+``$AUTOVIT_BENCH_DIR/cifar10_claim`` (default ``~/.cache/autovit-ray/bench``). The report also copies the
+run's records and every finished run's score file into bench/results/kept/cifar10_claim/ (`kept_files`):
+committed with it, they let a new machine go on where the last one stopped (a run then starts only
+with what is missing there; the supernet is needed only while a stage that reads it is left).
 
 Bad input, one error each (exit 2): an arm trained with another recipe, epochs or data path than the
 peer (`check_same_recipe`), a random arch outside the budget (`check_random_control`), a latency file
@@ -99,6 +102,7 @@ from common import (
     bench_dir,
     code_commit,
     code_line,
+    keep_files,
     log,
     measure,
     measured_selection,
@@ -106,6 +110,7 @@ from common import (
     public_paths,
     readable_json,
     recipe_fingerprint,
+    restore_files,
     run_cli,
     save_figure,
     selection_candidates,
@@ -126,8 +131,11 @@ from autovit_ray.cli_exits import cli_main
 from autovit_ray.io import replace_markdown_section
 from autovit_ray.space import Arch
 
-STAGES = ("budgets", "search", "select", "random", "inherited", "latency", "standalone", "table6", "latency2",
+# The stages that read the supernet come before the stand-alone runs' 12 h: a new machine resumes those
+# from the kept files (`kept_files`) without the supernet, which is not kept.
+STAGES = ("budgets", "search", "select", "random", "inherited", "latency", "table6", "standalone", "latency2",
           "report")
+SUPERNET_STAGES = ("budgets", "search", "inherited", "table6")
 SUPERNET = "xxs"
 EPOCHS = 30
 FACTORS = (1.0, 0.8)  # latency budgets, x the peer's
@@ -401,16 +409,28 @@ def verdict_sentence(v: Mapping[str, Any], seeds: tuple[int, int], ratios: Seque
 
 @dataclass
 class Claim:
-    """A run of the driver: where it works, what it searches, and its record (`claim.json`)."""
+    """A run of the driver: where it works, what it searches, and its record (`claim.json`). `supernet`:
+    (the checkpoint, where it came from), None where no stage left to run reads it."""
 
     out: Path
     data_dir: Path
-    checkpoint: Path
-    supernet_source: str
+    supernet: tuple[Path, str] | None
     choice: dict[str, str]
     full: bool
     record: dict[str, Any]
     save: Callable[[], None]
+
+    @property
+    def checkpoint(self) -> Path:
+        if self.supernet is None:
+            raise ValueError(f"the record says stages {', '.join(SUPERNET_STAGES)} are done, but one needs the "
+                             "supernet again (its files are missing): rerun with the supernet on this machine or "
+                             "--supernet PATH")
+        return self.supernet[0]
+
+    @property
+    def supernet_source(self) -> str:
+        return self.supernet[1] if self.supernet else "--supernet"
 
     def done(self, stage: str, entry: Any) -> None:
         self.record[stage] = entry
@@ -434,6 +454,22 @@ def run_budgets(c: Claim) -> None:
 
 def search_results(out: Path, factor: float) -> Path:
     return out / "search" / search_name(factor) / "results.json"
+
+
+def kept_files(out: Path) -> dict[str, Path]:
+    """The claim's records, kept in the repository (bench/results/kept/cifar10_claim/) by the report and put
+    back by a run on a new machine where they are missing (`common.keep_files`, `common.restore_files`):
+    the stage record, the searches' results, the random draw, the inherited scores, both latency
+    measurements, Table 6, and every stand-alone run's score file (its test top-1 and each test image's
+    correctness: what its hours of training were for). Checkpoints are not kept: a run cut short on a
+    machine that is gone trains again from its start."""
+    names = ["claim.json", "random.json", "inherited.json", "latency.json", "latency2.json",
+             "table6/search_strategies.json", *(f"search/{search_name(f)}/results.json" for f in FACTORS)]
+    files = {f"cifar10_claim/{name}": out / name for name in names}
+    for run in standalone_runs(full=True):
+        path = score_path(out, run)
+        files[f"cifar10_claim/{path.relative_to(out).as_posix()}"] = path
+    return files
 
 
 def run_search(c: Claim) -> None:
@@ -705,9 +741,9 @@ def train_one(c: Claim, run: Run) -> None:
 
 
 def child_argv(c: Claim, run: Run) -> list[str]:
-    """`python -m cifar10_claim` arguments that train one run in a new process (`--train-run`)."""
-    argv = ["cifar10_claim", "--train-run", run.name, "--out", str(c.out), "--data-dir", str(c.data_dir),
-            "--supernet", str(c.checkpoint)]
+    """`python -m cifar10_claim` arguments that train one run in a new process (`--train-run`; it reads no
+    supernet)."""
+    argv = ["cifar10_claim", "--train-run", run.name, "--out", str(c.out), "--data-dir", str(c.data_dir)]
     return [*argv, "--full"] if c.full else argv
 
 
@@ -946,6 +982,7 @@ def report(out: Path) -> dict[str, Any]:
     the artifacts folder's report page (`experiment_page`)."""
     result = public_paths(collect(out))
     write_json(RESULTS_JSON, result)
+    keep_files(kept_files(out))
     if any(result["arms"][arm]["test_top1"] for arm in ARMS):
         plot(result, PNG)
     replace_markdown_section(BENCHMARKS, SECTION, section(result))
@@ -1151,18 +1188,25 @@ def main(argv: list[str] | None = None) -> int:
     if args.measure_latency:
         measure_latency(out, args.measure_latency, choice)
         return 0
-    checkpoint, source = supernet_checkpoint(args.supernet)
+    supernet = None
+    if not args.train_run:
+        restore_files(kept_files(out))  # what an earlier machine measured, where this one lacks it
+        stages = STAGES[:STAGES.index(args.stop_after) + 1]
+        done = (_read(out / "claim.json") or {}).keys()
+        if any(stage not in done for stage in SUPERNET_STAGES if stage in stages):
+            supernet = supernet_checkpoint(args.supernet)  # refused before anything is written
     out.mkdir(parents=True, exist_ok=True)
     # a --train-run process reads the record and writes only its own score file
     record, save = common.open_record(out / "claim.json", report_only=bool(args.train_run))
-    claim = Claim(out, args.data_dir.resolve(), checkpoint, source, choice, args.full, record, save)
+    claim = Claim(out, args.data_dir.resolve(), supernet, choice, args.full, record, save)
     if args.train_run:
         runs = {run.name: run for run in standalone_runs(args.full, RANDOM_ARCHS)}
         if args.train_run not in runs:
             raise ValueError(f"--train-run {args.train_run!r} is not a run of this experiment: {sorted(runs)}")
         train_one(claim, runs[args.train_run])
         return 0
-    log(f"cifar10_claim: supernet {public_path(checkpoint)} ({source}), artifacts in {out}")
+    which = f"{public_path(supernet[0])} ({supernet[1]})" if supernet else "not needed (its stages are done)"
+    log(f"cifar10_claim: supernet {which}, artifacts in {out}")
     for stage in STAGES[:STAGES.index(args.stop_after) + 1]:
         log(f"stage {stage}")
         STAGE_RUNNERS[stage](claim)

@@ -14,6 +14,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import cifar10_claim as claim  # noqa: E402
+import common  # noqa: E402
 from cifar10_recipe import Arm, arm_config, train_overrides  # noqa: E402
 
 from autovit_ray.plan import count_params  # noqa: E402
@@ -187,7 +188,7 @@ def test_a_latency_file_of_another_backend_or_thread_count_is_refused(tmp_path) 
 
 
 def _claim(out: Path, record: dict) -> claim.Claim:
-    return claim.Claim(out, Path("/data/cifar10"), out / "supernet", "sandwich", {"adaptation": "stem1", "recipe":
+    return claim.Claim(out, Path("/data/cifar10"), (out / "supernet", "sandwich"), {"adaptation": "stem1", "recipe":
                        "padcrop"}, False, record, lambda: None)
 
 
@@ -227,6 +228,12 @@ def test_the_command_refuses_to_start_until_issue_30_chose_a_supernet(tmp_path, 
 
 def _arch(i: int) -> dict:
     return SPACE.sample(random.Random(100 + i)).to_dict()
+
+
+@pytest.fixture(autouse=True)
+def _kept_in_tmp(tmp_path, monkeypatch):
+    """No test writes into (or restores from) the repository's kept files."""
+    monkeypatch.setattr(common, "KEPT", tmp_path / "kept")
 
 
 def _artifacts(out: Path) -> dict:
@@ -310,7 +317,7 @@ def test_stand_alone_runs_train_two_at_once_each_in_a_process_of_its_own(tmp_pat
     # the process each run gets: this experiment's settings, and the run named
     argv = claim.child_argv(c, claim.Run("random_1.0x", 0, 3))
     assert argv[:3] == ["cifar10_claim", "--train-run", "random-1.0x-3-s0"]
-    assert argv[argv.index("--supernet") + 1] == str(c.checkpoint) and "--full" not in argv
+    assert "--supernet" not in argv and "--full" not in argv  # a run's process reads no supernet
     # a failed run stops further starts; the running ones end; the failure is raised
     started.clear()
     for name in names:
@@ -332,13 +339,13 @@ def test_stand_alone_runs_train_two_at_once_each_in_a_process_of_its_own(tmp_pat
 def test_a_train_run_process_trains_the_run_it_names_and_writes_no_record(tmp_path, monkeypatch, capsys) -> None:
     record = _artifacts(tmp_path)
     before = (tmp_path / "claim.json").read_text()
-    monkeypatch.setattr(claim, "supernet_checkpoint", lambda override: (override, "--supernet"))
+    monkeypatch.setattr(claim, "supernet_checkpoint", lambda override: pytest.fail("a run's process read the supernet"))
     trained = []
-    monkeypatch.setattr(claim, "train_one", lambda c, run: trained.append((run, c.checkpoint, c.full, c.record)))
+    monkeypatch.setattr(claim, "train_one", lambda c, run: trained.append((run, c.supernet, c.full, c.record)))
     c = _claim(tmp_path, record)
     argv = claim.child_argv(c, claim.Run("random_1.0x", 0, 3))[1:]  # less the module name
     assert claim.main(argv) == 0
-    assert trained == [(claim.Run("random_1.0x", 0, 3), c.checkpoint, False, json.loads(before))]
+    assert trained == [(claim.Run("random_1.0x", 0, 3), None, False, json.loads(before))]
     assert (tmp_path / "claim.json").read_text() == before  # the parent alone writes the record
     assert claim.main(["--train-run", "random-1.0x-9-s0", *argv[2:]]) == 2
     assert "--train-run 'random-1.0x-9-s0' is not a run of this experiment" in capsys.readouterr().err
@@ -569,3 +576,43 @@ def test_the_random_stage_writes_its_control_before_any_training(tmp_path, monke
     assert [a.to_dict() for a in claim.random_archs(tmp_path, BUDGETS)] == [row["arch"] for row in saved["archs"]]
     claim.run_random(_claim(tmp_path, record))  # written: never drawn again
     assert json.loads((tmp_path / "random.json").read_text()) == saved
+
+
+def test_a_new_machine_goes_on_from_the_kept_records_without_the_supernet(tmp_path, monkeypatch) -> None:
+    """The report keeps the claim's records and every score file in the repository; a run on a new machine
+    (an empty artifacts folder) puts them back and, with the supernet's stages done, neither needs the
+    supernet nor runs a finished stage again."""
+    first = tmp_path / "machine-1"
+    record = _artifacts(first)
+    record.update({"search": {claim.search_name(f): {"factor": f} for f in claim.FACTORS}, "inherited": {},
+                   "table6": {}, "random": {}})
+    (first / "claim.json").write_text(json.dumps(record))
+    (first / "search" / "c2f-0.8x" / "results.json").parent.mkdir(parents=True)
+    (first / "search" / "c2f-0.8x" / "results.json").write_text(json.dumps({"pareto_front": []}))
+    run = claim.Run("peer", 0)
+    claim.score_path(first, run).parent.mkdir(parents=True)
+    claim.write_json(claim.score_path(first, run), _test_record(run, 84.2, peer_config(0)))
+    for name, value in (("RESULTS_JSON", tmp_path / "claim.json"), ("BENCHMARKS", tmp_path / "B.md"),
+                        ("PNG", tmp_path / "claim.png")):
+        monkeypatch.setattr(claim, name, value)
+    (tmp_path / "B.md").write_text("# Benchmarks\n")
+    monkeypatch.setattr(claim, "experiment_page", lambda out, result: None)
+    claim.report(first)
+    kept = tmp_path / "kept" / "cifar10_claim"
+    assert sorted(p.relative_to(kept).as_posix() for p in kept.rglob("*") if p.is_file()) == [
+        "claim.json", "latency.json", "latency2.json", "random.json", "search/c2f-0.8x/results.json",
+        "search/c2f-1.0x/results.json", "standalone/peer-s0.test.json"]
+    # machine 2: nothing on disk; the stages up to `random` are all done by the kept records
+    second = tmp_path / "machine-2"
+    monkeypatch.setattr(claim, "supernet_checkpoint", lambda override: pytest.fail("the supernet was asked for"))
+    monkeypatch.setattr(claim, "run_cli", lambda *a, **k: pytest.fail("a finished stage ran again"))
+    monkeypatch.setattr(claim, "measure", lambda *a, **k: pytest.fail("a finished stage measured again"))
+    monkeypatch.setattr(claim, "recipe_choice", lambda: {"adaptation": "stem1", "recipe": "padcrop"})
+    assert claim.main(["--out", str(second), "--data-dir", str(tmp_path), "--stop-after", "random"]) == 0
+    assert json.loads(claim.score_path(second, run).read_text())["test_top1"] == 84.2
+    assert json.loads((second / "claim.json").read_text())["select"] == record["select"]
+    # a stage that reads the supernet and is not done: the supernet is asked for before anything runs
+    (second / "claim.json").write_text(json.dumps({k: v for k, v in record.items() if k != "table6"}))
+    monkeypatch.setattr(claim, "supernet_checkpoint", lambda override: (_ for _ in ()).throw(
+        ValueError("no checkpoint of supernet 'xxs'")))
+    assert claim.main(["--out", str(second), "--data-dir", str(tmp_path), "--stop-after", "table6"]) == 2
