@@ -112,6 +112,14 @@ FIDELITY_PNG_IN_REPO = Path("bench", "results", "supernet_fidelity.png")
 FIDELITY_PNG = ROOT / FIDELITY_PNG_IN_REPO
 RECIPE_JSON = ROOT / "bench" / "results" / "cifar10_recipe.json"  # the peer and the recipe (issue 29)
 BENCHMARKS = ROOT / "BENCHMARKS.md"
+# Earlier runs of this driver that ended before their truth did: their committed record, and why they ended.
+EARLIER_RUNS = {
+    Path("bench", "results", "supernet_fidelity_run1.json"): (
+        "its machine was replaced between two sessions on 2026-12-05, and every artifact outside the repository "
+        "(supernets, latency table, band, the truth's runs) went with it; nothing but the report was committed then, "
+        "so this run starts again from the same recipe and seeds, and keeps its small measurements in the repository "
+        "as it goes"),
+}
 
 
 def lut_file() -> Path:
@@ -534,7 +542,7 @@ def report(out: Path) -> dict[str, Any]:
                  "recipe": (recipe.get("choice") or {}).get("recipe")},
         "supernets": supernets, "span_gate": SPAN_GATE, "gate": gate,
         "band": band,
-        "standalone": standalone, "truth_runs": truth_runs, "chosen": chosen,
+        "standalone": standalone, "truth_runs": truth_runs, "chosen": chosen, "earlier_runs": earlier_runs(),
         "scans": {s: v["subnets"] for s, v in scans.items()}, "compute": compute(out, scans),
         "report_commit": code_commit(),
     }
@@ -763,6 +771,32 @@ def training_remedy_lines(supernets: dict[str, Any]) -> list[str]:
                 "above the MACs baseline): " + "; ".join(cells) + "."]
 
 
+def earlier_runs() -> list[dict[str, Any]]:
+    """What each earlier run (`EARLIER_RUNS`) had measured when it ended: its scans' largest minus smallest
+    with the paired interval, and its truth's progress (a replication of the supernets' training, for
+    the spread between two trainings of one recipe)."""
+    found = []
+    for path, why in EARLIER_RUNS.items():
+        record = json.loads((ROOT / path).read_text())
+        truth_row = next((row for row in record.get("compute", []) if "begun" in row), {})
+        found.append({"record": path.as_posix(), "why_ended": why, "report_commit": record.get("report_commit"),
+                      "spans": {name: (s.get("scan") or {}).get("span_paired") or {"difference": s.get("inherited_span")}
+                                for name, s in record["supernets"].items()},
+                      "truth_finished": truth_row.get("finished", 0)})
+    return found
+
+
+def earlier_run_lines(runs: list[dict[str, Any]]) -> list[str]:
+    lines = []
+    for i, run in enumerate(runs, 1):
+        spans = "; ".join(f"{name} {_span({'largest_minus_smallest': span.get('difference'), 'span_paired': span})}"
+                          for name, span in run["spans"].items())
+        lines += ["", f"Run {i} ([record]({run['record']})) ended before its truth did: {run['why_ended']}. It had "
+                  f"measured largest − smallest: {spans} points; {run['truth_finished']} of its "
+                  f"{TRUTH_SUBNETS + TRUTH_REPEAT} stand-alone runs had finished, their scores not kept.", ""]
+    return lines
+
+
 def section(r: dict[str, Any]) -> str:
     lines = [SECTION, "",
              "Command: `.venv/bin/python bench/supernet_fidelity.py --data-dir <cifar10>` (resumable), from a pinned "
@@ -777,7 +811,8 @@ def section(r: dict[str, Any]) -> str:
                      f"{_num(scan_.get('random_span'))} | {_num(s.get('kendall_tau'))} [{_num(s.get('tau_low'))}, "
                      f"{_num(s.get('tau_high'))}] | {_num(s.get('tau_in_band'))} | {_num(s.get('tau_macs'))} |")
     lines += ["", f"Gate before the truth: the sandwich supernet's largest minus smallest ≥ {r['span_gate']:.0f} "
-                  f"points.{gate_words(r.get('gate'))}", *per_epoch_lines(r["supernets"])]
+                  f"points.{gate_words(r.get('gate'))}", *per_epoch_lines(r["supernets"]),
+              *earlier_run_lines(r.get("earlier_runs", []))]
     if r["scans"]:
         lines += ["", f"![inherited validation top-1 vs table latency]({SCAN_PNG_IN_REPO.as_posix()})", ""]
     if r["band"]:

@@ -77,6 +77,10 @@ def test_report_reads_what_exists_and_chooses_by_in_band_tau(tmp_path, monkeypat
     text = (tmp_path / "BENCHMARKS.md").read_text()
     assert "| sandwich | 0/30 | 8.00 | 4.50 | 0.40 [0.10, 0.70] | 0.60 | 0.30 |" in text
     assert text.count(bench.SECTION) == 1
+    # the earlier run that ended with its machine: its committed record, quoted with its paired spans
+    (run1,) = result["earlier_runs"]
+    assert run1["record"] == "bench/results/supernet_fidelity_run1.json" and run1["truth_finished"] == 6
+    assert "It had measured largest − smallest: sandwich 1.06 [0.40, 1.74]; uniform 0.50 [-0.20, 1.20] points" in text
 
 
 def test_the_run_refuses_a_recipe_record_whose_peer_is_under_the_gate(tmp_path, monkeypatch):
