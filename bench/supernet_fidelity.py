@@ -153,6 +153,7 @@ def kept_files(out: Path) -> dict[str, Path]:
     return {"supernet_fidelity/lut.parquet": lut_file(), "supernet_fidelity/lut-validation.json": lut_validation_file(),
             "supernet_fidelity/band.json": out / "band.json",
             f"supernet_fidelity/truth/{TRUTH_FILE}": out / "truth" / TRUTH_FILE,
+            f"supernet_fidelity/{STAGE_COMMITS}": out / STAGE_COMMITS,
             f"supernet_fidelity/truth/{RESULTS_FILE}": out / "truth" / RESULTS_FILE}
 
 
@@ -175,6 +176,20 @@ def chosen_checkpoint(chosen: str, out: Path) -> Path:
     return found[chosen]
 
 
+STAGE_COMMITS = "stage_commits.json"
+
+
+def note_stage(out: Path, stage: str) -> None:
+    """Add this code's commit to the commits that ran `stage` (`stage_commits.json`: {stage: [commit, ...]}
+    in the order they ran it; a training resumed by newer code lists both)."""
+    path = out / STAGE_COMMITS
+    record = json.loads(path.read_text()) if path.is_file() else {}
+    commits = record.setdefault(stage, [])
+    if code_commit() not in commits:
+        commits.append(code_commit())
+        atomic_write_text(path, json.dumps(record, indent=1))
+
+
 def train_supernet(sampler: str, out: Path, data_dir: Path) -> Path:
     """`python -m autovit_ray.train` for one supernet (it resumes from its last epoch on a rerun)."""
     name = f"{sampler}-e{EPOCHS}"
@@ -183,6 +198,7 @@ def train_supernet(sampler: str, out: Path, data_dir: Path) -> Path:
     except ValueError:
         pass
     log(f"supernets: {name}: training ({EPOCHS} epochs; resumes from its last epoch)")
+    note_stage(out, f"supernet {sampler}")
     cli = ["autovit_ray.train", "--config", "cifar10-p1", "--name", name, "--output-dir", str(out),
            "--supernets", SUPERNET]
     for item in [f"train.epochs={EPOCHS}", f"data.data_dir={data_dir}", "train.progress_bar=false",
@@ -321,6 +337,8 @@ def truth(checkpoints: dict[str, Path], band: dict[str, Any], out: Path) -> dict
         cli += ["--checkpoint", str(checkpoint)]
     log(f"truth: {TRUTH_SUBNETS} subnets ({TRUTH_IN_BAND} in {low:.3f}-{high:.3f} table ms), {TRUTH_EPOCHS} "
         f"epochs alone each, {TRUTH_REPEAT} repeated with a second seed")
+    if not report_path.is_file():
+        note_stage(out, "truth")
     run_cli(cli, out / "truth.log")
     return json.loads(report_path.read_text())
 
@@ -383,6 +401,7 @@ def train_remedy(sandwich: Path, out: Path, data_dir: Path, count: int | None, t
     except ValueError:
         pass
     log(f"remedies: {name}: training ({epochs} epochs from the sandwich supernet; resumes from its last epoch)")
+    note_stage(out, f"remedy {name}")
     cli = ["autovit_ray.train", "--config", "cifar10-p1", "--name", name, "--output-dir", str(out),
            "--supernets", SUPERNET]
     settings = [f"train.epochs={epochs}", f"data.data_dir={data_dir}", "train.progress_bar=false",
@@ -544,7 +563,7 @@ def report(out: Path) -> dict[str, Any]:
         "band": band,
         "standalone": standalone, "truth_runs": truth_runs, "chosen": chosen, "earlier_runs": earlier_runs(),
         "scans": {s: v["subnets"] for s, v in scans.items()}, "compute": compute(out, scans),
-        "report_commit": code_commit(),
+        "stage_commits": stage_commits(out, scans, band), "report_commit": code_commit(),
     }
     atomic_write_text(RESULTS_JSON, json.dumps(public_paths(result), indent=1) + "\n")
     keep_files(kept_files(out))
@@ -771,6 +790,18 @@ def training_remedy_lines(supernets: dict[str, Any]) -> list[str]:
                 "above the MACs baseline): " + "; ".join(cells) + "."]
 
 
+def stage_commits(out: Path, scans: dict[str, Any], band: dict[str, Any] | None) -> dict[str, list[str]]:
+    """{stage: the commits of the code that ran it}: the trainings and the truth from `stage_commits.json`,
+    the measurements from their own records."""
+    path = out / STAGE_COMMITS
+    found: dict[str, list[str]] = json.loads(path.read_text()) if path.is_file() else {}
+    records = {f"scan {name}": scan for name, scan in scans.items()} | {"band": band or {}}
+    for name in ("calibration", "training"):
+        remedy = out / f"remedy-{name}.json"
+        records[f"remedy {name} scores"] = json.loads(remedy.read_text()) if remedy.is_file() else {}
+    return found | {stage: [record["commit"]] for stage, record in records.items() if record.get("commit")}
+
+
 def earlier_runs() -> list[dict[str, Any]]:
     """What each earlier run (`EARLIER_RUNS`) had measured when it ended: its scans' largest minus smallest
     with the paired interval, and its truth's progress (a replication of the supernets' training, for
@@ -784,6 +815,13 @@ def earlier_runs() -> list[dict[str, Any]]:
                                 for name, s in record["supernets"].items()},
                       "truth_finished": truth_row.get("finished", 0)})
     return found
+
+
+def code_lines(commits: dict[str, list[str]]) -> list[str]:
+    if not commits:
+        return []
+    return ["Code (commit of each stage; a stage resumed by newer code lists both): " + "; ".join(
+        f"{stage} {', '.join(c[:7] for c in found)}" for stage, found in commits.items()) + ".", ""]
 
 
 def earlier_run_lines(runs: list[dict[str, Any]]) -> list[str]:
@@ -802,7 +840,7 @@ def section(r: dict[str, Any]) -> str:
              "Command: `.venv/bin/python bench/supernet_fidelity.py --data-dir <cifar10>` (resumable), from a pinned "
              f"worktree; report: `--report-only`. XXS supernets on the `{INPUT_PROFILE}` profile and the recipe chosen "
              f"in the section above, {EPOCHS} epochs each. Validation split only (5k images held out of training).", "",
-             *compute_lines(r["compute"]),
+             *compute_lines(r["compute"]), *code_lines(r.get("stage_commits") or {}),
              "| supernet | epochs done | largest − smallest (inherited, val) [95%, paired] | random 50: span "
              "| Kendall tau [95%] | tau in band | tau of MACs |", "|---|---|---|---|---|---|---|"]
     for name, s in r["supernets"].items():

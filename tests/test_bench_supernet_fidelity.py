@@ -354,3 +354,24 @@ def test_finished_truth_runs_are_reported_and_kept_for_a_new_machine(tmp_path, m
     monkeypatch.setattr(common, "KEPT_LIMIT_BYTES", 8)
     with pytest.raises(ValueError, match="over the 8 bytes a file kept in the repository may have"):
         common.keep_files(bench.kept_files(fresh))
+
+
+def test_each_stage_records_the_commits_of_the_code_that_ran_it(tmp_path, monkeypatch):
+    """A training resumed by newer code lists both commits; measurements give their own record's commit;
+    the section names them all."""
+    for name, value in (("RESULTS_JSON", tmp_path / "r.json"), ("BENCHMARKS", tmp_path / "B.md"),
+                        ("RECIPE_JSON", tmp_path / "none.json"), ("SCAN_PNG", tmp_path / "s.png")):
+        monkeypatch.setattr(bench, name, value)
+    (tmp_path / "B.md").write_text("# Benchmarks\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    for commit in ("a" * 40, "a" * 40, "b" * 40):
+        monkeypatch.setattr(bench, "code_commit", lambda commit=commit: commit)
+        bench.note_stage(out, "supernet sandwich")
+    bench.note_stage(out, "truth")
+    (out / "scan-sandwich.json").write_text(json.dumps({**_scan("sandwich", 80.0, 77.0), "commit": "c" * 40}))
+    result = bench.report(out)
+    assert result["stage_commits"] == {"supernet sandwich": ["a" * 40, "b" * 40], "truth": ["b" * 40],
+                                       "scan sandwich": ["c" * 40]}
+    assert ("Code (commit of each stage; a stage resumed by newer code lists both): supernet sandwich aaaaaaa, "
+            "bbbbbbb; truth bbbbbbb; scan sandwich ccccccc.") in (tmp_path / "B.md").read_text()
