@@ -112,6 +112,7 @@ FIDELITY_PNG_IN_REPO = Path("bench", "results", "supernet_fidelity.png")
 FIDELITY_PNG = ROOT / FIDELITY_PNG_IN_REPO
 RECIPE_JSON = ROOT / "bench" / "results" / "cifar10_recipe.json"  # the peer and the recipe (issue 29)
 BENCHMARKS = ROOT / "BENCHMARKS.md"
+STAGE_COMMITS = "stage_commits.json"  # {stage: the commits of the code that ran it} (`note_stage`)
 # Earlier runs of this driver that ended before their truth did: their committed record, and why they ended.
 EARLIER_RUNS = {
     Path("bench", "results", "supernet_fidelity_run1.json"): (
@@ -174,9 +175,6 @@ def chosen_checkpoint(chosen: str, out: Path) -> Path:
     if chosen not in found:
         raise ValueError(f"no finished {chosen!r} supernet under {out}: rerun bench/supernet_fidelity.py to finish it")
     return found[chosen]
-
-
-STAGE_COMMITS = "stage_commits.json"
 
 
 def note_stage(out: Path, stage: str) -> None:
@@ -552,7 +550,7 @@ def report(out: Path) -> dict[str, Any]:
     standalone = fidelity["standalone"] if fidelity else None
     from autovit_ray.fidelity import read_results
 
-    # every finished stand-alone run's scores, while the truth trains as after (test: reported only)
+    # every finished stand-alone run's scores, while the truth trains and after (test: reported only)
     truth_runs = {name: {k: run[k] for k in ("seed", "epochs", "val_top1", "test_top1")}
                   for name, run in sorted(read_results(out / "truth").items())}
     result = {
@@ -804,8 +802,8 @@ def stage_commits(out: Path, scans: dict[str, Any], band: dict[str, Any] | None)
 
 def earlier_runs() -> list[dict[str, Any]]:
     """What each earlier run (`EARLIER_RUNS`) had measured when it ended: its scans' largest minus smallest
-    with the paired interval, and its truth's progress (a replication of the supernets' training, for
-    the spread between two trainings of one recipe)."""
+    with the paired interval, and its truth's progress (this run repeats it with the same recipe and
+    seeds: a check that it gets there again)."""
     found = []
     for path, why in EARLIER_RUNS.items():
         record = json.loads((ROOT / path).read_text())

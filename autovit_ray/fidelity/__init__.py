@@ -46,6 +46,8 @@ from ..plan import count_macs, count_params
 from ..space import Arch, SearchSpace
 
 if TYPE_CHECKING:
+    import threading
+
     from ..tracking import OpenRuns
 
 TRUTH_FILE = "truth.json"
@@ -243,7 +245,8 @@ def read_results(truth: Path) -> dict[str, dict[str, Any]]:
                          "away and rerun (finished runs are scored again from their checkpoints)") from None
 
 
-def record_result(truth: Path, arch: Arch, seed: int, epochs: int, checkpoint: Path, lock: Any) -> dict[str, Any]:
+def record_result(truth: Path, arch: Arch, seed: int, epochs: int, checkpoint: Path,
+                  lock: threading.Lock) -> dict[str, Any]:
     """Score a finished run on the validation split (the ranking's) and the test split (reported only), and
     add it to `results.json` (`lock`: the runs finish in several threads, and each rewrites the file)."""
     result = {"arch": arch.to_dict(), "seed": seed, "epochs": epochs,
@@ -495,5 +498,5 @@ def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:+.2f}"
 
 
-__all__ = ["NOT_IN_RECIPE", "REPORT_FILE", "RESULTS_FILE", "TRUTH_FILE", "FidelityConfig", "draw_subnets", "fidelity_stats",
-           "inherited_top1", "run"]
+__all__ = ["NOT_IN_RECIPE", "REPORT_FILE", "RESULTS_FILE", "TRUTH_FILE", "FidelityConfig", "draw_subnets",
+           "fidelity_stats", "inherited_top1", "read_results", "run"]
