@@ -284,7 +284,10 @@ def test_a_rank_fidelity_report_gets_its_section(experiment, tmp_path):
     truth = [60.0, 62.0, 61.0, 66.0]
     inherited = [70.0, 71.5, 71.0, 72.0]
     stats = fidelity_stats(inherited, truth, [1, 2, 3, 4], [4, 3, 2, 1], [True] * 4, resamples=100, seed=0)
-    report = {"standalone": {"epochs": 15, "seed_sd": 0.4, "subnets": [{"val_top1": t} for t in truth]},
+    subnets = [{"name": f"net{i}", "lut_ms": 4.0 + i, "in_band": i < 2, "params": 1000 * i, "val_top1": t,
+                "test_top1": t - 0.5} for i, t in enumerate(truth)]
+    subnets[3].pop("test_top1")  # a run scored by a version that had no test score
+    report = {"standalone": {"epochs": 15, "seed_sd": 0.4, "subnets": subnets},
               "supernets": {"sandwich": {"sampler": "sandwich", "epochs_done": 30, "inherited": inherited, **stats}}}
     (exp / "fidelity").mkdir()
     (exp / "fidelity" / "fidelity.json").write_text(json.dumps(report))
@@ -292,4 +295,5 @@ def test_a_rank_fidelity_report_gets_its_section(experiment, tmp_path):
     html = write_report(exp, log=lines.append).read_text()
     assert lines == [] and re.findall(r"<h2>([^<]*)</h2>", html) == [*SECTIONS, "Rank fidelity"]
     assert "truth&#x27;s own seed noise: sd 0.40 points" in html and "<td class=l>sandwich</td>" in html
+    assert "<th>stand-alone test top-1</th>" in html and "<td class=l>net1</td>" in html
     assert len(check_self_contained(html)) == len(check_self_contained(experiment.page.read_text())) + 1
