@@ -559,7 +559,7 @@ def report(out: Path) -> dict[str, Any]:
                  "recipe": (recipe.get("choice") or {}).get("recipe")},
         "supernets": supernets, "span_gate": SPAN_GATE, "gate": gate,
         "band": band,
-        "standalone": standalone, "truth_runs": truth_runs, "chosen": chosen, "earlier_runs": earlier_runs(),
+        "standalone": standalone, "truth_runs": truth_runs, "chosen": chosen, "earlier_runs": earlier_runs(supernets),
         "scans": {s: v["subnets"] for s, v in scans.items()}, "compute": compute(out, scans),
         "stage_commits": stage_commits(out, scans, band), "report_commit": code_commit(),
     }
@@ -800,18 +800,25 @@ def stage_commits(out: Path, scans: dict[str, Any], band: dict[str, Any] | None)
     return found | {stage: [record["commit"]] for stage, record in records.items() if record.get("commit")}
 
 
-def earlier_runs() -> list[dict[str, Any]]:
+def earlier_runs(supernets: dict[str, Any]) -> list[dict[str, Any]]:
     """What each earlier run (`EARLIER_RUNS`) had measured when it ended: its scans' largest minus smallest
-    with the paired interval, and its truth's progress (this run repeats it with the same recipe and
-    seeds: a check that it gets there again)."""
+    with the paired interval, and its truth's progress; and how far this run repeats it (the same recipe
+    and seeds): `same_per_epoch`, per supernet, the epochs both have and how many of them have the same
+    per-epoch validation numbers (`supernets`: this run's, with their `per_epoch`)."""
     found = []
     for path, why in EARLIER_RUNS.items():
         record = json.loads((ROOT / path).read_text())
         truth_row = next((row for row in record.get("compute", []) if "begun" in row), {})
+        same = {}
+        for name, s in record["supernets"].items():
+            before = {row["epoch"]: row for row in s.get("per_epoch", [])}
+            now = [row for row in (supernets.get(name) or {}).get("per_epoch", []) if row["epoch"] in before]
+            if now:
+                same[name] = {"epochs": len(now), "same": sum(row == before[row["epoch"]] for row in now)}
         found.append({"record": path.as_posix(), "why_ended": why, "report_commit": record.get("report_commit"),
                       "spans": {name: (s.get("scan") or {}).get("span_paired") or {"difference": s.get("inherited_span")}
                                 for name, s in record["supernets"].items()},
-                      "truth_finished": truth_row.get("finished", 0)})
+                      "truth_finished": truth_row.get("finished", 0), "same_per_epoch": same})
     return found
 
 
@@ -829,7 +836,11 @@ def earlier_run_lines(runs: list[dict[str, Any]]) -> list[str]:
                           for name, span in run["spans"].items())
         lines += ["", f"Run {i} ([record]({run['record']})) ended before its truth did: {run['why_ended']}. It had "
                   f"measured largest − smallest: {spans} points; {run['truth_finished']} of its "
-                  f"{TRUTH_SUBNETS + TRUTH_REPEAT} stand-alone runs had finished, their scores not kept.", ""]
+                  f"{TRUTH_SUBNETS + TRUTH_REPEAT} stand-alone runs had finished, their scores not kept."
+                  + (" This run repeats its trainings so far: " + "; ".join(
+                      f"{name}: {c['same']} of the {c['epochs']} epochs both have give the same per-epoch validation "
+                      "numbers to every digit" for name, c in run["same_per_epoch"].items()) + "."
+                     if run["same_per_epoch"] else ""), ""]
     return lines
 
 

@@ -81,6 +81,11 @@ def test_report_reads_what_exists_and_chooses_by_in_band_tau(tmp_path, monkeypat
     (run1,) = result["earlier_runs"]
     assert run1["record"] == "bench/results/supernet_fidelity_run1.json" and run1["truth_finished"] == 6
     assert "It had measured largest − smallest: sandwich 1.06 [0.40, 1.74]; uniform 0.50 [-0.20, 1.20] points" in text
+    # how far this run repeats it: the per-epoch numbers both have, compared digit for digit
+    before = json.loads((bench.ROOT / run1["record"]).read_text())["supernets"]["sandwich"]["per_epoch"]
+    now = {"sandwich": {"per_epoch": [before[0], {**before[1], "largest": before[1]["largest"] + 0.1}]}}
+    assert bench.earlier_runs(now)[0]["same_per_epoch"] == {"sandwich": {"epochs": 2, "same": 1}}
+    assert bench.earlier_runs({})[0]["same_per_epoch"] == {}
 
 
 def test_the_run_refuses_a_recipe_record_whose_peer_is_under_the_gate(tmp_path, monkeypatch):
