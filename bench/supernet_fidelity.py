@@ -207,59 +207,19 @@ def train_supernet(sampler: str, out: Path, data_dir: Path) -> Path:
 
 
 def scan(checkpoint: Path, out: Path, sampler: str) -> dict[str, Any]:
-    """Inherited full-validation top-1 of the largest, the smallest and `SCAN_SUBNETS` random subnets."""
+    """Inherited full-validation top-1 of the largest, the smallest and `SCAN_SUBNETS` random subnets, and
+    the largest minus the smallest with its paired interval: the product's scan (`python -m
+    autovit_ray.fidelity --scan`), with the recipe's BatchNorm recalibration (`scan-<sampler>.json`)."""
     path = out / f"scan-{sampler}.json"
     if path.is_file():
-        record = json.loads(path.read_text())
-        if "span_paired" not in record:  # a scan written before the paired interval existed
-            record["span_paired"] = span_paired(checkpoint)
-            atomic_write_text(path, json.dumps(record, indent=1))
-        return record
-    from autovit_ray.checkpoint import load_supernet, read_meta
-    from autovit_ray.latency import LatencyTable
-    from autovit_ray.search.evaluate import EvalSettings, SubnetEvaluator
+        return json.loads(path.read_text())
+    from autovit_ray.fidelity.scan import scan_supernet
 
-    supernet, space, config = load_supernet(checkpoint)
-    table = LatencyTable.load(lut_file(), space=space)
-    evaluator = SubnetEvaluator(supernet, space, config.data, EvalSettings(calib_batches=SCAN_CALIB_BATCHES))
-    rng = random.Random(0)
-    archs = [("largest", space.largest()), ("smallest", space.smallest()),
-             *((f"random-{i}", space.sample(rng)) for i in range(SCAN_SUBNETS))]
-    log(f"scan {sampler}: {len(archs)} subnets, inherited weights, full validation split")
-    start = time.time()
-    rows = []
-    for role, arch in archs:
-        result = evaluator.evaluate(arch)
-        rows.append({"role": role, "arch": arch.to_dict(), "name": str(arch), "val_top1": result["val_top1"],
-                     "lut_ms": table.predict_latency(arch), "params": result["params"], "macs": result["macs"]})
-    top1 = {row["role"]: row["val_top1"] for row in rows}
-    record = {"checkpoint": public_path(checkpoint), "epochs_done": int(read_meta(checkpoint)["epoch"]),
-              "sampler": sampler, "subnets": rows, "largest_minus_smallest": top1["largest"] - top1["smallest"],
-              "random_span": max(r["val_top1"] for r in rows[2:]) - min(r["val_top1"] for r in rows[2:]),
-              "span_paired": span_paired(checkpoint), "calib_batches": SCAN_CALIB_BATCHES,
-              "seconds": time.time() - start, "commit": code_commit()}
+    log(f"scan {sampler}: {SCAN_SUBNETS + 2} subnets, inherited weights, full validation split")
+    record = scan_supernet(checkpoint, SCAN_SUBNETS, 0, str(lut_file()), SCAN_CALIB_BATCHES)
+    record.update(checkpoint=public_path(checkpoint), sampler=sampler, commit=code_commit())
     atomic_write_text(path, json.dumps(record, indent=1))
     return record
-
-
-def span_paired(checkpoint: Path) -> dict[str, Any]:
-    """The largest minus the smallest on the same validation images, scored as the scan scores them
-    (BatchNorm recalibrated on `SCAN_CALIB_BATCHES`): a paired bootstrap interval and McNemar's p. The
-    two share every image, so their difference is far less noisy than either accuracy alone."""
-    from autovit_ray.checkpoint import load_supernet
-    from autovit_ray.data import build_loader
-    from autovit_ray.evaluation import calibrated_subnet, evaluate
-    from autovit_ray.stats import paired_difference
-
-    supernet, space, config = load_supernet(checkpoint)
-    hits = []
-    for arch in (space.largest(), space.smallest()):
-        calib = build_loader(config.data, "calib", resolution=arch.resolution)
-        subnet = calibrated_subnet(supernet, arch, calib, num_batches=SCAN_CALIB_BATCHES)
-        score = evaluate(subnet, build_loader(config.data, "val", resolution=arch.resolution),
-                         resolution=arch.resolution, per_image=True)
-        hits.append(score.correct_per_image)
-    return paired_difference(*hits)
 
 
 def check_gate(scan_record: dict[str, Any], out: Path, reason: str | None) -> bool:

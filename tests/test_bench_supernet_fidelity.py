@@ -204,25 +204,21 @@ def test_the_per_epoch_separation_is_read_from_the_trainings_mlflow_runs(tmp_pat
     assert "sandwich: epoch 5 +1.0, epoch 10 +2.0, epoch 11 +2.2." in line
 
 
-def test_the_scan_states_the_paired_noise_of_largest_minus_smallest(tmp_path):
-    from test_fidelity import _supernet_checkpoint
+def test_the_scan_is_the_products_with_the_recipes_calibration_and_is_read_back(tmp_path, monkeypatch):
+    import autovit_ray.fidelity.scan
 
-    from autovit_ray.checkpoint import load_supernet
-    from autovit_ray.search.evaluate import EvalSettings, SubnetEvaluator
+    calls = []
 
-    checkpoint = Path(_supernet_checkpoint(tmp_path, "xxs", 1))
-    paired = bench.span_paired(checkpoint)
-    supernet, space, config = load_supernet(checkpoint)
-    evaluator = SubnetEvaluator(supernet, space, config.data, EvalSettings(calib_batches=bench.SCAN_CALIB_BATCHES))
-    scanned = evaluator.evaluate(space.largest())["val_top1"] - evaluator.evaluate(space.smallest())["val_top1"]
-    assert paired["difference"] == pytest.approx(scanned)  # the scan's own numbers, image by image
-    assert paired["low"] <= paired["difference"] <= paired["high"] and paired["images"] > 0
-    # a scan written before the interval existed gains it when read back; the rest is kept as it was
-    (tmp_path / "scan-sandwich.json").write_text(json.dumps(_scan("sandwich", 82.0, 74.0)))
-    record = bench.scan(checkpoint, tmp_path, "sandwich")
-    assert record["span_paired"] == paired and record["largest_minus_smallest"] == 8.0
-    assert json.loads((tmp_path / "scan-sandwich.json").read_text())["span_paired"] == paired
-    assert bench._span(record) == f"8.00 [{paired['low']:.2f}, {paired['high']:.2f}]"
+    def scan_supernet(checkpoint, subnets, seed, lut, calib_batches):  # the product's scan (tests/test_fidelity.py)
+        calls.append((checkpoint, subnets, seed, lut, calib_batches))
+        return {**_scan("uniform", 80.0, 78.5), "span_paired": {"difference": 1.5, "low": 0.5, "high": 2.5}}
+
+    monkeypatch.setattr(autovit_ray.fidelity.scan, "scan_supernet", scan_supernet)
+    record = bench.scan(tmp_path / "ck", tmp_path, "sandwich")
+    assert calls == [(tmp_path / "ck", bench.SCAN_SUBNETS, 0, str(bench.lut_file()), bench.SCAN_CALIB_BATCHES)]
+    assert record["sampler"] == "sandwich" and record["commit"] == bench.code_commit()
+    assert bench.scan(tmp_path / "ck", tmp_path, "sandwich") == record and len(calls) == 1  # read back
+    assert bench._span(record) == "1.50 [0.50, 2.50]"
     assert bench._span(_scan("uniform", 76.0, 75.2)) == "0.80"
 
 

@@ -255,3 +255,34 @@ def test_a_whole_fidelity_run_resumes_and_refuses_another_recipe(ray_session, tm
     xs = _supernet_checkpoint(tmp_path / "supernets", "xs", epochs=1)
     assert main([*base, "--checkpoint", xs]) == 2
     assert "one truth scores supernets of one space" in capsys.readouterr().err
+
+
+def test_the_scan_spreads_the_inherited_accuracies_and_pairs_the_extremes(tmp_path, capsys):
+    """`--scan N`: the largest, the smallest and N random subnets with the validation top-1 they inherit
+    (the search's scores: BatchNorm recalibrated), and the largest minus the smallest paired image by
+    image (the same number); trains nothing; N < 2 refused."""
+    import json
+    from pathlib import Path
+
+    from autovit_ray.checkpoint import load_supernet
+    from autovit_ray.fidelity.scan import SCAN_FILE
+    from autovit_ray.search.evaluate import EvalSettings, SubnetEvaluator
+
+    checkpoint = _supernet_checkpoint(tmp_path, "xxs", 1)
+    assert main(["--scan", "3", "--checkpoint", checkpoint, "--truth", str(tmp_path / "scan"),
+                 "--calib-batches", "1"]) == 0
+    report = json.loads((tmp_path / "scan" / SCAN_FILE).read_text())
+    found = report["supernets"][checkpoint]
+    assert [r["role"] for r in found["subnets"]] == ["largest", "smallest", "random-0", "random-1", "random-2"]
+    supernet, space, config = load_supernet(checkpoint)
+    evaluator = SubnetEvaluator(supernet, space, config.data, EvalSettings(calib_batches=1))
+    assert [r["val_top1"] for r in found["subnets"][:2]] == [evaluator.evaluate(a)["val_top1"]
+                                                            for a in (space.largest(), space.smallest())]
+    paired = found["span_paired"]
+    assert paired["difference"] == pytest.approx(found["largest_minus_smallest"])  # the same images, one by one
+    assert paired["low"] <= paired["difference"] <= paired["high"] and paired["images"] > 0
+    assert found["epochs_done"] == 1 and all(r["lut_ms"] is None for r in found["subnets"])  # no --lut
+    assert "largest minus smallest" in capsys.readouterr().out
+    assert not list(Path(tmp_path / "scan").glob("*-s*"))  # nothing trained
+    assert main(["--scan", "1", "--checkpoint", checkpoint, "--truth", str(tmp_path / "scan")]) == 2
+    assert "--scan 1: expected at least 2 random subnets" in capsys.readouterr().err

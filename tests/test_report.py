@@ -297,3 +297,14 @@ def test_a_rank_fidelity_report_gets_its_section(experiment, tmp_path):
     assert "truth&#x27;s own seed noise: sd 0.40 points" in html and "<td class=l>sandwich</td>" in html
     assert "<th>stand-alone test top-1</th>" in html and "<td class=l>net1</td>" in html
     assert len(check_self_contained(html)) == len(check_self_contained(experiment.page.read_text())) + 1
+    # the scan, before any truth: its own section, before the fidelity report's
+    rows = [{"role": role, "val_top1": v, "lut_ms": ms, "params": 10_000 * (i + 1)} for i, (role, v, ms) in enumerate(
+        (("largest", 72.0, 6.0), ("smallest", 69.5, 2.0), ("random-0", 70.5, 4.0), ("random-1", 71.0, 4.5)))]
+    scan = {"subnets": 2, "seed": 0, "supernets": {"sandwich": {
+        "sampler": "sandwich", "epochs_done": 30, "subnets": rows, "largest_minus_smallest": 2.5, "random_span": 0.5,
+        "span_paired": {"difference": 2.5, "low": 1.5, "high": 3.5, "mcnemar_p": 0.001}}}}
+    (exp / "fidelity" / "scan.json").write_text(json.dumps(scan))
+    html = write_report(exp, log=lines.append).read_text()
+    assert lines == [] and re.findall(r"<h2>([^<]*)</h2>", html) == [*SECTIONS, "Supernet scan", "Rank fidelity"]
+    assert "<td class=l>+2.50 [+1.50, +3.50]</td>" in html and "2 random subnets (seed 0)" in html
+    assert len(check_self_contained(html)) == len(check_self_contained(experiment.page.read_text())) + 2

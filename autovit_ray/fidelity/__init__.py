@@ -28,6 +28,9 @@ A search trusts that it does. This measures it for any trained supernet:
    inherited vs stand-alone accuracy with bootstrap intervals, over all subnets and inside the band;
    the same tau for two predictors that need no supernet (MACs, parameters); top-3 overlap; regret
    (the best stand-alone accuracy minus that of the inherited-best subnet).
+
+Before a truth's hours, `--scan N` (scan.py) is the cheap check: do the subnets' inherited accuracies
+spread at all?
 """
 
 from __future__ import annotations

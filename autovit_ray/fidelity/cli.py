@@ -10,6 +10,7 @@ from .. import fidelity
 from ..cli_exits import cli_main
 from ..experiment import Experiment
 from . import FidelityConfig, run
+from .scan import ScanConfig, run_scan
 
 
 def _pair(text: str) -> tuple[float, float]:
@@ -30,6 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--truth", default=None,
                    help="folder of the stand-alone runs and the report (default: <experiment>/fidelity, which "
                         "the report page reads)")
+    p.add_argument("--scan", type=int, default=None, metavar="N",
+                   help="the cheap check instead of a truth: the largest, the smallest and N random subnets with "
+                        "their inherited validation top-1 against --lut latency (<truth>/scan.json); trains nothing")
     p.add_argument("--subnets", type=int, default=12)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--epochs", type=int, default=15, help="stand-alone epochs (default 15)")
@@ -63,6 +67,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     checkpoints = tuple(str(resolve_checkpoint(c, args.supernet)) for c in args.checkpoint)
     # <experiment>/checkpoints/<supernet>/epoch_N: the first supernet's experiment holds the default truth
     truth = args.truth or str(Experiment.of_checkpoint(checkpoints[0]).fidelity_dir)
+    if args.scan is not None:
+        run_scan(ScanConfig(checkpoints=checkpoints, out=truth, subnets=args.scan, seed=args.seed, lut=args.lut,
+                            calib_batches=args.calib_batches, calib_size=args.calib_size))
+        return 0
     run(FidelityConfig(checkpoints=checkpoints, truth=truth, subnets=args.subnets, seed=args.seed,
                        epochs=args.epochs, lut=args.lut, band_ms=args.band_ms, in_band=args.in_band,
                        repeat=args.repeat, overrides=tuple(args.set), calib_batches=args.calib_batches,

@@ -17,6 +17,7 @@ from typing import Any
 
 from ..experiment import SEARCH_RESULTS, Experiment
 from ..fidelity import REPORT_FILE
+from ..fidelity.scan import SCAN_FILE
 
 Log = Callable[[str], None]
 CURVES = ("val_top1_smallest", "val_top1_largest", "val_top1_random_mean")  # drawn bold
@@ -67,7 +68,10 @@ def write_report(experiment_dir: Path, log: Log = print) -> Path:
             f"<p class=caption>{_esc(exp.resolve())}; generated {time.strftime('%Y-%m-%d %H:%M:%S')}</p>"]
     if isinstance(compare, dict) and isinstance(compare.get("summary"), str):  # the comparison's verdict, on top
         body.append(f"<p class=verdict>{_esc(compare['summary'])}</p>")
-    fidelity_json = layout.fidelity_dir / REPORT_FILE  # an optional stage: a section only when it ran
+    scan_json = layout.fidelity_dir / SCAN_FILE  # optional, as the fidelity report: a section only when it ran
+    if scan_json.is_file():
+        sections.append(("Supernet scan", scan_json, lambda: supernet_scan(scan_json)))
+    fidelity_json = layout.fidelity_dir / REPORT_FILE
     if fidelity_json.is_file():
         sections.append(("Rank fidelity", fidelity_json, lambda: rank_fidelity(fidelity_json)))
     for title, source, build in sections:
@@ -370,6 +374,48 @@ def _signed(value: Any) -> str:
     return f"{value:+.2f}" if isinstance(value, (int, float)) else "n/a"
 
 
+def _supernet_label(checkpoint: str) -> str:
+    """A checkpoint as a table shows it: `<experiment>/<supernet>/<epoch folder>` for a training's
+    `<experiment>/checkpoints/<supernet>/epoch_N` (a bare epoch folder would not tell two supernets apart)."""
+    parts = Path(checkpoint).parts
+    if len(parts) >= 4 and parts[-3] == "checkpoints":
+        return "/".join((parts[-4], parts[-2], parts[-1]))
+    return checkpoint if len(checkpoint) <= 40 else Path(checkpoint).name
+
+
+SCAN_COLUMNS = ("supernet", "sampler", "epochs", "largest − smallest [95%, paired]", "McNemar p",
+                "random subnets' span")
+
+
+def supernet_scan(path: Path) -> str:
+    """`python -m autovit_ray.fidelity --scan`'s report: the spans per supernet and the inherited validation
+    top-1 of every scanned subnet against its table latency (parameters without a table), one panel
+    per supernet."""
+    report = _read_json(path, "supernet scan")
+    rows = []
+    for name, r in report["supernets"].items():
+        paired = r["span_paired"]
+        rows.append([_supernet_label(name), r["sampler"], r["epochs_done"],
+                     f"{r['largest_minus_smallest']:+.2f} [{paired['low']:+.2f}, {paired['high']:+.2f}]",
+                     paired["mcnemar_p"], r["random_span"]])
+    caption = (f"the largest, the smallest and {report['subnets']} random subnets (seed {report['seed']}), each "
+               "with the validation top-1 it inherits, BatchNorm recalibrated; the difference is paired over the "
+               "same validation images")
+    fig, axes = _figure(len(report["supernets"]))
+    for ax, (name, r) in zip(axes, report["supernets"].items()):
+        table = all(row["lut_ms"] is not None for row in r["subnets"])
+        x = [row["lut_ms"] if table else row["params"] / 1e6 for row in r["subnets"]]
+        ax.scatter(x[2:], [row["val_top1"] for row in r["subnets"][2:]], s=14, label="random")
+        for i, (role, marker) in enumerate((("largest", "^"), ("smallest", "v"))):
+            ax.scatter([x[i]], [r["subnets"][i]["val_top1"]], marker=marker, s=50, label=role)
+        ax.set_xlabel("latency table (ms)" if table else "parameters (M)")
+        ax.set_ylabel("inherited validation top-1 (%)")
+        ax.set_title(f"{_supernet_label(name)}: {r['sampler']}", fontsize=9)
+        ax.legend(fontsize=7)
+    return (f"<p class=caption>{_esc(caption)}</p>" + _table(SCAN_COLUMNS, rows)
+            + _img(fig, "inherited validation top-1 vs latency"))
+
+
 def rank_fidelity(path: Path) -> str:
     """`python -m autovit_ray.fidelity`'s report: the table per supernet and inherited vs stand-alone
     validation top-1, one panel per supernet."""
@@ -378,7 +424,7 @@ def rank_fidelity(path: Path) -> str:
     rows = []
     for name, r in report["supernets"].items():
         tau = f"{_signed(r['kendall_tau'])} [{_signed(r['tau_low'])}, {_signed(r['tau_high'])}]"
-        rows.append([Path(name).name if len(name) > 40 else name, r["sampler"], r["epochs_done"], tau,
+        rows.append([_supernet_label(name), r["sampler"], r["epochs_done"], tau,
                      r["tau_in_band"], r["tau_macs"], f"{r['top3_overlap']}/3", r["regret"], r["inherited_span"]])
     sd = report["standalone"].get("seed_sd")
     caption = (f"{len(truth)} subnets trained alone for {report['standalone']['epochs']} epochs; validation top-1"
@@ -388,7 +434,7 @@ def rank_fidelity(path: Path) -> str:
         ax.scatter(r["inherited"], truth, s=18)
         ax.set_xlabel("inherited top-1 (%)")
         ax.set_ylabel("stand-alone top-1 (%)")
-        ax.set_title(f"{Path(name).name}: tau {_signed(r['kendall_tau'])}", fontsize=9)
+        ax.set_title(f"{_supernet_label(name)}: tau {_signed(r['kendall_tau'])}", fontsize=9)
     # the truth itself; test top-1 (reports of older versions have none) is never used to rank
     subnets = [[s.get("name", ""), s.get("lut_ms"), "yes" if s.get("in_band") else "no", s.get("params"),
                 s["val_top1"], s.get("test_top1")] for s in report["standalone"]["subnets"]]
