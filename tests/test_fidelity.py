@@ -286,3 +286,5 @@ def test_the_scan_spreads_the_inherited_accuracies_and_pairs_the_extremes(tmp_pa
     assert not list(Path(tmp_path / "scan").glob("*-s*"))  # nothing trained
     assert main(["--scan", "1", "--checkpoint", checkpoint, "--truth", str(tmp_path / "scan")]) == 2
     assert "--scan 1: expected at least 2 random subnets" in capsys.readouterr().err
+    assert main(["--scan", "3", "--checkpoint", checkpoint, "--epochs", "5", "--repeat", "1"]) == 2
+    assert "--scan trains nothing, so --epochs, --repeat (settings of the truth) do not apply" in capsys.readouterr().err

@@ -61,7 +61,16 @@ def build_parser() -> argparse.ArgumentParser:
 @cli_main(kept="finished stand-alone runs and epochs are kept in the truth folder; rerun the same command "
               "to resume")
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.scan is not None:  # a scan trains nothing: the truth's settings would be silently ignored
+        truth_only = ("subnets", "epochs", "band_ms", "in_band", "repeat", "set", "parallel", "pool", "resamples",
+                      "address", "mlflow_uri")
+        given = [f"--{name.replace('_', '-')}" for name in truth_only
+                 if getattr(args, name) != parser.get_default(name)]
+        if given:
+            raise ValueError(f"--scan trains nothing, so {', '.join(given)} (settings of the truth) do not apply: "
+                             "drop them, or drop --scan to train the truth")
     from ..checkpoint import resolve_checkpoint  # after parsing: --help imports no torch
 
     checkpoints = tuple(str(resolve_checkpoint(c, args.supernet)) for c in args.checkpoint)
