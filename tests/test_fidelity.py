@@ -122,7 +122,8 @@ def test_the_truth_trains_as_many_runs_at_once_as_the_cluster_holds(ray_session,
     assert "1 of 4 runs trained; 3 to train, 2 at once (1 worker(s) of 1 CPU, 0 GPU, 1 torch thread(s) each)" \
         in messages[0]
     # a run in the ledger is done: neither trained nor scored again, whether or not its folder is still there
-    seen.clear(), scored.clear()
+    seen.clear()
+    scored.clear()
     assert fidelity.train_truth(recipe, runs, tmp_path, cfg, messages.append) == trained and not seen and not scored
     (tmp_path / fidelity.RESULTS_FILE).write_text(json.dumps({"runs": {fidelity.run_name(*runs[0]): last}}))
     fidelity.train_truth(recipe, runs, tmp_path, dataclasses.replace(cfg, parallel=1), messages.append)
