@@ -798,8 +798,8 @@ def earlier_run_lines(runs: list[dict[str, Any]]) -> list[str]:
                   f"measured largest − smallest: {spans} points; {run['truth_finished']} of its "
                   f"{TRUTH_SUBNETS + TRUTH_REPEAT} stand-alone runs had finished, their scores not kept."
                   + (" This run repeats its trainings so far: " + "; ".join(
-                      f"{name}: {c['same']} of the {c['epochs']} epochs both have give the same per-epoch validation "
-                      "numbers to every digit" for name, c in run["same_per_epoch"].items()) + "."
+                      f"{name}: {c['same']} of the {c['epochs']} epochs both runs trained have the same per-epoch "
+                      "validation numbers to every digit" for name, c in run["same_per_epoch"].items()) + "."
                      if run["same_per_epoch"] else ""), ""]
     return lines
 
