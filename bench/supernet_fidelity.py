@@ -141,6 +141,20 @@ def ensure_lut() -> Path:
     return lut_file()
 
 
+def lut_quality() -> dict[str, Any] | None:
+    """How well the table predicts this machine (`profile validate` on fresh subnets): predictor vs
+    measured, the same subnets measured twice (the noise), and the table's level (predicted / measured)."""
+    path = lut_validation_file()
+    if not path.is_file():
+        return None
+    found = json.loads(path.read_text())
+    keep = ("mape", "kendall_tau")
+    return {"samples": found["samples"], "method": found["method"],
+            "predictor": {k: found["predictor"][k] for k in keep}, "retest": {k: found["retest"][k] for k in keep},
+            "level": found["level"]["ratio"], "retest_level": found["level"]["retest_ratio"],
+            "mape_after_level": found["level"]["mape_after"]}
+
+
 def kept_files(out: Path) -> dict[str, Path]:
     """The run's measurements that a new machine could not remake as they were, kept in the repository
     (bench/results/kept/supernet_fidelity/) by the report and put back by the next run where they are
@@ -518,7 +532,7 @@ def report(out: Path) -> dict[str, Any]:
                  "adaptation": (recipe.get("choice") or {}).get("adaptation"),
                  "recipe": (recipe.get("choice") or {}).get("recipe")},
         "supernets": supernets, "span_gate": SPAN_GATE, "gate": gate,
-        "band": band,
+        "lut": lut_quality(), "band": band,
         "standalone": standalone, "truth_runs": truth_runs, "chosen": chosen, "earlier_runs": earlier_runs(supernets),
         "scans": {s: v["subnets"] for s, v in scans.items()}, "compute": compute(out, scans),
         "stage_commits": stage_commits(out, scans, band), "report_commit": code_commit(),
@@ -822,6 +836,14 @@ def section(r: dict[str, Any]) -> str:
               *earlier_run_lines(r.get("earlier_runs", []))]
     if r["scans"]:
         lines += ["", f"![inherited validation top-1 vs table latency]({SCAN_PNG_IN_REPO.as_posix()})", ""]
+    if r.get("lut"):
+        q = r["lut"]
+        lines.append(f"The latency table (torch-cpu, kept in bench/results/kept/), validated on {q['samples']} fresh "
+                     f"subnets: predictor vs measured MAPE {q['predictor']['mape']:.1f} %, Kendall tau "
+                     f"{q['predictor']['kendall_tau']:.2f}; the same subnets measured twice (the noise): MAPE "
+                     f"{q['retest']['mape']:.1f} %, tau {q['retest']['kendall_tau']:.2f}; level predicted / measured "
+                     f"x{q['level']:.2f} (retest x{q['retest_level']:.2f}), MAPE {q['mape_after_level']:.1f} % with "
+                     "it divided out.")
     if r["band"]:
         lines.append(f"The peer's latency: {r['band']['peer_lut_ms']:.3f} table ms; band "
                      f"{r['band']['band_ms'][0]:.3f}–{r['band']['band_ms'][1]:.3f}.")
@@ -860,6 +882,8 @@ def main(argv: list[str] | None = None) -> int:
     start = time.time()
     sandwich = train_supernet("sandwich", out, data_dir)
     if args.stop_after != "supernets":  # the gate before the control's hours
+        if not lut_file().is_file():
+            note_stage(out, "latency table")
         ensure_lut()
         if not check_gate(scan(sandwich, out, "sandwich"), out, args.past_gate):
             return 1

@@ -50,12 +50,17 @@ def test_report_reads_what_exists_and_chooses_by_in_band_tau(tmp_path, monkeypat
     (tmp_path / "BENCHMARKS.md").write_text("# Benchmarks\n")
     # nothing run yet: a report with no numbers, and no choice
     first = bench.report(out)
-    assert first["chosen"] is None and first["supernets"]["sandwich"]["epochs_done"] == 0
+    assert first["chosen"] is None and first["supernets"]["sandwich"]["epochs_done"] == 0 and first["lut"] is None
     assert not (tmp_path / "supernet_scan.png").exists()  # no scan, no plot
     assert "The truth (stand-alone runs) has not run yet." in (tmp_path / "BENCHMARKS.md").read_text()
     (out / "scan-sandwich.json").write_text(json.dumps(_scan("sandwich", 82.0, 74.0)))
     (out / "scan-uniform.json").write_text(json.dumps(_scan("uniform", 76.0, 75.2)))
     (out / "band.json").write_text(json.dumps({"peer_lut_ms": 3.0, "band_ms": [2.4, 3.6]}))
+    bench.lut_validation_file().parent.mkdir(parents=True)
+    bench.lut_validation_file().write_text(json.dumps({
+        "samples": 100, "method": "in_context", "predictor": {"mape": 6.15, "kendall_tau": 0.807, "within_5": 48.0},
+        "retest": {"mape": 17.7, "kendall_tau": 0.805}, "rows": [],
+        "level": {"ratio": 0.948, "mape_after": 3.76, "retest_ratio": 1.19, "retest_mape_after": 3.9}}))
     (out / "truth").mkdir()
     stats = {"kendall_tau": 0.4, "tau_low": 0.1, "tau_high": 0.7, "tau_macs": 0.3, "tau_params": 0.2,
              "top3_overlap": 2, "regret": 0.5}
@@ -77,6 +82,11 @@ def test_report_reads_what_exists_and_chooses_by_in_band_tau(tmp_path, monkeypat
     text = (tmp_path / "BENCHMARKS.md").read_text()
     assert "| sandwich | 0/30 | 8.00 | 4.50 | 0.40 [0.10, 0.70] | 0.60 | 0.30 |" in text
     assert text.count(bench.SECTION) == 1
+    # the latency table's quality, which the band and every lut_ms rest on
+    assert result["lut"]["predictor"] == {"mape": 6.15, "kendall_tau": 0.807} and result["lut"]["level"] == 0.948
+    assert ("validated on 100 fresh subnets: predictor vs measured MAPE 6.2 %, Kendall tau 0.81; the same subnets "
+            "measured twice (the noise): MAPE 17.7 %, tau 0.81; level predicted / measured x0.95 (retest x1.19), "
+            "MAPE 3.8 % with it divided out.") in text
     # the earlier run that ended with its machine: its committed record, quoted with its paired spans
     (run1,) = result["earlier_runs"]
     assert run1["record"] == "bench/results/supernet_fidelity_run1.json" and run1["truth_finished"] == 6
@@ -151,6 +161,8 @@ def test_the_sandwich_is_scanned_before_the_control_trains_and_a_failed_gate_sto
     argv = ["--out", str(out), "--data-dir", str(tmp_path), "--stop-after", "band"]
     assert bench.main(argv) == 1  # 1.5 points < the gate: stopped before the control
     assert steps == ["train sandwich", "lut", "scan sandwich"]
+    # no table on this machine: the code that builds it is recorded with the stages
+    assert json.loads((out / bench.STAGE_COMMITS).read_text()) == {"latency table": [common.code_commit()]}
     gate = json.loads((out / "gate.json").read_text())
     assert gate["span"] == 1.5 and gate["passed"] is False and gate["continued_because"] is None
     steps.clear()
