@@ -533,7 +533,7 @@ def report(out: Path) -> dict[str, Any]:
                  "recipe": (recipe.get("choice") or {}).get("recipe")},
         "supernets": supernets, "span_gate": SPAN_GATE, "gate": gate,
         "lut": lut_quality(), "band": band,
-        "standalone": standalone, "truth_runs": truth_runs, "chosen": chosen, "earlier_runs": earlier_runs(supernets),
+        "standalone": standalone, "truth_runs": truth_runs, "chosen": chosen, "earlier_runs": earlier_runs(supernets, {s: v["subnets"] for s, v in scans.items()}),
         "scans": {s: v["subnets"] for s, v in scans.items()}, "compute": compute(out, scans),
         "stage_commits": stage_commits(out, scans, band), "report_commit": code_commit(),
     }
@@ -774,11 +774,18 @@ def stage_commits(out: Path, scans: dict[str, Any], band: dict[str, Any] | None)
     return found | {stage: [record["commit"]] for stage, record in records.items() if record.get("commit")}
 
 
-def earlier_runs(supernets: dict[str, Any]) -> list[dict[str, Any]]:
+def _scanned(row: dict[str, Any]) -> str:
+    """A scanned subnet's identity across runs: its role and its arch."""
+    return json.dumps([row["role"], row.get("arch")], sort_keys=True)
+
+
+def earlier_runs(supernets: dict[str, Any], scans: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
     """What each earlier run (`EARLIER_RUNS`) had measured when it ended: its scans' largest minus smallest
     with the paired interval, and its truth's progress; and how far this run repeats it (the same recipe
     and seeds): `same_per_epoch`, per supernet, the epochs both have and how many of them have the same
-    per-epoch validation numbers (`supernets`: this run's, with their `per_epoch`)."""
+    per-epoch validation numbers (`supernets`: this run's, with their `per_epoch`); `same_scan`, per
+    supernet, the scanned subnets both have (same role and arch) and how many inherit the same validation
+    top-1 (`scans`: this run's scanned subnets)."""
     found = []
     for path, why in EARLIER_RUNS.items():
         record = json.loads((ROOT / path).read_text())
@@ -789,10 +796,17 @@ def earlier_runs(supernets: dict[str, Any]) -> list[dict[str, Any]]:
             now = [row for row in (supernets.get(name) or {}).get("per_epoch", []) if row["epoch"] in before]
             if now:
                 same[name] = {"epochs": len(now), "same": sum(row == before[row["epoch"]] for row in now)}
+        same_scan = {}
+        for name, rows in record.get("scans", {}).items():
+            before = {_scanned(row): row["val_top1"] for row in rows}
+            now = [row for row in scans.get(name, []) if _scanned(row) in before]
+            if now:
+                same_scan[name] = {"subnets": len(now), "same": sum(row["val_top1"] == before[_scanned(row)] for row in now)}
         found.append({"record": path.as_posix(), "why_ended": why, "report_commit": record.get("report_commit"),
                       "spans": {name: (s.get("scan") or {}).get("span_paired") or {"difference": s.get("inherited_span")}
                                 for name, s in record["supernets"].items()},
-                      "truth_finished": truth_row.get("finished", 0), "same_per_epoch": same})
+                      "truth_finished": truth_row.get("finished", 0), "same_per_epoch": same,
+                      "same_scan": same_scan})
     return found
 
 
@@ -814,7 +828,11 @@ def earlier_run_lines(runs: list[dict[str, Any]]) -> list[str]:
                   + (" This run repeats its trainings so far: " + "; ".join(
                       f"{name}: {c['same']} of the {c['epochs']} epochs both runs trained have the same per-epoch "
                       "validation numbers to every digit" for name, c in run["same_per_epoch"].items()) + "."
-                     if run["same_per_epoch"] else ""), ""]
+                     if run["same_per_epoch"] else "")
+                  + (" Its scans again: " + "; ".join(
+                      f"{name}: {c['same']} of the {c['subnets']} subnets both scanned inherit the same validation "
+                      "top-1 to every digit" for name, c in run["same_scan"].items()) + "."
+                     if run.get("same_scan") else ""), ""]
     return lines
 
 

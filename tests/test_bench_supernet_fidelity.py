@@ -94,8 +94,13 @@ def test_report_reads_what_exists_and_chooses_by_in_band_tau(tmp_path, monkeypat
     # how far this run repeats it: the per-epoch numbers both have, compared digit for digit
     before = json.loads((bench.ROOT / run1["record"]).read_text())["supernets"]["sandwich"]["per_epoch"]
     now = {"sandwich": {"per_epoch": [before[0], {**before[1], "largest": before[1]["largest"] + 0.1}]}}
-    assert bench.earlier_runs(now)[0]["same_per_epoch"] == {"sandwich": {"epochs": 2, "same": 1}}
-    assert bench.earlier_runs({})[0]["same_per_epoch"] == {}
+    assert bench.earlier_runs(now, {})[0]["same_per_epoch"] == {"sandwich": {"epochs": 2, "same": 1}}
+    assert bench.earlier_runs({}, {})[0]["same_per_epoch"] == {}
+    # and its scans: the same subnets (role and arch) compared by their inherited validation top-1
+    scanned = json.loads((bench.ROOT / run1["record"]).read_text())["scans"]["sandwich"]
+    again = [scanned[0], {**scanned[1], "val_top1": scanned[1]["val_top1"] + 0.02}, {**scanned[2], "arch": {}}]
+    assert bench.earlier_runs({}, {"sandwich": again})[0]["same_scan"] == {"sandwich": {"subnets": 2, "same": 1}}
+    assert bench.earlier_runs({}, {})[0]["same_scan"] == {}
 
 
 def test_the_run_refuses_a_recipe_record_whose_peer_is_under_the_gate(tmp_path, monkeypatch):
