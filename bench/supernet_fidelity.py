@@ -527,14 +527,15 @@ def report(out: Path) -> dict[str, Any]:
     # every finished stand-alone run's scores, while the truth trains and after (test: reported only)
     truth_runs = {name: {k: run[k] for k in ("seed", "epochs", "val_top1", "test_top1")}
                   for name, run in sorted(read_results(out / "truth").items())}
+    scanned = {s: v["subnets"] for s, v in scans.items()}
     result = {
         "peer": {"val_top1": peer.get("val_top1"), "test_top1": peer.get("test_top1"), "epochs": PEER_EPOCHS,
                  "adaptation": (recipe.get("choice") or {}).get("adaptation"),
                  "recipe": (recipe.get("choice") or {}).get("recipe")},
         "supernets": supernets, "span_gate": SPAN_GATE, "gate": gate,
         "lut": lut_quality(), "band": band,
-        "standalone": standalone, "truth_runs": truth_runs, "chosen": chosen, "earlier_runs": earlier_runs(supernets, {s: v["subnets"] for s, v in scans.items()}),
-        "scans": {s: v["subnets"] for s, v in scans.items()}, "compute": compute(out, scans),
+        "standalone": standalone, "truth_runs": truth_runs, "chosen": chosen, "earlier_runs": earlier_runs(supernets, scanned),
+        "scans": scanned, "compute": compute(out, scans),
         "stage_commits": stage_commits(out, scans, band), "report_commit": code_commit(),
     }
     atomic_write_text(RESULTS_JSON, json.dumps(public_paths(result), indent=1) + "\n")
