@@ -24,7 +24,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -51,7 +51,9 @@ def epoch_dir_name(epoch: int) -> str:
 
 def rng_states() -> dict[str, Any]:
     version, internal, gauss = random.getstate()
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    # numpy's stub also allows the dict of get_state(legacy=False); the default is this legacy tuple
+    legacy = cast(tuple[str, np.ndarray, int, int, float], np.random.get_state())
+    kind, keys, pos, has_gauss, cached = legacy
     states: dict[str, Any] = {
         "python": {"version": version, "state": list(internal), "gauss": gauss},
         "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
@@ -293,14 +295,14 @@ def write_few_shot(directory: str | os.PathLike[str], parts: Mapping[int, str | 
     `load_supernet(directory)` then loads the few-shot supernet."""
     directory = Path(directory).expanduser()
     # a part given as its state.pt is named by its checkpoint folder
-    parts = {count: Path(p).expanduser().parent if Path(p).expanduser().is_file() else Path(p).expanduser()
-             for count, p in parts.items()}
-    space = check_few_shot_parts(parts)
+    folders = {count: Path(p).expanduser().parent if Path(p).expanduser().is_file() else Path(p).expanduser()
+               for count, p in parts.items()}
+    space = check_few_shot_parts(folders)
     directory.mkdir(parents=True, exist_ok=True)
     record = {"format": FEW_SHOT_FORMAT, "space": space.name, "profile": space.input_profile.name,
               "space_fingerprint": space.fingerprint(), "split": "transformer_stages",
               "parts": {str(count): os.path.relpath(part.resolve(), directory.resolve())
-                        for count, part in sorted(parts.items())}}
+                        for count, part in sorted(folders.items())}}
     path = directory / FEW_SHOT_FILE
     atomic_write_text(path, json.dumps(record, indent=1) + "\n")
     return path

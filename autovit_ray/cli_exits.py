@@ -29,12 +29,14 @@ def cli_main(kept: str = "", bad_input: tuple[type[Exception], ...] = (),
              failed: tuple[type[Exception], ...] = ()) -> Callable[[Main], Main]:
     """Decorates a command's `main(argv) -> int` with the exits above. `kept`: what a rerun resumes
     from, said on Ctrl-C; `bad_input` / `failed`: the command's own error classes for exit 2 / 1."""
+    bad_input_types: tuple[type[Exception], ...] = (ValueError, *bad_input)
+
     def decorate(main: Main) -> Main:
         @functools.wraps(main)
         def wrapped(*args, **kwargs) -> int:
             try:
                 return main(*args, **kwargs)
-            except (ValueError, *bad_input) as exc:
+            except bad_input_types as exc:
                 print(f"error: {exc}", file=sys.stderr)
                 return EXIT_BAD_INPUT
             except failed as exc:

@@ -19,11 +19,14 @@ import typing
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import yaml
 
-T = TypeVar("T")
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+T = TypeVar("T", bound="DataclassInstance")
 
 
 def warn_renamed(old: str, new: str, where: str = "") -> None:
@@ -163,7 +166,7 @@ def build_dataclass(cls: type, values: Mapping[str, Any], prefix: str) -> Any:
     kwargs = {}
     for key, value in values.items():
         tp = hints[key]
-        if dataclasses.is_dataclass(tp):
+        if isinstance(tp, type) and dataclasses.is_dataclass(tp):  # a hint is a class, never an instance
             kwargs[key] = build_dataclass(tp, value or {}, f"{prefix}{key}.")
         else:
             kwargs[key] = coerce(value, tp, f"{prefix}{key}")

@@ -12,14 +12,14 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Literal, overload
+from typing import Any, Literal, Protocol, TypeGuard, TypeVar, overload
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .data import resize_batch
-from .nn import AutoViTNet, Supernet
+from .nn import AutoViTNet, FewShotSupernet, Supernet
 from .space import Arch
 
 
@@ -70,20 +70,21 @@ def evaluate(model: nn.Module, loader: Iterable[Any], *, resolution: int | None 
 
 
 @overload
-def calibrated_subnet(supernet: Supernet, arch: Arch, calib_loader: Iterable[Any], *,
+def calibrated_subnet(supernet: Supernet | FewShotSupernet, arch: Arch, calib_loader: Iterable[Any], *,
                       num_batches: int | None = ..., device: torch.device | str | None = ...,
                       with_reference: Literal[False] = ...) -> AutoViTNet: ...
 
 
 @overload
-def calibrated_subnet(supernet: Supernet, arch: Arch, calib_loader: Iterable[Any], *,
+def calibrated_subnet(supernet: Supernet | FewShotSupernet, arch: Arch, calib_loader: Iterable[Any], *,
                       num_batches: int | None = ..., device: torch.device | str | None = ...,
-                      with_reference: Literal[True]) -> tuple[AutoViTNet, Supernet]: ...
+                      with_reference: Literal[True]) -> tuple[AutoViTNet, Supernet | FewShotSupernet]: ...
 
 
-def calibrated_subnet(supernet: Supernet, arch: Arch, calib_loader: Iterable[Any], *,
+def calibrated_subnet(supernet: Supernet | FewShotSupernet, arch: Arch, calib_loader: Iterable[Any], *,
                       num_batches: int | None = None, device: torch.device | str | None = None,
-                      with_reference: bool = False) -> AutoViTNet | tuple[AutoViTNet, Supernet]:
+                      with_reference: bool = False
+                      ) -> AutoViTNet | tuple[AutoViTNet, Supernet | FewShotSupernet]:
     """The static subnet of `arch` (on `device`, in eval mode) with its BatchNorm re-estimated on
     `calib_loader` (the calibration split; batches resized to `arch.resolution`). The supernet's own
     statistics stay intact.
@@ -107,7 +108,21 @@ def calibrated_subnet(supernet: Supernet, arch: Arch, calib_loader: Iterable[Any
     return reference.get_active_subnet(arch).eval(), reference
 
 
-def _is_batchnorm(m: nn.Module) -> bool:
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
+
+
+class _BatchNormLike(Protocol):
+    """What `calibrate` uses of a BatchNorm layer (`_is_batchnorm` checks for it)."""
+
+    running_mean: torch.Tensor
+    momentum: float | None
+
+    def reset_running_stats(self) -> None: ...
+
+    def train(self, mode: bool = True) -> nn.Module: ...
+
+
+def _is_batchnorm(m: nn.Module) -> TypeGuard[_BatchNormLike]:
     if isinstance(m, nn.modules.batchnorm._BatchNorm):
         return m.track_running_stats
     # duck-typed BN (e.g. a dynamic BN that does not subclass _BatchNorm): needs the same contract
@@ -115,8 +130,8 @@ def _is_batchnorm(m: nn.Module) -> bool:
             and callable(getattr(m, "reset_running_stats", None)))
 
 
-def calibrate(model: nn.Module, loader: Iterable[Any], *, num_batches: int | None = None,
-              resolution: int | None = None, device: torch.device | str | None = None) -> nn.Module:
+def calibrate(model: ModuleT, loader: Iterable[Any], *, num_batches: int | None = None,
+              resolution: int | None = None, device: torch.device | str | None = None) -> ModuleT:
     """Re-estimate every BatchNorm's running mean / var on `loader` (use the calib loader); returns `model`.
 
     The running stats are reset and then averaged over the batches with momentum=None (a cumulative

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import sys
 import time
 import warnings
@@ -128,7 +129,7 @@ def check_in_space(arch: Arch, space: SearchSpace, checkpoint: Path) -> None:
 
 def export_notes(space: SearchSpace) -> dict[str, str]:
     """What each block kind of the space says an exporter should know (`StageKind.export_notes`)."""
-    kinds = dict.fromkeys(s.kind for s in (*space.mbconv_stages, *space.transformer_stages))
+    kinds = dict.fromkeys([s.kind for s in space.mbconv_stages] + [s.kind for s in space.transformer_stages])
     return {kind: notes for kind in kinds if (notes := stage_kind(kind).export_notes)}
 
 
@@ -246,7 +247,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "subnet (torch)": torch_output(subnet),
         "timm .pth": lambda: torch_output(timm_model())(),
     }
-    outputs.update({fmt: (lambda f=fmt, p=path: run_exported(f, p, x)) for fmt, path in paths.items()})
+    outputs.update({fmt: functools.partial(run_exported, fmt, path, x) for fmt, path in paths.items()})
     checks = check_outputs(outputs, expected)
     print(f"wrote ({time.perf_counter() - start:.1f} s):")
     for label, path in (("arch", arch_path), ("weights", weights), *paths.items()):

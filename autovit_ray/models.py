@@ -31,7 +31,7 @@ def create_subnet(arch: Arch, num_classes: int = 1000, space: SearchSpace | None
     """A freshly initialised static network for `arch`, built from its plan (initialised as the
     supernet's ops are); `arch` is kept as `model.arch`."""
     net = build_net(plan(arch, space or space_for_arch(arch), num_classes), drop_rate)
-    net.arch = arch  # type: ignore[assignment]  # plain attribute, as get_active_subnet sets it
+    net.arch = arch  # as get_active_subnet sets it
     return net
 
 

@@ -310,8 +310,10 @@ def train_loop_per_worker(payload: dict[str, Any]) -> None:
     resumed = state is not None
     # Where this rank runs (train_summary.json "worker": multi-node placement, restarts after a fault).
     # worker_code: the autovit_ray package this worker imported (a pinned copy or an editable checkout?)
+    package_file = sys.modules["autovit_ray"].__file__
+    assert package_file is not None  # a regular package: imported from its __init__.py
     worker = {"worker_node_id": ray.get_runtime_context().get_node_id(), "worker_pid": os.getpid(),
-              "worker_code": os.path.dirname(sys.modules["autovit_ray"].__file__)}
+              "worker_code": os.path.dirname(package_file)}
 
     def on_epoch_end(epoch: int, metrics: dict[str, float]) -> None:
         with tempfile.TemporaryDirectory() as tmp:

@@ -151,7 +151,8 @@ def using_tracking_uri(uri: str) -> Iterator[None]:
     try:
         yield
     finally:
-        mlflow.set_tracking_uri(previous)  # None unsets both
+        # None unsets both (MLflow takes None; its hint leaves it out)
+        mlflow.set_tracking_uri(previous)  # type: ignore[arg-type]
 
 
 def _requirements(*extra: str) -> list[str]:

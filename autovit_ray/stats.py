@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 
 
-def _pair(x: Sequence[float], y: Sequence[float], what: str, minimum: int = 2) -> tuple[np.ndarray, np.ndarray]:
+def _pair(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray, what: str,
+          minimum: int = 2) -> tuple[np.ndarray, np.ndarray]:
     a, b = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     if a.ndim != 1 or a.shape != b.shape or a.size < minimum:
         raise ValueError(f"{what} needs two equal-length sequences of >= {minimum} values, got "
@@ -30,7 +31,7 @@ def _pair(x: Sequence[float], y: Sequence[float], what: str, minimum: int = 2) -
     return a, b
 
 
-def kendall_tau(x: Sequence[float], y: Sequence[float]) -> float:
+def kendall_tau(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray) -> float:
     """Kendall's tau-b over all pairs, O(n^2) (fine for a few thousand points); NaN if a side is constant."""
     a, b = _pair(x, y, "kendall_tau")
     upper = np.triu_indices(a.size, 1)
@@ -50,7 +51,7 @@ def _average_ranks(v: np.ndarray) -> np.ndarray:
     return sums[inverse] / counts[inverse]
 
 
-def spearman_rho(x: Sequence[float], y: Sequence[float]) -> float:
+def spearman_rho(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray) -> float:
     """Spearman's rho (Pearson correlation of average ranks); NaN if a side is constant."""
     a, b = _pair(x, y, "spearman_rho")
     ra, rb = _average_ranks(a) - (a.size + 1) / 2, _average_ranks(b) - (b.size + 1) / 2

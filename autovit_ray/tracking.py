@@ -9,6 +9,7 @@ directory. On a multi-node cluster use a tracking server (or a database) the wor
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Iterable, Mapping
@@ -50,16 +51,17 @@ def start_runs(tracking_uri: str, experiment: str, name: str, supernets: Mapping
     run_ids = {}
     for supernet, tags in supernets.items():
         ray_run_name = f"{name}/{supernet}"
-        existing = retry_locked(lambda r=ray_run_name: client.search_runs(
-            [exp_id], filter_string=f"tags.ray_run_name = '{r}'", max_results=1))
+        existing = retry_locked(functools.partial(client.search_runs, [exp_id],
+                                                  filter_string=f"tags.ray_run_name = '{ray_run_name}'",
+                                                  max_results=1))
         all_tags = {"supernet": supernet, "ray_run_name": ray_run_name, **{k: str(v) for k, v in tags.items()}}
         if existing:
             run_id = existing[0].info.run_id
-            retry_locked(lambda rid=run_id: client.update_run(rid, status="RUNNING"))
+            retry_locked(functools.partial(client.update_run, run_id, status="RUNNING"))
             for key, value in all_tags.items():
-                retry_locked(lambda rid=run_id, k=key, v=value: client.set_tag(rid, k, v))
+                retry_locked(functools.partial(client.set_tag, run_id, key, value))
         else:
-            run = retry_locked(lambda s=supernet, t=all_tags: client.create_run(exp_id, run_name=s, tags=t))
+            run = retry_locked(functools.partial(client.create_run, exp_id, run_name=supernet, tags=all_tags))
             run_id = run.info.run_id
             log_params(tracking_uri, run_id, params)
             if dataset is not None:
@@ -74,7 +76,7 @@ def log_params(tracking_uri: str, run_id: str, params: Mapping[str, Any]) -> Non
     client = mlflow_client(tracking_uri)
     items = [Param(k, str(v)[:MAX_PARAM_LENGTH]) for k, v in sorted(params.items())]
     for i in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
-        retry_locked(lambda chunk=items[i:i + 100]: client.log_batch(run_id, params=chunk))
+        retry_locked(functools.partial(client.log_batch, run_id, params=items[i:i + 100]))
 
 
 def log_dataset(tracking_uri: str, run_id: str, record: Mapping[str, Any], context: str = "training") -> None:
@@ -126,7 +128,7 @@ def log_metrics(tracking_uri: str, run_id: str, metrics: Mapping[str, float], st
 def set_tags(tracking_uri: str, run_id: str, tags: Mapping[str, Any]) -> None:
     client = mlflow_client(tracking_uri)
     for key, value in tags.items():
-        retry_locked(lambda k=key, v=value: client.set_tag(run_id, k, str(v)))
+        retry_locked(functools.partial(client.set_tag, run_id, key, str(value)))
 
 
 def end_run(tracking_uri: str, run_id: str, status: str) -> None:

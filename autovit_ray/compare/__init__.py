@@ -158,8 +158,9 @@ def searched_candidates(client: Any, runs: Sequence[Any], tmp: Path) -> tuple[li
             weights, note = _weights(client, run_id, entry, tmp / run_id), ""
             if weights is None:
                 note = "weights artifact missing: fresh weights (latency only)"
+            weights_kwargs: dict[str, Any] = {"checkpoint_path": str(weights)} if weights else {}
             model = timm.create_model("autovit", arch=arch, num_classes=num_classes, space=space,
-                                      **({"checkpoint_path": str(weights)} if weights else {}))
+                                      **weights_kwargs)
             candidates.append(Candidate(
                 name=f"{search}-top{entry.get('rank', len(candidates) + 1)}", kind="searched", model=model.eval(),
                 resolution=arch.resolution, test_top1=_float(entry.get("test_top1")),
@@ -174,7 +175,7 @@ def registered_candidates(uris: Sequence[str], tracking_uri: str, tmp: Path, fac
     they must share the experiment's class count (`facts`, filled from the first one if empty)."""
     from ..registry import resolve_model_uri
 
-    out = []
+    out: list[Candidate] = []
     for uri in uris:
         registered = resolve_model_uri(uri, tracking_uri, tmp / f"registered{len(out)}")
         facts.fill(num_classes=registered.num_classes, supernet=registered.tags.get("supernet"),
@@ -331,6 +332,9 @@ def reference_candidates(references: Sequence[str], checkpoints: dict[str, Path]
     strides = input_profile_strides(facts)
     out = []
     for name in references:
+        if facts.num_classes is None:
+            raise ValueError(f"cannot build reference {name}: no searched, registered or stand-alone model "
+                             "gave the number of classes")
         model, note = build_reference(name, facts.num_classes, strides)
         r, size_note = runnable_resolution(model, resolution)
         trained_note = ""
@@ -389,6 +393,7 @@ def standalone_candidates(checkpoints: Sequence[str | os.PathLike[str]], facts: 
             experiment_data = dataset_record(_training_config(facts, data_dir).data)
             test_loader = _test_loader(facts, data_dir)
         _check_same_data(cfg, experiment_data, data_dir, f"--standalone {str(path)!r}")
+        assert test_loader is not None  # built with experiment_data, for the first checkpoint
         model = supernet.get_active_subnet(arch).eval()
         result = evaluate(model, test_loader, resolution=arch.resolution, device=torch.device("cpu"),
                           max_batches=eval_batches)

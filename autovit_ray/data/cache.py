@@ -12,6 +12,7 @@ directory that cannot be written is said once and the run goes on decoding in me
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from collections.abc import Callable
@@ -81,7 +82,7 @@ def source_key(dataset: str, sources: tuple[Any, ...], size: tuple[int, int] | N
             digest.update(np.asarray(source.labels, dtype=np.int64).tobytes())
         for path in files:
             with open(path, "rb") as f:
-                for block in iter(lambda f=f: f.read(1 << 24), b""):
+                for block in iter(functools.partial(f.read, 1 << 24), b""):
                     digest.update(block)
     return f"{dataset}-{digest.hexdigest()[:16]}"
 

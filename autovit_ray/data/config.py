@@ -110,6 +110,7 @@ class DataConfig:
     def eval_preprocessing(self) -> dict[str, Any]:
         """How evaluation prepares an image (`build_transform(train=False)`), in the keys of timm's
         `pretrained_cfg`: resize to resolution / crop_pct, centre-crop, normalise."""
+        assert self.mean is not None and self.std is not None  # set in __post_init__
         return {"mean": tuple(self.mean), "std": tuple(self.std), "interpolation": self.interpolation,
                 "crop_pct": self.eval_crop_pct, "crop_mode": "center"}
 
@@ -182,6 +183,7 @@ def _validate(cfg: DataConfig) -> None:
         value = getattr(cfg, name)
         if not (isinstance(value, tuple) and len(value) == 3 and all(_is_number(x) for x in value)):
             raise _bad(name, value, "3 numbers (one per RGB channel)")
+    assert cfg.std is not None  # checked just above
     if min(cfg.std) <= 0:
         raise _bad("std", cfg.std, "3 positive numbers")
 

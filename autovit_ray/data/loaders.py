@@ -114,6 +114,7 @@ def _tensor_loader(cfg: DataConfig, data: ResolvedData, split: str, resolution: 
     indices = _part(getattr(data.splits, split), part)
     r = resolution or cfg.input_resolution
     augment = split == "train" and data.path == "batched"
+    assert cfg.mean is not None and cfg.std is not None  # DataConfig sets both on construction
     loader = TensorBatches(
         test_tensors if split == "test" else train_tensors, indices, cfg.batch_size, train=split == "train",
         augment=augment_config(cfg, r) if augment else None, resolution=r, mean=tuple(cfg.mean),
@@ -229,6 +230,7 @@ def build_loaders(cfg: DataConfig, resolution: int | None = None, world_rank: in
     loaders = {s: _split_loader(cfg, data, s, resolution, world_rank, world_size, device, None, prepared)
                for s in SPLITS if not (s == "train" and train is not None)}
     data_path = "ray-data" if train is not None else data.path
+    assert cfg.mean is not None and cfg.std is not None  # DataConfig sets both on construction
     return Loaders(
         train=train if train is not None else loaders.pop("train"), **loaders, num_classes=len(data.classes),
         classes=data.classes, mixup_fn=build_mixup(cfg, len(data.classes)), label_smoothing=cfg.label_smoothing,

@@ -41,7 +41,7 @@ def build_transform(cfg: DataConfig, train: bool, resolution: int | None = None)
     from torchvision import transforms
 
     r = resolution or cfg.input_resolution
-    common = dict(input_size=r, interpolation=cfg.interpolation, mean=cfg.mean, std=cfg.std)
+    common: dict[str, Any] = dict(input_size=r, interpolation=cfg.interpolation, mean=cfg.mean, std=cfg.std)
     if not train:
         return create_transform(is_training=False, crop_pct=cfg.eval_crop_pct, **common)
     if not _augments(cfg):
@@ -49,7 +49,8 @@ def build_transform(cfg: DataConfig, train: bool, resolution: int | None = None)
     try:  # (crop + flip, RandAugment, to tensor + normalise + erasing); timm's implied jitter left out
         primary, secondary, final = create_transform(
             is_training=True, scale=cfg.scale or cfg.defaults.scale, hflip=cfg.hflip,
-            auto_augment=cfg.auto_augment, re_prob=cfg.re_prob, re_mode="pixel", color_jitter=None,
+            auto_augment=cfg.auto_augment, re_prob=cfg.re_prob, re_mode="pixel",
+            color_jitter=None,  # type: ignore[arg-type]  # timm reads None as no jitter; its hint omits None
             separate=True, **common,
         )
     except (AssertionError, ValueError, KeyError) as e:
@@ -70,7 +71,7 @@ def train_ops(cfg: DataConfig, path: str, resolution: int | None = None) -> list
     if path == "batched":
         a = augment_config(cfg, resolution)
         crop = {"rrc": ("random-resized-crop", tuple(a.scale)), "pad": ("pad-crop", a.pad), "none": ("resize", None)}
-        ops = [crop[a.crop]] + ([("hflip", a.hflip)] if a.hflip > 0 else [])
+        ops: list[tuple[str, Any]] = [crop[a.crop]] + ([("hflip", a.hflip)] if a.hflip > 0 else [])
         ops += [("rand-augment", (a.rand_n, float(a.rand_m), float(a.rand_mstd)))] if a.rand_n > 0 else []
         ops += [("normalize", (_rounded(a.mean), _rounded(a.std)))]
         return ops + ([("erase", a.re_prob)] if a.re_prob > 0 else [])
@@ -78,7 +79,7 @@ def train_ops(cfg: DataConfig, path: str, resolution: int | None = None) -> list
         raise ValueError(f"train_ops: path {path!r} is not an augmenting path: expected 'timm' or 'batched'")
     from torchvision import transforms
 
-    ops: list[tuple[str, Any]] = []
+    ops = []
     for t in build_transform(cfg, train=True, resolution=resolution).transforms:
         kind = type(t).__name__
         if kind == "RandomResizedCropAndInterpolation":
@@ -119,7 +120,7 @@ class PadCrop:
     def __call__(self, img: Image.Image) -> Image.Image:
         r = self.resolution
         if img.size != (r, r):
-            img = img.resize((r, r), Image.BILINEAR)
+            img = img.resize((r, r), Image.Resampling.BILINEAR)
         return self.crop(img)
 
     def __repr__(self) -> str:
@@ -163,9 +164,11 @@ def augment_config(cfg: DataConfig, resolution: int | None = None) -> Any:
     from .augment import AugmentConfig
 
     n, m, mstd = parse_rand_augment(cfg.auto_augment)
+    mean, std = cfg.mean, cfg.std
+    assert mean is not None and len(mean) == 3 and std is not None and len(std) == 3  # DataConfig checks both
     return AugmentConfig(resolution=resolution or cfg.input_resolution, crop=cfg.train_crop,
                          scale=cfg.scale or cfg.defaults.scale, pad=cfg.pad, hflip=cfg.hflip, rand_n=n, rand_m=m, rand_mstd=mstd, re_prob=cfg.re_prob,
-                         mean=tuple(cfg.mean), std=tuple(cfg.std))
+                         mean=mean, std=std)
 
 
 def resize_batch(x: torch.Tensor, resolution: int) -> torch.Tensor:

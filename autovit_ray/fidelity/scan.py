@@ -89,7 +89,8 @@ def scan_supernet(checkpoint: Path, subnets: int, seed: int, lut: str | None, ca
     return {"checkpoint": str(checkpoint), "epochs_done": int(read_meta(checkpoint)["epoch"]),
             "sampler": config.train.sampler, "subnets": rows,
             "largest_minus_smallest": rows[0]["val_top1"] - rows[1]["val_top1"],
-            "random_span": max(random_top1) - min(random_top1), "span_paired": paired_difference(*hits),
+            "random_span": max(random_top1) - min(random_top1),
+            "span_paired": paired_difference(hits[0], hits[1]),  # largest vs smallest
             "calib_batches": calib_batches, "calib_size": data.calib_size, "seconds": time.time() - start}
 
 

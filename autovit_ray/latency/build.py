@@ -170,9 +170,12 @@ def build_resolution(space: SearchSpace, backend: LatencyBackend, resolution: in
     def isolated_rule(c: np.ndarray, m: np.ndarray) -> tuple[np.ndarray, float]:
         return fit_isolated(c, m, isolated)
 
+    def in_context_rule(lam: float) -> Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, float]]:
+        return lambda c, m: fit_in_context(c, m, isolated, lam)
+
     cv = {"isolated": cross_validate(isolated_rule, counts, measured, config.folds, config.seed)}
-    ridge_cv = {lam: cross_validate(lambda c, m, lam=lam: fit_in_context(c, m, isolated, lam), counts, measured,
-                                    config.folds, config.seed) for lam in RIDGE_GRID}
+    ridge_cv = {lam: cross_validate(in_context_rule(lam), counts, measured, config.folds, config.seed)
+                for lam in RIDGE_GRID}
     ridge = min(ridge_cv, key=ridge_cv.__getitem__)
     cv["in_context"] = ridge_cv[ridge]
     fits = {"isolated": fit_isolated(counts, measured, isolated),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from typing import cast
 
 import torch
 from torch import nn
@@ -15,7 +16,8 @@ from ..space import Arch, SearchSpace
 def _resolve(net: nn.Module, path: ModulePath) -> nn.Module:
     module = net
     for part in path:
-        module = module[part] if isinstance(part, int) else getattr(module, part)
+        # an int indexes a ModuleList (a network's stages, a stage's blocks or layers)
+        module = cast(nn.ModuleList, module)[part] if isinstance(part, int) else getattr(module, part)
     return module
 
 

@@ -148,11 +148,11 @@ class LatencyTable:
         method = self._check_method(method) if method else self.method
         cache = self._part_sums.setdefault(method, {})
         r = arch.resolution
-        part = (r, arch.stem_width, arch.mbconv_widths, arch.mbconv_depths)
-        hit = cache.get(part)
+        front = (r, arch.stem_width, arch.mbconv_widths, arch.mbconv_depths)
+        hit = cache.get(front)
         if hit is None:
             blocks = front_plan(self.space, r, arch.stem_width, arch.mbconv_widths, arch.mbconv_depths)
-            hit = cache[part] = (self._sum(blocks, method), blocks[-1].size_out, blocks[-1].out_width)
+            hit = cache[front] = (self._sum(blocks, method), blocks[-1].size_out, blocks[-1].out_width)
         total, size, cin = hit
         for i in range(len(arch.transformer_widths)):
             width = arch.transformer_widths[i]

@@ -13,6 +13,7 @@ import json
 import random
 import time
 from collections.abc import Callable, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,8 @@ from .measure import QuietGate, measure_samples, summarize
 Log = Callable[[str], None]
 
 
-def error_metrics(predicted: Sequence[float], measured: Sequence[float]) -> dict[str, float]:
+def error_metrics(predicted: Sequence[float] | np.ndarray,
+                  measured: Sequence[float] | np.ndarray) -> dict[str, float]:
     """MAPE (%), % of points within +-5% and +-10% of the measurement, Kendall tau."""
     p, m = np.asarray(predicted, dtype=float), np.asarray(measured, dtype=float)
     if p.shape != m.shape or p.ndim != 1 or p.size < 2:
@@ -47,7 +49,7 @@ def error_metrics(predicted: Sequence[float], measured: Sequence[float]) -> dict
 
 
 def validation_archs(space: SearchSpace, resolutions: Sequence[int], count: int, seed: int,
-                     exclude: set[str] = frozenset(), spread: bool = False) -> list[Arch]:
+                     exclude: AbstractSet[str] = frozenset(), spread: bool = False) -> list[Arch]:
     """`count` distinct random archs at the given resolutions, none of them in `exclude` (hashes
     of the table's reference archs). `spread`: instead of i.i.d. draws, take the smallest, the
     largest and archs evenly spaced in log-MACs in between (a ranking test over the whole range)."""
@@ -157,13 +159,13 @@ def measure_archs(archs: Sequence[Arch], space: SearchSpace, backend: LatencyBac
             log(f"  pass {p + 1}/{passes}: {len(archs)} subnets x {rounds} interleaved rounds x {repeats} repeats")
             samples = measure_samples(prepared, rounds, repeats, seed=seed * 1000 + p, gate=gate)
             keep = gate.quiet_rounds(rounds) if gate is not None else None
-            if gate is not None:
+            if keep is not None:  # = a gate
                 log(f"    kept {int(keep.sum())}/{rounds} quiet rounds")
             out.append(np.array([s.median_ms for s in summarize(samples, drift_correction, keep)]))
         return out
     finally:
-        for p in prepared:
-            p.close()
+        for model in prepared:
+            model.close()
 
 
 def validate_table(table: LatencyTable, backend: LatencyBackend, samples: int = 100, seed: int = 0,

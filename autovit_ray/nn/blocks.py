@@ -8,6 +8,8 @@ both run the same `forward`, a static subnet computes exactly what the supernet'
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import nn
 
@@ -37,6 +39,9 @@ class ConvBNAct(nn.Module):
 
 
 class DynamicConvBNAct(ConvBNAct, DynamicModule):
+    conv: DynamicConv2d
+    bn: DynamicBatchNorm2d
+
     def __init__(self, max_in: int, max_out: int, kernel_size: int, stride: int = 1,
                  depthwise: bool = False, act: bool = True, concat_parts: int = 1) -> None:
         super().__init__(DynamicConv2d(max_in, max_out, kernel_size, stride, depthwise, concat_parts),
@@ -93,6 +98,10 @@ class MBConv(nn.Module):
 
 
 class DynamicMBConv(MBConv, DynamicModule):
+    expand: DynamicConvBNAct | nn.Identity
+    depthwise: DynamicConvBNAct
+    project: DynamicConvBNAct
+
     def __init__(self, max_in: int, max_out: int, stride: int, expansion: int, kernel_size: int) -> None:
         hidden = max_in * expansion
         expand = DynamicConvBNAct(max_in, hidden, 1) if expansion != 1 else None
@@ -139,11 +148,12 @@ class DynamicMBConvStage(BlockSequence, DynamicModule):
         if depth > len(self.blocks):
             raise ValueError(f"stage depth {depth} exceeds the supernet's {len(self.blocks)}")
         for j, block in enumerate(self.blocks):
-            block.set_active(in_channels if j == 0 else width, width)
+            cast(DynamicMBConv, block).set_active(in_channels if j == 0 else width, width)
         self.depth = depth
 
     def get_active_subnet(self) -> BlockSequence:
-        return BlockSequence([block.get_active_subnet() for block in self.blocks[:self.depth]])
+        return BlockSequence([cast(DynamicMBConv, block).get_active_subnet()
+                              for block in self.blocks[:self.depth]])
 
 
 # --------------------------------------------------------------------------------------------
@@ -193,6 +203,9 @@ class TransformerLayer(nn.Module):
 
 
 class DynamicTransformerLayer(TransformerLayer, DynamicModule):
+    norm1: DynamicLayerNorm
+    norm2: DynamicLayerNorm
+
     def __init__(self, max_width: int, max_heads: int, head_dim: int, max_mlp_ratio: float) -> None:
         max_hidden = round(max_width * max_mlp_ratio)
         attn = Attention(DynamicQKVLinear(max_width, max_heads, head_dim),
@@ -200,21 +213,29 @@ class DynamicTransformerLayer(TransformerLayer, DynamicModule):
         mlp = MLP(DynamicLinear(max_width, max_hidden), DynamicLinear(max_hidden, max_width))
         super().__init__(DynamicLayerNorm(max_width), attn, DynamicLayerNorm(max_width), mlp)
 
+    def _linears(self) -> tuple[DynamicQKVLinear, DynamicLinear, DynamicLinear, DynamicLinear]:
+        """qkv, proj, fc1, fc2: the dynamic ops `__init__` put in `attn` and `mlp` (typed there as
+        plain modules, since the static layer holds nn.Linear)."""
+        return (cast(DynamicQKVLinear, self.attn.qkv), cast(DynamicLinear, self.attn.proj),
+                cast(DynamicLinear, self.mlp.fc1), cast(DynamicLinear, self.mlp.fc2))
+
     def set_active(self, width: int, heads: int, mlp_ratio: float) -> None:
         hidden = round(width * mlp_ratio)
         qkv_width = heads * self.attn.head_dim
+        qkv, proj, fc1, fc2 = self._linears()
         self.norm1.set_active(width)
-        self.attn.qkv.set_active_heads(width, heads)
-        self.attn.proj.set_active(qkv_width, width)
+        qkv.set_active_heads(width, heads)
+        proj.set_active(qkv_width, width)
         self.attn.num_heads = heads
         self.norm2.set_active(width)
-        self.mlp.fc1.set_active(width, hidden)
-        self.mlp.fc2.set_active(hidden, width)
+        fc1.set_active(width, hidden)
+        fc2.set_active(hidden, width)
 
     def get_active_subnet(self) -> TransformerLayer:
-        attn = Attention(self.attn.qkv.get_active_subnet(), self.attn.proj.get_active_subnet(),
+        qkv, proj, fc1, fc2 = self._linears()
+        attn = Attention(qkv.get_active_subnet(), proj.get_active_subnet(),
                          self.attn.num_heads, self.attn.head_dim)
-        mlp = MLP(self.mlp.fc1.get_active_subnet(), self.mlp.fc2.get_active_subnet())
+        mlp = MLP(fc1.get_active_subnet(), fc2.get_active_subnet())
         return TransformerLayer(self.norm1.get_active_subnet(), attn, self.norm2.get_active_subnet(), mlp)
 
 
@@ -275,6 +296,12 @@ class MobileViTBlock(nn.Module):
 
 
 class DynamicMobileViTBlock(MobileViTBlock, DynamicModule):
+    local: DynamicConvBNAct
+    to_tokens: DynamicConv2d
+    norm: DynamicLayerNorm
+    from_tokens: DynamicConvBNAct
+    fuse: DynamicConvBNAct
+
     def __init__(self, max_width: int, max_depth: int, max_heads: int, head_dim: int, max_mlp_ratio: float,
                  kernel_size: int, fuse_kernel: int, patch_size: int) -> None:
         super().__init__(
@@ -293,7 +320,7 @@ class DynamicMobileViTBlock(MobileViTBlock, DynamicModule):
         self.local.set_active(width, width)
         self.to_tokens.set_active(width, width)
         for layer in self.layers:
-            layer.set_active(width, heads, mlp_ratio)
+            cast(DynamicTransformerLayer, layer).set_active(width, heads, mlp_ratio)
         self.depth = depth
         self.norm.set_active(width)
         self.from_tokens.set_active(width, width)
@@ -301,7 +328,8 @@ class DynamicMobileViTBlock(MobileViTBlock, DynamicModule):
 
     def get_active_subnet(self) -> MobileViTBlock:
         return MobileViTBlock(self.local.get_active_subnet(), self.to_tokens.get_active_subnet(),
-                              [layer.get_active_subnet() for layer in self.layers[:self.depth]],
+                              [cast(DynamicTransformerLayer, layer).get_active_subnet()
+                               for layer in self.layers[:self.depth]],
                               self.norm.get_active_subnet(), self.from_tokens.get_active_subnet(),
                               self.fuse.get_active_subnet(), self.patch_size)
 
@@ -318,6 +346,9 @@ class TransformerStage(nn.Module):
 
 
 class DynamicTransformerStage(TransformerStage, DynamicModule):
+    transition: DynamicMBConv
+    block: DynamicMobileViTBlock
+
     def __init__(self, max_in: int, max_width: int, max_depth: int, max_heads: int, head_dim: int,
                  max_mlp_ratio: float, stride: int, expansion: int, kernel_size: int, fuse_kernel: int,
                  patch_size: int) -> None:
@@ -350,7 +381,7 @@ class MBPoolHead(nn.Module):
     @property
     def num_features(self) -> int:
         """Width of the pooled features the classifier reads."""
-        return self.expand.conv.out_channels
+        return cast(nn.Conv2d, self.expand.conv).out_channels  # the static head's ConvBNAct holds a Conv2d
 
     def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = self.dropout(self.expand(x).mean(dim=(2, 3)))  # [B, C, H, W] -> [B, C]
@@ -358,6 +389,9 @@ class MBPoolHead(nn.Module):
 
 
 class DynamicMBPoolHead(MBPoolHead, DynamicModule):
+    expand: DynamicConvBNAct
+    classifier: DynamicLinear
+
     def __init__(self, max_in: int, expansion: int, num_classes: int, drop_rate: float = 0.0) -> None:
         super().__init__(DynamicConvBNAct(max_in, max_in * expansion, 1),
                          DynamicLinear(max_in * expansion, num_classes), drop_rate)

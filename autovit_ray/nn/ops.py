@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -103,8 +104,11 @@ class DynamicNorm(DynamicOp):
     """A norm over the leading `active` of its `max_features` features: weight and bias are cut alike."""
 
     kind = "norm"  # what a width error calls it
-    max_features: int
     active: int
+
+    if TYPE_CHECKING:  # read-only: a property on BatchNorm (its num_features), an attribute on LayerNorm
+        @property
+        def max_features(self) -> int: ...
 
     def set_active(self, num_features: int) -> None:
         if num_features > self.max_features:
@@ -134,6 +138,7 @@ class DynamicBatchNorm2d(nn.BatchNorm2d, DynamicNorm):
         # Same momentum logic as nn.BatchNorm2d (momentum=None means a cumulative average).
         factor = 0.0 if self.momentum is None else self.momentum
         if self.training and self.track_running_stats:
+            assert self.num_batches_tracked is not None  # BatchNorm registers it when tracking stats
             self.num_batches_tracked.add_(1)
             factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
         use_batch_stats = self.training or self.running_mean is None
@@ -145,6 +150,11 @@ class DynamicBatchNorm2d(nn.BatchNorm2d, DynamicNorm):
     def get_active_subnet(self) -> nn.BatchNorm2d:
         c = self.active
         bn = nn.BatchNorm2d(c, eps=self.eps, momentum=self.momentum)
+        # Both track running statistics (BatchNorm2d's default), so their buffers exist.
+        assert self.running_mean is not None and self.running_var is not None
+        assert self.num_batches_tracked is not None
+        assert bn.running_mean is not None and bn.running_var is not None
+        assert bn.num_batches_tracked is not None
         bn.weight.data.copy_(self.weight[:c])
         bn.bias.data.copy_(self.bias[:c])
         bn.running_mean.copy_(self.running_mean[:c])
@@ -177,7 +187,7 @@ class DynamicLinear(DynamicOp):
         return bias[:self.active_out]
 
     def _active_slices(self) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
-        slices = {"weight": self._cut_weight}
+        slices: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"weight": self._cut_weight}
         if self.bias is not None:
             slices["bias"] = self._cut_bias
         return slices
@@ -195,7 +205,7 @@ class DynamicLinear(DynamicOp):
         linear = nn.Linear(self.active_in, self.active_out, bias=self.bias is not None)
         linear.weight.data.copy_(self.active_weight())
         if self.bias is not None:
-            linear.bias.data.copy_(self.active_bias())
+            linear.bias.data.copy_(self._cut_bias(self.bias))  # = self.active_bias(), not None here
         return linear
 
 
@@ -232,6 +242,7 @@ class DynamicLayerNorm(DynamicNorm):
     """LayerNorm over the leading `active` features."""
 
     kind = "LayerNorm"
+    max_features: int
 
     def __init__(self, max_features: int, eps: float = 1e-5) -> None:
         super().__init__()

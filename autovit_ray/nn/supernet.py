@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -26,7 +27,10 @@ class AutoViTNet(nn.Module):
     timm's model contract: `forward_features` (the last feature map), `forward_head(x,
     pre_logits=True)` (the pooled `[B, num_features]` vector), `reset_classifier`, `num_features`."""
 
-    def __init__(self, stem: nn.Module, stages: list[nn.Module], head: nn.Module) -> None:
+    arch: Arch  # set on an extracted or created subnet (`get_active_subnet`, `models.create_subnet`)
+    pretrained_cfg: dict[str, Any]  # timm's, set by `models.autovit`
+
+    def __init__(self, stem: nn.Module, stages: list[nn.Module], head: MBPoolHead) -> None:
         super().__init__()
         self.stem = stem
         self.stages = nn.ModuleList(stages)
@@ -82,6 +86,9 @@ class Supernet(AutoViTNet, DynamicModule):
     plain `AutoViTNet` with copied weights (no dynamic module inside).
     """
 
+    stem: DynamicConvBNAct
+    head: DynamicMBPoolHead
+
     def __init__(self, space: SearchSpace, num_classes: int, drop_rate: float = 0.0) -> None:
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
@@ -119,10 +126,11 @@ class Supernet(AutoViTNet, DynamicModule):
         becomes the active subnet. Keeps the supernet's train/eval mode."""
         if arch is not None:
             self.set_active(arch)
-        stages = [stage.get_active_subnet() for stage in self.stages[:self.num_active_stages]]
+        stages = [cast(DynamicModule, stage).get_active_subnet()
+                  for stage in self.stages[:self.num_active_stages]]
         net = AutoViTNet(self.stem.get_active_subnet(), stages, self.head.get_active_subnet())
         net.num_classes = self.num_classes
-        net.arch = self.active_arch  # type: ignore[assignment]  # plain attribute for callers
+        net.arch = self.active_arch
         return net.train(self.training)
 
     def active_masks(self) -> dict[str, torch.Tensor]:

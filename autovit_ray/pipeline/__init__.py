@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..adapters import connect_ray, default_tracking_uri
 from ..config import packaged_configs
@@ -71,22 +71,42 @@ PER_SEARCH_FIELDS = ("name", "checkpoint", "supernet", "lut", "output_dir", "mlf
 # Rules that only set the budgets: a search's fingerprint holds the budgets they give, not the rules (so
 # the fingerprints of searches made before these fields existed hold).
 BUDGET_FACTORS = ("latency_budget_factor", "params_budget_factor")
-SearchStage = dataclasses.make_dataclass(
-    "SearchStage",
-    [*((f.name, "str | float | None" if f.name == "params_budget" else f.type, field(default=f.default))
-       for f in dataclasses.fields(SearchConfig) if f.name not in PER_SEARCH_FIELDS),
-     ("auto_quantile", "float", field(default=0.5)),
-     ("latency_budget_reference", "str | None", field(default=None)),
-     ("latency_budget_factor", "float", field(default=1.0)),
-     ("params_budget_factor", "float | None", field(default=None)),
-     ("budget_s", "float", field(default=3600.0))],
-    frozen=True, namespace={"__doc__": "The pipeline's search settings: SearchConfig's shared fields, "
-                                       "auto_quantile, latency_budget_reference (a timm model whose measured "
-                                       "latency, times latency_budget_factor, is the latency budget), "
-                                       "params_budget_factor (the params budget as a multiple of that "
-                                       "reference's parameters) and budget_s (params_budget may be a count "
-                                       "like '1.8M')."})
-SearchStage.__module__ = __name__
+if TYPE_CHECKING:
+    class SearchStage:
+        """The class `make_dataclass` builds below, as mypy sees it (it cannot see fields made at run
+        time): the fields the pipeline reads by name, typed as in SearchConfig and the list below."""
+
+        seed: int
+        strategy: str
+        evaluators: int
+        cpus_per_evaluator: float | None
+        gpus_per_evaluator: float
+        concurrent_trials: int | None
+        params_budget: str | float | None
+        latency_budget_ms: float | None
+        auto_quantile: float
+        latency_budget_reference: str | None
+        latency_budget_factor: float
+        params_budget_factor: float | None
+        budget_s: float
+
+        def __init__(self, **fields: Any) -> None: ...
+else:
+    SearchStage = dataclasses.make_dataclass(
+        "SearchStage",
+        [*((f.name, "str | float | None" if f.name == "params_budget" else f.type, field(default=f.default))
+           for f in dataclasses.fields(SearchConfig) if f.name not in PER_SEARCH_FIELDS),
+         ("auto_quantile", "float", field(default=0.5)),
+         ("latency_budget_reference", "str | None", field(default=None)),
+         ("latency_budget_factor", "float", field(default=1.0)),
+         ("params_budget_factor", "float | None", field(default=None)),
+         ("budget_s", "float", field(default=3600.0))],
+        frozen=True, namespace={"__doc__": (
+            "The pipeline's search settings: SearchConfig's shared fields, auto_quantile, "
+            "latency_budget_reference (a timm model whose measured latency, times latency_budget_factor, is "
+            "the latency budget), params_budget_factor (the params budget as a multiple of that reference's "
+            "parameters) and budget_s (params_budget may be a count like '1.8M').")})
+    SearchStage.__module__ = __name__
 
 
 @dataclass(frozen=True)
@@ -444,7 +464,7 @@ class Pipeline:
         self.outputs["luts"] = luts
         return _combine(statuses)
 
-    def auto_budgets(self, space: Any, lut: Path | None, num_classes: int) -> tuple[float | None, float | None]:
+    def auto_budgets(self, space: Any, lut: Path | None, num_classes: int) -> tuple[float, float | None]:
         """(params, latency ms) budgets: the configured ones; else the latency of
         `latency_budget_reference` in table ms; else the auto_quantile of random archs."""
         from ..latency import LatencyTable
@@ -472,6 +492,7 @@ class Pipeline:
         """The parameters of `search.latency_budget_reference`, built as the comparison builds it."""
         from ..training.reference import build_reference
 
+        assert self.cfg.search.latency_budget_reference is not None  # the factor needs it (PipelineConfig)
         model, _ = build_reference(self.cfg.search.latency_budget_reference, num_classes,
                                    tuple(space.input_profile.strides))
         return sum(p.numel() for p in model.parameters())
@@ -482,6 +503,7 @@ class Pipeline:
         from ..compare import reference_latency_budget
 
         reference = self.cfg.search.latency_budget_reference
+        assert reference is not None  # called only when the search section names one
         fp = fingerprint("budget", reference, file_digest(lut), num_classes)
         record = self._reusable("budget", space.name, fp)
         if record is not None:
@@ -515,6 +537,7 @@ class Pipeline:
 
         s = self.cfg.search
         statuses, results = [], {}
+        lut: Path | None  # None: no latency table, a parameter budget only
         for name, space in self.spaces().items():
             checkpoint = self.checkpoint(name)
             record = read_record(checkpoint)
@@ -638,6 +661,7 @@ class Pipeline:
             if not trained.finished(cfg.train.epochs):
                 raise PipelineError(f"retrain {name}: training {arch} stand-alone failed: "
                                     f"{trained.first_error_line()}")
+            assert trained.checkpoint is not None  # finished: it has its last epoch's checkpoint
             checkpoints[name] = trained.checkpoint
             self._save_record("retrain", name, fp, {"search": search, "arch": arch.to_json(),
                                                     "checkpoint": trained.checkpoint})

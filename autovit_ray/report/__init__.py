@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import html
 import io
 import json
@@ -258,7 +259,8 @@ def latency_tables(exp: Path, log: Log) -> str:
         return path.stem, table.backend, table.device_id, len(refs), mape, measured, predicted
 
     # Each table on its own: a corrupt one must not hide the others.
-    loaded = [_section(log, f"latency table {path.stem}", path, lambda path=path: load(path)) for path in paths]
+    loaded = [_section(log, f"latency table {path.stem}", path, functools.partial(load, path))
+              for path in paths]
     parts = [item for item in loaded if isinstance(item, _Failed)]
     tables = [item for item in loaded if not isinstance(item, _Failed)]
     if not tables:
@@ -312,8 +314,8 @@ def searches(exp: Path, compare_rows: Sequence[dict[str, Any]], log: Log) -> str
     if not dirs:
         raise Missing(f"searches: no search/<name>/ in {exp}")
     # One section per search: a malformed results.json must not hide the other searches.
-    return "".join(_section(log, f"search {f.name}", f / SEARCH_RESULTS, lambda f=f: search_plot(exp, f, compare_rows))
-                   for f in dirs)
+    return "".join(_section(log, f"search {f.name}", f / SEARCH_RESULTS,
+                            functools.partial(search_plot, exp, f, compare_rows)) for f in dirs)
 
 
 def search_plot(exp: Path, folder: Path, compare_rows: Sequence[dict[str, Any]]) -> str:
@@ -325,8 +327,10 @@ def search_plot(exp: Path, folder: Path, compare_rows: Sequence[dict[str, Any]])
     points, best = [e for e in report.evaluated if _num(e.fitness) is not None], report.best
     # A search without a latency table records no latencies: then parameters are the cost axis.
     by_latency = bool(points) and all(_num(e.latency) is not None for e in points)
-    xs = [e.latency if by_latency else e.params / 1e6 for e in points]
-    ys = [e.fitness for e in points]
+    # (the `is not None` filters drop nothing: every point has a fitness, and a latency when by_latency)
+    xs = ([e.latency for e in points if e.latency is not None] if by_latency
+          else [e.params / 1e6 for e in points])
+    ys = [e.fitness for e in points if e.fitness is not None]
     front = sorted(pareto_front([(-y, x) for x, y in zip(xs, ys)]), key=lambda i: xs[i])
     fig, (ax,) = _figure(1, 6.0)
     ax.scatter(xs, ys, s=10, color="0.6", label=f"{len(points)} candidates")

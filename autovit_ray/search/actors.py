@@ -112,8 +112,10 @@ class EvaluatorPool:
             raise ValueError(f"the search needs at least one evaluator actor, got --evaluators {num_evaluators!r}")
         self.actors = [
             # SPREAD: on a multi-node cluster the replicas go to different nodes (best effort).
-            EvaluatorActor.options(num_cpus=cpus_per_evaluator, num_gpus=gpus_per_evaluator,
-                                   scheduling_strategy=scheduling_strategy).remote(
+            # (Ray's stubs type the decorated class as the plain class, which has no `.options`)
+            EvaluatorActor.options(  # type: ignore[attr-defined]
+                num_cpus=cpus_per_evaluator, num_gpus=gpus_per_evaluator,
+                scheduling_strategy=scheduling_strategy).remote(
                 str(checkpoint), str(lut) if lut else None, asdict(settings or EvalSettings()), dict(data_overrides or {}),
                 threads_per_evaluator)
             for _ in range(num_evaluators)]

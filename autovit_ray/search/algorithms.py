@@ -28,6 +28,7 @@ factory `(space, costs, settings) -> SearchStrategy`; `register_strategy` adds o
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import json
 import logging
@@ -269,9 +270,9 @@ class SearchStrategy:
         entry = self._in_flight.pop(arch.arch_hash, None)
         if entry is None:
             raise ValueError(f"{arch} ({arch.arch_hash}) was not asked, or was already told")
-        ok = fitness is not None and math.isfinite(fitness)
+        value = float(fitness) if fitness is not None and math.isfinite(fitness) else None  # None: failed
         cost = self.costs.cost(arch)
-        record = Evaluation(arch, float(fitness) if ok else None, cost.params, cost.latency, entry[1])
+        record = Evaluation(arch, value, cost.params, cost.latency, entry[1])
         self.history.append(record)
         return record
 
@@ -388,8 +389,8 @@ class SearchStrategy:
                              f"{STATE_FORMAT_VERSION}; it was written by another version")
         mine = json.loads(json.dumps(self.settings()))
         theirs = dict(state["settings"])
-        theirs["kind"] = LEGACY_KINDS.get(theirs.get("kind"), theirs.get("kind"))
-        theirs["selection"] = RENAMED_SELECTIONS.get(theirs.get("selection"), theirs.get("selection"))
+        theirs["kind"] = _renamed(LEGACY_KINDS, theirs.get("kind"))
+        theirs["selection"] = _renamed(RENAMED_SELECTIONS, theirs.get("selection"))
         if theirs != mine:
             diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
             raise ValueError(f"search state was saved with other settings: {diff} differ "
@@ -531,7 +532,7 @@ class EvolutionSearch(SearchStrategy):
                                                                            self._mutation_child]
                 child = None
                 for make in makers:
-                    child = child or self._first_accepted(lambda make=make: make(parents),
+                    child = child or self._first_accepted(functools.partial(make, parents),
                                                           cfg.max_tries_per_child)
                 child = child or self._sample_new(cfg.max_tries_per_child)
             if child is None:
@@ -632,8 +633,9 @@ class CoarseToFineSearch(EvolutionSearch):
         tries = self.config.max_tries_per_child
         for i in range(size - len(population)):
             skeleton = self.skeletons[i % len(self.skeletons)]
-            child = self._first_accepted(lambda s=skeleton: self.space.mutate(
-                s, self.rng, self.config.p_depth, self.config.p_block), tries) or self._sample_new(tries)
+            child = self._first_accepted(functools.partial(
+                self.space.mutate, skeleton, self.rng, self.config.p_depth, self.config.p_block),
+                tries) or self._sample_new(tries)
             if child is None:
                 break
             population.append(child)
@@ -653,6 +655,12 @@ class CoarseToFineSearch(EvolutionSearch):
 LEGACY_KINDS = {"coarse_to_fine": CoarseToFineSearch.kind}
 
 
+def _renamed(renames: dict[str, str], name: Any) -> Any:
+    """Today's spelling of a setting read from a saved state (`name` as it is when not renamed;
+    None for a setting the state lacks)."""
+    return renames.get(name, name)
+
+
 # --------------------------------------------------------------------------------------------
 # The registry: a strategy by name
 # --------------------------------------------------------------------------------------------
@@ -661,13 +669,22 @@ LEGACY_KINDS = {"coarse_to_fine": CoarseToFineSearch.kind}
 class StrategySettings(Protocol):
     """What a strategy factory reads of a search's settings; `SearchConfig` has these (and more)."""
 
-    population: int
-    generations: int
-    parents: int
-    coarse_samples: int
-    skeletons: int
-    max_evaluations: int | None  # None: population x generations
-    seed: int
+    # read-only properties: a frozen dataclass (SearchConfig) has them too
+
+    @property
+    def population(self) -> int: ...
+    @property
+    def generations(self) -> int: ...
+    @property
+    def parents(self) -> int: ...
+    @property
+    def coarse_samples(self) -> int: ...
+    @property
+    def skeletons(self) -> int: ...
+    @property
+    def max_evaluations(self) -> int | None: ...  # None: population x generations
+    @property
+    def seed(self) -> int: ...
 
 
 StrategyFactory = Callable[[SearchSpace, CostModel, StrategySettings], SearchStrategy]

@@ -9,7 +9,7 @@ import argparse
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 from ..config import build_dataclass, coerce, type_hints
 from .algorithms import STRATEGIES
@@ -87,6 +87,10 @@ class SearchConfig:
     def with_absolute_paths(self) -> SearchConfig:
         """The same search with its file paths absolute. Tune runs each trial in a folder of its own and
         actors may start elsewhere: a path relative to the caller's directory must not travel."""
+        @overload
+        def absolute(path: str) -> str: ...
+        @overload
+        def absolute(path: str | None) -> str | None: ...
         def absolute(path: str | None) -> str | None:
             return None if path is None else str(Path(path).expanduser().resolve())
 
@@ -141,7 +145,7 @@ def flag(field_name: str) -> str:
     return "--" + field_name.replace("_", "-")
 
 
-DEFAULTS = {f.name: f.default for f in dataclasses.fields(SearchConfig)}
+DEFAULTS: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(SearchConfig)}
 
 # Fields that change neither which candidates a search proposes nor what their evaluations give: left
 # out of its identity (`autovit_ray.search.driver.search_identity`). Paths (`checkpoint`, `lut`,

@@ -234,6 +234,7 @@ def _run_started(cfg: SearchConfig, tracker: Any, strategy: SearchStrategy, reco
     plan = plan_search(cfg, cluster)
     placement.check_fits(plan, cluster)  # before any actor starts
     evaluators = plan.evaluators
+    assert evaluators is not None  # plan_search plans the evaluators
     pool = EvaluatorPool(str(record.directory), evaluators.count, cfg.lut, settings, data_overrides, evaluators.cpus,
                          cfg.threads_per_evaluator, cache=cache, timeout_s=cfg.eval_timeout_s,
                          gpus_per_evaluator=evaluators.gpus, timing_arch=strategy.space.largest())

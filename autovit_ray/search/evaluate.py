@@ -23,7 +23,7 @@ import torch
 
 from ..data import DataConfig, build_loader
 from ..evaluation import calibrated_subnet, evaluate
-from ..nn import Supernet
+from ..nn import FewShotSupernet, Supernet
 from ..plan import count_macs, count_params
 from ..space import Arch, SearchSpace
 
@@ -51,7 +51,7 @@ class EvalSettings:
 class SubnetEvaluator:
     """Holds one supernet replica and its data; `evaluate(arch)` returns a metrics dict."""
 
-    def __init__(self, supernet: Supernet, space: SearchSpace, data: DataConfig,
+    def __init__(self, supernet: Supernet | FewShotSupernet, space: SearchSpace, data: DataConfig,
                  settings: EvalSettings | None = None,
                  latency_fn: Callable[[Arch], float] | None = None, num_threads: int | None = None,
                  device: str = "cpu") -> None:

@@ -11,12 +11,13 @@ another search's candidates as its own.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlflow.entities import Metric, Param
 from ray.tune import Callback
@@ -25,6 +26,9 @@ from ..adapters import mlflow_client, retry_locked
 from ..space import Arch
 from ..tracking import experiment_id
 from .algorithms import Evaluation
+
+if TYPE_CHECKING:
+    from ray.tune.stopper import Stopper
 
 SEARCH_EXPERIMENT = "autovit-search"
 
@@ -84,7 +88,7 @@ class SearchTracker:
         complete = [run for run in children if run.info.status == "FINISHED"]
         for run in children:
             if run.info.status != "FINISHED":
-                retry_locked(lambda run=run: self.client.delete_run(run.info.run_id))
+                retry_locked(functools.partial(self.client.delete_run, run.info.run_id))
         self.logged = {run.data.tags.get("arch_hash", "") for run in complete}
         return complete
 
@@ -166,7 +170,8 @@ class CandidateRuns(Callback):
     def __init__(self, tracker: SearchTracker) -> None:
         self.tracker = tracker
 
-    def setup(self, **info: Any) -> None:
+    def setup(self, stop: Stopper | None = None, num_samples: int | None = None,
+              total_num_samples: int | None = None, **info: Any) -> None:
         if self.tracker.parent_id:
             self.tracker.read_children()
 
@@ -192,13 +197,22 @@ def plot_front(history: list[Evaluation], front: list[Evaluation], path: Path) -
     ok = [e for e in history if e.ok]
     use_latency = all(e.latency is not None for e in ok)
 
+    # `front` is a subset of the successful evaluations `ok`: each has a fitness, and a latency when
+    # `use_latency`
     def x(e: Evaluation) -> float:
-        return float(e.latency) if use_latency else e.params / 1e6
+        if use_latency:
+            assert e.latency is not None
+            return float(e.latency)
+        return e.params / 1e6
+
+    def y(e: Evaluation) -> float:
+        assert e.fitness is not None
+        return e.fitness
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.scatter([x(e) for e in ok], [e.fitness for e in ok], s=10, alpha=0.5, label="candidates")
+    ax.scatter([x(e) for e in ok], [y(e) for e in ok], s=10, alpha=0.5, label="candidates")
     front_sorted = sorted(front, key=x)
-    ax.plot([x(e) for e in front_sorted], [e.fitness for e in front_sorted], "r.-", label="Pareto front")
+    ax.plot([x(e) for e in front_sorted], [y(e) for e in front_sorted], "r.-", label="Pareto front")
     ax.set_xlabel("predicted latency (ms)" if use_latency else "parameters (M)")
     ax.set_ylabel("validation top-1 (%)")
     ax.legend()

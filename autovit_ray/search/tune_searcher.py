@@ -31,15 +31,18 @@ import logging
 import math
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ray.tune import Callback
 from ray.tune.search import Searcher
 
 from autovit_ray.io import atomic_write_text
 from autovit_ray.progress import Eta
-from autovit_ray.search.algorithms import SearchStrategy
+from autovit_ray.search.algorithms import Evaluation, SearchStrategy
 from autovit_ray.space import Arch
+
+if TYPE_CHECKING:
+    from ray.tune.stopper import Stopper
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +89,8 @@ class AutoViTSearcher(Searcher):
             self._mode = mode
         return True
 
-    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+    # Ray's hint omits the `Searcher.FINISHED` (a str) that its docs tell `suggest` to return when done
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:  # type: ignore[override]
         start = time.perf_counter()
         try:
             if self.strategy.exhausted:
@@ -176,7 +180,8 @@ class SearchProgress(Callback):
         # Tune, and that restored work is not this run's rate
         self.eta: Eta | None = None
 
-    def setup(self, **info: Any) -> None:
+    def setup(self, stop: Stopper | None = None, num_samples: int | None = None,
+              total_num_samples: int | None = None, **info: Any) -> None:
         self.eta = None  # this run's rate, also after a restore
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -184,7 +189,11 @@ class SearchProgress(Callback):
         done = len(strategy.history)
         if self.eta is None:
             self.eta = Eta(total=strategy.max_evaluations, done=max(0, done - 1), unit="candidate")
-        best = max((e for e in strategy.history if e.ok), key=lambda e: e.fitness, default=None)
+        def fitness(e: Evaluation) -> float:
+            assert e.fitness is not None  # only successful evaluations are compared
+            return e.fitness
+
+        best = max((e for e in strategy.history if e.ok), key=fitness, default=None)
         best_text = f"best val top-1 {best.fitness:.2f} ({best.arch})" if best else "no result yet"
         print(f"[{self.name}] {done}/{strategy.max_evaluations} evaluated, generation {strategy.generation}, "
               f"{best_text} ({self.eta.phrase(done)})", flush=True)

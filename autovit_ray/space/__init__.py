@@ -234,6 +234,9 @@ class TransformerStageChoices:
     kind: str = DEFAULT_STAGE_KINDS["transformer"]
 
 
+_StageChoices = MBConvStageChoices | TransformerStageChoices
+
+
 @dataclass(frozen=True)
 class FixedChoices:
     """Choices the paper fixes: they are not searched but change the network."""
@@ -301,8 +304,9 @@ class SearchSpace:
             if not values or any(v <= 0 for v in values) or len(set(values)) != len(values):
                 raise ValueError(f"{where}: {label} must be a non-empty list of distinct positive "
                                  f"numbers, got {list(values)}")
-        for slot, label, stages in (("conv", "mbconv", self.mbconv_stages),
-                                    ("transformer", "transformer", self.transformer_stages)):
+        slots: tuple[tuple[str, str, Sequence[_StageChoices]], ...] = (
+            ("conv", "mbconv", self.mbconv_stages), ("transformer", "transformer", self.transformer_stages))
+        for slot, label, stages in slots:
             for i, stage in enumerate(stages, start=1):
                 try:
                     kind = stage_kind(stage.kind, slot)
@@ -362,7 +366,8 @@ class SearchSpace:
     def to_dict(self) -> dict[str, Any]:
         """Everything that defines the networks of this space (JSON-safe), and the modules that register
         its block kinds when they are not built in (`block_kind_modules`, only then)."""
-        modules = kind_modules(s.kind for s in (*self.mbconv_stages, *self.transformer_stages))
+        stages: tuple[_StageChoices, ...] = (*self.mbconv_stages, *self.transformer_stages)
+        modules = kind_modules(s.kind for s in stages)
         return {
             "format_version": SPACE_FORMAT_VERSION,
             "name": self.name,
@@ -441,9 +446,9 @@ class SearchSpace:
         _check_choice("resolution", arch.resolution, self.input_profile.resolutions,
                       f" (input profile {self.input_profile.name!r})")
         _check_choice("stem_width", arch.stem_width, self.stem_widths)
-        for i, stage in enumerate(self.mbconv_stages):
-            _check_choice(f"mbconv_widths[{i}]", arch.mbconv_widths[i], stage.widths)
-            _check_choice(f"mbconv_depths[{i}]", arch.mbconv_depths[i], stage.depths)
+        for i, mb in enumerate(self.mbconv_stages):
+            _check_choice(f"mbconv_widths[{i}]", arch.mbconv_widths[i], mb.widths)
+            _check_choice(f"mbconv_depths[{i}]", arch.mbconv_depths[i], mb.depths)
         _check_choice("num_transformer_stages", arch.num_transformer_stages, self.num_transformer_stages)
         widths = arch.transformer_widths
         for i in range(1, len(widths)):
@@ -495,9 +500,9 @@ class SearchSpace:
         resolution = rng.choice(self.input_profile.resolutions)
         stem = rng.choice(self.stem_widths)
         mb_widths, mb_depths = [], []
-        for s in self.mbconv_stages:
-            mb_widths.append(rng.choice(s.widths))
-            mb_depths.append(rng.choice(s.depths))
+        for mb in self.mbconv_stages:
+            mb_widths.append(rng.choice(mb.widths))
+            mb_depths.append(rng.choice(mb.depths))
         widths, depths, heads, ratios = [], [], [], []
         for s in stages:
             widths.append(rng.choice(s.widths))
@@ -516,9 +521,9 @@ class SearchSpace:
         d = _mutable_fields(arch)
         if rng.random() < p_depth:
             d["n"] = rng.choice(self.num_transformer_stages)
-        for i, s in enumerate(self.mbconv_stages):
+        for i, mb in enumerate(self.mbconv_stages):
             if rng.random() < p_depth:
-                d["mb_depths"][i] = rng.choice(s.depths)
+                d["mb_depths"][i] = rng.choice(mb.depths)
         for i, s in enumerate(self.transformer_stages[:d["n"]]):
             if i >= arch.num_transformer_stages:  # a new stage: draw all of its choices
                 d["widths"].append(rng.choice(s.widths))
@@ -531,9 +536,9 @@ class SearchSpace:
             d["resolution"] = rng.choice(self.input_profile.resolutions)
         if rng.random() < p_block:
             d["stem"] = rng.choice(self.stem_widths)
-        for i, s in enumerate(self.mbconv_stages):
+        for i, mb in enumerate(self.mbconv_stages):
             if rng.random() < p_block:
-                d["mb_widths"][i] = rng.choice(s.widths)
+                d["mb_widths"][i] = rng.choice(mb.widths)
         for i, s in enumerate(self.transformer_stages[:min(d["n"], arch.num_transformer_stages)]):
             if rng.random() < p_block:
                 d["widths"][i] = rng.choice(s.widths)

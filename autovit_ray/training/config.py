@@ -346,10 +346,14 @@ def describe_fields() -> str:
         hints = type_hints(cls)
         for f in dataclasses.fields(cls):
             tp = hints[f.name]
-            if dataclasses.is_dataclass(tp):
+            if isinstance(tp, type) and dataclasses.is_dataclass(tp):  # a hint is a class, never an instance
                 walk(tp, f"{prefix}{f.name}.")
                 continue
-            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+            if f.default is not dataclasses.MISSING:
+                default = f.default
+            else:
+                assert f.default_factory is not dataclasses.MISSING  # every config field has a default
+                default = f.default_factory()
             doc = f.metadata.get("doc", "")
             if cls is DataConfig:
                 doc = doc or "see autovit_ray.data.DataConfig"

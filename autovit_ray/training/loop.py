@@ -258,6 +258,7 @@ class SupernetTrainer:
         if self.cfg.train.grad_clip is not None:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
         if self.tracker is not None:
+            assert isinstance(self.optimizer, MaskedAdamW)  # the tracker exists only for it (__init__)
             self.optimizer.set_regions(self.tracker.regions)
         self.scaler.step(self.optimizer)
         self.scaler.update()
@@ -314,13 +315,13 @@ class SupernetTrainer:
             if log_file is not None:
                 log_file.close()
         elapsed = time.perf_counter() - start
-        loss_sum, images, steps, elapsed = _all_reduce_sum([loss_sum, images, self.steps_per_epoch, elapsed],
-                                                           self.world)
+        loss_sum, total_images, steps, elapsed = _all_reduce_sum(
+            [loss_sum, images, self.steps_per_epoch, elapsed], self.world)
         self.epoch = epoch
         return {
             "train_loss": loss_sum / max(steps, 1),
             "lr": float(self.optimizer.param_groups[0]["lr"]),
-            "train_images_per_s": images / max(elapsed / self.world.size, 1e-9),
+            "train_images_per_s": total_images / max(elapsed / self.world.size, 1e-9),
             "train_time_s": elapsed / self.world.size,
             "global_step": float(self.global_step),
         }

@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from timm.optim import param_groups_weight_decay
@@ -89,7 +89,7 @@ class ActiveWeightTracker:
         self._handles = [m.register_forward_hook(self._record) for m in model.modules()
                          if isinstance(m, DynamicOp)]
 
-    def _record(self, module: nn.Module, _inputs: Any, _output: Any) -> None:
+    def _record(self, module: DynamicOp, _inputs: Any, _output: Any) -> None:
         if not torch.is_grad_enabled():  # a no-grad pass (teacher logits, evaluation) trains nothing
             return
         key = (id(module), _active_state(module))
@@ -198,7 +198,8 @@ class MaskedAdamW(torch.optim.Optimizer):
         def boxes(tensors: Iterable[torch.Tensor]) -> list[torch.Tensor]:
             return [t[i] for t, i in zip(tensors, index)]
 
-        view, grad = boxes(p.data for p in params), boxes(p.grad for p in params)
+        # step() passes only parameters that have a gradient
+        view, grad = boxes(p.data for p in params), boxes(cast(torch.Tensor, p.grad) for p in params)
         exp_avg, exp_avg_sq = boxes(s["exp_avg"] for s in states), boxes(s["exp_avg_sq"] for s in states)
         bias1, bias2 = boxes(s["bias1"] for s in states), boxes(s["bias2"] for s in states)
         if masks is None:  # every entry of the boxes is active: scalar factors
@@ -235,10 +236,10 @@ class MaskedAdamW(torch.optim.Optimizer):
 def build_optimizer(model: nn.Module, cfg: OptimizerSection) -> torch.optim.Optimizer:
     """AdamW with timm's parameter groups (no weight decay on biases and norm weights, as DeiT)."""
     groups = param_groups_weight_decay(model, cfg.weight_decay)
-    kwargs = dict(lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps)
+    betas = cast(tuple[float, float], tuple(cfg.betas))  # a plain tuple, whatever sequence the config holds
     if cfg.freeze_inactive:
-        return MaskedAdamW(groups, **kwargs)
-    return torch.optim.AdamW(groups, **kwargs)
+        return MaskedAdamW(groups, lr=cfg.lr, betas=betas, eps=cfg.eps)
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=betas, eps=cfg.eps)
 
 
 def fill_missing_grads(model: nn.Module) -> None:

@@ -19,10 +19,11 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, cast
 
 import torch
 from torch import nn
+from torch.utils.hooks import RemovableHandle
 
 from autovit_ray.config import flatten
 from autovit_ray.data import Loaders, build_loaders, resolve_data_path
@@ -81,7 +82,8 @@ def _downsampling_convs(model: nn.Module) -> list[nn.Conv2d] | None:
     if not isinstance(stem, nn.Conv2d) or stages is None or len(stages) != 5:
         return None
     convs = [getattr(getattr(stage[0], "conv2_kxk", None), "conv", None) for stage in stages]
-    return [stem, *convs] if all(isinstance(c, nn.Conv2d) for c in convs) else None
+    conv2ds = [c for c in convs if isinstance(c, nn.Conv2d)]
+    return [stem, *conv2ds] if len(conv2ds) == len(convs) else None
 
 
 def build_reference(name: str, num_classes: int, strides: Sequence[int] | None) -> tuple[nn.Module, str]:
@@ -105,7 +107,7 @@ def build_reference(name: str, num_classes: int, strides: Sequence[int] | None) 
             conv.stride = (stride, stride)
         return model, "" if wanted == own else f"strides {wanted} (the input profile's small-input adaptation)"
     stem = getattr(getattr(model, "stem", None), "conv", None)
-    if isinstance(getattr(stem, "stride", None), tuple):
+    if stem is not None and isinstance(getattr(stem, "stride", None), tuple):
         if stem.stride[0] != strides[0]:
             stem.stride = (strides[0], strides[0])
             return model, f"stem stride {strides[0]} (the input profile's small-input adaptation)"
@@ -113,9 +115,19 @@ def build_reference(name: str, num_classes: int, strides: Sequence[int] | None) 
     return model, "timm default strides: the input profile's small-input adaptation not applied (no stem.conv)"
 
 
-def _mobilevit_blocks(model: nn.Module) -> list[nn.Module]:
+class _PatchBlock(Protocol):
+    """What this file uses of a timm MobileViT block (`MobileVitBlock`, `MobileVitV2Block`)."""
+
+    patch_size: tuple[int, int]
+    patch_area: int
+
+    def register_forward_pre_hook(self, hook: Callable[..., Any]) -> RemovableHandle: ...
+
+
+def _mobilevit_blocks(model: nn.Module) -> list[_PatchBlock]:
     """timm MobileViT's attention blocks (the modules with `patch_size` and a `transformer`), in order."""
-    return [m for m in model.modules() if hasattr(m, "patch_size") and hasattr(m, "transformer")]
+    return [cast(_PatchBlock, m) for m in model.modules()
+            if hasattr(m, "patch_size") and hasattr(m, "transformer")]
 
 
 def _block_maps(model: nn.Module, resolution: int) -> list[tuple[int, int]]:
