@@ -27,8 +27,8 @@ browser:
 	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 	@command -v chromium >/dev/null || echo "note: no chromium and no apt-get: install chromium for the browser test"
 
-# Everything CI runs: the unit suite, then the integration step.
-test: test-unit test-integration
+# Everything CI runs: lint and types (about a minute), the unit suite, then the integration step.
+test: lint test-unit test-integration
 
 # The unit suite (CI step 1; under 12 minutes on 2 cores), in a random order (pytest-randomly; the seed
 # is in .pytest_cache/v/randomly_seed, and `--randomly-seed=N` repeats an order).
@@ -49,8 +49,10 @@ demo: $(STAMP)
 lower-bounds:
 	.ci/lower-bounds .venv-lowest
 
+# ruff and mypy are pinned (pyproject.toml's test extra): a new release's rules must not fail CI unasked.
 lint: $(STAMP)
 	$(VENV)/bin/ruff check autovit_ray tests bench
+	$(VENV)/bin/mypy
 
 # Serve an experiment's MLflow database on 127.0.0.1 (EXP=outputs/digits-demo by default).
 EXP ?= outputs/digits-demo

@@ -119,7 +119,7 @@ def _submit(temp: RayTemp, ray_env: dict[str, str], address: str, job_id: str, m
             log: Path, timeout: float) -> str:
     """`ray job submit` (blocking, logs followed) of `<venv python> -m ...`; the final `ray job status`."""
     runtime_env = {"excludes": [".git", ".venv", "outputs", "mlruns", "*.egg-info", "__pycache__",
-                                ".pytest_cache", ".ruff_cache", ".hypothesis"]}
+                                ".pytest_cache", ".ruff_cache", ".mypy_cache", ".hypothesis"]}
     cmd = [RAY_BIN, "job", "submit", "--address", address, "--submission-id", job_id,
            "--working-dir", str(REPO), "--runtime-env-json", json.dumps(runtime_env),
            "--", PYTHON, *module_argv]
