@@ -22,6 +22,7 @@ from autovit_ray.compare import (
     compare_argv,
     compare_experiment,
     input_profile_strides,
+    reference_candidates,
     reference_latency_budget,
     registered_candidates,
     runnable_resolution,
@@ -159,6 +160,12 @@ class _NeedsMultipleOf32(nn.Module):
         if x.shape[-1] % 32:
             raise RuntimeError(f"input size {x.shape[-1]} not divisible by 32")
         return x.mean(dim=(2, 3))
+
+
+def test_a_reference_is_not_built_without_the_experiments_class_count():
+    # timm drops a None num_classes and would build its 1000-class default without a word
+    with pytest.raises(ValueError, match="cannot build reference mobilevit_xxs: .* number of classes"):
+        reference_candidates(["mobilevit_xxs"], {}, ExperimentFacts(), 32, None, None)
 
 
 def test_reference_measured_at_smallest_supported_resolution():
