@@ -160,6 +160,30 @@ def test_search_section_is_search_config_and_checked_before_training():
         load_pipeline_config("demo", ["search.evaluators=0"])
 
 
+def test_search_stage_as_mypy_sees_it_matches_the_class_built_at_run_time():
+    """SearchStage is built by make_dataclass (SearchConfig's fields are its fields), which mypy cannot
+    see, so autovit_ray/pipeline/__init__.py declares a twin under TYPE_CHECKING by hand: every field the
+    twin names must exist at run time with the same type, or mypy checks the pipeline against a lie."""
+    import ast
+    import dataclasses
+    import inspect
+
+    import autovit_ray.pipeline as pipeline
+
+    def normal(annotation: str) -> str:  # one spelling per type: "float|None" and "float | None" alike
+        return ast.unparse(ast.parse(annotation, mode="eval"))
+
+    twin = next(node for node in ast.walk(ast.parse(inspect.getsource(pipeline)))
+                if isinstance(node, ast.ClassDef) and node.name == "SearchStage")
+    declared = {node.target.id: normal(ast.unparse(node.annotation)) for node in twin.body
+                if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)}
+    built = {f.name: normal(f.type if isinstance(f.type, str) else f.type.__name__)
+             for f in dataclasses.fields(pipeline.SearchStage)}
+    assert len(declared) >= 10  # the twin was found and read
+    assert {name: (annotation, built.get(name)) for name, annotation in declared.items()
+            if built.get(name) != annotation} == {}
+
+
 def test_latency_budget_of_a_reference_is_measured_once_per_table(tmp_path):
     """search.latency_budget_reference: the reference timed beside random subnets on the table's backend,
     converted into table ms, and kept: a rerun (a resume) gets the same budget, so the same search.

@@ -74,7 +74,8 @@ BUDGET_FACTORS = ("latency_budget_factor", "params_budget_factor")
 if TYPE_CHECKING:
     class SearchStage:
         """The class `make_dataclass` builds below, as mypy sees it (it cannot see fields made at run
-        time): the fields the pipeline reads by name, typed as in SearchConfig and the list below."""
+        time): the fields the pipeline reads by name, typed as in SearchConfig and the list below (a test in
+        tests/test_pipeline.py holds the two to the same names and types)."""
 
         seed: int
         strategy: str
