@@ -7,6 +7,8 @@
   a percentile bootstrap interval over images, and McNemar's exact test on the discordant images.
 - `welch_interval`: two independent groups of runs (seeds): the difference of their means with
   Welch's t interval (unequal variances, Welch-Satterthwaite degrees of freedom).
+- `noise_ceiling_tau`: the Kendall tau a perfect predictor reaches against a truth measured with
+  run-to-run noise: the ceiling of any predictor's tau against that truth.
 
 tests/test_stats.py checks each against scipy or a closed form. numpy and scipy only.
 """
@@ -138,5 +140,25 @@ def welch_interval(a: Sequence[float], b: Sequence[float], level: float = 0.95) 
             "n_a": int(x.size), "n_b": int(y.size), "significant": not diff - half <= 0.0 <= diff + half}
 
 
-__all__ = ["kendall_tau", "mcnemar_exact_p", "paired_difference", "percentile_interval", "rank_correlation",
-           "spearman_rho", "welch_interval"]
+def noise_ceiling_tau(values: Sequence[float], sd: float, draws: int = 2000, seed: int = 0) -> float:
+    """The mean Kendall tau between the noise-free scores behind `values` and `values` measured again
+    with independent noise of standard deviation `sd` (e.g. stand-alone accuracies and their seed
+    noise): what a perfect predictor of the noise-free scores would reach against such a truth. The
+    noise-free scores are `values` shrunk toward their mean until their variance is the observed
+    variance minus sd^2 (observed = noise-free + noise); when the noise explains all of it, no order is
+    left to find and the ceiling is 0."""
+    v = np.asarray(values, dtype=float)
+    if v.ndim != 1 or v.size < 2 or not np.isfinite(v).all():
+        raise ValueError(f"noise_ceiling_tau needs >= 2 finite values, got {v.size}")
+    if not (math.isfinite(sd) and sd >= 0) or draws < 1:
+        raise ValueError(f"noise_ceiling_tau needs sd >= 0 and draws >= 1, got sd {sd} and draws {draws}")
+    observed = float(v.var(ddof=1))
+    if observed == 0 or observed <= sd**2:
+        return 0.0
+    clean = v.mean() + (v - v.mean()) * math.sqrt((observed - sd**2) / observed)
+    rng = np.random.default_rng(seed)
+    return float(np.mean([kendall_tau(clean, clean + rng.normal(0.0, sd, v.size)) for _ in range(draws)]))
+
+
+__all__ = ["kendall_tau", "mcnemar_exact_p", "noise_ceiling_tau", "paired_difference", "percentile_interval",
+           "rank_correlation", "spearman_rho", "welch_interval"]

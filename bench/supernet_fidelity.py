@@ -521,8 +521,11 @@ def report(out: Path) -> dict[str, Any]:
     gate_path = out / "gate.json"
     gate = json.loads(gate_path.read_text()) if gate_path.is_file() else None
     chosen = choose(supernets, scans, band) if fidelity else None
-    standalone = fidelity["standalone"] if fidelity else None
-    from autovit_ray.fidelity import read_results
+    from autovit_ray.fidelity import read_results, truth_ceiling
+
+    # the tau a perfect predictor would reach against this truth (a truth scored before it was reported: here)
+    standalone = {**truth_ceiling(fidelity["standalone"]["subnets"], fidelity["standalone"]["seed_sd"]),
+                  **fidelity["standalone"]} if fidelity else None
 
     # every finished stand-alone run's scores, while the truth trains and after (test: reported only)
     truth_runs = {name: {k: run[k] for k in ("seed", "epochs", "val_top1", "test_top1")}
@@ -869,7 +872,11 @@ def section(r: dict[str, Any]) -> str:
     if r["standalone"]:
         sd = r["standalone"].get("seed_sd")
         lines.append(f"Truth: {len(r['standalone']['subnets'])} subnets, {r['standalone']['epochs']} epochs alone; "
-                     f"seed noise sd {_num(sd)} points. Chosen supernet: {r['chosen']}.")
+                     f"seed noise sd {_num(sd)} points, so a perfect predictor would reach tau "
+                     f"{_num(r['standalone'].get('tau_ceiling'))} against it "
+                     f"({_num(r['standalone'].get('tau_ceiling_in_band'))} in band): the ceiling of every tau "
+                     f"above (the sd is from {len(r['standalone'].get('repeats') or [])} seed pairs, itself "
+                     f"uncertain). Chosen supernet: {r['chosen']}.")
         lines += remedy_lines(r["supernets"]) + training_remedy_lines(r["supernets"])
         lines += ["", f"![inherited vs stand-alone validation top-1]({FIDELITY_PNG_IN_REPO.as_posix()})", ""]
     elif any(row.get("begun") for row in r["compute"]):

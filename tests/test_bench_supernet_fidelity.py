@@ -65,7 +65,8 @@ def test_report_reads_what_exists_and_chooses_by_in_band_tau(tmp_path, monkeypat
     stats = {"kendall_tau": 0.4, "tau_low": 0.1, "tau_high": 0.7, "tau_macs": 0.3, "tau_params": 0.2,
              "top3_overlap": 2, "regret": 0.5}
     (out / "truth" / "fidelity.json").write_text(json.dumps({
-        "standalone": {"epochs": 15, "seed_sd": 0.3, "subnets": [{"val_top1": 80.0}] * 14},
+        "standalone": {"epochs": 15, "seed_sd": 0.3, "repeats": [{}, {}],
+                       "subnets": [{"val_top1": 78.0 + 0.2 * i, "in_band": i < 8} for i in range(14)]},
         "supernets": {"/x/sandwich-e30/checkpoints/xxs/epoch_0030": {**stats, "tau_in_band": 0.6,
                                                                       "inherited": [70.0 + i for i in range(14)]},
                       "/x/uniform-e30/checkpoints/xxs/epoch_0030": {**stats, "tau_in_band": 0.1,
@@ -81,6 +82,15 @@ def test_report_reads_what_exists_and_chooses_by_in_band_tau(tmp_path, monkeypat
     assert json.loads((tmp_path / "supernet_fidelity.json").read_text())["chosen"] == "sandwich"
     text = (tmp_path / "BENCHMARKS.md").read_text()
     assert "| sandwich | 0/30 | 8.00 | 4.50 | 0.40 [0.10, 0.70] | 0.60 | 0.30 |" in text
+    # the tau a perfect predictor would reach against this truth (its fidelity.json had none: computed here)
+    from autovit_ray.stats import noise_ceiling_tau
+
+    ceiling = noise_ceiling_tau([78.0 + 0.2 * i for i in range(14)], 0.3)
+    in_band = noise_ceiling_tau([78.0 + 0.2 * i for i in range(8)], 0.3)
+    assert result["standalone"]["tau_ceiling"] == ceiling and result["standalone"]["tau_ceiling_in_band"] == in_band
+    assert 0.5 < in_band < ceiling < 1.0  # a narrower spread is harder to order through the same noise
+    assert (f"seed noise sd 0.30 points, so a perfect predictor would reach tau {ceiling:.2f} against it "
+            f"({in_band:.2f} in band)") in text and "from 2 seed pairs" in text
     assert text.count(bench.SECTION) == 1
     # the latency table's quality, which the band and every lut_ms rest on
     assert result["lut"]["predictor"] == {"mape": 6.15, "kendall_tau": 0.807} and result["lut"]["level"] == 0.948

@@ -10,7 +10,7 @@ import statistics
 
 import pytest
 
-from autovit_ray.fidelity import FidelityConfig, draw_subnets, fidelity_stats, run
+from autovit_ray.fidelity import FidelityConfig, draw_subnets, fidelity_stats, run, truth_ceiling
 from autovit_ray.fidelity.cli import main
 from autovit_ray.plan import count_params
 from autovit_ray.space import load_space
@@ -39,6 +39,18 @@ def test_fidelity_statistics_by_hand():
     assert same["top3_overlap"] == 3 and same["regret"] == 0.0 and same["inherited_span"] == 4.0
     flipped = fidelity_stats([74, 73, 72, 71, 70], truth, [1, 2, 3, 4, 5], [1, 2, 3, 4, 5], [True] * 5, 200, 0)
     assert flipped["kendall_tau"] == -1.0 and flipped["regret"] == 8.0 and flipped["top3_overlap"] == 1
+
+
+def test_the_truths_ceiling_needs_its_seed_noise_and_three_subnets():
+    from autovit_ray.stats import noise_ceiling_tau
+
+    subnets = [{"val_top1": 78.0 + 0.5 * i, "in_band": i % 2 == 0} for i in range(7)]
+    ceiling = truth_ceiling(subnets, 0.4)
+    assert ceiling == {"tau_ceiling": noise_ceiling_tau([78.0 + 0.5 * i for i in range(7)], 0.4),
+                       "tau_ceiling_in_band": noise_ceiling_tau([78.0, 79.0, 80.0, 81.0], 0.4)}
+    assert 0.0 < ceiling["tau_ceiling"] < ceiling["tau_ceiling_in_band"] < 1.0  # the band's subnets lie further apart
+    assert truth_ceiling(subnets, None) == {"tau_ceiling": None, "tau_ceiling_in_band": None}  # no repeats
+    assert truth_ceiling(subnets[:4], 0.4)["tau_ceiling_in_band"] is None  # 2 in the band: no order to speak of
 
 
 def test_bad_fidelity_settings():
@@ -231,6 +243,8 @@ def test_a_whole_fidelity_run_resumes_and_refuses_another_recipe(ray_session, tm
                                  for s in subnets] == [s["test_top1"] for s in subnets]
     (pair,) = report["standalone"]["repeats"]
     assert report["standalone"]["seed_sd"] == pytest.approx(abs(pair["top1"][0] - pair["top1"][1]) / 2 ** 0.5)
+    assert {k: report["standalone"][k] for k in ("tau_ceiling", "tau_ceiling_in_band")} == truth_ceiling(
+        subnets, report["standalone"]["seed_sd"])
     scored = report["supernets"][xxs]
     assert scored["epochs_done"] == 2 and scored["sampler"] == "uniform" and len(scored["inherited"]) == 4
     assert scored["kendall_tau"] is None or -1.0 <= scored["kendall_tau"] <= 1.0
@@ -241,6 +255,7 @@ def test_a_whole_fidelity_run_resumes_and_refuses_another_recipe(ray_session, tm
     logged = MlflowClient(f"sqlite:///{tmp_path / 'truth' / 'mlflow.db'}").get_run(report["mlflow_run_id"])
     assert logged.data.tags["supernet0"] == xxs and logged.data.params["subnets"] == "4"
     assert logged.data.metrics["supernet0/inherited_span"] == pytest.approx(scored["inherited_span"])
+    assert logged.data.metrics["truth_tau_ceiling"] == pytest.approx(report["standalone"]["tau_ceiling"])
     # a rerun finds the truth trained: nothing is trained again, even with the runs' folders gone (the ledger)
     import shutil
 

@@ -278,6 +278,7 @@ def test_a_rank_fidelity_report_gets_its_section(experiment, tmp_path):
     """`python -m autovit_ray.fidelity`'s report in <experiment>/fidelity/ becomes a section: the table
     per supernet and the inherited vs stand-alone scatter; without it the page has no such section."""
     from autovit_ray.fidelity import fidelity_stats
+    from autovit_ray.stats import noise_ceiling_tau
 
     exp = tmp_path / "with-fidelity"
     shutil.copytree(experiment.dir, exp)
@@ -295,6 +296,8 @@ def test_a_rank_fidelity_report_gets_its_section(experiment, tmp_path):
     html = write_report(exp, log=lines.append).read_text()
     assert lines == [] and re.findall(r"<h2>([^<]*)</h2>", html) == [*SECTIONS, "Rank fidelity"]
     assert "truth&#x27;s own seed noise: sd 0.40 points" in html and "<td class=l>sandwich</td>" in html
+    ceiling = noise_ceiling_tau(truth, 0.4)  # the report has none: the page computes it from the same record
+    assert f"a perfect predictor would reach tau {ceiling:+.2f} against it (in band n/a)" in html and ceiling < 1
     assert "<th>stand-alone test top-1</th>" in html and "<td class=l>net1</td>" in html
     assert len(check_self_contained(html)) == len(check_self_contained(experiment.page.read_text())) + 1
     # the scan, before any truth: its own section, before the fidelity report's

@@ -15,6 +15,7 @@ from scipy import stats as scipy_stats
 from autovit_ray.stats import (
     kendall_tau,
     mcnemar_exact_p,
+    noise_ceiling_tau,
     paired_difference,
     rank_correlation,
     spearman_rho,
@@ -103,3 +104,19 @@ def test_welch_interval_equals_scipys():
         welch_interval([1.0], [2.0, 3.0])
     with pytest.raises(ValueError, match="both groups are constant"):
         welch_interval([1.0, 1.0], [2.0, 2.0])
+
+
+def test_noise_ceiling_tau_closed_form_and_limits():
+    # two scores 0 and 2 (sample variance 2) with noise sd 1: the noise-free gap is sqrt(2), kept in
+    # order with probability Phi(sqrt(2) / (1 * sqrt(2))) = Phi(1), so tau = 2 Phi(1) - 1
+    expected = 2 * scipy_stats.norm.cdf(1.0) - 1
+    assert noise_ceiling_tau([0.0, 2.0], 1.0, draws=20_000) == pytest.approx(expected, abs=0.015)
+    values = [78.3, 78.8, 79.1, 79.7, 80.2, 80.6]
+    assert noise_ceiling_tau(values, 0.0) == 1.0
+    ceilings = [noise_ceiling_tau(values, sd, draws=4000) for sd in (0.15, 0.4, 0.8)]
+    assert 1.0 > ceilings[0] > ceilings[1] > ceilings[2] > 0.0
+    assert noise_ceiling_tau(values, 5.0) == 0.0  # the noise explains the whole spread
+    with pytest.raises(ValueError, match="sd >= 0"):
+        noise_ceiling_tau(values, -1.0)
+    with pytest.raises(ValueError, match=">= 2 finite values"):
+        noise_ceiling_tau([1.0], 0.1)

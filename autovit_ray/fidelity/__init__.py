@@ -12,7 +12,7 @@ A search trusts that it does. This measures it for any trained supernet:
 2. **Truth**: each trained from scratch alone (`python -m autovit_ray.train --arch`'s code path) with
    the experiment's recipe for `--epochs`, in `--truth/<arch hash>-s<seed>/` (resumable: a killed run
    continues from its last epoch); the first `--repeat` again with seed + 1, so the truth's own seed
-   noise, the ceiling of any tau, is measured. `truth.json` records the recipe: a truth folder
+   noise is measured, and from it the ceiling of any tau (`truth_ceiling`). `truth.json` records the recipe: a truth folder
    trained with another recipe is refused. The runs train `--parallel` at once on Ray (default: as
    many as the cluster holds, a CPU per worker unless the recipe's `ray.*` says otherwise). As each
    run ends, its validation top-1 (the ranking's) and test top-1 (reported, never used to rank) go
@@ -39,7 +39,7 @@ import dataclasses
 import json
 import math
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -396,6 +396,19 @@ def fidelity_stats(inherited: Sequence[float], standalone: Sequence[float], macs
     }
 
 
+def truth_ceiling(subnets: Sequence[Mapping[str, Any]], seed_sd: float | None, seed: int = 0) -> dict[str, Any]:
+    """`tau_ceiling` (all subnets) and `tau_ceiling_in_band`: the tau a perfect predictor would reach against
+    this truth, given its seed noise (`stats.noise_ceiling_tau`): no supernet can be expected above it.
+    None without repeats to measure the noise (or under 3 subnets in the band)."""
+    from ..stats import noise_ceiling_tau
+
+    def ceiling(values: list[float]) -> float | None:
+        return noise_ceiling_tau(values, seed_sd, seed=seed) if seed_sd is not None and len(values) >= 3 else None
+
+    return {"tau_ceiling": ceiling([s["val_top1"] for s in subnets]),
+            "tau_ceiling_in_band": ceiling([s["val_top1"] for s in subnets if s.get("in_band")])}
+
+
 def run(cfg: FidelityConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Draw, train the truth (resumable), score every supernet; returns and writes the report."""
     import statistics
@@ -450,6 +463,7 @@ def run(cfg: FidelityConfig, log: Callable[[str], None] = print) -> dict[str, An
                          "lut_ms": table.predict_latency(a) if table is not None else None, "params": p, "macs": m,
                          "in_band": b} for a, s, t, p, m, b in zip(archs, standalone, test, params, macs, in_band)]},
         "supernets": {}}
+    report["standalone"].update(truth_ceiling(report["standalone"]["subnets"], seed_sd, cfg.seed))
     for checkpoint, checkpoint_record in zip(checkpoints, records):
         inherited = inherited_top1(checkpoint, archs, cfg.calib_batches, cfg.calib_size)
         stats = fidelity_stats(inherited, standalone, macs, params, in_band, cfg.resamples, cfg.seed)
@@ -462,7 +476,9 @@ def run(cfg: FidelityConfig, log: Callable[[str], None] = print) -> dict[str, An
             f"MACs baseline {_fmt(stats['tau_macs'])}, top-3 overlap {stats['top3_overlap']}/3, regret "
             f"{stats['regret']:.2f} points; inherited span {stats['inherited_span']:.2f} points")
     if seed_sd is not None:
-        log(f"the truth's own seed noise: sd {seed_sd:.2f} points of validation top-1 ({len(repeats)} pairs)")
+        log(f"the truth's own seed noise: sd {seed_sd:.2f} points of validation top-1 ({len(repeats)} pairs); a "
+            f"perfect predictor would reach tau {_fmt(report['standalone']['tau_ceiling'])} against it (in band "
+            f"{_fmt(report['standalone']['tau_ceiling_in_band'])})")
     atomic_write_text(truth / REPORT_FILE, json.dumps(report, indent=1) + "\n")
     report["mlflow_run_id"] = log_to_mlflow(report, cfg, truth)
     return report
@@ -490,8 +506,9 @@ def log_to_mlflow(report: dict[str, Any], cfg: FidelityConfig, truth: Path) -> s
                      "top3_overlap", "regret", "inherited_span"):
             if isinstance(stats.get(name), (int, float)):
                 client.log_metric(run_id, f"supernet{i}/{name}", float(stats[name]))
-    if report["standalone"]["seed_sd"] is not None:
-        client.log_metric(run_id, "truth_seed_sd", float(report["standalone"]["seed_sd"]))
+    for name in ("seed_sd", "tau_ceiling", "tau_ceiling_in_band"):
+        if report["standalone"].get(name) is not None:
+            client.log_metric(run_id, f"truth_{name}", float(report["standalone"][name]))
     client.log_artifact(run_id, str(truth / REPORT_FILE))
     client.set_terminated(run_id, "FINISHED")
     return run_id

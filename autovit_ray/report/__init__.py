@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..experiment import SEARCH_RESULTS, Experiment
-from ..fidelity import REPORT_FILE
+from ..fidelity import REPORT_FILE, truth_ceiling
 from ..fidelity.scan import SCAN_FILE
 
 Log = Callable[[str], None]
@@ -431,8 +431,14 @@ def rank_fidelity(path: Path) -> str:
         rows.append([_supernet_label(name), r["sampler"], r["epochs_done"], tau,
                      r["tau_in_band"], r["tau_macs"], f"{r['top3_overlap']}/3", r["regret"], r["inherited_span"]])
     sd = report["standalone"].get("seed_sd")
+    # reports written before the ceiling was: computed here from the same record
+    ceiling = {**truth_ceiling(report["standalone"]["subnets"], sd), **{
+        k: v for k, v in report["standalone"].items() if k.startswith("tau_ceiling") and v is not None}}
     caption = (f"{len(truth)} subnets trained alone for {report['standalone']['epochs']} epochs; validation top-1"
-               + (f"; the truth's own seed noise: sd {sd:.2f} points" if isinstance(sd, (int, float)) else ""))
+               + (f"; the truth's own seed noise: sd {sd:.2f} points" if isinstance(sd, (int, float)) else "")
+               + (f", so a perfect predictor would reach tau {_signed(ceiling['tau_ceiling'])} against it (in band "
+                  f"{_signed(ceiling['tau_ceiling_in_band'])}): the ceiling of every tau below"
+                  if ceiling["tau_ceiling"] is not None else ""))
     fig, axes = _figure(len(report["supernets"]))
     for ax, (name, r) in zip(axes, report["supernets"].items()):
         ax.scatter(r["inherited"], truth, s=18)
