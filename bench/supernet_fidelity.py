@@ -507,6 +507,9 @@ def report(out: Path) -> dict[str, Any]:
             entry["calibration_remedy"] = {"calib_size": remedy["calib_size"], **{
                 k: stats.get(k) for k in ("kendall_tau", "tau_low", "tau_high", "tau_in_band", "tau_in_band_ci",
                                           "top3_overlap", "regret")}}
+            recipe_scores = (truth_stats(fidelity, sampler) or {}).get("inherited") if fidelity else None
+            if recipe_scores:
+                entry["calibration_remedy"].update(recalibration_agreement(recipe_scores, stats["inherited"]))
         supernets[sampler] = entry
     training_path = out / "remedy-training.json"
     training = json.loads(training_path.read_text()) if training_path.is_file() else None
@@ -738,9 +741,23 @@ def gate_words(gate: dict[str, Any] | None) -> str:
     return measured + "not met; the run stopped there."
 
 
+def recalibration_agreement(before: list[float], after: list[float]) -> dict[str, float]:
+    """How far the same subnets' inherited scores move between two BatchNorm recalibrations: the
+    scores' own noise, which caps tau as the truth's seed noise does. `tau_between_calibrations`: their
+    Kendall tau; `sd_between_calibrations`: the sd of the per-subnet difference (points); `inherited_span`:
+    the spread it is measured against."""
+    import statistics
+
+    from autovit_ray.stats import kendall_tau
+
+    return {"tau_between_calibrations": kendall_tau(before, after),
+            "sd_between_calibrations": statistics.stdev(b - a for a, b in zip(before, after)),
+            "inherited_span": max(before) - min(before)}
+
+
 def remedy_lines(supernets: dict[str, Any]) -> list[str]:
     """The calibration remedy beside the recipe's scores ([] before it ran)."""
-    cells = []
+    cells, agreement = [], []
     for name, s in supernets.items():
         remedy = s.get("calibration_remedy")
         if remedy:
@@ -748,10 +765,19 @@ def remedy_lines(supernets: dict[str, Any]) -> list[str]:
                          f"[{_num(remedy['tau_low'])}, {_num(remedy['tau_high'])}], in band "
                          f"{_num(s.get('tau_in_band'))} -> {_num(remedy['tau_in_band'])}")
             calib_size = remedy["calib_size"]
+            if "tau_between_calibrations" in remedy:
+                agreement.append(f"{name} tau {_num(remedy['tau_between_calibrations'])}, the difference's sd "
+                                 f"{_num(remedy['sd_between_calibrations'])} points against an inherited span of "
+                                 f"{_num(remedy['inherited_span'])}")
     if not cells:
         return []
-    return ["", f"More BatchNorm recalibration (the same subnets and truth; {calib_size:,} training images instead "
-                "of the recipe's 1,024): " + "; ".join(cells) + "."]
+    lines = ["", f"More BatchNorm recalibration (the same subnets and truth; {calib_size:,} training images instead "
+                 "of the recipe's 1,024): " + "; ".join(cells) + "."]
+    if agreement:
+        lines.append("The same subnets' inherited scores under the two recalibrations agree at: " + "; ".join(agreement)
+                     + ". The inherited score has noise of its own (the calibration sample), a second cap on tau "
+                       "beside the truth's seed noise; a change of tau smaller than its interval is not a remedy.")
+    return lines
 
 
 def training_remedy_lines(supernets: dict[str, Any]) -> list[str]:

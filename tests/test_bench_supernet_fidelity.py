@@ -5,6 +5,7 @@ committed record (a new machine has nothing else) and builds the latency table o
 from __future__ import annotations
 
 import json
+import statistics
 import sys
 from pathlib import Path
 
@@ -91,6 +92,15 @@ def test_report_reads_what_exists_and_chooses_by_in_band_tau(tmp_path, monkeypat
     assert 0.5 < in_band < ceiling < 1.0  # a narrower spread is harder to order through the same noise
     assert (f"seed noise sd 0.30 points, so a perfect predictor would reach tau {ceiling:.2f} against it "
             f"({in_band:.2f} in band)") in text and "from 2 seed pairs" in text
+    # the calibration remedy, set against the recipe's own inherited scores of the same subnets
+    rescored = [70.0 + i for i in range(14)]
+    rescored[0], rescored[1] = rescored[1], rescored[0]
+    (out / "remedy-calibration.json").write_text(json.dumps({"calib_size": 4096, "supernets": {
+        "sandwich": {**stats, "tau_in_band": 0.5, "inherited": rescored}}}))
+    remedy = bench.report(out)["supernets"]["sandwich"]["calibration_remedy"]
+    assert remedy["tau_between_calibrations"] == pytest.approx(1 - 2 / 91)  # one of 91 pairs swapped
+    assert remedy["inherited_span"] == 13.0 and remedy["tau_in_band"] == 0.5
+    assert "recalibrations agree at: sandwich tau 0.98" in (tmp_path / "BENCHMARKS.md").read_text()
     assert text.count(bench.SECTION) == 1
     # the latency table's quality, which the band and every lut_ms rest on
     assert result["lut"]["predictor"] == {"mape": 6.15, "kendall_tau": 0.807} and result["lut"]["level"] == 0.948
@@ -278,6 +288,15 @@ def test_the_calibration_remedy_rescores_the_truths_subnets_on_more_images(tmp_p
     assert lines[1] == ("More BatchNorm recalibration (the same subnets and truth; 4,096 training images instead of "
                         "the recipe's 1,024): sandwich: Kendall tau 0.20 -> 0.40 [0.10, 0.70], in band 0.10 -> 0.30.")
     assert bench.remedy_lines({"uniform": {"kendall_tau": 0.2}}) == []
+    # the two recalibrations against each other: the inherited score's own noise
+    agreement = bench.recalibration_agreement([78.0, 78.5, 79.0, 79.5], [78.2, 78.3, 79.4, 79.3])
+    assert agreement["tau_between_calibrations"] == pytest.approx(2 / 3)  # one of six pairs swapped
+    assert agreement["sd_between_calibrations"] == pytest.approx(statistics.stdev([0.2, -0.2, 0.4, -0.2]))
+    assert agreement["inherited_span"] == 1.5
+    lines = bench.remedy_lines({"sandwich": {"kendall_tau": 0.2, "tau_in_band": 0.1, "calibration_remedy": {
+        "calib_size": 4096, "kendall_tau": 0.4, "tau_low": 0.1, "tau_high": 0.7, "tau_in_band": 0.3, **agreement}}})
+    assert lines[2].startswith("The same subnets' inherited scores under the two recalibrations agree at: sandwich "
+                               "tau 0.67, the difference's sd 0.30 points against an inherited span of 1.50.")
 
 
 def test_the_remedies_run_only_when_the_goal_is_missed():
