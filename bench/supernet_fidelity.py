@@ -523,7 +523,9 @@ def report(out: Path) -> dict[str, Any]:
     band = json.loads(band_path.read_text()) if band_path.is_file() else None
     gate_path = out / "gate.json"
     gate = json.loads(gate_path.read_text()) if gate_path.is_file() else None
-    chosen = choose(supernets, scans, band) if fidelity else None
+    # nothing is chosen while the remedies the missed goal calls for are still training
+    remedies_due = fidelity is not None and training is None and not goal_met(supernets["sandwich"])
+    chosen = choose(supernets, scans, band) if fidelity and not remedies_due else None
     from autovit_ray.fidelity import read_results, truth_ceiling
 
     # the tau a perfect predictor would reach against this truth (a truth scored before it was reported: here)
@@ -540,7 +542,7 @@ def report(out: Path) -> dict[str, Any]:
                  "recipe": (recipe.get("choice") or {}).get("recipe")},
         "supernets": supernets, "span_gate": SPAN_GATE, "gate": gate,
         "lut": lut_quality(), "band": band,
-        "standalone": standalone, "truth_runs": truth_runs, "chosen": chosen, "earlier_runs": earlier_runs(supernets, scanned),
+        "standalone": standalone, "truth_runs": truth_runs, "chosen": chosen, "remedies_due": remedies_due, "earlier_runs": earlier_runs(supernets, scanned),
         "scans": scanned, "compute": compute(out, scans),
         "stage_commits": stage_commits(out, scans, band), "report_commit": code_commit(),
     }
@@ -902,7 +904,10 @@ def section(r: dict[str, Any]) -> str:
                      f"{_num(r['standalone'].get('tau_ceiling'))} against it "
                      f"({_num(r['standalone'].get('tau_ceiling_in_band'))} in band): the ceiling of every tau "
                      f"above (the sd is from {len(r['standalone'].get('repeats') or [])} seed pairs, itself "
-                     f"uncertain). Chosen supernet: {r['chosen']}.")
+                     f"uncertain). " + (f"Chosen supernet: {r['chosen']}." if r["chosen"] else
+                                         f"The sandwich supernet misses the goal (in-band tau >= {TAU_GOAL} and "
+                                         "above MACs'): nothing is chosen until the training remedies are "
+                                         "scored."))
         lines += remedy_lines(r["supernets"]) + training_remedy_lines(r["supernets"])
         lines += ["", f"![inherited vs stand-alone validation top-1]({FIDELITY_PNG_IN_REPO.as_posix()})", ""]
     elif any(row.get("begun") for row in r["compute"]):

@@ -101,6 +101,18 @@ def test_report_reads_what_exists_and_chooses_by_in_band_tau(tmp_path, monkeypat
     assert remedy["tau_between_calibrations"] == pytest.approx(1 - 2 / 91)  # one of 91 pairs swapped
     assert remedy["inherited_span"] == 13.0 and remedy["tau_in_band"] == 0.5
     assert "recalibrations agree at: sandwich tau 0.98" in (tmp_path / "BENCHMARKS.md").read_text()
+    # a sandwich supernet under the goal: nothing is chosen until the training remedies are scored
+    fidelity = json.loads((out / "truth" / "fidelity.json").read_text())
+    fidelity["supernets"]["/x/sandwich-e30/checkpoints/xxs/epoch_0030"]["tau_in_band"] = 0.45
+    (out / "truth" / "fidelity.json").write_text(json.dumps(fidelity))
+    waiting = bench.report(out)
+    assert waiting["chosen"] is None and waiting["remedies_due"]
+    assert "nothing is chosen until the training remedies are scored" in (tmp_path / "BENCHMARKS.md").read_text()
+    (out / "remedy-training.json").write_text(json.dumps({"epochs": {"longer": 20}, "supernets": {
+        "longer": {**stats, "tau_in_band": 0.55, "inherited_span": 1.0, "inherited": [70.0] * 14}}}))
+    scored = bench.report(out)
+    assert scored["chosen"] == "longer" and not scored["remedies_due"]
+    assert "Chosen supernet: longer." in (tmp_path / "BENCHMARKS.md").read_text()
     assert text.count(bench.SECTION) == 1
     # the latency table's quality, which the band and every lut_ms rest on
     assert result["lut"]["predictor"] == {"mape": 6.15, "kendall_tau": 0.807} and result["lut"]["level"] == 0.948
