@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import io
 import os
@@ -55,6 +56,12 @@ def test_digits_splits_disjoint_deterministic_and_from_train() -> None:
     # `seed` (batch order, augmentation) must not move the validation images; `split_seed` does
     np.testing.assert_array_equal(make_splits(DataConfig(seed=7)).val, s.val)
     assert not np.array_equal(make_splits(DataConfig(split_seed=1)).val, s.val)
+    # `calib_seed` draws another calibration subset of the same size from the same train split, nothing else
+    redrawn = make_splits(dataclasses.replace(DIGITS, calib_seed=1))
+    assert len(redrawn.calib) == 64 and set(redrawn.calib.tolist()) <= train and set(redrawn.calib.tolist()) != calib
+    for name in ("train", "val", "test"):
+        np.testing.assert_array_equal(getattr(redrawn, name), getattr(s, name))
+    assert not np.array_equal(make_splits(dataclasses.replace(DIGITS, calib_seed=2)).calib, redrawn.calib)
 
 
 def test_val_split_is_stratified() -> None:
@@ -310,6 +317,8 @@ def test_bad_inputs(tmp_path: Path) -> None:
         make_splits(DataConfig(val_size=5000))
     with pytest.raises(ValueError, match="batch_size"):
         build_loader(DataConfig(batch_size=4096), "train")
+    with pytest.raises(ValueError, match=r"DataConfig.calib_seed = -1 is invalid: expected an integer >= 0"):
+        DataConfig(calib_seed=-1)
 
 
 # --- batch helpers ---------------------------------------------------------------------------------

@@ -10,7 +10,14 @@ import statistics
 
 import pytest
 
-from autovit_ray.fidelity import FidelityConfig, draw_subnets, fidelity_stats, run, truth_ceiling
+from autovit_ray.fidelity import (
+    FidelityConfig,
+    calibration_noise,
+    draw_subnets,
+    fidelity_stats,
+    run,
+    truth_ceiling,
+)
 from autovit_ray.fidelity.cli import main
 from autovit_ray.plan import count_params
 from autovit_ray.space import load_space
@@ -41,6 +48,18 @@ def test_fidelity_statistics_by_hand():
     assert flipped["kendall_tau"] == -1.0 and flipped["regret"] == 8.0 and flipped["top3_overlap"] == 1
 
 
+def test_calibration_noise_by_hand():
+    # the same four subnets on two calibration subsets: the last two swap places
+    noise = calibration_noise([[70.0, 71.0, 72.0, 73.0], [70.0, 71.0, 73.0, 72.0]], [60.0, 61.0, 62.0, 63.0],
+                              [False, True, True, True])
+    assert noise["calib_draws"] == 2 and noise["inherited_draws"] == [[70.0, 71.0, 73.0, 72.0]]
+    assert noise["tau_between_draws"] == pytest.approx(4 / 6)  # 5 of 6 pairs agree, 1 is swapped
+    assert noise["draw_sd"] == pytest.approx(0.5)  # variances 0, 0, 0.5, 0.5: their mean's root
+    assert noise["tau_averaged"] == pytest.approx(5 / 30 ** 0.5)  # averaged: the last two tie (tau-b)
+    assert noise["tau_in_band_averaged"] == pytest.approx(2 / 6 ** 0.5)
+    assert calibration_noise([[1.0, 2.0, 3.0]] * 3, [1.0, 2.0, 3.0], [True] * 3)["tau_between_draws"] == 1.0
+
+
 def test_the_truths_ceiling_needs_its_seed_noise_and_three_subnets():
     from autovit_ray.stats import noise_ceiling_tau
 
@@ -60,6 +79,8 @@ def test_bad_fidelity_settings():
         FidelityConfig(checkpoints=("x",), truth="t", in_band=2)
     with pytest.raises(ValueError, match="--calib-size 0: expected a positive number"):
         FidelityConfig(checkpoints=("x",), truth="t", calib_size=0)
+    with pytest.raises(ValueError, match="--calib-draws 0: expected 1"):
+        FidelityConfig(checkpoints=("x",), truth="t", calib_draws=0)
 
 
 def test_inherited_scores_recalibrate_on_as_many_images_as_asked(tmp_path):
@@ -234,7 +255,7 @@ def test_a_whole_fidelity_run_resumes_and_refuses_another_recipe(ray_session, tm
 
     xxs = _supernet_checkpoint(tmp_path / "supernets", "xxs", epochs=2)
     cfg = FidelityConfig(checkpoints=(xxs,), truth=str(tmp_path / "truth"), subnets=4, epochs=1, repeat=1,
-                         overrides=TINY, pool=200, resamples=200)
+                         overrides=TINY, pool=200, resamples=200, calib_draws=2)
     report = run(cfg, log=lambda _: None)
     subnets = report["standalone"]["subnets"]
     assert len(subnets) == 4 and all(0.0 <= s[k] <= 100.0 for s in subnets for k in ("val_top1", "test_top1"))
@@ -250,6 +271,12 @@ def test_a_whole_fidelity_run_resumes_and_refuses_another_recipe(ray_session, tm
     assert scored["kendall_tau"] is None or -1.0 <= scored["kendall_tau"] <= 1.0
     assert scored["inherited_span"] == pytest.approx(max(scored["inherited"]) - min(scored["inherited"]))
     assert statistics.fmean(scored["inherited"]) > 0
+    # scored again on a second calibration subset: the same scores as that subset alone gives
+    from autovit_ray.fidelity import inherited_top1
+
+    archs = [Arch.from_dict(s["arch"]) for s in subnets]
+    assert scored["inherited_draws"] == [inherited_top1(xxs, archs, None, calib_seed=1)]
+    assert scored["calib_draws"] == 2 and scored["draw_sd"] >= 0.0
     from mlflow.tracking import MlflowClient
 
     logged = MlflowClient(f"sqlite:///{tmp_path / 'truth' / 'mlflow.db'}").get_run(report["mlflow_run_id"])

@@ -277,7 +277,7 @@ def test_page_renders_in_headless_chromium(experiment, tmp_path):
 def test_a_rank_fidelity_report_gets_its_section(experiment, tmp_path):
     """`python -m autovit_ray.fidelity`'s report in <experiment>/fidelity/ becomes a section: the table
     per supernet and the inherited vs stand-alone scatter; without it the page has no such section."""
-    from autovit_ray.fidelity import fidelity_stats
+    from autovit_ray.fidelity import calibration_noise, fidelity_stats
     from autovit_ray.stats import noise_ceiling_tau
 
     exp = tmp_path / "with-fidelity"
@@ -285,6 +285,7 @@ def test_a_rank_fidelity_report_gets_its_section(experiment, tmp_path):
     truth = [60.0, 62.0, 61.0, 66.0]
     inherited = [70.0, 71.5, 71.0, 72.0]
     stats = fidelity_stats(inherited, truth, [1, 2, 3, 4], [4, 3, 2, 1], [True] * 4, resamples=100, seed=0)
+    stats.update(calibration_noise([inherited, [70.2, 71.3, 71.6, 71.9]], truth, [True] * 4))
     subnets = [{"name": f"net{i}", "lut_ms": 4.0 + i, "in_band": i < 2, "params": 1000 * i, "val_top1": t,
                 "test_top1": t - 0.5} for i, t in enumerate(truth)]
     subnets[3].pop("test_top1")  # a run scored by a version that had no test score
@@ -299,6 +300,7 @@ def test_a_rank_fidelity_report_gets_its_section(experiment, tmp_path):
     ceiling = noise_ceiling_tau(truth, 0.4)  # the report has none: the page computes it from the same record
     assert f"a perfect predictor would reach tau {ceiling:+.2f} against it (in band n/a)" in html and ceiling < 1
     assert "<th>stand-alone test top-1</th>" in html and "<td class=l>net1</td>" in html
+    assert f"+0.67 ({stats['draw_sd']:.2f}) over 2</td>" in html  # one of six pairs swapped between the subsets
     assert len(check_self_contained(html)) == len(check_self_contained(experiment.page.read_text())) + 1
     # the scan, before any truth: its own section, before the fidelity report's
     rows = [{"role": role, "val_top1": v, "lut_ms": ms, "params": 10_000 * (i + 1)} for i, (role, v, ms) in enumerate(

@@ -38,6 +38,9 @@ class DataConfig:
     val_size: int | float | None = None  # images (int) or fraction of the training set (float)
     calib_size: int = 1024
     split_seed: int = 0  # fixes val / calib (and digits' test); keep it across train and search
+    # None: the calibration subset split_seed fixes; an int: another subset of calib_size training images, to
+    # see how far inherited scores move with the BatchNorm calibration sample (fidelity --calib-draws)
+    calib_seed: int | None = None
     seed: int = 0  # batch order and augmentation
     augment: str = "auto"  # "timm": timm's PIL pipeline per image; "batched": the same recipe on in-memory
     # tensors, a batch at a time on the training device (autovit_ray.data.batches); "none": resize + normalise;
@@ -137,6 +140,8 @@ def _validate(cfg: DataConfig) -> None:
     for name in ("num_workers", "split_seed", "seed"):
         if not (_is_int(getattr(cfg, name)) and getattr(cfg, name) >= 0):
             raise _bad(name, getattr(cfg, name), "an integer >= 0")
+    if cfg.calib_seed is not None and not (_is_int(cfg.calib_seed) and cfg.calib_seed >= 0):
+        raise _bad("calib_seed", cfg.calib_seed, "an integer >= 0, or None for the subset split_seed fixes")
     v = cfg.val_size
     if v is not None and not ((_is_int(v) and v >= 1) or (isinstance(v, float) and 0.0 < v < 1.0)):
         raise _bad("val_size", v, "an image count >= 1, a fraction in (0, 1), or None")

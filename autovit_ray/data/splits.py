@@ -3,7 +3,8 @@
 - ``test``: the official test set (``val/`` for imagefolder). Use it only to report final models.
 - ``train`` / ``val``: a stratified split of the official *training* set; the search selects on ``val``.
   Its size is `val_size` (default: 5,000 for cifar10, 20% for digits, 10% for imagefolder).
-- ``calib``: a fixed subset (`calib_size` images) of the ``train`` split for `evaluation.calibrate` (BatchNorm).
+- ``calib``: a fixed subset (`calib_size` images) of the ``train`` split for `evaluation.calibrate` (BatchNorm);
+  `calib_seed` draws another subset of the same size (None: the one `split_seed` fixes).
 
 The splits depend only on `split_seed` (default 0), never on `seed`. `seed` orders the batches and
 seeds the augmentation; were the validation images drawn with it too, a supernet trained with another
@@ -42,7 +43,7 @@ def make_splits(cfg: DataConfig) -> Splits:
     if n_val >= n:
         raise _bad("val_size", cfg.val_size, f"fewer images than the training set's {n}")
     train, val = _stratified_holdout(train_source.labels, n_val, cfg.split_seed)
-    rng = np.random.default_rng([cfg.split_seed, 1])
+    rng = np.random.default_rng([cfg.split_seed, 1] if cfg.calib_seed is None else [cfg.split_seed, 1, cfg.calib_seed])
     calib = np.sort(rng.choice(train, size=min(cfg.calib_size, len(train)), replace=False))
     return Splits(train=train, val=val, calib=calib, test=np.arange(len(test_source)))
 

@@ -23,6 +23,9 @@ A search trusts that it does. This measures it for any trained supernet:
    `--calib-batches` batches of `--calib-size` training images: a search's settings, or a larger
    sample to see whether more recalibration ranks better) from every `--checkpoint` (one truth scores
    any number of supernets of the same space), and its stand-alone top-1 (its own BN statistics).
+   With `--calib-draws K`, each supernet is scored again on K - 1 other calibration subsets of the same
+   size (`data.calib_seed`): how far the inherited scores move with the subset caps tau as the truth's
+   seed noise does (`calibration_noise`).
 4. **Report** (`<truth>/fidelity.json`, printed, an MLflow run "fidelity", a section of the experiment's
    report page when the truth is the default `<experiment>/fidelity`): per supernet, Kendall tau and Spearman rho of
    inherited vs stand-alone accuracy with bootstrap intervals, over all subnets and inside the band;
@@ -76,6 +79,7 @@ class FidelityConfig:
     overrides: tuple[str, ...] = ()  # --set on the stand-alone recipe (the experiment's, by default)
     calib_batches: int | None = None  # BN recalibration batches for the inherited scores (None: all)
     calib_size: int | None = None  # BN recalibration images, from the training split (None: the checkpoint's)
+    calib_draws: int = 1  # calibration subsets each supernet is scored on: > 1 measures the inherited scores' noise
     parallel: int | None = None  # stand-alone runs trained at once (None: as many as the cluster holds)
     pool: int = 10_000  # random archs the draw picks from
     resamples: int = 10_000  # bootstrap resamples
@@ -98,6 +102,9 @@ class FidelityConfig:
             if value is not None and value < 1:
                 raise ValueError(f"--{name.replace('_', '-')} {value}: expected a positive number, or none for the "
                                  "default")
+        if self.calib_draws < 1:
+            raise ValueError(f"--calib-draws {self.calib_draws}: expected 1 (the search's one calibration subset) "
+                             "or more")
         if self.band_ms is not None and not 0 < self.band_ms[0] < self.band_ms[1]:
             raise ValueError(f"--band-ms {self.band_ms}: expected LOW,HIGH with 0 < LOW < HIGH")
 
@@ -355,17 +362,45 @@ def standalone_top1(checkpoint: Path, arch: Arch, split: str = "val") -> float:
 
 
 def inherited_top1(checkpoint: Path, archs: Sequence[Arch], calib_batches: int | None,
-                   calib_size: int | None = None) -> list[float]:
-    """Validation top-1 each arch inherits from a supernet, BatchNorm recalibrated (the search's score):
+                   calib_size: int | None = None, calib_seed: int | None = None) -> list[float]:
+    """Validation top-1 of each arch with the supernet's weights, BatchNorm recalibrated as a search does,
     on the first `calib_batches` batches of `calib_size` training images (None: all batches; the
-    checkpoint's own data.calib_size)."""
+    checkpoint's own data.calib_size), drawn by `calib_seed` (None: the subset the search uses)."""
     from ..checkpoint import load_supernet
     from ..search.evaluate import EvalSettings, SubnetEvaluator
 
     supernet, space, config = load_supernet(checkpoint)
-    data = dataclasses.replace(config.data, calib_size=calib_size) if calib_size else config.data
+    data = dataclasses.replace(config.data, calib_size=calib_size or config.data.calib_size,
+                               calib_seed=config.data.calib_seed if calib_seed is None else calib_seed)
     evaluator = SubnetEvaluator(supernet, space, data, EvalSettings(calib_batches=calib_batches))
     return [float(evaluator.evaluate(arch)["val_top1"]) for arch in archs]
+
+
+def calibration_noise(draws: Sequence[Sequence[float]], standalone: Sequence[float],
+                      in_band: Sequence[bool]) -> dict[str, Any]:
+    """How far one supernet's inherited scores move with the BatchNorm calibration subset (`draws`: the
+    scores of the same subnets on each subset, the search's first): `tau_between_draws`, the mean Kendall
+    tau between two draws (a cap on the supernet's tau, as the truth's seed noise is); `draw_sd`, the
+    root-mean-square over subnets of their sd across draws (points); `tau_averaged` and
+    `tau_in_band_averaged`, the tau of the scores averaged over draws against the truth (what averaging
+    would buy; a search scores on one subset)."""
+    import itertools
+    import statistics
+
+    from ..stats import kendall_tau
+
+    def finite(value: float) -> float | None:
+        return value if math.isfinite(value) else None
+
+    pairs = [kendall_tau(a, b) for a, b in itertools.combinations(draws, 2)]
+    averaged = [statistics.fmean(scores) for scores in zip(*draws)]
+    band = [i for i, inside in enumerate(in_band) if inside]
+    return {"calib_draws": len(draws), "inherited_draws": [list(d) for d in draws[1:]],
+            "tau_between_draws": finite(statistics.fmean(pairs)) if pairs else None,
+            "draw_sd": statistics.fmean(statistics.variance(scores) for scores in zip(*draws)) ** 0.5,
+            "tau_averaged": finite(kendall_tau(averaged, standalone)),
+            "tau_in_band_averaged": finite(kendall_tau([averaged[i] for i in band], [standalone[i] for i in band]))
+            if len(band) >= 3 else None}
 
 
 def fidelity_stats(inherited: Sequence[float], standalone: Sequence[float], macs: Sequence[float],
@@ -467,6 +502,10 @@ def run(cfg: FidelityConfig, log: Callable[[str], None] = print) -> dict[str, An
     for checkpoint, checkpoint_record in zip(checkpoints, records):
         inherited = inherited_top1(checkpoint, archs, cfg.calib_batches, cfg.calib_size)
         stats = fidelity_stats(inherited, standalone, macs, params, in_band, cfg.resamples, cfg.seed)
+        if cfg.calib_draws > 1:  # the same subnets on other calibration subsets: the inherited scores' own noise
+            draws = [inherited] + [inherited_top1(checkpoint, archs, cfg.calib_batches, cfg.calib_size, calib_seed=k)
+                                   for k in range(1, cfg.calib_draws)]
+            stats.update(calibration_noise(draws, standalone, in_band))
         config = checkpoint_record.config
         report["supernets"][str(checkpoint)] = {
             "epochs_done": checkpoint_record.epoch, "sampler": config["train"]["sampler"],
@@ -475,6 +514,11 @@ def run(cfg: FidelityConfig, log: Callable[[str], None] = print) -> dict[str, An
             f"{_fmt(stats['tau_high'])}], in band {_fmt(stats['tau_in_band'])} ({stats['in_band']} subnets), "
             f"MACs baseline {_fmt(stats['tau_macs'])}, top-3 overlap {stats['top3_overlap']}/3, regret "
             f"{stats['regret']:.2f} points; inherited span {stats['inherited_span']:.2f} points")
+        if cfg.calib_draws > 1:
+            log(f"  on {cfg.calib_draws} calibration subsets: the inherited scores move by sd {stats['draw_sd']:.2f} "
+                f"points, two subsets order them alike at tau {_fmt(stats['tau_between_draws'])}; averaged over "
+                f"the subsets they rank at tau {_fmt(stats['tau_averaged'])} (in band "
+                f"{_fmt(stats['tau_in_band_averaged'])})")
     if seed_sd is not None:
         log(f"the truth's own seed noise: sd {seed_sd:.2f} points of validation top-1 ({len(repeats)} pairs); a "
             f"perfect predictor would reach tau {_fmt(report['standalone']['tau_ceiling'])} against it (in band "
@@ -503,7 +547,8 @@ def log_to_mlflow(report: dict[str, Any], cfg: FidelityConfig, truth: Path) -> s
     for i, (checkpoint, stats) in enumerate(report["supernets"].items()):
         client.set_tag(run_id, f"supernet{i}", checkpoint)
         for name in ("kendall_tau", "tau_low", "tau_high", "spearman_rho", "tau_in_band", "tau_macs", "tau_params",
-                     "top3_overlap", "regret", "inherited_span"):
+                     "top3_overlap", "regret", "inherited_span", "tau_between_draws", "draw_sd", "tau_averaged",
+                     "tau_in_band_averaged"):
             if isinstance(stats.get(name), (int, float)):
                 client.log_metric(run_id, f"supernet{i}/{name}", float(stats[name]))
     for name in ("seed_sd", "tau_ceiling", "tau_ceiling_in_band"):

@@ -48,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calib-size", type=int, default=None,
                    help="BatchNorm recalibration images, drawn from the training split (default: the "
                         "checkpoint's data.calib_size)")
+    p.add_argument("--calib-draws", type=int, default=1, metavar="K",
+                   help="score each supernet on K calibration subsets of the same size (default 1, the search's): "
+                        "how far its inherited scores move with the subset, a cap on its tau")
     p.add_argument("--parallel", type=int, default=None,
                    help="stand-alone runs trained at once (default: as many as the cluster holds, each worker "
                         "with its ray.cpus_per_worker, else its ray.torch_threads, else one CPU)")
@@ -64,8 +67,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.scan is not None:  # a scan trains nothing: the truth's settings would be silently ignored
-        truth_only = ("subnets", "epochs", "band_ms", "in_band", "repeat", "set", "parallel", "pool", "resamples",
-                      "address", "mlflow_uri")
+        truth_only = ("subnets", "epochs", "band_ms", "in_band", "repeat", "set", "calib_draws", "parallel", "pool",
+                      "resamples", "address", "mlflow_uri")
         given = [f"--{name.replace('_', '-')}" for name in truth_only
                  if getattr(args, name) != parser.get_default(name)]
         if given:
@@ -83,7 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     run(FidelityConfig(checkpoints=checkpoints, truth=truth, subnets=args.subnets, seed=args.seed,
                        epochs=args.epochs, lut=args.lut, band_ms=args.band_ms, in_band=args.in_band,
                        repeat=args.repeat, overrides=tuple(args.set), calib_batches=args.calib_batches,
-                       calib_size=args.calib_size, parallel=args.parallel, pool=args.pool, resamples=args.resamples,
+                       calib_size=args.calib_size, calib_draws=args.calib_draws, parallel=args.parallel, pool=args.pool, resamples=args.resamples,
                        address=args.address, mlflow_uri=args.mlflow_uri))
     return 0
 

@@ -370,7 +370,8 @@ def comparison(exp: Path, compare: Any, log: Log) -> str:
 
 
 FIDELITY_COLUMNS = ("supernet", "sampler", "epochs", "Kendall tau [95%]", "tau in band", "tau of MACs",
-                    "top-3 overlap", "regret (points)", "inherited span")
+                    "top-3 overlap", "regret (points)", "inherited span",
+                    "tau between calibration subsets (sd, points)")
 TRUTH_COLUMNS = ("subnet", "table ms", "in band", "params", "stand-alone val top-1", "stand-alone test top-1")
 
 
@@ -429,7 +430,10 @@ def rank_fidelity(path: Path) -> str:
     for name, r in report["supernets"].items():
         tau = f"{_signed(r['kendall_tau'])} [{_signed(r['tau_low'])}, {_signed(r['tau_high'])}]"
         rows.append([_supernet_label(name), r["sampler"], r["epochs_done"], tau,
-                     r["tau_in_band"], r["tau_macs"], f"{r['top3_overlap']}/3", r["regret"], r["inherited_span"]])
+                     r["tau_in_band"], r["tau_macs"], f"{r['top3_overlap']}/3", r["regret"], r["inherited_span"],
+                     # scored on one calibration subset (--calib-draws 1): its noise unmeasured
+                     f"{_signed(r['tau_between_draws'])} ({r['draw_sd']:.2f}) over {r['calib_draws']}"
+                     if r.get("calib_draws") else "-"])
     sd = report["standalone"].get("seed_sd")
     # reports written before the ceiling was: computed here from the same record
     ceiling = {**truth_ceiling(report["standalone"]["subnets"], sd), **{

@@ -318,7 +318,7 @@ def set_override(values: dict[str, Any], text: str) -> None:
 
 # Fields added since stages were first fingerprinted, hashed only when set (section, field): a stage
 # fingerprinted before they existed is still up to date, a stage that sets one is not.
-FINGERPRINTED_WHEN_SET = (("train", "transformer_stages"), ("train", "init_from"))
+FINGERPRINTED_WHEN_SET = (("train", "transformer_stages"), ("train", "init_from"), ("data", "calib_seed"))
 
 
 def fingerprint_dict(cfg: TrainConfig) -> dict[str, Any]:
