@@ -542,7 +542,8 @@ def report(out: Path) -> dict[str, Any]:
                  "recipe": (recipe.get("choice") or {}).get("recipe")},
         "supernets": supernets, "span_gate": SPAN_GATE, "gate": gate,
         "lut": lut_quality(), "band": band,
-        "standalone": standalone, "truth_runs": truth_runs, "chosen": chosen, "remedies_due": remedies_due, "earlier_runs": earlier_runs(supernets, scanned),
+        "standalone": standalone, "truth_runs": truth_runs, "chosen": chosen, "remedies_due": remedies_due,
+        "earlier_runs": earlier_runs(supernets, scanned),
         "scans": scanned, "compute": compute(out, scans),
         "stage_commits": stage_commits(out, scans, band), "report_commit": code_commit(),
     }

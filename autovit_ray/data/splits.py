@@ -43,7 +43,8 @@ def make_splits(cfg: DataConfig) -> Splits:
     if n_val >= n:
         raise _bad("val_size", cfg.val_size, f"fewer images than the training set's {n}")
     train, val = _stratified_holdout(train_source.labels, n_val, cfg.split_seed)
-    rng = np.random.default_rng([cfg.split_seed, 1] if cfg.calib_seed is None else [cfg.split_seed, 1, cfg.calib_seed])
+    calib_key = [cfg.split_seed, 1] if cfg.calib_seed is None else [cfg.split_seed, 1, cfg.calib_seed]
+    rng = np.random.default_rng(calib_key)
     calib = np.sort(rng.choice(train, size=min(cfg.calib_size, len(train)), replace=False))
     return Splits(train=train, val=val, calib=calib, test=np.arange(len(test_source)))
 

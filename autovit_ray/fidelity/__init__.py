@@ -12,8 +12,8 @@ A search trusts that it does. This measures it for any trained supernet:
 2. **Truth**: each trained from scratch alone (`python -m autovit_ray.train --arch`'s code path) with
    the experiment's recipe for `--epochs`, in `--truth/<arch hash>-s<seed>/` (resumable: a killed run
    continues from its last epoch); the first `--repeat` again with seed + 1, so the truth's own seed
-   noise is measured, and from it the ceiling of any tau (`truth_ceiling`). `truth.json` records the recipe: a truth folder
-   trained with another recipe is refused. The runs train `--parallel` at once on Ray (default: as
+   noise is measured, and from it the ceiling of any tau (`truth_ceiling`). `truth.json` records the
+   recipe: a truth folder trained with another recipe is refused. The runs train `--parallel` at once on Ray (default: as
    many as the cluster holds, a CPU per worker unless the recipe's `ray.*` says otherwise). As each
    run ends, its validation top-1 (the ranking's) and test top-1 (reported, never used to rank) go
    into `results.json`, a few hundred bytes a run: a finished run is never scored or trained again,

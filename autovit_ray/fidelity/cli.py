@@ -86,8 +86,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     run(FidelityConfig(checkpoints=checkpoints, truth=truth, subnets=args.subnets, seed=args.seed,
                        epochs=args.epochs, lut=args.lut, band_ms=args.band_ms, in_band=args.in_band,
                        repeat=args.repeat, overrides=tuple(args.set), calib_batches=args.calib_batches,
-                       calib_size=args.calib_size, calib_draws=args.calib_draws, parallel=args.parallel, pool=args.pool, resamples=args.resamples,
-                       address=args.address, mlflow_uri=args.mlflow_uri))
+                       calib_size=args.calib_size, calib_draws=args.calib_draws, parallel=args.parallel,
+                       pool=args.pool, resamples=args.resamples, address=args.address, mlflow_uri=args.mlflow_uri))
     return 0
 
 
