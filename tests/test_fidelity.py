@@ -298,6 +298,12 @@ def test_a_whole_fidelity_run_resumes_and_refuses_another_recipe(ray_session, tm
     xs = _supernet_checkpoint(tmp_path / "supernets", "xs", epochs=1)
     assert main([*base, "--checkpoint", xs]) == 2
     assert "one truth scores supernets of one space" in capsys.readouterr().err
+    # the CLI scores the same truth on three calibration subsets, training nothing
+    assert main([*base, *(f"--set={s}" for s in TINY), "--repeat", "1", "--calib-draws", "3"]) == 0
+    rescored = json.loads((tmp_path / "truth" / "fidelity.json").read_text())["supernets"][xxs]
+    assert rescored["calib_draws"] == 3 and len(rescored["inherited_draws"]) == 2
+    assert rescored["inherited"] == scored["inherited"] and rescored["inherited_draws"][0] == scored["inherited_draws"][0]
+    assert "on 3 calibration subsets: the inherited scores move by sd" in capsys.readouterr().out
 
 
 def test_the_scan_spreads_the_inherited_accuracies_and_pairs_the_extremes(tmp_path, capsys):
@@ -331,3 +337,5 @@ def test_the_scan_spreads_the_inherited_accuracies_and_pairs_the_extremes(tmp_pa
     assert "--scan 1: expected at least 2 random subnets" in capsys.readouterr().err
     assert main(["--scan", "3", "--checkpoint", checkpoint, "--epochs", "5", "--repeat", "1"]) == 2
     assert "--scan trains nothing, so --epochs, --repeat (settings of the truth) do not apply" in capsys.readouterr().err
+    assert main(["--scan", "3", "--checkpoint", checkpoint, "--calib-draws", "2"]) == 2
+    assert "--calib-draws (settings of the truth) do not apply" in capsys.readouterr().err
