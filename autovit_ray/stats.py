@@ -3,6 +3,9 @@
 - `kendall_tau` (tau-b: ties counted as scipy counts them) and `spearman_rho` (Pearson correlation of
   average ranks): do two scores order the same items alike? NaN when one side is constant (no order).
 - `rank_correlation`: both, each with a percentile bootstrap interval that resamples the pairs.
+- `paired_tau_difference`: two predictors of the same truth: the difference of their Kendall taus,
+  with a bootstrap interval that resamples the items once for both (their noise is shared, so the
+  difference is far tighter than two separate intervals suggest).
 - `paired_difference`: two classifiers on the same images: the difference of their top-1 (points),
   a percentile bootstrap interval over images, and McNemar's exact test on the discordant images.
 - `welch_interval`: two independent groups of runs (seeds): the difference of their means with
@@ -90,6 +93,27 @@ def rank_correlation(x: Sequence[float], y: Sequence[float], resamples: int = 10
     return {"kendall_tau": finite(kendall_tau(a, b)), "kendall_tau_ci": percentile_interval(taus, level),
             "spearman_rho": finite(spearman_rho(a, b)), "spearman_rho_ci": percentile_interval(rhos, level),
             "n": int(a.size), "resamples": len(taus)}
+
+
+def paired_tau_difference(a: Sequence[float], b: Sequence[float], truth: Sequence[float], resamples: int = 10_000,
+                          seed: int = 0, level: float = 0.95) -> dict[str, Any]:
+    """tau(a, truth) - tau(b, truth) for two predictors scored on the same items, with a percentile
+    bootstrap interval over items resampled once for both (replicates in which any side is constant
+    are left out). `significant`: the interval excludes 0. `difference` is None where a tau is."""
+    x, t = _pair(a, truth, "paired_tau_difference", minimum=3)
+    y, _ = _pair(b, truth, "paired_tau_difference", minimum=3)
+    rng = np.random.default_rng(seed)
+    diffs = []
+    for idx in rng.integers(0, t.size, size=(resamples, t.size)):
+        xa, yb, tt = x[idx], y[idx], t[idx]
+        if np.ptp(xa) > 0 and np.ptp(yb) > 0 and np.ptp(tt) > 0:
+            diffs.append(kendall_tau(xa, tt) - kendall_tau(yb, tt))
+    difference = kendall_tau(x, t) - kendall_tau(y, t)
+    interval = percentile_interval(diffs, level)
+    low, high = interval if interval else (None, None)
+    return {"difference": difference if math.isfinite(difference) else None, "low": low, "high": high,
+            "n": int(t.size), "resamples": len(diffs),
+            "significant": interval is not None and not interval[0] <= 0.0 <= interval[1]}
 
 
 def mcnemar_exact_p(a_only: int, b_only: int) -> float:

@@ -519,6 +519,11 @@ def report(out: Path) -> dict[str, Any]:
         supernets[remedy] = {"sampler": "sandwich", "remedy": REMEDY_WORDS[remedy], "epochs": EPOCHS + more,
                              "epochs_done": EPOCHS + more, "inherited_span": stats["inherited_span"],
                              **{k: stats.get(k) for k in TAU_KEYS}}
+    if fidelity:
+        inherited_scores = {s: stats["inherited"] for s in SAMPLERS if (stats := truth_stats(fidelity, s))}
+        inherited_scores |= {name: stats["inherited"] for name, stats in (training or {}).get("supernets", {}).items()}
+        for name, paired in paired_in_band(inherited_scores, fidelity["standalone"]["subnets"]).items():
+            supernets[name]["paired_in_band"] = paired
     band_path = out / "band.json"
     band = json.loads(band_path.read_text()) if band_path.is_file() else None
     gate_path = out / "gate.json"
@@ -571,6 +576,28 @@ REMEDY_WORDS = {"fewshot": f"few-shot split on the transformer stage count {list
 def truth_stats(fidelity: dict[str, Any], sampler: str) -> dict[str, Any] | None:
     """One supernet's statistics in the truth's fidelity.json (keyed by checkpoint path)."""
     return next((v for k, v in fidelity["supernets"].items() if f"{sampler}-e{EPOCHS}" in k), None)
+
+
+def paired_in_band(inherited: dict[str, list[float]], subnets: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each supernet's in-band tau against the truth, minus MACs' and (but the sandwich's own) minus the
+    sandwich supernet's, on the same in-band subnets and bootstrap resamples (`stats.paired_tau_difference`):
+    whether one ranks better than another beyond the noise their shared truth gives both."""
+    from autovit_ray.stats import kendall_tau, paired_tau_difference
+
+    band = [i for i, row in enumerate(subnets) if row["in_band"]]
+    if len(band) < 3:
+        return {}
+    truth = [subnets[i]["val_top1"] for i in band]
+    macs = [subnets[i]["macs"] for i in band]
+    found: dict[str, dict[str, Any]] = {}
+    for name, scores in inherited.items():
+        in_band = [scores[i] for i in band]
+        found[name] = {"minus_macs": {**paired_tau_difference(in_band, macs, truth),
+                                      "macs_tau_in_band": kendall_tau(macs, truth)}}
+        if name != "sandwich" and "sandwich" in inherited:
+            found[name]["minus_sandwich"] = paired_tau_difference(
+                in_band, [inherited["sandwich"][i] for i in band], truth)
+    return found
 
 
 def best_inherited_in_band(scan_record: dict[str, Any], band: dict[str, Any] | None) -> float | None:
@@ -709,6 +736,10 @@ def _num(value: float | None, digits: int = 2) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
+def _signed(value: float | None) -> str:
+    return "–" if value is None else f"{value:+.2f}"
+
+
 def _span(scan_record: dict[str, Any]) -> str:
     """The largest minus the smallest, with its paired 95% interval when the scan has one."""
     paired = scan_record.get("span_paired")
@@ -793,6 +824,39 @@ def training_remedy_lines(supernets: dict[str, Any]) -> list[str]:
         return []
     return ["", f"Remedies that cost a training (the sandwich supernet missed the goal of in-band tau ≥ {TAU_GOAL} "
                 "above the MACs baseline): " + "; ".join(cells) + "."]
+
+
+def chosen_words(chosen: str | None, supernets: dict[str, Any]) -> str:
+    """The choice and whether it met the goal (every supernet's tau is in the table above)."""
+    goal = f"in-band tau >= {TAU_GOAL} and above MACs'"
+    if chosen is None:
+        return f"The sandwich supernet misses the goal ({goal}): nothing is chosen until the training remedies are scored."
+    met = [name for name, s in supernets.items() if goal_met(s)]
+    return (f"Chosen supernet: {chosen} (in-band tau {_num(supernets[chosen].get('tau_in_band'))}, the best of "
+            f"{len(supernets)}); " + (f"the goal ({goal}) is met by {', '.join(met)}." if met else
+                                      f"none of the {len(supernets)} meets the goal ({goal})."))
+
+
+def paired_lines(supernets: dict[str, Any]) -> list[str]:
+    """The paired in-band tau differences (`paired_in_band`) as one paragraph ([] before the truth)."""
+    def cell(d: dict[str, Any]) -> str:
+        return f"{_signed(d['difference'])} [{_signed(d['low'])}, {_signed(d['high'])}]"
+
+    macs = [f"{name} {cell(s['paired_in_band']['minus_macs'])}" for name, s in supernets.items()
+            if s.get("paired_in_band")]
+    sandwich = [f"{name} {cell(s['paired_in_band']['minus_sandwich'])}" for name, s in supernets.items()
+                if (s.get("paired_in_band") or {}).get("minus_sandwich")]
+    if not macs:
+        return []
+    macs_tau = next(s["paired_in_band"] for s in supernets.values() if s.get("paired_in_band"))["minus_macs"]
+    lines = ["", "Paired differences of in-band tau (the same in-band subnets, truth and bootstrap resamples for "
+                 "both sides, 95% interval: the truth's noise is shared, so a difference can be surer than the "
+                 "two taus' own intervals suggest): minus MACs' (in-band tau "
+                 f"{_num(macs_tau['macs_tau_in_band'])}): "
+                 + "; ".join(macs) + "."]
+    if sandwich:
+        lines[-1] += " Minus the sandwich supernet's: " + "; ".join(sandwich) + "."
+    return lines
 
 
 def stage_commits(out: Path, scans: dict[str, Any], band: dict[str, Any] | None) -> dict[str, list[str]]:
@@ -905,11 +969,9 @@ def section(r: dict[str, Any]) -> str:
                      f"{_num(r['standalone'].get('tau_ceiling'))} against it "
                      f"({_num(r['standalone'].get('tau_ceiling_in_band'))} in band): the ceiling of every tau "
                      f"above (the sd is from {len(r['standalone'].get('repeats') or [])} seed pairs, itself "
-                     f"uncertain). " + (f"Chosen supernet: {r['chosen']}." if r["chosen"] else
-                                         f"The sandwich supernet misses the goal (in-band tau >= {TAU_GOAL} and "
-                                         "above MACs'): nothing is chosen until the training remedies are "
-                                         "scored."))
+                     f"uncertain). " + chosen_words(r["chosen"], r["supernets"]))
         lines += remedy_lines(r["supernets"]) + training_remedy_lines(r["supernets"])
+        lines += paired_lines(r["supernets"])
         lines += ["", f"![inherited vs stand-alone validation top-1]({FIDELITY_PNG_IN_REPO.as_posix()})", ""]
     elif any(row.get("begun") for row in r["compute"]):
         truth_row = next(row for row in r["compute"] if "begun" in row)

@@ -67,7 +67,8 @@ def test_report_reads_what_exists_and_chooses_by_in_band_tau(tmp_path, monkeypat
              "top3_overlap": 2, "regret": 0.5}
     (out / "truth" / "fidelity.json").write_text(json.dumps({
         "standalone": {"epochs": 15, "seed_sd": 0.3, "repeats": [{}, {}],
-                       "subnets": [{"val_top1": 78.0 + 0.2 * i, "in_band": i < 8} for i in range(14)]},
+                       "subnets": [{"val_top1": 78.0 + 0.2 * i, "macs": float(i % 4), "in_band": i < 8}
+                                   for i in range(14)]},
         "supernets": {"/x/sandwich-e30/checkpoints/xxs/epoch_0030": {**stats, "tau_in_band": 0.6,
                                                                       "inherited": [70.0 + i for i in range(14)]},
                       "/x/uniform-e30/checkpoints/xxs/epoch_0030": {**stats, "tau_in_band": 0.1,
@@ -109,10 +110,24 @@ def test_report_reads_what_exists_and_chooses_by_in_band_tau(tmp_path, monkeypat
     assert waiting["chosen"] is None and waiting["remedies_due"]
     assert "nothing is chosen until the training remedies are scored" in (tmp_path / "BENCHMARKS.md").read_text()
     (out / "remedy-training.json").write_text(json.dumps({"epochs": {"longer": 20}, "supernets": {
-        "longer": {**stats, "tau_in_band": 0.55, "inherited_span": 1.0, "inherited": [70.0] * 14}}}))
+        "longer": {**stats, "tau_in_band": 0.55, "inherited_span": 1.0, "inherited": [84.0 - i for i in range(14)]}}}))
     scored = bench.report(out)
     assert scored["chosen"] == "longer" and not scored["remedies_due"]
-    assert "Chosen supernet: longer." in (tmp_path / "BENCHMARKS.md").read_text()
+    scored_text = (tmp_path / "BENCHMARKS.md").read_text()
+    assert ("Chosen supernet: longer (in-band tau 0.55, the best of 3); the goal (in-band tau >= 0.5 and above "
+            "MACs') is met by longer.") in scored_text
+    # tau differences on the same in-band subnets and resamples: the reversed ranking is 2 below the perfect one
+    # on every resample; a constant score (uniform) has no tau, so no difference
+    paired = {name: s["paired_in_band"] for name, s in scored["supernets"].items()}
+    assert paired["longer"]["minus_sandwich"] | {"resamples": 0} == {
+        "difference": -2.0, "low": -2.0, "high": -2.0, "n": 8, "resamples": 0, "significant": True}
+    assert paired["uniform"]["minus_sandwich"]["difference"] is None and "minus_sandwich" not in paired["sandwich"]
+    from autovit_ray.stats import kendall_tau
+
+    macs_tau = kendall_tau([float(i % 4) for i in range(8)], [78.0 + 0.2 * i for i in range(8)])
+    assert paired["sandwich"]["minus_macs"]["difference"] == pytest.approx(1.0 - macs_tau)
+    assert (f"minus MACs' (in-band tau {macs_tau:.2f}): sandwich {1 - macs_tau:+.2f} [" in scored_text
+            and "Minus the sandwich supernet's: uniform – [–, –]; longer -2.00 [-2.00, -2.00]." in scored_text)
     assert text.count(bench.SECTION) == 1
     # the latency table's quality, which the band and every lut_ms rest on
     assert result["lut"]["predictor"] == {"mape": 6.15, "kendall_tau": 0.807} and result["lut"]["level"] == 0.948
@@ -316,6 +331,11 @@ def test_the_remedies_run_only_when_the_goal_is_missed():
     assert not bench.goal_met({"tau_in_band": 0.6, "tau_macs": 0.7})  # not above the MACs baseline
     assert not bench.goal_met({"tau_in_band": 0.4, "tau_macs": 0.1})
     assert not bench.goal_met({"tau_in_band": None, "tau_macs": 0.1})
+    # a choice made with the goal missed everywhere says so
+    missed = {"sandwich": {"tau_in_band": 0.41, "tau_macs": 0.26}, "longer": {"tau_in_band": 0.29, "tau_macs": 0.26}}
+    assert bench.chosen_words("sandwich", missed) == (
+        "Chosen supernet: sandwich (in-band tau 0.41, the best of 2); none of the 2 meets the goal (in-band tau "
+        ">= 0.5 and above MACs').")
 
 
 def test_a_remedy_trains_from_the_sandwich_supernet_with_its_settings(tmp_path, monkeypatch):

@@ -17,6 +17,7 @@ from autovit_ray.stats import (
     mcnemar_exact_p,
     noise_ceiling_tau,
     paired_difference,
+    paired_tau_difference,
     rank_correlation,
     spearman_rho,
     welch_interval,
@@ -62,6 +63,26 @@ def test_rank_correlation_interval_holds_the_estimate_and_perfect_order_gives_on
     assert r["spearman_rho_ci"][0] <= r["spearman_rho"] <= r["spearman_rho_ci"][1]
     perfect = rank_correlation(x, 2 * x + 1, resamples=200)
     assert perfect["kendall_tau"] == 1.0 and perfect["kendall_tau_ci"] == (1.0, 1.0)
+
+
+def test_paired_tau_difference_is_the_difference_of_taus_and_shares_the_resamples():
+    rng = np.random.default_rng(1)
+    truth = rng.normal(size=40)
+    good, poor = truth + rng.normal(scale=0.3, size=40), truth + rng.normal(scale=3.0, size=40)
+    r = paired_tau_difference(good, poor, truth, resamples=2000)
+    assert r["difference"] == pytest.approx(kendall_tau(good, truth) - kendall_tau(poor, truth))
+    assert r["low"] <= r["difference"] <= r["high"] and r["significant"] and r["n"] == 40
+    # the same predictor against itself: every replicate differs by exactly 0
+    same = paired_tau_difference(good, good, truth, resamples=200)
+    assert (same["difference"], same["low"], same["high"], same["significant"]) == (0.0, 0.0, 0.0, False)
+    # two predictors sharing most of their noise: the paired interval is narrower than either tau's own
+    shared = truth + rng.normal(scale=1.0, size=40)
+    a, b = shared + rng.normal(scale=0.1, size=40), shared + rng.normal(scale=0.1, size=40)
+    paired = paired_tau_difference(a, b, truth, resamples=2000)
+    alone = rank_correlation(a, truth, resamples=2000)["kendall_tau_ci"]
+    assert paired["high"] - paired["low"] < (alone[1] - alone[0]) / 2
+    with pytest.raises(ValueError, match="paired_tau_difference needs two equal-length"):
+        paired_tau_difference([1, 2, 3], [1, 2], [1, 2, 3])
 
 
 @settings(max_examples=200, deadline=None)
