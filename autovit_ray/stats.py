@@ -4,8 +4,8 @@
   average ranks): do two scores order the same items alike? NaN when one side is constant (no order).
 - `rank_correlation`: both, each with a percentile bootstrap interval that resamples the pairs.
 - `paired_tau_difference`: two predictors of the same truth: the difference of their Kendall taus,
-  with a bootstrap interval that resamples the items once for both (their noise is shared, so the
-  difference is far tighter than two separate intervals suggest).
+  with a bootstrap interval that resamples the items once for both (the truth's noise is shared, so
+  the difference can be surer than the two taus' separate intervals suggest).
 - `paired_difference`: two classifiers on the same images: the difference of their top-1 (points),
   a percentile bootstrap interval over images, and McNemar's exact test on the discordant images.
 - `welch_interval`: two independent groups of runs (seeds): the difference of their means with

@@ -520,8 +520,9 @@ def report(out: Path) -> dict[str, Any]:
                              "epochs_done": EPOCHS + more, "inherited_span": stats["inherited_span"],
                              **{k: stats.get(k) for k in TAU_KEYS}}
     if fidelity:
-        inherited_scores = {s: stats["inherited"] for s in SAMPLERS if (stats := truth_stats(fidelity, s))}
-        inherited_scores |= {name: stats["inherited"] for name, stats in (training or {}).get("supernets", {}).items()}
+        inherited_scores = {name: scored["inherited"] for name in SAMPLERS
+                            if (scored := truth_stats(fidelity, name))}
+        inherited_scores |= {name: scored["inherited"] for name, scored in (training or {}).get("supernets", {}).items()}
         for name, paired in paired_in_band(inherited_scores, fidelity["standalone"]["subnets"]).items():
             supernets[name]["paired_in_band"] = paired
     band_path = out / "band.json"
