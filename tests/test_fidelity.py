@@ -43,9 +43,15 @@ def test_fidelity_statistics_by_hand():
                           in_band=[False, True, True, True, False], resamples=200, seed=0)
     assert same["kendall_tau"] == 1.0 and same["tau_in_band"] == 1.0 and same["in_band"] == 3
     assert same["tau_macs"] == 1.0 and same["tau_params"] == -1.0
+    # as good as MACs on every resample: the paired difference is exactly 0
+    assert same["tau_over_macs"] == 0.0 and same["tau_over_macs_ci"] == [0.0, 0.0]
     assert same["top3_overlap"] == 3 and same["regret"] == 0.0 and same["inherited_span"] == 4.0
     flipped = fidelity_stats([74, 73, 72, 71, 70], truth, [1, 2, 3, 4, 5], [1, 2, 3, 4, 5], [True] * 5, 200, 0)
     assert flipped["kendall_tau"] == -1.0 and flipped["regret"] == 8.0 and flipped["top3_overlap"] == 1
+    assert flipped["tau_over_macs"] == -2.0 and flipped["tau_over_macs_ci"] == [-2.0, -2.0]
+    constant_macs = fidelity_stats([70, 71, 72, 73, 74], truth, [3] * 5, [1, 2, 3, 4, 5], [True] * 5, 200, 0)
+    assert constant_macs["tau_macs"] is None and constant_macs["tau_over_macs"] is None
+    assert constant_macs["tau_over_macs_ci"] is None
 
 
 def test_calibration_noise_by_hand():
@@ -283,6 +289,8 @@ def test_a_whole_fidelity_run_resumes_and_refuses_another_recipe(ray_session, tm
     assert logged.data.tags["supernet0"] == xxs and logged.data.params["subnets"] == "4"
     assert logged.data.metrics["supernet0/inherited_span"] == pytest.approx(scored["inherited_span"])
     assert logged.data.metrics["truth_tau_ceiling"] == pytest.approx(report["standalone"]["tau_ceiling"])
+    assert scored["tau_over_macs"] is None or logged.data.metrics["supernet0/tau_over_macs"] == pytest.approx(
+        scored["tau_over_macs"])
     # a rerun finds the truth trained: nothing is trained again, even with the runs' folders gone (the ledger)
     import shutil
 

@@ -29,7 +29,8 @@ A search trusts that it does. This measures it for any trained supernet:
 4. **Report** (`<truth>/fidelity.json`, printed, an MLflow run "fidelity", a section of the experiment's
    report page when the truth is the default `<experiment>/fidelity`): per supernet, Kendall tau and Spearman rho of
    inherited vs stand-alone accuracy with bootstrap intervals, over all subnets and inside the band;
-   the same tau for two predictors that need no supernet (MACs, parameters); top-3 overlap; regret
+   the same tau for two predictors that need no supernet (MACs, parameters), and the supernet's tau
+   minus MACs' with a paired bootstrap interval (does it rank better than counting MACs?); top-3 overlap; regret
    (the best stand-alone accuracy minus that of the inherited-best subnet).
 
 Before a truth's hours, `--scan N` (scan.py) is the cheap check: do the subnets' inherited accuracies
@@ -406,12 +407,15 @@ def calibration_noise(draws: Sequence[Sequence[float]], standalone: Sequence[flo
 def fidelity_stats(inherited: Sequence[float], standalone: Sequence[float], macs: Sequence[float],
                    params: Sequence[float], in_band: Sequence[bool], resamples: int, seed: int) -> dict[str, Any]:
     """The report of one supernet against the truth (module doc, step 4)."""
-    from ..stats import kendall_tau, rank_correlation
+    from ..stats import kendall_tau, paired_tau_difference, rank_correlation
 
     def finite(value: float) -> float | None:
         return value if math.isfinite(value) else None
 
     whole = rank_correlation(inherited, standalone, resamples=resamples, seed=seed)
+    # does the supernet rank better than counting MACs? on the same subnets and resamples, so the truth's
+    # noise, shared by both, does not widen the interval of the difference
+    over_macs = paired_tau_difference(inherited, macs, standalone, resamples=resamples, seed=seed)
     band = [i for i, inside in enumerate(in_band) if inside]
     band_stats = (rank_correlation([inherited[i] for i in band], [standalone[i] for i in band], resamples=resamples,
                                    seed=seed) if len(band) >= 3 else None)
@@ -425,6 +429,8 @@ def fidelity_stats(inherited: Sequence[float], standalone: Sequence[float], macs
         "tau_in_band": band_stats["kendall_tau"] if band_stats else None,
         "tau_in_band_ci": band_stats["kendall_tau_ci"] if band_stats else None, "in_band": len(band),
         "tau_macs": finite(kendall_tau(macs, standalone)), "tau_params": finite(kendall_tau(params, standalone)),
+        "tau_over_macs": over_macs["difference"],
+        "tau_over_macs_ci": None if over_macs["low"] is None else [over_macs["low"], over_macs["high"]],
         "top3_overlap": len(set(by_inherited[:top]) & set(by_truth[:top])),
         "regret": standalone[by_truth[0]] - standalone[by_inherited[0]],
         "inherited_span": max(inherited) - min(inherited),
@@ -512,7 +518,8 @@ def run(cfg: FidelityConfig, log: Callable[[str], None] = print) -> dict[str, An
             "inherited": inherited, **stats}
         log(f"{checkpoint}: Kendall tau {_fmt(stats['kendall_tau'])} [{_fmt(stats['tau_low'])}, "
             f"{_fmt(stats['tau_high'])}], in band {_fmt(stats['tau_in_band'])} ({stats['in_band']} subnets), "
-            f"MACs baseline {_fmt(stats['tau_macs'])}, top-3 overlap {stats['top3_overlap']}/3, regret "
+            f"MACs baseline {_fmt(stats['tau_macs'])} (the supernet's tau minus it, paired: "
+            f"{_fmt(stats['tau_over_macs'])} {_interval(stats['tau_over_macs_ci'])}), top-3 overlap {stats['top3_overlap']}/3, regret "
             f"{stats['regret']:.2f} points; inherited span {stats['inherited_span']:.2f} points")
         if cfg.calib_draws > 1:
             log(f"  on {cfg.calib_draws} calibration subsets: the inherited scores move by sd {stats['draw_sd']:.2f} "
@@ -547,7 +554,7 @@ def log_to_mlflow(report: dict[str, Any], cfg: FidelityConfig, truth: Path) -> s
     for i, (checkpoint, stats) in enumerate(report["supernets"].items()):
         client.set_tag(run_id, f"supernet{i}", checkpoint)
         for name in ("kendall_tau", "tau_low", "tau_high", "spearman_rho", "tau_in_band", "tau_macs", "tau_params",
-                     "top3_overlap", "regret", "inherited_span", "tau_between_draws", "draw_sd", "tau_averaged",
+                     "tau_over_macs", "top3_overlap", "regret", "inherited_span", "tau_between_draws", "draw_sd", "tau_averaged",
                      "tau_in_band_averaged"):
             if isinstance(stats.get(name), (int, float)):
                 client.log_metric(run_id, f"supernet{i}/{name}", float(stats[name]))
@@ -561,6 +568,10 @@ def log_to_mlflow(report: dict[str, Any], cfg: FidelityConfig, truth: Path) -> s
 
 def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:+.2f}"
+
+
+def _interval(bounds: Sequence[float] | None) -> str:
+    return "[n/a]" if bounds is None else f"[{bounds[0]:+.2f}, {bounds[1]:+.2f}]"
 
 
 __all__ = ["NOT_IN_RECIPE", "REPORT_FILE", "RESULTS_FILE", "TRUTH_FILE", "FidelityConfig", "draw_subnets",
