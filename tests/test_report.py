@@ -301,6 +301,9 @@ def test_a_rank_fidelity_report_gets_its_section(experiment, tmp_path):
     assert f"a perfect predictor would reach tau {ceiling:+.2f} against it (in band n/a)" in html and ceiling < 1
     assert "<th>stand-alone test top-1</th>" in html and "<td class=l>net1</td>" in html
     assert f"+0.67 ({stats['draw_sd']:.2f}) over 2</td>" in html  # one of six pairs swapped between the subsets
+    over = stats["tau_over_macs_ci"]
+    assert (f"<td class=l>{stats['tau_over_macs']:+.2f} [{over[0]:+.2f}, {over[1]:+.2f}]</td>" in html
+            and "<th>tau minus MACs&#x27; [95%, paired]</th>" in html)
     assert len(check_self_contained(html)) == len(check_self_contained(experiment.page.read_text())) + 1
     # the scan, before any truth: its own section, before the fidelity report's
     rows = [{"role": role, "val_top1": v, "lut_ms": ms, "params": 10_000 * (i + 1)} for i, (role, v, ms) in enumerate(

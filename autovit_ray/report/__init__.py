@@ -370,7 +370,7 @@ def comparison(exp: Path, compare: Any, log: Log) -> str:
 
 
 FIDELITY_COLUMNS = ("supernet", "sampler", "epochs", "Kendall tau [95%]", "tau in band", "tau of MACs",
-                    "top-3 overlap", "regret (points)", "inherited span",
+                    "tau minus MACs' [95%, paired]", "top-3 overlap", "regret (points)", "inherited span",
                     "tau between calibration subsets (sd, points)")
 TRUTH_COLUMNS = ("subnet", "table ms", "in band", "params", "stand-alone val top-1", "stand-alone test top-1")
 
@@ -429,8 +429,12 @@ def rank_fidelity(path: Path) -> str:
     rows = []
     for name, r in report["supernets"].items():
         tau = f"{_signed(r['kendall_tau'])} [{_signed(r['tau_low'])}, {_signed(r['tau_high'])}]"
+        # reports written before the paired difference was: n/a
+        over_macs = r.get("tau_over_macs_ci") or [None, None]
         rows.append([_supernet_label(name), r["sampler"], r["epochs_done"], tau,
-                     r["tau_in_band"], r["tau_macs"], f"{r['top3_overlap']}/3", r["regret"], r["inherited_span"],
+                     r["tau_in_band"], r["tau_macs"],
+                     f"{_signed(r.get('tau_over_macs'))} [{_signed(over_macs[0])}, {_signed(over_macs[1])}]",
+                     f"{r['top3_overlap']}/3", r["regret"], r["inherited_span"],
                      # scored on one calibration subset (--calib-draws 1): its noise unmeasured
                      f"{_signed(r['tau_between_draws'])} ({r['draw_sd']:.2f}) over {r['calib_draws']}"
                      if r.get("calib_draws") else "-"])
