@@ -30,8 +30,8 @@ A search trusts that it does. This measures it for any trained supernet:
    report page when the truth is the default `<experiment>/fidelity`): per supernet, Kendall tau and Spearman rho of
    inherited vs stand-alone accuracy with bootstrap intervals, over all subnets and inside the band;
    the same tau for two predictors that need no supernet (MACs, parameters), and the supernet's tau
-   minus MACs' with a paired bootstrap interval (does it rank better than counting MACs?); top-3 overlap; regret
-   (the best stand-alone accuracy minus that of the inherited-best subnet).
+   minus MACs' with a paired bootstrap interval (does it rank better than counting MACs?); top-3
+   overlap; regret (the best stand-alone accuracy minus that of the inherited-best subnet).
 
 Before a truth's hours, `--scan N` (scan.py) is the cheap check: do the subnets' inherited accuracies
 spread at all?
@@ -519,7 +519,8 @@ def run(cfg: FidelityConfig, log: Callable[[str], None] = print) -> dict[str, An
         log(f"{checkpoint}: Kendall tau {_fmt(stats['kendall_tau'])} [{_fmt(stats['tau_low'])}, "
             f"{_fmt(stats['tau_high'])}], in band {_fmt(stats['tau_in_band'])} ({stats['in_band']} subnets), "
             f"MACs baseline {_fmt(stats['tau_macs'])} (the supernet's tau minus it, paired: "
-            f"{_fmt(stats['tau_over_macs'])} {_interval(stats['tau_over_macs_ci'])}), top-3 overlap {stats['top3_overlap']}/3, regret "
+            f"{_fmt(stats['tau_over_macs'])} {_interval(stats['tau_over_macs_ci'])}), top-3 overlap "
+            f"{stats['top3_overlap']}/3, regret "
             f"{stats['regret']:.2f} points; inherited span {stats['inherited_span']:.2f} points")
         if cfg.calib_draws > 1:
             log(f"  on {cfg.calib_draws} calibration subsets: the inherited scores move by sd {stats['draw_sd']:.2f} "
@@ -554,8 +555,8 @@ def log_to_mlflow(report: dict[str, Any], cfg: FidelityConfig, truth: Path) -> s
     for i, (checkpoint, stats) in enumerate(report["supernets"].items()):
         client.set_tag(run_id, f"supernet{i}", checkpoint)
         for name in ("kendall_tau", "tau_low", "tau_high", "spearman_rho", "tau_in_band", "tau_macs", "tau_params",
-                     "tau_over_macs", "top3_overlap", "regret", "inherited_span", "tau_between_draws", "draw_sd", "tau_averaged",
-                     "tau_in_band_averaged"):
+                     "tau_over_macs", "top3_overlap", "regret", "inherited_span", "tau_between_draws", "draw_sd",
+                     "tau_averaged", "tau_in_band_averaged"):
             if isinstance(stats.get(name), (int, float)):
                 client.log_metric(run_id, f"supernet{i}/{name}", float(stats[name]))
     for name in ("seed_sd", "tau_ceiling", "tau_ceiling_in_band"):
