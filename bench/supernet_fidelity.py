@@ -52,6 +52,7 @@ then goes on from them instead of training those runs again.
 from __future__ import annotations
 
 import json
+import math
 import random
 import statistics
 import time
@@ -519,12 +520,14 @@ def report(out: Path) -> dict[str, Any]:
         supernets[remedy] = {"sampler": "sandwich", "remedy": REMEDY_WORDS[remedy], "epochs": EPOCHS + more,
                              "epochs_done": EPOCHS + more, "inherited_span": stats["inherited_span"],
                              **{k: stats.get(k) for k in TAU_KEYS}}
+    macs_tau_in_band = None
     if fidelity:
         inherited_scores = {name: scored["inherited"] for name in SAMPLERS
                             if (scored := truth_stats(fidelity, name))}
         inherited_scores |= {name: scored["inherited"] for name, scored in (training or {}).get("supernets", {}).items()}
-        for name, paired in paired_in_band(inherited_scores, fidelity["standalone"]["subnets"]).items():
-            supernets[name]["paired_in_band"] = paired
+        macs_tau_in_band, paired = paired_in_band(inherited_scores, fidelity["standalone"]["subnets"])
+        for name, differences in paired.items():
+            supernets[name]["paired_in_band"] = differences
     band_path = out / "band.json"
     band = json.loads(band_path.read_text()) if band_path.is_file() else None
     gate_path = out / "gate.json"
@@ -549,6 +552,7 @@ def report(out: Path) -> dict[str, Any]:
         "supernets": supernets, "span_gate": SPAN_GATE, "gate": gate,
         "lut": lut_quality(), "band": band,
         "standalone": standalone, "truth_runs": truth_runs, "chosen": chosen, "remedies_due": remedies_due,
+        "macs_tau_in_band": macs_tau_in_band,
         "earlier_runs": earlier_runs(supernets, scanned),
         "scans": scanned, "compute": compute(out, scans),
         "stage_commits": stage_commits(out, scans, band), "report_commit": code_commit(),
@@ -579,26 +583,28 @@ def truth_stats(fidelity: dict[str, Any], sampler: str) -> dict[str, Any] | None
     return next((v for k, v in fidelity["supernets"].items() if f"{sampler}-e{EPOCHS}" in k), None)
 
 
-def paired_in_band(inherited: dict[str, list[float]], subnets: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Each supernet's in-band tau against the truth, minus MACs' and (but the sandwich's own) minus the
-    sandwich supernet's, on the same in-band subnets and bootstrap resamples (`stats.paired_tau_difference`):
-    whether one ranks better than another beyond the noise their shared truth gives both."""
+def paired_in_band(inherited: dict[str, list[float]],
+                   subnets: list[dict[str, Any]]) -> tuple[float | None, dict[str, dict[str, Any]]]:
+    """MACs' in-band tau, and each supernet's in-band tau against the truth minus MACs' and (but the
+    sandwich's own) minus the sandwich supernet's, on the same in-band subnets and bootstrap resamples
+    (`stats.paired_tau_difference`): whether one ranks better than another beyond the noise their shared
+    truth gives both."""
     from autovit_ray.stats import kendall_tau, paired_tau_difference
 
     band = [i for i, row in enumerate(subnets) if row["in_band"]]
     if len(band) < 3:
-        return {}
+        return None, {}
     truth = [subnets[i]["val_top1"] for i in band]
     macs = [subnets[i]["macs"] for i in band]
     found: dict[str, dict[str, Any]] = {}
     for name, scores in inherited.items():
         in_band = [scores[i] for i in band]
-        found[name] = {"minus_macs": {**paired_tau_difference(in_band, macs, truth),
-                                      "macs_tau_in_band": kendall_tau(macs, truth)}}
+        found[name] = {"minus_macs": paired_tau_difference(in_band, macs, truth)}
         if name != "sandwich" and "sandwich" in inherited:
             found[name]["minus_sandwich"] = paired_tau_difference(
                 in_band, [inherited["sandwich"][i] for i in band], truth)
-    return found
+    macs_tau = kendall_tau(macs, truth)
+    return (macs_tau if math.isfinite(macs_tau) else None), found
 
 
 def best_inherited_in_band(scan_record: dict[str, Any], band: dict[str, Any] | None) -> float | None:
@@ -838,7 +844,7 @@ def chosen_words(chosen: str | None, supernets: dict[str, Any]) -> str:
                                       f"none of the {len(supernets)} meets the goal ({goal})."))
 
 
-def paired_lines(supernets: dict[str, Any]) -> list[str]:
+def paired_lines(supernets: dict[str, Any], macs_tau_in_band: float | None) -> list[str]:
     """The paired in-band tau differences (`paired_in_band`) as one paragraph ([] before the truth)."""
     def cell(d: dict[str, Any]) -> str:
         return f"{_signed(d['difference'])} [{_signed(d['low'])}, {_signed(d['high'])}]"
@@ -849,11 +855,10 @@ def paired_lines(supernets: dict[str, Any]) -> list[str]:
                 if (s.get("paired_in_band") or {}).get("minus_sandwich")]
     if not macs:
         return []
-    macs_tau = next(s["paired_in_band"] for s in supernets.values() if s.get("paired_in_band"))["minus_macs"]
     lines = ["", "Paired differences of in-band tau (the same in-band subnets, truth and bootstrap resamples for "
                  "both sides, 95% interval: the truth's noise is shared, so a difference can be surer than the "
                  "two taus' own intervals suggest): minus MACs' (in-band tau "
-                 f"{_num(macs_tau['macs_tau_in_band'])}): "
+                 f"{_num(macs_tau_in_band)}): "
                  + "; ".join(macs) + "."]
     if sandwich:
         lines[-1] += " Minus the sandwich supernet's: " + "; ".join(sandwich) + "."
@@ -972,7 +977,7 @@ def section(r: dict[str, Any]) -> str:
                      f"above (the sd is from {len(r['standalone'].get('repeats') or [])} seed pairs, itself "
                      f"uncertain). " + chosen_words(r["chosen"], r["supernets"]))
         lines += remedy_lines(r["supernets"]) + training_remedy_lines(r["supernets"])
-        lines += paired_lines(r["supernets"])
+        lines += paired_lines(r["supernets"], r.get("macs_tau_in_band"))
         lines += ["", f"![inherited vs stand-alone validation top-1]({FIDELITY_PNG_IN_REPO.as_posix()})", ""]
     elif any(row.get("begun") for row in r["compute"]):
         truth_row = next(row for row in r["compute"] if "begun" in row)
