@@ -18,6 +18,12 @@ searches another checkpoint of the XXS ``cifar10-p1`` space). Every stand-alone 
 
 Stages (their code commit is recorded in ``claim.json``; hours of the 2-core machine):
 
+0. ``peer`` (~1.8 h): the peer's seeds `PEER_FIRST_SEEDS`, two at once, as the ``standalone`` stage trains
+   them. They read no supernet, so they come first: their score files are kept (`kept_files`) whatever
+   happens to the machine while the supernet is trained.
+   ``supernet`` (~3.4 h, on a new machine only): issue 30's chosen supernet trained again with
+   bench/supernet_fidelity.py's command and settings (`train_supernet`; it resumes from its last epoch)
+   where this machine lacks it and a stage left reads it: checkpoints are too large to keep.
 1. ``budgets`` (minutes): the peer's latency in latency-table ms from bench/supernet_fidelity.py's
    ``band.json`` (`peer_band`: measured beside random subnets); budgets 1.0x and 0.8x of it, params
    <= 1.4x the peer's.
@@ -37,7 +43,8 @@ Stages (their code commit is recorded in ``claim.json``; hours of the 2-core mac
 7. ``table6`` (~2 h): bench/search_strategies.py on this supernet and the 1.0x budgets: coarse-to-fine,
    evolution and random search, 3 seeds x 300 evaluations, selected on one validation half and
    re-scored on the other. The last stage that reads the supernet.
-8. ``standalone`` (~12 h; ~14 h with ``--full``): the peer with seeds 0-2 (seed 0: the recipe issue's
+8. ``standalone`` (~10 h; ~12 h with ``--full``): the peer with seeds 0-2 (those the ``peer`` stage trained
+   are skipped) (seed 0: the recipe issue's
    run in ``$AUTOVIT_BENCH_DIR/cifar10_recipe`` when this machine has it, else trained here and said
    so), the searched 1.0x arch with seeds 0-2, the 0.8x arch with seed 0 (0-2 with ``--full``), each
    random arch with seed 0; the peer through the product's reference trainer, the archs through
@@ -119,21 +126,25 @@ from common import (
 )
 from supernet_fidelity import (
     RECIPE_JSON,
+    SAMPLERS,
     SCAN_CALIB_BATCHES,
     chosen_checkpoint,
     ensure_lut,
     lut_file,
     peer_band,
+    train_supernet,
 )
 from supernet_fidelity import RESULTS_JSON as FIDELITY_JSON
+from supernet_fidelity import kept_files as fidelity_kept_files
 
 from autovit_ray.cli_exits import cli_main
 from autovit_ray.io import replace_markdown_section
 from autovit_ray.space import Arch
 
-# The stages that read the supernet come before the stand-alone runs' 12 h: a new machine resumes those
-# from the kept files (`kept_files`) without the supernet, which is not kept.
-STAGES = ("budgets", "search", "select", "random", "inherited", "latency", "table6", "standalone", "latency2",
+# The stages that read the supernet come before the stand-alone runs' 10 h: a new machine resumes those
+# from the kept files (`kept_files`) without the supernet, which is not kept. The peer's first pair comes
+# before them all: it reads no supernet, and a new machine trains the supernet again after it.
+STAGES = ("peer", "supernet", "budgets", "search", "select", "random", "inherited", "latency", "table6", "standalone", "latency2",
           "report")
 SUPERNET_STAGES = ("budgets", "search", "inherited", "table6")
 SUPERNET = "xxs"
@@ -142,6 +153,7 @@ FACTORS = (1.0, 0.8)  # latency budgets, x the peer's
 PARAMS_FACTOR = 1.4
 SEARCH_POPULATION, SEARCH_GENERATIONS = 50, 10  # 500 evaluations
 PEER_SEEDS = SEARCHED_SEEDS = (0, 1, 2)
+PEER_FIRST_SEEDS = (0, 1)  # one pair, trained two at once before anything reads the supernet
 RANDOM_ARCHS, RANDOM_SEED = 5, 0
 RANDOM_BAND = (0.9, 1.0)  # measured latency / the peer's, at the 1.0x budget
 RANDOM_TABLE_WINDOW = (0.8, 1.1)  # table latency / the 1.0x budget of an arch worth measuring
@@ -215,6 +227,15 @@ def recipe_choice() -> dict[str, str]:
     return {"adaptation": choice["adaptation"], "recipe": choice["recipe"]}
 
 
+def chosen_supernet() -> str:
+    """The supernet bench/results/supernet_fidelity.json chose (a sampler or a remedy)."""
+    chosen = json.loads(FIDELITY_JSON.read_text()).get("chosen") if FIDELITY_JSON.is_file() else None
+    if chosen is None:
+        raise ValueError(f"bench/results/{FIDELITY_JSON.name} names no `chosen` supernet yet: run bench/supernet_fidelity.py "
+                         "to its end (its truth stage chooses sandwich or uniform), or pass --supernet PATH")
+    return str(chosen)
+
+
 def supernet_checkpoint(override: Path | None) -> tuple[Path, str]:
     """(the final checkpoint to search, where it came from): `override`, else the supernet that
     bench/results/supernet_fidelity.json chose. Refuses another space or an unfinished training."""
@@ -223,10 +244,7 @@ def supernet_checkpoint(override: Path | None) -> tuple[Path, str]:
     if override is not None:
         path, source = resolve_checkpoint(override, SUPERNET), "--supernet"
     else:
-        chosen = json.loads(FIDELITY_JSON.read_text()).get("chosen") if FIDELITY_JSON.is_file() else None
-        if chosen is None:
-            raise ValueError(f"bench/results/{FIDELITY_JSON.name} names no `chosen` supernet yet: run bench/supernet_fidelity.py "
-                             "to its end (its truth stage chooses sandwich or uniform), or pass --supernet PATH")
+        chosen = chosen_supernet()
         path, source = chosen_checkpoint(chosen, bench_dir() / "supernet_fidelity"), chosen
     record = read_record(path)
     space = record.meta.get("space", {})
@@ -237,6 +255,20 @@ def supernet_checkpoint(override: Path | None) -> tuple[Path, str]:
         raise Mismatch(f"supernet checkpoint {path} is at epoch {record.epoch} of {record.planned_epochs}: "
                        "finish its training first")
     return path, source
+
+
+def find_supernet(override: Path | None) -> tuple[Path, str] | None:
+    """`supernet_checkpoint`, checked before any stage runs; None where the chosen supernet is a sampler
+    of bench/supernet_fidelity.py not (fully) trained on this machine: the ``supernet`` stage trains it.
+    A remedy is not trained again here (its folder's runs are bench/supernet_fidelity.py's)."""
+    if override is None:
+        chosen = chosen_supernet()
+        if chosen in SAMPLERS:
+            try:
+                chosen_checkpoint(chosen, bench_dir() / "supernet_fidelity")
+            except ValueError:
+                return None
+    return supernet_checkpoint(override)
 
 
 def peer_model(choice: Mapping[str, str]) -> Any:
@@ -410,7 +442,8 @@ def verdict_sentence(v: Mapping[str, Any], seeds: tuple[int, int], ratios: Seque
 @dataclass
 class Claim:
     """A run of the driver: where it works, what it searches, and its record (`claim.json`). `supernet`:
-    (the checkpoint, where it came from), None where no stage left to run reads it."""
+    (the checkpoint, where it came from), None until the ``supernet`` stage has it and where no stage left
+    to run reads it; `needs_supernet`: whether a stage left to run reads it."""
 
     out: Path
     data_dir: Path
@@ -419,6 +452,7 @@ class Claim:
     full: bool
     record: dict[str, Any]
     save: Callable[[], None]
+    needs_supernet: bool = False
 
     @property
     def checkpoint(self) -> Path:
@@ -435,6 +469,30 @@ class Claim:
     def done(self, stage: str, entry: Any) -> None:
         self.record[stage] = entry
         self.save()
+
+
+def run_peer(c: Claim) -> None:
+    runs = [Run("peer", seed) for seed in PEER_FIRST_SEEDS]
+    todo = [run for run in runs if not readable_json(score_path(c.out, run))]
+    if not todo and "peer" in c.record:
+        return
+    log(f"peer: {', '.join(run.name for run in todo) or 'nothing'} to train, {STANDALONE_AT_ONCE} at once, before "
+        "anything reads the supernet")
+    (c.out / "standalone").mkdir(parents=True, exist_ok=True)
+    common.run_at_once(todo, lambda run: train_in_child(c, run), STANDALONE_AT_ONCE)
+    c.done("peer", {"runs": [run.name for run in runs], "commit": code_commit()})
+
+
+def run_supernet(c: Claim) -> None:
+    """Issue 30's chosen supernet trained again where this machine lacks it and a stage left reads it."""
+    if c.supernet is not None or not c.needs_supernet:
+        return
+    chosen = chosen_supernet()
+    log(f"supernet: {chosen} is not on this machine: training it again with bench/supernet_fidelity.py's settings")
+    train_supernet(chosen, bench_dir() / "supernet_fidelity", c.data_dir)
+    c.supernet = supernet_checkpoint(None)
+    c.done("supernet", {"checkpoint": public_path(c.supernet[0]), "source": chosen, "trained_again": True,
+                        "commit": code_commit()})
 
 
 def run_budgets(c: Claim) -> None:
@@ -1161,7 +1219,7 @@ def run_report(c: Claim) -> None:
 
 
 STAGE_RUNNERS: dict[str, Callable[[Claim], None]] = {
-    "budgets": run_budgets, "search": run_search, "select": run_select, "random": run_random,
+    "peer": run_peer, "supernet": run_supernet, "budgets": run_budgets, "search": run_search, "select": run_select, "random": run_random,
     "inherited": run_inherited,
     "latency": lambda c: run_latency(c, "latency"), "standalone": run_standalone, "table6": run_table6,
     "latency2": lambda c: run_latency(c, "latency2"), "report": run_report,
@@ -1188,24 +1246,26 @@ def main(argv: list[str] | None = None) -> int:
     if args.measure_latency:
         measure_latency(out, args.measure_latency, choice)
         return 0
-    supernet = None
+    supernet, needs_supernet = None, False
     if not args.train_run:
-        restore_files(kept_files(out))  # what an earlier machine measured, where this one lacks it
-        stages = STAGES[:STAGES.index(args.stop_after) + 1]
+        # what an earlier machine measured, where this one lacks it: the latency table and band too
+        restore_files({**fidelity_kept_files(bench_dir() / "supernet_fidelity"), **kept_files(out)})
         done = (_read(out / "claim.json") or {}).keys()
-        if any(stage not in done for stage in SUPERNET_STAGES if stage in stages):
-            supernet = supernet_checkpoint(args.supernet)  # refused before anything is written
+        needs_supernet = any(stage not in done for stage in SUPERNET_STAGES)
+        if needs_supernet:
+            supernet = find_supernet(args.supernet)  # refused before anything is written
     out.mkdir(parents=True, exist_ok=True)
     # a --train-run process reads the record and writes only its own score file
     record, save = common.open_record(out / "claim.json", report_only=bool(args.train_run))
-    claim = Claim(out, args.data_dir.resolve(), supernet, choice, args.full, record, save)
+    claim = Claim(out, args.data_dir.resolve(), supernet, choice, args.full, record, save, needs_supernet)
     if args.train_run:
         runs = {run.name: run for run in standalone_runs(args.full, RANDOM_ARCHS)}
         if args.train_run not in runs:
             raise ValueError(f"--train-run {args.train_run!r} is not a run of this experiment: {sorted(runs)}")
         train_one(claim, runs[args.train_run])
         return 0
-    which = f"{public_path(supernet[0])} ({supernet[1]})" if supernet else "not needed (its stages are done)"
+    which = (f"{public_path(supernet[0])} ({supernet[1]})" if supernet else
+             "not on this machine: the supernet stage trains it" if needs_supernet else "not needed (its stages are done)")
     log(f"cifar10_claim: supernet {which}, artifacts in {out}")
     for stage in STAGES[:STAGES.index(args.stop_after) + 1]:
         log(f"stage {stage}")

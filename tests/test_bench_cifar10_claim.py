@@ -217,9 +217,49 @@ def test_the_command_refuses_to_start_until_issue_30_chose_a_supernet(tmp_path, 
     assert "names no `chosen` supernet yet: run bench/supernet_fidelity.py" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
     monkeypatch.setenv("AUTOVIT_BENCH_DIR", str(tmp_path))
-    fidelity.write_text(json.dumps({"chosen": "sandwich"}))  # chosen, but no checkpoint on this machine
+    fidelity.write_text(json.dumps({"chosen": "longer"}))  # a remedy: not trained again by this command
     assert claim.main(["--out", str(tmp_path / "out"), "--data-dir", str(tmp_path)]) == 2
+    assert "no finished 'longer' supernet" in capsys.readouterr().err
+    fidelity.write_text(json.dumps({"chosen": "sandwich"}))
+    assert claim.main(["--out", str(tmp_path / "out"), "--data-dir", str(tmp_path), "--supernet",
+                       str(tmp_path / "nowhere")]) == 2
     assert "no checkpoint of supernet 'xxs'" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_new_machine_trains_the_peers_first_pair_then_the_chosen_supernet_again(tmp_path, monkeypatch) -> None:
+    """Checkpoints are not kept: where the chosen supernet is missing, the command trains the peer's first
+    seeds (they read no supernet) and then the supernet with bench/supernet_fidelity.py's command, before
+    any stage that reads it; a rerun trains neither again."""
+    fidelity = tmp_path / "supernet_fidelity.json"
+    fidelity.write_text(json.dumps({"chosen": "sandwich"}))
+    monkeypatch.setattr(claim, "FIDELITY_JSON", fidelity)
+    monkeypatch.setenv("AUTOVIT_BENCH_DIR", str(tmp_path / "bench"))
+    monkeypatch.setattr(claim, "recipe_choice", lambda: {"adaptation": "stem1", "recipe": "padcrop"})
+    events: list[str] = []
+    trained = tmp_path / "bench" / "supernet_fidelity" / "sandwich-e30"
+
+    def train_in_child(c, run):  # stands in for `python -m cifar10_claim --train-run <run>`
+        events.append(run.name)
+        claim.write_json(claim.score_path(c.out, run), {"run": run.name})
+
+    def chosen_checkpoint(chosen, out):  # stands in for a finished checkpoint once trained
+        if chosen not in events:
+            raise ValueError("no checkpoint of supernet 'xxs'")
+        return trained
+
+    monkeypatch.setattr(claim, "train_in_child", train_in_child)
+    monkeypatch.setattr(claim, "chosen_checkpoint", chosen_checkpoint)
+    monkeypatch.setattr(claim, "train_supernet", lambda sampler, out, data_dir: events.append(sampler))
+    monkeypatch.setattr(claim, "supernet_checkpoint", lambda override: (chosen_checkpoint("sandwich", None), "sandwich"))
+    argv = ["--out", str(tmp_path / "out"), "--data-dir", str(tmp_path), "--stop-after", "supernet"]
+    assert claim.main(argv) == 0
+    assert events == ["peer-s0", "peer-s1", "sandwich"]
+    record = json.loads((tmp_path / "out" / "claim.json").read_text())
+    assert record["peer"]["runs"] == ["peer-s0", "peer-s1"]
+    assert record["supernet"]["source"] == "sandwich" and record["supernet"]["trained_again"]
+    assert claim.main(argv) == 0
+    assert events == ["peer-s0", "peer-s1", "sandwich"]  # nothing trained twice
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -592,6 +632,7 @@ def test_a_new_machine_goes_on_from_the_kept_records_without_the_supernet(tmp_pa
     run = claim.Run("peer", 0)
     claim.score_path(first, run).parent.mkdir(parents=True)
     claim.write_json(claim.score_path(first, run), _test_record(run, 84.2, peer_config(0)))
+    claim.write_json(claim.score_path(first, claim.Run("peer", 1)), _test_record(run, 84.0, peer_config(1)))
     for name, value in (("RESULTS_JSON", tmp_path / "claim.json"), ("BENCHMARKS", tmp_path / "B.md"),
                         ("PNG", tmp_path / "claim.png")):
         monkeypatch.setattr(claim, name, value)
@@ -601,13 +642,14 @@ def test_a_new_machine_goes_on_from_the_kept_records_without_the_supernet(tmp_pa
     kept = tmp_path / "kept" / "cifar10_claim"
     assert sorted(p.relative_to(kept).as_posix() for p in kept.rglob("*") if p.is_file()) == [
         "claim.json", "latency.json", "latency2.json", "random.json", "search/c2f-0.8x/results.json",
-        "search/c2f-1.0x/results.json", "standalone/peer-s0.test.json"]
+        "search/c2f-1.0x/results.json", "standalone/peer-s0.test.json", "standalone/peer-s1.test.json"]
     # machine 2: nothing on disk; the stages up to `random` are all done by the kept records
     second = tmp_path / "machine-2"
     monkeypatch.setattr(claim, "supernet_checkpoint", lambda override: pytest.fail("the supernet was asked for"))
     monkeypatch.setattr(claim, "run_cli", lambda *a, **k: pytest.fail("a finished stage ran again"))
     monkeypatch.setattr(claim, "measure", lambda *a, **k: pytest.fail("a finished stage measured again"))
     monkeypatch.setattr(claim, "recipe_choice", lambda: {"adaptation": "stem1", "recipe": "padcrop"})
+    monkeypatch.setattr(claim, "train_in_child", lambda *a: pytest.fail("a kept run trained again"))
     assert claim.main(["--out", str(second), "--data-dir", str(tmp_path), "--stop-after", "random"]) == 0
     assert json.loads(claim.score_path(second, run).read_text())["test_top1"] == 84.2
     assert json.loads((second / "claim.json").read_text())["select"] == record["select"]
@@ -615,4 +657,5 @@ def test_a_new_machine_goes_on_from_the_kept_records_without_the_supernet(tmp_pa
     (second / "claim.json").write_text(json.dumps({k: v for k, v in record.items() if k != "table6"}))
     monkeypatch.setattr(claim, "supernet_checkpoint", lambda override: (_ for _ in ()).throw(
         ValueError("no checkpoint of supernet 'xxs'")))
-    assert claim.main(["--out", str(second), "--data-dir", str(tmp_path), "--stop-after", "table6"]) == 2
+    assert claim.main(["--out", str(second), "--data-dir", str(tmp_path), "--stop-after", "table6", "--supernet",
+                       str(tmp_path / "nowhere")]) == 2
