@@ -124,6 +124,7 @@ from common import (
     staged_parser,
     write_json,
 )
+from supernet_fidelity import EPOCHS as SUPERNET_EPOCHS
 from supernet_fidelity import (
     RECIPE_JSON,
     SAMPLERS,
@@ -132,6 +133,8 @@ from supernet_fidelity import (
     ensure_lut,
     lut_file,
     peer_band,
+    per_epoch,
+    same_epochs,
     train_supernet,
 )
 from supernet_fidelity import RESULTS_JSON as FIDELITY_JSON
@@ -484,15 +487,21 @@ def run_peer(c: Claim) -> None:
 
 
 def run_supernet(c: Claim) -> None:
-    """Issue 30's chosen supernet trained again where this machine lacks it and a stage left reads it."""
+    """Issue 30's chosen supernet trained again where this machine lacks it and a stage left reads it, and
+    how far it repeats the one issue 30 scored (`same_per_epoch`: its training is deterministic on this
+    kind of machine, so every epoch should have the same validation numbers; the report says if not)."""
     if c.supernet is not None or not c.needs_supernet:
         return
     chosen = chosen_supernet()
     log(f"supernet: {chosen} is not on this machine: training it again with bench/supernet_fidelity.py's settings")
-    train_supernet(chosen, bench_dir() / "supernet_fidelity", c.data_dir)
+    folder = bench_dir() / "supernet_fidelity"
+    train_supernet(chosen, folder, c.data_dir)
     c.supernet = supernet_checkpoint(None)
+    scored = json.loads(FIDELITY_JSON.read_text())["supernets"][chosen].get("per_epoch", [])
+    repeated = same_epochs(per_epoch(folder / f"{chosen}-e{SUPERNET_EPOCHS}"), scored)
+    log(f"supernet: {repeated['same']} of {repeated['epochs']} epochs repeat issue 30's validation numbers")
     c.done("supernet", {"checkpoint": public_path(c.supernet[0]), "source": chosen, "trained_again": True,
-                        "commit": code_commit()})
+                        "same_per_epoch": repeated, "commit": code_commit()})
 
 
 def run_budgets(c: Claim) -> None:
@@ -949,10 +958,42 @@ def collect(out: Path) -> dict[str, Any]:
     return {"recipe": {**(choice.get("choice") or {}), "input_profile": INPUT_PROFILE, "resolution": RESOLUTION,
                        "peer": PEER, "min_tokens": MIN_TOKENS},
             "epochs": EPOCHS, "budgets": record.get("budgets"), "arms": arms, "verdict": found,
+            "supernet": searched_supernet(record),
             "truth_check": truth_check(out, tests, (record.get("budgets") or {}).get("supernet_source")),
             "table6": table6_record(out), "fronts": {search_name(f): _front(out, f) for f in FACTORS},
             "commits": stage_commits(record, tests), "code_runs": record.get("code_runs", []),
             "environment": common.environment(), "updated": time.strftime("%Y-%m-%d %H:%M")}
+
+
+def searched_supernet(record: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The supernet the searches read: where it came from, issue 30's tau for it (the claim quotes it,
+    whatever it is) and, where it was trained again on a new machine, how far it repeats that one."""
+    source = (record.get("budgets") or {}).get("supernet_source")
+    if source is None:
+        return None
+    scored = ((_read(FIDELITY_JSON) or {}).get("supernets") or {}).get(source) or {}
+    again = record.get("supernet") or {}
+    return {"source": source, "tau_in_band": scored.get("tau_in_band"), "tau_in_band_ci": scored.get("tau_in_band_ci"),
+            "macs_tau_in_band": (_read(FIDELITY_JSON) or {}).get("macs_tau_in_band"),
+            "trained_again": bool(again.get("trained_again")), "same_per_epoch": again.get("same_per_epoch")}
+
+
+def supernet_sentence(s: Mapping[str, Any]) -> str:
+    if s["tau_in_band"] is None:
+        text = f"The searches read the `{s['source']}` supernet, which issue 30 did not score."
+    else:
+        low, high = s["tau_in_band_ci"] or (None, None)
+        text = (f"The searches read issue 30's chosen `{s['source']}` supernet, which ranks stand-alone accuracy "
+                f"inside the peer's latency band at Kendall tau {s['tau_in_band']:.2f} [{_f(low)}, {_f(high)}] "
+                f"(MACs alone: {_f(s['macs_tau_in_band'])}): a weak guide, which the random control checks.")
+    repeated = s["same_per_epoch"]
+    if s["trained_again"] and repeated:
+        text += (f" It was trained again on a new machine (checkpoints are not kept), with the same command and "
+                 f"settings: {repeated['same']} of its {repeated['epochs']} epochs have the same validation numbers "
+                 "as the one issue 30 scored, to every digit"
+                 + ("." if repeated["same"] == repeated["epochs"] else
+                    ", so that tau describes a supernet this one does not repeat exactly."))
+    return text
 
 
 def arm_key(test: Mapping[str, Any]) -> str:
@@ -1170,6 +1211,8 @@ def section(r: Mapping[str, Any]) -> str:
         lines += ["", f"Budgets: the peer is {budgets['peer_lut_ms']:.3f} latency-table ms (measured beside random "
                   f"subnets, bench/supernet_fidelity.py's band) and {budgets['peer_params']:,} parameters; searches "
                   f"under 1.0x and 0.8x of that latency and <= {PARAMS_FACTOR}x its parameters."]
+    if r.get("supernet"):
+        lines.append(supernet_sentence(r["supernet"]))
     if r["arms"]["peer"]["seeds"]:
         lines.append("The peer's seed 0 is " + ("the recipe issue's 30-epoch run." if r["arms"]["peer"]["reused_seed0"]
                                                 else "trained here (the recipe issue's run was not on this machine)."))

@@ -730,6 +730,14 @@ def per_epoch(experiment: Path) -> list[dict[str, float]]:
             for epoch in sorted(curves["largest"]) if all(epoch in curve for curve in curves.values())]
 
 
+def same_epochs(now: list[dict[str, float]], before: list[dict[str, float]]) -> dict[str, int]:
+    """How far a training repeats an earlier one of the same recipe and seeds (`per_epoch` rows of each):
+    the epochs both have, and how many of them have the same validation numbers to every digit."""
+    earlier = {row["epoch"]: row for row in before}
+    both = [row for row in now if row["epoch"] in earlier]
+    return {"epochs": len(both), "same": sum(row == earlier[row["epoch"]] for row in both)}
+
+
 def _epochs_done(experiment: Path) -> int:
     from autovit_ray.checkpoint import find_checkpoint, read_meta
 
@@ -895,10 +903,9 @@ def earlier_runs(supernets: dict[str, Any], scans: dict[str, list[dict[str, Any]
         truth_row = next((row for row in record.get("compute", []) if "begun" in row), {})
         same = {}
         for name, s in record["supernets"].items():
-            before = {row["epoch"]: row for row in s.get("per_epoch", [])}
-            now = [row for row in (supernets.get(name) or {}).get("per_epoch", []) if row["epoch"] in before]
-            if now:
-                same[name] = {"epochs": len(now), "same": sum(row == before[row["epoch"]] for row in now)}
+            repeated = same_epochs((supernets.get(name) or {}).get("per_epoch", []), s.get("per_epoch", []))
+            if repeated["epochs"]:
+                same[name] = repeated
         same_scan = {}
         for name, rows in record.get("scans", {}).items():
             before = {_scanned(row): row["val_top1"] for row in rows}

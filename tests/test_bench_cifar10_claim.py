@@ -231,8 +231,9 @@ def test_a_new_machine_trains_the_peers_first_pair_then_the_chosen_supernet_agai
     """Checkpoints are not kept: where the chosen supernet is missing, the command trains the peer's first
     seeds (they read no supernet) and then the supernet with bench/supernet_fidelity.py's command, before
     any stage that reads it; a rerun trains neither again."""
+    scored = [{"epoch": e, "smallest": 70.0 + e, "largest": 71.0 + e, "random_mean": 70.5 + e} for e in (1, 2)]
     fidelity = tmp_path / "supernet_fidelity.json"
-    fidelity.write_text(json.dumps({"chosen": "sandwich"}))
+    fidelity.write_text(json.dumps({"chosen": "sandwich", "supernets": {"sandwich": {"per_epoch": scored}}}))
     monkeypatch.setattr(claim, "FIDELITY_JSON", fidelity)
     monkeypatch.setenv("AUTOVIT_BENCH_DIR", str(tmp_path / "bench"))
     monkeypatch.setattr(claim, "recipe_choice", lambda: {"adaptation": "stem1", "recipe": "padcrop"})
@@ -251,6 +252,9 @@ def test_a_new_machine_trains_the_peers_first_pair_then_the_chosen_supernet_agai
     monkeypatch.setattr(claim, "train_in_child", train_in_child)
     monkeypatch.setattr(claim, "chosen_checkpoint", chosen_checkpoint)
     monkeypatch.setattr(claim, "train_supernet", lambda sampler, out, data_dir: events.append(sampler))
+    # its training's own validation: epoch 1 as issue 30 scored it, epoch 2 one digit off
+    monkeypatch.setattr(claim, "per_epoch", lambda folder: [scored[0], {**scored[1], "largest": 73.01}]
+                        if folder == trained else pytest.fail(f"read {folder}"))
     monkeypatch.setattr(claim, "supernet_checkpoint", lambda override: (chosen_checkpoint("sandwich", None), "sandwich"))
     argv = ["--out", str(tmp_path / "out"), "--data-dir", str(tmp_path), "--stop-after", "supernet"]
     assert claim.main(argv) == 0
@@ -258,6 +262,10 @@ def test_a_new_machine_trains_the_peers_first_pair_then_the_chosen_supernet_agai
     record = json.loads((tmp_path / "out" / "claim.json").read_text())
     assert record["peer"]["runs"] == ["peer-s0", "peer-s1"]
     assert record["supernet"]["source"] == "sandwich" and record["supernet"]["trained_again"]
+    assert record["supernet"]["same_per_epoch"] == {"epochs": 2, "same": 1}
+    sentence = claim.supernet_sentence(claim.searched_supernet({**record, "budgets": {"supernet_source": "sandwich"}}))
+    assert "issue 30 did not score" in sentence  # no tau in this made-up record
+    assert "1 of its 2 epochs have the same validation numbers" in sentence and "does not repeat exactly" in sentence
     assert claim.main(argv) == 0
     assert events == ["peer-s0", "peer-s1", "sandwich"]  # nothing trained twice
 
@@ -445,7 +453,8 @@ def test_the_report_from_a_synthetic_record_has_the_issues_fields(tmp_path, monk
         monkeypatch.setattr(claim, name, value)
     (tmp_path / "fidelity.json").write_text(json.dumps({"chosen": "sandwich", "standalone": {"epochs": 15},
                                                         "supernets": {"sandwich": {"tau_in_band": 0.6,
-                                                                                   "tau_in_band_ci": [0.2, 0.9]}}}))
+                                                                                   "tau_in_band_ci": [0.2, 0.9]}},
+                                                        "macs_tau_in_band": 0.34}))
     out = tmp_path / "out"
     empty = claim.report(out)  # nothing run yet: a report without numbers
     assert empty["verdict"]["beats_peer"] is None and not (tmp_path / "cifar10_claim.png").exists()
@@ -495,6 +504,10 @@ def test_the_report_from_a_synthetic_record_has_the_issues_fields(tmp_path, monk
     assert "The searched model beats the hand-designed peer" in text and "| coarse-to-fine | 3 |" in text
     assert len(saved["truth_check"]["subnets"]) == 7 and saved["truth_check"]["truth"]["tau_in_band"] == 0.6
     assert "Issue 30's 15-epoch truth checked at 30 epochs: over the 7 subnet arms" in text
+    assert saved["supernet"] == {"source": "sandwich", "tau_in_band": 0.6, "tau_in_band_ci": [0.2, 0.9],
+                                 "macs_tau_in_band": 0.34, "trained_again": False, "same_per_epoch": None}
+    assert "supernet, which ranks stand-alone accuracy inside the peer's latency band at Kendall tau 0.60 " \
+           "[0.20, 0.90] (MACs alone: 0.34)" in text and "trained again" not in text
     # the product's page of the artifacts folder: the arms as its comparison, the verdict on top
     compare = json.loads((out / "compare" / "compare.json").read_text())
     assert [r["model"] for r in compare["rows"]] == ["mobilevit_xxs", "searched_1.0x", "searched_0.8x",
