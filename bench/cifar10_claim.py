@@ -18,42 +18,41 @@ searches another checkpoint of the XXS ``cifar10-p1`` space). Every stand-alone 
 
 Stages (their code commit is recorded in ``claim.json``; hours of the 2-core machine):
 
-0. ``peer`` (~1.8 h): the peer's seeds `PEER_FIRST_SEEDS`, two at once, as the ``standalone`` stage trains
+1. ``peer`` (~2 h): the peer's seeds `PEER_FIRST_SEEDS`, two at once, as the ``standalone`` stage trains
    them. They read no supernet, so they come first: their score files are kept (`kept_files`) whatever
    happens to the machine while the supernet is trained.
-   ``supernet`` (~3.4 h, on a new machine only): issue 30's chosen supernet trained again with
+2. ``supernet`` (~3.4 h, on a new machine only): issue 30's chosen supernet trained again with
    bench/supernet_fidelity.py's command and settings (`train_supernet`; it resumes from its last epoch)
    where this machine lacks it and a stage left reads it: checkpoints are too large to keep.
-1. ``budgets`` (minutes): the peer's latency in latency-table ms from bench/supernet_fidelity.py's
+3. ``budgets`` (minutes): the peer's latency in latency-table ms from bench/supernet_fidelity.py's
    ``band.json`` (`peer_band`: measured beside random subnets); budgets 1.0x and 0.8x of it, params
    <= 1.4x the peer's.
-2. ``search`` (~1 h): ``python -m autovit_ray.search``, coarse-to-fine, 500 evaluations (50 x 10), under
+4. ``search`` (~1 h): ``python -m autovit_ray.search``, coarse-to-fine, 500 evaluations (50 x 10), under
    each budget; candidates selected on validation after BatchNorm recalibration; the 10 best are scored
    on the test set with the weights they inherit (the arms' inherited numbers).
-3. ``select`` (~10 min): those 10 measured beside the peer (torch-cpu, batch 1, 1 thread, wall clock,
+5. ``select`` (~10 min): those 10 measured beside the peer (torch-cpu, batch 1, 1 thread, wall clock,
    interleaved); the best by validation that meets the measured budget (`common.measured_selection`).
-4. ``random`` (~30 min): `RANDOM_ARCHS` archs drawn uniformly (seeded), kept when they fit the params
+6. ``random`` (~30 min): `RANDOM_ARCHS` archs drawn uniformly (seeded), kept when they fit the params
    budget and their table latency is near the 1.0x budget, measured beside the peer, accepted at
    0.9-1.0x its measured latency (`sample_random_control`); ``random.json`` is written before any is trained.
-5. ``inherited`` (~5 min): the validation top-1 every subnet arm (the searched and the random archs)
+7. ``inherited`` (~5 min): the validation top-1 every subnet arm (the searched and the random archs)
    inherits from the supernet, BatchNorm recalibrated as issue 30's truth does (``inherited.json``); the
    report ranks these against the archs' 30-epoch stand-alone accuracy: a check of that 15-epoch truth.
-6. ``latency`` (~10 min): every arm's arch and the peer, batch 1, 1 thread, torch-cpu and onnxruntime,
+8. ``latency`` (~10 min): every arm's arch and the peer, batch 1, 1 thread, torch-cpu and onnxruntime,
    interleaved in one process started for it; medians with p10-p90 (``latency.json``).
-7. ``table6`` (~2 h): bench/search_strategies.py on this supernet and the 1.0x budgets: coarse-to-fine,
+9. ``table6`` (~2 h): bench/search_strategies.py on this supernet and the 1.0x budgets: coarse-to-fine,
    evolution and random search, 3 seeds x 300 evaluations, selected on one validation half and
    re-scored on the other. The last stage that reads the supernet.
-8. ``standalone`` (~10 h; ~12 h with ``--full``): the peer with seeds 0-2 (those the ``peer`` stage trained
-   are skipped) (seed 0: the recipe issue's
-   run in ``$AUTOVIT_BENCH_DIR/cifar10_recipe`` when this machine has it, else trained here and said
-   so), the searched 1.0x arch with seeds 0-2, the 0.8x arch with seed 0 (0-2 with ``--full``), each
+10. ``standalone`` (~10 h; ~12 h with ``--full``): the peer with seeds 0-2 (seed 0: the recipe issue's run
+   in ``$AUTOVIT_BENCH_DIR/cifar10_recipe`` when this machine has it, else trained here and said so;
+   those the ``peer`` stage trained are not trained again), the searched 1.0x arch with seeds 0-2, the 0.8x arch with seed 0 (0-2 with ``--full``), each
    random arch with seed 0; the peer through the product's reference trainer, the archs through
    ``python -m autovit_ray.train --arch`` (both resume); two runs at once, each in a process of its own
    (``--train-run``) with one core and one torch thread. Each is scored on the 10k test images, each
    image's correctness kept (``standalone/<run>.test.json``).
-9. ``latency2`` (~10 min): the latency stage again in a new process, at least an hour after the first
+11. ``latency2`` (~10 min): the latency stage again in a new process, at least an hour after the first
    finished (it refuses before); a budget counts as met only when it holds in both.
-10. ``report``: bench/results/cifar10_claim.json, its BENCHMARKS.md section and the plot (what
+12. ``report``: bench/results/cifar10_claim.json, its BENCHMARKS.md section and the plot (what
    ``--report-only`` writes from whatever exists); and the product's report page of the artifacts folder
    (``python -m autovit_ray.report``'s ``report.html``: the two searches, and the arms as its comparison
    table with the verdict on top).
@@ -63,7 +62,7 @@ at its latency about 1.5 h, from the recipe issue and issue 14's runs; searches 
 14's 300-evaluation runs of about 12 min each, one run at a time; two at once cut the stand-alone part
 by about a quarter); 1.2 h less when the peer's seed 0 is reused, 2.6 h more
 with ``--full``; ``budgets`` adds the latency table's build (~0.5 h) where bench/supernet_fidelity.py
-has not built it on this machine.
+has not built it on this machine and the repository keeps none, and ``supernet`` 3.4 h on a new machine.
 
 The reading is fixed before looking (`verdict`): the searched 1.0x model beats the peer when the Welch
 t 95 % interval of its seed mean minus the peer's excludes zero on the positive side; the paired
@@ -147,8 +146,8 @@ from autovit_ray.space import Arch
 # The stages that read the supernet come before the stand-alone runs' 10 h: a new machine resumes those
 # from the kept files (`kept_files`) without the supernet, which is not kept. The peer's first pair comes
 # before them all: it reads no supernet, and a new machine trains the supernet again after it.
-STAGES = ("peer", "supernet", "budgets", "search", "select", "random", "inherited", "latency", "table6", "standalone", "latency2",
-          "report")
+STAGES = ("peer", "supernet", "budgets", "search", "select", "random", "inherited", "latency", "table6",
+          "standalone", "latency2", "report")
 SUPERNET_STAGES = ("budgets", "search", "inherited", "table6")
 SUPERNET = "xxs"
 EPOCHS = 30
@@ -475,6 +474,7 @@ class Claim:
 
 
 def run_peer(c: Claim) -> None:
+    """The peer's first seeds (`PEER_FIRST_SEEDS`), trained and scored as the ``standalone`` stage does."""
     runs = [Run("peer", seed) for seed in PEER_FIRST_SEEDS]
     todo = [run for run in runs if not readable_json(score_path(c.out, run))]
     if not todo and "peer" in c.record:
@@ -1262,8 +1262,8 @@ def run_report(c: Claim) -> None:
 
 
 STAGE_RUNNERS: dict[str, Callable[[Claim], None]] = {
-    "peer": run_peer, "supernet": run_supernet, "budgets": run_budgets, "search": run_search, "select": run_select, "random": run_random,
-    "inherited": run_inherited,
+    "peer": run_peer, "supernet": run_supernet, "budgets": run_budgets, "search": run_search,
+    "select": run_select, "random": run_random, "inherited": run_inherited,
     "latency": lambda c: run_latency(c, "latency"), "standalone": run_standalone, "table6": run_table6,
     "latency2": lambda c: run_latency(c, "latency2"), "report": run_report,
 }
