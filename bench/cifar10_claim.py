@@ -897,7 +897,9 @@ def arm_record(out: Path, arm: str, tests: Sequence[dict[str, Any]], select: Map
                              "sd": statistics.stdev(top1) if len(top1) > 1 else None,
                              "params": mine[0]["params"] if mine else None, **latency_of(out, arm)}
     if arm == "peer":
-        entry.update(arch=PEER, reused_seed0=any(t["seed"] == 0 and t["reused"] for t in mine))
+        recipe_run = (_read(RECIPE_JSON) or {}).get("peer") or {}
+        entry.update(arch=PEER, reused_seed0=any(t["seed"] == 0 and t["reused"] for t in mine),
+                     recipe_run={key: recipe_run.get(key) for key in ("arm", "val_top1", "test_top1")})
     else:
         chosen = select.get(search_name(arm_factor(arm)), {})
         entry.update(arch=chosen.get("chosen"), inherited=chosen.get("inherited"),
@@ -1182,6 +1184,20 @@ def _f(value: float | None, digits: int = 2) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
+def peer_seed0_sentence(peer: Mapping[str, Any]) -> str:
+    if peer["reused_seed0"]:
+        return "The peer's seed 0 is the recipe issue's 30-epoch run."
+    text = (f"The peer's seed 0 is trained here, with {STANDALONE_THREADS} torch thread (the recipe issue's run was not "
+            "on this machine)")
+    here = dict(zip(peer["seeds"], peer["test_top1"], strict=True)).get(0)
+    before = (peer.get("recipe_run") or {}).get("test_top1")
+    if here is None or before is None:
+        return text + "."
+    return (text + f": it scores {here:.2f} % test top-1 where the recipe issue's run of the same seed and recipe "
+            f"(another thread count, older code) scored {before:.2f}; across those the same seed is another draw of "
+            "the training noise, not a repeat.")
+
+
 def section(r: Mapping[str, Any]) -> str:
     v = r["verdict"]
     lines = [SECTION, "",
@@ -1214,8 +1230,7 @@ def section(r: Mapping[str, Any]) -> str:
     if r.get("supernet"):
         lines.append(supernet_sentence(r["supernet"]))
     if r["arms"]["peer"]["seeds"]:
-        lines.append("The peer's seed 0 is " + ("the recipe issue's 30-epoch run." if r["arms"]["peer"]["reused_seed0"]
-                                                else "trained here (the recipe issue's run was not on this machine)."))
+        lines.append(peer_seed0_sentence(r["arms"]["peer"]))
     lines += ["", "Latency: each measurement times every arm beside the peer in one process (batch 1, 1 thread, "
               "wall clock, interleaved rounds; medians, p10-p90 in the JSON); the second ran at least an hour after "
               "the first, in another process, and a budget holds only when both meet it. The random archs list one "

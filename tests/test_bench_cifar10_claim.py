@@ -447,6 +447,17 @@ def test_the_truth_check_ranks_30_epoch_runs_by_inherited_accuracy_beside_the_15
     assert other["truth"] is None and "no truth of issue 30" in claim.truth_check_sentence(other)
 
 
+def test_the_peers_seed_0_trained_here_is_set_beside_the_recipe_issues_run_of_that_seed() -> None:
+    peer = {"seeds": [0, 1], "test_top1": [84.08, 83.61], "reused_seed0": False,
+            "recipe_run": {"arm": "stem1-padcrop-s0-e30", "val_top1": 84.5, "test_top1": 84.58}}
+    sentence = claim.peer_seed0_sentence(peer)
+    assert "trained here, with 1 torch thread" in sentence
+    assert "it scores 84.08 % test top-1 where the recipe issue's run of the same seed and recipe" in sentence
+    assert "scored 84.58" in sentence
+    assert claim.peer_seed0_sentence({**peer, "seeds": [1], "test_top1": [83.61]}).endswith("not on this machine).")
+    assert claim.peer_seed0_sentence({**peer, "reused_seed0": True}) == "The peer's seed 0 is the recipe issue's 30-epoch run."
+
+
 def test_the_report_from_a_synthetic_record_has_the_issues_fields(tmp_path, monkeypatch) -> None:
     for name, value in (("RESULTS_JSON", tmp_path / "cifar10_claim.json"), ("BENCHMARKS", tmp_path / "BENCHMARKS.md"),
                         ("PNG", tmp_path / "cifar10_claim.png"), ("FIDELITY_JSON", tmp_path / "fidelity.json")):
