@@ -316,19 +316,25 @@ def keep_files(files: Mapping[str, Path]) -> list[str]:
     """Copy each artifact of `files` ({name under bench/results/kept: artifact}) that exists into
     bench/results/kept/<name>, to be committed with the report; returns the names copied. Only small
     records of measurements belong there (scores of finished runs, the latency table the run's band
-    and draw came from), never checkpoints: ValueError for a file over `KEPT_LIMIT_BYTES`."""
+    and draw came from), never checkpoints: ValueError for a file over `KEPT_LIMIT_BYTES`. A JSON file's
+    absolute paths are kept as `public_paths` writes them (what the run reads back from it, its records and
+    scores, holds no path it uses)."""
     kept = []
     for name, artifact in files.items():
         if not artifact.is_file():
             continue
-        size = artifact.stat().st_size
-        if size > KEPT_LIMIT_BYTES:
-            raise ValueError(f"{public_path(artifact)} is {size:,} bytes: over the {KEPT_LIMIT_BYTES:,} bytes a file "
-                             "kept in the repository may have")
+        data = artifact.read_bytes()
+        if artifact.suffix == ".json":  # a path of this machine inside (a run's config): kept as `public_path` says
+            record = json.loads(data)
+            if public_paths(record) != record:
+                data = json.dumps(public_paths(record), indent=1).encode()
+        if len(data) > KEPT_LIMIT_BYTES:
+            raise ValueError(f"{public_path(artifact)} is {len(data):,} bytes: over the {KEPT_LIMIT_BYTES:,} bytes a "
+                             "file kept in the repository may have")
         target = KEPT / name
         target.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(target) as tmp:
-            tmp.write_bytes(artifact.read_bytes())
+            tmp.write_bytes(data)
         kept.append(name)
     return kept
 

@@ -36,9 +36,30 @@ def test_results_record_public_paths_only(tmp_path, monkeypatch) -> None:
     assert common.public_paths({"a": [str(worktree), 3], "b": "text"}) == {"a": ["pinned-abc1234", 3], "b": "text"}
 
     machine_path = re.compile(r'"/(?:work|root|home|tmp|Users|mnt|data|opt)/')
-    for path in sorted((common.ROOT / "bench" / "results").glob("*.json")):
+    for path in sorted((common.ROOT / "bench" / "results").rglob("*.json")):  # the kept files too
         found = machine_path.search(path.read_text())
         assert found is None, f"{path.name} records a path of the machine that ran it near {found.group(0)!r}"
+
+
+def test_a_kept_json_file_holds_public_paths_and_other_files_are_kept_as_they_are(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("AUTOVIT_BENCH_DIR", str(tmp_path / "bench"))
+    monkeypatch.setattr(common, "KEPT", tmp_path / "kept")
+    score = tmp_path / "bench" / "claim" / "run.test.json"
+    score.parent.mkdir(parents=True)
+    data_dir = str(common.ROOT.parent / "shared" / "data" / "cifar10")
+    score.write_text(json.dumps({"test_top1": 84.08, "config": {"data": {"data_dir": data_dir}},
+                                 "folder": str(tmp_path / "bench" / "claim" / "run")}))
+    plain = tmp_path / "bench" / "claim" / "plain.json"
+    plain.write_text('{"a":   1}')
+    table = tmp_path / "bench" / "lut.parquet"
+    table.write_bytes(b"PAR1 /root/x")
+    assert common.keep_files({"c/run.test.json": score, "c/plain.json": plain, "c/lut.parquet": table}) == [
+        "c/run.test.json", "c/plain.json", "c/lut.parquet"]
+    kept = json.loads((tmp_path / "kept" / "c" / "run.test.json").read_text())
+    assert kept == {"test_top1": 84.08, "config": {"data": {"data_dir": "shared/data/cifar10"}},
+                    "folder": "$AUTOVIT_BENCH_DIR/claim/run"}
+    assert (tmp_path / "kept" / "c" / "plain.json").read_text() == '{"a":   1}'  # nothing to change: byte for byte
+    assert (tmp_path / "kept" / "c" / "lut.parquet").read_bytes() == b"PAR1 /root/x"
 
 
 def test_the_code_identity_is_the_commit_and_the_package_inside_its_work_tree() -> None:
