@@ -18,9 +18,11 @@ import os
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import yaml
@@ -381,6 +383,8 @@ def _fit_one(cfg_dict: dict[str, Any], space_source: str, name: str, plan: Train
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.train.keep_checkpoints),
         ),
     )
+    if _STOPPING.is_set():  # Ctrl-C while the trainer was being built
+        return TrainResult(name, "FAILED", error="stopped by Ctrl-C")
     try:
         result = trainer.fit()
     except Exception as e:  # TrainingFailedError: the worker's exception is in its message
@@ -393,27 +397,94 @@ def _fit_one(cfg_dict: dict[str, Any], space_source: str, name: str, plan: Train
                        metrics={k: v for k, v in metrics.items() if isinstance(v, (int, float))})
 
 
+# The threads of `run_in_daemon_threads` still running, of every caller (nested ones too: the
+# fidelity truth's trainer threads run trainings whose fits run in threads) -> whether stop_fits has
+# killed the Ray Train controller its fit waits on.
+_RUNNING: dict[threading.Thread, bool] = {}
+_RUNNING_LOCK = threading.Lock()
+_STOPPING = threading.Event()  # set by stop_fits: a call or fit not yet begun does not begin
+STOP_TIMEOUT_S = 60.0  # how long Ctrl-C waits for the threads to end before the command exits anyway
+
+
+def _train_controller(frame: FrameType | None) -> Any:
+    """The Ray Train controller actor a fit thread waits on: the `controller` local of the Ray Train
+    frame that created it (Ray Train keeps no public handle to it); None until it exists."""
+    from ray.actor import ActorHandle
+
+    while frame is not None:
+        controller = frame.f_locals.get("controller")
+        if isinstance(controller, ActorHandle):
+            return controller
+        frame = frame.f_back
+    return None
+
+
+def stop_fits(timeout_s: float | None = None) -> None:
+    """Ctrl-C with fits running in threads: kills each fit's Ray Train controller (its workers end with
+    it; checkpoints are written whole) and waits for every thread of `run_in_daemon_threads` to end, so
+    that none calls Ray after the caller shuts Ray down: such a call ends the process with exit status 1
+    ("The core worker has already been shutdown") or starts a new local Ray. A fit still starting is
+    waited for until its controller exists. After `timeout_s` (default STOP_TIMEOUT_S), returns anyway."""
+    import ray
+
+    _STOPPING.set()
+    try:
+        deadline = time.monotonic() + (STOP_TIMEOUT_S if timeout_s is None else timeout_s)
+        while time.monotonic() < deadline:
+            with _RUNNING_LOCK:
+                running = [thread for thread, killed in _RUNNING.items() if not killed]
+                if not _RUNNING:
+                    return
+            frames = sys._current_frames()
+            for thread in running:
+                controller = _train_controller(frames.get(thread.ident or -1))
+                if controller is not None:
+                    ray.kill(controller, no_restart=True)
+                    with _RUNNING_LOCK:
+                        if thread in _RUNNING:
+                            _RUNNING[thread] = True
+            time.sleep(0.1)
+    finally:
+        _STOPPING.clear()
+
+
 def run_in_daemon_threads(calls: dict[str, Callable[[], T]]) -> dict[str, T]:
     """{key: call()} with the calls run concurrently, each in a daemon thread; an exception of a call is
     raised here. Daemon threads, because on Ctrl-C the command must exit at once: the interpreter joins
     a ThreadPoolExecutor's threads at exit, and a fit still starting when the caller shut Ray down
-    started a new local Ray and trained to its last epoch before the command could end."""
+    started a new local Ray and trained to its last epoch before the command could end. On Ctrl-C the
+    fits are stopped (`stop_fits`) before it is raised here, so the caller can shut Ray down."""
     results: dict[str, T] = {}
     errors: dict[str, BaseException] = {}
 
     def run(key: str, call: Callable[[], T]) -> None:
         try:
+            if _STOPPING.is_set():
+                raise KeyboardInterrupt
             results[key] = call()
         except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
             errors[key] = exc
+        finally:
+            with _RUNNING_LOCK:
+                del _RUNNING[threading.current_thread()]
 
     threads = [threading.Thread(target=run, args=(key, call), name=f"fit-{key}", daemon=True)
                for key, call in calls.items()]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        while thread.is_alive():
-            thread.join(0.5)  # short waits: Ctrl-C reaches the main thread between them
+    try:
+        for thread in threads:
+            with _RUNNING_LOCK:  # before it starts: stop_fits must see it even before it runs
+                _RUNNING[thread] = False
+            thread.start()
+        for thread in threads:
+            while thread.is_alive():
+                thread.join(0.5)  # short waits: Ctrl-C reaches the main thread between them
+    except KeyboardInterrupt:
+        with _RUNNING_LOCK:  # a thread Ctrl-C kept from starting never ends
+            for thread in threads:
+                if thread.ident is None:
+                    _RUNNING.pop(thread, None)
+        stop_fits()
+        raise
     for exc in errors.values():
         raise exc
     return {key: results[key] for key in calls}
@@ -536,5 +607,5 @@ def _write_space(cfg: TrainConfig, space: SearchSpace) -> None:
 
 __all__ = [
     "RESUMABLE_FIELDS", "TrainResult", "check_inputs", "check_resume", "connect_ray", "plan_training",
-    "run_in_daemon_threads", "run_training", "scaling_config", "standalone_config", "torch_backend", "train_loop_per_worker",
+    "run_in_daemon_threads", "run_training", "scaling_config", "standalone_config", "stop_fits", "torch_backend", "train_loop_per_worker",
 ]

@@ -21,6 +21,7 @@ import torch
 from conftest import TINY_TRAIN_SETTINGS, tiny_train_argv
 
 import autovit_ray
+from autovit_ray import ray_train
 from autovit_ray.checkpoint import (
     find_checkpoint,
     list_checkpoints,
@@ -626,21 +627,59 @@ def test_concurrent_fits_return_their_results_and_raise_their_errors() -> None:
         run_in_daemon_threads({"xxs": lambda: 1, "xs": broken})
 
 
-def test_ctrl_c_does_not_wait_for_a_running_fit() -> None:
-    """A fit still running when Ctrl-C reaches the command must not hold its exit: it runs in a daemon
-    thread (a ThreadPoolExecutor's threads are joined at interpreter exit; the README test's Ctrl-C
-    during Ray Train's start-up then waited for 30 epochs)."""
-    release, finished = threading.Event(), threading.Event()
+def _interrupted_in(seconds: float, calls: dict) -> float:
+    """Runs `run_in_daemon_threads(calls)` with Ctrl-C after `seconds`; the seconds until it raised."""
     # Python's own Ctrl-C handler: an earlier test's Ray Tune run may have left its own in place
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        threading.Timer(0.3, _thread.interrupt_main).start()
+        threading.Timer(seconds, _thread.interrupt_main).start()
         started = time.monotonic()
         with pytest.raises(KeyboardInterrupt):
-            run_in_daemon_threads({"xxs": lambda: release.wait(10) and finished.set()})
+            run_in_daemon_threads(calls)
+        return time.monotonic() - started
     finally:
         signal.signal(signal.SIGINT, previous)
-    assert time.monotonic() - started < 5 and not finished.is_set()
-    # (is_alive() is not asked: an interrupted join() marks the thread stopped while it runs on)
+
+
+def test_ctrl_c_waits_for_a_call_at_most_the_stop_timeout(monkeypatch) -> None:
+    """A call that nothing stops must not hold the command's exit for long: it runs in a daemon thread
+    (a ThreadPoolExecutor's threads are joined at interpreter exit; the README test's Ctrl-C during Ray
+    Train's start-up then waited for 30 epochs), and Ctrl-C waits for it STOP_TIMEOUT_S at most."""
+    monkeypatch.setattr(ray_train, "STOP_TIMEOUT_S", 0.5)
+    release, finished = threading.Event(), threading.Event()
+    assert _interrupted_in(0.3, {"xxs": lambda: release.wait(10) and finished.set()}) < 5
+    assert not finished.is_set()
     assert [t.daemon for t in threading.enumerate() if t.name == "fit-xxs"] == [True]
     release.set()
+
+
+def test_ctrl_c_kills_the_controller_a_fit_waits_on_then_waits_for_the_fit(ray_session) -> None:
+    """Ctrl-C during a fit in a thread: the Ray Train controller the fit waits on (the `controller` local
+    of Ray Train's frame) is killed and the fit has returned before Ctrl-C reaches the caller, which then
+    shuts Ray down (a thread calling Ray after that ended the command with exit status 1). A call that
+    had not begun does not begin."""
+    import ray
+
+    @ray.remote(num_cpus=0)
+    class Controller:
+        def run(self) -> None:
+            time.sleep(600)
+
+    ended: list[str] = []
+
+    def fit() -> None:
+        controller = Controller.remote()
+        try:
+            ray.get(controller.run.remote())
+        except ray.exceptions.RayActorError:
+            ended.append("killed")
+
+    assert _interrupted_in(2.0, {"xxs": fit}) < 30
+    assert ended == ["killed"] and not ray_train._RUNNING and not ray_train._STOPPING.is_set()
+    ray_train._STOPPING.set()  # as while stop_fits waits: a thread starting now does not call
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_in_daemon_threads({"xs": lambda: ended.append("began")})
+    finally:
+        ray_train._STOPPING.clear()
+    assert ended == ["killed"]
