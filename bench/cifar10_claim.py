@@ -23,7 +23,10 @@ Stages (their code commit is recorded in ``claim.json``; hours of the 2-core mac
    happens to the machine while the supernet is trained.
 2. ``supernet`` (~3.4 h, on a new machine only): issue 30's chosen supernet trained again with
    bench/supernet_fidelity.py's command and settings (`train_supernet`; it resumes from its last epoch)
-   where this machine lacks it and a stage left reads it: checkpoints are too large to keep.
+   where this machine lacks it and a stage left reads it: checkpoints are too large to keep. Where its
+   per-epoch validation does not repeat issue 30's training (another machine's arithmetic), it is scored
+   against issue 30's truth (14 subnets, kept in the repository) as issue 30 scored it (minutes), and the
+   claim quotes that tau.
 3. ``budgets`` (minutes): the peer's latency in latency-table ms from bench/supernet_fidelity.py's
    ``band.json`` (`peer_band`: measured beside random subnets); budgets 1.0x and 0.8x of it, params
    <= 1.4x the peer's.
@@ -134,6 +137,7 @@ from supernet_fidelity import (
     peer_band,
     per_epoch,
     same_epochs,
+    score_on_truth,
     train_supernet,
 )
 from supernet_fidelity import RESULTS_JSON as FIDELITY_JSON
@@ -161,6 +165,7 @@ RANDOM_BAND = (0.9, 1.0)  # measured latency / the peer's, at the 1.0x budget
 RANDOM_TABLE_WINDOW = (0.8, 1.1)  # table latency / the 1.0x budget of an arch worth measuring
 RANDOM_BATCH, RANDOM_MAX_MEASURED = 8, 240
 LATENCY_BACKENDS = ("torch-cpu", "onnxruntime")
+TRUTH_SEED = 0  # `python -m autovit_ray.fidelity`'s default, which issue 30's truth ran with (its bootstrap seed)
 THREADS, CLOCK, ROUNDS = 1, "wall", 40
 LATENCY2_GAP_S = 3600.0
 # Stand-alone runs train two at once, each in a process of its own with one core and one torch thread:
@@ -488,20 +493,44 @@ def run_peer(c: Claim) -> None:
 
 def run_supernet(c: Claim) -> None:
     """Issue 30's chosen supernet trained again where this machine lacks it and a stage left reads it, and
-    how far it repeats the one issue 30 scored (`same_per_epoch`: its training is deterministic on this
-    kind of machine, so every epoch should have the same validation numbers; the report says if not)."""
-    if c.supernet is not None or not c.needs_supernet:
+    how far it repeats the one issue 30 scored (`same_per_epoch`: epochs whose validation numbers are the
+    same to every digit). Where it does not repeat it, issue 30's tau is not this supernet's: it is
+    scored against issue 30's truth the way issue 30 scored it (`truth_fidelity`), and the report quotes
+    that tau."""
+    if c.supernet is None and c.needs_supernet:
+        chosen = chosen_supernet()
+        log(f"supernet: {chosen} is not on this machine: training it again with bench/supernet_fidelity.py's "
+            "settings")
+        folder = bench_dir() / "supernet_fidelity"
+        train_supernet(chosen, folder, c.data_dir)
+        c.supernet = supernet_checkpoint(None)
+        scored = json.loads(FIDELITY_JSON.read_text())["supernets"][chosen].get("per_epoch", [])
+        repeated = same_epochs(per_epoch(folder / f"{chosen}-e{SUPERNET_EPOCHS}"), scored)
+        log(f"supernet: {repeated['same']} of {repeated['epochs']} epochs repeat issue 30's validation numbers")
+        c.done("supernet", {"checkpoint": public_path(c.supernet[0]), "source": chosen, "trained_again": True,
+                            "same_per_epoch": repeated, "commit": code_commit()})
+    again = c.record.get("supernet")
+    if c.supernet is None or not again or "truth_fidelity" in again or repeats_issue30(again):
         return
-    chosen = chosen_supernet()
-    log(f"supernet: {chosen} is not on this machine: training it again with bench/supernet_fidelity.py's settings")
-    folder = bench_dir() / "supernet_fidelity"
-    train_supernet(chosen, folder, c.data_dir)
-    c.supernet = supernet_checkpoint(None)
-    scored = json.loads(FIDELITY_JSON.read_text())["supernets"][chosen].get("per_epoch", [])
-    repeated = same_epochs(per_epoch(folder / f"{chosen}-e{SUPERNET_EPOCHS}"), scored)
-    log(f"supernet: {repeated['same']} of {repeated['epochs']} epochs repeat issue 30's validation numbers")
-    c.done("supernet", {"checkpoint": public_path(c.supernet[0]), "source": chosen, "trained_again": True,
-                        "same_per_epoch": repeated, "commit": code_commit()})
+    log("supernet: scoring it against issue 30's truth (its training does not repeat issue 30's)")
+    c.done("supernet", {**again, "truth_fidelity": truth_fidelity(c.supernet[0]), "truth_fidelity_commit": code_commit()})
+    log(f"supernet: in-band Kendall tau {c.record['supernet']['truth_fidelity']['tau_in_band']}")
+
+
+def repeats_issue30(again: Mapping[str, Any]) -> bool:
+    """Whether a supernet trained again repeats, epoch for epoch, the one issue 30 scored."""
+    repeated = again.get("same_per_epoch") or {}
+    return bool(repeated) and repeated["same"] == repeated["epochs"]
+
+
+def truth_fidelity(checkpoint: Path) -> dict[str, Any]:
+    """The supernet's inherited scores of issue 30's truth subnets (kept in the repository in
+    bench/results/supernet_fidelity.json) and its fidelity statistics against their stand-alone
+    accuracies, as issue 30 scored its supernets: `python -m autovit_ray.fidelity`'s default seed, the
+    recipe's BatchNorm recalibration."""
+    truth = json.loads(FIDELITY_JSON.read_text())["standalone"]
+    return {**score_on_truth(checkpoint, truth["subnets"], TRUTH_SEED, SCAN_CALIB_BATCHES, None),
+            "subnets": len(truth["subnets"]), "truth_epochs": truth["epochs"]}
 
 
 def run_budgets(c: Claim) -> None:
@@ -961,41 +990,57 @@ def collect(out: Path) -> dict[str, Any]:
                        "peer": PEER, "min_tokens": MIN_TOKENS},
             "epochs": EPOCHS, "budgets": record.get("budgets"), "arms": arms, "verdict": found,
             "supernet": searched_supernet(record),
-            "truth_check": truth_check(out, tests, (record.get("budgets") or {}).get("supernet_source")),
+            "truth_check": truth_check(out, tests, searched_supernet(record)),
             "table6": table6_record(out), "fronts": {search_name(f): _front(out, f) for f in FACTORS},
             "commits": stage_commits(record, tests), "code_runs": record.get("code_runs", []),
             "environment": common.environment(), "updated": time.strftime("%Y-%m-%d %H:%M")}
 
 
 def searched_supernet(record: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The supernet the searches read: where it came from, issue 30's tau for it (the claim quotes it,
-    whatever it is) and, where it was trained again on a new machine, how far it repeats that one."""
+    """The supernet the searches read: where it came from, its in-band tau against issue 30's truth (the
+    claim quotes it, whatever it is) and, where it was trained again on a new machine, how far it repeats
+    issue 30's training. `tau_in_band` is this supernet's own: issue 30's where the training repeats it,
+    else the one scored here (`run_supernet`); `issue30_tau_in_band` is issue 30's."""
     source = (record.get("budgets") or {}).get("supernet_source")
     if source is None:
         return None
-    scored = ((_read(FIDELITY_JSON) or {}).get("supernets") or {}).get(source) or {}
+    fidelity = _read(FIDELITY_JSON) or {}
+    issue30 = (fidelity.get("supernets") or {}).get(source) or {}
     again = record.get("supernet") or {}
-    return {"source": source, "tau_in_band": scored.get("tau_in_band"), "tau_in_band_ci": scored.get("tau_in_band_ci"),
-            "macs_tau_in_band": (_read(FIDELITY_JSON) or {}).get("macs_tau_in_band"),
+    here = again.get("truth_fidelity") if source == again.get("source") else None
+    own = here or (issue30 if not again.get("trained_again") or repeats_issue30(again) else {})
+    return {"source": source, "tau_in_band": own.get("tau_in_band"), "tau_in_band_ci": own.get("tau_in_band_ci"),
+            "scored_here": here is not None, "issue30_tau_in_band": issue30.get("tau_in_band"),
+            "issue30_tau_in_band_ci": issue30.get("tau_in_band_ci"),
+            "truth_epochs": (fidelity.get("standalone") or {}).get("epochs"),
+            "macs_tau_in_band": fidelity.get("macs_tau_in_band"),
             "trained_again": bool(again.get("trained_again")), "same_per_epoch": again.get("same_per_epoch")}
 
 
 def supernet_sentence(s: Mapping[str, Any]) -> str:
-    if s["tau_in_band"] is None:
-        text = f"The searches read the `{s['source']}` supernet, which issue 30 did not score."
-    else:
-        low, high = s["tau_in_band_ci"] or (None, None)
-        text = (f"The searches read issue 30's chosen `{s['source']}` supernet, which ranks stand-alone accuracy "
-                f"inside the peer's latency band at Kendall tau {s['tau_in_band']:.2f} [{_f(low)}, {_f(high)}] "
-                f"(MACs alone: {_f(s['macs_tau_in_band'])}): a weak guide, which the random control checks.")
     repeated = s["same_per_epoch"]
     if s["trained_again"] and repeated:
-        text += (f" It was trained again on a new machine (checkpoints are not kept), with the same command and "
-                 f"settings: {repeated['same']} of its {repeated['epochs']} epochs have the same validation numbers "
-                 "as the one issue 30 scored, to every digit"
-                 + ("." if repeated["same"] == repeated["epochs"] else
-                    ", so that tau describes a supernet this one does not repeat exactly."))
-    return text
+        text = (f"The searches read issue 30's chosen `{s['source']}` supernet, trained again on a new machine "
+                f"(checkpoints are not kept) with the same command and settings: {repeated['same']} of its "
+                f"{repeated['epochs']} epochs have the same validation numbers as the one issue 30 scored, to every "
+                "digit" + ("." if repeated["same"] == repeated["epochs"] else
+                           ", so issue 30's tau does not describe it."))
+    else:
+        text = f"The searches read issue 30's chosen `{s['source']}` supernet."
+    if s["tau_in_band"] is None:
+        return text + (" It was not scored against issue 30's truth yet." if s["trained_again"] else
+                       " Issue 30 did not score it.")
+    low, high = s["tau_in_band_ci"] or (None, None)
+    how = (f"Scored here against issue 30's truth ({s['truth_epochs']}-epoch stand-alone runs), as issue 30 scored "
+           "its supernets, it" if s["scored_here"] else "It")
+    text += (f" {how} ranks stand-alone accuracy inside the peer's latency band at Kendall tau "
+             f"{s['tau_in_band']:.2f} [{_f(low)}, {_f(high)}] (MACs alone: {_f(s['macs_tau_in_band'])}")
+    if s["scored_here"] and s["issue30_tau_in_band"] is not None:
+        i_low, i_high = s["issue30_tau_in_band_ci"] or (None, None)
+        text += f"; issue 30's training of it: {s['issue30_tau_in_band']:.2f} [{_f(i_low)}, {_f(i_high)}]"
+    guide = ("its interval includes zero: a weak guide at best, which the random control checks"
+             if low is None or low <= 0 else "its interval excludes zero")
+    return text + f"): {guide}."
 
 
 def arm_key(test: Mapping[str, Any]) -> str:
@@ -1003,11 +1048,11 @@ def arm_key(test: Mapping[str, Any]) -> str:
     return f"{test['arm']}/{test['index']}" if test["index"] is not None else test["arm"]
 
 
-def truth_check(out: Path, tests: Sequence[Mapping[str, Any]], supernet_source: str | None,
+def truth_check(out: Path, tests: Sequence[Mapping[str, Any]], supernet: Mapping[str, Any] | None,
                 resamples: int = 10_000) -> dict[str, Any] | None:
     """Issue 30's 15-epoch truth checked at 30 epochs: how well the supernet's inherited validation top-1
-    ranks the subnet arms' 30-epoch stand-alone test top-1 (seed means), beside the truth's in-band tau
-    for the same supernet. None before the `inherited` stage."""
+    ranks the subnet arms' 30-epoch stand-alone test top-1 (seed means), beside the searched supernet's
+    in-band tau against the truth (`searched_supernet`). None before the `inherited` stage."""
     from autovit_ray.stats import rank_correlation
 
     inherited = _read(out / "inherited.json")
@@ -1019,13 +1064,12 @@ def truth_check(out: Path, tests: Sequence[Mapping[str, Any]], supernet_source: 
             alone.setdefault(arm_key(t), []).append(t["test_top1"])
     subnets = [{"key": key, "inherited_val_top1": entry["val_top1"], "standalone_test_top1": statistics.mean(alone[key]),
                 "seeds": len(alone[key])} for key, entry in inherited["subnets"].items() if key in alone]
-    fidelity = _read(FIDELITY_JSON) or {}
-    truth = (fidelity.get("supernets") or {}).get(supernet_source or "")  # None for a --supernet checkpoint
+    truth = None if not supernet or supernet["tau_in_band"] is None else {
+        "supernet": supernet["source"], "epochs": supernet["truth_epochs"], "tau_in_band": supernet["tau_in_band"],
+        "tau_in_band_ci": supernet["tau_in_band_ci"]}
     found: dict[str, Any] = {
         "subnets": subnets, "standalone_epochs": EPOCHS, "kendall_tau": None, "tau_ci": None, "spearman_rho": None,
-        "truth": truth and {"supernet": supernet_source, "epochs": (fidelity.get("standalone") or {}).get("epochs"),
-                            "tau_in_band": truth.get("tau_in_band"), "tau_in_band_ci": truth.get("tau_in_band_ci")},
-        "intervals_overlap": None}
+        "truth": truth, "intervals_overlap": None}
     if len(subnets) >= 3:
         ranks = rank_correlation([s["inherited_val_top1"] for s in subnets],
                                  [s["standalone_test_top1"] for s in subnets], resamples=resamples, seed=0)

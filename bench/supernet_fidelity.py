@@ -56,6 +56,7 @@ import math
 import random
 import statistics
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -321,19 +322,23 @@ def against_truth(checkpoints: dict[str, Path], out: Path, calib_batches: int | 
     """Every supernet's inherited scores of the truth's subnets (BatchNorm recalibrated on `calib_batches`
     batches of `calib_size` images; None: the fidelity defaults), with the fidelity statistics against
     the truth's stand-alone accuracies."""
+    fidelity = json.loads((out / "truth" / "fidelity.json").read_text())
+    return {name: score_on_truth(checkpoint, fidelity["standalone"]["subnets"], fidelity["seed"], calib_batches,
+                                 calib_size) for name, checkpoint in checkpoints.items()}
+
+
+def score_on_truth(checkpoint: Path, subnets: Sequence[Mapping[str, Any]], seed: int, calib_batches: int | None,
+                   calib_size: int | None) -> dict[str, Any]:
+    """One supernet's inherited validation top-1 of the truth's `subnets` (rows of its `fidelity.json`:
+    arch, val_top1, macs, params, in_band) and `fidelity_stats` against their stand-alone top-1; `seed`:
+    the truth's, for the bootstrap."""
     from autovit_ray.fidelity import fidelity_stats, inherited_top1
     from autovit_ray.space import Arch
 
-    fidelity = json.loads((out / "truth" / "fidelity.json").read_text())
-    subnets = fidelity["standalone"]["subnets"]
-    archs = [Arch.from_dict(s["arch"]) for s in subnets]
-    found: dict[str, Any] = {}
-    for name, checkpoint in checkpoints.items():
-        inherited = inherited_top1(checkpoint, archs, calib_batches, calib_size)
-        found[name] = {"inherited": inherited, **fidelity_stats(
-            inherited, [s["val_top1"] for s in subnets], [s["macs"] for s in subnets], [s["params"] for s in subnets],
-            [s["in_band"] for s in subnets], 10_000, fidelity["seed"])}
-    return found
+    inherited = inherited_top1(checkpoint, [Arch.from_dict(s["arch"]) for s in subnets], calib_batches, calib_size)
+    return {"inherited": inherited, **fidelity_stats(
+        inherited, [s["val_top1"] for s in subnets], [s["macs"] for s in subnets], [s["params"] for s in subnets],
+        [s["in_band"] for s in subnets], 10_000, seed)}
 
 
 def calibration_remedy(checkpoints: dict[str, Path], out: Path) -> dict[str, Any]:

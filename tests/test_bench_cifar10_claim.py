@@ -230,10 +230,16 @@ def test_the_command_refuses_to_start_until_issue_30_chose_a_supernet(tmp_path, 
 def test_a_new_machine_trains_the_peers_first_pair_then_the_chosen_supernet_again(tmp_path, monkeypatch) -> None:
     """Checkpoints are not kept: where the chosen supernet is missing, the command trains the peer's first
     seeds (they read no supernet) and then the supernet with bench/supernet_fidelity.py's command, before
-    any stage that reads it; a rerun trains neither again."""
+    any stage that reads it; a training that does not repeat issue 30's epoch for epoch is scored against
+    issue 30's truth, and the report quotes that tau; a rerun does none of it again."""
     scored = [{"epoch": e, "smallest": 70.0 + e, "largest": 71.0 + e, "random_mean": 70.5 + e} for e in (1, 2)]
+    subnets = [{"arch": _arch(i), "val_top1": 70.0 + i, "macs": 1e6 * i, "params": 1e5 * i, "in_band": i % 2 == 0}
+               for i in range(4)]
     fidelity = tmp_path / "supernet_fidelity.json"
-    fidelity.write_text(json.dumps({"chosen": "sandwich", "supernets": {"sandwich": {"per_epoch": scored}}}))
+    fidelity.write_text(json.dumps({"chosen": "sandwich", "macs_tau_in_band": 0.34,
+                                    "standalone": {"epochs": 15, "subnets": subnets},
+                                    "supernets": {"sandwich": {"per_epoch": scored, "tau_in_band": 0.41,
+                                                               "tau_in_band_ci": [-0.09, 0.82]}}}))
     monkeypatch.setattr(claim, "FIDELITY_JSON", fidelity)
     monkeypatch.setenv("AUTOVIT_BENCH_DIR", str(tmp_path / "bench"))
     monkeypatch.setattr(claim, "recipe_choice", lambda: {"adaptation": "stem1", "recipe": "padcrop"})
@@ -249,25 +255,53 @@ def test_a_new_machine_trains_the_peers_first_pair_then_the_chosen_supernet_agai
             raise ValueError("no checkpoint of supernet 'xxs'")
         return trained
 
+    def score_on_truth(checkpoint, rows, seed, calib_batches, calib_size):  # minutes of inference
+        events.append("scored")
+        assert (checkpoint, rows, seed, calib_batches, calib_size) == (trained, subnets, 0, claim.SCAN_CALIB_BATCHES,
+                                                                      None)
+        if events.count("scored") == 1:
+            raise KeyboardInterrupt  # the session ends while it scores
+        return {"inherited": [71.0, 70.5, 70.0, 69.0], "tau_in_band": 0.2, "tau_in_band_ci": [-0.3, 0.6]}
+
     monkeypatch.setattr(claim, "train_in_child", train_in_child)
     monkeypatch.setattr(claim, "chosen_checkpoint", chosen_checkpoint)
     monkeypatch.setattr(claim, "train_supernet", lambda sampler, out, data_dir: events.append(sampler))
+    monkeypatch.setattr(claim, "score_on_truth", score_on_truth)
     # its training's own validation: epoch 1 as issue 30 scored it, epoch 2 one digit off
     monkeypatch.setattr(claim, "per_epoch", lambda folder: [scored[0], {**scored[1], "largest": 73.01}]
                         if folder == trained else pytest.fail(f"read {folder}"))
     monkeypatch.setattr(claim, "supernet_checkpoint", lambda override: (chosen_checkpoint("sandwich", None), "sandwich"))
     argv = ["--out", str(tmp_path / "out"), "--data-dir", str(tmp_path), "--stop-after", "supernet"]
-    assert claim.main(argv) == 0
-    assert events == ["peer-s0", "peer-s1", "sandwich"]
+    assert claim.main(argv) == 130
+    assert events == ["peer-s0", "peer-s1", "sandwich", "scored"]
     record = json.loads((tmp_path / "out" / "claim.json").read_text())
     assert record["peer"]["runs"] == ["peer-s0", "peer-s1"]
     assert record["supernet"]["source"] == "sandwich" and record["supernet"]["trained_again"]
     assert record["supernet"]["same_per_epoch"] == {"epochs": 2, "same": 1}
     sentence = claim.supernet_sentence(claim.searched_supernet({**record, "budgets": {"supernet_source": "sandwich"}}))
-    assert "issue 30 did not score" in sentence  # no tau in this made-up record
-    assert "1 of its 2 epochs have the same validation numbers" in sentence and "does not repeat exactly" in sentence
+    assert "1 of its 2 epochs have the same validation numbers" in sentence and "does not describe it" in sentence
+    assert "not scored against issue 30's truth yet" in sentence and "0.41" not in sentence
+
+    assert claim.main(argv) == 0  # the rerun scores it, and trains nothing
+    assert events == ["peer-s0", "peer-s1", "sandwich", "scored", "scored"]
+    record = json.loads((tmp_path / "out" / "claim.json").read_text())
+    assert record["supernet"]["truth_fidelity"]["tau_in_band"] == 0.2
+    assert record["supernet"]["truth_fidelity"]["subnets"] == 4 and record["supernet"]["truth_fidelity"]["truth_epochs"] == 15
+    supernet = claim.searched_supernet({**record, "budgets": {"supernet_source": "sandwich"}})
+    sentence = claim.supernet_sentence(supernet)
+    assert "Scored here against issue 30's truth (15-epoch stand-alone runs)" in sentence
+    assert "Kendall tau 0.20 [-0.30, 0.60] (MACs alone: 0.34; issue 30's training of it: 0.41 [-0.09, 0.82])" in sentence
+    assert "includes zero" in sentence
+    assert claim.truth_check(tmp_path / "out", [], supernet) is None  # (before the inherited stage)
     assert claim.main(argv) == 0
-    assert events == ["peer-s0", "peer-s1", "sandwich"]  # nothing trained twice
+    assert events.count("scored") == 2 and events.count("sandwich") == 1  # nothing trained or scored twice
+
+    # a training that repeats issue 30's epoch for epoch is issue 30's supernet: its tau, nothing scored here
+    repeated = {**record, "budgets": {"supernet_source": "sandwich"},
+                "supernet": {"source": "sandwich", "trained_again": True, "same_per_epoch": {"epochs": 2, "same": 2}}}
+    sentence = claim.supernet_sentence(claim.searched_supernet(repeated))
+    assert "2 of its 2 epochs have the same validation numbers as the one issue 30 scored, to every digit. It ranks" \
+        in sentence and "Kendall tau 0.41 [-0.09, 0.82] (MACs alone: 0.34):" in sentence
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -421,29 +455,26 @@ def test_the_inherited_stage_scores_every_subnet_arm_once_with_the_truths_calibr
     assert saved["supernet_source"] == "sandwich" and record["inherited"]["file"].endswith("inherited.json")
 
 
-def test_the_truth_check_ranks_30_epoch_runs_by_inherited_accuracy_beside_the_15_epoch_truth(tmp_path,
-                                                                                             monkeypatch) -> None:
-    fidelity = tmp_path / "supernet_fidelity.json"
-    fidelity.write_text(json.dumps({"chosen": "sandwich", "standalone": {"epochs": 15}, "supernets": {
-        "sandwich": {"tau_in_band": 0.55, "tau_in_band_ci": [0.1, 0.9]}}}))
-    monkeypatch.setattr(claim, "FIDELITY_JSON", fidelity)
-    assert claim.truth_check(tmp_path, [], "sandwich") is None  # before the inherited stage
+def test_the_truth_check_ranks_30_epoch_runs_by_inherited_accuracy_beside_the_15_epoch_truth(tmp_path) -> None:
+    supernet = {"source": "sandwich", "truth_epochs": 15, "tau_in_band": 0.55, "tau_in_band_ci": [0.1, 0.9]}
+    assert claim.truth_check(tmp_path, [], supernet) is None  # before the inherited stage
     keys = ["searched_1.0x", "searched_0.8x", "random_1.0x/0", "random_1.0x/1"]
     (tmp_path / "inherited.json").write_text(json.dumps({"subnets": {
         k: {"arch": {}, "val_top1": v} for k, v in zip(keys, (80.0, 78.0, 76.0, 77.0))}}))
     runs = [claim.Run("peer", 0), claim.Run("searched_1.0x", 0), claim.Run("searched_1.0x", 1),
             claim.Run("searched_0.8x", 0), claim.Run("random_1.0x", 0, 0)]
     tests = [_test_record(run, top1, {}) for run, top1 in zip(runs, (99.0, 85.0, 86.0, 84.0, 83.0))]
-    two = claim.truth_check(tmp_path, tests[:3], "sandwich", resamples=200)
+    two = claim.truth_check(tmp_path, tests[:3], supernet, resamples=200)
     assert two["kendall_tau"] is None and claim.truth_check_sentence(two) is None  # under three subnets: no tau
-    check = claim.truth_check(tmp_path, tests, "sandwich", resamples=200)
+    check = claim.truth_check(tmp_path, tests, supernet, resamples=200)
     assert [s["key"] for s in check["subnets"]] == keys[:3]  # random arch 1 has no 30-epoch run yet
     assert check["subnets"][0]["standalone_test_top1"] == 85.5 and check["subnets"][0]["seeds"] == 2
     assert check["kendall_tau"] == pytest.approx(1.0) and check["truth"]["epochs"] == 15
     assert check["intervals_overlap"] is False  # a tau interval of [1, 1] beside [0.1, 0.9]
     sentence = claim.truth_check_sentence(check)
     assert "Kendall tau 1.00" in sentence and "15-epoch truth's in-band tau 0.55 [0.10, 0.90]" in sentence
-    other = claim.truth_check(tmp_path, tests, "--supernet", resamples=200)  # a checkpoint issue 30 did not score
+    unscored = {**supernet, "source": "--supernet", "tau_in_band": None, "tau_in_band_ci": None}
+    other = claim.truth_check(tmp_path, tests, unscored, resamples=200)  # a checkpoint issue 30 did not score
     assert other["truth"] is None and "no truth of issue 30" in claim.truth_check_sentence(other)
 
 
@@ -516,9 +547,11 @@ def test_the_report_from_a_synthetic_record_has_the_issues_fields(tmp_path, monk
     assert len(saved["truth_check"]["subnets"]) == 7 and saved["truth_check"]["truth"]["tau_in_band"] == 0.6
     assert "Issue 30's 15-epoch truth checked at 30 epochs: over the 7 subnet arms" in text
     assert saved["supernet"] == {"source": "sandwich", "tau_in_band": 0.6, "tau_in_band_ci": [0.2, 0.9],
-                                 "macs_tau_in_band": 0.34, "trained_again": False, "same_per_epoch": None}
-    assert "supernet, which ranks stand-alone accuracy inside the peer's latency band at Kendall tau 0.60 " \
-           "[0.20, 0.90] (MACs alone: 0.34)" in text and "trained again" not in text
+                                 "scored_here": False, "issue30_tau_in_band": 0.6, "issue30_tau_in_band_ci": [0.2, 0.9],
+                                 "truth_epochs": 15, "macs_tau_in_band": 0.34, "trained_again": False,
+                                 "same_per_epoch": None}
+    assert "supernet. It ranks stand-alone accuracy inside the peer's latency band at Kendall tau 0.60 " \
+           "[0.20, 0.90] (MACs alone: 0.34): its interval excludes zero." in text and "trained again" not in text
     # the product's page of the artifacts folder: the arms as its comparison, the verdict on top
     compare = json.loads((out / "compare" / "compare.json").read_text())
     assert [r["model"] for r in compare["rows"]] == ["mobilevit_xxs", "searched_1.0x", "searched_0.8x",
