@@ -384,10 +384,12 @@ def _fit_one(cfg_dict: dict[str, Any], space_source: str, name: str, plan: Train
         ),
     )
     if _STOPPING.is_set():  # Ctrl-C while the trainer was being built
-        return TrainResult(name, "FAILED", error="stopped by Ctrl-C")
+        raise KeyboardInterrupt
     try:
         result = trainer.fit()
     except Exception as e:  # TrainingFailedError: the worker's exception is in its message
+        if _STOPPING.is_set():  # stop_fits killed its controller: stopped by Ctrl-C, not failed
+            raise KeyboardInterrupt from None
         return TrainResult(name, "FAILED", error=f"{type(e).__name__}: {e}")
     checkpoint = result.checkpoint.path if result.checkpoint is not None else None
     metrics = dict(result.metrics or {})
