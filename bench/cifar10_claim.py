@@ -1025,6 +1025,8 @@ def supernet_sentence(s: Mapping[str, Any]) -> str:
                 f"{repeated['epochs']} epochs have the same validation numbers as the one issue 30 scored, to every "
                 "digit" + ("." if repeated["same"] == repeated["epochs"] else
                            ", so issue 30's tau does not describe it."))
+    elif s["source"] == "--supernet":
+        return "The searches read a supernet given with --supernet, which issue 30 did not score."
     else:
         text = f"The searches read issue 30's chosen `{s['source']}` supernet."
     if s["tau_in_band"] is None:

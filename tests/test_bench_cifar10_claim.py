@@ -299,6 +299,9 @@ def test_a_new_machine_trains_the_peers_first_pair_then_the_chosen_supernet_agai
     # a training that repeats issue 30's epoch for epoch is issue 30's supernet: its tau, nothing scored here
     repeated = {**record, "budgets": {"supernet_source": "sandwich"},
                 "supernet": {"source": "sandwich", "trained_again": True, "same_per_epoch": {"epochs": 2, "same": 2}}}
+    override = claim.searched_supernet({"budgets": {"supernet_source": "--supernet"}})
+    assert claim.supernet_sentence(override) == ("The searches read a supernet given with --supernet, which issue 30 "
+                                                 "did not score.") and override["tau_in_band"] is None
     sentence = claim.supernet_sentence(claim.searched_supernet(repeated))
     assert "2 of its 2 epochs have the same validation numbers as the one issue 30 scored, to every digit. It ranks" \
         in sentence and "Kendall tau 0.41 [-0.09, 0.82] (MACs alone: 0.34):" in sentence
