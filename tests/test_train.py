@@ -683,3 +683,12 @@ def test_ctrl_c_kills_the_controller_a_fit_waits_on_then_waits_for_the_fit(ray_s
     finally:
         ray_train._STOPPING.clear()
     assert ended == ["killed"]
+
+
+def test_ray_trains_frame_still_holds_its_controller_as_stop_fits_reads_it() -> None:
+    """`stop_fits` finds a fit's controller as the `controller` local of Ray Train's frame that created it:
+    a Ray release that renames it would leave Ctrl-C waiting STOP_TIMEOUT_S, then shutting Ray down under
+    a starting fit (exit status 1)."""
+    from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
+
+    assert "controller" in DataParallelTrainer._initialize_and_run_controller.__code__.co_varnames
