@@ -131,6 +131,7 @@ from supernet_fidelity import (
     RECIPE_JSON,
     SAMPLERS,
     SCAN_CALIB_BATCHES,
+    _signed,
     chosen_checkpoint,
     ensure_lut,
     lut_file,
@@ -1014,6 +1015,7 @@ def searched_supernet(record: Mapping[str, Any]) -> dict[str, Any] | None:
             "issue30_tau_in_band_ci": issue30.get("tau_in_band_ci"),
             "truth_epochs": (fidelity.get("standalone") or {}).get("epochs"),
             "macs_tau_in_band": fidelity.get("macs_tau_in_band"),
+            "tau_over_macs": own.get("tau_over_macs"), "tau_over_macs_ci": own.get("tau_over_macs_ci"),
             "trained_again": bool(again.get("trained_again")), "same_per_epoch": again.get("same_per_epoch")}
 
 
@@ -1022,7 +1024,7 @@ def supernet_sentence(s: Mapping[str, Any]) -> str:
     if s["trained_again"] and repeated:
         text = (f"The searches read issue 30's chosen `{s['source']}` supernet, trained again on a new machine "
                 f"(checkpoints are not kept) with the same command and settings: {repeated['same']} of its "
-                f"{repeated['epochs']} epochs have the same validation numbers as the one issue 30 scored, to every "
+                f"{repeated['epochs']} epochs {'has' if repeated['same'] == 1 else 'have'} the same validation numbers as the one issue 30 scored, to every "
                 "digit" + ("." if repeated["same"] == repeated["epochs"] else
                            ", so issue 30's tau does not describe it."))
     elif s["source"] == "--supernet":
@@ -1042,7 +1044,15 @@ def supernet_sentence(s: Mapping[str, Any]) -> str:
         text += f"; issue 30's training of it: {s['issue30_tau_in_band']:.2f} [{_f(i_low)}, {_f(i_high)}]"
     guide = ("its interval includes zero: a weak guide at best, which the random control checks"
              if low is None or low <= 0 else "its interval excludes zero")
-    return text + f"): {guide}."
+    text += f"): {guide}."
+    if s["tau_over_macs"] is not None:
+        # over the whole truth, on the same resamples: does it rank better than counting MACs?
+        o_low, o_high = s["tau_over_macs_ci"] or (None, None)
+        than = ("it is not shown to rank better than counting MACs" if o_low is None or o_low <= 0 else
+                "it ranks better than counting MACs")
+        text += (f" Over the whole truth its tau minus MACs' is {_signed(s['tau_over_macs'])} "
+                 f"[{_signed(o_low)}, {_signed(o_high)}]: {than}.")
+    return text
 
 
 def arm_key(test: Mapping[str, Any]) -> str:

@@ -261,7 +261,8 @@ def test_a_new_machine_trains_the_peers_first_pair_then_the_chosen_supernet_agai
                                                                       None)
         if events.count("scored") == 1:
             raise KeyboardInterrupt  # the session ends while it scores
-        return {"inherited": [71.0, 70.5, 70.0, 69.0], "tau_in_band": 0.2, "tau_in_band_ci": [-0.3, 0.6]}
+        return {"inherited": [71.0, 70.5, 70.0, 69.0], "tau_in_band": 0.2, "tau_in_band_ci": [-0.3, 0.6],
+                "tau_over_macs": 0.1, "tau_over_macs_ci": [-0.4, 0.5]}
 
     monkeypatch.setattr(claim, "train_in_child", train_in_child)
     monkeypatch.setattr(claim, "chosen_checkpoint", chosen_checkpoint)
@@ -279,7 +280,7 @@ def test_a_new_machine_trains_the_peers_first_pair_then_the_chosen_supernet_agai
     assert record["supernet"]["source"] == "sandwich" and record["supernet"]["trained_again"]
     assert record["supernet"]["same_per_epoch"] == {"epochs": 2, "same": 1}
     sentence = claim.supernet_sentence(claim.searched_supernet({**record, "budgets": {"supernet_source": "sandwich"}}))
-    assert "1 of its 2 epochs have the same validation numbers" in sentence and "does not describe it" in sentence
+    assert "1 of its 2 epochs has the same validation numbers" in sentence and "does not describe it" in sentence
     assert "not scored against issue 30's truth yet" in sentence and "0.41" not in sentence
 
     assert claim.main(argv) == 0  # the rerun scores it, and trains nothing
@@ -292,6 +293,8 @@ def test_a_new_machine_trains_the_peers_first_pair_then_the_chosen_supernet_agai
     assert "Scored here against issue 30's truth (15-epoch stand-alone runs)" in sentence
     assert "Kendall tau 0.20 [-0.30, 0.60] (MACs alone: 0.34; issue 30's training of it: 0.41 [-0.09, 0.82])" in sentence
     assert "includes zero" in sentence
+    assert sentence.endswith("Over the whole truth its tau minus MACs' is +0.10 [-0.40, +0.50]: it is not shown to rank "
+                             "better than counting MACs.")
     assert claim.truth_check(tmp_path / "out", [], supernet) is None  # (before the inherited stage)
     assert claim.main(argv) == 0
     assert events.count("scored") == 2 and events.count("sandwich") == 1  # nothing trained or scored twice
@@ -498,7 +501,9 @@ def test_the_report_from_a_synthetic_record_has_the_issues_fields(tmp_path, monk
         monkeypatch.setattr(claim, name, value)
     (tmp_path / "fidelity.json").write_text(json.dumps({"chosen": "sandwich", "standalone": {"epochs": 15},
                                                         "supernets": {"sandwich": {"tau_in_band": 0.6,
-                                                                                   "tau_in_band_ci": [0.2, 0.9]}},
+                                                                                   "tau_in_band_ci": [0.2, 0.9],
+                                                                                   "tau_over_macs": 0.3,
+                                                                                   "tau_over_macs_ci": [0.05, 0.6]}},
                                                         "macs_tau_in_band": 0.34}))
     out = tmp_path / "out"
     empty = claim.report(out)  # nothing run yet: a report without numbers
@@ -551,10 +556,11 @@ def test_the_report_from_a_synthetic_record_has_the_issues_fields(tmp_path, monk
     assert "Issue 30's 15-epoch truth checked at 30 epochs: over the 7 subnet arms" in text
     assert saved["supernet"] == {"source": "sandwich", "tau_in_band": 0.6, "tau_in_band_ci": [0.2, 0.9],
                                  "scored_here": False, "issue30_tau_in_band": 0.6, "issue30_tau_in_band_ci": [0.2, 0.9],
-                                 "truth_epochs": 15, "macs_tau_in_band": 0.34, "trained_again": False,
-                                 "same_per_epoch": None}
+                                 "truth_epochs": 15, "macs_tau_in_band": 0.34, "tau_over_macs": 0.3,
+                                 "tau_over_macs_ci": [0.05, 0.6], "trained_again": False, "same_per_epoch": None}
     assert "supernet. It ranks stand-alone accuracy inside the peer's latency band at Kendall tau 0.60 " \
-           "[0.20, 0.90] (MACs alone: 0.34): its interval excludes zero." in text and "trained again" not in text
+           "[0.20, 0.90] (MACs alone: 0.34): its interval excludes zero. Over the whole truth its tau minus MACs' is " \
+           "+0.30 [+0.05, +0.60]: it ranks better than counting MACs." in text and "trained again" not in text
     # the product's page of the artifacts folder: the arms as its comparison, the verdict on top
     compare = json.loads((out / "compare" / "compare.json").read_text())
     assert [r["model"] for r in compare["rows"]] == ["mobilevit_xxs", "searched_1.0x", "searched_0.8x",
