@@ -684,6 +684,58 @@ def test_the_random_stage_writes_its_control_before_any_training(tmp_path, monke
     assert json.loads((tmp_path / "random.json").read_text()) == saved
 
 
+def test_a_budget_is_the_table_latency_where_subnets_measure_its_factor_x_the_peer() -> None:
+    # table / measured 1.2, 1.25, 1.3 around the budget: the median ratio puts the peer on the table's scale
+    got = claim.calibrated_budget(0.8, 2.0, [2.4, 2.5, 2.6], [2.0, 2.0, 2.0])
+    assert got == {"peer_measured_ms": 2.0, "level": 1.25, "budget_ms": pytest.approx(0.8 * 2.0 * 1.25), "subnets": 3}
+    with pytest.raises(ValueError, match="same subnets"):
+        claim.calibrated_budget(1.0, 2.0, [2.4], [])
+
+
+def test_the_budgets_stage_calibrates_each_budget_beside_subnets_near_it_at_one_thread(tmp_path, monkeypatch):
+    """The band's estimate (the peer at 3.0 table ms) only says where to draw; each budget comes from the
+    peer measured beside subnets near it, at the claim's setting."""
+    from autovit_ray.latency import LatencyTable
+
+    class Table:  # stands in for the machine's latency table: 2.0-3.6 ms from the arch's hash
+        def predict_latency(self, arch) -> float:
+            return 2.0 + int(arch.arch_hash[6:12], 16) % 1600 / 1000
+
+    monkeypatch.setattr(LatencyTable, "load", classmethod(lambda cls, path, space: Table()))
+    monkeypatch.setattr(claim, "lut_file", lambda: tmp_path / "lut.parquet")
+    monkeypatch.setattr(claim, "ensure_lut", lambda: None)
+    monkeypatch.setattr(claim, "peer_band", lambda out: {"peer_lut_ms": 3.0})
+    calls: list[tuple[int, float, float]] = []
+
+    def measure(models, backend, clock, rounds, seed, resolution):  # the peer at 2.0 ms, each subnet at table / 1.25
+        assert (backend, clock, rounds, resolution) == ("torch-cpu", claim.CLOCK, claim.ROUNDS, 32)
+        luts = [Table().predict_latency(m.arch) for m in models[1:]]
+        calls.append((len(luts), min(luts), max(luts)))
+        return [{"median_ms": 2.0}] + [{"median_ms": lut / 1.25} for lut in luts]
+
+    monkeypatch.setattr(claim, "measure", measure)
+    record: dict = {}
+    claim.run_budgets(_claim(tmp_path, record))
+    budgets = record["budgets"]
+    assert budgets["latency_budget_ms"] == {"1.0": pytest.approx(2.5), "0.8": pytest.approx(2.0)}
+    assert budgets["peer_lut_ms"] == pytest.approx(2.5) and budgets["band_peer_lut_ms"] == 3.0
+    assert budgets["calibration"]["0.8"]["level"] == pytest.approx(1.25)
+    assert budgets["params_budget"] == claim.PARAMS_FACTOR * budgets["peer_params"]
+    low, high = claim.CALIBRATION_WINDOW
+    assert [n for n, _, _ in calls] == [claim.CALIBRATION_SUBNETS] * 2
+    for (_, lo, hi), factor in zip(calls, claim.FACTORS, strict=True):  # drawn near the band's estimate
+        assert low * factor * 3.0 <= lo <= hi <= high * factor * 3.0
+    sentence = claim.budgets_sentence(budgets, None)
+    assert "1.0x 2.500 ms (level 1.250), 0.8x 2.000 ms (level 1.250)" in sentence
+    claim.run_budgets(_claim(tmp_path, record))  # done: not measured again
+    assert len(calls) == 2
+    first = {"peer_lut_ms": 3.0, "select": {"c2f-1.0x": {"ratios": [1.005, 1.054]},
+                                            "c2f-0.8x": {"ratios": [0.818, 0.855]}}}
+    assert ("the peer beside random subnets of every size, at the table's 2 threads: 3.000 ms): each search's 10 best "
+            "by validation then measured above its budget x the peer (c2f-1.0x: 1.005-1.054x; c2f-0.8x: "
+            "0.818-0.855x), so the fixed selection rule chose none.") in claim.budgets_sentence(budgets, first)
+
+
 def test_a_new_machine_goes_on_from_the_kept_records_without_the_supernet(tmp_path, monkeypatch) -> None:
     """The report keeps the claim's records and every score file in the repository; a run on a new machine
     (an empty artifacts folder) puts them back and, with the supernet's stages done, neither needs the
