@@ -1318,8 +1318,8 @@ def budgets_sentence(budgets: Mapping[str, Any], first: Mapping[str, Any] | None
                 f"subnets, bench/supernet_fidelity.py's band) and {budgets['peer_params']:,} parameters; searches "
                 f"under 1.0x and 0.8x of that latency and <= {PARAMS_FACTOR}x its parameters.")
     else:
-        per = ", ".join(f"{float(f):.1f}x {cal['budget_ms']:.3f} ms (level {cal['level']:.3f}, {cal['subnets']} "
-                        f"{cal['subnets_from']})" for f, cal in calibration.items())
+        per = ", ".join(f"{float(f):.1f}x {cal['budget_ms']:.3f} ms (level {cal['level']:.3f} over {cal['subnets']} "
+                        f"subnets: {cal['subnets_from']})" for f, cal in calibration.items())
         text = (f"Budgets: <= {PARAMS_FACTOR}x the peer's {budgets['peer_params']:,} parameters, and a latency-table "
                 f"budget {1 - budgets['aim']:.0%} under where subnets measure 1.0x and 0.8x the peer at the claim's "
                 "setting (torch-cpu, 1 thread; the margin because the peer's measurement moves by about that between "
@@ -1332,8 +1332,8 @@ def budgets_sentence(budgets: Mapping[str, Any], first: Mapping[str, Any] | None
                  f"random subnets of every size, at the table's 2 threads: {first['peer_lut_ms']:.3f} ms): each "
                  f"search's {SELECTION_CANDIDATES} best by validation then measured above its budget x the peer "
                  f"({ranges}), so the fixed selection rule chose none. Those searches and everything drawn after "
-                 "them were set aside before any was trained or scored on the test set, and run again under the "
-                 "budgets above.")
+                 "them were set aside before any was trained, without reading their test scores, and run again under "
+                 "the budgets above.")
     return text
 
 

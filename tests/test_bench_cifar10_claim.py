@@ -726,8 +726,8 @@ def test_the_budgets_stage_calibrates_each_budget_beside_subnets_near_it_at_one_
     for (_, lo, hi), factor in zip(calls, claim.FACTORS, strict=True):  # drawn near the band's estimate
         assert low * factor * 3.0 <= lo <= hi <= high * factor * 3.0
     sentence = claim.budgets_sentence(budgets, None)
-    assert "3% under where" in sentence and ("1.0x 2.425 ms (level 1.250, 12 random draws near the band's "
-                                              "estimate), 0.8x 1.940 ms (level 1.250, 12 random draws") in sentence
+    assert "3% under where" in sentence and ("1.0x 2.425 ms (level 1.250 over 12 subnets: random draws near the "
+                                              "band's estimate), 0.8x 1.940 ms (level 1.250 over 12") in sentence
     claim.run_budgets(_claim(tmp_path, record))  # done: not measured again
     assert len(calls) == 2
 
