@@ -28,9 +28,10 @@ Stages (their code commit is recorded in ``claim.json``; hours of the 2-core mac
    against issue 30's truth (14 subnets, kept in the repository) as issue 30 scored it (minutes), and the
    claim quotes that tau.
 3. ``budgets`` (minutes): params <= 1.4x the peer's; per factor (1.0x, 0.8x) the latency-table budget
-   where subnets measure that factor x the peer at the claim's setting (`calibrated_budget`: the peer
-   beside 12 seeded subnets near bench/supernet_fidelity.py's estimate, ``band.json``, torch-cpu, 1
-   thread, one interleaved run).
+   3 % under where subnets measure that factor x the peer at the claim's setting (`calibrated_budget`,
+   torch-cpu, 1 thread): the peer measured beside a first search's 10 best where the record holds them
+   (``first_budgets``), else beside 12 seeded subnets near bench/supernet_fidelity.py's estimate
+   (``band.json``), in one interleaved run.
 4. ``search`` (~1 h): ``python -m autovit_ray.search``, coarse-to-fine, 500 evaluations (50 x 10), under
    each budget; candidates selected on validation after BatchNorm recalibration; the 10 best are scored
    on the test set with the weights they inherit (the arms' inherited numbers).
