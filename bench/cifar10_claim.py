@@ -573,9 +573,11 @@ def draw_near(space: Any, rng: random.Random, fits: Callable[[Arch], bool], coun
 
 
 def run_budgets(c: Claim) -> None:
-    """The peer's parameters and, per latency factor, the table budget where subnets measure that factor x
-    the peer at the claim's setting (`calibrated_budget`): the peer beside `CALIBRATION_SUBNETS` seeded
-    draws whose table latency is near the band's estimate, torch-cpu, 1 thread, one interleaved run."""
+    """The peer's parameters and, per latency factor, the table budget `BUDGET_AIM` x where subnets measure
+    that factor x the peer at the claim's setting (`calibrated_budget`): from a first search's candidates,
+    measured beside the peer by its ``select`` stage, where the record holds them (``first_budgets``); else
+    the peer beside `CALIBRATION_SUBNETS` seeded draws whose table latency is near the band's estimate,
+    torch-cpu, 1 thread, one interleaved run."""
     from autovit_ray.latency import LatencyTable
     from autovit_ray.models import create_subnet
     from autovit_ray.plan import count_params
@@ -1060,7 +1062,8 @@ def collect(out: Path) -> dict[str, Any]:
     choice = _read(RECIPE_JSON) or {}
     return {"recipe": {**(choice.get("choice") or {}), "input_profile": INPUT_PROFILE, "resolution": RESOLUTION,
                        "peer": PEER, "min_tokens": MIN_TOKENS},
-            "epochs": EPOCHS, "budgets": record.get("budgets"), "first_budgets": record.get("first_budgets"), "arms": arms, "verdict": found,
+            "epochs": EPOCHS, "budgets": record.get("budgets"), "first_budgets": record.get("first_budgets"),
+            "arms": arms, "verdict": found,
             "supernet": searched_supernet(record),
             "truth_check": truth_check(out, tests, searched_supernet(record)),
             "table6": table6_record(out), "fronts": {search_name(f): _front(out, f) for f in FACTORS},
@@ -1095,8 +1098,8 @@ def supernet_sentence(s: Mapping[str, Any]) -> str:
     if s["trained_again"] and repeated:
         text = (f"The searches read issue 30's chosen `{s['source']}` supernet, trained again on a new machine "
                 f"(checkpoints are not kept) with the same command and settings: {repeated['same']} of its "
-                f"{repeated['epochs']} epochs {'has' if repeated['same'] == 1 else 'have'} the same validation numbers as the one issue 30 scored, to every "
-                "digit" + ("." if repeated["same"] == repeated["epochs"] else
+                f"{repeated['epochs']} epochs {'has' if repeated['same'] == 1 else 'have'} the same validation "
+                "numbers as the one issue 30 scored, to every digit" + ("." if repeated["same"] == repeated["epochs"] else
                            ", so issue 30's tau does not describe it."))
     elif s["source"] == "--supernet":
         return "The searches read a supernet given with --supernet, which issue 30 did not score."
