@@ -438,16 +438,18 @@ def verdict(peer: Sequence[float], searched: Sequence[float], inherited: float |
     return found
 
 
-def verdict_sentence(v: Mapping[str, Any], seeds: tuple[int, int], ratios: Sequence[float]) -> str:
+def verdict_sentence(v: Mapping[str, Any], seeds: tuple[int, int], ratios: Mapping[str, Sequence[float]]) -> str:
     """The verdict in one sentence (an interval that holds zero is "not supported", not "does not hold");
-    `seeds`: (the searched model's, the peer's)."""
+    `seeds`: (the searched model's, the peer's); `ratios`: per backend, its measured latency ratios to the
+    peer (every backend is named: the budget is torch-cpu's table, and another runtime can rank otherwise)."""
     if v["difference"] is None:
         return ("Not decided yet: the searched 1.0x model and the peer need at least two finished seeds each "
                 "(the Welch interval decides).")
     counts = f"{seeds[0]} seeds each" if seeds[0] == seeds[1] else f"{seeds[0]} seeds of it, {seeds[1]} of the peer"
     numbers = (f"{v['difference']:+.2f} points of test top-1, Welch 95 % interval {v['low']:+.2f} to {v['high']:+.2f} "
                f"({counts})")
-    where = f", {latency_words(ratios, 1.0)}" if ratios else ""
+    where = "".join(f"{'; ' if i else ', '}on {backend} {latency_words(measured, 1.0)}"
+                    for i, (backend, measured) in enumerate((b, r) for b, r in ratios.items() if r))
     if v["low"] > 0:
         return f"The searched model beats the hand-designed peer: {numbers}{where}."
     if v["high"] < 0:
@@ -1053,8 +1055,8 @@ def collect(out: Path) -> dict[str, Any]:
     searched = arms["searched_1.0x"]
     inherited = (searched.get("inherited") or {}).get("test_top1")
     found = verdict(arms["peer"]["test_top1"], searched["test_top1"], inherited, arms["random_1.0x"]["best"])
-    ratios = searched["latency_ratio"]["torch-cpu"]
-    found["sentence"] = verdict_sentence(found, (len(searched["test_top1"]), len(arms["peer"]["test_top1"])), ratios)
+    found["sentence"] = verdict_sentence(found, (len(searched["test_top1"]), len(arms["peer"]["test_top1"])),
+                                         searched["latency_ratio"])
     found["paired_by_seed"] = paired_by_seed(tests)
     found["budget_met"] = {f"{arm}/{b}": len(r) == 2 and max(r) <= arm_factor(arm)
                            for arm in ("searched_1.0x", "searched_0.8x")

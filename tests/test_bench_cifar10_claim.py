@@ -48,7 +48,7 @@ def test_the_verdict_is_decided_by_the_welch_interval_and_says_so_in_one_sentenc
     assert beats["beats_peer"] is True and beats["low"] > 0 and beats["difference"] == pytest.approx(1.1)
     assert beats["beats_peer_inherited"] is True and beats["inherited_above_every_peer_seed"] is True
     assert beats["beats_random"] is True
-    assert claim.verdict_sentence(beats, (3, 3), [0.97, 0.98]).startswith("The searched model beats the hand-designed peer")
+    assert claim.verdict_sentence(beats, (3, 3), {"torch-cpu": [0.97, 0.98]}).startswith("The searched model beats the hand-designed peer")
 
     # the interval holds zero: underpowered, "not supported", never "does not hold" nor "faster"
     even = claim.verdict([84.5, 84.9, 84.1], [84.6, 85.2, 84.0], inherited=84.55, random_best=84.9)
@@ -56,18 +56,21 @@ def test_the_verdict_is_decided_by_the_welch_interval_and_says_so_in_one_sentenc
     assert even["beats_peer_inherited"] is True  # 84.55 over the peer's mean 84.5 ...
     assert even["inherited_above_every_peer_seed"] is False  # ... but inside its seed spread
     assert even["beats_random"] is False  # the searched mean 84.6 is under the best random arch
-    sentence = claim.verdict_sentence(even, (3, 3), [0.98, 0.99])
+    sentence = claim.verdict_sentence(even, (3, 3), {"torch-cpu": [0.98, 0.99], "onnxruntime": [0.99, 1.01]})
     assert "is not supported by this experiment" in sentence and "includes zero" in sentence
-    assert "does not hold" not in sentence and "faster" not in sentence and "(parity)" in sentence
+    assert "does not hold" not in sentence and "faster" not in sentence
+    # every backend measured is named, each with its own reading of the budget
+    assert "on torch-cpu at 0.98x and 0.99x" in sentence and "(parity)" in sentence
+    assert "; on onnxruntime at 0.99x and 1.01x" in sentence and sentence.endswith("not met.")
 
     worse = claim.verdict(peer, [83.0, 83.2, 82.9], None, None)
     assert worse["beats_peer"] is False and worse["high"] < 0
-    text = claim.verdict_sentence(worse, (3, 2), [])
+    text = claim.verdict_sentence(worse, (3, 2), {"torch-cpu": [], "onnxruntime": []})
     assert text.startswith("The hand-designed peer beats the searched model") and "3 seeds of it, 2 of the peer" in text
     assert worse["beats_peer_inherited"] is None and worse["beats_random"] is None
 
     one_seed = claim.verdict(peer, [85.0], None, None)
-    assert one_seed["beats_peer"] is None and claim.verdict_sentence(one_seed, (1, 3), []).startswith("Not decided yet")
+    assert one_seed["beats_peer"] is None and claim.verdict_sentence(one_seed, (1, 3), {}).startswith("Not decided yet")
 
 
 def test_a_latency_budget_holds_only_when_both_measurements_meet_it() -> None:
