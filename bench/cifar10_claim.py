@@ -1007,7 +1007,9 @@ def arm_record(out: Path, arm: str, tests: Sequence[dict[str, Any]], select: Map
                      recipe_run={key: recipe_run.get(key) for key in ("arm", "val_top1", "test_top1")})
     else:
         chosen = select.get(search_name(arm_factor(arm)), {})
-        entry.update(arch=chosen.get("chosen"), inherited=chosen.get("inherited"),
+        inherited = chosen.get("inherited")
+        entry.update(arch=chosen.get("chosen"), inherited=inherited,
+                     params=entry["params"] or (inherited or {}).get("params"),  # the search counted them
                      selection_measured_ratio=next((r["measured"]["median_ms"] / chosen["peer_measured"]["median_ms"]
                                                     for r in chosen.get("candidates", []) if r["meets"]), None))
     return entry
@@ -1058,7 +1060,7 @@ def collect(out: Path) -> dict[str, Any]:
     found["sentence"] = verdict_sentence(found, (len(searched["test_top1"]), len(arms["peer"]["test_top1"])),
                                          searched["latency_ratio"])
     found["paired_by_seed"] = paired_by_seed(tests)
-    found["budget_met"] = {f"{arm}/{b}": len(r) == 2 and max(r) <= arm_factor(arm)
+    found["budget_met"] = {f"{arm}/{b}": max(r) <= arm_factor(arm) if len(r) == 2 else None  # None: not yet twice
                            for arm in ("searched_1.0x", "searched_0.8x")
                            for b, r in arms[arm]["latency_ratio"].items()}
     choice = _read(RECIPE_JSON) or {}
@@ -1316,6 +1318,18 @@ def _f(value: float | None, digits: int = 2) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
+def inherited_sentence(inherited: float, peer: Mapping[str, Any]) -> str:
+    """The paper's verdict (inherited weights, no retraining) against the peer's stand-alone seeds: where
+    the inherited test top-1 lies beside their mean and their spread."""
+    seeds = peer["test_top1"]
+    where = ("above every peer seed" if inherited > max(seeds) else "below every peer seed" if inherited < min(seeds)
+             else f"inside the peer's seed spread ({min(seeds):.2f}-{max(seeds):.2f})")
+    side = "above" if inherited > statistics.mean(seeds) else "not above"
+    return (f"Inherited weights: the searched 1.0x model scores {inherited:.2f} % on the test set against the "
+            f"peer's seed mean {_f(peer['mean'])} (sd {_f(peer['sd'])}, {len(seeds)} seeds): {side} the peer's "
+            f"mean, {where}.")
+
+
 def budgets_sentence(budgets: Mapping[str, Any], first: Mapping[str, Any] | None) -> str:
     """How the searches' budgets were set, and what a first attempt under other budgets found."""
     calibration = budgets.get("calibration")
@@ -1393,15 +1407,12 @@ def section(r: Mapping[str, Any]) -> str:
               "the first, in another process, and a budget holds only when both meet it. The random archs list one "
               "ratio per arch (the mean of the measurements). Inherited: the search's weights, no retraining, "
               "BatchNorm recalibrated.", ""]
-    met = [f"{key} {'yes' if ok else 'no'}" for key, ok in v["budget_met"].items() if r["arms"][key.split("/")[0]]["arch"]]
+    met = [f"{key} {'not measured twice yet' if ok is None else 'yes' if ok else 'no'}"
+           for key, ok in v["budget_met"].items() if r["arms"][key.split("/")[0]]["arch"]]
     if met:
         lines.append("Latency budget met in both measurements: " + ", ".join(met) + ".")
-    if inherited is not None:
-        lines.append(f"Inherited weights: the searched 1.0x model scores {inherited:.2f} % on the test set against "
-                     f"the peer's seed mean {_f(r['arms']['peer']['mean'])} (sd {_f(r['arms']['peer']['sd'])}): "
-                     + ("above" if v["beats_peer_inherited"] else "not above") + " the peer's mean, "
-                     + ("and above every peer seed." if v["inherited_above_every_peer_seed"]
-                        else "inside the peer's seed spread."))
+    if inherited is not None and r["arms"]["peer"]["test_top1"]:
+        lines.append(inherited_sentence(inherited, r["arms"]["peer"]))
     if v["beats_random"] is not None:
         lines.append(f"Searched vs random: the searched seed mean {_f(searched['mean'])} is "
                      + ("above" if v["beats_random"] else "not above")

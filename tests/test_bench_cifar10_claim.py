@@ -80,6 +80,24 @@ def test_a_latency_budget_holds_only_when_both_measurements_meet_it() -> None:
     assert "parity" not in claim.latency_words([0.7, 0.72], 0.8) and "faster" not in claim.latency_words([0.7, 0.72], 0.8)
 
 
+def test_the_inherited_verdict_says_where_it_lies_beside_the_peers_seeds() -> None:
+    peer = {"test_top1": [84.08, 83.61], "mean": 83.845, "sd": 0.33}
+    assert claim.inherited_sentence(80.85, peer).endswith("not above the peer's mean, below every peer seed.")
+    assert claim.inherited_sentence(83.9, peer).endswith("above the peer's mean, inside the peer's seed spread "
+                                                         "(83.61-84.08).")
+    assert claim.inherited_sentence(84.2, peer).endswith(": above the peer's mean, above every peer seed.")
+
+
+def test_a_budget_measured_once_is_neither_met_nor_missed_in_the_report(tmp_path, monkeypatch) -> None:
+    out = tmp_path / "out"
+    _artifacts(out)
+    (out / "latency2.json").unlink()
+    monkeypatch.setattr(claim, "RECIPE_JSON", tmp_path / "absent.json")
+    met = claim.collect(out)["verdict"]["budget_met"]
+    assert set(met) == {f"{arm}/{b}" for arm in ("searched_1.0x", "searched_0.8x") for b in claim.LATENCY_BACKENDS}
+    assert all(ok is None for ok in met.values())
+
+
 def test_the_selection_rule_takes_the_best_by_validation_that_meets_the_measured_budget() -> None:
     best = [{"arch": {"n": i}, "name": f"a{i}", "val_top1": 80.0 - i, "latency_ms": 3.0} for i in range(12)]
     candidates = claim.selection_candidates(list(reversed(best)))
@@ -555,6 +573,8 @@ def test_the_report_from_a_synthetic_record_has_the_issues_fields(tmp_path, monk
     text = (tmp_path / "BENCHMARKS.md").read_text()
     assert text.count(claim.SECTION) == 1 and result["verdict"]["sentence"] in text
     assert "The searched model beats the hand-designed peer" in text and "| coarse-to-fine | 3 |" in text
+    assert "Inherited weights: the searched 1.0x model scores 84.00 % on the test set against the peer's seed " \
+           "mean 84.50 (sd 0.10, 3 seeds): not above the peer's mean, below every peer seed." in text
     assert len(saved["truth_check"]["subnets"]) == 7 and saved["truth_check"]["truth"]["tau_in_band"] == 0.6
     assert "Issue 30's 15-epoch truth checked at 30 epochs: over the 7 subnet arms" in text
     assert saved["supernet"] == {"source": "sandwich", "tau_in_band": 0.6, "tau_in_band_ci": [0.2, 0.9],
