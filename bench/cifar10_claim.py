@@ -1070,7 +1070,7 @@ def collect(out: Path) -> dict[str, Any]:
             "arms": arms, "verdict": found,
             "supernet": searched_supernet(record),
             "truth_check": truth_check(out, tests, searched_supernet(record)),
-            "table6": table6_record(out), "fronts": {search_name(f): _front(out, f) for f in FACTORS},
+            "table6": table6_record(out), "fronts": {search_name(f): latency_front(out, f) for f in FACTORS},
             "commits": stage_commits(record, tests), "code_runs": record.get("code_runs", []),
             "environment": common.environment(), "updated": time.strftime("%Y-%m-%d %H:%M")}
 
@@ -1207,9 +1207,16 @@ def stage_commits(record: Mapping[str, Any], tests: Sequence[Mapping[str, Any]])
     return found | {f"standalone/{t['run']}": t["commit"] for t in tests}
 
 
-def _front(out: Path, factor: float) -> list[dict[str, Any]]:
-    found = _read(search_results(out, factor))
-    return [{"latency_ms": e["latency"], "val_top1": e["fitness"]} for e in (found or {}).get("pareto_front", [])]
+def latency_front(out: Path, factor: float) -> list[dict[str, Any]]:
+    """A search's Pareto front in (table latency, inherited validation top-1), by latency. The search's own
+    front is over three objectives (accuracy, latency, parameters), whose plane view zigzags: an arch with
+    fewer parameters stays on it however slow it is for its accuracy."""
+    from autovit_ray.search.pareto import pareto_front
+
+    found = (_read(search_results(out, factor)) or {}).get("pareto_front", [])
+    kept = pareto_front([(-e["fitness"], e["latency"]) for e in found])
+    return sorted(({"latency_ms": found[i]["latency"], "val_top1": found[i]["fitness"]} for i in kept),
+                  key=lambda e: e["latency_ms"])
 
 
 def report(out: Path) -> dict[str, Any]:
@@ -1306,7 +1313,7 @@ def plot(result: Mapping[str, Any], path: Path) -> Path:
     peer_ms = (result.get("budgets") or {}).get("peer_lut_ms")
     for (name, front), colour in zip(result["fronts"].items(), ("tab:blue", "tab:cyan")):
         if front and peer_ms:
-            ax.plot([e["latency_ms"] / peer_ms for e in front], [e["val_top1"] for e in front], "-", lw=0.8,
+            ax.step([e["latency_ms"] / peer_ms for e in front], [e["val_top1"] for e in front], where="post", lw=0.8,
                     color=colour, alpha=0.6, label=f"{name} Pareto front (inherited val top-1, table ms)")
     ax.set_xlabel("latency / the peer's (torch-cpu, batch 1, 1 thread; mean of the measurements)")
     ax.set_ylabel("top-1 % (test, stand-alone; fronts: validation, inherited)")

@@ -98,6 +98,19 @@ def test_a_budget_measured_once_is_neither_met_nor_missed_in_the_report(tmp_path
     assert all(ok is None for ok in met.values())
 
 
+def test_the_plotted_front_is_the_searchs_front_in_the_latency_accuracy_plane(tmp_path) -> None:
+    results = claim.search_results(tmp_path, 1.0)
+    results.parent.mkdir(parents=True)
+    # the search's three-objective front: (4.0 ms, 79.0) stays on it by its parameters alone
+    front = [{"latency": 5.0, "fitness": 80.5, "params": 900}, {"latency": 4.0, "fitness": 79.0, "params": 500},
+             {"latency": 3.0, "fitness": 79.5, "params": 800}, {"latency": 4.5, "fitness": 80.0, "params": 850}]
+    results.write_text(json.dumps({"pareto_front": front}))
+    assert claim.latency_front(tmp_path, 1.0) == [{"latency_ms": 3.0, "val_top1": 79.5},
+                                                  {"latency_ms": 4.5, "val_top1": 80.0},
+                                                  {"latency_ms": 5.0, "val_top1": 80.5}]
+    assert claim.latency_front(tmp_path, 0.8) == []  # no search yet
+
+
 def test_the_selection_rule_takes_the_best_by_validation_that_meets_the_measured_budget() -> None:
     best = [{"arch": {"n": i}, "name": f"a{i}", "val_top1": 80.0 - i, "latency_ms": 3.0} for i in range(12)]
     candidates = claim.selection_candidates(list(reversed(best)))
