@@ -1332,9 +1332,9 @@ def inherited_sentence(inherited: float, peer: Mapping[str, Any]) -> str:
     where = ("above every peer seed" if inherited > max(seeds) else "below every peer seed" if inherited < min(seeds)
              else f"inside the peer's seed spread ({min(seeds):.2f}-{max(seeds):.2f})")
     side = "above" if inherited > statistics.mean(seeds) else "not above"
+    count = f"{len(seeds)} seeds" if len(seeds) > 1 else "1 seed"
     return (f"Inherited weights: the searched 1.0x model scores {inherited:.2f} % on the test set against the "
-            f"peer's seed mean {_f(peer['mean'])} (sd {_f(peer['sd'])}, {len(seeds)} seeds): {side} the peer's "
-            f"mean, {where}.")
+            f"peer's seed mean {_f(peer['mean'])} (sd {_f(peer['sd'])}, {count}): {side} the peer's mean, {where}.")
 
 
 def budgets_sentence(budgets: Mapping[str, Any], first: Mapping[str, Any] | None) -> str:
