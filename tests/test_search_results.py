@@ -52,3 +52,17 @@ def test_a_search_without_a_best_model_and_bad_files(tmp_path):
         read_search(truncated)
     with pytest.raises(ValueError, match="missing.json does not exist"):
         read_search(tmp_path / "missing.json")
+
+
+def test_the_printed_best_models_show_table_and_measured_latency(capsys):
+    from autovit_ray.search.driver import print_tables
+
+    space = load_space("xxs", input_profile="digits")
+    best = _results(space, 2)["best"]
+    best[1] = {**best[1], "latency_ms": None, "measured_latency_ms": None}  # no table, not measured
+    print_tables(best, [])
+    lines = capsys.readouterr().out.splitlines()
+    header = next(line for line in lines if line.lstrip().startswith("rank"))
+    assert header.split()[-5:] == ["table", "ms", "measured", "ms", "arch"]
+    first, second = (line.split() for line in lines[lines.index(header) + 1:lines.index(header) + 3])
+    assert first[4:6] == [f"{best[0]['latency_ms']:.3f}", "2.500"] and second[4:6] == ["nan", "nan"]
