@@ -1438,6 +1438,7 @@ def section(r: Mapping[str, Any]) -> str:
                   f"{table6['evaluations']} evaluations, selected on validation half 0, re-scored on half 1 and the "
                   "test set):", "",
                   *search_strategies.strategy_summary(r["table6"]["runs"]), "",
+                  *([search_strategies.reach_sentence(table6["reach"]), ""] if table6.get("reach") else []),
                   search_strategies.held_out_reading(r["table6"]["runs"])]
     if any(r["arms"][arm]["test_top1"] for arm in ARMS):
         lines += ["", f"![test top-1 vs measured latency]({PNG_IN_REPO.as_posix()})"]
