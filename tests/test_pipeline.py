@@ -248,6 +248,18 @@ def test_budget_factors_multiply_the_references_latency_and_parameters(tmp_path,
     assert search_settings(slower) == search_settings(load_pipeline_config("demo").search)
 
 
+def test_a_measured_latency_budget_enters_the_search_stages_fingerprint_only_when_set():
+    """It is not part of the search's identity (the search resumes and chooses again), but it changes the
+    stage's best models, so the stage reruns; unset, the fingerprints of earlier experiments hold."""
+    from autovit_ray.pipeline import search_settings
+
+    plain = search_settings(load_pipeline_config("demo").search)
+    assert "measured_latency_budget_ms" not in plain and "measured_candidates" not in plain
+    measured = load_pipeline_config("demo", ["search.measured_latency_budget_ms=4.5",
+                                             "search.measured_candidates=6"]).search
+    assert search_settings(measured) == {**plain, "measured_latency_budget_ms": 4.5, "measured_candidates": 6}
+
+
 @pytest.mark.parametrize("overrides, message", [
     (["search.latency_budget_reference=null", "search.latency_budget_factor=0.8"],
      "need search.latency_budget_reference"),

@@ -19,7 +19,8 @@ def test_cli_defaults_are_the_config_defaults():
 def test_config_round_trips_through_the_cli_flags():
     cfg = SearchConfig(name="s", checkpoint="ckpt", supernet="xxs", lut="xxs.parquet", params_budget=1.5e6,
                        latency_budget_ms=2.25, strategy="coarse-to-fine-dominance", population=6, max_evaluations=12,
-                       cpus_per_evaluator=0.5, export_formats=("onnx",), no_register=True, seed=3, calib_size=4096)
+                       cpus_per_evaluator=0.5, export_formats=("onnx",), no_register=True, seed=3, calib_size=4096,
+                       measured_latency_budget_ms=2.5, measured_candidates=20)
     assert SearchConfig.from_args(build_parser().parse_args(cfg.to_argv())) == cfg
     assert cfg.to_argv()[:4] == ["--name", "s", "--checkpoint", "ckpt"]
 
@@ -43,6 +44,15 @@ def test_settings_added_later_enter_the_identity_only_when_set():
         **unset, "calib_size": 4096}
 
 
+def test_a_measured_budget_chooses_among_the_evaluations_so_it_is_not_in_the_identity():
+    """A finished search rerun with another measured budget resumes and chooses again from its evaluations."""
+    from autovit_ray.search.config import identity_settings
+
+    plain = SearchConfig(name="s", checkpoint="ckpt", lut="t.parquet")
+    measured = dataclasses.replace(plain, measured_latency_budget_ms=4.0, measured_candidates=5)
+    assert identity_settings(dataclasses.asdict(measured)) == identity_settings(dataclasses.asdict(plain))
+
+
 def test_python_values_are_coerced():
     cfg = SearchConfig(name="s", checkpoint="ckpt", params_budget=1500000, export_formats=["onnx", "coreml"])
     assert cfg.params_budget == 1.5e6 and cfg.export_formats == ("onnx", "coreml")
@@ -53,6 +63,9 @@ def test_python_values_are_coerced():
     ({"evaluators": 0}, "--evaluators must be >= 1"),
     ({"calib_size": 0}, "--calib-size must be >= 1"),
     ({"latency_budget_ms": 3.0}, "needs --lut"),
+    ({"measured_latency_budget_ms": 3.0}, "--measured-latency-budget-ms needs --lut"),
+    ({"measured_latency_budget_ms": 0.0, "lut": "t.parquet"}, "--measured-latency-budget-ms must be positive"),
+    ({"measured_candidates": 0}, "--measured-candidates must be >= 1"),
     ({"strategy": "coarse_to_fine"}, "--strategy 'coarse_to_fine' is unknown"),
     ({"params_budget": -1}, "--params-budget must be positive"),
     ({"name": ""}, "--name '' is invalid"),

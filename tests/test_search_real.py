@@ -319,3 +319,80 @@ def test_a_hung_actor_is_restarted_after_the_timeout(trained_digits_experiment, 
     pool.shutdown()
     with pytest.raises(ValueError, match="evaluation timeout must be positive"):
         EvaluatorPool(str(checkpoint), 1, cpus_per_evaluator=0.3, timeout_s=0)
+
+
+def _fake_table(checkpoint, path, device=None):
+    """A latency table of the checkpoint's space on test_latency's deterministic "fake" backend (each model
+    priced from its shapes), saved at `path`; `device`: fingerprint keys to record instead of this machine's."""
+    from test_latency import FakeBackend
+
+    from autovit_ray.checkpoint import read_record, space_of
+    from autovit_ray.latency import BuildConfig, LatencyTable, build_table
+
+    space = space_of(read_record(checkpoint).meta)
+    table = build_table(space, FakeBackend(), [space.input_profile.resolutions[0]], num_classes=10,
+                        config=BuildConfig(rounds=1, repeats=1, references=8, folds=3, quiet_cpus=None),
+                        log=lambda _m: None)
+    if device:
+        metadata = {**table.metadata, "device_fingerprint": {**table.device, **device}}
+        table = LatencyTable(table.space, table.backend, table.rows, metadata)
+    table.save(path)
+    return path
+
+
+def test_a_measured_latency_budget_keeps_the_best_archs_that_measure_within_it(trained_digits_experiment,
+                                                                               tmp_path, capsys):
+    from test_latency import FakeBackend, fake_latency
+
+    from autovit_ray.latency import BACKENDS
+    from autovit_ray.models import create_subnet
+
+    checkpoint = find_checkpoint(trained_digits_experiment.dir, "xxs")
+    cheap = [*CHEAP, "--max-evaluations", "6"]  # argparse: the last one given
+    with BACKENDS.registered("fake", FakeBackend):
+        lut = _fake_table(checkpoint, tmp_path / "fake.parquet")
+        base = ["--checkpoint", str(checkpoint), "--name", "measured", "--output-dir", str(tmp_path / "out"),
+                "--lut", str(lut), "--measured-candidates", "4", *cheap]
+        assert main([*base, "--measured-latency-budget-ms", "1e6"]) == 0
+        results = _search_results(tmp_path / "out", "measured")
+        selection = results["measured_selection"]
+        candidates = selection["candidates"]
+        assert selection["backend"] == "fake" and selection["chosen_ranks"] == [1]
+        assert [c["rank"] for c in candidates] == [1, 2, 3, 4] and all(c["within_budget"] for c in candidates)
+        evaluated = {str(Arch.from_dict(e["arch"])): e for e in results["evaluated"]}
+        fitness = [evaluated[c["arch"]]["fitness"] for c in candidates]
+        assert fitness == sorted(fitness, reverse=True) == [c["val_top1"] for c in candidates]
+        space = load_supernet(checkpoint)[1]
+        for c in candidates:  # timed as whole models on the table's backend: the fake backend's price
+            arch = Arch.from_dict(evaluated[c["arch"]]["arch"])
+            shape = (1, 3, arch.resolution, arch.resolution)
+            assert c["measured_ms"] == pytest.approx(fake_latency(create_subnet(arch, 10, space), shape))
+        assert results["best"][0]["name"] == candidates[0]["arch"]
+        assert "timed on fake for the measured budget" in capsys.readouterr().out
+
+        # Rerun (the finished search resumes, evaluates nothing) with the fastest candidate's time as the
+        # budget: the best model is the first within it, not the best by validation.
+        measured = [c["measured_ms"] for c in candidates]
+        fastest = measured.index(min(measured))
+        assert fastest > 0, "the best by validation is also the fastest: pick a seed whose budget excludes it"
+        assert main([*base, "--measured-latency-budget-ms", repr(min(measured))]) == 0
+        results = _search_results(tmp_path / "out", "measured")
+        assert results["measured_selection"]["chosen_ranks"] == [fastest + 1]
+        assert results["best"][0]["name"] == candidates[fastest]["arch"]
+        assert [c["within_budget"] for c in results["measured_selection"]["candidates"]] == [
+            i == fastest for i in range(4)]
+
+        # Under every candidate: one error naming the fastest, and the table budget that aims lower.
+        capsys.readouterr()
+        assert main([*base, "--measured-latency-budget-ms", repr(min(measured) / 2)]) == 2
+        err = capsys.readouterr().err
+        assert "none of the 4 best candidates measured within --measured-latency-budget-ms" in err
+        assert candidates[fastest]["arch"] in err
+
+        # A table profiled on another device: refused before the search starts.
+        other = _fake_table(checkpoint, tmp_path / "other.parquet", device={"cpu_model": "Another CPU"})
+        assert main(["--checkpoint", str(checkpoint), "--name", "elsewhere", "--output-dir", str(tmp_path / "out2"),
+                     "--lut", str(other), "--measured-latency-budget-ms", "5", *cheap]) == 2
+        err = capsys.readouterr().err
+        assert "this machine is not it (cpu_model: table 'Another CPU'" in err
+        assert not (tmp_path / "out2" / "search" / "elsewhere").exists()

@@ -245,8 +245,13 @@ def backend_options(section: ProfileStage) -> dict[str, Any]:
 
 def search_settings(section: Any) -> dict[str, Any]:
     """The search settings a search's fingerprint holds: how it runs (evaluators, their CPUs / GPUs,
-    timeouts) does not make it another search, and the budget factors enter as the budgets they give."""
-    return {k: v for k, v in identity_settings(_settings(section)).items() if k not in BUDGET_FACTORS}
+    timeouts) does not make it another search, and the budget factors enter as the budgets they give. A
+    measured latency budget is not part of a search's identity (it chooses among the evaluations), but it
+    changes the stage's best models: here when set (so fingerprints made before it existed hold)."""
+    settings = _settings(section)
+    measured = ({k: settings[k] for k in ("measured_latency_budget_ms", "measured_candidates")}
+                if settings.get("measured_latency_budget_ms") is not None else {})
+    return {**{k: v for k, v in identity_settings(settings).items() if k not in BUDGET_FACTORS}, **measured}
 
 
 def quantile(values: Sequence[float], q: float) -> float:

@@ -55,6 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lut", default=None, help="latency table (.parquet) from `python -m autovit_ray.profile build`")
     p.add_argument("--params-budget", type=parse_count, default=None, help="T_p, e.g. 1.8M")
     p.add_argument("--latency-budget-ms", type=float, default=None, help="T_l in ms (needs --lut)")
+    p.add_argument("--measured-latency-budget-ms", type=float, default=None,
+                   help="after the search, time its --measured-candidates best archs by validation on the "
+                        "table's backend and device (this machine must be it) and keep only those within this "
+                        "many ms (needs --lut; docs/search.md)")
+    p.add_argument("--measured-candidates", type=int, default=DEFAULTS["measured_candidates"],
+                   help="best archs by validation timed for --measured-latency-budget-ms (default %(default)s)")
     p.add_argument("--strategy", default=DEFAULTS["strategy"],
                    help=f"one of {', '.join(STRATEGIES.names())} (default %(default)s), or one a plugin registers "
                         "(docs/extending.md)")

@@ -25,6 +25,9 @@ class SearchConfig:
     lut: str | None = None  # latency table (.parquet)
     params_budget: float | None = None  # T_p
     latency_budget_ms: float | None = None  # T_l (needs `lut`)
+    # the best models must also measure within this on the table's backend and device (search.measured)
+    measured_latency_budget_ms: float | None = None
+    measured_candidates: int = 10  # the best archs by validation timed for the measured budget
     strategy: str = "coarse-to-fine"  # a name of the registry algorithms.STRATEGIES
     population: int = 50
     generations: int = 20
@@ -69,11 +72,12 @@ class SearchConfig:
             raise ValueError(f"--name {self.name!r} is invalid: expected a non-empty search name without '/'")
         for name in ("population", "generations", "parents", "coarse_samples", "skeletons", "evaluators",
                      "threads_per_evaluator", "top_k", "max_evaluations", "concurrent_trials", "eval_batches",
-                     "calib_batches", "calib_size", "num_cpus"):
+                     "calib_batches", "calib_size", "num_cpus", "measured_candidates"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{flag(name)} must be >= 1, got {value}")
-        for name in ("params_budget", "latency_budget_ms", "cpus_per_evaluator", "eval_timeout_s"):
+        for name in ("params_budget", "latency_budget_ms", "measured_latency_budget_ms", "cpus_per_evaluator",
+                     "eval_timeout_s"):
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ValueError(f"{flag(name)} must be positive, got {value}")
@@ -83,6 +87,8 @@ class SearchConfig:
             raise ValueError(f"--val-half must be 0 or 1 (a fixed half of the validation split), got {self.val_half}")
         if self.latency_budget_ms is not None and not self.lut:
             raise ValueError("--latency-budget-ms needs --lut (the latency table that predicts it)")
+        if self.measured_latency_budget_ms is not None and not self.lut:
+            raise ValueError("--measured-latency-budget-ms needs --lut (its backend and device time the candidates)")
 
     def with_absolute_paths(self) -> SearchConfig:
         """The same search with its file paths absolute. Tune runs each trial in a folder of its own and
@@ -154,6 +160,7 @@ NOT_IN_IDENTITY = frozenset({
     "name", "checkpoint", "lut", "data_dir", "evaluators", "cpus_per_evaluator", "threads_per_evaluator", "gpus_per_evaluator",
     "eval_timeout_s",
     "concurrent_trials", "eval_cache", "no_eval_cache", "top_k", "export_formats", "registered_model_name",
+    "measured_latency_budget_ms", "measured_candidates",  # they choose among the evaluations, after the search
     "no_register", "output_dir", "mlflow_uri", "address", "num_cpus", "new_run",
 })
 

@@ -36,6 +36,7 @@ from .algorithms import (
     make_strategy,
 )
 from .config import SearchConfig, identity_settings
+from .measured import MeasuredCandidate, measure_candidates, measurement_backend, select_within, unmet_error
 from .results import SearchReport, read_search
 
 if TYPE_CHECKING:  # checkpoint imports torch: the driver imports it where it runs
@@ -173,11 +174,14 @@ def run(cfg: SearchConfig) -> SearchReport:
     space = space_of(record.meta)
     num_classes = record.num_classes
     latency_fn = None
+    measuring = None  # the backend that times the best archs for a measured budget
     if cfg.lut:
         from ..latency import LatencyTable
 
         table = LatencyTable.load(cfg.lut, space=space)
         latency_fn = table.predict_latency
+        if cfg.measured_latency_budget_ms is not None:
+            measuring = measurement_backend(table)  # another device fails here, before any actor starts
     costs = CostModel(space, Budget(cfg.params_budget, cfg.latency_budget_ms), latency_fn, num_classes)
     # Budgets nothing can meet fail here, before any actor starts; the error names the closest arch.
     smallest = space.smallest()
@@ -203,7 +207,7 @@ def run(cfg: SearchConfig) -> SearchReport:
 
     try:
         return _run_started(cfg, tracker, strategy, record, data, data_overrides, settings, context, identity,
-                            experiment, search_dir)
+                            experiment, search_dir, measuring)
     except KeyboardInterrupt:
         tracker.finish("KILLED")
         raise
@@ -214,10 +218,10 @@ def run(cfg: SearchConfig) -> SearchReport:
 
 def _run_started(cfg: SearchConfig, tracker: Any, strategy: SearchStrategy, record: TrainingRecord, data: Any,
                  data_overrides: dict[str, Any], settings: Any, context: dict[str, Any], identity: str,
-                 experiment: Experiment, search_dir: Path) -> SearchReport:
+                 experiment: Experiment, search_dir: Path, measuring: Any = None) -> SearchReport:
     """`run` once its MLflow parent run exists: the evaluator pool, the Tune experiment (a `tune.Tuner`,
     or `Tuner.restore` of this search's interrupted one), the summary. `record`: the checkpoint's
-    `TrainingRecord`."""
+    `TrainingRecord`; `measuring`: the backend that times the best archs for a measured budget, or None."""
     import time
 
     from ray import tune
@@ -279,7 +283,7 @@ def _run_started(cfg: SearchConfig, tracker: Any, strategy: SearchStrategy, reco
               "cache_entries": len(cache) if cache is not None else 0,
               **{f"candidates_{k}": v for k, v in strategy.proposals.items()}}
     try:
-        summary = summarise(strategy, pool, cfg, search_dir, tracker, record, data, failures)
+        summary = summarise(strategy, pool, cfg, search_dir, tracker, record, data, failures, measuring)
     except BaseException:
         pool.shutdown()
         raise
@@ -313,8 +317,9 @@ def cache_hits(grid: Any, since: float) -> int:
 
 
 def summarise(strategy: SearchStrategy, pool: Any, cfg: SearchConfig, search_dir: Path, tracker: Any, record: TrainingRecord,
-              data: Any, failures: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-
+              data: Any, failures: list[dict[str, Any]] | None = None, measuring: Any = None) -> dict[str, Any]:
+    """The search's best models (the `top_k` best by validation; with a measured budget, of those within
+    it), each scored on the test split, exported, logged and the first registered; the results.json dict."""
     from ..checkpoint import load_supernet
     from ..data import build_loader
     from ..evaluation import calibrated_subnet
@@ -327,6 +332,9 @@ def summarise(strategy: SearchStrategy, pool: Any, cfg: SearchConfig, search_dir
     if not best:
         first = f"; the first of {len(failures)} failed trials:\n{failures[0]['error']}" if failures else ""
         raise RuntimeError(f"no candidate of search {cfg.name!r} was evaluated successfully{first}")
+    selection: dict[str, Any] = {}
+    if measuring is not None:
+        best, selection = measured_best(strategy, cfg, measuring, record.num_classes)
     supernet, space, _ = load_supernet(checkpoint)
     formats = cfg.export_formats
     reported, models = [], []
@@ -355,7 +363,28 @@ def summarise(strategy: SearchStrategy, pool: Any, cfg: SearchConfig, search_dir
     print_tables(reported, front)
     return {"best": reported, "pareto_front": [e.to_dict() for e in front],
             "evaluations": len(strategy.history), "failed": sum(not e.ok for e in strategy.history),
-            "evaluated": [e.to_dict() for e in strategy.history]}  # every candidate, in evaluation order
+            "evaluated": [e.to_dict() for e in strategy.history],  # every candidate, in evaluation order
+            **({"measured_selection": selection} if selection else {})}
+
+
+def measured_best(strategy: SearchStrategy, cfg: SearchConfig, backend: Any,
+                  num_classes: int) -> tuple[list[Evaluation], dict[str, Any]]:
+    """(the `top_k` best archs within `cfg.measured_latency_budget_ms`, the record of their selection) from
+    the `measured_candidates` best by the strategy's ranking, timed on `backend` (`search.measured`).
+    None within it: `MeasuredBudgetUnmetError`, after the timings are printed."""
+    budget = cfg.measured_latency_budget_ms
+    assert budget is not None  # a backend to measure with is made only for a measured budget
+    candidates = strategy.ranked(max(cfg.measured_candidates, cfg.top_k))
+    print(f"[{cfg.name}] timing the {len(candidates)} best archs on {backend.name} for the measured latency "
+          f"budget {budget:g} ms (batch 1, interleaved)", flush=True)
+    measured = measure_candidates(candidates, strategy.space, num_classes, backend, budget, seed=cfg.seed)
+    print_measured(measured, budget, backend.name)
+    chosen = select_within(measured, cfg.top_k)
+    if not chosen:
+        raise unmet_error(measured, budget, cfg.latency_budget_ms)
+    selection = {"budget_ms": budget, "backend": backend.name, "settings": backend.settings(),
+                 "candidates": [m.to_dict() for m in measured], "chosen_ranks": [i + 1 for i in chosen]}
+    return [candidates[i] for i in chosen], selection
 
 
 def log_mlflow_models(cfg: SearchConfig, reported: list[dict[str, Any]], models: list[tuple[Any, Any]],
@@ -399,6 +428,16 @@ def log_mlflow_models(cfg: SearchConfig, reported: list[dict[str, Any]], models:
             entry["registered"] = register(tracker.tracking_uri, name, entry["model_uris"]["pyfunc"], run_id, facts)
 
 
+def print_measured(measured: list[MeasuredCandidate], budget_ms: float, backend: str) -> None:
+    print(f"\nThe best archs by validation, timed on {backend} for the measured budget {budget_ms:g} ms:")
+    print(f"{'rank':>4} {'val top1':>9} {'table ms':>9} {'measured ms':>12} {'p10-p90':>15}  within  arch")
+    for m in measured:
+        table = math.nan if m.table_ms is None else m.table_ms
+        spread = f"{m.p10_ms:.3f}-{m.p90_ms:.3f}"
+        print(f"{m.rank:>4} {m.val_top1:9.2f} {table:9.3f} {m.measured_ms:12.3f} {spread:>15}  "
+              f"{'yes' if m.within_budget else 'no':>6}  {m.arch}")
+
+
 def print_tables(reported: list[dict[str, Any]], front: list[Evaluation]) -> None:
     # table ms (what the budget reads) beside measured ms: a search picks the archs its table underestimates
     print("\nBest models (selected on the validation split; test top-1 reported only; measured: this machine, "
@@ -416,5 +455,5 @@ def print_tables(reported: list[dict[str, Any]], front: list[Evaluation]) -> Non
 
 __all__ = [
     "TRIAL_CPUS", "cache_hits", "evaluate_trial", "evaluation_context", "evaluation_data", "evaluator_cpus",
-    "evaluator_share", "failed_trials", "plan_search", "run", "search_identity", "summarise",
+    "evaluator_share", "failed_trials", "measured_best", "plan_search", "run", "search_identity", "summarise",
 ]

@@ -4,8 +4,8 @@ returns what this reads; the pipeline, the report page and `--arch <search dir>`
 
 The file (JSON): `best` (the top-k models, selected on validation, each tested and exported),
 `pareto_front` and `evaluated` (every candidate, in evaluation order, as `Evaluation.to_dict()`),
-`evaluations` / `failed` counts, and the run's bookkeeping (cache hits, evaluator stats, failed trials),
-kept as `extra`.
+`evaluations` / `failed` counts, and the run's bookkeeping (cache hits, evaluator stats, failed trials,
+and with a measured latency budget `measured_selection`: the candidates timed for it), kept as `extra`.
 """
 
 from __future__ import annotations
