@@ -73,13 +73,20 @@ def _write_latency_search(exp: Path, table: Any, space: Any) -> list[dict[str, A
         top1 = min(20 + 400 * latency + rng.uniform(-3, 3), 99.0)
         evaluated.append(Evaluation(arch, top1, count_params(arch, 10, space), latency, i // 8))
     evaluated.append(Evaluation(space.smallest(), None, 1, None, 3))  # a failed candidate: not drawn
-    ranked = sorted((e for e in evaluated if e.fitness is not None), key=lambda e: -e.fitness)[:2]
+    ranked = sorted((e for e in evaluated if e.fitness is not None), key=lambda e: -e.fitness)[:3]
+    # timed for a measured budget of 3 ms (search.measured): the best by validation missed it, the next two
+    # are the best models
+    timed = [{"rank": r, "arch": str(e.arch), "val_top1": e.fitness, "table_ms": e.latency, "measured_ms": ms,
+              "p10_ms": ms - 0.1, "p90_ms": ms + 0.1, "within_budget": ms <= 3.0}
+             for r, (e, ms) in enumerate(zip(ranked, (3.5, 2.5, 2.9)), start=1)]
+    selection = {"budget_ms": 3.0, "backend": "torch-cpu", "settings": {"threads": 1}, "candidates": timed,
+                 "chosen_ranks": [2, 3]}
     best = [{"rank": r, "arch": e.arch.to_dict(), "name": str(e.arch), "val_top1": e.fitness,
              "test_top1": e.fitness - 1, "params": e.params, "latency_ms": e.latency, "macs": 1000}
-            for r, e in enumerate(ranked, start=1)]
+            for r, e in enumerate(ranked[1:], start=1)]
     atomic_write_text(exp / "search" / "lat" / "results.json", json.dumps(
         {"best": best, "pareto_front": [], "evaluations": len(evaluated), "failed": 1,
-         "evaluated": [e.to_dict() for e in evaluated]}, indent=2))
+         "evaluated": [e.to_dict() for e in evaluated], "measured_selection": selection}, indent=2))
     tracker = SearchTracker(default_tracking_uri(exp), "lat")
     tracker.start({"strategy": "evolution", "latency_budget_ms": LATENCY_BUDGET_MS, "params_budget": None},
                   identity="lat-identity", summary={})
@@ -162,12 +169,15 @@ def test_report_of_a_full_experiment(experiment):
     # training (one figure, a panel per supernet), latency tables, two searches, compare.png
     assert len(images) == 5
     assert [h for h in re.findall(r"<h2>([^<]*)</h2>", html)] == list(SECTIONS)
-    assert html.count("<table>") == 1 + 1 + 1 + 2 + 1  # stages, training, LUTs, each search's best, comparison
+    # stages, training, LUTs, each search's best, one search's measured selection, comparison
+    assert html.count("<table>") == 1 + 1 + 1 + 2 + 1 + 1
     assert f"<p class=verdict>{VERDICT}</p>" in html
     for text in ("OVER BUDGET", "<td class=l>profile</td>", *(f"<td class=l>{s}</td>" for s in ("xxs", "xs", "s")),
                  "MAPE (%)",
                  "<h3>lat</h3>", "<h3>tiny</h3>", "plotted against parameters", "median LUT/measured latency ratio",
-                 "mobilevit_xxs (stem stride 1)", "not trained here", "latency measured on torch-cpu"):
+                 "mobilevit_xxs (stem stride 1)", "not trained here", "latency measured on torch-cpu",
+                 "measured latency budget 3 ms on torch-cpu: 2 of the 3 best archs by validation measured within it",
+                 "the best models are ranks 2, 3.", "<td class=l>3.400-3.600</td><td class=l>no</td>"):
         assert text in html, text
 
 

@@ -349,10 +349,26 @@ def search_plot(exp: Path, folder: Path, compare_rows: Sequence[dict[str, Any]])
     ax.set_ylabel("validation top-1 (%)")
     ax.set_title(folder.name, fontsize=10)
     ax.legend(fontsize=7)
-    table = _table(("rank", "model", "val top-1", "test top-1", "params", "LUT ms"),
-                   [(b.rank, b.name, b.val_top1, b.test_top1, b.params, b.latency_ms) for b in best])
+    table = _table(("rank", "model", "val top-1", "test top-1", "params", "LUT ms", "measured ms"),
+                   [(b.rank, b.name, b.val_top1, b.test_top1, b.params, b.latency_ms, b.measured_latency_ms)
+                    for b in best])
+    selection = report.extra.get("measured_selection")
     return (f"<h3>{_esc(folder.name)}</h3>" + _img(fig, f"search {folder.name}")
-            + (f"<p class=caption>{caption}</p>" if caption else "") + table)
+            + (f"<p class=caption>{caption}</p>" if caption else "") + table
+            + (measured_selection(selection) if selection else ""))
+
+
+def measured_selection(selection: dict[str, Any]) -> str:
+    """The candidates a search timed for its measured latency budget (`results.json` `measured_selection`)."""
+    rows = selection["candidates"]
+    within = sum(bool(r["within_budget"]) for r in rows)
+    caption = (f"measured latency budget {float(selection['budget_ms']):.4g} ms on {_esc(selection['backend'])}: "
+               f"{within} of the {len(rows)} best archs by validation measured within it (batch 1, median of "
+               f"interleaved samples); the best models are ranks {', '.join(map(str, selection['chosen_ranks']))}.")
+    return f"<p class=caption>{caption}</p>" + _table(
+        ("rank", "arch", "val top-1", "LUT ms", "measured ms", "p10-p90 ms", "within"),
+        [(r["rank"], r["arch"], r["val_top1"], r["table_ms"], r["measured_ms"],
+          f"{r['p10_ms']:.3f}-{r['p90_ms']:.3f}", "yes" if r["within_budget"] else "no") for r in rows])
 
 
 def comparison(exp: Path, compare: Any, log: Log) -> str:
