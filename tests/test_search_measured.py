@@ -105,3 +105,17 @@ def test_no_candidate_within_the_measured_budget_is_one_error_with_the_table_bud
     assert "none of the 5 best candidates measured within --measured-latency-budget-ms 1e-06" in text
     assert str(fastest.arch) in text
     assert "lower --latency-budget-ms from 9 to about" in text and "under a new --name" in text
+
+
+def test_candidates_are_timed_for_real_on_torch_cpu(space, searched):
+    """The measurement itself on the built-in torch-cpu backend (1 thread): whole models, one row each."""
+    from autovit_ray.latency import get_backend
+    from autovit_ray.search.measured import measure_candidates
+
+    ranked = searched.ranked(2)
+    timed = measure_candidates(ranked, space, 10, get_backend("torch-cpu", threads=1), budget_ms=1e3)
+    assert [t.rank for t in timed] == [1, 2] and [t.arch for t in timed] == [str(e.arch) for e in ranked]
+    for t in timed:
+        assert 0 < t.p10_ms <= t.measured_ms <= t.p90_ms < 1e3 and t.within_budget
+    tight = measure_candidates(ranked, space, 10, get_backend("torch-cpu", threads=1), budget_ms=1e-6)
+    assert not any(t.within_budget for t in tight)
