@@ -342,13 +342,15 @@ def _fake_table(checkpoint, path, device=None):
 
 def test_a_measured_latency_budget_keeps_the_best_archs_that_measure_within_it(trained_digits_experiment,
                                                                                tmp_path, capsys):
+    from mlflow import MlflowClient
     from test_latency import FakeBackend, fake_latency
 
     from autovit_ray.latency import BACKENDS
     from autovit_ray.models import create_subnet
 
     checkpoint = find_checkpoint(trained_digits_experiment.dir, "xxs")
-    cheap = [*CHEAP, "--max-evaluations", "6"]  # argparse: the last one given
+    # 6 evaluations (argparse: the last one given), the best registered
+    cheap = [*(a for a in CHEAP if a != "--no-register"), "--max-evaluations", "6"]
     with BACKENDS.registered("fake", FakeBackend):
         lut = _fake_table(checkpoint, tmp_path / "fake.parquet")
         base = ["--checkpoint", str(checkpoint), "--name", "measured", "--output-dir", str(tmp_path / "out"),
@@ -369,6 +371,10 @@ def test_a_measured_latency_budget_keeps_the_best_archs_that_measure_within_it(t
             assert c["measured_ms"] == pytest.approx(fake_latency(create_subnet(arch, 10, space), shape))
         assert results["best"][0]["name"] == candidates[0]["arch"]
         assert "timed on fake for the measured budget" in capsys.readouterr().out
+        version = results["best"][0]["registered"]["version"]
+        tags = MlflowClient(f"sqlite:///{tmp_path / 'out' / 'mlflow.db'}").get_model_version(
+            "autovit-digits-test-xxs", version).tags
+        assert tags["budgets"] == "measured_latency_ms<=1e+06"  # its own champion group
 
         # Rerun (the finished search resumes, evaluates nothing) with the fastest candidate's time as the
         # budget: the best model is the first within it, not the best by validation.

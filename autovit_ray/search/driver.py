@@ -405,8 +405,9 @@ def log_mlflow_models(cfg: SearchConfig, reported: list[dict[str, Any]], models:
             p.close()
     # the LUT file's content hash: which table predicted the latencies
     lut_fingerprint = hashlib.sha256(Path(cfg.lut).read_bytes()).hexdigest()[:16] if cfg.lut else None
-    budgets = ",".join(f"{k}<={v:g}" for k, v in (("params", cfg.params_budget),
-                                                   ("latency_ms", cfg.latency_budget_ms)) if v is not None)
+    budgets = ",".join(f"{k}<={v:g}" for k, v in (("params", cfg.params_budget), ("latency_ms", cfg.latency_budget_ms),
+                                                   ("measured_latency_ms", cfg.measured_latency_budget_ms))
+                       if v is not None)
     split = f"{data.dataset}/split_seed={data.split_seed}/val_size={data.val_size}"
     for entry, (model, batch), measured in zip(reported, models, stats):
         arch = Arch.from_dict(entry["arch"])
