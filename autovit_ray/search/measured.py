@@ -21,7 +21,7 @@ from .algorithms import Evaluation
 # A table's device fingerprint (`LatencyBackend.fingerprint()`, recorded when the table was built)
 # keys that decide a latency. The rest (OS build, Python, torch) are reported when they differ.
 DEVICE_KEYS = ("backend", "settings", "cpu_model", "logical_cpus", "machine", "remote_device")
-# Interleaved rounds x samples per round: the comparison's and the registry's measurement.
+# Interleaved rounds x samples per round, as the reference latency budget is measured (compare.reference_latency_budget).
 ROUNDS, REPEATS = 10, 5
 
 
