@@ -342,6 +342,9 @@ def _fake_table(checkpoint, path, device=None):
 
 def test_a_measured_latency_budget_keeps_the_best_archs_that_measure_within_it(trained_digits_experiment,
                                                                                tmp_path, capsys):
+    """`--measured-latency-budget-ms` end to end: the best archs by validation timed on the table's backend
+    (test_latency's deterministic "fake" one, so the times are known), the best within the budget reported and
+    registered, a rerun choosing again from the same evaluations, and the two errors."""
     from mlflow import MlflowClient
     from test_latency import FakeBackend, fake_latency
 
