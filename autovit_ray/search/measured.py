@@ -11,6 +11,7 @@ of those within it. Pure of Ray and MLflow; torch is imported where models are b
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -108,8 +109,7 @@ def unmet_error(measured: Sequence[MeasuredCandidate], budget_ms: float, table_b
     advice = "lower --latency-budget-ms (the table's budget)"
     if table_budget_ms is not None and fastest.table_ms:
         # table ms per measured ms of the candidates, applied to the measured budget
-        ratios = sorted(m.table_ms / m.measured_ms for m in measured if m.table_ms)
-        aim = budget_ms * ratios[len(ratios) // 2]
+        aim = budget_ms * statistics.median(m.table_ms / m.measured_ms for m in measured if m.table_ms)
         advice = f"lower --latency-budget-ms from {table_budget_ms:g} to about {aim:.3g} (its table ms per measured ms)"
     return MeasuredBudgetUnmetError(
         f"none of the {len(measured)} best candidates measured within --measured-latency-budget-ms {budget_ms:g}: "
