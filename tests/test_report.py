@@ -275,7 +275,7 @@ def test_page_renders_in_headless_chromium(experiment, tmp_path):
     # nothing fetched beside the file itself (its images are data: URLs)
     assert [u for u in rendered.requests if not u.startswith("data:image/png;base64,")] == [experiment.page.resolve().as_uri()]
     checks = rendered.value
-    assert checks["sections"] == list(SECTIONS) and checks["tables"] == 6 and checks["verdict"] == VERDICT
+    assert checks["sections"] == list(SECTIONS) and checks["tables"] == 7 and checks["verdict"] == VERDICT
     assert len(checks["images"]) == 5 and all(i["ok"] for i in checks["images"]), checks["images"]
     assert rendered.screenshot.startswith(PNG_SIGNATURE)
     (tmp_path / "report.png").write_bytes(rendered.screenshot)
