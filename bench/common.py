@@ -235,17 +235,12 @@ def measure(models: Sequence[nn.Module], backend: str, clock: str, rounds: int, 
             seed: int = 0, resolution: int = 32) -> list[dict[str, float]]:
     """LatencyStats (as dicts) per model on `backend`, batch 1 at `resolution` px (CIFAR's 32 by default),
     1 thread, `clock`, all in one run whose rounds interleave the models in random order."""
-    from autovit_ray.latency import get_backend, measure_interleaved
-    from autovit_ray.latency.measure import calibrate_inner
+    from autovit_ray.latency import get_backend, measure_models
 
     runner = get_backend(backend, threads=1, clock=clock)
-    prepared = [runner.prepare(m.eval(), (1, 3, resolution, resolution)) for m in models]
-    try:
-        inner = [calibrate_inner(p) for p in prepared]
-        return [s.to_dict() for s in measure_interleaved(prepared, rounds, repeats, inner, seed)]
-    finally:
-        for p in prepared:
-            p.close()
+    shape = (1, 3, resolution, resolution)
+    stats = measure_models(runner, [(m.eval(), shape) for m in models], rounds, repeats, seed, calibrate=True)
+    return [s.to_dict() for s in stats]
 
 
 SELECTION_CANDIDATES = 10  # a search's best models measured beside the peer

@@ -265,9 +265,8 @@ def peer_band(out: Path) -> dict[str, Any]:
     path = out / "band.json"
     if path.is_file():
         return json.loads(path.read_text())
-    from autovit_ray.latency import LatencyTable, measure_interleaved
+    from autovit_ray.latency import LatencyTable, measure_models
     from autovit_ray.latency.backends import backend_from_settings
-    from autovit_ray.latency.measure import calibrate_inner
     from autovit_ray.models import create_subnet
     from autovit_ray.space import load_space
     from autovit_ray.training.reference import ReferenceSpec, build_spec
@@ -281,14 +280,9 @@ def peer_band(out: Path) -> dict[str, Any]:
     settings = dict(table.metadata.get("backend_settings") or {})  # the table's own threads and clock
     log(f"band: the peer beside 12 random subnets, {table.backend} {settings}, interleaved")
     runner = backend_from_settings(table.backend, settings)
-    prepared = [runner.prepare(m.eval(), (1, 3, RESOLUTION, RESOLUTION))
-                for m in (peer, *(create_subnet(a, 10, space) for a in references))]
-    try:
-        inner = [calibrate_inner(p) for p in prepared]
-        stats = [s.to_dict() for s in measure_interleaved(prepared, 30, 5, inner, 1)]
-    finally:
-        for p in prepared:
-            p.close()
+    shape = (1, 3, RESOLUTION, RESOLUTION)
+    models = [(m.eval(), shape) for m in (peer, *(create_subnet(a, 10, space) for a in references))]
+    stats = [s.to_dict() for s in measure_models(runner, models, 30, 5, seed=1, calibrate=True)]
     level = statistics.median(table.predict_latency(a) / s["median_ms"] for a, s in zip(references, stats[1:]))
     peer_ms = stats[0]["median_ms"] * level
     record = {"peer_measured_ms": stats[0]["median_ms"], "level": level, "peer_lut_ms": peer_ms,

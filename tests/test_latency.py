@@ -39,7 +39,7 @@ from autovit_ray.latency import (
 )
 from autovit_ray.latency.backends import parse_remote_output
 from autovit_ray.latency.lut import ModuleRow
-from autovit_ray.latency.measure import QuietGate, round_factors, summarize
+from autovit_ray.latency.measure import QuietGate, measure_models, round_factors, summarize
 from autovit_ray.latency.modules import constant_key, layer_key
 from autovit_ray.nn import AutoViTNet, Supernet
 from autovit_ray.space import load_space
@@ -362,6 +362,35 @@ def test_quiet_gate_keeps_quiet_rounds_or_the_quietest_half():
     assert gate.quiet_rounds(4).tolist() == [False, False, True, True]
     assert gate.report(4)["quiet_rounds"] == 2
     assert 0.0 <= gate.other_cpus(window_s=0.05) <= 64
+
+
+def test_measure_models_closes_every_prepared_model_also_when_one_fails():
+    """Each model is timed in every round (its samples are its own); every prepared model is closed
+    afterwards, and when preparing one fails, the ones prepared before it are closed too."""
+    closed: list[float] = []
+    timed: list[float] = []
+
+    class Closing(_FakePrepared):
+        def time(self, repeats: int, inner: int = 1) -> list[float]:
+            timed.append(self.value)
+            return [self.value] * repeats
+
+        def close(self) -> None:
+            closed.append(self.value)
+
+    class Backend(FakeBackend):
+        def prepare(self, model: Any, input_shape: tuple[int, ...]) -> PreparedModel:
+            if model == "broken":
+                raise RuntimeError("cannot prepare")
+            return Closing(float(model))
+
+    stats = measure_models(Backend(), [("2.0", (1,)), ("1.0", (1,))], rounds=3, repeats=2)
+    assert [s.median_ms for s in stats] == [2.0, 1.0] and [s.samples for s in stats] == [6, 6]
+    assert sorted(closed) == [1.0, 2.0] and sorted(timed) == [1.0] * 4 + [2.0] * 4  # a warm-up round + 3
+    closed.clear()
+    with pytest.raises(RuntimeError, match="cannot prepare"):
+        measure_models(Backend(), [("3.0", (1,)), ("broken", (1,)), ("4.0", (1,))], rounds=1, repeats=1)
+    assert closed == [3.0]
 
 
 def test_kendall_tau():

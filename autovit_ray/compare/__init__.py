@@ -472,23 +472,15 @@ def measure(candidates: Sequence[Candidate], backend_name: str, repeats: int, ro
             log: Log, backend: Any = None) -> tuple[list[Any], dict[str, Any]]:
     """LatencyStats per candidate, all on one backend (`backend`, else `backend_name` with its
     default settings), rounds interleaved in random order."""
-    from ..latency import get_backend, measure_interleaved
-    from ..latency.measure import calibrate_inner
+    from ..latency import get_backend, measure_models
 
     backend = backend or get_backend(backend_name)
     backend.check_available()
     per_round = max(1, math.ceil(repeats / rounds))
-    prepared = []
-    try:
-        for c in candidates:
-            prepared.append(backend.prepare(c.model, (1, 3, c.resolution, c.resolution)))
-        inner = [calibrate_inner(p) for p in prepared]
-        log(f"measuring {len(candidates)} models on {backend_name}: {rounds} interleaved rounds x "
-            f"{per_round} samples each")
-        stats = measure_interleaved(prepared, rounds, per_round, inner, seed)
-    finally:
-        for p in prepared:
-            p.close()
+    log(f"measuring {len(candidates)} models on {backend_name}: {rounds} interleaved rounds x "
+        f"{per_round} samples each")
+    stats = measure_models(backend, [(c.model, (1, 3, c.resolution, c.resolution)) for c in candidates],
+                           rounds, per_round, seed, calibrate=True)
     return stats, backend.fingerprint()
 
 

@@ -18,7 +18,7 @@ _SOURCES = {
                      "register_backend"), "backends"),
     "BuildConfig": "build_config", "build_table": "build",
     "LatencyTable": "lut", "merge_tables": "lut",
-    "LatencyStats": "measure", "measure_interleaved": "measure",
+    **dict.fromkeys(("LatencyStats", "measure_interleaved", "measure_models"), "measure"),
     "arch_module_keys": "modules", "enumerate_module_keys": "modules",
     **dict.fromkeys(("ValidationReport", "error_metrics", "kendall_tau", "validate_table", "write_report"),
                     "validate"),
@@ -35,6 +35,6 @@ __all__ = [
     "BACKENDS", "BuildConfig", "CoreMLBackend", "LatencyBackend", "LatencyStats", "LatencyTable",
     "OnnxRuntimeBackend", "PreparedModel", "RemoteBackend", "TorchCPUBackend", "ValidationReport",
     "arch_module_keys", "backend_class", "backend_from_settings", "build_table", "enumerate_module_keys",
-    "error_metrics", "get_backend", "kendall_tau", "measure_interleaved", "merge_tables", "register_backend",
-    "validate_table", "write_report",
+    "error_metrics", "get_backend", "kendall_tau", "measure_interleaved", "measure_models", "merge_tables",
+    "register_backend", "validate_table", "write_report",
 ]

@@ -20,12 +20,16 @@ import math
 import os
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .backends import PreparedModel
+
+if TYPE_CHECKING:
+    from .backends import LatencyBackend, Model
 
 # A sample should last at least this long, so the clock's own overhead stays below ~0.1%.
 MIN_SAMPLE_MS = 1.0
@@ -186,3 +190,19 @@ def measure_interleaved(prepared: Sequence[PreparedModel], rounds: int, repeats:
     samples = measure_samples(prepared, rounds, repeats, inner, seed, progress, gate)
     keep = gate.quiet_rounds(rounds) if gate is not None else None
     return summarize(samples, drift_correction, keep)
+
+
+def measure_models(backend: LatencyBackend, models: Iterable[tuple[Model, tuple[int, ...]]], rounds: int,
+                   repeats: int, seed: int = 0, calibrate: bool = False) -> list[LatencyStats]:
+    """Each (model, input shape) prepared on `backend`, then all timed interleaved (`measure_interleaved`);
+    every prepared model is closed again, also when preparing or timing one fails. `calibrate`: a sample
+    repeats a fast model until it lasts MIN_SAMPLE_MS (`calibrate_inner`), else it is one call."""
+    prepared: list[PreparedModel] = []
+    try:
+        for model, shape in models:  # an iterator builds each model only when its turn comes
+            prepared.append(backend.prepare(model, shape))
+        inner = [calibrate_inner(p) for p in prepared] if calibrate else None
+        return measure_interleaved(prepared, rounds, repeats, inner, seed)
+    finally:
+        for p in prepared:
+            p.close()

@@ -392,17 +392,13 @@ def log_mlflow_models(cfg: SearchConfig, reported: list[dict[str, Any]], models:
     """Each reported model as MLflow Models in its candidate run (pyfunc + ONNX when exported), with its
     measured latency; the best one registered (`autovit_ray.registry`). Adds the model URIs, measured
     latency and registry version to `reported`."""
-    from ..latency import get_backend, measure_interleaved
+    from ..latency import get_backend, measure_models
     from ..registry import ModelFacts, log_searched_model, register, registered_model_name
 
-    backend = get_backend("torch-cpu", threads=1, clock="wall")
-    prepared = [backend.prepare(model, (1, 3, r["arch"]["resolution"], r["arch"]["resolution"]))
-                for (model, _), r in zip(models, reported)]
-    try:  # the reported models measured alike, interleaved (batch 1, 1 thread, wall clock)
-        stats = measure_interleaved(prepared, rounds=5, repeats=10)
-    finally:
-        for p in prepared:
-            p.close()
+    # the reported models measured alike, interleaved (batch 1, 1 thread, wall clock)
+    stats = measure_models(get_backend("torch-cpu", threads=1, clock="wall"),
+                           [(model, (1, 3, r["arch"]["resolution"], r["arch"]["resolution"]))
+                            for (model, _), r in zip(models, reported)], rounds=5, repeats=10)
     # the LUT file's content hash: which table predicted the latencies
     lut_fingerprint = hashlib.sha256(Path(cfg.lut).read_bytes()).hexdigest()[:16] if cfg.lut else None
     budgets = ",".join(f"{k}<={v:g}" for k, v in (("params", cfg.params_budget), ("latency_ms", cfg.latency_budget_ms),

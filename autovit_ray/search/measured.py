@@ -82,19 +82,13 @@ def measure_candidates(candidates: Sequence[Evaluation], space: SearchSpace, num
                        budget_ms: float, seed: int = 0) -> list[MeasuredCandidate]:
     """Each candidate's arch built as a plain model (latency does not depend on its weights) and timed on
     `backend`, all interleaved: batch 1, `ROUNDS` x `REPEATS` samples each."""
-    from ..latency import measure_interleaved
+    from ..latency import measure_models
     from ..models import create_subnet
 
     archs: list[Arch] = [e.arch for e in candidates]
-    prepared = []
-    try:
-        for arch in archs:
-            model = create_subnet(arch, num_classes, space).eval()
-            prepared.append(backend.prepare(model, (1, 3, arch.resolution, arch.resolution)))
-        stats = measure_interleaved(prepared, rounds=ROUNDS, repeats=REPEATS, seed=seed)
-    finally:
-        for p in prepared:
-            p.close()
+    models = ((create_subnet(arch, num_classes, space).eval(), (1, 3, arch.resolution, arch.resolution))
+              for arch in archs)
+    stats = measure_models(backend, models, rounds=ROUNDS, repeats=REPEATS, seed=seed)
     return [MeasuredCandidate(rank=i + 1, arch=str(e.arch), val_top1=float(e.fitness or 0.0), table_ms=e.latency,
                               measured_ms=s.median_ms, p10_ms=s.p10_ms, p90_ms=s.p90_ms,
                               within_budget=s.median_ms <= budget_ms)
