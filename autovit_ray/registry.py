@@ -67,7 +67,9 @@ class ModelFacts:
     checkpoint: str
     space_fingerprint: str
     data_split: str  # dataset, split seed and validation size: what "the same data split" compares
-    budgets: str  # e.g. "params<=1.6e+06,latency_ms<=5,measured_latency_ms<=5.2" or "none"
+    # e.g. "params<=1.6e+06,latency_ms<=5,measured_latency_ms<=5.2" or "none"; a measured budget set by a
+    # reference model reads "measured_latency<=0.8*mobilevit_xxs"
+    budgets: str
     lut_latency_ms: float | None = None
     lut_fingerprint: str | None = None
     measured_latency_ms: float | None = None

@@ -258,6 +258,13 @@ def test_a_measured_latency_budget_enters_the_search_stages_fingerprint_only_whe
     measured = load_pipeline_config("demo", ["search.measured_latency_budget_ms=4.5",
                                              "search.measured_candidates=6"]).search
     assert search_settings(measured) == {**plain, "measured_latency_budget_ms": 4.5, "measured_candidates": 6}
+    assert "measured_budget_reference" not in plain and "measured_budget_factor" not in plain
+    by_reference = load_pipeline_config("demo", ["search.measured_budget_reference=mobilevit_xxs",
+                                                 "search.measured_budget_factor=0.8"]).search
+    assert search_settings(by_reference) == {**plain, "measured_budget_reference": "mobilevit_xxs",
+                                             "measured_budget_factor": 0.8, "measured_candidates": 10}
+    with pytest.raises(ValueError, match="search section: --measured-budget-factor 0.8 needs --measured-budget-reference"):
+        load_pipeline_config("demo", ["search.measured_budget_factor=0.8"])
 
 
 @pytest.mark.parametrize("overrides, message", [

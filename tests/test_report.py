@@ -232,6 +232,20 @@ def test_a_barely_started_experiment_lists_every_missing_part(experiment, tmp_pa
     assert not (exp / "mlflow.db").exists()  # reading never creates a tracking store
 
 
+def test_a_measured_budget_set_by_a_reference_names_it_in_the_caption():
+    from autovit_ray.report import measured_selection
+
+    row = {"rank": 1, "arch": "a", "val_top1": 80.0, "table_ms": 2.0, "measured_ms": 2.5, "p10_ms": 2.4,
+           "p90_ms": 2.6, "within_budget": True}
+    selection = {"budget_ms": 2.4, "backend": "torch-cpu", "candidates": [row, {**row, "rank": 2, "within_budget": False}],
+                 "chosen_ranks": [1]}
+    plain = measured_selection(selection)
+    assert "measured latency budget 2.4 ms on torch-cpu: 1 of the 2 best archs" in plain and "beside" not in plain
+    reference = {"name": "mobilevit_xxs", "factor": 0.8, "measured_ms": 3.0, "p10_ms": 2.9, "p90_ms": 3.1}
+    assert ("measured latency budget 2.4 ms (0.8x mobilevit_xxs, which measured 3 ms beside them) on torch-cpu"
+            in measured_selection({**selection, "reference": reference}))
+
+
 def test_not_an_experiment_is_a_clear_error(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     (tmp_path / "file.txt").write_text("x")

@@ -23,6 +23,9 @@ def test_config_round_trips_through_the_cli_flags():
                        measured_latency_budget_ms=2.5, measured_candidates=20)
     assert SearchConfig.from_args(build_parser().parse_args(cfg.to_argv())) == cfg
     assert cfg.to_argv()[:4] == ["--name", "s", "--checkpoint", "ckpt"]
+    by_reference = dataclasses.replace(cfg, measured_latency_budget_ms=None, measured_budget_reference="mobilevit_xxs",
+                                       measured_budget_factor=0.8)
+    assert SearchConfig.from_args(build_parser().parse_args(by_reference.to_argv())) == by_reference
 
 
 def test_the_evaluators_read_the_checkpoints_data_with_the_searchs_overrides():
@@ -51,6 +54,9 @@ def test_a_measured_budget_chooses_among_the_evaluations_so_it_is_not_in_the_ide
     plain = SearchConfig(name="s", checkpoint="ckpt", lut="t.parquet")
     measured = dataclasses.replace(plain, measured_latency_budget_ms=4.0, measured_candidates=5)
     assert identity_settings(dataclasses.asdict(measured)) == identity_settings(dataclasses.asdict(plain))
+    by_reference = dataclasses.replace(plain, measured_budget_reference="mobilevit_xxs", measured_budget_factor=0.8)
+    assert identity_settings(dataclasses.asdict(by_reference)) == identity_settings(dataclasses.asdict(plain))
+    assert by_reference.measured_budget and measured.measured_budget and not plain.measured_budget
 
 
 def test_python_values_are_coerced():
@@ -66,6 +72,12 @@ def test_python_values_are_coerced():
     ({"measured_latency_budget_ms": 3.0}, "--measured-latency-budget-ms needs --lut"),
     ({"measured_latency_budget_ms": 0.0, "lut": "t.parquet"}, "--measured-latency-budget-ms must be positive"),
     ({"measured_candidates": 0}, "--measured-candidates must be >= 1"),
+    ({"measured_budget_reference": "mobilevit_xxs"}, "--measured-budget-reference needs --lut"),
+    ({"measured_budget_reference": "mobilevit_xxs", "measured_latency_budget_ms": 3.0, "lut": "t.parquet"},
+     "--measured-latency-budget-ms and --measured-budget-reference are both set: expected one"),
+    ({"measured_budget_factor": 0.8, "lut": "t.parquet"}, "--measured-budget-factor 0.8 needs --measured-budget-reference"),
+    ({"measured_budget_factor": 0.0, "measured_budget_reference": "mobilevit_xxs", "lut": "t.parquet"},
+     "--measured-budget-factor must be positive"),
     ({"strategy": "coarse_to_fine"}, "--strategy 'coarse_to_fine' is unknown"),
     ({"params_budget": -1}, "--params-budget must be positive"),
     ({"name": ""}, "--name '' is invalid"),

@@ -5,6 +5,7 @@ tests/test_search_real.py."""
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import pytest
@@ -18,7 +19,9 @@ from autovit_ray.search.driver import measured_best
 from autovit_ray.search.measured import (
     MeasuredBudgetUnmetError,
     MeasuredCandidate,
+    Measuring,
     device_differences,
+    make_measuring,
     measurement_backend,
     select_within,
 )
@@ -83,7 +86,8 @@ def test_the_best_models_are_the_best_by_validation_within_the_measured_budget(s
     price = [fake_latency(create_subnet(e.arch, 10, space), (1, 3, e.arch.resolution, e.arch.resolution))
              for e in ranked]
     budget = sorted(price)[2]  # three of the five are within
-    best, selection = measured_best(searched, _config(measured_latency_budget_ms=budget), FakeBackend(), 10)
+    best, selection = measured_best(searched, _config(measured_latency_budget_ms=budget),
+                                    Measuring(FakeBackend(), budget_ms=budget), 10)
     within = [i for i, ms in enumerate(price) if ms <= budget]
     assert [e.arch for e in best] == [ranked[i].arch for i in within[:2]]
     assert selection["chosen_ranks"] == [i + 1 for i in within[:2]]
@@ -92,7 +96,42 @@ def test_the_best_models_are_the_best_by_validation_within_the_measured_budget(s
     assert [r["val_top1"] for r in rows] == [e.fitness for e in ranked]
     assert [r["table_ms"] for r in rows] == [e.latency for e in ranked]
     assert [r["within_budget"] for r in rows] == [ms <= budget for ms in price]
-    assert selection["budget_ms"] == budget and selection["backend"] == "fake"
+    assert selection["budget_ms"] == budget and selection["backend"] == "fake" and "reference" not in selection
+
+
+def _price(model, resolution: int) -> float:
+    return fake_latency(model, (1, 3, resolution, resolution))
+
+
+def test_a_reference_timed_beside_the_candidates_sets_the_measured_budget(space, searched, fake_table):
+    """--measured-budget-reference: the reference (a timm model adapted to the space's input profile) is timed
+    in the candidates' run, and the budget is the factor times its latency there."""
+    ranked = searched.ranked(5)
+    price = [_price(create_subnet(e.arch, 10, space), e.arch.resolution) for e in ranked]
+    with BACKENDS.registered("fake", FakeBackend):
+        how = make_measuring(None, "mobilevit_xxs", 1.0, fake_table, space, 10)
+    assert how.describe() == "1x mobilevit_xxs" and how.reference.resolution == max(space.resolutions)
+    reference_ms = _price(how.reference.model, how.reference.resolution)
+    factor = sorted(price)[2] / reference_ms  # three of the five within, as a factor of the reference
+    how = Measuring(how.backend, reference=dataclasses.replace(how.reference, factor=factor))
+    best, selection = measured_best(searched, _config(), how, 10)
+    assert selection["reference"] == {"name": "mobilevit_xxs", "factor": factor, "measured_ms": pytest.approx(reference_ms),
+                                      "p10_ms": pytest.approx(reference_ms), "p90_ms": pytest.approx(reference_ms)}
+    assert selection["budget_ms"] == pytest.approx(sorted(price)[2])
+    assert [r["within_budget"] for r in selection["candidates"]] == [ms <= sorted(price)[2] for ms in price]
+    assert len(selection["candidates"]) == 5  # the reference is not a candidate
+    with pytest.raises(MeasuredBudgetUnmetError, match="--measured-budget-factor 1e-06 x --measured-budget-reference "
+                                                       "mobilevit_xxs, which measured"):
+        measured_best(searched, _config(), Measuring(how.backend, reference=dataclasses.replace(how.reference,
+                                                                                                  factor=1e-6)), 10)
+
+
+def test_an_unknown_reference_or_an_unset_budget_is_one_error(space, fake_table):
+    with BACKENDS.registered("fake", FakeBackend):
+        with pytest.raises(ValueError, match="unknown timm model 'mobilevit_xxxl' as a reference"):
+            make_measuring(None, "mobilevit_xxxl", 1.0, fake_table, space, 10)
+    with pytest.raises(ValueError, match="either in ms or a reference model's latency: expected one"):
+        Measuring(FakeBackend())
 
 
 def test_no_candidate_within_the_measured_budget_is_one_error_with_the_table_budget_to_aim_at(space, searched):
@@ -100,7 +139,7 @@ def test_no_candidate_within_the_measured_budget_is_one_error_with_the_table_bud
     fastest = min(ranked, key=lambda e: fake_latency(create_subnet(e.arch, 10, space),
                                                      (1, 3, e.arch.resolution, e.arch.resolution)))
     with pytest.raises(MeasuredBudgetUnmetError) as caught:
-        measured_best(searched, _config(measured_latency_budget_ms=1e-6, latency_budget_ms=9.0), FakeBackend(), 10)
+        measured_best(searched, _config(latency_budget_ms=9.0), Measuring(FakeBackend(), budget_ms=1e-6), 10)
     text = str(caught.value)
     assert "none of the 5 best candidates measured within --measured-latency-budget-ms 1e-06" in text
     assert str(fastest.arch) in text
@@ -113,9 +152,11 @@ def test_candidates_are_timed_for_real_on_torch_cpu(space, searched):
     from autovit_ray.search.measured import measure_candidates
 
     ranked = searched.ranked(2)
-    timed = measure_candidates(ranked, space, 10, get_backend("torch-cpu", threads=1), budget_ms=1e3)
+    backend = get_backend("torch-cpu", threads=1)
+    timed, budget, reference = measure_candidates(ranked, space, 10, Measuring(backend, budget_ms=1e3))
+    assert budget == 1e3 and reference is None
     assert [t.rank for t in timed] == [1, 2] and [t.arch for t in timed] == [str(e.arch) for e in ranked]
     for t in timed:
         assert 0 < t.p10_ms <= t.measured_ms <= t.p90_ms < 1e3 and t.within_budget
-    tight = measure_candidates(ranked, space, 10, get_backend("torch-cpu", threads=1), budget_ms=1e-6)
+    tight, _, _ = measure_candidates(ranked, space, 10, Measuring(backend, budget_ms=1e-6))
     assert not any(t.within_budget for t in tight)

@@ -392,6 +392,24 @@ def test_a_measured_latency_budget_keeps_the_best_archs_that_measure_within_it(t
         assert [c["within_budget"] for c in results["measured_selection"]["candidates"]] == [
             i == fastest for i in range(4)]
 
+        # The same budget as a factor of a reference model timed beside the candidates (again no evaluation).
+        from autovit_ray.compare import budget_reference
+
+        reference, resolution = budget_reference("mobilevit_xxs", space, 10)
+        reference_ms = fake_latency(reference, (1, 3, resolution, resolution))
+        assert main([*base, "--measured-budget-reference", "mobilevit_xxs",
+                     "--measured-budget-factor", repr(min(measured) / reference_ms)]) == 0
+        results = _search_results(tmp_path / "out", "measured")
+        selection = results["measured_selection"]
+        assert results["actor_evaluations"] == 0 and selection["chosen_ranks"] == [fastest + 1]
+        assert selection["reference"]["measured_ms"] == pytest.approx(reference_ms)
+        assert selection["budget_ms"] == pytest.approx(min(measured))
+        assert "which measured" in capsys.readouterr().out
+        # an unknown reference: refused before the search starts
+        assert main([*base, "--name", "unknown-reference", "--measured-budget-reference", "mobilevit_xxxl"]) == 2
+        assert "unknown timm model 'mobilevit_xxxl' as a reference" in capsys.readouterr().err
+        assert not (tmp_path / "out" / "search" / "unknown-reference").exists()
+
         # Under every candidate: one error naming the fastest candidate.
         capsys.readouterr()
         assert main([*base, "--measured-latency-budget-ms", repr(min(measured) / 2)]) == 2

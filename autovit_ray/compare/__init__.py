@@ -495,6 +495,21 @@ class ReferenceBudget:
     subnets: int
 
 
+def budget_reference(reference: str, space: Any, num_classes: int) -> tuple[nn.Module, int]:
+    """(`reference` built as a latency budget times it, the resolution it runs at): a timm name with fresh
+    weights, adapted to the space's input profile as in the comparison, at the space's largest resolution.
+    One ValueError for an unknown name or a model that does not run there."""
+    from ..training.reference import build_reference
+
+    model, _ = build_reference(reference, num_classes, tuple(space.input_profile.strides))
+    resolution = max(space.resolutions)
+    r, _ = runnable_resolution(model, resolution)
+    if r != resolution:
+        raise ValueError(f"reference {reference!r} does not run at the searched models' {resolution} px: "
+                         "it cannot set their latency budget")
+    return model.eval(), resolution
+
+
 def reference_latency_budget(reference: str, table: Any, space: Any, num_classes: int, subnets: int = 12,
                              rounds: int = 10, repeats: int = 5, seed: int = 0) -> ReferenceBudget:
     """`reference` (a timm name, adapted to the space's input profile as in the comparison) timed beside
@@ -508,14 +523,8 @@ def reference_latency_budget(reference: str, table: Any, space: Any, num_classes
     import autovit_ray.models  # noqa: F401 - registers "autovit" in timm
 
     from ..latency import backend_from_settings
-    from ..training.reference import build_reference
 
-    model, _ = build_reference(reference, num_classes, tuple(space.input_profile.strides))
-    resolution = max(space.resolutions)
-    r, _ = runnable_resolution(model, resolution)
-    if r != resolution:
-        raise ValueError(f"reference {reference!r} does not run at the searched models' {resolution} px: "
-                         "it cannot set their latency budget")
+    model, resolution = budget_reference(reference, space, num_classes)
     rng = random.Random(f"reference-budget/{seed}")
     archs = [space.sample(rng) for _ in range(subnets)]
     models = [timm.create_model("autovit", arch=a, num_classes=num_classes, space=space).eval() for a in archs]
@@ -765,6 +774,6 @@ def compare_experiment(cfg: CompareConfig, log: Log = print) -> list[dict[str, A
 
 
 __all__ = [
-    "CompareConfig", "DEFAULT_REFERENCES", "ExperimentFacts", "compare_argv", "ReferenceBudget", "compare_experiment", "format_table",
-    "reference_latency_budget", "search_space", "write_outputs",
+    "CompareConfig", "DEFAULT_REFERENCES", "ExperimentFacts", "compare_argv", "ReferenceBudget", "budget_reference",
+    "compare_experiment", "format_table", "reference_latency_budget", "search_space", "write_outputs",
 ]

@@ -249,8 +249,11 @@ def search_settings(section: Any) -> dict[str, Any]:
     measured latency budget is not part of a search's identity (it chooses among the evaluations), but it
     changes the stage's best models: here when set (so fingerprints made before it existed hold)."""
     settings = _settings(section)
-    measured = ({k: settings[k] for k in ("measured_latency_budget_ms", "measured_candidates")}
-                if settings.get("measured_latency_budget_ms") is not None else {})
+    measured = {}
+    if settings.get("measured_latency_budget_ms") is not None:
+        measured = {k: settings[k] for k in ("measured_latency_budget_ms", "measured_candidates")}
+    elif settings.get("measured_budget_reference") is not None:
+        measured = {k: settings[k] for k in ("measured_budget_reference", "measured_budget_factor", "measured_candidates")}
     return {**{k: v for k, v in identity_settings(settings).items() if k not in BUDGET_FACTORS}, **measured}
 
 

@@ -362,7 +362,10 @@ def measured_selection(selection: dict[str, Any]) -> str:
     """The candidates a search timed for its measured latency budget (`results.json` `measured_selection`)."""
     rows = selection["candidates"]
     within = sum(bool(r["within_budget"]) for r in rows)
-    caption = (f"measured latency budget {float(selection['budget_ms']):.4g} ms on {_esc(selection['backend'])}: "
+    reference = selection.get("reference")  # a budget set by a reference model timed in the same run
+    source = (f" ({float(reference['factor']):g}x {_esc(reference['name'])}, which measured "
+              f"{float(reference['measured_ms']):.4g} ms beside them)" if reference else "")
+    caption = (f"measured latency budget {float(selection['budget_ms']):.4g} ms{source} on {_esc(selection['backend'])}: "
                f"{within} of the {len(rows)} best archs by validation measured within it (batch 1, median of "
                f"interleaved samples); the best models are ranks {', '.join(map(str, selection['chosen_ranks']))}.")
     return f"<p class=caption>{caption}</p>" + _table(

@@ -59,8 +59,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="after the search, time its --measured-candidates best archs by validation on the "
                         "table's backend and device (this machine must be it) and keep only those within this "
                         "many ms (needs --lut; docs/search.md)")
+    p.add_argument("--measured-budget-reference", default=None,
+                   help="instead of --measured-latency-budget-ms: a timm model (e.g. mobilevit_xxs, adapted to the "
+                        "space's input profile) timed beside the candidates, in the same interleaved run; the "
+                        "measured budget is --measured-budget-factor x its latency there (needs --lut)")
+    p.add_argument("--measured-budget-factor", type=float, default=DEFAULTS["measured_budget_factor"],
+                   help="the measured budget as a multiple of --measured-budget-reference's latency "
+                        "(default %(default)s)")
     p.add_argument("--measured-candidates", type=int, default=DEFAULTS["measured_candidates"],
-                   help="best archs by validation timed for --measured-latency-budget-ms (default %(default)s)")
+                   help="best archs by validation timed for the measured budget (default %(default)s)")
     p.add_argument("--strategy", default=DEFAULTS["strategy"],
                    help=f"one of {', '.join(STRATEGIES.names())} (default %(default)s), or one a plugin registers "
                         "(docs/extending.md)")

@@ -28,6 +28,9 @@ class SearchConfig:
     # the best models must also measure within this on the table's backend and device (search.measured)
     measured_latency_budget_ms: float | None = None
     measured_candidates: int = 10  # the best archs by validation timed for the measured budget
+    # or a measured budget of measured_budget_factor x this timm model's latency, timed beside the candidates
+    measured_budget_reference: str | None = None
+    measured_budget_factor: float = 1.0
     strategy: str = "coarse-to-fine"  # a name of the registry algorithms.STRATEGIES
     population: int = 50
     generations: int = 20
@@ -76,8 +79,8 @@ class SearchConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{flag(name)} must be >= 1, got {value}")
-        for name in ("params_budget", "latency_budget_ms", "measured_latency_budget_ms", "cpus_per_evaluator",
-                     "eval_timeout_s"):
+        for name in ("params_budget", "latency_budget_ms", "measured_latency_budget_ms", "measured_budget_factor",
+                     "cpus_per_evaluator", "eval_timeout_s"):
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ValueError(f"{flag(name)} must be positive, got {value}")
@@ -87,8 +90,20 @@ class SearchConfig:
             raise ValueError(f"--val-half must be 0 or 1 (a fixed half of the validation split), got {self.val_half}")
         if self.latency_budget_ms is not None and not self.lut:
             raise ValueError("--latency-budget-ms needs --lut (the latency table that predicts it)")
-        if self.measured_latency_budget_ms is not None and not self.lut:
-            raise ValueError("--measured-latency-budget-ms needs --lut (its backend and device time the candidates)")
+        if self.measured_latency_budget_ms is not None and self.measured_budget_reference is not None:
+            raise ValueError("--measured-latency-budget-ms and --measured-budget-reference are both set: expected "
+                             "one (a budget in ms, or a model whose measured latency is the budget)")
+        if self.measured_budget_factor != 1.0 and self.measured_budget_reference is None:
+            raise ValueError(f"--measured-budget-factor {self.measured_budget_factor:g} needs "
+                             "--measured-budget-reference (the model whose measured latency it multiplies)")
+        for name in ("measured_latency_budget_ms", "measured_budget_reference"):
+            if getattr(self, name) is not None and not self.lut:
+                raise ValueError(f"{flag(name)} needs --lut (its backend and device time the candidates)")
+
+    @property
+    def measured_budget(self) -> bool:
+        """Whether the best models must also meet a measured latency budget (`search.measured`)."""
+        return self.measured_latency_budget_ms is not None or self.measured_budget_reference is not None
 
     def with_absolute_paths(self) -> SearchConfig:
         """The same search with its file paths absolute. Tune runs each trial in a folder of its own and
@@ -160,7 +175,8 @@ NOT_IN_IDENTITY = frozenset({
     "name", "checkpoint", "lut", "data_dir", "evaluators", "cpus_per_evaluator", "threads_per_evaluator", "gpus_per_evaluator",
     "eval_timeout_s",
     "concurrent_trials", "eval_cache", "no_eval_cache", "top_k", "export_formats", "registered_model_name",
-    "measured_latency_budget_ms", "measured_candidates",  # they choose among the evaluations, after the search
+    # they choose among the evaluations, after the search
+    "measured_latency_budget_ms", "measured_candidates", "measured_budget_reference", "measured_budget_factor",
     "no_register", "output_dir", "mlflow_uri", "address", "num_cpus", "new_run",
 })
 

@@ -36,7 +36,15 @@ from .algorithms import (
     make_strategy,
 )
 from .config import SearchConfig, identity_settings
-from .measured import MeasuredCandidate, measure_candidates, measurement_backend, select_within, unmet_error
+from .measured import (
+    MeasuredCandidate,
+    Measuring,
+    ReferenceTiming,
+    make_measuring,
+    measure_candidates,
+    select_within,
+    unmet_error,
+)
 from .results import SearchReport, read_search
 
 if TYPE_CHECKING:  # checkpoint imports torch: the driver imports it where it runs
@@ -174,14 +182,15 @@ def run(cfg: SearchConfig) -> SearchReport:
     space = space_of(record.meta)
     num_classes = record.num_classes
     latency_fn = None
-    measuring = None  # the backend that times the best archs for a measured budget
+    measuring = None  # how the best archs are timed for a measured budget
     if cfg.lut:
         from ..latency import LatencyTable
 
         table = LatencyTable.load(cfg.lut, space=space)
         latency_fn = table.predict_latency
-        if cfg.measured_latency_budget_ms is not None:
-            measuring = measurement_backend(table)  # another device fails here, before any actor starts
+        if cfg.measured_budget:  # another device or an unknown reference fails here, before any actor starts
+            measuring = make_measuring(cfg.measured_latency_budget_ms, cfg.measured_budget_reference,
+                                       cfg.measured_budget_factor, table, space, num_classes)
     costs = CostModel(space, Budget(cfg.params_budget, cfg.latency_budget_ms), latency_fn, num_classes)
     # Budgets nothing can meet fail here, before any actor starts; the error names the closest arch.
     smallest = space.smallest()
@@ -218,10 +227,10 @@ def run(cfg: SearchConfig) -> SearchReport:
 
 def _run_started(cfg: SearchConfig, tracker: Any, strategy: SearchStrategy, record: TrainingRecord, data: Any,
                  data_overrides: dict[str, Any], settings: Any, context: dict[str, Any], identity: str,
-                 experiment: Experiment, search_dir: Path, measuring: Any = None) -> SearchReport:
+                 experiment: Experiment, search_dir: Path, measuring: Measuring | None = None) -> SearchReport:
     """`run` once its MLflow parent run exists: the evaluator pool, the Tune experiment (a `tune.Tuner`,
     or `Tuner.restore` of this search's interrupted one), the summary. `record`: the checkpoint's
-    `TrainingRecord`; `measuring`: the backend that times the best archs for a measured budget, or None."""
+    `TrainingRecord`; `measuring`: how the best archs are timed for a measured budget, or None."""
     import time
 
     from ray import tune
@@ -317,7 +326,8 @@ def cache_hits(grid: Any, since: float) -> int:
 
 
 def summarise(strategy: SearchStrategy, pool: Any, cfg: SearchConfig, search_dir: Path, tracker: Any, record: TrainingRecord,
-              data: Any, failures: list[dict[str, Any]] | None = None, measuring: Any = None) -> dict[str, Any]:
+              data: Any, failures: list[dict[str, Any]] | None = None,
+              measuring: Measuring | None = None) -> dict[str, Any]:
     """The search's best models (the `top_k` best by validation; with a measured budget, of those within
     it), each scored on the test split, exported, logged and the first registered; the results.json dict."""
     from ..checkpoint import load_supernet
@@ -367,22 +377,22 @@ def summarise(strategy: SearchStrategy, pool: Any, cfg: SearchConfig, search_dir
             **({"measured_selection": selection} if selection else {})}
 
 
-def measured_best(strategy: SearchStrategy, cfg: SearchConfig, backend: Any,
+def measured_best(strategy: SearchStrategy, cfg: SearchConfig, how: Measuring,
                   num_classes: int) -> tuple[list[Evaluation], dict[str, Any]]:
-    """(the `top_k` best archs within `cfg.measured_latency_budget_ms`, the record of their selection) from
-    the `measured_candidates` best by the strategy's ranking, timed on `backend` (`search.measured`).
+    """(the `top_k` best archs within the measured budget, the record of their selection) from the
+    `measured_candidates` best by the strategy's ranking, timed as `how` says (`search.measured`).
     None within it: `MeasuredBudgetUnmetError`, after the timings are printed."""
-    budget = cfg.measured_latency_budget_ms
-    assert budget is not None  # a backend to measure with is made only for a measured budget
     candidates = strategy.ranked(max(cfg.measured_candidates, cfg.top_k))
+    backend = how.backend
     print(f"[{cfg.name}] timing the {len(candidates)} best archs on {backend.name} for the measured latency "
-          f"budget {budget:g} ms (batch 1, interleaved)", flush=True)
-    measured = measure_candidates(candidates, strategy.space, num_classes, backend, budget, seed=cfg.seed)
-    print_measured(measured, budget, backend.name)
+          f"budget {how.describe()} (batch 1, interleaved)", flush=True)
+    measured, budget, reference = measure_candidates(candidates, strategy.space, num_classes, how, seed=cfg.seed)
+    print_measured(measured, budget, backend.name, reference)
     chosen = select_within(measured, cfg.top_k)
     if not chosen:
-        raise unmet_error(measured, budget, cfg.latency_budget_ms)
+        raise unmet_error(measured, budget, cfg.latency_budget_ms, reference)
     selection = {"budget_ms": budget, "backend": backend.name, "settings": backend.settings(),
+                 **({"reference": reference.to_dict()} if reference is not None else {}),
                  "candidates": [m.to_dict() for m in measured], "chosen_ranks": [i + 1 for i in chosen]}
     return [candidates[i] for i in chosen], selection
 
@@ -401,9 +411,11 @@ def log_mlflow_models(cfg: SearchConfig, reported: list[dict[str, Any]], models:
                             for (model, _), r in zip(models, reported)], rounds=5, repeats=10)
     # the LUT file's content hash: which table predicted the latencies
     lut_fingerprint = hashlib.sha256(Path(cfg.lut).read_bytes()).hexdigest()[:16] if cfg.lut else None
-    budgets = ",".join(f"{k}<={v:g}" for k, v in (("params", cfg.params_budget), ("latency_ms", cfg.latency_budget_ms),
-                                                   ("measured_latency_ms", cfg.measured_latency_budget_ms))
-                       if v is not None)
+    budgets = ",".join([f"{k}<={v:g}" for k, v in (("params", cfg.params_budget), ("latency_ms", cfg.latency_budget_ms),
+                                                    ("measured_latency_ms", cfg.measured_latency_budget_ms))
+                        if v is not None] + ([f"measured_latency<={cfg.measured_budget_factor:g}*"
+                                              f"{cfg.measured_budget_reference}"]
+                                             if cfg.measured_budget_reference is not None else []))
     split = f"{data.dataset}/split_seed={data.split_seed}/val_size={data.val_size}"
     for entry, (model, batch), measured in zip(reported, models, stats):
         arch = Arch.from_dict(entry["arch"])
@@ -425,8 +437,11 @@ def log_mlflow_models(cfg: SearchConfig, reported: list[dict[str, Any]], models:
             entry["registered"] = register(tracker.tracking_uri, name, entry["model_uris"]["pyfunc"], run_id, facts)
 
 
-def print_measured(measured: list[MeasuredCandidate], budget_ms: float, backend: str) -> None:
-    print(f"\nThe best archs by validation, timed on {backend} for the measured budget {budget_ms:g} ms:")
+def print_measured(measured: list[MeasuredCandidate], budget_ms: float, backend: str,
+                   reference: ReferenceTiming | None = None) -> None:
+    print(f"\nThe best archs by validation, timed on {backend} for the measured budget {budget_ms:.4g} ms" + (
+        f" ({reference.factor:g}x {reference.name}, which measured {reference.measured_ms:.3f} ms "
+        f"[p10-p90 {reference.p10_ms:.3f}-{reference.p90_ms:.3f}] beside them):" if reference is not None else ":"))
     print(f"{'rank':>4} {'val top1':>9} {'table ms':>9} {'measured ms':>12} {'p10-p90':>15}  within  arch")
     for m in measured:
         table = math.nan if m.table_ms is None else m.table_ms
