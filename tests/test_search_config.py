@@ -59,6 +59,18 @@ def test_a_measured_budget_chooses_among_the_evaluations_so_it_is_not_in_the_ide
     assert by_reference.measured_budget and measured.measured_budget and not plain.measured_budget
 
 
+def test_a_registered_models_budgets_tag_names_each_budget():
+    from autovit_ray.search.driver import budgets_tag
+
+    plain = SearchConfig(name="s", checkpoint="ckpt", lut="t.parquet")
+    assert budgets_tag(plain) == "none"
+    assert budgets_tag(dataclasses.replace(plain, params_budget=1.6e6, latency_budget_ms=5.0,
+                                           measured_latency_budget_ms=5.2)) == (
+        "params<=1.6e+06,latency_ms<=5,measured_latency_ms<=5.2")
+    assert budgets_tag(dataclasses.replace(plain, measured_budget_reference="mobilevit_xxs",
+                                           measured_budget_factor=0.8)) == "measured_latency<=0.8*mobilevit_xxs"
+
+
 def test_python_values_are_coerced():
     cfg = SearchConfig(name="s", checkpoint="ckpt", params_budget=1500000, export_formats=["onnx", "coreml"])
     assert cfg.params_budget == 1.5e6 and cfg.export_formats == ("onnx", "coreml")

@@ -405,6 +405,9 @@ def test_a_measured_latency_budget_keeps_the_best_archs_that_measure_within_it(t
         assert selection["reference"]["measured_ms"] == pytest.approx(reference_ms)
         assert selection["budget_ms"] == pytest.approx(min(measured))
         assert "which measured" in capsys.readouterr().out
+        tags = MlflowClient(f"sqlite:///{tmp_path / 'out' / 'mlflow.db'}").get_model_version(
+            "autovit-digits-test-xxs", results["best"][0]["registered"]["version"]).tags
+        assert re.fullmatch(r"measured_latency<=[0-9.e+-]+\*mobilevit_xxs", tags["budgets"])
         # an unknown reference: refused before the search starts
         assert main([*base, "--name", "unknown-reference", "--measured-budget-reference", "mobilevit_xxxl"]) == 2
         assert "unknown timm model 'mobilevit_xxxl' as a reference" in capsys.readouterr().err

@@ -411,11 +411,7 @@ def log_mlflow_models(cfg: SearchConfig, reported: list[dict[str, Any]], models:
                             for (model, _), r in zip(models, reported)], rounds=5, repeats=10)
     # the LUT file's content hash: which table predicted the latencies
     lut_fingerprint = hashlib.sha256(Path(cfg.lut).read_bytes()).hexdigest()[:16] if cfg.lut else None
-    budgets = ",".join([f"{k}<={v:g}" for k, v in (("params", cfg.params_budget), ("latency_ms", cfg.latency_budget_ms),
-                                                    ("measured_latency_ms", cfg.measured_latency_budget_ms))
-                        if v is not None] + ([f"measured_latency<={cfg.measured_budget_factor:g}*"
-                                              f"{cfg.measured_budget_reference}"]
-                                             if cfg.measured_budget_reference is not None else []))
+    budgets = budgets_tag(cfg)
     split = f"{data.dataset}/split_seed={data.split_seed}/val_size={data.val_size}"
     for entry, (model, batch), measured in zip(reported, models, stats):
         arch = Arch.from_dict(entry["arch"])
@@ -423,7 +419,7 @@ def log_mlflow_models(cfg: SearchConfig, reported: list[dict[str, Any]], models:
         facts = ModelFacts(arch=arch, input_profile=space.input_profile.name, num_classes=record.num_classes,
                            mean=tuple(data.mean), std=tuple(data.std), params=int(entry["params"]), macs=int(entry["macs"]), val_top1=float(entry["val_top1"]),
                            test_top1=float(entry["test_top1"]), checkpoint=str(record.directory),
-                           space_fingerprint=space.fingerprint(), data_split=split, budgets=budgets or "none",
+                           space_fingerprint=space.fingerprint(), data_split=split, budgets=budgets,
                            lut_latency_ms=entry["latency_ms"], lut_fingerprint=lut_fingerprint,
                            measured_latency_ms=measured.median_ms)
         run_id = tracker.candidate_run_id(arch.arch_hash)
@@ -435,6 +431,16 @@ def log_mlflow_models(cfg: SearchConfig, reported: list[dict[str, Any]], models:
         if entry["rank"] == 1 and not cfg.no_register:
             name = cfg.registered_model_name or registered_model_name(record.experiment_name, arch.supernet)
             entry["registered"] = register(tracker.tracking_uri, name, entry["model_uris"]["pyfunc"], run_id, facts)
+
+
+def budgets_tag(cfg: SearchConfig) -> str:
+    """A registered model's budgets (its champion group): "params<=1.6e+06,latency_ms<=5", with a measured
+    budget "measured_latency_ms<=5.2" or "measured_latency<=0.8*mobilevit_xxs"; "none" without any."""
+    parts = [f"{k}<={v:g}" for k, v in (("params", cfg.params_budget), ("latency_ms", cfg.latency_budget_ms),
+                                        ("measured_latency_ms", cfg.measured_latency_budget_ms)) if v is not None]
+    if cfg.measured_budget_reference is not None:
+        parts.append(f"measured_latency<={cfg.measured_budget_factor:g}*{cfg.measured_budget_reference}")
+    return ",".join(parts) or "none"
 
 
 def print_measured(measured: list[MeasuredCandidate], budget_ms: float, backend: str,
