@@ -165,8 +165,9 @@ def _requirements(*extra: str) -> list[str]:
 
 
 def register(tracking_uri: str, name: str, model_uri: str, run_id: str, facts: ModelFacts) -> dict[str, Any]:
-    """A version of registered model `name` for `model_uri` (the same run's version when it already
-    exists: a resumed or rerun search adds nothing), and the `champion` alias moved to it when it wins
+    """A version of registered model `name` for `model_uri` (the same run's version of the same group when
+    it already exists: a resumed or rerun search adds nothing, but one rerun under another measured budget
+    registers the model again in that budget's group), and the `champion` alias moved to it when it wins
     its group. Returns {"name", "version", "champion": whether the alias points at it}."""
     from mlflow.exceptions import MlflowException
 
@@ -178,7 +179,8 @@ def register(tracking_uri: str, name: str, model_uri: str, run_id: str, facts: M
         raise ValueError(f"the tracking store {tracking_uri} has no usable model registry ({e.message}); "
                          "use a database-backed tracking URI (sqlite:///... or a tracking server with one)") from None
     existing = [v for v in client.search_model_versions(f"name = '{name}'") if v.run_id == run_id
-                and v.tags.get("arch_hash") == facts.arch.arch_hash]
+                and v.tags.get("arch_hash") == facts.arch.arch_hash
+                and v.tags.get("champion_group") == facts.champion_group]
     if existing:
         version = existing[0]
     else:

@@ -67,6 +67,11 @@ def test_champion_moves_only_inside_its_budget_group_and_reruns_add_no_version(l
     champion = client.get_model_version_by_alias(name, CHAMPION)
     assert int(champion.version) == 3 and champion.tags["val_top1"] == "60.0000"
     assert client.get_model_version(name, "4").tags["budgets"] == "none"
+    # the same run's model chosen again under another budget (a rerun with a new measured budget): a version
+    # of that budget's group, not the version of the first
+    again = register(uri, name, source, runs[0], dataclasses.replace(facts, budgets="measured_latency_ms<=5"))
+    assert again == {"name": name, "version": 5, "champion": False}
+    assert client.get_model_version(name, "5").tags["budgets"] == "measured_latency_ms<=5"
 
 
 def test_models_uris_resolve_to_arch_and_weights(logged, tmp_path):
