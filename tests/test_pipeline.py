@@ -294,8 +294,10 @@ def test_the_cifar10_result_config_is_the_first_results_experiment():
 
 
 def test_unknown_budget_reference_is_refused_at_load():
-    with pytest.raises(ValueError, match="search.latency_budget_reference 'no_such_net'"):
+    with pytest.raises(ValueError, match="search.latency_budget_reference 'no_such_net' is not a timm model"):
         load_pipeline_config("demo", ["search.latency_budget_reference=no_such_net"])
+    with pytest.raises(ValueError, match="search.measured_budget_reference 'no_such_net' is not a timm model"):
+        load_pipeline_config("demo", ["search.measured_budget_reference=no_such_net"])
 
 
 def test_a_reused_stage_reports_what_it_took_when_it_ran(tmp_path, capsys):

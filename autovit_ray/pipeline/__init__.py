@@ -153,12 +153,14 @@ class PipelineConfig:
         if not self.supernets:
             raise ValueError("supernets is empty: expected e.g. [xxs, xs, s]")
         reference = self.search.latency_budget_reference
-        if reference is not None:
-            import timm
+        for name in ("latency_budget_reference", "measured_budget_reference"):  # refused now, not after training
+            model = getattr(self.search, name)
+            if model is not None:
+                import timm
 
-            if not timm.is_model(reference):
-                raise ValueError(f"search.latency_budget_reference {reference!r} is not a timm model: expected a "
-                                 "name of timm.list_models(), e.g. mobilevit_xxs")
+                if not timm.is_model(model):
+                    raise ValueError(f"search.{name} {model!r} is not a timm model: expected a name of "
+                                     "timm.list_models(), e.g. mobilevit_xxs")
         factors = {name: getattr(self.search, name) for name in BUDGET_FACTORS}
         for name, value in factors.items():
             if value is not None and value <= 0:
