@@ -84,6 +84,7 @@ of another backend or thread count (`check_latency_file`), ``latency2`` less tha
 
 from __future__ import annotations
 
+import calendar
 import json
 import os
 import random
@@ -182,6 +183,10 @@ LATENCY_BACKENDS = ("torch-cpu", "onnxruntime")
 TRUTH_SEED = 0  # `python -m autovit_ray.fidelity`'s default, which issue 30's truth ran with (its bootstrap seed)
 THREADS, CLOCK, ROUNDS = 1, "wall", 40
 LATENCY2_GAP_S = 3600.0
+# One line per start of the driver: "<UTC time> <CPU model> <n> cpus[, a note]". The VMs that run this
+# experiment change CPU model between sessions, and the latency stages of its first run did not record
+# their host: the report takes a measurement's host from the last line before it started.
+HOSTS_LOG = "hosts.log"
 # Stand-alone runs train two at once, each in a process of its own with one core and one torch thread:
 # on 2 cores that is 1.34x the images per second of one two-thread run (a mid-size subnet's training
 # steps, measured beside each other in one minute).
@@ -773,7 +778,8 @@ def measure_latency(out: Path, stage: str, choice: Mapping[str, str]) -> None:
     started = time.time()
     record, _ = common.open_record(out / "claim.json", report_only=True)
     models = arm_models(out, record, choice)
-    result: dict[str, Any] = {"stage": stage, "pid": os.getpid(), "process_started_at": started, "backends": {}}
+    result: dict[str, Any] = {"stage": stage, "pid": os.getpid(), "process_started_at": started, "backends": {},
+                              "host": host_line(started)}
     for backend in LATENCY_BACKENDS:
         log(f"{stage}: {len(models)} models on {backend}, batch 1, {THREADS} thread, {CLOCK} clock, interleaved")
         stats = measure(list(models.values()), backend, CLOCK, ROUNDS, seed=11, resolution=RESOLUTION)
@@ -781,6 +787,41 @@ def measure_latency(out: Path, stage: str, choice: Mapping[str, str]) -> None:
                                        "models": dict(zip(models, stats))}
     result.update(finished_at=time.time(), commit=code_commit())
     write_json(out / f"{stage}.json", result)
+
+
+def host_line(at: float) -> str:
+    """This machine as a `HOSTS_LOG` line at time `at`."""
+    from autovit_ray.latency.backends import cpu_model
+
+    return f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(at))} {cpu_model()} {os.cpu_count()} cpus"
+
+
+def host_at(lines: Sequence[str], at: float) -> str | None:
+    """The host (CPU model and count) of the last `HOSTS_LOG` line written at or before `at`, or None."""
+    found = None
+    for line in lines:
+        when, _, rest = line.strip().partition(" ")
+        try:
+            written = calendar.timegm(time.strptime(when, "%Y-%m-%dT%H:%M:%SZ"))
+        except ValueError:
+            continue  # not a host line
+        if written <= at:
+            found = rest.split(",")[0]  # without the note
+    return found
+
+
+def latency_hosts(out: Path) -> dict[str, str | None]:
+    """Each latency measurement's host: its own record (`host`), else the host log's line before it."""
+    log_path = out / HOSTS_LOG
+    lines = log_path.read_text().splitlines() if log_path.is_file() else []
+    hosts: dict[str, str | None] = {}
+    for stage in ("latency", "latency2"):
+        record = _read(out / f"{stage}.json")
+        if record is not None:
+            own, started = record.get("host"), record.get("process_started_at")
+            hosts[stage] = (own.partition(" ")[2] if own else
+                            host_at(lines, float(started)) if started is not None else None)
+    return hosts
 
 
 def run_latency(c: Claim, stage: str) -> None:
@@ -1071,6 +1112,7 @@ def collect(out: Path) -> dict[str, Any]:
             "supernet": searched_supernet(record),
             "truth_check": truth_check(out, tests, searched_supernet(record)),
             "table6": table6_record(out), "fronts": {search_name(f): latency_front(out, f) for f in FACTORS},
+            "latency_hosts": latency_hosts(out),
             "commits": stage_commits(record, tests), "code_runs": record.get("code_runs", []),
             "environment": common.environment(), "updated": time.strftime("%Y-%m-%d %H:%M")}
 
@@ -1414,6 +1456,11 @@ def section(r: Mapping[str, Any]) -> str:
               "the first, in another process, and a budget holds only when both meet it. The random archs list one "
               "ratio per arch (the mean of the measurements). Inherited: the search's weights, no retraining, "
               "BatchNorm recalibrated.", ""]
+    hosts = r.get("latency_hosts") or {}
+    if hosts:
+        lines += ["Hosts of the latency measurements: " + "; ".join(
+            f"{'first' if stage == 'latency' else 'second'} {host or 'not recorded'}" for stage, host in hosts.items())
+            + " (each ratio to the peer is timed on one host, in one process).", ""]
     met = [f"{key} {'not measured twice yet' if ok is None else 'yes' if ok else 'no'}"
            for key, ok in v["budget_met"].items() if r["arms"][key.split("/")[0]]["arch"]]
     if met:
@@ -1501,6 +1548,8 @@ def main(argv: list[str] | None = None) -> int:
     which = (f"{public_path(supernet[0])} ({supernet[1]})" if supernet else
              "not on this machine: the supernet stage trains it" if needs_supernet else "not needed (its stages are done)")
     log(f"cifar10_claim: supernet {which}, artifacts in {out}")
+    with open(out / HOSTS_LOG, "a") as hosts:
+        hosts.write(host_line(time.time()) + ", the driver started\n")
     for stage in STAGES[:STAGES.index(args.stop_after) + 1]:
         log(f"stage {stage}")
         STAGE_RUNNERS[stage](claim)

@@ -221,6 +221,30 @@ def test_a_latency_file_of_another_backend_or_thread_count_is_refused(tmp_path) 
         claim.check_latency_file(_latency_file(backends=("torch-cpu",)), path)
 
 
+def test_a_latency_measurements_host_is_its_own_record_else_the_host_logs_line_before_it(tmp_path) -> None:
+    import calendar
+    import time
+
+    def at(text: str) -> float:
+        return float(calendar.timegm(time.strptime(text, "%Y-%m-%dT%H:%M:%SZ")))
+
+    (tmp_path / claim.HOSTS_LOG).write_text("2026-12-06T12:07:08Z Intel(R) Xeon(R) Processor 2 cpus, session 32\n"
+                                            "not a host line\n"
+                                            "2026-12-06T14:39:26Z AMD EPYC 7B13 2 cpus, the driver started\n")
+    assert claim.latency_hosts(tmp_path) == {}  # nothing measured yet
+    (tmp_path / "latency.json").write_text(json.dumps({"process_started_at": at("2026-12-06T08:59:00Z")}))
+    (tmp_path / "latency2.json").write_text(json.dumps({"process_started_at": at("2026-12-06T13:00:00Z")}))
+    assert claim.latency_hosts(tmp_path) == {"latency": None, "latency2": "Intel(R) Xeon(R) Processor 2 cpus"}
+    assert claim.host_at((tmp_path / claim.HOSTS_LOG).read_text().splitlines(), at("2026-12-06T15:00:00Z")) == (
+        "AMD EPYC 7B13 2 cpus")
+    # a measurement that recorded its host (this code's latency stage) is not looked up
+    started = at("2026-12-06T16:00:00Z")
+    (tmp_path / "latency2.json").write_text(json.dumps({"process_started_at": started,
+                                                        "host": claim.host_line(started)}))
+    assert claim.latency_hosts(tmp_path)["latency2"] == claim.host_line(started).partition(" ")[2]
+    assert claim.host_line(started).startswith("2026-12-06T16:00:00Z ") and claim.host_line(started).endswith(" cpus")
+
+
 def _claim(out: Path, record: dict) -> claim.Claim:
     return claim.Claim(out, Path("/data/cifar10"), (out / "supernet", "sandwich"), {"adaptation": "stem1", "recipe":
                        "padcrop"}, False, record, lambda: None)
