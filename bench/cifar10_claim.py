@@ -1459,7 +1459,7 @@ def section(r: Mapping[str, Any]) -> str:
     hosts = r.get("latency_hosts") or {}
     if hosts:
         lines += ["Hosts of the latency measurements: " + "; ".join(
-            f"{'first' if stage == 'latency' else 'second'} {host or 'not recorded'}" for stage, host in hosts.items())
+            f"{'first' if stage == 'latency' else 'second'}: {host or 'not recorded'}" for stage, host in hosts.items())
             + " (each ratio to the peer is timed on one host, in one process).", ""]
     met = [f"{key} {'not measured twice yet' if ok is None else 'yes' if ok else 'no'}"
            for key, ok in v["budget_met"].items() if r["arms"][key.split("/")[0]]["arch"]]
