@@ -105,7 +105,7 @@ def device_differences(table_device: Mapping[str, Any], here: Mapping[str, Any],
 
 
 def make_measuring(budget_ms: float | None, reference: str | None, factor: float, table: Any, space: SearchSpace,
-              num_classes: int) -> Measuring:
+                   num_classes: int) -> Measuring:
     """The `Measuring` of a search's measured budget (`budget_ms`, or `factor` x the timm model
     `reference`), on `table`'s backend and device. Another device or an unknown reference is one
     ValueError, raised before the search starts."""
