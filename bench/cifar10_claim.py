@@ -1097,7 +1097,11 @@ def collect(out: Path) -> dict[str, Any]:
     arms["random_1.0x"] = random_record(out, tests)
     searched = arms["searched_1.0x"]
     inherited = (searched.get("inherited") or {}).get("test_top1")
-    found = verdict(arms["peer"]["test_top1"], searched["test_top1"], inherited, arms["random_1.0x"]["best"])
+    randoms = arms["random_1.0x"]["test_top1"]
+    # "beats random" is read against every random arch, so only once all of them have a score
+    complete = bool(randoms) and None not in randoms
+    found = verdict(arms["peer"]["test_top1"], searched["test_top1"], inherited,
+                    arms["random_1.0x"]["best"] if complete else None)
     found["sentence"] = verdict_sentence(found, (len(searched["test_top1"]), len(arms["peer"]["test_top1"])),
                                          searched["latency_ratio"])
     found["paired_by_seed"] = paired_by_seed(tests)
@@ -1467,10 +1471,14 @@ def section(r: Mapping[str, Any]) -> str:
         lines.append("Latency budget met in both measurements: " + ", ".join(met) + ".")
     if inherited is not None and r["arms"]["peer"]["test_top1"]:
         lines.append(inherited_sentence(inherited, r["arms"]["peer"]))
+    randoms = r["arms"]["random_1.0x"]["test_top1"]
     if v["beats_random"] is not None:
         lines.append(f"Searched vs random: the searched seed mean {_f(searched['mean'])} is "
                      + ("above" if v["beats_random"] else "not above")
                      + f" the best random arch ({_f(r['arms']['random_1.0x']['best'])}).")
+    elif any(t is not None for t in randoms):
+        lines.append(f"Searched vs random: {sum(t is not None for t in randoms)} of the {len(randoms)} random archs "
+                     f"trained so far (best {_f(r['arms']['random_1.0x']['best'])}); the reading waits for all of them.")
     check = r.get("truth_check") and truth_check_sentence(r["truth_check"])
     if check:
         lines.append(check)

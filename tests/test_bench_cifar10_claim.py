@@ -634,6 +634,14 @@ def test_the_report_from_a_synthetic_record_has_the_issues_fields(tmp_path, monk
     assert compare["rows"][0]["latency_ratio"] == pytest.approx(1.0) and "seeds [0, 1, 2]" in compare["rows"][0]["note"]
     page = (out / "report.html").read_text()
     assert "<p class=verdict>The searched model beats the hand-designed peer" in page and "random_1.0x/4" in page
+    assert "Searched vs random: the searched seed mean 85.60 is above the best random arch (84.20)." in text
+    # with random archs still training, "beats random" is not read (the best so far is not the best of them)
+    for index in (2, 4):
+        (out / "standalone" / f"random-1.0x-{index}-s0.test.json").unlink()
+    partial = claim.report(out)
+    assert partial["verdict"]["beats_random"] is None and partial["arms"]["random_1.0x"]["best"] == pytest.approx(83.9)
+    assert ("Searched vs random: 3 of the 5 random archs trained so far (best 83.90); the reading waits for all "
+            "of them.") in (tmp_path / "BENCHMARKS.md").read_text()
 
 
 # ---------------------------------------------------------------------------------------------------
