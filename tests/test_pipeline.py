@@ -267,6 +267,25 @@ def test_a_measured_latency_budget_enters_the_search_stages_fingerprint_only_whe
         load_pipeline_config("demo", ["search.measured_budget_factor=0.8"])
 
 
+
+def test_a_measured_budget_without_a_latency_table_is_one_error_naming_the_pipeline_keys(tmp_path):
+    """Without a table the search falls back to a parameter budget; a measured budget cannot fall back
+    (nothing says which backend and device time the candidates), so it stops the stage, naming the keys."""
+    from autovit_ray.pipeline import PipelineError
+
+    lines: list[str] = []
+    plain = Pipeline(load_pipeline_config("demo", [f"output_dir={tmp_path}"]), log=lines.append)
+    assert plain.search_table("xxs") is None and "searching with a parameter budget only" in lines[-1]
+    measured = Pipeline(load_pipeline_config("demo", [f"output_dir={tmp_path}", "search.measured_budget_reference="
+                                                      "mobilevit_xxs", "search.measured_budget_factor=0.8"]))
+    with pytest.raises(PipelineError, match=r"search xxs: search.measured_budget_reference needs a latency table .* "
+                                            r"there is none at .*: run the profile stage first, or unset them"):
+        measured.search_table("xxs")
+    table = plain.experiment.lut("xxs")
+    table.parent.mkdir(parents=True, exist_ok=True)
+    table.write_bytes(b"")  # only its existence is read here
+    assert measured.search_table("xxs") == table
+
 @pytest.mark.parametrize("overrides, message", [
     (["search.latency_budget_reference=null", "search.latency_budget_factor=0.8"],
      "need search.latency_budget_reference"),

@@ -548,14 +548,10 @@ class Pipeline:
 
         s = self.cfg.search
         statuses, results = [], {}
-        lut: Path | None  # None: no latency table, a parameter budget only
         for name, space in self.spaces().items():
+            lut = self.search_table(name)
             checkpoint = self.checkpoint(name)
             record = read_record(checkpoint)
-            lut = self.experiment.lut(name)
-            if not lut.is_file():
-                self.log(f"search {name}: no latency table at {lut}: searching with a parameter budget only")
-                lut = None
             params, latency = self.auto_budgets(space, lut, record.num_classes)
             unreachable = self._slower_than_reference(space, lut, latency)
             if unreachable:  # nothing of this supernet runs as fast as the reference: nothing to search
@@ -592,6 +588,22 @@ class Pipeline:
             statuses.append("ran")
         self.outputs["searches"] = results
         return _combine(statuses)
+
+    def search_table(self, supernet: str) -> Path | None:
+        """The latency table the search of `supernet` reads, or None: without one it searches with a
+        parameter budget only, unless a measured budget is set, which needs the table's backend and device."""
+        lut = self.experiment.lut(supernet)
+        if lut.is_file():
+            return lut
+        s = self.cfg.search
+        measured = next((key for key in ("measured_latency_budget_ms", "measured_budget_reference")
+                         if getattr(s, key) is not None), None)  # at most one: the config refuses both
+        if measured:
+            raise PipelineError(f"search {supernet}: search.{measured} needs a latency table (its backend "
+                                f"and device time the candidates), and there is none at {lut}: run the profile "
+                                "stage first, or unset them")
+        self.log(f"search {supernet}: no latency table at {lut}: searching with a parameter budget only")
+        return None
 
     def search_names(self) -> dict[str, str]:
         """{supernet: search name} of the supernets whose search stage finished."""
