@@ -86,6 +86,7 @@ from __future__ import annotations
 
 import calendar
 import json
+import math
 import os
 import random
 import statistics
@@ -441,6 +442,42 @@ def verdict(peer: Sequence[float], searched: Sequence[float], inherited: float |
     if random_best is not None and searched:
         found["beats_random"] = statistics.mean(searched) > random_best
     return found
+
+
+def versus_random(searched: Sequence[float], peer: Sequence[float], randoms: Sequence[float]) -> dict[str, Any]:
+    """The noise beside the "beats random" reading (reported, not deciding): the searched seed mean's
+    margin over the best random arch, one training's seed sd (pooled over the searched arm's and the
+    peer's seeds: each random arch is one training), and the searched seed mean minus the random archs'
+    mean with its Welch 95 % interval (the searched arch against a typical arch drawn at its latency)."""
+    from autovit_ray.stats import welch_interval
+
+    spread = [statistics.variance(seeds) for seeds in (searched, peer) if len(seeds) >= 2]
+    found: dict[str, Any] = {
+        "margin_over_best": statistics.mean(searched) - max(randoms), "random_mean": statistics.mean(randoms),
+        "random_sd": statistics.stdev(randoms) if len(randoms) >= 2 else None,
+        "seed_sd": math.sqrt(statistics.mean(spread)) if spread else None, "versus_mean": None}
+    if len(searched) >= 2 and len(randoms) >= 2 and len({*searched, *randoms}) > 1:
+        w = welch_interval(searched, randoms)
+        found["versus_mean"] = {k: w[k] for k in ("difference", "low", "high", "df")}
+    return found
+
+
+def random_sentence(v: Mapping[str, Any], searched_mean: float, random_best: float, archs: int) -> str:
+    """The fixed "beats random" reading, with the noise beside it (`v`: `versus_random`'s record)."""
+    text = (f"Searched vs random: the searched seed mean {searched_mean:.2f} is "
+            f"{'above' if v['margin_over_best'] > 0 else 'not above'} the best of the {archs} random archs "
+            f"({random_best:.2f}): a margin of {v['margin_over_best']:+.2f} points")
+    if v["seed_sd"] is not None:
+        text += (f"; one training's seed sd here is {v['seed_sd']:.2f} points (pooled over the searched arm's and "
+                 "the peer's seeds), and each random arch is one training")
+    text += f". The random archs' mean is {v['random_mean']:.2f}"
+    if v["random_sd"] is not None:
+        text += f" (sd {v['random_sd']:.2f} over archs)"
+    w = v["versus_mean"]
+    if w is not None:
+        text += (f"; the searched seed mean minus it: {w['difference']:+.2f} points, Welch 95 % interval "
+                 f"{w['low']:+.2f} to {w['high']:+.2f} (reported, not deciding)")
+    return text + "."
 
 
 def verdict_sentence(v: Mapping[str, Any], seeds: tuple[int, int], ratios: Mapping[str, Sequence[float]]) -> str:
@@ -1105,6 +1142,8 @@ def collect(out: Path) -> dict[str, Any]:
     found["sentence"] = verdict_sentence(found, (len(searched["test_top1"]), len(arms["peer"]["test_top1"])),
                                          searched["latency_ratio"])
     found["paired_by_seed"] = paired_by_seed(tests)
+    found["versus_random"] = (versus_random(searched["test_top1"], arms["peer"]["test_top1"], randoms)
+                              if complete and searched["test_top1"] else None)
     found["budget_met"] = {f"{arm}/{b}": max(r) <= arm_factor(arm) if len(r) == 2 else None  # None: not yet twice
                            for arm in ("searched_1.0x", "searched_0.8x")
                            for b, r in arms[arm]["latency_ratio"].items()}
@@ -1472,10 +1511,9 @@ def section(r: Mapping[str, Any]) -> str:
     if inherited is not None and r["arms"]["peer"]["test_top1"]:
         lines.append(inherited_sentence(inherited, r["arms"]["peer"]))
     randoms = r["arms"]["random_1.0x"]["test_top1"]
-    if v["beats_random"] is not None:
-        lines.append(f"Searched vs random: the searched seed mean {_f(searched['mean'])} is "
-                     + ("above" if v["beats_random"] else "not above")
-                     + f" the best random arch ({_f(r['arms']['random_1.0x']['best'])}).")
+    if v["versus_random"]:  # set with beats_random, once every random arch has a score
+        lines.append(random_sentence(v["versus_random"], searched["mean"], r["arms"]["random_1.0x"]["best"],
+                                     len(randoms)))
     elif any(t is not None for t in randoms):
         lines.append(f"Searched vs random: {sum(t is not None for t in randoms)} of the {len(randoms)} random archs "
                      f"trained so far (best {_f(r['arms']['random_1.0x']['best'])}); the reading waits for all of them.")

@@ -42,6 +42,22 @@ def arch_config(seed: int, *extra: str, epochs: int = claim.EPOCHS, recipe: str 
 # The reading
 
 
+def test_the_random_reading_carries_its_noise_and_never_decides_by_it() -> None:
+    """Beside "above the best random arch": the margin, one training's seed sd, and the searched arch
+    against the random archs' mean with a Welch interval (reported, not deciding)."""
+    v = claim.versus_random([84.0, 84.2, 84.1], [84.3, 84.5, 84.4], [83.0, 83.5, 84.3, 83.2, 83.6])
+    assert v["margin_over_best"] == pytest.approx(-0.2) and v["random_mean"] == pytest.approx(83.52)
+    assert v["seed_sd"] == pytest.approx(0.1)  # both arms' seed variances are 0.01
+    welch = v["versus_mean"]
+    assert welch["difference"] == pytest.approx(0.58) and welch["low"] < 0.58 < welch["high"]
+    sentence = claim.random_sentence(v, 84.1, 84.3, 5)
+    assert sentence.startswith("Searched vs random: the searched seed mean 84.10 is not above the best of the 5 "
+                               "random archs (84.30): a margin of -0.20 points; one training's seed sd here is 0.10")
+    one = claim.versus_random([84.0], [], [83.0])  # nothing to take an sd or an interval of
+    assert one["seed_sd"] is None and one["random_sd"] is None and one["versus_mean"] is None
+    assert claim.random_sentence(one, 84.0, 83.0, 1).endswith("a margin of +1.00 points. The random archs' mean is 83.00.")
+
+
 def test_the_verdict_is_decided_by_the_welch_interval_and_says_so_in_one_sentence() -> None:
     peer = [84.5, 84.6, 84.4]
     beats = claim.verdict(peer, [85.5, 85.7, 85.6], inherited=84.7, random_best=85.0)
@@ -634,12 +650,18 @@ def test_the_report_from_a_synthetic_record_has_the_issues_fields(tmp_path, monk
     assert compare["rows"][0]["latency_ratio"] == pytest.approx(1.0) and "seeds [0, 1, 2]" in compare["rows"][0]["note"]
     page = (out / "report.html").read_text()
     assert "<p class=verdict>The searched model beats the hand-designed peer" in page and "random_1.0x/4" in page
-    assert "Searched vs random: the searched seed mean 85.60 is above the best random arch (84.20)." in text
+    assert ("Searched vs random: the searched seed mean 85.60 is above the best of the 5 random archs (84.20): a "
+            "margin of +1.40 points; one training's seed sd here is 0.10 points (pooled over the searched arm's and "
+            "the peer's seeds), and each random arch is one training. The random archs' mean is 83.60 (sd 0.47 over "
+            "archs); the searched seed mean minus it: +2.00 points, Welch 95 % interval +1.42 to +2.58 (reported, "
+            "not deciding).") in text
+    assert v["versus_random"]["margin_over_best"] == pytest.approx(1.4)
     # with random archs still training, "beats random" is not read (the best so far is not the best of them)
     for index in (2, 4):
         (out / "standalone" / f"random-1.0x-{index}-s0.test.json").unlink()
     partial = claim.report(out)
     assert partial["verdict"]["beats_random"] is None and partial["arms"]["random_1.0x"]["best"] == pytest.approx(83.9)
+    assert partial["verdict"]["versus_random"] is None
     assert ("Searched vs random: 3 of the 5 random archs trained so far (best 83.90); the reading waits for all "
             "of them.") in (tmp_path / "BENCHMARKS.md").read_text()
 
