@@ -542,17 +542,25 @@ def test_the_truth_check_ranks_30_epoch_runs_by_inherited_accuracy_beside_the_15
     (tmp_path / "inherited.json").write_text(json.dumps({"subnets": {
         k: {"arch": {}, "val_top1": v} for k, v in zip(keys, (80.0, 78.0, 76.0, 77.0))}}))
     runs = [claim.Run("peer", 0), claim.Run("searched_1.0x", 0), claim.Run("searched_1.0x", 1),
-            claim.Run("searched_0.8x", 0), claim.Run("random_1.0x", 0, 0)]
-    tests = [_test_record(run, top1, {}) for run, top1 in zip(runs, (99.0, 85.0, 86.0, 84.0, 83.0))]
-    two = claim.truth_check(tmp_path, tests[:3], supernet, resamples=200)
-    assert two["kendall_tau"] is None and claim.truth_check_sentence(two) is None  # under three subnets: no tau
+            claim.Run("searched_0.8x", 0), claim.Run("random_1.0x", 0, 0), claim.Run("random_1.0x", 0, 1)]
+    tests = [_test_record(run, top1, {}) for run, top1 in zip(runs, (99.0, 85.0, 86.0, 84.0, 83.0, 82.0))]
+    # read only once every subnet arm has a score: three concordant points would resample to [1.00, 1.00]
+    partial = claim.truth_check(tmp_path, tests[:5], supernet, resamples=200)
+    assert [s["key"] for s in partial["subnets"]] == keys[:3]  # random arch 1 has no 30-epoch run yet
+    assert partial["kendall_tau"] is None and partial["tau_ci"] is None and partial["intervals_overlap"] is None
+    assert claim.truth_check_sentence(partial) == ("Issue 30's 15-epoch truth checked at 30 epochs: 3 of the 4 subnet "
+                                                   "arms trained so far; the check waits for all of them.")
+    assert claim.truth_check_sentence(claim.truth_check(tmp_path, tests[:1], supernet)) is None  # none trained yet
     check = claim.truth_check(tmp_path, tests, supernet, resamples=200)
-    assert [s["key"] for s in check["subnets"]] == keys[:3]  # random arch 1 has no 30-epoch run yet
+    assert [s["key"] for s in check["subnets"]] == keys
     assert check["subnets"][0]["standalone_test_top1"] == 85.5 and check["subnets"][0]["seeds"] == 2
-    assert check["kendall_tau"] == pytest.approx(1.0) and check["truth"]["epochs"] == 15
-    assert check["intervals_overlap"] is False  # a tau interval of [1, 1] beside [0.1, 0.9]
+    # the random archs' pair is the one discordant pair of six: tau (5 - 1) / 6
+    assert check["kendall_tau"] == pytest.approx(2 / 3) and check["truth"]["epochs"] == 15
+    low, high = check["tau_ci"]
+    assert low < 2 / 3 <= high and check["intervals_overlap"] == (low <= 0.9 and 0.1 <= high)
     sentence = claim.truth_check_sentence(check)
-    assert "Kendall tau 1.00" in sentence and "15-epoch truth's in-band tau 0.55 [0.10, 0.90]" in sentence
+    assert "over the 4 subnet arms" in sentence and "Kendall tau 0.67" in sentence
+    assert "15-epoch truth's in-band tau 0.55 [0.10, 0.90]" in sentence
     unscored = {**supernet, "source": "--supernet", "tau_in_band": None, "tau_in_band_ci": None}
     other = claim.truth_check(tmp_path, tests, unscored, resamples=200)  # a checkpoint issue 30 did not score
     assert other["truth"] is None and "no truth of issue 30" in claim.truth_check_sentence(other)
