@@ -1476,8 +1476,8 @@ def section(r: Mapping[str, Any]) -> str:
              f"{(r['recipe'] or {}).get('adaptation')} + {(r['recipe'] or {}).get('recipe')}, input profile "
              f"`{INPUT_PROFILE}`, {RESOLUTION} px), {r['epochs']} epochs stand-alone from scratch, full 10k test set.",
              "", code_line({"code_runs": r["code_runs"]}), "", f"**Verdict.** {v['sentence']}", "",
-             "| arm | seeds / archs | test top-1 % per seed (per arch) | mean | sd | inherited test top-1 | params | "
-             "torch-cpu x peer | onnxruntime x peer |", "|---|---|---|---|---|---|---|---|---|"]
+             "| arm | seeds / archs | test top-1 % per seed (per arch) | mean | sd (over seeds; random: over archs) | "
+             "inherited test top-1 | params | torch-cpu x peer | onnxruntime x peer |", "|---|---|---|---|---|---|---|---|---|"]
     for arm in ARMS:
         a = r["arms"][arm]
         per = " / ".join(_f(t) for t in a["test_top1"]) or "–"
