@@ -51,11 +51,28 @@ def test_the_random_reading_carries_its_noise_and_never_decides_by_it() -> None:
     welch = v["versus_mean"]
     assert welch["difference"] == pytest.approx(0.58) and welch["low"] < 0.58 < welch["high"]
     sentence = claim.random_sentence(v, 84.1, 84.3, 5)
+    assert sentence.endswith("(reported, not deciding).")
     assert sentence.startswith("Searched vs random: the searched seed mean 84.10 is not above the best of the 5 "
                                "random archs (84.30): a margin of -0.20 points; one training's seed sd here is 0.10")
     one = claim.versus_random([84.0], [], [83.0])  # nothing to take an sd or an interval of
     assert one["seed_sd"] is None and one["random_sd"] is None and one["versus_mean"] is None
     assert claim.random_sentence(one, 84.0, 83.0, 1).endswith("a margin of +1.00 points. The random archs' mean is 83.00.")
+
+
+def test_the_smaller_arm_is_read_against_the_peer_with_its_noise() -> None:
+    """The searched 0.8x arm (the paper's headline: faster and more accurate): a Welch interval from two
+    seeds a side; with one seed, the peer's seed sd beside the difference; each backend's budget in words."""
+    peer = {"test_top1": [84.0, 84.4, 84.2]}
+    one = claim.smaller_sentence({"test_top1": [83.0], "latency_ratio": {"torch-cpu": [0.78, 0.79],
+                                                                         "onnxruntime": [0.83, 0.81]}}, peer)
+    assert one.startswith("The searched 0.8x model: 83.00 % test top-1 (1 seed), -1.20 points against the peer's "
+                          "seed mean 84.20; one seed gives no interval, and the peer's seed sd, 0.20 points, is")
+    assert "on torch-cpu at 0.78x and 0.79x the peer's measured latency in two measurements: within its 0.8x " \
+           "budget (parity)" in one and "on onnxruntime at 0.83x and 0.81x the peer's measured latency: over its 0.8x budget in both measurements, " \
+        "not met." in one
+    two = claim.smaller_sentence({"test_top1": [83.0, 83.4], "latency_ratio": {"torch-cpu": [], "onnxruntime": []}}, peer)
+    assert "-1.00 points against the peer's seed mean 84.20, Welch 95 % interval" in two and two.endswith(".")
+    assert claim.smaller_sentence({"test_top1": [], "latency_ratio": {}}, peer) is None
 
 
 def test_the_verdict_is_decided_by_the_welch_interval_and_says_so_in_one_sentence() -> None:
@@ -77,7 +94,8 @@ def test_the_verdict_is_decided_by_the_welch_interval_and_says_so_in_one_sentenc
     assert "does not hold" not in sentence and "faster" not in sentence
     # every backend measured is named, each with its own reading of the budget
     assert "on torch-cpu at 0.98x and 0.99x" in sentence and "(parity)" in sentence
-    assert "; on onnxruntime at 0.99x and 1.01x" in sentence and sentence.endswith("not met.")
+    assert sentence.endswith("; on onnxruntime at 0.99x and 1.01x the peer's measured latency: over its 1.0x budget "
+                             "in one measurement, not met.")
 
     worse = claim.verdict(peer, [83.0, 83.2, 82.9], None, None)
     assert worse["beats_peer"] is False and worse["high"] < 0
@@ -643,6 +661,7 @@ def test_the_report_from_a_synthetic_record_has_the_issues_fields(tmp_path, monk
            "mean 84.50 (sd 0.10, 3 seeds): not above the peer's mean, below every peer seed." in text
     assert len(saved["truth_check"]["subnets"]) == 7 and saved["truth_check"]["truth"]["tau_in_band"] == 0.6
     assert "Issue 30's 15-epoch truth checked at 30 epochs: over the 7 subnet arms" in text
+    assert "The searched 0.8x model: 84.00 % test top-1 (1 seed), -0.50 points against the peer's seed mean" in text
     assert saved["supernet"] == {"source": "sandwich", "tau_in_band": 0.6, "tau_in_band_ci": [0.2, 0.9],
                                  "scored_here": False, "issue30_tau_in_band": 0.6, "issue30_tau_in_band_ci": [0.2, 0.9],
                                  "truth_epochs": 15, "macs_tau_in_band": 0.34, "tau_over_macs": 0.3,
