@@ -279,7 +279,7 @@ def test_a_measured_budget_without_a_latency_table_is_one_error_naming_the_pipel
     measured = Pipeline(load_pipeline_config("demo", [f"output_dir={tmp_path}", "search.measured_budget_reference="
                                                       "mobilevit_xxs", "search.measured_budget_factor=0.8"]))
     with pytest.raises(PipelineError, match=r"search xxs: search.measured_budget_reference needs a latency table .* "
-                                            r"there is none at .*: run the profile stage first, or unset them"):
+                                            r"there is none at .*: run the profile stage first, or unset it"):
         measured.search_table("xxs")
     table = plain.experiment.lut("xxs")
     table.parent.mkdir(parents=True, exist_ok=True)

@@ -601,7 +601,7 @@ class Pipeline:
         if measured:
             raise PipelineError(f"search {supernet}: search.{measured} needs a latency table (its backend "
                                 f"and device time the candidates), and there is none at {lut}: run the profile "
-                                "stage first, or unset them")
+                                "stage first, or unset it")
         self.log(f"search {supernet}: no latency table at {lut}: searching with a parameter budget only")
         return None
 
