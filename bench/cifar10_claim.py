@@ -1397,11 +1397,11 @@ def plot(result: Mapping[str, Any], path: Path) -> Path:
               if r and t is not None]
     if points:
         ax.scatter(*zip(*points), s=24, marker="s", color="tab:gray", label="random archs at 0.9-1.0x")
-    searched = arms["searched_1.0x"]
-    x = _mean_ratio(searched["latency_ratio"])
-    if x is not None and (searched.get("inherited") or {}).get("test_top1") is not None:
-        ax.scatter([x], [searched["inherited"]["test_top1"]], s=40, facecolors="none", edgecolors="tab:blue",
-                   label="searched_1.0x, inherited weights")
+    for arm, colour in (("searched_1.0x", "tab:blue"), ("searched_0.8x", "tab:cyan")):
+        x = _mean_ratio(arms[arm]["latency_ratio"])
+        inherited = (arms[arm].get("inherited") or {}).get("test_top1")
+        if x is not None and inherited is not None:
+            ax.scatter([x], [inherited], s=40, facecolors="none", edgecolors=colour, label=f"{arm}, inherited weights")
     peer_ms = (result.get("budgets") or {}).get("peer_lut_ms")
     for (name, front), colour in zip(result["fronts"].items(), ("tab:blue", "tab:cyan")):
         if front and peer_ms:
