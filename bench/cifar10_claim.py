@@ -423,6 +423,16 @@ def latency_words(ratios: Sequence[float], factor: float) -> str:
     return f"at {shown} the peer's measured latency in two measurements, within its {factor:.1f}x budget"
 
 
+def welch_or_none(a: Sequence[float], b: Sequence[float]) -> dict[str, Any] | None:
+    """`welch_interval(a, b)`, or None where it has no interval: under two values a side, or both sides
+    constant (e.g. [84.0, 84.0] and [83.0, 83.0])."""
+    from autovit_ray.stats import welch_interval
+
+    if len(a) < 2 or len(b) < 2 or statistics.pvariance(a) + statistics.pvariance(b) == 0:
+        return None
+    return welch_interval(a, b)
+
+
 def verdict(peer: Sequence[float], searched: Sequence[float], inherited: float | None,
             random_best: float | None) -> dict[str, Any]:
     """The reading fixed before looking. `beats_peer`: the Welch t 95 % interval of the searched 1.0x
@@ -430,13 +440,11 @@ def verdict(peer: Sequence[float], searched: Sequence[float], inherited: float |
     `beats_peer_inherited`: the searched model's inherited test top-1 is above the peer's seed mean (the
     paper's verdict, read beside `inherited_above_every_peer_seed`: outside the peer's seed spread);
     `beats_random`: the searched seed mean is above the best random arch."""
-    from autovit_ray.stats import welch_interval
-
     found: dict[str, Any] = {"beats_peer": None, "difference": None, "low": None, "high": None, "df": None,
                              "beats_peer_inherited": None, "inherited_above_every_peer_seed": None,
                              "beats_random": None}
-    if len(peer) >= 2 and len(searched) >= 2 and len({*peer, *searched}) > 1:  # all equal: no interval
-        w = welch_interval(searched, peer)
+    w = welch_or_none(searched, peer)
+    if w is not None:
         found.update(difference=w["difference"], low=w["low"], high=w["high"], df=w["df"], beats_peer=w["low"] > 0)
     if inherited is not None and peer:
         found["beats_peer_inherited"] = inherited > statistics.mean(peer)
@@ -451,15 +459,13 @@ def versus_random(searched: Sequence[float], peer: Sequence[float], randoms: Seq
     margin over the best random arch, one training's seed sd (pooled over the searched arm's and the
     peer's seeds: each random arch is one training), and the searched seed mean minus the random archs'
     mean with its Welch 95 % interval (the searched arch against a typical arch drawn at its latency)."""
-    from autovit_ray.stats import welch_interval
-
     spread = [statistics.variance(seeds) for seeds in (searched, peer) if len(seeds) >= 2]
     found: dict[str, Any] = {
         "margin_over_best": statistics.mean(searched) - max(randoms), "random_mean": statistics.mean(randoms),
         "random_sd": statistics.stdev(randoms) if len(randoms) >= 2 else None,
         "seed_sd": math.sqrt(statistics.mean(spread)) if spread else None, "versus_mean": None}
-    if len(searched) >= 2 and len(randoms) >= 2 and len({*searched, *randoms}) > 1:
-        w = welch_interval(searched, randoms)
+    w = welch_or_none(searched, randoms)
+    if w is not None:
         found["versus_mean"] = {k: w[k] for k in ("difference", "low", "high", "df")}
     return found
 
@@ -471,7 +477,8 @@ def random_sentence(v: Mapping[str, Any], searched_mean: float, random_best: flo
             f"({random_best:.2f}): a margin of {v['margin_over_best']:+.2f} points")
     if v["seed_sd"] is not None:
         text += (f"; one training's seed sd here is {v['seed_sd']:.2f} points (pooled over the searched arm's and "
-                 "the peer's seeds), and each random arch is one training")
+                 "the peer's seeds), and each random arch is one training, so the best of them is lifted by its "
+                 "seed noise too")
     text += f". The random archs' mean is {v['random_mean']:.2f}"
     if v["random_sd"] is not None:
         text += f" (sd {v['random_sd']:.2f} over archs)"
@@ -1101,10 +1108,13 @@ def random_record(out: Path, tests: Sequence[dict[str, Any]]) -> dict[str, Any]:
     rows = control["archs"]
     latency = [latency_of(out, f"random_1.0x/{i}") for i in range(len(rows))]
     top1 = [by_index[i]["test_top1"] for i in range(len(rows)) if i in by_index]
+    complete = bool(rows) and len(top1) == len(rows)
     return {"test_top1": [by_index[i]["test_top1"] if i in by_index else None for i in range(len(rows))],
             "arch": [r["arch"] for r in rows], "params": [r["params"] for r in rows],
-            "sampling_ratio": [r["ratio"] for r in rows], "mean": statistics.mean(top1) if top1 else None,
-            "sd": statistics.stdev(top1) if len(top1) > 1 else None, "best": max(top1, default=None),
+            # the mean and sd over archs once every arch has one (two of five are no spread to read);
+            # `best` is the best so far
+            "sampling_ratio": [r["ratio"] for r in rows], "mean": statistics.mean(top1) if complete else None,
+            "sd": statistics.stdev(top1) if complete and len(top1) > 1 else None, "best": max(top1, default=None),
             **{kind: {b: [one[kind][b] for one in latency] for b in LATENCY_BACKENDS}
                for kind in ("latency_ratio", "latency_ms")},
             "measured_to_accept": len(control.get("tried", []))}
@@ -1252,7 +1262,9 @@ def truth_check(out: Path, tests: Sequence[Mapping[str, Any]], supernet: Mapping
     if len(subnets) == len(inherited["subnets"]) >= 3:
         ranks = rank_correlation([s["inherited_val_top1"] for s in subnets],
                                  [s["standalone_test_top1"] for s in subnets], resamples=resamples, seed=0)
-        found.update(kendall_tau=ranks["kendall_tau"], tau_ci=ranks["kendall_tau_ci"],
+        low, high = ranks["kendall_tau_ci"]
+        # every resample of a perfectly ordered sample is ordered alike: [1.00, 1.00] bounds nothing
+        found.update(kendall_tau=ranks["kendall_tau"], tau_ci=None if low == high else [low, high],
                      spearman_rho=ranks["spearman_rho"])
     if found["tau_ci"] and truth and truth.get("tau_in_band_ci"):
         (low, high), (truth_low, truth_high) = found["tau_ci"], truth["tau_in_band_ci"]
@@ -1267,11 +1279,12 @@ def truth_check_sentence(check: Mapping[str, Any]) -> str | None:
             return None
         return (f"Issue 30's 15-epoch truth checked at {check['standalone_epochs']} epochs: {len(check['subnets'])} "
                 f"of the {check['arms']} subnet arms trained so far; the check waits for all of them.")
-    low, high = check["tau_ci"] or (None, None)
+    interval = ("[{:.2f}, {:.2f}]".format(*check["tau_ci"]) if check["tau_ci"] else
+                "(no bootstrap interval: every resample of a sample this ordered ranks alike)")
     text = (f"Issue 30's 15-epoch truth checked at {check['standalone_epochs']} epochs: over the "
             f"{len(check['subnets'])} subnet arms trained here (searched and random, all within the 1.0x latency "
             f"budget), the supernet's inherited validation top-1 ranks their stand-alone test top-1 at Kendall "
-            f"tau {check['kendall_tau']:.2f} [{_f(low)}, {_f(high)}]")
+            f"tau {check['kendall_tau']:.2f} {interval}")
     truth = check["truth"]
     if not truth or truth.get("tau_in_band") is None:
         return text + "; no truth of issue 30 for this supernet to set it beside."
@@ -1421,8 +1434,6 @@ def smaller_sentence(arm: Mapping[str, Any], peer: Mapping[str, Any]) -> str | N
     """The searched 0.8x model against the peer: the paper's headline is a faster model that is also more
     accurate. A Welch interval with two seeds a side; with one seed of it, the peer's seed sd is the scale
     to read the difference against. None before it has a score."""
-    from autovit_ray.stats import welch_interval
-
     scores, peer_scores = arm["test_top1"], peer["test_top1"]
     if not scores or not peer_scores:
         return None
@@ -1430,8 +1441,8 @@ def smaller_sentence(arm: Mapping[str, Any], peer: Mapping[str, Any]) -> str | N
     text = (f"The searched 0.8x model: {statistics.mean(scores):.2f} % test top-1 "
             f"({len(scores)} seed{'s' if len(scores) > 1 else ''}), {difference:+.2f} points against the peer's seed "
             f"mean {statistics.mean(peer_scores):.2f}")
-    if len(scores) >= 2 and len(peer_scores) >= 2 and len({*scores, *peer_scores}) > 1:
-        w = welch_interval(scores, peer_scores)
+    w = welch_or_none(scores, peer_scores)
+    if w is not None:
         text += f", Welch 95 % interval {w['low']:+.2f} to {w['high']:+.2f}"
     elif len(peer_scores) >= 2:
         text += (f"; one seed gives no interval, and the peer's seed sd, {statistics.stdev(peer_scores):.2f} points, "
@@ -1514,7 +1525,9 @@ def section(r: Mapping[str, Any]) -> str:
         params = a["params"] if arm != "random_1.0x" else (max(a["params"]) if a["params"] else None)
         shown = "–" if params is None else ("≤ " if arm == "random_1.0x" else "") + f"{params / 1e6:.3f} M"
         kept = (a.get("inherited") or {}).get("test_top1")
-        lines.append(f"| {arm} | {len(a['test_top1'])} | {per} | {_f(a['mean'])} | {_f(a['sd'])} | {_f(kept)} | "
+        scored = sum(x is not None for x in a["test_top1"])
+        count = f"{scored} of {len(a['test_top1'])}" if scored < len(a["test_top1"]) else str(scored)
+        lines.append(f"| {arm} | {count} | {per} | {_f(a['mean'])} | {_f(a['sd'])} | {_f(kept)} | "
                      f"{shown} | {ratios['torch-cpu']} | {ratios['onnxruntime']} |")
     searched = r["arms"]["searched_1.0x"]
     inherited = (searched.get("inherited") or {}).get("test_top1")

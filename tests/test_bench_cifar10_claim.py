@@ -59,6 +59,13 @@ def test_the_random_reading_carries_its_noise_and_never_decides_by_it() -> None:
     assert claim.random_sentence(one, 84.0, 83.0, 1).endswith("a margin of +1.00 points. The random archs' mean is 83.00.")
 
 
+def test_welch_has_no_interval_under_two_values_a_side_or_with_both_sides_constant() -> None:
+    assert claim.welch_or_none([84.0, 84.0], [83.0, 83.0]) is None  # welch_interval would raise
+    assert claim.welch_or_none([84.0], [83.0, 83.5]) is None
+    assert claim.welch_or_none([84.0, 84.0], [83.0, 83.5])["difference"] == pytest.approx(0.75)
+    assert claim.verdict([84.0, 84.0], [83.0, 83.0], None, None)["beats_peer"] is None
+
+
 def test_the_smaller_arm_is_read_against_the_peer_with_its_noise() -> None:
     """The searched 0.8x arm (the paper's headline: faster and more accurate): a Welch interval from two
     seeds a side; with one seed, the peer's seed sd beside the difference; each backend's budget in words."""
@@ -575,10 +582,19 @@ def test_the_truth_check_ranks_30_epoch_runs_by_inherited_accuracy_beside_the_15
     # the random archs' pair is the one discordant pair of six: tau (5 - 1) / 6
     assert check["kendall_tau"] == pytest.approx(2 / 3) and check["truth"]["epochs"] == 15
     low, high = check["tau_ci"]
-    assert low < 2 / 3 <= high and check["intervals_overlap"] == (low <= 0.9 and 0.1 <= high)
+    assert low < 2 / 3 <= high and check["intervals_overlap"] is True  # four points: a wide interval
     sentence = claim.truth_check_sentence(check)
-    assert "over the 4 subnet arms" in sentence and "Kendall tau 0.67" in sentence
+    assert "over the 4 subnet arms" in sentence and "Kendall tau 0.67 [" in sentence
     assert "15-epoch truth's in-band tau 0.55 [0.10, 0.90]" in sentence
+    # a perfectly ordered sample: every bootstrap resample is too, so [1.00, 1.00] would bound nothing
+    ordered = [*tests[:5], _test_record(runs[5], 82.5, {})]
+    (tmp_path / "inherited.json").write_text(json.dumps({"subnets": {
+        k: {"arch": {}, "val_top1": v} for k, v in zip(keys, (80.0, 78.0, 77.0, 76.0))}}))
+    concordant = claim.truth_check(tmp_path, ordered, supernet, resamples=200)
+    assert concordant["kendall_tau"] == pytest.approx(1.0) and concordant["tau_ci"] is None
+    assert concordant["intervals_overlap"] is None
+    assert ("Kendall tau 1.00 (no bootstrap interval: every resample of a sample this ordered ranks alike)"
+            in claim.truth_check_sentence(concordant)) and "no interval to compare" in claim.truth_check_sentence(concordant)
     unscored = {**supernet, "source": "--supernet", "tau_in_band": None, "tau_in_band_ci": None}
     other = claim.truth_check(tmp_path, tests, unscored, resamples=200)  # a checkpoint issue 30 did not score
     assert other["truth"] is None and "no truth of issue 30" in claim.truth_check_sentence(other)
@@ -679,7 +695,8 @@ def test_the_report_from_a_synthetic_record_has_the_issues_fields(tmp_path, monk
     assert "<p class=verdict>The searched model beats the hand-designed peer" in page and "random_1.0x/4" in page
     assert ("Searched vs random: the searched seed mean 85.60 is above the best of the 5 random archs (84.20): a "
             "margin of +1.40 points; one training's seed sd here is 0.10 points (pooled over the searched arm's and "
-            "the peer's seeds), and each random arch is one training. The random archs' mean is 83.60 (sd 0.47 over "
+            "the peer's seeds), and each random arch is one training, so the best of them is lifted by its seed noise "
+            "too. The random archs' mean is 83.60 (sd 0.47 over "
             "archs); the searched seed mean minus it: +2.00 points, Welch 95 % interval +1.42 to +2.58 (reported, "
             "not deciding).") in text
     assert v["versus_random"]["margin_over_best"] == pytest.approx(1.4)
@@ -689,6 +706,9 @@ def test_the_report_from_a_synthetic_record_has_the_issues_fields(tmp_path, monk
     partial = claim.report(out)
     assert partial["verdict"]["beats_random"] is None and partial["arms"]["random_1.0x"]["best"] == pytest.approx(83.9)
     assert partial["verdict"]["versus_random"] is None
+    # two of five give no spread to read: the mean and sd over archs wait too, and the table counts
+    assert partial["arms"]["random_1.0x"]["mean"] is None and partial["arms"]["random_1.0x"]["sd"] is None
+    assert "| random_1.0x | 3 of 5 | 83.00 / 83.30 / – / 83.90 / – | – | – |" in (tmp_path / "BENCHMARKS.md").read_text()
     assert ("Searched vs random: 3 of the 5 random archs trained so far (best 83.90); the reading waits for all "
             "of them.") in (tmp_path / "BENCHMARKS.md").read_text()
 
