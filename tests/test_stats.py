@@ -106,6 +106,9 @@ def test_paired_difference_known_answers():
     # two images of 359 (the demo's verdict): noise
     small = paired_difference([1] * 353 + [0] * 6, [1] * 351 + [0] * 8, resamples=2000)
     assert not small["significant"] and small["mcnemar_p"] == 0.5
+    # 3 of 5 images right for a only: the bootstrap interval excludes 0, McNemar (p = 0.25) does not agree
+    few = paired_difference([1, 1, 1, 0, 0], [0, 0, 0, 0, 0], resamples=2000)
+    assert few["low"] > 0 and few["mcnemar_p"] == pytest.approx(0.25) and not few["significant"]
     with pytest.raises(ValueError, match="per-image correctness"):
         paired_difference([0.5, 1], [1, 1])
 
