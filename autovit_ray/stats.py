@@ -73,11 +73,18 @@ def percentile_interval(values: Sequence[float], level: float = 0.95) -> tuple[f
     return float(np.percentile(v, tail)), float(np.percentile(v, 100 - tail))
 
 
+def _bounding(interval: tuple[float, float] | None) -> tuple[float, float] | None:
+    """`interval`, or None where it has no width: every replicate gave the same value, as every resample
+    of a perfectly ordered sample does (tau 1 [1, 1] at any n), which bounds nothing."""
+    return interval if interval is not None and interval[0] < interval[1] else None
+
+
 def rank_correlation(x: Sequence[float], y: Sequence[float], resamples: int = 10_000, seed: int = 0,
                      level: float = 0.95) -> dict[str, Any]:
     """Kendall tau-b and Spearman rho of paired scores, each with a percentile bootstrap interval over
     resampled pairs (replicates in which a side is constant have no order and are left out). A
-    statistic is None where a whole side is constant."""
+    statistic is None where a whole side is constant; an interval is None where the replicates leave
+    none, or all agree (a perfectly ordered sample)."""
     a, b = _pair(x, y, "rank_correlation", minimum=3)
     rng = np.random.default_rng(seed)
     taus, rhos = [], []
@@ -90,8 +97,8 @@ def rank_correlation(x: Sequence[float], y: Sequence[float], resamples: int = 10
     def finite(value: float) -> float | None:
         return value if math.isfinite(value) else None
 
-    return {"kendall_tau": finite(kendall_tau(a, b)), "kendall_tau_ci": percentile_interval(taus, level),
-            "spearman_rho": finite(spearman_rho(a, b)), "spearman_rho_ci": percentile_interval(rhos, level),
+    return {"kendall_tau": finite(kendall_tau(a, b)), "kendall_tau_ci": _bounding(percentile_interval(taus, level)),
+            "spearman_rho": finite(spearman_rho(a, b)), "spearman_rho_ci": _bounding(percentile_interval(rhos, level)),
             "n": int(a.size), "resamples": len(taus)}
 
 
@@ -99,7 +106,9 @@ def paired_tau_difference(a: Sequence[float], b: Sequence[float], truth: Sequenc
                           seed: int = 0, level: float = 0.95) -> dict[str, Any]:
     """tau(a, truth) - tau(b, truth) for two predictors scored on the same items, with a percentile
     bootstrap interval over items resampled once for both (replicates in which any side is constant
-    are left out). `significant`: the interval excludes 0. `difference` is None where a tau is."""
+    are left out; no interval where all replicates agree on a nonzero value: the taus at their bounds, as
+    three items ordered opposite ways give, 2 [2, 2]; two predictors that rank alike give 0 [0, 0]).
+    `significant`: the interval excludes 0. `difference` is None where a tau is."""
     x, t = _pair(a, truth, "paired_tau_difference", minimum=3)
     y, _ = _pair(b, truth, "paired_tau_difference", minimum=3)
     rng = np.random.default_rng(seed)
@@ -110,6 +119,8 @@ def paired_tau_difference(a: Sequence[float], b: Sequence[float], truth: Sequenc
             diffs.append(kendall_tau(xa, tt) - kendall_tau(yb, tt))
     difference = kendall_tau(x, t) - kendall_tau(y, t)
     interval = percentile_interval(diffs, level)
+    if interval is not None and interval[0] == interval[1] != 0.0:
+        interval = None
     low, high = interval if interval else (None, None)
     return {"difference": difference if math.isfinite(difference) else None, "low": low, "high": high,
             "n": int(t.size), "resamples": len(diffs),

@@ -289,13 +289,16 @@ def reading(record: dict[str, Any], val_images: int = 50_000 - base.TRAIN_IMAGES
         p = statistics.mean(inherited) / 100
         noise = 100 * math.sqrt(p * (1 - p) / val_images)
         ci = c.get("kendall_tau_ci")
-        if ci and ci[0] > 0:
+        if ci is None:
+            verdict = ("τ has no bootstrap interval (every resample ranks alike, or a side is constant): too few "
+                       "subnets to bound it")
+        elif ci[0] > 0:
             verdict = "the inherited accuracy ranks these subnets as training them alone does"
-        elif ci and ci[1] < 0:
+        elif ci[1] < 0:
             verdict = "the inherited accuracy ranks these subnets against training them alone"
         else:
-            verdict = ("τ's interval includes 0: at this precision the inherited accuracy does not rank these "
-                       "subnets as training them alone does, nor the opposite way")
+            verdict = ("τ's interval includes 0: at this precision it cannot tell whether the inherited accuracy "
+                       "ranks these subnets as training them alone does")
         out += ["", f"Reading ({kind}): {verdict}. The inherited top-1 of the {len(runs)} subnets spans "
                 f"{max(inherited) - min(inherited):.2f} pt and the stand-alone {max(alone) - min(alone):.2f} pt, "
                 f"while one accuracy on {val_images:,} images has a standard error of about {noise:.1f} pt: "

@@ -36,7 +36,7 @@ def test_the_subnets_are_distinct_and_spread_over_the_latency_range() -> None:
 def test_rank_correlation_with_its_bootstrap_interval() -> None:
     a = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
     same = rank.rank_correlation(a, [10.0, 20.0, 25.0, 40.0, 41.0, 60.0], resamples=200)
-    assert same["kendall_tau"] == pytest.approx(1.0) and same["kendall_tau_ci"] == pytest.approx([1.0, 1.0])
+    assert same["kendall_tau"] == pytest.approx(1.0) and same["kendall_tau_ci"] is None  # bounds nothing
     reversed_ = rank.rank_correlation(a, a[::-1], resamples=200)
     assert reversed_["kendall_tau"] == pytest.approx(-1.0) and reversed_["spearman_rho"] == pytest.approx(-1.0)
     noisy = rank.rank_correlation(a, [2.0, 1.0, 3.0, 5.0, 4.0, 6.0], resamples=500)

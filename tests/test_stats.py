@@ -62,7 +62,8 @@ def test_rank_correlation_interval_holds_the_estimate_and_perfect_order_gives_on
     assert r["kendall_tau_ci"][0] <= r["kendall_tau"] <= r["kendall_tau_ci"][1]
     assert r["spearman_rho_ci"][0] <= r["spearman_rho"] <= r["spearman_rho_ci"][1]
     perfect = rank_correlation(x, 2 * x + 1, resamples=200)
-    assert perfect["kendall_tau"] == 1.0 and perfect["kendall_tau_ci"] == (1.0, 1.0)
+    # every resample of a perfectly ordered sample is ordered too: a zero-width interval bounds nothing
+    assert perfect["kendall_tau"] == 1.0 and perfect["kendall_tau_ci"] is None and perfect["spearman_rho_ci"] is None
 
 
 def test_paired_tau_difference_is_the_difference_of_taus_and_shares_the_resamples():
@@ -75,6 +76,9 @@ def test_paired_tau_difference_is_the_difference_of_taus_and_shares_the_resample
     # the same predictor against itself: every replicate differs by exactly 0
     same = paired_tau_difference(good, good, truth, resamples=200)
     assert (same["difference"], same["low"], same["high"], same["significant"]) == (0.0, 0.0, 0.0, False)
+    # three items ranked opposite ways: every replicate is +2, at tau's bounds: no interval, not significant
+    tiny = paired_tau_difference([1, 2, 3], [3, 2, 1], [1, 2, 3], resamples=200)
+    assert tiny["difference"] == 2.0 and (tiny["low"], tiny["high"], tiny["significant"]) == (None, None, False)
     # two predictors sharing most of their noise: the paired interval is narrower than either tau's own
     shared = truth + rng.normal(scale=1.0, size=40)
     a, b = shared + rng.normal(scale=0.1, size=40), shared + rng.normal(scale=0.1, size=40)
