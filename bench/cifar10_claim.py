@@ -1568,7 +1568,8 @@ def section(r: Mapping[str, Any]) -> str:
         lines.append(check)
     for d in v["paired_by_seed"]:
         lines.append(f"- seed {d['seed']}: paired image-level difference {d['difference']:+.2f} [{d['low']:+.2f}, "
-                     f"{d['high']:+.2f}] (bootstrap over the {d['images']:,} test images; reported, not deciding)")
+                     f"{d['high']:+.2f}] (bootstrap over the {d['images']:,} test images; McNemar exact p = "
+                     f"{d['mcnemar_p']:.2g}; reported, not deciding)")
     if r["table6"]:
         import search_strategies
 

@@ -663,6 +663,10 @@ def test_the_report_from_a_synthetic_record_has_the_issues_fields(tmp_path, monk
     assert {"beats_peer", "difference", "low", "high", "beats_peer_inherited", "beats_random"} <= set(v)
     assert v["beats_peer"] is True and v["beats_peer_inherited"] is False and v["beats_random"] is True
     assert [d["seed"] for d in v["paired_by_seed"]] == [0, 1, 2] and v["budget_met"]["searched_1.0x/torch-cpu"]
+    seed0 = v["paired_by_seed"][0]
+    assert (f"- seed 0: paired image-level difference {seed0['difference']:+.2f} [{seed0['low']:+.2f}, "
+            f"{seed0['high']:+.2f}] (bootstrap over the 200 test images; McNemar exact p = {seed0['mcnemar_p']:.2g}; "
+            "reported, not deciding)") in (tmp_path / "BENCHMARKS.md").read_text()
     assert len(saved["table6"]["runs"]) == 9 and "curve" not in saved["table6"]["runs"][0]
     assert saved["commits"]["budgets"] == "b" * 40 and saved["commits"]["standalone/peer-s1"] == "d" * 40
     assert saved["commits"]["select/c2f-1.0x"] == "c" * 40
