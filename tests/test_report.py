@@ -313,16 +313,19 @@ def test_a_rank_fidelity_report_gets_its_section(experiment, tmp_path):
     subnets = [{"name": f"net{i}", "lut_ms": 4.0 + i, "in_band": i < 2, "params": 1000 * i, "val_top1": t,
                 "test_top1": t - 0.5} for i, t in enumerate(truth)]
     subnets[3].pop("test_top1")  # a run scored by a version that had no test score
-    report = {"standalone": {"epochs": 15, "seed_sd": 0.4, "subnets": subnets},
+    pair = {"arch_hash": "h", "top1": [80.0, 80.4], "test_top1": [79.0, 79.5]}
+    report = {"standalone": {"epochs": 15, "seed_sd": 0.4, "subnets": subnets, "repeats": [pair, pair]},
               "supernets": {"sandwich": {"sampler": "sandwich", "epochs_done": 30, "inherited": inherited, **stats}}}
     (exp / "fidelity").mkdir()
     (exp / "fidelity" / "fidelity.json").write_text(json.dumps(report))
     lines: list[str] = []
     html = write_report(exp, log=lines.append).read_text()
     assert lines == [] and re.findall(r"<h2>([^<]*)</h2>", html) == [*SECTIONS, "Rank fidelity"]
-    assert "truth&#x27;s own seed noise: sd 0.40 points" in html and "<td class=l>sandwich</td>" in html
+    assert "truth&#x27;s own seed noise: sd 0.40 points (from 2 seed pairs: a rough estimate)" in html
+    assert "<td class=l>sandwich</td>" in html
     ceiling = noise_ceiling_tau(truth, 0.4)  # the report has none: the page computes it from the same record
-    assert f"a perfect predictor would reach tau {ceiling:+.2f} against it (in band n/a)" in html and ceiling < 1
+    assert (f"a perfect predictor would reach tau {ceiling:+.2f} against it (in band n/a): about the ceiling of the "
+            "taus below, an expected value that one sample can pass") in html and ceiling < 1
     assert "<th>stand-alone test top-1</th>" in html and "<td class=l>net1</td>" in html
     assert f"+0.67 ({stats['draw_sd']:.2f}) over 2</td>" in html  # one of six pairs swapped between the subsets
     over = stats["tau_over_macs_ci"]

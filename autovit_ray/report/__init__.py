@@ -461,11 +461,14 @@ def rank_fidelity(path: Path) -> str:
     # reports written before the ceiling was: computed here from the same record
     ceiling = {**truth_ceiling(report["standalone"]["subnets"], sd), **{
         k: v for k, v in report["standalone"].items() if k.startswith("tau_ceiling") and v is not None}}
+    pairs = len(report["standalone"].get("repeats") or [])
     caption = (f"{len(truth)} subnets trained alone for {report['standalone']['epochs']} epochs; validation top-1"
-               + (f"; the truth's own seed noise: sd {sd:.2f} points" if isinstance(sd, (int, float)) else "")
+               + (f"; the truth's own seed noise: sd {sd:.2f} points (from {pairs} seed pair"
+                  f"{'' if pairs == 1 else 's'}{': a rough estimate' if pairs < 5 else ''})"
+                  if isinstance(sd, (int, float)) else "")
                + (f", so a perfect predictor would reach tau {_signed(ceiling['tau_ceiling'])} against it (in band "
-                  f"{_signed(ceiling['tau_ceiling_in_band'])}): the ceiling of every tau below"
-                  if ceiling["tau_ceiling"] is not None else ""))
+                  f"{_signed(ceiling['tau_ceiling_in_band'])}): about the ceiling of the taus below, an expected "
+                  "value that one sample can pass" if ceiling["tau_ceiling"] is not None else ""))
     fig, axes = _figure(len(report["supernets"]))
     for ax, (name, r) in zip(axes, report["supernets"].items()):
         ax.scatter(r["inherited"], truth, s=18)
