@@ -153,9 +153,10 @@ def paired_difference(a_correct: Sequence[bool], b_correct: Sequence[bool], resa
     boot = diffs[rng.integers(0, diffs.size, size=(resamples, diffs.size))].mean(axis=1) * 100
     low, high = percentile_interval(boot, level)  # type: ignore[misc]
     a_only, b_only = int(((x == 1) & (y == 0)).sum()), int(((x == 0) & (y == 1)).sum())
+    p_value = mcnemar_exact_p(a_only, b_only)
     return {"difference": float(diffs.mean() * 100), "low": low, "high": high, "a_only": a_only,
-            "b_only": b_only, "images": int(diffs.size), "mcnemar_p": mcnemar_exact_p(a_only, b_only),
-            "significant": not low <= 0.0 <= high and mcnemar_exact_p(a_only, b_only) < 1 - level}
+            "b_only": b_only, "images": int(diffs.size), "mcnemar_p": p_value,
+            "significant": not low <= 0.0 <= high and p_value < 1 - level}
 
 
 def welch_interval(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> dict[str, Any]:

@@ -562,8 +562,9 @@ def verdict(rows: Sequence[dict[str, Any]], backend: str, test_images: int | Non
 
     `paired`: {searched model: `stats.paired_difference` against the reference on the same test images}.
     With it, "beats" means the 95 % paired interval lies above zero and McNemar's p is under 0.05
-    (`significant`), and a higher top-1 that is not significant is called no significant difference. Without it, the point estimates decide and, with
-    `test_images`, the difference is also given in images (is it one image?)."""
+    (`significant`), and a higher top-1 that is not significant is called no significant difference.
+    Without it, the point estimates decide and, with `test_images`, the difference is also given in
+    images (is it one image?)."""
     ref = next((r for r in rows if r["kind"] == "reference" and isinstance(r["test_top1"], (int, float))), None)
     searched = [r for r in rows if r["kind"] == "searched" and isinstance(r["test_top1"], (int, float))]
     if ref is None or not searched:
