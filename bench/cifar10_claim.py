@@ -1240,8 +1240,8 @@ def truth_check(out: Path, tests: Sequence[Mapping[str, Any]], supernet: Mapping
     """Issue 30's 15-epoch truth checked at 30 epochs: how well the supernet's inherited validation top-1
     ranks the subnet arms' 30-epoch stand-alone test top-1 (seed means), beside the searched supernet's
     in-band tau against the truth (`searched_supernet`). None before the `inherited` stage. Read only once
-    every subnet arm has a score: a bootstrap over the first few is no interval (three concordant points
-    resample to tau 1.00 [1.00, 1.00])."""
+    every subnet arm has a score: the first few (whichever finished first) are not the check, and their
+    bootstrap is barely an interval (three concordant points resample to tau 1 on every draw)."""
     from autovit_ray.stats import rank_correlation
 
     inherited = _read(out / "inherited.json")
