@@ -70,7 +70,8 @@ def _add_backend_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet-cpus", type=float, default=0.3,
                    help="keep timing rounds in which other processes used at most this many cores (negative: off)")
     p.add_argument("--quiet-wait", type=float, default=60.0,
-                   help="seconds to wait before each round for other processes to go quiet")
+                   help="seconds to wait before each round for other processes to go quiet (after a wait "
+                        "runs out, at most 5 s until a round begins quiet again)")
 
 
 def _parse_arch(text: str, space: SearchSpace, resolution: int | None) -> tuple[str, Arch]:

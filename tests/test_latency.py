@@ -35,11 +35,12 @@ from autovit_ray.latency import (
     enumerate_module_keys,
     get_backend,
     kendall_tau,
+    measure,
     validate_table,
 )
 from autovit_ray.latency.backends import parse_remote_output
 from autovit_ray.latency.lut import ModuleRow
-from autovit_ray.latency.measure import QuietGate, measure_models, round_factors, summarize
+from autovit_ray.latency.measure import QuietGate, describe_quiet, measure_models, round_factors, summarize
 from autovit_ray.latency.modules import constant_key, layer_key
 from autovit_ray.nn import AutoViTNet, Supernet
 from autovit_ray.space import load_space
@@ -363,6 +364,37 @@ def test_quiet_gate_keeps_quiet_rounds_or_the_quietest_half():
     assert gate.report(4)["quiet_rounds"] == 2
     assert 0.0 <= gate.other_cpus(window_s=0.05) <= 64
 
+
+
+class _ScriptedGate(QuietGate):
+    """A gate on a fake clock: each 1 s look at the load reads the next scripted value."""
+
+    def __init__(self, loads: list[float], monkeypatch: pytest.MonkeyPatch, **kwargs: float) -> None:
+        super().__init__(**kwargs)
+        self.loads, self.now = iter(loads), 0.0
+        monkeypatch.setattr(measure.time, "monotonic", lambda: self.now)
+
+    def other_cpus(self, window_s: float = 1.0) -> float:
+        self.now += window_s
+        return next(self.loads)
+
+
+def test_quiet_gate_waits_long_once_then_briefly_while_the_machine_stays_busy(monkeypatch):
+    """A wait that runs out (a load outlasting it) makes the next rounds wait at most `busy_wait_s`,
+    until a round begins quiet: then the full wait again."""
+    busy, quiet = 1.0, 0.0
+    gate = _ScriptedGate([busy] * 10 + [busy] * 3 + [busy] * 2 + [quiet] + [busy] * 10, monkeypatch,
+                         max_other_cpus=0.3, max_wait_s=10, busy_wait_s=3)
+    gate.before_round()  # 10 busy looks: the full wait runs out
+    assert (gate.now, gate.timeouts, gate.busy) == (10, 1, True)
+    gate.before_round()  # a short wait, runs out too
+    assert (gate.now, gate.timeouts) == (13, 2)
+    gate.before_round()  # quiet on the third look: busy no more
+    assert (gate.now, gate.timeouts, gate.busy) == (16, 2, False)
+    gate.before_round()  # the full wait again
+    assert (gate.now, gate.timeouts, gate.busy) == (26, 3, True)
+    assert gate.waited_s == 26 and gate.report(0)["timeouts"] == 3
+    assert "3 waits ran out, the machine stayed busy" in describe_quiet({**gate.report(0), "quiet_rounds": 0})
 
 def test_measure_models_closes_every_prepared_model_also_when_one_fails():
     """Each model is timed in every round (its samples are its own); every prepared model is closed

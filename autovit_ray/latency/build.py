@@ -45,7 +45,7 @@ from .backends import LatencyBackend, PreparedModel
 from .build_config import BuildConfig
 from .extract import extract_modules
 from .lut import LatencyTable, ModuleRow, choose_method
-from .measure import QuietGate, calibrate_inner, measure_samples, summarize
+from .measure import QuietGate, calibrate_inner, describe_quiet, measure_samples, summarize
 from .modules import arch_module_keys, constant_key, witness_archs
 
 RIDGE_GRID = (0.01, 0.03, 0.1, 0.3)
@@ -159,8 +159,7 @@ def build_resolution(space: SearchSpace, backend: LatencyBackend, resolution: in
             p.close()
     quiet = gate.report(config.rounds) if gate is not None else None
     if quiet is not None:
-        log(f"  r{resolution}: kept {quiet['quiet_rounds']}/{config.rounds} quiet rounds (others' median load "
-            f"{quiet['other_cpus_median']:.2f} cores, waited {quiet['waited_s']:.0f} s)")
+        log(f"  r{resolution}: {describe_quiet(quiet)}")
     stats = summarize(samples, config.drift_correction, gate.quiet_rounds(config.rounds) if gate else None)
     module_stats, arch_stats = stats[:len(keys)], stats[len(keys):]
     isolated = np.array([s.median_ms for s in module_stats])

@@ -28,7 +28,7 @@ from ..stats import kendall_tau
 from ._files import atomic_path
 from .backends import LatencyBackend, PreparedModel
 from .lut import LatencyTable
-from .measure import QuietGate, measure_samples, summarize
+from .measure import QuietGate, describe_quiet, measure_samples, summarize
 
 Log = Callable[[str], None]
 
@@ -132,9 +132,7 @@ class ValidationReport:
         lines.append(f"  overall level: predicted/measured x{level['ratio']:.3f} (retest x{level['retest_ratio']:.3f}); "
                      f"with it divided out: MAPE {level['mape_after']:.2f}% (retest {level['retest_mape_after']:.2f}%)")
         if self.quiet:
-            lines.append(f"  quiet gate: kept {self.quiet['quiet_rounds']}/{self.quiet['rounds']} rounds "
-                         f"(others' median load {self.quiet['other_cpus_median']:.2f} cores, "
-                         f"waited {self.quiet['waited_s']:.0f} s)")
+            lines.append(f"  quiet gate: {describe_quiet(self.quiet)}")
         for name, m in self.other_methods.items():
             lines.append(f"  method {name}: MAPE {m['mape']:.2f}%  within 5% {m['within_5']:.0f}%  "
                          f"within 10% {m['within_10']:.0f}%  tau {m['kendall_tau']:.3f}")
