@@ -1442,7 +1442,9 @@ def smaller_sentence(arm: Mapping[str, Any], peer: Mapping[str, Any]) -> str | N
             f"mean {statistics.mean(peer_scores):.2f}")
     w = welch_or_none(scores, peer_scores)
     if w is not None:
-        text += f", Welch 95 % interval {w['low']:+.2f} to {w['high']:+.2f}"
+        reading = ("includes zero: no difference detected" if w["low"] <= 0 <= w["high"] else
+                   "above zero: more accurate" if w["low"] > 0 else "below zero: less accurate")
+        text += f", Welch 95 % interval {w['low']:+.2f} to {w['high']:+.2f} ({reading})"
     elif len(peer_scores) >= 2:
         text += (f"; one seed gives no interval, and the peer's seed sd, {statistics.stdev(peer_scores):.2f} points, "
                  "is the scale to read the difference against")

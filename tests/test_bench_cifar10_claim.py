@@ -79,6 +79,9 @@ def test_the_smaller_arm_is_read_against_the_peer_with_its_noise() -> None:
         "not met." in one
     two = claim.smaller_sentence({"test_top1": [83.0, 83.4], "latency_ratio": {"torch-cpu": [], "onnxruntime": []}}, peer)
     assert "-1.00 points against the peer's seed mean 84.20, Welch 95 % interval" in two and two.endswith(".")
+    assert "(includes zero: no difference detected)" in two  # 2 seeds: -2.20 to +0.20
+    worse = claim.smaller_sentence({"test_top1": [82.0, 82.1], "latency_ratio": {}}, peer)
+    assert "(below zero: less accurate)" in worse
     assert claim.smaller_sentence({"test_top1": [], "latency_ratio": {}}, peer) is None
 
 
