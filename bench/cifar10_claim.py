@@ -683,10 +683,11 @@ def kept_files(out: Path) -> dict[str, Path]:
     """The claim's records, kept in the repository (bench/results/kept/cifar10_claim/) by the report and put
     back by a run on a new machine where they are missing (`common.keep_files`, `common.restore_files`):
     the stage record, the searches' results, the random draw, the inherited scores, both latency
-    measurements, Table 6, and every stand-alone run's score file (its test top-1 and each test image's
-    correctness: what its hours of training were for). Checkpoints are not kept: a run cut short on a
-    machine that is gone trains again from its start."""
-    names = ["claim.json", "random.json", "inherited.json", "latency.json", "latency2.json",
+    measurements, the host log (which CPU each measurement ran on, for a report written elsewhere),
+    Table 6, and every stand-alone run's score file (its test top-1 and each test image's correctness:
+    what its hours of training were for). Checkpoints are not kept: a run cut short on a machine that is
+    gone trains again from its start."""
+    names = ["claim.json", "random.json", "inherited.json", "latency.json", "latency2.json", HOSTS_LOG,
              "table6/search_strategies.json", *(f"search/{search_name(f)}/results.json" for f in FACTORS)]
     files = {f"cifar10_claim/{name}": out / name for name in names}
     for run in standalone_runs(full=True):

@@ -289,6 +289,20 @@ def test_a_latency_measurements_host_is_its_own_record_else_the_host_logs_line_b
     assert claim.host_line(started).startswith("2026-12-06T16:00:00Z ") and claim.host_line(started).endswith(" cpus")
 
 
+def test_the_host_log_is_kept_so_a_report_written_on_another_machine_names_the_hosts(tmp_path, monkeypatch) -> None:
+    """A report rewritten on a new machine (`--report-only` from the kept records) still knows which CPU
+    each latency measurement ran on: the host log is kept with the records and restored where missing."""
+    monkeypatch.setattr(common, "KEPT", tmp_path / "kept")
+    old = tmp_path / "old-machine" / "cifar10_claim"
+    old.mkdir(parents=True)
+    (old / claim.HOSTS_LOG).write_text("2026-12-06T21:18:00Z AMD EPYC 2 cpus, session 35\n")
+    (old / "latency2.json").write_text(json.dumps({"process_started_at": 1796600000.0}))  # 2026-12-06T23:33Z
+    assert "cifar10_claim/hosts.log" in common.keep_files(claim.kept_files(old))
+    new = tmp_path / "new-machine" / "cifar10_claim"
+    common.restore_files(claim.kept_files(new))
+    assert claim.latency_hosts(new) == {"latency2": "AMD EPYC 2 cpus"}
+
+
 def _claim(out: Path, record: dict) -> claim.Claim:
     return claim.Claim(out, Path("/data/cifar10"), (out / "supernet", "sandwich"), {"adaptation": "stem1", "recipe":
                        "padcrop"}, False, record, lambda: None)
