@@ -365,7 +365,6 @@ def test_quiet_gate_keeps_quiet_rounds_or_the_quietest_half():
     assert 0.0 <= gate.other_cpus(window_s=0.05) <= 64
 
 
-
 class _ScriptedGate(QuietGate):
     """A gate on a fake clock: each 1 s look at the load reads the next scripted value."""
 
